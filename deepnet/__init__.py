@@ -1,0 +1,42 @@
+"""deepnet: Deep Learning from Scratch, chapter 8 (DeepConvNet on MNIST) on compiled kernels.
+
+Users import ``deepnet.layers`` (the book's layers) and ``deepnet.functional`` (the kernels
+as functions); ``deepnet.reference`` is the pure-NumPy reference of every kernel.
+"""
+from deepnet._config import (backend, get_backend, get_num_threads, kernels_compiled, set_backend,
+                             set_num_threads)
+from deepnet._version import __version__
+
+__all__ = ["__version__", "backend", "get_backend", "get_num_threads", "kernels_compiled",
+           "set_backend", "set_num_threads", "show_config", "config"]
+
+
+def config():
+    """What this installation has, as a dict (see show_config)."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from deepnet import _config, _cuda
+
+    openmp = _config._openmp
+    blas = [f"{info.get('internal_api')} {info.get('version')} ({info.get('num_threads')} threads)"
+            for info in threadpool_info() if info.get("user_api") == "blas"]
+    return {
+        "deepnet": __version__,
+        "numpy": np.__version__,
+        "kernels compiled": kernels_compiled(),
+        "backend": get_backend(),
+        "OpenMP": bool(openmp and openmp.openmp_enabled()),
+        "threads": get_num_threads(),
+        "F16C": bool(openmp and openmp.f16c_enabled()),
+        "BLAS": ", ".join(blas) or "none found",
+        "CuPy": _cuda.cupy_or_none() is not None,
+        "GPU usable": _cuda.gpu_available(),
+    }
+
+
+def show_config():
+    """Print how deepnet was built and what it will use (kernels, OpenMP, threads, BLAS, GPU)."""
+    for key, value in config().items():
+        value = "yes" if value is True else "no" if value is False else value
+        print(f"{key:>17}: {value}")

@@ -1,0 +1,102 @@
+"""The "cython" backend: thin wrappers that allocate outputs and call the compiled kernels.
+
+Same functions and contract as deepnet.reference.  float16 arrays are handed to the
+kernels viewed as uint16; their arithmetic runs in float32 (compute_dtype).
+"""
+import numpy as np
+
+from deepnet._config import get_num_threads
+from deepnet._kernels import im2col as _unfold
+from deepnet._kernels import pooling as _pooling
+from deepnet.reference import compute_dtype, output_size
+
+
+def _bits(a):
+    """The array as the kernels see it: float16 as its raw uint16 bits."""
+    return a.view(np.uint16) if a.dtype == np.float16 else a
+
+
+def _geometry(stride, pad):
+    return (stride[0], stride[1], pad[0], pad[1], get_num_threads())
+
+
+def _columns(x, kh, kw, stride, pad):
+    """Per-image columns (N, C*kh*kw, OH*OW) in compute_dtype: what the GEMM reads."""
+    N, C, H, W = x.shape
+    out_hw = output_size(H, kh, stride[0], pad[0]) * output_size(W, kw, stride[1], pad[1])
+    cols = np.empty((N, C * kh * kw, out_hw), dtype=compute_dtype(x.dtype))
+    if x.dtype == np.float16:
+        _unfold.im2col_to_float(_bits(x), cols, kh, kw, *_geometry(stride, pad))
+    else:
+        _unfold.im2col(x, cols, kh, kw, *_geometry(stride, pad))
+    return cols
+
+
+def _fold(cols, x_shape, kh, kw, stride, pad):
+    """col2im of per-image columns (N, C*kh*kw, OH*OW) (any strides), in compute_dtype."""
+    x = np.empty(x_shape, dtype=compute_dtype(cols.dtype))
+    _unfold.col2im(_bits(cols), x, kh, kw, *_geometry(stride, pad))
+    return x
+
+
+def im2col(x, kh, kw, stride, pad):
+    N, C, H, W = x.shape
+    out_hw = output_size(H, kh, stride[0], pad[0]) * output_size(W, kw, stride[1], pad[1])
+    col = np.empty((N, out_hw, C * kh * kw), dtype=x.dtype)
+    # The book's layout is the per-image layout with the last two axes swapped.
+    _unfold.im2col(_bits(x), _bits(col).transpose(0, 2, 1), kh, kw, *_geometry(stride, pad))
+    return col.reshape(N * out_hw, C * kh * kw)
+
+
+def col2im(col, x_shape, kh, kw, stride, pad):
+    N = x_shape[0]
+    per_image = col.reshape(N, -1, col.shape[1]).transpose(0, 2, 1)
+    return _fold(per_image, x_shape, kh, kw, stride, pad).astype(col.dtype, copy=False)
+
+
+def conv_forward(x, W, b, stride, pad):
+    N = x.shape[0]
+    FN, _, kh, kw = W.shape
+    acc = compute_dtype(x.dtype)
+    cols = _columns(x, kh, kw, stride, pad)
+    # (FN, CKK) @ (N, CKK, P) -> (N, FN, P): already NCHW, no transpose copy.
+    y = np.matmul(W.reshape(FN, -1).astype(acc, copy=False), cols)
+    y += b.astype(acc, copy=False)[:, None]
+    out_h = output_size(x.shape[2], kh, stride[0], pad[0])
+    return y.reshape(N, FN, out_h, -1).astype(x.dtype, copy=False)
+
+
+def conv_backward(dout, x, W, stride, pad):
+    N = x.shape[0]
+    FN, _, kh, kw = W.shape
+    acc = compute_dtype(x.dtype)
+    cols = _columns(x, kh, kw, stride, pad)
+    dout3 = dout.reshape(N, FN, -1).astype(acc, copy=False)
+    db = dout3.sum(axis=(0, 2))
+    dW = np.matmul(dout3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)
+    dcols = np.matmul(W.reshape(FN, -1).T.astype(acc, copy=False), dout3)
+    dx = _fold(dcols, x.shape, kh, kw, stride, pad)
+    return dx.astype(x.dtype, copy=False), dW.astype(W.dtype, copy=False), db.astype(W.dtype, copy=False)
+
+
+def max_pool_forward(x, pool_h, pool_w, stride, pad):
+    N, C, H, W = x.shape
+    out_shape = (N, C, output_size(H, pool_h, stride[0], pad[0]), output_size(W, pool_w, stride[1], pad[1]))
+    out = np.empty(out_shape, dtype=x.dtype)
+    argmax = np.empty(out_shape, dtype=np.int32)
+    _pooling.max_pool_forward(_bits(x), _bits(out), argmax, pool_h, pool_w, *_geometry(stride, pad))
+    return out, argmax
+
+
+def max_pool_backward(dout, argmax, x_shape, pool_h, pool_w, stride, pad):
+    dx = np.empty(x_shape, dtype=compute_dtype(dout.dtype))
+    _pooling.max_pool_backward(_bits(dout), argmax, dx, get_num_threads())
+    return dx.astype(dout.dtype, copy=False)
+
+
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(dout, y):
+    return dout * (y > 0)

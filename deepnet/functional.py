@@ -1,0 +1,190 @@
+"""Public kernel functions: validate the arguments once, then dispatch to a backend.
+
+The backend is chosen by the array type (a CuPy array runs the CUDA kernels) and, for
+NumPy arrays, by deepnet.set_backend ("cython": compiled kernels, "numpy": reference).
+Every backend module exposes the same functions with the same contract, so each function
+here is written once for all of them.
+
+Stride and pad are an int or a (vertical, horizontal) pair.  Errors name the caller
+(``caller=`` lets a layer put its own name in the message).
+"""
+import importlib
+import numbers
+
+import numpy as np
+
+from deepnet import _config
+from deepnet.reference import output_size
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_cupy(a):
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def _backend(caller, *arrays):
+    """The module that computes for these arrays; refuses a mix of NumPy and CuPy arrays."""
+    on_gpu = [_is_cupy(a) for a in arrays]
+    if any(on_gpu):
+        if not all(on_gpu):
+            raise TypeError(f"{caller}: all arrays must be on the same device; got a mix of "
+                            f"numpy and cupy arrays ({', '.join(type(a).__name__ for a in arrays)})")
+        return importlib.import_module("deepnet._cuda")
+    if _config.get_backend() == "cython":
+        return importlib.import_module("deepnet._cpu")
+    return importlib.import_module("deepnet.reference")
+
+
+def _xp(a):
+    return importlib.import_module("cupy") if _is_cupy(a) else np
+
+
+def as_float_array(a, name, caller, ndim=None, dtype=None):
+    """``a`` as a C-contiguous float16/32/64 array (a copy only when needed).
+
+    Non-contiguous, Fortran-ordered or sliced inputs are copied; read-only ones are not.
+    With ``dtype`` the array is converted to that dtype (layers compute in their parameters').
+    """
+    xp = _xp(a)
+    if not hasattr(a, "dtype"):
+        a = np.asarray(a)
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{caller}: {name} must be float16, float32 or float64, got dtype {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{caller}: {name} must be {ndim}-D, got {a.ndim}-D array of shape {tuple(a.shape)}")
+    return xp.ascontiguousarray(a, dtype=dtype if dtype is not None else a.dtype)
+
+
+def _pair(value, name, caller, minimum):
+    """(vertical, horizontal) ints from an int or a pair; each must be >= minimum."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{caller}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{caller}: {name} must be >= {minimum}, got {value!r}")
+    return (int(pair[0]), int(pair[1]))
+
+
+def _check_window(x_shape, kh, kw, stride, pad, caller, what="kernel"):
+    """Validate a kh x kw window sliding over x; return normalised (stride, pad)."""
+    stride = _pair(stride, "stride", caller, minimum=1)
+    pad = _pair(pad, "pad", caller, minimum=0)
+    kh, kw = _pair((kh, kw), f"{what} size", caller, minimum=1)
+    H, W = x_shape[2:]
+    if kh > H + 2 * pad[0] or kw > W + 2 * pad[1]:
+        raise ValueError(f"{caller}: {what} {kh}x{kw} is larger than the padded input "
+                         f"{H + 2 * pad[0]}x{W + 2 * pad[1]} (input {H}x{W}, pad {pad})")
+    return stride, pad
+
+
+def im2col(x, kh, kw, stride=1, pad=0, *, caller="deepnet.im2col"):
+    """(N, C, H, W) -> columns (N*OH*OW, C*kh*kw) in the book's order."""
+    x = as_float_array(x, "x", caller, ndim=4)
+    stride, pad = _check_window(x.shape, kh, kw, stride, pad, caller)
+    return _backend(caller, x).im2col(x, kh, kw, stride, pad)
+
+
+def _check_x_shape(x_shape, caller):
+    x_shape = tuple(x_shape)
+    if len(x_shape) != 4 or not all(isinstance(s, numbers.Integral) and s >= 1 for s in x_shape):
+        raise ValueError(f"{caller}: x_shape must be 4 positive ints (N, C, H, W), got {x_shape!r}")
+    return tuple(int(s) for s in x_shape)
+
+
+def col2im(col, x_shape, kh, kw, stride=1, pad=0, *, caller="deepnet.col2im"):
+    """Adjoint of im2col: columns (N*OH*OW, C*kh*kw) -> (N, C, H, W), overlaps summed."""
+    col = as_float_array(col, "col", caller, ndim=2)
+    N, C, H, W = x_shape = _check_x_shape(x_shape, caller)
+    stride, pad = _check_window(x_shape, kh, kw, stride, pad, caller)
+    expected = (N * output_size(H, kh, stride[0], pad[0]) * output_size(W, kw, stride[1], pad[1]), C * kh * kw)
+    if tuple(col.shape) != expected:
+        raise ValueError(f"{caller}: col must have shape {expected} for x_shape {x_shape}, "
+                         f"kernel {kh}x{kw}, stride {stride}, pad {pad}; got {tuple(col.shape)}")
+    return _backend(caller, col).col2im(col, x_shape, kh, kw, stride, pad)
+
+
+def _check_conv(x, W, b, caller):
+    W = as_float_array(W, "W", caller, ndim=4)
+    x = as_float_array(x, "x", caller, ndim=4, dtype=W.dtype)
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"{caller}: x has {x.shape[1]} channels but W expects {W.shape[1]} "
+                         f"(x shape {tuple(x.shape)}, W shape {tuple(W.shape)})")
+    if b is not None:
+        b = as_float_array(b, "b", caller, dtype=W.dtype).reshape(-1)
+        if b.shape[0] != W.shape[0]:
+            raise ValueError(f"{caller}: b must have {W.shape[0]} entries (one per filter), got {b.shape[0]}")
+    return x, W, b
+
+
+def conv2d(x, W, b, stride=1, pad=0, *, caller="deepnet.conv2d"):
+    """Convolution (cross-correlation, like the book): (N, C, H, W) -> (N, FN, OH, OW).
+
+    Computed in W's dtype; x is converted to it if needed.
+    """
+    x, W, b = _check_conv(x, W, b, caller)
+    stride, pad = _check_window(x.shape, W.shape[2], W.shape[3], stride, pad, caller)
+    return _backend(caller, x, W, b).conv_forward(x, W, b, stride, pad)
+
+
+def conv2d_backward(dout, x, W, stride=1, pad=0, *, caller="deepnet.conv2d_backward"):
+    """Gradients (dx, dW, db) of conv2d given dout = dL/dy."""
+    x, W, _ = _check_conv(x, W, None, caller)
+    stride, pad = _check_window(x.shape, W.shape[2], W.shape[3], stride, pad, caller)
+    dout = as_float_array(dout, "dout", caller, ndim=4, dtype=W.dtype)
+    expected = (x.shape[0], W.shape[0], output_size(x.shape[2], W.shape[2], stride[0], pad[0]),
+                output_size(x.shape[3], W.shape[3], stride[1], pad[1]))
+    if tuple(dout.shape) != expected:
+        raise ValueError(f"{caller}: dout must have shape {expected}, got {tuple(dout.shape)}")
+    return _backend(caller, dout, x, W).conv_backward(dout, x, W, stride, pad)
+
+
+def _check_pool(x_shape, pool_h, pool_w, stride, pad, caller):
+    stride, pad = _check_window(x_shape, pool_h, pool_w, stride, pad, caller, what="pool window")
+    if pad[0] >= pool_h or pad[1] >= pool_w:
+        raise ValueError(f"{caller}: pad {pad} must be smaller than the pool window {pool_h}x{pool_w} "
+                         "(a window of padding alone has no maximum)")
+    return stride, pad
+
+
+def max_pool2d(x, pool_h, pool_w, stride=None, pad=0, *, caller="deepnet.max_pool2d"):
+    """Max-pooling: returns (y, argmax); argmax holds the flat index iy*W + ix of each winner.
+
+    stride defaults to the window size.  Padding never wins a window.
+    """
+    x = as_float_array(x, "x", caller, ndim=4)
+    stride = (pool_h, pool_w) if stride is None else stride
+    stride, pad = _check_pool(x.shape, pool_h, pool_w, stride, pad, caller)
+    return _backend(caller, x).max_pool_forward(x, int(pool_h), int(pool_w), stride, pad)
+
+
+def max_pool2d_backward(dout, argmax, x_shape, pool_h, pool_w, stride=None, pad=0, *,
+                        caller="deepnet.max_pool2d_backward"):
+    """Gradient of max_pool2d: dout scattered to the argmax positions (overlaps add up)."""
+    dout = as_float_array(dout, "dout", caller, ndim=4)
+    x_shape = _check_x_shape(x_shape, caller)
+    stride = (pool_h, pool_w) if stride is None else stride
+    stride, pad = _check_pool(x_shape, pool_h, pool_w, stride, pad, caller)
+    argmax = _xp(argmax).ascontiguousarray(argmax, dtype=np.int32)
+    if argmax.shape != dout.shape:
+        raise ValueError(f"{caller}: argmax shape {tuple(argmax.shape)} differs from dout shape {tuple(dout.shape)}")
+    if argmax.size and (int(argmax.min()) < 0 or int(argmax.max()) >= x_shape[2] * x_shape[3]):
+        raise ValueError(f"{caller}: argmax entries must lie in [0, {x_shape[2] * x_shape[3]}) "
+                         "(flat indexes into the input plane)")
+    return _backend(caller, dout, argmax).max_pool_backward(dout, argmax, x_shape, int(pool_h), int(pool_w),
+                                                            stride, pad)
+
+
+def relu(x, *, caller="deepnet.relu"):
+    """max(x, 0); NaN stays NaN."""
+    x = as_float_array(x, "x", caller)
+    return _backend(caller, x).relu_forward(x)
+
+
+def relu_backward(dout, y, *, caller="deepnet.relu_backward"):
+    """dout where the ReLU's output y was positive, else 0."""
+    y = as_float_array(y, "y", caller)
+    dout = as_float_array(dout, "dout", caller, dtype=y.dtype)
+    if dout.shape != y.shape:
+        raise ValueError(f"{caller}: dout shape {tuple(dout.shape)} differs from y shape {tuple(y.shape)}")
+    return _backend(caller, dout, y).relu_backward(dout, y)

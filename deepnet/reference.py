@@ -1,0 +1,125 @@
+"""Pure-NumPy reference of every kernel: the book's algorithms, written afresh.
+
+Tests check the compiled kernels against these functions and benchmarks race them.  They
+are also the "numpy" backend.  Arguments arrive validated by deepnet.functional:
+stride and pad are (vertical, horizontal) pairs, arrays are floating point.
+
+float16 is a storage format: arithmetic runs in float32 and results are rounded back to
+float16 once, at the end.
+"""
+import numpy as np
+
+
+def output_size(size, kernel, stride, pad):
+    """Number of window positions along one axis."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def compute_dtype(dtype):
+    """The dtype arithmetic runs in for arrays stored as ``dtype``."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
+def _output_hw(x_shape, kh, kw, stride, pad):
+    return (output_size(x_shape[2], kh, stride[0], pad[0]),
+            output_size(x_shape[3], kw, stride[1], pad[1]))
+
+
+def _window_views(padded, kh, kw, stride, out_h, out_w):
+    """Yield (i, j, view) with view[n, c, oy, ox] = padded[n, c, oy*sh + i, ox*sw + j]."""
+    sh, sw = stride
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, padded[:, :, i:i + sh * out_h:sh, j:j + sw * out_w:sw]
+
+
+def _pad_hw(x, pad, value=0):
+    (ph, pw) = pad
+    return np.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw)], constant_values=value)
+
+
+def im2col(x, kh, kw, stride, pad):
+    """(N, C, H, W) -> (N*OH*OW, C*kh*kw), rows ordered (n, oy, ox), columns (c, i, j)."""
+    N, C = x.shape[:2]
+    out_h, out_w = _output_hw(x.shape, kh, kw, stride, pad)
+    col = np.empty((N, C, kh, kw, out_h, out_w), dtype=x.dtype)
+    for i, j, view in _window_views(_pad_hw(x, pad), kh, kw, stride, out_h, out_w):
+        col[:, :, i, j] = view
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, -1)
+
+
+def col2im(col, x_shape, kh, kw, stride, pad):
+    """Adjoint of im2col: every column entry is added back to the pixel it was read from."""
+    N, C, H, W = x_shape
+    (ph, pw) = pad
+    out_h, out_w = _output_hw(x_shape, kh, kw, stride, pad)
+    acc = compute_dtype(col.dtype)
+    windows = col.reshape(N, out_h, out_w, C, kh, kw).transpose(0, 3, 4, 5, 1, 2).astype(acc)
+    padded = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=acc)
+    for i, j, view in _window_views(padded, kh, kw, stride, out_h, out_w):
+        view += windows[:, :, i, j]
+    return padded[:, :, ph:ph + H, pw:pw + W].astype(col.dtype)
+
+
+def conv_forward(x, W, b, stride, pad):
+    """y = im2col(x) @ W^T + b, as (N, FN, OH, OW)."""
+    N = x.shape[0]
+    FN = W.shape[0]
+    out_h, out_w = _output_hw(x.shape, W.shape[2], W.shape[3], stride, pad)
+    acc = compute_dtype(x.dtype)
+    col = im2col(x, W.shape[2], W.shape[3], stride, pad).astype(acc)
+    y = col @ W.reshape(FN, -1).T.astype(acc) + b.astype(acc)
+    return y.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2).astype(x.dtype)
+
+
+def conv_backward(dout, x, W, stride, pad):
+    """Gradients (dx, dW, db) of conv_forward given dout = dL/dy."""
+    FN, _, kh, kw = W.shape
+    acc = compute_dtype(x.dtype)
+    col = im2col(x, kh, kw, stride, pad).astype(acc)
+    dout2d = dout.transpose(0, 2, 3, 1).reshape(-1, FN).astype(acc)
+    db = dout2d.sum(axis=0)
+    dW = (col.T @ dout2d).T.reshape(W.shape)
+    dcol = dout2d @ W.reshape(FN, -1).astype(acc)
+    dx = col2im(dcol, x.shape, kh, kw, stride, pad)
+    return dx.astype(x.dtype), dW.astype(W.dtype), db.astype(W.dtype)
+
+
+def max_pool_forward(x, pool_h, pool_w, stride, pad):
+    """Window maxima and, per window, the flat index iy*W + ix of the winner in x's plane.
+
+    Padding never wins; ties go to the first element in window order; NaN wins.
+    """
+    H, W = x.shape[2:]
+    out_h, out_w = _output_hw(x.shape, pool_h, pool_w, stride, pad)
+    values = _pad_hw(x, pad)
+    inside = _pad_hw(np.ones((1, 1, H, W), dtype=bool), pad, value=False)
+    flat_index = _pad_hw(np.arange(H * W, dtype=np.int32).reshape(1, 1, H, W), pad, value=-1)
+    views = zip(_window_views(values, pool_h, pool_w, stride, out_h, out_w),
+                _window_views(inside, pool_h, pool_w, stride, out_h, out_w),
+                _window_views(flat_index, pool_h, pool_w, stride, out_h, out_w))
+    best = np.zeros(x.shape[:2] + (out_h, out_w), dtype=x.dtype)
+    argmax = np.full(best.shape, -1, dtype=np.int32)
+    for (_, _, value), (_, _, valid), (_, _, index) in views:
+        takes = valid & ((argmax < 0) | (value > best) | (np.isnan(value) & ~np.isnan(best)))
+        best = np.where(takes, value, best)
+        argmax = np.where(takes, index, argmax)
+    return best, argmax
+
+
+def max_pool_backward(dout, argmax, x_shape, pool_h, pool_w, stride, pad):
+    """Scatter dout to the winners recorded by max_pool_forward (overlaps add up)."""
+    N, C, H, W = x_shape
+    acc = compute_dtype(dout.dtype)
+    dx = np.zeros((N * C, H * W), dtype=acc)
+    planes = np.repeat(np.arange(N * C), argmax[0, 0].size)
+    np.add.at(dx, (planes, argmax.reshape(-1)), dout.reshape(-1).astype(acc))
+    return dx.reshape(x_shape).astype(dout.dtype)
+
+
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(dout, y):
+    return dout * (y > 0)

@@ -1,0 +1,37 @@
+# Element types shared by the kernels (included with `include "dtypes.pxi"`).
+#
+# float16 arrays reach the kernels viewed as uint16 (`half_t`): they are stored as half and
+# converted to float32 on load, back to half on store (src/deepnet_half.h).
+
+from libc.stdint cimport uint16_t
+
+cdef extern from "deepnet_half.h" nogil:
+    float dn_half_to_float(uint16_t h)
+    uint16_t dn_float_to_half(float f)
+
+ctypedef uint16_t half_t
+
+ctypedef fused storage_t:
+    half_t
+    float
+    double
+
+ctypedef fused compute_t:
+    float
+    double
+
+
+cdef inline double load(storage_t value) noexcept nogil:
+    """Read one stored element as a number (exact for every storage type)."""
+    if storage_t is half_t:
+        return dn_half_to_float(value)
+    else:
+        return value
+
+
+cdef inline void store(storage_t* destination, double value) noexcept nogil:
+    """Write one number as a stored element (float16: round to nearest even)."""
+    if storage_t is half_t:
+        destination[0] = dn_float_to_half(<float>value)
+    else:
+        destination[0] = <storage_t>value

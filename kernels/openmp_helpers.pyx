@@ -1,0 +1,23 @@
+# OpenMP facts for the Python side; builds (single-threaded) without OpenMP too.
+
+cdef extern from "deepnet_openmp.h":
+    int DEEPNET_HAVE_OPENMP
+    int omp_get_max_threads() nogil
+
+cdef extern from "deepnet_half.h":
+    int DEEPNET_HAVE_F16C
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(DEEPNET_HAVE_OPENMP)
+
+
+def f16c_enabled():
+    """True when float16 conversion uses the F16C instructions."""
+    return bool(DEEPNET_HAVE_F16C)
+
+
+def max_threads():
+    """OpenMP's default thread count (honours OMP_NUM_THREADS and the CPU affinity)."""
+    return omp_get_max_threads()

@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+
+import deepnet
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261123)
+
+
+@pytest.fixture
+def numpy_backend():
+    with deepnet.backend("numpy"):
+        yield
+
+
+def pytest_report_header(config):
+    cfg = deepnet.config()
+    return [f"deepnet: kernels compiled={cfg['kernels compiled']} OpenMP={cfg['OpenMP']} "
+            f"threads={cfg['threads']} F16C={cfg['F16C']} BLAS={cfg['BLAS']}"]

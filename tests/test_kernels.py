@@ -1,0 +1,186 @@
+"""Compiled kernels against the pure-NumPy reference, on many random geometries."""
+import numpy as np
+import pytest
+
+import deepnet
+from deepnet import functional as F
+from deepnet import reference as R
+from cases import DTYPES, RTOL, case_id, max_relative_error, random_geometries
+
+pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
+
+CASES = random_geometries(40)
+POOL_CASES = random_geometries(30, seed=99, pool=True)
+
+
+def random_input(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def weights_for(rng, case, dtype, filters=None):
+    N, C, H, W = case["x_shape"]
+    filters = filters or int(rng.integers(1, 9))
+    fan_in = C * case["kh"] * case["kw"]
+    Wt = (rng.standard_normal((filters, C, case["kh"], case["kw"])) / np.sqrt(fan_in)).astype(dtype)
+    return Wt, rng.standard_normal(filters).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_im2col_equals_reference_exactly(case, dtype, rng):
+    x = random_input(rng, case["x_shape"], dtype)
+    got = F.im2col(x, case["kh"], case["kw"], case["stride"], case["pad"])
+    expected = R.im2col(x, case["kh"], case["kw"], case["stride"], case["pad"])
+    assert got.dtype == dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_col2im_equals_reference(case, dtype, rng):
+    x_shape, kh, kw = case["x_shape"], case["kh"], case["kw"]
+    cols_shape = R.im2col(np.zeros(x_shape), kh, kw, case["stride"], case["pad"]).shape
+    col = random_input(rng, cols_shape, dtype)
+    got = F.col2im(col, x_shape, kh, kw, case["stride"], case["pad"])
+    expected = R.col2im(col, x_shape, kh, kw, case["stride"], case["pad"])
+    assert got.dtype == dtype and got.shape == x_shape
+    assert max_relative_error(got, expected) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("case", CASES[:20], ids=case_id)
+def test_col2im_is_the_adjoint_of_im2col(case, backend, rng):
+    """<im2col(x), y> == <x, col2im(y)> in float64, for both backends."""
+    x = rng.standard_normal(case["x_shape"])
+    args = (case["kh"], case["kw"], case["stride"], case["pad"])
+    with deepnet.backend(backend):
+        col = F.im2col(x, *args)
+        y = rng.standard_normal(col.shape)
+        lhs = float(np.sum(col * y))
+        rhs = float(np.sum(x * F.col2im(y, x.shape, *args)))
+    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES[:25], ids=case_id)
+def test_conv_forward_and_backward_equal_reference(case, dtype, rng):
+    x = random_input(rng, case["x_shape"], dtype)
+    Wt, b = weights_for(rng, case, dtype)
+    stride, pad = case["stride"], case["pad"]
+    y = F.conv2d(x, Wt, b, stride, pad)
+    y_ref = R.conv_forward(x, Wt, b, stride, pad)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    assert max_relative_error(y, y_ref) <= RTOL[dtype]
+
+    dout = random_input(rng, y.shape, dtype)
+    grads = F.conv2d_backward(dout, x, Wt, stride, pad)
+    grads_ref = R.conv_backward(dout, x, Wt, stride, pad)
+    for name, got, expected in zip(("dx", "dW", "db"), grads, grads_ref):
+        assert got.dtype == dtype and got.shape == expected.shape, name
+        assert max_relative_error(got, expected) <= RTOL[dtype], name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+def test_max_pool_equals_reference(case, dtype, rng):
+    x = random_input(rng, case["x_shape"], dtype)
+    geometry = (case["kh"], case["kw"], case["stride"], case["pad"])
+    y, argmax = F.max_pool2d(x, *geometry)
+    y_ref, argmax_ref = R.max_pool_forward(x, *geometry)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    assert y.dtype == dtype and argmax.dtype == np.int32
+
+    dout = random_input(rng, y.shape, dtype)
+    dx = F.max_pool2d_backward(dout, argmax, x.shape, *geometry)
+    dx_ref = R.max_pool_backward(dout, argmax, x.shape, *geometry)
+    assert dx.dtype == dtype
+    assert max_relative_error(dx, dx_ref) <= RTOL[dtype]
+
+
+def test_max_pool_padding_never_wins(rng):
+    x = -1.0 - rng.random((2, 3, 5, 4))  # every value below the zero padding
+    y, argmax = F.max_pool2d(x, 3, 3, stride=2, pad=2)
+    assert (y < 0).all()
+    assert np.array_equal(np.take_along_axis(x.reshape(2, 3, -1), argmax.reshape(2, 3, -1), 2),
+                          y.reshape(2, 3, -1))
+
+
+def test_max_pool_window_of_minus_infinity_points_inside_the_input():
+    x = np.full((1, 1, 3, 3), -np.inf)
+    y, argmax = F.max_pool2d(x, 2, 2, stride=1, pad=1)
+    assert np.isneginf(y).all()
+    assert argmax.min() >= 0 and argmax.max() < 9
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_and_inf_propagate_like_the_reference(dtype, rng):
+    x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
+    x[0, 1, 2, 3] = np.nan
+    x[1, 2, 4, 1] = np.inf
+    Wt, b = weights_for(rng, dict(x_shape=x.shape, kh=3, kw=3), dtype, filters=4)
+    with np.errstate(invalid="ignore"):
+        outputs = {
+            "conv": (F.conv2d(x, Wt, b, 1, 1), R.conv_forward(x, Wt, b, (1, 1), (1, 1))),
+            "pool": (F.max_pool2d(x, 2, 2)[0], R.max_pool_forward(x, 2, 2, (2, 2), (0, 0))[0]),
+            "relu": (F.relu(x), R.relu_forward(x)),
+        }
+    for name, (got, expected) in outputs.items():
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=name)
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(expected), err_msg=name)
+        assert np.isnan(got).any(), name  # the NaN was neither dropped nor zeroed
+
+
+@pytest.mark.parametrize("layout", ["fortran", "sliced", "transposed", "read-only"])
+def test_awkward_memory_layouts_give_the_contiguous_result(layout, rng):
+    base = rng.standard_normal((3, 4, 11, 9)).astype(np.float32)
+    if layout == "fortran":
+        x = np.asfortranarray(base)
+    elif layout == "sliced":
+        x = np.repeat(base, 2, axis=3)[..., ::2]
+    elif layout == "transposed":
+        x = np.ascontiguousarray(base.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    else:
+        x = base.copy()
+        x.setflags(write=False)
+    assert np.array_equal(x, base)
+    Wt, b = weights_for(rng, dict(x_shape=base.shape, kh=3, kw=3), np.float32, filters=5)
+    Wt.setflags(write=False)
+    np.testing.assert_array_equal(F.im2col(x, 3, 3, 2, 1), F.im2col(base, 3, 3, 2, 1))
+    np.testing.assert_array_equal(F.conv2d(x, Wt, b, 1, 1), F.conv2d(base, Wt, b, 1, 1))
+    for got, expected in zip(F.max_pool2d(x, 3, 3, 2, 1), F.max_pool2d(base, 3, 3, 2, 1)):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_results_identical_with_one_and_two_threads(rng):
+    x = rng.standard_normal((8, 16, 14, 13)).astype(np.float32)
+    Wt, b = weights_for(rng, dict(x_shape=x.shape, kh=3, kw=3), np.float32, filters=16)
+
+    def run_all():
+        y = F.conv2d(x, Wt, b, 1, 1)
+        dout = np.cos(y)
+        pooled, argmax = F.max_pool2d(x, 3, 3, 2, 1)
+        return [F.im2col(x, 3, 3, 1, 1), y, *F.conv2d_backward(dout, x, Wt, 1, 1), pooled, argmax,
+                F.max_pool2d_backward(np.sin(pooled), argmax, x.shape, 3, 3, 2, 1)]
+
+    previous = deepnet.get_num_threads()
+    try:
+        deepnet.set_num_threads(1)
+        one = run_all()
+        deepnet.set_num_threads(2)
+        two = run_all()
+    finally:
+        deepnet.set_num_threads(None)
+    assert deepnet.get_num_threads() == previous
+    for a, b_ in zip(one, two):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_float16_is_stored_as_half_and_computed_in_float32(rng):
+    """The float16 convolution equals the float32 one on the same (half-representable) data,
+    rounded once: it does not accumulate in half precision."""
+    x = rng.standard_normal((4, 16, 10, 10)).astype(np.float16)
+    Wt, b = weights_for(rng, dict(x_shape=x.shape, kh=3, kw=3), np.float16, filters=8)
+    y16 = F.conv2d(x, Wt, b, 1, 1)
+    y32 = F.conv2d(x.astype(np.float32), Wt.astype(np.float32), b.astype(np.float32), 1, 1)
+    np.testing.assert_array_equal(y16, y32.astype(np.float16))
