@@ -1,0 +1,233 @@
+"""Gradient-descent optimizers with the update rules of the book's ``common/optimizer.py``.
+
+Every optimizer updates ``params`` (a dict name -> array) in place, so layers that hold
+the same array objects see the new values without any copying back. (``param -= x`` on
+an ndarray is an in-place ufunc; ``param[...] -= x`` would add a needless self-copy.)
+
+Works unchanged with NumPy and CuPy arrays: the array module is taken from each
+parameter, and only array methods / operators are used.
+
+Dtypes: optimizer state (velocity, squared-gradient sums, Adam moments) has the
+parameter's dtype, except for float16 parameters, whose state is kept in float32
+because float16 state underflows (g*g is already 0 in float16 for |g| below ~1.7e-4).
+The update is computed in float32 and written back into the float16 parameter.
+"""
+import math
+
+import numpy as np
+
+__all__ = [
+    "Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+    "get_optimizer",
+]
+
+# The book's small constant that keeps the AdaGrad/RMSprop/Adam divisions finite.
+_EPS = 1e-7
+
+
+def _array_module(a):
+    """cupy for CuPy arrays, numpy otherwise (cupy is only imported when it is in use)."""
+    if type(a).__module__.startswith("cupy"):
+        import cupy
+        return cupy
+    return np
+
+
+def _state_dtype(param):
+    """The dtype optimizer state and update arithmetic use for ``param``."""
+    return np.float32 if param.dtype == np.float16 else param.dtype
+
+
+def _to_numpy(a):
+    """A NumPy copy of a NumPy or CuPy array (CuPy arrays are copied to the host)."""
+    if _array_module(a) is not np:
+        return a.get()
+    return np.array(a, copy=True)
+
+
+class Optimizer:
+    """Base class: counts update steps and owns the per-parameter state arrays.
+
+    Subclasses list their state in ``state_names`` (e.g. ``("m", "v")``) and implement
+    ``_update_one(key, param, grad)``.
+    """
+
+    state_names = ()
+
+    def __init__(self, lr):
+        self.lr = lr
+        self.iter = 0
+        self._state = {name: {} for name in self.state_names}
+
+    def update(self, params, grads):
+        """Apply one step to every array in ``params`` (in place), using ``grads[name]``."""
+        self.iter += 1
+        for key, param in params.items():
+            grad = grads[key].astype(_state_dtype(param), copy=False)
+            self._update_one(key, param, grad)
+
+    def _update_one(self, key, param, grad):
+        raise NotImplementedError
+
+    def _slot(self, name, key, param):
+        """State array ``name`` for parameter ``key``: zeros on first use, on param's device."""
+        xp = _array_module(param)
+        state = self._state[name].get(key)
+        if state is None:
+            state = xp.zeros(param.shape, dtype=_state_dtype(param))
+        elif _array_module(state) is not xp:
+            # Loaded from a checkpoint as NumPy; move it to where the parameter lives.
+            state = xp.asarray(state)
+        self._state[name][key] = state
+        return state
+
+    def state_dict(self):
+        """Everything needed to resume bit-exactly: ``{"iter": int, "<state>/<param>": ndarray}``.
+
+        Arrays are NumPy copies (CuPy state is copied to the host).
+        """
+        state = {"iter": int(self.iter)}
+        for name, arrays in self._state.items():
+            for key, array in arrays.items():
+                state[f"{name}/{key}"] = _to_numpy(array)
+        return state
+
+    def load_state_dict(self, state):
+        """Restore what ``state_dict`` returned (also accepts it after a save/load to .npz)."""
+        if "iter" not in state:
+            raise ValueError(f"{type(self).__name__} state has no 'iter' entry")
+        loaded = {name: {} for name in self.state_names}
+        for entry, array in state.items():
+            if entry == "iter":
+                continue
+            name, sep, key = entry.partition("/")
+            if not sep or name not in loaded:
+                raise ValueError(
+                    f"unexpected entry {entry!r} in {type(self).__name__} state; "
+                    f"expected 'iter' or '<state>/<param>' with <state> in {self.state_names}")
+            loaded[name][key] = np.array(array, copy=True)
+        # int() also accepts the 0-d array that np.savez makes of an int.
+        self.iter = int(state["iter"])
+        self._state = loaded
+
+    def __repr__(self):
+        settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({settings})"
+
+
+class SGD(Optimizer):
+    """p -= lr * g"""
+
+    def __init__(self, lr=0.01):
+        super().__init__(lr)
+
+    def _update_one(self, key, param, grad):
+        param -= self.lr * grad
+
+
+class Momentum(Optimizer):
+    """v = momentum*v - lr*g;  p += v"""
+
+    state_names = ("v",)
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        super().__init__(lr)
+        self.momentum = momentum
+
+    def _update_one(self, key, param, grad):
+        v = self._slot("v", key, param)
+        v *= self.momentum
+        v -= self.lr * grad
+        param += v
+
+
+class Nesterov(Optimizer):
+    """The book's NAG form: v = momentum*v - lr*g;  p += momentum^2*v - (1+momentum)*lr*g"""
+
+    state_names = ("v",)
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        super().__init__(lr)
+        self.momentum = momentum
+
+    def _update_one(self, key, param, grad):
+        v = self._slot("v", key, param)
+        v *= self.momentum
+        v -= self.lr * grad
+        param += self.momentum * self.momentum * v
+        param -= (1 + self.momentum) * self.lr * grad
+
+
+class AdaGrad(Optimizer):
+    """h += g*g;  p -= lr*g / (sqrt(h) + 1e-7)"""
+
+    state_names = ("h",)
+
+    def __init__(self, lr=0.01):
+        super().__init__(lr)
+
+    def _update_one(self, key, param, grad):
+        xp = _array_module(param)
+        h = self._slot("h", key, param)
+        h += grad * grad
+        param -= self.lr * grad / (xp.sqrt(h) + _EPS)
+
+
+class RMSprop(Optimizer):
+    """h = decay*h + (1-decay)*g*g;  p -= lr*g / (sqrt(h) + 1e-7)"""
+
+    state_names = ("h",)
+
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        super().__init__(lr)
+        self.decay_rate = decay_rate
+
+    def _update_one(self, key, param, grad):
+        xp = _array_module(param)
+        h = self._slot("h", key, param)
+        h *= self.decay_rate
+        h += (1 - self.decay_rate) * grad * grad
+        param -= self.lr * grad / (xp.sqrt(h) + _EPS)
+
+
+class Adam(Optimizer):
+    """Bias correction folded into the step size, as in the book:
+
+    lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+    m += (1-beta1)*(g - m);  v += (1-beta2)*(g^2 - v);  p -= lr_t*m / (sqrt(v) + 1e-7)
+    """
+
+    state_names = ("m", "v")
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        super().__init__(lr)
+        self.beta1 = beta1
+        self.beta2 = beta2
+
+    def _update_one(self, key, param, grad):
+        xp = _array_module(param)
+        # A Python float (math.sqrt, not np.sqrt) keeps float32 arithmetic in float32.
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        m = self._slot("m", key, param)
+        v = self._slot("v", key, param)
+        m += (1 - self.beta1) * (grad - m)
+        v += (1 - self.beta2) * (grad ** 2 - v)
+        param -= lr_t * m / (xp.sqrt(v) + _EPS)
+
+
+_OPTIMIZERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+
+
+def get_optimizer(name, **params):
+    """Build an optimizer by (case-insensitive) name, e.g. ``get_optimizer("Adam", lr=1e-3)``."""
+    cls = _OPTIMIZERS.get(name.lower()) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(_OPTIMIZERS)}")
+    return cls(**params)
