@@ -1,0 +1,384 @@
+"""MNIST loading, as in the book's ``dataset/mnist.py``, with a strict IDX parser.
+
+Every file is checked (IDX header, exact payload length, SHA-256 of the decompressed
+content for the four MNIST files), so a damaged or wrong file raises an error instead of
+producing a silently wrong array.
+"""
+import gzip
+import hashlib
+import http.client
+import io
+import math
+import os
+import struct
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from deepnet.io import atomic_write
+
+# SHA-256 of the *decompressed* files (the .gz wrapper differs between mirrors).
+# Same values as data/mnist/SHA256SUMS.idx; embedded so verification never needs that file.
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+# The book's names for the four arrays -> the file each comes from.
+MNIST_FILES = {
+    "train_img": "train-images-idx3-ubyte",
+    "train_label": "train-labels-idx1-ubyte",
+    "test_img": "t10k-images-idx3-ubyte",
+    "test_label": "t10k-labels-idx1-ubyte",
+}
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+DOWNLOAD_TIMEOUT_S = 30
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+IDX_UBYTE = 0x08
+GZIP_MAGIC = b"\x1f\x8b"
+
+# Bump when the cache layout changes, so old caches are rebuilt rather than misread.
+CACHE_VERSION = "mnist-cache-v1"
+CACHE_FILENAME = "mnist-arrays.npz"
+
+
+class MNISTFormatError(ValueError):
+    """An MNIST/IDX file is malformed, truncated, or not the expected content."""
+
+
+class MNISTNotFoundError(FileNotFoundError):
+    """The MNIST files are in none of the searched places and could not be downloaded."""
+
+
+# --- IDX parsing -----------------------------------------------------------------------
+
+def read_idx(path_or_fileobj, name=None):
+    """Read one IDX file of unsigned bytes (gzip-compressed or not) into a uint8 array.
+
+    ``name`` is used in error messages and to recognise the four MNIST files, whose
+    decompressed content must match ``MNIST_SHA256``; it defaults to the file's path.
+    Raises ``MNISTFormatError`` on any malformed, truncated or unexpected content.
+    """
+    name = name or _source_name(path_or_fileobj)
+    data = _decompress(_read_all(path_or_fileobj), name)
+    dims, header_len = _parse_header(data, name)
+    _check_payload_length(len(data) - header_len, dims, name)
+    _check_digest(data, name)
+    # Copy so the array is writable and independent of the file's bytes.
+    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims).copy()
+
+
+def _source_name(path_or_fileobj):
+    if hasattr(path_or_fileobj, "read"):
+        return str(getattr(path_or_fileobj, "name", "<stream>"))
+    return os.fspath(path_or_fileobj)
+
+
+def _read_all(path_or_fileobj):
+    if hasattr(path_or_fileobj, "read"):
+        return path_or_fileobj.read()
+    with open(path_or_fileobj, "rb") as f:
+        return f.read()
+
+
+def _decompress(raw, name):
+    # Detect gzip by its magic bytes, not the file name: IDX files start with 0x0000.
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise MNISTFormatError(f"{name}: corrupt or truncated gzip stream ({err})") from err
+
+
+def _parse_header(data, name):
+    """Return (dims, header length) after checking the magic number."""
+    if len(data) < 4:
+        raise MNISTFormatError(f"{name}: {len(data)} bytes, too short for an IDX magic number (4 bytes)")
+    magic = int.from_bytes(data[:4], "big")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    expected = f"expected 0x{IDX_IMAGES_MAGIC:08x} (images) or 0x{IDX_LABELS_MAGIC:08x} (labels)"
+    if zero != 0:
+        raise MNISTFormatError(f"{name}: not an IDX file: magic number 0x{magic:08x}, {expected}")
+    if dtype_code != IDX_UBYTE:
+        raise MNISTFormatError(
+            f"{name}: IDX data type byte 0x{dtype_code:02x}, expected 0x{IDX_UBYTE:02x} (unsigned byte)"
+        )
+    if magic not in (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC):
+        raise MNISTFormatError(f"{name}: magic number 0x{magic:08x} ({ndim} dimensions), {expected}")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise MNISTFormatError(
+            f"{name}: {len(data)} bytes, too short for an IDX header with {ndim} dimensions ({header_len} bytes)"
+        )
+    dims = struct.unpack(f">{ndim}I", data[4:header_len])
+    return dims, header_len
+
+
+def _check_payload_length(found, dims, name):
+    expected = math.prod(dims)
+    if found != expected:
+        problem = "truncated" if found < expected else "trailing data after the payload"
+        raise MNISTFormatError(
+            f"{name}: payload is {found} bytes, expected {expected} for shape {dims} ({problem})"
+        )
+
+
+def _check_digest(data, name):
+    stem = os.path.basename(name).removesuffix(".gz")
+    expected = MNIST_SHA256.get(stem)
+    if expected is None:
+        return  # not one of the MNIST files: nothing to compare against
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise MNISTFormatError(
+            f"{name}: SHA-256 of the decompressed content is {actual}, expected {expected} "
+            f"(the file is damaged or is not the original MNIST {stem})"
+        )
+
+
+# --- Finding and downloading the files ---------------------------------------------------
+
+def default_download_dir():
+    """Where missing files are downloaded: ``~/.cache/deepnet/mnist``."""
+    return _home_cache_dir() / "mnist"
+
+
+def _home_cache_dir():
+    return Path.home() / ".cache" / "deepnet"
+
+
+def mnist_search_dirs(root=None):
+    """The directories searched for the four files, in order.
+
+    ``root`` and ``$DEEPNET_DATA`` may name the directory holding the files or a parent
+    with an ``mnist/`` subdirectory; then come ``./data/mnist`` and the download directory.
+    """
+    dirs = []
+    for base in (root, os.environ.get("DEEPNET_DATA")):
+        if base:
+            base = Path(base).expanduser()
+            dirs += [base, base / "mnist"]
+    dirs += [Path.cwd() / "data" / "mnist", default_download_dir()]
+    return dirs
+
+
+def find_mnist_dir(root=None):
+    """The first directory of ``mnist_search_dirs(root)`` holding all four files, or None."""
+    for directory in mnist_search_dirs(root):
+        if _mnist_files_in(directory) is not None:
+            return directory
+    return None
+
+
+def _mnist_files_in(directory):
+    """{array name: path} for the four files in ``directory`` (.gz or not), or None if any is missing."""
+    files = {}
+    for key, stem in MNIST_FILES.items():
+        # Prefer an uncompressed copy: same content (verified), faster to read.
+        candidates = [directory / stem, directory / (stem + ".gz")]
+        found = [path for path in candidates if path.is_file()]
+        if not found:
+            return None
+        files[key] = found[0]
+    return files
+
+
+def download_mnist(directory=None, mirrors=MIRRORS):
+    """Download the four .gz files into ``directory`` (default ``default_download_dir()``).
+
+    Each file is verified before it is written (atomically), so a failed or bad download
+    never leaves a file behind. Raises ``OSError`` if a file is unavailable from every mirror.
+    """
+    directory = Path(directory) if directory is not None else default_download_dir()
+    for stem in MNIST_FILES.values():
+        filename = stem + ".gz"
+        if (directory / filename).is_file():
+            continue
+        content = _download_verified(filename, mirrors)
+        with atomic_write(directory / filename) as f:
+            f.write(content)
+    return directory
+
+
+def _download_verified(filename, mirrors):
+    errors = []
+    for mirror in mirrors:
+        url = mirror + filename
+        try:
+            content = _fetch(url)
+            read_idx(io.BytesIO(content), name=filename)  # raises unless it is the real file
+            return content
+        except (OSError, http.client.HTTPException, MNISTFormatError) as err:
+            errors.append(f"{url}: {err}")
+    raise OSError(f"could not download {filename}: " + "; ".join(errors))
+
+
+def _fetch(url):
+    """The bytes at ``url``, with a progress bar."""
+    from tqdm import tqdm  # imported here: only downloads need it
+
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        chunks = []
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1]) as bar:
+            while chunk := response.read(1 << 16):
+                chunks.append(chunk)
+                bar.update(len(chunk))
+    content = b"".join(chunks)
+    if total is not None and len(content) != total:
+        raise OSError(f"{url}: received {len(content)} of {total} bytes")
+    return content
+
+
+def _download_or_explain(root):
+    """Download into the default directory, or raise MNISTNotFoundError saying what to do."""
+    try:
+        directory = download_mnist(default_download_dir())
+        if _mnist_files_in(Path(directory)) is not None:
+            return Path(directory)
+        reason = "the download finished but the files are not there"
+    except (OSError, http.client.HTTPException, MNISTFormatError, ImportError) as err:
+        reason = f"{type(err).__name__}: {err}"  # ImportError: tqdm, needed for the progress bar
+    raise MNISTNotFoundError(_not_found_message(root, reason))
+
+
+def _not_found_message(root, reason):
+    names = "\n".join(f"  {stem}.gz" for stem in MNIST_FILES.values())
+    searched = "\n".join(f"  {directory}" for directory in mnist_search_dirs(root))
+    return (
+        f"MNIST data not found. Put these four files (gzip-compressed, or uncompressed without .gz) "
+        f"in {default_download_dir()}, or in a directory given by root=... or $DEEPNET_DATA:\n"
+        f"{names}\n"
+        f"Searched:\n{searched}\n"
+        f"Download from {', '.join(MIRRORS)} failed: {reason}"
+    )
+
+
+# --- Parsing with a cache ----------------------------------------------------------------
+
+def _load_arrays(files):
+    """The four uint8 arrays (book names), from the .npz cache when it is up to date."""
+    key = _cache_key(files)
+    cache_paths = _cache_paths(next(iter(files.values())).parent)
+    for path in cache_paths:
+        arrays = _read_cache(path, key)
+        if arrays is not None:
+            return arrays
+    arrays = {name: read_idx(path) for name, path in files.items()}
+    _check_arrays(arrays, files)
+    _write_cache(cache_paths, key, arrays)
+    return arrays
+
+
+def _check_arrays(arrays, files):
+    """Check each split has N 28x28 images, N labels and labels 0..9."""
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_img"], arrays[f"{split}_label"]
+        image_file, label_file = files[f"{split}_img"], files[f"{split}_label"]
+        if images.dtype != np.uint8 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise MNISTFormatError(
+                f"{image_file}: images of shape {images.shape} and dtype {images.dtype}, "
+                f"expected (N, {IMAGE_SIZE}, {IMAGE_SIZE}) uint8"
+            )
+        if labels.dtype != np.uint8 or labels.ndim != 1:
+            raise MNISTFormatError(
+                f"{label_file}: labels of shape {labels.shape} and dtype {labels.dtype}, expected (N,) uint8"
+            )
+        if len(images) != len(labels):
+            raise MNISTFormatError(
+                f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels"
+            )
+        if labels.size and labels.max() >= NUM_CLASSES:
+            raise MNISTFormatError(f"{label_file}: label {labels.max()}, expected 0..{NUM_CLASSES - 1}")
+
+
+def _cache_key(files):
+    # Size and modification time change whenever a source file is replaced or edited;
+    # the expected digests change if the dataset definition itself changes.
+    parts = [CACHE_VERSION]
+    for name, path in sorted(files.items()):
+        stat = path.stat()
+        parts.append(f"{name}:{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{MNIST_SHA256[MNIST_FILES[name]]}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _cache_paths(data_dir):
+    """Next to the data first; the home cache (one file per data directory) if that is read-only."""
+    dir_id = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return [data_dir / CACHE_FILENAME, _home_cache_dir() / f"mnist-arrays-{dir_id}.npz"]
+
+
+def _read_cache(path, key):
+    """The cached arrays if ``path`` is a valid cache for ``key``; None otherwise (never raises)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if npz["cache_key"].item() != key:
+                return None
+            arrays = {name: npz[name] for name in MNIST_FILES}
+        _check_arrays(arrays, {name: path for name in MNIST_FILES})
+        return arrays
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # missing, stale or corrupt cache: parse the source files again
+
+
+def _write_cache(paths, key, arrays):
+    for path in paths:
+        try:
+            with atomic_write(path) as f:
+                np.savez(f, cache_key=np.array(key), **arrays)
+            return
+        except OSError:
+            continue  # not writable here; the cache is optional
+
+
+# --- The book's interface -----------------------------------------------------------------
+
+def load_mnist(normalize=True, flatten=True, one_hot_label=False, dtype=np.float32, root=None):
+    """Load MNIST as ``(x_train, t_train), (x_test, t_test)``, like the book's ``load_mnist``.
+
+    normalize:     images as ``dtype`` scaled to [0, 1] (pixel / 255); if False, the raw
+                   uint8 pixels 0..255 as the book returns them (``dtype`` is not applied).
+    flatten:       images of shape (N, 784); if False, (N, 1, 28, 28).
+    one_hot_label: labels as (N, 10) one-hot rows of ``dtype``; otherwise int64 of shape (N,).
+    dtype:         a floating dtype for normalized images and one-hot labels.
+    root:          a directory searched first (see ``mnist_search_dirs``). If no searched
+                   directory holds the files, they are downloaded to ``default_download_dir()``.
+
+    Raises MNISTNotFoundError if the files can be neither found nor downloaded, and
+    MNISTFormatError if a file is damaged or is not the original MNIST file.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"dtype must be a floating-point type, got {dtype}")
+    data_dir = find_mnist_dir(root) or _download_or_explain(root)
+    arrays = _load_arrays(_mnist_files_in(data_dir))
+    train = _prepare(arrays["train_img"], arrays["train_label"], normalize, flatten, one_hot_label, dtype)
+    test = _prepare(arrays["test_img"], arrays["test_label"], normalize, flatten, one_hot_label, dtype)
+    return train, test
+
+
+def _prepare(images, labels, normalize, flatten, one_hot_label, dtype):
+    if normalize:
+        images = images.astype(dtype)
+        images /= 255
+    shape = (len(images), IMAGE_SIZE * IMAGE_SIZE) if flatten else (len(images), 1, IMAGE_SIZE, IMAGE_SIZE)
+    images = images.reshape(shape)
+    if one_hot_label:
+        labels = np.eye(NUM_CLASSES, dtype=dtype)[labels]
+    else:
+        labels = labels.astype(np.int64)
+    return images, labels
