@@ -6,9 +6,13 @@ kernels viewed as uint16; their arithmetic runs in float32 (compute_dtype).
 import numpy as np
 
 from deepnet._config import get_num_threads
+from deepnet._kernels import conv as _conv
 from deepnet._kernels import im2col as _unfold
 from deepnet._kernels import pooling as _pooling
 from deepnet.reference import compute_dtype, output_size
+
+
+DW_CHUNKS = 32  # partial sums of the filter gradient: enough chunks to keep all cores busy
 
 
 def _bits(a):
@@ -16,20 +20,9 @@ def _bits(a):
     return a.view(np.uint16) if a.dtype == np.float16 else a
 
 
-def _geometry(stride, pad):
-    return (stride[0], stride[1], pad[0], pad[1], get_num_threads())
-
-
-def _columns(x, kh, kw, stride, pad):
-    """Per-image columns (N, C*kh*kw, OH*OW) in compute_dtype: what the GEMM reads."""
-    N, C, H, W = x.shape
-    out_hw = output_size(H, kh, stride[0], pad[0]) * output_size(W, kw, stride[1], pad[1])
-    cols = np.empty((N, C * kh * kw, out_hw), dtype=compute_dtype(x.dtype))
-    if x.dtype == np.float16:
-        _unfold.im2col_to_float(_bits(x), cols, kh, kw, *_geometry(stride, pad))
-    else:
-        _unfold.im2col(x, cols, kh, kw, *_geometry(stride, pad))
-    return cols
+def _geometry(stride, pad, **flags):
+    """The trailing kernel arguments: strides, pads, any flags, the thread count."""
+    return (stride[0], stride[1], pad[0], pad[1], *flags.values(), get_num_threads())
 
 
 def _fold(cols, x_shape, kh, kw, stride, pad):
@@ -58,24 +51,24 @@ def conv_forward(x, W, b, stride, pad):
     N = x.shape[0]
     FN, _, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
-    cols = _columns(x, kh, kw, stride, pad)
-    # (FN, CKK) @ (N, CKK, P) -> (N, FN, P): already NCHW, no transpose copy.
-    y = np.matmul(W.reshape(FN, -1).astype(acc, copy=False), cols)
-    y += b.astype(acc, copy=False)[:, None]
-    out_h = output_size(x.shape[2], kh, stride[0], pad[0])
-    return y.reshape(N, FN, out_h, -1).astype(x.dtype, copy=False)
+    out_shape = (N, FN, output_size(x.shape[2], kh, stride[0], pad[0]), output_size(x.shape[3], kw, stride[1], pad[1]))
+    y = np.empty(out_shape, dtype=x.dtype)
+    weights = W.reshape(FN, -1).astype(acc, copy=False)
+    _conv.conv_forward(_bits(x), weights, b.astype(acc, copy=False), _bits(y), kh, kw,
+                       *_geometry(stride, pad, relu=False))
+    return y
 
 
 def conv_backward(dout, x, W, stride, pad):
-    N = x.shape[0]
     FN, _, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
-    cols = _columns(x, kh, kw, stride, pad)
-    dout3 = dout.reshape(N, FN, -1).astype(acc, copy=False)
-    db = dout3.sum(axis=(0, 2))
-    dW = np.matmul(dout3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)
-    dcols = np.matmul(W.reshape(FN, -1).T.astype(acc, copy=False), dout3)
-    dx = _fold(dcols, x.shape, kh, kw, stride, pad)
+    weights_t = np.ascontiguousarray(W.reshape(FN, -1).T, dtype=acc)
+    dx = np.empty(x.shape, dtype=acc)
+    # dW is summed per chunk of images; the chunks do not depend on the thread count.
+    dW_per_chunk = np.zeros((min(x.shape[0], DW_CHUNKS), FN, weights_t.shape[0]), dtype=acc)
+    _conv.conv_backward(_bits(x), _bits(dout), weights_t, dx, dW_per_chunk, kh, kw, *_geometry(stride, pad))
+    db = dout.sum(axis=(0, 2, 3), dtype=acc)
+    dW = dW_per_chunk.sum(axis=0).reshape(W.shape)
     return dx.astype(x.dtype, copy=False), dW.astype(W.dtype, copy=False), db.astype(W.dtype, copy=False)
 
 

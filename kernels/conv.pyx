@@ -1,0 +1,131 @@
+# Convolution forward and backward, fused per image.
+#
+# Each thread takes whole images: it unfolds one image into a private column buffer (small
+# enough to stay in cache), multiplies it with the filters by the GEMM of
+# src/deepnet_gemm.h and writes bias (+ ReLU) into the output.  No (N*OH*OW, C*kh*kw)
+# column matrix is ever allocated, and no transpose is needed: the per-image product
+# (FN, C*kh*kw) @ (C*kh*kw, OH*OW) is already laid out as NCHW.
+#
+# Arithmetic runs in compute_t (float32 for float16 and float32 storage, double for
+# float64); the caller passes the filters already in compute_t.
+
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
+
+include "dtypes.pxi"
+
+ctypedef compute_t column_t
+include "window.pxi"
+
+cdef extern from "deepnet_gemm.h" nogil:
+    int dn_sgemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                 float* C, int ldc, int accumulate)
+    int dn_dgemm(int M, int N, int K, const double* A, int lda, const double* B, int ldb,
+                 double* C, int ldc, int accumulate)
+
+
+cdef inline int gemm(int M, int N, int K, const compute_t* A, int lda, const compute_t* B, int ldb,
+                     compute_t* C, int ldc, int accumulate) noexcept nogil:
+    if compute_t is float:
+        return dn_sgemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+    else:
+        return dn_dgemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
+
+
+cdef inline void unfold_image(const storage_t* image, compute_t* cols, Py_ssize_t row_step,
+                              Py_ssize_t step, int C, int kh, int kw, int H, int W, int OH, int OW,
+                              int sh, int sw, int ph, int pw) noexcept nogil:
+    """Window row r = (c*kh + i)*kw + j of one image goes to cols + r*row_step, entries `step` apart."""
+    cdef int row
+    for row in range(C * kh * kw):
+        unfold_row(image + (row // (kh * kw)) * H * W, cols + row * row_step, step,
+                   (row // kw) % kh, row % kw, H, W, OH, OW, sh, sw, ph, pw)
+
+
+def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights,
+                 const compute_t[::1] bias, storage_t[:, :, :, ::1] y,
+                 int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
+    """y[n] = weights (FN, C*kh*kw) @ im2col(x[n]) + bias, then max(., 0) if relu."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int FN = weights.shape[0], K = weights.shape[1]
+    cdef int OH = y.shape[2], OW = y.shape[3], P = OH * OW
+    cdef int n, f, p, failed = 0
+    cdef compute_t* cols
+    cdef compute_t* product
+    cdef compute_t value
+    cdef storage_t* out
+    with nogil, parallel(num_threads=n_threads):
+        cols = <compute_t*>malloc(sizeof(compute_t) * K * P)
+        product = <compute_t*>malloc(sizeof(compute_t) * FN * P)
+        for n in prange(N, schedule="static"):
+            if cols == NULL or product == NULL:
+                failed += 1
+                continue
+            unfold_image(&x[n, 0, 0, 0], cols, P, 1, C, kh, kw, H, W, OH, OW, sh, sw, ph, pw)
+            if gemm(FN, P, K, &weights[0, 0], K, cols, P, product, P, 0) != 0:
+                failed += 1
+                continue
+            out = &y[n, 0, 0, 0]
+            for f in range(FN):
+                for p in range(P):
+                    value = product[f * P + p] + bias[f]
+                    if relu and value < 0:  # NaN is not < 0, so it stays NaN
+                        value = 0
+                    store(&out[f * P + p], value)
+        free(cols)
+        free(product)
+    if failed:
+        raise MemoryError("deepnet conv_forward: out of memory for the per-thread buffers")
+
+
+def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
+                  const compute_t[:, ::1] weights_t, compute_t[:, :, :, ::1] dx,
+                  compute_t[:, :, ::1] dW_per_chunk,
+                  int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
+    """dx (the accumulator, in compute_t) and dW summed per chunk of images into dW_per_chunk.
+
+    weights_t is the filter matrix transposed, (C*kh*kw, FN).  For image n:
+      dW += dout[n] (FN, P) @ im2col(x[n])^T (P, C*kh*kw)
+      dx[n] = col2im(weights_t @ dout[n])
+    The images are cut into dW_per_chunk.shape[0] chunks independent of the thread count,
+    so the sums, and the result, do not depend on the number of threads.
+    """
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int K = weights_t.shape[0], FN = weights_t.shape[1]
+    cdef int OH = dout.shape[2], OW = dout.shape[3], P = OH * OW
+    cdef int chunks = dW_per_chunk.shape[0]
+    cdef int chunk, n, row, q, failed = 0
+    cdef compute_t* cols_t
+    cdef compute_t* grad
+    cdef compute_t* dcols
+    cdef const storage_t* grad_in
+    with nogil, parallel(num_threads=n_threads):
+        cols_t = <compute_t*>malloc(sizeof(compute_t) * P * K)
+        dcols = <compute_t*>malloc(sizeof(compute_t) * K * P)
+        grad = <compute_t*>malloc(sizeof(compute_t) * FN * P)
+        for chunk in prange(chunks, schedule="static"):
+            if cols_t == NULL or dcols == NULL or grad == NULL:
+                failed += 1
+                continue
+            for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
+                grad_in = &dout[n, 0, 0, 0]
+                for q in range(FN * P):
+                    grad[q] = <compute_t>load(grad_in[q])
+                # The transposed columns (P, C*kh*kw) make dW an ordinary row-major product.
+                unfold_image(&x[n, 0, 0, 0], cols_t, 1, K, C, kh, kw, H, W, OH, OW, sh, sw, ph, pw)
+                if gemm(FN, K, P, grad, P, cols_t, K, &dW_per_chunk[chunk, 0, 0], K, 1) != 0:
+                    failed += 1
+                    continue
+                if gemm(K, P, FN, &weights_t[0, 0], FN, grad, P, dcols, P, 0) != 0:
+                    failed += 1
+                    continue
+                for q in range(C * H * W):
+                    (&dx[n, 0, 0, 0])[q] = 0
+                for row in range(K):
+                    fold_row(dcols + row * P, 1, &dx[n, row // (kh * kw), 0, 0],
+                             (row // kw) % kh, row % kw, H, W, OH, OW, sh, sw, ph, pw)
+        free(cols_t)
+        free(dcols)
+        free(grad)
+    if failed:
+        raise MemoryError("deepnet conv_backward: out of memory for the per-thread buffers")
