@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,12 @@ def rng():
 def numpy_backend():
     with deepnet.backend("numpy"):
         yield
+
+
+def pytest_sessionstart(session):
+    # On CI the compiled kernels must be what is tested, never silently skipped.
+    if os.environ.get("CI") and not deepnet.kernels_compiled():
+        pytest.exit("CI: deepnet's compiled kernels are not importable; the build is broken", returncode=3)
 
 
 def pytest_report_header(config):
