@@ -65,10 +65,10 @@ def conv_backward(dout, x, W, stride, pad):
     weights_t = np.ascontiguousarray(W.reshape(FN, -1).T, dtype=acc)
     dx = np.empty(x.shape, dtype=acc)
     # dW is summed per chunk of images; the chunks do not depend on the thread count.
-    dW_per_chunk = np.zeros((min(x.shape[0], DW_CHUNKS), FN, weights_t.shape[0]), dtype=acc)
-    _conv.conv_backward(_bits(x), _bits(dout), weights_t, dx, dW_per_chunk, kh, kw, *_geometry(stride, pad))
+    dW_t_per_chunk = np.zeros((min(x.shape[0], DW_CHUNKS), weights_t.shape[0], FN), dtype=acc)
+    _conv.conv_backward(_bits(x), _bits(dout), weights_t, dx, dW_t_per_chunk, kh, kw, *_geometry(stride, pad))
     db = dout.sum(axis=(0, 2, 3), dtype=acc)
-    dW = dW_per_chunk.sum(axis=0).reshape(W.shape)
+    dW = dW_t_per_chunk.sum(axis=0).T.reshape(W.shape)
     return dx.astype(x.dtype, copy=False), dW.astype(W.dtype, copy=False), db.astype(W.dtype, copy=False)
 
 

@@ -80,40 +80,44 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
 
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
                   const compute_t[:, ::1] weights_t, compute_t[:, :, :, ::1] dx,
-                  compute_t[:, :, ::1] dW_per_chunk,
+                  compute_t[:, :, ::1] dW_t_per_chunk,
                   int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
-    """dx (the accumulator, in compute_t) and dW summed per chunk of images into dW_per_chunk.
+    """dx (the accumulator, in compute_t), and dW^T summed per chunk of images.
 
-    weights_t is the filter matrix transposed, (C*kh*kw, FN).  For image n:
-      dW += dout[n] (FN, P) @ im2col(x[n])^T (P, C*kh*kw)
-      dx[n] = col2im(weights_t @ dout[n])
-    The images are cut into dW_per_chunk.shape[0] chunks independent of the thread count,
-    so the sums, and the result, do not depend on the number of threads.
+    weights_t is the filter matrix transposed, (C*kh*kw, FN).  For image n, with
+    cols = im2col(x[n]) as (C*kh*kw, P) and g = dout[n] as (FN, P):
+      dW^T += cols @ g^T          (C*kh*kw, FN)
+      dx[n] = col2im(weights_t @ g)
+    The images are cut into dW_t_per_chunk.shape[0] chunks independent of the thread
+    count, so the sums, and the result, do not depend on the number of threads.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = weights_t.shape[0], FN = weights_t.shape[1]
     cdef int OH = dout.shape[2], OW = dout.shape[3], P = OH * OW
-    cdef int chunks = dW_per_chunk.shape[0]
-    cdef int chunk, n, row, q, failed = 0
-    cdef compute_t* cols_t
+    cdef int chunks = dW_t_per_chunk.shape[0]
+    cdef int chunk, n, row, f, p, q, failed = 0
+    cdef compute_t* cols
     cdef compute_t* grad
+    cdef compute_t* grad_t
     cdef compute_t* dcols
     cdef const storage_t* grad_in
     with nogil, parallel(num_threads=n_threads):
-        cols_t = <compute_t*>malloc(sizeof(compute_t) * P * K)
+        cols = <compute_t*>malloc(sizeof(compute_t) * K * P)
         dcols = <compute_t*>malloc(sizeof(compute_t) * K * P)
         grad = <compute_t*>malloc(sizeof(compute_t) * FN * P)
+        grad_t = <compute_t*>malloc(sizeof(compute_t) * P * FN)
         for chunk in prange(chunks, schedule="static"):
-            if cols_t == NULL or dcols == NULL or grad == NULL:
+            if cols == NULL or dcols == NULL or grad == NULL or grad_t == NULL:
                 failed += 1
                 continue
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
                 grad_in = &dout[n, 0, 0, 0]
-                for q in range(FN * P):
-                    grad[q] = <compute_t>load(grad_in[q])
-                # The transposed columns (P, C*kh*kw) make dW an ordinary row-major product.
-                unfold_image(&x[n, 0, 0, 0], cols_t, 1, K, C, kh, kw, H, W, OH, OW, sh, sw, ph, pw)
-                if gemm(FN, K, P, grad, P, cols_t, K, &dW_per_chunk[chunk, 0, 0], K, 1) != 0:
+                for f in range(FN):
+                    for p in range(P):
+                        grad[f * P + p] = <compute_t>load(grad_in[f * P + p])
+                        grad_t[p * FN + f] = grad[f * P + p]
+                unfold_image(&x[n, 0, 0, 0], cols, P, 1, C, kh, kw, H, W, OH, OW, sh, sw, ph, pw)
+                if gemm(K, FN, P, cols, P, grad_t, FN, &dW_t_per_chunk[chunk, 0, 0], FN, 1) != 0:
                     failed += 1
                     continue
                 if gemm(K, P, FN, &weights_t[0, 0], FN, grad, P, dcols, P, 0) != 0:
@@ -124,8 +128,9 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 for row in range(K):
                     fold_row(dcols + row * P, 1, &dx[n, row // (kh * kw), 0, 0],
                              (row // kw) % kh, row % kw, H, W, OH, OW, sh, sw, ph, pw)
-        free(cols_t)
+        free(cols)
         free(dcols)
         free(grad)
+        free(grad_t)
     if failed:
         raise MemoryError("deepnet conv_backward: out of memory for the per-thread buffers")
