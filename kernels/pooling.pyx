@@ -11,47 +11,63 @@ from libc.stdint cimport int32_t
 include "dtypes.pxi"
 
 
+cdef inline bint wins(double value, double best) noexcept nogil:
+    """value replaces best: larger, or the first NaN."""
+    return value > best or (value != value and best == best)
+
+
 def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] out,
                      int32_t[:, :, :, ::1] argmax,
                      int pool_h, int pool_w, int sh, int sw, int ph, int pw, int n_threads):
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int OH = out.shape[2], OW = out.shape[3]
-    cdef int plane, n, c, oy, ox, iy, ix, y0, x0, winner
+    cdef int plane, oy, ox, iy, ix, y0, x0, y_stop, x_first, x_stop, winner
+    cdef bint take
     cdef double best, value
+    cdef const storage_t* source
+    cdef storage_t* target
+    cdef int32_t* winners
+    # One task per (n, c) plane.
     for plane in prange(N * C, nogil=True, schedule="static", num_threads=n_threads):
-        n = plane // C
-        c = plane % C
+        source = &x[plane // C, plane % C, 0, 0]
+        target = &out[plane // C, plane % C, 0, 0]
+        winners = &argmax[plane // C, plane % C, 0, 0]
         for oy in range(OH):
             y0 = oy * sh - ph
+            y_stop = min(y0 + pool_h, H)
+            y0 = max(y0, 0)
             for ox in range(OW):
                 x0 = ox * sw - pw
-                winner = -1
-                best = 0
-                for iy in range(max(y0, 0), min(y0 + pool_h, H)):
-                    for ix in range(max(x0, 0), min(x0 + pool_w, W)):
-                        value = load(x[n, c, iy, ix])
-                        if winner < 0 or value > best or (value != value and best == best):
-                            best = value
-                            winner = iy * W + ix
-                out[n, c, oy, ox] = x[n, c, winner // W, winner % W]
-                argmax[n, c, oy, ox] = winner
+                x_stop = min(x0 + pool_w, W)
+                x_first = max(x0, 0)
+                winner = y0 * W + x_first  # the window's first real pixel
+                best = load(source[winner])
+                for iy in range(y0, y_stop):
+                    for ix in range(x_first, x_stop):
+                        # Branch-free selects: on real data the winner is unpredictable.
+                        value = load(source[iy * W + ix])
+                        take = wins(value, best)
+                        best = value if take else best
+                        winner = (iy * W + ix) if take else winner
+                target[oy * OW + ox] = source[winner]
+                winners[oy * OW + ox] = winner
 
 
 def max_pool_backward(const storage_t[:, :, :, ::1] dout, const int32_t[:, :, :, ::1] argmax,
                       compute_t[:, :, :, ::1] dx, int n_threads):
-    """dx (the accumulator: float32 for float16 dout) += dout at each window's argmax."""
+    """dx (the accumulator: float32 for float16 dout) = dout summed at each window's argmax."""
     cdef int N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef int OH = dout.shape[2], OW = dout.shape[3]
-    cdef int plane, n, c, oy, ox, iy, ix, winner
+    cdef int plane, q
+    cdef const storage_t* grad
+    cdef const int32_t* winners
+    cdef compute_t* target
     # One plane per task: overlapping windows of one plane add up in one thread, no races.
     for plane in prange(N * C, nogil=True, schedule="static", num_threads=n_threads):
-        n = plane // C
-        c = plane % C
-        for iy in range(H):
-            for ix in range(W):
-                dx[n, c, iy, ix] = 0
-        for oy in range(OH):
-            for ox in range(OW):
-                winner = argmax[n, c, oy, ox]
-                dx[n, c, winner // W, winner % W] = (
-                    dx[n, c, winner // W, winner % W] + <compute_t>load(dout[n, c, oy, ox]))
+        grad = &dout[plane // C, plane % C, 0, 0]
+        winners = &argmax[plane // C, plane % C, 0, 0]
+        target = &dx[plane // C, plane % C, 0, 0]
+        for q in range(H * W):
+            target[q] = 0
+        for q in range(OH * OW):
+            target[winners[q]] += <compute_t>load(grad[q])
