@@ -1,0 +1,626 @@
+"""Tests of the optional CUDA backend (deepnet._cuda and kernels/cuda/*.cu).
+
+Three layers, so that something meaningful runs on every machine:
+
+* nvcc: every .cu file compiles to PTX for all three dtypes (needs only nvcc).
+* host: the very same kernel source is compiled as plain C++ with g++ (CUDA
+  keywords defined away, one "thread" that walks every grid-stride loop) and
+  deepnet._cuda runs on top of it with NumPy standing in for CuPy.  This
+  checks the index arithmetic, the argument lists and the dtypes that
+  deepnet._cuda passes to each kernel -- everything except CuPy itself.
+* cuda: the same tests on a real GPU through CuPy.
+
+Results are compared with deepnet.reference (evaluated in float64) when it is
+importable, otherwise with the small NumPy oracle at the end of this file.
+"""
+import ctypes
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepnet import _cuda
+
+NVCC = shutil.which("nvcc")
+GPU_REASON = "CuPy with a usable GPU not available"
+DTYPES = [np.float16, np.float32, np.float64]
+TOLERANCE = {np.float16: 1e-2, np.float32: 1e-5, np.float64: 1e-12}
+
+
+# ========================================================== nvcc compilation
+
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc (CUDA toolkit) not found on PATH")
+
+# Itanium-mangled template argument of each storage type (float -> "f", ...).
+MANGLED_TYPES = {"__half": "6__half", "float": "f", "double": "d"}
+
+
+@needs_nvcc
+@pytest.mark.parametrize("source", _cuda.cuda_sources(), ids=lambda p: p.name)
+def test_nvcc_compiles_every_dtype(source, tmp_path):
+    ptx = tmp_path / (source.name + ".ptx")
+    result = subprocess.run(
+        [NVCC, "--ptx", "-arch=sm_80", "-Werror", "all-warnings", str(source), "-o", str(ptx)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, f"nvcc failed on {source.name}:\n{result.stderr}"
+
+    entries = re.findall(r"\.entry\s+(\w+)", ptx.read_text())
+    for kernel in _cuda.KERNELS[source.name]:
+        for ctype, mangled in MANGLED_TYPES.items():
+            prefix = f"_Z{len(kernel)}{kernel}I{mangled}E"
+            assert any(e.startswith(prefix) for e in entries), \
+                f"{source.name}: no {kernel}<{ctype}> kernel in the PTX (entries: {entries})"
+
+
+def test_kernel_table_matches_source_files():
+    assert sorted(p.name for p in _cuda.cuda_sources()) == sorted(_cuda.KERNELS)
+    for name in _cuda.KERNELS:
+        text = _cuda.load_cuda_source(name)
+        assert '#include "' not in text  # local headers are pasted in for NVRTC
+        assert "#include <cuda_fp16.h>" in text
+        for kernel in _cuda.KERNELS[name]:
+            assert re.search(rf"__global__ void {kernel}\(", text), kernel
+
+
+# ============================================== helpers that need no CuPy/GPU
+
+def test_import_never_imports_cupy():
+    """Importing deepnet._cuda works without CuPy and does not import it."""
+    repo = Path(_cuda.__file__).resolve().parent.parent
+    code = (
+        "import sys\n"
+        "sys.modules['cupy'] = None  # any 'import cupy' now fails\n"
+        "from deepnet import _cuda\n"
+        "assert _cuda.cupy_or_none() is None\n"
+        "assert _cuda.gpu_available() is False\n"
+        "try:\n"
+        "    _cuda.to_gpu([1.0])\n"
+        "except RuntimeError as e:\n"
+        "    assert 'CuPy' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('to_gpu without CuPy must raise')\n"
+    )
+    check_code = "import sys\nfrom deepnet import _cuda\nassert 'cupy' not in sys.modules\n"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    for snippet in (check_code, code):
+        result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+
+
+class FakeCupyArray:
+    """Looks like a CuPy array to is_cupy_array (which only checks the module name)."""
+
+
+FakeCupyArray.__module__ = "cupy._core.core"
+
+
+def test_is_cupy_array():
+    assert _cuda.is_cupy_array(FakeCupyArray())
+    assert not _cuda.is_cupy_array(np.zeros(3))
+    assert not _cuda.is_cupy_array([1, 2])
+
+
+def test_get_array_module_numpy_and_mixing():
+    assert _cuda.get_array_module(np.zeros(2), None, 3.0, np.ones(1)) is np
+    assert _cuda.get_array_module() is np
+    with pytest.raises(TypeError, match=r"conv_forward: cannot mix NumPy and CuPy"):
+        _cuda.get_array_module(np.zeros(2), FakeCupyArray(), name="conv_forward")
+
+
+def test_to_cpu_passes_numpy_through():
+    a = np.arange(3.0)
+    assert _cuda.to_cpu(a) is a
+    np.testing.assert_array_equal(_cuda.to_cpu([1, 2]), [1, 2])
+
+
+# ============================================================ the backends
+
+@functools.lru_cache(maxsize=None)
+def _cuda_include_dir():
+    """The CUDA include directory (with cuda_fp16.h), or None."""
+    candidates = []
+    if NVCC:
+        dryrun = subprocess.run([NVCC, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                                capture_output=True, text=True)
+        for line in (dryrun.stdout + dryrun.stderr).splitlines():
+            if "INCLUDES=" in line:
+                candidates += re.findall(r'-I"?([^"\s]+)', line)
+        candidates.append(str(Path(NVCC).resolve().parent.parent / "include"))
+    for var in ("CUDA_PATH", "CUDA_HOME"):
+        if os.environ.get(var):
+            candidates.append(os.path.join(os.environ[var], "include"))
+    candidates.append("/usr/local/cuda/include")
+    for directory in candidates:
+        if os.path.isfile(os.path.join(directory, "cuda_fp16.h")):
+            return directory
+    return None
+
+
+# C++ prelude that turns CUDA kernels into ordinary functions: one thread
+# (threadIdx = blockIdx = 0, blockDim = gridDim = 1) runs each grid-stride loop
+# over every item.  No kernel uses shared memory or synchronisation, so this is
+# the same computation as on the GPU, just serial.
+HOST_PRELUDE = r"""
+#include <cuda_fp16.h>
+#include <math.h>
+#undef __global__
+#undef __device__
+#define __global__
+#define __device__
+struct HostDim3 { unsigned int x, y, z; };
+static const HostDim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0};
+static const HostDim3 blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+template <typename F> const char* host_signature(F) { return __PRETTY_FUNCTION__; }
+"""
+
+HOST_SCALARS = {"int": (np.int32, ctypes.c_int32), "long long int": (np.int64, ctypes.c_int64),
+                "float": (np.float32, ctypes.c_float), "double": (np.float64, ctypes.c_double)}
+HOST_POINTEES = {"__half": np.float16, "float": np.float32, "double": np.float64, "int": np.int32}
+_HOST_BUILD_DIR = None
+
+
+@functools.lru_cache(maxsize=None)
+def _host_library(code, names):
+    """Compile ``code`` with g++ into a shared library exporting each template in ``names``."""
+    global _HOST_BUILD_DIR
+    if _HOST_BUILD_DIR is None:
+        _HOST_BUILD_DIR = tempfile.TemporaryDirectory(prefix="deepnet-host-kernels-")
+    exports = "".join(
+        f'extern "C" void* host_kernel_{i}(void) {{ return reinterpret_cast<void*>(&{name}); }}\n'
+        f'extern "C" const char* host_signature_{i}(void) {{ return host_signature(&{name}); }}\n'
+        for i, name in enumerate(names)
+    )
+    build = Path(_HOST_BUILD_DIR.name)
+    stem = f"kernels{len(list(build.iterdir()))}"
+    (build / f"{stem}.cpp").write_text(HOST_PRELUDE + code + "\n" + exports)
+    result = subprocess.run(
+        ["g++", "-O1", "-shared", "-fPIC", "-I", _cuda_include_dir(),
+         str(build / f"{stem}.cpp"), "-o", str(build / f"{stem}.so")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, f"g++ failed on the host build of the kernels:\n{result.stderr}"
+    return ctypes.CDLL(str(build / f"{stem}.so"))
+
+
+class HostKernel:
+    """Stands in for a CuPy RawKernel: checks each argument against the C++ signature."""
+
+    def __init__(self, library, index, name):
+        self.name = name
+        get_address = getattr(library, f"host_kernel_{index}")
+        get_address.restype = ctypes.c_void_p
+        get_signature = getattr(library, f"host_signature_{index}")
+        get_signature.restype = ctypes.c_char_p
+        signature = get_signature().decode()  # "... [with F = void (*)(const float*, int, ...)]"
+        params = re.search(r"void \(\*\)\((.*)\)\]$", signature).group(1)
+        self.params = [p.replace("__restrict__", "").strip() for p in params.split(",")]
+        ctypes_types = [ctypes.c_void_p if p.endswith("*") else HOST_SCALARS[p][1] for p in self.params]
+        self.function = ctypes.CFUNCTYPE(None, *ctypes_types)(get_address())
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        assert len(args) == len(self.params), f"{self.name}: {len(args)} args for {self.params}"
+        values = []
+        for position, (arg, param) in enumerate(zip(args, self.params)):
+            where = f"{self.name} argument {position} ({param})"
+            if param.endswith("*"):
+                pointee = param.rstrip("*").replace("const", "").strip()
+                assert isinstance(arg, np.ndarray), f"{where}: got {type(arg)}"
+                assert arg.dtype == HOST_POINTEES[pointee], f"{where}: got dtype {arg.dtype}"
+                assert arg.flags.c_contiguous, f"{where}: array is not C-contiguous"
+                values.append(arg.ctypes.data)
+            else:
+                assert type(arg) is HOST_SCALARS[param][0], f"{where}: got {type(arg)}"
+                values.append(arg.item())
+        self.function(*values)
+
+
+class HostRawModule:
+    """Stands in for cupy.RawModule, compiling the kernels for the CPU."""
+
+    def __init__(self, code, options=(), name_expressions=()):
+        self.names = list(name_expressions)
+        self.library = _host_library(code, tuple(self.names))
+
+    def get_function(self, name):
+        return HostKernel(self.library, self.names.index(name), name)
+
+
+# The part of the CuPy API that deepnet._cuda uses, served by NumPy.
+HOST_CUPY = types.SimpleNamespace(
+    RawModule=HostRawModule,
+    ascontiguousarray=np.ascontiguousarray,
+    empty=np.empty,
+    empty_like=np.empty_like,
+    matmul=np.matmul,
+    random=np.random,
+)
+
+
+class Backend:
+    def __init__(self, name, put, get):
+        self.name, self.put, self.get = name, put, get
+
+
+@pytest.fixture(params=["host", "cuda"])
+def backend(request, monkeypatch):
+    if request.param == "cuda":
+        if not _cuda.gpu_available():
+            pytest.skip(GPU_REASON)
+        yield Backend("cuda", _cuda.to_gpu, _cuda.to_cpu)
+        return
+    if shutil.which("g++") is None or _cuda_include_dir() is None:
+        pytest.skip("host emulation needs g++ and the CUDA headers (cuda_fp16.h)")
+    monkeypatch.setattr(_cuda, "_cupy", lambda: HOST_CUPY)
+    _cuda._module.cache_clear()
+    _cuda._kernel.cache_clear()
+    yield Backend("host", np.ascontiguousarray, np.asarray)
+    _cuda._module.cache_clear()
+    _cuda._kernel.cache_clear()
+
+
+# ============================================================ random cases
+
+def conv_geometry(seed, pool=False):
+    """A random geometry: batch 1..8, channels 1..17, H != W, kernel 1..7, stride 1..3, pad 0..3."""
+    rng = np.random.default_rng(seed)
+    while True:
+        N, C = int(rng.integers(1, 9)), int(rng.integers(1, 18))
+        H, W = (int(v) for v in rng.integers(1, 16, size=2))
+        kh, kw = (int(v) for v in rng.integers(1, 8, size=2))
+        stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
+        pad = tuple(int(v) for v in rng.integers(0, 4, size=2))
+        if H == W or H + 2 * pad[0] < kh or W + 2 * pad[1] < kw:
+            continue
+        if pool and (pad[0] >= kh or pad[1] >= kw):  # validation guarantees pad < window
+            continue
+        return (N, C, H, W), kh, kw, stride, pad
+
+
+# A few fixed cases as well: the MNIST DeepConvNet layers and square inputs.
+FIXED = [((3, 1, 28, 28), 3, 3, (1, 1), (1, 1)), ((2, 16, 14, 14), 2, 2, (2, 2), (0, 0)),
+         ((1, 2, 7, 5), 7, 5, (1, 1), (0, 0))]
+SEEDS = range(5)
+
+
+def geometries(pool=False):
+    return [conv_geometry(seed, pool) for seed in SEEDS] + FIXED
+
+
+def random_array(rng, shape, dtype):
+    return rng.uniform(-1, 1, size=shape).astype(dtype)
+
+
+def assert_close(got, want, dtype):
+    """Compare with the dtype's relative tolerance, scaled by the largest expected value."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape
+    tol = TOLERANCE[dtype]
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+
+
+def oracle():
+    """deepnet.reference when it exists, else the local oracle below (same protocol)."""
+    try:
+        from deepnet import reference
+    except ImportError:
+        return LOCAL_ORACLE
+    return reference
+
+
+def as64(*arrays):
+    return [a.astype(np.float64) for a in arrays]
+
+
+# ============================================================ kernel tests
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", geometries(), ids=str)
+def test_im2col_col2im(backend, dtype, geometry):
+    shape, kh, kw, stride, pad = geometry
+    rng = np.random.default_rng(1)
+    x = random_array(rng, shape, dtype)
+    want_col = oracle().im2col(*as64(x), kh, kw, stride, pad)
+    col = backend.get(_cuda.im2col(backend.put(x), kh, kw, stride, pad))
+    assert col.dtype == dtype
+    np.testing.assert_array_equal(col, want_col.astype(dtype))  # a pure copy: exact
+
+    dcol = random_array(rng, want_col.shape, dtype)
+    want_x = oracle().col2im(*as64(dcol), shape, kh, kw, stride, pad)
+    dx = backend.get(_cuda.col2im(backend.put(dcol), shape, kh, kw, stride, pad))
+    assert dx.dtype == dtype and dx.shape == shape
+    assert_close(dx, want_x, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", geometries(), ids=str)
+def test_conv_forward_backward(backend, dtype, geometry):
+    (N, C, H, W_), kh, kw, stride, pad = geometry
+    rng = np.random.default_rng(2)
+    FN = int(rng.integers(1, 9))
+    x = random_array(rng, (N, C, H, W_), dtype)
+    W = random_array(rng, (FN, C, kh, kw), dtype)
+    b = random_array(rng, (FN,), dtype)
+    want_y = oracle().conv_forward(*as64(x, W, b), stride, pad)
+    y = backend.get(_cuda.conv_forward(backend.put(x), backend.put(W), backend.put(b), stride, pad))
+    assert y.dtype == dtype
+    assert_close(y, want_y, dtype)
+
+    dout = random_array(rng, want_y.shape, dtype)
+    want = oracle().conv_backward(*as64(dout, x, W), stride, pad)
+    got = _cuda.conv_backward(backend.put(dout), backend.put(x), backend.put(W), stride, pad)
+    for g, w, name in zip(got, want, ("dx", "dW", "db")):
+        g = backend.get(g)
+        assert g.dtype == dtype, name
+        assert_close(g, w, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", geometries(pool=True), ids=str)
+def test_max_pool(backend, dtype, geometry):
+    shape, kh, kw, stride, pad = geometry
+    rng = np.random.default_rng(3)
+    x = random_array(rng, shape, dtype)
+    x.flat[::7] = x.flat[1]  # plenty of ties
+    want_y, want_arg = oracle().max_pool_forward(*as64(x), kh, kw, stride, pad)
+    y, arg = _cuda.max_pool_forward(backend.put(x), kh, kw, stride, pad)
+    y, arg = backend.get(y), backend.get(arg)
+    assert y.dtype == dtype and arg.dtype == np.int32
+    np.testing.assert_array_equal(y, want_y.astype(dtype))
+    np.testing.assert_array_equal(arg, want_arg)
+
+    dout = random_array(rng, y.shape, dtype)
+    want_dx = oracle().max_pool_backward(*as64(dout), want_arg, shape, kh, kw, stride, pad)
+    dx = _cuda.max_pool_backward(backend.put(dout), backend.put(arg), shape, kh, kw, stride, pad)
+    dx = backend.get(dx)
+    assert dx.dtype == dtype
+    assert_close(dx, want_dx, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_nan_ties_and_padding(backend, dtype):
+    x = np.zeros((1, 1, 4, 5), dtype=dtype)
+    x[0, 0, 1, 1] = np.nan
+    x[0, 0, 1, 3] = np.nan
+    x[0, 0, 2, 2] = 5  # loses against the NaN in its window
+    y, arg = _cuda.max_pool_forward(backend.put(x), 3, 3, (1, 1), (0, 0))
+    arg = backend.get(arg)
+    np.testing.assert_array_equal(arg, [[[[6, 6, 8], [6, 6, 8]]]])  # first NaN wins
+    assert np.isnan(backend.get(y)).all()
+
+    # All -inf with padding: padding must not win, the first real pixel does.
+    x = np.full((2, 3, 5, 4), -np.inf, dtype=dtype)
+    y, arg = _cuda.max_pool_forward(backend.put(x), 3, 2, (2, 2), (2, 1))
+    y, arg = backend.get(y), backend.get(arg)
+    OH, OW = arg.shape[2:]
+    rows = np.maximum(np.arange(OH) * 2 - 2, 0)
+    cols = np.maximum(np.arange(OW) * 2 - 1, 0)
+    expected = rows[:, None] * 4 + cols[None, :]
+    np.testing.assert_array_equal(arg, np.broadcast_to(expected, arg.shape))
+    assert np.isneginf(y).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu(backend, dtype):
+    rng = np.random.default_rng(4)
+    x = random_array(rng, (3, 4, 5, 7), dtype)
+    x.flat[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, 2.5]
+    y = backend.get(_cuda.relu_forward(backend.put(x)))
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+
+    dout = random_array(rng, x.shape, dtype)
+    dout.flat[:6] = [1.0, np.nan, np.inf, np.nan, -2.0, 3.0]  # NaN/inf * 0 must give NaN
+    dx = backend.get(_cuda.relu_backward(backend.put(dout), backend.put(y)))
+    assert dx.dtype == dtype
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(dx, dout * (y > 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_cross_entropy(backend, dtype):
+    rng = np.random.default_rng(5)
+    N, K = 13, 10
+    x = (rng.normal(size=(N, K)) * 4).astype(dtype)
+    x[0] = np.linspace(0, 1000, K)  # large logits must stay finite (max is subtracted)
+    t = rng.integers(0, K, size=N)
+    onehot = np.eye(K, dtype=dtype)[t]
+
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(axis=1, keepdims=True))
+    want_y = e / e.sum(axis=1, keepdims=True)
+    want_loss = -np.mean(np.log(want_y[np.arange(N), t] + 1e-7))
+    want_dx = (want_y - np.eye(K)[t]) / N
+
+    for target in (t, onehot):
+        loss, y = _cuda.softmax_cross_entropy(backend.put(x), backend.put(target))
+        assert isinstance(loss, float)
+        assert backend.get(y).dtype == dtype
+        assert_close(backend.get(y), want_y, dtype)
+        np.testing.assert_allclose(loss, want_loss, rtol=TOLERANCE[dtype])
+        dx = backend.get(_cuda.softmax_cross_entropy_backward(y, backend.put(target)))
+        assert dx.dtype == dtype
+        assert_close(dx, want_dx, dtype)
+
+    with pytest.raises(ValueError, match="labels must lie in"):
+        _cuda.softmax_cross_entropy(backend.put(x), backend.put(t + K))
+
+
+def test_dropout_mask(backend):
+    mask = backend.get(_cuda.dropout_mask((64, 50), 0.3, 0))
+    assert mask.dtype == np.bool_ and mask.shape == (64, 50)
+    assert 0.6 < mask.mean() < 0.8
+    np.testing.assert_array_equal(mask, backend.get(_cuda.dropout_mask((64, 50), 0.3, 0)))
+    assert (mask != backend.get(_cuda.dropout_mask((64, 50), 0.3, 1))).any()
+
+
+# ======================================================= gradient checks
+
+def numerical_gradient(f, a, eps=1e-6):
+    grad = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        saved = a[i]
+        a[i] = saved + eps
+        plus = f()
+        a[i] = saved - eps
+        minus = f()
+        a[i] = saved
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def test_conv_gradient_check(backend):
+    rng = np.random.default_rng(6)
+    stride, pad = (2, 1), (1, 2)
+    x = rng.normal(size=(2, 3, 7, 6))
+    W = rng.normal(size=(4, 3, 3, 2))
+    b = rng.normal(size=4)
+    y = backend.get(_cuda.conv_forward(backend.put(x), backend.put(W), backend.put(b), stride, pad))
+    G = rng.normal(size=y.shape)
+
+    def loss():
+        y = _cuda.conv_forward(backend.put(x), backend.put(W), backend.put(b), stride, pad)
+        return float(np.sum(backend.get(y) * G))
+
+    dx, dW, db = (backend.get(g) for g in
+                  _cuda.conv_backward(backend.put(G), backend.put(x), backend.put(W), stride, pad))
+    for analytic, param in ((dx, x), (dW, W), (db, b)):
+        np.testing.assert_allclose(analytic, numerical_gradient(loss, param), rtol=1e-6, atol=1e-7)
+
+
+def test_max_pool_gradient_check(backend):
+    rng = np.random.default_rng(7)
+    shape, ph_, pw_, stride, pad = (2, 3, 7, 6), 3, 2, (2, 1), (1, 1)
+    # Distinct values far apart: no ties, so the max is differentiable.
+    x = rng.permutation(np.prod(shape)).reshape(shape) * 0.1
+    y, arg = _cuda.max_pool_forward(backend.put(x), ph_, pw_, stride, pad)
+    G = rng.normal(size=backend.get(y).shape)
+
+    def loss():
+        y, _ = _cuda.max_pool_forward(backend.put(x), ph_, pw_, stride, pad)
+        return float(np.sum(backend.get(y) * G))
+
+    dx = backend.get(_cuda.max_pool_backward(backend.put(G), arg, shape, ph_, pw_, stride, pad))
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-7)
+
+
+# ============================================================ local oracle
+
+def _out_size(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def _oracle_im2col(x, kh, kw, stride, pad):
+    N, C, H, W = x.shape
+    (sh, sw), (ph, pw) = stride, pad
+    OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    col = np.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            col[:, :, i, j] = padded[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw]
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * OH * OW, C * kh * kw)
+
+
+def _oracle_col2im(col, x_shape, kh, kw, stride, pad):
+    N, C, H, W = x_shape
+    (sh, sw), (ph, pw) = stride, pad
+    OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
+    windows = col.reshape(N, OH, OW, C, kh, kw).transpose(0, 3, 4, 5, 1, 2)
+    padded = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            padded[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw] += windows[:, :, i, j]
+    return padded[:, :, ph:ph + H, pw:pw + W]
+
+
+def _oracle_conv_forward(x, W, b, stride, pad):
+    FN, _, kh, kw = W.shape
+    N, _, H, width = x.shape
+    OH, OW = _out_size(H, kh, stride[0], pad[0]), _out_size(width, kw, stride[1], pad[1])
+    y = _oracle_im2col(x, kh, kw, stride, pad) @ W.reshape(FN, -1).T + b
+    return y.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2)
+
+
+def _oracle_conv_backward(dout, x, W, stride, pad):
+    FN, _, kh, kw = W.shape
+    dout2d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+    col = _oracle_im2col(x, kh, kw, stride, pad)
+    dW = (col.T @ dout2d).T.reshape(W.shape)
+    dx = _oracle_col2im(dout2d @ W.reshape(FN, -1), x.shape, kh, kw, stride, pad)
+    return dx, dW, dout.sum(axis=(0, 2, 3))
+
+
+def _pool_windows(x_shape, kh, kw, stride, pad):
+    """Flat index (h*W + w) and validity of every window position: (OH, OW, kh*kw)."""
+    _, _, H, W = x_shape
+    (sh, sw), (ph, pw) = stride, pad
+    OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
+    rows = (np.arange(OH)[:, None] * sh - ph + np.arange(kh))[:, None, :, None]
+    cols = (np.arange(OW)[:, None] * sw - pw + np.arange(kw))[None, :, None, :]
+    valid = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
+    flat = np.clip(rows, 0, H - 1) * W + np.clip(cols, 0, W - 1)
+    return flat.reshape(OH, OW, kh * kw), valid.reshape(OH, OW, kh * kw)
+
+
+def _oracle_max_pool_forward(x, kh, kw, stride, pad):
+    N, C, H, W = x.shape
+    flat, valid = _pool_windows(x.shape, kh, kw, stride, pad)
+    values = np.where(valid, x.reshape(N, C, H * W)[:, :, flat], -np.inf)  # assumes no -inf in x
+    winner = values.argmax(axis=-1)                                      # first max, first NaN
+    y = np.take_along_axis(values, winner[..., None], axis=-1)[..., 0]
+    argmax = np.take_along_axis(np.broadcast_to(flat, values.shape), winner[..., None], axis=-1)
+    return y, argmax[..., 0].astype(np.int32)
+
+
+def _oracle_max_pool_backward(dout, argmax, x_shape, kh, kw, stride, pad):
+    N, C, H, W = x_shape
+    dx = np.zeros((N, C, H * W), dtype=dout.dtype)
+    n, c = np.indices(dout.shape[:2])
+    np.add.at(dx, (n[..., None, None], c[..., None, None], argmax), dout)
+    return dx.reshape(x_shape)
+
+
+LOCAL_ORACLE = types.SimpleNamespace(
+    im2col=_oracle_im2col,
+    col2im=_oracle_col2im,
+    conv_forward=_oracle_conv_forward,
+    conv_backward=_oracle_conv_backward,
+    max_pool_forward=_oracle_max_pool_forward,
+    max_pool_backward=_oracle_max_pool_backward,
+)
+
+
+def test_local_oracle_matches_deepnet_reference():
+    reference = pytest.importorskip("deepnet.reference")
+    rng = np.random.default_rng(8)
+    for seed in SEEDS:
+        shape, kh, kw, stride, pad = conv_geometry(seed, pool=True)
+        x = rng.normal(size=shape)
+        W = rng.normal(size=(3, shape[1], kh, kw))
+        b = rng.normal(size=3)
+        col = reference.im2col(x, kh, kw, stride, pad)
+        np.testing.assert_allclose(col, _oracle_im2col(x, kh, kw, stride, pad))
+        np.testing.assert_allclose(reference.col2im(col, shape, kh, kw, stride, pad),
+                                   _oracle_col2im(col, shape, kh, kw, stride, pad))
+        y = reference.conv_forward(x, W, b, stride, pad)
+        np.testing.assert_allclose(y, _oracle_conv_forward(x, W, b, stride, pad))
+        for got, want in zip(reference.conv_backward(y, x, W, stride, pad),
+                             _oracle_conv_backward(y, x, W, stride, pad)):
+            np.testing.assert_allclose(got, want)
+        y, arg = reference.max_pool_forward(x, kh, kw, stride, pad)
+        want_y, want_arg = _oracle_max_pool_forward(x, kh, kw, stride, pad)
+        np.testing.assert_array_equal(y, want_y)
+        np.testing.assert_array_equal(arg, want_arg)
+        np.testing.assert_allclose(reference.max_pool_backward(y, arg, shape, kh, kw, stride, pad),
+                                   _oracle_max_pool_backward(y, arg, shape, kh, kw, stride, pad))
