@@ -1,0 +1,206 @@
+"""The ``deepnet`` command line: commands end to end, and user errors as one-line messages."""
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepnet import cli
+from deepnet.datasets import MNISTNotFoundError, find_mnist_dir
+from deepnet.nets import DeepConvNet
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA_DIRS = [REPO / "data", REPO / "shared" / "data", REPO.parent / "shared" / "data"]
+
+
+def mnist_dir():
+    for root in [None] + [directory / "mnist" for directory in SHARED_DATA_DIRS]:
+        found = find_mnist_dir(root)
+        if found is not None:
+            return found
+    return None
+
+
+def book_params_file():
+    for directory in SHARED_DATA_DIRS:
+        path = directory / "book" / "deep_convnet_params.pkl"
+        if path.is_file():
+            return path
+    return None
+
+
+@pytest.fixture
+def mnist():
+    found = mnist_dir()
+    if found is None:
+        pytest.skip("MNIST is not available")
+    return found
+
+
+@pytest.fixture
+def small_test_set(monkeypatch):
+    """Keep the commands quick: they see only the first 200 test images."""
+    real_load = cli._load_mnist
+
+    def load(root, dtype):
+        train, (x_test, t_test) = real_load(root, dtype)
+        return train, (x_test[:200], t_test[:200])
+    monkeypatch.setattr(cli, "_load_mnist", load)
+
+
+def assert_one_line_error(capsys, *fragments):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("deepnet: error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+    return err
+
+
+# -- errors --------------------------------------------------------------------------------
+
+def test_evaluate_with_a_missing_params_file_fails_with_one_line(tmp_path, capsys):
+    missing = tmp_path / "missing.npz"
+    assert cli.main(["evaluate", "--params", str(missing)]) != 0
+    assert_one_line_error(capsys, "missing.npz", "not found")
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["train", "--no-such-option"],
+    ["train", "--epochs", "0"],
+    ["train", "--dtype", "int8"],
+    ["train", "--resume"],
+    ["evaluate"],
+    ["frobnicate"],
+])
+def test_bad_usage_fails_with_one_line_and_exit_code_2(argv, capsys):
+    assert cli.main(argv) == 2
+    assert_one_line_error(capsys)
+
+
+def test_unsupported_dtype_is_named(tmp_path, capsys):
+    params = tmp_path / "p.npz"
+    params.write_bytes(b"")
+    assert cli.main(["evaluate", "--params", str(params), "--dtype", "bfloat16"]) == 2
+    assert_one_line_error(capsys, "bfloat16")
+
+
+class _RemovesAFile:
+    """Unpickling this would delete ``path``: what a malicious parameter file could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.remove, (self.path,)
+
+
+def test_unsafe_pickle_is_refused_without_running_it(tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("still here")
+    params = tmp_path / "evil.pkl"
+    params.write_bytes(pickle.dumps({"W1": _RemovesAFile(str(victim))}))
+    assert cli.main(["evaluate", "--params", str(params)]) == 1
+    assert_one_line_error(capsys, "refusing")
+    assert victim.read_text() == "still here"
+
+
+def test_params_of_another_shape_name_the_parameter(tmp_path, capsys):
+    params = dict(DeepConvNet(seed=0).params)
+    params["W7"] = np.zeros((64 * 3 * 3, 50), np.float32)
+    path = tmp_path / "other.npz"
+    np.savez(path, **params)
+    assert cli.main(["evaluate", "--params", str(path)]) == 1
+    assert_one_line_error(capsys, "'W7'")
+
+
+def test_missing_data_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    def not_found(**kwargs):
+        raise MNISTNotFoundError("MNIST data not found.\nSearched:\n  somewhere")
+    monkeypatch.setattr("deepnet.datasets.load_mnist", not_found)
+    params = DeepConvNet(seed=0).save_params(tmp_path / "p.npz")
+    assert cli.main(["evaluate", "--params", params]) == 1
+    assert_one_line_error(capsys, "MNIST data not found. Searched: somewhere")
+
+
+def test_python_dash_m_deepnet_reports_errors_without_traceback(tmp_path):
+    python_path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=python_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "deepnet", "evaluate", "--params", str(tmp_path / "none.npz")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.startswith("deepnet: error: ") and len(result.stderr.splitlines()) == 1
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def test_train_then_resume_then_evaluate(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    common = ["--train-size", "300", "--data", str(mnist), "--seed", "0",
+              "--checkpoint", "run.npz", "--history", "history.json"]
+    assert cli.main(["train", "--epochs", "1"] + common) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/1: train acc" in out and "wall time" in out
+    assert (tmp_path / "deep_convnet_params.npz").is_file()
+    assert json.loads((tmp_path / "history.json").read_text())["epochs_done"] == 1
+
+    assert cli.main(["train", "--epochs", "2", "--resume"] + common) == 0
+    out = capsys.readouterr().out
+    assert "resumed from run.npz after epoch 1" in out and "epoch 2/2: train acc" in out
+    trained_accuracy = float(re.search(r"test acc: ([0-9.]+)", out).group(1))
+
+    assert cli.main(["evaluate", "--params", "deep_convnet_params.npz", "--data", str(mnist)]) == 0
+    out = capsys.readouterr().out
+    assert float(re.search(r"float32\s+([0-9.]+)", out).group(1)) == trained_accuracy
+
+
+def test_evaluate_half_check_compares_three_dtypes(capsys, mnist, small_test_set):
+    params = book_params_file()
+    if params is None:
+        pytest.skip("the book's deep_convnet_params.pkl is not available")
+    argv = ["evaluate", "--params", str(params), "--half-check", "--data", str(mnist)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    accuracies = {dtype: float(re.search(dtype + r"\s+([0-9.]+)", out).group(1))
+                  for dtype in ("float64", "float32", "float16")}
+    assert all(accuracy > 0.95 for accuracy in accuracies.values()), accuracies
+
+
+# -- figures -------------------------------------------------------------------------------
+
+def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    history = tmp_path / "h.json"
+    history.write_text("{}")
+    assert cli.main(["plot", "--history", str(history), "--out", str(tmp_path / "p.png")]) == 2
+    assert_one_line_error(capsys, 'pip install "deepnet[plot]"')
+
+
+def test_plot_draws_a_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib is an optional extra: deepnet[plot]")
+    history = tmp_path / "h.json"
+    history.write_text(json.dumps({"train_acc_list": [0.5, 0.8, 0.9],
+                                   "test_acc_list": [0.5, 0.7, 0.85],
+                                   "train_loss_list": list(np.linspace(2.3, 0.3, 30))}))
+    out = tmp_path / "curves.png"
+    assert cli.main(["plot", "--history", str(history), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_misclassified_draws_a_png(tmp_path, capsys, mnist, small_test_set):
+    pytest.importorskip("matplotlib", reason="matplotlib is an optional extra: deepnet[plot]")
+    params = DeepConvNet(seed=0).save_params(tmp_path / "untrained.npz")  # gets most wrong
+    out = tmp_path / "wrong.png"
+    argv = ["misclassified", "--params", params, "--out", str(out), "--max", "7",
+            "--data", str(mnist)]
+    assert cli.main(argv) == 0
+    assert "showing 7" in capsys.readouterr().out
+    assert out.read_bytes().startswith(b"\x89PNG")

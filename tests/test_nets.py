@@ -1,0 +1,293 @@
+"""DeepConvNet and SimpleConvNet: shapes, initialisation, accuracy, gradients, parameter files."""
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from deepnet.datasets import find_mnist_dir, load_mnist
+from deepnet.nets import DeepConvNet, SimpleConvNet
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA_DIRS = [REPO / "data", REPO / "shared" / "data", REPO.parent / "shared" / "data"]
+
+
+def tiny_deep_convnet(dtype=np.float64, seed=0):
+    """DeepConvNet's architecture on 12x12 inputs with few filters: fast enough to check by hand.
+
+    12 -> conv, conv -> pool 6 -> conv, conv(pad 2) 8 -> pool 4 -> conv, conv -> pool 2.
+    """
+    def conv(filters, pad=1):
+        return {'filter_num': filters, 'filter_size': 3, 'pad': pad, 'stride': 1}
+    return DeepConvNet(input_dim=(1, 12, 12), conv_param_1=conv(2), conv_param_2=conv(2),
+                       conv_param_3=conv(3), conv_param_4=conv(3, pad=2),
+                       conv_param_5=conv(4), conv_param_6=conv(4),
+                       hidden_size=6, output_size=3, dtype=dtype, seed=seed)
+
+
+def book_params_file():
+    for directory in SHARED_DATA_DIRS:
+        for path in (directory / "book" / "deep_convnet_params.pkl",
+                     directory / "deep_convnet_params.pkl"):
+            if path.is_file():
+                return path
+    return None
+
+
+def mnist_dir():
+    for root in [None] + [directory / "mnist" for directory in SHARED_DATA_DIRS]:
+        found = find_mnist_dir(root)
+        if found is not None:
+            return found
+    return None
+
+
+def reference_deep_convnet_scores(params, x, pads=(1, 1, 1, 2, 1, 1)):
+    """DeepConvNet's inference written out directly: sliding windows and einsum, no layers."""
+    for index, pad in enumerate(pads, 1):
+        W, b = params[f"W{index}"], params[f"b{index}"]
+        padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        windows = sliding_window_view(padded, W.shape[2:], axis=(2, 3))  # (N, C, H, W, kh, kw)
+        x = np.einsum("nchwij,fcij->nfhw", windows, W, optimize=True) + b[:, None, None]
+        x = np.maximum(x, 0)
+        if index % 2 == 0:  # 2x2 max pooling, stride 2
+            n, c, h, w = x.shape
+            x = x[:, :, :h // 2 * 2, :w // 2 * 2]
+            x = x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+    hidden = np.maximum(x.reshape(len(x), -1) @ params["W7"] + params["b7"], 0)
+    # At inference the book's dropout layers scale by (1 - 0.5).
+    return (0.5 * hidden @ params["W8"] + params["b8"]) * 0.5
+
+
+# -- architecture and initialisation -------------------------------------------------------
+
+BOOK_SHAPES = {
+    "W1": (16, 1, 3, 3), "W2": (16, 16, 3, 3), "W3": (32, 16, 3, 3), "W4": (32, 32, 3, 3),
+    "W5": (64, 32, 3, 3), "W6": (64, 64, 3, 3), "W7": (64 * 4 * 4, 50), "W8": (50, 10),
+    "b1": (16,), "b2": (16,), "b3": (32,), "b4": (32,), "b5": (64,), "b6": (64,),
+    "b7": (50,), "b8": (10,),
+}
+
+
+def test_default_params_have_the_books_names_shapes_and_dtype():
+    net = DeepConvNet(seed=0)
+    assert {name: value.shape for name, value in net.params.items()} == BOOK_SHAPES
+    assert all(value.dtype == np.float32 for value in net.params.values())
+    assert all(not net.params[f"b{i}"].any() for i in range(1, 9))
+
+
+def test_weights_use_he_initialisation():
+    net = DeepConvNet(seed=0)
+    # The book's pre_node_nums: inputs feeding one unit of each layer.
+    fan_ins = [1 * 3 * 3, 16 * 3 * 3, 16 * 3 * 3, 32 * 3 * 3, 32 * 3 * 3, 64 * 3 * 3,
+               64 * 4 * 4, 50]
+    for index, fan_in in enumerate(fan_ins, 1):
+        weights = net.params[f"W{index}"]
+        assert weights.std() == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.2), f"W{index}"
+        assert abs(weights.mean()) < 0.2 * np.sqrt(2.0 / fan_in), f"W{index}"
+
+
+def test_layer_sizes_follow_the_configuration():
+    net = tiny_deep_convnet()
+    assert net.params["W4"].shape == (3, 3, 3, 3)
+    assert net.params["W7"].shape == (4 * 2 * 2, 6)
+    assert net.params["W8"].shape == (6, 3)
+    # With conv 4 padded by 1 instead of 2, 28x28 inputs end as 3x3 maps, not 4x4.
+    narrower = DeepConvNet(conv_param_4={'filter_num': 32, 'filter_size': 3, 'pad': 1, 'stride': 1})
+    assert narrower.params["W7"].shape == (64 * 3 * 3, 50)
+
+
+def test_seed_makes_initialisation_repeatable():
+    a, b, c = tiny_deep_convnet(seed=1), tiny_deep_convnet(seed=1), tiny_deep_convnet(seed=2)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert not np.array_equal(a.params["W1"], c.params["W1"])
+
+
+def test_layers_share_the_parameter_arrays():
+    net = tiny_deep_convnet()
+    x = np.random.default_rng(0).random((4, 1, 12, 12))
+    before = net.predict(x)
+    net.params["b8"] += 1.0  # in place, as an optimizer does
+    # Inference scales the last dropout's input by 0.5, so the scores move by 0.5.
+    np.testing.assert_allclose(net.predict(x), before + 0.5)
+
+
+def test_predict_matches_a_direct_reference_implementation():
+    net = tiny_deep_convnet(dtype=np.float64, seed=3)
+    for value in net.params.values():  # non-zero biases, so they are checked too
+        value += np.random.default_rng(0).normal(0, 0.1, value.shape)
+    x = np.random.default_rng(1).random((7, 1, 12, 12))
+    np.testing.assert_allclose(net.predict(x), reference_deep_convnet_scores(net.params, x),
+                               rtol=1e-10, atol=1e-12)
+
+
+# -- accuracy ------------------------------------------------------------------------------
+
+def test_accuracy_counts_every_sample_including_a_partial_batch():
+    net = tiny_deep_convnet()
+    x = np.random.default_rng(1).random((23, 1, 12, 12))
+    one_by_one = np.array([np.argmax(net.predict(x[i:i + 1])) for i in range(len(x))])
+    t = one_by_one.copy()
+    t[-1] = (t[-1] + 1) % 3  # the only mistake sits in the last, partial batch
+    expected = np.mean(one_by_one == t)
+    assert expected == pytest.approx(22 / 23)
+    assert net.accuracy(x, t, batch_size=10) == pytest.approx(expected)
+    assert net.accuracy(x, np.eye(3)[t], batch_size=10) == pytest.approx(expected)  # one-hot
+
+
+# -- gradients -----------------------------------------------------------------------------
+
+def numerical_gradient_at(f, array, index, h=1e-5):
+    original = array[index]
+    array[index] = original + h
+    plus = f()
+    array[index] = original - h
+    minus = f()
+    array[index] = original
+    return (plus - minus) / (2 * h)
+
+
+def check_gradient_against_numerical(net, x, t, entries_per_param=4):
+    """Backprop gradients == central differences, for random entries of every parameter.
+
+    The dropout masks are kept fixed by restoring the network's generator before each
+    loss evaluation (the dropout layers draw from net.rng).
+    """
+    rng_state = net.rng.bit_generator.state
+
+    def loss():
+        net.rng.bit_generator.state = rng_state
+        return net.loss(x, t)
+
+    loss()
+    net.rng.bit_generator.state = rng_state
+    grads = {name: np.array(g, copy=True) for name, g in net.gradient(x, t).items()}
+    assert grads.keys() == net.params.keys()
+    pick = np.random.default_rng(3)
+    for name, param in net.params.items():
+        assert grads[name].shape == param.shape, name
+        for _ in range(entries_per_param):
+            index = tuple(int(pick.integers(n)) for n in param.shape)
+            numerical = numerical_gradient_at(loss, param, index)
+            assert grads[name][index] == pytest.approx(numerical, rel=1e-4, abs=1e-8), (name, index)
+
+
+def test_deep_convnet_gradient_matches_numerical_gradient():
+    net = tiny_deep_convnet(dtype=np.float64, seed=4)
+    data = np.random.default_rng(5)
+    x = data.random((5, 1, 12, 12))
+    t = data.integers(0, 3, size=5)
+    check_gradient_against_numerical(net, x, t)
+
+
+def test_simple_convnet_gradient_matches_numerical_gradient():
+    net = SimpleConvNet(input_dim=(1, 10, 10),
+                        conv_param={'filter_num': 3, 'filter_size': 3, 'pad': 0, 'stride': 1},
+                        hidden_size=5, output_size=4, weight_init_std=0.3,
+                        dtype=np.float64, seed=6)
+    assert net.params["W2"].shape == (3 * 4 * 4, 5)
+    data = np.random.default_rng(7)
+    x = data.random((4, 1, 10, 10))
+    t = np.eye(4)[data.integers(0, 4, size=4)]  # one-hot labels work too
+    check_gradient_against_numerical(net, x, t)
+
+
+def test_simple_convnet_has_the_books_shapes():
+    net = SimpleConvNet(seed=0)
+    shapes = {name: value.shape for name, value in net.params.items()}
+    assert shapes == {"W1": (30, 1, 5, 5), "b1": (30,), "W2": (30 * 12 * 12, 100), "b2": (100,),
+                      "W3": (100, 10), "b3": (10,)}
+    assert net.params["W2"].std() == pytest.approx(0.01, rel=0.05)
+
+
+# -- parameter files -----------------------------------------------------------------------
+
+def test_save_and_load_round_trip(tmp_path):
+    source, target = tiny_deep_convnet(seed=1), tiny_deep_convnet(seed=2)
+    path = source.save_params(tmp_path / "params.npz")
+    arrays_before = {name: value for name, value in target.params.items()}
+    target.load_params(path)
+    for name, value in source.params.items():
+        assert np.array_equal(target.params[name], value), name
+        assert target.params[name] is arrays_before[name], "must copy into the existing arrays"
+    x = np.random.default_rng(0).random((3, 1, 12, 12))
+    np.testing.assert_array_equal(target.predict(x), source.predict(x))
+
+
+def test_load_book_style_pickle_casts_to_the_networks_dtype(tmp_path):
+    source = tiny_deep_convnet(dtype=np.float64, seed=1)
+    path = tmp_path / "params.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({name: value.copy() for name, value in source.params.items()}, f)
+    target = tiny_deep_convnet(dtype=np.float32, seed=2)
+    target.load_params(path)
+    for name, value in source.params.items():
+        assert target.params[name].dtype == np.float32
+        np.testing.assert_array_equal(target.params[name], value.astype(np.float32))
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda p: p.update(W3=np.zeros((3, 3, 2, 2))), "W3"),
+    (lambda p: p.pop("b5"), "b5"),
+    (lambda p: p.update(W9=np.zeros(2)), "W9"),
+])
+def test_load_mismatch_names_the_parameter_and_changes_nothing(tmp_path, change, named):
+    params = dict(tiny_deep_convnet(seed=1).params)
+    change(params)
+    path = tmp_path / "params.npz"
+    np.savez(path, **params)
+    net = tiny_deep_convnet(seed=2)
+    before = {name: value.copy() for name, value in net.params.items()}
+    with pytest.raises(ValueError, match=named):
+        net.load_params(path)
+    assert all(np.array_equal(net.params[name], before[name]) for name in before)
+
+
+def test_astype_returns_an_independent_copy_in_another_dtype():
+    net = tiny_deep_convnet(dtype=np.float64, seed=1)
+    half = net.astype(np.float16)
+    assert all(value.dtype == np.float16 for value in half.params.values())
+    assert all(value.dtype == np.float64 for value in net.params.values())
+    x = np.random.default_rng(0).random((6, 1, 12, 12))
+    np.testing.assert_allclose(half.predict(x).astype(np.float64), net.predict(x),
+                               rtol=2e-2, atol=2e-2)
+    half.params["W1"][...] = 0
+    assert net.params["W1"].any()
+
+
+def test_to_cpu_keeps_a_cpu_network_working():
+    net = tiny_deep_convnet(seed=1)
+    x = np.random.default_rng(0).random((3, 1, 12, 12))
+    before = net.predict(x)
+    net.to_cpu()
+    np.testing.assert_array_equal(net.predict(x), before)
+
+
+def test_to_gpu_and_back_gives_the_same_predictions():
+    from deepnet import _cuda
+    if not _cuda.gpu_available():
+        pytest.skip("no usable GPU (CuPy and a CUDA device)")
+    net = tiny_deep_convnet(dtype=np.float32, seed=1)
+    x = np.random.default_rng(0).random((3, 1, 12, 12)).astype(np.float32)
+    before = net.predict(x)
+    net.to_gpu()
+    assert _cuda.is_cupy_array(net.params["W1"]) and net.layers[0].W is net.params["W1"]
+    np.testing.assert_allclose(_cuda.to_cpu(net.predict(x)), before, rtol=1e-4, atol=1e-5)
+    net.to_cpu()
+    assert isinstance(net.params["W1"], np.ndarray)
+    np.testing.assert_allclose(net.predict(x), before, rtol=1e-4, atol=1e-5)
+
+
+def test_book_weights_classify_mnist_test_images():
+    params, data = book_params_file(), mnist_dir()
+    if params is None or data is None:
+        pytest.skip("the book's deep_convnet_params.pkl or MNIST is not available")
+    net = DeepConvNet(dtype=np.float64)
+    net.load_params(params)
+    (_, _), (x_test, t_test) = load_mnist(flatten=False, dtype=np.float64, root=data)
+    x, t = x_test[:500], t_test[:500]
+    expected = np.argmax(reference_deep_convnet_scores(net.params, x), axis=1)
+    np.testing.assert_array_equal(net.classify(x), expected)
+    # These weights score 97.97% on the whole test set (98.2% on these 500 images).
+    assert net.accuracy(x, t) >= 0.98

@@ -1,0 +1,193 @@
+"""Trainer: shuffled epochs, history, checkpoints and bit-exact resume, and that it learns."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepnet.datasets import find_mnist_dir, load_mnist
+from deepnet.nets import DeepConvNet
+from deepnet.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def conv(filters, pad=1):
+    return {'filter_num': filters, 'filter_size': 3, 'pad': pad, 'stride': 1}
+
+
+def tiny_deep_convnet(seed=0, input_size=12, filters=(2, 3, 4), hidden_size=8, output_size=3):
+    """DeepConvNet's architecture with few filters (and small images by default): fast."""
+    f1, f2, f3 = filters
+    return DeepConvNet(input_dim=(1, input_size, input_size),
+                       conv_param_1=conv(f1), conv_param_2=conv(f1),
+                       conv_param_3=conv(f2), conv_param_4=conv(f2, pad=2),
+                       conv_param_5=conv(f3), conv_param_6=conv(f3),
+                       hidden_size=hidden_size, output_size=output_size, seed=seed)
+
+
+def random_data(n, seed=0, size=12, classes=3):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 1, size, size), dtype=np.float32), rng.integers(0, classes, n)
+
+
+def make_trainer(network, x, t, **options):
+    x_test, t_test = random_data(30, seed=1)
+    settings = dict(epochs=2, mini_batch_size=64, seed=7, verbose=False)
+    settings.update(options)
+    return Trainer(network, x, t, x_test, t_test, **settings)
+
+
+def interrupt_after(trainer, steps):
+    """Make ``trainer`` raise KeyboardInterrupt in place of its step number ``steps + 1``."""
+    real_step, done = trainer.train_step, []
+
+    def step(x_batch, t_batch):
+        if len(done) == steps:
+            raise KeyboardInterrupt
+        done.append(1)
+        return real_step(x_batch, t_batch)
+    trainer.train_step = step
+
+
+# -- epochs --------------------------------------------------------------------------------
+
+def test_each_epoch_visits_every_sample_once_in_a_new_order():
+    x, t = random_data(150)
+    x[:, 0, 0, 0] = np.arange(150)  # tag each image with its index
+    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=2)
+    seen = []
+    real_step = trainer.train_step
+    trainer.train_step = lambda xb, tb: seen.append(xb[:, 0, 0, 0].astype(int)) or real_step(xb, tb)
+    trainer.train()
+
+    assert [len(batch) for batch in seen] == [64, 64, 22] * 2  # the partial batch is used
+    first, second = np.concatenate(seen[:3]), np.concatenate(seen[3:])
+    assert sorted(first) == sorted(second) == list(range(150))
+    assert not np.array_equal(first, second) and not np.array_equal(first, np.arange(150))
+    assert len(trainer.train_loss_list) == 6
+
+
+def test_same_seed_gives_the_same_run():
+    x, t = random_data(100)
+    runs = [make_trainer(tiny_deep_convnet(seed=3), x, t, seed=5) for _ in range(2)]
+    for trainer in runs:
+        trainer.train()
+    assert runs[0].train_loss_list == runs[1].train_loss_list
+    for name, value in runs[0].network.params.items():
+        np.testing.assert_array_equal(runs[1].network.params[name], value)
+
+
+def test_train_returns_accuracy_on_the_whole_test_set():
+    x, t = random_data(100)
+    x_test, t_test = random_data(57, seed=2)
+    network = tiny_deep_convnet()
+    trainer = Trainer(network, x, t, x_test, t_test, epochs=1, mini_batch_size=50,
+                      evaluate_sample_num_per_epoch=10, verbose=False, seed=0)
+    final = trainer.train()
+    assert final == network.accuracy(x_test, t_test)
+    assert trainer.test_acc_list == [network.accuracy(x_test[:10], t_test[:10])]
+    assert trainer.train_acc_list == [network.accuracy(x[:10], t[:10])]
+
+
+def test_verbose_prints_epochs_and_summary_and_quiet_prints_nothing(capsys):
+    x, t = random_data(80)
+    make_trainer(tiny_deep_convnet(), x, t, epochs=1, verbose=False).train()
+    assert capsys.readouterr() == ("", "")
+    make_trainer(tiny_deep_convnet(), x, t, epochs=1, verbose=True).train()
+    out = capsys.readouterr().out
+    assert "epoch 1/1: train acc" in out and "test acc:" in out
+
+
+# -- history and checkpoints ---------------------------------------------------------------
+
+def test_history_is_written_as_json_after_each_epoch(tmp_path):
+    x, t = random_data(100)
+    path = tmp_path / "history.json"
+    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=2, mini_batch_size=40,
+                           history_path=path)
+    trainer.train()
+    history = json.loads(path.read_text())
+    assert history["epochs_done"] == 2
+    assert history["train_loss_list"] == trainer.train_loss_list
+    assert len(history["train_loss_list"]) == 2 * math.ceil(100 / 40)
+    assert history["train_acc_list"] == trainer.train_acc_list
+    assert history["test_acc_list"] == trainer.test_acc_list
+    assert len(history["test_acc_list"]) == len(history["epoch_times"]) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["history.json"]  # no temporary files left
+
+
+@pytest.mark.parametrize("how", ["resume option", "resume method"])
+def test_interrupted_then_resumed_run_ends_with_exactly_the_same_parameters(tmp_path, how):
+    x, t = random_data(200)  # 4 batches of 64, 64, 64, 8 per epoch
+    uninterrupted = make_trainer(tiny_deep_convnet(seed=0), x, t, epochs=3)
+    uninterrupted.train()
+
+    checkpoint = tmp_path / "run.ckpt.npz"
+    interrupted = make_trainer(tiny_deep_convnet(seed=0), x, t, epochs=3,
+                               checkpoint_path=checkpoint)
+    interrupt_after(interrupted, steps=4 + 2)  # in the middle of the second epoch
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+
+    # Another initialisation and trainer seed: everything must come from the checkpoint.
+    network = tiny_deep_convnet(seed=99)
+    if how == "resume option":
+        resumed = make_trainer(network, x, t, epochs=3, seed=123,
+                               checkpoint_path=checkpoint, resume=True)
+    else:
+        resumed = make_trainer(network, x, t, epochs=3, seed=123).resume(checkpoint)
+    assert resumed.epoch == 1
+    resumed.train()
+
+    for name, value in uninterrupted.network.params.items():
+        np.testing.assert_array_equal(network.params[name], value, err_msg=name)
+    assert resumed.train_loss_list == uninterrupted.train_loss_list
+    assert resumed.test_acc_list == uninterrupted.test_acc_list
+    assert resumed.optimizer.iter == uninterrupted.optimizer.iter == 12
+
+
+def test_resume_option_without_a_checkpoint_file_starts_afresh(tmp_path):
+    x, t = random_data(64)
+    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=1,
+                           checkpoint_path=tmp_path / "new.npz", resume=True)
+    assert trainer.epoch == 0
+    trainer.train()
+    assert (tmp_path / "new.npz").is_file()
+
+
+def test_resume_refuses_a_checkpoint_of_another_batch_size(tmp_path):
+    x, t = random_data(64)
+    checkpoint = tmp_path / "c.npz"
+    make_trainer(tiny_deep_convnet(), x, t, epochs=1, checkpoint_path=checkpoint).train()
+    other = make_trainer(tiny_deep_convnet(), x, t, mini_batch_size=32)
+    with pytest.raises(ValueError, match="mini_batch_size"):
+        other.resume(checkpoint)
+
+
+# -- learning ------------------------------------------------------------------------------
+
+def mnist_dir():
+    for root in (None, REPO / "data" / "mnist", REPO.parent / "shared" / "data" / "mnist"):
+        found = find_mnist_dir(root)
+        if found is not None:
+            return found
+    return None
+
+
+def test_short_training_run_on_mnist_learns():
+    data = mnist_dir()
+    if data is None:
+        pytest.skip("MNIST is not available")
+    (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False, root=data)
+    network = tiny_deep_convnet(seed=0, input_size=28, filters=(4, 8, 8), hidden_size=50,
+                                output_size=10)
+    trainer = Trainer(network, x_train[:600], t_train[:600], x_test[:300], t_test[:300],
+                      epochs=3, mini_batch_size=20, optimizer_param={"lr": 0.005},
+                      evaluate_sample_num_per_epoch=200, verbose=False, seed=0)
+    accuracy = trainer.train()
+    losses = trainer.train_loss_list
+    quarter = len(losses) // 4
+    assert np.mean(losses[-quarter:]) < np.mean(losses[:quarter]) - 0.2
+    assert accuracy > 0.4  # chance is 0.1
