@@ -47,7 +47,7 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     return _fold(per_image, x_shape, kh, kw, stride, pad).astype(col.dtype, copy=False)
 
 
-def conv_forward(x, W, b, stride, pad):
+def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
     FN, _, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
@@ -55,19 +55,23 @@ def conv_forward(x, W, b, stride, pad):
     y = np.empty(out_shape, dtype=x.dtype)
     weights = W.reshape(FN, -1).astype(acc, copy=False)
     _conv.conv_forward(_bits(x), weights, b.astype(acc, copy=False), _bits(y), kh, kw,
-                       *_geometry(stride, pad, relu=False))
+                       *_geometry(stride, pad, relu=relu))
     return y
 
 
-def conv_backward(dout, x, W, stride, pad):
+def conv_backward(dout, x, W, stride, pad, relu_out=None):
     FN, _, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
     weights_t = np.ascontiguousarray(W.reshape(FN, -1).T, dtype=acc)
     dx = np.empty(x.shape, dtype=acc)
     # dW is summed per chunk of images; the chunks do not depend on the thread count.
     dW_t_per_chunk = np.zeros((min(x.shape[0], DW_CHUNKS), weights_t.shape[0], FN), dtype=acc)
-    _conv.conv_backward(_bits(x), _bits(dout), weights_t, dx, dW_t_per_chunk, kh, kw, *_geometry(stride, pad))
-    db = dout.sum(axis=(0, 2, 3), dtype=acc)
+    # The ReLU mask is applied as dout is read: without relu_out, dout itself is passed
+    # as the (unused) mask.
+    mask = dout if relu_out is None else relu_out
+    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), weights_t, dx, dW_t_per_chunk, kh, kw,
+                        *_geometry(stride, pad, relu=relu_out is not None))
+    db = (dout if relu_out is None else dout * (relu_out > 0)).sum(axis=(0, 2, 3), dtype=acc)
     dW = dW_t_per_chunk.sum(axis=0).T.reshape(W.shape)
     return dx.astype(x.dtype, copy=False), dW.astype(W.dtype, copy=False), db.astype(W.dtype, copy=False)
 

@@ -250,8 +250,8 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     return x
 
 
-def conv_forward(x, W, b, stride, pad):
-    """y (N, FN, OH, OW) = im2col(x) @ W.reshape(FN, -1).T + b, as NCHW."""
+def conv_forward(x, W, b, stride, pad, relu=False):
+    """y (N, FN, OH, OW) = im2col(x) @ W.reshape(FN, -1).T + b, as NCHW (then ReLU if relu)."""
     cp = _cupy()
     W = cp.ascontiguousarray(W)
     b = cp.ascontiguousarray(b)
@@ -262,12 +262,17 @@ def conv_forward(x, W, b, stride, pad):
     y2d = _matmul(col, W.reshape(FN, -1).T)            # (N*OH*OW, FN), accumulator dtype
     y = cp.empty((N, FN, OH, OW), dtype=x.dtype)
     _launch("add_bias_nchw", x.dtype, y.size, (y2d, b, y) + _ints(N, FN, OH * OW))
-    return y
+    return relu_forward(y) if relu else y
 
 
-def conv_backward(dout, x, W, stride, pad):
-    """Gradients (dx, dW, db) of conv_forward for the upstream gradient ``dout``."""
+def conv_backward(dout, x, W, stride, pad, relu_out=None):
+    """Gradients (dx, dW, db) of conv_forward for the upstream gradient ``dout``.
+
+    With relu_out (the output of a conv_forward with relu=True) dout is first masked by it.
+    """
     cp = _cupy()
+    if relu_out is not None:
+        dout = relu_backward(dout, relu_out)
     FN, _, kh, kw = W.shape
     W2d = cp.ascontiguousarray(W).reshape(FN, -1)
     dout2d = cp.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, FN)

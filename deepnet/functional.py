@@ -117,18 +117,23 @@ def _check_conv(x, W, b, caller):
     return x, W, b
 
 
-def conv2d(x, W, b, stride=1, pad=0, *, caller="deepnet.conv2d"):
+def conv2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.conv2d"):
     """Convolution (cross-correlation, like the book): (N, C, H, W) -> (N, FN, OH, OW).
 
-    Computed in W's dtype; x is converted to it if needed.
+    Computed in W's dtype; x is converted to it if needed.  relu=True applies max(y, 0)
+    in the same pass (conv + ReLU fused).
     """
     x, W, b = _check_conv(x, W, b, caller)
     stride, pad = _check_window(x.shape, W.shape[2], W.shape[3], stride, pad, caller)
-    return _backend(caller, x, W, b).conv_forward(x, W, b, stride, pad)
+    return _backend(caller, x, W, b).conv_forward(x, W, b, stride, pad, relu=bool(relu))
 
 
-def conv2d_backward(dout, x, W, stride=1, pad=0, *, caller="deepnet.conv2d_backward"):
-    """Gradients (dx, dW, db) of conv2d given dout = dL/dy."""
+def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, caller="deepnet.conv2d_backward"):
+    """Gradients (dx, dW, db) of conv2d given dout = dL/dy.
+
+    For a conv2d(..., relu=True), pass its output as relu_out: the ReLU's backward (dout
+    kept where relu_out > 0) is then fused into this pass.
+    """
     x, W, _ = _check_conv(x, W, None, caller)
     stride, pad = _check_window(x.shape, W.shape[2], W.shape[3], stride, pad, caller)
     dout = as_float_array(dout, "dout", caller, ndim=4, dtype=W.dtype)
@@ -136,7 +141,13 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, caller="deepnet.conv2d_backw
                 output_size(x.shape[3], W.shape[3], stride[1], pad[1]))
     if tuple(dout.shape) != expected:
         raise ValueError(f"{caller}: dout must have shape {expected}, got {tuple(dout.shape)}")
-    return _backend(caller, dout, x, W).conv_backward(dout, x, W, stride, pad)
+    arrays = (dout, x, W)
+    if relu_out is not None:
+        relu_out = as_float_array(relu_out, "relu_out", caller, dtype=W.dtype)
+        if relu_out.shape != dout.shape:
+            raise ValueError(f"{caller}: relu_out must have dout's shape {expected}, got {tuple(relu_out.shape)}")
+        arrays += (relu_out,)
+    return _backend(caller, *arrays).conv_backward(dout, x, W, stride, pad, relu_out=relu_out)
 
 
 def _check_pool(x_shape, pool_h, pool_w, stride, pad, caller):

@@ -209,8 +209,8 @@ class DeepConvNet(_ConvNet):
         p = self.params
         layers = []
         for index, conv in enumerate(self.conv_params, 1):
-            layers.append(Convolution(p[f"W{index}"], p[f"b{index}"], conv['stride'], conv['pad']))
-            layers.append(Relu())
+            # conv - relu as one fused layer (the same function, one pass through memory)
+            layers.append(Convolution(p[f"W{index}"], p[f"b{index}"], conv['stride'], conv['pad'], relu=True))
             if index % 2 == 0:
                 layers.append(Pooling(pool_h=2, pool_w=2, stride=2))
         layers += [Affine(p["W7"], p["b7"]), Relu(), Dropout(0.5, rng=self.rng),

@@ -61,19 +61,25 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     return padded[:, :, ph:ph + H, pw:pw + W].astype(col.dtype)
 
 
-def conv_forward(x, W, b, stride, pad):
-    """y = im2col(x) @ W^T + b, as (N, FN, OH, OW)."""
+def conv_forward(x, W, b, stride, pad, relu=False):
+    """y = im2col(x) @ W^T + b, as (N, FN, OH, OW); then max(y, 0) if relu."""
     N = x.shape[0]
     FN = W.shape[0]
     out_h, out_w = _output_hw(x.shape, W.shape[2], W.shape[3], stride, pad)
     acc = compute_dtype(x.dtype)
     col = im2col(x, W.shape[2], W.shape[3], stride, pad).astype(acc)
     y = col @ W.reshape(FN, -1).T.astype(acc) + b.astype(acc)
-    return y.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2).astype(x.dtype)
+    y = y.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2).astype(x.dtype)
+    return relu_forward(y) if relu else y
 
 
-def conv_backward(dout, x, W, stride, pad):
-    """Gradients (dx, dW, db) of conv_forward given dout = dL/dy."""
+def conv_backward(dout, x, W, stride, pad, relu_out=None):
+    """Gradients (dx, dW, db) of conv_forward given dout = dL/dy.
+
+    relu_out: the output of a conv_forward(..., relu=True); dout is masked by it first.
+    """
+    if relu_out is not None:
+        dout = relu_backward(dout, relu_out)
     FN, _, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
     col = im2col(x, kh, kw, stride, pad).astype(acc)

@@ -79,10 +79,14 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
 
 
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
+                  const storage_t[:, :, :, ::1] relu_out,
                   const compute_t[:, ::1] weights_t, compute_t[:, :, :, ::1] dx,
                   compute_t[:, :, ::1] dW_t_per_chunk,
-                  int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
+                  int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
     """dx (the accumulator, in compute_t), and dW^T summed per chunk of images.
+
+    With relu, the forward pass was fused with a ReLU whose output is relu_out: dout is
+    taken as 0 wherever relu_out is not positive (the ReLU's backward, fused).
 
     weights_t is the filter matrix transposed, (C*kh*kw, FN).  For image n, with
     cols = im2col(x[n]) as (C*kh*kw, P) and g = dout[n] as (FN, P):
@@ -101,6 +105,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef compute_t* grad_t
     cdef compute_t* dcols
     cdef const storage_t* grad_in
+    cdef const storage_t* mask
     with nogil, parallel(num_threads=n_threads):
         cols = <compute_t*>malloc(sizeof(compute_t) * K * P)
         dcols = <compute_t*>malloc(sizeof(compute_t) * K * P)
@@ -112,9 +117,13 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 continue
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
                 grad_in = &dout[n, 0, 0, 0]
+                mask = &relu_out[n, 0, 0, 0]
                 for f in range(FN):
                     for p in range(P):
-                        grad[f * P + p] = <compute_t>load(grad_in[f * P + p])
+                        if relu and not load(mask[f * P + p]) > 0:
+                            grad[f * P + p] = 0
+                        else:
+                            grad[f * P + p] = <compute_t>load(grad_in[f * P + p])
                         grad_t[p * FN + f] = grad[f * P + p]
                 unfold_image(&x[n, 0, 0, 0], cols, P, 1, C, kh, kw, H, W, OH, OW, sh, sw, ph, pw)
                 if gemm(K, FN, P, cols, P, grad_t, FN, &dW_t_per_chunk[chunk, 0, 0], FN, 1) != 0:

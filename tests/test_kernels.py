@@ -184,3 +184,20 @@ def test_float16_is_stored_as_half_and_computed_in_float32(rng):
     y16 = F.conv2d(x, Wt, b, 1, 1)
     y32 = F.conv2d(x.astype(np.float32), Wt.astype(np.float32), b.astype(np.float32), 1, 1)
     np.testing.assert_array_equal(y16, y32.astype(np.float16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES[:12], ids=case_id)
+def test_conv_fused_with_relu_equals_conv_then_relu(case, dtype, rng):
+    x = random_input(rng, case["x_shape"], dtype)
+    Wt, b = weights_for(rng, case, dtype)
+    stride, pad = case["stride"], case["pad"]
+    y = F.conv2d(x, Wt, b, stride, pad, relu=True)
+    y_ref = R.relu_forward(R.conv_forward(x, Wt, b, stride, pad))
+    assert max_relative_error(y, y_ref) <= RTOL[dtype]
+    assert (y >= 0).all()
+    dout = random_input(rng, y.shape, dtype)
+    grads = F.conv2d_backward(dout, x, Wt, stride, pad, relu_out=y)
+    grads_ref = R.conv_backward(R.relu_backward(dout, y), x, Wt, stride, pad)
+    for name, got, expected in zip(("dx", "dW", "db"), grads, grads_ref):
+        assert max_relative_error(got, expected) <= RTOL[dtype], name

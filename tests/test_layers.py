@@ -55,6 +55,14 @@ def test_convolution_gradients(backend, rng, stride, pad):
     check_layer_gradients(layer, x, rng, ("W", "b"))
 
 
+def test_convolution_fused_with_relu_gradients(backend, rng):
+    x = rng.standard_normal((2, 3, 6, 7))
+    layer = L.Convolution(rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4), 1, 1, relu=True)
+    out = layer.forward(x)
+    assert (out == 0).any() and (out > 0).any()  # both sides of the kink are exercised
+    check_layer_gradients(layer, x, rng, ("W", "b"))
+
+
 @pytest.mark.parametrize("pool, stride, pad", [(2, 2, 0), (3, 2, 0), (3, 1, 1), (2, 1, 1), ((3, 2), (2, 1), (1, 0))])
 def test_pooling_gradients_including_overlapping_windows(backend, rng, pool, stride, pad):
     x = rng.standard_normal((2, 3, 7, 8))
