@@ -82,9 +82,11 @@ def _add_train(commands):
     p.add_argument("--seed", type=int, help="seed for the weights, dropout and batch order")
     p.add_argument("--out", default="deep_convnet_params.npz", metavar="PARAMS.npz",
                    help="where to save the trained parameters (default %(default)s)")
-    p.add_argument("--checkpoint", metavar="PATH", help="checkpoint written after every epoch")
+    p.add_argument("--checkpoint", default="deep_convnet_checkpoint.npz", metavar="PATH",
+                   help="checkpoint written (atomically) after every epoch (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
-    p.add_argument("--history", metavar="PATH", help="write accuracy and loss history as JSON")
+    p.add_argument("--history", default="deep_convnet_history.json", metavar="PATH",
+                   help="accuracy and loss history as JSON, for 'deepnet plot' (default %(default)s)")
     p.add_argument("--train-size", type=_positive_int, metavar="N",
                    help="train on the first N training images only (quick demos)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
@@ -148,8 +150,8 @@ def run_train(args):
     from .nets import DeepConvNet
     from .trainer import Trainer
 
-    if args.resume and not args.checkpoint:
-        raise CommandError("--resume needs --checkpoint PATH")
+    if not args.checkpoint:
+        raise CommandError("--checkpoint needs a PATH (every epoch is checkpointed)")
     _configure_kernels(args)
     dtype = np.dtype(args.dtype)
     (x_train, t_train), (x_test, t_test) = _load_mnist(args.data, dtype)

@@ -75,7 +75,7 @@ def test_evaluate_with_a_missing_params_file_fails_with_one_line(tmp_path, capsy
     ["train", "--no-such-option"],
     ["train", "--epochs", "0"],
     ["train", "--dtype", "int8"],
-    ["train", "--resume"],
+    ["train", "--checkpoint", ""],
     ["evaluate"],
     ["frobnicate"],
 ])
