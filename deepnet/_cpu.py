@@ -12,7 +12,7 @@ from deepnet._kernels import pooling as _pooling
 from deepnet.reference import compute_dtype, output_size
 
 
-DW_CHUNKS = 32  # partial sums of the filter gradient: enough chunks to keep all cores busy
+DW_CHUNKS = 16  # partial sums of dW and db: enough chunks to keep the cores busy, few to add up
 
 
 def _bits(a):
@@ -65,13 +65,15 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     weights_t = np.ascontiguousarray(W.reshape(FN, -1).T, dtype=acc)
     dx = np.empty(x.shape, dtype=acc)
     # dW is summed per chunk of images; the chunks do not depend on the thread count.
-    dW_t_per_chunk = np.zeros((min(x.shape[0], DW_CHUNKS), weights_t.shape[0], FN), dtype=acc)
+    chunks = min(x.shape[0], DW_CHUNKS)
+    dW_t_per_chunk = np.zeros((chunks, weights_t.shape[0], FN), dtype=acc)
+    db_per_chunk = np.zeros((chunks, FN), dtype=acc)
     # The ReLU mask is applied as dout is read: without relu_out, dout itself is passed
     # as the (unused) mask.
     mask = dout if relu_out is None else relu_out
-    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), weights_t, dx, dW_t_per_chunk, kh, kw,
-                        *_geometry(stride, pad, relu=relu_out is not None))
-    db = (dout if relu_out is None else dout * (relu_out > 0)).sum(axis=(0, 2, 3), dtype=acc)
+    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), weights_t, dx, dW_t_per_chunk, db_per_chunk,
+                        kh, kw, *_geometry(stride, pad, relu=relu_out is not None))
+    db = db_per_chunk.sum(axis=0)
     dW = dW_t_per_chunk.sum(axis=0).T.reshape(W.shape)
     return dx.astype(x.dtype, copy=False), dW.astype(W.dtype, copy=False), db.astype(W.dtype, copy=False)
 

@@ -81,9 +81,9 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
                   const storage_t[:, :, :, ::1] relu_out,
                   const compute_t[:, ::1] weights_t, compute_t[:, :, :, ::1] dx,
-                  compute_t[:, :, ::1] dW_t_per_chunk,
+                  compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
                   int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
-    """dx (the accumulator, in compute_t), and dW^T summed per chunk of images.
+    """dx (the accumulator, in compute_t), and dW^T and db summed per chunk of images.
 
     With relu, the forward pass was fused with a ReLU whose output is relu_out: dout is
     taken as 0 wherever relu_out is not positive (the ReLU's backward, fused).
@@ -106,6 +106,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef compute_t* dcols
     cdef const storage_t* grad_in
     cdef const storage_t* mask
+    cdef compute_t value, total
     with nogil, parallel(num_threads=n_threads):
         cols = <compute_t*>malloc(sizeof(compute_t) * K * P)
         dcols = <compute_t*>malloc(sizeof(compute_t) * K * P)
@@ -119,11 +120,17 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 grad_in = &dout[n, 0, 0, 0]
                 mask = &relu_out[n, 0, 0, 0]
                 for f in range(FN):
+                    total = 0
                     for p in range(P):
-                        if relu and not load(mask[f * P + p]) > 0:
-                            grad[f * P + p] = 0
-                        else:
-                            grad[f * P + p] = <compute_t>load(grad_in[f * P + p])
+                        # Multiply by the mask (no branch): NaN * 0 stays NaN, as in the reference.
+                        value = <compute_t>load(grad_in[f * P + p])
+                        if relu:
+                            value = value * (load(mask[f * P + p]) > 0)
+                        grad[f * P + p] = value
+                        total = total + value
+                    db_per_chunk[chunk, f] += total
+                for p in range(P):
+                    for f in range(FN):
                         grad_t[p * FN + f] = grad[f * P + p]
                 unfold_image(&x[n, 0, 0, 0], cols, P, 1, C, kh, kw, H, W, OH, OW, sh, sw, ph, pw)
                 if gemm(K, FN, P, cols, P, grad_t, FN, &dW_t_per_chunk[chunk, 0, 0], FN, 1) != 0:

@@ -37,8 +37,12 @@ cdef inline void unfold_row(const storage_t* plane, column_t* out, Py_ssize_t st
         source = plane + iy * W - pw + j
         for ox in range(ox_first):
             line[ox * step] = 0
-        for ox in range(ox_first, ox_stop):
-            store(&line[ox * step], load(source[ox * sw]))
+        if step == 1 and sw == 1:  # the common case, as contiguous loops the compiler vectorises
+            for ox in range(ox_first, ox_stop):
+                store(&line[ox], load(source[ox]))
+        else:
+            for ox in range(ox_first, ox_stop):
+                store(&line[ox * step], load(source[ox * sw]))
         for ox in range(ox_stop, OW):
             line[ox * step] = 0
 
@@ -56,5 +60,9 @@ cdef inline void fold_row(const column_t* col, Py_ssize_t step, compute_t* plane
         if iy < 0 or iy >= H:
             continue
         target = plane + iy * W - pw + j
-        for ox in range(ox_first, ox_stop):
-            target[ox * sw] += <compute_t>load(col[(oy * OW + ox) * step])
+        if step == 1 and sw == 1:
+            for ox in range(ox_first, ox_stop):
+                target[ox] += <compute_t>load(col[oy * OW + ox])
+        else:
+            for ox in range(ox_first, ox_stop):
+                target[ox * sw] += <compute_t>load(col[(oy * OW + ox) * step])
