@@ -70,3 +70,22 @@ def set_num_threads(n):
     _state["num_threads"] = n
     from threadpoolctl import threadpool_limits
     threadpool_limits(limits=get_num_threads(), user_api="blas")
+
+
+_blas_pools = None
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run numpy's BLAS on one thread inside the block.
+
+    For the small matrix products between the OpenMP kernels (the affine layers): after a
+    threaded call, OpenBLAS's idle workers keep spinning for a while and take the cores
+    away from the kernels' threads; a single-threaded call never wakes them.
+    """
+    global _blas_pools
+    if _blas_pools is None:
+        from threadpoolctl import ThreadpoolController
+        _blas_pools = ThreadpoolController().select(user_api="blas")
+    with _blas_pools.limit(limits=1):
+        yield

@@ -7,11 +7,13 @@ import numpy as np
 
 from deepnet._config import get_num_threads
 from deepnet._kernels import conv as _conv
+from deepnet._kernels import elementwise as _elementwise
 from deepnet._kernels import im2col as _unfold
 from deepnet._kernels import pooling as _pooling
 from deepnet.reference import compute_dtype, output_size
 
 
+ELEMENTWISE_PARALLEL_SIZE = 1 << 15  # elements from which an element-wise pass is worth threading
 DW_CHUNKS = 16  # partial sums of dW and db: enough chunks to keep the cores busy, few to add up
 
 
@@ -20,9 +22,11 @@ def _bits(a):
     return a.view(np.uint16) if a.dtype == np.float16 else a
 
 
-def _geometry(stride, pad, **flags):
-    """The trailing kernel arguments: strides, pads, any flags, the thread count."""
-    return (stride[0], stride[1], pad[0], pad[1], *flags.values(), get_num_threads())
+def _geometry(stride, pad, images=None, **flags):
+    """The trailing kernel arguments: strides, pads, any flags, the thread count (no more
+    threads than images for the kernels that share out whole images)."""
+    threads = get_num_threads() if images is None else max(1, min(get_num_threads(), images))
+    return (stride[0], stride[1], pad[0], pad[1], *flags.values(), threads)
 
 
 def _fold(cols, x_shape, kh, kw, stride, pad):
@@ -55,7 +59,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     y = np.empty(out_shape, dtype=x.dtype)
     weights = W.reshape(FN, -1).astype(acc, copy=False)
     _conv.conv_forward(_bits(x), weights, b.astype(acc, copy=False), _bits(y), kh, kw,
-                       *_geometry(stride, pad, relu=relu))
+                       *_geometry(stride, pad, images=N, relu=relu))
     return y
 
 
@@ -63,7 +67,7 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     FN, _, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
     weights_t = np.ascontiguousarray(W.reshape(FN, -1).T, dtype=acc)
-    dx = np.empty(x.shape, dtype=acc)
+    dx = np.empty_like(x)
     # dW is summed per chunk of images; the chunks do not depend on the thread count.
     chunks = min(x.shape[0], DW_CHUNKS)
     dW_t_per_chunk = np.zeros((chunks, weights_t.shape[0], FN), dtype=acc)
@@ -71,11 +75,11 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     # The ReLU mask is applied as dout is read: without relu_out, dout itself is passed
     # as the (unused) mask.
     mask = dout if relu_out is None else relu_out
-    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), weights_t, dx, dW_t_per_chunk, db_per_chunk,
-                        kh, kw, *_geometry(stride, pad, relu=relu_out is not None))
+    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), weights_t, _bits(dx), dW_t_per_chunk, db_per_chunk,
+                        kh, kw, *_geometry(stride, pad, images=chunks, relu=relu_out is not None))
     db = db_per_chunk.sum(axis=0)
     dW = dW_t_per_chunk.sum(axis=0).T.reshape(W.shape)
-    return dx.astype(x.dtype, copy=False), dW.astype(W.dtype, copy=False), db.astype(W.dtype, copy=False)
+    return dx, dW.astype(W.dtype, copy=False), db.astype(W.dtype, copy=False)
 
 
 def max_pool_forward(x, pool_h, pool_w, stride, pad):
@@ -88,14 +92,24 @@ def max_pool_forward(x, pool_h, pool_w, stride, pad):
 
 
 def max_pool_backward(dout, argmax, x_shape, pool_h, pool_w, stride, pad):
-    dx = np.empty(x_shape, dtype=compute_dtype(dout.dtype))
-    _pooling.max_pool_backward(_bits(dout), argmax, dx, get_num_threads())
-    return dx.astype(dout.dtype, copy=False)
+    dx = np.empty(x_shape, dtype=dout.dtype)
+    _pooling.max_pool_backward(_bits(dout), argmax, _bits(dx), get_num_threads())
+    return dx
+
+
+def _elementwise_threads(size):
+    """Threads for an element-wise pass: one for small arrays, where starting threads costs more."""
+    return get_num_threads() if size >= ELEMENTWISE_PARALLEL_SIZE else 1
 
 
 def relu_forward(x):
-    return np.maximum(x, 0)
+    y = np.empty_like(x)
+    _elementwise.relu_forward(_bits(x).reshape(-1), _bits(y).reshape(-1), _elementwise_threads(x.size))
+    return y
 
 
 def relu_backward(dout, y):
-    return dout * (y > 0)
+    dx = np.empty_like(dout)
+    _elementwise.relu_backward(_bits(dout).reshape(-1), _bits(y).reshape(-1), _bits(dx).reshape(-1),
+                               _elementwise_threads(dout.size))
+    return dx

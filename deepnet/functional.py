@@ -199,3 +199,13 @@ def relu_backward(dout, y, *, caller="deepnet.relu_backward"):
     if dout.shape != y.shape:
         raise ValueError(f"{caller}: dout shape {tuple(dout.shape)} differs from y shape {tuple(y.shape)}")
     return _backend(caller, dout, y).relu_backward(dout, y)
+
+
+def matmul(a, b):
+    """a @ b for the layers' small products (affine).  NumPy arrays with the compiled
+    backend run BLAS single-threaded, so its spinning threads do not compete with the
+    kernels' OpenMP threads; the NumPy reference backend leaves BLAS as configured."""
+    if _is_cupy(a) or _config.get_backend() != "cython":
+        return a @ b
+    with _config.single_threaded_blas():
+        return a @ b

@@ -63,14 +63,14 @@ class Affine:
         self.original_x_shape = x.shape
         self.x = x.reshape(x.shape[0], -1)
         acc = compute_dtype(self.W.dtype)
-        out = self.x.astype(acc, copy=False) @ self.W.astype(acc, copy=False) + self.b.astype(acc, copy=False)
+        out = F.matmul(self.x.astype(acc, copy=False), self.W.astype(acc, copy=False)) + self.b.astype(acc, copy=False)
         return out.astype(self.W.dtype, copy=False)
 
     def backward(self, dout):
         acc = compute_dtype(self.W.dtype)
         dout = dout.astype(acc, copy=False)
-        dx = dout @ self.W.astype(acc, copy=False).T
-        self.dW = (self.x.astype(acc, copy=False).T @ dout).astype(self.W.dtype, copy=False)
+        dx = F.matmul(dout, self.W.astype(acc, copy=False).T)
+        self.dW = F.matmul(self.x.astype(acc, copy=False).T, dout).astype(self.W.dtype, copy=False)
         self.db = dout.sum(axis=0).astype(self.W.dtype, copy=False)
         return dx.astype(self.W.dtype, copy=False).reshape(self.original_x_shape)
 

@@ -17,6 +17,10 @@ include "dtypes.pxi"
 ctypedef compute_t column_t
 include "window.pxi"
 
+# Channels per block in the backward pass: 4 channels of 3x3 windows make 36 column rows
+# (a multiple of both GEMM tile heights) and keep the block in L2 at 28x28 pixels.
+DEF CHANNEL_BLOCK = 4
+
 cdef extern from "deepnet_gemm.h" nogil:
     int dn_sgemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
                  float* C, int ldc, int accumulate)
@@ -80,10 +84,10 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
 
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
                   const storage_t[:, :, :, ::1] relu_out,
-                  const compute_t[:, ::1] weights_t, compute_t[:, :, :, ::1] dx,
+                  const compute_t[:, ::1] weights_t, storage_t[:, :, :, ::1] dx,
                   compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
                   int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
-    """dx (the accumulator, in compute_t), and dW^T and db summed per chunk of images.
+    """dx (in x's storage type), and dW^T and db summed per chunk of images.
 
     With relu, the forward pass was fused with a ReLU whose output is relu_out: dout is
     taken as 0 wherever relu_out is not positive (the ReLU's backward, fused).
@@ -98,55 +102,73 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = weights_t.shape[0], FN = weights_t.shape[1]
     cdef int OH = dout.shape[2], OW = dout.shape[3], P = OH * OW
+    cdef int window = kh * kw
+    cdef int block = min(C, CHANNEL_BLOCK) * window  # column rows per block of channels
     cdef int chunks = dW_t_per_chunk.shape[0]
-    cdef int chunk, n, row, f, p, q, failed = 0
+    cdef int chunk, n, row, first_row, rows, f, p, q, failed = 0
     cdef compute_t* cols
     cdef compute_t* grad
     cdef compute_t* grad_t
     cdef compute_t* dcols
+    cdef compute_t* dx_sum
+    cdef storage_t* dx_out
     cdef const storage_t* grad_in
     cdef const storage_t* mask
-    cdef compute_t value, total
+    cdef compute_t total
     with nogil, parallel(num_threads=n_threads):
-        cols = <compute_t*>malloc(sizeof(compute_t) * K * P)
-        dcols = <compute_t*>malloc(sizeof(compute_t) * K * P)
+        cols = <compute_t*>malloc(sizeof(compute_t) * block * P)
+        dcols = <compute_t*>malloc(sizeof(compute_t) * block * P)
         grad = <compute_t*>malloc(sizeof(compute_t) * FN * P)
         grad_t = <compute_t*>malloc(sizeof(compute_t) * P * FN)
+        dx_sum = <compute_t*>malloc(sizeof(compute_t) * C * H * W)
         for chunk in prange(chunks, schedule="static"):
-            if cols == NULL or dcols == NULL or grad == NULL or grad_t == NULL:
+            if cols == NULL or dcols == NULL or grad == NULL or grad_t == NULL or dx_sum == NULL:
                 failed += 1
                 continue
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
                 grad_in = &dout[n, 0, 0, 0]
                 mask = &relu_out[n, 0, 0, 0]
+                for q in range(FN * P):
+                    grad[q] = <compute_t>load(grad_in[q])
+                if relu:  # multiply by the mask, no branch: NaN * 0 stays NaN, as in the reference
+                    for q in range(FN * P):
+                        grad[q] = grad[q] * is_positive(mask[q])
                 for f in range(FN):
                     total = 0
                     for p in range(P):
-                        # Multiply by the mask (no branch): NaN * 0 stays NaN, as in the reference.
-                        value = <compute_t>load(grad_in[f * P + p])
-                        if relu:
-                            value = value * (load(mask[f * P + p]) > 0)
-                        grad[f * P + p] = value
-                        total = total + value
+                        total = total + grad[f * P + p]
                     db_per_chunk[chunk, f] += total
                 for p in range(P):
                     for f in range(FN):
                         grad_t[p * FN + f] = grad[f * P + p]
-                unfold_image(&x[n, 0, 0, 0], cols, P, 1, C, kh, kw, H, W, OH, OW, sh, sw, ph, pw)
-                if gemm(K, FN, P, cols, P, grad_t, FN, &dW_t_per_chunk[chunk, 0, 0], FN, 1) != 0:
-                    failed += 1
-                    continue
-                if gemm(K, P, FN, &weights_t[0, 0], FN, grad, P, dcols, P, 0) != 0:
-                    failed += 1
-                    continue
                 for q in range(C * H * W):
-                    (&dx[n, 0, 0, 0])[q] = 0
-                for row in range(K):
-                    fold_row(dcols + row * P, 1, &dx[n, row // (kh * kw), 0, 0],
-                             (row // kw) % kh, row % kw, H, W, OH, OW, sh, sw, ph, pw)
+                    dx_sum[q] = 0
+                # A few channels at a time, so that the columns stay in the core's cache.
+                first_row = 0
+                while first_row < K:
+                    rows = min(block, K - first_row)
+                    for row in range(rows):
+                        unfold_row(&x[n, (first_row + row) // window, 0, 0], cols + row * P, 1,
+                                   ((first_row + row) // kw) % kh, (first_row + row) % kw,
+                                   H, W, OH, OW, sh, sw, ph, pw)
+                    if gemm(rows, FN, P, cols, P, grad_t, FN,
+                            &dW_t_per_chunk[chunk, first_row, 0], FN, 1) != 0:
+                        failed += 1
+                    if gemm(rows, P, FN, &weights_t[first_row, 0], FN, grad, P, dcols, P, 0) != 0:
+                        failed += 1
+                    for row in range(rows):
+                        fold_row(dcols + row * P, 1, dx_sum + ((first_row + row) // window) * H * W,
+                                 ((first_row + row) // kw) % kh, (first_row + row) % kw,
+                                 H, W, OH, OW, sh, sw, ph, pw)
+                    first_row = first_row + block
+                # The windows were summed in compute_t; round once into dx (float16: F16C).
+                dx_out = &dx[n, 0, 0, 0]
+                for q in range(C * H * W):
+                    store(&dx_out[q], dx_sum[q])
         free(cols)
         free(dcols)
         free(grad)
         free(grad_t)
+        free(dx_sum)
     if failed:
         raise MemoryError("deepnet conv_backward: out of memory for the per-thread buffers")

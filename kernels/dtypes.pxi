@@ -35,3 +35,11 @@ cdef inline void store(storage_t* destination, double value) noexcept nogil:
         destination[0] = dn_float_to_half(<float>value)
     else:
         destination[0] = <storage_t>value
+
+
+cdef inline bint is_positive(storage_t value) noexcept nogil:
+    """value > 0, compared in the stored type (so float loops stay in float and vectorise)."""
+    if storage_t is half_t:
+        return dn_half_to_float(value) > 0
+    else:
+        return value > 0

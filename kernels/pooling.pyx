@@ -5,7 +5,8 @@
 # Padding positions are skipped, so padding never wins; ties go to the first element in
 # row-major window order and NaN wins (the first NaN), as with numpy's max/argmax.
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
 from libc.stdint cimport int32_t
 
 include "dtypes.pxi"
@@ -54,20 +55,31 @@ def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] ou
 
 
 def max_pool_backward(const storage_t[:, :, :, ::1] dout, const int32_t[:, :, :, ::1] argmax,
-                      compute_t[:, :, :, ::1] dx, int n_threads):
-    """dx (the accumulator: float32 for float16 dout) = dout summed at each window's argmax."""
+                      storage_t[:, :, :, ::1] dx, int n_threads):
+    """dx = dout summed at each window's argmax (in compute precision, rounded once)."""
     cdef int N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef int OH = dout.shape[2], OW = dout.shape[3]
-    cdef int plane, q
+    cdef int plane, q, failed = 0
     cdef const storage_t* grad
     cdef const int32_t* winners
-    cdef compute_t* target
+    cdef storage_t* target
+    cdef double* plane_sum
     # One plane per task: overlapping windows of one plane add up in one thread, no races.
-    for plane in prange(N * C, nogil=True, schedule="static", num_threads=n_threads):
-        grad = &dout[plane // C, plane % C, 0, 0]
-        winners = &argmax[plane // C, plane % C, 0, 0]
-        target = &dx[plane // C, plane % C, 0, 0]
-        for q in range(H * W):
-            target[q] = 0
-        for q in range(OH * OW):
-            target[winners[q]] += <compute_t>load(grad[q])
+    with nogil, parallel(num_threads=n_threads):
+        plane_sum = <double*>malloc(sizeof(double) * H * W)
+        for plane in prange(N * C, schedule="static"):
+            if plane_sum == NULL:
+                failed += 1
+                continue
+            grad = &dout[plane // C, plane % C, 0, 0]
+            winners = &argmax[plane // C, plane % C, 0, 0]
+            target = &dx[plane // C, plane % C, 0, 0]
+            for q in range(H * W):
+                plane_sum[q] = 0
+            for q in range(OH * OW):
+                plane_sum[winners[q]] += load(grad[q])
+            for q in range(H * W):
+                store(&target[q], plane_sum[q])
+        free(plane_sum)
+    if failed:
+        raise MemoryError("deepnet max_pool_backward: out of memory for the per-thread buffers")

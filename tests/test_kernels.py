@@ -201,3 +201,16 @@ def test_conv_fused_with_relu_equals_conv_then_relu(case, dtype, rng):
     grads_ref = R.conv_backward(R.relu_backward(dout, y), x, Wt, stride, pad)
     for name, got, expected in zip(("dx", "dW", "db"), grads, grads_ref):
         assert max_relative_error(got, expected) <= RTOL[dtype], name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [7, 100_003])  # below and above the threading threshold
+def test_relu_equals_reference(dtype, size, rng):
+    x = rng.standard_normal(size).astype(dtype).reshape(-1, 1)
+    x[::97] = 0
+    x[3] = np.nan
+    y = F.relu(x)
+    np.testing.assert_array_equal(y, R.relu_forward(x))
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(F.relu_backward(dout, y), R.relu_backward(dout, y))
+    assert y.dtype == dtype

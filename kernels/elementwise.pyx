@@ -1,0 +1,25 @@
+# Element-wise kernels: ReLU forward and backward (float16 without numpy's slow half loops).
+
+from cython.parallel cimport prange
+
+include "dtypes.pxi"
+
+
+def relu_forward(const storage_t[::1] x, storage_t[::1] y, int n_threads):
+    """y = max(x, 0); NaN stays NaN (it is not < 0)."""
+    cdef Py_ssize_t i
+    for i in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+        if storage_t is half_t:
+            y[i] = 0 if dn_half_to_float(x[i]) < 0 else x[i]
+        else:
+            y[i] = 0 if x[i] < 0 else x[i]
+
+
+def relu_backward(const storage_t[::1] dout, const storage_t[::1] y, storage_t[::1] dx, int n_threads):
+    """dx = dout * (y > 0): a multiplication, so NaN in dout stays NaN as in the reference."""
+    cdef Py_ssize_t i
+    for i in prange(dout.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+        if storage_t is half_t:
+            dx[i] = dn_float_to_half(dn_half_to_float(dout[i]) * is_positive(y[i]))
+        else:
+            dx[i] = dout[i] * is_positive(y[i])
