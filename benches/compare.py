@@ -1,0 +1,389 @@
+"""Whole-network benchmark: deepnet's DeepConvNet against its NumPy reference and PyTorch (CPU).
+
+    python benches/compare.py                 # the table (a few minutes)
+    python benches/compare.py --quick         # fewer repetitions, a rough look
+    python benches/compare.py --scaling       # also throughput vs batch size and threads
+    python benches/compare.py --threads 1 --steps 50 --rows deepnet-float32,torch-float32
+
+Run it from the repository root with deepnet installed, or with ``PYTHONPATH=.`` after an
+in-place build.  Every row runs in a subprocess of its own (``--row NAME``, which prints
+one line of JSON), so that each framework's peak RSS is measured alone.
+
+Per row: a training step (forward + backward + Adam, batch 100) in images/s, inference at
+batch 100 in images/s, the latency of one image (ms), all as medians of repeated timings
+after warm-up; and the peak RSS (ru_maxrss) before the timed steps and after the training
+steps, so the memory a training step adds is visible.  Inputs are random MNIST-shaped
+images with pixels in [0, 1) and random labels.
+"""
+import argparse
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+BATCH = 100
+SCALING_BATCHES = (1, 8, 32, 100, 256)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    key: str        # the --row / --rows name
+    label: str      # what the table shows
+    framework: str  # "deepnet" or "torch"
+    dtype: str
+    backend: str = "cython"  # deepnet's CPU backend; unused for torch
+
+
+ROWS = [
+    Row("deepnet-float32", "deepnet float32", "deepnet", "float32"),
+    Row("deepnet-float16", "deepnet float16", "deepnet", "float16"),
+    Row("deepnet-float64", "deepnet float64", "deepnet", "float64"),
+    Row("numpy-float32", "deepnet NumPy reference float32", "deepnet", "float32", backend="numpy"),
+    Row("torch-float32", "PyTorch float32", "torch", "float32"),
+    Row("torch-float64", "PyTorch float64", "torch", "float64"),
+]
+ROWS_BY_KEY = {row.key: row for row in ROWS}
+TORCH_FOR_DTYPE = {"float64": "torch-float64"}  # the PyTorch row a row is compared with
+TORCH_DEFAULT = "torch-float32"
+REFERENCE = "numpy-float32"
+
+
+# -- inside a row's subprocess -----------------------------------------------------------
+
+class DeepnetModel:
+    """deepnet's DeepConvNet with Adam, on one CPU backend and dtype."""
+
+    def __init__(self, dtype, backend, threads):
+        import numpy as np
+
+        import deepnet
+        from deepnet.nets import DeepConvNet
+        from deepnet.optimizers import Adam
+
+        deepnet.set_backend(backend)
+        deepnet.set_num_threads(threads)
+        self.np, self.deepnet = np, deepnet
+        self.dtype = np.dtype(dtype)
+        self.net = DeepConvNet(dtype=self.dtype, seed=0)
+        self.optimizer = Adam(lr=0.001)
+        self.rng = np.random.default_rng(0)
+
+    def batch(self, n):
+        x = self.rng.random((n, 1, 28, 28), dtype=self.np.float32).astype(self.dtype)
+        return x, self.rng.integers(0, 10, size=n)
+
+    def train_mode(self):
+        pass  # deepnet takes the mode per call: gradient() trains, predict() infers
+
+    def eval_mode(self):
+        pass
+
+    def train_step(self, x, t):
+        grads = self.net.gradient(x, t)
+        self.optimizer.update(self.net.params, grads)
+
+    def predict(self, x):
+        return self.net.predict(x, train_flg=False)
+
+    def threads(self):
+        return self.deepnet.get_num_threads()
+
+
+class TorchModel:
+    """The same network in PyTorch (benches/torch_deepconvnet.py), with Adam."""
+
+    def __init__(self, dtype, threads):
+        import torch
+
+        import torch_deepconvnet
+
+        torch.set_num_threads(threads)
+        self.torch, self.steps = torch, torch_deepconvnet
+        self.dtype = getattr(torch, dtype)
+        self.model = torch_deepconvnet.deep_conv_net(dtype=self.dtype, seed=0)
+        self.optimizer = torch_deepconvnet.adam(self.model)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.generator = torch.Generator().manual_seed(0)
+
+    def batch(self, n):
+        x = self.torch.rand((n, 1, 28, 28), generator=self.generator, dtype=self.dtype)
+        return x, self.torch.randint(0, 10, (n,), generator=self.generator)
+
+    def train_mode(self):
+        self.model.train()
+
+    def eval_mode(self):
+        self.model.eval()
+
+    def train_step(self, x, t):
+        self.steps.train_step(self.model, self.optimizer, self.loss_fn, x, t)
+
+    def predict(self, x):
+        with self.torch.no_grad():
+            return self.model(x)
+
+    def threads(self):
+        return self.torch.get_num_threads()
+
+
+def make_model(row, threads):
+    if row.framework == "torch":
+        return TorchModel(row.dtype, threads)
+    return DeepnetModel(row.dtype, row.backend, threads)
+
+
+def median_seconds(function, warmup, repeats):
+    """Median wall time of ``repeats`` calls of function(), after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process so far, in MB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+
+
+def measure_row(row, threads, steps, warmup):
+    """The table's numbers for one row, as a dict (this runs in the row's subprocess)."""
+    model = make_model(row, threads)
+    x, t = model.batch(BATCH)
+    x1, _ = model.batch(1)
+    rss_before = peak_rss_mb()
+    model.train_mode()
+    train_s = median_seconds(lambda: model.train_step(x, t), warmup, steps)
+    rss_peak = peak_rss_mb()  # before inference, so that it is the training step's peak
+    model.eval_mode()
+    infer_s = median_seconds(lambda: model.predict(x), warmup, steps)
+    latency_s = median_seconds(lambda: model.predict(x1), warmup, steps)
+    return {"train_ips": BATCH / train_s, "infer_ips": BATCH / infer_s, "latency_ms": 1e3 * latency_s,
+            "rss_before_mb": rss_before, "rss_peak_mb": rss_peak, "threads": model.threads(),
+            "steps": steps, "warmup": warmup}
+
+
+def measure_scaling(row, threads, steps, warmup):
+    """Training and inference images/s at each of SCALING_BATCHES (in a subprocess)."""
+    model = make_model(row, threads)
+    results = []
+    for batch in SCALING_BATCHES:
+        x, t = model.batch(batch)
+        model.train_mode()
+        train_s = median_seconds(lambda: model.train_step(x, t), warmup, steps)
+        model.eval_mode()
+        infer_s = median_seconds(lambda: model.predict(x), warmup, steps)
+        results.append({"batch": batch, "train_ips": batch / train_s, "infer_ips": batch / infer_s})
+    return {"threads": model.threads(), "batches": results}
+
+
+# -- the parent: run the rows, print the tables ------------------------------------------
+
+def torch_installed():
+    return importlib.util.find_spec("torch") is not None
+
+
+def run_child(mode, row, threads, steps, warmup):
+    """Run ``compare.py --<mode> row`` in a fresh interpreter; its JSON result, or {"error": ...}."""
+    if row.framework == "torch" and not torch_installed():
+        return {"error": "torch not installed"}
+    print(f"  {row.label}, {threads} thread(s) ...", file=sys.stderr, flush=True)
+    command = [sys.executable, os.path.abspath(__file__), f"--{mode}", row.key, "--threads", str(threads),
+               "--steps", str(steps), "--warmup", str(warmup)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        message = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return {"error": f"failed: {message}"}
+    return json.loads(lines[-1])
+
+
+def markdown_table(headers, rows):
+    """A markdown table with padded columns; the first column left-aligned, the rest right."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells):
+        padded = [str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(cells, widths))]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(":" + "-" * (w + 1) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(headers), rule] + [line(row) for row in rows])
+
+
+def ratio(results, key, reference_key, metric):
+    """results[key][metric] / results[reference_key][metric] as "1.23x", or "n/a"."""
+    mine, reference = results.get(key, {}), results.get(reference_key, {})
+    if metric not in mine or metric not in reference:
+        return "n/a"
+    return f"{mine[metric] / reference[metric]:.2f}x"
+
+
+def mb(value):
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def main_table(results, rows):
+    headers = ["configuration", "train img/s", "infer img/s", "latency b=1 ms", "RSS before MB",
+               "peak RSS train MB (+delta)", "train vs torch", "infer vs torch", "train vs ref", "infer vs ref"]
+    lines = []
+    for row in rows:
+        result = results[row.key]
+        if "error" in result:
+            lines.append([row.label, result["error"]] + ["-"] * (len(headers) - 2))
+            continue
+        torch_key = TORCH_FOR_DTYPE.get(row.dtype, TORCH_DEFAULT)
+        before, peak = result["rss_before_mb"], result["rss_peak_mb"]
+        delta = "" if before is None or peak is None else f" (+{peak - before:.0f})"
+        lines.append([
+            row.label, f"{result['train_ips']:.0f}", f"{result['infer_ips']:.0f}", f"{result['latency_ms']:.2f}",
+            mb(before), mb(peak) + delta,
+            ratio(results, row.key, torch_key, "train_ips"), ratio(results, row.key, torch_key, "infer_ips"),
+            ratio(results, row.key, REFERENCE, "train_ips"), ratio(results, row.key, REFERENCE, "infer_ips"),
+        ])
+    return markdown_table(headers, lines)
+
+
+def scaling_table(scaling):
+    """scaling: {(row, threads): result of measure_scaling or {"error": ...}}."""
+    headers = ["configuration", "threads", "mode"] + [f"b={batch}" for batch in SCALING_BATCHES]
+    lines = []
+    for (row, threads), result in scaling.items():
+        if "error" in result:
+            lines.append([row.label, threads, "-", result["error"]] + ["-"] * (len(SCALING_BATCHES) - 1))
+            continue
+        for mode, metric in (("train", "train_ips"), ("infer", "infer_ips")):
+            lines.append([row.label, threads, mode] + [f"{entry[metric]:.0f}" for entry in result["batches"]])
+    return markdown_table(headers, lines)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average():
+    """The 1-minute load average (None where the OS has none): a busy machine skews the timings."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def machine_lines(threads, load_before):
+    import numpy as np
+
+    import deepnet
+
+    logical = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
+    try:
+        import psutil
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:
+        physical = "?"
+    torch_version = importlib.metadata.version("torch") if torch_installed() else "not installed"
+    cfg = deepnet.config()
+    build = (f"kernels {'compiled' if cfg['kernels compiled'] else 'NOT compiled'}, "
+             f"OpenMP {'on' if cfg['OpenMP'] else 'off'}, F16C {'on' if cfg['F16C'] else 'off'}")
+    return [
+        f"machine: {cpu_model()}, {logical} logical CPUs ({physical} physical, {usable} usable), "
+        f"{platform.system()} {platform.machine()}",
+        f"versions: python {platform.python_version()}, numpy {np.__version__}, deepnet {deepnet.__version__} "
+        f"({build}), torch {torch_version}",
+        f"BLAS (numpy, via threadpoolctl): {cfg['BLAS']}",
+        f"threads: {threads} (deepnet kernels and BLAS: deepnet.set_num_threads; PyTorch: torch.set_num_threads)",
+    ] + ([] if load_before is None else
+         [f"load average (1 min): {load_before:.2f} before the runs, {load_average():.2f} after "
+          "(a load before the runs means other processes shared the CPUs)"])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for deepnet and PyTorch (default: deepnet.get_num_threads())")
+    parser.add_argument("--steps", type=int, default=None, help="timed repetitions per measurement (default 20)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed repetitions first (default 3)")
+    parser.add_argument("--quick", action="store_true", help="5 timed steps after 1 warm-up (unless given)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also print throughput vs batch size and thread count")
+    parser.add_argument("--rows", default=",".join(row.key for row in ROWS),
+                        help="comma-separated rows to run (default: all): " + ", ".join(ROWS_BY_KEY))
+    parser.add_argument("--row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)  # a subprocess: one row
+    parser.add_argument("--scaling-row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 5 if args.quick else 20
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    if args.steps < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        parser.error("--steps and --threads must be positive, --warmup non-negative")
+    unknown = [key for key in args.rows.split(",") if key not in ROWS_BY_KEY]
+    if unknown:
+        parser.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS_BY_KEY)}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.row:
+        print(json.dumps(measure_row(ROWS_BY_KEY[args.row], args.threads, args.steps, args.warmup)))
+        return
+    if args.scaling_row:
+        print(json.dumps(measure_scaling(ROWS_BY_KEY[args.scaling_row], args.threads, args.steps, args.warmup)))
+        return
+
+    import deepnet
+
+    threads = args.threads or deepnet.get_num_threads()
+    rows = [ROWS_BY_KEY[key] for key in args.rows.split(",")]
+    # The NumPy reference is a few times slower: a quarter of the repetitions is enough.
+    reference_steps, reference_warmup = max(2, args.steps // 4), min(args.warmup, 1)
+    load_before = load_average()
+    print("running:", file=sys.stderr)
+    results = {}
+    for row in rows:
+        steps, warmup = (reference_steps, reference_warmup) if row.backend == "numpy" else (args.steps, args.warmup)
+        results[row.key] = run_child("row", row, threads, steps, warmup)
+    scaling = {}
+    if args.scaling:
+        scaling_steps = max(2, args.steps // 2)
+        for row in (ROWS_BY_KEY["deepnet-float32"], ROWS_BY_KEY["torch-float32"]):
+            for thread_count in sorted({1, 2, threads}):
+                scaling[row, thread_count] = run_child("scaling-row", row, thread_count, scaling_steps, 1)
+
+    print("\n".join(machine_lines(threads, load_before)))
+    print(f"median of {args.steps} timed steps after {args.warmup} warm-up steps "
+          f"(NumPy reference: {reference_steps} after {reference_warmup}); training and inference at batch {BATCH}; "
+          "random MNIST-shaped inputs\n")
+    print(main_table(results, rows))
+    print("\nratios: this row's images/s over the reference row's (above 1: faster). \"vs torch\" compares with "
+          "PyTorch float32, float64 rows with PyTorch float64; \"vs ref\" with the deepnet NumPy reference. "
+          "RSS: peak resident memory (ru_maxrss) of the row's own process before the timed steps and after "
+          "the training steps.")
+    mismatched = [row.label for row in rows if results[row.key].get("threads", threads) != threads]
+    if mismatched:
+        print(f"warning: {', '.join(mismatched)} ran with another thread count than {threads}")
+    if scaling:
+        print(f"\nthroughput (images/s) vs batch size and threads; median of {max(2, args.steps // 2)} steps "
+              "after 1 warm-up step\n")
+        print(scaling_table(scaling))
+
+
+if __name__ == "__main__":
+    main()
