@@ -10,7 +10,7 @@ from deepnet._kernels import conv as _conv
 from deepnet._kernels import elementwise as _elementwise
 from deepnet._kernels import im2col as _unfold
 from deepnet._kernels import pooling as _pooling
-from deepnet.reference import compute_dtype, output_size
+from deepnet.reference import compute_dtype, output_hw
 
 
 ELEMENTWISE_PARALLEL_SIZE = 1 << 15  # elements from which an element-wise pass is worth threading
@@ -37,8 +37,9 @@ def _fold(cols, x_shape, kh, kw, stride, pad):
 
 
 def im2col(x, kh, kw, stride, pad):
-    N, C, H, W = x.shape
-    out_hw = output_size(H, kh, stride[0], pad[0]) * output_size(W, kw, stride[1], pad[1])
+    N, C = x.shape[:2]
+    out_h, out_w = output_hw(x.shape, kh, kw, stride, pad)
+    out_hw = out_h * out_w
     col = np.empty((N, out_hw, C * kh * kw), dtype=x.dtype)
     # The book's layout is the per-image layout with the last two axes swapped.
     _unfold.im2col(_bits(x), _bits(col).transpose(0, 2, 1), kh, kw, *_geometry(stride, pad))
@@ -55,8 +56,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
     FN, _, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
-    out_shape = (N, FN, output_size(x.shape[2], kh, stride[0], pad[0]), output_size(x.shape[3], kw, stride[1], pad[1]))
-    y = np.empty(out_shape, dtype=x.dtype)
+    y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
     weights = W.reshape(FN, -1).astype(acc, copy=False)
     _conv.conv_forward(_bits(x), weights, b.astype(acc, copy=False), _bits(y), kh, kw,
                        *_geometry(stride, pad, images=N, relu=relu))
@@ -83,8 +83,7 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
 
 
 def max_pool_forward(x, pool_h, pool_w, stride, pad):
-    N, C, H, W = x.shape
-    out_shape = (N, C, output_size(H, pool_h, stride[0], pad[0]), output_size(W, pool_w, stride[1], pad[1]))
+    out_shape = x.shape[:2] + output_hw(x.shape, pool_h, pool_w, stride, pad)
     out = np.empty(out_shape, dtype=x.dtype)
     argmax = np.empty(out_shape, dtype=np.int32)
     _pooling.max_pool_forward(_bits(x), _bits(out), argmax, pool_h, pool_w, *_geometry(stride, pad))

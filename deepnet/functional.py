@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from deepnet import _config
-from deepnet.reference import output_size
+from deepnet.reference import output_hw
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -95,9 +95,11 @@ def _check_x_shape(x_shape, caller):
 def col2im(col, x_shape, kh, kw, stride=1, pad=0, *, caller="deepnet.col2im"):
     """Adjoint of im2col: columns (N*OH*OW, C*kh*kw) -> (N, C, H, W), overlaps summed."""
     col = as_float_array(col, "col", caller, ndim=2)
-    N, C, H, W = x_shape = _check_x_shape(x_shape, caller)
+    x_shape = _check_x_shape(x_shape, caller)
+    N, C = x_shape[:2]
     stride, pad = _check_window(x_shape, kh, kw, stride, pad, caller)
-    expected = (N * output_size(H, kh, stride[0], pad[0]) * output_size(W, kw, stride[1], pad[1]), C * kh * kw)
+    out_h, out_w = output_hw(x_shape, kh, kw, stride, pad)
+    expected = (N * out_h * out_w, C * kh * kw)
     if tuple(col.shape) != expected:
         raise ValueError(f"{caller}: col must have shape {expected} for x_shape {x_shape}, "
                          f"kernel {kh}x{kw}, stride {stride}, pad {pad}; got {tuple(col.shape)}")
@@ -137,8 +139,7 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, caller="deepn
     x, W, _ = _check_conv(x, W, None, caller)
     stride, pad = _check_window(x.shape, W.shape[2], W.shape[3], stride, pad, caller)
     dout = as_float_array(dout, "dout", caller, ndim=4, dtype=W.dtype)
-    expected = (x.shape[0], W.shape[0], output_size(x.shape[2], W.shape[2], stride[0], pad[0]),
-                output_size(x.shape[3], W.shape[3], stride[1], pad[1]))
+    expected = (x.shape[0], W.shape[0]) + output_hw(x.shape, W.shape[2], W.shape[3], stride, pad)
     if tuple(dout.shape) != expected:
         raise ValueError(f"{caller}: dout must have shape {expected}, got {tuple(dout.shape)}")
     arrays = (dout, x, W)

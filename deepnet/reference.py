@@ -20,7 +20,8 @@ def compute_dtype(dtype):
     return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
 
 
-def _output_hw(x_shape, kh, kw, stride, pad):
+def output_hw(x_shape, kh, kw, stride, pad):
+    """(OH, OW) of a kh x kw window sliding over images of shape (N, C, H, W)."""
     return (output_size(x_shape[2], kh, stride[0], pad[0]),
             output_size(x_shape[3], kw, stride[1], pad[1]))
 
@@ -41,7 +42,7 @@ def _pad_hw(x, pad, value=0):
 def im2col(x, kh, kw, stride, pad):
     """(N, C, H, W) -> (N*OH*OW, C*kh*kw), rows ordered (n, oy, ox), columns (c, i, j)."""
     N, C = x.shape[:2]
-    out_h, out_w = _output_hw(x.shape, kh, kw, stride, pad)
+    out_h, out_w = output_hw(x.shape, kh, kw, stride, pad)
     col = np.empty((N, C, kh, kw, out_h, out_w), dtype=x.dtype)
     for i, j, view in _window_views(_pad_hw(x, pad), kh, kw, stride, out_h, out_w):
         col[:, :, i, j] = view
@@ -52,7 +53,7 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     """Adjoint of im2col: every column entry is added back to the pixel it was read from."""
     N, C, H, W = x_shape
     (ph, pw) = pad
-    out_h, out_w = _output_hw(x_shape, kh, kw, stride, pad)
+    out_h, out_w = output_hw(x_shape, kh, kw, stride, pad)
     acc = compute_dtype(col.dtype)
     windows = col.reshape(N, out_h, out_w, C, kh, kw).transpose(0, 3, 4, 5, 1, 2).astype(acc)
     padded = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=acc)
@@ -65,7 +66,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     """y = im2col(x) @ W^T + b, as (N, FN, OH, OW); then max(y, 0) if relu."""
     N = x.shape[0]
     FN = W.shape[0]
-    out_h, out_w = _output_hw(x.shape, W.shape[2], W.shape[3], stride, pad)
+    out_h, out_w = output_hw(x.shape, W.shape[2], W.shape[3], stride, pad)
     acc = compute_dtype(x.dtype)
     col = im2col(x, W.shape[2], W.shape[3], stride, pad).astype(acc)
     y = col @ W.reshape(FN, -1).T.astype(acc) + b.astype(acc)
@@ -97,7 +98,7 @@ def max_pool_forward(x, pool_h, pool_w, stride, pad):
     Padding never wins; ties go to the first element in window order; NaN wins.
     """
     H, W = x.shape[2:]
-    out_h, out_w = _output_hw(x.shape, pool_h, pool_w, stride, pad)
+    out_h, out_w = output_hw(x.shape, pool_h, pool_w, stride, pad)
     values = _pad_hw(x, pad)
     inside = _pad_hw(np.ones((1, 1, H, W), dtype=bool), pad, value=False)
     flat_index = _pad_hw(np.arange(H * W, dtype=np.int32).reshape(1, 1, H, W), pad, value=-1)
