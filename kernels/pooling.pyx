@@ -17,6 +17,11 @@ cdef inline bint wins(double value, double best) noexcept nogil:
     return value > best or (value != value and best == best)
 
 
+cdef extern from "deepnet_pool.h" nogil:
+    void dn_max_pool_2x2_float(const float* plane, float* out, int32_t* winners, int W, int OH, int OW)
+    void dn_max_pool_2x2_double(const double* plane, double* out, int32_t* winners, int W, int OH, int OW)
+
+
 def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] out,
                      int32_t[:, :, :, ::1] argmax,
                      int pool_h, int pool_w, int sh, int sw, int ph, int pw, int n_threads):
@@ -33,6 +38,14 @@ def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] ou
         source = &x[plane // C, plane % C, 0, 0]
         target = &out[plane // C, plane % C, 0, 0]
         winners = &argmax[plane // C, plane % C, 0, 0]
+        if pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            # DeepConvNet's pooling: a vectorised kernel (src/deepnet_pool.h)
+            if storage_t is float:
+                dn_max_pool_2x2_float(source, target, winners, W, OH, OW)
+                continue
+            elif storage_t is double:
+                dn_max_pool_2x2_double(source, target, winners, W, OH, OW)
+                continue
         for oy in range(OH):
             y0 = oy * sh - ph
             y_stop = min(y0 + pool_h, H)
