@@ -7,6 +7,7 @@ its first and last max-pool), the inputs are drawn once, rounded to the dtype un
 and the kernel runs on both backends in that dtype.  The yardstick is the NumPy reference
 run in float64 on the very same (rounded) values, so the error shown is the kernel's own
 rounding, not the inputs' (and the NumPy reference in float64 shows 0 by construction).
+The last column compares the compiled kernel with the NumPy reference in the same dtype.
 Errors are relative to the largest magnitude of the exact result: max|result - exact| /
 max|exact|.  For scale: float16 keeps about 3 decimal digits (eps 9.8e-4), float32 about 7
 (eps 1.2e-7), float64 about 16 (eps 2.2e-16).
@@ -74,7 +75,8 @@ def main():
     rng = np.random.default_rng(0)
     print(f"deepnet {deepnet.__version__}, {deepnet.get_num_threads()} threads; "
           "relative error max|result - exact| / max|exact|\n")
-    header = f"| {'kernel':<26} | {'layer':<5} | {'dtype':<7} | " + " | ".join(f"{b:>9}" for b in BACKENDS) + " |"
+    columns = [f"{b} vs exact" for b in BACKENDS] + ["cython vs numpy"]
+    header = f"| {'kernel':<26} | {'layer':<5} | {'dtype':<7} | " + " | ".join(f"{c:>15}" for c in columns) + " |"
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
     for layer in CASES:
@@ -83,13 +85,15 @@ def main():
             exact_arrays = {name: value.astype(np.float64) for name, value in arrays.items()}
             with deepnet.backend("numpy"):
                 exact = {name: run() for name, run in kernels(pad=pad, **exact_arrays).items()}
-            errors = {}
+            results = {}
             for backend in BACKENDS:
                 with deepnet.backend(backend):
                     for name, run in kernels(pad=pad, **arrays).items():
-                        errors.setdefault(name, []).append(relative_error(run(), exact[name]))
-            for name, per_backend in errors.items():
-                print(f"| {name:<26} | {layer:<5} | {dtype:<7} | " + " | ".join(f"{e:9.1e}" for e in per_backend) + " |")
+                        results.setdefault(name, []).append(run())
+            for name, (compiled, reference) in results.items():
+                errors = [relative_error(compiled, exact[name]), relative_error(reference, exact[name]),
+                          relative_error(compiled, reference)]  # the kernel against the reference, same dtype
+                print(f"| {name:<26} | {layer:<5} | {dtype:<7} | " + " | ".join(f"{e:15.1e}" for e in errors) + " |")
 
 
 if __name__ == "__main__":
