@@ -112,3 +112,14 @@ def relu_backward(dout, y):
     _elementwise.relu_backward(_bits(dout).reshape(-1), _bits(y).reshape(-1), _bits(dx).reshape(-1),
                                _elementwise_threads(dout.size))
     return dx
+
+
+def cast(a, dtype):
+    """a as dtype; float32 -> float16 rounds in the kernels (numpy's cast is slow for values
+    below float16's normal range, which small gradients often are)."""
+    if a.dtype == np.float32 and dtype == np.float16:
+        out = np.empty(a.shape, dtype=np.float16)
+        _elementwise.float_to_half(np.ascontiguousarray(a).reshape(-1), _bits(out).reshape(-1),
+                                   _elementwise_threads(a.size))
+        return out
+    return a.astype(dtype, copy=False)

@@ -210,3 +210,11 @@ def matmul(a, b):
         return a @ b
     with _config.single_threaded_blas():
         return a @ b
+
+
+def cast(a, dtype):
+    """a.astype(dtype, copy=False) on the array's backend: the layers' conversions between
+    a storage dtype and the compute dtype (float16 <-> float32)."""
+    if a.dtype == dtype:
+        return a
+    return _backend("deepnet.cast", a).cast(a, np.dtype(dtype))

@@ -63,16 +63,16 @@ class Affine:
         self.original_x_shape = x.shape
         self.x = x.reshape(x.shape[0], -1)
         acc = compute_dtype(self.W.dtype)
-        out = F.matmul(self.x.astype(acc, copy=False), self.W.astype(acc, copy=False)) + self.b.astype(acc, copy=False)
-        return out.astype(self.W.dtype, copy=False)
+        out = F.matmul(F.cast(self.x, acc), F.cast(self.W, acc)) + F.cast(self.b, acc)
+        return F.cast(out, self.W.dtype)
 
     def backward(self, dout):
         acc = compute_dtype(self.W.dtype)
-        dout = dout.astype(acc, copy=False)
-        dx = F.matmul(dout, self.W.astype(acc, copy=False).T)
-        self.dW = F.matmul(self.x.astype(acc, copy=False).T, dout).astype(self.W.dtype, copy=False)
-        self.db = dout.sum(axis=0).astype(self.W.dtype, copy=False)
-        return dx.astype(self.W.dtype, copy=False).reshape(self.original_x_shape)
+        dout = F.cast(dout, acc)
+        dx = F.matmul(dout, F.cast(self.W, acc).T)
+        self.dW = F.cast(F.matmul(F.cast(self.x, acc).T, dout), self.W.dtype)
+        self.db = F.cast(dout.sum(axis=0), self.W.dtype)
+        return F.cast(dx, self.W.dtype).reshape(self.original_x_shape)
 
 
 class Convolution:

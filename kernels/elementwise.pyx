@@ -23,3 +23,10 @@ def relu_backward(const storage_t[::1] dout, const storage_t[::1] y, storage_t[:
             dx[i] = dn_float_to_half(dn_half_to_float(dout[i]) * is_positive(y[i]))
         else:
             dx[i] = dout[i] * is_positive(y[i])
+
+
+def float_to_half(const float[::1] source, half_t[::1] target, int n_threads):
+    """Round float32 to float16 (nearest even), F16C where the CPU has it."""
+    cdef Py_ssize_t i
+    for i in prange(source.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+        target[i] = dn_float_to_half(source[i])

@@ -20,6 +20,7 @@ cdef inline bint wins(double value, double best) noexcept nogil:
 cdef extern from "deepnet_pool.h" nogil:
     void dn_max_pool_2x2_float(const float* plane, float* out, int32_t* winners, int W, int OH, int OW)
     void dn_max_pool_2x2_double(const double* plane, double* out, int32_t* winners, int W, int OH, int OW)
+    void dn_max_pool_2x2_half(const half_t* plane, half_t* out, int32_t* winners, int W, int OH, int OW)
 
 
 def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] out,
@@ -45,6 +46,9 @@ def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] ou
                 continue
             elif storage_t is double:
                 dn_max_pool_2x2_double(source, target, winners, W, OH, OW)
+                continue
+            else:
+                dn_max_pool_2x2_half(source, target, winners, W, OH, OW)
                 continue
         for oy in range(OH):
             y0 = oy * sh - ph

@@ -214,3 +214,15 @@ def test_relu_equals_reference(dtype, size, rng):
     dout = rng.standard_normal(x.shape).astype(dtype)
     np.testing.assert_array_equal(F.relu_backward(dout, y), R.relu_backward(dout, y))
     assert y.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_ties_zeros_infinities_and_nan_like_the_reference(dtype, rng):
+    """DeepConvNet's 2x2/stride-2 pooling has its own vectorised kernel: same winners as the
+    reference on inputs full of ties, signed zeros, infinities and NaN."""
+    values = np.array([-0.0, 0.0, 1.0, -1.0, 2.0, np.inf, -np.inf, np.nan], dtype=dtype)
+    x = rng.choice(values, size=(3, 4, 9, 10))
+    y, argmax = F.max_pool2d(x, 2, 2)
+    y_ref, argmax_ref = R.max_pool_forward(x, 2, 2, (2, 2), (0, 0))
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    np.testing.assert_array_equal(y, y_ref)
