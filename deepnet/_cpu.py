@@ -59,7 +59,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
     weights = W.reshape(FN, -1).astype(acc, copy=False)
     _conv.conv_forward(_bits(x), weights, b.astype(acc, copy=False), _bits(y), kh, kw,
-                       *_geometry(stride, pad, images=N, relu=relu))
+                       *_geometry(stride, pad, relu=relu))
     return y
 
 

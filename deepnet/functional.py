@@ -30,10 +30,21 @@ def _backend(caller, *arrays):
         if not all(on_gpu):
             raise TypeError(f"{caller}: all arrays must be on the same device; got a mix of "
                             f"numpy and cupy arrays ({', '.join(type(a).__name__ for a in arrays)})")
-        return importlib.import_module("deepnet._cuda")
+        return _backend_module("deepnet._cuda")
     if _config.get_backend() == "cython":
-        return importlib.import_module("deepnet._cpu")
-    return importlib.import_module("deepnet.reference")
+        return _backend_module("deepnet._cpu")
+    return _backend_module("deepnet.reference")
+
+
+_backend_modules = {}
+
+
+def _backend_module(name):
+    """The backend module, imported on first use (the compiled and CUDA ones may be missing)."""
+    module = _backend_modules.get(name)
+    if module is None:
+        module = _backend_modules[name] = importlib.import_module(name)
+    return module
 
 
 def _xp(a):
@@ -59,18 +70,23 @@ def as_float_array(a, name, caller, ndim=None, dtype=None):
 def _pair(value, name, caller, minimum):
     """(vertical, horizontal) ints from an int or a pair; each must be >= minimum."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair):
+    if len(pair) != 2 or not all(type(v) is int or _is_integer(v) for v in pair):
         raise TypeError(f"{caller}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
+    if pair[0] < minimum or pair[1] < minimum:
         raise ValueError(f"{caller}: {name} must be >= {minimum}, got {value!r}")
     return (int(pair[0]), int(pair[1]))
+
+
+def _is_integer(v):
+    # The slower, general check, for numpy integers and the like (never bool).
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _check_window(x_shape, kh, kw, stride, pad, caller, what="kernel"):
     """Validate a kh x kw window sliding over x; return normalised (stride, pad)."""
     stride = _pair(stride, "stride", caller, minimum=1)
     pad = _pair(pad, "pad", caller, minimum=0)
-    kh, kw = _pair((kh, kw), f"{what} size", caller, minimum=1)
+    kh, kw = _pair((kh, kw), what + " size", caller, minimum=1)
     H, W = x_shape[2:]
     if kh > H + 2 * pad[0] or kw > W + 2 * pad[1]:
         raise ValueError(f"{caller}: {what} {kh}x{kw} is larger than the padded input "

@@ -36,24 +36,19 @@ cdef inline int gemm(int M, int N, int K, const compute_t* A, int lda, const com
         return dn_dgemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
 
 
-cdef inline void unfold_image(const storage_t* image, compute_t* cols, Py_ssize_t row_step,
-                              Py_ssize_t step, int C, int kh, int kw, int H, int W, int OH, int OW,
-                              int sh, int sw, int ph, int pw) noexcept nogil:
-    """Window row r = (c*kh + i)*kw + j of one image goes to cols + r*row_step, entries `step` apart."""
-    cdef int row
-    for row in range(C * kh * kw):
-        unfold_row(image + (row // (kh * kw)) * H * W, cols + row * row_step, step,
-                   (row // kw) % kh, row % kw, H, W, OH, OW, sh, sw, ph, pw)
-
-
 def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights,
                  const compute_t[::1] bias, storage_t[:, :, :, ::1] y,
                  int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
-    """y[n] = weights (FN, C*kh*kw) @ im2col(x[n]) + bias, then max(., 0) if relu."""
+    """y[n] = weights (FN, C*kh*kw) @ im2col(x[n]) + bias, then max(., 0) if relu.
+
+    A task is one image, or with fewer images than threads (small-batch inference) one
+    band of output rows of an image, so that every thread has work.
+    """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int FN = weights.shape[0], K = weights.shape[1]
     cdef int OH = y.shape[2], OW = y.shape[3], P = OH * OW
-    cdef int n, f, p, failed = 0
+    cdef int bands = 1 if N >= n_threads else min(OH, (n_threads + N - 1) // N)
+    cdef int task, n, band, oy_first, oy_stop, band_size, row, f, p, failed = 0
     cdef compute_t* cols
     cdef compute_t* product
     cdef compute_t value
@@ -61,18 +56,25 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
     with nogil, parallel(num_threads=n_threads):
         cols = <compute_t*>malloc(sizeof(compute_t) * K * P)
         product = <compute_t*>malloc(sizeof(compute_t) * FN * P)
-        for n in prange(N, schedule="static"):
+        for task in prange(N * bands, schedule="static"):
             if cols == NULL or product == NULL:
                 failed += 1
                 continue
-            unfold_image(&x[n, 0, 0, 0], cols, P, 1, C, kh, kw, H, W, OH, OW, sh, sw, ph, pw)
-            if gemm(FN, P, K, &weights[0, 0], K, cols, P, product, P, 0) != 0:
+            n = task // bands
+            band = task % bands
+            oy_first = band * OH // bands
+            oy_stop = (band + 1) * OH // bands
+            band_size = (oy_stop - oy_first) * OW
+            for row in range(K):
+                unfold_row(&x[n, row // (kh * kw), 0, 0], cols + row * band_size, 1,
+                           (row // kw) % kh, row % kw, H, W, OH, OW, sh, sw, ph, pw, oy_first, oy_stop)
+            if gemm(FN, band_size, K, &weights[0, 0], K, cols, band_size, product, band_size, 0) != 0:
                 failed += 1
                 continue
-            out = &y[n, 0, 0, 0]
+            out = &y[n, 0, 0, 0] + oy_first * OW
             for f in range(FN):
-                for p in range(P):
-                    value = product[f * P + p] + bias[f]
+                for p in range(band_size):
+                    value = product[f * band_size + p] + bias[f]
                     if relu and value < 0:  # NaN is not < 0, so it stays NaN
                         value = 0
                     store(&out[f * P + p], value)

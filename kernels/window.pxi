@@ -20,15 +20,19 @@ cdef inline int stop_inside(int j, int pad, int stride, int size, int out_size) 
 
 cdef inline void unfold_row(const storage_t* plane, column_t* out, Py_ssize_t step,
                             int i, int j, int H, int W, int OH, int OW,
-                            int sh, int sw, int ph, int pw) noexcept nogil:
-    """out[(oy*OW + ox)*step] = plane[oy*sh - ph + i, ox*sw - pw + j], zero outside."""
+                            int sh, int sw, int ph, int pw,
+                            int oy_first=0, int oy_stop=-1) noexcept nogil:
+    """out[((oy - oy_first)*OW + ox)*step] = plane[oy*sh - ph + i, ox*sw - pw + j], zero
+    outside, for the output rows oy_first <= oy < oy_stop (default: all of them)."""
     cdef int ox_first = first_inside(j, pw, sw)
     cdef int ox_stop = stop_inside(j, pw, sw, W, OW)
     cdef int oy, ox, iy
     cdef column_t* line
     cdef const storage_t* source
-    for oy in range(OH):
-        line = out + oy * OW * step
+    if oy_stop < 0:
+        oy_stop = OH
+    for oy in range(oy_first, oy_stop):
+        line = out + (oy - oy_first) * OW * step
         iy = oy * sh - ph + i
         if iy < 0 or iy >= H:
             for ox in range(OW):

@@ -226,3 +226,18 @@ def test_max_pool_2x2_ties_zeros_infinities_and_nan_like_the_reference(dtype, rn
     y_ref, argmax_ref = R.max_pool_forward(x, 2, 2, (2, 2), (0, 0))
     np.testing.assert_array_equal(argmax, argmax_ref)
     np.testing.assert_array_equal(y, y_ref)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_single_image_convolution_split_in_bands_of_rows(threads, rng):
+    """With fewer images than threads the forward kernel splits each image into bands of
+    output rows; every band size (odd heights included) gives the reference result."""
+    x = rng.standard_normal((1, 3, 7, 5))
+    Wt, b = weights_for(rng, dict(x_shape=x.shape, kh=3, kw=2), np.float64, filters=4)
+    try:
+        deepnet.set_num_threads(threads)
+        y = F.conv2d(x, Wt, b, (2, 1), (1, 1), relu=True)
+    finally:
+        deepnet.set_num_threads(None)
+    expected = R.relu_forward(R.conv_forward(x, Wt, b, (2, 1), (1, 1)))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
