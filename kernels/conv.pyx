@@ -77,7 +77,12 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
                     value = product[f * band_size + p] + bias[f]
                     if relu and value < 0:  # NaN is not < 0, so it stays NaN
                         value = 0
-                    store(&out[f * P + p], value)
+                    if storage_t is half_t and compute_t is float:
+                        product[f * band_size + p] = value  # converted a row at a time below
+                    else:
+                        store(&out[f * P + p], value)
+                if storage_t is half_t and compute_t is float:
+                    dn_floats_to_halves(product + f * band_size, out + f * P, band_size)
         free(cols)
         free(product)
     if failed:
@@ -130,8 +135,11 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
                 grad_in = &dout[n, 0, 0, 0]
                 mask = &relu_out[n, 0, 0, 0]
-                for q in range(FN * P):
-                    grad[q] = <compute_t>load(grad_in[q])
+                if storage_t is half_t and compute_t is float:
+                    dn_halves_to_floats(grad_in, grad, FN * P)
+                else:
+                    for q in range(FN * P):
+                        grad[q] = <compute_t>load(grad_in[q])
                 if relu:  # multiply by the mask, no branch: NaN * 0 stays NaN, as in the reference
                     for q in range(FN * P):
                         grad[q] = grad[q] * is_positive(mask[q])
@@ -165,8 +173,11 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                     first_row = first_row + block
                 # The windows were summed in compute_t; round once into dx (float16: F16C).
                 dx_out = &dx[n, 0, 0, 0]
-                for q in range(C * H * W):
-                    store(&dx_out[q], dx_sum[q])
+                if storage_t is half_t and compute_t is float:
+                    dn_floats_to_halves(dx_sum, dx_out, C * H * W)
+                else:
+                    for q in range(C * H * W):
+                        store(&dx_out[q], dx_sum[q])
         free(cols)
         free(dcols)
         free(grad)

@@ -8,6 +8,8 @@ from libc.stdint cimport uint16_t
 cdef extern from "deepnet_half.h" nogil:
     float dn_half_to_float(uint16_t h)
     uint16_t dn_float_to_half(float f)
+    void dn_halves_to_floats(const uint16_t* src, float* dst, long n)
+    void dn_floats_to_halves(const float* src, uint16_t* dst, long n)
 
 ctypedef uint16_t half_t
 
@@ -39,7 +41,7 @@ cdef inline void store(storage_t* destination, double value) noexcept nogil:
 
 cdef inline bint is_positive(storage_t value) noexcept nogil:
     """value > 0, compared in the stored type (so float loops stay in float and vectorise)."""
-    if storage_t is half_t:
-        return dn_half_to_float(value) > 0
+    if storage_t is half_t:  # on the bits: sign clear, not zero, not NaN
+        return (value & 0x8000) == 0 and value != 0 and value <= 0x7c00
     else:
         return value > 0

@@ -42,8 +42,11 @@ cdef inline void unfold_row(const storage_t* plane, column_t* out, Py_ssize_t st
         for ox in range(ox_first):
             line[ox * step] = 0
         if step == 1 and sw == 1:  # the common case, as contiguous loops the compiler vectorises
-            for ox in range(ox_first, ox_stop):
-                store(&line[ox], load(source[ox]))
+            if storage_t is half_t and column_t is float:
+                dn_halves_to_floats(source + ox_first, line + ox_first, ox_stop - ox_first)
+            else:
+                for ox in range(ox_first, ox_stop):
+                    store(&line[ox], load(source[ox]))
         else:
             for ox in range(ox_first, ox_stop):
                 store(&line[ox * step], load(source[ox * sw]))

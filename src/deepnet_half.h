@@ -82,4 +82,28 @@ static inline uint16_t dn_float_to_half(float f)
 #endif
 }
 
+/* Whole runs of values, 8 at a time with F16C (the scalar conversions do not vectorise). */
+static inline void dn_halves_to_floats(const uint16_t *src, float *dst, long n)
+{
+    long i = 0;
+#if DEEPNET_HAVE_F16C && defined(__AVX__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+    for (; i < n; i++)
+        dst[i] = dn_half_to_float(src[i]);
+}
+
+static inline void dn_floats_to_halves(const float *src, uint16_t *dst, long n)
+{
+    long i = 0;
+#if DEEPNET_HAVE_F16C && defined(__AVX__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++)
+        dst[i] = dn_float_to_half(src[i]);
+}
+
 #endif /* DEEPNET_HALF_H */
