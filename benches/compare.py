@@ -1,6 +1,6 @@
 """Whole-network benchmark: deepnet's DeepConvNet against its NumPy reference and PyTorch (CPU).
 
-    python benches/compare.py                 # the table (a few minutes)
+    python benches/compare.py                 # the table (3 rounds, several minutes)
     python benches/compare.py --quick         # fewer repetitions, a rough look
     python benches/compare.py --scaling       # also throughput vs batch size and threads
     python benches/compare.py --threads 1 --steps 50 --rows deepnet-float32,torch-float32
@@ -212,6 +212,20 @@ def run_child(mode, row, threads, steps, warmup):
     return json.loads(lines[-1])
 
 
+def combine_rounds(runs):
+    """One row's result from its rounds: medians of the speeds, the largest memory."""
+    failed = [run for run in runs if "error" in run]
+    if failed:
+        return failed[0]
+    combined = dict(runs[0])
+    for key in ("train_ips", "infer_ips", "latency_ms"):
+        combined[key] = statistics.median(run[key] for run in runs)
+    for key in ("rss_before_mb", "rss_peak_mb"):
+        combined[key] = max(run[key] for run in runs)
+    combined["rounds"] = len(runs)
+    return combined
+
+
 def markdown_table(headers, rows):
     """A markdown table with padded columns; the first column left-aligned, the rest right."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
@@ -320,7 +334,9 @@ def parse_args(argv=None):
                         help="threads for deepnet and PyTorch (default: deepnet.get_num_threads())")
     parser.add_argument("--steps", type=int, default=None, help="timed repetitions per measurement (default 20)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed repetitions first (default 3)")
-    parser.add_argument("--quick", action="store_true", help="5 timed steps after 1 warm-up (unless given)")
+    parser.add_argument("--quick", action="store_true", help="5 timed steps after 1 warm-up, 1 round (unless given)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="rounds over all rows; each number is the median of the rounds (default 3)")
     parser.add_argument("--scaling", action="store_true",
                         help="also print throughput vs batch size and thread count")
     parser.add_argument("--rows", default=",".join(row.key for row in ROWS),
@@ -331,6 +347,9 @@ def parse_args(argv=None):
     if args.steps is None:
         args.steps = 5 if args.quick else 20
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    args.repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    if args.repeat < 1:
+        parser.error("--repeat must be positive")
     if args.steps < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         parser.error("--steps and --threads must be positive, --warmup non-negative")
     unknown = [key for key in args.rows.split(",") if key not in ROWS_BY_KEY]
@@ -356,10 +375,14 @@ def main(argv=None):
     reference_steps, reference_warmup = max(2, args.steps // 4), min(args.warmup, 1)
     load_before = load_average()
     print("running:", file=sys.stderr)
-    results = {}
-    for row in rows:
-        steps, warmup = (reference_steps, reference_warmup) if row.backend == "numpy" else (args.steps, args.warmup)
-        results[row.key] = run_child("row", row, threads, steps, warmup)
+    # Rounds run the rows in turn, so that a slow spell of a shared machine hits every row
+    # alike; each number is the median over the rounds (peak memory: the largest).
+    rounds = {row.key: [] for row in rows}
+    for _ in range(args.repeat):
+        for row in rows:
+            steps, warmup = (reference_steps, reference_warmup) if row.backend == "numpy" else (args.steps, args.warmup)
+            rounds[row.key].append(run_child("row", row, threads, steps, warmup))
+    results = {key: combine_rounds(runs) for key, runs in rounds.items()}
     scaling = {}
     if args.scaling:
         scaling_steps = max(2, args.steps // 2)
@@ -368,7 +391,8 @@ def main(argv=None):
                 scaling[row, thread_count] = run_child("scaling-row", row, thread_count, scaling_steps, 1)
 
     print("\n".join(machine_lines(threads, load_before)))
-    print(f"median of {args.steps} timed steps after {args.warmup} warm-up steps "
+    print(f"{args.repeat} round(s) over the rows, each number the median of the rounds' medians of "
+          f"{args.steps} timed steps after {args.warmup} warm-up steps "
           f"(NumPy reference: {reference_steps} after {reference_warmup}); training and inference at batch {BATCH}; "
           "random MNIST-shaped inputs\n")
     print(main_table(results, rows))
