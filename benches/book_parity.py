@@ -17,7 +17,7 @@ import deepnet
 from deepnet.datasets import load_mnist
 from deepnet.nets import DeepConvNet
 
-DEFAULT_PARAMS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "book" / "deep_convnet_params.pkl"
+DEFAULT_PARAMS = pathlib.Path(__file__).resolve().parents[1] / "data" / "book" / "deep_convnet_params.pkl"
 
 
 def scores_and_labels(net, x, batch_size=500):

@@ -12,7 +12,7 @@ from deepnet.io import (
     UnsafePickleError, atomic_write, load_params_file, load_pickle_arrays, save_params,
 )
 
-BOOK_PICKLE = Path("/work/shared/data/book/deep_convnet_params.pkl")
+BOOK_PICKLE = Path(__file__).resolve().parents[1] / "data" / "book" / "deep_convnet_params.pkl"
 needs_book_pickle = pytest.mark.skipif(not BOOK_PICKLE.exists(), reason=f"{BOOK_PICKLE} not present")
 
 
