@@ -10,36 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import deepnet
 from deepnet import cli
-from deepnet.datasets import MNISTNotFoundError, find_mnist_dir
+from deepnet.datasets import MNISTNotFoundError
 from deepnet.nets import DeepConvNet
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA_DIRS = [REPO / "data", REPO / "shared" / "data", REPO.parent / "shared" / "data"]
-
-
-def mnist_dir():
-    for root in [None] + [directory / "mnist" for directory in SHARED_DATA_DIRS]:
-        found = find_mnist_dir(root)
-        if found is not None:
-            return found
-    return None
-
-
-def book_params_file():
-    for directory in SHARED_DATA_DIRS:
-        path = directory / "book" / "deep_convnet_params.pkl"
-        if path.is_file():
-            return path
-    return None
-
+from support import BOOK_PARAMS, MNIST_DIR
 
 @pytest.fixture
 def mnist():
-    found = mnist_dir()
-    if found is None:
-        pytest.skip("MNIST is not available")
-    return found
+    return MNIST_DIR
 
 
 @pytest.fixture
@@ -130,7 +109,9 @@ def test_missing_data_is_a_one_line_error(tmp_path, capsys, monkeypatch):
 
 
 def test_python_dash_m_deepnet_reports_errors_without_traceback(tmp_path):
-    python_path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    # The subprocess must import the same deepnet as these tests (installed or in-place build).
+    package_parent = str(Path(deepnet.__file__).resolve().parents[1])
+    python_path = os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, PYTHONPATH=python_path)
     result = subprocess.run(
         [sys.executable, "-m", "deepnet", "evaluate", "--params", str(tmp_path / "none.npz")],
@@ -162,10 +143,7 @@ def test_train_then_resume_then_evaluate(tmp_path, monkeypatch, capsys, mnist, s
 
 
 def test_evaluate_half_check_compares_three_dtypes(capsys, mnist, small_test_set):
-    params = book_params_file()
-    if params is None:
-        pytest.skip("the book's deep_convnet_params.pkl is not available")
-    argv = ["evaluate", "--params", str(params), "--half-check", "--data", str(mnist)]
+    argv = ["evaluate", "--params", str(BOOK_PARAMS), "--half-check", "--data", str(mnist)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     accuracies = {dtype: float(re.search(dtype + r"\s+([0-9.]+)", out).group(1))

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from deepnet import _cuda
+from support import numerical_gradient
 
 NVCC = shutil.which("nvcc")
 GPU_REASON = "CuPy with a usable GPU not available"
@@ -465,19 +466,6 @@ def test_dropout_mask(backend):
 
 
 # ======================================================= gradient checks
-
-def numerical_gradient(f, a, eps=1e-6):
-    grad = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        saved = a[i]
-        a[i] = saved + eps
-        plus = f()
-        a[i] = saved - eps
-        minus = f()
-        a[i] = saved
-        grad[i] = (plus - minus) / (2 * eps)
-    return grad
-
 
 def test_conv_gradient_check(backend):
     rng = np.random.default_rng(6)

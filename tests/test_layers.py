@@ -5,6 +5,7 @@ import pytest
 
 import deepnet
 from deepnet import layers as L
+from support import numerical_gradient
 
 BACKENDS = ["cython", "numpy"] if deepnet.kernels_compiled() else ["numpy"]
 
@@ -13,20 +14,6 @@ BACKENDS = ["cython", "numpy"] if deepnet.kernels_compiled() else ["numpy"]
 def backend(request):
     with deepnet.backend(request.param):
         yield request.param
-
-
-def numerical_gradient(f, array, eps=1e-6):
-    """Central differences of the scalar f() with respect to every entry of array (in place)."""
-    grad = np.zeros_like(array)
-    for index in np.ndindex(*array.shape):
-        original = array[index]
-        array[index] = original + eps
-        plus = f()
-        array[index] = original - eps
-        minus = f()
-        array[index] = original
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
 
 
 def check_layer_gradients(layer, x, rng, param_names=(), forward_kwargs=None):

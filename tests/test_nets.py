@@ -1,16 +1,14 @@
 """DeepConvNet and SimpleConvNet: shapes, initialisation, accuracy, gradients, parameter files."""
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from deepnet.datasets import find_mnist_dir, load_mnist
+from deepnet.datasets import load_mnist
 from deepnet.nets import DeepConvNet, SimpleConvNet
+from support import BOOK_PARAMS, MNIST_DIR
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA_DIRS = [REPO / "data", REPO / "shared" / "data", REPO.parent / "shared" / "data"]
 
 
 def tiny_deep_convnet(dtype=np.float64, seed=0):
@@ -24,23 +22,6 @@ def tiny_deep_convnet(dtype=np.float64, seed=0):
                        conv_param_3=conv(3), conv_param_4=conv(3, pad=2),
                        conv_param_5=conv(4), conv_param_6=conv(4),
                        hidden_size=6, output_size=3, dtype=dtype, seed=seed)
-
-
-def book_params_file():
-    for directory in SHARED_DATA_DIRS:
-        for path in (directory / "book" / "deep_convnet_params.pkl",
-                     directory / "deep_convnet_params.pkl"):
-            if path.is_file():
-                return path
-    return None
-
-
-def mnist_dir():
-    for root in [None] + [directory / "mnist" for directory in SHARED_DATA_DIRS]:
-        found = find_mnist_dir(root)
-        if found is not None:
-            return found
-    return None
 
 
 def reference_deep_convnet_scores(params, x, pads=(1, 1, 1, 2, 1, 1)):
@@ -280,9 +261,7 @@ def test_to_gpu_and_back_gives_the_same_predictions():
 
 
 def test_book_weights_classify_mnist_test_images():
-    params, data = book_params_file(), mnist_dir()
-    if params is None or data is None:
-        pytest.skip("the book's deep_convnet_params.pkl or MNIST is not available")
+    params, data = BOOK_PARAMS, MNIST_DIR
     net = DeepConvNet(dtype=np.float64)
     net.load_params(params)
     (_, _), (x_test, t_test) = load_mnist(flatten=False, dtype=np.float64, root=data)

@@ -1,16 +1,15 @@
 """Trainer: shuffled epochs, history, checkpoints and bit-exact resume, and that it learns."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from deepnet.datasets import find_mnist_dir, load_mnist
+from deepnet.datasets import load_mnist
 from deepnet.nets import DeepConvNet
 from deepnet.trainer import Trainer
+from support import MNIST_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def conv(filters, pad=1):
@@ -168,18 +167,8 @@ def test_resume_refuses_a_checkpoint_of_another_batch_size(tmp_path):
 
 # -- learning ------------------------------------------------------------------------------
 
-def mnist_dir():
-    for root in (None, REPO / "data" / "mnist", REPO.parent / "shared" / "data" / "mnist"):
-        found = find_mnist_dir(root)
-        if found is not None:
-            return found
-    return None
-
-
 def test_short_training_run_on_mnist_learns():
-    data = mnist_dir()
-    if data is None:
-        pytest.skip("MNIST is not available")
+    data = MNIST_DIR
     (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False, root=data)
     network = tiny_deep_convnet(seed=0, input_size=28, filters=(4, 8, 8), hidden_size=50,
                                 output_size=10)

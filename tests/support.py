@@ -1,0 +1,22 @@
+"""What several test files share: the repository's data and a numerical gradient."""
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = REPO / "data" / "mnist"  # the real MNIST files, committed with the repository
+BOOK_PARAMS = REPO / "data" / "book" / "deep_convnet_params.pkl"  # the book's trained weights
+
+
+def numerical_gradient(f, array, eps=1e-6):
+    """Central differences of the scalar f() with respect to every entry of array (in place)."""
+    grad = np.zeros_like(array)
+    for index in np.ndindex(*array.shape):
+        original = array[index]
+        array[index] = original + eps
+        plus = f()
+        array[index] = original - eps
+        minus = f()
+        array[index] = original
+        grad[index] = (plus - minus) / (2 * eps)
+    return grad
