@@ -9,8 +9,8 @@ def relu_forward(const storage_t[::1] x, storage_t[::1] y, int n_threads):
     """y = max(x, 0); NaN stays NaN (it is not < 0)."""
     cdef Py_ssize_t i
     for i in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
-        if storage_t is half_t:
-            y[i] = 0 if dn_half_to_float(x[i]) < 0 else x[i]
+        if storage_t is half_t:  # on the bits: negative = sign set and not NaN
+            y[i] = 0 if (x[i] & 0x8000) and (x[i] & 0x7fff) <= 0x7c00 else x[i]
         else:
             y[i] = 0 if x[i] < 0 else x[i]
 
@@ -19,8 +19,13 @@ def relu_backward(const storage_t[::1] dout, const storage_t[::1] y, storage_t[:
     """dx = dout * (y > 0): a multiplication, so NaN in dout stays NaN as in the reference."""
     cdef Py_ssize_t i
     for i in prange(dout.shape[0], nogil=True, schedule="static", num_threads=n_threads):
-        if storage_t is half_t:
-            dx[i] = dn_float_to_half(dn_half_to_float(dout[i]) * is_positive(y[i]))
+        if storage_t is half_t:  # dout * 0 on the bits: NaN for Inf or NaN, else 0 with dout's sign
+            if is_positive(y[i]):
+                dx[i] = dout[i]
+            elif (dout[i] & 0x7fff) >= 0x7c00:
+                dx[i] = 0x7e00
+            else:
+                dx[i] = dout[i] & 0x8000
         else:
             dx[i] = dout[i] * is_positive(y[i])
 

@@ -241,3 +241,15 @@ def test_single_image_convolution_split_in_bands_of_rows(threads, rng):
         deepnet.set_num_threads(None)
     expected = R.relu_forward(R.conv_forward(x, Wt, b, (2, 1), (1, 1)))
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_special_values_like_the_reference(dtype):
+    x = np.array([-np.inf, -1.0, -0.0, 0.0, 1e-7, 1.0, np.inf, np.nan], dtype=dtype)
+    y = F.relu(x)
+    np.testing.assert_array_equal(y, R.relu_forward(x))
+    for dout_value in (-2.0, 3.0, np.inf, -np.inf, np.nan):
+        dout = np.full(x.shape, dout_value, dtype=dtype)
+        with np.errstate(invalid="ignore"):
+            expected = R.relu_backward(dout, y)
+        np.testing.assert_array_equal(F.relu_backward(dout, y), expected)
