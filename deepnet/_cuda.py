@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepnet.reference import output_size
+
 __all__ = [
     "KERNELS",
     "cupy_or_none",
@@ -204,10 +206,6 @@ def _ints(*values):
     return tuple(np.int32(v) for v in values)
 
 
-def _out_size(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
-
-
 def _acc_dtype(dtype):
     return np.float64 if np.dtype(dtype) == np.float64 else np.float32
 
@@ -227,7 +225,7 @@ def im2col(x, kh, kw, stride, pad):
     x = cp.ascontiguousarray(x)
     N, C, H, W = x.shape
     (sh, sw), (ph, pw) = stride, pad
-    OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
+    OH, OW = output_size(H, kh, sh, ph), output_size(W, kw, sw, pw)
     col = cp.empty((N * OH * OW, C * kh * kw), dtype=x.dtype)
     _launch("im2col", x.dtype, col.size,
             (x, col) + _ints(N, C, H, W, kh, kw, sh, sw, ph, pw, OH, OW))
@@ -240,7 +238,7 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     col = cp.ascontiguousarray(col)
     N, C, H, W = (int(s) for s in x_shape)
     (sh, sw), (ph, pw) = stride, pad
-    OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
+    OH, OW = output_size(H, kh, sh, ph), output_size(W, kw, sw, pw)
     if col.shape != (N * OH * OW, C * kh * kw):
         raise ValueError(f"col2im: col has shape {col.shape}, expected "
                          f"{(N * OH * OW, C * kh * kw)} for x_shape {tuple(x_shape)}")
@@ -257,7 +255,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     b = cp.ascontiguousarray(b)
     FN, _, kh, kw = W.shape
     N, _, H, width = x.shape
-    OH, OW = _out_size(H, kh, stride[0], pad[0]), _out_size(width, kw, stride[1], pad[1])
+    OH, OW = output_size(H, kh, stride[0], pad[0]), output_size(width, kw, stride[1], pad[1])
     col = im2col(x, kh, kw, stride, pad)
     y2d = _matmul(col, W.reshape(FN, -1).T)            # (N*OH*OW, FN), accumulator dtype
     y = cp.empty((N, FN, OH, OW), dtype=x.dtype)
@@ -292,7 +290,7 @@ def max_pool_forward(x, pool_h, pool_w, stride, pad):
     x = cp.ascontiguousarray(x)
     N, C, H, W = x.shape
     (sh, sw), (ph, pw) = stride, pad
-    OH, OW = _out_size(H, pool_h, sh, ph), _out_size(W, pool_w, sw, pw)
+    OH, OW = output_size(H, pool_h, sh, ph), output_size(W, pool_w, sw, pw)
     y = cp.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = cp.empty((N, C, OH, OW), dtype=np.int32)
     _launch("max_pool_forward", x.dtype, y.size,
@@ -307,7 +305,7 @@ def max_pool_backward(dout, argmax, x_shape, pool_h, pool_w, stride, pad):
     argmax = cp.ascontiguousarray(argmax, dtype=np.int32)
     N, C, H, W = (int(s) for s in x_shape)
     (sh, sw), (ph, pw) = stride, pad
-    OH, OW = _out_size(H, pool_h, sh, ph), _out_size(W, pool_w, sw, pw)
+    OH, OW = output_size(H, pool_h, sh, ph), output_size(W, pool_w, sw, pw)
     if dout.shape != (N, C, OH, OW) or argmax.shape != dout.shape:
         raise ValueError(f"max_pool_backward: dout {dout.shape} and argmax {argmax.shape} "
                          f"must both have shape {(N, C, OH, OW)}")

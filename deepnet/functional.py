@@ -14,22 +14,15 @@ import numbers
 import numpy as np
 
 from deepnet import _config
+from deepnet._cuda import get_array_module, is_cupy_array
 from deepnet.reference import output_hw
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _is_cupy(a):
-    return type(a).__module__.split(".")[0] == "cupy"
-
-
 def _backend(caller, *arrays):
     """The module that computes for these arrays; refuses a mix of NumPy and CuPy arrays."""
-    on_gpu = [_is_cupy(a) for a in arrays]
-    if any(on_gpu):
-        if not all(on_gpu):
-            raise TypeError(f"{caller}: all arrays must be on the same device; got a mix of "
-                            f"numpy and cupy arrays ({', '.join(type(a).__name__ for a in arrays)})")
+    if get_array_module(*arrays, name=caller) is not np:
         return _backend_module("deepnet._cuda")
     if _config.get_backend() == "cython":
         return _backend_module("deepnet._cpu")
@@ -47,17 +40,13 @@ def _backend_module(name):
     return module
 
 
-def _xp(a):
-    return importlib.import_module("cupy") if _is_cupy(a) else np
-
-
 def as_float_array(a, name, caller, ndim=None, dtype=None):
     """``a`` as a C-contiguous float16/32/64 array (a copy only when needed).
 
     Non-contiguous, Fortran-ordered or sliced inputs are copied; read-only ones are not.
     With ``dtype`` the array is converted to that dtype (layers compute in their parameters').
     """
-    xp = _xp(a)
+    xp = get_array_module(a)
     if not hasattr(a, "dtype"):
         a = np.asarray(a)
     if a.dtype not in FLOAT_DTYPES:
@@ -193,7 +182,7 @@ def max_pool2d_backward(dout, argmax, x_shape, pool_h, pool_w, stride=None, pad=
     x_shape = _check_x_shape(x_shape, caller)
     stride = (pool_h, pool_w) if stride is None else stride
     stride, pad = _check_pool(x_shape, pool_h, pool_w, stride, pad, caller)
-    argmax = _xp(argmax).ascontiguousarray(argmax, dtype=np.int32)
+    argmax = get_array_module(argmax).ascontiguousarray(argmax, dtype=np.int32)
     if argmax.shape != dout.shape:
         raise ValueError(f"{caller}: argmax shape {tuple(argmax.shape)} differs from dout shape {tuple(dout.shape)}")
     if argmax.size and (int(argmax.min()) < 0 or int(argmax.max()) >= x_shape[2] * x_shape[3]):
@@ -222,7 +211,7 @@ def matmul(a, b):
     """a @ b for the layers' small products (affine).  NumPy arrays with the compiled
     backend run BLAS single-threaded, so its spinning threads do not compete with the
     kernels' OpenMP threads; the NumPy reference backend leaves BLAS as configured."""
-    if _is_cupy(a) or _config.get_backend() != "cython":
+    if is_cupy_array(a) or _config.get_backend() != "cython":
         return a @ b
     with _config.single_threaded_blas():
         return a @ b

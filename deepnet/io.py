@@ -6,6 +6,8 @@ import tempfile
 
 import numpy as np
 
+from deepnet._cuda import to_cpu
+
 __all__ = [
     "atomic_write", "UnsafePickleError", "load_pickle_arrays", "save_params", "load_params_file",
 ]
@@ -131,13 +133,6 @@ def load_pickle_arrays(path):
 _SAVEZ_RESERVED_NAMES = ("file", "allow_pickle")
 
 
-def _to_numpy(array):
-    """A NumPy array for a NumPy/CuPy array or a Python number (CuPy is copied to the host)."""
-    if type(array).__module__.startswith("cupy"):
-        return array.get()
-    return np.asarray(array)
-
-
 def save_params(path, params):
     """Write ``params`` (name -> array) to an uncompressed ``.npz`` atomically; return the path.
 
@@ -154,7 +149,7 @@ def save_params(path, params):
         if name in _SAVEZ_RESERVED_NAMES:
             raise ValueError(f"cannot save a parameter named {name!r} to {path!r}: "
                              f"np.savez reserves the names {_SAVEZ_RESERVED_NAMES}")
-        array = _to_numpy(value)
+        array = to_cpu(value)
         if array.dtype.hasobject:
             raise ValueError(f"cannot save object array {name!r} to {path!r} without pickle")
         arrays[name] = array

@@ -12,11 +12,8 @@ is stored as half and computed in float32.  NumPy and CuPy arrays both work.
 import numpy as np
 
 from deepnet import functional as F
+from deepnet._cuda import get_array_module
 from deepnet.reference import compute_dtype
-
-
-def _xp(a):
-    return F._xp(a)
 
 
 class Relu:
@@ -37,7 +34,7 @@ class Sigmoid:
 
     def forward(self, x):
         x = F.as_float_array(x, "x", "Sigmoid.forward")
-        xp = _xp(x)
+        xp = get_array_module(x)
         acc = x.astype(compute_dtype(x.dtype), copy=False)
         self.out = (1 / (1 + xp.exp(-acc))).astype(x.dtype, copy=False)
         return self.out
@@ -133,7 +130,7 @@ class Dropout:
         if train_flg:
             # Draw on the CPU generator so a seed gives the same masks on either device.
             keep = self.rng.random(x.shape, dtype=np.float32) > self.dropout_ratio
-            self.mask = _xp(x).asarray(keep)
+            self.mask = get_array_module(x).asarray(keep)
             return x * self.mask
         return x * x.dtype.type(1.0 - self.dropout_ratio)
 
@@ -172,7 +169,7 @@ class BatchNormalization:
         if x2.shape[1] != self.gamma.size:
             raise ValueError(f"BatchNormalization.forward: expected {self.gamma.size} features/channels, "
                              f"got input of shape {tuple(x.shape)}")
-        xp = _xp(x)
+        xp = get_array_module(x)
         if self.running_mean is None:
             self.running_mean = xp.zeros(x2.shape[1], dtype=self.gamma.dtype)
             self.running_var = xp.zeros(x2.shape[1], dtype=self.gamma.dtype)
@@ -211,7 +208,7 @@ class BatchNormalization:
 
 def softmax(x):
     """Row-wise softmax, stabilised by subtracting each row's maximum."""
-    xp = _xp(x)
+    xp = get_array_module(x)
     shifted = x - x.max(axis=-1, keepdims=True)
     e = xp.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
@@ -223,7 +220,7 @@ def cross_entropy_error(y, t):
         y, t = y.reshape(1, -1), t.reshape(1, -1)
     if t.size == y.size:
         t = t.argmax(axis=1)
-    xp = _xp(y)
+    xp = get_array_module(y)
     batch_size = y.shape[0]
     return -float(xp.log(y[xp.arange(batch_size), t] + 1e-7).sum()) / batch_size
 
@@ -237,7 +234,7 @@ class SoftmaxWithLoss:
 
     def forward(self, x, t):
         x = F.as_float_array(x, "x", "SoftmaxWithLoss.forward", ndim=2)
-        t = _xp(x).asarray(t)
+        t = get_array_module(x).asarray(t)
         is_one_hot = t.ndim == 2
         if (t.ndim not in (1, 2)) or t.shape[0] != x.shape[0] or (is_one_hot and t.shape != x.shape):
             raise ValueError(f"SoftmaxWithLoss.forward: t must be {x.shape[0]} labels or one-hot rows of "
@@ -256,5 +253,5 @@ class SoftmaxWithLoss:
         if self.t.size == self.y.size:
             dx -= self.t
         else:
-            dx[_xp(dx).arange(batch_size), self.t] -= 1
+            dx[get_array_module(dx).arange(batch_size), self.t] -= 1
         return (dx * (dout / batch_size)).astype(self.x_dtype, copy=False)

@@ -16,6 +16,9 @@ import math
 
 import numpy as np
 
+from deepnet._cuda import get_array_module as _array_module  # cupy only where it is in use
+from deepnet._cuda import to_cpu
+
 __all__ = [
     "Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
     "get_optimizer",
@@ -25,24 +28,14 @@ __all__ = [
 _EPS = 1e-7
 
 
-def _array_module(a):
-    """cupy for CuPy arrays, numpy otherwise (cupy is only imported when it is in use)."""
-    if type(a).__module__.startswith("cupy"):
-        import cupy
-        return cupy
-    return np
-
-
 def _state_dtype(param):
     """The dtype optimizer state and update arithmetic use for ``param``."""
     return np.float32 if param.dtype == np.float16 else param.dtype
 
 
 def _to_numpy(a):
-    """A NumPy copy of a NumPy or CuPy array (CuPy arrays are copied to the host)."""
-    if _array_module(a) is not np:
-        return a.get()
-    return np.array(a, copy=True)
+    """A NumPy copy of a NumPy or CuPy array (a snapshot: later updates do not change it)."""
+    return np.array(to_cpu(a), copy=True)
 
 
 class Optimizer:
