@@ -52,34 +52,56 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     return _fold(per_image, x_shape, kh, kw, stride, pad).astype(col.dtype, copy=False)
 
 
+def _padded_columns(n, dtype):
+    """n rounded up to whole tiles of the convolutions' gather GEMM (for dtype)."""
+    multiple = _conv.column_multiple(np.dtype(dtype).itemsize)
+    return -(-n // multiple) * multiple
+
+
+def _filter_columns(matrix, dtype):
+    """A (rows, n) filter matrix in dtype with its columns zero-padded to whole GEMM tiles."""
+    rows, n = matrix.shape
+    padded = np.zeros((rows, _padded_columns(n, dtype)), dtype=dtype)
+    padded[:, :n] = matrix
+    return padded
+
+
 def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
     FN, _, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
-    weights = W.reshape(FN, -1).astype(acc, copy=False)
-    _conv.conv_forward(_bits(x), weights, b.astype(acc, copy=False), _bits(y), kh, kw,
+    weights_t = _filter_columns(cast(W, acc).reshape(FN, -1).T, acc)
+    _conv.conv_forward(_bits(x), weights_t, b.astype(acc, copy=False), _bits(y), kh, kw,
                        *_geometry(stride, pad, relu=relu))
     return y
 
 
 def conv_backward(dout, x, W, stride, pad, relu_out=None):
-    FN, _, kh, kw = W.shape
+    FN, C, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
-    weights_t = np.ascontiguousarray(W.reshape(FN, -1).T, dtype=acc)
+    weights = cast(W, acc)
+    weights_t = np.ascontiguousarray(weights.reshape(FN, -1).T)
+    # With stride 1, dx is a convolution of dout with the flipped filters (needs pad <=
+    # kernel - 1); for few channels the padded columns would waste more than col2im costs.
+    if stride == (1, 1) and pad[0] < kh and pad[1] < kw and 2 * C >= _padded_columns(1, acc):
+        weights_flipped = _filter_columns(weights[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(-1, C), acc)
+    else:
+        weights_flipped = np.empty((0, 0), dtype=acc)  # col2im
     dx = np.empty_like(x)
     # dW is summed per chunk of images; the chunks do not depend on the thread count.
     chunks = min(x.shape[0], DW_CHUNKS)
-    dW_t_per_chunk = np.zeros((chunks, weights_t.shape[0], FN), dtype=acc)
+    dW_t_per_chunk = np.zeros((chunks, weights_t.shape[0], _padded_columns(FN, acc)), dtype=acc)
     db_per_chunk = np.zeros((chunks, FN), dtype=acc)
     # The ReLU mask is applied as dout is read: without relu_out, dout itself is passed
     # as the (unused) mask.
     mask = dout if relu_out is None else relu_out
-    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), weights_t, _bits(dx), dW_t_per_chunk, db_per_chunk,
+    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), weights_t, weights_flipped, _bits(dx),
+                        dW_t_per_chunk, db_per_chunk,
                         kh, kw, *_geometry(stride, pad, images=chunks, relu=relu_out is not None))
     db = db_per_chunk.sum(axis=0)
-    dW = dW_t_per_chunk.sum(axis=0).T.reshape(W.shape)
-    return dx, dW.astype(W.dtype, copy=False), db.astype(W.dtype, copy=False)
+    dW = dW_t_per_chunk.sum(axis=0)[:, :FN].T.reshape(W.shape)
+    return dx, cast(dW, W.dtype), cast(db, W.dtype)
 
 
 def max_pool_forward(x, pool_h, pool_w, stride, pad):
@@ -115,11 +137,17 @@ def relu_backward(dout, y):
 
 
 def cast(a, dtype):
-    """a as dtype; float32 -> float16 rounds in the kernels (numpy's cast is slow for values
-    below float16's normal range, which small gradients often are)."""
+    """a as dtype; float16 <-> float32 convert in the kernels (numpy's half casts are
+    scalar loops, and very slow for values below float16's normal range, which small
+    gradients often are)."""
     if a.dtype == np.float32 and dtype == np.float16:
         out = np.empty(a.shape, dtype=np.float16)
         _elementwise.float_to_half(np.ascontiguousarray(a).reshape(-1), _bits(out).reshape(-1),
+                                   _elementwise_threads(a.size))
+        return out
+    if a.dtype == np.float16 and dtype == np.float32:
+        out = np.empty(a.shape, dtype=np.float32)
+        _elementwise.half_to_float(_bits(np.ascontiguousarray(a)).reshape(-1), out.reshape(-1),
                                    _elementwise_threads(a.size))
         return out
     return a.astype(dtype, copy=False)

@@ -35,3 +35,10 @@ def float_to_half(const float[::1] source, half_t[::1] target, int n_threads):
     cdef Py_ssize_t i
     for i in prange(source.shape[0], nogil=True, schedule="static", num_threads=n_threads):
         target[i] = dn_float_to_half(source[i])
+
+
+def half_to_float(const half_t[::1] source, float[::1] target, int n_threads):
+    """Widen float16 to float32 (exact), F16C where the CPU has it."""
+    cdef Py_ssize_t i
+    for i in prange(source.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+        target[i] = dn_half_to_float(source[i])

@@ -1,0 +1,88 @@
+/* Implicit ("gather") GEMM for the convolutions: C (+)= A @ B, where A is never stored.
+ *
+ *   A[r, t] = base[row_offset[r] + step_offset[t]]
+ *
+ * With base a zero-padded image (channels x Hp x Wp) and the offsets of output pixels and
+ * of window positions (c, i, j) in it, A is the im2col matrix without the copy:
+ *   forward:          rows = output pixels, steps = window positions, B = W^T
+ *                     (C is the output, pixels x filters);
+ *   weight gradient:  rows = window positions, steps = output pixels, B = dout^T
+ *                     (C is dW^T, window positions x filters).
+ * Any stride or padding is only a different set of offsets.  The micro-kernel computes an
+ * MR x (NV vectors) tile of C in registers: per step it broadcasts MR gathered values of A
+ * and loads NV vectors of B (6 x 2: 12 FMA chains, 8 loads).  B is row-major, steps x N,
+ * and N (its columns, C's columns) must be a multiple of DN_GATHER_NR(T): the callers pad
+ * the filters to it.  Rows at the bottom edge are handled by repeating the last row
+ * (computed, not stored), so nothing is read or written out of bounds.  The steps are
+ * cut into blocks whose B panel stays in L1.
+ */
+#ifndef DEEPNET_GATHER_GEMM_H
+#define DEEPNET_GATHER_GEMM_H
+
+#include "deepnet_gemm.h"   /* DN_VBYTES, DN_KEEP_IN_REGISTER */
+
+#define DN_GATHER_MR 6
+#define DN_GATHER_NV 2
+#define DN_GATHER_NR(T) (DN_GATHER_NV * (DN_VBYTES / (int)sizeof(T)))
+#define DN_GATHER_PANEL_BYTES 16384   /* B panel per block of steps: half of L1 */
+
+#define DN_DEFINE_GATHER_GEMM(T, NAME)                                                       \
+static inline void NAME##_tile(int steps, const T *const *row, const int *step_offset,       \
+                               const T *B, int ldb, T *C, int ldc, int rows, int accumulate)  \
+{                                                                                            \
+    typedef T vec __attribute__((vector_size(DN_VBYTES)));                                   \
+    typedef T vec_u __attribute__((vector_size(DN_VBYTES), aligned(sizeof(T))));             \
+    enum { VL = DN_VBYTES / sizeof(T), MR = DN_GATHER_MR, NV = DN_GATHER_NV };                \
+    const T *rp[MR];                                                                         \
+    for (int r = 0; r < MR; r++)                                                             \
+        rp[r] = row[r];                                                                      \
+    vec acc[MR][NV];                                                                         \
+    for (int r = 0; r < MR; r++)                                                             \
+        for (int v = 0; v < NV; v++)                                                         \
+            acc[r][v] = (vec){0};                                                            \
+    for (int t = 0; t < steps; t++) {                                                        \
+        const T *b_row = B + (size_t)t * ldb;                                                \
+        const int o = step_offset[t];                                                        \
+        vec b[NV];                                                                           \
+        for (int v = 0; v < NV; v++) {                                                       \
+            b[v] = *(const vec_u *)(b_row + v * VL);                                         \
+            DN_KEEP_IN_REGISTER(b[v]);                                                       \
+        }                                                                                    \
+        for (int r = 0; r < MR; r++) {                                                       \
+            vec a = rp[r][o] - (vec){0};  /* broadcast (x - 0 == x, also for -0) */          \
+            for (int v = 0; v < NV; v++)                                                     \
+                acc[r][v] += a * b[v];                                                       \
+        }                                                                                    \
+    }                                                                                        \
+    for (int r = 0; r < rows; r++)                                                           \
+        for (int v = 0; v < NV; v++) {                                                       \
+            vec_u *c = (vec_u *)(C + (size_t)r * ldc + v * VL);                              \
+            *c = accumulate ? *c + acc[r][v] : acc[r][v];                                    \
+        }                                                                                    \
+}                                                                                            \
+                                                                                             \
+/* C[M, N] (+)= A @ B with A[r, t] = base[row_offset[r] + step_offset[t]], N a multiple   \
+ * of DN_GATHER_NR(T). */                                                                    \
+static void NAME(int M, int N, int steps, const T *base, const int *row_offset,              \
+                 const int *step_offset, const T *B, int ldb, T *C, int ldc, int accumulate)  \
+{                                                                                            \
+    enum { MR = DN_GATHER_MR, NR = DN_GATHER_NR(T) };                                        \
+    const int block = DN_GATHER_PANEL_BYTES / (NR * (int)sizeof(T));                         \
+    const T *row[MR];                                                                        \
+    for (int t0 = 0; t0 < steps; t0 += block) {                                              \
+        int t_count = steps - t0 < block ? steps - t0 : block;                               \
+        for (int j0 = 0; j0 < N; j0 += NR)                                                   \
+            for (int i0 = 0; i0 < M; i0 += MR) {                                             \
+                int rows = M - i0 < MR ? M - i0 : MR;                                        \
+                for (int r = 0; r < MR; r++)                                                 \
+                    row[r] = base + row_offset[i0 + (r < rows ? r : rows - 1)];              \
+                NAME##_tile(t_count, row, step_offset + t0, B + (size_t)t0 * ldb + j0, ldb,  \
+                            C + (size_t)i0 * ldc + j0, ldc, rows, accumulate || t0 > 0);     \
+            }                                                                                \
+    }                                                                                        \
+}
+
+DN_DEFINE_GATHER_GEMM(float, dn_gather_sgemm)
+DN_DEFINE_GATHER_GEMM(double, dn_gather_dgemm)
+
+#endif /* DEEPNET_GATHER_GEMM_H */
