@@ -80,6 +80,39 @@ def test_conv_forward_and_backward_equal_reference(case, dtype, rng):
         assert max_relative_error(got, expected) <= RTOL[dtype], name
 
 
+# The compiled backward computes dx in two ways: as the convolution of the padded dout
+# with the flipped filters (stride 1, pad < kernel, enough channels) or by col2im.  These
+# geometries take each way, with filter counts below, at and above a 16-wide tile, odd
+# sizes and DeepConvNet's shapes.
+PATH_CASES = [
+    # (x shape, filters, kernel, stride, pad)
+    ((3, 16, 28, 28), 16, (3, 3), (1, 1), (1, 1)),    # DeepConvNet conv2: transposed
+    ((2, 32, 14, 14), 32, (3, 3), (1, 1), (2, 2)),    # conv4, pad 2: transposed, no g padding
+    ((2, 64, 8, 8), 64, (3, 3), (1, 1), (1, 1)),      # conv6
+    ((2, 1, 28, 28), 16, (3, 3), (1, 1), (1, 1)),     # conv1, one channel: col2im
+    ((3, 9, 7, 5), 17, (3, 2), (1, 1), (0, 1)),       # odd sizes, 17 filters: transposed
+    ((2, 20, 6, 9), 33, (2, 3), (1, 1), (1, 2)),      # pad 2 = kernel - 1 in x: transposed
+    ((2, 20, 6, 9), 15, (2, 3), (1, 1), (2, 0)),      # pad 2 >= kernel 2 in y: col2im
+    ((2, 18, 9, 11), 24, (3, 3), (2, 1), (1, 1)),     # stride 2: col2im
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape,filters,kernel,stride,pad", PATH_CASES)
+def test_conv_backward_both_dx_paths_equal_reference(x_shape, filters, kernel, stride, pad, dtype, rng):
+    x = random_input(rng, x_shape, dtype)
+    case = dict(x_shape=x_shape, kh=kernel[0], kw=kernel[1])
+    Wt, b = weights_for(rng, case, dtype, filters=filters)
+    y = F.conv2d(x, Wt, b, stride, pad)
+    assert max_relative_error(y, R.conv_forward(x, Wt, b, stride, pad)) <= RTOL[dtype]
+    dout = random_input(rng, y.shape, dtype)
+    grads = F.conv2d_backward(dout, x, Wt, stride, pad)
+    grads_ref = R.conv_backward(dout, x, Wt, stride, pad)
+    for name, got, expected in zip(("dx", "dW", "db"), grads, grads_ref):
+        assert got.dtype == dtype and got.shape == expected.shape, name
+        assert max_relative_error(got, expected) <= RTOL[dtype], name
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
 def test_max_pool_equals_reference(case, dtype, rng):
