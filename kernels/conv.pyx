@@ -102,30 +102,40 @@ cdef inline void pad_image(const storage_t* image, compute_t* padded, int C, int
                     target[x] = <compute_t>load(source[x])
 
 
+cdef inline void store_run(const compute_t* product, int ld, int count, int f, compute_t bias,
+                           bint relu, storage_t* out) noexcept nogil:
+    """out[p] = product[p, f] + bias (then max(., 0) if relu) for the count <= 8 pixels p."""
+    cdef compute_t run[8]
+    cdef compute_t value
+    cdef int p
+    for p in range(count):
+        value = product[p * ld + f] + bias
+        if relu and value < 0:  # NaN is not < 0, so it stays NaN
+            value = 0
+        run[p] = value
+    if storage_t is half_t and compute_t is float:
+        dn_floats_to_halves(run, out, count)
+    else:
+        for p in range(count):
+            out[p] = <storage_t>run[p]
+
+
 cdef inline void store_transposed(const compute_t* product, int ld, int rows, int columns,
                                   const compute_t* bias, bint relu, storage_t* out, int out_ld) noexcept nogil:
     """out[f, p] = product[p, f] (+ bias[f], then max(., 0) if relu) for p < rows, f < columns.
 
-    Eight pixels at a time: the block of product read for them stays in L1, and a run of
-    eight is one F16C conversion for float16."""
-    cdef int p0, p, f, count
-    cdef compute_t value
-    cdef compute_t run[8]
-    for p0 in range(0, rows, 8):
-        count = min(8, rows - p0)
+    Eight pixels at a time: the block of product read for them stays in L1, and a whole
+    run of eight has a fixed length, so it is stored as one vector (one F16C conversion)."""
+    cdef int p0, f
+    for p0 in range(0, rows - 7, 8):
         for f in range(columns):
-            for p in range(count):
-                value = product[(p0 + p) * ld + f]
-                if bias != NULL:
-                    value = value + bias[f]
-                if relu and value < 0:  # NaN is not < 0, so it stays NaN
-                    value = 0
-                run[p] = value
-            if storage_t is half_t and compute_t is float:
-                dn_floats_to_halves(run, out + f * out_ld + p0, count)
-            else:
-                for p in range(count):
-                    out[f * out_ld + p0 + p] = <storage_t>run[p]
+            store_run(product + p0 * ld, ld, 8, f, bias[f] if bias != NULL else 0, relu,
+                      out + f * out_ld + p0)
+    p0 = rows - rows % 8
+    if p0 < rows:
+        for f in range(columns):
+            store_run(product + p0 * ld, ld, rows - p0, f, bias[f] if bias != NULL else 0, relu,
+                      out + f * out_ld + p0)
 
 
 def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
@@ -215,7 +225,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef compute_t* dx_sum
     cdef const storage_t* grad_in
     cdef const storage_t* mask
-    cdef compute_t total
+    cdef compute_t* db_row
     if transposed:
         g_steps = window_offsets(FN, kh, kw, Hg, Wg)
         dx_pixels = pixel_offsets(H, W, 1, 1, Wg)
@@ -249,14 +259,15 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 if relu:  # multiply by the mask, no branch: NaN * 0 stays NaN, as in the reference
                     for q in range(FN * P):
                         grad[q] = grad[q] * is_positive(mask[q])
-                for f in range(FN):
-                    total = 0
-                    for p in range(P):
-                        total = total + grad[f * P + p]
-                    db_per_chunk[chunk, f] += total
                 for p in range(P):
                     for f in range(FN):
                         grad_t[p * ld + f] = grad[f * P + p]
+                # db from the transposed rows: a vector add per pixel (a sum along a row of
+                # grad would be one serial chain of additions).
+                db_row = &db_per_chunk[chunk, 0]
+                for p in range(P):
+                    for f in range(FN):
+                        db_row[f] += grad_t[p * ld + f]
                 pad_image(&x[n, 0, 0, 0], padded, C, H, W, ph, pw)
                 gather_gemm(K, ld, P, padded, steps, pixels, grad_t, ld,
                             &dW_t_per_chunk[chunk, 0, 0], ld, 1)
