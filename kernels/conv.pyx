@@ -28,6 +28,14 @@ cdef extern from "deepnet_gemm.h" nogil:
     int dn_dgemm(int M, int N, int K, const double* A, int lda, const double* B, int ldb,
                  double* C, int ldc, int accumulate)
 
+cdef extern from "deepnet_transpose.h" nogil:
+    void dn_store_transposed_float(const float* product, int ld, int rows, int columns,
+                                   const float* bias, int relu, float* out, int out_ld)
+    void dn_store_transposed_half(const float* product, int ld, int rows, int columns,
+                                  const float* bias, int relu, half_t* out, int out_ld)
+    void dn_store_transposed_double(const double* product, int ld, int rows, int columns,
+                                    const double* bias, int relu, double* out, int out_ld)
+
 cdef extern from "deepnet_gather_gemm.h" nogil:
     int DN_GATHER_NV
     int DN_VBYTES
@@ -102,40 +110,23 @@ cdef inline void pad_image(const storage_t* image, compute_t* padded, int C, int
                     target[x] = <compute_t>load(source[x])
 
 
-cdef inline void store_run(const compute_t* product, int ld, int count, int f, compute_t bias,
-                           bint relu, storage_t* out) noexcept nogil:
-    """out[p] = product[p, f] + bias (then max(., 0) if relu) for the count <= 8 pixels p."""
-    cdef compute_t run[8]
-    cdef compute_t value
-    cdef int p
-    for p in range(count):
-        value = product[p * ld + f] + bias
-        if relu and value < 0:  # NaN is not < 0, so it stays NaN
-            value = 0
-        run[p] = value
-    if storage_t is half_t and compute_t is float:
-        dn_floats_to_halves(run, out, count)
-    else:
-        for p in range(count):
-            out[p] = <storage_t>run[p]
-
-
 cdef inline void store_transposed(const compute_t* product, int ld, int rows, int columns,
                                   const compute_t* bias, bint relu, storage_t* out, int out_ld) noexcept nogil:
-    """out[f, p] = product[p, f] (+ bias[f], then max(., 0) if relu) for p < rows, f < columns.
-
-    Eight pixels at a time: the block of product read for them stays in L1, and a whole
-    run of eight has a fixed length, so it is stored as one vector (one F16C conversion)."""
-    cdef int p0, f
-    for p0 in range(0, rows - 7, 8):
-        for f in range(columns):
-            store_run(product + p0 * ld, ld, 8, f, bias[f] if bias != NULL else 0, relu,
-                      out + f * out_ld + p0)
-    p0 = rows - rows % 8
-    if p0 < rows:
-        for f in range(columns):
-            store_run(product + p0 * ld, ld, rows - p0, f, bias[f] if bias != NULL else 0, relu,
-                      out + f * out_ld + p0)
+    """out[f, p] = product[p, f] (+ bias[f], then max(., 0) if relu) for p < rows, f < columns
+    (src/deepnet_transpose.h; bias may be NULL)."""
+    cdef int p, f
+    cdef double value
+    if storage_t is half_t and compute_t is float:
+        dn_store_transposed_half(product, ld, rows, columns, bias, relu, out, out_ld)
+    elif storage_t is float and compute_t is float:
+        dn_store_transposed_float(product, ld, rows, columns, bias, relu, out, out_ld)
+    elif storage_t is double and compute_t is double:
+        dn_store_transposed_double(product, ld, rows, columns, bias, relu, out, out_ld)
+    else:  # pairings the wrappers never pass
+        for p in range(rows):
+            for f in range(columns):
+                value = product[p * ld + f] + (bias[f] if bias != NULL else 0)
+                store(&out[f * out_ld + p], 0 if relu and value < 0 else value)
 
 
 def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,

@@ -152,9 +152,16 @@ def test_nan_and_inf_propagate_like_the_reference(dtype, rng):
     x[0, 1, 2, 3] = np.nan
     x[1, 2, 4, 1] = np.inf
     Wt, b = weights_for(rng, dict(x_shape=x.shape, kh=3, kw=3), dtype, filters=4)
+    # 8 x 8 pixels and 16 filters: whole blocks of the vectorised bias + ReLU epilogue.
+    x8 = rng.standard_normal((2, 3, 8, 8)).astype(dtype)
+    x8[0, 1, 2, 3] = np.nan
+    x8[1, 2, 4, 1] = -np.inf
+    W16, b16 = weights_for(rng, dict(x_shape=x8.shape, kh=3, kw=3), dtype, filters=16)
     with np.errstate(invalid="ignore"):
         outputs = {
             "conv": (F.conv2d(x, Wt, b, 1, 1), R.conv_forward(x, Wt, b, (1, 1), (1, 1))),
+            "conv+relu": (F.conv2d(x8, W16, b16, 1, 1, relu=True),
+                          R.relu_forward(R.conv_forward(x8, W16, b16, (1, 1), (1, 1)))),
             "pool": (F.max_pool2d(x, 2, 2)[0], R.max_pool_forward(x, 2, 2, (2, 2), (0, 0))[0]),
             "relu": (F.relu(x), R.relu_forward(x)),
         }

@@ -1,0 +1,107 @@
+/* The convolutions' epilogue: from the gather GEMM's result, pixels x filters (row stride
+ * ld), to the output's filters x pixels (row stride out_ld), adding the bias and applying
+ * the ReLU on the way:
+ *
+ *   out[f, p] = act(product[p, f] + bias[f])     for p < rows, f < columns
+ *
+ * act is max(., 0) with relu (NaN stays NaN, -0 stays -0, as `value < 0 ? 0 : value`),
+ * else the identity; bias may be NULL.  With AVX, float results go through 8 x 8 blocks
+ * transposed in registers and are stored as whole vectors (float16: one F16C conversion
+ * per vector); building them element by element in memory stalled on store forwarding.
+ * The edges, double and CPUs without AVX take the scalar loop.
+ */
+#ifndef DEEPNET_TRANSPOSE_H
+#define DEEPNET_TRANSPOSE_H
+
+#include <stdint.h>
+#include "deepnet_half.h"
+
+static inline float dn_activate_float(float value, int relu) { return relu && value < 0 ? 0.0f : value; }
+static inline double dn_activate_double(double value, int relu) { return relu && value < 0 ? 0.0 : value; }
+
+#if defined(__AVX__)
+#include <immintrin.h>
+
+/* Filters f0..f0+7 of pixels p0..p0+7: v[k] holds filter f0+k for the eight pixels. */
+static inline void dn_transposed_block(const float *product, int ld, const float *bias, int relu, __m256 v[8])
+{
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(product + (long)i * ld);
+    for (int i = 0; i < 8; i += 2) {             /* interleave pairs of rows */
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {             /* then pairs of pairs */
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int k = 0; k < 4; k++) {                /* then the 128-bit halves */
+        v[k] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x20);
+        v[k + 4] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x31);
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    for (int k = 0; k < 8; k++) {
+        if (bias)
+            v[k] = _mm256_add_ps(v[k], _mm256_set1_ps(bias[k]));
+        if (relu)  /* max(0, x) returns x when x is NaN, and -0 for -0 */
+            v[k] = _mm256_max_ps(zero, v[k]);
+    }
+}
+#endif
+
+/* The scalar loop over the part not covered by whole 8 x 8 blocks. */
+#define DN_STORE_TRANSPOSED_EDGES(T, OUT, CONVERT, ACTIVATE, rows_done, columns_done)               \
+    for (int p = 0; p < rows; p++)                                                                 \
+        for (int f = (p < (rows_done) ? (columns_done) : 0); f < columns; f++)                     \
+            OUT[(long)f * out_ld + p] = CONVERT(ACTIVATE(product[(long)p * ld + f]                 \
+                                                         + (bias ? bias[f] : (T)0), relu));
+
+#define DN_IDENTITY(x) (x)
+
+static inline void dn_store_transposed_float(const float *product, int ld, int rows, int columns,
+                                             const float *bias, int relu, float *out, int out_ld)
+{
+    int rows_done = 0, columns_done = 0;
+#if defined(__AVX__)
+    rows_done = rows - rows % 8;
+    columns_done = columns - columns % 8;
+    for (int p0 = 0; p0 < rows_done; p0 += 8)
+        for (int f0 = 0; f0 < columns_done; f0 += 8) {
+            __m256 v[8];
+            dn_transposed_block(product + (long)p0 * ld + f0, ld, bias ? bias + f0 : NULL, relu, v);
+            for (int k = 0; k < 8; k++)
+                _mm256_storeu_ps(out + (long)(f0 + k) * out_ld + p0, v[k]);
+        }
+#endif
+    DN_STORE_TRANSPOSED_EDGES(float, out, DN_IDENTITY, dn_activate_float, rows_done, columns_done)
+}
+
+static inline void dn_store_transposed_half(const float *product, int ld, int rows, int columns,
+                                            const float *bias, int relu, uint16_t *out, int out_ld)
+{
+    int rows_done = 0, columns_done = 0;
+#if defined(__AVX__) && DEEPNET_HAVE_F16C
+    rows_done = rows - rows % 8;
+    columns_done = columns - columns % 8;
+    for (int p0 = 0; p0 < rows_done; p0 += 8)
+        for (int f0 = 0; f0 < columns_done; f0 += 8) {
+            __m256 v[8];
+            dn_transposed_block(product + (long)p0 * ld + f0, ld, bias ? bias + f0 : NULL, relu, v);
+            for (int k = 0; k < 8; k++)
+                _mm_storeu_si128((__m128i *)(out + (long)(f0 + k) * out_ld + p0),
+                                 _mm256_cvtps_ph(v[k], _MM_FROUND_TO_NEAREST_INT));
+        }
+#endif
+    DN_STORE_TRANSPOSED_EDGES(float, out, dn_float_to_half, dn_activate_float, rows_done, columns_done)
+}
+
+static inline void dn_store_transposed_double(const double *product, int ld, int rows, int columns,
+                                              const double *bias, int relu, double *out, int out_ld)
+{
+    DN_STORE_TRANSPOSED_EDGES(double, out, DN_IDENTITY, dn_activate_double, 0, 0)
+}
+
+#endif /* DEEPNET_TRANSPOSE_H */
