@@ -242,17 +242,20 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
                 grad_in = &dout[n, 0, 0, 0]
                 mask = &relu_out[n, 0, 0, 0]
+                # grad = dout[n] (times the ReLU mask: no branch, NaN * 0 stays NaN, as in
+                # the reference), then transposed for dW and summed for db.
                 if storage_t is half_t and compute_t is float:
                     dn_halves_to_floats(grad_in, grad, FN * P)
+                    if relu:
+                        for q in range(FN * P):
+                            grad[q] = grad[q] * is_positive(mask[q])
+                elif relu:
+                    for q in range(FN * P):
+                        grad[q] = <compute_t>load(grad_in[q]) * is_positive(mask[q])
                 else:
                     for q in range(FN * P):
                         grad[q] = <compute_t>load(grad_in[q])
-                if relu:  # multiply by the mask, no branch: NaN * 0 stays NaN, as in the reference
-                    for q in range(FN * P):
-                        grad[q] = grad[q] * is_positive(mask[q])
-                for p in range(P):
-                    for f in range(FN):
-                        grad_t[p * ld + f] = grad[f * P + p]
+                store_transposed(grad, P, FN, P, NULL, False, grad_t, ld)
                 # db from the transposed rows: a vector add per pixel (a sum along a row of
                 # grad would be one serial chain of additions).
                 db_row = &db_per_chunk[chunk, 0]
