@@ -28,11 +28,11 @@
 
 #define DN_DEFINE_GATHER_GEMM(T, NAME)                                                       \
 static inline void NAME##_tile(int steps, const T *const *row, const int *step_offset,       \
-                               const T *B, int ldb, T *C, int ldc, int rows, int accumulate)  \
+                               const T *B, int ldb, T *C, int ldc, int rows, int accumulate) \
 {                                                                                            \
     typedef T vec __attribute__((vector_size(DN_VBYTES)));                                   \
     typedef T vec_u __attribute__((vector_size(DN_VBYTES), aligned(sizeof(T))));             \
-    enum { VL = DN_VBYTES / sizeof(T), MR = DN_GATHER_MR, NV = DN_GATHER_NV };                \
+    enum { VL = DN_VBYTES / sizeof(T), MR = DN_GATHER_MR, NV = DN_GATHER_NV };               \
     const T *rp[MR];                                                                         \
     for (int r = 0; r < MR; r++)                                                             \
         rp[r] = row[r];                                                                      \
@@ -61,10 +61,11 @@ static inline void NAME##_tile(int steps, const T *const *row, const int *step_o
         }                                                                                    \
 }                                                                                            \
                                                                                              \
-/* C[M, N] (+)= A @ B with A[r, t] = base[row_offset[r] + step_offset[t]], N a multiple   \
+/* C[M, N] (+)= A @ B with A[r, t] = base[row_offset[r] + step_offset[t]], N a multiple      \
  * of DN_GATHER_NR(T). */                                                                    \
-static void NAME(int M, int N, int steps, const T *base, const int *row_offset,              \
-                 const int *step_offset, const T *B, int ldb, T *C, int ldc, int accumulate)  \
+static inline void NAME(int M, int N, int steps, const T *base, const int *row_offset,       \
+                        const int *step_offset, const T *B, int ldb,                         \
+                        T *C, int ldc, int accumulate)                                       \
 {                                                                                            \
     enum { MR = DN_GATHER_MR, NR = DN_GATHER_NR(T) };                                        \
     const int block = DN_GATHER_PANEL_BYTES / (NR * (int)sizeof(T));                         \

@@ -64,8 +64,8 @@ static inline void NAME(int K, const T *A, int lda, const T *B, int ldb,        
 
 /* C (+)= A @ B by MR x NR tiles; returns 0, or -1 if the edge scratch cannot be allocated. */
 #define DN_DEFINE_TILED_GEMM(T, NAME, TILE, MR, NR)                                           \
-static int NAME(int M, int N, int K, const T *A, int lda, const T *B, int ldb,                \
-                T *C, int ldc, int accumulate)                                                \
+static inline int NAME(int M, int N, int K, const T *A, int lda, const T *B, int ldb,         \
+                       T *C, int ldc, int accumulate)                                         \
 {                                                                                             \
     T *edge_b = NULL, *edge_a = NULL, edge_c[(MR) * (NR)];                                    \
     if (N % (NR) || M % (MR)) {                                                               \
@@ -119,8 +119,8 @@ DN_DEFINE_TILE(T, NAME##_tile_4x3, 4, 3)                                        
 DN_DEFINE_TILE(T, NAME##_tile_6x2, 6, 2)                                                      \
 DN_DEFINE_TILED_GEMM(T, NAME##_4x3, NAME##_tile_4x3, 4, 3 * (DN_VBYTES / (int)sizeof(T)))     \
 DN_DEFINE_TILED_GEMM(T, NAME##_6x2, NAME##_tile_6x2, 6, 2 * (DN_VBYTES / (int)sizeof(T)))     \
-static int NAME(int M, int N, int K, const T *A, int lda, const T *B, int ldb,                \
-                T *C, int ldc, int accumulate)                                                \
+static inline int NAME(int M, int N, int K, const T *A, int lda, const T *B, int ldb,         \
+                       T *C, int ldc, int accumulate)                                         \
 {                                                                                             \
     const int VL = DN_VBYTES / (int)sizeof(T);                                                \
     long work_4x3 = dn_padded(M, 4) * dn_padded(N, 3 * VL);                                   \
