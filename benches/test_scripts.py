@@ -17,7 +17,9 @@ pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled
 
 
 def run_script(name, *args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(BENCHES.parent), os.environ.get("PYTHONPATH")])))
+    # The scripts import the deepnet this test imported (installed, or an in-place build).
+    deepnet_home = str(Path(deepnet.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
     result = subprocess.run([sys.executable, str(BENCHES / name), *args], capture_output=True, text=True,
                             env=env, timeout=600)
     assert result.returncode == 0, result.stderr
