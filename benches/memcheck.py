@@ -6,8 +6,9 @@
 (the real interpreter, not a pyenv shim, or valgrind only watches the shim).  Valgrind
 then reports any read or write out of bounds in the kernels (its reports from the
 dynamic loader and Python's own start-up are not ours).  Odd sizes, strides, padding
-as large as the kernel, one pixel, filter counts around the 16-wide GEMM tile, fused
-ReLU, both paths of dx, all three dtypes; the results are checked against the reference.
+as large as the kernel and larger, one pixel, filter counts around the GEMM tile's width
+(16 columns in float32, 8 in float64), fused ReLU, both paths of dx, all three dtypes;
+the results are checked against the reference.
 """
 import numpy as np
 
@@ -23,6 +24,8 @@ CASES = [
     ((2, 18, 9, 11), 24, (3, 3), (2, 1), (1, 1)),
     ((1, 3, 5, 4), 5, (7, 6), (3, 2), (3, 3)),
     ((1, 1, 1, 1), 1, (1, 1), (1, 1), (0, 0)),
+    ((1, 2, 3, 3), 3, (1, 1), (1, 1), (2, 2)),      # pad 2 > kernel 1: windows of padding only
+    ((2, 9, 4, 3), 9, (2, 2), (1, 1), (2, 2)),      # pad = kernel: col2im for dx
 ]
 TOLERANCE = {np.float16: 1e-2, np.float32: 1e-4, np.float64: 1e-10}
 

@@ -66,9 +66,33 @@ def _filter_columns(matrix, dtype):
     return padded
 
 
+INT_LIMIT = 2**31  # the conv kernels index one image's buffers with C ints
+
+
+def _check_image_size(x_shape, W_shape, stride, pad, caller):
+    """Refuse images too large for the kernels' int offsets (one image's padded input,
+    padded gradient or GEMM result must have fewer than 2**31 elements)."""
+    _, C, H, Wd = x_shape
+    FN, _, kh, kw = W_shape
+    out_h, out_w = output_hw(x_shape, kh, kw, stride, pad)
+    sizes = {
+        "padded input": C * (H + 2 * pad[0]) * (Wd + 2 * pad[1]),
+        "output": _padded_columns(FN, np.float32) * out_h * out_w,
+        "padded output gradient": FN * (out_h + 2 * kh) * (out_w + 2 * kw),
+        "input gradient": _padded_columns(C, np.float32) * H * Wd,
+        "weight gradient": C * kh * kw * _padded_columns(FN, np.float32),
+    }
+    name, largest = max(sizes.items(), key=lambda item: item[1])
+    if largest >= INT_LIMIT:
+        raise ValueError(f"{caller}: one image is too large for the compiled kernels: its {name} "
+                         f"would have {largest} elements, the limit is {INT_LIMIT - 1} "
+                         f"(x shape {tuple(x_shape)}, W shape {tuple(W_shape)})")
+
+
 def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
     FN, _, kh, kw = W.shape
+    _check_image_size(x.shape, W.shape, stride, pad, "deepnet.conv2d")
     acc = compute_dtype(x.dtype)
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
     weights_t = _filter_columns(cast(W, acc).reshape(FN, -1).T, acc)
@@ -79,6 +103,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
 
 def conv_backward(dout, x, W, stride, pad, relu_out=None):
     FN, C, kh, kw = W.shape
+    _check_image_size(x.shape, W.shape, stride, pad, "deepnet.conv2d_backward")
     acc = compute_dtype(x.dtype)
     weights = cast(W, acc)
     weights_t = np.ascontiguousarray(weights.reshape(FN, -1).T)

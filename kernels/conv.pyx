@@ -1,14 +1,17 @@
 # Convolution forward and backward, fused per image, as implicit GEMMs.
 #
-# Each thread takes whole images.  It copies one image into a private zero-padded buffer
-# (small enough to stay in the core's cache) and multiplies the filters with the im2col
-# matrix of that buffer without building it: the gather GEMM of src/deepnet_gather_gemm.h
-# reads the matrix's entries at precomputed offsets of the window positions (c, i, j) and
-# of the output pixels.  Writing the 9x larger column matrix was a third of the time.
+# A thread works on one image at a time (forward: an image, or a band of its output rows
+# when there are fewer images than threads; backward: the images of a chunk).  It copies
+# the image into a private zero-padded buffer (small enough to stay in the core's cache)
+# and multiplies the filters with the im2col matrix of that buffer without building it:
+# the gather GEMM of src/deepnet_gather_gemm.h reads the matrix's entries at precomputed
+# offsets of the window positions (c, i, j) and of the output pixels.  Writing the 9x
+# larger column matrix was a third of the time.  Offsets are ints: the wrappers refuse
+# images whose buffers would not fit.
 #
 # Arithmetic runs in compute_t (float32 for float16 and float32 storage, double for
-# float64); the caller passes the filters already in compute_t, transposed and padded to
-# whole tiles (column_multiple).
+# float64); the caller passes the filters already in compute_t, laid out as each
+# kernel's docstring says.
 
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
@@ -50,6 +53,13 @@ cdef extern from "deepnet_gather_gemm.h" nogil:
 def column_multiple(int itemsize):
     """The filter matrices' columns must be padded to a multiple of this (in compute_t)."""
     return DN_GATHER_NV * DN_VBYTES // itemsize
+
+
+cdef check_columns(str kernel, int columns, int itemsize):
+    """The gather GEMM loads whole tiles of columns: refuse a matrix not padded to them."""
+    if columns % column_multiple(itemsize):
+        raise ValueError(f"deepnet {kernel}: filter matrices need columns padded to a multiple of "
+                         f"{column_multiple(itemsize)}, got {columns}")
 
 
 cdef inline int gemm(int M, int N, int K, const compute_t* A, int lda, const compute_t* B, int ldb,
@@ -144,12 +154,13 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
     cdef int Hp = H + 2 * ph, Wp = W + 2 * pw
     cdef int bands = 1 if N >= n_threads else min(OH, (n_threads + N - 1) // N)
     cdef int task, n, band, first, band_size, failed = 0
+    check_columns("conv_forward", ld, sizeof(compute_t))
     cdef int* steps = window_offsets(C, kh, kw, Hp, Wp)
     cdef int* pixels = pixel_offsets(OH, OW, sh, sw, Wp)
     cdef compute_t* padded
     cdef compute_t* product
     with nogil, parallel(num_threads=n_threads):
-        padded = <compute_t*>calloc(C * Hp * Wp, sizeof(compute_t))  # the border stays zero
+        padded = <compute_t*>calloc(<size_t>C * Hp * Wp, sizeof(compute_t))  # the border stays zero
         product = <compute_t*>malloc(sizeof(compute_t) * P * ld)
         for task in prange(N * bands, schedule="static"):
             if steps == NULL or pixels == NULL or padded == NULL or product == NULL:
@@ -157,8 +168,8 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
                 continue
             n = task // bands
             band = task % bands
-            first = band * OH // bands * OW
-            band_size = (band + 1) * OH // bands * OW - first
+            first = (band * OH // bands) * OW
+            band_size = ((band + 1) * OH // bands) * OW - first
             pad_image(&x[n, 0, 0, 0], padded, C, H, W, ph, pw)
             gather_gemm(band_size, ld, K, padded, pixels + first, steps, &weights_t[0, 0], ld,
                         product, ld, 0)
@@ -169,6 +180,72 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
     free(pixels)
     if failed:
         raise MemoryError("deepnet conv_forward: out of memory for the per-thread buffers")
+
+
+cdef struct Geometry:
+    int C, H, W       # input planes
+    int FN, OH, OW    # output planes
+    int kh, kw, sh, sw, ph, pw
+
+
+cdef inline void load_gradient(const storage_t* dout, const storage_t* relu_out, bint relu,
+                               compute_t* grad, int count) noexcept nogil:
+    """grad = dout in compute_t, times the ReLU mask (relu_out > 0) if relu: a product, not a
+    branch, so NaN * 0 stays NaN as in the reference."""
+    cdef int q
+    if storage_t is half_t and compute_t is float:
+        dn_halves_to_floats(dout, grad, count)
+        if relu:
+            for q in range(count):
+                grad[q] = grad[q] * is_positive(relu_out[q])
+    elif relu:
+        for q in range(count):
+            grad[q] = <compute_t>load(dout[q]) * is_positive(relu_out[q])
+    else:
+        for q in range(count):
+            grad[q] = <compute_t>load(dout[q])
+
+
+cdef inline void dx_by_transposed_convolution(const compute_t* grad, compute_t* grad_padded,
+                                              const int* g_steps, const int* dx_pixels,
+                                              const compute_t* weights_flipped, int ld_dx,
+                                              compute_t* dx_sum, storage_t* dx_out,
+                                              Geometry g) noexcept nogil:
+    """Stride 1: dx = the convolution of grad, padded by kernel - 1 - pad, with the flipped
+    filters.  The padding's zeros multiply every weight: a weight of Inf makes NaN here where
+    col2im would stay finite (a diverged network either way)."""
+    pad_image(grad, grad_padded, g.FN, g.OH, g.OW, g.kh - 1 - g.ph, g.kw - 1 - g.pw)
+    gather_gemm(g.H * g.W, ld_dx, g.FN * g.kh * g.kw, grad_padded, dx_pixels, g_steps,
+                weights_flipped, ld_dx, dx_sum, ld_dx, 0)
+    store_transposed(dx_sum, ld_dx, g.H * g.W, g.C, NULL, False, dx_out, g.H * g.W)
+
+
+cdef inline int dx_by_col2im(const compute_t* grad, const compute_t* weights_t, compute_t* dcols,
+                             compute_t* dx_sum, storage_t* dx_out, Geometry g) noexcept nogil:
+    """Any stride: dx = col2im(weights_t @ grad), a few channels at a time so that the
+    columns stay in the core's cache.  Returns -1 if the GEMM's scratch could not be had."""
+    cdef int window = g.kh * g.kw, K = g.C * window, P = g.OH * g.OW, plane = g.H * g.W
+    cdef int block = min(g.C, CHANNEL_BLOCK) * window  # column rows per block of channels
+    cdef int first_row, rows, row, q, failed = 0
+    for q in range(g.C * plane):
+        dx_sum[q] = 0
+    first_row = 0
+    while first_row < K:
+        rows = min(block, K - first_row)
+        if gemm(rows, P, g.FN, weights_t + first_row * g.FN, g.FN, grad, P, dcols, P, 0) != 0:
+            failed = -1
+        for row in range(rows):
+            fold_row(dcols + row * P, 1, dx_sum + ((first_row + row) // window) * plane,
+                     ((first_row + row) // g.kw) % g.kh, (first_row + row) % g.kw,
+                     g.H, g.W, g.OH, g.OW, g.sh, g.sw, g.ph, g.pw)
+        first_row += block
+    # The windows were summed in compute_t; round once into dx (float16: F16C).
+    if storage_t is half_t and compute_t is float:
+        dn_floats_to_halves(dx_sum, dx_out, g.C * plane)
+    else:
+        for q in range(g.C * plane):
+            store(&dx_out[q], dx_sum[q])
+    return failed
 
 
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
@@ -183,55 +260,55 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     taken as 0 wherever relu_out is not positive (the ReLU's backward, fused).
 
     For image n, with g = dout[n] as (FN, P):
-      dW^T += im2col(x[n]) @ g^T        (C*kh*kw, FN padded), a gather GEMM
-      dx[n] = col2im(weights_t @ g)     weights_t: (C*kh*kw, FN)
-    With stride 1 and pad <= kernel - 1, dx is instead the forward convolution of g,
-    padded by kernel - 1 - pad, with the flipped filters: weights_flipped is
-    (FN*kh*kw, C padded), [(f, i, j), c] = W[f, c, kh-1-i, kw-1-j]; an empty
-    weights_flipped selects col2im.
+      dW^T += im2col(x[n]) @ g^T        a gather GEMM; dW_t_per_chunk is (chunks, C*kh*kw,
+                                        FN padded to column_multiple)
+      dx[n] = col2im(weights_t @ g)     weights_t: (C*kh*kw, FN), not padded
+    or, when weights_flipped is not empty (stride 1, pad < kernel only), dx[n] is the
+    transposed convolution: weights_flipped is (FN*kh*kw, C padded to column_multiple),
+    [(f, i, j), c] = W[f, c, kh-1-i, kw-1-j].
     The images are cut into dW_t_per_chunk.shape[0] chunks independent of the thread
     count, so the sums, and the result, do not depend on the number of threads.
     """
-    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef int K = weights_t.shape[0], FN = weights_t.shape[1], ld = dW_t_per_chunk.shape[2]
-    cdef int OH = dout.shape[2], OW = dout.shape[3], P = OH * OW
-    cdef int Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef Geometry g = Geometry(C=x.shape[1], H=x.shape[2], W=x.shape[3], FN=weights_t.shape[1],
+                               OH=dout.shape[2], OW=dout.shape[3],
+                               kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
+    cdef int N = x.shape[0], K = weights_t.shape[0], P = g.OH * g.OW
+    cdef int ld = dW_t_per_chunk.shape[2], ld_dx = weights_flipped.shape[1]
+    cdef int Hp = g.H + 2 * ph, Wp = g.W + 2 * pw
+    cdef int Hg = g.OH + 2 * (kh - 1 - ph), Wg = g.OW + 2 * (kw - 1 - pw)  # padded g
     cdef bint transposed = weights_flipped.shape[0] > 0
-    cdef int ld_dx = weights_flipped.shape[1]
-    cdef int qh = kh - 1 - ph, qw = kw - 1 - pw  # padding of g for the transposed convolution
-    cdef int Hg = OH + 2 * qh, Wg = OW + 2 * qw
-    cdef int window = kh * kw
-    cdef int block = min(C, CHANNEL_BLOCK) * window  # column rows per block of channels
     cdef int chunks = dW_t_per_chunk.shape[0]
-    cdef int chunk, n, row, first_row, rows, f, p, q, failed = 0
-    cdef int* steps = window_offsets(C, kh, kw, Hp, Wp)
-    cdef int* pixels = pixel_offsets(OH, OW, sh, sw, Wp)
-    cdef int* g_steps = NULL
-    cdef int* dx_pixels = NULL
+    cdef int chunk, n, p, f, failed = 0
+    check_columns("conv_backward", ld, sizeof(compute_t))
+    if transposed:
+        check_columns("conv_backward", ld_dx, sizeof(compute_t))
+        if sh != 1 or sw != 1 or ph >= kh or pw >= kw:
+            raise ValueError("deepnet conv_backward: dx as a transposed convolution needs stride 1 "
+                             f"and pad < kernel, got stride ({sh}, {sw}), pad ({ph}, {pw}), "
+                             f"kernel ({kh}, {kw})")
+    cdef int* steps = window_offsets(g.C, kh, kw, Hp, Wp)
+    cdef int* pixels = pixel_offsets(g.OH, g.OW, sh, sw, Wp)
+    cdef int* g_steps = window_offsets(g.FN, kh, kw, Hg, Wg) if transposed else NULL
+    cdef int* dx_pixels = pixel_offsets(g.H, g.W, 1, 1, Wg) if transposed else NULL
     cdef compute_t* padded
     cdef compute_t* grad
     cdef compute_t* grad_t
     cdef compute_t* grad_padded
     cdef compute_t* dcols
     cdef compute_t* dx_sum
-    cdef const storage_t* grad_in
-    cdef const storage_t* mask
     cdef compute_t* db_row
-    if transposed:
-        g_steps = window_offsets(FN, kh, kw, Hg, Wg)
-        dx_pixels = pixel_offsets(H, W, 1, 1, Wg)
     with nogil, parallel(num_threads=n_threads):
-        padded = <compute_t*>calloc(C * Hp * Wp, sizeof(compute_t))
-        grad = <compute_t*>malloc(sizeof(compute_t) * FN * P)
-        grad_t = <compute_t*>calloc(P * ld, sizeof(compute_t))  # the padding columns stay zero
+        padded = <compute_t*>calloc(<size_t>g.C * Hp * Wp, sizeof(compute_t))
+        grad = <compute_t*>malloc(sizeof(compute_t) * g.FN * P)
+        grad_t = <compute_t*>calloc(<size_t>P * ld, sizeof(compute_t))  # padding columns stay zero
         if transposed:
-            grad_padded = <compute_t*>calloc(FN * Hg * Wg, sizeof(compute_t))
+            grad_padded = <compute_t*>calloc(<size_t>g.FN * Hg * Wg, sizeof(compute_t))
             dcols = NULL
-            dx_sum = <compute_t*>malloc(sizeof(compute_t) * H * W * ld_dx)
+            dx_sum = <compute_t*>malloc(sizeof(compute_t) * g.H * g.W * ld_dx)
         else:
             grad_padded = NULL
-            dcols = <compute_t*>malloc(sizeof(compute_t) * block * P)
-            dx_sum = <compute_t*>malloc(sizeof(compute_t) * C * H * W)
+            dcols = <compute_t*>malloc(sizeof(compute_t) * min(g.C, CHANNEL_BLOCK) * kh * kw * P)
+            dx_sum = <compute_t*>malloc(sizeof(compute_t) * g.C * g.H * g.W)
         for chunk in prange(chunks, schedule="static"):
             if (steps == NULL or pixels == NULL or padded == NULL or grad == NULL or grad_t == NULL
                     or dx_sum == NULL or (transposed and (grad_padded == NULL or g_steps == NULL
@@ -240,56 +317,23 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 failed += 1
                 continue
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
-                grad_in = &dout[n, 0, 0, 0]
-                mask = &relu_out[n, 0, 0, 0]
-                # grad = dout[n] (times the ReLU mask: no branch, NaN * 0 stays NaN, as in
-                # the reference), then transposed for dW and summed for db.
-                if storage_t is half_t and compute_t is float:
-                    dn_halves_to_floats(grad_in, grad, FN * P)
-                    if relu:
-                        for q in range(FN * P):
-                            grad[q] = grad[q] * is_positive(mask[q])
-                elif relu:
-                    for q in range(FN * P):
-                        grad[q] = <compute_t>load(grad_in[q]) * is_positive(mask[q])
-                else:
-                    for q in range(FN * P):
-                        grad[q] = <compute_t>load(grad_in[q])
-                store_transposed(grad, P, FN, P, NULL, False, grad_t, ld)
+                load_gradient(&dout[n, 0, 0, 0], &relu_out[n, 0, 0, 0], relu, grad, g.FN * P)
+                store_transposed(grad, P, g.FN, P, NULL, False, grad_t, ld)
                 # db from the transposed rows: a vector add per pixel (a sum along a row of
                 # grad would be one serial chain of additions).
                 db_row = &db_per_chunk[chunk, 0]
                 for p in range(P):
-                    for f in range(FN):
+                    for f in range(g.FN):
                         db_row[f] += grad_t[p * ld + f]
-                pad_image(&x[n, 0, 0, 0], padded, C, H, W, ph, pw)
+                pad_image(&x[n, 0, 0, 0], padded, g.C, g.H, g.W, ph, pw)
                 gather_gemm(K, ld, P, padded, steps, pixels, grad_t, ld,
                             &dW_t_per_chunk[chunk, 0, 0], ld, 1)
                 if transposed:
-                    pad_image(grad, grad_padded, FN, OH, OW, qh, qw)
-                    gather_gemm(H * W, ld_dx, FN * window, grad_padded, dx_pixels, g_steps,
-                                &weights_flipped[0, 0], ld_dx, dx_sum, ld_dx, 0)
-                    store_transposed(dx_sum, ld_dx, H * W, C, NULL, False, &dx[n, 0, 0, 0], H * W)
-                    continue
-                # col2im: a few channels at a time, so that the columns stay in the core's cache.
-                for q in range(C * H * W):
-                    dx_sum[q] = 0
-                first_row = 0
-                while first_row < K:
-                    rows = min(block, K - first_row)
-                    if gemm(rows, P, FN, &weights_t[first_row, 0], FN, grad, P, dcols, P, 0) != 0:
-                        failed += 1
-                    for row in range(rows):
-                        fold_row(dcols + row * P, 1, dx_sum + ((first_row + row) // window) * H * W,
-                                 ((first_row + row) // kw) % kh, (first_row + row) % kw,
-                                 H, W, OH, OW, sh, sw, ph, pw)
-                    first_row = first_row + block
-                # The windows were summed in compute_t; round once into dx (float16: F16C).
-                if storage_t is half_t and compute_t is float:
-                    dn_floats_to_halves(dx_sum, &dx[n, 0, 0, 0], C * H * W)
-                else:
-                    for q in range(C * H * W):
-                        store(&dx[n, 0, 0, 0] + q, dx_sum[q])
+                    dx_by_transposed_convolution(grad, grad_padded, g_steps, dx_pixels,
+                                                 &weights_flipped[0, 0], ld_dx, dx_sum,
+                                                 &dx[n, 0, 0, 0], g)
+                elif dx_by_col2im(grad, &weights_t[0, 0], dcols, dx_sum, &dx[n, 0, 0, 0], g) != 0:
+                    failed += 1
         free(padded)
         free(grad)
         free(grad_t)

@@ -70,6 +70,9 @@ static inline void NAME(int M, int N, int steps, const T *base, const int *row_o
     enum { MR = DN_GATHER_MR, NR = DN_GATHER_NR(T) };                                        \
     const int block = DN_GATHER_PANEL_BYTES / (NR * (int)sizeof(T));                         \
     const T *row[MR];                                                                        \
+    if (steps <= 0 && !accumulate)         /* an empty sum (no channels): C = 0 */           \
+        for (int i = 0; i < M; i++)                                                          \
+            memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(T));                           \
     for (int t0 = 0; t0 < steps; t0 += block) {                                              \
         int t_count = steps - t0 < block ? steps - t0 : block;                               \
         for (int j0 = 0; j0 < N; j0 += NR)                                                   \

@@ -1,8 +1,8 @@
 /* Single-threaded GEMM for the convolution kernels: C = A @ B (or C += A @ B).
  *
- * Row-major A (M x K, row stride lda), B (K x N, ldb), C (M x N, ldc).  The kernels call it
- * once per image from inside their OpenMP loop, so it must not start threads itself (a
- * BLAS would, and would oversubscribe the cores).
+ * Row-major A (M x K, row stride lda), B (K x N, ldb), C (M x N, ldc).  conv_backward's
+ * col2im path calls it per image and block of channels from inside its OpenMP loop, so it
+ * must not start threads itself (a BLAS would, and would oversubscribe the cores).
  *
  * A register-blocked micro-kernel computes MR x NR tiles of C: per step of k it broadcasts
  * MR values of A and loads NR values of B (NV vectors) into MR*NV independent FMA chains.

@@ -5,7 +5,8 @@
  *   out[f, p] = act(product[p, f] + bias[f])     for p < rows, f < columns
  *
  * act is max(., 0) with relu (NaN stays NaN, -0 stays -0, as `value < 0 ? 0 : value`),
- * else the identity; bias may be NULL.  With AVX, float results go through 8 x 8 blocks
+ * else the identity; bias may be NULL.  For float16 the ReLU acts before the rounding: a
+ * value in (-2^-25, 0) gives +0 where rounding first would give -0 (equal as numbers).  With AVX, float results go through 8 x 8 blocks
  * transposed in registers and are stored as whole vectors (float16: one F16C conversion
  * per vector); building them element by element in memory stalled on store forwarding.
  * The edges, double and CPUs without AVX take the scalar loop.

@@ -293,3 +293,38 @@ def test_relu_special_values_like_the_reference(dtype):
         with np.errstate(invalid="ignore"):
             expected = R.relu_backward(dout, y)
         np.testing.assert_array_equal(F.relu_backward(dout, y), expected)
+
+
+def test_convolution_of_zero_channels_is_the_bias(rng):
+    """An empty sum: the gather GEMM must still write its result (zeros), not leave it unset."""
+    x = np.ones((2, 0, 5, 5), np.float32)
+    Wt = np.ones((3, 0, 3, 3), np.float32)
+    b = np.arange(3, dtype=np.float32)
+    np.testing.assert_array_equal(F.conv2d(x, Wt, b, 1, 1), R.conv_forward(x, Wt, b, (1, 1), (1, 1)))
+    dout = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    for got, expected in zip(F.conv2d_backward(dout, x, Wt, 1, 1), R.conv_backward(dout, x, Wt, (1, 1), (1, 1))):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_kernels_refuse_what_would_read_out_of_bounds():
+    """The raw kernels check the layouts they rely on (the wrappers always pass them)."""
+    from deepnet._kernels import conv
+
+    x = np.ones((1, 1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="conv_forward: filter matrices need columns padded to a multiple of 16, got 3"):
+        conv.conv_forward(x, np.ones((9, 3), np.float32), np.zeros(3, np.float32),
+                          np.empty((1, 3, 4, 4), np.float32), 3, 3, 1, 1, 1, 1, False, 1)
+    with pytest.raises(ValueError, match="transposed convolution needs stride 1 and pad < kernel"):
+        conv.conv_backward(x, np.ones((1, 16, 2, 2), np.float32), np.ones((1, 16, 2, 2), np.float32),
+                           np.ones((9, 16), np.float32), np.ones((144, 16), np.float32), np.empty_like(x),
+                           np.zeros((1, 9, 16), np.float32), np.zeros((1, 16), np.float32),
+                           3, 3, 2, 2, 1, 1, False, 1)
+
+
+def test_images_too_large_for_int_offsets_are_refused():
+    from deepnet import _cpu
+
+    with pytest.raises(ValueError, match=r"deepnet.conv2d: one image is too large .* output would have 4295491600"):
+        _cpu._check_image_size((1, 1, 16385, 16385), (1, 1, 1, 1), (1, 1), (0, 0), "deepnet.conv2d")
+    _cpu._check_image_size((100, 64, 8, 8), (64, 64, 3, 3), (1, 1), (1, 1), "deepnet.conv2d")  # DeepConvNet: fine
