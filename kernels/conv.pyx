@@ -162,7 +162,9 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
     with nogil, parallel(num_threads=n_threads):
         padded = <compute_t*>calloc(<size_t>C * Hp * Wp, sizeof(compute_t))  # the border stays zero
         product = <compute_t*>malloc(sizeof(compute_t) * P * ld)
-        for task in prange(N * bands, schedule="static"):
+        # dynamic: on a shared machine a core that is slowed down would otherwise keep the
+        # other waiting at the end of the loop (static measured 5-9% slower here)
+        for task in prange(N * bands, schedule="dynamic"):
             if steps == NULL or pixels == NULL or padded == NULL or product == NULL:
                 failed += 1
                 continue
@@ -309,7 +311,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
             grad_padded = NULL
             dcols = <compute_t*>malloc(sizeof(compute_t) * min(g.C, CHANNEL_BLOCK) * kh * kw * P)
             dx_sum = <compute_t*>malloc(sizeof(compute_t) * g.C * g.H * g.W)
-        for chunk in prange(chunks, schedule="static"):
+        for chunk in prange(chunks, schedule="dynamic"):  # as in conv_forward; sums stay per chunk
             if (steps == NULL or pixels == NULL or padded == NULL or grad == NULL or grad_t == NULL
                     or dx_sum == NULL or (transposed and (grad_padded == NULL or g_steps == NULL
                                                           or dx_pixels == NULL))
