@@ -75,15 +75,12 @@ def _check_image_size(x_shape, W_shape, stride, pad, caller):
     _, C, H, Wd = x_shape
     FN, _, kh, kw = W_shape
     out_h, out_w = output_hw(x_shape, kh, kw, stride, pad)
-    sizes = {
-        "padded input": C * (H + 2 * pad[0]) * (Wd + 2 * pad[1]),
-        "output": _padded_columns(FN, np.float32) * out_h * out_w,
-        "padded output gradient": FN * (out_h + 2 * kh) * (out_w + 2 * kw),
-        "input gradient": _padded_columns(C, np.float32) * H * Wd,
-        "weight gradient": C * kh * kw * _padded_columns(FN, np.float32),
-    }
-    name, largest = max(sizes.items(), key=lambda item: item[1])
-    if largest >= INT_LIMIT:
+    FN_padded, C_padded = _padded_columns(FN, np.float32), _padded_columns(C, np.float32)
+    sizes = (C * (H + 2 * pad[0]) * (Wd + 2 * pad[1]), FN_padded * out_h * out_w,
+             FN * (out_h + 2 * kh) * (out_w + 2 * kw), C_padded * H * Wd, C * kh * kw * FN_padded)
+    if max(sizes) >= INT_LIMIT:
+        names = ("padded input", "output", "padded output gradient", "input gradient", "weight gradient")
+        name, largest = max(zip(names, sizes), key=lambda item: item[1])
         raise ValueError(f"{caller}: one image is too large for the compiled kernels: its {name} "
                          f"would have {largest} elements, the limit is {INT_LIMIT - 1} "
                          f"(x shape {tuple(x_shape)}, W shape {tuple(W_shape)})")
@@ -133,18 +130,20 @@ def max_pool_forward(x, pool_h, pool_w, stride, pad):
     out_shape = x.shape[:2] + output_hw(x.shape, pool_h, pool_w, stride, pad)
     out = np.empty(out_shape, dtype=x.dtype)
     argmax = np.empty(out_shape, dtype=np.int32)
-    _pooling.max_pool_forward(_bits(x), _bits(out), argmax, pool_h, pool_w, *_geometry(stride, pad))
+    _pooling.max_pool_forward(_bits(x), _bits(out), argmax, pool_h, pool_w,
+                              *_geometry(stride, pad)[:-1], _elementwise_threads(x.size))
     return out, argmax
 
 
 def max_pool_backward(dout, argmax, x_shape, pool_h, pool_w, stride, pad):
     dx = np.empty(x_shape, dtype=dout.dtype)
-    _pooling.max_pool_backward(_bits(dout), argmax, _bits(dx), get_num_threads())
+    _pooling.max_pool_backward(_bits(dout), argmax, _bits(dx), _elementwise_threads(dx.size))
     return dx
 
 
 def _elementwise_threads(size):
-    """Threads for an element-wise pass: one for small arrays, where starting threads costs more."""
+    """Threads for an element-wise pass (ReLU, pooling, casts): one for small arrays, where
+    starting threads costs more than it saves."""
     return get_num_threads() if size >= ELEMENTWISE_PARALLEL_SIZE else 1
 
 

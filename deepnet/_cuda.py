@@ -112,18 +112,18 @@ def get_array_module(*arrays, name=None):
     Raises TypeError when NumPy and CuPy arrays are mixed; ``name`` (the calling
     function's name) is put in the message.
     """
-    on_cpu = [i for i, a in enumerate(arrays) if isinstance(a, np.ndarray)]
     on_gpu = [i for i, a in enumerate(arrays) if is_cupy_array(a)]
-    if on_cpu and on_gpu:
+    if not on_gpu:  # the common case, answered without a second pass (batch-1 latency)
+        return np
+    on_cpu = [i for i, a in enumerate(arrays) if isinstance(a, np.ndarray)]
+    if on_cpu:
         where = name or "deepnet"
         raise TypeError(
             f"{where}: cannot mix NumPy and CuPy arrays (NumPy arrays at argument "
             f"positions {on_cpu}, CuPy arrays at {on_gpu}); move them all to one "
             f"device first with deepnet._cuda.to_gpu() or to_cpu()"
         )
-    if on_gpu:
-        return _cupy()
-    return np
+    return _cupy()
 
 
 def to_gpu(a):

@@ -207,11 +207,17 @@ def relu_backward(dout, y, *, caller="deepnet.relu_backward"):
     return _backend(caller, dout, y).relu_backward(dout, y)
 
 
+# Below this many multiply-adds OpenBLAS computes on the calling thread by itself (its own
+# threshold is 4x higher), so limiting its threads would only cost the switch (~20 us).
+SMALL_PRODUCT = 1 << 16
+
+
 def matmul(a, b):
     """a @ b for the layers' small products (affine).  NumPy arrays with the compiled
     backend run BLAS single-threaded, so its spinning threads do not compete with the
     kernels' OpenMP threads; the NumPy reference backend leaves BLAS as configured."""
-    if is_cupy_array(a) or _config.get_backend() != "cython":
+    if (is_cupy_array(a) or _config.get_backend() != "cython"
+            or a.shape[0] * a.shape[-1] * b.shape[-1] < SMALL_PRODUCT):
         return a @ b
     with _config.single_threaded_blas():
         return a @ b
