@@ -61,12 +61,9 @@ def test_col2im_is_the_adjoint_of_im2col(case, backend, rng):
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES[:25], ids=case_id)
-def test_conv_forward_and_backward_equal_reference(case, dtype, rng):
-    x = random_input(rng, case["x_shape"], dtype)
-    Wt, b = weights_for(rng, case, dtype)
-    stride, pad = case["stride"], case["pad"]
+def assert_conv_equals_reference(x, Wt, b, stride, pad, rng):
+    """Forward and backward (dx, dW, db) of the compiled conv against the reference."""
+    dtype = x.dtype.type
     y = F.conv2d(x, Wt, b, stride, pad)
     y_ref = R.conv_forward(x, Wt, b, stride, pad)
     assert y.dtype == dtype and y.shape == y_ref.shape
@@ -80,9 +77,17 @@ def test_conv_forward_and_backward_equal_reference(case, dtype, rng):
         assert max_relative_error(got, expected) <= RTOL[dtype], name
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES[:25], ids=case_id)
+def test_conv_forward_and_backward_equal_reference(case, dtype, rng):
+    x = random_input(rng, case["x_shape"], dtype)
+    Wt, b = weights_for(rng, case, dtype)
+    assert_conv_equals_reference(x, Wt, b, case["stride"], case["pad"], rng)
+
+
 # The compiled backward computes dx in two ways: as the convolution of the padded dout
 # with the flipped filters (stride 1, pad < kernel, enough channels) or by col2im.  These
-# geometries take each way, with filter counts below, at and above a 16-wide tile, odd
+# geometries take each way, with filter counts around the GEMM tile's width (16), odd
 # sizes and DeepConvNet's shapes.
 PATH_CASES = [
     # (x shape, filters, kernel, stride, pad)
@@ -101,16 +106,8 @@ PATH_CASES = [
 @pytest.mark.parametrize("x_shape,filters,kernel,stride,pad", PATH_CASES)
 def test_conv_backward_both_dx_paths_equal_reference(x_shape, filters, kernel, stride, pad, dtype, rng):
     x = random_input(rng, x_shape, dtype)
-    case = dict(x_shape=x_shape, kh=kernel[0], kw=kernel[1])
-    Wt, b = weights_for(rng, case, dtype, filters=filters)
-    y = F.conv2d(x, Wt, b, stride, pad)
-    assert max_relative_error(y, R.conv_forward(x, Wt, b, stride, pad)) <= RTOL[dtype]
-    dout = random_input(rng, y.shape, dtype)
-    grads = F.conv2d_backward(dout, x, Wt, stride, pad)
-    grads_ref = R.conv_backward(dout, x, Wt, stride, pad)
-    for name, got, expected in zip(("dx", "dW", "db"), grads, grads_ref):
-        assert got.dtype == dtype and got.shape == expected.shape, name
-        assert max_relative_error(got, expected) <= RTOL[dtype], name
+    Wt, b = weights_for(rng, dict(x_shape=x_shape, kh=kernel[0], kw=kernel[1]), dtype, filters=filters)
+    assert_conv_equals_reference(x, Wt, b, stride, pad, rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
