@@ -103,22 +103,22 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     _check_image_size(x.shape, W.shape, stride, pad, "deepnet.conv2d_backward")
     acc = compute_dtype(x.dtype)
     weights = cast(W, acc)
-    weights_t = np.ascontiguousarray(weights.reshape(FN, -1).T)
     # With stride 1, dx is a convolution of dout with the flipped filters (needs pad <=
     # kernel - 1); for few channels the padded columns would waste more than col2im costs.
-    if stride == (1, 1) and pad[0] < kh and pad[1] < kw and 2 * C >= _padded_columns(1, acc):
-        weights_flipped = _filter_columns(weights[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(-1, C), acc)
+    transposed = stride == (1, 1) and pad[0] < kh and pad[1] < kw and 2 * C >= _padded_columns(1, acc)
+    if transposed:
+        dx_filters = _filter_columns(weights[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(-1, C), acc)
     else:
-        weights_flipped = np.empty((0, 0), dtype=acc)  # col2im
+        dx_filters = _filter_columns(weights.reshape(FN, -1), acc)  # col2im
     dx = np.empty_like(x)
     # dW is summed per chunk of images; the chunks do not depend on the thread count.
     chunks = min(x.shape[0], DW_CHUNKS)
-    dW_t_per_chunk = np.zeros((chunks, weights_t.shape[0], _padded_columns(FN, acc)), dtype=acc)
+    dW_t_per_chunk = np.zeros((chunks, C * kh * kw, _padded_columns(FN, acc)), dtype=acc)
     db_per_chunk = np.zeros((chunks, FN), dtype=acc)
     # The ReLU mask is applied as dout is read: without relu_out, dout itself is passed
     # as the (unused) mask.
     mask = dout if relu_out is None else relu_out
-    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), weights_t, weights_flipped, _bits(dx),
+    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), dx_filters, transposed, _bits(dx),
                         dW_t_per_chunk, db_per_chunk,
                         kh, kw, *_geometry(stride, pad, images=chunks, relu=relu_out is not None))
     db = db_per_chunk.sum(axis=0)

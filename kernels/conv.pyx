@@ -21,15 +21,9 @@ include "dtypes.pxi"
 ctypedef compute_t column_t
 include "window.pxi"
 
-# Channels per block in the col2im path of dx: 4 channels of 3x3 windows make 36 column
-# rows (a multiple of both GEMM tile heights) and keep the block in L2 at 28x28 pixels.
-DEF CHANNEL_BLOCK = 4
-
-cdef extern from "deepnet_gemm.h" nogil:
-    int dn_sgemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
-                 float* C, int ldc, int accumulate)
-    int dn_dgemm(int M, int N, int K, const double* A, int lda, const double* B, int ldb,
-                 double* C, int ldc, int accumulate)
+# Columns of the col2im path computed per GEMM call: 64 windows (7 channels of 3x3) x the
+# pixels stay in L2 at 28x28 pixels.  A multiple of every column_multiple.
+DEF COLUMN_BLOCK = 64
 
 cdef extern from "deepnet_transpose.h" nogil:
     void dn_store_transposed_float(const float* product, int ld, int rows, int columns,
@@ -62,14 +56,6 @@ cdef check_columns(str kernel, int columns, int itemsize):
                          f"{column_multiple(itemsize)}, got {columns}")
 
 
-cdef inline int gemm(int M, int N, int K, const compute_t* A, int lda, const compute_t* B, int ldb,
-                     compute_t* C, int ldc, int accumulate) noexcept nogil:
-    if compute_t is float:
-        return dn_sgemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
-    else:
-        return dn_dgemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate)
-
-
 cdef inline void gather_gemm(int M, int N, int steps, const compute_t* base, const int* row_offset,
                              const int* step_offset, const compute_t* B, int ldb,
                              compute_t* C, int ldc, int accumulate) noexcept nogil:
@@ -99,6 +85,16 @@ cdef int* pixel_offsets(int OH, int OW, int sh, int sw, int Wp) noexcept nogil:
         for oy in range(OH):
             for ox in range(OW):
                 offsets[oy * OW + ox] = oy * sh * Wp + ox * sw
+    return offsets
+
+
+cdef int* strided_offsets(int count, int stride) noexcept nogil:
+    """i * stride for i < count: the rows (or steps) of a dense matrix for the gather GEMM."""
+    cdef int* offsets = <int*>malloc(sizeof(int) * count)
+    cdef int i
+    if offsets != NULL:
+        for i in range(count):
+            offsets[i] = i * stride
     return offsets
 
 
@@ -222,37 +218,37 @@ cdef inline void dx_by_transposed_convolution(const compute_t* grad, compute_t* 
     store_transposed(dx_sum, ld_dx, g.H * g.W, g.C, NULL, False, dx_out, g.H * g.W)
 
 
-cdef inline int dx_by_col2im(const compute_t* grad, const compute_t* weights_t, compute_t* dcols,
-                             compute_t* dx_sum, storage_t* dx_out, Geometry g) noexcept nogil:
-    """Any stride: dx = col2im(weights_t @ grad), a few channels at a time so that the
-    columns stay in the core's cache.  Returns -1 if the GEMM's scratch could not be had."""
+cdef inline void dx_by_col2im(const compute_t* grad_t, int ld, const int* grad_rows,
+                              const int* filter_steps, const compute_t* weights, int ld_w,
+                              compute_t* columns, compute_t* dx_sum, storage_t* dx_out,
+                              Geometry g) noexcept nogil:
+    """Any stride: dx = col2im(weights^T @ grad), with weights the (FN, C*kh*kw padded) filter
+    matrix.  The columns are computed transposed, (pixels, windows), COLUMN_BLOCK windows
+    at a time so that they stay in the core's cache, and folded with a step."""
     cdef int window = g.kh * g.kw, K = g.C * window, P = g.OH * g.OW, plane = g.H * g.W
-    cdef int block = min(g.C, CHANNEL_BLOCK) * window  # column rows per block of channels
-    cdef int first_row, rows, row, q, failed = 0
+    cdef int first, count, row, q
     for q in range(g.C * plane):
         dx_sum[q] = 0
-    first_row = 0
-    while first_row < K:
-        rows = min(block, K - first_row)
-        if gemm(rows, P, g.FN, weights_t + first_row * g.FN, g.FN, grad, P, dcols, P, 0) != 0:
-            failed = -1
-        for row in range(rows):
-            fold_row(dcols + row * P, 1, dx_sum + ((first_row + row) // window) * plane,
-                     ((first_row + row) // g.kw) % g.kh, (first_row + row) % g.kw,
-                     g.H, g.W, g.OH, g.OW, g.sh, g.sw, g.ph, g.pw)
-        first_row += block
+    first = 0
+    while first < K:
+        count = min(COLUMN_BLOCK, ld_w - first)
+        gather_gemm(P, count, g.FN, grad_t, grad_rows, filter_steps, weights + first, ld_w,
+                    columns, count, 0)
+        for row in range(first, min(first + count, K)):
+            fold_row(columns + row - first, count, dx_sum + (row // window) * plane,
+                     (row // g.kw) % g.kh, row % g.kw, g.H, g.W, g.OH, g.OW, g.sh, g.sw, g.ph, g.pw)
+        first += count
     # The windows were summed in compute_t; round once into dx (float16: F16C).
     if storage_t is half_t and compute_t is float:
         dn_floats_to_halves(dx_sum, dx_out, g.C * plane)
     else:
         for q in range(g.C * plane):
             store(&dx_out[q], dx_sum[q])
-    return failed
 
 
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
                   const storage_t[:, :, :, ::1] relu_out,
-                  const compute_t[:, ::1] weights_t, const compute_t[:, ::1] weights_flipped,
+                  const compute_t[:, ::1] dx_filters, bint transposed,
                   storage_t[:, :, :, ::1] dx,
                   compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
                   int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
@@ -261,42 +257,43 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     With relu, the forward pass was fused with a ReLU whose output is relu_out: dout is
     taken as 0 wherever relu_out is not positive (the ReLU's backward, fused).
 
-    For image n, with g = dout[n] as (FN, P):
-      dW^T += im2col(x[n]) @ g^T        a gather GEMM; dW_t_per_chunk is (chunks, C*kh*kw,
-                                        FN padded to column_multiple)
-      dx[n] = col2im(weights_t @ g)     weights_t: (C*kh*kw, FN), not padded
-    or, when weights_flipped is not empty (stride 1, pad < kernel only), dx[n] is the
-    transposed convolution: weights_flipped is (FN*kh*kw, C padded to column_multiple),
-    [(f, i, j), c] = W[f, c, kh-1-i, kw-1-j].
-    The images are cut into dW_t_per_chunk.shape[0] chunks independent of the thread
-    count, so the sums, and the result, do not depend on the number of threads.
+    For image n, with g = dout[n] as (FN, P), every product a gather GEMM:
+      dW^T += im2col(x[n]) @ g^T    dW_t_per_chunk: (chunks, C*kh*kw, FN padded)
+      dx[n] = col2im(dx_filters^T @ g)
+                                    dx_filters: the filter matrix, (FN, C*kh*kw padded)
+    or, with transposed (stride 1, pad < kernel only), the transposed convolution of g:
+                                    dx_filters: (FN*kh*kw, C padded), the flipped filters
+                                    [(f, i, j), c] = W[f, c, kh-1-i, kw-1-j]
+    (padded: to a multiple of column_multiple).  The images are cut into
+    dW_t_per_chunk.shape[0] chunks independent of the thread count, so the sums, and the
+    result, do not depend on the number of threads.
     """
-    cdef Geometry g = Geometry(C=x.shape[1], H=x.shape[2], W=x.shape[3], FN=weights_t.shape[1],
+    cdef Geometry g = Geometry(C=x.shape[1], H=x.shape[2], W=x.shape[3], FN=dout.shape[1],
                                OH=dout.shape[2], OW=dout.shape[3],
                                kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
-    cdef int N = x.shape[0], K = weights_t.shape[0], P = g.OH * g.OW
-    cdef int ld = dW_t_per_chunk.shape[2], ld_dx = weights_flipped.shape[1]
+    cdef int N = x.shape[0], K = g.C * kh * kw, P = g.OH * g.OW
+    cdef int ld = dW_t_per_chunk.shape[2], ld_dx = dx_filters.shape[1]
     cdef int Hp = g.H + 2 * ph, Wp = g.W + 2 * pw
     cdef int Hg = g.OH + 2 * (kh - 1 - ph), Wg = g.OW + 2 * (kw - 1 - pw)  # padded g
-    cdef bint transposed = weights_flipped.shape[0] > 0
     cdef int chunks = dW_t_per_chunk.shape[0]
     cdef int chunk, n, p, f, failed = 0
     check_columns("conv_backward", ld, sizeof(compute_t))
-    if transposed:
-        check_columns("conv_backward", ld_dx, sizeof(compute_t))
-        if sh != 1 or sw != 1 or ph >= kh or pw >= kw:
-            raise ValueError("deepnet conv_backward: dx as a transposed convolution needs stride 1 "
-                             f"and pad < kernel, got stride ({sh}, {sw}), pad ({ph}, {pw}), "
-                             f"kernel ({kh}, {kw})")
+    check_columns("conv_backward", ld_dx, sizeof(compute_t))
+    if transposed and (sh != 1 or sw != 1 or ph >= kh or pw >= kw):
+        raise ValueError("deepnet conv_backward: dx as a transposed convolution needs stride 1 "
+                         f"and pad < kernel, got stride ({sh}, {sw}), pad ({ph}, {pw}), "
+                         f"kernel ({kh}, {kw})")
     cdef int* steps = window_offsets(g.C, kh, kw, Hp, Wp)
     cdef int* pixels = pixel_offsets(g.OH, g.OW, sh, sw, Wp)
-    cdef int* g_steps = window_offsets(g.FN, kh, kw, Hg, Wg) if transposed else NULL
-    cdef int* dx_pixels = pixel_offsets(g.H, g.W, 1, 1, Wg) if transposed else NULL
+    # The dx GEMM's rows and steps: dx's pixels and g's windows in the padded g, or g^T's
+    # pixel rows and its filters.
+    cdef int* dx_rows = pixel_offsets(g.H, g.W, 1, 1, Wg) if transposed else strided_offsets(P, ld)
+    cdef int* dx_steps = window_offsets(g.FN, kh, kw, Hg, Wg) if transposed else strided_offsets(g.FN, 1)
     cdef compute_t* padded
     cdef compute_t* grad
     cdef compute_t* grad_t
     cdef compute_t* grad_padded
-    cdef compute_t* dcols
+    cdef compute_t* columns
     cdef compute_t* dx_sum
     cdef compute_t* db_row
     with nogil, parallel(num_threads=n_threads):
@@ -305,17 +302,16 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
         grad_t = <compute_t*>calloc(<size_t>P * ld, sizeof(compute_t))  # padding columns stay zero
         if transposed:
             grad_padded = <compute_t*>calloc(<size_t>g.FN * Hg * Wg, sizeof(compute_t))
-            dcols = NULL
+            columns = NULL
             dx_sum = <compute_t*>malloc(sizeof(compute_t) * g.H * g.W * ld_dx)
         else:
             grad_padded = NULL
-            dcols = <compute_t*>malloc(sizeof(compute_t) * min(g.C, CHANNEL_BLOCK) * kh * kw * P)
+            columns = <compute_t*>malloc(sizeof(compute_t) * P * COLUMN_BLOCK)
             dx_sum = <compute_t*>malloc(sizeof(compute_t) * g.C * g.H * g.W)
         for chunk in prange(chunks, schedule="dynamic"):  # as in conv_forward; sums stay per chunk
-            if (steps == NULL or pixels == NULL or padded == NULL or grad == NULL or grad_t == NULL
-                    or dx_sum == NULL or (transposed and (grad_padded == NULL or g_steps == NULL
-                                                          or dx_pixels == NULL))
-                    or (not transposed and dcols == NULL)):
+            if (steps == NULL or pixels == NULL or dx_rows == NULL or dx_steps == NULL
+                    or padded == NULL or grad == NULL or grad_t == NULL or dx_sum == NULL
+                    or (grad_padded == NULL and columns == NULL)):
                 failed += 1
                 continue
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
@@ -331,20 +327,21 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 gather_gemm(K, ld, P, padded, steps, pixels, grad_t, ld,
                             &dW_t_per_chunk[chunk, 0, 0], ld, 1)
                 if transposed:
-                    dx_by_transposed_convolution(grad, grad_padded, g_steps, dx_pixels,
-                                                 &weights_flipped[0, 0], ld_dx, dx_sum,
+                    dx_by_transposed_convolution(grad, grad_padded, dx_steps, dx_rows,
+                                                 &dx_filters[0, 0], ld_dx, dx_sum,
                                                  &dx[n, 0, 0, 0], g)
-                elif dx_by_col2im(grad, &weights_t[0, 0], dcols, dx_sum, &dx[n, 0, 0, 0], g) != 0:
-                    failed += 1
+                else:
+                    dx_by_col2im(grad_t, ld, dx_rows, dx_steps, &dx_filters[0, 0], ld_dx,
+                                 columns, dx_sum, &dx[n, 0, 0, 0], g)
         free(padded)
         free(grad)
         free(grad_t)
         free(grad_padded)
-        free(dcols)
+        free(columns)
         free(dx_sum)
     free(steps)
     free(pixels)
-    free(g_steps)
-    free(dx_pixels)
+    free(dx_rows)
+    free(dx_steps)
     if failed:
         raise MemoryError("deepnet conv_backward: out of memory for the per-thread buffers")

@@ -7,19 +7,33 @@
  *   forward:          rows = output pixels, steps = window positions, B = W^T
  *                     (C is the output, pixels x filters);
  *   weight gradient:  rows = window positions, steps = output pixels, B = dout^T
- *                     (C is dW^T, window positions x filters).
+ *                     (C is dW^T, window positions x filters);
+ *   col2im's columns: base = dout^T, rows = its pixel rows, steps = filters, B = the
+ *                     filter matrix (C is the columns transposed, pixels x windows).
  * Any stride or padding is only a different set of offsets.  The micro-kernel computes an
  * MR x (NV vectors) tile of C in registers: per step it broadcasts MR gathered values of A
  * and loads NV vectors of B (6 x 2: 12 FMA chains, 8 loads).  B is row-major, steps x N,
  * and N (its columns, C's columns) must be a multiple of DN_GATHER_NR(T): the callers pad
  * the filters to it.  Rows at the bottom edge are handled by repeating the last row
  * (computed, not stored), so nothing is read or written out of bounds.  The steps are
- * cut into blocks whose B panel stays in L1.
+ * cut into blocks whose B panel stays in L1.  Written with GCC vector extensions, so -march
+ * decides the instructions and one source serves float and double.
  */
 #ifndef DEEPNET_GATHER_GEMM_H
 #define DEEPNET_GATHER_GEMM_H
 
-#include "deepnet_gemm.h"   /* DN_VBYTES, DN_KEEP_IN_REGISTER */
+#include <stddef.h>
+#include <string.h>
+
+#define DN_VBYTES 32   /* bytes per vector: AVX2 with -march=native, two SSE registers otherwise */
+
+/* Load B's vectors once per step into registers: left alone, GCC folds them into the FMAs
+ * as memory operands, re-reading each of them MR times, and the loads become the bottleneck. */
+#if defined(__GNUC__) && defined(__AVX__)   /* a 32-byte vector fits one ymm register */
+#define DN_KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define DN_KEEP_IN_REGISTER(v) ((void)0)
+#endif
 
 #define DN_GATHER_MR 6
 #define DN_GATHER_NV 2

@@ -314,7 +314,7 @@ def test_kernels_refuse_what_would_read_out_of_bounds():
                           np.empty((1, 3, 4, 4), np.float32), 3, 3, 1, 1, 1, 1, False, 1)
     with pytest.raises(ValueError, match="transposed convolution needs stride 1 and pad < kernel"):
         conv.conv_backward(x, np.ones((1, 16, 2, 2), np.float32), np.ones((1, 16, 2, 2), np.float32),
-                           np.ones((9, 16), np.float32), np.ones((144, 16), np.float32), np.empty_like(x),
+                           np.ones((144, 16), np.float32), True, np.empty_like(x),
                            np.zeros((1, 9, 16), np.float32), np.zeros((1, 16), np.float32),
                            3, 3, 2, 2, 1, 1, False, 1)
 
