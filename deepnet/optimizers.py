@@ -127,27 +127,22 @@ class Momentum(Optimizer):
         super().__init__(lr)
         self.momentum = momentum
 
-    def _update_one(self, key, param, grad):
+    def _velocity(self, key, param, grad):
+        """v = momentum*v - lr*g, in place."""
         v = self._slot("v", key, param)
         v *= self.momentum
         v -= self.lr * grad
-        param += v
+        return v
+
+    def _update_one(self, key, param, grad):
+        param += self._velocity(key, param, grad)
 
 
-class Nesterov(Optimizer):
+class Nesterov(Momentum):
     """The book's NAG form: v = momentum*v - lr*g;  p += momentum^2*v - (1+momentum)*lr*g"""
 
-    state_names = ("v",)
-
-    def __init__(self, lr=0.01, momentum=0.9):
-        super().__init__(lr)
-        self.momentum = momentum
-
     def _update_one(self, key, param, grad):
-        v = self._slot("v", key, param)
-        v *= self.momentum
-        v -= self.lr * grad
-        param += self.momentum * self.momentum * v
+        param += self.momentum * self.momentum * self._velocity(key, param, grad)
         param -= (1 + self.momentum) * self.lr * grad
 
 

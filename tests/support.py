@@ -8,15 +8,21 @@ MNIST_DIR = REPO / "data" / "mnist"  # the real MNIST files, committed with the 
 BOOK_PARAMS = REPO / "data" / "book" / "deep_convnet_params.pkl"  # the book's trained weights
 
 
+def numerical_gradient_at(f, array, index, eps=1e-6):
+    """Central difference of the scalar f() with respect to array[index] (changed in place,
+    then restored)."""
+    original = array[index]
+    array[index] = original + eps
+    plus = f()
+    array[index] = original - eps
+    minus = f()
+    array[index] = original
+    return (plus - minus) / (2 * eps)
+
+
 def numerical_gradient(f, array, eps=1e-6):
-    """Central differences of the scalar f() with respect to every entry of array (in place)."""
+    """Central differences of the scalar f() with respect to every entry of array."""
     grad = np.zeros_like(array)
     for index in np.ndindex(*array.shape):
-        original = array[index]
-        array[index] = original + eps
-        plus = f()
-        array[index] = original - eps
-        minus = f()
-        array[index] = original
-        grad[index] = (plus - minus) / (2 * eps)
+        grad[index] = numerical_gradient_at(f, array, index, eps)
     return grad

@@ -7,7 +7,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from deepnet.datasets import load_mnist
 from deepnet.nets import DeepConvNet, SimpleConvNet
-from support import BOOK_PARAMS, MNIST_DIR
+from support import BOOK_PARAMS, MNIST_DIR, numerical_gradient_at
 
 
 
@@ -119,14 +119,6 @@ def test_accuracy_counts_every_sample_including_a_partial_batch():
 
 # -- gradients -----------------------------------------------------------------------------
 
-def numerical_gradient_at(f, array, index, h=1e-5):
-    original = array[index]
-    array[index] = original + h
-    plus = f()
-    array[index] = original - h
-    minus = f()
-    array[index] = original
-    return (plus - minus) / (2 * h)
 
 
 def check_gradient_against_numerical(net, x, t, entries_per_param=4):
@@ -150,7 +142,7 @@ def check_gradient_against_numerical(net, x, t, entries_per_param=4):
         assert grads[name].shape == param.shape, name
         for _ in range(entries_per_param):
             index = tuple(int(pick.integers(n)) for n in param.shape)
-            numerical = numerical_gradient_at(loss, param, index)
+            numerical = numerical_gradient_at(loss, param, index, eps=1e-5)
             assert grads[name][index] == pytest.approx(numerical, rel=1e-4, abs=1e-8), (name, index)
 
 
