@@ -175,3 +175,8 @@ def cast(a, dtype):
                                    _elementwise_threads(a.size))
         return out
     return a.astype(dtype, copy=False)
+
+
+# Batch normalisation: the NumPy reference's vectorised passes for now.
+from deepnet.reference import (batch_norm_backward_sums, batch_norm_dx, batch_norm_sums,  # noqa: E402
+                               channel_affine)

@@ -405,3 +405,8 @@ def softmax_cross_entropy_backward(y, t):
 def cast(a, dtype):
     """a as dtype (CuPy's own conversion)."""
     return a.astype(dtype, copy=False)
+
+
+# Batch normalisation: the reference's passes, written with the array's module (CuPy here).
+from deepnet.reference import (batch_norm_backward_sums, batch_norm_dx, batch_norm_sums,  # noqa: E402
+                               channel_affine)

@@ -229,3 +229,74 @@ def cast(a, dtype):
     if a.dtype == dtype:
         return a
     return _backend("deepnet.cast", a).cast(a, np.dtype(dtype))
+
+
+# -- batch normalisation ------------------------------------------------------------------
+
+from deepnet.reference import compute_dtype  # noqa: E402
+
+
+def _per_channel(a, channels, name, caller, dtype):
+    a = get_array_module(a).asarray(a, dtype=dtype).reshape(-1)
+    if a.shape[0] != channels:
+        raise ValueError(f"{caller}: {name} must have {channels} entries (one per channel), got {a.shape[0]}")
+    return a
+
+
+def batch_norm_statistics(x, shift=None, sum_across=None, *, caller="deepnet.batch_norm_statistics"):
+    """Per-channel mean and biased variance of x (N, C, M) over its axes 0 and 2, and the
+    number of values per channel, as (mean, var, count) in x's compute dtype.
+
+    ``shift``: a value near each channel's mean (e.g. the running mean), subtracted before
+    the squares are summed, for accuracy.  ``sum_across(array)``: sums an array over all
+    ranks of a data-parallel run (one call: count and sums go in one buffer), so that the
+    statistics are those of the global batch.
+    """
+    x = as_float_array(x, "x", caller, ndim=3)
+    xp = get_array_module(x)
+    acc = compute_dtype(x.dtype)
+    shift = xp.zeros(x.shape[1], acc) if shift is None else _per_channel(shift, x.shape[1], "shift", caller, acc)
+    sums = _backend(caller, x, shift).batch_norm_sums(x, shift)
+    count = x.shape[0] * x.shape[2]
+    if sum_across is not None:
+        packed = sum_across(xp.concatenate([xp.asarray([float(count)]), sums.reshape(-1)]))
+        count, sums = int(round(float(packed[0]))), packed[1:].reshape(2, -1)
+    if count == 0:
+        return xp.zeros(x.shape[1], acc), xp.zeros(x.shape[1], acc), 0
+    mean_shifted = sums[0] / count
+    var = xp.maximum(sums[1] / count - mean_shifted * mean_shifted, 0)
+    return (shift.astype(np.float64) + mean_shifted).astype(acc), var.astype(acc), count
+
+
+def channel_affine(x, scale, offset, *, caller="deepnet.channel_affine"):
+    """y[n, c, m] = x[n, c, m] * scale[c] + offset[c] for x (N, C, M) (inference-time BN)."""
+    x = as_float_array(x, "x", caller, ndim=3)
+    acc = compute_dtype(x.dtype)
+    scale = _per_channel(scale, x.shape[1], "scale", caller, acc)
+    offset = _per_channel(offset, x.shape[1], "offset", caller, acc)
+    return _backend(caller, x, scale, offset).channel_affine(x, scale, offset)
+
+
+def batch_norm_backward(dout, x, mean, inv_std, gamma, count, sum_across=None, *,
+                        caller="deepnet.batch_norm_backward"):
+    """(dx, dgamma, dbeta) of a training-mode batch normalisation of x (N, C, M).
+
+    ``mean``, ``inv_std`` and ``count`` are what batch_norm_statistics gave (with
+    inv_std = 1 / sqrt(var + eps)); with ``sum_across`` the two sums that dx needs are
+    those of the global batch (dgamma and dbeta stay this rank's, as every gradient).
+    """
+    x = as_float_array(x, "x", caller, ndim=3)
+    dout = as_float_array(dout, "dout", caller, ndim=3, dtype=x.dtype)
+    if dout.shape != x.shape:
+        raise ValueError(f"{caller}: dout shape {tuple(dout.shape)} differs from x shape {tuple(x.shape)}")
+    acc = compute_dtype(x.dtype)
+    C = x.shape[1]
+    mean, inv_std = (_per_channel(a, C, n, caller, acc) for a, n in ((mean, "mean"), (inv_std, "inv_std")))
+    gamma_acc = _per_channel(gamma, C, "gamma", caller, acc)
+    backend = _backend(caller, dout, x, mean, inv_std)
+    sums = backend.batch_norm_backward_sums(dout, x, mean, inv_std)
+    global_sums = sums if sum_across is None else sum_across(sums.reshape(-1)).reshape(2, -1)
+    scale = 1.0 / count if count else 0.0
+    dx = backend.batch_norm_dx(dout, x, mean, inv_std, gamma_acc,
+                               (global_sums[0] * scale).astype(acc), (global_sums[1] * scale).astype(acc))
+    return dx, sums[1].astype(gamma.dtype), sums[0].astype(gamma.dtype)

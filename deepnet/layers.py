@@ -1,26 +1,99 @@
 """The book's layers (Deep Learning from Scratch, common/layers.py), over compiled kernels.
 
-Each layer is a small class: ``__init__`` keeps the parameters (by reference, so an
-optimizer that updates them in place is seen by the layer), ``forward`` keeps what
-``backward`` needs, and ``backward(dout)`` returns dx and sets dW/db.  The speed lives
-below, in deepnet.functional and its backends.
+Every layer follows one contract:
+
+- ``params``: its own parameters, name -> array (``W``, ``b``, ``gamma``, ``beta``), held by
+  reference, so an optimizer that updates them in place is seen by the layer;
+- ``grads``: the gradients of the last ``backward``, under the same names (empty while the
+  layer is frozen: ``trainable = False``);
+- ``buffers``: state that is saved with a model but not trained (BatchNormalization's
+  running statistics);
+- ``forward(x, train=False)`` keeps what ``backward`` needs; ``backward(dout)`` returns dx;
+- ``output_shape(input_shape)``: the shape ``forward`` returns for an input of that shape
+  (batch axis included);
+- ``config()``: the constructor's settings as JSON-ready data, from which
+  ``deepnet.nets.build`` rebuilds the layer (the architecture half of a model file).
+
+The book's attributes keep working: ``W, b, dW, db`` and ``gamma, beta, dgamma, dbeta``,
+and ``train_flg=`` where the book passes it.  The speed lives below, in deepnet.functional
+and its backends.
 
 Layers compute in the dtype of their parameters; inputs of another float dtype are
 converted once at the boundary.  Parameter-free layers keep the input's dtype.  float16
 is stored as half and computed in float32.  NumPy and CuPy arrays both work.
 """
+import math
+
 import numpy as np
 
 from deepnet import functional as F
 from deepnet._cuda import get_array_module
-from deepnet.reference import compute_dtype
+from deepnet.reference import compute_dtype, output_size
+
+__all__ = ["Layer", "Relu", "Sigmoid", "Affine", "Convolution", "Pooling", "Dropout",
+           "BatchNormalization", "Flatten", "GlobalAveragePooling", "Residual",
+           "SoftmaxWithLoss", "softmax", "cross_entropy_error"]
 
 
-class Relu:
+def _train_mode(train, train_flg):
+    """The book's ``train_flg`` keyword, accepted beside ``train``."""
+    return bool(train if train_flg is None else train_flg)
+
+
+class Layer:
+    """Base of every layer: no parameters, output shaped like the input."""
+
+    trainable = True
+
     def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+
+    def forward(self, x, train=False):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def config(self):
+        """The constructor's settings (not the parameter values), as JSON-ready data."""
+        return {}
+
+    def children(self):
+        """(name, layer) of the layers inside this one (containers only)."""
+        return ()
+
+    def _set_grads(self, **grads):
+        self.grads = grads if self.trainable else {}
+
+    def __repr__(self):
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({settings})"
+
+
+class _WeightAndBias(Layer):
+    """The book's attribute names for a layer with parameters W and b."""
+
+    W = property(lambda self: self.params["W"], lambda self, v: self.params.__setitem__("W", v))
+    b = property(lambda self: self.params["b"], lambda self, v: self.params.__setitem__("b", v))
+    dW = property(lambda self: self.grads.get("W"))
+    db = property(lambda self: self.grads.get("b"))
+
+    def __init__(self, W, b):
+        super().__init__()
+        self.params = {"W": W, "b": b}
+
+
+class Relu(Layer):
+    def __init__(self):
+        super().__init__()
         self.out = None
 
-    def forward(self, x):
+    def forward(self, x, train=False, *, train_flg=None):
         self.out = F.relu(x, caller="Relu.forward")
         return self.out
 
@@ -28,11 +101,12 @@ class Relu:
         return F.relu_backward(dout, self.out, caller="Relu.backward")
 
 
-class Sigmoid:
+class Sigmoid(Layer):
     def __init__(self):
+        super().__init__()
         self.out = None
 
-    def forward(self, x):
+    def forward(self, x, train=False, *, train_flg=None):
         x = F.as_float_array(x, "x", "Sigmoid.forward")
         xp = get_array_module(x)
         acc = x.astype(compute_dtype(x.dtype), copy=False)
@@ -43,22 +117,22 @@ class Sigmoid:
         return dout * (1.0 - self.out) * self.out
 
 
-class Affine:
+class Affine(_WeightAndBias):
     """y = x @ W + b for x of shape (N, ...) flattened to (N, in_features)."""
 
     def __init__(self, W, b):
-        self.W, self.b = W, b
-        self.dW = self.db = None
+        super().__init__(W, b)
         self.x = None
         self.original_x_shape = None
 
-    def forward(self, x):
+    def forward(self, x, train=False, *, train_flg=None):
         x = F.as_float_array(x, "x", "Affine.forward", dtype=self.W.dtype)
-        if x.ndim < 1 or x[0].size != self.W.shape[0]:
+        features = math.prod(x.shape[1:]) if x.ndim >= 1 else None
+        if features != self.W.shape[0]:
             raise ValueError(f"Affine.forward: each sample must have {self.W.shape[0]} features "
                              f"(W shape {tuple(self.W.shape)}), got x of shape {tuple(x.shape)}")
         self.original_x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
+        self.x = x.reshape(x.shape[0], features)
         acc = compute_dtype(self.W.dtype)
         out = F.matmul(F.cast(self.x, acc), F.cast(self.W, acc)) + F.cast(self.b, acc)
         return F.cast(out, self.W.dtype)
@@ -67,45 +141,64 @@ class Affine:
         acc = compute_dtype(self.W.dtype)
         dout = F.cast(dout, acc)
         dx = F.matmul(dout, F.cast(self.W, acc).T)
-        self.dW = F.cast(F.matmul(F.cast(self.x, acc).T, dout), self.W.dtype)
-        self.db = F.cast(dout.sum(axis=0), self.W.dtype)
+        self._set_grads(W=F.cast(F.matmul(F.cast(self.x, acc).T, dout), self.W.dtype),
+                        b=F.cast(dout.sum(axis=0), self.W.dtype))
         return F.cast(dx, self.W.dtype).reshape(self.original_x_shape)
 
+    def output_shape(self, input_shape):
+        return (input_shape[0], self.W.shape[1])
 
-class Convolution:
+    def config(self):
+        return {"in_features": int(self.W.shape[0]), "out_features": int(self.W.shape[1])}
+
+
+class Convolution(_WeightAndBias):
     """Convolution; with relu=True it is Convolution followed by Relu, fused in one pass
     (forward and backward), which saves a trip through memory per layer."""
 
     def __init__(self, W, b, stride=1, pad=0, relu=False):
-        self.W, self.b = W, b
+        super().__init__(W, b)
         self.stride, self.pad = stride, pad
         self.relu = relu
-        self.dW = self.db = None
         self.x = self.out = None
 
-    def forward(self, x):
+    def forward(self, x, train=False, *, train_flg=None):
         self.x = F.as_float_array(x, "x", "Convolution.forward", dtype=self.W.dtype)
         self.out = F.conv2d(self.x, self.W, self.b, self.stride, self.pad, relu=self.relu,
                             caller="Convolution.forward")
         return self.out
 
     def backward(self, dout):
-        dx, self.dW, self.db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad,
-                                                 relu_out=self.out if self.relu else None,
-                                                 caller="Convolution.backward")
+        dx, dW, db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad,
+                                       relu_out=self.out if self.relu else None,
+                                       caller="Convolution.backward")
+        self._set_grads(W=dW, b=db)
         return dx
 
+    def output_shape(self, input_shape):
+        N, _, H, W = input_shape
+        (sh, sw), (ph, pw) = _pair(self.stride), _pair(self.pad)
+        kh, kw = self.W.shape[2:]
+        return (N, self.W.shape[0], output_size(H, kh, sh, ph), output_size(W, kw, sw, pw))
 
-class Pooling:
-    """Max-pooling over pool_h x pool_w windows."""
+    def config(self):
+        FN, C, kh, kw = (int(s) for s in self.W.shape)
+        return {"in_channels": C, "filters": FN, "kernel": [kh, kw], "stride": list(_pair(self.stride)),
+                "pad": list(_pair(self.pad)), "relu": bool(self.relu)}
+
+
+class Pooling(Layer):
+    """Max-pooling over pool_h x pool_w windows.  The stride defaults to 2 (the book's
+    default is 1): every network here pools 2x2 windows with stride 2."""
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        super().__init__()
         self.pool_h, self.pool_w = pool_h, pool_w
         self.stride, self.pad = stride, pad
         self.x_shape = None
         self.argmax = None
 
-    def forward(self, x):
+    def forward(self, x, train=False, *, train_flg=None):
         out, self.argmax = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad,
                                         caller="Pooling.forward")
         self.x_shape = x.shape
@@ -115,21 +208,42 @@ class Pooling:
         return F.max_pool2d_backward(dout, self.argmax, self.x_shape, self.pool_h, self.pool_w,
                                      self.stride, self.pad, caller="Pooling.backward")
 
+    def output_shape(self, input_shape):
+        N, C, H, W = input_shape
+        (sh, sw), (ph, pw) = _pair(self.stride), _pair(self.pad)
+        return (N, C, output_size(H, self.pool_h, sh, ph), output_size(W, self.pool_w, sw, pw))
 
-class Dropout:
-    """The book's dropout: training drops units; inference scales by (1 - dropout_ratio)."""
+    def config(self):
+        return {"pool_h": self.pool_h, "pool_w": self.pool_w, "stride": list(_pair(self.stride)),
+                "pad": list(_pair(self.pad))}
+
+
+class Dropout(Layer):
+    """The book's dropout: training drops units; inference scales by (1 - dropout_ratio).
+
+    The masks are drawn from ``rng`` on the CPU, so a seed gives the same masks on either
+    device.  ``shard = (global_batch, first)`` makes it draw the masks of a whole global
+    batch and keep rows first..first+N (data-parallel training: every rank draws the same
+    masks and takes its own slice, so K ranks compute what one process would).
+    """
 
     def __init__(self, dropout_ratio=0.5, rng=None):
+        super().__init__()
         if not 0 <= dropout_ratio < 1:
             raise ValueError(f"Dropout: dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
         self.dropout_ratio = dropout_ratio
         self.rng = rng if rng is not None else np.random.default_rng()
         self.mask = None
+        self.shard = None
 
-    def forward(self, x, train_flg=True):
-        if train_flg:
-            # Draw on the CPU generator so a seed gives the same masks on either device.
-            keep = self.rng.random(x.shape, dtype=np.float32) > self.dropout_ratio
+    def forward(self, x, train=False, *, train_flg=None):
+        if _train_mode(train, train_flg):
+            if self.shard is None:
+                keep = self.rng.random(x.shape, dtype=np.float32) > self.dropout_ratio
+            else:
+                global_batch, first = self.shard
+                keep = self.rng.random((global_batch,) + x.shape[1:], dtype=np.float32) > self.dropout_ratio
+                keep = keep[first:first + x.shape[0]]
             self.mask = get_array_module(x).asarray(keep)
             return x * self.mask
         return x * x.dtype.type(1.0 - self.dropout_ratio)
@@ -137,96 +251,184 @@ class Dropout:
     def backward(self, dout):
         return dout * self.mask
 
+    def config(self):
+        return {"dropout_ratio": self.dropout_ratio}
 
-class BatchNormalization:
-    """Batch normalisation; per feature for 2-D input, per channel for 4-D (N, C, H, W)."""
+
+class BatchNormalization(Layer):
+    """Batch normalisation; per feature for 2-D input (N, F), per channel for 4-D (N, C, H, W).
+
+    Training normalises by the batch's mean and (biased) variance and updates the running
+    statistics, ``running = momentum * running + (1 - momentum) * batch``; inference uses
+    the running statistics.  ``sum_across`` (set by data-parallel training) sums the
+    per-channel statistics over all ranks, so the batch is the global batch.
+    """
+
+    EPS = 1e-7  # the book's
+
+    gamma = property(lambda self: self.params["gamma"], lambda self, v: self.params.__setitem__("gamma", v))
+    beta = property(lambda self: self.params["beta"], lambda self, v: self.params.__setitem__("beta", v))
+    dgamma = property(lambda self: self.grads.get("gamma"))
+    dbeta = property(lambda self: self.grads.get("beta"))
+    running_mean = property(lambda self: self.buffers["running_mean"],
+                            lambda self, v: self.buffers.__setitem__("running_mean", v))
+    running_var = property(lambda self: self.buffers["running_var"],
+                           lambda self, v: self.buffers.__setitem__("running_var", v))
 
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
-        self.gamma, self.beta = gamma, beta
+        super().__init__()
+        xp = get_array_module(gamma)
+        self.params = {"gamma": gamma, "beta": beta}
         self.momentum = momentum
-        self.running_mean, self.running_var = running_mean, running_var
-        self.dgamma = self.dbeta = None
-        self.input_shape = None
-        self.batch_size = self.xc = self.std = self.xn = None
+        self.buffers = {
+            "running_mean": running_mean if running_mean is not None else xp.zeros_like(gamma),
+            "running_var": running_var if running_var is not None else xp.ones_like(gamma),
+        }
+        self.sum_across = None
+        self._saved = None  # what backward needs: (x as (N, C, M), mean, inv_std, count)
 
-    def _to_2d(self, x):
-        """(N, C, H, W) -> (N*H*W, C) so that every channel is one feature."""
-        if x.ndim == 4:
-            return x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
-        return x.reshape(x.shape[0], -1)
-
-    def _from_2d(self, y):
-        if len(self.input_shape) == 4:
-            N, C, H, W = self.input_shape
-            return y.reshape(N, H, W, C).transpose(0, 3, 1, 2)
-        return y.reshape(self.input_shape)
-
-    def forward(self, x, train_flg=True):
+    def forward(self, x, train=False, *, train_flg=None):
         x = F.as_float_array(x, "x", "BatchNormalization.forward", dtype=self.gamma.dtype)
-        self.input_shape = x.shape
-        acc = compute_dtype(x.dtype)
-        x2 = self._to_2d(x).astype(acc, copy=False)
-        if x2.shape[1] != self.gamma.size:
-            raise ValueError(f"BatchNormalization.forward: expected {self.gamma.size} features/channels, "
-                             f"got input of shape {tuple(x.shape)}")
-        xp = get_array_module(x)
-        if self.running_mean is None:
-            self.running_mean = xp.zeros(x2.shape[1], dtype=self.gamma.dtype)
-            self.running_var = xp.zeros(x2.shape[1], dtype=self.gamma.dtype)
-        if train_flg:
-            mu = x2.mean(axis=0)
-            self.xc = x2 - mu
-            var = (self.xc ** 2).mean(axis=0)
-            self.std = xp.sqrt(var + 1e-7)
-            self.xn = self.xc / self.std
-            self.batch_size = x2.shape[0]
+        if x.ndim not in (2, 4) or x.shape[1] != self.gamma.size:
+            raise ValueError(f"BatchNormalization.forward: expected (N, {self.gamma.size}) or "
+                             f"(N, {self.gamma.size}, H, W) input, got shape {tuple(x.shape)}")
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        if _train_mode(train, train_flg):
+            mean, var, count = F.batch_norm_statistics(x3, shift=self.running_mean, sum_across=self.sum_across,
+                                                       caller="BatchNormalization.forward")
+            inv_std = 1 / (get_array_module(x).sqrt(var + self.EPS))
+            self._saved = (x3, mean, inv_std, count)
             m = self.momentum
-            self.running_mean[...] = m * self.running_mean + (1 - m) * mu
+            self.running_mean[...] = m * self.running_mean + (1 - m) * mean
             self.running_var[...] = m * self.running_var + (1 - m) * var
-            xn = self.xn
         else:
-            xn = (x2 - self.running_mean.astype(acc)) / xp.sqrt(self.running_var.astype(acc) + 1e-7)
-        out = self.gamma.astype(acc) * xn + self.beta.astype(acc)
-        return self._from_2d(out.astype(x.dtype, copy=False))
+            mean, var = self.running_mean, self.running_var
+            inv_std = 1 / (get_array_module(x).sqrt(var.astype(compute_dtype(x.dtype)) + self.EPS))
+        scale = self.gamma * inv_std
+        return F.channel_affine(x3, scale, self.beta - mean * scale).reshape(x.shape)
 
     def backward(self, dout):
-        acc = compute_dtype(self.gamma.dtype)
-        dout = self._to_2d(dout).astype(acc, copy=False)
-        dbeta = dout.sum(axis=0)
-        dgamma = (self.xn * dout).sum(axis=0)
-        dxn = self.gamma.astype(acc) * dout
-        dxc = dxn / self.std
-        dstd = -((dxn * self.xc) / (self.std * self.std)).sum(axis=0)
-        dvar = 0.5 * dstd / self.std
-        dxc += (2.0 / self.batch_size) * self.xc * dvar
-        dmu = dxc.sum(axis=0)
-        dx = dxc - dmu / self.batch_size
-        self.dgamma = dgamma.astype(self.gamma.dtype)
-        self.dbeta = dbeta.astype(self.gamma.dtype)
-        return self._from_2d(dx.astype(self.gamma.dtype, copy=False))
+        x3, mean, inv_std, count = self._saved
+        dout3 = F.as_float_array(dout, "dout", "BatchNormalization.backward",
+                                 dtype=self.gamma.dtype).reshape(x3.shape)
+        dx, dgamma, dbeta = F.batch_norm_backward(dout3, x3, mean, inv_std, self.gamma, count,
+                                                  sum_across=self.sum_across,
+                                                  caller="BatchNormalization.backward")
+        self._set_grads(gamma=dgamma, beta=dbeta)
+        return dx.reshape(dout.shape)
+
+    def config(self):
+        return {"features": int(self.gamma.size), "momentum": self.momentum}
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.x_shape = None
+
+    def forward(self, x, train=False, *, train_flg=None):
+        self.x_shape = x.shape
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+    def backward(self, dout):
+        return dout.reshape(self.x_shape)
+
+    def output_shape(self, input_shape):
+        return (input_shape[0], math.prod(input_shape[1:]))
+
+
+class GlobalAveragePooling(Layer):
+    """(N, C, H, W) -> (N, C): the mean of every feature map."""
+
+    def __init__(self):
+        super().__init__()
+        self.x_shape = None
+
+    def forward(self, x, train=False, *, train_flg=None):
+        x = F.as_float_array(x, "x", "GlobalAveragePooling.forward", ndim=4)
+        self.x_shape = x.shape
+        acc = compute_dtype(x.dtype)
+        return x.mean(axis=(2, 3), dtype=acc).astype(x.dtype, copy=False)
+
+    def backward(self, dout):
+        N, C, H, W = self.x_shape
+        xp = get_array_module(dout)
+        acc = compute_dtype(dout.dtype)
+        share = dout.astype(acc, copy=False) / (H * W) if H * W else dout.astype(acc)
+        return xp.broadcast_to(share[:, :, None, None], self.x_shape).astype(dout.dtype)
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape[:2])
+
+
+class Residual(Layer):
+    """A shortcut connection (ResNet): y = body(x) + shortcut(x).
+
+    ``shortcut`` is the identity by default; where the body changes the shape, pass a
+    projection such as a (strided) 1x1 Convolution, possibly with BatchNormalization.
+    """
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body, self.shortcut = body, shortcut
+
+    def children(self):
+        return (("body", self.body),) + ((("shortcut", self.shortcut),) if self.shortcut is not None else ())
+
+    def forward(self, x, train=False, *, train_flg=None):
+        train = _train_mode(train, train_flg)
+        y = self.body.forward(x, train)
+        skip = x if self.shortcut is None else self.shortcut.forward(x, train)
+        if y.shape != skip.shape:
+            raise ValueError(f"Residual.forward: the body gives shape {tuple(y.shape)} but the shortcut "
+                             f"{tuple(skip.shape)}; give a shortcut that projects to the body's shape")
+        return y + skip
+
+    def backward(self, dout):
+        dx = self.body.backward(dout)
+        return dx + (dout if self.shortcut is None else self.shortcut.backward(dout))
+
+    def output_shape(self, input_shape):
+        return self.body.output_shape(input_shape)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def softmax(x):
     """Row-wise softmax, stabilised by subtracting each row's maximum."""
     xp = get_array_module(x)
+    if x.shape[-1] == 0 or x.size == 0:
+        return xp.zeros_like(x)
     shifted = x - x.max(axis=-1, keepdims=True)
     e = xp.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
 
 
 def cross_entropy_error(y, t):
-    """Mean -log(probability of the true class); t holds labels or one-hot rows."""
+    """Mean -log(probability of the true class); t holds labels or one-hot rows.
+
+    An empty batch has no mean: the result is nan, as numpy's and PyTorch's mean give.
+    """
     if y.ndim == 1:
         y, t = y.reshape(1, -1), t.reshape(1, -1)
-    if t.size == y.size:
+    if t.size == y.size and t.ndim == y.ndim:
         t = t.argmax(axis=1)
     xp = get_array_module(y)
     batch_size = y.shape[0]
+    if batch_size == 0:
+        return float("nan")
     return -float(xp.log(y[xp.arange(batch_size), t] + 1e-7).sum()) / batch_size
 
 
-class SoftmaxWithLoss:
+class SoftmaxWithLoss(Layer):
+    """Softmax and cross-entropy loss; ``t`` holds integer labels 0..C-1 or one-hot rows."""
+
     def __init__(self):
+        super().__init__()
         self.loss = None
         self.y = None  # softmax output
         self.t = None  # labels or one-hot, as given
@@ -239,8 +441,13 @@ class SoftmaxWithLoss:
         if (t.ndim not in (1, 2)) or t.shape[0] != x.shape[0] or (is_one_hot and t.shape != x.shape):
             raise ValueError(f"SoftmaxWithLoss.forward: t must be {x.shape[0]} labels or one-hot rows of "
                              f"shape {tuple(x.shape)} to match x; got t of shape {tuple(t.shape)}")
-        if not is_one_hot and t.dtype.kind not in "iu":
-            raise TypeError(f"SoftmaxWithLoss.forward: labels must be integers, got dtype {t.dtype}")
+        if not is_one_hot:
+            if t.dtype.kind not in "iu":
+                raise TypeError(f"SoftmaxWithLoss.forward: labels must be integers, got dtype {t.dtype}")
+            if t.size and (int(t.min()) < 0 or int(t.max()) >= x.shape[1]):
+                bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
+                raise ValueError(f"SoftmaxWithLoss.forward: labels must lie in 0..{x.shape[1] - 1} "
+                                 f"(one per class of x), got label {bad}")
         self.t = t
         self.x_dtype = x.dtype
         self.y = softmax(x.astype(compute_dtype(x.dtype), copy=False))
@@ -250,7 +457,9 @@ class SoftmaxWithLoss:
     def backward(self, dout=1):
         batch_size = self.t.shape[0]
         dx = self.y.copy()
-        if self.t.size == self.y.size:
+        if batch_size == 0:
+            return dx.astype(self.x_dtype, copy=False)
+        if self.t.ndim == 2:
             dx -= self.t
         else:
             dx[get_array_module(dx).arange(batch_size), self.t] -= 1

@@ -13,6 +13,7 @@ because float16 state underflows (g*g is already 0 in float16 for |g| below ~1.7
 The update is computed in float32 and written back into the float16 parameter.
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -33,6 +34,10 @@ def _state_dtype(param):
     return np.float32 if param.dtype == np.float16 else param.dtype
 
 
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _to_numpy(a):
     """A NumPy copy of a NumPy or CuPy array (a snapshot: later updates do not change it)."""
     return np.array(to_cpu(a), copy=True)
@@ -43,20 +48,33 @@ class Optimizer:
 
     Subclasses list their state in ``state_names`` (e.g. ``("m", "v")``) and implement
     ``_update_one(key, param, grad)``.
+
+    ``weight_decay``: L2 regularisation as the book's ``weight_decay_lambda`` (the loss
+    gains weight_decay/2 * ||W||^2), i.e. weight_decay * W is added to the gradient of
+    every weight array (ndim > 1: conv and affine weights, not biases or BN's gamma/beta).
     """
 
     state_names = ()
 
-    def __init__(self, lr):
+    def __init__(self, lr, weight_decay=0.0):
+        if not (_is_real(lr) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"{type(self).__name__}: lr must be a finite number > 0, got {lr!r}")
+        if not (_is_real(weight_decay) and math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"{type(self).__name__}: weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.lr = lr
+        self.weight_decay = weight_decay
         self.iter = 0
         self._state = {name: {} for name in self.state_names}
 
     def update(self, params, grads):
-        """Apply one step to every array in ``params`` (in place), using ``grads[name]``."""
+        """Apply one step (in place) to each parameter that has a gradient in ``grads``:
+        parameters without one (frozen layers) are left alone."""
         self.iter += 1
-        for key, param in params.items():
-            grad = grads[key].astype(_state_dtype(param), copy=False)
+        for key, grad in grads.items():
+            param = params[key]
+            grad = grad.astype(_state_dtype(param), copy=False)
+            if self.weight_decay and param.ndim > 1:
+                grad = grad + self.weight_decay * param.astype(grad.dtype, copy=False)
             self._update_one(key, param, grad)
 
     def _update_one(self, key, param, grad):
@@ -111,8 +129,8 @@ class Optimizer:
 class SGD(Optimizer):
     """p -= lr * g"""
 
-    def __init__(self, lr=0.01):
-        super().__init__(lr)
+    def __init__(self, lr=0.01, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
 
     def _update_one(self, key, param, grad):
         param -= self.lr * grad
@@ -123,8 +141,8 @@ class Momentum(Optimizer):
 
     state_names = ("v",)
 
-    def __init__(self, lr=0.01, momentum=0.9):
-        super().__init__(lr)
+    def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
         self.momentum = momentum
 
     def _velocity(self, key, param, grad):
@@ -151,8 +169,8 @@ class AdaGrad(Optimizer):
 
     state_names = ("h",)
 
-    def __init__(self, lr=0.01):
-        super().__init__(lr)
+    def __init__(self, lr=0.01, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
 
     def _update_one(self, key, param, grad):
         xp = _array_module(param)
@@ -166,8 +184,8 @@ class RMSprop(Optimizer):
 
     state_names = ("h",)
 
-    def __init__(self, lr=0.01, decay_rate=0.99):
-        super().__init__(lr)
+    def __init__(self, lr=0.01, decay_rate=0.99, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
         self.decay_rate = decay_rate
 
     def _update_one(self, key, param, grad):
@@ -187,8 +205,8 @@ class Adam(Optimizer):
 
     state_names = ("m", "v")
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
-        super().__init__(lr)
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
         self.beta1 = beta1
         self.beta2 = beta2
 
@@ -214,7 +232,10 @@ _OPTIMIZERS = {
 
 
 def get_optimizer(name, **params):
-    """Build an optimizer by (case-insensitive) name, e.g. ``get_optimizer("Adam", lr=1e-3)``."""
+    """Build an optimizer by (case-insensitive) name, e.g. ``get_optimizer("Adam", lr=1e-3)``;
+    an Optimizer instance is returned as it is."""
+    if isinstance(name, Optimizer):
+        return name
     cls = _OPTIMIZERS.get(name.lower()) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(_OPTIMIZERS)}")

@@ -134,3 +134,41 @@ def relu_backward(dout, y):
 
 def cast(a, dtype):
     return a.astype(dtype, copy=False)
+
+
+# -- batch normalisation ------------------------------------------------------------------
+# Written with the array's own module, so CuPy arrays run these too.
+
+def batch_norm_sums(x, shift):
+    """Per channel of x (N, C, M): the sums of (x - shift) and of (x - shift)^2 over N and
+    M, in float64, as a (2, C) array.  Shifting by a value near the mean (the running
+    mean) keeps the variance sum_sq/n - (sum/n)^2 accurate."""
+    from deepnet._cuda import get_array_module
+    xp = get_array_module(x)
+    centred = x.astype(np.float64) - xp.asarray(shift, dtype=np.float64)[None, :, None]
+    return xp.stack([centred.sum(axis=(0, 2)), (centred * centred).sum(axis=(0, 2))])
+
+
+def channel_affine(x, scale, offset):
+    """y[n, c, m] = x[n, c, m] * scale[c] + offset[c], computed in compute_dtype."""
+    acc = compute_dtype(x.dtype)
+    y = x.astype(acc, copy=False) * scale.astype(acc)[None, :, None] + offset.astype(acc)[None, :, None]
+    return y.astype(x.dtype, copy=False)
+
+
+def batch_norm_backward_sums(dout, x, mean, inv_std):
+    """Per channel: sum(dout) and sum(dout * xhat), xhat = (x - mean) * inv_std, in float64."""
+    from deepnet._cuda import get_array_module
+    xp = get_array_module(x)
+    g = dout.astype(np.float64)
+    xhat = (x.astype(np.float64) - mean.astype(np.float64)[None, :, None]) * inv_std.astype(np.float64)[None, :, None]
+    return xp.stack([g.sum(axis=(0, 2)), (g * xhat).sum(axis=(0, 2))])
+
+
+def batch_norm_dx(dout, x, mean, inv_std, gamma, mean_dout, mean_dout_xhat):
+    """dx = gamma * inv_std * (dout - mean(dout) - xhat * mean(dout * xhat)), per channel."""
+    acc = compute_dtype(x.dtype)
+    c = lambda a: a.astype(acc)[None, :, None]  # noqa: E731  (a per-channel column)
+    xhat = (x.astype(acc, copy=False) - c(mean)) * c(inv_std)
+    dx = c(gamma * inv_std) * (dout.astype(acc, copy=False) - c(mean_dout) - xhat * c(mean_dout_xhat))
+    return dx.astype(x.dtype, copy=False)

@@ -1,10 +1,29 @@
-"""Training loop of the book's ``common/trainer.py``, with shuffled epochs and checkpoints.
+"""Training loop of the book's ``common/trainer.py``, with validation, hooks and checkpoints.
 
 Each epoch visits every training sample once, in an order drawn from a seeded Generator
-(the last, smaller batch included). After each epoch the trainer records train and test
-accuracy and, if asked, writes the history as JSON and a checkpoint from which
-``resume`` continues bit-exactly: same seed, same parameters as an uninterrupted run.
+(the last, smaller batch included).  The loop itself is fixed; what varies plugs in:
+
+- ``batch_transform(x_batch)``: e.g. ``deepnet.augment.Augment`` (data augmentation);
+- ``hooks``: objects with any of ``before_step(trainer)`` (a learning-rate schedule),
+  ``after_step(trainer)`` (a weight average), ``after_epoch(trainer)`` (callbacks),
+  ``evaluation_params(trainer)`` (the weights to evaluate and keep, e.g. the average),
+  ``state_dict()`` / ``load_state_dict(state)`` (saved in checkpoints) and ``spec()``
+  (settings a resumed run must share);
+- ``communicator``: data-parallel training (``deepnet.distributed``); each rank computes
+  the gradient of its slice of every global batch and the gradients are averaged.
+
+Two ways to measure progress:
+
+- with validation data (``x_val``): per epoch the whole validation set is evaluated; the
+  test set is evaluated once, at the end; ``select="best-val"`` keeps the weights of the
+  epoch with the best validation accuracy;
+- without (the book's recipe): per epoch, train and test accuracy on the first
+  ``evaluate_sample_num_per_epoch`` images of each, as the book prints them.
+
+After each epoch the trainer writes the history (JSON) and a checkpoint from which
+``resume`` continues bit-exactly: same parameters as an uninterrupted run.
 """
+import contextlib
 import json
 import os
 import time
@@ -13,27 +32,38 @@ import numpy as np
 from tqdm import tqdm
 
 from . import _cuda, io
+from .distributed import SingleProcess
 from .optimizers import get_optimizer
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "WeightAverage"]
+
+SELECT = ("last", "best-val")
 
 
 class Trainer:
-    """Trains ``network`` with mini-batch gradient descent.
+    """Trains ``network`` (a deepnet.nets.Sequential, e.g. DeepConvNet) with mini-batches.
 
-    ``network`` is a deepnet net (DeepConvNet, SimpleConvNet): it has ``params``,
-    ``loss_and_gradient``, ``accuracy``, ``set_params`` and ``rng`` (its dropout masks).
     ``checkpoint_path``: saved after every epoch; with ``resume=True`` training continues
-    from it when it exists (and starts afresh when it does not yet).
+    from it when it exists (and starts afresh when it does not yet).  ``optimizer``: a
+    name (with ``optimizer_param``) or an Optimizer instance.
     """
 
-    def __init__(self, network, x_train, t_train, x_test, t_test,
+    def __init__(self, network, x_train, t_train, x_test=None, t_test=None,
                  epochs=20, mini_batch_size=100,
                  optimizer="Adam", optimizer_param={"lr": 0.001},
                  evaluate_sample_num_per_epoch=None, verbose=True, seed=None,
-                 checkpoint_path=None, history_path=None, resume=False):
+                 checkpoint_path=None, history_path=None, resume=False,
+                 x_val=None, t_val=None, select="last", hooks=(), batch_transform=None,
+                 communicator=None):
+        if select not in SELECT:
+            raise ValueError(f"Trainer: select must be one of {SELECT}, got {select!r}")
+        if select == "best-val" and x_val is None:
+            raise ValueError("Trainer: select='best-val' needs validation data (x_val, t_val)")
+        if len(x_train) == 0 or len(x_train) != len(t_train):
+            raise ValueError(f"Trainer: {len(x_train)} training images and {len(t_train)} labels")
         self.network = network
         self.x_train, self.t_train = x_train, t_train
+        self.x_val, self.t_val = x_val, t_val
         self.x_test, self.t_test = x_test, t_test
         self.epochs = epochs
         self.batch_size = mini_batch_size
@@ -43,38 +73,63 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.checkpoint_path = checkpoint_path
         self.history_path = history_path
+        self.select = select
+        self.hooks = list(hooks)
+        self.batch_transform = batch_transform
+        self.communicator = communicator or SingleProcess()
+        self._optimizer_settings = _settings(self.optimizer)
 
         self.epoch = 0  # epochs completed so far
         self.train_loss_list = []
         self.train_acc_list = []
+        self.val_acc_list = []
         self.test_acc_list = []
+        self.lr_list = []      # the learning rate at the end of each epoch
         self.epoch_times = []  # wall-clock seconds of each epoch (training + evaluation)
+        self.best = None       # (epoch, val accuracy, {name: array}) with select="best-val"
+        self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
 
+        self.communicator.broadcast_model(network)
         if resume:
             self._resume_if_possible()
+
+    @property
+    def validating(self):
+        return self.x_val is not None
 
     # -- training ----------------------------------------------------------------------
 
     def train(self):
-        """Train for the remaining epochs; return the accuracy on the whole test set."""
+        """Train for the remaining epochs, keep the selected weights in the network, and
+        return the accuracy on the whole test set (evaluated once, here; None without one)."""
         for epoch in range(self.epoch, self.epochs):
             start = time.perf_counter()
             self._train_epoch(epoch)
             self._evaluate()
             self.epoch_times.append(time.perf_counter() - start)
+            self.lr_list.append(float(self.optimizer.lr))
             self.epoch = epoch + 1
+            for hook in self._hooks_with("after_epoch"):
+                hook.after_epoch(self)
             self._report_epoch()
             self._save_history()
             self._save_checkpoint()
+        self._keep_selected_weights()
+        if self.x_test is None:
+            return None
         test_acc = self.network.accuracy(self.x_test, self.t_test)
-        if self.verbose:
+        self.final_test = {"accuracy": test_acc, "images": len(self.x_test)}
+        self._save_history()
+        if self.verbose and self.communicator.is_root:
             print("=============== Final Test Accuracy ===============")
-            print(f"test acc: {test_acc:.4f} ({len(self.x_test)} images)")
+            print(f"test acc: {test_acc:.4f} on all {len(self.x_test)} test images "
+                  f"(evaluated once, after training; weights: {self._selected_description()})")
         return test_acc
 
     def _train_epoch(self, epoch):
         order = self.rng.permutation(len(self.x_train))
-        with _progress_bar(len(order), f"epoch {epoch + 1}/{self.epochs}", self.verbose) as bar:
+        show = self.verbose and self.communicator.is_root
+        with _progress_bar(len(order), f"epoch {epoch + 1}/{self.epochs}", show) as bar:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start:start + self.batch_size]
                 loss = self.train_step(self.x_train[batch], self.t_train[batch])
@@ -82,104 +137,301 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
     def train_step(self, x_batch, t_batch):
-        """One optimizer step on one mini-batch; returns (and records) its loss."""
-        loss, grads = self.network.loss_and_gradient(x_batch, t_batch)
+        """One optimizer step on one (global) mini-batch; returns (and records) its loss."""
+        if self.batch_transform is not None:
+            x_batch = self.batch_transform(x_batch)
+        for hook in self._hooks_with("before_step"):
+            hook.before_step(self)
+        comm = self.communicator
+        first, stop = comm.shard(len(x_batch))
+        with comm.global_batch(self.network, len(x_batch), first):
+            loss, grads = self.network.loss_and_gradient(x_batch[first:stop], t_batch[first:stop])
+        loss, grads = comm.average(float(loss), grads, stop - first, len(x_batch))
         self.optimizer.update(self.network.params, grads)
-        loss = float(loss)
+        for hook in self._hooks_with("after_step"):
+            hook.after_step(self)
         self.train_loss_list.append(loss)
         return loss
 
+    def _hooks_with(self, method):
+        return [hook for hook in self.hooks if hasattr(hook, method)]
+
+    # -- evaluation and the weights kept --------------------------------------------------
+
+    @contextlib.contextmanager
+    def evaluation_weights(self):
+        """Inside the block the network holds the weights to evaluate (e.g. the average)."""
+        supplied = [hook.evaluation_params(self) for hook in self._hooks_with("evaluation_params")]
+        if not supplied:
+            yield
+            return
+        with _swapped_in(self.network, supplied[-1]):
+            yield
+
     def _evaluate(self):
-        n = self.evaluate_sample_num_per_epoch  # None: every sample
         accuracy = self.network.accuracy
-        self.train_acc_list.append(accuracy(self.x_train[:n], self.t_train[:n]))
-        self.test_acc_list.append(accuracy(self.x_test[:n], self.t_test[:n]))
+        with self.evaluation_weights():
+            if self.validating:
+                val_acc = accuracy(self.x_val, self.t_val)
+                self.val_acc_list.append(val_acc)
+                if self.select == "best-val" and (self.best is None or val_acc > self.best[1]):
+                    self.best = (self.epoch + 1, val_acc, _snapshot(self.network))
+            else:
+                n = self.evaluate_sample_num_per_epoch  # None: every sample
+                self.train_acc_list.append(accuracy(self.x_train[:n], self.t_train[:n]))
+                if self.x_test is not None:
+                    self.test_acc_list.append(accuracy(self.x_test[:n], self.t_test[:n]))
+
+    def _keep_selected_weights(self):
+        if self.select == "best-val" and self.best is not None:
+            _load_snapshot(self.network, self.best[2])
+            return
+        supplied = [hook.evaluation_params(self) for hook in self._hooks_with("evaluation_params")]
+        if supplied:
+            _load_snapshot(self.network, supplied[-1])
+
+    def _selected_description(self):
+        if self.select == "best-val" and self.best is not None:
+            return f"epoch {self.best[0]}, best validation accuracy {self.best[1]:.4f}"
+        averaged = "the weight average" if self._hooks_with("evaluation_params") else "the last"
+        return f"{averaged} after epoch {self.epoch}"
 
     def _report_epoch(self):
-        if self.verbose:
-            print(f"epoch {self.epoch}/{self.epochs}: train acc {self.train_acc_list[-1]:.4f}, "
-                  f"test acc {self.test_acc_list[-1]:.4f}, {self.epoch_times[-1]:.1f} s")
+        if not (self.verbose and self.communicator.is_root):
+            return
+        seconds = f"{self.epoch_times[-1]:.1f} s"
+        loss = float(np.mean(self.train_loss_list[-self._steps_per_epoch():]))
+        if self.validating:
+            print(f"epoch {self.epoch}/{self.epochs}: train loss {loss:.4f}, val acc {self.val_acc_list[-1]:.4f} "
+                  f"(all {len(self.x_val)} validation images), lr {self.optimizer.lr:.3g}, {seconds}")
+            return
+        n = self.evaluate_sample_num_per_epoch
+        measured = [f"train acc {self.train_acc_list[-1]:.4f} ({_first(n, len(self.x_train))} training images)"]
+        if self.test_acc_list:
+            measured.append(f"test acc {self.test_acc_list[-1]:.4f} ({_first(n, len(self.x_test))} test images)")
+        print(f"epoch {self.epoch}/{self.epochs}: {', '.join(measured)}, {seconds}")
+
+    def _steps_per_epoch(self):
+        return -(-len(self.x_train) // self.batch_size)
 
     # -- history and checkpoints -------------------------------------------------------
 
     def history(self):
-        """The per-epoch and per-iteration records, as plain (JSON-ready) Python lists."""
+        """The per-epoch and per-iteration records, as plain (JSON-ready) Python data."""
+        n = self.evaluate_sample_num_per_epoch
+        evaluated = ({"val": len(self.x_val)} if self.validating else
+                     {"train": min(n or len(self.x_train), len(self.x_train)),
+                      "test": min(n or len(self.x_test), len(self.x_test)) if self.x_test is not None else 0})
         return {
             "epochs_done": self.epoch,
             "train_loss_list": self.train_loss_list,
             "train_acc_list": self.train_acc_list,
+            "val_acc_list": self.val_acc_list,
             "test_acc_list": self.test_acc_list,
+            "lr_list": self.lr_list,
             "epoch_times": self.epoch_times,
+            "images_evaluated_per_epoch": evaluated,
+            "final_test": self.final_test,
         }
 
     def _save_history(self):
-        if self.history_path:
+        if self.history_path and self.communicator.is_root:
             with io.atomic_write(self.history_path, "w") as f:
                 json.dump(self.history(), f, indent=1)
 
     def _save_checkpoint(self):
-        if not self.checkpoint_path:
+        if not self.checkpoint_path or not self.communicator.is_root:
             return
-        params = self.network.params
-        arrays = {f"param/{name}": _cuda.to_cpu(value) for name, value in params.items()}
-        arrays.update({f"optimizer/{name}": value
-                       for name, value in self.optimizer.state_dict().items()})
+        arrays = {f"param/{name}": _cuda.to_cpu(value) for name, value in _snapshot(self.network, copy=False).items()}
+        arrays.update({f"optimizer/{name}": value for name, value in self.optimizer.state_dict().items()})
+        for index, hook in enumerate(self._stateful()):
+            arrays.update({f"hook{index}/{name}": value for name, value in hook.state_dict().items()})
+        if self.best is not None:
+            arrays.update({f"best/{name}": value for name, value in self.best[2].items()})
+            arrays["best_epoch_and_accuracy"] = np.array([self.best[0], self.best[1]])
         arrays["trainer_rng"] = json.dumps(self.rng.bit_generator.state)
-        arrays["network_rng"] = json.dumps(self.network.rng.bit_generator.state)
+        arrays["network_rng"] = json.dumps(self.network.random_state())
         arrays["epoch"] = self.epoch
         arrays["history"] = json.dumps(self.history())
         arrays["config"] = json.dumps(self._config())
         with io.atomic_write(self.checkpoint_path) as f:
             np.savez(f, **arrays)
 
+    def _stateful(self):
+        """Hooks and the batch transform that keep state of their own (in checkpoints)."""
+        parts = self.hooks + ([self.batch_transform] if self.batch_transform is not None else [])
+        return [part for part in parts if hasattr(part, "state_dict")]
+
     def _config(self):
         """Settings that must match for a resumed run to continue the same run."""
-        return {"optimizer": type(self.optimizer).__name__, "mini_batch_size": self.batch_size,
-                "train_size": len(self.x_train)}
+        specs = [part.spec() for part in self.hooks + [self.batch_transform] if hasattr(part, "spec")]
+        return {"optimizer": type(self.optimizer).__name__, "optimizer_settings": self._optimizer_settings,
+                "mini_batch_size": self.batch_size, "train_size": len(self.x_train),
+                "val_size": len(self.x_val) if self.validating else 0, "select": self.select,
+                "dtype": str(self.network.dtype), "model": _model_spec_or_none(self.network),
+                "hooks": specs}
 
     def resume(self, checkpoint_path=None):
-        """Restore parameters, optimizer, RNGs, epoch and history from a checkpoint."""
-        path = checkpoint_path or self.checkpoint_path
-        with np.load(path, allow_pickle=False) as archive:
-            state = {name: archive[name] for name in archive.files}
+        """Restore parameters, optimizer, hooks, RNGs, epoch and history from a checkpoint."""
+        path = os.fspath(checkpoint_path or self.checkpoint_path)
+        state = _read_checkpoint(path)
         if "config" not in state:
             raise ValueError(f"{path} is not a deepnet training checkpoint")
-        self._check_config(json.loads(str(state["config"])), path)
-        self.network.set_params(_entries(state, "param/"), source=path)
-        self.optimizer.load_state_dict(_entries(state, "optimizer/"))
-        self.rng.bit_generator.state = json.loads(str(state["trainer_rng"]))
-        # Set in place: the network's dropout layers hold this same Generator.
-        self.network.rng.bit_generator.state = json.loads(str(state["network_rng"]))
-        self.epoch = int(state["epoch"])
-        history = json.loads(str(state["history"]))
-        self.train_loss_list = history["train_loss_list"]
-        self.train_acc_list = history["train_acc_list"]
-        self.test_acc_list = history["test_acc_list"]
-        self.epoch_times = history["epoch_times"]
+        try:
+            self._check_config(json.loads(str(state["config"])), path)
+            self.network.set_params(_entries(state, "param/"), source=path)
+            self.optimizer.load_state_dict(_entries(state, "optimizer/"))
+            for index, hook in enumerate(self._stateful()):
+                hook.load_state_dict(_entries(state, f"hook{index}/"))
+            best = _entries(state, "best/")
+            if best:
+                epoch, accuracy = state["best_epoch_and_accuracy"]
+                self.best = (int(epoch), float(accuracy), best)
+            self.rng.bit_generator.state = json.loads(str(state["trainer_rng"]))
+            self.network.set_random_state(json.loads(str(state["network_rng"])))
+            self.epoch = int(state["epoch"])
+            history = json.loads(str(state["history"]))
+            for key in ("train_loss_list", "train_acc_list", "val_acc_list", "test_acc_list", "lr_list",
+                        "epoch_times"):
+                setattr(self, key, list(history[key]))
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: damaged training checkpoint ({type(exc).__name__}: {exc})") from None
+        self.communicator.broadcast_model(self.network)
         return self
 
     def _check_config(self, saved, path):
-        current = self._config()
-        for key, value in saved.items():
-            if current[key] != value:
-                raise ValueError(f"checkpoint {path} was made with {key}={value}, "
-                                 f"this run has {key}={current[key]}")
+        current = json.loads(json.dumps(self._config()))  # the same JSON types as the saved one
+        for key in sorted(set(saved) | set(current)):
+            if saved.get(key) != current.get(key):
+                raise ValueError(f"checkpoint {path} was made with {key}={_brief(saved.get(key))}, "
+                                 f"this run has {key}={_brief(current.get(key))}; "
+                                 "resume with the same settings, or start a new run")
 
     def _resume_if_possible(self):
         if not self.checkpoint_path:
             raise ValueError("resume=True needs a checkpoint_path")
         if os.path.exists(self.checkpoint_path):
             self.resume()
-            if self.verbose:
+            if self.verbose and self.communicator.is_root:
                 print(f"resumed from {self.checkpoint_path} after epoch {self.epoch}")
-        elif self.verbose:
+        elif self.verbose and self.communicator.is_root:
             print(f"no checkpoint at {self.checkpoint_path} yet: starting from epoch 1")
 
 
+class WeightAverage:
+    """An exponential moving average of the weights (Polyak averaging), as a trainer hook.
+
+    After every step, average = d * average + (1 - d) * weights, with d = min(decay,
+    (1 + t) / (10 + t)) so that the early, random weights are soon forgotten.  Buffers
+    (BN running statistics) are averaged too.  The trainer evaluates and keeps the
+    average instead of the last weights.
+    """
+
+    def __init__(self, decay=0.999):
+        if not 0 < decay < 1:
+            raise ValueError(f"WeightAverage: decay must be in (0, 1), got {decay!r}")
+        self.decay = decay
+        self.average = None
+        self.steps = 0
+
+    def after_step(self, trainer):
+        current = _snapshot(trainer.network, copy=False)
+        if self.average is None:
+            self.average = {name: value.astype(_average_dtype(value), copy=True) for name, value in current.items()}
+        else:
+            self.steps += 1
+            d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+            for name, value in current.items():
+                average = self.average[name]
+                if type(average) is not type(value):  # restored on the host, training on the GPU
+                    average = self.average[name] = _cuda.get_array_module(value).asarray(average)
+                average *= d
+                average += (1 - d) * value.astype(average.dtype, copy=False)
+
+    def evaluation_params(self, trainer):
+        return self.average if self.average is not None else _snapshot(trainer.network)
+
+    def state_dict(self):
+        state = {"steps": np.array(self.steps)}
+        if self.average is not None:
+            state.update({f"average/{name}": _cuda.to_cpu(value) for name, value in self.average.items()})
+        return state
+
+    def load_state_dict(self, state):
+        self.steps = int(state["steps"])
+        average = _entries(state, "average/")
+        self.average = average or None
+
+    def spec(self):
+        return {"weight_average": self.decay}
+
+
+def _average_dtype(value):
+    return np.float32 if value.dtype == np.float16 else value.dtype
+
+
+def _snapshot(network, copy=True):
+    """The network's parameters and buffers (``buffers/<name>``), copied by default."""
+    arrays = dict(network.params)
+    arrays.update({"buffers/" + name: value for name, value in network.buffers.items()})
+    if copy:
+        arrays = {name: value.copy() for name, value in arrays.items()}
+    return arrays
+
+
+def _load_snapshot(network, arrays):
+    network.set_params(arrays, source="kept weights")
+
+
+@contextlib.contextmanager
+def _swapped_in(network, arrays):
+    saved = _snapshot(network)
+    _load_snapshot(network, arrays)
+    try:
+        yield
+    finally:
+        _load_snapshot(network, saved)
+
+
+def _settings(optimizer):
+    return {key: value for key, value in vars(optimizer).items()
+            if not key.startswith("_") and key != "iter" and isinstance(value, (int, float, str, bool))}
+
+
+def _model_spec_or_none(network):
+    try:
+        return network.spec()
+    except (AttributeError, ValueError):
+        return None
+
+
+def _brief(value):
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _first(n, total):
+    return f"first {n}" if n is not None and n < total else f"all {total}"
+
+
 def _progress_bar(total, description, enabled):
-    """A tqdm bar counting images, so its rate reads images/s."""
+    """A tqdm bar counting images, so its rate reads images/s; none unless stderr is a
+    terminal (no redraws in a log file)."""
     return tqdm(total=total, desc=description, unit="img", unit_scale=True,
-                disable=not enabled, leave=False, dynamic_ncols=True)
+                disable=None if enabled else True, leave=False, dynamic_ncols=True)
+
+
+def _read_checkpoint(path):
+    """A checkpoint's entries (no pickle), with errors that name the file."""
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable deepnet checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'damaged'})") from None
 
 
 def _entries(state, prefix):

@@ -73,26 +73,27 @@ def test_affine_gradients_with_image_input(backend, rng):
 def test_dropout_gradient_with_a_fixed_mask(rng):
     layer = L.Dropout(0.4, rng=np.random.default_rng(0))
     x = rng.standard_normal((6, 7))
-    layer.forward(x)
+    layer.forward(x, train=True)
     mask = layer.mask.copy()
     # With the mask fixed, dropout is linear: its gradient is the mask itself.
     dx = layer.backward(np.ones_like(x))
     np.testing.assert_array_equal(dx, mask.astype(float))
     assert 0.3 < mask.mean() < 0.9
     np.testing.assert_allclose(layer.forward(x, train_flg=False), x * 0.6)
+    np.testing.assert_allclose(layer.forward(x), x * 0.6)  # train=False is the default
 
 
 @pytest.mark.parametrize("shape", [(5, 4), (4, 3, 2, 3)])
 def test_batch_normalization_gradients(rng, shape):
     channels = shape[1]
     layer = L.BatchNormalization(rng.standard_normal(channels) + 1.0, rng.standard_normal(channels))
-    x = rng.standard_normal(shape)
-    check_layer_gradients(layer, x, rng, ("gamma", "beta"))
+    x = rng.standard_normal(shape) * 3 + 2
+    check_layer_gradients(layer, x, rng, ("gamma", "beta"), forward_kwargs={"train": True})
 
 
 def test_batch_normalization_is_per_channel_for_images(rng):
     x = rng.standard_normal((8, 3, 4, 5)) * np.array([1, 5, 20])[None, :, None, None] + 7
-    out = L.BatchNormalization(np.ones(3), np.zeros(3)).forward(x)
+    out = L.BatchNormalization(np.ones(3), np.zeros(3)).forward(x, train_flg=True)
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-10)
     np.testing.assert_allclose(out.std(axis=(0, 2, 3)), 1, atol=1e-5)
 
@@ -146,3 +147,145 @@ def test_layer_outputs_equal_between_backends(rng):
             results[name] = (y, dx, conv.dW)
     for got, expected in zip(results["cython"], results["numpy"]):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# -- the layer contract, containers and the new layers ---------------------------------------
+
+def test_batch_normalization_statistics_and_running_averages_follow_numpy(rng):
+    x = rng.standard_normal((6, 3, 4, 5)) * np.array([0.5, 2, 9])[None, :, None, None] + np.array([1, -4, 30])[None, :, None, None]
+    layer = L.BatchNormalization(np.array([1.0, 2.0, 0.5]), np.array([0.0, 1.0, -1.0]), momentum=0.8)
+    out = layer.forward(x, train=True)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    expected = (x - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + layer.EPS)
+    expected = expected * layer.gamma[None, :, None, None] + layer.beta[None, :, None, None]
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(layer.running_mean, 0.2 * mean, rtol=1e-12)
+    np.testing.assert_allclose(layer.running_var, 0.8 * 1 + 0.2 * var, rtol=1e-12)
+    # Eval mode normalises with the running statistics, not the batch's.
+    running = (x - layer.running_mean[None, :, None, None]) / np.sqrt(layer.running_var[None, :, None, None] + layer.EPS)
+    np.testing.assert_allclose(layer.forward(x), running * layer.gamma[None, :, None, None] + layer.beta[None, :, None, None],
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_batch_normalization_2d_is_per_feature(rng):
+    x = rng.standard_normal((7, 4)) * 5 + 3
+    out = L.BatchNormalization(np.ones(4), np.zeros(4)).forward(x, train=True)
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-10)
+    np.testing.assert_allclose(out.var(axis=0), 1, rtol=1e-5)
+
+
+def conv(rng, c_in, c_out, k=3, stride=1, pad=1):
+    return L.Convolution(rng.standard_normal((c_out, c_in, k, k)) / np.sqrt(c_in * k * k),
+                         rng.standard_normal(c_out) * 0.1, stride, pad)
+
+
+def bn(rng, channels):
+    return L.BatchNormalization(rng.standard_normal(channels) + 1.0, rng.standard_normal(channels) * 0.1)
+
+
+def all_param_gradients_check(layer, x, rng, forward_kwargs):
+    """dx and every entry of layer.params (nested) against central differences."""
+    out = layer.forward(x, **forward_kwargs)
+    weights = rng.standard_normal(out.shape)
+
+    def loss():
+        return float(np.sum(layer.forward(x, **forward_kwargs) * weights))
+
+    layer.forward(x, **forward_kwargs)
+    dx = layer.backward(weights.copy())
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-5, atol=1e-7, err_msg="x")
+    grads = {name: g.copy() for name, g in layer.grads.items()}
+    assert grads.keys() == layer.params.keys()
+    for name, param in layer.params.items():
+        np.testing.assert_allclose(grads[name], numerical_gradient(loss, param), rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_residual_gradients_with_identity_and_projection_shortcuts(backend, rng, projection):
+    from deepnet.nets import Sequential
+    if projection:  # 3 -> 4 channels at half the resolution: a strided 1x1 convolution
+        body = Sequential(conv(rng, 3, 4, stride=2), bn(rng, 4), L.Relu(), conv(rng, 4, 4), bn(rng, 4))
+        shortcut = Sequential(conv(rng, 3, 4, k=1, stride=2, pad=0), bn(rng, 4))
+    else:
+        body, shortcut = Sequential(conv(rng, 3, 3), bn(rng, 3), L.Relu(), conv(rng, 3, 3)), None
+    block = L.Residual(body, shortcut)
+    x = rng.standard_normal((3, 3, 6, 5))
+    assert block.output_shape(x.shape) == block.forward(x).shape
+    all_param_gradients_check(Sequential(block), x, rng, {"train": True})
+
+
+def test_residual_identity_adds_the_input():
+    from deepnet.nets import Sequential
+    body = Sequential(L.Relu())
+    x = np.arange(-4.0, 4.0).reshape(1, 2, 2, 2)
+    np.testing.assert_array_equal(L.Residual(body).forward(x), np.maximum(x, 0) + x)
+    with pytest.raises(ValueError, match="Residual.forward: the body gives shape"):
+        L.Residual(Sequential(L.Flatten())).forward(x)
+
+
+def test_global_average_pooling_and_flatten_gradients(backend, rng):
+    x = rng.standard_normal((3, 4, 5, 2))
+    gap = L.GlobalAveragePooling()
+    np.testing.assert_allclose(gap.forward(x), x.mean(axis=(2, 3)))
+    check_layer_gradients(gap, x, rng)
+    flat = L.Flatten()
+    np.testing.assert_array_equal(flat.forward(x), x.reshape(3, -1))
+    check_layer_gradients(flat, x, rng)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda r: conv(r, 3, 5, k=3, stride=2, pad=1), (2, 3, 9, 8)),
+    (lambda r: L.Pooling(3, 2, stride=(2, 1), pad=(1, 0)), (2, 3, 7, 8)),
+    (lambda r: L.Affine(r.standard_normal((24, 5)), np.zeros(5)), (2, 2, 3, 4)),
+    (lambda r: L.BatchNormalization(np.ones(3), np.zeros(3)), (2, 3, 4, 4)),
+    (lambda r: L.Flatten(), (2, 3, 4, 4)),
+    (lambda r: L.GlobalAveragePooling(), (2, 3, 4, 4)),
+    (lambda r: L.Dropout(0.3), (2, 3)),
+    (lambda r: L.Relu(), (2, 3)),
+])
+def test_output_shape_is_the_shape_forward_returns(rng, make, shape):
+    layer = make(rng)
+    x = rng.standard_normal(shape)
+    assert layer.output_shape(shape) == layer.forward(x).shape
+
+
+def test_book_attributes_are_views_of_params_and_grads(rng):
+    layer = L.Affine(rng.standard_normal((4, 3)), np.zeros(3))
+    assert layer.W is layer.params["W"] and layer.b is layer.params["b"]
+    assert layer.dW is None
+    layer.forward(rng.standard_normal((2, 4)))
+    layer.backward(np.ones((2, 3)))
+    assert layer.dW is layer.grads["W"] and layer.db is layer.grads["b"]
+    layer.W = np.ones((4, 3))
+    assert layer.params["W"] is layer.W
+    norm = L.BatchNormalization(np.ones(3), np.zeros(3))
+    assert norm.gamma is norm.params["gamma"] and norm.running_mean is norm.buffers["running_mean"]
+
+
+def test_a_frozen_layer_keeps_no_gradients(rng):
+    layer = L.Affine(rng.standard_normal((4, 3)), np.zeros(3))
+    layer.trainable = False
+    layer.forward(rng.standard_normal((2, 4)))
+    dx = layer.backward(np.ones((2, 3)))
+    assert dx.shape == (2, 4) and layer.grads == {} and layer.dW is None
+
+
+# -- bad input and empty batches -------------------------------------------------------------
+
+@pytest.mark.parametrize("labels, bad", [([0, -1], "-1"), ([0, 5], "5")])
+def test_softmax_with_loss_refuses_labels_outside_the_classes(labels, bad):
+    with pytest.raises(ValueError, match=f"SoftmaxWithLoss.forward: labels must lie in 0..4.*{bad}"):
+        L.SoftmaxWithLoss().forward(np.zeros((2, 5)), np.array(labels))
+
+
+def test_empty_batches_give_empty_results_of_the_right_shape(rng):
+    affine = L.Affine(rng.standard_normal((12, 5)), np.zeros(5))
+    out = affine.forward(np.zeros((0, 3, 2, 2)))
+    assert out.shape == (0, 5)
+    assert affine.backward(np.zeros((0, 5))).shape == (0, 3, 2, 2)
+    np.testing.assert_array_equal(affine.dW, np.zeros((12, 5)))
+    loss_layer = L.SoftmaxWithLoss()
+    assert np.isnan(loss_layer.forward(np.zeros((0, 10)), np.zeros(0, dtype=int)))
+    assert loss_layer.backward().shape == (0, 10)
+    assert L.softmax(np.zeros((0, 10))).shape == (0, 10)
+    assert L.GlobalAveragePooling().forward(np.zeros((0, 3, 2, 2))).shape == (0, 3)
