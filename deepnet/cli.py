@@ -1,8 +1,10 @@
-"""``deepnet`` command line (also ``python -m deepnet``): train, evaluate, misclassified, plot.
+"""``deepnet`` command line (also ``python -m deepnet``).
 
 ``deepnet train`` with no options reproduces the book's ``ch08/train_deepnet.py``;
 ``deepnet evaluate --half-check`` is its ``half_float_network.py`` and
-``deepnet misclassified`` its ``misclassified_mnist.py`` (figure 8-2).
+``deepnet misclassified`` its ``misclassified_mnist.py`` (figure 8-2).  ``--recipe beyond``
+goes past the book (chapter 8.1.2); ``deepnet ensemble`` trains several members and
+``deepnet evaluate --params a.npz b.npz ...`` averages their probabilities.
 """
 import argparse
 import json
@@ -10,6 +12,7 @@ import math
 import os
 import pickle
 import sys
+import tempfile
 import time
 import zipfile
 
@@ -19,6 +22,8 @@ __all__ = ["main", "build_parser"]
 
 DTYPES = ("float16", "float32", "float64")
 PLOT_INSTALL_HINT = 'this command needs matplotlib: pip install "deepnet[plot]"'
+FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+BOOK_EVALUATION_SAMPLES = 1000  # the book's evaluate_sample_num_per_epoch
 
 
 class CommandError(Exception):
@@ -39,8 +44,12 @@ def main(argv=None):
     except USER_ERRORS as exc:
         print(f"deepnet: error: {_one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, CommandError) else 1
+    except MemoryError:
+        print("deepnet: error: out of memory; try a smaller --batch-size (or fewer images)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("deepnet: interrupted", file=sys.stderr)
+        resume = getattr(args, "interrupt_hint", "") if "args" in locals() else ""
+        print(f"deepnet: interrupted{resume}", file=sys.stderr)
         return 130
     except SystemExit as exc:  # --help and --version
         return exc.code
@@ -68,36 +77,80 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"deepnet {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_train(commands)
+    _add_ensemble(commands)
     _add_evaluate(commands)
     _add_misclassified(commands)
     _add_plot(commands)
     return parser
 
 
+def _add_training_options(p):
+    from .recipes import RECIPES
+
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="book",
+                   help="defaults for every option below: 'book' (ch08/train_deepnet.py, the default) or "
+                        "'beyond' (augmentation, LR schedule, weight averaging, validation split)")
+    p.add_argument("--model", metavar="NAME|SPEC.json",
+                   help="deepconvnet (the book's), deepconvnet-bn, resnet, simpleconvnet, or a JSON spec file")
+    p.add_argument("--epochs", type=_positive_int, help="epochs to train (book: 20)")
+    p.add_argument("--batch-size", type=_positive_int, help="mini-batch size; the global batch with "
+                   "--distributed (book: 100)")
+    p.add_argument("--optimizer", choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"),
+                   help="update rule (book: adam)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate (book: 0.001)")
+    p.add_argument("--weight-decay", type=_non_negative_float, metavar="L2",
+                   help="L2 weight decay on the weights (book: 0)")
+    p.add_argument("--lr-schedule", metavar="NAME[:k=v,...]",
+                   help="constant, step:every=5,gamma=0.5, exponential:gamma=0.9, cosine:min_lr=0, "
+                        "one-cycle:pct=0.25 (book: constant); applied per step")
+    p.add_argument("--warmup", type=_non_negative_float, metavar="EPOCHS",
+                   help="linear learning-rate warmup over the first EPOCHS epochs")
+    p.add_argument("--augment", metavar="SPEC",
+                   help="random transforms per batch, e.g. rotate=10,scale=0.1,shift=2.5,elastic=34:4 "
+                        "(see deepnet.augment); 'none' for none")
+    p.add_argument("--ema", type=_decay, metavar="DECAY",
+                   help="evaluate and save an exponential moving average of the weights, e.g. 0.999")
+    p.add_argument("--val-size", type=_non_negative_int, metavar="N",
+                   help="hold out N training images (stratified, seeded) and evaluate all of them every "
+                        "epoch; the test set is then evaluated once, at the end")
+    p.add_argument("--select", choices=("last", "best-val"),
+                   help="which weights to keep: the last epoch's or the best validation epoch's")
+    p.add_argument("--seed", type=int, help="seed for the weights, dropout, batch order, split, augmentation")
+    p.add_argument("--train-size", type=_positive_int, metavar="N",
+                   help="train on the first N training images only (quick demos)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
+    _add_common(p, dtype_default="float32")
+
+
 def _add_train(commands):
-    p = commands.add_parser("train", help="train DeepConvNet (the book's train_deepnet.py)")
-    p.add_argument("--epochs", type=_positive_int, default=20, help="epochs to train (default 20)")
-    p.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size (default 100)")
-    p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate (default 0.001)")
-    p.add_argument("--seed", type=int, help="seed for the weights, dropout and batch order")
-    p.add_argument("--out", default="deep_convnet_params.npz", metavar="PARAMS.npz",
-                   help="where to save the trained parameters (default %(default)s)")
+    p = commands.add_parser("train", help="train a network (default: the book's train_deepnet.py)")
+    _add_training_options(p)
+    p.add_argument("--out", default="deep_convnet_params.npz", metavar="MODEL.npz",
+                   help="where to save the trained model (default %(default)s)")
     p.add_argument("--checkpoint", default="deep_convnet_checkpoint.npz", metavar="PATH",
                    help="checkpoint written (atomically) after every epoch (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--history", default="deep_convnet_history.json", metavar="PATH",
                    help="accuracy and loss history as JSON, for 'deepnet plot' (default %(default)s)")
-    p.add_argument("--train-size", type=_positive_int, metavar="N",
-                   help="train on the first N training images only (quick demos)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
-    _add_common(p, dtype_default="float32")
     p.set_defaults(command=run_train)
+
+
+def _add_ensemble(commands):
+    p = commands.add_parser("ensemble", help="train K members with different seeds, then evaluate "
+                            "their averaged probabilities")
+    p.add_argument("--members", type=_positive_int, required=True, metavar="K")
+    p.add_argument("--out-dir", default="ensemble", metavar="DIR",
+                   help="member models, checkpoints, histories and the report (default %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue unfinished members from their checkpoints")
+    _add_training_options(p)
+    p.set_defaults(command=run_ensemble)
 
 
 def _add_evaluate(commands):
     p = commands.add_parser("evaluate", help="test accuracy on all 10,000 test images")
-    p.add_argument("--params", required=True, type=_existing_file, metavar="FILE",
-                   help="parameters: .npz from 'deepnet train' or the book's .pkl")
+    p.add_argument("--params", required=True, nargs="+", type=_existing_file, metavar="FILE",
+                   help="a saved model (deepnet train), a parameter .npz or the book's .pkl; several "
+                        "files are evaluated as an ensemble (averaged softmax probabilities)")
     p.add_argument("--half-check", action="store_true",
                    help="compare float64, float32 and float16 (the book's half_float_network.py)")
     _add_common(p, dtype_default="float32")
@@ -107,7 +160,7 @@ def _add_evaluate(commands):
 def _add_misclassified(commands):
     p = commands.add_parser("misclassified", help="figure of misclassified test digits (fig. 8-2)")
     p.add_argument("--params", required=True, type=_existing_file, metavar="FILE")
-    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="the figure (.png, .pdf or .svg)")
     p.add_argument("--max", type=_positive_int, default=20, help="most digits to show")
     _add_common(p, dtype_default="float32")
     p.set_defaults(command=run_misclassified)
@@ -116,13 +169,13 @@ def _add_misclassified(commands):
 def _add_plot(commands):
     p = commands.add_parser("plot", help="accuracy and loss curves of a training history")
     p.add_argument("--history", required=True, type=_existing_file, metavar="FILE.json")
-    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="the figure (.png, .pdf or .svg)")
     p.set_defaults(command=run_plot)
 
 
 def _add_common(p, dtype_default):
     p.add_argument("--dtype", choices=DTYPES, default=dtype_default, help="floating-point type (default %(default)s)")
-    p.add_argument("--data", metavar="DIR", help="directory holding the MNIST files")
+    p.add_argument("--data", metavar="DIR", help="directory holding the MNIST files (only there)")
     p.add_argument("--backend", choices=("cython", "numpy"),
                    help="CPU kernels: compiled (cython) or the NumPy reference")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="threads for the kernels")
@@ -138,65 +191,223 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _float_in(text, ok, what):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    return _float_in(text, lambda v: v > 0, "a finite number > 0")
+
+
+def _non_negative_float(text):
+    return _float_in(text, lambda v: v >= 0, "a finite number >= 0")
+
+
+def _decay(text):
+    return _float_in(text, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
+
+
 def _existing_file(path):
     if not os.path.isfile(path):
         raise argparse.ArgumentTypeError(f"file not found: {path!r}")
     return path
 
 
-# -- commands ------------------------------------------------------------------------------
+# -- training ------------------------------------------------------------------------------
 
 def run_train(args):
-    from .nets import DeepConvNet
-    from .trainer import Trainer
-
+    settings = _training_settings(args)
+    outputs = {"--out": args.out, "--checkpoint": args.checkpoint, "--history": args.history}
     if not args.checkpoint:
         raise CommandError("--checkpoint needs a PATH (every epoch is checkpointed)")
+    _check_writable(outputs)
     _configure_kernels(args)
-    dtype = np.dtype(args.dtype)
-    (x_train, t_train), (x_test, t_test) = _load_mnist(args.data, dtype)
+    data = _training_data(args, settings)
+    args.interrupt_hint = (f"; the checkpoint after the last finished epoch is {args.checkpoint}: "
+                           "run the same command with --resume to continue")
+    model, elapsed, epoch_times = _train_one(args, settings, data, args.seed, args.checkpoint, args.history)
+    path = model.save(args.out)
+    print(f"saved the model to {path}")
+    per_epoch = f", {np.mean(epoch_times):.1f} s per epoch" if epoch_times else ""
+    print(f"wall time: {elapsed:.1f} s for {_count(len(epoch_times), 'epoch')}{per_epoch}")
+
+
+def _count(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _training_settings(args):
+    """The recipe's defaults, overridden by the options given."""
+    from .recipes import RECIPES
+
+    settings = dict(RECIPES[args.recipe])
+    for key in settings:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    if settings["augment"] in ("none", ""):
+        settings["augment"] = None
+    if settings["select"] == "best-val" and not settings["val_size"]:
+        raise CommandError("--select best-val needs a validation split: --val-size N")
+    return settings
+
+
+def _training_data(args, settings):
+    """(x_train, t_train, x_test, t_test) as the options ask."""
+    (x_train, t_train), (x_test, t_test) = _load_mnist(args.data, np.dtype(args.dtype))
     if args.train_size:
         x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
+    if settings["val_size"] >= len(x_train):
+        raise CommandError(f"--val-size {settings['val_size']} leaves no training images "
+                           f"(there are {len(x_train)})")
+    return x_train, t_train, x_test, t_test
 
-    # Independent streams for the initial weights/dropout and for the batch order.
-    network_seed, trainer_seed = np.random.SeedSequence(args.seed).spawn(2)
-    network = DeepConvNet(dtype=dtype, seed=network_seed)
+
+def _train_one(args, settings, data, seed, checkpoint, history, quiet=False, communicator=None):
+    """Build and train one model; return it, the seconds taken and this run's epoch times."""
+    from .datasets import stratified_split
+    from .optimizers import get_optimizer
+    from .recipes import make_model
+    from .schedules import parse as parse_schedule
+    from .trainer import Trainer, WeightAverage
+
+    x_train, t_train, x_test, t_test = data
+    x_val = t_val = None
+    # Independent streams for the initial weights/dropout, the batch order, the validation
+    # split and the augmentation (the first two as in every earlier version).
+    network_seed, trainer_seed, split_seed, augment_seed = np.random.SeedSequence(seed).spawn(4)
+    if settings["val_size"]:
+        train_index, val_index = stratified_split(t_train, settings["val_size"], split_seed)
+        x_val, t_val = x_train[val_index], t_train[val_index]
+        x_train, t_train = x_train[train_index], t_train[train_index]
+    dtype = np.dtype(args.dtype)
+    model = make_model(settings["model"], dtype, network_seed)
     if args.device == "cuda":
         _require_gpu()
-        network.to_gpu()
-    print(f"DeepConvNet on {len(x_train)} training images: {args.epochs} epochs, "
-          f"batch {args.batch_size}, Adam lr {args.lr}, {dtype.name}, {args.device}")
-    trainer = Trainer(network, x_train, t_train, x_test, t_test,
-                      epochs=args.epochs, mini_batch_size=args.batch_size,
-                      optimizer="Adam", optimizer_param={"lr": args.lr},
-                      evaluate_sample_num_per_epoch=1000, seed=trainer_seed,
-                      checkpoint_path=args.checkpoint, history_path=args.history,
-                      resume=args.resume)
+        model.to_gpu()
+    steps_per_epoch = -(-len(x_train) // settings["batch_size"])
+    schedule = parse_schedule(settings["lr_schedule"], settings["lr"], steps_per_epoch, settings["epochs"],
+                              settings["warmup"])
+    hooks = [schedule] + ([WeightAverage(settings["ema"])] if settings["ema"] else [])
+    transform = None
+    if settings["augment"]:
+        from .augment import Augment
+        transform = Augment.from_spec(settings["augment"], rng=np.random.default_rng(augment_seed))
+    optimizer = get_optimizer(settings["optimizer"], lr=settings["lr"], weight_decay=settings["weight_decay"])
+    root = communicator is None or communicator.is_root
+    if not quiet and root:
+        print(_describe(settings, model, len(x_train), x_val, dtype, args.device, schedule, transform))
+    trainer = Trainer(model, x_train, t_train, x_test, t_test, epochs=settings["epochs"],
+                      mini_batch_size=settings["batch_size"], optimizer=optimizer,
+                      evaluate_sample_num_per_epoch=None if x_val is not None else BOOK_EVALUATION_SAMPLES,
+                      verbose=not quiet, seed=trainer_seed, checkpoint_path=checkpoint,
+                      history_path=history, resume=args.resume, x_val=x_val, t_val=t_val,
+                      select=settings["select"], hooks=hooks, batch_transform=transform,
+                      communicator=communicator)
     first_epoch = trainer.epoch
     start = time.perf_counter()
     trainer.train()
-    elapsed = time.perf_counter() - start
+    return model, time.perf_counter() - start, trainer.epoch_times[first_epoch:]
 
-    path = network.save_params(args.out)
-    print(f"saved parameters to {path}")
-    epoch_times = trainer.epoch_times[first_epoch:]
-    per_epoch = f", {np.mean(epoch_times):.1f} s per epoch" if epoch_times else ""
-    print(f"wall time: {elapsed:.1f} s for {len(epoch_times)} epochs{per_epoch}")
 
+def _describe(settings, model, train_size, x_val, dtype, device, schedule, transform):
+    parts = [f"{settings['model']} ({sum(p.size for p in model.params.values()):,} parameters) on "
+             f"{train_size} training images", _count(settings["epochs"], "epoch"),
+             f"batch {settings['batch_size']}", f"{settings['optimizer']} lr {settings['lr']:g}"]
+    if settings["weight_decay"]:
+        parts.append(f"weight decay {settings['weight_decay']:g}")
+    if schedule.name != "constant" or schedule.warmup:
+        parts.append(f"schedule {schedule!r}")
+    if transform is not None:
+        parts.append(f"augment {settings['augment']}")
+    if settings["ema"]:
+        parts.append(f"weight average {settings['ema']:g}")
+    if x_val is not None:
+        parts.append(f"{len(x_val)} validation images, keep {settings['select']}")
+    parts += [dtype.name, device]
+    return ", ".join(parts)
+
+
+def run_ensemble(args):
+    settings = _training_settings(args)
+    os.makedirs(args.out_dir, exist_ok=True)
+    _check_writable({"--out-dir": os.path.join(args.out_dir, "report.json")})
+    _configure_kernels(args)
+    data = _training_data(args, settings)
+    base_seed = 0 if args.seed is None else args.seed
+    paths, seconds = [], []
+    for member in range(args.members):
+        stem = os.path.join(args.out_dir, f"member{member}")
+        print(f"--- member {member + 1}/{args.members} (seed {base_seed + member})")
+        args.interrupt_hint = (f"; finished members are in {args.out_dir}: run the same command with "
+                               "--resume to continue")
+        model, elapsed, _ = _train_one(args, settings, data, base_seed + member, stem + ".checkpoint.npz",
+                                       stem + ".history.json")
+        paths.append(model.save(stem + ".npz"))
+        seconds.append(elapsed)
+    (_, _), (x_test, t_test) = _load_mnist(args.data, np.dtype(args.dtype))
+    report = _ensemble_report(paths, args.dtype, x_test, t_test)
+    report["training_seconds"] = seconds
+    report["settings"] = settings
+    from .io import atomic_write
+    with atomic_write(os.path.join(args.out_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"wrote {os.path.join(args.out_dir, 'report.json')}")
+
+
+# -- evaluation ----------------------------------------------------------------------------
 
 def run_evaluate(args):
     _configure_kernels(args)
-    dtypes = DTYPES[::-1] if args.half_check else (args.dtype,)
-    network = _load_network(args.params, "float64" if args.half_check else args.dtype)
-    (_, _), (x_test, t_test) = _load_mnist(args.data, network.dtype)
-    print(f"test accuracy on {len(x_test)} images ({args.params}):")
-    for dtype in dtypes:
-        accuracy = network.astype(dtype).accuracy(x_test, t_test)
+    if args.half_check and len(args.params) > 1:
+        raise CommandError("--half-check compares dtypes of one network: give one --params file")
+    (_, _), (x_test, t_test) = _load_mnist(args.data, np.dtype("float64" if args.half_check else args.dtype))
+    if len(args.params) > 1:
+        _ensemble_report(args.params, args.dtype, x_test, t_test)
+        return
+    network = _load_network(args.params[0], "float64" if args.half_check else args.dtype)
+    print(f"test accuracy on {len(x_test)} images ({args.params[0]}):")
+    for dtype in (DTYPES[::-1] if args.half_check else (args.dtype,)):
+        accuracy = network.astype(dtype).accuracy(x_test.astype(dtype), t_test)
         print(f"  {dtype:8s} {accuracy:.4f}")
+
+
+def _ensemble_report(paths, dtype, x_test, t_test):
+    """Each member's test accuracy and the accuracy of their averaged probabilities."""
+    probabilities, members = None, []
+    x = x_test.astype(dtype, copy=False)
+    for path in paths:
+        p = _load_network(path, dtype).probabilities(x)
+        members.append({"file": os.fspath(path), "accuracy": float(np.mean(p.argmax(axis=1) == t_test))})
+        probabilities = p if probabilities is None else probabilities + p
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == t_test))
+    print(f"test accuracy on all {len(x_test)} test images (evaluated once per model):")
+    for member in members:
+        print(f"  {member['accuracy']:.4f}  {member['file']}")
+    print(f"  {accuracy:.4f}  ensemble of {len(paths)} (averaged softmax probabilities)")
+    return {"members": members, "ensemble_accuracy": accuracy, "test_images": len(x_test)}
 
 
 def run_misclassified(args):
     Figure = _figure_class()  # fail early if matplotlib is missing
+    figure_format = _figure_format(args.out)
+    _check_writable({"--out": args.out})
     _configure_kernels(args)
     network = _load_network(args.params, args.dtype)
     (_, _), (x_test, t_test) = _load_mnist(args.data, network.dtype)
@@ -207,7 +418,7 @@ def run_misclassified(args):
     print("index: (label, inference)")
     print({int(i): (int(t_test[i]), int(predicted[i])) for i in shown})
     figure = _misclassified_figure(Figure, x_test, t_test, predicted, shown)
-    _save_png(figure, args.out)
+    _save_figure(figure, args.out, figure_format)
     print(f"wrote {args.out}")
 
 
@@ -215,18 +426,21 @@ def run_plot(args):
     Figure = _figure_class()
     from matplotlib.ticker import MaxNLocator
 
+    figure_format = _figure_format(args.out)
     history = _read_history(args.history)
     figure = Figure(figsize=(10, 4), layout="tight")
     accuracy_axes, loss_axes = figure.subplots(1, 2)
-    epochs = np.arange(1, len(history["train_acc_list"]) + 1)
-    accuracy_axes.plot(epochs, history["train_acc_list"], marker="o", label="train")
-    accuracy_axes.plot(epochs, history["test_acc_list"], marker="s", label="test")
+    for key, label, marker in (("train_acc_list", "train", "o"), ("val_acc_list", "validation", "^"),
+                               ("test_acc_list", "test", "s")):
+        values = history.get(key) or []
+        if values:
+            accuracy_axes.plot(np.arange(1, len(values) + 1), values, marker=marker, label=label)
     accuracy_axes.set(xlabel="epochs", ylabel="accuracy", ylim=(0, 1.0), title="accuracy")
     accuracy_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     accuracy_axes.legend(loc="lower right")
     loss_axes.plot(history["train_loss_list"], linewidth=0.8)
     loss_axes.set(xlabel="iterations", ylabel="loss", title="training loss")
-    _save_png(figure, args.out)
+    _save_figure(figure, args.out, figure_format)
     print(f"wrote {args.out}")
 
 
@@ -251,25 +465,54 @@ def _require_gpu():
         raise CommandError("--device cuda: no usable GPU (needs CuPy and a CUDA device)")
 
 
-def _load_mnist(root, dtype):
-    from .datasets import load_mnist
+def _check_writable(paths):
+    """Fail now, not after a long run, if an output cannot be written."""
+    for option, path in paths.items():
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            raise CommandError(f"{option} {path}: cannot write in {directory} ({exc.strerror or exc})") from None
+        if os.path.isdir(path):
+            raise CommandError(f"{option} {path}: is a directory")
 
-    return load_mnist(normalize=True, flatten=False, one_hot_label=False, dtype=dtype, root=root)
+
+def _load_mnist(root, dtype):
+    from . import datasets
+
+    if root is not None:
+        directory = datasets.mnist_dir_in(root)
+        if directory is None:
+            raise CommandError(f"--data {root}: no MNIST files there (expected "
+                               f"{', '.join(s + '[.gz]' for s in datasets.MNIST_FILES.values())})")
+        root = str(directory)
+    return datasets.load_mnist(normalize=True, flatten=False, one_hot_label=False, dtype=dtype, root=root)
 
 
 def _load_network(path, dtype):
-    from .nets import DeepConvNet
+    """Any saved model (or parameter file) for inference, refusing parameters that could
+    only give meaningless predictions."""
+    from .nets import load_model
 
-    network = DeepConvNet(dtype=dtype)
-    network.load_params(path)
+    network = load_model(path, dtype=np.dtype(dtype))
+    for name, value in network.params.items():
+        if not np.isfinite(value).all():
+            raise ValueError(f"{path}: parameter {name!r} holds NaN or infinite values (a diverged run?)")
     return network
 
 
 def _read_history(path):
-    with open(path) as f:
-        history = json.load(f)
-    for key in ("train_acc_list", "test_acc_list", "train_loss_list"):
-        if key not in history:
+    try:
+        with open(path, encoding="utf-8") as f:
+            history = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandError(f"{path}: not a training history (not JSON: {exc})") from None
+    if not isinstance(history, dict):
+        raise CommandError(f"{path}: not a training history (not a JSON object)")
+    for key in ("train_acc_list", "train_loss_list"):
+        if not isinstance(history.get(key), list):
             raise CommandError(f"{path}: not a training history (no {key!r})")
     return history
 
@@ -281,6 +524,13 @@ def _figure_class():
     except ImportError:
         raise CommandError(PLOT_INSTALL_HINT) from None
     return Figure
+
+
+def _figure_format(path):
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in FIGURE_FORMATS:
+        raise CommandError(f"--out {path}: the figure's extension must be one of {', '.join(FIGURE_FORMATS)}")
+    return FIGURE_FORMATS[extension]
 
 
 def _misclassified_figure(Figure, images, labels, predicted, indices, columns=5):
@@ -295,7 +545,7 @@ def _misclassified_figure(Figure, images, labels, predicted, indices, columns=5)
     return figure
 
 
-def _save_png(figure, path):
+def _save_figure(figure, path, figure_format):
     """Render with the Agg backend (no display needed) and write the file atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -303,4 +553,5 @@ def _save_png(figure, path):
 
     FigureCanvasAgg(figure)
     with atomic_write(path) as f:
-        figure.savefig(f, format="png", dpi=100)
+        figure.savefig(f, format=figure_format, dpi=100)
+

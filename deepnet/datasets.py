@@ -382,3 +382,37 @@ def _prepare(images, labels, normalize, flatten, one_hot_label, dtype):
     else:
         labels = labels.astype(np.int64)
     return images, labels
+
+
+# --- Validation splits -------------------------------------------------------------------
+
+def stratified_split(labels, size, seed=None):
+    """Indices (train, validation) holding out ``size`` samples, stratified by label: each
+    class keeps its share of the validation set (within one sample), drawn with ``seed``.
+
+    Both index arrays are sorted, so the split does not reorder the data.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # one-hot
+        labels = labels.argmax(axis=1)
+    if not 0 < size < len(labels):
+        raise ValueError(f"stratified_split: the validation size must be in 1..{len(labels) - 1}, got {size}")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    # Largest remainders: per-class quotas that add up to size exactly.
+    exact = counts * size / len(labels)
+    quota = np.floor(exact).astype(int)
+    quota[np.argsort(-(exact - quota), kind="stable")[:size - quota.sum()]] += 1
+    held_out = [rng.choice(np.flatnonzero(labels == c), q, replace=False) for c, q in zip(classes, quota)]
+    validation = np.sort(np.concatenate(held_out))
+    train = np.setdiff1d(np.arange(len(labels)), validation, assume_unique=True)
+    return train, validation
+
+
+def mnist_dir_in(root):
+    """``root`` or ``root/mnist`` if it holds the four files, else None (no other place is
+    searched: for a directory the user named)."""
+    for directory in (Path(root).expanduser(), Path(root).expanduser() / "mnist"):
+        if directory.is_dir() and _mnist_files_in(directory) is not None:
+            return directory
+    return None

@@ -298,9 +298,9 @@ class Sequential(Layer):
             if tuple(value.shape) != tuple(expected):
                 raise ValueError(f"{source}: parameter {name!r} has shape {tuple(value.shape)}, "
                                  f"the network expects {tuple(expected)}")
-            if np.dtype(value.dtype).kind not in "iuf":
+            if np.dtype(value.dtype).kind != "f":
                 raise ValueError(f"{source}: parameter {name!r} has dtype {value.dtype}, expected "
-                                 "a real integer or floating-point array")
+                                 "floating point (float16, float32 or float64)")
         converted = {name: self._to_device(_cuda.to_cpu(arrays[name]).astype(targets[name].dtype, copy=False))
                      for name in names}
         for name in names:

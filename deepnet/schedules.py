@@ -83,9 +83,14 @@ class Schedule:
         return final + (lr - final) * 0.5 * (1 + math.cos(math.pi * fall))
 
     def spec(self):
-        """The settings that define this schedule (stored in checkpoints)."""
-        return {"name": self.name, "lr": self.lr, "steps_per_epoch": self.steps_per_epoch,
-                "epochs": self.epochs, "warmup": self.warmup, **self.settings}
+        """The settings that define this schedule (stored in checkpoints).  The run's length
+        only where the rates depend on it, so a constant/step/exponential run can be resumed
+        for more epochs."""
+        spec = {"name": self.name, "lr": self.lr, "steps_per_epoch": self.steps_per_epoch,
+                "warmup": self.warmup, **self.settings}
+        if self.name in ("cosine", "one-cycle"):
+            spec["epochs"] = self.epochs
+        return spec
 
     def __repr__(self):
         settings = ", ".join(f"{k}={v:g}" for k, v in self.settings.items())

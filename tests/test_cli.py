@@ -182,3 +182,146 @@ def test_misclassified_draws_a_png(tmp_path, capsys, mnist, small_test_set):
     assert cli.main(argv) == 0
     assert "showing 7" in capsys.readouterr().out
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+# -- options are checked before any work, and failures say what to do -----------------------
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "abc"])
+def test_train_refuses_a_learning_rate_that_is_not_a_finite_positive_number(value, capsys):
+    assert cli.main(["train", "--lr", value]) == 2
+    assert_one_line_error(capsys, "--lr", "finite number > 0")
+
+
+def test_data_naming_a_directory_without_mnist_is_an_error(tmp_path, capsys):
+    assert cli.main(["train", "--data", str(tmp_path), "--epochs", "1"]) == 2
+    assert_one_line_error(capsys, f"--data {tmp_path}: no MNIST files there")
+
+
+def test_an_output_that_cannot_be_written_fails_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    started = []
+    monkeypatch.setattr(cli, "_load_mnist", lambda *a: started.append(1))
+    assert cli.main(["train", "--out", str(blocker / "params.npz")]) == 2
+    assert_one_line_error(capsys, "--out", "cannot write")
+    assert not started
+
+
+def test_memory_error_is_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+
+    def exhausted(*args):
+        raise MemoryError()
+    monkeypatch.setattr(cli, "_load_mnist", exhausted)
+    assert cli.main(["train"]) == 1
+    assert_one_line_error(capsys, "out of memory", "--batch-size")
+
+
+def test_interrupt_says_how_to_resume(monkeypatch, capsys, tmp_path, mnist):
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("deepnet.trainer.Trainer.train", interrupted)
+    assert cli.main(["train", "--data", str(mnist), "--train-size", "100"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--resume" in err and "deep_convnet_checkpoint.npz" in err
+
+
+def test_resume_with_another_learning_rate_or_dtype_is_refused(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    common = ["--train-size", "100", "--data", str(mnist), "--checkpoint", "c.npz"]
+    assert cli.main(["train", "--epochs", "1"] + common) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--epochs", "2", "--resume", "--lr", "0.01"] + common) == 1
+    assert_one_line_error(capsys, "c.npz was made with", "0.01")
+    assert cli.main(["train", "--epochs", "2", "--resume", "--dtype", "float64"] + common) == 1
+    assert_one_line_error(capsys, "dtype")
+
+
+@pytest.mark.parametrize("poison", ["nan", "int"])
+def test_evaluate_refuses_parameters_that_cannot_be_a_trained_network(tmp_path, capsys, poison):
+    params = {name: value.copy() for name, value in DeepConvNet(seed=0).params.items()}
+    if poison == "nan":
+        params["W3"][0, 0, 0, 0] = np.nan
+    else:
+        params["W3"] = params["W3"].astype(np.int64)
+    path = tmp_path / "bad.npz"
+    np.savez(path, **params)
+    assert cli.main(["evaluate", "--params", str(path)]) == 1
+    assert_one_line_error(capsys, "bad.npz", "'W3'")
+
+
+def test_a_figure_with_an_unsupported_extension_is_refused(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert cli.main(["misclassified", "--params", str(BOOK_PARAMS), "--out", str(tmp_path / "fig.jpg")]) == 2
+    assert_one_line_error(capsys, "fig.jpg", ".png")
+
+
+def test_a_damaged_history_names_the_file(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    history = tmp_path / "h.json"
+    history.write_text("{truncated")
+    assert cli.main(["plot", "--history", str(history), "--out", str(tmp_path / "p.png")]) == 2
+    assert_one_line_error(capsys, "h.json", "not a training history")
+
+
+def test_book_mode_says_what_each_epoch_measured_and_draws_no_bars_into_a_log(
+        tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--epochs", "1", "--train-size", "1200", "--data", str(mnist)]) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/1: train acc" in captured.out and "(first 1000 training images)" in captured.out
+    assert "(all 200 test images)" in captured.out  # the fixture's 200-image test set
+    assert "test acc:" in captured.out and "on all 200 test images (evaluated once" in captured.out
+    assert "1 epoch," in captured.out and "1 epochs" not in captured.out
+    assert captured.err == ""  # stderr is not a terminal: no progress bars
+
+
+# -- models, validation, ensembles ---------------------------------------------------------
+
+def test_validation_mode_measures_the_whole_validation_set_and_the_test_set_once(
+        tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--epochs", "2", "--train-size", "600", "--val-size", "100", "--select", "best-val",
+            "--lr-schedule", "cosine", "--ema", "0.9", "--data", str(mnist), "--model", "deepconvnet-bn"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("(all 100 validation images)") == 2 and "test acc (" not in out
+    assert "on all 200 test images (evaluated once, after training; weights: epoch" in out
+    history = json.loads((tmp_path / "deep_convnet_history.json").read_text())
+    assert len(history["val_acc_list"]) == 2 and history["test_acc_list"] == []
+    assert history["final_test"]["images"] == 200
+    from deepnet.nets import load_model
+    assert load_model(tmp_path / "deep_convnet_params.npz").batch_norm_layers()
+
+
+def test_train_a_model_from_a_json_spec(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    spec = {"type": "Sequential", "layers": [
+        {"type": "Convolution", "in_channels": 1, "filters": 4, "kernel": 3, "stride": 1, "pad": 1, "relu": True},
+        {"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 2, "pad": 0},
+        {"type": "Flatten"}, {"type": "Affine", "in_features": 4 * 14 * 14, "out_features": 10}]}
+    (tmp_path / "tiny.json").write_text(json.dumps(spec))
+    assert cli.main(["train", "--model", "tiny.json", "--epochs", "1", "--train-size", "200",
+                     "--data", str(mnist), "--out", "tiny.npz"]) == 0
+    assert cli.main(["evaluate", "--params", "tiny.npz", "--data", str(mnist)]) == 0
+    assert "float32" in capsys.readouterr().out
+
+
+def test_ensemble_trains_members_and_evaluate_averages_them(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["ensemble", "--members", "2", "--epochs", "1", "--train-size", "300",
+                     "--data", str(mnist), "--out-dir", "ens"]) == 0
+    report = json.loads((tmp_path / "ens" / "report.json").read_text())
+    assert len(report["members"]) == 2 and report["test_images"] == 200
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--params", "ens/member0.npz", "ens/member1.npz", "--data", str(mnist)]) == 0
+    out = capsys.readouterr().out
+    assert f"{report['ensemble_accuracy']:.4f}  ensemble of 2" in out
+    # The ensemble's probabilities are the members' averaged, computed independently here.
+    from deepnet.nets import load_model
+    (_, _), (x_test, t_test) = cli._load_mnist(str(mnist), np.dtype("float32"))
+    probabilities = sum(load_model(f"ens/member{i}.npz").probabilities(x_test) for i in range(2))
+    assert report["ensemble_accuracy"] == pytest.approx(np.mean(probabilities.argmax(axis=1) == t_test))

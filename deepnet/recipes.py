@@ -1,0 +1,44 @@
+"""The models the command line can train by name, and its training recipes.
+
+A recipe is a set of defaults for ``deepnet train``; any option given on the command line
+overrides it.  ``book`` is ch08/train_deepnet.py exactly; ``beyond`` is the best setting
+found for chapter 8.1.2's "going further" (augmentation, learning-rate decay, weight
+averaging), chosen on a validation split, never on the test set.
+"""
+import os
+
+import numpy as np
+
+from . import nets
+
+MODEL_NAMES = {
+    "deepconvnet": lambda dtype, seed: nets.DeepConvNet(dtype=dtype, seed=seed),
+    "deepconvnet-bn": lambda dtype, seed: nets.DeepConvNet(dtype=dtype, seed=seed, batch_norm=True),
+    "resnet": lambda dtype, seed: nets.ResNet(dtype=dtype, seed=seed),
+    "simpleconvnet": lambda dtype, seed: nets.SimpleConvNet(dtype=dtype, seed=seed),
+}
+
+RECIPES = {
+    "book": {
+        "model": "deepconvnet", "epochs": 20, "batch_size": 100, "optimizer": "adam", "lr": 0.001,
+        "weight_decay": 0.0, "lr_schedule": "constant", "warmup": 0.0, "augment": None, "ema": None,
+        "val_size": 0, "select": "last",
+    },
+    "beyond": {
+        "model": "deepconvnet", "epochs": 40, "batch_size": 100, "optimizer": "adam", "lr": 0.002,
+        "weight_decay": 0.0, "lr_schedule": "cosine:min_lr=1e-5", "warmup": 1.0,
+        "augment": "rotate=10,scale=0.1,shift=2.5", "ema": 0.999, "val_size": 5000, "select": "last",
+    },
+}
+
+
+def make_model(name, dtype, seed):
+    """A new model: one of MODEL_NAMES, or the path of a JSON spec file."""
+    if name in MODEL_NAMES:
+        return MODEL_NAMES[name](dtype, seed)
+    if name.endswith(".json") or os.path.isfile(name):
+        model = nets.build(nets.load_spec_file(name), dtype=dtype, rng=np.random.default_rng(seed))
+        if not isinstance(model, nets.Sequential):
+            raise ValueError(f"{name}: the spec describes a single {type(model).__name__}, not a model")
+        return model
+    raise ValueError(f"--model: expected one of {', '.join(MODEL_NAMES)} or a JSON spec file, got {name!r}")
