@@ -177,6 +177,34 @@ def cast(a, dtype):
     return a.astype(dtype, copy=False)
 
 
-# Batch normalisation: the NumPy reference's vectorised passes for now.
-from deepnet.reference import (batch_norm_backward_sums, batch_norm_dx, batch_norm_sums,  # noqa: E402
-                               channel_affine)
+# -- batch normalisation (kernels/batchnorm.pyx) --------------------------------------------
+
+from deepnet._kernels import batchnorm as _batchnorm  # noqa: E402
+
+
+def batch_norm_sums(x, shift):
+    sums = np.empty((2, x.shape[1]), dtype=np.float64)
+    _batchnorm.batch_norm_sums(_bits(x), shift, sums, _elementwise_threads(x.size))
+    return sums
+
+
+def channel_affine(x, scale, offset, relu=False):
+    y = np.empty_like(x)
+    _batchnorm.channel_affine(_bits(x), scale, offset, _bits(y), relu, _elementwise_threads(x.size))
+    return y
+
+
+def batch_norm_backward_sums(dout, x, mean, inv_std, relu_out=None):
+    sums = np.empty((2, x.shape[1]), dtype=np.float64)
+    mask = dout if relu_out is None else relu_out
+    _batchnorm.batch_norm_backward_sums(_bits(dout), _bits(x), _bits(mask), relu_out is not None,
+                                        mean, inv_std, sums, _elementwise_threads(x.size))
+    return sums
+
+
+def batch_norm_dx(dout, x, mean, inv_std, gamma, mean_dout, mean_dout_xhat, relu_out=None):
+    dx = np.empty_like(x)
+    mask = dout if relu_out is None else relu_out
+    _batchnorm.batch_norm_dx(_bits(dout), _bits(x), _bits(mask), relu_out is not None, mean, inv_std, gamma,
+                             mean_dout, mean_dout_xhat, _bits(dx), _elementwise_threads(x.size))
+    return dx

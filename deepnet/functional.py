@@ -268,22 +268,24 @@ def batch_norm_statistics(x, shift=None, sum_across=None, *, caller="deepnet.bat
     return (shift.astype(np.float64) + mean_shifted).astype(acc), var.astype(acc), count
 
 
-def channel_affine(x, scale, offset, *, caller="deepnet.channel_affine"):
-    """y[n, c, m] = x[n, c, m] * scale[c] + offset[c] for x (N, C, M) (inference-time BN)."""
+def channel_affine(x, scale, offset, *, relu=False, caller="deepnet.channel_affine"):
+    """y[n, c, m] = x[n, c, m] * scale[c] + offset[c] for x (N, C, M) (batch normalisation's
+    output), then max(y, 0) if relu (a ReLU fused into the same pass)."""
     x = as_float_array(x, "x", caller, ndim=3)
     acc = compute_dtype(x.dtype)
     scale = _per_channel(scale, x.shape[1], "scale", caller, acc)
     offset = _per_channel(offset, x.shape[1], "offset", caller, acc)
-    return _backend(caller, x, scale, offset).channel_affine(x, scale, offset)
+    return _backend(caller, x, scale, offset).channel_affine(x, scale, offset, relu=bool(relu))
 
 
-def batch_norm_backward(dout, x, mean, inv_std, gamma, count, sum_across=None, *,
+def batch_norm_backward(dout, x, mean, inv_std, gamma, count, sum_across=None, *, relu_out=None,
                         caller="deepnet.batch_norm_backward"):
     """(dx, dgamma, dbeta) of a training-mode batch normalisation of x (N, C, M).
 
     ``mean``, ``inv_std`` and ``count`` are what batch_norm_statistics gave (with
     inv_std = 1 / sqrt(var + eps)); with ``sum_across`` the two sums that dx needs are
     those of the global batch (dgamma and dbeta stay this rank's, as every gradient).
+    ``relu_out``: the output of a channel_affine(..., relu=True); dout is masked by it first.
     """
     x = as_float_array(x, "x", caller, ndim=3)
     dout = as_float_array(dout, "dout", caller, ndim=3, dtype=x.dtype)
@@ -293,10 +295,14 @@ def batch_norm_backward(dout, x, mean, inv_std, gamma, count, sum_across=None, *
     C = x.shape[1]
     mean, inv_std = (_per_channel(a, C, n, caller, acc) for a, n in ((mean, "mean"), (inv_std, "inv_std")))
     gamma_acc = _per_channel(gamma, C, "gamma", caller, acc)
+    if relu_out is not None:
+        relu_out = as_float_array(relu_out, "relu_out", caller, ndim=3, dtype=x.dtype)
+        if relu_out.shape != x.shape:
+            raise ValueError(f"{caller}: relu_out shape {tuple(relu_out.shape)} differs from x shape {tuple(x.shape)}")
     backend = _backend(caller, dout, x, mean, inv_std)
-    sums = backend.batch_norm_backward_sums(dout, x, mean, inv_std)
+    sums = backend.batch_norm_backward_sums(dout, x, mean, inv_std, relu_out=relu_out)
     global_sums = sums if sum_across is None else sum_across(sums.reshape(-1)).reshape(2, -1)
     scale = 1.0 / count if count else 0.0
-    dx = backend.batch_norm_dx(dout, x, mean, inv_std, gamma_acc,
-                               (global_sums[0] * scale).astype(acc), (global_sums[1] * scale).astype(acc))
+    dx = backend.batch_norm_dx(dout, x, mean, inv_std, gamma_acc, (global_sums[0] * scale).astype(acc),
+                               (global_sums[1] * scale).astype(acc), relu_out=relu_out)
     return dx, sums[1].astype(gamma.dtype), sums[0].astype(gamma.dtype)

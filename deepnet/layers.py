@@ -257,6 +257,7 @@ class Dropout(Layer):
 
 class BatchNormalization(Layer):
     """Batch normalisation; per feature for 2-D input (N, F), per channel for 4-D (N, C, H, W).
+    With relu=True it is BatchNormalization followed by Relu, fused in one pass.
 
     Training normalises by the batch's mean and (biased) variance and updates the running
     statistics, ``running = momentum * running + (1 - momentum) * batch``; inference uses
@@ -275,17 +276,19 @@ class BatchNormalization(Layer):
     running_var = property(lambda self: self.buffers["running_var"],
                            lambda self, v: self.buffers.__setitem__("running_var", v))
 
-    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None, relu=False):
         super().__init__()
         xp = get_array_module(gamma)
         self.params = {"gamma": gamma, "beta": beta}
         self.momentum = momentum
+        self.relu = relu
         self.buffers = {
             "running_mean": running_mean if running_mean is not None else xp.zeros_like(gamma),
             "running_var": running_var if running_var is not None else xp.ones_like(gamma),
         }
         self.sum_across = None
         self._saved = None  # what backward needs: (x as (N, C, M), mean, inv_std, count)
+        self.out = None     # the output, when a ReLU is fused
 
     def forward(self, x, train=False, *, train_flg=None):
         x = F.as_float_array(x, "x", "BatchNormalization.forward", dtype=self.gamma.dtype)
@@ -305,20 +308,23 @@ class BatchNormalization(Layer):
             mean, var = self.running_mean, self.running_var
             inv_std = 1 / (get_array_module(x).sqrt(var.astype(compute_dtype(x.dtype)) + self.EPS))
         scale = self.gamma * inv_std
-        return F.channel_affine(x3, scale, self.beta - mean * scale).reshape(x.shape)
+        out = F.channel_affine(x3, scale, self.beta - mean * scale, relu=self.relu,
+                               caller="BatchNormalization.forward")
+        self.out = out if self.relu else None
+        return out.reshape(x.shape)
 
     def backward(self, dout):
         x3, mean, inv_std, count = self._saved
         dout3 = F.as_float_array(dout, "dout", "BatchNormalization.backward",
                                  dtype=self.gamma.dtype).reshape(x3.shape)
         dx, dgamma, dbeta = F.batch_norm_backward(dout3, x3, mean, inv_std, self.gamma, count,
-                                                  sum_across=self.sum_across,
+                                                  sum_across=self.sum_across, relu_out=self.out,
                                                   caller="BatchNormalization.backward")
         self._set_grads(gamma=dgamma, beta=dbeta)
         return dx.reshape(dout.shape)
 
     def config(self):
-        return {"features": int(self.gamma.size), "momentum": self.momentum}
+        return {"features": int(self.gamma.size), "momentum": self.momentum, "relu": bool(self.relu)}
 
 
 class Flatten(Layer):

@@ -86,9 +86,9 @@ def affine_layer(in_features, out_features, rng, dtype):
     return Affine(he_normal((in_features, out_features), rng, dtype), zeros(out_features, dtype))
 
 
-def batch_norm_layer(features, dtype, momentum=0.9):
+def batch_norm_layer(features, dtype, momentum=0.9, relu=False):
     _charge((4, features))  # gamma, beta and the two running statistics
-    return BatchNormalization(np.ones(features, dtype), np.zeros(features, dtype), momentum)
+    return BatchNormalization(np.ones(features, dtype), np.zeros(features, dtype), momentum, relu=relu)
 
 
 # -- Sequential: a container and a classifier ------------------------------------------------
@@ -416,8 +416,8 @@ class DeepConvNet(Sequential):
                                conv['stride'], conv['pad'], relu=not batch_norm)
             layers.append(layer)
             names += [f"W{index}", f"b{index}"]
-            if batch_norm:
-                layers += [batch_norm_layer(conv['filter_num'], dtype), Relu()]
+            if batch_norm:  # conv - BN+relu (fused)
+                layers.append(batch_norm_layer(conv['filter_num'], dtype, relu=True))
                 names += [f"gamma{index}", f"beta{index}"]
             shape = layer.output_shape(shape)
             if index % 2 == 0:  # a pooling layer follows every second convolution
@@ -426,9 +426,11 @@ class DeepConvNet(Sequential):
         layers.append(affine_layer(math.prod(shape[1:]), hidden_size, rng, dtype))
         names += ["W7", "b7"]
         if batch_norm:
-            layers.append(batch_norm_layer(hidden_size, dtype))
+            layers.append(batch_norm_layer(hidden_size, dtype, relu=True))
             names += ["gamma7", "beta7"]
-        layers += [Relu(), Dropout(0.5, rng=rng), affine_layer(hidden_size, output_size, rng, dtype),
+        else:
+            layers.append(Relu())
+        layers += [Dropout(0.5, rng=rng), affine_layer(hidden_size, output_size, rng, dtype),
                    Dropout(0.5, rng=rng)]
         names += ["W8", "b8"]
         super().__init__(*layers, rng=rng)
@@ -482,7 +484,7 @@ def basic_block(in_channels, channels, stride, rng, dtype):
     with BN (a projection).
     """
     body = Sequential(conv_layer(in_channels, channels, 3, rng, dtype, stride=stride),
-                      batch_norm_layer(channels, dtype), Relu(),
+                      batch_norm_layer(channels, dtype, relu=True),
                       conv_layer(channels, channels, 3, rng, dtype), batch_norm_layer(channels, dtype))
     shortcut = None
     if stride != 1 or in_channels != channels:
@@ -510,7 +512,7 @@ class ResNet(Sequential):
         rng = np.random.default_rng(seed)
         self._config = {"input_dim": list(input_dim), "widths": list(widths), "blocks": list(blocks),
                         "output_size": output_size}
-        layers = [conv_layer(input_dim[0], widths[0], 3, rng, dtype), batch_norm_layer(widths[0], dtype), Relu()]
+        layers = [conv_layer(input_dim[0], widths[0], 3, rng, dtype), batch_norm_layer(widths[0], dtype, relu=True)]
         channels = widths[0]
         for stage, (width, count) in enumerate(zip(widths, blocks)):
             for block in range(count):
@@ -545,7 +547,7 @@ class VGG(Sequential):
             elif isinstance(item, int) and not isinstance(item, bool) and item > 0:
                 layers.append(conv_layer(channels, item, 3, rng, dtype, relu=not batch_norm))
                 if batch_norm:
-                    layers += [batch_norm_layer(item, dtype), Relu()]
+                    layers.append(batch_norm_layer(item, dtype, relu=True))
                 channels = item
             else:
                 raise ValueError(f"VGG: config entries must be positive ints or 'M', got {item!r}")
@@ -677,11 +679,16 @@ def _int_pair(spec, key, where, minimum):
 def _build_convolution(spec, dtype, rng, where):
     C, FN = _int(spec, "in_channels", where, 0), _int(spec, "filters", where, 0)
     kh, kw = _int_pair(spec, "kernel", where, 1)
-    relu = spec.get("relu", False)
-    if not isinstance(relu, bool):
-        raise ValueError(f"build: {where} (Convolution): 'relu' must be true or false, got {_short(relu)}")
     return Convolution(he_normal((FN, C, kh, kw), rng, dtype), zeros(FN, dtype),
-                       _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0), relu=relu)
+                       _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0),
+                       relu=_flag(spec, "relu", where))
+
+
+def _flag(spec, key, where):
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be true or false, got {_short(value)}")
+    return value
 
 
 def _build_affine(spec, dtype, rng, where):
@@ -699,7 +706,7 @@ def _build_batch_norm(spec, dtype, rng, where):
     momentum = spec.get("momentum", 0.9)
     if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0 <= momentum <= 1:
         raise ValueError(f"build: {where} (BatchNormalization): 'momentum' must be in [0, 1], got {_short(momentum)}")
-    return batch_norm_layer(features, dtype, float(momentum))
+    return batch_norm_layer(features, dtype, float(momentum), relu=_flag(spec, "relu", where))
 
 
 def _build_dropout(spec, dtype, rng, where):
@@ -718,7 +725,7 @@ _LAYER_BUILDERS = {
     "Convolution": (("in_channels", "filters", "kernel", "stride", "pad", "relu"), _build_convolution),
     "Affine": (("in_features", "out_features"), _build_affine),
     "Pooling": (("pool_h", "pool_w", "stride", "pad"), _build_pooling),
-    "BatchNormalization": (("features", "momentum"), _build_batch_norm),
+    "BatchNormalization": (("features", "momentum", "relu"), _build_batch_norm),
     "Dropout": (("dropout_ratio",), _build_dropout),
     "Relu": ((), _plain(Relu)),
     "Sigmoid": ((), _plain(Sigmoid)),
@@ -784,7 +791,7 @@ def load_spec_file(path):
 def fold_batch_norm(model):
     """A copy of ``model`` for inference, with every BatchNormalization that directly
     follows a Convolution folded into it: W' = W * gamma / std, b' = (b - mean) * gamma / std + beta,
-    and a Relu right after it fused into the convolution.  Predictions equal the
+    and its ReLU (fused, or a Relu right after it) fused into the convolution.  Predictions equal the
     original's in eval mode up to rounding; the copy can no longer be trained as the
     original (its BN layers are gone)."""
     clone = model.astype(model.dtype)
@@ -809,10 +816,11 @@ def _fold_in(container):
             W = _cuda.to_cpu(layer.W).astype(acc) * scale[:, None, None, None]
             b = (_cuda.to_cpu(layer.b).astype(acc) - _cuda.to_cpu(following.running_mean).astype(acc)) * scale \
                 + _cuda.to_cpu(following.beta).astype(acc)
-            relu = i + 2 < len(layers) and isinstance(layers[i + 2], Relu)
-            conv = Convolution(W.astype(layer.W.dtype), b.astype(layer.b.dtype), layer.stride, layer.pad, relu=relu)
+            relu_after = i + 2 < len(layers) and isinstance(layers[i + 2], Relu)
+            conv = Convolution(W.astype(layer.W.dtype), b.astype(layer.b.dtype), layer.stride, layer.pad,
+                               relu=following.relu or relu_after)
             folded.append(conv)
-            i += 3 if relu else 2
+            i += 3 if relu_after else 2
             continue
         folded.append(layer)
         i += 1

@@ -149,26 +149,31 @@ def batch_norm_sums(x, shift):
     return xp.stack([centred.sum(axis=(0, 2)), (centred * centred).sum(axis=(0, 2))])
 
 
-def channel_affine(x, scale, offset):
-    """y[n, c, m] = x[n, c, m] * scale[c] + offset[c], computed in compute_dtype."""
+def channel_affine(x, scale, offset, relu=False):
+    """y[n, c, m] = x[n, c, m] * scale[c] + offset[c], computed in compute_dtype; then
+    max(y, 0) if relu."""
     acc = compute_dtype(x.dtype)
     y = x.astype(acc, copy=False) * scale.astype(acc)[None, :, None] + offset.astype(acc)[None, :, None]
-    return y.astype(x.dtype, copy=False)
+    y = y.astype(x.dtype, copy=False)
+    return relu_forward(y) if relu else y
 
 
-def batch_norm_backward_sums(dout, x, mean, inv_std):
-    """Per channel: sum(dout) and sum(dout * xhat), xhat = (x - mean) * inv_std, in float64."""
+def batch_norm_backward_sums(dout, x, mean, inv_std, relu_out=None):
+    """Per channel: sum(g) and sum(g * xhat), xhat = (x - mean) * inv_std, in float64, with
+    g = dout masked by relu_out > 0 when given (the backward of a fused ReLU)."""
     from deepnet._cuda import get_array_module
     xp = get_array_module(x)
-    g = dout.astype(np.float64)
+    g = (dout if relu_out is None else relu_backward(dout, relu_out)).astype(np.float64)
     xhat = (x.astype(np.float64) - mean.astype(np.float64)[None, :, None]) * inv_std.astype(np.float64)[None, :, None]
     return xp.stack([g.sum(axis=(0, 2)), (g * xhat).sum(axis=(0, 2))])
 
 
-def batch_norm_dx(dout, x, mean, inv_std, gamma, mean_dout, mean_dout_xhat):
-    """dx = gamma * inv_std * (dout - mean(dout) - xhat * mean(dout * xhat)), per channel."""
+def batch_norm_dx(dout, x, mean, inv_std, gamma, mean_dout, mean_dout_xhat, relu_out=None):
+    """dx = gamma * inv_std * (g - mean(g) - xhat * mean(g * xhat)), per channel, with g as
+    in batch_norm_backward_sums."""
     acc = compute_dtype(x.dtype)
     c = lambda a: a.astype(acc)[None, :, None]  # noqa: E731  (a per-channel column)
     xhat = (x.astype(acc, copy=False) - c(mean)) * c(inv_std)
-    dx = c(gamma * inv_std) * (dout.astype(acc, copy=False) - c(mean_dout) - xhat * c(mean_dout_xhat))
+    g = dout if relu_out is None else relu_backward(dout, relu_out)
+    dx = c(gamma * inv_std) * (g.astype(acc, copy=False) - c(mean_dout) - xhat * c(mean_dout_xhat))
     return dx.astype(x.dtype, copy=False)

@@ -353,7 +353,7 @@ def test_deep_convnet_bn_gradient_matches_numerical_gradient():
 def test_resnet_default_size_and_names():
     net = ResNet(seed=0)
     assert 100_000 < sum(p.size for p in net.params.values()) <= 500_000
-    assert "3.body.1.gamma" in net.params and "7.shortcut.0.W" in net.params
+    assert "2.body.1.gamma" in net.params and "6.shortcut.0.W" in net.params
     assert net.output_shape((7, 1, 28, 28)) == (7, 10)
 
 
@@ -373,10 +373,10 @@ def test_frozen_layers_stay_unchanged_after_an_optimizer_step():
 
 def test_a_frozen_container_freezes_everything_inside():
     net = tiny_resnet()
-    net.layers[3].trainable = False  # the first residual block
+    net.layers[2].trainable = False  # the first residual block
     grads = net.gradient(np.random.default_rng(0).random((2, 1, 8, 8)), np.array([0, 1]))
-    assert not [name for name in grads if name.startswith("3.")]
-    assert any(name.startswith("3.") for name in net.params)
+    assert not [name for name in grads if name.startswith("2.")]
+    assert any(name.startswith("2.") for name in net.params)
 
 
 def test_load_a_subset_of_parameters_for_transfer_learning(tmp_path):

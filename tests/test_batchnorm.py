@@ -1,0 +1,92 @@
+"""The compiled batch-normalisation passes against the NumPy reference, and their contract."""
+import numpy as np
+import pytest
+
+import deepnet
+from deepnet import functional as F
+from deepnet import reference as R
+from cases import DTYPES
+
+pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
+SHAPES = [(4, 3, 7), (1, 5, 1), (9, 2, 13), (3, 16, 33), (6, 4, 0), (0, 3, 5), (2, 0, 4)]
+TOL = {np.float16: 2e-3, np.float32: 2e-6, np.float64: 1e-12}
+
+
+def data(rng, shape, dtype):
+    return (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_every_pass_equals_the_reference(rng, shape, dtype, relu):
+    from deepnet import _cpu
+    x, dout = data(rng, shape, dtype), data(rng, shape, dtype)
+    acc = R.compute_dtype(dtype)
+    C = shape[1]
+    shift, scale, offset = (rng.standard_normal(C).astype(acc) for _ in range(3))
+    inv_std = (rng.random(C) + 0.5).astype(acc)
+    np.testing.assert_allclose(_cpu.batch_norm_sums(x, shift), R.batch_norm_sums(x, shift), rtol=1e-12, atol=1e-9)
+    y = _cpu.channel_affine(x, scale, offset, relu)
+    expected = R.channel_affine(x, scale, offset, relu)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y.astype(float), expected.astype(float), rtol=TOL[dtype], atol=TOL[dtype])
+    relu_out = expected if relu else None
+    np.testing.assert_allclose(_cpu.batch_norm_backward_sums(dout, x, shift, inv_std, relu_out),
+                               R.batch_norm_backward_sums(dout, x, shift, inv_std, relu_out), rtol=1e-10, atol=1e-9)
+    args = (dout, x, shift, inv_std, scale, offset, inv_std)
+    np.testing.assert_allclose(_cpu.batch_norm_dx(*args, relu_out=relu_out).astype(float),
+                               R.batch_norm_dx(*args, relu_out=relu_out).astype(float),
+                               rtol=TOL[dtype], atol=TOL[dtype] * 10)
+
+
+def test_float16_results_are_the_float32_results_rounded_once(rng):
+    from deepnet import _cpu
+    x = data(rng, (5, 3, 17), np.float16)
+    wide = x.astype(np.float32)
+    scale, offset = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    np.testing.assert_array_equal(_cpu.channel_affine(x, scale, offset, True),
+                                  _cpu.channel_affine(wide, scale, offset, True).astype(np.float16))
+    mean, inv_std = scale, np.abs(offset) + 0.5
+    np.testing.assert_array_equal(_cpu.batch_norm_dx(x, x, mean, inv_std, scale, offset, mean),
+                                  _cpu.batch_norm_dx(wide, wide, mean, inv_std, scale, offset, mean).astype(np.float16))
+
+
+def test_results_do_not_depend_on_the_thread_count(rng):
+    x = data(rng, (64, 8, 257), np.float32)  # large enough to be threaded
+    from deepnet.layers import BatchNormalization
+    layer = BatchNormalization(np.ones(8, np.float32), np.zeros(8, np.float32), relu=True)
+    results = []
+    for threads in (1, 2, 3):
+        deepnet.set_num_threads(threads)
+        try:
+            y = layer.forward(x.reshape(64, 8, 257, 1), train=True)
+            dx = layer.backward(y * 0.5 + 1)
+            results.append((y.copy(), dx.copy(), layer.dgamma.copy()))
+        finally:
+            deepnet.set_num_threads(None)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_statistics_of_data_far_from_zero_stay_accurate(rng):
+    """The shift (the running mean) keeps sum_sq/n - mean^2 from cancelling."""
+    x = (1e4 + rng.standard_normal((50, 2, 40))).astype(np.float32)
+    mean, var, count = F.batch_norm_statistics(x, shift=np.full(2, 1e4, np.float32))
+    np.testing.assert_allclose(var, x.astype(np.float64).var(axis=(0, 2)), rtol=1e-5)
+    assert count == 2000
+
+
+def test_bad_arguments_name_the_function(rng):
+    x = data(rng, (2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match="deepnet.channel_affine: scale must have 3 entries"):
+        F.channel_affine(x, np.ones(2), np.zeros(3))
+    with pytest.raises(ValueError, match="deepnet.batch_norm_statistics: x must be 3-D"):
+        F.batch_norm_statistics(x[0])
+    with pytest.raises(ValueError, match="BatchNormalization.forward: expected"):
+        from deepnet.layers import BatchNormalization
+        BatchNormalization(np.ones(4), np.zeros(4)).forward(np.zeros((2, 3, 2, 2)))
+    with pytest.raises(ValueError, match="deepnet batch_norm_sums"):
+        from deepnet._kernels import batchnorm
+        batchnorm.batch_norm_sums(x, np.zeros(2, np.float32), np.zeros((2, 3)), 1)
