@@ -38,22 +38,36 @@ USER_ERRORS = (CommandError, OSError, ValueError, EOFError,
 def main(argv=None):
     """Run the command line; return the exit code (0 on success)."""
     parser = build_parser()
+    args = argparse.Namespace()
     try:
         args = parser.parse_args(argv)
         args.command(args)
     except USER_ERRORS as exc:
-        print(f"deepnet: error: {_one_line(exc)}", file=sys.stderr)
-        return 2 if isinstance(exc, CommandError) else 1
+        return _fail(args, f"error: {_one_line(exc)}", 2 if isinstance(exc, CommandError) else 1)
     except MemoryError:
-        print("deepnet: error: out of memory; try a smaller --batch-size (or fewer images)", file=sys.stderr)
-        return 1
+        return _fail(args, "error: out of memory; try a smaller --batch-size (or fewer images)", 1)
     except KeyboardInterrupt:
-        resume = getattr(args, "interrupt_hint", "") if "args" in locals() else ""
-        print(f"deepnet: interrupted{resume}", file=sys.stderr)
-        return 130
+        return _fail(args, f"interrupted{getattr(args, 'interrupt_hint', '')}", 130)
     except SystemExit as exc:  # --help and --version
         return exc.code
+    except BaseException:
+        communicator = getattr(args, "communicator", None)
+        if communicator is not None and communicator.size > 1:
+            import traceback
+            traceback.print_exc()
+            communicator.abort(1)  # a bug on one rank must not leave the others waiting
+        raise
     return 0
+
+
+def _fail(args, message, code):
+    """Report on stderr; with several MPI ranks, end all of them (the others would wait forever)."""
+    communicator = getattr(args, "communicator", None)
+    several = communicator is not None and communicator.size > 1
+    print(f"deepnet{f' (rank {communicator.rank})' if several else ''}: {message}", file=sys.stderr, flush=True)
+    if several:
+        communicator.abort(code)
+    return code
 
 
 def _one_line(exc):
@@ -132,6 +146,9 @@ def _add_train(commands):
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--history", default="deep_convnet_history.json", metavar="PATH",
                    help="accuracy and loss history as JSON, for 'deepnet plot' (default %(default)s)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of mpiexec -n K (MPI, deepnet[mpi]); --batch-size is "
+                        "the global batch, so the training computed is the same")
     p.set_defaults(command=run_train)
 
 
@@ -236,12 +253,18 @@ def run_train(args):
     outputs = {"--out": args.out, "--checkpoint": args.checkpoint, "--history": args.history}
     if not args.checkpoint:
         raise CommandError("--checkpoint needs a PATH (every epoch is checkpointed)")
-    _check_writable(outputs)
+    args.communicator = _communicator(args.distributed)
+    root = args.communicator.is_root
+    if root:
+        _check_writable(outputs)
     _configure_kernels(args)
     data = _training_data(args, settings)
     args.interrupt_hint = (f"; the checkpoint after the last finished epoch is {args.checkpoint}: "
                            "run the same command with --resume to continue")
-    model, elapsed, epoch_times = _train_one(args, settings, data, args.seed, args.checkpoint, args.history)
+    model, elapsed, epoch_times = _train_one(args, settings, data, args.seed, args.checkpoint, args.history,
+                                             communicator=args.communicator)
+    if not root:
+        return
     path = model.save(args.out)
     print(f"saved the model to {path}")
     per_epoch = f", {np.mean(epoch_times):.1f} s per epoch" if epoch_times else ""
@@ -345,25 +368,36 @@ def _describe(settings, model, train_size, x_val, dtype, device, schedule, trans
 
 
 def run_ensemble(args):
+    """Train the members (under mpiexec, rank r trains members r, r + K, ...), then rank 0
+    evaluates each and the ensemble on the test set."""
+    from .distributed import mpi_world_size
+
     settings = _training_settings(args)
+    args.communicator = _communicator(mpi_world_size() > 1)
+    comm = args.communicator
     os.makedirs(args.out_dir, exist_ok=True)
     _check_writable({"--out-dir": os.path.join(args.out_dir, "report.json")})
     _configure_kernels(args)
     data = _training_data(args, settings)
     base_seed = 0 if args.seed is None else args.seed
-    paths, seconds = [], []
-    for member in range(args.members):
+    seconds = {}
+    args.interrupt_hint = f"; finished members are in {args.out_dir}: run the same command with --resume to continue"
+    for member in range(comm.rank, args.members, comm.size):
         stem = os.path.join(args.out_dir, f"member{member}")
-        print(f"--- member {member + 1}/{args.members} (seed {base_seed + member})")
-        args.interrupt_hint = (f"; finished members are in {args.out_dir}: run the same command with "
-                               "--resume to continue")
-        model, elapsed, _ = _train_one(args, settings, data, base_seed + member, stem + ".checkpoint.npz",
-                                       stem + ".history.json")
-        paths.append(model.save(stem + ".npz"))
-        seconds.append(elapsed)
+        print(f"--- member {member + 1}/{args.members} (seed {base_seed + member})"
+              + (f" on rank {comm.rank}" if comm.size > 1 else ""), flush=True)
+        model, seconds[member], _ = _train_one(args, settings, data, base_seed + member,
+                                               stem + ".checkpoint.npz", stem + ".history.json",
+                                               quiet=comm.size > 1)
+        model.save(stem + ".npz")
+    gathered = comm.gather(seconds)  # also waits for every rank's members
+    if not comm.is_root:
+        return
+    seconds = {member: value for part in gathered for member, value in part.items()}
+    paths = [os.path.join(args.out_dir, f"member{member}.npz") for member in range(args.members)]
     (_, _), (x_test, t_test) = _load_mnist(args.data, np.dtype(args.dtype))
     report = _ensemble_report(paths, args.dtype, x_test, t_test)
-    report["training_seconds"] = seconds
+    report["training_seconds"] = [seconds[member] for member in range(args.members)]
     report["settings"] = settings
     from .io import atomic_write
     with atomic_write(os.path.join(args.out_dir, "report.json"), "w") as f:
@@ -446,6 +480,18 @@ def run_plot(args):
 
 # -- helpers -------------------------------------------------------------------------------
 
+def _communicator(distributed):
+    """MPI's ranks for --distributed (or an ensemble started by mpiexec), else one process."""
+    from .distributed import MPICommunicator, SingleProcess
+
+    if not distributed:
+        return SingleProcess()
+    try:
+        return MPICommunicator()
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _configure_kernels(args):
     import deepnet
 
@@ -454,8 +500,17 @@ def _configure_kernels(args):
             deepnet.set_backend(args.backend)
         except ImportError as exc:  # the compiled kernels are not built
             raise CommandError(str(exc)) from None
-    if args.threads:
-        deepnet.set_num_threads(args.threads)
+    communicator = getattr(args, "communicator", None)
+    ranks = communicator.node_size if communicator is not None and communicator.size > 1 else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = args.threads
+    if threads is None and ranks > 1 and not os.environ.get("OMP_NUM_THREADS"):
+        threads = max(1, cores // ranks)  # share the cores between the ranks on this machine
+    if threads:
+        deepnet.set_num_threads(threads)
+    if ranks * deepnet.get_num_threads() > cores and communicator.is_root:
+        print(f"deepnet: warning: {ranks} ranks x {deepnet.get_num_threads()} threads on {cores} cores "
+              "oversubscribe this machine; use --threads", file=sys.stderr)
 
 
 def _require_gpu():

@@ -1,16 +1,36 @@
-"""Data-parallel training (chapter 8.3.3): every rank computes the gradient of its slice of
-each global batch; the gradients are averaged, so K ranks compute what one process would.
+"""Data-parallel training (chapter 8.3.3) over MPI: every rank computes the gradient of its
+slice of each global batch, the gradients are summed across ranks, and every rank applies
+the same update, so K ranks compute what one process would, up to the order of summation.
 
-``SingleProcess`` is the stand-in the trainer uses by default: every code path runs
-without MPI.
+- ``SingleProcess``: the stand-in the trainer uses by default, so every code path runs
+  without MPI (and importing deepnet never needs mpi4py);
+- ``MPICommunicator``: mpi4py's COMM_WORLD (``pip install "deepnet[mpi]"``, then
+  ``mpiexec -n K deepnet train --distributed``).
+
+How the equivalence is kept:
+
+- rank 0's whole training state (parameters, buffers, optimizer, random generators) is
+  broadcast when training starts or resumes;
+- each rank computes the gradient of (its slice's summed loss) / (global batch), so the
+  sum over ranks is the global batch's mean gradient: one reduction of a single flat
+  buffer per step;
+- dropout masks are drawn for the whole global batch from the shared generator, each rank
+  keeps its rows; BatchNormalization sums its statistics over the ranks;
+- every sum is reduced on rank 0 and broadcast from there, so all ranks hold bit-identical
+  results (an allreduce may add in a different order on different ranks).
 """
 import contextlib
+import os
 
-__all__ = ["SingleProcess"]
+import numpy as np
+
+from . import _cuda
+
+__all__ = ["SingleProcess", "MPICommunicator", "mpi_world_size"]
 
 
 class SingleProcess:
-    """One process: the whole batch, nothing to average or broadcast."""
+    """One process: the whole batch, nothing to sum or broadcast."""
 
     rank = 0
     size = 1
@@ -22,12 +42,97 @@ class SingleProcess:
 
     @contextlib.contextmanager
     def global_batch(self, network, global_batch, first):
-        """Inside the block the network's layers know the global batch (nothing to do here)."""
+        """Inside the block the network's layers work on a slice of a global batch."""
         yield
 
-    def average(self, loss, grads, local_batch, global_batch):
-        """The global batch's loss and gradients: here, this process's own."""
+    def sum(self, array):
+        """The elementwise sum of ``array`` over all ranks."""
+        return array
+
+    def sum_gradients(self, loss, grads):
+        """(loss, grads) summed over all ranks."""
         return loss, grads
 
-    def broadcast_model(self, network):
-        """Make every rank hold rank 0's parameters: here, nothing to do."""
+    def broadcast_object(self, value):
+        """Rank 0's ``value`` on every rank."""
+        return value
+
+    def gather(self, value):
+        """On rank 0 the list of every rank's ``value`` (None on the others)."""
+        return [value]
+
+
+class MPICommunicator(SingleProcess):
+    """Data-parallel training over an mpi4py communicator (COMM_WORLD by default)."""
+
+    def __init__(self, comm=None):
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise ImportError('--distributed needs mpi4py and an MPI: pip install "deepnet[mpi]"') from None
+        self._MPI = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.is_root = self.rank == 0
+        self.node_size = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()  # ranks on this machine
+
+    def shard(self, global_batch):
+        return global_batch * self.rank // self.size, global_batch * (self.rank + 1) // self.size
+
+    @contextlib.contextmanager
+    def global_batch(self, network, global_batch, first):
+        dropouts, norms = network.dropout_layers(), network.batch_norm_layers()
+        for layer in dropouts:
+            layer.shard = (global_batch, first)
+        for layer in norms:
+            layer.sum_across = self.sum
+        try:
+            yield
+        finally:
+            for layer in dropouts:
+                layer.shard = None
+            for layer in norms:
+                layer.sum_across = None
+
+    def sum(self, array):
+        xp = _cuda.get_array_module(array)
+        host = np.ascontiguousarray(_cuda.to_cpu(array))
+        total = np.empty_like(host)
+        # Reduce on rank 0, then broadcast: every rank gets the very same bits.
+        self.comm.Reduce(host, total, op=self._MPI.SUM, root=0)
+        self.comm.Bcast(total, root=0)
+        return xp.asarray(total) if xp is not np else total
+
+    def sum_gradients(self, loss, grads):
+        names = sorted(grads)
+        dtype = np.result_type(np.float32, *(grads[name].dtype for name in names))
+        flat = np.concatenate([np.asarray(_cuda.to_cpu(grads[name]), dtype=dtype).ravel() for name in names]
+                              + [np.array([loss], dtype=dtype)])
+        total = self.sum(flat)  # one reduction of one buffer per step
+        summed, offset = {}, 0
+        for name in names:
+            g = grads[name]
+            piece = total[offset:offset + g.size].reshape(g.shape).astype(g.dtype)
+            summed[name] = _cuda.get_array_module(g).asarray(piece) if _cuda.is_cupy_array(g) else piece
+            offset += g.size
+        return float(total[-1]), summed
+
+    def broadcast_object(self, value):
+        return self.comm.bcast(value, root=0)
+
+    def gather(self, value):
+        return self.comm.gather(value, root=0)
+
+    def abort(self, code=1):
+        """End every rank now (MPI_Abort): a failed rank must not leave the others waiting."""
+        self.comm.Abort(code)
+
+
+def mpi_world_size():
+    """The number of ranks mpiexec started, from its environment (1 when not under MPI),
+    without importing mpi4py."""
+    for variable in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE"):
+        value = os.environ.get(variable, "")
+        if value.isdigit():
+            return int(value)
+    return 1

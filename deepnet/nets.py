@@ -194,10 +194,11 @@ class Sequential(Layer):
         y = self.predict(x, train=train)
         return self.last_layer.forward(y, self._to_device(t))
 
-    def loss_and_gradient(self, x, t):
-        """Loss of one training-mode forward pass and the gradients of its backward pass."""
+    def loss_and_gradient(self, x, t, loss_scale=1.0):
+        """Loss of one training-mode forward pass and the gradients of its backward pass
+        (of ``loss_scale`` times the loss: data-parallel training weights each rank's share)."""
         loss = self.loss(x, t)
-        self.backward(self.last_layer.backward(1))
+        self.backward(self.last_layer.backward(loss_scale))
         return loss, self.grads
 
     def gradient(self, x, t):

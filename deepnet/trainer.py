@@ -89,9 +89,10 @@ class Trainer:
         self.best = None       # (epoch, val accuracy, {name: array}) with select="best-val"
         self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
 
-        self.communicator.broadcast_model(network)
         if resume:
             self._resume_if_possible()
+        elif self.communicator.size > 1:  # every rank starts from rank 0's state
+            self._apply_state(self.communicator.broadcast_object(self._state()), "rank 0's state")
 
     @property
     def validating(self):
@@ -117,7 +118,7 @@ class Trainer:
         self._keep_selected_weights()
         if self.x_test is None:
             return None
-        test_acc = self.network.accuracy(self.x_test, self.t_test)
+        test_acc = self._accuracy(self.x_test, self.t_test)
         self.final_test = {"accuracy": test_acc, "images": len(self.x_test)}
         self._save_history()
         if self.verbose and self.communicator.is_root:
@@ -144,9 +145,10 @@ class Trainer:
             hook.before_step(self)
         comm = self.communicator
         first, stop = comm.shard(len(x_batch))
+        share = (stop - first) / len(x_batch)  # of the global batch's mean loss
         with comm.global_batch(self.network, len(x_batch), first):
-            loss, grads = self.network.loss_and_gradient(x_batch[first:stop], t_batch[first:stop])
-        loss, grads = comm.average(float(loss), grads, stop - first, len(x_batch))
+            loss, grads = self.network.loss_and_gradient(x_batch[first:stop], t_batch[first:stop], share)
+        loss, grads = comm.sum_gradients(float(loss) * share if share else 0.0, grads)
         self.optimizer.update(self.network.params, grads)
         for hook in self._hooks_with("after_step"):
             hook.after_step(self)
@@ -168,8 +170,19 @@ class Trainer:
         with _swapped_in(self.network, supplied[-1]):
             yield
 
+    def _accuracy(self, x, t):
+        """Accuracy on all of x; with several ranks each classifies its share."""
+        if len(x) == 0:
+            raise ValueError("Trainer: no images to evaluate")
+        first, stop = self.communicator.shard(len(x))
+        labels = _cuda.to_cpu(t[first:stop])
+        if labels.ndim != 1:
+            labels = labels.argmax(axis=1)
+        correct = np.count_nonzero(self.network.classify(x[first:stop]) == labels)
+        return float(self.communicator.sum(np.array([correct], dtype=np.float64))[0]) / len(x)
+
     def _evaluate(self):
-        accuracy = self.network.accuracy
+        accuracy = self._accuracy
         with self.evaluation_weights():
             if self.validating:
                 val_acc = accuracy(self.x_val, self.t_val)
@@ -242,6 +255,11 @@ class Trainer:
     def _save_checkpoint(self):
         if not self.checkpoint_path or not self.communicator.is_root:
             return
+        with io.atomic_write(self.checkpoint_path) as f:
+            np.savez(f, **self._state())
+
+    def _state(self):
+        """Everything a resumed run needs, as the arrays of a checkpoint."""
         arrays = {f"param/{name}": _cuda.to_cpu(value) for name, value in _snapshot(self.network, copy=False).items()}
         arrays.update({f"optimizer/{name}": value for name, value in self.optimizer.state_dict().items()})
         for index, hook in enumerate(self._stateful()):
@@ -254,8 +272,7 @@ class Trainer:
         arrays["epoch"] = self.epoch
         arrays["history"] = json.dumps(self.history())
         arrays["config"] = json.dumps(self._config())
-        with io.atomic_write(self.checkpoint_path) as f:
-            np.savez(f, **arrays)
+        return arrays
 
     def _stateful(self):
         """Hooks and the batch transform that keep state of their own (in checkpoints)."""
@@ -272,9 +289,14 @@ class Trainer:
                 "hooks": specs}
 
     def resume(self, checkpoint_path=None):
-        """Restore parameters, optimizer, hooks, RNGs, epoch and history from a checkpoint."""
+        """Restore parameters, optimizer, hooks, RNGs, epoch and history from a checkpoint
+        (read by rank 0 and broadcast to the others)."""
         path = os.fspath(checkpoint_path or self.checkpoint_path)
-        state = _read_checkpoint(path)
+        state = self.communicator.broadcast_object(_read_checkpoint(path) if self.communicator.is_root else None)
+        self._apply_state(state, path)
+        return self
+
+    def _apply_state(self, state, path):
         if "config" not in state:
             raise ValueError(f"{path} is not a deepnet training checkpoint")
         try:
@@ -296,8 +318,6 @@ class Trainer:
                 setattr(self, key, list(history[key]))
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: damaged training checkpoint ({type(exc).__name__}: {exc})") from None
-        self.communicator.broadcast_model(self.network)
-        return self
 
     def _check_config(self, saved, path):
         current = json.loads(json.dumps(self._config()))  # the same JSON types as the saved one

@@ -1,0 +1,135 @@
+"""Data-parallel training over MPI: K ranks compute what one process computes.
+
+These tests launch ``mpiexec -n 2`` (the mpich wheel's, installed with the test extra).
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import deepnet
+from support import MNIST_DIR
+
+HERE = Path(__file__).resolve().parent
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+if MPIEXEC is None and os.environ.get("CI"):
+    raise RuntimeError("CI: mpiexec not found; the test extra installs mpi4py and the mpich wheel")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install 'deepnet[mpi]')")
+
+
+def environment(**extra):
+    # The ranks import the deepnet these tests imported (installed, or an in-place build).
+    home = str(Path(deepnet.__file__).resolve().parents[1])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")])),
+                OMP_NUM_THREADS="1", **extra)
+
+
+def run(argv, ranks=None, cwd=None, timeout=300):
+    command = ([MPIEXEC, "-n", str(ranks)] if ranks else []) + [sys.executable] + argv
+    result = subprocess.run(command, capture_output=True, text=True, env=environment(), cwd=cwd, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def scale_relative_error(a, b):
+    """max |a - b| over every parameter, relative to the largest parameter entry."""
+    scale = max(float(np.abs(a[name]).max()) for name in a.files)
+    return max(float(np.abs(a[name] - b[name]).max()) for name in a.files) / scale
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-12), ("float32", 1e-5)])
+def test_two_ranks_compute_what_one_process_computes(tmp_path, dtype, tolerance):
+    """5 steps of a DeepConvNet with BN and dropout: 2 ranks x 6 images = 1 process x 12."""
+    one = json.loads(run([str(HERE / "mpi" / "steps.py"), "--dtype", dtype, str(tmp_path / "one.npz")]))
+    two = json.loads(run([str(HERE / "mpi" / "steps.py"), "--distributed", "--dtype", dtype,
+                          str(tmp_path / "two.npz")], ranks=2))
+    assert two["ranks"] == 2 and two["identical_after_each_step"] == [True] * 5
+    with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
+        assert a.files == b.files and any(name.startswith("buffers/") for name in a.files)
+        assert scale_relative_error(a, b) <= tolerance
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=tolerance)
+
+
+def train_argv(*extra):
+    return ["-m", "deepnet", "train", "--distributed", "--data", str(MNIST_DIR), "--seed", "3",
+            "--checkpoint", "c.npz", "--history", "h.json"] + list(extra)
+
+
+def test_an_interrupted_then_resumed_distributed_run_equals_an_uninterrupted_one(tmp_path):
+    run(train_argv("--train-size", "600", "--epochs", "2", "--out", "whole.npz"), ranks=2, cwd=tmp_path)
+    (tmp_path / "c.npz").unlink()
+    run(train_argv("--train-size", "600", "--epochs", "1", "--out", "first.npz"), ranks=2, cwd=tmp_path)
+    out = run(train_argv("--train-size", "600", "--epochs", "2", "--resume", "--out", "resumed.npz"),
+              ranks=2, cwd=tmp_path)
+    assert "resumed from c.npz after epoch 1" in out and out.count("resumed from") == 1  # rank 0 prints
+    with np.load(tmp_path / "whole.npz") as whole, np.load(tmp_path / "resumed.npz") as resumed:
+        for name in whole.files:
+            np.testing.assert_array_equal(whole[name], resumed[name], err_msg=name)
+
+
+def rank_pids(tag):
+    """The pids of the processes started with DEEPNET_TEST_TAG=tag, by their PMI_RANK."""
+    pids = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            variables = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"DEEPNET_TEST_TAG={tag}".encode() in variables:
+            for variable in variables:
+                if variable.startswith(b"PMI_RANK="):
+                    pids[int(variable[9:])] = int(entry.name)
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the ranks")
+def test_killing_one_rank_ends_all_ranks_quickly_and_keeps_the_checkpoint(tmp_path):
+    tag = uuid.uuid4().hex
+    command = [MPIEXEC, "-n", "2", sys.executable] + train_argv("--train-size", "2000", "--epochs", "100")
+    job = subprocess.Popen(command, cwd=tmp_path, env=environment(DEEPNET_TEST_TAG=tag),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "c.npz").exists():
+            assert job.poll() is None and time.monotonic() < deadline, job.stderr.read() if job.poll() else "slow"
+            time.sleep(0.2)
+        pids = rank_pids(tag)
+        assert set(pids) == {0, 1}
+        os.kill(pids[1], signal.SIGKILL)
+        killed = time.monotonic()
+        code = job.wait(timeout=30)
+        elapsed = time.monotonic() - killed
+    finally:
+        if job.poll() is None:
+            job.kill()
+    print(f"after killing rank 1: mpiexec exited with {code} in {elapsed:.2f} s")
+    assert code != 0 and elapsed < 10
+    assert not rank_pids(tag)  # rank 0 is gone too
+    # The checkpoint was written atomically: it loads, and a single process resumes from it.
+    single = [arg for arg in train_argv("--train-size", "2000", "--epochs", "1", "--resume") if arg != "--distributed"]
+    out = run(single, cwd=tmp_path)
+    assert "resumed from c.npz after epoch" in out
+
+
+def test_importing_deepnet_never_needs_mpi4py():
+    code = ("import sys, deepnet, deepnet.trainer, deepnet.cli, deepnet.distributed; "
+            "assert 'mpi4py' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, env=environment())
+
+
+def test_ensemble_members_train_in_parallel_one_per_rank(tmp_path):
+    out = run(["-m", "deepnet", "ensemble", "--members", "2", "--epochs", "1", "--train-size", "300",
+               "--data", str(MNIST_DIR), "--out-dir", "ens"], ranks=2, cwd=tmp_path)
+    report = json.loads((tmp_path / "ens" / "report.json").read_text())
+    assert len(report["members"]) == 2 and "ensemble of 2" in out and "on rank 1" in out
+    assert {p.name for p in (tmp_path / "ens").glob("member?.npz")} == {"member0.npz", "member1.npz"}
