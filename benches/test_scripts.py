@@ -38,3 +38,23 @@ def test_profile_layers_prints_the_per_layer_table():
 def test_compare_prints_the_whole_network_table():
     out = run_script("compare.py", "--rows", "deepnet-float32", "--steps", "1", "--warmup", "0", "--repeat", "1")
     assert "| deepnet float32" in out
+
+
+def test_transfer_prints_the_three_ways_to_learn_five_to_nine():
+    out = run_script("transfer.py", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--labelled", "50",
+                     "--pretrain-size", "200")
+    assert "| scratch |" in out and "| fine-tune |" in out and "| frozen |" in out
+
+
+def test_depth_prints_its_tables():
+    out = run_script("depth.py", "--epochs", "1", "--train-size", "100")
+    assert "| book | 123,552 | 8.77 M | 36 px |" in out and "| 16 | 4,608 | 6,400 | 0.72 |" in out
+
+
+def test_mpi_throughput_and_the_scaling_model_print_their_tables(tmp_path):
+    pytest.importorskip("mpi4py")
+    measured = tmp_path / "mpi.json"
+    out = run_script("mpi_throughput.py", "--rounds", "1", "--steps", "1", "--warmup", "0", "--json", str(measured))
+    assert "| 1 x 2 |" in out and "| 2 x 1 |" in out
+    out = run_script("scaling_model.py", "--measured", str(measured))
+    assert "| 1024 |" in out and "Check on this machine" in out

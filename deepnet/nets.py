@@ -25,7 +25,7 @@ from . import _cuda, io
 from .layers import (Affine, BatchNormalization, Convolution, Dropout, Flatten, GlobalAveragePooling,
                      Layer, Pooling, Relu, Residual, Sigmoid, SoftmaxWithLoss)
 
-__all__ = ["Sequential", "DeepConvNet", "SimpleConvNet", "ResNet", "VGG", "build", "load_model",
+__all__ = ["Sequential", "DeepConvNet", "SimpleConvNet", "ResNet", "VGG", "build", "load_model", "describe",
            "model_spec", "fold_batch_norm", "MODELS"]
 
 SPEC_KEY = "__model_spec__"  # the entry of a model file that holds the JSON spec
@@ -827,3 +827,41 @@ def _fold_in(container):
         i += 1
     container.layers = folded
     container.aliases = {}
+
+
+# -- what a model costs ---------------------------------------------------------------------
+
+def describe(model, input_shape=(1, 1, 28, 28)):
+    """Parameters, multiply-adds per image and the receptive field (in input pixels) of the
+    last spatial layer, for a model applied to inputs of ``input_shape`` (batch included)."""
+    shape, macs, rf = _walk_cost(model, tuple(input_shape), (1, 1))
+    return {"parameters": int(sum(p.size for p in model.params.values())),
+            "multiply_adds": int(macs // max(input_shape[0], 1)) if input_shape[0] else int(macs),
+            "receptive_field": rf[0], "output_shape": shape}
+
+
+def _walk_cost(layer, shape, field):
+    """(output shape, multiply-adds, (receptive field, jump)) through ``layer``."""
+    if isinstance(layer, Sequential):
+        macs = 0
+        for child in layer.layers:
+            shape, child_macs, field = _walk_cost(child, shape, field)
+            macs += child_macs
+        return shape, macs, field
+    if isinstance(layer, Residual):
+        out, macs, body_field = _walk_cost(layer.body, shape, field)
+        if layer.shortcut is not None:
+            macs += _walk_cost(layer.shortcut, shape, field)[1]
+        return out, macs, body_field
+    out = layer.output_shape(shape)
+    rf, jump = field
+    if isinstance(layer, Convolution):
+        FN, C, kh, kw = layer.W.shape
+        stride = layer.stride[0] if isinstance(layer.stride, (tuple, list)) else layer.stride
+        return out, math.prod(out) * C * kh * kw, (rf + (kh - 1) * jump, jump * stride)
+    if isinstance(layer, Pooling):
+        stride = layer.stride[0] if isinstance(layer.stride, (tuple, list)) else layer.stride
+        return out, 0, (rf + (layer.pool_h - 1) * jump, jump * stride)
+    if isinstance(layer, Affine):
+        return out, out[0] * layer.W.shape[0] * layer.W.shape[1], field
+    return out, 0, field

@@ -433,3 +433,12 @@ def test_a_model_file_with_a_broken_spec_names_the_file(tmp_path):
     np.savez(path, __model_spec__=np.frombuffer(b"{not json", dtype=np.uint8), W1=np.zeros(2))
     with pytest.raises(ValueError, match="broken.npz.*not valid JSON"):
         load_model(path)
+
+
+def test_describe_counts_the_books_multiply_adds_and_receptive_field():
+    from deepnet.nets import describe
+    macs = (28 * 28 * 16 * 9 + 28 * 28 * 16 * 144 + 14 * 14 * 32 * 144 + 16 * 16 * 32 * 288
+            + 8 * 8 * 64 * 288 + 8 * 8 * 64 * 576 + 1024 * 50 + 50 * 10)
+    info = describe(DeepConvNet(seed=0))
+    assert info == {"parameters": 123_552, "multiply_adds": macs, "receptive_field": 36, "output_shape": (1, 10)}
+    assert 2 * macs == pytest.approx(17.5e6, rel=0.01)  # "forward = 17.5 MFLOP per image"
