@@ -173,7 +173,10 @@ class Sequential(Layer):
     @property
     def dtype(self):
         """The dtype of the parameters (float32 for a net without any)."""
-        return next((np.dtype(v.dtype) for v in self.params.values()), np.dtype(np.float32))
+        for _, layer in self.named_layers():
+            for value in layer.params.values():
+                return np.dtype(value.dtype)
+        return np.dtype(np.float32)
 
     def dropout_layers(self):
         return [layer for _, layer in self.named_layers() if isinstance(layer, Dropout)]

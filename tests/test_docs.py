@@ -17,3 +17,16 @@ def test_readme_states_exactly_two_setup_commands_and_ci_runs_the_test_command()
     assert "pip install ." in install_and_run and "deepnet train" in install_and_run
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in ci_lines
+
+
+def test_the_readme_residual_block_example_runs(tmp_path, monkeypatch):
+    section = (ROOT / "README.md").read_text().split("## Models from parts", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    from deepnet.nets import load_model
+    loaded = load_model(tmp_path / "tiny_resnet.npz")
+    x = namespace["x"]
+    assert (loaded.predict(x) == namespace["net"].predict(x)).all()
+    assert "2.body.1.gamma" in namespace["grads"]
