@@ -2,7 +2,8 @@
 
 Every file is checked (IDX header, exact payload length, SHA-256 of the decompressed
 content for the four MNIST files), so a damaged or wrong file raises an error instead of
-producing a silently wrong array.
+producing a silently wrong array. The parsed arrays are cached in the user cache directory
+(``deepnet.io.user_cache_dir()``), never beside the data.
 """
 import gzip
 import hashlib
@@ -12,13 +13,12 @@ import math
 import os
 import struct
 import urllib.request
-import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from deepnet.io import atomic_write
+from deepnet.io import ParameterFileError, atomic_write, read_params, save_params, user_cache_dir
 
 # SHA-256 of the *decompressed* files (the .gz wrapper differs between mirrors).
 # Same values as data/mnist/SHA256SUMS.idx; embedded so verification never needs that file.
@@ -51,8 +51,7 @@ IDX_UBYTE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
 
 # Bump when the cache layout changes, so old caches are rebuilt rather than misread.
-CACHE_VERSION = "mnist-cache-v1"
-CACHE_FILENAME = "mnist-arrays.npz"
+CACHE_VERSION = "mnist-cache-v2"
 
 
 class MNISTFormatError(ValueError):
@@ -153,12 +152,8 @@ def _check_digest(data, name):
 # --- Finding and downloading the files ---------------------------------------------------
 
 def default_download_dir():
-    """Where missing files are downloaded: ``~/.cache/deepnet/mnist``."""
-    return _home_cache_dir() / "mnist"
-
-
-def _home_cache_dir():
-    return Path.home() / ".cache" / "deepnet"
+    """Where missing files are downloaded: ``mnist/`` in ``deepnet.io.user_cache_dir()``."""
+    return user_cache_dir() / "mnist"
 
 
 def mnist_search_dirs(root=None):
@@ -273,14 +268,12 @@ def _not_found_message(root, reason):
 def _load_arrays(files):
     """The four uint8 arrays (book names), from the .npz cache when it is up to date."""
     key = _cache_key(files)
-    cache_paths = _cache_paths(next(iter(files.values())).parent)
-    for path in cache_paths:
-        arrays = _read_cache(path, key)
-        if arrays is not None:
-            return arrays
-    arrays = {name: read_idx(path) for name, path in files.items()}
-    _check_arrays(arrays, files)
-    _write_cache(cache_paths, key, arrays)
+    cache_path = _cache_path(next(iter(files.values())).parent)
+    arrays = _read_cache(cache_path, key)
+    if arrays is None:
+        arrays = {name: read_idx(path) for name, path in files.items()}
+        _check_arrays(arrays, files)
+        _write_cache(cache_path, key, arrays)
     return arrays
 
 
@@ -307,42 +300,45 @@ def _check_arrays(arrays, files):
 
 
 def _cache_key(files):
-    # Size and modification time change whenever a source file is replaced or edited;
-    # the expected digests change if the dataset definition itself changes.
+    """Changes whenever a source file is replaced, edited or touched, or the digests change.
+
+    The file's identity (device, inode) and its change time (ctime, which no tool can set
+    back) catch a replacement that keeps the size and modification time, as ``cp -p`` does.
+    """
     parts = [CACHE_VERSION]
     for name, path in sorted(files.items()):
         stat = path.stat()
-        parts.append(f"{name}:{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{MNIST_SHA256[MNIST_FILES[name]]}")
+        parts.append(f"{name}:{path.resolve()}:{stat.st_dev}:{stat.st_ino}:{stat.st_size}:"
+                     f"{stat.st_mtime_ns}:{stat.st_ctime_ns}:{MNIST_SHA256[MNIST_FILES[name]]}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _cache_paths(data_dir):
-    """Next to the data first; the home cache (one file per data directory) if that is read-only."""
+def _cache_path(data_dir):
+    """One cache file per data directory, in the user cache directory (never beside the data)."""
     dir_id = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-    return [data_dir / CACHE_FILENAME, _home_cache_dir() / f"mnist-arrays-{dir_id}.npz"]
+    return user_cache_dir() / f"mnist-arrays-{dir_id}.npz"
 
 
 def _read_cache(path, key):
     """The cached arrays if ``path`` is a valid cache for ``key``; None otherwise (never raises)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if npz["cache_key"].item() != key:
-                return None
-            arrays = {name: npz[name] for name in MNIST_FILES}
-        _check_arrays(arrays, {name: path for name in MNIST_FILES})
-        return arrays
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None  # missing, stale or corrupt cache: parse the source files again
+        cache = read_params(path, dict.fromkeys(MNIST_FILES), text=["cache_key"])
+    except (OSError, ParameterFileError):
+        return None  # missing or corrupt cache: parse the source files again
+    if cache.pop("cache_key") != key:
+        return None
+    try:
+        _check_arrays(cache, dict.fromkeys(MNIST_FILES, path))
+    except MNISTFormatError:
+        return None
+    return cache
 
 
-def _write_cache(paths, key, arrays):
-    for path in paths:
-        try:
-            with atomic_write(path) as f:
-                np.savez(f, cache_key=np.array(key), **arrays)
-            return
-        except OSError:
-            continue  # not writable here; the cache is optional
+def _write_cache(path, key, arrays):
+    try:
+        save_params(path, {"cache_key": np.array(key), **arrays})
+    except OSError:
+        pass  # the cache directory is not writable; the cache is optional
 
 
 # --- The book's interface -----------------------------------------------------------------

@@ -39,6 +39,7 @@ def write(path, content, compress):
 def isolated_env(tmp_path, monkeypatch):
     """No test may see the user's data, home cache or network."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.delenv("DEEPNET_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
 
@@ -220,10 +221,18 @@ def test_load_mnist_rejects_a_wrong_file_among_the_four(fake_mnist):
 
 # --- the .npz cache ----------------------------------------------------------------------
 
+def home_cache():
+    return Path.home() / ".cache" / "deepnet"
+
+
+def cache_files():
+    return sorted(home_cache().glob("mnist-arrays-*.npz"))
+
+
 def test_second_load_comes_from_the_cache(fake_mnist, monkeypatch):
     directory, arrays = fake_mnist
     first = load_mnist(root=directory)
-    assert (directory / datasets.CACHE_FILENAME).is_file()
+    assert len(cache_files()) == 1
 
     def parser_must_not_run(*args, **kwargs):
         raise AssertionError("cache was not used")
@@ -234,17 +243,52 @@ def test_second_load_comes_from_the_cache(fake_mnist, monkeypatch):
     np.testing.assert_array_equal(second[1][1], arrays["test_label"])
 
 
+def test_cache_is_written_in_the_user_cache_dir_never_beside_the_data(fake_mnist):
+    # Issue 9, item 14: the 53 MB cache landed in the repository's data/mnist/.
+    directory, _ = fake_mnist
+    before = sorted(os.listdir(directory))
+    load_mnist(root=directory)
+    assert sorted(os.listdir(directory)) == before
+    assert len(cache_files()) == 1
+
+
+def test_cache_follows_xdg_cache_home(fake_mnist, tmp_path, monkeypatch):
+    directory, arrays = fake_mnist
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load_mnist(root=directory)
+    assert len(list((tmp_path / "xdg" / "deepnet").glob("mnist-arrays-*.npz"))) == 1
+    assert not home_cache().exists()
+    monkeypatch.setattr(datasets, "read_idx", lambda *a, **k: pytest.fail("cache was not used"))
+    (_, t), _ = load_mnist(root=directory)
+    np.testing.assert_array_equal(t, arrays["train_label"])
+
+
 @pytest.mark.parametrize("garbage", [b"", b"not a zip file", b"PK\x03\x04 truncated"])
 def test_corrupt_cache_is_ignored_and_rebuilt(fake_mnist, garbage):
     directory, arrays = fake_mnist
     load_mnist(root=directory)
-    cache = directory / datasets.CACHE_FILENAME
+    [cache] = cache_files()
     cache.write_bytes(garbage)
 
     (_, t), _ = load_mnist(root=directory)
 
     np.testing.assert_array_equal(t, arrays["train_label"])
     assert cache.stat().st_size > len(garbage)
+
+
+def test_cache_holding_anything_else_is_ignored(fake_mnist):
+    directory, arrays = fake_mnist
+    load_mnist(root=directory)
+    [cache] = cache_files()
+    with np.load(cache) as npz:
+        entries = dict(npz)
+    entries["train_label"] = entries["train_label"].astype(np.float64)   # not uint8 labels
+    np.savez(cache, **entries)
+    (_, t), _ = load_mnist(root=directory)
+    assert t.dtype == np.int64
+    np.testing.assert_array_equal(t, arrays["train_label"])
+    with np.load(cache) as npz:
+        assert npz["train_label"].dtype == np.uint8   # rebuilt
 
 
 def test_changed_source_file_invalidates_the_cache(tmp_path, monkeypatch):
@@ -272,23 +316,35 @@ def test_changed_source_file_invalidates_the_cache(tmp_path, monkeypatch):
     np.testing.assert_array_equal(t, [9] * 6)
 
 
-def test_cache_falls_back_to_home_when_data_dir_is_not_writable(fake_mnist, monkeypatch):
-    directory, arrays = fake_mnist
-    real_atomic_write = datasets.atomic_write
-
-    def read_only_data_dir(path, mode="wb"):
-        if Path(path).parent == directory:
-            raise PermissionError(f"{path}: read-only")
-        return real_atomic_write(path, mode)
-
-    monkeypatch.setattr(datasets, "atomic_write", read_only_data_dir)
+def test_replacement_with_the_same_size_and_mtime_invalidates_the_cache(tmp_path, monkeypatch):
+    # What `cp -p` of another copy does: same size, same modification time, new content.
+    directory = tmp_path / "raw"
+    _, digests = make_fake_mnist(directory, compress=False)
+    for stem, digest in digests.items():
+        monkeypatch.setitem(datasets.MNIST_SHA256, stem, digest)
     load_mnist(root=directory)
 
-    assert not (directory / datasets.CACHE_FILENAME).exists()
-    assert list((Path.home() / ".cache" / "deepnet").glob("mnist-arrays-*.npz"))
-    monkeypatch.setattr(datasets, "read_idx", lambda *a, **k: pytest.fail("cache was not used"))
+    path = directory / "train-labels-idx1-ubyte"
+    new_content = idx_bytes(np.full(6, 9, dtype=np.uint8))
+    old = path.stat()
+    replacement = directory / "replacement"
+    replacement.write_bytes(new_content)
+    os.utime(replacement, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(replacement, path)
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+
+    # The new file is read (not the stale cache served) and fails verification.
+    with pytest.raises(MNISTFormatError, match="train-labels-idx1-ubyte: SHA-256"):
+        load_mnist(root=directory)
+
+
+def test_unwritable_cache_dir_still_loads(fake_mnist, monkeypatch):
+    directory, arrays = fake_mnist
+    home_cache().parent.mkdir(parents=True)
+    home_cache().write_bytes(b"a file where the cache directory would be")
     (_, t), _ = load_mnist(root=directory)
     np.testing.assert_array_equal(t, arrays["train_label"])
+    assert sorted(os.listdir(directory)) == sorted(stem + ".gz" for stem in STEMS)
 
 
 # --- where the data is looked for ----------------------------------------------------------
