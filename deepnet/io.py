@@ -30,7 +30,7 @@ from deepnet._cuda import to_cpu
 
 __all__ = [
     "atomic_write", "user_cache_dir", "DEFAULT_MAX_BYTES", "ParameterFileError", "UnsafePickleError",
-    "read_params", "load_params_file", "save_params",
+    "read_params", "save_params",
 ]
 
 
@@ -138,7 +138,7 @@ class UnsafePickleError(ParameterFileError, pickle.UnpicklingError):
     """A pickle asked for something that rebuilding plain NumPy arrays does not need."""
 
 
-def read_params(path, expected=None, *, strict=True, text=(), max_bytes=DEFAULT_MAX_BYTES):
+def read_params(path, expected=None, *, strict=True, optional=(), text=(), max_bytes=DEFAULT_MAX_BYTES):
     """Read a parameter file (``.npz``, or a pickled dict like the book's ``.pkl``) safely.
 
     Returns a dict name -> NumPy array. Only integer and floating-point arrays come out,
@@ -153,6 +153,8 @@ def read_params(path, expected=None, *, strict=True, text=(), max_bytes=DEFAULT_
                ``strict=False`` the expected names that the file holds are read and the
                rest of the file is ignored (a subset, e.g. for transfer learning); compare
                the result's keys with ``expected`` to see what was missing.
+    optional:  expected names that may be missing even with ``strict`` (a model file's
+               spec and buffers, which a plain parameter file does not have).
     text:      names of ``.npz`` entries saved from a ``str`` (a checkpoint's JSON); they
                are returned as ``str`` and required like expected names.
     max_bytes: limit on the file's size and on the arrays read from it together.
@@ -171,7 +173,7 @@ def read_params(path, expected=None, *, strict=True, text=(), max_bytes=DEFAULT_
     if expected is not None:
         expected = {name: None if shape is None else tuple(int(n) for n in shape)
                     for name, shape in expected.items()}
-    request = _Request(path, expected, strict, frozenset(text), max_bytes)
+    request = _Request(path, expected, strict, frozenset(text), max_bytes, frozenset(optional))
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size > max_bytes:
@@ -184,16 +186,12 @@ def read_params(path, expected=None, *, strict=True, text=(), max_bytes=DEFAULT_
     return arrays
 
 
-# The name nets.py calls; read_params without ``expected``.
-load_params_file = read_params
-
-
 class _Request:
     """What a read_params call asks for; checks entries against it (shared by both formats)."""
 
-    def __init__(self, path, expected, strict, text, max_bytes):
+    def __init__(self, path, expected, strict, text, max_bytes, optional=frozenset()):
         self.path, self.expected, self.strict = path, expected, strict
-        self.text, self.max_bytes = text, max_bytes
+        self.text, self.max_bytes, self.optional = text, max_bytes, optional
 
     def error(self, message):
         return ParameterFileError(f"{self.path}: {message}")
@@ -204,7 +202,7 @@ class _Request:
         if self.strict:
             present = set(names)
             for name in [*(self.expected or ()), *sorted(self.text)]:
-                if name not in present:
+                if name not in present and name not in self.optional:
                     raise self.error(f"parameter {name!r} is missing")
             for name in names:
                 if wanted is not None and name not in wanted:

@@ -268,8 +268,14 @@ class Sequential(Layer):
     def load_params(self, path, only=None, strict=True):
         """Load parameters (and buffers, if the file has them) from a model file, a
         parameter ``.npz`` or the book's ``.pkl``; see ``set_params`` for ``only``/``strict``.
-        Returns the names loaded."""
-        arrays = io.load_params_file(path)
+        Returns the names loaded.  Names, dtypes and shapes are checked against this net
+        from the file's headers before any array is read."""
+        expected = {name: value.shape for name, value in self._targets().items()}
+        if only is not None:
+            expected = {name: shape for name, shape in expected.items() if _matches(name, only)}
+        optional = {SPEC_KEY} | {name for name in expected if name.startswith(BUFFER_PREFIX)}
+        arrays = io.read_params(path, {**expected, SPEC_KEY: None}, strict=strict and only is None,
+                                optional=optional)
         arrays.pop(SPEC_KEY, None)
         return self.set_params(arrays, source=os.fspath(path), only=only, strict=strict)
 
@@ -283,8 +289,7 @@ class Sequential(Layer):
         Everything is checked before anything changes (ValueError naming the parameter),
         so a failed load leaves the net as it was.  Returns the names loaded.
         """
-        targets = dict(self.params)
-        targets.update({BUFFER_PREFIX + name: value for name, value in self.buffers.items()})
+        targets = self._targets()
         selected = (lambda name: True) if only is None else (lambda name: _matches(name, only))
         wanted = {name for name in targets if selected(name) and not name.startswith(BUFFER_PREFIX)}
         given = {name for name in arrays if selected(name)}
@@ -310,6 +315,12 @@ class Sequential(Layer):
         for name in names:
             targets[name][...] = converted[name]
         return names
+
+    def _targets(self):
+        """Every array a parameter file can set: parameters, and buffers as ``buffers/<name>``."""
+        targets = dict(self.params)
+        targets.update({BUFFER_PREFIX + name: value for name, value in self.buffers.items()})
+        return targets
 
     # -- devices and dtypes ---------------------------------------------------------------
 
@@ -749,22 +760,20 @@ def load_model(path, dtype=None):
     book's DeepConvNet.  ``dtype`` defaults to the dtype of the stored parameters.
     """
     path = os.fspath(path)
-    arrays = io.load_params_file(path)
-    spec_bytes = arrays.pop(SPEC_KEY, None)
-    if spec_bytes is None:
-        spec = {"type": "DeepConvNet", "config": {}}
-    else:
-        spec = _decode_spec(spec_bytes, path)
-    if dtype is None:
-        stored = [np.dtype(a.dtype) for name, a in arrays.items() if not name.startswith(BUFFER_PREFIX)]
-        dtype = stored[0] if stored and stored[0] in (np.float16, np.float32, np.float64) else np.float32
+    spec_bytes = io.read_params(path, {SPEC_KEY: None}, strict=False).get(SPEC_KEY)  # the spec alone
+    spec = {"type": "DeepConvNet", "config": {}} if spec_bytes is None else _decode_spec(spec_bytes, path)
     try:
-        model = build(spec, dtype=dtype)
+        model = build(spec, dtype=np.float32 if dtype is None else dtype)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     if not isinstance(model, Sequential):
         raise ValueError(f"{path}: the spec describes a single {type(model).__name__}, not a model")
-    model.set_params(arrays, source=path)
+    if dtype is None:  # the stored parameters' dtype
+        first = next(iter(model.params))
+        stored = np.dtype(io.read_params(path, {first: None}, strict=False)[first].dtype)
+        if stored != model.dtype and stored in (np.float16, np.float32, np.float64):
+            model = build(spec, dtype=stored)
+    model.load_params(path)
     return model
 
 

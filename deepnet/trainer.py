@@ -38,6 +38,7 @@ from .optimizers import get_optimizer
 __all__ = ["Trainer", "WeightAverage"]
 
 SELECT = ("last", "best-val")
+CHECKPOINT_TEXT = ("config", "history", "trainer_rng", "network_rng")  # JSON entries of a checkpoint
 
 
 class Trainer:
@@ -292,7 +293,8 @@ class Trainer:
         """Restore parameters, optimizer, hooks, RNGs, epoch and history from a checkpoint
         (read by rank 0 and broadcast to the others)."""
         path = os.fspath(checkpoint_path or self.checkpoint_path)
-        state = self.communicator.broadcast_object(_read_checkpoint(path) if self.communicator.is_root else None)
+        state = self.communicator.broadcast_object(
+            io.read_params(path, text=CHECKPOINT_TEXT) if self.communicator.is_root else None)
         self._apply_state(state, path)
         return self
 
@@ -439,19 +441,6 @@ def _progress_bar(total, description, enabled):
     terminal (no redraws in a log file)."""
     return tqdm(total=total, desc=description, unit="img", unit_scale=True,
                 disable=None if enabled else True, leave=False, dynamic_ncols=True)
-
-
-def _read_checkpoint(path):
-    """A checkpoint's entries (no pickle), with errors that name the file."""
-    import zipfile
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable deepnet checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'damaged'})") from None
 
 
 def _entries(state, prefix):

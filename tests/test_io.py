@@ -390,11 +390,6 @@ def test_unknown_extension_names_the_path(tmp_path):
         read_params(path)
 
 
-def test_load_params_file_is_read_params():
-    # nets.py calls the old name; it reads with the same checks.
-    assert io.load_params_file is read_params
-
-
 # --- what the caller expects: names, shapes, subsets
 
 EXPECTED = {"W1": (2, 3), "b1": (3,), "W2": (3, 1)}

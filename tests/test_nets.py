@@ -442,3 +442,25 @@ def test_describe_counts_the_books_multiply_adds_and_receptive_field():
     info = describe(DeepConvNet(seed=0))
     assert info == {"parameters": 123_552, "multiply_adds": macs, "receptive_field": 36, "output_shape": (1, 10)}
     assert 2 * macs == pytest.approx(17.5e6, rel=0.01)  # "forward = 17.5 MFLOP per image"
+
+
+def test_load_params_checks_the_file_against_the_net_before_reading_data(tmp_path):
+    """A small .npz declaring a 40 MB W1 is refused from its headers, not after inflating it."""
+    import tracemalloc
+    import zipfile
+    path = tmp_path / "bomb.npz"
+    n = 10_000_000
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("W1.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": (n,)})
+            for _ in range(n * 4 // (1 << 22)):
+                member.write(bytes(1 << 22))
+    net = DeepConvNet(seed=0)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="bomb.npz"):
+            net.load_params(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from deepnet.io import load_params_file, save_params
+from deepnet.io import read_params, save_params
 from deepnet.optimizers import (
     SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, _array_module, get_optimizer,
 )
@@ -252,7 +252,7 @@ def test_state_dict_round_trip_resumes_bit_exactly(name, via_npz, tmp_path):
 
     state = original.state_dict()
     if via_npz:
-        state = load_params_file(save_params(tmp_path / "optimizer.npz", state))
+        state = read_params(save_params(tmp_path / "optimizer.npz", state))
     resumed = make()
     resumed.load_state_dict(state)
     resumed_params = {k: v.copy() for k, v in params.items()}
