@@ -1,0 +1,64 @@
+"""A trained network, shared by ``deepnet predict`` and the threads of ``deepnet serve``."""
+import threading
+
+import numpy as np
+
+from ..layers import softmax
+
+__all__ = ["load_for_inference", "DigitReader"]
+
+
+def load_for_inference(path):
+    """The network saved in ``path``, computing in float32.
+
+    Uses ``deepnet.nets.load_model`` (self-describing model files) where this deepnet has
+    it, else DeepConvNet with the parameters of a ``deepnet train`` .npz or the book's .pkl.
+    """
+    from .. import cli, nets
+
+    load_model = getattr(nets, "load_model", None)
+    if load_model is not None:
+        return load_model(path)
+    return cli._load_network(path, "float32")
+
+
+class DigitReader:
+    """Probabilities, feature maps and first-layer filters of one network, thread-safe.
+
+    The layers keep the arrays of their last forward pass, so one lock serialises every
+    pass through the network; decoding and preprocessing happen outside it.
+    """
+
+    def __init__(self, network):
+        self.network = network
+        self._lock = threading.Lock()
+
+    def probabilities(self, inputs):
+        """Softmax of the scores for float32 inputs (N, 28, 28): float64 (N, 10)."""
+        batch = np.asarray(inputs, dtype=np.float32)[:, None]
+        with self._lock:
+            scores = self.network.predict(batch)
+        return softmax(np.asarray(scores, dtype=np.float64))
+
+    def feature_maps(self, image):
+        """[(name, output (C, H, W))] of each layer whose output is a stack of maps (the
+        convolutions, fused with their ReLU, and the poolings) for one (28, 28) input."""
+        x = np.asarray(image, dtype=np.float32)[None, None]
+        maps, counts = [], {}
+        with self._lock:
+            for layer in self.network.layers:
+                x = layer.forward(x)
+                if x.ndim != 4:  # past the last map: the classifier's vectors
+                    break
+                kind = type(layer).__name__
+                counts[kind] = counts.get(kind, 0) + 1
+                maps.append((f"{kind} {counts[kind]}", x[0].copy()))
+        return maps
+
+    def first_filters(self):
+        """The first convolution's filters (FN, C, FH, FW), or None for a net without one."""
+        for layer in self.network.layers:
+            weights = getattr(layer, "W", None)
+            if weights is not None and weights.ndim == 4:
+                return np.array(weights)
+        return None
