@@ -209,3 +209,14 @@ def test_feature_maps_are_every_stack_of_maps_up_to_the_classifier(network):
     assert all(m.min() >= 0 for _, m in maps)  # ReLU'd convolutions, and poolings of them
     assert np.array_equal(reader.first_filters(), network.params["W1"])
     assert inference.DigitReader(_RacyNetwork()).first_filters() is None
+
+
+def test_the_load_test_script_runs_and_prints_its_tables():
+    # benches/load_serve.py, with the least work: it must not rot unnoticed.
+    script = Path(__file__).resolve().parents[1] / "benches" / "load_serve.py"
+    deepnet_home = str(Path(cli.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, str(script), "--requests", "16", "--threads", "2"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| 16 | 0 |" in result.stdout and "| after the load |" in result.stdout

@@ -184,6 +184,7 @@ BAD_REQUESTS = [
     ("a wrong path", "GET", "/etc/passwd", None, {}, 404, "no such page"),
     ("a path that climbs", "GET", "/../../setup.py", None, {}, 404, "no such page"),
     ("a static file by its name", "GET", "/static/app.js", None, {}, 404, "no such page"),
+    ("a path that is no URL", "GET", "//[bad", None, {}, 404, "no such page"),
     ("POST to a wrong path", "POST", "/predict/", "png", {"Content-Type": PNG}, 404, "no such page"),
     ("an unknown method", "BREW", "/predict", None, {}, 501, "Unsupported method"),
 ]

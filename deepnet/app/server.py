@@ -11,7 +11,8 @@ Routes:
   base64 bytes, 255 = 1.0) and ``"layers"``: ``[{"name", "shape": [C, H, W], "pixels"}]``,
   each feature map as bytes scaled to its own range (base64). The page uses this one.
 
-Every error is a JSON ``{"error": message}`` with a 4xx status (500 for a bug). Bodies are
+Every error is a JSON ``{"error": message}``, with a 4xx status (501 for an unknown
+method, 500 for a bug in deepnet, logged; the server goes on). Bodies are
 capped at MAX_BODY bytes, checked from Content-Length before reading; images at
 preprocess.MAX_PIXELS, checked from their header before decoding. Nothing on disk is
 read or written on a request's behalf. One request per connection (HTTP/1.0), each
@@ -27,7 +28,6 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -89,6 +89,7 @@ class DigitServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server_version = "deepnet"
     default_request_version = "HTTP/1.0"  # answers to unparsable requests get a status line too
+    disable_nagle_algorithm = True  # headers and body are two writes: send each at once
 
     # -- connection lifetime ----------------------------------------------------------
 
@@ -202,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
         or the JSON error that it raised; never lets an exception end the server."""
         headers = {}
         try:
-            status, body, content_type = route(urlsplit(self.path).path)
+            status, body, content_type = route(self.path.split("?", 1)[0])  # the path is only a key
         except Exception as exc:
             status, message = _error_status(exc)
             if status == 500:
