@@ -14,6 +14,7 @@ import pytest
 
 from app_support import Image, black_on_white, encode, mnist_test_digits, png_header_only
 from deepnet import cli
+from deepnet.app import server as server_module
 from deepnet.app.inference import DigitReader
 from deepnet.app.preprocess import mnist_input
 from deepnet.app.server import MAX_BODY, DigitServer
@@ -298,6 +299,26 @@ def test_concurrent_requests_each_get_their_own_answer(served, pictures):
     for i, (status, _, answer) in zip(jobs, answers):
         assert status == 200
         assert answer["probabilities"] == serial[i]["probabilities"]  # bit for bit
+
+
+def test_at_most_two_images_are_decoded_at_once(served, pictures, monkeypatch):
+    from deepnet.app import preprocess
+
+    decoding, most, lock = [0], [0], threading.Lock()
+    real = preprocess.mnist_input
+
+    def slow_mnist_input(data):
+        with lock:
+            decoding[0] += 1
+            most[0] = max(most[0], decoding[0])
+        time.sleep(0.05)
+        with lock:
+            decoding[0] -= 1
+        return real(data)
+    monkeypatch.setattr(preprocess, "mnist_input", slow_mnist_input)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda png: post_png(served, png)[0], pictures[0] * 2))
+    assert statuses == [200] * 20 and most[0] == server_module.DECODERS == 2
 
 
 def test_an_unexpected_error_is_a_500_and_the_server_stays_up(pictures):

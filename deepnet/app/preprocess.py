@@ -84,11 +84,16 @@ def _grayscale(image):
     from PIL import Image
 
     if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit greyscale PNG
-        return (np.asarray(image, dtype=np.float32) / 65535).clip(0, 1)
-    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255
+        gray = np.asarray(image, dtype=np.float32)
+        white = 65535
+    else:
+        if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+        gray = np.asarray(image.convert("L"), dtype=np.float32)
+        white = 255
+    gray /= white  # in place: a large photo's pixels are copied no more than needed
+    return gray.clip(0, 1, out=gray)
 
 
 def digit_to_mnist(gray):
@@ -101,13 +106,16 @@ def digit_to_mnist(gray):
     gray = np.asarray(gray, dtype=np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
-    ink = gray
     if background > 0.5:  # dark on light: invert
         ink, background = 1 - gray, 1 - background
-    peak = float(ink.max())
-    if peak - background < MIN_CONTRAST:
+    else:
+        ink = gray.copy()
+    contrast = float(ink.max()) - background
+    if contrast < MIN_CONTRAST:
         raise BlankImage("digit_to_mnist: blank image (nothing stands out from the background)")
-    ink = ((ink - background) / (peak - background)).clip(0, 1)
+    ink -= background
+    ink /= contrast
+    ink.clip(0, 1, out=ink)
 
     rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
     columns = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))

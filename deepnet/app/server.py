@@ -12,11 +12,13 @@ Routes:
   each feature map as bytes scaled to its own range (base64). The page uses this one.
 
 Every error is a JSON ``{"error": message}``, with a 4xx status (501 for an unknown
-method, 500 for a bug in deepnet, logged; the server goes on). Bodies are
-capped at MAX_BODY bytes, checked from Content-Length before reading; images at
-preprocess.MAX_PIXELS, checked from their header before decoding. Nothing on disk is
-read or written on a request's behalf. One request per connection (HTTP/1.0), each
-connection cut after CONNECTION_DEADLINE seconds, so a slow client cannot hold a thread.
+method, 500 for a bug in deepnet, logged; the server goes on). Bodies are capped at
+MAX_BODY bytes, checked from Content-Length before reading; images at
+preprocess.MAX_PIXELS, checked from their header before decoding; and at most DECODERS
+images are decoded at once, which bounds the memory a burst of requests can take.
+Nothing on disk is read or written on a request's behalf. One request per connection
+(HTTP/1.0), each connection cut after CONNECTION_DEADLINE seconds, so a slow client
+cannot hold a thread.
 """
 import base64
 import json
@@ -40,6 +42,7 @@ IMAGE_TYPES = ("image/png", "image/jpeg")
 READ_TIMEOUT = 10  # seconds a socket read may wait
 CONNECTION_DEADLINE = 30  # seconds a connection may last in all
 LINGER = 2  # seconds spent dropping a refused body, so that its sender reads the answer
+DECODERS = 2  # images decoded at once: a 16-megapixel one takes about 125 MB while it is
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
               "/app.js": ("app.js", "text/javascript; charset=utf-8"),
               "/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -69,6 +72,7 @@ class DigitServer(ThreadingHTTPServer):
     def __init__(self, reader, host="127.0.0.1", port=8000, log_requests=True,
                  read_timeout=READ_TIMEOUT, connection_deadline=CONNECTION_DEADLINE):
         self.reader = reader
+        self.decoding = threading.BoundedSemaphore(DECODERS)
         self.log_requests = log_requests
         self.read_timeout = read_timeout
         self.connection_deadline = connection_deadline
@@ -138,7 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self, path):
         if path not in ("/predict", "/inspect"):
             return self._not_allowed(path)
-        image = preprocess.mnist_input(self._read_image())
+        data = self._read_image()
+        with self.server.decoding:
+            image = preprocess.mnist_input(data)
         [probabilities] = self.server.reader.probabilities(image[None])
         answer = {"label": int(np.argmax(probabilities)),
                   "probabilities": [float(p) for p in probabilities]}
