@@ -68,6 +68,7 @@ class DigitServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    request_queue_size = 64  # socketserver's 5: a burst of more connections waits for 1 s SYN retries
 
     def __init__(self, reader, host="127.0.0.1", port=8000, log_requests=True,
                  read_timeout=READ_TIMEOUT, connection_deadline=CONNECTION_DEADLINE):
