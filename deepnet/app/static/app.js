@@ -12,6 +12,7 @@ const STROKE_WIDTH = 20; // pixels of the 280-pixel pad: about MNIST's stroke on
 let drawing = null; // the pointer drawing now: {id, x, y}
 let inFlight = false; // a request is on its way
 let again = false; // the picture changed while it was
+let cleared = 0; // how often the pad was cleared: answers about an older picture are dropped
 
 // -- the pad -------------------------------------------------------------------------
 
@@ -67,10 +68,12 @@ pad.addEventListener("pointercancel", endStroke);
 
 document.getElementById("clear").addEventListener("click", () => {
   clearPad();
+  cleared++;
   again = false;
   label.textContent = "\u2013";
   showBars(new Array(10).fill(0), -1);
   document.getElementById("input").getContext("2d").clearRect(0, 0, 28, 28);
+  document.getElementById("feature-maps").replaceChildren();
   setStatus("");
 });
 
@@ -80,12 +83,13 @@ function read() {
   if (inFlight) { again = true; return; } // one request at a time; the newest picture wins
   inFlight = true;
   setStatus("reading\u2026");
+  const picture = cleared;
   pad.toBlob(async (png) => {
     try {
       const response = await fetch("/inspect", {method: "POST", headers: {"Content-Type": "image/png"}, body: png});
       const answer = await response.json();
       if (!response.ok) throw new Error(answer.error || response.statusText);
-      show(answer);
+      if (picture === cleared) show(answer);
       setStatus("");
     } catch (error) {
       setStatus(error.message, true);
