@@ -117,8 +117,8 @@ def digit_to_mnist(gray):
     ink /= contrast
     ink.clip(0, 1, out=ink)
 
-    rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
-    columns = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))
+    inked = ink > INK_THRESHOLD
+    rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
     digit = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
 
     height, width = digit.shape
