@@ -4,7 +4,7 @@ Starts ``python -m deepnet serve --port 0`` in a subprocess, POSTs drawings of M
 digits (280x280 PNGs, as the page's pad sends them) to /predict, checks every answer, and
 prints the latency percentiles and the server's memory (resident set) before and after:
 
-    python benches/load_serve.py [--requests 2000] [--threads 8] [--path /predict]
+    python benches/load_serve.py [--requests 2000] [--threads 8] [--path /predict] [--kernel-threads 1]
 
 Bounded in count and in time (--max-seconds), it stops by itself, and it talks only to
 the loopback address. Needs Pillow (the [app] extra).
@@ -33,14 +33,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=str(REPO / "data" / "book" / "deep_convnet_params.pkl"))
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=8, help="client threads")
+    parser.add_argument("--kernel-threads", type=int, default=1, help="the server's --threads")
     parser.add_argument("--path", default="/predict", choices=("/predict", "/inspect"))
     parser.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long")
     args = parser.parse_args(argv)
 
     pictures = drawings(20)
     with tempfile.TemporaryFile("w+") as log:
-        server, port = start_server(args.params, log)
+        server, port = start_server(args.params, args.kernel_threads, log)
         try:
             rss_start = memory(server.pid)
             expected = [post(port, args.path, png)[1] for png in pictures]  # also the warm-up
@@ -53,7 +54,7 @@ def main(argv=None):
 
     ms = np.array(latencies) * 1000
     print(f"deepnet serve load test: {len(ms)} requests to {args.path} from {args.threads} threads, "
-          f"{HOST}, {len(pictures)} different 280x280 PNG drawings")
+          f"{HOST}, {len(pictures)} different 280x280 PNG drawings, server --threads {args.kernel_threads}")
     print()
     print("| requests | errors | wall s | req/s | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -80,9 +81,10 @@ def drawings(count):
     return pictures
 
 
-def start_server(params, log):
+def start_server(params, kernel_threads, log):
     server = subprocess.Popen([sys.executable, "-m", "deepnet", "serve", "--params", params, "--host", HOST,
-                               "--port", "0"], stdout=subprocess.PIPE, stderr=log, text=True)
+                               "--port", "0", "--threads", str(kernel_threads)],
+                              stdout=subprocess.PIPE, stderr=log, text=True)
     banner = server.stdout.readline()
     found = re.match(r"deepnet serve: http://127\.0\.0\.1:(\d+)/", banner)
     if not found:

@@ -99,6 +99,7 @@ def test_predict_calls_a_blank_picture_blank(tmp_path, capsys):
     (["serve", "--params", str(BOOK_PARAMS), "--port", "65536"], "65536"),
     (["serve", "--params", str(BOOK_PARAMS), "--port", "-1"], "-1"),
     (["serve", "--params", "missing.npz"], "missing.npz"),
+    (["serve", "--params", str(BOOK_PARAMS), "--threads", "0"], "--threads"),
 ])
 def test_bad_usage_is_one_line_and_exit_code_2(argv, fragment, capsys):
     assert cli.main(argv) == 2
@@ -114,9 +115,9 @@ def test_without_pillow_both_commands_say_how_to_install_it(command, pictures, m
     one_line_error(capsys, INSTALL_HINT)
 
 
-def test_serve_listens_on_127_0_0_1_port_8000_by_default():
+def test_serve_listens_on_127_0_0_1_port_8000_with_one_kernel_thread_by_default():
     args = cli.build_parser().parse_args(["serve", "--params", str(BOOK_PARAMS)])
-    assert (args.host, args.port) == ("127.0.0.1", 8000)
+    assert (args.host, args.port, args.threads) == ("127.0.0.1", 8000, 1)
 
 
 def test_serve_runs_from_the_command_line(pictures, network):
