@@ -85,6 +85,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     from ._version import __version__
+    from .app.commands import add_predict, add_serve
 
     parser = _Parser(prog="deepnet", description="DeepConvNet on MNIST "
                      "(Deep Learning from Scratch, chapter 8).")
@@ -95,6 +96,8 @@ def build_parser():
     _add_evaluate(commands)
     _add_misclassified(commands)
     _add_plot(commands)
+    add_predict(commands)
+    add_serve(commands)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""``deepnet predict`` and ``deepnet serve`` on the command line, and the network they share."""
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app_support import black_on_white, encode, mnist_test_digits
+from deepnet import cli, nets
+from deepnet.app import inference
+from deepnet.app.inference import DigitReader, load_for_inference
+from deepnet.app.preprocess import mnist_input
+from deepnet.layers import softmax
+from support import BOOK_PARAMS
+
+INSTALL_HINT = 'pip install "deepnet[app]"'
+
+
+@pytest.fixture(scope="module")
+def network():
+    return cli._load_network(BOOK_PARAMS, "float32")
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    """Three MNIST test digits (7, 2, 1) as PNG files, with their labels."""
+    digits, labels = mnist_test_digits(3)
+    paths = []
+    for i, digit in enumerate(digits):
+        path = tmp_path / f"digit{i}.png"
+        path.write_bytes(encode(black_on_white(digit)))
+        paths.append(str(path))
+    return paths, labels
+
+
+def one_line_error(capsys, *fragments):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("deepnet: error: "), err
+    for fragment in fragments:
+        assert fragment in err
+    return err
+
+
+# -- deepnet predict -------------------------------------------------------------------
+
+def test_predict_prints_the_top_three_classes_of_each_file(pictures, network, capsys):
+    paths, labels = pictures
+    assert cli.main(["predict", "--params", str(BOOK_PARAMS), *paths]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(paths)
+    for line, path, label in zip(lines, paths, labels):
+        expected = softmax(network.predict(mnist_input(Path(path).read_bytes())[None, None]).astype(np.float64))[0]
+        top3 = np.argsort(expected)[::-1][:3]
+        assert line == f"{path}: " + ", ".join(f"{d} {100 * expected[d]:.2f}%" for d in top3)
+        assert top3[0] == label  # the book's net reads these three right
+
+
+def test_predict_json_lists_file_label_and_probabilities(pictures, network, capsys):
+    paths, labels = pictures
+    assert cli.main(["predict", "--json", "--params", str(BOOK_PARAMS), *paths]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert [a["file"] for a in answers] == paths
+    inputs = np.stack([mnist_input(Path(p).read_bytes()) for p in paths])[:, None]
+    expected = softmax(network.predict(inputs).astype(np.float64))
+    for answer, row, label in zip(answers, expected, labels):
+        assert set(answer) == {"file", "label", "probabilities"}
+        assert answer["label"] == label == int(np.argmax(row))
+        assert np.allclose(answer["probabilities"], row, rtol=1e-6, atol=1e-9)
+
+
+def test_predict_names_the_file_it_cannot_read(pictures, tmp_path, capsys):
+    paths, _ = pictures
+    bad = tmp_path / "notes.png"
+    bad.write_text("shopping list")
+    assert cli.main(["predict", "--params", str(BOOK_PARAMS), paths[0], str(bad)]) != 0
+    one_line_error(capsys, "notes.png", "PNG or JPEG")
+
+
+def test_predict_calls_a_blank_picture_blank(tmp_path, capsys):
+    from app_support import Image
+
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(encode(Image.new("L", (100, 100), 255)))
+    assert cli.main(["predict", "--params", str(BOOK_PARAMS), str(blank)]) != 0
+    one_line_error(capsys, "blank.png", "blank")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["predict", "--params", str(BOOK_PARAMS)], "IMAGE"),
+    (["predict", "--params", str(BOOK_PARAMS), "missing.png"], "missing.png"),
+    (["predict", str(BOOK_PARAMS)], "--params"),
+    (["serve", "--params", str(BOOK_PARAMS), "--port", "65536"], "65536"),
+    (["serve", "--params", str(BOOK_PARAMS), "--port", "-1"], "-1"),
+    (["serve", "--params", "missing.npz"], "missing.npz"),
+    (["serve", "--params", str(BOOK_PARAMS), "--threads", "0"], "--threads"),
+])
+def test_bad_usage_is_one_line_and_exit_code_2(argv, fragment, capsys):
+    assert cli.main(argv) == 2
+    one_line_error(capsys, fragment)
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_without_pillow_both_commands_say_how_to_install_it(command, pictures, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL now raises ImportError
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    argv = [command, "--params", str(BOOK_PARAMS)] + (pictures[0][:1] if command == "predict" else ["--port", "0"])
+    assert cli.main(argv) == 2
+    one_line_error(capsys, INSTALL_HINT)
+
+
+def test_serve_listens_on_127_0_0_1_port_8000_with_one_kernel_thread_by_default():
+    args = cli.build_parser().parse_args(["serve", "--params", str(BOOK_PARAMS)])
+    assert (args.host, args.port, args.threads) == ("127.0.0.1", 8000, 1)
+
+
+def test_serve_runs_from_the_command_line(pictures, network):
+    paths, labels = pictures
+    deepnet_home = str(Path(cli.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
+    process = subprocess.Popen([sys.executable, "-m", "deepnet", "serve", "--params", str(BOOK_PARAMS), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        banner = process.stdout.readline()
+        assert banner.startswith("deepnet serve: http://127.0.0.1:"), banner + process.stderr.read()
+        port = int(re.match(r"deepnet serve: http://127\.0\.0\.1:(\d+)/", banner).group(1))
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/predict", Path(paths[1]).read_bytes(), {"Content-Type": "image/png"})
+        answer = json.loads(connection.getresponse().read())
+        assert answer["label"] == labels[1]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# -- the network -----------------------------------------------------------------------
+
+def test_load_for_inference_falls_back_to_the_book_network(network):
+    loaded = load_for_inference(BOOK_PARAMS)
+    assert isinstance(loaded, nets.DeepConvNet) and loaded.dtype == np.float32
+    for name, value in network.params.items():
+        assert np.array_equal(loaded.params[name], value)
+
+
+def test_load_for_inference_uses_load_model_where_deepnet_has_it(monkeypatch):
+    opened = []
+
+    def load_model(path):
+        opened.append(path)
+        return "the model"
+    monkeypatch.setattr(nets, "load_model", load_model, raising=False)
+    assert load_for_inference("model.npz") == "the model" and opened == ["model.npz"]
+
+
+class _RacyLayer:
+    """Keeps its input between storing it and using it, as the book's layers do, and
+    gives other threads the time to overwrite it."""
+
+    def forward(self, x):
+        self.x = x
+        time.sleep(0.005)
+        return self.x.reshape(len(self.x), -1)[:, :10] * 10
+
+
+class _RacyNetwork:
+    def __init__(self):
+        self.layers = [_RacyLayer()]
+
+    def predict(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+
+def test_the_reader_serialises_passes_through_a_stateful_network():
+    reader = DigitReader(_RacyNetwork())
+    inputs = []
+    for digit in range(10):  # input `digit` gives the scores 10 * one-hot(digit)
+        x = np.zeros((1, 28, 28), np.float32)
+        x[0, 0, digit] = 1
+        inputs.append(x)
+    answers = [None] * len(inputs)
+
+    def read(i):
+        answers[i] = reader.probabilities(inputs[i])
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for digit, answer in enumerate(answers):
+        assert np.argmax(answer) == digit
+        assert np.allclose(answer, softmax(10.0 * np.eye(10)[digit]))
+
+
+def test_feature_maps_are_every_stack_of_maps_up_to_the_classifier(network):
+    reader = DigitReader(network)
+    digits, _ = mnist_test_digits(1)
+    maps = reader.feature_maps(digits[0])
+    assert [(name, m.shape) for name, m in maps] == [
+        ("Convolution 1", (16, 28, 28)), ("Convolution 2", (16, 28, 28)), ("Pooling 1", (16, 14, 14)),
+        ("Convolution 3", (32, 14, 14)), ("Convolution 4", (32, 16, 16)), ("Pooling 2", (32, 8, 8)),
+        ("Convolution 5", (64, 8, 8)), ("Convolution 6", (64, 8, 8)), ("Pooling 3", (64, 4, 4))]
+    assert all(m.min() >= 0 for _, m in maps)  # ReLU'd convolutions, and poolings of them
+    assert np.array_equal(reader.first_filters(), network.params["W1"])
+    assert inference.DigitReader(_RacyNetwork()).first_filters() is None
+
+
+def test_the_load_test_script_runs_and_prints_its_tables():
+    # benches/load_serve.py, with the least work: it must not rot unnoticed.
+    script = Path(__file__).resolve().parents[1] / "benches" / "load_serve.py"
+    deepnet_home = str(Path(cli.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, str(script), "--requests", "16", "--threads", "2"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| 16 | 0 |" in result.stdout and "| after the load |" in result.stdout
