@@ -1,5 +1,5 @@
 """Reviewer's tests (branch review): model specs that go stale, subset loading, load_model's
-errors.  All but test_fold_batch_norm_inside_residual_blocks_with_learned_gamma_and_beta
+errors, nesting.  All but test_fold_batch_norm_inside_residual_blocks_with_learned_gamma_and_beta
 fail on main at dd15e03."""
 import numpy as np
 import pytest
@@ -77,3 +77,23 @@ def test_loading_a_prefix_also_loads_the_batch_norm_statistics_of_those_layers(t
     target.load_params(path, only=["0.", "1."])  # the stem: conv and its BN
     np.testing.assert_array_equal(target.buffers["1.running_mean"], source.buffers["1.running_mean"])
     np.testing.assert_array_equal(target.buffers["1.running_var"], source.buffers["1.running_var"])
+
+
+def test_a_model_file_with_a_deeply_nested_spec_is_refused_with_a_clear_error(tmp_path):
+    """985 nested Residual blocks: within json's nesting limit, so in a fresh interpreter the
+    spec parses and build() accepts it, then predict recurses too deep (on main: a
+    RecursionError traceback from deepnet evaluate).  A cap on the nesting
+    depth in build() makes this a clear error whatever the interpreter's stack."""
+    import subprocess
+    import sys
+    from deepnet import io
+    depth = 985
+    nested = '{"type": "Residual", "shortcut": null, "body": ' * depth + '{"type": "Relu"}' + "}" * depth
+    text = '{"type": "Sequential", "layers": [' + nested + ', {"type": "Affine", "in_features": 4, "out_features": 2}]}'
+    path = io.save_params(tmp_path / "deep.npz", {"__model_spec__": np.frombuffer(text.encode(), np.uint8),
+                                                  "1.W": np.zeros((4, 2), np.float32), "1.b": np.zeros(2, np.float32)})
+    code = ("import sys, numpy as np; from deepnet.nets import load_model; "
+            "load_model(sys.argv[1]).predict(np.zeros((1, 4), np.float32))")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and "RecursionError" not in last and "deep.npz" in last, result.stderr[-500:]
