@@ -258,6 +258,8 @@ def run_train(args):
         raise CommandError("--checkpoint needs a PATH (every epoch is checkpointed)")
     args.communicator = _communicator(args.distributed)
     root = args.communicator.is_root
+    if args.seed is None and args.communicator.size > 1:  # one seed for all ranks: rank 0's
+        args.seed = args.communicator.broadcast_object(int(np.random.SeedSequence().entropy) if root else None)
     if root:
         _check_writable(outputs)
     _configure_kernels(args)
@@ -503,8 +505,10 @@ def _configure_kernels(args):
             deepnet.set_backend(args.backend)
         except ImportError as exc:  # the compiled kernels are not built
             raise CommandError(str(exc)) from None
-    communicator = getattr(args, "communicator", None)
-    ranks = communicator.node_size if communicator is not None and communicator.size > 1 else 1
+    from .distributed import SingleProcess
+
+    communicator = getattr(args, "communicator", None) or SingleProcess()
+    ranks = communicator.node_size if communicator.size > 1 else 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = args.threads
     if threads is None and ranks > 1 and not os.environ.get("OMP_NUM_THREADS"):
@@ -512,8 +516,9 @@ def _configure_kernels(args):
     if threads:
         deepnet.set_num_threads(threads)
     if ranks * deepnet.get_num_threads() > cores and communicator.is_root:
-        print(f"deepnet: warning: {ranks} ranks x {deepnet.get_num_threads()} threads on {cores} cores "
-              "oversubscribe this machine; use --threads", file=sys.stderr)
+        layout = f"{ranks} ranks x {deepnet.get_num_threads()}" if ranks > 1 else f"{deepnet.get_num_threads()}"
+        print(f"deepnet: warning: {layout} threads on {cores} cores oversubscribe this machine; use --threads",
+              file=sys.stderr)
 
 
 def _require_gpu():
@@ -555,9 +560,9 @@ def _load_network(path, dtype):
     from .nets import load_model
 
     network = load_model(path, dtype=np.dtype(dtype))
-    for name, value in network.params.items():
+    for name, value in network.named_arrays().items():
         if not np.isfinite(value).all():
-            raise ValueError(f"{path}: parameter {name!r} holds NaN or infinite values (a diverged run?)")
+            raise ValueError(f"{path}: {name!r} holds NaN or infinite values (a diverged run?)")
     return network
 
 

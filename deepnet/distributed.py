@@ -131,7 +131,7 @@ class MPICommunicator(SingleProcess):
 def mpi_world_size():
     """The number of ranks mpiexec started, from its environment (1 when not under MPI),
     without importing mpi4py."""
-    for variable in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE"):
+    for variable in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):  # MPICH's and Open MPI's
         value = os.environ.get(variable, "")
         if value.isdigit():
             return int(value)

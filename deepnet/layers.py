@@ -282,9 +282,11 @@ class BatchNormalization(Layer):
         self.params = {"gamma": gamma, "beta": beta}
         self.momentum = momentum
         self.relu = relu
+        # In the compute dtype: a float16 variance would overflow above 65504.
+        stats_dtype = compute_dtype(gamma.dtype)
         self.buffers = {
-            "running_mean": running_mean if running_mean is not None else xp.zeros_like(gamma),
-            "running_var": running_var if running_var is not None else xp.ones_like(gamma),
+            "running_mean": running_mean if running_mean is not None else xp.zeros(gamma.shape, stats_dtype),
+            "running_var": running_var if running_var is not None else xp.ones(gamma.shape, stats_dtype),
         }
         self.sum_across = None
         self._saved = None  # what backward needs: (x as (N, C, M), mean, inv_std, count)
@@ -295,7 +297,7 @@ class BatchNormalization(Layer):
         if x.ndim not in (2, 4) or x.shape[1] != self.gamma.size:
             raise ValueError(f"BatchNormalization.forward: expected (N, {self.gamma.size}) or "
                              f"(N, {self.gamma.size}, H, W) input, got shape {tuple(x.shape)}")
-        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        x3 = x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
         if _train_mode(train, train_flg):
             mean, var, count = F.batch_norm_statistics(x3, shift=self.running_mean, sum_across=self.sum_across,
                                                        caller="BatchNormalization.forward")

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _cuda, io
 from .layers import (Affine, BatchNormalization, Convolution, Dropout, Flatten, GlobalAveragePooling,
-                     Layer, Pooling, Relu, Residual, Sigmoid, SoftmaxWithLoss)
+                     Layer, Pooling, Relu, Residual, Sigmoid, SoftmaxWithLoss, _pair)
 
 __all__ = ["Sequential", "DeepConvNet", "SimpleConvNet", "ResNet", "VGG", "build", "load_model", "describe",
            "model_spec", "fold_batch_norm", "MODELS"]
@@ -31,6 +31,7 @@ __all__ = ["Sequential", "DeepConvNet", "SimpleConvNet", "ResNet", "VGG", "build
 SPEC_KEY = "__model_spec__"  # the entry of a model file that holds the JSON spec
 BUFFER_PREFIX = "buffers/"   # the entries of a model file that hold the buffers
 MAX_PARAMETERS = 1 << 28     # a spec asking for more (1 GiB of float32) is refused
+MAX_NESTING = 32             # containers inside containers: deeper specs are refused
 
 
 # -- initialisation -------------------------------------------------------------------------
@@ -256,8 +257,7 @@ class Sequential(Layer):
 
     def save(self, path):
         """Write a self-describing model file (parameters, buffers, JSON spec); return the path."""
-        arrays = dict(self.params)
-        arrays.update({BUFFER_PREFIX + name: value for name, value in self.buffers.items()})
+        arrays = self.named_arrays()
         arrays[SPEC_KEY] = np.frombuffer(json.dumps(self.spec()).encode(), dtype=np.uint8)
         return io.save_params(path, arrays)
 
@@ -270,7 +270,8 @@ class Sequential(Layer):
         parameter ``.npz`` or the book's ``.pkl``; see ``set_params`` for ``only``/``strict``.
         Returns the names loaded.  Names, dtypes and shapes are checked against this net
         from the file's headers before any array is read."""
-        expected = {name: value.shape for name, value in self._targets().items()}
+        expected = {name: value.shape for name, value in self.named_arrays().items()}
+        only = [only] if isinstance(only, str) else only
         if only is not None:
             expected = {name: shape for name, shape in expected.items() if _matches(name, only)}
         optional = {SPEC_KEY} | {name for name in expected if name.startswith(BUFFER_PREFIX)}
@@ -289,7 +290,8 @@ class Sequential(Layer):
         Everything is checked before anything changes (ValueError naming the parameter),
         so a failed load leaves the net as it was.  Returns the names loaded.
         """
-        targets = self._targets()
+        targets = self.named_arrays()
+        only = [only] if isinstance(only, str) else only
         selected = (lambda name: True) if only is None else (lambda name: _matches(name, only))
         wanted = {name for name in targets if selected(name) and not name.startswith(BUFFER_PREFIX)}
         given = {name for name in arrays if selected(name)}
@@ -300,8 +302,9 @@ class Sequential(Layer):
             if unexpected:
                 raise ValueError(f"{source}: unexpected parameter {unexpected[0]!r}")
         names = sorted(given & set(targets))
-        if only is not None and not names:
-            raise ValueError(f"{source}: no parameter matches {list(only)!r}")
+        if not names and (only is not None or not strict):
+            what = f"matches {list(only)!r}" if only is not None else "has a name this network has"
+            raise ValueError(f"{source}: no parameter {what}")
         for name in names:
             value, expected = arrays[name], targets[name].shape
             if tuple(value.shape) != tuple(expected):
@@ -316,7 +319,7 @@ class Sequential(Layer):
             targets[name][...] = converted[name]
         return names
 
-    def _targets(self):
+    def named_arrays(self):
         """Every array a parameter file can set: parameters, and buffers as ``buffers/<name>``."""
         targets = dict(self.params)
         targets.update({BUFFER_PREFIX + name: value for name, value in self.buffers.items()})
@@ -345,8 +348,7 @@ class Sequential(Layer):
     def astype(self, dtype):
         """A copy of this net computing in ``dtype`` (e.g. float16 for inference)."""
         clone = build(self.spec(), dtype=dtype, rng=copy.deepcopy(self.rng))
-        clone.set_params(dict(self.params, **{BUFFER_PREFIX + k: v for k, v in self.buffers.items()}),
-                         strict=False)
+        clone.set_params(self.named_arrays())
         if self.on_gpu:
             clone.to_gpu()
         return clone
@@ -369,6 +371,9 @@ def _named_children(layer, prefix, trainable_only):
 
 
 def _matches(name, selection):
+    """``name`` (a parameter, or ``buffers/<name>``) is one of ``selection``'s names or
+    lies under one of its prefixes ("3." or "3")."""
+    name = name.removeprefix(BUFFER_PREFIX)
     return any(name == item or (item.endswith(".") and name.startswith(item)) or
                name.startswith(item + ".") for item in selection)
 
@@ -378,11 +383,26 @@ def _generator_state(generator):
 
 
 def _book_aliases(net, names):
-    """Map the hierarchical names of the parameters, in order, onto the book's names."""
+    """Map the hierarchical names of the parameters, in order, onto the book's names; the
+    running statistics of a BN layer whose gamma is "gamma3" become "running_mean3" and
+    "running_var3"."""
     hierarchical = [prefix + name for prefix, layer in net.named_layers() for name in layer.params]
     if len(hierarchical) != len(names):
         raise AssertionError(f"{len(hierarchical)} parameters for {len(names)} names")
-    return dict(zip(hierarchical, names))
+    aliases = dict(zip(hierarchical, names))
+    for prefix, layer in net.named_layers():
+        if isinstance(layer, BatchNormalization):
+            index = aliases[prefix + "gamma"].removeprefix("gamma")
+            aliases.update({prefix + name: f"{name}{index}" for name in layer.buffers})
+    return aliases
+
+
+class NamedModel(Sequential):
+    """A model built by a constructor (DeepConvNet, ResNet...): ``self._config`` holds the
+    constructor's settings, which describe it as long as its layers are what they built."""
+
+    def config(self):
+        return self._config
 
 
 # -- the book's networks ------------------------------------------------------------------
@@ -397,7 +417,7 @@ _BOOK_CONVS = (
 )
 
 
-class DeepConvNet(Sequential):
+class DeepConvNet(NamedModel):
     """Chapter 8's deep CNN for MNIST::
 
         conv - relu - conv - relu - pool -
@@ -451,11 +471,7 @@ class DeepConvNet(Sequential):
         super().__init__(*layers, rng=rng)
         self.aliases = _book_aliases(self, names)
 
-    def config(self):
-        return self._config
-
-
-class SimpleConvNet(Sequential):
+class SimpleConvNet(NamedModel):
     """Chapter 7's CNN: conv - relu - pool - affine - relu - affine - softmax.
 
     Weights are drawn from N(0, weight_init_std^2); biases start at zero.
@@ -486,10 +502,6 @@ class SimpleConvNet(Sequential):
         super().__init__(*layers, rng=rng)
         self.aliases = _book_aliases(self, ["W1", "b1", "W2", "b2", "W3", "b3"])
 
-    def config(self):
-        return self._config
-
-
 # -- ResNet and VGG -----------------------------------------------------------------------
 
 def basic_block(in_channels, channels, stride, rng, dtype):
@@ -508,7 +520,7 @@ def basic_block(in_channels, channels, stride, rng, dtype):
     return [Residual(body, shortcut), Relu()]
 
 
-class ResNet(Sequential):
+class ResNet(NamedModel):
     """A small ResNet for MNIST (He et al. 2016, chapter 8.2.3)::
 
         conv3x3 - BN - relu - [stage: basic blocks] x len(widths) - global average pool - affine
@@ -537,11 +549,7 @@ class ResNet(Sequential):
         layers += [GlobalAveragePooling(), affine_layer(channels, output_size, rng, dtype)]
         super().__init__(*layers, rng=rng)
 
-    def config(self):
-        return self._config
-
-
-class VGG(Sequential):
+class VGG(NamedModel):
     """A VGG-style net (Simonyan & Zisserman 2014) from a config such as
     ``[16, 16, "M", 32, 32, "M", 64, 64, "M"]``: a number is a 3x3 convolution (pad 1) with
     that many filters and a ReLU (with ``batch_norm``, conv - BN - relu), "M" a 2x2 max-pool.
@@ -575,34 +583,43 @@ class VGG(Sequential):
         layers.append(affine_layer(features, output_size, rng, dtype))
         super().__init__(*layers, rng=rng)
 
-    def config(self):
-        return self._config
-
-
 MODELS = {"DeepConvNet": DeepConvNet, "SimpleConvNet": SimpleConvNet, "ResNet": ResNet, "VGG": VGG}
 
 
 # -- specs: architectures as data ---------------------------------------------------------
 
 def layer_spec(layer):
-    """A layer as JSON-ready data: {"type": class name, **its config}."""
-    if isinstance(layer, Sequential) and type(layer) in MODELS.values():
-        return {"type": type(layer).__name__, "config": layer.config()}
+    """A layer as JSON-ready data: {"type": class name, **its config}.  A named model whose
+    layers were changed after it was built (a new head, folded BN) is described by its
+    layers, not by its constructor's settings."""
+    if isinstance(layer, NamedModel):
+        named = {"type": type(layer).__name__, "config": layer.config()}
+        as_built = build(named)
+        if _layers_spec(as_built) == _layers_spec(layer):
+            return named
+        return {"type": "Sequential", **_layers_spec(layer)}
     if isinstance(layer, Residual):
         return {"type": "Residual", "body": layer_spec(layer.body),
                 "shortcut": None if layer.shortcut is None else layer_spec(layer.shortcut)}
-    if type(layer) is not Sequential and type(layer).__name__ not in _LAYER_BUILDERS:
+    if type(layer) is Sequential:
+        return {"type": "Sequential", **_layers_spec(layer)}
+    if type(layer).__name__ not in _LAYER_BUILDERS:
         raise ValueError(f"model_spec: a {type(layer).__name__} cannot be described as data; "
                          f"known layers: {', '.join(sorted(_KNOWN_TYPES))}")
     return {"type": type(layer).__name__, **layer.config()}
 
 
-def model_spec(model):
-    """The architecture of ``model`` (a Sequential or one of MODELS) as JSON-ready data."""
-    spec = layer_spec(model)
-    if spec["type"] == "Sequential" and model.aliases:
+def _layers_spec(model):
+    """A Sequential's layers and aliases as data (what the generic spec holds)."""
+    spec = {"layers": [layer_spec(child) for child in model.layers]}
+    if model.aliases:
         spec["aliases"] = model.aliases
     return spec
+
+
+def model_spec(model):
+    """The architecture of ``model`` (a Sequential or one of MODELS) as JSON-ready data."""
+    return layer_spec(model)
 
 
 def build(spec, dtype=np.float32, rng=None):
@@ -620,7 +637,9 @@ def build(spec, dtype=np.float32, rng=None):
         return _build(spec, dtype, rng, "spec")
 
 
-def _build(spec, dtype, rng, where):
+def _build(spec, dtype, rng, where, depth=0):
+    if depth > MAX_NESTING:
+        raise ValueError(f"build: {where}: containers nested more than {MAX_NESTING} deep")
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         raise ValueError(f"build: {where} must be an object with a string 'type', got {_short(spec)}")
     kind = spec["type"]
@@ -634,7 +653,7 @@ def _build(spec, dtype, rng, where):
     if kind == "Sequential":
         _check_keys(spec, {"type", "layers", "aliases"}, where)
         layers = _entry(spec, "layers", list, where)
-        children = [_build(item, dtype, rng, f"{where}.layers[{i}]") for i, item in enumerate(layers)]
+        children = [_build(item, dtype, rng, f"{where}.layers[{i}]", depth + 1) for i, item in enumerate(layers)]
         aliases = spec.get("aliases") or {}
         if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                     for k, v in aliases.items()):
@@ -642,9 +661,9 @@ def _build(spec, dtype, rng, where):
         return Sequential(*children, rng=rng, aliases=aliases)
     if kind == "Residual":
         _check_keys(spec, {"type", "body", "shortcut"}, where)
-        body = _build(spec.get("body"), dtype, rng, where + ".body")
+        body = _build(spec.get("body"), dtype, rng, where + ".body", depth + 1)
         shortcut = spec.get("shortcut")
-        shortcut = None if shortcut is None else _build(shortcut, dtype, rng, where + ".shortcut")
+        shortcut = None if shortcut is None else _build(shortcut, dtype, rng, where + ".shortcut", depth + 1)
         return Residual(body, shortcut)
     if kind not in _LAYER_BUILDERS:
         raise ValueError(f"build: {where}: unknown layer type {kind!r}; known: {', '.join(sorted(_KNOWN_TYPES))}")
@@ -770,7 +789,12 @@ def load_model(path, dtype=None):
         raise ValueError(f"{path}: the spec describes a single {type(model).__name__}, not a model")
     if dtype is None:  # the stored parameters' dtype
         first = next(iter(model.params))
-        stored = np.dtype(io.read_params(path, {first: None}, strict=False)[first].dtype)
+        found = io.read_params(path, {first: None}, strict=False).get(first)
+        if found is None:
+            what = "the book's DeepConvNet" if spec_bytes is None else "the model its spec describes"
+            raise ValueError(f"{path}: not a model file of {what}: it has no parameter {first!r}"
+                             + (" (and no architecture spec)" if spec_bytes is None else ""))
+        stored = np.dtype(found.dtype)
         if stored != model.dtype and stored in (np.float16, np.float32, np.float64):
             model = build(spec, dtype=stored)
     model.load_params(path)
@@ -869,11 +893,9 @@ def _walk_cost(layer, shape, field):
     rf, jump = field
     if isinstance(layer, Convolution):
         FN, C, kh, kw = layer.W.shape
-        stride = layer.stride[0] if isinstance(layer.stride, (tuple, list)) else layer.stride
-        return out, math.prod(out) * C * kh * kw, (rf + (kh - 1) * jump, jump * stride)
+        return out, math.prod(out) * C * kh * kw, (rf + (kh - 1) * jump, jump * _pair(layer.stride)[0])
     if isinstance(layer, Pooling):
-        stride = layer.stride[0] if isinstance(layer.stride, (tuple, list)) else layer.stride
-        return out, 0, (rf + (layer.pool_h - 1) * jump, jump * stride)
+        return out, 0, (rf + (layer.pool_h - 1) * jump, jump * _pair(layer.stride)[0])
     if isinstance(layer, Affine):
         return out, out[0] * layer.W.shape[0] * layer.W.shape[1], field
     return out, 0, field

@@ -12,8 +12,9 @@ person thinks in epochs; the trainer passes ``steps_per_epoch``.
 - ``one-cycle``:   up from lr/div to lr over the first pct of the run, then cosine down to
                    lr/final_div (Smith & Topin 2017; pct=..., div=..., final_div=...)
 
-``warmup`` (epochs) wraps any of them: the rate rises linearly from 0 to the schedule's own
-over the first ``warmup`` epochs (Goyal et al. 2017, for large batches).
+``warmup`` (epochs) wraps any of them: over the first ``warmup`` epochs the rate rises
+linearly to the schedule's own, from 1/(warmup steps) of it at the first step (Goyal et
+al. 2017, for large batches).
 
     schedule = parse("cosine:min_lr=1e-5", lr=1e-3, steps_per_epoch=600, epochs=20, warmup=1)
     schedule(0), schedule(599)
@@ -42,35 +43,40 @@ class Schedule:
         if unknown:
             raise ValueError(f"Schedule: {name} has no setting {unknown[0]!r}; its settings: "
                              f"{', '.join(NAMES[name]) or 'none'}")
-        _check(lr > 0, "lr", lr, "> 0")
+        _check(_finite(lr) and lr > 0, "lr", lr, "a finite number > 0")
         _check(isinstance(steps_per_epoch, int) and steps_per_epoch >= 1, "steps_per_epoch", steps_per_epoch, ">= 1")
-        _check(epochs > 0, "epochs", epochs, "> 0")
-        _check(warmup >= 0, "warmup", warmup, ">= 0")
+        _check(_finite(epochs) and epochs > 0, "epochs", epochs, "a finite number > 0")
+        _check(_finite(warmup) and warmup >= 0, "warmup", warmup, "a finite number >= 0")
         self.name, self.lr, self.steps_per_epoch, self.epochs = name, float(lr), steps_per_epoch, float(epochs)
         self.warmup = float(warmup)
         self.settings = {**NAMES[name], **{k: float(v) for k, v in settings.items()}}
         for key, value in self.settings.items():
-            _check(value >= 0, key, value, ">= 0")
+            _check(_finite(value) and value >= 0, key, value, "a finite number >= 0")
         if name == "step":
             _check(self.settings["every"] > 0, "every", self.settings["every"], "> 0")
+        if name == "cosine":
+            _check(self.settings["min_lr"] <= self.lr, "min_lr", self.settings["min_lr"], f"<= lr ({self.lr:g})")
         if name == "one-cycle":
             _check(0 < self.settings["pct"] < 1, "pct", self.settings["pct"], "in (0, 1)")
-            _check(self.settings["div"] >= 1 and self.settings["final_div"] >= 1, "div", self.settings["div"], ">= 1")
+            for key in ("div", "final_div"):
+                _check(self.settings[key] >= 1, key, self.settings[key], ">= 1")
 
     def __call__(self, step):
-        epoch = step / self.steps_per_epoch
-        rate = self._rate(epoch)
-        if self.warmup and epoch < self.warmup:
-            rate *= (step + 1) / (self.warmup * self.steps_per_epoch)
+        rate = self._rate(step)
+        warmup_steps = self.warmup * self.steps_per_epoch
+        if step + 1 < warmup_steps:
+            rate *= (step + 1) / warmup_steps
         return rate
 
-    def _rate(self, epoch):
+    def _rate(self, step):
         s, lr = self.settings, self.lr
+        epoch = step / self.steps_per_epoch
         progress = min(epoch / self.epochs, 1.0)
         if self.name == "constant":
             return lr
         if self.name == "step":
-            return lr * s["gamma"] ** math.floor(epoch / s["every"])
+            # Counted in steps, with a margin for rounding: every=0.1 at 10 steps an epoch is 1 step.
+            return lr * s["gamma"] ** math.floor(step / (s["every"] * self.steps_per_epoch) + 1e-9)
         if self.name == "exponential":
             return lr * s["gamma"] ** epoch
         if self.name == "cosine":
@@ -100,6 +106,10 @@ class Schedule:
     # The trainer's per-step hook: set the rate before each update.
     def before_step(self, trainer):
         trainer.optimizer.lr = self(trainer.optimizer.iter)
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _check(ok, name, value, what):

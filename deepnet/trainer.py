@@ -24,6 +24,7 @@ After each epoch the trainer writes the history (JSON) and a checkpoint from whi
 ``resume`` continues bit-exactly: same parameters as an uninterrupted run.
 """
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -79,6 +80,9 @@ class Trainer:
         self.batch_transform = batch_transform
         self.communicator = communicator or SingleProcess()
         self._optimizer_settings = _settings(self.optimizer)
+        # Which images are held out (a resumed run must keep them out of training).
+        self._validation_digest = (hashlib.sha256(np.ascontiguousarray(_cuda.to_cpu(x_val)).tobytes()).hexdigest()[:16]
+                                   if x_val is not None else None)
 
         self.epoch = 0  # epochs completed so far
         self.train_loss_list = []
@@ -90,9 +94,8 @@ class Trainer:
         self.best = None       # (epoch, val accuracy, {name: array}) with select="best-val"
         self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
 
-        if resume:
-            self._resume_if_possible()
-        elif self.communicator.size > 1:  # every rank starts from rank 0's state
+        resumed = resume and self._resume_if_possible()
+        if not resumed and self.communicator.size > 1:  # every rank starts from rank 0's state
             self._apply_state(self.communicator.broadcast_object(self._state()), "rank 0's state")
 
     @property
@@ -164,12 +167,17 @@ class Trainer:
     @contextlib.contextmanager
     def evaluation_weights(self):
         """Inside the block the network holds the weights to evaluate (e.g. the average)."""
-        supplied = [hook.evaluation_params(self) for hook in self._hooks_with("evaluation_params")]
-        if not supplied:
+        supplied = self._supplied_weights()
+        if supplied is None:
             yield
             return
-        with _swapped_in(self.network, supplied[-1]):
+        with _swapped_in(self.network, supplied):
             yield
+
+    def _supplied_weights(self):
+        """The weights a hook supplies for evaluation (the last such hook's), or None."""
+        supplied = [hook.evaluation_params(self) for hook in self._hooks_with("evaluation_params")]
+        return supplied[-1] if supplied else None
 
     def _accuracy(self, x, t):
         """Accuracy on all of x; with several ranks each classifies its share."""
@@ -200,9 +208,9 @@ class Trainer:
         if self.select == "best-val" and self.best is not None:
             _load_snapshot(self.network, self.best[2])
             return
-        supplied = [hook.evaluation_params(self) for hook in self._hooks_with("evaluation_params")]
-        if supplied:
-            _load_snapshot(self.network, supplied[-1])
+        supplied = self._supplied_weights()
+        if supplied is not None:
+            _load_snapshot(self.network, supplied)
 
     def _selected_description(self):
         if self.select == "best-val" and self.best is not None:
@@ -285,7 +293,8 @@ class Trainer:
         specs = [part.spec() for part in self.hooks + [self.batch_transform] if hasattr(part, "spec")]
         return {"optimizer": type(self.optimizer).__name__, "optimizer_settings": self._optimizer_settings,
                 "mini_batch_size": self.batch_size, "train_size": len(self.x_train),
-                "val_size": len(self.x_val) if self.validating else 0, "select": self.select,
+                "val_size": len(self.x_val) if self.validating else 0, "validation": self._validation_digest,
+                "select": self.select,
                 "dtype": str(self.network.dtype), "model": _model_spec_or_none(self.network),
                 "hooks": specs}
 
@@ -330,14 +339,17 @@ class Trainer:
                                  "resume with the same settings, or start a new run")
 
     def _resume_if_possible(self):
+        """Resume if the checkpoint exists (rank 0 looks, and tells the others); True if so."""
         if not self.checkpoint_path:
             raise ValueError("resume=True needs a checkpoint_path")
-        if os.path.exists(self.checkpoint_path):
+        comm = self.communicator
+        exists = comm.broadcast_object(os.path.exists(self.checkpoint_path) if comm.is_root else None)
+        if exists:
             self.resume()
-            if self.verbose and self.communicator.is_root:
-                print(f"resumed from {self.checkpoint_path} after epoch {self.epoch}")
-        elif self.verbose and self.communicator.is_root:
-            print(f"no checkpoint at {self.checkpoint_path} yet: starting from epoch 1")
+        if self.verbose and comm.is_root:
+            print(f"resumed from {self.checkpoint_path} after epoch {self.epoch}" if exists else
+                  f"no checkpoint at {self.checkpoint_path} yet: starting from epoch 1")
+        return exists
 
 
 class WeightAverage:
@@ -394,8 +406,7 @@ def _average_dtype(value):
 
 def _snapshot(network, copy=True):
     """The network's parameters and buffers (``buffers/<name>``), copied by default."""
-    arrays = dict(network.params)
-    arrays.update({"buffers/" + name: value for name, value in network.buffers.items()})
+    arrays = network.named_arrays()
     if copy:
         arrays = {name: value.copy() for name, value in arrays.items()}
     return arrays

@@ -14,6 +14,14 @@ def private_cache_dir(tmp_path_factory):
         yield
 
 
+@pytest.fixture(autouse=True)
+def default_thread_count():
+    """A test that sets the thread count (a --threads option) leaves the default behind."""
+    yield
+    if deepnet.get_num_threads() != deepnet._config._default_num_threads():
+        deepnet.set_num_threads(None)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261123)
