@@ -82,8 +82,9 @@ def main():
     for name, make in NETS.items():
         net = make(args.seed)
         info = describe(net)
+        # Per epoch the trainer checks 1,000 training images, as the book's recipe does.
         trainer = Trainer(net, x_train, t_train, epochs=args.epochs, mini_batch_size=100, verbose=False,
-                          seed=args.seed)
+                          seed=args.seed, evaluate_sample_num_per_epoch=1000)
         start = time.perf_counter()
         trainer.train()
         seconds = (time.perf_counter() - start) / args.epochs

@@ -29,7 +29,7 @@ def digits(x, t, classes):
 def train(net, x, t, epochs, seed, lr):
     start = time.perf_counter()
     Trainer(net, x, t, epochs=epochs, mini_batch_size=50, optimizer_param={"lr": lr}, verbose=False,
-            seed=seed).train()
+            seed=seed, evaluate_sample_num_per_epoch=1000).train()
     return time.perf_counter() - start
 
 

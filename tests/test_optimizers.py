@@ -314,3 +314,19 @@ def test_get_optimizer_unknown_name_lists_valid_names():
 def test_array_module_is_numpy_for_numpy_arrays():
     assert _array_module(np.zeros(2)) is np
     assert _array_module(np.float32(1.0)) is np
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_weight_decay_is_the_gradient_of_the_books_l2_term_on_weights_only(name):
+    """weight_decay * W added to the gradient of every weight (ndim > 1), none to biases:
+    the same step as the undecayed optimizer given that gradient by hand."""
+    from deepnet.optimizers import get_optimizer
+    rng = np.random.default_rng(0)
+    params = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
+    grads = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
+    decayed = {k: v.copy() for k, v in params.items()}
+    plain = {k: v.copy() for k, v in params.items()}
+    get_optimizer(name, lr=0.1, weight_decay=0.01).update(decayed, grads)
+    get_optimizer(name, lr=0.1).update(plain, {"W": grads["W"] + 0.01 * params["W"], "b": grads["b"]})
+    for key in params:
+        np.testing.assert_allclose(decayed[key], plain[key], rtol=1e-14)
