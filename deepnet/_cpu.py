@@ -175,3 +175,25 @@ def cast(a, dtype):
                                    _elementwise_threads(a.size))
         return out
     return a.astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------- image warps (augmentation)
+
+from deepnet._kernels import warp as _warp  # noqa: E402  (kept with its section)
+
+
+def _warp_threads(x):
+    """No more threads than (n, c) planes (one plane per task)."""
+    return max(1, min(get_num_threads(), x.shape[0] * x.shape[1]))
+
+
+def affine_warp(x, theta, fill):
+    out = np.empty_like(x)
+    _warp.affine_warp(_bits(x), theta, fill, _bits(out), _warp_threads(x))
+    return out
+
+
+def elastic_warp(x, displacement, theta, fill):
+    out = np.empty_like(x)
+    _warp.elastic_warp(_bits(x), displacement, theta, fill, _bits(out), _warp_threads(x))
+    return out
