@@ -29,9 +29,11 @@ ctypedef fused field_t:  # the displacement's dtype, independent of the images'
 
 
 cdef inline compute_t bilinear(const compute_t* plane, Py_ssize_t H, Py_ssize_t W,
+                               double height, double width,
                                double y, double x, compute_t fill) noexcept nogil:
-    """plane sampled at (y, x); neighbours outside the plane count as fill."""
-    if not (y > -1.0 and y < H and x > -1.0 and x < W):  # also catches NaN
+    """plane (H x W, also passed as doubles) sampled at (y, x); neighbours outside the plane
+    count as fill."""
+    if not (y > -1.0 and y < height and x > -1.0 and x < width):  # also catches NaN
         return fill
     cdef double row = floor(y), column = floor(x)  # in [-1, H - 1] and [-1, W - 1]
     cdef compute_t ty = <compute_t>(y - row), tx = <compute_t>(x - column)
@@ -54,16 +56,21 @@ cdef void warp_plane(const compute_t* source, compute_t* target, Py_ssize_t H, P
                      const double* theta, const field_t* displacement, compute_t fill) noexcept nogil:
     """One (H, W) plane; displacement is NULL (affine) or the image's (2, H, W) field."""
     cdef Py_ssize_t r, c, q
-    cdef double u, v
+    cdef double u, v, y_row, x_row
+    cdef double height = H, width = W
     for r in range(H):
+        if displacement == NULL:  # positions move along the row by theta's second column
+            y_row = theta[0] * r + theta[2]
+            x_row = theta[3] * r + theta[5]
+            for c in range(W):
+                target[r * W + c] = bilinear(source, H, W, height, width, y_row + theta[1] * c,
+                                             x_row + theta[4] * c, fill)
+            continue
         for c in range(W):
             q = r * W + c
-            u = r
-            v = c
-            if displacement != NULL:
-                u = u + displacement[q]
-                v = v + displacement[H * W + q]
-            target[q] = bilinear(source, H, W, theta[0] * u + theta[1] * v + theta[2],
+            u = <double>r + displacement[q]  # in double: a float32 sum would round the position
+            v = <double>c + displacement[H * W + q]
+            target[q] = bilinear(source, H, W, height, width, theta[0] * u + theta[1] * v + theta[2],
                                  theta[3] * u + theta[4] * v + theta[5], fill)
 
 
