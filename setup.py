@@ -18,7 +18,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["openmp_helpers", "im2col", "pooling", "conv", "elementwise", "batchnorm"]
+KERNELS = ["openmp_helpers", "im2col", "pooling", "conv", "elementwise", "batchnorm", "warp"]
 
 
 def compiler_accepts(compiler_cmd, flags):

@@ -208,3 +208,24 @@ def batch_norm_dx(dout, x, mean, inv_std, gamma, mean_dout, mean_dout_xhat, relu
     _batchnorm.batch_norm_dx(_bits(dout), _bits(x), _bits(mask), relu_out is not None, mean, inv_std, gamma,
                              mean_dout, mean_dout_xhat, _bits(dx), _elementwise_threads(x.size))
     return dx
+
+# ---------------------------------------------------------------- image warps (augmentation)
+
+from deepnet._kernels import warp as _warp  # noqa: E402  (kept with its section)
+
+
+def _warp_threads(x):
+    """No more threads than (n, c) planes (one plane per task)."""
+    return max(1, min(get_num_threads(), x.shape[0] * x.shape[1]))
+
+
+def affine_warp(x, theta, fill):
+    out = np.empty_like(x)
+    _warp.affine_warp(_bits(x), theta, fill, _bits(out), _warp_threads(x))
+    return out
+
+
+def elastic_warp(x, displacement, theta, fill):
+    out = np.empty_like(x)
+    _warp.elastic_warp(_bits(x), displacement, theta, fill, _bits(out), _warp_threads(x))
+    return out

@@ -410,3 +410,34 @@ def cast(a, dtype):
 # Batch normalisation: the reference's passes, written with the array's module (CuPy here).
 from deepnet.reference import (batch_norm_backward_sums, batch_norm_dx, batch_norm_sums,  # noqa: E402
                                channel_affine)
+
+# ------------------------------------------------- image warps (augmentation)
+
+KERNELS["warp.cu"] = ("affine_warp", "elastic_warp")
+_SOURCE_OF.update(affine_warp="warp.cu", elastic_warp="warp.cu")
+__all__ += ["affine_warp", "elastic_warp"]
+
+
+def affine_warp(x, theta, fill):
+    """x (N, C, H, W) sampled bilinearly at theta[n] @ (row, col, 1) (theta (N, 2, 3))."""
+    cp = _cupy()
+    x = cp.ascontiguousarray(x)
+    theta = cp.ascontiguousarray(theta, dtype=np.float64)
+    out = cp.empty_like(x)
+    _launch("affine_warp", x.dtype, x.size, (x, theta, out) + _ints(*x.shape) + (np.float64(fill),))
+    return out
+
+
+def elastic_warp(x, displacement, theta, fill):
+    """As affine_warp, at theta[n] @ (row + d[n, 0], col + d[n, 1], 1) (d (N, 2, H, W)).
+
+    The kernel reads d in float64, whatever its dtype: positions are computed in double,
+    as in the CPU kernels."""
+    cp = _cupy()
+    x = cp.ascontiguousarray(x)
+    displacement = cp.ascontiguousarray(displacement, dtype=np.float64)
+    theta = cp.ascontiguousarray(theta, dtype=np.float64)
+    out = cp.empty_like(x)
+    _launch("elastic_warp", x.dtype, x.size,
+            (x, displacement, theta, out) + _ints(*x.shape) + (np.float64(fill),))
+    return out

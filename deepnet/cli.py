@@ -123,8 +123,9 @@ def _add_training_options(p):
     p.add_argument("--warmup", type=_non_negative_float, metavar="EPOCHS",
                    help="linear learning-rate warmup over the first EPOCHS epochs")
     p.add_argument("--augment", metavar="SPEC",
-                   help="random transforms per batch, e.g. rotate=10,scale=0.1,shift=2.5,elastic=34:4 "
-                        "(see deepnet.augment); 'none' for none")
+                   help="random transforms per batch, e.g. rotation=10,scale=0.1,shear=5,shift=2.5,"
+                        "elastic=34:4 (degrees, fraction, degrees, pixels, alpha:sigma; see deepnet.augment); "
+                        "'none' for none")
     p.add_argument("--ema", type=_decay, metavar="DECAY",
                    help="evaluate and save an exponential moving average of the weights, e.g. 0.999")
     p.add_argument("--val-size", type=_non_negative_int, metavar="N",
@@ -317,9 +318,10 @@ def _train_one(args, settings, data, seed, checkpoint, history, quiet=False, com
 
     x_train, t_train, x_test, t_test = data
     x_val = t_val = None
-    # Independent streams for the initial weights/dropout, the batch order, the validation
-    # split and the augmentation (the first two as in every earlier version).
-    network_seed, trainer_seed, split_seed, augment_seed = np.random.SeedSequence(seed).spawn(4)
+    # Independent streams for the initial weights/dropout, the batch order (and the
+    # augmentation, drawn by the trainer) and the validation split; the first two as in
+    # every earlier version.
+    network_seed, trainer_seed, split_seed = np.random.SeedSequence(seed).spawn(3)
     if settings["val_size"]:
         train_index, val_index = stratified_split(t_train, settings["val_size"], split_seed)
         x_val, t_val = x_train[val_index], t_train[val_index]
@@ -336,7 +338,7 @@ def _train_one(args, settings, data, seed, checkpoint, history, quiet=False, com
     transform = None
     if settings["augment"]:
         from .augment import Augment
-        transform = Augment.from_spec(settings["augment"], rng=np.random.default_rng(augment_seed))
+        transform = Augment.from_spec(settings["augment"])
     optimizer = get_optimizer(settings["optimizer"], lr=settings["lr"], weight_decay=settings["weight_decay"])
     root = communicator is None or communicator.is_root
     if not quiet and root:

@@ -306,3 +306,70 @@ def batch_norm_backward(dout, x, mean, inv_std, gamma, count, sum_across=None, *
     dx = backend.batch_norm_dx(dout, x, mean, inv_std, gamma_acc, (global_sums[0] * scale).astype(acc),
                                (global_sums[1] * scale).astype(acc), relu_out=relu_out)
     return dx, sums[1].astype(gamma.dtype), sums[0].astype(gamma.dtype)
+
+# ---------------------------------------------------------------- image warps (augmentation)
+
+def affine_warp(x, theta, fill=0.0, *, caller="deepnet.affine_warp"):
+    """Bilinear affine warp of a batch of images x (N, C, H, W), one 2x3 matrix per image.
+
+    Output pixel (row, col) of image n samples x[n] at ``theta[n, :, :2] @ (row, col) +
+    theta[n, :, 2]``, in pixel units with pixel centres at integers.  Neighbours outside
+    the image count as ``fill``, interpolation included: for each image and channel this is
+    scipy.ndimage.affine_transform(x[n, c], theta[n, :, :2], offset=theta[n, :, 2], order=1,
+    mode="grid-constant", cval=fill).  A position that is NaN or infinite gives fill.
+    theta is float or integer, used in float64; the result has x's dtype (float16 is
+    interpolated in float32 and rounded once).
+    """
+    x = as_float_array(x, "x", caller, ndim=4)
+    theta = _as_theta(theta, x.shape[0], caller)
+    fill = _as_fill(fill, caller)
+    return _backend(caller, x, theta).affine_warp(x, theta, fill)
+
+
+def elastic_warp(x, displacement, fill=0.0, *, theta=None, caller="deepnet.elastic_warp"):
+    """Bilinear remap of a batch of images x (N, C, H, W) by a displacement field (N, 2, H, W).
+
+    Output pixel (row, col) of image n samples x[n] at (row + displacement[n, 0, row, col],
+    col + displacement[n, 1, row, col]), neighbours outside the image counting as ``fill``:
+    scipy.ndimage.map_coordinates(x[n, c], positions, order=1, mode="grid-constant",
+    cval=fill).  With ``theta`` (N, 2, 3) the displaced position p is mapped on to
+    theta[n, :, :2] @ p + theta[n, :, 2], i.e. an affine warp followed by the elastic one,
+    with a single interpolation.  Positions that are NaN or infinite give fill.
+    displacement is float32 or float64 (float16 is widened), used in float64.
+    """
+    x = as_float_array(x, "x", caller, ndim=4)
+    N, _, H, W = x.shape
+    xp = get_array_module(displacement)
+    field_dtype = np.float32 if getattr(displacement, "dtype", None) == np.float16 else None
+    displacement = as_float_array(displacement, "displacement", caller, ndim=4, dtype=field_dtype)
+    if tuple(displacement.shape) != (N, 2, H, W):
+        raise ValueError(f"{caller}: displacement must have shape {(N, 2, H, W)} (a (row, col) "
+                         f"offset per pixel of each image of x), got {tuple(displacement.shape)}")
+    if theta is None:
+        theta = xp.zeros((N, 2, 3), dtype=np.float64)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1
+    else:
+        theta = _as_theta(theta, N, caller)
+    fill = _as_fill(fill, caller)
+    return _backend(caller, x, displacement, theta).elastic_warp(x, displacement, theta, fill)
+
+
+def _as_theta(theta, n_images, caller):
+    """theta as a C-contiguous float64 (n_images, 2, 3) array (float or integer input)."""
+    xp = get_array_module(theta)
+    if not hasattr(theta, "dtype"):
+        theta = np.asarray(theta)
+    if theta.dtype.kind not in "fiu":
+        raise TypeError(f"{caller}: theta must hold floats or integers, got dtype {theta.dtype}")
+    if tuple(theta.shape) != (n_images, 2, 3):
+        raise ValueError(f"{caller}: theta must have shape {(n_images, 2, 3)} (a 2x3 matrix per "
+                         f"image of x), got {tuple(theta.shape)}")
+    return xp.ascontiguousarray(theta, dtype=np.float64)
+
+
+def _as_fill(fill, caller):
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
+        raise TypeError(f"{caller}: fill must be a real number, got {fill!r}")
+    if not np.isfinite(fill):
+        raise ValueError(f"{caller}: fill must be finite, got {fill!r}")
+    return float(fill)

@@ -27,7 +27,7 @@ RECIPES = {
     "beyond": {
         "model": "deepconvnet", "epochs": 40, "batch_size": 100, "optimizer": "adam", "lr": 0.002,
         "weight_decay": 0.0, "lr_schedule": "cosine:min_lr=1e-5", "warmup": 1.0,
-        "augment": "rotate=10,scale=0.1,shift=2.5", "ema": 0.999, "val_size": 5000, "select": "last",
+        "augment": "rotation=10,scale=0.1,shift=2.5", "ema": 0.999, "val_size": 5000, "select": "last",
     },
 }
 

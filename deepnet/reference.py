@@ -177,3 +177,56 @@ def batch_norm_dx(dout, x, mean, inv_std, gamma, mean_dout, mean_dout_xhat, relu
     g = dout if relu_out is None else relu_backward(dout, relu_out)
     dx = c(gamma * inv_std) * (g.astype(acc, copy=False) - c(mean_dout) - xhat * c(mean_dout_xhat))
     return dx.astype(x.dtype, copy=False)
+
+# ---------------------------------------------------------------- image warps (augmentation)
+
+def affine_warp(x, theta, fill):
+    """x (N, C, H, W) sampled bilinearly at theta[n] @ (row, col, 1) for each output pixel
+    (theta (N, 2, 3) float64, pixel units, pixel centres at integers).  Neighbours outside
+    the image count as fill; a position outside (-1, H) x (-1, W), or NaN, gives fill."""
+    H, W = x.shape[2:]
+    rows, cols = np.indices((H, W), dtype=np.float64)
+    return _sample(x, *_apply_theta(theta, rows, cols), fill)
+
+
+def elastic_warp(x, displacement, theta, fill):
+    """As affine_warp, at theta[n] @ (row + d[n, 0], col + d[n, 1], 1) for a displacement
+    field d of shape (N, 2, H, W)."""
+    H, W = x.shape[2:]
+    rows, cols = np.indices((H, W), dtype=np.float64)
+    d = displacement.astype(np.float64)
+    return _sample(x, *_apply_theta(theta, rows + d[:, 0], cols + d[:, 1]), fill)
+
+
+def _apply_theta(theta, rows, cols):
+    """Input positions (N, H, W) of the output pixels at (rows, cols) ((H, W) or (N, H, W))."""
+    t = theta[:, :, :, None, None]  # (N, 2, 3, 1, 1)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf positions give fill
+        return (t[:, 0, 0] * rows + t[:, 0, 1] * cols + t[:, 0, 2],
+                t[:, 1, 0] * rows + t[:, 1, 1] * cols + t[:, 1, 2])
+
+
+def _sample(x, at_row, at_col, fill):
+    """Bilinear samples of every channel of x at the positions (at_row, at_col), each of
+    shape (N, H, W), in compute_dtype, rounded once to x's dtype."""
+    N, C, H, W = x.shape
+    acc = compute_dtype(x.dtype)
+    fill = acc.type(fill)
+    inside = (at_row > -1) & (at_row < H) & (at_col > -1) & (at_col < W)  # False for NaN
+    at_row, at_col = np.where(inside, at_row, 0), np.where(inside, at_col, 0)  # safe to floor
+    row, col = np.floor(at_row), np.floor(at_col)
+    ty, tx = (at_row - row).astype(acc)[:, None], (at_col - col).astype(acc)[:, None]
+    row, col = row.astype(np.intp), col.astype(np.intp)
+    planes = x.astype(acc).reshape(N, C, H * W)
+    images, channels = np.arange(N)[:, None, None], np.arange(C)[None, :, None]
+
+    def neighbour(dy, dx):
+        r, c = row + dy, col + dx
+        valid = ((r >= 0) & (r < H) & (c >= 0) & (c < W)).reshape(N, 1, H * W)
+        flat = np.where(valid, (r * W + c).reshape(N, 1, H * W), 0)
+        return np.where(valid, planes[images, channels, flat], fill).reshape(N, C, H, W)
+
+    v00, v01, v10, v11 = neighbour(0, 0), neighbour(0, 1), neighbour(1, 0), neighbour(1, 1)
+    top = v00 + tx * (v01 - v00)
+    bottom = v10 + tx * (v11 - v10)
+    return np.where(inside[:, None], top + ty * (bottom - top), fill).astype(x.dtype)

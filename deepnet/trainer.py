@@ -3,7 +3,8 @@
 Each epoch visits every training sample once, in an order drawn from a seeded Generator
 (the last, smaller batch included).  The loop itself is fixed; what varies plugs in:
 
-- ``batch_transform(x_batch)``: e.g. ``deepnet.augment.Augment`` (data augmentation);
+- ``batch_transform(x_batch, rng)``: e.g. ``deepnet.augment.Augment`` (data augmentation),
+  drawing from the trainer's own seeded generator, so a checkpoint holds its state too;
 - ``hooks``: objects with any of ``before_step(trainer)`` (a learning-rate schedule),
   ``after_step(trainer)`` (a weight average), ``after_epoch(trainer)`` (callbacks),
   ``evaluation_params(trainer)`` (the weights to evaluate and keep, e.g. the average),
@@ -144,7 +145,7 @@ class Trainer:
     def train_step(self, x_batch, t_batch):
         """One optimizer step on one (global) mini-batch; returns (and records) its loss."""
         if self.batch_transform is not None:
-            x_batch = self.batch_transform(x_batch)
+            x_batch = self.batch_transform(x_batch, rng=self.rng)
         for hook in self._hooks_with("before_step"):
             hook.before_step(self)
         comm = self.communicator

@@ -612,3 +612,42 @@ def test_local_oracle_matches_deepnet_reference():
         np.testing.assert_array_equal(arg, want_arg)
         np.testing.assert_allclose(reference.max_pool_backward(y, arg, shape, kh, kw, stride, pad),
                                    _oracle_max_pool_backward(y, arg, shape, kh, kw, stride, pad))
+
+
+# ======================================================= image warps (warp.cu)
+
+def random_warp_case(rng, shape):
+    """Random affine matrices about the centre (parts of the image leave the frame), one
+    arbitrary matrix, one row of NaN, and a displacement field with a few huge entries."""
+    N, _, H, W = shape
+    angle = rng.uniform(-np.pi, np.pi, N)
+    scale = rng.uniform(0.5, 2.0, N)
+    theta = np.zeros((N, 2, 3))
+    theta[:, 0, 0], theta[:, 0, 1] = scale * np.cos(angle), -scale * np.sin(angle)
+    theta[:, 1, 0], theta[:, 1, 1] = scale * np.sin(angle), scale * np.cos(angle)
+    centre = (np.array([H, W]) - 1) / 2
+    theta[:, :, 2] = centre - theta[:, :, :2] @ centre + rng.uniform(-0.4, 0.4, (N, 2)) * [H, W]
+    theta[0, :, :2] = rng.normal(size=(2, 2))
+    theta[-1, 1] = np.nan
+    displacement = rng.normal(scale=3.0, size=(N, 2, H, W))
+    flat = displacement.reshape(-1)
+    flat[::17], flat[5::23], flat[7::29] = 1e300, -np.inf, np.nan
+    return theta, displacement
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 2, 7, 9), (2, 1, 28, 28), (4, 3, 1, 5)], ids=str)
+def test_affine_and_elastic_warp(backend, dtype, shape):
+    reference = pytest.importorskip("deepnet.reference")
+    rng = np.random.default_rng(9)
+    x = random_array(rng, shape, dtype)
+    theta, displacement = random_warp_case(rng, shape)
+    want = reference.affine_warp(*as64(x), theta, 0.25)
+    got = backend.get(_cuda.affine_warp(backend.put(x), backend.put(theta), 0.25))
+    assert got.dtype == dtype
+    assert_close(got, want, dtype)
+
+    want = reference.elastic_warp(*as64(x), displacement, theta, -0.5)
+    got = backend.get(_cuda.elastic_warp(backend.put(x), backend.put(displacement), backend.put(theta), -0.5))
+    assert got.dtype == dtype
+    assert_close(got, want, dtype)
