@@ -23,12 +23,14 @@ def full_trainer(network, x, t, checkpoint=None, resume=False, seed=7):
     x_test, t_test = random_data(30, seed=1)
     steps = -(-len(x) // 64)
     hooks = [Schedule("cosine", 0.01, steps, 3, warmup=0.5, min_lr=1e-4), WeightAverage(0.9)]
+    from deepnet.augment import Augment
+    augment = Augment(rotation=10, shift=1, elastic_alpha=8, elastic_sigma=3)
     return Trainer(network, x, t, x_test, t_test, epochs=3, mini_batch_size=64, seed=seed, verbose=False,
                    optimizer_param={"lr": 0.01}, x_val=x_val, t_val=t_val, select="best-val", hooks=hooks,
-                   checkpoint_path=checkpoint, resume=resume)
+                   batch_transform=augment, checkpoint_path=checkpoint, resume=resume)
 
 
-def test_resume_with_validation_cosine_warmup_ema_and_best_val_is_bit_exact(tmp_path):
+def test_resume_with_augmentation_validation_cosine_warmup_ema_and_best_val_is_bit_exact(tmp_path):
     x, t = random_data(200)  # 4 steps per epoch
     whole = full_trainer(tiny_bn_net(0), x, t)
     whole_test = whole.train()
