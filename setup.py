@@ -5,6 +5,8 @@ and -march=native unless DEEPNET_MARCH says otherwise (e.g. DEEPNET_MARCH=x86-64
 DEEPNET_MARCH=none for a portable build): the package is built from source on the
 machine that runs it, and -march=native is what enables AVX2/FMA/F16C there.
 DEEPNET_DEBUG=1 turns Cython's bounds checking back on for testing.
+DEEPNET_SANITIZE=address builds the kernels with AddressSanitizer, for the CI job that runs
+the kernel tests under it (a Python process then needs libasan preloaded, see .ci/run).
 """
 import os
 import shutil
@@ -47,13 +49,20 @@ class BuildExt(build_ext):
         openmp = compiler_accepts(compiler, ["-fopenmp"])
         if not openmp:
             warnings.warn("deepnet: the C compiler has no OpenMP; building single-threaded kernels")
+        link = ["-fopenmp"] if openmp else []
+        if sanitize:
+            extra += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
+            link += [f"-fsanitize={sanitize}"]
         for ext in self.extensions:
             ext.extra_compile_args = extra + (["-fopenmp"] if openmp else [])
-            ext.extra_link_args = ["-fopenmp"] if openmp else []
+            ext.extra_link_args = link
         super().build_extensions()
 
 
 debug = os.environ.get("DEEPNET_DEBUG", "0") == "1"
+sanitize = os.environ.get("DEEPNET_SANITIZE", "")
+if sanitize not in ("", "address"):
+    sys.exit(f"setup.py: DEEPNET_SANITIZE must be 'address' or unset, got {sanitize!r}")
 extensions = [
     Extension(
         f"deepnet._kernels.{name}",

@@ -6,9 +6,11 @@
 (the real interpreter, not a pyenv shim, or valgrind only watches the shim).  Valgrind
 then reports any read or write out of bounds in the kernels (its reports from the
 dynamic loader and Python's own start-up are not ours).  Odd sizes, strides, padding
-as large as the kernel and larger, one pixel, filter counts around the GEMM tile's width
+as large as the kernel and larger (also wider than the output row), one pixel, 1xW images,
+empty batches, no channels or no filters, filter counts around the GEMM tile's width
 (16 columns in float32, 8 in float64), fused ReLU, both paths of dx, all three dtypes;
-the results are checked against the reference.
+the results are checked against the reference.  The AddressSanitizer job of .ci/run runs it
+too.
 """
 import numpy as np
 
@@ -26,6 +28,11 @@ CASES = [
     ((1, 1, 1, 1), 1, (1, 1), (1, 1), (0, 0)),
     ((1, 2, 3, 3), 3, (1, 1), (1, 1), (2, 2)),      # pad 2 > kernel 1: windows of padding only
     ((2, 9, 4, 3), 9, (2, 2), (1, 1), (2, 2)),      # pad = kernel: col2im for dx
+    ((2, 9, 1, 1), 4, (5, 5), (1, 1), (4, 2)),      # left padding wider than the output row
+    ((3, 2, 1, 7), 5, (1, 3), (1, 2), (0, 3)),      # 1xW images
+    ((0, 3, 5, 4), 16, (3, 3), (1, 1), (1, 1)),     # an empty batch
+    ((2, 0, 5, 4), 3, (3, 2), (2, 1), (1, 0)),      # no channels: the bias
+    ((2, 17, 5, 4), 0, (3, 3), (1, 1), (1, 1)),     # no filters
 ]
 TOLERANCE = {np.float16: 1e-2, np.float32: 1e-4, np.float64: 1e-10}
 
@@ -43,8 +50,8 @@ def main():
             y_ref = np.maximum(R.conv_forward(x, W, b, stride, pad), 0)
             grads_ref = R.conv_backward(dout * (y_ref > 0), x, W, stride, pad)
             for got, expected in zip((y, *grads), (y_ref, *grads_ref)):
-                scale = max(1.0, float(np.abs(expected.astype(np.float64)).max()))
-                error = np.abs(got.astype(np.float64) - expected).max() / scale
+                scale = max(1.0, float(np.abs(expected.astype(np.float64)).max(initial=0)))
+                error = np.abs(got.astype(np.float64) - expected).max(initial=0) / scale
                 assert error <= TOLERANCE[dtype], (dtype, shape, kernel, stride, pad, error)
     print(f"{3 * len(CASES)} convolutions forward and backward, all equal to the reference")
 

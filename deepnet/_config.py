@@ -1,11 +1,19 @@
-"""Process-wide settings: the CPU backend and the thread count.
+"""Settings: the CPU backend and the thread count, scoped per thread and context.
 
-The thread count is decided here, once, and passed down to the kernels as a plain int;
-kernels never ask OpenMP themselves.  BLAS (numpy's matmul) is limited to the same
-number of threads with threadpoolctl, so OpenMP and BLAS never oversubscribe the cores.
+Both live in contextvars, as sklearn's config_context keeps its settings per thread:
+set_backend / set_num_threads and the ``with backend(...)`` block change them for the
+calling thread (or asyncio task) only, and a new thread starts from the defaults (the
+compiled backend, OMP_NUM_THREADS or all CPUs).
+
+The thread count is decided here and passed down to the kernels as a plain int; kernels
+never ask OpenMP themselves.  BLAS (numpy's matmul) has one process-wide limit: the latest
+set_num_threads(n) sets it to n with threadpoolctl, so OpenMP and BLAS never oversubscribe
+the cores, and set_num_threads(None) restores the limit BLAS had before deepnet changed it.
 """
 import contextlib
+import contextvars
 import os
+import warnings
 
 BACKENDS = ("cython", "numpy")
 
@@ -13,11 +21,16 @@ try:
     from deepnet._kernels import openmp_helpers as _openmp
 except ImportError:  # a source tree whose kernels were not built
     _openmp = None
+    warnings.warn(
+        "deepnet: the compiled kernels are not importable, so everything runs on the NumPy "
+        f"reference backend (about 6x slower). deepnet was imported from {os.path.dirname(__file__)}, "
+        "probably a source tree without built kernels: build them there with `pip install -e .`, "
+        "or run from outside the source tree to use the installed package.",
+        RuntimeWarning, stacklevel=2)
 
-_state = {
-    "backend": "cython" if _openmp is not None else "numpy",
-    "num_threads": None,  # None: follow OMP_NUM_THREADS / the CPUs available
-}
+_backend = contextvars.ContextVar("deepnet_backend", default="cython" if _openmp is not None else "numpy")
+_num_threads = contextvars.ContextVar("deepnet_num_threads", default=None)  # None: the default
+_blas_limiter = None  # threadpoolctl's record of the BLAS limits before deepnet first set them
 
 
 def kernels_compiled():
@@ -27,28 +40,33 @@ def kernels_compiled():
 
 def get_backend():
     """Name of the CPU backend in use: "cython" (compiled kernels) or "numpy" (reference)."""
-    return _state["backend"]
+    return _backend.get()
+
+
+def _checked_backend(name, caller):
+    if name not in BACKENDS:
+        raise ValueError(f"{caller}: expected one of {BACKENDS}, got {name!r}")
+    if name == "cython" and not kernels_compiled():
+        raise ImportError(f"{caller}: the compiled kernels are not built; "
+                          "install the package with `pip install .`")
+    return name
 
 
 def set_backend(name):
-    """Choose the CPU backend: "cython" (compiled kernels) or "numpy" (pure-NumPy reference)."""
-    if name not in BACKENDS:
-        raise ValueError(f"deepnet.set_backend: expected one of {BACKENDS}, got {name!r}")
-    if name == "cython" and not kernels_compiled():
-        raise ImportError("deepnet.set_backend: the compiled kernels are not built; "
-                          "install the package with `pip install .`")
-    _state["backend"] = name
+    """Choose the CPU backend of this thread/context: "cython" (compiled kernels) or
+    "numpy" (pure-NumPy reference)."""
+    _backend.set(_checked_backend(name, "deepnet.set_backend"))
 
 
 @contextlib.contextmanager
 def backend(name):
-    """Context manager: run the block with another CPU backend, then restore the previous one."""
-    previous = get_backend()
-    set_backend(name)
+    """Context manager: run the block with another CPU backend, then restore the previous
+    one (in this thread/context only; other threads keep theirs)."""
+    token = _backend.set(_checked_backend(name, "deepnet.backend"))
     try:
         yield
     finally:
-        _state["backend"] = previous
+        _backend.reset(token)
 
 
 def _default_num_threads():
@@ -60,16 +78,28 @@ def _default_num_threads():
 
 def get_num_threads():
     """Threads the kernels use: set_num_threads(n) if called, else OMP_NUM_THREADS, else all CPUs."""
-    return _state["num_threads"] or _default_num_threads()
+    return _num_threads.get() or _default_num_threads()
 
 
 def set_num_threads(n):
-    """Use n threads in the kernels and in BLAS (None: back to the default)."""
+    """Use n threads in the kernels (this thread/context) and in BLAS (process-wide).
+
+    None goes back to the default and gives BLAS back the limit it had before deepnet
+    first changed it.
+    """
+    global _blas_limiter
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"deepnet.set_num_threads: expected a positive int or None, got {n!r}")
-    _state["num_threads"] = n
+    _num_threads.set(n)
     from threadpoolctl import threadpool_limits
-    threadpool_limits(limits=get_num_threads(), user_api="blas")
+    if n is None:
+        if _blas_limiter is not None:
+            _blas_limiter.restore_original_limits()
+            _blas_limiter = None
+    elif _blas_limiter is None:
+        _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+    else:
+        threadpool_limits(limits=n, user_api="blas")
 
 
 _blas_pools = None

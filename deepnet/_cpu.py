@@ -47,8 +47,8 @@ def im2col(x, kh, kw, stride, pad):
 
 
 def col2im(col, x_shape, kh, kw, stride, pad):
-    N = x_shape[0]
-    per_image = col.reshape(N, -1, col.shape[1]).transpose(0, 2, 1)
+    out_h, out_w = output_hw(x_shape, kh, kw, stride, pad)
+    per_image = col.reshape(x_shape[0], out_h * out_w, col.shape[1]).transpose(0, 2, 1)
     return _fold(per_image, x_shape, kh, kw, stride, pad).astype(col.dtype, copy=False)
 
 
@@ -66,33 +66,12 @@ def _filter_columns(matrix, dtype):
     return padded
 
 
-INT_LIMIT = 2**31  # the conv kernels index one image's buffers with C ints
-
-
-def _check_image_size(x_shape, W_shape, stride, pad, caller):
-    """Refuse images too large for the kernels' int offsets (one image's padded input,
-    padded gradient or GEMM result must have fewer than 2**31 elements)."""
-    _, C, H, Wd = x_shape
-    FN, _, kh, kw = W_shape
-    out_h, out_w = output_hw(x_shape, kh, kw, stride, pad)
-    FN_padded, C_padded = _padded_columns(FN, np.float32), _padded_columns(C, np.float32)
-    sizes = (C * (H + 2 * pad[0]) * (Wd + 2 * pad[1]), FN_padded * out_h * out_w,
-             FN * (out_h + 2 * kh) * (out_w + 2 * kw), C_padded * H * Wd, C * kh * kw * FN_padded)
-    if max(sizes) >= INT_LIMIT:
-        names = ("padded input", "output", "padded output gradient", "input gradient", "weight gradient")
-        name, largest = max(zip(names, sizes), key=lambda item: item[1])
-        raise ValueError(f"{caller}: one image is too large for the compiled kernels: its {name} "
-                         f"would have {largest} elements, the limit is {INT_LIMIT - 1} "
-                         f"(x shape {tuple(x_shape)}, W shape {tuple(W_shape)})")
-
-
 def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
-    FN, _, kh, kw = W.shape
-    _check_image_size(x.shape, W.shape, stride, pad, "deepnet.conv2d")
+    FN, C, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
-    weights_t = _filter_columns(cast(W, acc).reshape(FN, -1).T, acc)
+    weights_t = _filter_columns(cast(W, acc).reshape(FN, C * kh * kw).T, acc)
     _conv.conv_forward(_bits(x), weights_t, b.astype(acc, copy=False), _bits(y), kh, kw,
                        *_geometry(stride, pad, relu=relu))
     return y
@@ -100,16 +79,15 @@ def conv_forward(x, W, b, stride, pad, relu=False):
 
 def conv_backward(dout, x, W, stride, pad, relu_out=None):
     FN, C, kh, kw = W.shape
-    _check_image_size(x.shape, W.shape, stride, pad, "deepnet.conv2d_backward")
     acc = compute_dtype(x.dtype)
     weights = cast(W, acc)
     # With stride 1, dx is a convolution of dout with the flipped filters (needs pad <=
     # kernel - 1); for few channels the padded columns would waste more than col2im costs.
     transposed = stride == (1, 1) and pad[0] < kh and pad[1] < kw and 2 * C >= _padded_columns(1, acc)
     if transposed:
-        dx_filters = _filter_columns(weights[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(-1, C), acc)
+        dx_filters = _filter_columns(weights[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(FN * kh * kw, C), acc)
     else:
-        dx_filters = _filter_columns(weights.reshape(FN, -1), acc)  # col2im
+        dx_filters = _filter_columns(weights.reshape(FN, C * kh * kw), acc)  # col2im
     dx = np.empty_like(x)
     # dW is summed per chunk of images; the chunks do not depend on the thread count.
     chunks = min(x.shape[0], DW_CHUNKS)

@@ -71,30 +71,58 @@ def _is_integer(v):
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _check_window(x_shape, kh, kw, stride, pad, caller, what="kernel"):
-    """Validate a kh x kw window sliding over x; return normalised (stride, pad)."""
+# The kernels (compiled and CUDA) index within one image with C ints; the compiled
+# convolutions also pad filter and channel counts to whole GEMM tiles (of at most
+# GEMM_TILE columns, see deepnet._kernels.conv.column_multiple).
+INT_LIMIT = 2**31
+GEMM_TILE = 16
+# What _window and _conv_arguments check against INT_LIMIT (in this order).
+WINDOW_SIZES = ("padded height + stride", "padded width + stride", "padded image plane",
+                "number of window positions (channels x window)")
+CONV_SIZES = ("padded input", "output", "padded output gradient", "input gradient", "weight gradient")
+
+
+def _check_int_range(caller, names, sizes, geometry):
+    """Refuse a geometry whose index arithmetic would not fit the kernels' C ints."""
+    if max(sizes) >= INT_LIMIT:
+        largest = max(sizes)
+        raise ValueError(f"{caller}: too large for the kernels' int indexes: the "
+                         f"{names[sizes.index(largest)]} would be {largest}, the limit is "
+                         f"{INT_LIMIT - 1} ({geometry()})")
+
+
+def _window(x_shape, kh, kw, stride, pad, caller, what="kernel"):
+    """Validate a kh x kw window sliding over images of shape x_shape.
+
+    Returns (kh, kw, stride, pad, (OH, OW)) as ints and pairs of ints.
+    """
     stride = _pair(stride, "stride", caller, minimum=1)
     pad = _pair(pad, "pad", caller, minimum=0)
     kh, kw = _pair((kh, kw), what + " size", caller, minimum=1)
-    H, W = x_shape[2:]
-    if kh > H + 2 * pad[0] or kw > W + 2 * pad[1]:
+    C, H, W = x_shape[1:]
+    padded_h, padded_w = H + 2 * pad[0], W + 2 * pad[1]
+    if kh > padded_h or kw > padded_w:
         raise ValueError(f"{caller}: {what} {kh}x{kw} is larger than the padded input "
-                         f"{H + 2 * pad[0]}x{W + 2 * pad[1]} (input {H}x{W}, pad {pad})")
-    return stride, pad
+                         f"{padded_h}x{padded_w} (input {H}x{W}, pad {pad})")
+    # The kernels step from one window to the next and from padding into the image.
+    _check_int_range(caller, WINDOW_SIZES,
+                     (padded_h + stride[0], padded_w + stride[1], padded_h * padded_w, C * kh * kw),
+                     lambda: f"x shape {tuple(x_shape)}, {what} {kh}x{kw}, stride {stride}, pad {pad}")
+    return kh, kw, stride, pad, output_hw(x_shape, kh, kw, stride, pad)
+
+
+def _check_x_shape(x_shape, caller):
+    x_shape = tuple(x_shape)
+    if len(x_shape) != 4 or not all(_is_integer(s) and s >= 0 for s in x_shape):
+        raise ValueError(f"{caller}: x_shape must be 4 non-negative ints (N, C, H, W), got {x_shape!r}")
+    return tuple(int(s) for s in x_shape)
 
 
 def im2col(x, kh, kw, stride=1, pad=0, *, caller="deepnet.im2col"):
     """(N, C, H, W) -> columns (N*OH*OW, C*kh*kw) in the book's order."""
     x = as_float_array(x, "x", caller, ndim=4)
-    stride, pad = _check_window(x.shape, kh, kw, stride, pad, caller)
+    kh, kw, stride, pad, _ = _window(x.shape, kh, kw, stride, pad, caller)
     return _backend(caller, x).im2col(x, kh, kw, stride, pad)
-
-
-def _check_x_shape(x_shape, caller):
-    x_shape = tuple(x_shape)
-    if len(x_shape) != 4 or not all(isinstance(s, numbers.Integral) and s >= 1 for s in x_shape):
-        raise ValueError(f"{caller}: x_shape must be 4 positive ints (N, C, H, W), got {x_shape!r}")
-    return tuple(int(s) for s in x_shape)
 
 
 def col2im(col, x_shape, kh, kw, stride=1, pad=0, *, caller="deepnet.col2im"):
@@ -102,8 +130,7 @@ def col2im(col, x_shape, kh, kw, stride=1, pad=0, *, caller="deepnet.col2im"):
     col = as_float_array(col, "col", caller, ndim=2)
     x_shape = _check_x_shape(x_shape, caller)
     N, C = x_shape[:2]
-    stride, pad = _check_window(x_shape, kh, kw, stride, pad, caller)
-    out_h, out_w = output_hw(x_shape, kh, kw, stride, pad)
+    kh, kw, stride, pad, (out_h, out_w) = _window(x_shape, kh, kw, stride, pad, caller)
     expected = (N * out_h * out_w, C * kh * kw)
     if tuple(col.shape) != expected:
         raise ValueError(f"{caller}: col must have shape {expected} for x_shape {x_shape}, "
@@ -111,27 +138,45 @@ def col2im(col, x_shape, kh, kw, stride=1, pad=0, *, caller="deepnet.col2im"):
     return _backend(caller, col).col2im(col, x_shape, kh, kw, stride, pad)
 
 
-def _check_conv(x, W, b, caller):
+def _tiles(n):
+    """n columns rounded up to whole GEMM tiles."""
+    return -(-n // GEMM_TILE) * GEMM_TILE
+
+
+def _conv_arguments(x, W, stride, pad, caller):
+    """Validate a convolution of x with the filters W; returns (x, W, stride, pad, (OH, OW)).
+
+    x is converted to W's dtype.  Besides the window, one image's buffers in the compiled
+    kernels must fit their int offsets.
+    """
     W = as_float_array(W, "W", caller, ndim=4)
     x = as_float_array(x, "x", caller, ndim=4, dtype=W.dtype)
     if x.shape[1] != W.shape[1]:
         raise ValueError(f"{caller}: x has {x.shape[1]} channels but W expects {W.shape[1]} "
                          f"(x shape {tuple(x.shape)}, W shape {tuple(W.shape)})")
-    if b is not None:
-        b = as_float_array(b, "b", caller, dtype=W.dtype).reshape(-1)
-        if b.shape[0] != W.shape[0]:
-            raise ValueError(f"{caller}: b must have {W.shape[0]} entries (one per filter), got {b.shape[0]}")
-    return x, W, b
+    FN, C, kh, kw = W.shape
+    _, _, stride, pad, (out_h, out_w) = _window(x.shape, kh, kw, stride, pad, caller)
+    H, Wd = x.shape[2:]
+    _check_int_range(caller, CONV_SIZES,
+                     (C * (H + 2 * pad[0]) * (Wd + 2 * pad[1]), _tiles(FN) * out_h * out_w,
+                      FN * (out_h + 2 * kh) * (out_w + 2 * kw), _tiles(C) * H * Wd, C * kh * kw * _tiles(FN)),
+                     lambda: f"per image; x shape {tuple(x.shape)}, W shape {tuple(W.shape)}, "
+                             f"stride {stride}, pad {pad}")
+    return x, W, stride, pad, (out_h, out_w)
 
 
 def conv2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.conv2d"):
     """Convolution (cross-correlation, like the book): (N, C, H, W) -> (N, FN, OH, OW).
 
-    Computed in W's dtype; x is converted to it if needed.  relu=True applies max(y, 0)
-    in the same pass (conv + ReLU fused).
+    Computed in W's dtype; x is converted to it if needed; b is (FN,) or None (no bias).
+    relu=True applies max(y, 0) in the same pass (conv + ReLU fused).
     """
-    x, W, b = _check_conv(x, W, b, caller)
-    stride, pad = _check_window(x.shape, W.shape[2], W.shape[3], stride, pad, caller)
+    x, W, stride, pad, _ = _conv_arguments(x, W, stride, pad, caller)
+    if b is None:
+        b = get_array_module(W).zeros(W.shape[0], dtype=W.dtype)
+    b = as_float_array(b, "b", caller, dtype=W.dtype).reshape(-1)
+    if b.shape[0] != W.shape[0]:
+        raise ValueError(f"{caller}: b must have {W.shape[0]} entries (one per filter), got {b.shape[0]}")
     return _backend(caller, x, W, b).conv_forward(x, W, b, stride, pad, relu=bool(relu))
 
 
@@ -141,10 +186,9 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, caller="deepn
     For a conv2d(..., relu=True), pass its output as relu_out: the ReLU's backward (dout
     kept where relu_out > 0) is then fused into this pass.
     """
-    x, W, _ = _check_conv(x, W, None, caller)
-    stride, pad = _check_window(x.shape, W.shape[2], W.shape[3], stride, pad, caller)
+    x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     dout = as_float_array(dout, "dout", caller, ndim=4, dtype=W.dtype)
-    expected = (x.shape[0], W.shape[0]) + output_hw(x.shape, W.shape[2], W.shape[3], stride, pad)
+    expected = (x.shape[0], W.shape[0]) + out_hw
     if tuple(dout.shape) != expected:
         raise ValueError(f"{caller}: dout must have shape {expected}, got {tuple(dout.shape)}")
     arrays = (dout, x, W)
@@ -156,39 +200,64 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, caller="deepn
     return _backend(caller, *arrays).conv_backward(dout, x, W, stride, pad, relu_out=relu_out)
 
 
-def _check_pool(x_shape, pool_h, pool_w, stride, pad, caller):
-    stride, pad = _check_window(x_shape, pool_h, pool_w, stride, pad, caller, what="pool window")
+def _pool_window(x_shape, pool_h, pool_w, stride, pad, caller):
+    """Validate a pooling geometry (stride None: the window size), as _window does."""
+    stride = (pool_h, pool_w) if stride is None else stride
+    pool_h, pool_w, stride, pad, out_hw = _window(x_shape, pool_h, pool_w, stride, pad, caller,
+                                                  what="pool window")
     if pad[0] >= pool_h or pad[1] >= pool_w:
         raise ValueError(f"{caller}: pad {pad} must be smaller than the pool window {pool_h}x{pool_w} "
                          "(a window of padding alone has no maximum)")
-    return stride, pad
+    if 0 in x_shape[2:]:
+        raise ValueError(f"{caller}: images of {x_shape[2]}x{x_shape[3]} pixels have no maximum "
+                         f"(x shape {tuple(x_shape)})")
+    return pool_h, pool_w, stride, pad, out_hw
 
 
 def max_pool2d(x, pool_h, pool_w, stride=None, pad=0, *, caller="deepnet.max_pool2d"):
-    """Max-pooling: returns (y, argmax); argmax holds the flat index iy*W + ix of each winner.
+    """Max-pooling: returns (y, argmax); argmax (int32) holds the flat index iy*W + ix of
+    each winner.
 
     stride defaults to the window size.  Padding never wins a window.
     """
     x = as_float_array(x, "x", caller, ndim=4)
-    stride = (pool_h, pool_w) if stride is None else stride
-    stride, pad = _check_pool(x.shape, pool_h, pool_w, stride, pad, caller)
-    return _backend(caller, x).max_pool_forward(x, int(pool_h), int(pool_w), stride, pad)
+    pool_h, pool_w, stride, pad, _ = _pool_window(x.shape, pool_h, pool_w, stride, pad, caller)
+    return _backend(caller, x).max_pool_forward(x, pool_h, pool_w, stride, pad)
+
+
+def _check_argmax(argmax, shape, plane_size, caller):
+    """max_pool2d's argmax of the given shape, as int32: integers in [0, plane_size), never cast
+    before they are checked."""
+    xp = get_array_module(argmax)
+    if not hasattr(argmax, "dtype"):
+        argmax = np.asarray(argmax)
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"{caller}: argmax must hold integers (max_pool2d's int32 argmax), "
+                        f"got dtype {argmax.dtype}")
+    if tuple(argmax.shape) != shape:
+        raise ValueError(f"{caller}: argmax must have shape {shape} (as dout), got {tuple(argmax.shape)}")
+    if argmax.size and (int(argmax.min()) < 0 or int(argmax.max()) >= plane_size):
+        raise ValueError(f"{caller}: argmax entries must lie in [0, {plane_size}) (flat indexes into "
+                         f"the input plane), got [{int(argmax.min())}, {int(argmax.max())}]")
+    return xp.ascontiguousarray(argmax, dtype=np.int32)
 
 
 def max_pool2d_backward(dout, argmax, x_shape, pool_h, pool_w, stride=None, pad=0, *,
                         caller="deepnet.max_pool2d_backward"):
-    """Gradient of max_pool2d: dout scattered to the argmax positions (overlaps add up)."""
+    """Gradient of max_pool2d: dout scattered to the argmax positions (overlaps add up).
+
+    dout and argmax must have the shape max_pool2d gives for x_shape and this geometry.
+    """
     dout = as_float_array(dout, "dout", caller, ndim=4)
     x_shape = _check_x_shape(x_shape, caller)
-    stride = (pool_h, pool_w) if stride is None else stride
-    stride, pad = _check_pool(x_shape, pool_h, pool_w, stride, pad, caller)
-    argmax = get_array_module(argmax).ascontiguousarray(argmax, dtype=np.int32)
-    if argmax.shape != dout.shape:
-        raise ValueError(f"{caller}: argmax shape {tuple(argmax.shape)} differs from dout shape {tuple(dout.shape)}")
-    if argmax.size and (int(argmax.min()) < 0 or int(argmax.max()) >= x_shape[2] * x_shape[3]):
-        raise ValueError(f"{caller}: argmax entries must lie in [0, {x_shape[2] * x_shape[3]}) "
-                         "(flat indexes into the input plane)")
-    return _backend(caller, dout, argmax).max_pool_backward(dout, argmax, x_shape, int(pool_h), int(pool_w),
+    pool_h, pool_w, stride, pad, out_hw = _pool_window(x_shape, pool_h, pool_w, stride, pad, caller)
+    expected = x_shape[:2] + out_hw
+    if tuple(dout.shape) != expected:
+        raise ValueError(f"{caller}: dout must have shape {expected} (max_pool2d's output for x_shape "
+                         f"{x_shape}, pool window {pool_h}x{pool_w}, stride {stride}, pad {pad}), "
+                         f"got {tuple(dout.shape)}")
+    argmax = _check_argmax(argmax, expected, x_shape[2] * x_shape[3], caller)
+    return _backend(caller, dout, argmax).max_pool_backward(dout, argmax, x_shape, pool_h, pool_w,
                                                             stride, pad)
 
 

@@ -46,7 +46,7 @@ def im2col(x, kh, kw, stride, pad):
     col = np.empty((N, C, kh, kw, out_h, out_w), dtype=x.dtype)
     for i, j, view in _window_views(_pad_hw(x, pad), kh, kw, stride, out_h, out_w):
         col[:, :, i, j] = view
-    return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, -1)
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, C * kh * kw)
 
 
 def col2im(col, x_shape, kh, kw, stride, pad):
@@ -69,7 +69,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     out_h, out_w = output_hw(x.shape, W.shape[2], W.shape[3], stride, pad)
     acc = compute_dtype(x.dtype)
     col = im2col(x, W.shape[2], W.shape[3], stride, pad).astype(acc)
-    y = col @ W.reshape(FN, -1).T.astype(acc) + b.astype(acc)
+    y = col @ W.reshape(FN, col.shape[1]).T.astype(acc) + b.astype(acc)
     y = y.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2).astype(x.dtype)
     return relu_forward(y) if relu else y
 
@@ -84,10 +84,10 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     FN, _, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
     col = im2col(x, kh, kw, stride, pad).astype(acc)
-    dout2d = dout.transpose(0, 2, 3, 1).reshape(-1, FN).astype(acc)
+    dout2d = dout.transpose(0, 2, 3, 1).reshape(col.shape[0], FN).astype(acc)
     db = dout2d.sum(axis=0)
     dW = (col.T @ dout2d).T.reshape(W.shape)
-    dcol = dout2d @ W.reshape(FN, -1).astype(acc)
+    dcol = dout2d @ W.reshape(FN, col.shape[1]).astype(acc)
     dx = col2im(dcol, x.shape, kh, kw, stride, pad)
     return dx.astype(x.dtype), dW.astype(W.dtype), db.astype(W.dtype)
 
@@ -119,7 +119,7 @@ def max_pool_backward(dout, argmax, x_shape, pool_h, pool_w, stride, pad):
     N, C, H, W = x_shape
     acc = compute_dtype(dout.dtype)
     dx = np.zeros((N * C, H * W), dtype=acc)
-    planes = np.repeat(np.arange(N * C), argmax[0, 0].size)
+    planes = np.repeat(np.arange(N * C), argmax.shape[2] * argmax.shape[3])
     np.add.at(dx, (planes, argmax.reshape(-1)), dout.reshape(-1).astype(acc))
     return dx.reshape(x_shape).astype(dout.dtype)
 

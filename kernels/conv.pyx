@@ -6,8 +6,8 @@
 # and multiplies the filters with the im2col matrix of that buffer without building it:
 # the gather GEMM of src/deepnet_gather_gemm.h reads the matrix's entries at precomputed
 # offsets of the window positions (c, i, j) and of the output pixels.  Writing the 9x
-# larger column matrix was a third of the time.  Offsets are ints: the wrappers refuse
-# images whose buffers would not fit.
+# larger column matrix was a third of the time.  Offsets are ints: deepnet.functional
+# refuses images whose buffers would not fit, and each kernel checks its own arguments.
 #
 # Arithmetic runs in compute_t (float32 for float16 and float32 storage, double for
 # float64); the caller passes the filters already in compute_t, laid out as each
@@ -17,6 +17,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
 
 include "dtypes.pxi"
+include "checks.pxi"
 
 ctypedef compute_t column_t
 include "window.pxi"
@@ -49,11 +50,22 @@ def column_multiple(int itemsize):
     return DN_GATHER_NV * DN_VBYTES // itemsize
 
 
-cdef check_columns(str kernel, int columns, int itemsize):
-    """The gather GEMM loads whole tiles of columns: refuse a matrix not padded to them."""
-    if columns % column_multiple(itemsize):
+cdef check_columns(str kernel, columns, needed, int itemsize):
+    """The gather GEMM loads whole tiles of columns: refuse a matrix not padded to them, or
+    narrower than the needed columns."""
+    if columns % column_multiple(itemsize) or columns < needed:
         raise ValueError(f"deepnet {kernel}: filter matrices need columns padded to a multiple of "
-                         f"{column_multiple(itemsize)}, got {columns}")
+                         f"{column_multiple(itemsize)} (at least {needed}), got {columns}")
+
+
+cdef inline void* uninitialised(size_t count, size_t size) noexcept nogil:
+    """malloc for count items; never NULL for an empty buffer (no channels, no filters)."""
+    return malloc((count if count else 1) * size)
+
+
+cdef inline void* zeroed(size_t count, size_t size) noexcept nogil:
+    """calloc for count items; never NULL for an empty buffer."""
+    return calloc(count if count else 1, size)
 
 
 cdef inline void gather_gemm(int M, int N, int steps, const compute_t* base, const int* row_offset,
@@ -67,7 +79,7 @@ cdef inline void gather_gemm(int M, int N, int steps, const compute_t* base, con
 
 cdef int* window_offsets(int C, int kh, int kw, int Hp, int Wp) noexcept nogil:
     """Offset of window position (c, i, j) in a C x Hp x Wp padded image, for c, i, j in order."""
-    cdef int* offsets = <int*>malloc(sizeof(int) * C * kh * kw)
+    cdef int* offsets = <int*>uninitialised(<size_t>C * kh * kw, sizeof(int))
     cdef int c, i, j
     if offsets != NULL:
         for c in range(C):
@@ -79,7 +91,7 @@ cdef int* window_offsets(int C, int kh, int kw, int Hp, int Wp) noexcept nogil:
 
 cdef int* pixel_offsets(int OH, int OW, int sh, int sw, int Wp) noexcept nogil:
     """Offset of the top-left corner of output pixel (oy, ox)'s window in a padded image."""
-    cdef int* offsets = <int*>malloc(sizeof(int) * OH * OW)
+    cdef int* offsets = <int*>uninitialised(<size_t>OH * OW, sizeof(int))
     cdef int oy, ox
     if offsets != NULL:
         for oy in range(OH):
@@ -90,7 +102,7 @@ cdef int* pixel_offsets(int OH, int OW, int sh, int sw, int Wp) noexcept nogil:
 
 cdef int* strided_offsets(int count, int stride) noexcept nogil:
     """i * stride for i < count: the rows (or steps) of a dense matrix for the gather GEMM."""
-    cdef int* offsets = <int*>malloc(sizeof(int) * count)
+    cdef int* offsets = <int*>uninitialised(count, sizeof(int))
     cdef int i
     if offsets != NULL:
         for i in range(count):
@@ -135,6 +147,20 @@ cdef inline void store_transposed(const compute_t* product, int ld, int rows, in
                 store(&out[f * out_ld + p], 0 if relu and value < 0 else value)
 
 
+cdef check_forward_arguments(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
+                             const compute_t[::1] bias, storage_t[:, :, :, ::1] y,
+                             int kh, int kw, int ph, int pw, int OH, int OW):
+    """The arrays of a conv_forward call fit together, and one image's buffers fit int offsets."""
+    N, C, H, W, FN, ld = x.shape[0], x.shape[1], x.shape[2], x.shape[3], y.shape[1], weights_t.shape[1]
+    check_shape("conv_forward", "y", dims(y.shape, 4), (N, FN, OH, OW))
+    check_shape("conv_forward", "weights_t", (weights_t.shape[0],), (C * kh * kw,))
+    check_columns("conv_forward", ld, FN, sizeof(compute_t))
+    if bias.shape[0] < FN:
+        raise ValueError(f"deepnet conv_forward: bias needs {FN} entries, got {bias.shape[0]}")
+    fits_int("conv_forward", "padded image", C * (H + 2 * ph) * (W + 2 * pw))
+    fits_int("conv_forward", "product", <object>OH * OW * ld)
+
+
 def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
                  const compute_t[::1] bias, storage_t[:, :, :, ::1] y,
                  int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
@@ -144,20 +170,24 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
     A task is one image, or with fewer images than threads (small-batch inference) one
     band of output rows of an image, so that every thread has work.
     """
+    cdef int OH, OW
+    OH, OW = window_output("conv_forward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
+    check_forward_arguments(x, weights_t, bias, y, kh, kw, ph, pw, OH, OW)
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = weights_t.shape[0], ld = weights_t.shape[1], FN = y.shape[1]
-    cdef int OH = y.shape[2], OW = y.shape[3], P = OH * OW
+    cdef int P = OH * OW
     cdef int Hp = H + 2 * ph, Wp = W + 2 * pw
+    if N == 0:
+        return
     cdef int bands = 1 if N >= n_threads else min(OH, (n_threads + N - 1) // N)
     cdef int task, n, band, first, band_size, failed = 0
-    check_columns("conv_forward", ld, sizeof(compute_t))
     cdef int* steps = window_offsets(C, kh, kw, Hp, Wp)
     cdef int* pixels = pixel_offsets(OH, OW, sh, sw, Wp)
     cdef compute_t* padded
     cdef compute_t* product
     with nogil, parallel(num_threads=n_threads):
-        padded = <compute_t*>calloc(<size_t>C * Hp * Wp, sizeof(compute_t))  # the border stays zero
-        product = <compute_t*>malloc(sizeof(compute_t) * P * ld)
+        padded = <compute_t*>zeroed(<size_t>C * Hp * Wp, sizeof(compute_t))  # the border stays zero
+        product = <compute_t*>uninitialised(<size_t>P * ld, sizeof(compute_t))
         # dynamic: on a shared machine a core that is slowed down would otherwise keep the
         # other waiting at the end of the loop (static measured 5-9% slower here)
         for task in prange(N * bands, schedule="dynamic"):
@@ -246,6 +276,36 @@ cdef inline void dx_by_col2im(const compute_t* grad_t, int ld, const int* grad_r
             store(&dx_out[q], dx_sum[q])
 
 
+cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
+                              const storage_t[:, :, :, ::1] relu_out,
+                              const compute_t[:, ::1] dx_filters, bint transposed,
+                              storage_t[:, :, :, ::1] dx,
+                              compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
+                              int kh, int kw, int ph, int pw, int OH, int OW):
+    """The arrays of a conv_backward call fit together, and one image's buffers fit int offsets."""
+    N, C, H, W, FN = x.shape[0], x.shape[1], x.shape[2], x.shape[3], dout.shape[1]
+    chunks, ld, ld_dx = dW_t_per_chunk.shape[0], dW_t_per_chunk.shape[2], dx_filters.shape[1]
+    check_shape("conv_backward", "dout", dims(dout.shape, 4), (N, FN, OH, OW))
+    check_shape("conv_backward", "relu_out", dims(relu_out.shape, 4), dims(dout.shape, 4))
+    check_shape("conv_backward", "dx", dims(dx.shape, 4), dims(x.shape, 4))
+    check_shape("conv_backward", "dW_t_per_chunk", dims(dW_t_per_chunk.shape, 2), (chunks, C * kh * kw))
+    check_shape("conv_backward", "db_per_chunk", (db_per_chunk.shape[0],), (chunks,))
+    if chunks < 1 and N > 0 or db_per_chunk.shape[1] < FN:
+        raise ValueError(f"deepnet conv_backward: needs at least one chunk and {FN} db entries per chunk, "
+                         f"got {chunks} chunks of {db_per_chunk.shape[1]}")
+    check_columns("conv_backward", ld, FN, sizeof(compute_t))
+    if transposed:
+        check_shape("conv_backward", "dx_filters", (dx_filters.shape[0],), (FN * kh * kw,))
+        check_columns("conv_backward", ld_dx, C, sizeof(compute_t))
+        fits_int("conv_backward", "padded output gradient",
+                 FN * (<object>OH + 2 * (kh - 1 - ph)) * (<object>OW + 2 * (kw - 1 - pw)))
+    else:
+        check_shape("conv_backward", "dx_filters", (dx_filters.shape[0],), (FN,))
+        check_columns("conv_backward", ld_dx, C * kh * kw, sizeof(compute_t))
+    fits_int("conv_backward", "padded image", C * (H + 2 * ph) * (W + 2 * pw))
+    fits_int("conv_backward", "transposed output gradient", <object>OH * OW * ld)
+
+
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
                   const storage_t[:, :, :, ::1] relu_out,
                   const compute_t[:, ::1] dx_filters, bint transposed,
@@ -268,21 +328,24 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     dW_t_per_chunk.shape[0] chunks independent of the thread count, so the sums, and the
     result, do not depend on the number of threads.
     """
+    cdef int OH, OW
+    OH, OW = window_output("conv_backward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
+    if transposed and (sh != 1 or sw != 1 or ph >= kh or pw >= kw):
+        raise ValueError("deepnet conv_backward: dx as a transposed convolution needs stride 1 "
+                         f"and pad < kernel, got stride ({sh}, {sw}), pad ({ph}, {pw}), "
+                         f"kernel ({kh}, {kw})")
+    check_backward_arguments(x, dout, relu_out, dx_filters, transposed, dx, dW_t_per_chunk,
+                             db_per_chunk, kh, kw, ph, pw, OH, OW)
     cdef Geometry g = Geometry(C=x.shape[1], H=x.shape[2], W=x.shape[3], FN=dout.shape[1],
-                               OH=dout.shape[2], OW=dout.shape[3],
-                               kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
+                               OH=OH, OW=OW, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
     cdef int N = x.shape[0], K = g.C * kh * kw, P = g.OH * g.OW
     cdef int ld = dW_t_per_chunk.shape[2], ld_dx = dx_filters.shape[1]
     cdef int Hp = g.H + 2 * ph, Wp = g.W + 2 * pw
     cdef int Hg = g.OH + 2 * (kh - 1 - ph), Wg = g.OW + 2 * (kw - 1 - pw)  # padded g
     cdef int chunks = dW_t_per_chunk.shape[0]
     cdef int chunk, n, p, f, failed = 0
-    check_columns("conv_backward", ld, sizeof(compute_t))
-    check_columns("conv_backward", ld_dx, sizeof(compute_t))
-    if transposed and (sh != 1 or sw != 1 or ph >= kh or pw >= kw):
-        raise ValueError("deepnet conv_backward: dx as a transposed convolution needs stride 1 "
-                         f"and pad < kernel, got stride ({sh}, {sw}), pad ({ph}, {pw}), "
-                         f"kernel ({kh}, {kw})")
+    if N == 0:
+        return
     cdef int* steps = window_offsets(g.C, kh, kw, Hp, Wp)
     cdef int* pixels = pixel_offsets(g.OH, g.OW, sh, sw, Wp)
     # The dx GEMM's rows and steps: dx's pixels and g's windows in the padded g, or g^T's
@@ -297,17 +360,17 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef compute_t* dx_sum
     cdef compute_t* db_row
     with nogil, parallel(num_threads=n_threads):
-        padded = <compute_t*>calloc(<size_t>g.C * Hp * Wp, sizeof(compute_t))
-        grad = <compute_t*>malloc(sizeof(compute_t) * g.FN * P)
-        grad_t = <compute_t*>calloc(<size_t>P * ld, sizeof(compute_t))  # padding columns stay zero
+        padded = <compute_t*>zeroed(<size_t>g.C * Hp * Wp, sizeof(compute_t))
+        grad = <compute_t*>uninitialised(<size_t>g.FN * P, sizeof(compute_t))
+        grad_t = <compute_t*>zeroed(<size_t>P * ld, sizeof(compute_t))  # padding columns stay zero
         if transposed:
-            grad_padded = <compute_t*>calloc(<size_t>g.FN * Hg * Wg, sizeof(compute_t))
+            grad_padded = <compute_t*>zeroed(<size_t>g.FN * Hg * Wg, sizeof(compute_t))
             columns = NULL
-            dx_sum = <compute_t*>malloc(sizeof(compute_t) * g.H * g.W * ld_dx)
+            dx_sum = <compute_t*>uninitialised(<size_t>g.H * g.W * ld_dx, sizeof(compute_t))
         else:
             grad_padded = NULL
-            columns = <compute_t*>malloc(sizeof(compute_t) * P * COLUMN_BLOCK)
-            dx_sum = <compute_t*>malloc(sizeof(compute_t) * g.C * g.H * g.W)
+            columns = <compute_t*>uninitialised(<size_t>P * COLUMN_BLOCK, sizeof(compute_t))
+            dx_sum = <compute_t*>uninitialised(<size_t>g.C * g.H * g.W, sizeof(compute_t))
         for chunk in prange(chunks, schedule="dynamic"):  # as in conv_forward; sums stay per chunk
             if (steps == NULL or pixels == NULL or dx_rows == NULL or dx_steps == NULL
                     or padded == NULL or grad == NULL or grad_t == NULL or dx_sum == NULL

@@ -5,8 +5,16 @@ from cython.parallel cimport prange
 include "dtypes.pxi"
 
 
+cdef check_lengths(str kernel, Py_ssize_t n, Py_ssize_t m, Py_ssize_t k=-1):
+    """The arrays of an element-wise kernel have the same length."""
+    if m != n or (k >= 0 and k != n):
+        raise ValueError(f"deepnet {kernel}: the arrays must have the same length, got "
+                         f"{n}, {m}" + (f", {k}" if k >= 0 else ""))
+
+
 def relu_forward(const storage_t[::1] x, storage_t[::1] y, int n_threads):
     """y = max(x, 0); NaN stays NaN (it is not < 0)."""
+    check_lengths("relu_forward", x.shape[0], y.shape[0])
     cdef Py_ssize_t i
     for i in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads):
         if storage_t is half_t:  # on the bits: negative = sign set and not NaN
@@ -17,6 +25,7 @@ def relu_forward(const storage_t[::1] x, storage_t[::1] y, int n_threads):
 
 def relu_backward(const storage_t[::1] dout, const storage_t[::1] y, storage_t[::1] dx, int n_threads):
     """dx = dout * (y > 0): a multiplication, so NaN in dout stays NaN as in the reference."""
+    check_lengths("relu_backward", dout.shape[0], y.shape[0], dx.shape[0])
     cdef Py_ssize_t i
     for i in prange(dout.shape[0], nogil=True, schedule="static", num_threads=n_threads):
         if storage_t is half_t:  # dout * 0 on the bits: NaN for Inf or NaN, else 0 with dout's sign
@@ -32,6 +41,7 @@ def relu_backward(const storage_t[::1] dout, const storage_t[::1] y, storage_t[:
 
 def float_to_half(const float[::1] source, half_t[::1] target, int n_threads):
     """Round float32 to float16 (nearest even), F16C where the CPU has it."""
+    check_lengths("float_to_half", source.shape[0], target.shape[0])
     cdef Py_ssize_t i
     for i in prange(source.shape[0], nogil=True, schedule="static", num_threads=n_threads):
         target[i] = dn_float_to_half(source[i])
@@ -39,6 +49,7 @@ def float_to_half(const float[::1] source, half_t[::1] target, int n_threads):
 
 def half_to_float(const half_t[::1] source, float[::1] target, int n_threads):
     """Widen float16 to float32 (exact), F16C where the CPU has it."""
+    check_lengths("half_to_float", source.shape[0], target.shape[0])
     cdef Py_ssize_t i
     for i in prange(source.shape[0], nogil=True, schedule="static", num_threads=n_threads):
         target[i] = dn_half_to_float(source[i])

@@ -10,6 +10,7 @@ from libc.stdlib cimport free, malloc
 from libc.stdint cimport int32_t
 
 include "dtypes.pxi"
+include "checks.pxi"
 
 
 cdef inline bint wins(double value, double best) noexcept nogil:
@@ -26,16 +27,23 @@ cdef extern from "deepnet_pool.h" nogil:
 def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] out,
                      int32_t[:, :, :, ::1] argmax,
                      int pool_h, int pool_w, int sh, int sw, int ph, int pw, int n_threads):
-    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef int OH = out.shape[2], OW = out.shape[3]
-    cdef int plane, oy, ox, iy, ix, y0, x0, y_stop, x_first, x_stop, winner
+    cdef int OH, OW
+    OH, OW = window_output("max_pool_forward", x.shape[2], x.shape[3], pool_h, pool_w, sh, sw, ph, pw)
+    if ph >= pool_h or pw >= pool_w or (x.shape[0] * x.shape[1] and (x.shape[2] == 0 or x.shape[3] == 0)):
+        raise ValueError(f"deepnet max_pool_forward: every window needs a pixel: pad ({ph}, {pw}) must be "
+                         f"smaller than the window ({pool_h}, {pool_w}), and the planes not empty")
+    check_shape("max_pool_forward", "out", dims(out.shape, 4), dims(x.shape, 2) + (OH, OW))
+    check_shape("max_pool_forward", "argmax", dims(argmax.shape, 4), dims(out.shape, 4))
+    cdef int C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t plane
+    cdef int oy, ox, iy, ix, y0, x0, y_stop, x_first, x_stop, winner
     cdef bint take
     cdef double best, value
     cdef const storage_t* source
     cdef storage_t* target
     cdef int32_t* winners
     # One task per (n, c) plane.
-    for plane in prange(N * C, nogil=True, schedule="static", num_threads=n_threads):
+    for plane in prange(x.shape[0] * C, nogil=True, schedule="static", num_threads=n_threads):
         source = &x[plane // C, plane % C, 0, 0]
         target = &out[plane // C, plane % C, 0, 0]
         winners = &argmax[plane // C, plane % C, 0, 0]
@@ -71,32 +79,52 @@ def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] ou
                 winners[oy * OW + ox] = winner
 
 
+cdef inline void scatter_plane(const storage_t* grad, const int32_t* winners, int count,
+                               compute_t* plane_sum, int plane_size, storage_t* target) noexcept nogil:
+    """target = grad summed at the winners (in compute_t, in window order, rounded once)."""
+    cdef int q
+    for q in range(plane_size):
+        plane_sum[q] = 0
+    for q in range(count):
+        plane_sum[winners[q]] += <compute_t>load(grad[q])
+    for q in range(plane_size):
+        store(&target[q], plane_sum[q])
+
+
 def max_pool_backward(const storage_t[:, :, :, ::1] dout, const int32_t[:, :, :, ::1] argmax,
                       storage_t[:, :, :, ::1] dx, int n_threads):
-    """dx = dout summed at each window's argmax (in compute precision, rounded once)."""
-    cdef int N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
-    cdef int OH = dout.shape[2], OW = dout.shape[3]
-    cdef int plane, q, failed = 0
-    cdef const storage_t* grad
+    """dx = dout summed at each window's argmax, in compute precision (float32 for float16 and
+    float32, as the reference sums), rounded once."""
+    check_shape("max_pool_backward", "argmax", dims(argmax.shape, 4), dims(dout.shape, 4))
+    check_shape("max_pool_backward", "dout's images and channels", dims(dout.shape, 2), dims(dx.shape, 2))
+    fits_int("max_pool_backward", "input plane", <object>dx.shape[2] * dx.shape[3])
+    fits_int("max_pool_backward", "output plane", <object>dout.shape[2] * dout.shape[3])
+    cdef int C = dx.shape[1], plane_size = dx.shape[2] * dx.shape[3], count = dout.shape[2] * dout.shape[3]
+    cdef Py_ssize_t plane
+    cdef int q, failed = 0, outside = 0
     cdef const int32_t* winners
-    cdef storage_t* target
-    cdef double* plane_sum
+    cdef void* plane_sum
     # One plane per task: overlapping windows of one plane add up in one thread, no races.
     with nogil, parallel(num_threads=n_threads):
-        plane_sum = <double*>malloc(sizeof(double) * H * W)
-        for plane in prange(N * C, schedule="static"):
+        plane_sum = malloc(sizeof(double) * max(plane_size, 1))
+        for plane in prange(dx.shape[0] * C, schedule="static"):
             if plane_sum == NULL:
                 failed += 1
                 continue
-            grad = &dout[plane // C, plane % C, 0, 0]
             winners = &argmax[plane // C, plane % C, 0, 0]
-            target = &dx[plane // C, plane % C, 0, 0]
-            for q in range(H * W):
-                plane_sum[q] = 0
-            for q in range(OH * OW):
-                plane_sum[winners[q]] += load(grad[q])
-            for q in range(H * W):
-                store(&target[q], plane_sum[q])
+            for q in range(count):  # a direct call may pass any argmax: never scatter outside
+                if winners[q] < 0 or winners[q] >= plane_size:
+                    outside += 1
+                    break
+            else:
+                if storage_t is double:
+                    scatter_plane(&dout[plane // C, plane % C, 0, 0], winners, count, <double*>plane_sum,
+                                  plane_size, &dx[plane // C, plane % C, 0, 0])
+                else:
+                    scatter_plane(&dout[plane // C, plane % C, 0, 0], winners, count, <float*>plane_sum,
+                                  plane_size, &dx[plane // C, plane % C, 0, 0])
         free(plane_sum)
     if failed:
         raise MemoryError("deepnet max_pool_backward: out of memory for the per-thread buffers")
+    if outside:
+        raise ValueError(f"deepnet max_pool_backward: argmax entries must lie in [0, {plane_size})")

@@ -5,34 +5,32 @@
 # functions take raw pointers and a step between consecutive entries, so callers can lay
 # the columns out as (C*kh*kw, OH*OW) (step 1) or transposed (step C*kh*kw).
 
-cdef inline int first_inside(int j, int pad, int stride) noexcept nogil:
-    """First output position o whose input o*stride - pad + j is >= 0."""
+cdef inline int first_inside(int j, int pad, int stride, int out_size) noexcept nogil:
+    """First output position o whose input o*stride - pad + j is >= 0; out_size when there
+    is none (padding wider than the whole output row)."""
     cdef int lo = pad - j
-    return 0 if lo <= 0 else (lo + stride - 1) // stride
+    return 0 if lo <= 0 else min(out_size, (lo + stride - 1) // stride)
 
 
 cdef inline int stop_inside(int j, int pad, int stride, int size, int out_size) noexcept nogil:
-    """One past the last output position whose input o*stride - pad + j is < size."""
+    """One past the last output position whose input o*stride - pad + j is < size (never
+    before first_inside)."""
     cdef int hi = size - 1 + pad - j
     cdef int stop = 0 if hi < 0 else min(out_size, hi // stride + 1)
-    return max(stop, first_inside(j, pad, stride))
+    return max(stop, first_inside(j, pad, stride, out_size))
 
 
 cdef inline void unfold_row(const storage_t* plane, column_t* out, Py_ssize_t step,
                             int i, int j, int H, int W, int OH, int OW,
-                            int sh, int sw, int ph, int pw,
-                            int oy_first=0, int oy_stop=-1) noexcept nogil:
-    """out[((oy - oy_first)*OW + ox)*step] = plane[oy*sh - ph + i, ox*sw - pw + j], zero
-    outside, for the output rows oy_first <= oy < oy_stop (default: all of them)."""
-    cdef int ox_first = first_inside(j, pw, sw)
+                            int sh, int sw, int ph, int pw) noexcept nogil:
+    """out[(oy*OW + ox)*step] = plane[oy*sh - ph + i, ox*sw - pw + j], zero outside."""
+    cdef int ox_first = first_inside(j, pw, sw, OW)
     cdef int ox_stop = stop_inside(j, pw, sw, W, OW)
     cdef int oy, ox, iy
     cdef column_t* line
     cdef const storage_t* source
-    if oy_stop < 0:
-        oy_stop = OH
-    for oy in range(oy_first, oy_stop):
-        line = out + (oy - oy_first) * OW * step
+    for oy in range(OH):
+        line = out + oy * OW * step
         iy = oy * sh - ph + i
         if iy < 0 or iy >= H:
             for ox in range(OW):
@@ -58,7 +56,7 @@ cdef inline void fold_row(const column_t* col, Py_ssize_t step, compute_t* plane
                           int i, int j, int H, int W, int OH, int OW,
                           int sh, int sw, int ph, int pw) noexcept nogil:
     """The adjoint of unfold_row: plane[...] += col[(oy*OW + ox)*step] at the same places."""
-    cdef int ox_first = first_inside(j, pw, sw)
+    cdef int ox_first = first_inside(j, pw, sw, OW)
     cdef int ox_stop = stop_inside(j, pw, sw, W, OW)
     cdef int oy, ox, iy
     cdef compute_t* target

@@ -457,6 +457,37 @@ def test_softmax_cross_entropy(backend, dtype):
         _cuda.softmax_cross_entropy(backend.put(x), backend.put(t + K))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,C,FN", [(0, 3, 2), (2, 0, 2), (2, 3, 0), (0, 0, 0)])
+def test_empty_batches_channels_and_filters(backend, dtype, N, C, FN):
+    """Empty results of the right shape, and with no channels the bias (an empty sum is 0)."""
+    from deepnet import reference
+
+    rng = np.random.default_rng(9)
+    stride, pad = (2, 1), (1, 1)
+    x = random_array(rng, (N, C, 5, 4), dtype)
+    W = random_array(rng, (FN, C, 3, 2), dtype)
+    b = random_array(rng, (FN,), dtype)
+    col = backend.get(_cuda.im2col(backend.put(x), 3, 2, stride, pad))
+    np.testing.assert_array_equal(col, reference.im2col(x, 3, 2, stride, pad))
+    dx = backend.get(_cuda.col2im(backend.put(col), x.shape, 3, 2, stride, pad))
+    assert dx.shape == x.shape and dx.dtype == dtype
+    y = backend.get(_cuda.conv_forward(backend.put(x), backend.put(W), backend.put(b), stride, pad))
+    want_y = reference.conv_forward(*as64(x, W, b), stride, pad)
+    assert y.dtype == dtype
+    assert_close(y, want_y, dtype)
+    dout = random_array(rng, y.shape, dtype)
+    got = _cuda.conv_backward(backend.put(dout), backend.put(x), backend.put(W), stride, pad)
+    for g, w in zip(got, reference.conv_backward(*as64(dout, x, W), stride, pad)):
+        g = backend.get(g)
+        assert g.dtype == dtype
+        assert_close(g, w, dtype)
+    pooled, argmax = _cuda.max_pool_forward(backend.put(x), 2, 2, stride, pad)
+    assert backend.get(pooled).shape == backend.get(argmax).shape == (N, C, 3, 5)
+    dx = backend.get(_cuda.max_pool_backward(pooled, argmax, x.shape, 2, 2, stride, pad))
+    assert dx.shape == x.shape and dx.dtype == dtype
+
+
 def test_dropout_mask(backend):
     mask = backend.get(_cuda.dropout_mask((64, 50), 0.3, 0))
     assert mask.dtype == np.bool_ and mask.shape == (64, 50)

@@ -9,6 +9,7 @@ from deepnet import layers as L
 X = np.zeros((2, 3, 5, 5), dtype=np.float32)
 W = np.zeros((4, 3, 3, 3), dtype=np.float32)
 B = np.zeros(4, dtype=np.float32)
+DOUT, ARGMAX = F.max_pool2d(np.arange(150, dtype=np.float32).reshape(X.shape), 2, 2)
 
 
 @pytest.mark.parametrize("call, error, fragments", [
@@ -23,6 +24,54 @@ B = np.zeros(4, dtype=np.float32)
     (lambda: F.conv2d(X, W, B[:3]), ValueError, ["conv2d", "4 entries", "got 3"]),
     (lambda: F.max_pool2d(X, 2, 2, pad=2), ValueError, ["max_pool2d", "pad", "smaller than the pool window"]),
     (lambda: F.max_pool2d(X, 9, 9), ValueError, ["pool window 9x9", "larger than the padded input 5x5"]),
+    (lambda: F.conv2d(X, W[:, :, :0], B), ValueError, ["conv2d", "kernel size must be >= 1", "(0, 3)"]),
+    (lambda: F.col2im(np.zeros((18, 27)), (2, 3, 5, -5), 3, 3), ValueError,
+     ["deepnet.col2im", "x_shape must be 4 non-negative ints", "-5"]),
+    # max_pool2d_backward: dout and argmax must be what max_pool2d gives for x_shape
+    (lambda: F.max_pool2d_backward(DOUT[:1], ARGMAX[:1], X.shape, 2, 2), ValueError,
+     ["max_pool2d_backward", "dout must have shape (2, 3, 2, 2)", "got (1, 3, 2, 2)"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX, (20, 3, 5, 5), 2, 2), ValueError,  # read past dout
+     ["max_pool2d_backward", "dout must have shape (20, 3, 2, 2)", "got (2, 3, 2, 2)"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX, (2, 4, 5, 5), 2, 2), ValueError,
+     ["max_pool2d_backward", "(2, 4, 2, 2)"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX, (2, 3, 7, 7), 2, 2), ValueError,
+     ["max_pool2d_backward", "(2, 3, 3, 3)", "pool window 2x2, stride (2, 2), pad (0, 0)"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX, X.shape, 2, 2, stride=1), ValueError,
+     ["max_pool2d_backward", "(2, 3, 4, 4)"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX[..., :1], X.shape, 2, 2), ValueError,
+     ["max_pool2d_backward", "argmax must have shape (2, 3, 2, 2)", "(2, 3, 2, 1)"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX.astype(np.float32), X.shape, 2, 2), TypeError,
+     ["max_pool2d_backward", "argmax must hold integers", "float32"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX.astype(bool), X.shape, 2, 2), TypeError,
+     ["max_pool2d_backward", "argmax", "bool"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX.astype(np.int64) + 2**32, X.shape, 2, 2), ValueError,
+     ["max_pool2d_backward", "[0, 25)", "got [4294967302, 4294967314]"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX * 0 - 1, X.shape, 2, 2), ValueError,
+     ["max_pool2d_backward", "[0, 25)", "-1"]),
+    (lambda: F.max_pool2d(np.zeros((2, 3, 0, 5)), 2, 2, pad=1), ValueError,
+     ["max_pool2d", "0x5 pixels have no maximum"]),
+    # strides and pads near 2**31 overflow the kernels' int indexes
+    (lambda: F.im2col(X[:1, :1, :1, :1], 1, 1, stride=2**31 - 1), ValueError,
+     ["deepnet.im2col", "too large for the kernels' int indexes", "padded height + stride would be 2147483648",
+      "the limit is 2147483647", "stride (2147483647, 2147483647)"]),
+    (lambda: F.im2col(X[:1, :1, :1, :1], 1, 1, stride=2**31 - 1, pad=2**30), ValueError,
+     ["deepnet.im2col", "too large for the kernels' int indexes", "padded image plane"]),
+    (lambda: F.col2im(np.zeros((4, 1)), (1, 1, 1, 1), 1, 1, stride=2**31 - 1, pad=2**30), ValueError,
+     ["deepnet.col2im", "too large for the kernels' int indexes"]),
+    (lambda: F.im2col(X[:1, :1], 1, 1, stride=(1, 2**31 - 5)), ValueError,
+     ["deepnet.im2col", "padded width + stride"]),
+    (lambda: F.im2col(X[:1, :1], 1, 1, pad=(0, 2**30 - 4)), ValueError, ["deepnet.im2col", "padded image plane"]),
+    (lambda: F.conv2d(X[:1, :1, :1, :1], W[:1, :1, :1, :1], B[:1], stride=2**31 - 1, pad=2**30), ValueError,
+     ["deepnet.conv2d", "too large for the kernels' int indexes"]),
+    (lambda: F.conv2d(np.zeros((1, 64, 1, 1)), np.zeros((1, 64, 1, 1)), B[:1], pad=2900), ValueError,
+     ["deepnet.conv2d", "the padded input would be 2153702464", "per image"]),
+    (lambda: F.conv2d_backward(np.zeros((1, 1, 2, 2)), X[:1, :1, :1, :1], W[:1, :1, :1, :1],
+                               stride=2**31 - 1, pad=2**30), ValueError,
+     ["deepnet.conv2d_backward", "too large for the kernels' int indexes"]),
+    (lambda: F.max_pool2d(X, 2, 2, stride=2**31 - 1, pad=1), ValueError,
+     ["deepnet.max_pool2d", "too large for the kernels' int indexes"]),
+    (lambda: F.max_pool2d_backward(DOUT, ARGMAX, X.shape, 2, 2, stride=2**31 - 1, pad=1), ValueError,
+     ["deepnet.max_pool2d_backward", "too large for the kernels' int indexes"]),
     (lambda: L.Convolution(W, B).forward(np.zeros((2, 5, 5, 5), np.float32)), ValueError,
      ["Convolution.forward", "5 channels", "expects 3"]),
     (lambda: L.Convolution(W, B, stride=0).forward(X), ValueError, ["Convolution.forward", "stride"]),

@@ -1,12 +1,16 @@
-"""The portable float16 <-> float32 conversion of src/deepnet_half.h (used where the CPU has
-no F16C) against numpy's, bit for bit: every half value, and floats around every rounding
-boundary.  The header is compiled here with F16C disabled, so the fallback is what runs."""
+"""The float16 <-> float32 conversions of src/deepnet_half.h against numpy's, bit for bit:
+every half value, and floats around every rounding boundary.  The portable fallback (used
+where the CPU has no F16C) is compiled here with F16C disabled; the compiled kernels' casts
+(F16C where the build enabled it) run through deepnet.functional.cast."""
 import pathlib
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
+
+import deepnet
+from deepnet import functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROGRAM = r"""
@@ -61,21 +65,43 @@ def test_every_half_converts_to_the_same_float_as_numpy(fallback):
     np.testing.assert_array_equal(np.isinf(got) & (got > 0), np.isposinf(expected))
 
 
-def test_floats_round_to_the_same_half_as_numpy(fallback):
+def rounding_candidates():
+    """Each representable half, the midpoints between neighbours (ties to even), and one ulp
+    of float32 either side of them; plus overflow, underflow, subnormals, Inf and noise."""
     halves = np.arange(65536, dtype=np.uint16).view(np.float16)
     exact = halves[np.isfinite(halves)].astype(np.float32)
-    # Each representable half, the midpoints between neighbours (ties to even), and one ulp
-    # of float32 either side of them; plus overflow, underflow, subnormals, Inf and NaN.
     ordered = np.unique(exact)
     midpoints = ((ordered[:-1].astype(np.float64) + ordered[1:]) / 2).astype(np.float32)
-    candidates = np.concatenate([exact, midpoints, np.nextafter(midpoints, np.float32(np.inf)),
-                                 np.nextafter(midpoints, np.float32(-np.inf)),
-                                 np.float32([65504, 65519.99, 65520, 1e6, -1e6, 1e-8, -1e-8, 3e-8,
-                                             2.98e-8, 5.96e-8, np.inf, -np.inf, 0.0, -0.0]),
-                                 np.random.default_rng(0).standard_normal(100_000).astype(np.float32)])
-    _, got = fallback(candidates)
+    return np.concatenate([exact, midpoints, np.nextafter(midpoints, np.float32(np.inf)),
+                           np.nextafter(midpoints, np.float32(-np.inf)),
+                           np.float32([65504, 65519.99, 65520, 1e6, -1e6, 1e-8, -1e-8, 3e-8,
+                                       2.98e-8, 5.96e-8, np.inf, -np.inf, 0.0, -0.0]),
+                           np.random.default_rng(0).standard_normal(100_000).astype(np.float32)])
+
+
+def numpy_halves(floats):
     with np.errstate(over="ignore"):
-        expected = candidates.astype(np.float16).view(np.uint16)
-    np.testing.assert_array_equal(got, expected)
+        return floats.astype(np.float16).view(np.uint16)
+
+
+def test_floats_round_to_the_same_half_as_numpy(fallback):
+    candidates = rounding_candidates()
+    _, got = fallback(candidates)
+    np.testing.assert_array_equal(got, numpy_halves(candidates))
     nan_half = fallback(np.float32([np.nan]))[1].view(np.float16)
     assert np.isnan(nan_half).all()
+
+
+@pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
+def test_the_compiled_casts_equal_numpy_bit_for_bit():
+    candidates = rounding_candidates()
+    with deepnet.backend("cython"):
+        halves = F.cast(candidates, np.float16)
+        np.testing.assert_array_equal(halves.view(np.uint16), numpy_halves(candidates))
+        every_half = np.arange(65536, dtype=np.uint16).view(np.float16)
+        floats = F.cast(every_half, np.float32)
+        finite = np.isfinite(every_half)
+        np.testing.assert_array_equal(floats[finite].view(np.uint32),
+                                      every_half[finite].astype(np.float32).view(np.uint32))
+        np.testing.assert_array_equal(np.isnan(floats), np.isnan(every_half))
+        assert np.isnan(F.cast(np.float32([np.nan, -np.nan]), np.float16)).all()

@@ -189,6 +189,14 @@ def test_awkward_memory_layouts_give_the_contiguous_result(layout, rng):
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_convolution_without_bias_is_the_one_with_a_zero_bias(backend, rng):
+    x = random_input(rng, (2, 3, 6, 5), np.float32)
+    Wt, b = weights_for(rng, dict(x_shape=x.shape, kh=3, kw=2), np.float32, filters=4)
+    with deepnet.backend(backend):
+        np.testing.assert_array_equal(F.conv2d(x, Wt, None, 1, 1), F.conv2d(x, Wt, np.zeros_like(b), 1, 1))
+
+
 def test_results_identical_with_one_and_two_threads(rng):
     x = rng.standard_normal((8, 16, 14, 13)).astype(np.float32)
     Wt, b = weights_for(rng, dict(x_shape=x.shape, kh=3, kw=3), np.float32, filters=16)
@@ -213,14 +221,49 @@ def test_results_identical_with_one_and_two_threads(rng):
         np.testing.assert_array_equal(a, b_)
 
 
-def test_float16_is_stored_as_half_and_computed_in_float32(rng):
-    """The float16 convolution equals the float32 one on the same (half-representable) data,
-    rounded once: it does not accumulate in half precision."""
-    x = rng.standard_normal((4, 16, 10, 10)).astype(np.float16)
-    Wt, b = weights_for(rng, dict(x_shape=x.shape, kh=3, kw=3), np.float16, filters=8)
-    y16 = F.conv2d(x, Wt, b, 1, 1)
-    y32 = F.conv2d(x.astype(np.float32), Wt.astype(np.float32), b.astype(np.float32), 1, 1)
-    np.testing.assert_array_equal(y16, y32.astype(np.float16))
+def widened(a):
+    """float16 values as float32 (exact)."""
+    return a.astype(np.float32)
+
+
+def assert_rounded_once(got16, got32):
+    """A float16 result is the float32 result rounded to half (nearest even), bit for bit."""
+    assert got16.dtype == np.float16
+    np.testing.assert_array_equal(got16.view(np.uint16), got32.astype(np.float16).view(np.uint16))
+
+
+# Where a float16 kernel promises "computed in float32, rounded once to float16", its result
+# must be the float32 kernel's on the same (widened) values, rounded by numpy: a rounding
+# mode other than nearest-even, or a sum kept in half precision, changes some bits.
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,filters,kernel,stride,pad", PATH_CASES)
+def test_float16_convolution_is_the_float32_one_rounded_once(x_shape, filters, kernel, stride, pad, relu, rng):
+    x = random_input(rng, x_shape, np.float16)
+    Wt, b = weights_for(rng, dict(x_shape=x_shape, kh=kernel[0], kw=kernel[1]), np.float16, filters=filters)
+    y16 = F.conv2d(x, Wt, b, stride, pad, relu=relu)
+    y32 = F.conv2d(widened(x), widened(Wt), widened(b), stride, pad, relu=relu)
+    assert_rounded_once(y16, y32)
+    dout = random_input(rng, y16.shape, np.float16)
+    grads16 = F.conv2d_backward(dout, x, Wt, stride, pad, relu_out=y16 if relu else None)
+    grads32 = F.conv2d_backward(widened(dout), widened(x), widened(Wt), stride, pad,
+                                relu_out=widened(y16) if relu else None)
+    for got16, got32 in zip(grads16, grads32):  # dx (either path), dW, db
+        assert_rounded_once(got16, got32)
+
+
+@pytest.mark.parametrize("case", CASES[:15], ids=case_id)
+def test_float16_col2im_and_pooling_backward_are_the_float32_ones_rounded_once(case, rng):
+    x_shape, kh, kw, stride, pad = case["x_shape"], case["kh"], case["kw"], case["stride"], case["pad"]
+    col = random_input(rng, R.im2col(np.zeros(x_shape), kh, kw, stride, pad).shape, np.float16)
+    assert_rounded_once(F.col2im(col, x_shape, kh, kw, stride, pad),
+                        F.col2im(widened(col), x_shape, kh, kw, stride, pad))
+    pad = (min(pad[0], kh - 1), min(pad[1], kw - 1))
+    stride = (1, 1)  # overlapping windows: a pixel can win several and sum their gradients
+    x = random_input(rng, x_shape, np.float16)
+    y, argmax = F.max_pool2d(x, kh, kw, stride, pad)
+    dout = random_input(rng, y.shape, np.float16)
+    assert_rounded_once(F.max_pool2d_backward(dout, argmax, x_shape, kh, kw, stride, pad),
+                        F.max_pool2d_backward(widened(dout), argmax, x_shape, kh, kw, stride, pad))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -292,36 +335,142 @@ def test_relu_special_values_like_the_reference(dtype):
         np.testing.assert_array_equal(F.relu_backward(dout, y), expected)
 
 
-def test_convolution_of_zero_channels_is_the_bias(rng):
-    """An empty sum: the gather GEMM must still write its result (zeros), not leave it unset."""
-    x = np.ones((2, 0, 5, 5), np.float32)
-    Wt = np.ones((3, 0, 3, 3), np.float32)
-    b = np.arange(3, dtype=np.float32)
-    np.testing.assert_array_equal(F.conv2d(x, Wt, b, 1, 1), R.conv_forward(x, Wt, b, (1, 1), (1, 1)))
-    dout = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
-    for got, expected in zip(F.conv2d_backward(dout, x, Wt, 1, 1), R.conv_backward(dout, x, Wt, (1, 1), (1, 1))):
-        assert got.shape == expected.shape
-        np.testing.assert_allclose(got, expected, rtol=1e-6)
+def test_im2col_padding_wider_than_the_output_row_stays_inside_the_columns():
+    """x (2, 9, 1, 1), a 5x5 window, pad (4, 2): the output rows are 1 wide, the left padding
+    2; its zero-fill wrote past the end of the columns (heap corruption)."""
+    from deepnet._kernels import im2col as unfold
+
+    x = np.arange(18, dtype=np.float32).reshape(2, 9, 1, 1) + 1
+    expected = R.im2col(x, 5, 5, (1, 1), (4, 2))  # (2 * 5 * 1, 9 * 25)
+    for layout in ("book", "per image"):
+        # the columns, followed by a guard of the same size that must stay untouched
+        memory = np.full(2 * expected.size, np.nan, dtype=np.float32)
+        if layout == "book":
+            cols = memory[:expected.size].reshape(2, 5, 225).transpose(0, 2, 1)
+        else:
+            cols = memory[:expected.size].reshape(2, 225, 5)
+        unfold.im2col(x, cols, 5, 5, 1, 1, 4, 2, 1)
+        assert np.isnan(memory[expected.size:]).all(), layout
+        np.testing.assert_array_equal(cols.transpose(0, 2, 1).reshape(expected.shape), expected)
+    np.testing.assert_array_equal(F.im2col(x, 5, 5, 1, (4, 2)), expected)
+    col = np.random.default_rng(0).standard_normal(expected.shape)
+    np.testing.assert_array_equal(F.col2im(col, x.shape, 5, 5, 1, (4, 2)),
+                                  R.col2im(col, x.shape, 5, 5, (1, 1), (4, 2)))
+
+
+# Empty batches, no channels and no filters: empty results of the right shape, or what the
+# mathematics says (an empty sum is 0, so with no channels a convolution is its bias).
+EMPTY_CASES = [  # (N, C, FN, H, W, pad)
+    (0, 3, 4, 5, 6, 1), (2, 0, 4, 5, 6, 1), (2, 3, 0, 5, 6, 1), (0, 0, 0, 5, 6, 1),
+    (3, 2, 17, 0, 4, 2),  # no rows: every window is padding
+    (1, 0, 0, 1, 1, 0),
+]
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,C,FN,H,W,pad", EMPTY_CASES)
+def test_empty_batches_channels_and_filters(N, C, FN, H, W, pad, dtype, backend, rng):
+    x = random_input(rng, (N, C, H, W), dtype)
+    Wt = random_input(rng, (FN, C, 3, 3), dtype) if H + 2 * pad >= 3 else random_input(rng, (FN, C, 1, 1), dtype)
+    kh, kw = Wt.shape[2:]
+    b = np.arange(1, FN + 1).astype(dtype)
+    OH, OW = R.output_hw(x.shape, kh, kw, (1, 1), (pad, pad))
+    with deepnet.backend(backend):
+        col = F.im2col(x, kh, kw, 1, pad)
+        assert col.shape == (N * OH * OW, C * kh * kw) and col.dtype == dtype
+        back = F.col2im(col, x.shape, kh, kw, 1, pad)
+        assert back.shape == x.shape and back.dtype == dtype
+        for stride, relu in (((1, 1), False), ((2, 1), True)):
+            y = F.conv2d(x, Wt, b, stride, pad, relu=relu)
+            OH, OW = R.output_hw(x.shape, kh, kw, stride, (pad, pad))
+            if C == 0 or H == 0:  # every product sums nothing: the bias
+                np.testing.assert_array_equal(y, np.broadcast_to(b[:, None, None], (N, FN, OH, OW)))
+            assert y.shape == (N, FN, OH, OW) and y.dtype == dtype
+            dout = random_input(rng, y.shape, dtype)
+            dx, dW, db = F.conv2d_backward(dout, x, Wt, stride, pad, relu_out=y if relu else None)
+            assert (dx.shape, dW.shape, db.shape) == (x.shape, Wt.shape, b.shape)
+            assert dx.dtype == dW.dtype == db.dtype == dtype
+            if FN == 0 or H == 0:
+                assert not dx.any() and not dW.any()
+            if N == 0:
+                assert not dW.any() and not db.any()
+            mask = (y > 0) if relu else 1
+            np.testing.assert_allclose(db.astype(np.float64), (dout.astype(np.float64) * mask).sum(axis=(0, 2, 3)),
+                                       rtol=RTOL[dtype], atol=RTOL[dtype])
+        if H and W:
+            pooled, argmax = F.max_pool2d(x, 2, 2, 1, 1)
+            assert pooled.shape == argmax.shape == (N, C, H + 1, W + 1)
+            dx = F.max_pool2d_backward(pooled, argmax, x.shape, 2, 2, 1, 1)
+            assert dx.shape == x.shape and dx.dtype == dtype
+        assert F.relu(x).shape == x.shape and F.relu_backward(x, x).shape == x.shape
 
 
 def test_kernels_refuse_what_would_read_out_of_bounds():
-    """The raw kernels check the layouts they rely on (the wrappers always pass them)."""
+    """The raw kernels, callable directly, check that the arrays passed fit together (the
+    wrappers always pass them so) and that the indexes fit their ints."""
+    from deepnet._kernels import conv, elementwise, im2col, pooling
+
+    f32 = np.float32
+    x = np.ones((1, 1, 4, 4), f32)
+    ones = lambda *shape: np.ones(shape, f32)  # noqa: E731
+    winners = lambda *shape: np.zeros(shape, np.int32)  # noqa: E731
+    calls = {
+        "conv_forward: filter matrices need columns padded to a multiple of 16 \\(at least 3\\), got 3":
+            lambda: conv.conv_forward(x, ones(9, 3), ones(3), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, 1),
+        "conv_forward: y must have shape \\(1, 3, 4, 4\\), got \\(1, 3, 3, 4\\)":
+            lambda: conv.conv_forward(x, ones(9, 16), ones(3), ones(1, 3, 3, 4), 3, 3, 1, 1, 1, 1, False, 1),
+        "conv_forward: y must have shape \\(1, 3, 4, 4\\), got \\(2, 3, 4, 4\\)":
+            lambda: conv.conv_forward(x, ones(9, 16), ones(3), ones(2, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, 1),
+        "conv_forward: weights_t must have shape \\(9,\\), got \\(8,\\)":
+            lambda: conv.conv_forward(x, ones(8, 16), ones(3), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, 1),
+        "conv_forward: bias needs 3 entries, got 2":
+            lambda: conv.conv_forward(x, ones(9, 16), ones(2), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, 1),
+        "transposed convolution needs stride 1 and pad < kernel":
+            lambda: conv.conv_backward(x, ones(1, 16, 2, 2), ones(1, 16, 2, 2), ones(144, 16), True, ones(1, 1, 4, 4),
+                                       ones(1, 9, 16), ones(1, 16), 3, 3, 2, 2, 1, 1, False, 1),
+        "conv_backward: dx must have shape \\(1, 1, 4, 4\\), got \\(1, 1, 4, 3\\)":
+            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(16, 16), False, ones(1, 1, 4, 3),
+                                       ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
+        "conv_backward: dout must have shape \\(1, 16, 4, 4\\), got \\(1, 16, 5, 4\\)":
+            lambda: conv.conv_backward(x, ones(1, 16, 5, 4), ones(1, 16, 5, 4), ones(16, 16), False, ones(1, 1, 4, 4),
+                                       ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
+        "conv_backward: dx_filters must have shape \\(16,\\), got \\(15,\\)":
+            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(15, 16), False, ones(1, 1, 4, 4),
+                                       ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
+        "im2col: cols must have shape \\(1, 9, 16\\), got \\(1, 9, 15\\)":
+            lambda: im2col.im2col(x, ones(1, 9, 15), 3, 3, 1, 1, 1, 1, 1),
+        "col2im: cols must have shape \\(1, 9, 16\\), got \\(2, 9, 16\\)":
+            lambda: im2col.col2im(ones(2, 9, 16), ones(1, 1, 4, 4), 3, 3, 1, 1, 1, 1, 1),
+        "im2col: window \\(7, 3\\) larger than the padded plane \\(6, 6\\)":
+            lambda: im2col.im2col(x, ones(1, 21, 1), 7, 3, 1, 1, 1, 1, 1),
+        "im2col: needs window and stride >= 1":
+            lambda: im2col.im2col(x, ones(1, 9, 16), 3, 3, 0, 1, 1, 1, 1),
+        "im2col: the padded height \\+ stride \\(3221225475\\) does not fit":
+            lambda: im2col.im2col(x, ones(1, 1, 1), 1, 1, 2**31 - 1, 1, 2**29, 0, 1),
+        "im2col: the padded height \\+ stride \\(2147483653\\) does not fit":
+            lambda: im2col.im2col(x, ones(1, 1, 1), 1, 1, 1, 1, 2**30, 0, 1),
+        "max_pool_forward: out must have shape \\(1, 1, 2, 2\\), got \\(1, 1, 2, 3\\)":
+            lambda: pooling.max_pool_forward(x, ones(1, 1, 2, 3), winners(1, 1, 2, 3), 2, 2, 2, 2, 0, 0, 1),
+        "max_pool_forward: every window needs a pixel":
+            lambda: pooling.max_pool_forward(x, ones(1, 1, 4, 4), winners(1, 1, 4, 4), 2, 2, 2, 2, 2, 2, 1),
+        "max_pool_backward: argmax entries must lie in \\[0, 16\\)":
+            lambda: pooling.max_pool_backward(ones(1, 1, 2, 2), np.array([[[[0, 16], [1, 2]]]], np.int32),
+                                              ones(1, 1, 4, 4), 1),
+        "max_pool_backward: dout's images and channels must have shape \\(2, 1\\), got \\(1, 1\\)":
+            lambda: pooling.max_pool_backward(ones(1, 1, 2, 2), winners(1, 1, 2, 2), ones(2, 1, 4, 4), 1),
+        "relu_backward: the arrays must have the same length, got 3, 3, 2":
+            lambda: elementwise.relu_backward(ones(3), ones(3), ones(2), 1),
+        "float_to_half: the arrays must have the same length, got 3, 2":
+            lambda: elementwise.float_to_half(ones(3), np.zeros(2, np.uint16), 1),
+    }
+    for message, call in calls.items():
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_column_multiples_fit_the_tile_the_validation_assumes():
+    """deepnet.functional bounds one image's buffers with counts padded to GEMM_TILE columns."""
     from deepnet._kernels import conv
 
-    x = np.ones((1, 1, 4, 4), np.float32)
-    with pytest.raises(ValueError, match="conv_forward: filter matrices need columns padded to a multiple of 16, got 3"):
-        conv.conv_forward(x, np.ones((9, 3), np.float32), np.zeros(3, np.float32),
-                          np.empty((1, 3, 4, 4), np.float32), 3, 3, 1, 1, 1, 1, False, 1)
-    with pytest.raises(ValueError, match="transposed convolution needs stride 1 and pad < kernel"):
-        conv.conv_backward(x, np.ones((1, 16, 2, 2), np.float32), np.ones((1, 16, 2, 2), np.float32),
-                           np.ones((144, 16), np.float32), True, np.empty_like(x),
-                           np.zeros((1, 9, 16), np.float32), np.zeros((1, 16), np.float32),
-                           3, 3, 2, 2, 1, 1, False, 1)
-
-
-def test_images_too_large_for_int_offsets_are_refused():
-    from deepnet import _cpu
-
-    with pytest.raises(ValueError, match=r"deepnet.conv2d: one image is too large .* output would have 4295491600"):
-        _cpu._check_image_size((1, 1, 16385, 16385), (1, 1, 1, 1), (1, 1), (0, 0), "deepnet.conv2d")
-    _cpu._check_image_size((100, 64, 8, 8), (64, 64, 3, 3), (1, 1), (1, 1), "deepnet.conv2d")  # DeepConvNet: fine
+    assert all(conv.column_multiple(np.dtype(d).itemsize) <= F.GEMM_TILE for d in (np.float32, np.float64))
