@@ -15,7 +15,7 @@ import numpy as np
 
 from deepnet import _config
 from deepnet._cuda import get_array_module, is_cupy_array
-from deepnet.reference import output_hw
+from deepnet.reference import compute_dtype, output_hw
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -301,9 +301,6 @@ def cast(a, dtype):
 
 
 # -- batch normalisation ------------------------------------------------------------------
-
-from deepnet.reference import compute_dtype  # noqa: E402
-
 
 def _per_channel(a, channels, name, caller, dtype):
     a = get_array_module(a).asarray(a, dtype=dtype).reshape(-1)
