@@ -325,3 +325,45 @@ def test_ensemble_trains_members_and_evaluate_averages_them(tmp_path, monkeypatc
     (_, _), (x_test, t_test) = cli._load_mnist(str(mnist), np.dtype("float32"))
     probabilities = sum(load_model(f"ens/member{i}.npz").probabilities(x_test) for i in range(2))
     assert report["ensemble_accuracy"] == pytest.approx(np.mean(probabilities.argmax(axis=1) == t_test))
+
+
+# -- edge cases ---------------------------------------------------------------------------
+
+def cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def test_evaluate_with_more_threads_than_cores_warns_instead_of_crashing(capsys, mnist, small_test_set):
+    argv = ["evaluate", "--params", str(BOOK_PARAMS), "--data", str(mnist), "--threads", str(cores() + 1)]
+    assert cli.main(argv) == 0  # once an AttributeError
+    assert "0." in capsys.readouterr().out
+
+
+def test_an_augment_option_without_the_augment_module_is_a_one_line_error_or_works(
+        tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["--recipe", "beyond", "--epochs", "1", "--val-size", "100"], ["--augment", "rotate=10"]):
+        code = cli.main(["train", "--train-size", "300", "--epochs", "1", "--data", str(mnist)] + argv)
+        if code:
+            assert_one_line_error(capsys)
+
+
+def test_resume_with_another_seed_cannot_change_the_validation_split(tmp_path, monkeypatch, capsys, mnist,
+                                                                     small_test_set):
+    monkeypatch.chdir(tmp_path)
+    common = ["--train-size", "300", "--val-size", "100", "--data", str(mnist), "--checkpoint", "c.npz"]
+    assert cli.main(["train", "--epochs", "1", "--seed", "0"] + common) == 0
+    capsys.readouterr()
+    # Another seed draws another split: images validated on so far would now be trained on.
+    assert cli.main(["train", "--epochs", "2", "--seed", "1", "--resume"] + common) == 1
+    assert_one_line_error(capsys, "c.npz")
+
+
+def test_evaluate_refuses_nan_batch_norm_statistics(tmp_path, capsys, mnist, small_test_set):
+    import numpy as np
+    from deepnet.nets import DeepConvNet
+    net = DeepConvNet(batch_norm=True, seed=0)
+    net.batch_norm_layers()[0].running_var[...] = np.nan  # once evaluated: accuracy 0.098
+    path = net.save(tmp_path / "nan_buffers.npz")
+    assert cli.main(["evaluate", "--params", str(path), "--data", str(mnist)]) == 1
+    assert_one_line_error(capsys, "nan_buffers.npz", "running_var")

@@ -289,3 +289,30 @@ def test_empty_batches_give_empty_results_of_the_right_shape(rng):
     assert loss_layer.backward().shape == (0, 10)
     assert L.softmax(np.zeros((0, 10))).shape == (0, 10)
     assert L.GlobalAveragePooling().forward(np.zeros((0, 3, 2, 2))).shape == (0, 3)
+
+
+# -- edge cases ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(5, 4), (4, 3, 3, 5), (3, 2, 1, 7)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_normalization_gradients_on_both_backends(backend, rng, shape, relu):
+    channels = shape[1]
+    layer = L.BatchNormalization(rng.standard_normal(channels) + 1.0, rng.standard_normal(channels) * 0.5, relu=relu)
+    x = rng.standard_normal(shape) * 3 + 2
+    check_layer_gradients(layer, x, rng, ("gamma", "beta"), forward_kwargs={"train": True})
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 3), (1, 1, 1, 1), (2, 3, 1, 9)])
+def test_global_average_pooling_gradients_on_odd_sizes(backend, rng, shape):
+    check_layer_gradients(L.GlobalAveragePooling(), rng.standard_normal(shape), rng)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (0, 3)])
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_normalization_of_an_empty_batch_is_empty(backend, shape, train):
+    """An empty shard (data-parallel: a last batch smaller than the ranks) must pass through."""
+    layer = L.BatchNormalization(np.ones(3), np.zeros(3), relu=True)
+    out = layer.forward(np.zeros(shape), train=train)
+    assert out.shape == shape
+    if train:
+        assert layer.backward(np.zeros(shape)).shape == shape

@@ -1,7 +1,7 @@
 """Run ``deepnet train ARGS...`` (under mpiexec) and print, from rank 0, one JSON line: per
 rank, digests of its validation images and of its parameters after training.
 
-    mpiexec -n 2 python tests/mpi/review_rank_state.py --distributed --val-size 100 ...
+    mpiexec -n 2 python tests/mpi/rank_state.py --distributed --val-size 100 ...
 """
 import hashlib
 import json
@@ -33,9 +33,9 @@ def train(self):
 
 T.Trainer.train = train
 
-# REVIEW_HIDE_FROM_RANK1=PATH: rank 1 does not see PATH (a second host without the shared
+# DEEPNET_TEST_HIDE_FROM_RANK1=PATH: rank 1 does not see PATH (a second host without the shared
 # file system that holds rank 0's checkpoint).
-hidden = os.environ.get("REVIEW_HIDE_FROM_RANK1")
+hidden = os.environ.get("DEEPNET_TEST_HIDE_FROM_RANK1")
 if hidden and os.environ.get("PMI_RANK") == "1":
     real_exists = os.path.exists
     T.os.path.exists = lambda path: False if os.path.abspath(path) == os.path.abspath(hidden) else real_exists(path)

@@ -1,6 +1,4 @@
-"""Reviewer's tests (branch review): learning-rate schedules against their formulas.
-test_warmup_never_exceeds_the_schedules_rate and
-test_step_schedule_boundaries_are_exact_for_fractional_epochs fail on main at dd15e03."""
+"""Learning-rate schedules against their formulas."""
 import math
 
 import pytest
