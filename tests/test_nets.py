@@ -561,3 +561,23 @@ def test_a_model_file_with_a_deeply_nested_spec_is_refused_with_a_clear_error(tm
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0 and "RecursionError" not in last and "deep.npz" in last, result.stderr[-500:]
+
+
+@pytest.mark.parametrize("name", ["resnet", "deepconvnet-bn", "hand-built"])
+def test_models_from_parts_train_the_same_on_the_gpu(name):
+    """Forward (train and eval) and the gradients of every parameter, CuPy against NumPy."""
+    from deepnet import _cuda
+    if not _cuda.gpu_available():
+        pytest.skip("no usable GPU (CuPy and a CUDA device)")
+    size = 12 if name == "deepconvnet-bn" else 8
+    x = np.random.default_rng(0).random((4, 1, size, size))
+    t = np.array([0, 1, 2, 0])
+    cpu, gpu = NETS[name](), NETS[name]().to_gpu()
+    rng_state = cpu.rng.bit_generator.state
+    cpu_grads = {k: v.copy() for k, v in cpu.gradient(x, t).items()}
+    gpu.rng.bit_generator.state = rng_state  # the same dropout masks
+    gpu_grads = gpu.gradient(x, t)
+    assert gpu_grads.keys() == cpu_grads.keys()
+    for key, value in cpu_grads.items():
+        np.testing.assert_allclose(_cuda.to_cpu(gpu_grads[key]), value, rtol=1e-7, atol=1e-9, err_msg=key)
+    np.testing.assert_allclose(_cuda.to_cpu(gpu.predict(x)), cpu.predict(x), rtol=1e-7, atol=1e-9)
