@@ -1,4 +1,5 @@
-"""Whole-network benchmark: deepnet's DeepConvNet against its NumPy reference and PyTorch (CPU).
+"""Whole-network benchmark: deepnet's DeepConvNet against its NumPy reference and PyTorch (CPU),
+and the BN variant and the small ResNet against the same models in PyTorch.
 
     python benches/compare.py                 # the table (3 rounds, several minutes)
     python benches/compare.py --quick         # fewer repetitions, a rough look
@@ -38,6 +39,7 @@ class Row:
     framework: str  # "deepnet" or "torch"
     dtype: str
     backend: str = "cython"  # deepnet's CPU backend; unused for torch
+    model: str = "deepconvnet"  # a name of deepnet.recipes.MODEL_NAMES (and torch_deepconvnet.MODELS)
 
 
 ROWS = [
@@ -47,30 +49,40 @@ ROWS = [
     Row("numpy-float32", "deepnet NumPy reference float32", "deepnet", "float32", backend="numpy"),
     Row("torch-float32", "PyTorch float32", "torch", "float32"),
     Row("torch-float64", "PyTorch float64", "torch", "float64"),
+    Row("deepnet-bn-float32", "deepnet DeepConvNet-BN float32", "deepnet", "float32", model="deepconvnet-bn"),
+    Row("torch-bn-float32", "PyTorch DeepConvNet-BN float32", "torch", "float32", model="deepconvnet-bn"),
+    Row("deepnet-resnet-float32", "deepnet ResNet float32", "deepnet", "float32", model="resnet"),
+    Row("torch-resnet-float32", "PyTorch ResNet float32", "torch", "float32", model="resnet"),
 ]
 ROWS_BY_KEY = {row.key: row for row in ROWS}
-TORCH_FOR_DTYPE = {"float64": "torch-float64"}  # the PyTorch row a row is compared with
-TORCH_DEFAULT = "torch-float32"
-REFERENCE = "numpy-float32"
+
+def torch_row_for(row):
+    """The key of the PyTorch row that a row is compared with: same model, same dtype."""
+    if row.model != "deepconvnet":
+        return {"deepconvnet-bn": "torch-bn-float32", "resnet": "torch-resnet-float32"}[row.model]
+    return "torch-float64" if row.dtype == "float64" else "torch-float32"
+
+
+REFERENCE = "numpy-float32"  # the reference's DeepConvNet; compared with DeepConvNet rows only
 
 
 # -- inside a row's subprocess -----------------------------------------------------------
 
 class DeepnetModel:
-    """deepnet's DeepConvNet with Adam, on one CPU backend and dtype."""
+    """One of deepnet's nets (DeepConvNet by default) with Adam, on one CPU backend and dtype."""
 
-    def __init__(self, dtype, backend, threads):
+    def __init__(self, dtype, backend, threads, model="deepconvnet"):
         import numpy as np
 
         import deepnet
-        from deepnet.nets import DeepConvNet
         from deepnet.optimizers import Adam
+        from deepnet.recipes import MODEL_NAMES
 
         deepnet.set_backend(backend)
         deepnet.set_num_threads(threads)
         self.np, self.deepnet = np, deepnet
         self.dtype = np.dtype(dtype)
-        self.net = DeepConvNet(dtype=self.dtype, seed=0)
+        self.net = MODEL_NAMES[model](self.dtype, 0)
         self.optimizer = Adam(lr=0.001)
         self.rng = np.random.default_rng(0)
 
@@ -98,7 +110,7 @@ class DeepnetModel:
 class TorchModel:
     """The same network in PyTorch (benches/torch_deepconvnet.py), with Adam."""
 
-    def __init__(self, dtype, threads):
+    def __init__(self, dtype, threads, model="deepconvnet"):
         import torch
 
         import torch_deepconvnet
@@ -106,7 +118,7 @@ class TorchModel:
         torch.set_num_threads(threads)
         self.torch, self.steps = torch, torch_deepconvnet
         self.dtype = getattr(torch, dtype)
-        self.model = torch_deepconvnet.deep_conv_net(dtype=self.dtype, seed=0)
+        self.model = torch_deepconvnet.MODELS[model](dtype=self.dtype, seed=0)
         self.optimizer = torch_deepconvnet.adam(self.model)
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.generator = torch.Generator().manual_seed(0)
@@ -134,8 +146,8 @@ class TorchModel:
 
 def make_model(row, threads):
     if row.framework == "torch":
-        return TorchModel(row.dtype, threads)
-    return DeepnetModel(row.dtype, row.backend, threads)
+        return TorchModel(row.dtype, threads, row.model)
+    return DeepnetModel(row.dtype, row.backend, threads, row.model)
 
 
 def median_seconds(function, warmup, repeats):
@@ -259,14 +271,15 @@ def main_table(results, rows):
         if "error" in result:
             lines.append([row.label, result["error"]] + ["-"] * (len(headers) - 2))
             continue
-        torch_key = TORCH_FOR_DTYPE.get(row.dtype, TORCH_DEFAULT)
+        torch_key = torch_row_for(row)
+        reference = REFERENCE if row.model == "deepconvnet" else None
         before, peak = result["rss_before_mb"], result["rss_peak_mb"]
         delta = "" if before is None or peak is None else f" (+{peak - before:.0f})"
         lines.append([
             row.label, f"{result['train_ips']:.0f}", f"{result['infer_ips']:.0f}", f"{result['latency_ms']:.2f}",
             mb(before), mb(peak) + delta,
             ratio(results, row.key, torch_key, "train_ips"), ratio(results, row.key, torch_key, "infer_ips"),
-            ratio(results, row.key, REFERENCE, "train_ips"), ratio(results, row.key, REFERENCE, "infer_ips"),
+            ratio(results, row.key, reference, "train_ips"), ratio(results, row.key, reference, "infer_ips"),
         ])
     return markdown_table(headers, lines)
 
@@ -397,7 +410,8 @@ def main(argv=None):
           "random MNIST-shaped inputs\n")
     print(main_table(results, rows))
     print("\nratios: this row's images/s over the reference row's (above 1: faster). \"vs torch\" compares with "
-          "PyTorch float32, float64 rows with PyTorch float64; \"vs ref\" with the deepnet NumPy reference. "
+          "PyTorch's same model in float32, float64 rows with PyTorch float64; \"vs ref\" with the deepnet "
+          "NumPy reference (DeepConvNet rows only). "
           "RSS: peak resident memory (ru_maxrss) of the row's own process before the timed steps and after "
           "the training steps.")
     mismatched = [row.label for row in rows if results[row.key].get("threads", threads) != threads]

@@ -40,6 +40,25 @@ def test_compare_prints_the_whole_network_table():
     assert "| deepnet float32" in out
 
 
+def test_compare_runs_the_bn_and_resnet_rows():
+    out = run_script("compare.py", "--rows", "deepnet-bn-float32,deepnet-resnet-float32", "--steps", "1",
+                     "--warmup", "0", "--repeat", "1")
+    assert "| deepnet DeepConvNet-BN float32" in out and "| deepnet ResNet float32" in out
+    assert "failed" not in out
+
+
+def test_the_torch_mirrors_have_deepnets_parameter_counts():
+    torch = pytest.importorskip("torch", reason="PyTorch is the [bench] extra's comparison only")
+    sys.path.insert(0, str(BENCHES))
+    import torch_deepconvnet
+    from deepnet.recipes import MODEL_NAMES
+
+    for name, build in torch_deepconvnet.MODELS.items():
+        model = build(dtype=torch.float32, seed=0)
+        torch_count = sum(p.numel() for p in model.parameters())
+        assert torch_count == sum(a.size for a in MODEL_NAMES[name]("float32", 0).params.values()), name
+
+
 def test_transfer_prints_the_three_ways_to_learn_five_to_nine():
     out = run_script("transfer.py", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--labelled", "50",
                      "--pretrain-size", "200")

@@ -1,10 +1,12 @@
-"""DeepConvNet in PyTorch, layer for layer the network of deepnet.nets.DeepConvNet.
+"""deepnet's nets in PyTorch, layer for layer: DeepConvNet (and its BN variant) and the small ResNet.
 
 conv - relu - conv - relu - pool - conv - relu - conv(pad 2) - relu - pool -
 conv - relu - conv - relu - pool - affine - relu - dropout - affine - dropout,
 3x3 convolutions with stride 1, 2x2 max-pools with stride 2, dropout 0.5, He
 initialisation (std sqrt(2 / fan_in), zero biases), trained with Adam (lr 0.001) on the
-cross-entropy of the softmax.  Used by benches/compare.py as the PyTorch baseline.
+cross-entropy of the softmax.  ``batch_norm=True`` puts a BatchNorm after every convolution
+and the hidden affine layer (deepnet.nets.DeepConvNet(batch_norm=True)); ``resnet()`` is
+deepnet.nets.ResNet().  Used by benches/compare.py as the PyTorch baseline.
 
 One difference that costs nothing measurable: PyTorch's dropout is "inverted" (it scales
 by 1/(1-p) while training), the book's scales by (1-p) at inference.
@@ -16,26 +18,66 @@ from torch import nn
 CONVS = [(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]
 
 
-def deep_conv_net(input_dim=(1, 28, 28), hidden_size=50, output_size=10, dtype=torch.float32, seed=0):
+def deep_conv_net(input_dim=(1, 28, 28), hidden_size=50, output_size=10, dtype=torch.float32, seed=0,
+                  batch_norm=False):
     """The network as an nn.Sequential in ``dtype``, He-initialised from ``seed``."""
     torch.manual_seed(seed)
     channels, height, width = input_dim
     layers = []
     for index, (filters, pad) in enumerate(CONVS, 1):
-        layers += [nn.Conv2d(channels, filters, kernel_size=3, stride=1, padding=pad), nn.ReLU()]
+        layers.append(nn.Conv2d(channels, filters, kernel_size=3, stride=1, padding=pad))
+        layers += [nn.BatchNorm2d(filters, momentum=0.1)] if batch_norm else []
+        layers.append(nn.ReLU())
         channels, height, width = filters, height + 2 * pad - 2, width + 2 * pad - 2
         if index % 2 == 0:
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             height, width = height // 2, width // 2
-    layers += [nn.Flatten(),
-               nn.Linear(channels * height * width, hidden_size), nn.ReLU(), nn.Dropout(0.5),
-               nn.Linear(hidden_size, output_size), nn.Dropout(0.5)]
-    model = nn.Sequential(*layers)
-    for layer in model:
+    layers += [nn.Flatten(), nn.Linear(channels * height * width, hidden_size)]
+    layers += [nn.BatchNorm1d(hidden_size, momentum=0.1)] if batch_norm else []
+    layers += [nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden_size, output_size), nn.Dropout(0.5)]
+    return _he_initialised(nn.Sequential(*layers)).to(dtype)
+
+
+class BasicBlock(nn.Module):
+    """conv3x3 - BN - relu - conv3x3 - BN, plus the shortcut (identity, or a strided 1x1
+    convolution with BN where the shape changes), then relu: deepnet.nets.basic_block."""
+
+    def __init__(self, in_channels, channels, stride):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_channels, channels, 3, stride, 1), nn.BatchNorm2d(channels),
+                                  nn.ReLU(), nn.Conv2d(channels, channels, 3, 1, 1), nn.BatchNorm2d(channels))
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, 0), nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+def resnet(input_channels=1, widths=(16, 32, 64), blocks=(2, 2, 2), output_size=10, dtype=torch.float32, seed=0):
+    """deepnet.nets.ResNet(): a 3x3 stem with BN, stages of basic blocks (stride 2 from the
+    second stage on), global average pooling, one affine layer."""
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(input_channels, widths[0], 3, 1, 1), nn.BatchNorm2d(widths[0]), nn.ReLU()]
+    channels = widths[0]
+    for stage, (width, count) in enumerate(zip(widths, blocks)):
+        for block in range(count):
+            layers.append(BasicBlock(channels, width, 2 if stage > 0 and block == 0 else 1))
+            channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, output_size)]
+    return _he_initialised(nn.Sequential(*layers)).to(dtype)
+
+
+MODELS = {"deepconvnet": deep_conv_net, "deepconvnet-bn": lambda **kw: deep_conv_net(batch_norm=True, **kw),
+          "resnet": resnet}  # the names of deepnet.recipes.MODEL_NAMES
+
+
+def _he_initialised(model):
+    for layer in model.modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
             nn.init.zeros_(layer.bias)
-    return model.to(dtype)
+    return model
 
 
 def adam(model):
