@@ -791,6 +791,10 @@ def load_model(path, dtype=None):
         first = next(iter(model.params))
         found = io.read_params(path, {first: None}, strict=False).get(first)
         if found is None:
+            if spec_bytes is None and _is_checkpoint(path):
+                raise ValueError(f"{path}: a training checkpoint, not a model file: continue it with "
+                                 f"'deepnet train --resume --checkpoint {path}', or use the model file the "
+                                 "run saves (--out)")
             what = "the book's DeepConvNet" if spec_bytes is None else "the model its spec describes"
             raise ValueError(f"{path}: not a model file of {what}: it has no parameter {first!r}"
                              + (" (and no architecture spec)" if spec_bytes is None else ""))
@@ -799,6 +803,15 @@ def load_model(path, dtype=None):
             model = build(spec, dtype=stored)
     model.load_params(path)
     return model
+
+
+def _is_checkpoint(path):
+    """Whether a file is a Trainer checkpoint (it has the JSON entry "config")."""
+    try:
+        io.read_params(path, {}, strict=False, text=("config",))
+    except ValueError:
+        return False
+    return True
 
 
 def _decode_spec(spec_bytes, path):

@@ -533,6 +533,21 @@ def test_load_model_of_a_plain_file_of_another_net_is_a_clear_error(tmp_path):
         load_model(path)
 
 
+@pytest.mark.parametrize("make", [lambda: DeepConvNet(seed=0), lambda: small_resnet()], ids=["deepconvnet", "resnet"])
+def test_load_model_of_a_training_checkpoint_says_what_it_is_and_how_to_use_it(tmp_path, make):
+    from deepnet.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    net = make()
+    shape = (4,) + tuple(net.spec()["config"]["input_dim"])
+    x, t = rng.random(shape).astype(net.dtype), np.arange(4) % 3
+    trainer = Trainer(net, x, t, x, t, epochs=1, mini_batch_size=4, verbose=False,
+                      checkpoint_path=tmp_path / "run.ckpt.npz")
+    trainer.train()
+    with pytest.raises(ValueError, match=r"run.ckpt.npz: a training checkpoint.*--resume"):
+        load_model(tmp_path / "run.ckpt.npz")
+
+
 def test_loading_a_prefix_also_loads_the_batch_norm_statistics_of_those_layers(tmp_path):
     rng = np.random.default_rng(0)
     source = trained_bn_statistics(small_resnet(), rng)
