@@ -418,23 +418,27 @@ def run_evaluate(args):
     _configure_kernels(args)
     if args.half_check and len(args.params) > 1:
         raise CommandError("--half-check compares dtypes of one network: give one --params file")
-    (_, _), (x_test, t_test) = _load_mnist(args.data, np.dtype("float64" if args.half_check else args.dtype))
+    dtype = "float64" if args.half_check else args.dtype
+    networks = [_load_network(path, dtype) for path in args.params]  # a bad file fails before MNIST loads
+    (_, _), (x_test, t_test) = _load_mnist(args.data, np.dtype(dtype))
     if len(args.params) > 1:
-        _ensemble_report(args.params, args.dtype, x_test, t_test)
+        _ensemble_report(args.params, args.dtype, x_test, t_test, networks)
         return
-    network = _load_network(args.params[0], "float64" if args.half_check else args.dtype)
+    network = networks[0]
     print(f"test accuracy on {len(x_test)} images ({args.params[0]}):")
     for dtype in (DTYPES[::-1] if args.half_check else (args.dtype,)):
         accuracy = network.astype(dtype).accuracy(x_test.astype(dtype), t_test)
         print(f"  {dtype:8s} {accuracy:.4f}")
 
 
-def _ensemble_report(paths, dtype, x_test, t_test):
-    """Each member's test accuracy and the accuracy of their averaged probabilities."""
+def _ensemble_report(paths, dtype, x_test, t_test, networks=None):
+    """Each member's test accuracy and the accuracy of their averaged probabilities
+    (``networks``: the members already loaded from ``paths``)."""
     probabilities, members = None, []
     x = x_test.astype(dtype, copy=False)
-    for path in paths:
-        p = _load_network(path, dtype).probabilities(x)
+    for index, path in enumerate(paths):
+        network = _load_network(path, dtype) if networks is None else networks[index]
+        p = network.probabilities(x)
         members.append({"file": os.fspath(path), "accuracy": float(np.mean(p.argmax(axis=1) == t_test))})
         probabilities = p if probabilities is None else probabilities + p
     accuracy = float(np.mean(probabilities.argmax(axis=1) == t_test))

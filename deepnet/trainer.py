@@ -40,6 +40,15 @@ from .optimizers import get_optimizer
 __all__ = ["Trainer", "WeightAverage"]
 
 SELECT = ("last", "best-val")
+# What each entry of _config() is, in a refused resume's message (the command line's words).
+_SETTING_NAMES = {
+    "optimizer": "optimizer (--optimizer)", "optimizer_settings": "optimizer settings (--lr, --weight-decay)",
+    "mini_batch_size": "batch size (--batch-size)", "train_size": "training data (--train-size, --val-size)",
+    "val_size": "validation split (--val-size)", "validation": "validation split (--val-size, --seed)",
+    "select": "weight selection (--select)", "dtype": "dtype (--dtype)", "model": "model (--model)",
+    "hooks": "learning rate, schedule, weight average or augmentation (--lr, --lr-schedule, --warmup, "
+             "--ema, --augment)",
+}
 CHECKPOINT_TEXT = ("config", "history", "trainer_rng", "network_rng")  # JSON entries of a checkpoint
 
 
@@ -335,7 +344,8 @@ class Trainer:
         current = json.loads(json.dumps(self._config()))  # the same JSON types as the saved one
         for key in sorted(set(saved) | set(current)):
             if saved.get(key) != current.get(key):
-                raise ValueError(f"checkpoint {path} was made with {key}={_brief(saved.get(key))}, "
+                what = _SETTING_NAMES.get(key, key)
+                raise ValueError(f"checkpoint {path} was made with other {what}: {key}={_brief(saved.get(key))}, "
                                  f"this run has {key}={_brief(current.get(key))}; "
                                  "resume with the same settings, or start a new run")
 

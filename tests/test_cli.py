@@ -192,9 +192,11 @@ def test_train_refuses_a_learning_rate_that_is_not_a_finite_positive_number(valu
     assert_one_line_error(capsys, "--lr", "finite number > 0")
 
 
-def test_data_naming_a_directory_without_mnist_is_an_error(tmp_path, capsys):
-    assert cli.main(["train", "--data", str(tmp_path), "--epochs", "1"]) == 2
-    assert_one_line_error(capsys, f"--data {tmp_path}: no MNIST files there")
+@pytest.mark.parametrize("which", ["empty", "missing"])
+def test_data_naming_a_directory_without_mnist_is_an_error(tmp_path, capsys, which):
+    data = tmp_path if which == "empty" else tmp_path / "no-such-dir"
+    assert cli.main(["train", "--data", str(data), "--epochs", "1"]) == 2
+    assert_one_line_error(capsys, f"--data {data}: no MNIST files there")
 
 
 def test_an_output_that_cannot_be_written_fails_before_training(tmp_path, capsys, monkeypatch):
@@ -235,22 +237,36 @@ def test_resume_with_another_learning_rate_or_dtype_is_refused(tmp_path, monkeyp
     assert cli.main(["train", "--epochs", "1"] + common) == 0
     capsys.readouterr()
     assert cli.main(["train", "--epochs", "2", "--resume", "--lr", "0.01"] + common) == 1
-    assert_one_line_error(capsys, "c.npz was made with", "0.01")
+    assert_one_line_error(capsys, "c.npz was made with", "(--lr", "0.01")
     assert cli.main(["train", "--epochs", "2", "--resume", "--dtype", "float64"] + common) == 1
     assert_one_line_error(capsys, "dtype")
 
 
-@pytest.mark.parametrize("poison", ["nan", "int"])
-def test_evaluate_refuses_parameters_that_cannot_be_a_trained_network(tmp_path, capsys, poison):
+@pytest.mark.parametrize("poison", ["nan", "inf", "int"])
+def test_evaluate_refuses_parameters_that_cannot_be_a_trained_network(tmp_path, capsys, monkeypatch, poison):
     params = {name: value.copy() for name, value in DeepConvNet(seed=0).params.items()}
-    if poison == "nan":
-        params["W3"][0, 0, 0, 0] = np.nan
-    else:
+    if poison == "int":
         params["W3"] = params["W3"].astype(np.int64)
+    else:
+        params["W3"][0, 0, 0, 0] = float(poison)
     path = tmp_path / "bad.npz"
     np.savez(path, **params)
+    loaded = []
+    monkeypatch.setattr(cli, "_load_mnist", lambda *a: loaded.append(1))
     assert cli.main(["evaluate", "--params", str(path)]) == 1
     assert_one_line_error(capsys, "bad.npz", "'W3'")
+    assert not loaded  # the file is checked before the data is read
+
+
+def test_resume_from_a_damaged_checkpoint_names_it(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    common = ["--train-size", "100", "--data", str(mnist), "--checkpoint", "c.npz"]
+    assert cli.main(["train", "--epochs", "1"] + common) == 0
+    capsys.readouterr()
+    data = (tmp_path / "c.npz").read_bytes()
+    (tmp_path / "c.npz").write_bytes(data[:len(data) // 2])  # truncated, as by a full disk
+    assert cli.main(["train", "--epochs", "2", "--resume"] + common) == 1
+    assert_one_line_error(capsys, "c.npz")
 
 
 def test_a_figure_with_an_unsupported_extension_is_refused(tmp_path, capsys):

@@ -117,6 +117,12 @@ def test_accuracy_counts_every_sample_including_a_partial_batch():
     assert net.accuracy(x, np.eye(3)[t], batch_size=10) == pytest.approx(expected)  # one-hot
 
 
+def test_accuracy_of_no_samples_is_an_error_not_nan():
+    net = tiny_deep_convnet()
+    with pytest.raises(ValueError, match="accuracy: no samples"):
+        net.accuracy(np.zeros((0, 1, 12, 12)), np.zeros(0, dtype=int))
+
+
 # -- gradients -----------------------------------------------------------------------------
 
 
