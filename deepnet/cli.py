@@ -106,7 +106,7 @@ def _add_training_options(p):
 
     p.add_argument("--recipe", choices=tuple(RECIPES), default="book",
                    help="defaults for every option below: 'book' (ch08/train_deepnet.py, the default) or "
-                        "'beyond' (augmentation, LR schedule, weight averaging, validation split)")
+                        "'beyond' (the BN variant, augmentation, LR schedule, weight averaging, validation split)")
     p.add_argument("--model", metavar="NAME|SPEC.json",
                    help="deepconvnet (the book's), deepconvnet-bn, resnet, simpleconvnet, or a JSON spec file")
     p.add_argument("--epochs", type=_positive_int, help="epochs to train (book: 20)")

@@ -24,8 +24,10 @@ RECIPES = {
         "weight_decay": 0.0, "lr_schedule": "constant", "warmup": 0.0, "augment": None, "ema": None,
         "val_size": 0, "select": "last",
     },
+    # Chosen on the 5,000 validation images (seed 0; the test set played no part): the same
+    # settings reached 0.9934 there with the book's net and 0.9964 with its BN variant.
     "beyond": {
-        "model": "deepconvnet", "epochs": 40, "batch_size": 100, "optimizer": "adam", "lr": 0.002,
+        "model": "deepconvnet-bn", "epochs": 40, "batch_size": 100, "optimizer": "adam", "lr": 0.002,
         "weight_decay": 0.0, "lr_schedule": "cosine:min_lr=1e-5", "warmup": 1.0,
         "augment": "rotation=10,scale=0.1,shift=2.5", "ema": 0.999, "val_size": 5000, "select": "last",
     },
