@@ -57,10 +57,10 @@ ROWS = [
 ROWS_BY_KEY = {row.key: row for row in ROWS}
 
 def torch_row_for(row):
-    """The key of the PyTorch row that a row is compared with: same model, same dtype."""
-    if row.model != "deepconvnet":
-        return {"deepconvnet-bn": "torch-bn-float32", "resnet": "torch-resnet-float32"}[row.model]
-    return "torch-float64" if row.dtype == "float64" else "torch-float32"
+    """The key of the PyTorch row that a row is compared with: the same model, in the same
+    dtype where PyTorch has that row, else in float32."""
+    torch_rows = {(r.model, r.dtype): r.key for r in ROWS if r.framework == "torch"}
+    return torch_rows.get((row.model, row.dtype), torch_rows[(row.model, "float32")])
 
 
 REFERENCE = "numpy-float32"  # the reference's DeepConvNet; compared with DeepConvNet rows only

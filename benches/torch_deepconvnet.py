@@ -26,14 +26,14 @@ def deep_conv_net(input_dim=(1, 28, 28), hidden_size=50, output_size=10, dtype=t
     layers = []
     for index, (filters, pad) in enumerate(CONVS, 1):
         layers.append(nn.Conv2d(channels, filters, kernel_size=3, stride=1, padding=pad))
-        layers += [nn.BatchNorm2d(filters, momentum=0.1)] if batch_norm else []
+        layers += [nn.BatchNorm2d(filters)] if batch_norm else []
         layers.append(nn.ReLU())
         channels, height, width = filters, height + 2 * pad - 2, width + 2 * pad - 2
         if index % 2 == 0:
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             height, width = height // 2, width // 2
     layers += [nn.Flatten(), nn.Linear(channels * height * width, hidden_size)]
-    layers += [nn.BatchNorm1d(hidden_size, momentum=0.1)] if batch_norm else []
+    layers += [nn.BatchNorm1d(hidden_size)] if batch_norm else []
     layers += [nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden_size, output_size), nn.Dropout(0.5)]
     return _he_initialised(nn.Sequential(*layers)).to(dtype)
 

@@ -402,8 +402,9 @@ def run_ensemble(args):
         return
     seconds = {member: value for part in gathered for member, value in part.items()}
     paths = [os.path.join(args.out_dir, f"member{member}.npz") for member in range(args.members)]
+    networks = [_load_network(path, args.dtype) for path in paths]
     (_, _), (x_test, t_test) = _load_mnist(args.data, np.dtype(args.dtype))
-    report = _ensemble_report(paths, args.dtype, x_test, t_test)
+    report = _ensemble_report(paths, networks, args.dtype, x_test, t_test)
     report["training_seconds"] = [seconds[member] for member in range(args.members)]
     report["settings"] = settings
     from .io import atomic_write
@@ -422,7 +423,7 @@ def run_evaluate(args):
     networks = [_load_network(path, dtype) for path in args.params]  # a bad file fails before MNIST loads
     (_, _), (x_test, t_test) = _load_mnist(args.data, np.dtype(dtype))
     if len(args.params) > 1:
-        _ensemble_report(args.params, args.dtype, x_test, t_test, networks)
+        _ensemble_report(args.params, networks, args.dtype, x_test, t_test)
         return
     network = networks[0]
     print(f"test accuracy on {len(x_test)} images ({args.params[0]}):")
@@ -431,13 +432,12 @@ def run_evaluate(args):
         print(f"  {dtype:8s} {accuracy:.4f}")
 
 
-def _ensemble_report(paths, dtype, x_test, t_test, networks=None):
+def _ensemble_report(paths, networks, dtype, x_test, t_test):
     """Each member's test accuracy and the accuracy of their averaged probabilities
-    (``networks``: the members already loaded from ``paths``)."""
+    (``networks``: the members, loaded from ``paths``)."""
     probabilities, members = None, []
     x = x_test.astype(dtype, copy=False)
-    for index, path in enumerate(paths):
-        network = _load_network(path, dtype) if networks is None else networks[index]
+    for path, network in zip(paths, networks):
         p = network.probabilities(x)
         members.append({"file": os.fspath(path), "accuracy": float(np.mean(p.argmax(axis=1) == t_test))})
         probabilities = p if probabilities is None else probabilities + p
