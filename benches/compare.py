@@ -40,12 +40,15 @@ class Row:
     dtype: str
     backend: str = "cython"  # deepnet's CPU backend; unused for torch
     model: str = "deepconvnet"  # a name of deepnet.recipes.MODEL_NAMES (and torch_deepconvnet.MODELS)
+    winograd: str = "auto"   # deepnet.set_winograd's mode; "never": the direct convolutions only
 
 
 ROWS = [
     Row("deepnet-float32", "deepnet float32", "deepnet", "float32"),
     Row("deepnet-float16", "deepnet float16", "deepnet", "float16"),
     Row("deepnet-float64", "deepnet float64", "deepnet", "float64"),
+    Row("direct-float32", "deepnet float32, no Winograd", "deepnet", "float32", winograd="never"),
+    Row("direct-float16", "deepnet float16, no Winograd", "deepnet", "float16", winograd="never"),
     Row("numpy-float32", "deepnet NumPy reference float32", "deepnet", "float32", backend="numpy"),
     Row("torch-float32", "PyTorch float32", "torch", "float32"),
     Row("torch-float64", "PyTorch float64", "torch", "float64"),
@@ -71,7 +74,7 @@ REFERENCE = "numpy-float32"  # the reference's DeepConvNet; compared with DeepCo
 class DeepnetModel:
     """One of deepnet's nets (DeepConvNet by default) with Adam, on one CPU backend and dtype."""
 
-    def __init__(self, dtype, backend, threads, model="deepconvnet"):
+    def __init__(self, dtype, backend, threads, model="deepconvnet", winograd="auto"):
         import numpy as np
 
         import deepnet
@@ -80,6 +83,7 @@ class DeepnetModel:
 
         deepnet.set_backend(backend)
         deepnet.set_num_threads(threads)
+        deepnet.set_winograd(winograd)
         self.np, self.deepnet = np, deepnet
         self.dtype = np.dtype(dtype)
         self.net = MODEL_NAMES[model](self.dtype, 0)
@@ -147,7 +151,7 @@ class TorchModel:
 def make_model(row, threads):
     if row.framework == "torch":
         return TorchModel(row.dtype, threads, row.model)
-    return DeepnetModel(row.dtype, row.backend, threads, row.model)
+    return DeepnetModel(row.dtype, row.backend, threads, row.model, row.winograd)
 
 
 def median_seconds(function, warmup, repeats):

@@ -3,12 +3,12 @@
 Users import ``deepnet.layers`` (the book's layers) and ``deepnet.functional`` (the kernels
 as functions); ``deepnet.reference`` is the pure-NumPy reference of every kernel.
 """
-from deepnet._config import (backend, get_backend, get_num_threads, kernels_compiled, set_backend,
-                             set_num_threads)
+from deepnet._config import (backend, get_backend, get_num_threads, get_winograd, kernels_compiled,
+                             set_backend, set_num_threads, set_winograd, winograd)
 from deepnet._version import __version__
 
-__all__ = ["__version__", "backend", "get_backend", "get_num_threads", "kernels_compiled",
-           "set_backend", "set_num_threads", "show_config", "config"]
+__all__ = ["__version__", "backend", "get_backend", "get_num_threads", "get_winograd", "kernels_compiled",
+           "set_backend", "set_num_threads", "set_winograd", "show_config", "config", "winograd"]
 
 
 def config():
@@ -29,10 +29,17 @@ def config():
         "OpenMP": bool(openmp and openmp.openmp_enabled()),
         "threads": get_num_threads(),
         "F16C": bool(openmp and openmp.f16c_enabled()),
+        "vector width": f"{openmp.vector_bits()} bits" if openmp else "none",
+        "Winograd": _winograd_config() if kernels_compiled() else "no (kernels not built)",
         "BLAS": ", ".join(blas) or "none found",
         "CuPy": _cuda.cupy_or_none() is not None,
         "GPU usable": _cuda.gpu_available(),
     }
+
+
+def _winograd_config():
+    from deepnet import _cpu
+    return f"{get_winograd()} ({_cpu.WINOGRAD_RULE})"
 
 
 def show_config():

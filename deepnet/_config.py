@@ -28,8 +28,11 @@ except ImportError:  # a source tree whose kernels were not built
         "or run from outside the source tree to use the installed package.",
         RuntimeWarning, stacklevel=2)
 
+WINOGRAD_MODES = ("auto", "always", "never")
+
 _backend = contextvars.ContextVar("deepnet_backend", default="cython" if _openmp is not None else "numpy")
 _num_threads = contextvars.ContextVar("deepnet_num_threads", default=None)  # None: the default
+_winograd = contextvars.ContextVar("deepnet_winograd", default=None)  # None: DEEPNET_WINOGRAD or "auto"
 _blas_limiter = None  # threadpoolctl's record of the BLAS limits before deepnet first set them
 
 
@@ -119,3 +122,36 @@ def single_threaded_blas():
         _blas_pools = ThreadpoolController().select(user_api="blas")
     with _blas_pools.limit(limits=1):
         yield
+
+
+def get_winograd():
+    """When 3x3 stride-1 convolutions run as Winograd F(2x2, 3x3) on the CPU: "auto" (where
+    measured faster, see deepnet._cpu.uses_winograd), "always" or "never" (direct only).
+    set_winograd(mode) if called, else the DEEPNET_WINOGRAD environment variable, else "auto"."""
+    mode = _winograd.get()
+    if mode is None:
+        mode = os.environ.get("DEEPNET_WINOGRAD", "auto")
+        if mode not in WINOGRAD_MODES:
+            raise ValueError(f"deepnet: DEEPNET_WINOGRAD must be one of {WINOGRAD_MODES}, got {mode!r}")
+    return mode
+
+
+def _checked_winograd(mode, caller):
+    if mode not in WINOGRAD_MODES:
+        raise ValueError(f"{caller}: expected one of {WINOGRAD_MODES}, got {mode!r}")
+    return mode
+
+
+def set_winograd(mode):
+    """Choose when convolutions use Winograd (this thread/context): "auto", "always", "never"."""
+    _winograd.set(_checked_winograd(mode, "deepnet.set_winograd"))
+
+
+@contextlib.contextmanager
+def winograd(mode):
+    """Context manager: run the block with another Winograd mode, then restore the previous one."""
+    token = _winograd.set(_checked_winograd(mode, "deepnet.winograd"))
+    try:
+        yield
+    finally:
+        _winograd.reset(token)

@@ -5,7 +5,7 @@ kernels viewed as uint16; their arithmetic runs in float32 (compute_dtype).
 """
 import numpy as np
 
-from deepnet._config import get_num_threads
+from deepnet._config import get_num_threads, get_winograd
 from deepnet._kernels import conv as _conv
 from deepnet._kernels import elementwise as _elementwise
 from deepnet._kernels import im2col as _unfold
@@ -66,14 +66,47 @@ def _filter_columns(matrix, dtype):
     return padded
 
 
+# Winograd F(2x2, 3x3) (src/deepnet_winograd.h): 2.25x fewer multiplies than the direct
+# convolution, but its transforms cost memory passes that only pay with enough channels.
+WINOGRAD_MIN_CHANNELS = 16   # in and out; measured per layer with benches/profile_layers.py
+WINOGRAD_RULE = f"3x3 stride-1 convolutions with >= {WINOGRAD_MIN_CHANNELS} input and output channels"
+# G of F(2x2, 3x3): the filters' transform U = G g G^T
+_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def uses_winograd(W_shape, stride, pad):
+    """True when a convolution with filters of W_shape runs as Winograd (see get_winograd)."""
+    FN, C, kh, kw = W_shape
+    mode = get_winograd()
+    eligible = (kh, kw) == (3, 3) and stride == (1, 1) and max(pad) <= 2
+    return eligible and (mode == "always" or mode == "auto" and min(C, FN) >= WINOGRAD_MIN_CHANNELS)
+
+
+def _winograd_filters(W, acc, flipped=False):
+    """The filters' Winograd transform as the kernels take it, (16*C, FN padded) in acc, row
+    xi*C + c, column f = (G W[f, c] G^T).flat[xi]; flipped: the transposed convolution's
+    (16*FN, C padded) for dx.  Computed in float64 and rounded once."""
+    g = np.asarray(W, dtype=np.float64)
+    if flipped:
+        g = g[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # filters c of input channels f
+    FN, C = g.shape[:2]
+    U = np.einsum("ai,fcij,bj->abcf", _WINOGRAD_G, g, _WINOGRAD_G).reshape(16 * C, FN)
+    return _filter_columns(U, acc)
+
+
 def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
     FN, C, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
-    weights_t = _filter_columns(cast(W, acc).reshape(FN, C * kh * kw).T, acc)
+    # Winograd's tasks are whole images: with fewer images than threads, bands of the direct one
+    winograd = uses_winograd(W.shape, stride, pad) and N >= get_num_threads()
+    if winograd:
+        weights_t = _winograd_filters(cast(W, acc), acc)
+    else:
+        weights_t = _filter_columns(cast(W, acc).reshape(FN, C * kh * kw).T, acc)
     _conv.conv_forward(_bits(x), weights_t, b.astype(acc, copy=False), _bits(y), kh, kw,
-                       *_geometry(stride, pad, relu=relu))
+                       *_geometry(stride, pad, relu=relu, winograd=winograd))
     return y
 
 
@@ -84,7 +117,10 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     # With stride 1, dx is a convolution of dout with the flipped filters (needs pad <=
     # kernel - 1); for few channels the padded columns would waste more than col2im costs.
     transposed = stride == (1, 1) and pad[0] < kh and pad[1] < kw and 2 * C >= _padded_columns(1, acc)
-    if transposed:
+    winograd = transposed and uses_winograd(W.shape, stride, pad)
+    if winograd:
+        dx_filters = _winograd_filters(weights, acc, flipped=True)
+    elif transposed:
         dx_filters = _filter_columns(weights[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(FN * kh * kw, C), acc)
     else:
         dx_filters = _filter_columns(weights.reshape(FN, C * kh * kw), acc)  # col2im
@@ -96,7 +132,7 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     # The ReLU mask is applied as dout is read: without relu_out, dout itself is passed
     # as the (unused) mask.
     mask = dout if relu_out is None else relu_out
-    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), dx_filters, transposed, _bits(dx),
+    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), dx_filters, transposed, winograd, _bits(dx),
                         dW_t_per_chunk, db_per_chunk,
                         kh, kw, *_geometry(stride, pad, images=chunks, relu=relu_out is not None))
     db = db_per_chunk.sum(axis=0)

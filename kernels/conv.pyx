@@ -34,6 +34,17 @@ cdef extern from "deepnet_transpose.h" nogil:
     void dn_store_transposed_double(const double* product, int ld, int rows, int columns,
                                     const double* bias, int relu, double* out, int out_ld)
 
+cdef extern from "deepnet_winograd.h" nogil:
+    int DN_WINOGRAD_TILES(int n)
+    size_t DN_WINOGRAD_STRIDE(size_t n)
+    size_t DN_WINOGRAD_ROWS_SCRATCH(int Cp, int Hp, int Wp)
+    void dn_winograd_sconv(const float* padded, int C, int OH, int OW, const float* U, int ld,
+                           float* rows, float* V, float* M, int* row_offset, int* step_offset,
+                           float* product)
+    void dn_winograd_dconv(const double* padded, int C, int OH, int OW, const double* U, int ld,
+                           double* rows, double* V, double* M, int* row_offset, int* step_offset,
+                           double* product)
+
 cdef extern from "deepnet_gather_gemm.h" nogil:
     int DN_GATHER_NV
     int DN_VBYTES
@@ -75,6 +86,50 @@ cdef inline void gather_gemm(int M, int N, int steps, const compute_t* base, con
         dn_gather_sgemm(M, N, steps, base, row_offset, step_offset, B, ldb, C, ldc, accumulate)
     else:
         dn_gather_dgemm(M, N, steps, base, row_offset, step_offset, B, ldb, C, ldc, accumulate)
+
+
+cdef struct WinogradScratch:
+    # one thread's buffers for dn_winograd_*conv (src/deepnet_winograd.h)
+    void* rows
+    void* V
+    void* M
+    int* row_offset
+    int* step_offset
+
+
+cdef inline bint winograd_scratch(WinogradScratch* s, int C, int OH, int OW, int ld,
+                                  size_t size) noexcept nogil:
+    """Allocate s for a C-channel image with OH x OW outputs; False when out of memory."""
+    cdef int TH = DN_WINOGRAD_TILES(OH), TW = DN_WINOGRAD_TILES(OW)
+    cdef size_t tiles = <size_t>TH * TW
+    cdef int lanes = DN_VBYTES // size
+    cdef int Cp = (C + lanes - 1) // lanes * lanes  # DN_WINOGRAD_CHANNELS
+    s.rows = uninitialised(DN_WINOGRAD_ROWS_SCRATCH(Cp, OH + 2, OW + 2), size)
+    s.V = uninitialised(16 * DN_WINOGRAD_STRIDE(Cp * tiles), size)
+    s.M = uninitialised(16 * DN_WINOGRAD_STRIDE(tiles * ld), size)
+    s.row_offset = <int*>uninitialised(tiles, sizeof(int))
+    s.step_offset = <int*>uninitialised(C, sizeof(int))
+    return (s.rows != NULL and s.V != NULL and s.M != NULL and s.row_offset != NULL
+            and s.step_offset != NULL)
+
+
+cdef inline void free_winograd_scratch(WinogradScratch* s) noexcept nogil:
+    free(s.rows)
+    free(s.V)
+    free(s.M)
+    free(s.row_offset)
+    free(s.step_offset)
+
+
+cdef inline void winograd_conv(const compute_t* padded, int C, int OH, int OW, const compute_t* U,
+                               int ld, WinogradScratch* s, compute_t* product) noexcept nogil:
+    """product (OH*OW x ld) = the 3x3 stride-1 convolution of the padded C-channel image."""
+    if compute_t is float:
+        dn_winograd_sconv(padded, C, OH, OW, U, ld, <float*>s.rows, <float*>s.V, <float*>s.M,
+                          s.row_offset, s.step_offset, product)
+    else:
+        dn_winograd_dconv(padded, C, OH, OW, U, ld, <double*>s.rows, <double*>s.V, <double*>s.M,
+                          s.row_offset, s.step_offset, product)
 
 
 cdef int* window_offsets(int C, int kh, int kw, int Hp, int Wp) noexcept nogil:
@@ -149,11 +204,17 @@ cdef inline void store_transposed(const compute_t* product, int ld, int rows, in
 
 cdef check_forward_arguments(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
                              const compute_t[::1] bias, storage_t[:, :, :, ::1] y,
-                             int kh, int kw, int ph, int pw, int OH, int OW):
+                             int kh, int kw, int ph, int pw, int OH, int OW, bint winograd):
     """The arrays of a conv_forward call fit together, and one image's buffers fit int offsets."""
     N, C, H, W, FN, ld = x.shape[0], x.shape[1], x.shape[2], x.shape[3], y.shape[1], weights_t.shape[1]
     check_shape("conv_forward", "y", dims(y.shape, 4), (N, FN, OH, OW))
-    check_shape("conv_forward", "weights_t", (weights_t.shape[0],), (C * kh * kw,))
+    if winograd:
+        if (kh, kw) != (3, 3) or (OH, OW) != (H + 2 * ph - 2, W + 2 * pw - 2):
+            raise ValueError("deepnet conv_forward: Winograd needs a 3x3 kernel with stride 1, "
+                             f"got kernel ({kh}, {kw}) and output {OH}x{OW} from {H}x{W}")
+        check_shape("conv_forward", "weights_t (Winograd's)", (weights_t.shape[0],), (16 * C,))
+    else:
+        check_shape("conv_forward", "weights_t", (weights_t.shape[0],), (C * kh * kw,))
     check_columns("conv_forward", ld, FN, sizeof(compute_t))
     if bias.shape[0] < FN:
         raise ValueError(f"deepnet conv_forward: bias needs {FN} entries, got {bias.shape[0]}")
@@ -163,35 +224,43 @@ cdef check_forward_arguments(const storage_t[:, :, :, ::1] x, const compute_t[:,
 
 def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
                  const compute_t[::1] bias, storage_t[:, :, :, ::1] y,
-                 int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
+                 int kh, int kw, int sh, int sw, int ph, int pw, bint relu, bint winograd,
+                 int n_threads):
     """y[n] = (im2col(x[n])^T @ weights_t)^T + bias, then max(., 0) if relu.
 
     weights_t is the filter matrix transposed, (C*kh*kw, FN padded to column_multiple).
     A task is one image, or with fewer images than threads (small-batch inference) one
     band of output rows of an image, so that every thread has work.
+    With winograd (3x3 kernels, stride 1), weights_t holds the filters transformed for
+    Winograd F(2x2, 3x3) instead, (16*C, FN padded), row xi*C + c = (G g[c] G^T)[xi]
+    (src/deepnet_winograd.h), and a task is always a whole image.
     """
     cdef int OH, OW
     OH, OW = window_output("conv_forward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
-    check_forward_arguments(x, weights_t, bias, y, kh, kw, ph, pw, OH, OW)
+    check_forward_arguments(x, weights_t, bias, y, kh, kw, ph, pw, OH, OW, winograd)
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = weights_t.shape[0], ld = weights_t.shape[1], FN = y.shape[1]
     cdef int P = OH * OW
     cdef int Hp = H + 2 * ph, Wp = W + 2 * pw
     if N == 0:
         return
-    cdef int bands = 1 if N >= n_threads else min(OH, (n_threads + N - 1) // N)
+    cdef int bands = 1 if N >= n_threads or winograd else min(OH, (n_threads + N - 1) // N)
     cdef int task, n, band, first, band_size, failed = 0
     cdef int* steps = window_offsets(C, kh, kw, Hp, Wp)
     cdef int* pixels = pixel_offsets(OH, OW, sh, sw, Wp)
     cdef compute_t* padded
     cdef compute_t* product
+    cdef WinogradScratch scratch
+    cdef bint have_scratch
     with nogil, parallel(num_threads=n_threads):
         padded = <compute_t*>zeroed(<size_t>C * Hp * Wp, sizeof(compute_t))  # the border stays zero
         product = <compute_t*>uninitialised(<size_t>P * ld, sizeof(compute_t))
+        scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
+        have_scratch = not winograd or winograd_scratch(&scratch, C, OH, OW, ld, sizeof(compute_t))
         # dynamic: on a shared machine a core that is slowed down would otherwise keep the
         # other waiting at the end of the loop (static measured 5-9% slower here)
         for task in prange(N * bands, schedule="dynamic"):
-            if steps == NULL or pixels == NULL or padded == NULL or product == NULL:
+            if steps == NULL or pixels == NULL or padded == NULL or product == NULL or not have_scratch:
                 failed += 1
                 continue
             n = task // bands
@@ -199,11 +268,15 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
             first = (band * OH // bands) * OW
             band_size = ((band + 1) * OH // bands) * OW - first
             pad_image(&x[n, 0, 0, 0], padded, C, H, W, ph, pw)
-            gather_gemm(band_size, ld, K, padded, pixels + first, steps, &weights_t[0, 0], ld,
-                        product, ld, 0)
+            if winograd:
+                winograd_conv(padded, C, OH, OW, &weights_t[0, 0], ld, &scratch, product)
+            else:
+                gather_gemm(band_size, ld, K, padded, pixels + first, steps, &weights_t[0, 0], ld,
+                            product, ld, 0)
             store_transposed(product, ld, band_size, FN, &bias[0], relu, &y[n, 0, 0, 0] + first, P)
         free(padded)
         free(product)
+        free_winograd_scratch(&scratch)
     free(steps)
     free(pixels)
     if failed:
@@ -238,13 +311,17 @@ cdef inline void dx_by_transposed_convolution(const compute_t* grad, compute_t* 
                                               const int* g_steps, const int* dx_pixels,
                                               const compute_t* weights_flipped, int ld_dx,
                                               compute_t* dx_sum, storage_t* dx_out,
-                                              Geometry g) noexcept nogil:
+                                              WinogradScratch* scratch, Geometry g) noexcept nogil:
     """Stride 1: dx = the convolution of grad, padded by kernel - 1 - pad, with the flipped
-    filters.  The padding's zeros multiply every weight: a weight of Inf makes NaN here where
-    col2im would stay finite (a diverged network either way)."""
+    filters (with a Winograd scratch: their Winograd transform).  The padding's zeros
+    multiply every weight: a weight of Inf makes NaN here where col2im would stay finite
+    (a diverged network either way)."""
     pad_image(grad, grad_padded, g.FN, g.OH, g.OW, g.kh - 1 - g.ph, g.kw - 1 - g.pw)
-    gather_gemm(g.H * g.W, ld_dx, g.FN * g.kh * g.kw, grad_padded, dx_pixels, g_steps,
-                weights_flipped, ld_dx, dx_sum, ld_dx, 0)
+    if scratch != NULL:
+        winograd_conv(grad_padded, g.FN, g.H, g.W, weights_flipped, ld_dx, scratch, dx_sum)
+    else:
+        gather_gemm(g.H * g.W, ld_dx, g.FN * g.kh * g.kw, grad_padded, dx_pixels, g_steps,
+                    weights_flipped, ld_dx, dx_sum, ld_dx, 0)
     store_transposed(dx_sum, ld_dx, g.H * g.W, g.C, NULL, False, dx_out, g.H * g.W)
 
 
@@ -279,7 +356,7 @@ cdef inline void dx_by_col2im(const compute_t* grad_t, int ld, const int* grad_r
 cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
                               const storage_t[:, :, :, ::1] relu_out,
                               const compute_t[:, ::1] dx_filters, bint transposed,
-                              storage_t[:, :, :, ::1] dx,
+                              bint winograd, storage_t[:, :, :, ::1] dx,
                               compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
                               int kh, int kw, int ph, int pw, int OH, int OW):
     """The arrays of a conv_backward call fit together, and one image's buffers fit int offsets."""
@@ -294,8 +371,14 @@ cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:
         raise ValueError(f"deepnet conv_backward: needs at least one chunk and {FN} db entries per chunk, "
                          f"got {chunks} chunks of {db_per_chunk.shape[1]}")
     check_columns("conv_backward", ld, FN, sizeof(compute_t))
+    if winograd:
+        if not transposed or (kh, kw) != (3, 3):
+            raise ValueError("deepnet conv_backward: dx by Winograd needs the transposed path and "
+                             f"a 3x3 kernel, got transposed={bool(transposed)}, kernel ({kh}, {kw})")
+        check_shape("conv_backward", "dx_filters (Winograd's)", (dx_filters.shape[0],), (16 * FN,))
     if transposed:
-        check_shape("conv_backward", "dx_filters", (dx_filters.shape[0],), (FN * kh * kw,))
+        if not winograd:
+            check_shape("conv_backward", "dx_filters", (dx_filters.shape[0],), (FN * kh * kw,))
         check_columns("conv_backward", ld_dx, C, sizeof(compute_t))
         fits_int("conv_backward", "padded output gradient",
                  FN * (<object>OH + 2 * (kh - 1 - ph)) * (<object>OW + 2 * (kw - 1 - pw)))
@@ -308,7 +391,7 @@ cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:
 
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
                   const storage_t[:, :, :, ::1] relu_out,
-                  const compute_t[:, ::1] dx_filters, bint transposed,
+                  const compute_t[:, ::1] dx_filters, bint transposed, bint winograd,
                   storage_t[:, :, :, ::1] dx,
                   compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
                   int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
@@ -324,6 +407,8 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     or, with transposed (stride 1, pad < kernel only), the transposed convolution of g:
                                     dx_filters: (FN*kh*kw, C padded), the flipped filters
                                     [(f, i, j), c] = W[f, c, kh-1-i, kw-1-j]
+    and with winograd too (3x3 only), by Winograd F(2x2, 3x3) with dx_filters the flipped
+    filters' transform, (16*FN, C padded), as conv_forward's weights_t
     (padded: to a multiple of column_multiple).  The images are cut into
     dW_t_per_chunk.shape[0] chunks independent of the thread count, so the sums, and the
     result, do not depend on the number of threads.
@@ -334,7 +419,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
         raise ValueError("deepnet conv_backward: dx as a transposed convolution needs stride 1 "
                          f"and pad < kernel, got stride ({sh}, {sw}), pad ({ph}, {pw}), "
                          f"kernel ({kh}, {kw})")
-    check_backward_arguments(x, dout, relu_out, dx_filters, transposed, dx, dW_t_per_chunk,
+    check_backward_arguments(x, dout, relu_out, dx_filters, transposed, winograd, dx, dW_t_per_chunk,
                              db_per_chunk, kh, kw, ph, pw, OH, OW)
     cdef Geometry g = Geometry(C=x.shape[1], H=x.shape[2], W=x.shape[3], FN=dout.shape[1],
                                OH=OH, OW=OW, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
@@ -359,7 +444,12 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef compute_t* columns
     cdef compute_t* dx_sum
     cdef compute_t* db_row
+    cdef WinogradScratch scratch
+    cdef bint have_scratch
     with nogil, parallel(num_threads=n_threads):
+        scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
+        have_scratch = not winograd or winograd_scratch(&scratch, g.FN, g.H, g.W, ld_dx,
+                                                        sizeof(compute_t))
         padded = <compute_t*>zeroed(<size_t>g.C * Hp * Wp, sizeof(compute_t))
         grad = <compute_t*>uninitialised(<size_t>g.FN * P, sizeof(compute_t))
         grad_t = <compute_t*>zeroed(<size_t>P * ld, sizeof(compute_t))  # padding columns stay zero
@@ -374,7 +464,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
         for chunk in prange(chunks, schedule="dynamic"):  # as in conv_forward; sums stay per chunk
             if (steps == NULL or pixels == NULL or dx_rows == NULL or dx_steps == NULL
                     or padded == NULL or grad == NULL or grad_t == NULL or dx_sum == NULL
-                    or (grad_padded == NULL and columns == NULL)):
+                    or (grad_padded == NULL and columns == NULL) or not have_scratch):
                 failed += 1
                 continue
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
@@ -392,7 +482,8 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 if transposed:
                     dx_by_transposed_convolution(grad, grad_padded, dx_steps, dx_rows,
                                                  &dx_filters[0, 0], ld_dx, dx_sum,
-                                                 &dx[n, 0, 0, 0], g)
+                                                 &dx[n, 0, 0, 0],
+                                                 &scratch if winograd else NULL, g)
                 else:
                     dx_by_col2im(grad_t, ld, dx_rows, dx_steps, &dx_filters[0, 0], ld_dx,
                                  columns, dx_sum, &dx[n, 0, 0, 0], g)
@@ -402,6 +493,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
         free(grad_padded)
         free(columns)
         free(dx_sum)
+        free_winograd_scratch(&scratch)
     free(steps)
     free(pixels)
     free(dx_rows)

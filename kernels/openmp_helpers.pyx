@@ -21,3 +21,12 @@ def f16c_enabled():
 def max_threads():
     """OpenMP's default thread count (honours OMP_NUM_THREADS and the CPU affinity)."""
     return omp_get_max_threads()
+
+
+cdef extern from "deepnet_gather_gemm.h":
+    int DN_VBYTES
+
+
+def vector_bits():
+    """Width of the convolutions' GEMM vectors, as built (256: AVX2, 512: AVX-512)."""
+    return DN_VBYTES * 8

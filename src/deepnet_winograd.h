@@ -1,0 +1,141 @@
+/* Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions of one zero-padded image
+ * (Lavin & Gray 2016): each 2x2 block ("tile") of output pixels is computed from the 4x4
+ * block of input around it with 16 multiplies per channel pair instead of 36.
+ *
+ *   V[xi][t][c] = (B^T d B)[xi]    d: the 4x4 input block of tile t in channel c
+ *   M[xi][t][f] = sum_c V[xi][t][c] U[xi][c][f]   (16 gather GEMMs, U = G g G^T per filter)
+ *   Y_t[f]      = A^T M[.][t][f] A   (the tile's 2x2 outputs)
+ *
+ * with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1] and
+ * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (its transform is done by the caller, in
+ * numpy).  The tiles cover OH x OW; on an odd edge the last tile reads one row or column
+ * past the padded image, taken as zero, and its extra outputs are not stored.  The output
+ * is pixels x filters (row stride ld), like the direct gather GEMM's, so the epilogue is
+ * shared.  One source for float and double, through GCC's vectorisation of the f loops.
+ */
+#ifndef DEEPNET_WINOGRAD_H
+#define DEEPNET_WINOGRAD_H
+
+#include <stddef.h>
+#include "deepnet_gather_gemm.h"
+
+#define DN_WINOGRAD_TILES(n) (((n) + 1) / 2)   /* 2x2 tiles along n output pixels */
+/* Distance between the 16 matrices of V (n = tiles * C) or M (n = tiles * ld): one cache
+ * line more than they need, so that the 16 streams of a transform do not all map to the
+ * same L1 sets when n is a multiple of 4 KiB (measured 2-3x slower without). */
+#define DN_WINOGRAD_STRIDE(n) ((size_t)(n) + 16)
+
+/* Channels of the channels-last copy and of V: C rounded up to whole vectors. */
+#define DN_WINOGRAD_CHANNELS(C, T) (((C) + DN_VBYTES / (int)sizeof(T) - 1) / (DN_VBYTES / (int)sizeof(T)) \
+                                    * (DN_VBYTES / (int)sizeof(T)))
+/* Elements of the `rows` scratch: the padded image with channels last, and a zero pixel. */
+#define DN_WINOGRAD_ROWS_SCRATCH(Cp, Hp, Wp) ((size_t)(Cp) * ((size_t)(Hp) * (Wp) + 1))
+
+#define DN_DEFINE_WINOGRAD(T, NAME, GEMM)                                                    \
+typedef T NAME##_vec __attribute__((vector_size(DN_VBYTES), aligned(sizeof(T))));            \
+                                                                                             \
+/* V[xi][t][c] (Cp channels) for the C x Hp x Wp padded image.  The image is first laid out  \
+ * with its channels last (in `rows`, the channels past C zero), so that each tile's         \
+ * transform is whole-vector arithmetic along the channels: rows of tiles are too short to   \
+ * vectorise (4 to 14 tiles in DeepConvNet).  Input pixels past the bottom or right edge     \
+ * (odd output sizes) read a zero pixel. */                                                  \
+static inline void NAME##_input(const T *padded, int C, int Hp, int Wp, int TH, int TW,     \
+                                T *rows, T *V)                                               \
+{                                                                                            \
+    typedef NAME##_vec vec;                                                                  \
+    enum { VL = DN_VBYTES / sizeof(T) };                                                     \
+    const int Cp = DN_WINOGRAD_CHANNELS(C, T), tiles = TH * TW, plane = Hp * Wp;             \
+    const size_t xi_stride = DN_WINOGRAD_STRIDE((size_t)tiles * Cp);                         \
+    T *const zero = rows + (size_t)plane * Cp;                                               \
+    for (int p = 0; p <= plane; p++)                                                         \
+        for (int c = 0; c < Cp; c++)                                                         \
+            rows[(size_t)p * Cp + c] = p < plane && c < C ? padded[(size_t)c * plane + p] : 0; \
+    for (int ty = 0; ty < TH; ty++)                                                          \
+        for (int tx = 0; tx < TW; tx++) {                                                    \
+            const T *d[4][4];                                                                \
+            for (int i = 0; i < 4; i++)                                                      \
+                for (int j = 0; j < 4; j++) {                                                \
+                    const int y = 2 * ty + i, x = 2 * tx + j;                                \
+                    d[i][j] = y < Hp && x < Wp ? rows + ((size_t)y * Wp + x) * Cp : zero;    \
+                }                                                                            \
+            T *v = V + ((size_t)ty * TW + tx) * Cp;                                          \
+            for (int c = 0; c < Cp; c += VL) {                                               \
+                vec s[4][4];                                                                 \
+                for (int j = 0; j < 4; j++) {  /* B^T d */                                   \
+                    const vec d0 = *(const vec *)(d[0][j] + c), d1 = *(const vec *)(d[1][j] + c); \
+                    const vec d2 = *(const vec *)(d[2][j] + c), d3 = *(const vec *)(d[3][j] + c); \
+                    s[0][j] = d0 - d2;                                                       \
+                    s[1][j] = d1 + d2;                                                       \
+                    s[2][j] = d2 - d1;                                                       \
+                    s[3][j] = d1 - d3;                                                       \
+                }                                                                            \
+                for (int a = 0; a < 4; a++) {  /* (B^T d) B */                               \
+                    *(vec *)(v + (4 * a + 0) * xi_stride + c) = s[a][0] - s[a][2];           \
+                    *(vec *)(v + (4 * a + 1) * xi_stride + c) = s[a][1] + s[a][2];           \
+                    *(vec *)(v + (4 * a + 2) * xi_stride + c) = s[a][2] - s[a][1];           \
+                    *(vec *)(v + (4 * a + 3) * xi_stride + c) = s[a][1] - s[a][3];           \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+}                                                                                            \
+                                                                                             \
+/* product[p][f] for the OH x OW output pixels from M[xi][t][f], f < ld (whole vectors). */  \
+static inline void NAME##_output(const T *M, int TH, int TW, int ld, int OH, int OW,        \
+                                 T *product)                                                 \
+{                                                                                            \
+    typedef NAME##_vec vec;                                                                  \
+    enum { VL = DN_VBYTES / sizeof(T) };                                                     \
+    const size_t xi_stride = DN_WINOGRAD_STRIDE((size_t)TH * TW * ld);                       \
+    for (int ty = 0; ty < TH; ty++)                                                          \
+        for (int tx = 0; tx < TW; tx++) {                                                    \
+            const T *m = M + ((size_t)ty * TW + tx) * ld;                                    \
+            const int y = 2 * ty, x = 2 * tx;                                                \
+            T *y00 = product + ((size_t)y * OW + x) * ld;                                    \
+            const int right = x + 1 < OW, below = y + 1 < OH;                                \
+            for (int f = 0; f < ld; f += VL) {                                               \
+                vec s[2][4];                                                                 \
+                for (int j = 0; j < 4; j++) {  /* A^T m */                                   \
+                    const vec m0 = *(const vec *)(m + (0 + j) * xi_stride + f);              \
+                    const vec m1 = *(const vec *)(m + (4 + j) * xi_stride + f);              \
+                    const vec m2 = *(const vec *)(m + (8 + j) * xi_stride + f);              \
+                    const vec m3 = *(const vec *)(m + (12 + j) * xi_stride + f);             \
+                    s[0][j] = m0 + m1 + m2;                                                  \
+                    s[1][j] = m1 - m2 - m3;                                                  \
+                }                                                                            \
+                *(vec *)(y00 + f) = s[0][0] + s[0][1] + s[0][2];  /* (A^T m) A */            \
+                if (right)                                                                   \
+                    *(vec *)(y00 + ld + f) = s[0][1] - s[0][2] - s[0][3];                    \
+                if (below) {                                                                 \
+                    *(vec *)(y00 + (size_t)OW * ld + f) = s[1][0] + s[1][1] + s[1][2];       \
+                    if (right)                                                               \
+                        *(vec *)(y00 + (size_t)(OW + 1) * ld + f) = s[1][1] - s[1][2] - s[1][3]; \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+}                                                                                            \
+                                                                                             \
+/* product (OH*OW x ld) = the 3x3 convolution of the C x Hp x Wp padded image (Hp = OH + 2,  \
+ * Wp = OW + 2) with the transformed filters U (16 x C x ld, ld a multiple of                 \
+ * DN_GATHER_NR(T)).  Scratch (Cp = DN_WINOGRAD_CHANNELS(C, T)): rows DN_WINOGRAD_ROWS_SCRATCH(Cp, Hp, Wp), V 16 strides of TH*TW*Cp, M 16 of TH*TW*ld, offsets          \
+ * max(TH*TW, C) ints. */                                                                    \
+static inline void NAME(const T *padded, int C, int OH, int OW, const T *U, int ld,        \
+                        T *rows, T *V, T *M, int *row_offset, int *step_offset, T *product) \
+{                                                                                            \
+    const int TH = DN_WINOGRAD_TILES(OH), TW = DN_WINOGRAD_TILES(OW), tiles = TH * TW;       \
+    NAME##_input(padded, C, OH + 2, OW + 2, TH, TW, rows, V);                                \
+    const int Cp = DN_WINOGRAD_CHANNELS(C, T);                                               \
+    for (int t = 0; t < tiles; t++)                                                          \
+        row_offset[t] = t * Cp;                                                              \
+    for (int c = 0; c < C; c++)                                                              \
+        step_offset[c] = c;                                                                  \
+    for (int xi = 0; xi < 16; xi++)                                                          \
+        GEMM(tiles, ld, C, V + xi * DN_WINOGRAD_STRIDE((size_t)tiles * Cp), row_offset,       \
+             step_offset, U + (size_t)xi * C * ld, ld,                                       \
+             M + xi * DN_WINOGRAD_STRIDE((size_t)tiles * ld), ld, 0);                        \
+    NAME##_output(M, TH, TW, ld, OH, OW, product);                                           \
+}
+
+DN_DEFINE_WINOGRAD(float, dn_winograd_sconv, dn_gather_sgemm)
+DN_DEFINE_WINOGRAD(double, dn_winograd_dconv, dn_gather_dgemm)
+
+#endif /* DEEPNET_WINOGRAD_H */
