@@ -12,7 +12,7 @@
  *                     filter matrix (C is the columns transposed, pixels x windows).
  * Any stride or padding is only a different set of offsets.  The micro-kernel computes an
  * MR x (NV vectors) tile of C in registers: per step it broadcasts MR gathered values of A
- * and loads NV vectors of B (6 x 2: 12 FMA chains, 8 loads).  B is row-major, steps x N,
+ * and loads NV vectors of B (AVX2: 6 x 2, 12 FMA chains, 8 loads; AVX-512: 8 x 1).  B is row-major, steps x N,
  * and N (its columns, C's columns) must be a multiple of DN_GATHER_NR(T): the callers pad
  * the filters to it.  Rows at the bottom edge are handled by repeating the last row
  * (computed, not stored), so nothing is read or written out of bounds.  The steps are
@@ -25,18 +25,32 @@
 #include <stddef.h>
 #include <string.h>
 
-#define DN_VBYTES 32   /* bytes per vector: AVX2 with -march=native, two SSE registers otherwise */
+/* Bytes per vector and the tile, chosen at build time by -march: with AVX-512 one 64-byte
+ * zmm vector per row of the tile and MR rows (32 registers hold them); else two 32-byte
+ * vectors (AVX2 ymm, or two SSE registers) per row and 6 rows, 12 of the 16 ymm registers.
+ * Both tiles are 16 floats (8 doubles) wide, so the filters' padding is the same. */
+#if defined(__AVX512F__) && !defined(DN_NO_AVX512)
+#define DN_VBYTES 64
+#ifndef DN_GATHER_MR
+#define DN_GATHER_MR 8
+#endif
+#define DN_GATHER_NV 1
+#else
+#define DN_VBYTES 32
+#define DN_GATHER_MR 6
+#define DN_GATHER_NV 2
+#endif
 
 /* Load B's vectors once per step into registers: left alone, GCC folds them into the FMAs
  * as memory operands, re-reading each of them MR times, and the loads become the bottleneck. */
-#if defined(__GNUC__) && defined(__AVX__)   /* a 32-byte vector fits one ymm register */
+#if defined(__GNUC__) && DN_VBYTES == 64
+#define DN_KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))   /* any of the 32 zmm registers */
+#elif defined(__GNUC__) && defined(__AVX__)   /* a 32-byte vector fits one ymm register */
 #define DN_KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
 #else
 #define DN_KEEP_IN_REGISTER(v) ((void)0)
 #endif
 
-#define DN_GATHER_MR 6
-#define DN_GATHER_NV 2
 #define DN_GATHER_NR(T) (DN_GATHER_NV * (DN_VBYTES / (int)sizeof(T)))
 #define DN_GATHER_PANEL_BYTES 16384   /* B panel per block of steps: half of L1 */
 
