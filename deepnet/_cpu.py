@@ -9,6 +9,7 @@ from deepnet._config import get_num_threads, get_winograd
 from deepnet._kernels import conv as _conv
 from deepnet._kernels import elementwise as _elementwise
 from deepnet._kernels import im2col as _unfold
+from deepnet._kernels import openmp_helpers as _openmp
 from deepnet._kernels import pooling as _pooling
 from deepnet.reference import compute_dtype, output_hw
 
@@ -67,18 +68,25 @@ def _filter_columns(matrix, dtype):
 
 
 # Winograd F(2x2, 3x3) (src/deepnet_winograd.h): 2.25x fewer multiplies than the direct
-# convolution, but its transforms cost memory passes that only pay with enough channels.
-# Measured per layer (Zen 4, AVX-512 build, 2 threads, batch 100, ms Winograd/direct):
-# 64->64 at 8x8 forward 1.91/2.05, dx+dW 3.91/4.97; 32->32 at 14x14 1.81/1.76, 3.62/3.35;
-# 16->16 at 28x28 1.94/1.34, 4.00/3.14.  So only from 64 channels.
-WINOGRAD_MIN_CHANNELS = 64   # in and out
-WINOGRAD_RULE = f"3x3 stride-1 convolutions with >= {WINOGRAD_MIN_CHANNELS} input and output channels"
-def uses_winograd(W_shape, stride, pad):
-    """True when a convolution with filters of W_shape runs as Winograd (see get_winograd)."""
+# convolution, but its transforms cost memory passes that only pay with enough channels,
+# and how many depends on how fast the direct kernel is.  Measured per layer with
+# benches/winograd_layers.py (batch 100, 2 threads, float32, ms Winograd/direct):
+# - AVX-512 build (Zen 4): 64->64 at 8x8 forward 1.91/2.05, dx+dW 3.91/4.97; 32->32 at
+#   14x14 1.81/1.76, 3.62/3.35; 16->16 at 28x28 1.94/1.34, 4.00/3.14.  So only from 64.
+# - 256-bit build (Zen 3, AVX2): 16->16 at 28x28 forward 4.47/5.11, dx+dW 11.25/8.54;
+#   16->32 at 14x14 1.96/2.10, 3.85/3.96; 32->32 3.55/5.31, 7.18/7.48; 64->64 4.90/5.83,
+#   10.94/11.20.  So the forward pass from 16 channels, dx from 32.
+WINOGRAD_MIN_CHANNELS = ({"forward": 64, "dx": 64} if _openmp.vector_bits() >= 512
+                         else {"forward": 16, "dx": 32})   # in and out
+WINOGRAD_RULE = ("3x3 stride-1 convolutions with >= {forward} input and output channels (forward), "
+                 ">= {dx} (input gradient)".format(**WINOGRAD_MIN_CHANNELS))
+def uses_winograd(W_shape, stride, pad, which="forward"):
+    """True when the ``which`` pass ("forward" or "dx") of a convolution with filters of W_shape
+    runs as Winograd (see get_winograd)."""
     FN, C, kh, kw = W_shape
     mode = get_winograd()
     eligible = (kh, kw) == (3, 3) and stride == (1, 1) and max(pad) <= 2
-    return eligible and (mode == "always" or mode == "auto" and min(C, FN) >= WINOGRAD_MIN_CHANNELS)
+    return eligible and (mode == "always" or mode == "auto" and min(C, FN) >= WINOGRAD_MIN_CHANNELS[which])
 
 
 def _winograd_g_transform(g):
@@ -124,7 +132,7 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     # With stride 1, dx is a convolution of dout with the flipped filters (needs pad <=
     # kernel - 1); for few channels the padded columns would waste more than col2im costs.
     transposed = stride == (1, 1) and pad[0] < kh and pad[1] < kw and 2 * C >= _padded_columns(1, acc)
-    winograd = transposed and uses_winograd(W.shape, stride, pad)
+    winograd = transposed and uses_winograd(W.shape, stride, pad, "dx")
     if winograd:
         dx_filters = _winograd_filters(weights, acc, flipped=True)
     elif transposed:

@@ -113,15 +113,19 @@ def test_winograd_takes_read_only_and_strided_arrays(rng, winograd_always):
     assert max_relative_error(y, y_ref) <= RTOL[np.float32]
 
 
-def test_the_rule_takes_3x3_stride_1_layers_with_enough_channels():
-    enough = _cpu.WINOGRAD_MIN_CHANNELS
-    assert _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (1, 1))
-    assert not _cpu.uses_winograd((enough, 1, 3, 3), (1, 1), (1, 1))        # DeepConvNet's conv1
-    assert not _cpu.uses_winograd((enough, enough, 3, 3), (2, 2), (1, 1))   # stride 2
-    assert not _cpu.uses_winograd((enough, enough, 5, 5), (1, 1), (1, 1))   # 5x5
-    assert not _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (3, 3))   # pad past the kernel
+@pytest.mark.parametrize("which", ["forward", "dx"])
+def test_the_rule_takes_3x3_stride_1_layers_with_enough_channels(which):
+    enough = _cpu.WINOGRAD_MIN_CHANNELS[which]
+    assert _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (1, 1), which)
+    assert not _cpu.uses_winograd((enough, enough // 2, 3, 3), (1, 1), (1, 1), which)  # too few inputs
+    assert not _cpu.uses_winograd((enough, 1, 3, 3), (1, 1), (1, 1), which)        # DeepConvNet's conv1
+    assert not _cpu.uses_winograd((enough, enough, 3, 3), (2, 2), (1, 1), which)   # stride 2
+    assert not _cpu.uses_winograd((enough, enough, 5, 5), (1, 1), (1, 1), which)   # 5x5
+    assert not _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (3, 3), which)   # pad past the kernel
     with deepnet.winograd("never"):
-        assert not _cpu.uses_winograd((64, 64, 3, 3), (1, 1), (1, 1))
+        assert not _cpu.uses_winograd((64, 64, 3, 3), (1, 1), (1, 1), which)
+    with deepnet.winograd("always"):
+        assert _cpu.uses_winograd((1, 1, 3, 3), (1, 1), (1, 1), which)
     assert "Winograd" in deepnet.config() and "3x3" in deepnet.config()["Winograd"]
 
 

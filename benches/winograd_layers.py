@@ -1,0 +1,80 @@
+"""Winograd F(2x2,3x3) against the direct kernels, per DeepConvNet convolution, batch 100.
+
+    python benches/winograd_layers.py [--dtype float32] [--threads N] [--rounds 15]
+
+The measurement behind the Winograd rule in deepnet/_cpu.py (WINOGRAD_MIN_CHANNELS): each
+layer's forward and backward (dx, dW, db) run with deepnet.winograd("always") and
+deepnet.winograd("never"), alternating round by round in this one process so that both see
+the same machine; the table gives medians in ms, the ratio and the passes the rule runs as Winograd.
+"""
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import deepnet
+from deepnet import _cpu
+from deepnet.layers import Convolution, _pair
+from deepnet.nets import DeepConvNet
+
+MODES = ("always", "never")
+
+
+def conv_layers_with_inputs(dtype, batch):
+    """(layer, input) for each Convolution of DeepConvNet, its input of the layer's real shape."""
+    net = DeepConvNet(dtype=dtype, seed=0)
+    h = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32).astype(dtype)
+    pairs = []
+    for layer in net.layers:
+        if isinstance(layer, Convolution):
+            pairs.append((layer, h.copy()))
+        h = layer.forward(h)
+    return pairs
+
+
+def time_layer(layer, x, rounds):
+    """{mode: (forward ms, backward ms)} medians over rounds, the modes alternating."""
+    times = {mode: ([], []) for mode in MODES}
+    for _ in range(rounds):
+        for mode in MODES:
+            with deepnet.winograd(mode):
+                start = time.perf_counter()
+                out = layer.forward(x)
+                middle = time.perf_counter()
+                layer.backward(np.ones_like(out))
+                end = time.perf_counter()
+            times[mode][0].append(middle - start)
+            times[mode][1].append(end - middle)
+    return {mode: tuple(1e3 * statistics.median(t) for t in times[mode]) for mode in MODES}
+
+
+def describe(layer, x):
+    FN, C = layer.W.shape[:2]
+    return f"{C}->{FN} {x.shape[2]}x{x.shape[3]} pad {_pair(layer.pad)[0]}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", default="float32", choices=("float16", "float32", "float64"))
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    if args.threads:
+        deepnet.set_num_threads(args.threads)
+    print(f"{args.dtype}, batch 100, {deepnet.get_num_threads()} threads, "
+          f"vector width {deepnet.config()['vector width']}, medians of {args.rounds} rounds (ms)\n")
+    print("| layer | Winograd fwd | direct fwd | Winograd bwd | direct bwd | Winograd / direct (fwd+bwd) | Winograd under auto |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for layer, x in conv_layers_with_inputs(np.dtype(args.dtype), 100):
+        t = time_layer(layer, x, args.rounds)
+        ratio = sum(t["always"]) / sum(t["never"])
+        with deepnet.winograd("auto"):
+            picks = [which for which in ("forward", "dx")
+                     if _cpu.uses_winograd(layer.W.shape, _pair(layer.stride), _pair(layer.pad), which)]
+        print(f"| {describe(layer, x)} | {t['always'][0]:.2f} | {t['never'][0]:.2f} | {t['always'][1]:.2f} "
+              f"| {t['never'][1]:.2f} | {ratio:.2f} | {' + '.join(picks) or 'direct'} |")
+
+
+if __name__ == "__main__":
+    main()
