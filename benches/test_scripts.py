@@ -35,6 +35,11 @@ def test_profile_layers_prints_the_per_layer_table():
     assert "| Convolution 16->16 3x3 pad 1 +ReLU" in out and "img/s" in out
 
 
+def test_winograd_layers_prints_the_per_layer_table():
+    out = run_script("winograd_layers.py", "--rounds", "1")
+    assert "| 64->64 8x8 pad 1 |" in out and "| 1->16 28x28 pad 1 |" in out
+
+
 def test_compare_prints_the_whole_network_table():
     out = run_script("compare.py", "--rows", "deepnet-float32", "--steps", "1", "--warmup", "0", "--repeat", "1")
     assert "| deepnet float32" in out

@@ -222,6 +222,49 @@ cdef check_forward_arguments(const storage_t[:, :, :, ::1] x, const compute_t[:,
     fits_int("conv_forward", "product", <object>OH * OW * ld)
 
 
+cdef inline void winograd_g_rows(const double* g, int stride, double* out) noexcept nogil:
+    """G g for a 3-vector g (entries stride apart) into out[0..3]:
+    G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]."""
+    cdef double half_sum = 0.5 * (g[0] + g[2 * stride]), half_middle = 0.5 * g[stride]
+    out[0] = g[0]
+    out[1] = half_sum + half_middle
+    out[2] = half_sum - half_middle
+    out[3] = g[2 * stride]
+
+
+def winograd_filters(const storage_t[:, :, :, ::1] W, compute_t[:, ::1] out, bint flipped):
+    """Each 3x3 filter's Winograd F(2x2, 3x3) transform G W[f, c] G^T, computed in double
+    and rounded once (W in any storage type), into out as the Winograd kernels take it: entry xi = 4 i + j of the
+    4x4 tile at row xi*C + c, column f.  flipped (for dx, the transposed convolution): the
+    filters W[f, c, ::-1, ::-1] of input channel f and output channel c, at row xi*FN + f,
+    column c.  out's columns past FN (C flipped) are left as they are (the GEMM padding)."""
+    cdef int FN = W.shape[0], C = W.shape[1]
+    cdef int channels = FN if flipped else C, filters = C if flipped else FN
+    check_shape("winograd_filters", "W", dims(W.shape, 4)[2:], (3, 3))
+    if out.shape[0] != 16 * channels or out.shape[1] < filters:
+        raise ValueError(f"deepnet winograd_filters: out must have {16 * channels} rows and at least "
+                         f"{filters} columns, got {dims(out.shape, 2)}")
+    cdef int f, c, k, b, i, j, row, column
+    cdef double g[9]      # g[a * 3 + b]
+    cdef double Gg[12]    # (G g)[i * 3 + b]
+    cdef double line[4]
+    with nogil:
+        # column innermost: consecutive stores along out's rows (by filter they were 3x slower)
+        for row in range(channels):
+            for column in range(filters):
+                f, c = (row, column) if flipped else (column, row)
+                for k in range(9):
+                    g[k] = load(W[f, c, 2 - k // 3, 2 - k % 3]) if flipped else load(W[f, c, k // 3, k % 3])
+                for b in range(3):   # G g, one column b of g at a time
+                    winograd_g_rows(&g[b], 3, line)
+                    for i in range(4):
+                        Gg[i * 3 + b] = line[i]
+                for i in range(4):   # (G g) G^T, one row i at a time
+                    winograd_g_rows(&Gg[i * 3], 1, line)
+                    for j in range(4):
+                        out[(i * 4 + j) * channels + row, column] = <compute_t>line[j]
+
+
 def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
                  const compute_t[::1] bias, storage_t[:, :, :, ::1] y,
                  int kh, int kw, int sh, int sw, int ph, int pw, bint relu, bint winograd,

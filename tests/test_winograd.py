@@ -113,6 +113,34 @@ def test_winograd_takes_read_only_and_strided_arrays(rng, winograd_always):
     assert max_relative_error(y, y_ref) <= RTOL[np.float32]
 
 
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("flipped", [False, True])
+def test_the_filter_transform_is_G_g_G_transposed(dtype, flipped, rng):
+    FN, C = 5, 3
+    W = rng.standard_normal((FN, C, 3, 3)).astype(dtype)
+    acc = _cpu.compute_dtype(W.dtype)
+    U = np.einsum("ia,fcab,jb->ijcf", G, W.astype(np.float64), G)   # (4, 4, C, FN): G W[f, c] G^T
+    if flipped:   # the transposed convolution: filters W[f, c, ::-1, ::-1] from f to c
+        U = np.einsum("ia,fcab,jb->ijfc", G, W[:, :, ::-1, ::-1].astype(np.float64), G)
+    expected = U.reshape(16 * U.shape[2], U.shape[3]).astype(acc)
+    got = _cpu._winograd_filters(W[:, :, :, :], acc, flipped)
+    # computed in float64 and rounded once (where entries cancel, float64's order of sums shows)
+    np.testing.assert_allclose(got[:, :expected.shape[1]], expected, rtol=np.finfo(acc).eps,
+                               atol=8 * np.finfo(np.float64).eps * np.abs(U).max())
+    assert not got[:, expected.shape[1]:].any()   # the GEMM padding stays zero
+
+
+def test_the_filter_transform_refuses_other_shapes():
+    from deepnet._kernels import conv
+    with pytest.raises(ValueError, match="winograd_filters: W must have shape"):
+        conv.winograd_filters(np.zeros((2, 2, 5, 5)), np.zeros((32, 8)), False)
+    with pytest.raises(ValueError, match="winograd_filters: out must have 32 rows"):
+        conv.winograd_filters(np.zeros((2, 2, 3, 3)), np.zeros((16, 8)), False)
+
+
 @pytest.mark.parametrize("which", ["forward", "dx"])
 def test_the_rule_takes_3x3_stride_1_layers_with_enough_channels(which):
     enough = _cpu.WINOGRAD_MIN_CHANNELS[which]
