@@ -95,17 +95,20 @@ class DeepnetModel:
         return x, self.rng.integers(0, 10, size=n)
 
     def train_mode(self):
-        pass  # deepnet takes the mode per call: gradient() trains, predict() infers
+        self.inference_net = None  # deepnet takes the mode per call: gradient() trains, predict() infers
 
     def eval_mode(self):
-        pass
+        # Inference as a deployed model runs it: BN folded into the convolutions before it
+        # (a copy, made once; PyTorch's eager eval mode keeps its BN layers).
+        from deepnet.nets import fold_batch_norm
+        self.inference_net = fold_batch_norm(self.net)
 
     def train_step(self, x, t):
         grads = self.net.gradient(x, t)
         self.optimizer.update(self.net.params, grads)
 
     def predict(self, x):
-        return self.net.predict(x, train_flg=False)
+        return self.inference_net.predict(x, train_flg=False)
 
     def threads(self):
         return self.deepnet.get_num_threads()
