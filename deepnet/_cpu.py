@@ -104,17 +104,41 @@ def _winograd_filters(W, acc, flipped=False):
 def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
     FN, C, kh, kw = W.shape
-    acc = compute_dtype(x.dtype)
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
     # Winograd's tasks are whole images: with fewer images than threads, bands of the direct one
     winograd = uses_winograd(W.shape, stride, pad) and N >= get_num_threads()
+    _conv.conv_forward(_bits(x), *_forward_filters(W, b, winograd), _bits(y), kh, kw,
+                       *_geometry(stride, pad, relu=relu, winograd=winograd))
+    return y
+
+
+def conv_pool_forward(x, W, b, stride, pad, relu=False):
+    """conv_forward then 2x2 stride-2 max-pooling, fused; None (the caller makes the two
+    calls) where that does not pay: with fewer images than threads, where the direct
+    kernel's bands of rows keep every thread busy, and in float16, whose half-size outputs
+    gain nothing (DeepConvNet inference, batch 100, 2 threads, fused / unfused img/s:
+    float32 1.07-1.12x, float64 1.09x, float16 0.94-1.00x)."""
+    N = x.shape[0]
+    if N < get_num_threads() or x.dtype == np.float16:
+        return None
+    FN, C, kh, kw = W.shape
+    OH, OW = output_hw(x.shape, kh, kw, stride, pad)
+    pooled = np.empty((N, FN, OH // 2, OW // 2), dtype=x.dtype)
+    winograd = uses_winograd(W.shape, stride, pad)
+    _conv.conv_pool_forward(_bits(x), *_forward_filters(W, b, winograd), _bits(pooled), kh, kw,
+                            *_geometry(stride, pad, relu=relu, winograd=winograd))
+    return pooled
+
+
+def _forward_filters(W, b, winograd):
+    """The filter matrix and bias as conv_forward's kernels take them, in the compute dtype."""
+    FN, C, kh, kw = W.shape
+    acc = compute_dtype(W.dtype)
     if winograd:
         weights_t = _winograd_filters(W, acc)
     else:
         weights_t = _filter_columns(cast(W, acc).reshape(FN, C * kh * kw).T, acc)
-    _conv.conv_forward(_bits(x), weights_t, b.astype(acc, copy=False), _bits(y), kh, kw,
-                       *_geometry(stride, pad, relu=relu, winograd=winograd))
-    return y
+    return weights_t, b.astype(acc, copy=False)
 
 
 def conv_backward(dout, x, W, stride, pad, relu_out=None):

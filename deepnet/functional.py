@@ -172,12 +172,34 @@ def conv2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.conv2d"):
     relu=True applies max(y, 0) in the same pass (conv + ReLU fused).
     """
     x, W, stride, pad, _ = _conv_arguments(x, W, stride, pad, caller)
+    b = _conv_bias(b, W, caller)
+    return _backend(caller, x, W, b).conv_forward(x, W, b, stride, pad, relu=bool(relu))
+
+
+def _conv_bias(b, W, caller):
+    """b as conv2d takes it: (FN,) in W's dtype; None gives zeros."""
     if b is None:
         b = get_array_module(W).zeros(W.shape[0], dtype=W.dtype)
     b = as_float_array(b, "b", caller, dtype=W.dtype).reshape(-1)
     if b.shape[0] != W.shape[0]:
         raise ValueError(f"{caller}: b must have {W.shape[0]} entries (one per filter), got {b.shape[0]}")
-    return _backend(caller, x, W, b).conv_forward(x, W, b, stride, pad, relu=bool(relu))
+    return b
+
+
+def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.conv2d_max_pool2d"):
+    """max_pool2d(conv2d(x, W, b, stride, pad, relu=relu), 2, 2, 2)[0], for inference (no
+    argmax): DeepConvNet's convolution and 2x2 pooling.  The compiled CPU backend runs it as
+    one pass whose convolution output never reaches memory, equal bit for bit to the two
+    calls; other backends, and batches smaller than the thread count, make the two calls."""
+    x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
+    b = _conv_bias(b, W, caller)
+    backend = _backend(caller, x, W, b)
+    if min(out_hw) >= 2 and hasattr(backend, "conv_pool_forward"):
+        pooled = backend.conv_pool_forward(x, W, b, stride, pad, relu=bool(relu))
+        if pooled is not None:
+            return pooled
+    y = backend.conv_forward(x, W, b, stride, pad, relu=bool(relu))
+    return max_pool2d(y, 2, 2, 2, caller=caller)[0]
 
 
 def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, caller="deepnet.conv2d_backward"):

@@ -168,7 +168,18 @@ class Convolution(_WeightAndBias):
                             caller="Convolution.forward")
         return self.out
 
+    def forward_pooled(self, x):
+        """Inference through this layer and a following 2x2, stride-2 max-pooling, fused
+        (F.conv2d_max_pool2d); a backward pass needs forward() instead."""
+        self.x = self.out = None
+        x = F.as_float_array(x, "x", "Convolution.forward_pooled", dtype=self.W.dtype)
+        return F.conv2d_max_pool2d(x, self.W, self.b, self.stride, self.pad, relu=self.relu,
+                                   caller="Convolution.forward_pooled")
+
     def backward(self, dout):
+        if self.x is None:
+            raise RuntimeError("Convolution.backward: no forward pass to differentiate "
+                               "(call forward(x) first; forward_pooled keeps nothing for it)")
         dx, dW, db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad,
                                        relu_out=self.out if self.relu else None,
                                        caller="Convolution.backward")
@@ -204,7 +215,14 @@ class Pooling(Layer):
         self.x_shape = x.shape
         return out
 
+    def fuses_after_convolution(self):
+        """True for the 2x2, stride-2, unpadded pooling that Convolution.forward_pooled fuses."""
+        return (self.pool_h, self.pool_w) == (2, 2) and _pair(self.stride) == (2, 2) and _pair(self.pad) == (0, 0)
+
     def backward(self, dout):
+        if self.argmax is None:
+            raise RuntimeError("Pooling.backward: no forward pass to differentiate "
+                               "(call forward(x) first; a fused inference pass keeps nothing for it)")
         return F.max_pool2d_backward(dout, self.argmax, self.x_shape, self.pool_h, self.pool_w,
                                      self.stride, self.pad, caller="Pooling.backward")
 

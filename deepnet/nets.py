@@ -117,9 +117,22 @@ class Sequential(Layer):
         return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
     def forward(self, x, train=False, *, train_flg=None):
+        """The layers in order.  In inference (train False) a Convolution followed by a 2x2,
+        stride-2 Pooling runs as one fused pass (Convolution.forward_pooled), which keeps
+        nothing for a backward pass."""
         train = train if train_flg is None else train_flg
-        for layer in self.layers:
-            x = layer.forward(x, train)
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if (not train and isinstance(layer, Convolution) and isinstance(following, Pooling)
+                    and following.fuses_after_convolution()):
+                following.argmax = None
+                x = layer.forward_pooled(x)
+                i += 2
+            else:
+                x = layer.forward(x, train)
+                i += 1
         return x
 
     def backward(self, dout):

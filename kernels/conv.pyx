@@ -14,6 +14,7 @@
 # kernel's docstring says.
 
 from cython.parallel cimport parallel, prange
+from libc.stdint cimport int32_t
 from libc.stdlib cimport calloc, free, malloc
 
 include "dtypes.pxi"
@@ -44,6 +45,11 @@ cdef extern from "deepnet_winograd.h" nogil:
     void dn_winograd_dconv(const double* padded, int C, int OH, int OW, const double* U, int ld,
                            double* rows, double* V, double* M, int* row_offset, int* step_offset,
                            double* product)
+
+cdef extern from "deepnet_pool.h" nogil:
+    void dn_max_pool_2x2_float(const float* plane, float* out, int32_t* winners, int W, int OH, int OW)
+    void dn_max_pool_2x2_double(const double* plane, double* out, int32_t* winners, int W, int OH, int OW)
+    void dn_max_pool_2x2_half(const half_t* plane, half_t* out, int32_t* winners, int W, int OH, int OW)
 
 cdef extern from "deepnet_gather_gemm.h" nogil:
     int DN_GATHER_NV
@@ -202,24 +208,23 @@ cdef inline void store_transposed(const compute_t* product, int ld, int rows, in
                 store(&out[f * out_ld + p], 0 if relu and value < 0 else value)
 
 
-cdef check_forward_arguments(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
-                             const compute_t[::1] bias, storage_t[:, :, :, ::1] y,
+cdef check_forward_arguments(str kernel, const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
+                             const compute_t[::1] bias, int FN,
                              int kh, int kw, int ph, int pw, int OH, int OW, bint winograd):
     """The arrays of a conv_forward call fit together, and one image's buffers fit int offsets."""
-    N, C, H, W, FN, ld = x.shape[0], x.shape[1], x.shape[2], x.shape[3], y.shape[1], weights_t.shape[1]
-    check_shape("conv_forward", "y", dims(y.shape, 4), (N, FN, OH, OW))
+    N, C, H, W, ld = x.shape[0], x.shape[1], x.shape[2], x.shape[3], weights_t.shape[1]
     if winograd:
         if (kh, kw) != (3, 3) or (OH, OW) != (H + 2 * ph - 2, W + 2 * pw - 2):
-            raise ValueError("deepnet conv_forward: Winograd needs a 3x3 kernel with stride 1, "
+            raise ValueError(f"deepnet {kernel}: Winograd needs a 3x3 kernel with stride 1, "
                              f"got kernel ({kh}, {kw}) and output {OH}x{OW} from {H}x{W}")
-        check_shape("conv_forward", "weights_t (Winograd's)", (weights_t.shape[0],), (16 * C,))
+        check_shape(kernel, "weights_t (Winograd's)", (weights_t.shape[0],), (16 * C,))
     else:
-        check_shape("conv_forward", "weights_t", (weights_t.shape[0],), (C * kh * kw,))
-    check_columns("conv_forward", ld, FN, sizeof(compute_t))
+        check_shape(kernel, "weights_t", (weights_t.shape[0],), (C * kh * kw,))
+    check_columns(kernel, ld, FN, sizeof(compute_t))
     if bias.shape[0] < FN:
-        raise ValueError(f"deepnet conv_forward: bias needs {FN} entries, got {bias.shape[0]}")
-    fits_int("conv_forward", "padded image", C * (H + 2 * ph) * (W + 2 * pw))
-    fits_int("conv_forward", "product", <object>OH * OW * ld)
+        raise ValueError(f"deepnet {kernel}: bias needs {FN} entries, got {bias.shape[0]}")
+    fits_int(kernel, "padded image", C * (H + 2 * ph) * (W + 2 * pw))
+    fits_int(kernel, "product", <object>OH * OW * ld)
 
 
 cdef inline void winograd_g_rows(const double* g, int stride, double* out) noexcept nogil:
@@ -280,30 +285,80 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
     """
     cdef int OH, OW
     OH, OW = window_output("conv_forward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
-    check_forward_arguments(x, weights_t, bias, y, kh, kw, ph, pw, OH, OW, winograd)
+    check_forward_arguments("conv_forward", x, weights_t, bias, y.shape[1], kh, kw, ph, pw, OH, OW, winograd)
+    check_shape("conv_forward", "y", dims(y.shape, 4), (x.shape[0], y.shape[1], OH, OW))
+    if x.shape[0]:
+        forward_images(x, weights_t, bias, &y[0, 0, 0, 0], NULL, y.shape[1], OH, OW,
+                       kh, kw, sh, sw, ph, pw, relu, winograd, n_threads)
+
+
+def conv_pool_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
+                      const compute_t[::1] bias, storage_t[:, :, :, ::1] pooled,
+                      int kh, int kw, int sh, int sw, int ph, int pw, bint relu, bint winograd,
+                      int n_threads):
+    """conv_forward, then 2x2 max-pooling with stride 2 (DeepConvNet's) into pooled,
+    (N, FN, OH // 2, OW // 2): for inference.  Each image's convolution output stays in a
+    per-thread buffer, in the core's cache, and only the pooled planes reach memory.  The
+    result equals max_pool_forward of conv_forward's, bit for bit.  A task is always a
+    whole image."""
+    cdef int OH, OW
+    OH, OW = window_output("conv_pool_forward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
+    cdef int FN = pooled.shape[1]
+    check_forward_arguments("conv_pool_forward", x, weights_t, bias, FN, kh, kw, ph, pw, OH, OW, winograd)
+    check_shape("conv_pool_forward", "pooled", dims(pooled.shape, 4), (x.shape[0], FN, OH // 2, OW // 2))
+    if OH < 2 or OW < 2:
+        raise ValueError(f"deepnet conv_pool_forward: 2x2 pooling needs a 2x2 output at least, got {OH}x{OW}")
+    fits_int("conv_pool_forward", "one image's output", <object>FN * OH * OW)
+    if x.shape[0]:
+        forward_images(x, weights_t, bias, NULL, &pooled[0, 0, 0, 0], FN, OH, OW,
+                       kh, kw, sh, sw, ph, pw, relu, winograd, n_threads)
+
+
+cdef inline void max_pool_2x2(const storage_t* plane, storage_t* out, int32_t* winners,
+                              int W, int OH, int OW) noexcept nogil:
+    """max_pool_forward's 2x2, stride-2 kernel on one plane (src/deepnet_pool.h)."""
+    if storage_t is float:
+        dn_max_pool_2x2_float(plane, out, winners, W, OH, OW)
+    elif storage_t is double:
+        dn_max_pool_2x2_double(plane, out, winners, W, OH, OW)
+    else:
+        dn_max_pool_2x2_half(plane, out, winners, W, OH, OW)
+
+
+cdef void forward_images(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
+                         const compute_t[::1] bias, storage_t* y, storage_t* pooled,
+                         int FN, int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw,
+                         bint relu, bint winograd, int n_threads) except *:
+    """The task loop of conv_forward (y) and conv_pool_forward (pooled; y is NULL)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef int K = weights_t.shape[0], ld = weights_t.shape[1], FN = y.shape[1]
-    cdef int P = OH * OW
+    cdef int K = weights_t.shape[0], ld = weights_t.shape[1]
+    cdef int P = OH * OW, PH = OH // 2, PW = OW // 2
     cdef int Hp = H + 2 * ph, Wp = W + 2 * pw
-    if N == 0:
-        return
-    cdef int bands = 1 if N >= n_threads or winograd else min(OH, (n_threads + N - 1) // N)
-    cdef int task, n, band, first, band_size, failed = 0
+    cdef int bands = 1 if N >= n_threads or winograd or pooled != NULL else min(OH, (n_threads + N - 1) // N)
+    cdef int task, n, band, first, band_size, f, failed = 0
     cdef int* steps = window_offsets(C, kh, kw, Hp, Wp)
     cdef int* pixels = pixel_offsets(OH, OW, sh, sw, Wp)
     cdef compute_t* padded
     cdef compute_t* product
+    cdef storage_t* image      # conv_pool_forward: one image's convolution output
+    cdef int32_t* winners      # and its pooling's argmax, unused
     cdef WinogradScratch scratch
     cdef bint have_scratch
     with nogil, parallel(num_threads=n_threads):
         padded = <compute_t*>zeroed(<size_t>C * Hp * Wp, sizeof(compute_t))  # the border stays zero
         product = <compute_t*>uninitialised(<size_t>P * ld, sizeof(compute_t))
+        image = NULL
+        winners = NULL
+        if pooled != NULL:
+            image = <storage_t*>uninitialised(<size_t>FN * P, sizeof(storage_t))
+            winners = <int32_t*>uninitialised(<size_t>PH * PW, sizeof(int32_t))
         scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
         have_scratch = not winograd or winograd_scratch(&scratch, C, OH, OW, ld, sizeof(compute_t))
         # dynamic: on a shared machine a core that is slowed down would otherwise keep the
         # other waiting at the end of the loop (static measured 5-9% slower here)
         for task in prange(N * bands, schedule="dynamic"):
-            if steps == NULL or pixels == NULL or padded == NULL or product == NULL or not have_scratch:
+            if (steps == NULL or pixels == NULL or padded == NULL or product == NULL or not have_scratch
+                    or (pooled != NULL and (image == NULL or winners == NULL))):
                 failed += 1
                 continue
             n = task // bands
@@ -316,9 +371,17 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
             else:
                 gather_gemm(band_size, ld, K, padded, pixels + first, steps, &weights_t[0, 0], ld,
                             product, ld, 0)
-            store_transposed(product, ld, band_size, FN, &bias[0], relu, &y[n, 0, 0, 0] + first, P)
+            if pooled == NULL:
+                store_transposed(product, ld, band_size, FN, &bias[0], relu, y + <size_t>n * FN * P + first, P)
+            else:
+                store_transposed(product, ld, P, FN, &bias[0], relu, image, P)
+                for f in range(FN):
+                    max_pool_2x2(image + <size_t>f * P, pooled + (<size_t>n * FN + f) * PH * PW, winners,
+                                 OW, PH, PW)
         free(padded)
         free(product)
+        free(image)
+        free(winners)
         free_winograd_scratch(&scratch)
     free(steps)
     free(pixels)

@@ -1,0 +1,123 @@
+"""Convolution + 2x2 max-pooling fused for inference (conv.conv_pool_forward): equal bit for
+bit to the two separate kernels and to the NumPy reference's pooling of the reference
+convolution; and the inference pass of Sequential that uses it."""
+import numpy as np
+import pytest
+
+import deepnet
+from deepnet import _cpu
+from deepnet import functional as F
+from deepnet import reference as R
+from deepnet.nets import DeepConvNet
+from cases import RTOL, max_relative_error
+
+pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
+
+# (x shape, filters, pad): DeepConvNet's three pooled layers; odd outputs (the last row and
+# column are dropped by the pooling); channel counts off the vector width; a 5x5 kernel.
+GEOMETRIES = [
+    ((4, 16, 28, 28), 16, 1, 3),
+    ((3, 32, 14, 14), 32, 2, 3),
+    ((2, 64, 7, 7), 64, 1, 3),
+    ((3, 3, 9, 11), 7, 1, 3),
+    ((2, 5, 8, 7), 9, 0, 5),
+]
+
+
+def random_conv(rng, x_shape, filters, kernel, dtype):
+    C = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    W = (rng.standard_normal((filters, C, kernel, kernel)) / np.sqrt(C * kernel ** 2)).astype(dtype)
+    return x, W, rng.standard_normal(filters).astype(dtype)
+
+
+@pytest.mark.parametrize("winograd", ["never", "always"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,filters,pad,kernel", GEOMETRIES)
+def test_fused_equals_the_two_kernels_bit_for_bit(x_shape, filters, pad, kernel, dtype, relu, winograd, rng):
+    x, W, b = random_conv(rng, x_shape, filters, kernel, dtype)
+    with deepnet.backend("cython"), deepnet.winograd(winograd):
+        fused = _cpu.conv_pool_forward(x, W, b, (1, 1), (pad, pad), relu=relu)
+        y = F.conv2d(x, W, b, 1, pad, relu=relu)
+        separate = F.max_pool2d(y, 2, 2, 2)[0]
+    assert fused is not None and fused.dtype == dtype
+    assert fused.shape == separate.shape
+    assert np.array_equal(fused, separate)
+    reference = R.max_pool_forward(R.conv_forward(x, W, b, (1, 1), (pad, pad), relu=relu), 2, 2, (2, 2), (0, 0))[0]
+    assert max_relative_error(fused, reference) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fused_results_do_not_depend_on_the_thread_count(threads, rng):
+    x, W, b = random_conv(rng, (5, 16, 14, 14), 32, 3, np.float32)
+    with deepnet.backend("cython"):
+        deepnet.set_num_threads(1)
+        expected = F.conv2d_max_pool2d(x, W, b, 1, 1, relu=True)
+        deepnet.set_num_threads(threads)
+        try:
+            assert np.array_equal(F.conv2d_max_pool2d(x, W, b, 1, 1, relu=True), expected)
+        finally:
+            deepnet.set_num_threads(None)
+
+
+def test_fused_takes_read_only_and_strided_arrays(rng):
+    x, W, b = random_conv(rng, (2, 8, 10, 20), 8, 3, np.float32)
+    strided = x[:, :, :, ::2]
+    for a in (x, W, b):
+        a.flags.writeable = False
+    got = F.conv2d_max_pool2d(strided, W, b, 1, 1)
+    assert np.array_equal(got, F.max_pool2d(F.conv2d(strided, W, b, 1, 1), 2, 2, 2)[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("images", [1, 4])
+def test_the_public_function_falls_back_where_fusing_does_not_pay(dtype, images, rng):
+    # float16 and batches smaller than the thread count take the two kernels: same answer
+    x, W, b = random_conv(rng, (images, 16, 12, 12), 16, 3, dtype)
+    deepnet.set_num_threads(2)
+    try:
+        got = F.conv2d_max_pool2d(x, W, b, 1, 1, relu=True)
+        assert np.array_equal(got, F.max_pool2d(F.conv2d(x, W, b, 1, 1, relu=True), 2, 2, 2)[0])
+        assert (_cpu.conv_pool_forward(x, W, b, (1, 1), (1, 1)) is None) == (dtype == np.float16 or images < 2)
+    finally:
+        deepnet.set_num_threads(None)
+
+
+def test_the_numpy_backend_gives_the_same_function(rng):
+    x, W, b = random_conv(rng, (2, 4, 9, 9), 6, 3, np.float64)
+    with deepnet.backend("numpy"):
+        got = F.conv2d_max_pool2d(x, W, b, 1, 1, relu=True)
+    reference = R.max_pool_forward(R.conv_forward(x, W, b, (1, 1), (1, 1), relu=True), 2, 2, (2, 2), (0, 0))[0]
+    assert np.array_equal(got, reference)
+
+
+def test_the_kernel_refuses_a_pooled_array_of_the_wrong_shape(rng):
+    from deepnet._kernels import conv
+    x, W, b = random_conv(rng, (2, 4, 8, 8), 16, 3, np.float32)
+    weights_t, bias = _cpu._forward_filters(W, b, False)
+    with pytest.raises(ValueError, match=r"conv_pool_forward: pooled must have shape \(2, 16, 4, 4\)"):
+        conv.conv_pool_forward(x, weights_t, bias, np.empty((2, 16, 8, 8), np.float32), 3, 3, 1, 1, 1, 1,
+                               False, False, 1)
+    with pytest.raises(ValueError, match="conv_pool_forward: 2x2 pooling needs a 2x2 output"):
+        conv.conv_pool_forward(np.ascontiguousarray(x[:, :, :3, :]), weights_t, bias, np.empty((2, 16, 0, 4), np.float32),
+                               3, 3, 1, 1, 0, 1, False, False, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_deepconvnet_inference_fuses_and_equals_the_layer_by_layer_pass(dtype, rng):
+    net = DeepConvNet(dtype=dtype, seed=0)
+    x = rng.random((6, 1, 28, 28)).astype(dtype)
+    h = x
+    for layer in net.layers:
+        h = layer.forward(h, False)
+    assert np.array_equal(net.predict(x), h)
+    # the fused pass keeps nothing to differentiate, and says so
+    pool = net.layers[2]
+    with pytest.raises(RuntimeError, match="Pooling.backward: no forward pass to differentiate"):
+        pool.backward(np.ones(pool.output_shape(x.shape[:1] + (16, 28, 28)), dtype))
+    with pytest.raises(RuntimeError, match="Convolution.backward: no forward pass to differentiate"):
+        net.layers[1].backward(np.ones((6, 16, 28, 28), dtype))
+    # a training pass still keeps everything: its gradients are the unfused ones
+    grads = net.gradient(x, np.arange(6) % 10)
+    assert all(np.isfinite(g).all() for g in grads.values())
