@@ -14,7 +14,11 @@ Per row: a training step (forward + backward + Adam, batch 100) in images/s, inf
 batch 100 in images/s, the latency of one image (ms), all as medians of repeated timings
 after warm-up; and the peak RSS (ru_maxrss) before the timed steps and after the training
 steps, so the memory a training step adds is visible.  Inputs are random MNIST-shaped
-images with pixels in [0, 1) and random labels.
+images with pixels in [0, 1) and random labels.  "% of FMA peak" is the model's
+direct-convolution arithmetic (2 FLOPs per multiply-add of deepnet.nets.describe; a
+training step counted as 3 passes: forward, input and weight gradients) per second over
+the FMA peak of benches/gemm_peak.c at the same thread count (compiled and run here with
+cc, or given with --fma-peak); Winograd does fewer multiplies than it is credited with.
 """
 import argparse
 import dataclasses
@@ -269,9 +273,51 @@ def mb(value):
     return "n/a" if value is None else f"{value:.0f}"
 
 
-def main_table(results, rows):
+def measure_fma_peak(threads):
+    """The FMA peak in GFLOP/s of `threads` cores from benches/gemm_peak.c, compiled here with
+    cc; None where it cannot be built or run."""
+    import tempfile
+
+    benches = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as work:
+        binary = os.path.join(work, "gemm_peak")
+        try:
+            subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", "-I" + os.path.join(benches, "..", "src"),
+                            os.path.join(benches, "gemm_peak.c"), "-o", binary],
+                           check=True, capture_output=True, timeout=120)
+            done = subprocess.run([binary], capture_output=True, text=True, check=True, timeout=300,
+                                  env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        except (OSError, subprocess.SubprocessError):
+            return None
+    wanted = "FMA peak, 1 core:" if threads == 1 else f"FMA peak, {threads} cores together:"
+    for line in done.stdout.splitlines():
+        if line.startswith(wanted):
+            return float(line.split(":")[1].split()[0])
+    return None
+
+
+def flops_per_image(model):
+    """(training, inference) FLOPs per image of a model of deepnet.recipes.MODEL_NAMES."""
+    from deepnet.nets import describe
+    from deepnet.recipes import MODEL_NAMES
+
+    inference = 2 * describe(MODEL_NAMES[model]("float32", 0))["multiply_adds"]
+    return 3 * inference, inference
+
+
+def peak_fraction(result, model, fma_peak):
+    """(train, infer) percentages of the FMA peak, or "n/a"."""
+    if fma_peak is None:
+        return "n/a", "n/a"
+    train, infer = flops_per_image(model)
+    return (f"{100 * result['train_ips'] * train / 1e9 / fma_peak:.0f}%",
+            f"{100 * result['infer_ips'] * infer / 1e9 / fma_peak:.0f}%")
+
+
+def main_table(results, rows, fma_peak=None):
     headers = ["configuration", "train img/s", "infer img/s", "latency b=1 ms", "RSS before MB",
-               "peak RSS train MB (+delta)", "train vs torch", "infer vs torch", "train vs ref", "infer vs ref"]
+               "peak RSS train MB (+delta)", "train vs torch", "infer vs torch", "train vs ref", "infer vs ref",
+               "train % of FMA peak", "infer % of FMA peak"]
     lines = []
     for row in rows:
         result = results[row.key]
@@ -287,6 +333,7 @@ def main_table(results, rows):
             mb(before), mb(peak) + delta,
             ratio(results, row.key, torch_key, "train_ips"), ratio(results, row.key, torch_key, "infer_ips"),
             ratio(results, row.key, reference, "train_ips"), ratio(results, row.key, reference, "infer_ips"),
+            *peak_fraction(result, row.model, fma_peak),
         ])
     return markdown_table(headers, lines)
 
@@ -359,6 +406,8 @@ def parse_args(argv=None):
                         help="rounds over all rows; each number is the median of the rounds (default 3)")
     parser.add_argument("--scaling", action="store_true",
                         help="also print throughput vs batch size and thread count")
+    parser.add_argument("--fma-peak", type=float, default=None, metavar="GFLOPS",
+                        help="the FMA peak at --threads (default: measured by benches/gemm_peak.c)")
     parser.add_argument("--rows", default=",".join(row.key for row in ROWS),
                         help="comma-separated rows to run (default: all): " + ", ".join(ROWS_BY_KEY))
     parser.add_argument("--row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)  # a subprocess: one row
@@ -410,12 +459,16 @@ def main(argv=None):
             for thread_count in sorted({1, 2, threads}):
                 scaling[row, thread_count] = run_child("scaling-row", row, thread_count, scaling_steps, 1)
 
+    fma_peak = args.fma_peak if args.fma_peak is not None else measure_fma_peak(threads)
     print("\n".join(machine_lines(threads, load_before)))
+    print("FMA peak: " + ("unknown (benches/gemm_peak.c could not be built)" if fma_peak is None else
+                          f"{fma_peak:.1f} GFLOP/s on {threads} thread(s)" +
+                          (" (given)" if args.fma_peak is not None else " (benches/gemm_peak.c)")))
     print(f"{args.repeat} round(s) over the rows, each number the median of the rounds' medians of "
           f"{args.steps} timed steps after {args.warmup} warm-up steps "
           f"(NumPy reference: {reference_steps} after {reference_warmup}); training and inference at batch {BATCH}; "
           "random MNIST-shaped inputs\n")
-    print(main_table(results, rows))
+    print(main_table(results, rows, fma_peak))
     print("\nratios: this row's images/s over the reference row's (above 1: faster). \"vs torch\" compares with "
           "PyTorch's same model in float32, float64 rows with PyTorch float64; \"vs ref\" with the deepnet "
           "NumPy reference (DeepConvNet rows only). "

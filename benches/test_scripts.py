@@ -4,6 +4,7 @@ Their numbers are not checked here, only that they finish and print their tables
 memory-check script also compares the kernels with the reference.
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,12 +43,16 @@ def test_winograd_layers_prints_the_per_layer_table():
 
 def test_compare_prints_the_whole_network_table():
     out = run_script("compare.py", "--rows", "deepnet-float32", "--steps", "1", "--warmup", "0", "--repeat", "1")
-    assert "| deepnet float32" in out
+    assert "| deepnet float32" in out and "train % of FMA peak" in out
+    if shutil.which("cc"):   # the peak measured by benches/gemm_peak.c, and a percentage from it
+        assert "GFLOP/s on" in out and "(benches/gemm_peak.c)" in out
+        row = next(line for line in out.splitlines() if line.startswith("| deepnet float32"))
+        assert row.rstrip(" |").endswith("%")
 
 
 def test_compare_runs_the_bn_and_resnet_rows():
     out = run_script("compare.py", "--rows", "deepnet-bn-float32,deepnet-resnet-float32", "--steps", "1",
-                     "--warmup", "0", "--repeat", "1")
+                     "--warmup", "0", "--repeat", "1", "--fma-peak", "100")
     assert "| deepnet DeepConvNet-BN float32" in out and "| deepnet ResNet float32" in out
     assert "failed" not in out
 
