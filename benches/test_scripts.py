@@ -41,6 +41,11 @@ def test_winograd_layers_prints_the_per_layer_table():
     assert "| 64->64 8x8 pad 1 |" in out and "| 1->16 28x28 pad 1 |" in out
 
 
+def test_fusion_prints_both_inference_passes():
+    out = run_script("fusion.py", "--rounds", "1", "--batch", "4")
+    assert "| fused |" in out and "| layer by layer |" in out and "fused / layer by layer:" in out
+
+
 def test_compare_prints_the_whole_network_table():
     out = run_script("compare.py", "--rows", "deepnet-float32", "--steps", "1", "--warmup", "0", "--repeat", "1")
     assert "| deepnet float32" in out and "train % of FMA peak" in out
