@@ -14,11 +14,11 @@
 # kernel's docstring says.
 
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int32_t
 from libc.stdlib cimport calloc, free, malloc
 
 include "dtypes.pxi"
 include "checks.pxi"
+include "pool2x2.pxi"
 
 ctypedef compute_t column_t
 include "window.pxi"
@@ -45,11 +45,6 @@ cdef extern from "deepnet_winograd.h" nogil:
     void dn_winograd_dconv(const double* padded, int C, int OH, int OW, const double* U, int ld,
                            double* rows, double* V, double* M, int* row_offset, int* step_offset,
                            double* product)
-
-cdef extern from "deepnet_pool.h" nogil:
-    void dn_max_pool_2x2_float(const float* plane, float* out, int32_t* winners, int W, int OH, int OW)
-    void dn_max_pool_2x2_double(const double* plane, double* out, int32_t* winners, int W, int OH, int OW)
-    void dn_max_pool_2x2_half(const half_t* plane, half_t* out, int32_t* winners, int W, int OH, int OW)
 
 cdef extern from "deepnet_gather_gemm.h" nogil:
     int DN_GATHER_NV
@@ -238,9 +233,9 @@ cdef inline void winograd_g_rows(const double* g, int stride, double* out) noexc
 
 
 def winograd_filters(const storage_t[:, :, :, ::1] W, compute_t[:, ::1] out, bint flipped):
-    """Each 3x3 filter's Winograd F(2x2, 3x3) transform G W[f, c] G^T, computed in double
-    and rounded once (W in any storage type), into out as the Winograd kernels take it: entry xi = 4 i + j of the
-    4x4 tile at row xi*C + c, column f.  flipped (for dx, the transposed convolution): the
+    """Each 3x3 filter's Winograd F(2x2, 3x3) transform G W[f, c] G^T (W in any storage
+    type), computed in double and rounded once, into out as the Winograd kernels take it:
+    entry xi = 4 i + j of the 4x4 tile at row xi*C + c, column f.  flipped (for dx, the transposed convolution): the
     filters W[f, c, ::-1, ::-1] of input channel f and output channel c, at row xi*FN + f,
     column c.  out's columns past FN (C flipped) are left as they are (the GEMM padding)."""
     cdef int FN = W.shape[0], C = W.shape[1]
@@ -288,7 +283,7 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
     check_forward_arguments("conv_forward", x, weights_t, bias, y.shape[1], kh, kw, ph, pw, OH, OW, winograd)
     check_shape("conv_forward", "y", dims(y.shape, 4), (x.shape[0], y.shape[1], OH, OW))
     if x.shape[0]:
-        forward_images(x, weights_t, bias, &y[0, 0, 0, 0], NULL, y.shape[1], OH, OW,
+        forward_images("conv_forward", x, weights_t, bias, &y[0, 0, 0, 0], NULL, y.shape[1], OH, OW,
                        kh, kw, sh, sw, ph, pw, relu, winograd, n_threads)
 
 
@@ -310,22 +305,11 @@ def conv_pool_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] w
         raise ValueError(f"deepnet conv_pool_forward: 2x2 pooling needs a 2x2 output at least, got {OH}x{OW}")
     fits_int("conv_pool_forward", "one image's output", <object>FN * OH * OW)
     if x.shape[0]:
-        forward_images(x, weights_t, bias, NULL, &pooled[0, 0, 0, 0], FN, OH, OW,
+        forward_images("conv_pool_forward", x, weights_t, bias, NULL, &pooled[0, 0, 0, 0], FN, OH, OW,
                        kh, kw, sh, sw, ph, pw, relu, winograd, n_threads)
 
 
-cdef inline void max_pool_2x2(const storage_t* plane, storage_t* out, int32_t* winners,
-                              int W, int OH, int OW) noexcept nogil:
-    """max_pool_forward's 2x2, stride-2 kernel on one plane (src/deepnet_pool.h)."""
-    if storage_t is float:
-        dn_max_pool_2x2_float(plane, out, winners, W, OH, OW)
-    elif storage_t is double:
-        dn_max_pool_2x2_double(plane, out, winners, W, OH, OW)
-    else:
-        dn_max_pool_2x2_half(plane, out, winners, W, OH, OW)
-
-
-cdef void forward_images(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
+cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
                          const compute_t[::1] bias, storage_t* y, storage_t* pooled,
                          int FN, int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw,
                          bint relu, bint winograd, int n_threads) except *:
@@ -386,7 +370,7 @@ cdef void forward_images(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1
     free(steps)
     free(pixels)
     if failed:
-        raise MemoryError("deepnet conv_forward: out of memory for the per-thread buffers")
+        raise MemoryError(f"deepnet {kernel}: out of memory for the per-thread buffers")
 
 
 cdef struct Geometry:

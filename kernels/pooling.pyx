@@ -11,17 +11,12 @@ from libc.stdint cimport int32_t
 
 include "dtypes.pxi"
 include "checks.pxi"
+include "pool2x2.pxi"
 
 
 cdef inline bint wins(double value, double best) noexcept nogil:
     """value replaces best: larger, or the first NaN."""
     return value > best or (value != value and best == best)
-
-
-cdef extern from "deepnet_pool.h" nogil:
-    void dn_max_pool_2x2_float(const float* plane, float* out, int32_t* winners, int W, int OH, int OW)
-    void dn_max_pool_2x2_double(const double* plane, double* out, int32_t* winners, int W, int OH, int OW)
-    void dn_max_pool_2x2_half(const half_t* plane, half_t* out, int32_t* winners, int W, int OH, int OW)
 
 
 def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] out,
@@ -48,16 +43,8 @@ def max_pool_forward(const storage_t[:, :, :, ::1] x, storage_t[:, :, :, ::1] ou
         target = &out[plane // C, plane % C, 0, 0]
         winners = &argmax[plane // C, plane % C, 0, 0]
         if pool_h == 2 and pool_w == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-            # DeepConvNet's pooling: a vectorised kernel (src/deepnet_pool.h)
-            if storage_t is float:
-                dn_max_pool_2x2_float(source, target, winners, W, OH, OW)
-                continue
-            elif storage_t is double:
-                dn_max_pool_2x2_double(source, target, winners, W, OH, OW)
-                continue
-            else:
-                dn_max_pool_2x2_half(source, target, winners, W, OH, OW)
-                continue
+            max_pool_2x2(source, target, winners, W, OH, OW)   # DeepConvNet's pooling, vectorised
+            continue
         for oy in range(OH):
             y0 = oy * sh - ph
             y_stop = min(y0 + pool_h, H)
