@@ -8,6 +8,7 @@ here is written once for all of them.
 Stride and pad are an int or a (vertical, horizontal) pair.  Errors name the caller
 (``caller=`` lets a layer put its own name in the message).
 """
+import functools
 import importlib
 import numbers
 
@@ -58,6 +59,12 @@ def as_float_array(a, name, caller, ndim=None, dtype=None):
 
 def _pair(value, name, caller, minimum):
     """(vertical, horizontal) ints from an int or a pair; each must be >= minimum."""
+    # The common cases first, answered quickly (batch-1 latency): an int, a pair of ints.
+    if type(value) is int and value >= minimum:
+        return (value, value)
+    if (type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int
+            and value[0] >= minimum and value[1] >= minimum):
+        return value
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or not all(type(v) is int or _is_integer(v) for v in pair):
         raise TypeError(f"{caller}: {name} must be an int or a pair of ints, got {value!r}")
@@ -99,6 +106,19 @@ def _window(x_shape, kh, kw, stride, pad, caller, what="kernel"):
     stride = _pair(stride, "stride", caller, minimum=1)
     pad = _pair(pad, "pad", caller, minimum=0)
     kh, kw = _pair((kh, kw), what + " size", caller, minimum=1)
+    return kh, kw, stride, pad, _window_output(tuple(x_shape), kh, kw, stride, pad, caller, what)
+
+
+# The checks of shapes alone are cached: a network calls each layer with the same shapes
+# again and again, and at batch 1 these checks cost as much as the kernels.  Only results
+# are cached, never errors; the arguments are ints and tuples of ints (typed: 1 and True
+# are different keys).
+_shape_checks_cache = functools.lru_cache(maxsize=1024, typed=True)
+
+
+@_shape_checks_cache
+def _window_output(x_shape, kh, kw, stride, pad, caller, what):
+    """(OH, OW) of _window's validated geometry."""
     C, H, W = x_shape[1:]
     padded_h, padded_w = H + 2 * pad[0], W + 2 * pad[1]
     if kh > padded_h or kw > padded_w:
@@ -108,7 +128,7 @@ def _window(x_shape, kh, kw, stride, pad, caller, what="kernel"):
     _check_int_range(caller, WINDOW_SIZES,
                      (padded_h + stride[0], padded_w + stride[1], padded_h * padded_w, C * kh * kw),
                      lambda: f"x shape {tuple(x_shape)}, {what} {kh}x{kw}, stride {stride}, pad {pad}")
-    return kh, kw, stride, pad, output_hw(x_shape, kh, kw, stride, pad)
+    return output_hw(x_shape, kh, kw, stride, pad)
 
 
 def _check_x_shape(x_shape, caller):
@@ -151,18 +171,26 @@ def _conv_arguments(x, W, stride, pad, caller):
     """
     W = as_float_array(W, "W", caller, ndim=4)
     x = as_float_array(x, "x", caller, ndim=4, dtype=W.dtype)
-    if x.shape[1] != W.shape[1]:
-        raise ValueError(f"{caller}: x has {x.shape[1]} channels but W expects {W.shape[1]} "
-                         f"(x shape {tuple(x.shape)}, W shape {tuple(W.shape)})")
-    FN, C, kh, kw = W.shape
-    _, _, stride, pad, (out_h, out_w) = _window(x.shape, kh, kw, stride, pad, caller)
-    H, Wd = x.shape[2:]
+    stride = _pair(stride, "stride", caller, minimum=1)
+    pad = _pair(pad, "pad", caller, minimum=0)
+    return (x, W, stride, pad, _conv_output(tuple(x.shape), tuple(W.shape), stride, pad, caller))
+
+
+@_shape_checks_cache
+def _conv_output(x_shape, W_shape, stride, pad, caller):
+    """(OH, OW) of _conv_arguments' validated geometry."""
+    if x_shape[1] != W_shape[1]:
+        raise ValueError(f"{caller}: x has {x_shape[1]} channels but W expects {W_shape[1]} "
+                         f"(x shape {x_shape}, W shape {W_shape})")
+    FN, C, kh, kw = W_shape
+    _, _, stride, pad, (out_h, out_w) = _window(x_shape, kh, kw, stride, pad, caller)
+    H, Wd = x_shape[2:]
     _check_int_range(caller, CONV_SIZES,
                      (C * (H + 2 * pad[0]) * (Wd + 2 * pad[1]), _tiles(FN) * out_h * out_w,
                       FN * (out_h + 2 * kh) * (out_w + 2 * kw), _tiles(C) * H * Wd, C * kh * kw * _tiles(FN)),
-                     lambda: f"per image; x shape {tuple(x.shape)}, W shape {tuple(W.shape)}, "
+                     lambda: f"per image; x shape {x_shape}, W shape {W_shape}, "
                              f"stride {stride}, pad {pad}")
-    return x, W, stride, pad, (out_h, out_w)
+    return out_h, out_w
 
 
 def conv2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.conv2d"):

@@ -1,6 +1,8 @@
-# Element-wise kernels: ReLU forward and backward (float16 without numpy's slow half loops).
+# Element-wise kernels: ReLU forward and backward (float16 without numpy's slow half loops),
+# the float16 casts, and a byte comparison.
 
 from cython.parallel cimport prange
+from libc.string cimport memcmp
 
 include "dtypes.pxi"
 
@@ -53,3 +55,16 @@ def half_to_float(const half_t[::1] source, float[::1] target, int n_threads):
     cdef Py_ssize_t i
     for i in prange(source.shape[0], nogil=True, schedule="static", num_threads=n_threads):
         target[i] = dn_half_to_float(source[i])
+
+
+def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
+    """True when a and b hold the same bytes (memcmp: np.array_equal took 3x as long on
+    the 147 KB of a 64x64 filter bank, and compares values, where -0.0 == 0.0)."""
+    if a.shape[0] != b.shape[0]:
+        return False
+    if a.shape[0] == 0:
+        return True
+    cdef int different
+    with nogil:
+        different = memcmp(&a[0], &b[0], a.shape[0])
+    return different == 0
