@@ -3,9 +3,9 @@
     python benches/winograd_layers.py [--dtype float32] [--threads N] [--rounds 15]
 
 The measurement behind the Winograd rule in deepnet/_cpu.py (WINOGRAD_MIN_CHANNELS): each
-layer's forward and backward (dx, dW, db) run with deepnet.winograd("always") and
-deepnet.winograd("never"), alternating round by round in this one process so that both see
-the same machine; the table gives medians in ms, the ratio and the passes the rule runs as Winograd.
+layer's forward pass, and its backward pass (dx, dW, db in one kernel) with dx and dW each
+by Winograd or direct, alternating round by round in this one process so that all see the
+same machine; the table gives medians in ms and the passes the rule runs as Winograd.
 """
 import argparse
 import statistics
@@ -18,7 +18,15 @@ from deepnet import _cpu
 from deepnet.layers import Convolution, _pair
 from deepnet.nets import DeepConvNet
 
-MODES = ("always", "never")
+# Which passes run as Winograd: (forward, dx, dW), set through the rule's thresholds.
+VARIANTS = {"direct": (False, False, False), "Winograd": (True, True, True),
+            "dx": (True, True, False), "dW": (True, False, True)}
+
+
+def set_rule(variant):
+    """The rule's thresholds for a variant: every eligible layer (1 channel) or never."""
+    for which, on in zip(("forward", "dx", "dW"), VARIANTS[variant]):
+        _cpu.WINOGRAD_MIN_CHANNELS[which] = 1 if on else 10**9
 
 
 def conv_layers_with_inputs(dtype, batch):
@@ -34,19 +42,24 @@ def conv_layers_with_inputs(dtype, batch):
 
 
 def time_layer(layer, x, rounds):
-    """{mode: (forward ms, backward ms)} medians over rounds, the modes alternating."""
-    times = {mode: ([], []) for mode in MODES}
-    for _ in range(rounds):
-        for mode in MODES:
-            with deepnet.winograd(mode):
-                start = time.perf_counter()
-                out = layer.forward(x)
-                middle = time.perf_counter()
-                layer.backward(np.ones_like(out))
-                end = time.perf_counter()
-            times[mode][0].append(middle - start)
-            times[mode][1].append(end - middle)
-    return {mode: tuple(1e3 * statistics.median(t) for t in times[mode]) for mode in MODES}
+    """{variant: (forward ms, backward ms)} medians over rounds, the variants alternating."""
+    times = {variant: ([], []) for variant in VARIANTS}
+    rule = dict(_cpu.WINOGRAD_MIN_CHANNELS)
+    try:
+        for _ in range(rounds):
+            for variant in VARIANTS:
+                set_rule(variant)
+                with deepnet.winograd("auto"):
+                    start = time.perf_counter()
+                    out = layer.forward(x)
+                    middle = time.perf_counter()
+                    layer.backward(np.ones_like(out))
+                    end = time.perf_counter()
+                times[variant][0].append(middle - start)
+                times[variant][1].append(end - middle)
+    finally:
+        _cpu.WINOGRAD_MIN_CHANNELS.update(rule)
+    return {variant: tuple(1e3 * statistics.median(t) for t in times[variant]) for variant in VARIANTS}
 
 
 def describe(layer, x):
@@ -64,16 +77,16 @@ def main():
         deepnet.set_num_threads(args.threads)
     print(f"{args.dtype}, batch 100, {deepnet.get_num_threads()} threads, "
           f"vector width {deepnet.config()['vector width']}, medians of {args.rounds} rounds (ms)\n")
-    print("| layer | Winograd fwd | direct fwd | Winograd bwd | direct bwd | Winograd / direct (fwd+bwd) | Winograd under auto |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| layer | fwd Winograd | fwd direct | bwd direct | bwd, dx Winograd | bwd, dW Winograd "
+          "| bwd, both Winograd | Winograd under auto |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for layer, x in conv_layers_with_inputs(np.dtype(args.dtype), 100):
         t = time_layer(layer, x, args.rounds)
-        ratio = sum(t["always"]) / sum(t["never"])
         with deepnet.winograd("auto"):
-            picks = [which for which in ("forward", "dx")
+            picks = [which for which in ("forward", "dx", "dW")
                      if _cpu.uses_winograd(layer.W.shape, _pair(layer.stride), _pair(layer.pad), which)]
-        print(f"| {describe(layer, x)} | {t['always'][0]:.2f} | {t['never'][0]:.2f} | {t['always'][1]:.2f} "
-              f"| {t['never'][1]:.2f} | {ratio:.2f} | {' + '.join(picks) or 'direct'} |")
+        print(f"| {describe(layer, x)} | {t['Winograd'][0]:.2f} | {t['direct'][0]:.2f} | {t['direct'][1]:.2f} "
+              f"| {t['dx'][1]:.2f} | {t['dW'][1]:.2f} | {t['Winograd'][1]:.2f} | {' + '.join(picks) or 'direct'} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Same functions and contract as deepnet.reference.  float16 arrays are handed to the
 kernels viewed as uint16; their arithmetic runs in float32 (compute_dtype).
 """
+import math
 import weakref
 
 import numpy as np
@@ -75,16 +76,27 @@ def _filter_columns(matrix, dtype):
 # benches/winograd_layers.py (batch 100, 2 threads, float32, ms Winograd/direct):
 # - AVX-512 build (Zen 4): 64->64 at 8x8 forward 1.91/2.05, dx+dW 3.91/4.97; 32->32 at
 #   14x14 1.81/1.76, 3.62/3.35; 16->16 at 28x28 1.94/1.34, 4.00/3.14.  So only from 64.
+#   (Measured before dW had a Winograd path; the direct dW ran at the FMA peak there.)
 # - 256-bit build (Zen 3, AVX2): 16->16 at 28x28 forward 4.47/5.11, dx+dW 11.25/8.54;
 #   16->32 at 14x14 1.96/2.10, 3.85/3.96; 32->32 3.55/5.31, 7.18/7.48; 64->64 4.90/5.83,
 #   10.94/11.20.  So the forward pass from 16 channels, dx from 32.
-WINOGRAD_MIN_CHANNELS = ({"forward": 64, "dx": 64} if _openmp.vector_bits() >= 512
-                         else {"forward": 16, "dx": 32})   # in and out
+# - dW has a Winograd path (conv_backward's winograd_dW) that never pays here, so the rule
+#   leaves dW direct ("always" runs it).  256-bit, the backward pass with dx direct vs with
+#   dW Winograd too: 16->16 at 28x28 11.14/12.21 in benches/winograd_layers.py (25
+#   rounds), but in DeepConvNet's whole training step that one layer made the step 2-4%
+#   slower (three runs of 30 alternating steps), and bare layers of 16-64 channels at
+#   28x28 and 56x56 ran 0.91-1.23x the direct time.  The direct dW GEMM (rows C*9, steps
+#   the pixels) is an efficient shape; Winograd's 16 GEMMs over the tiles of one image are
+#   small, and its transforms read and write 4x the image and the output gradient.
+WINOGRAD_MIN_CHANNELS = ({"forward": 64, "dx": 64, "dW": math.inf} if _openmp.vector_bits() >= 512
+                         else {"forward": 16, "dx": 32, "dW": math.inf})   # in and out
 WINOGRAD_RULE = ("3x3 stride-1 convolutions with >= {forward} input and output channels (forward), "
-                 ">= {dx} (input gradient)".format(**WINOGRAD_MIN_CHANNELS))
+                 ">= {dx} (input gradient); the weight gradient direct".format(**WINOGRAD_MIN_CHANNELS))
+
+
 def uses_winograd(W_shape, stride, pad, which="forward"):
-    """True when the ``which`` pass ("forward" or "dx") of a convolution with filters of W_shape
-    runs as Winograd (see get_winograd)."""
+    """True when the ``which`` pass ("forward", "dx" or "dW") of a convolution with filters
+    of W_shape runs as Winograd (see get_winograd)."""
     FN, C, kh, kw = W_shape
     if not ((kh, kw) == (3, 3) and stride == (1, 1) and max(pad) <= 2):
         return False
@@ -102,6 +114,18 @@ def _winograd_filters(W, acc, flipped=False):
     out = np.zeros((rows, _padded_columns(columns, acc)), dtype=acc)
     _conv.winograd_filters(_bits(np.ascontiguousarray(W)), out, flipped)
     return out
+
+
+# G of Winograd F(2x2, 3x3) (src/deepnet_winograd.h)
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def _winograd_filter_gradient(dU, C):
+    """dW (FN, C, 3, 3) from the Winograd-domain gradient dU (16*C, FN), row xi*C + c with
+    xi = 4 i + j: dW[f, c] = G^T dU[(i, j), c, f] G, the adjoint of the filter transform."""
+    FN = dU.shape[1]
+    G = WINOGRAD_G.astype(dU.dtype)
+    return np.ascontiguousarray(np.einsum("ia,ijcf,jb->fcab", G, dU.reshape(4, 4, C, FN), G, optimize=True))
 
 
 def conv_forward(x, W, b, stride, pad, relu=False):
@@ -189,19 +213,23 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
         dx_filters = _filter_columns(weights[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(FN * kh * kw, C), acc)
     else:
         dx_filters = _filter_columns(weights.reshape(FN, C * kh * kw), acc)  # col2im
+    winograd_dW = uses_winograd(W.shape, stride, pad, "dW")
     dx = np.empty_like(x)
-    # dW is summed per chunk of images; the chunks do not depend on the thread count.
+    # dW (or Winograd's dU) is summed per chunk of images; the chunks do not depend on the
+    # thread count.
     chunks = min(x.shape[0], DW_CHUNKS)
-    dW_t_per_chunk = np.zeros((chunks, C * kh * kw, _padded_columns(FN, acc)), dtype=acc)
+    rows = 16 * C if winograd_dW else C * kh * kw
+    dW_t_per_chunk = np.zeros((chunks, rows, _padded_columns(FN, acc)), dtype=acc)
     db_per_chunk = np.zeros((chunks, FN), dtype=acc)
     # The ReLU mask is applied as dout is read: without relu_out, dout itself is passed
     # as the (unused) mask.
     mask = dout if relu_out is None else relu_out
-    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), dx_filters, transposed, winograd, _bits(dx),
-                        dW_t_per_chunk, db_per_chunk,
+    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), dx_filters, transposed, winograd, winograd_dW,
+                        _bits(dx), dW_t_per_chunk, db_per_chunk,
                         kh, kw, *_geometry(stride, pad, images=chunks, relu=relu_out is not None))
     db = db_per_chunk.sum(axis=0)
-    dW = dW_t_per_chunk.sum(axis=0)[:, :FN].T.reshape(W.shape)
+    dW_t = dW_t_per_chunk.sum(axis=0)[:, :FN]
+    dW = _winograd_filter_gradient(dW_t, C) if winograd_dW else dW_t.T.reshape(W.shape)
     return dx, cast(dW, W.dtype), cast(db, W.dtype)
 
 

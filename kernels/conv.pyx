@@ -45,6 +45,12 @@ cdef extern from "deepnet_winograd.h" nogil:
     void dn_winograd_dconv(const double* padded, int C, int OH, int OW, const double* U, int ld,
                            double* rows, double* V, double* M, int* row_offset, int* step_offset,
                            double* product)
+    void dn_winograd_sconv_filter_gradient(const float* padded, int C, int OH, int OW,
+                                           const float* grad_t, int ld, float* rows, float* V,
+                                           float* Z, int* row_offset, int* step_offset, float* dU)
+    void dn_winograd_dconv_filter_gradient(const double* padded, int C, int OH, int OW,
+                                           const double* grad_t, int ld, double* rows, double* V,
+                                           double* Z, int* row_offset, int* step_offset, double* dU)
 
 cdef extern from "deepnet_gather_gemm.h" nogil:
     int DN_GATHER_NV
@@ -108,8 +114,9 @@ cdef inline bint winograd_scratch(WinogradScratch* s, int C, int OH, int OW, int
     s.rows = uninitialised(DN_WINOGRAD_ROWS_SCRATCH(Cp, OH + 2, OW + 2), size)
     s.V = uninitialised(16 * DN_WINOGRAD_STRIDE(Cp * tiles), size)
     s.M = uninitialised(16 * DN_WINOGRAD_STRIDE(tiles * ld), size)
-    s.row_offset = <int*>uninitialised(tiles, sizeof(int))
-    s.step_offset = <int*>uninitialised(C, sizeof(int))
+    # the forward's rows are tiles and steps channels, the filter gradient's the other way
+    s.row_offset = <int*>uninitialised(max(tiles, <size_t>C), sizeof(int))
+    s.step_offset = <int*>uninitialised(max(tiles, <size_t>C), sizeof(int))
     return (s.rows != NULL and s.V != NULL and s.M != NULL and s.row_offset != NULL
             and s.step_offset != NULL)
 
@@ -131,6 +138,19 @@ cdef inline void winograd_conv(const compute_t* padded, int C, int OH, int OW, c
     else:
         dn_winograd_dconv(padded, C, OH, OW, U, ld, <double*>s.rows, <double*>s.V, <double*>s.M,
                           s.row_offset, s.step_offset, product)
+
+
+cdef inline void winograd_filter_gradient(const compute_t* padded, int C, int OH, int OW,
+                                          const compute_t* grad_t, int ld, WinogradScratch* s,
+                                          compute_t* dU) noexcept nogil:
+    """dU (16*C x ld) += the Winograd-domain weight gradient of one padded C-channel image
+    with output gradients grad_t (OH*OW x ld); dW = G^T dU G (the caller's, once)."""
+    if compute_t is float:
+        dn_winograd_sconv_filter_gradient(padded, C, OH, OW, grad_t, ld, <float*>s.rows, <float*>s.V,
+                                          <float*>s.M, s.row_offset, s.step_offset, dU)
+    else:
+        dn_winograd_dconv_filter_gradient(padded, C, OH, OW, grad_t, ld, <double*>s.rows, <double*>s.V,
+                                          <double*>s.M, s.row_offset, s.step_offset, dU)
 
 
 cdef int* window_offsets(int C, int kh, int kw, int Hp, int Wp) noexcept nogil:
@@ -456,7 +476,7 @@ cdef inline void dx_by_col2im(const compute_t* grad_t, int ld, const int* grad_r
 cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
                               const storage_t[:, :, :, ::1] relu_out,
                               const compute_t[:, ::1] dx_filters, bint transposed,
-                              bint winograd, storage_t[:, :, :, ::1] dx,
+                              bint winograd, bint winograd_dW, storage_t[:, :, :, ::1] dx,
                               compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
                               int kh, int kw, int ph, int pw, int OH, int OW):
     """The arrays of a conv_backward call fit together, and one image's buffers fit int offsets."""
@@ -465,7 +485,10 @@ cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:
     check_shape("conv_backward", "dout", dims(dout.shape, 4), (N, FN, OH, OW))
     check_shape("conv_backward", "relu_out", dims(relu_out.shape, 4), dims(dout.shape, 4))
     check_shape("conv_backward", "dx", dims(dx.shape, 4), dims(x.shape, 4))
-    check_shape("conv_backward", "dW_t_per_chunk", dims(dW_t_per_chunk.shape, 2), (chunks, C * kh * kw))
+    if winograd_dW and (kh, kw) != (3, 3):
+        raise ValueError(f"deepnet conv_backward: dW by Winograd needs a 3x3 kernel, got ({kh}, {kw})")
+    check_shape("conv_backward", "dW_t_per_chunk" + (" (Winograd's)" if winograd_dW else ""),
+                dims(dW_t_per_chunk.shape, 2), (chunks, 16 * C if winograd_dW else C * kh * kw))
     check_shape("conv_backward", "db_per_chunk", (db_per_chunk.shape[0],), (chunks,))
     if chunks < 1 and N > 0 or db_per_chunk.shape[1] < FN:
         raise ValueError(f"deepnet conv_backward: needs at least one chunk and {FN} db entries per chunk, "
@@ -492,7 +515,7 @@ cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
                   const storage_t[:, :, :, ::1] relu_out,
                   const compute_t[:, ::1] dx_filters, bint transposed, bint winograd,
-                  storage_t[:, :, :, ::1] dx,
+                  bint winograd_dW, storage_t[:, :, :, ::1] dx,
                   compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
                   int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
     """dx (in x's storage type), and dW^T and db summed per chunk of images.
@@ -509,17 +532,21 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                                     [(f, i, j), c] = W[f, c, kh-1-i, kw-1-j]
     and with winograd too (3x3 only), by Winograd F(2x2, 3x3) with dx_filters the flipped
     filters' transform, (16*FN, C padded), as conv_forward's weights_t
-    (padded: to a multiple of column_multiple).  The images are cut into
+    (padded: to a multiple of column_multiple).  With winograd_dW (3x3, stride 1), dW by
+    Winograd F(2x2, 3x3) instead: dW_t_per_chunk holds dU, (chunks, 16*C, FN padded), row
+    xi*C + c, and dW[f, c] = G^T dU[., c, f] G (src/deepnet_winograd.h) is the caller's.  The images are cut into
     dW_t_per_chunk.shape[0] chunks independent of the thread count, so the sums, and the
     result, do not depend on the number of threads.
     """
     cdef int OH, OW
     OH, OW = window_output("conv_backward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
+    if winograd_dW and (sh != 1 or sw != 1):
+        raise ValueError(f"deepnet conv_backward: dW by Winograd needs stride 1, got ({sh}, {sw})")
     if transposed and (sh != 1 or sw != 1 or ph >= kh or pw >= kw):
         raise ValueError("deepnet conv_backward: dx as a transposed convolution needs stride 1 "
                          f"and pad < kernel, got stride ({sh}, {sw}), pad ({ph}, {pw}), "
                          f"kernel ({kh}, {kw})")
-    check_backward_arguments(x, dout, relu_out, dx_filters, transposed, winograd, dx, dW_t_per_chunk,
+    check_backward_arguments(x, dout, relu_out, dx_filters, transposed, winograd, winograd_dW, dx, dW_t_per_chunk,
                              db_per_chunk, kh, kw, ph, pw, OH, OW)
     cdef Geometry g = Geometry(C=x.shape[1], H=x.shape[2], W=x.shape[3], FN=dout.shape[1],
                                OH=OH, OW=OW, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
@@ -544,12 +571,14 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef compute_t* columns
     cdef compute_t* dx_sum
     cdef compute_t* db_row
-    cdef WinogradScratch scratch
+    cdef WinogradScratch scratch, dW_scratch
     cdef bint have_scratch
     with nogil, parallel(num_threads=n_threads):
         scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
-        have_scratch = not winograd or winograd_scratch(&scratch, g.FN, g.H, g.W, ld_dx,
-                                                        sizeof(compute_t))
+        dW_scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
+        have_scratch = ((not winograd or winograd_scratch(&scratch, g.FN, g.H, g.W, ld_dx, sizeof(compute_t)))
+                        and (not winograd_dW or winograd_scratch(&dW_scratch, g.C, g.OH, g.OW, ld,
+                                                                 sizeof(compute_t))))
         padded = <compute_t*>zeroed(<size_t>g.C * Hp * Wp, sizeof(compute_t))
         grad = <compute_t*>uninitialised(<size_t>g.FN * P, sizeof(compute_t))
         grad_t = <compute_t*>zeroed(<size_t>P * ld, sizeof(compute_t))  # padding columns stay zero
@@ -577,8 +606,12 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                     for f in range(g.FN):
                         db_row[f] += grad_t[p * ld + f]
                 pad_image(&x[n, 0, 0, 0], padded, g.C, g.H, g.W, ph, pw)
-                gather_gemm(K, ld, P, padded, steps, pixels, grad_t, ld,
-                            &dW_t_per_chunk[chunk, 0, 0], ld, 1)
+                if winograd_dW:
+                    winograd_filter_gradient(padded, g.C, g.OH, g.OW, grad_t, ld, &dW_scratch,
+                                             &dW_t_per_chunk[chunk, 0, 0])
+                else:
+                    gather_gemm(K, ld, P, padded, steps, pixels, grad_t, ld,
+                                &dW_t_per_chunk[chunk, 0, 0], ld, 1)
                 if transposed:
                     dx_by_transposed_convolution(grad, grad_padded, dx_steps, dx_rows,
                                                  &dx_filters[0, 0], ld_dx, dx_sum,
@@ -594,6 +627,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
         free(columns)
         free(dx_sum)
         free_winograd_scratch(&scratch)
+        free_winograd_scratch(&dW_scratch)
     free(steps)
     free(pixels)
     free(dx_rows)

@@ -6,9 +6,16 @@
  *   M[xi][t][f] = sum_c V[xi][t][c] U[xi][c][f]   (16 gather GEMMs, U = G g G^T per filter)
  *   Y_t[f]      = A^T M[.][t][f] A   (the tile's 2x2 outputs)
  *
+ * The weight gradient is the adjoint of the 16 GEMMs in U (NAME##_filter_gradient):
+ *
+ *   Z[xi][t][f] = (A g_t A^T)[xi]    g_t: the tile's 2x2 output gradients of filter f
+ *   dU[xi][c][f] += sum_t V[xi][t][c] Z[xi][t][f]   (16 gather GEMMs over the tiles)
+ *
+ * and dW = G^T dU G is left to the caller, once for the sum over all images.
+ *
  * with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1] and
- * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (its transform is done by the caller, in
- * numpy).  The tiles cover OH x OW; on an odd edge the last tile reads one row or column
+ * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (the filters' transform is done by the
+ * caller, conv.winograd_filters).  The tiles cover OH x OW; on an odd edge the last tile reads one row or column
  * past the padded image, taken as zero, and its extra outputs are not stored.  The output
  * is pixels x filters (row stride ld), like the direct gather GEMM's, so the epilogue is
  * shared.  One source for float and double, through GCC's vectorisation of the f loops.
@@ -114,10 +121,64 @@ static inline void NAME##_output(const T *M, int TH, int TW, int ld, int OH, int
         }                                                                                    \
 }                                                                                            \
                                                                                              \
+/* Z[xi][t][f] = (A g_t A^T)[xi] from grad_t (OH*OW x ld, pixels x filters), the adjoint of  \
+ * NAME##_output: pixels past an odd edge count as zero gradients. */                          \
+static inline void NAME##_output_adjoint(const T *grad_t, int TH, int TW, int ld, int OH,     \
+                                         int OW, T *Z)                                        \
+{                                                                                            \
+    typedef NAME##_vec vec;                                                                  \
+    enum { VL = DN_VBYTES / sizeof(T) };                                                     \
+    const size_t xi_stride = DN_WINOGRAD_STRIDE((size_t)TH * TW * ld);                       \
+    const vec zero = {0};                                                                    \
+    for (int ty = 0; ty < TH; ty++)                                                          \
+        for (int tx = 0; tx < TW; tx++) {                                                    \
+            T *z = Z + ((size_t)ty * TW + tx) * ld;                                          \
+            const int y = 2 * ty, x = 2 * tx;                                                \
+            const T *g00 = grad_t + ((size_t)y * OW + x) * ld;                               \
+            const int right = x + 1 < OW, below = y + 1 < OH;                                \
+            for (int f = 0; f < ld; f += VL) {                                               \
+                const vec d00 = *(const vec *)(g00 + f);                                     \
+                const vec d01 = right ? *(const vec *)(g00 + ld + f) : zero;                 \
+                const vec d10 = below ? *(const vec *)(g00 + (size_t)OW * ld + f) : zero;    \
+                const vec d11 = right && below ? *(const vec *)(g00 + (size_t)(OW + 1) * ld + f) : zero; \
+                /* A g: rows g0, g0 + g1, g0 - g1, -g1 (g0, g1 the tile's rows) */           \
+                const vec r[4][2] = {{d00, d01}, {d00 + d10, d01 + d11},                     \
+                                     {d00 - d10, d01 - d11}, {-d10, -d11}};                  \
+                for (int a = 0; a < 4; a++) {  /* (A g) A^T: [p q] -> [p, p + q, p - q, -q] */ \
+                    *(vec *)(z + (4 * a + 0) * xi_stride + f) = r[a][0];                     \
+                    *(vec *)(z + (4 * a + 1) * xi_stride + f) = r[a][0] + r[a][1];           \
+                    *(vec *)(z + (4 * a + 2) * xi_stride + f) = r[a][0] - r[a][1];           \
+                    *(vec *)(z + (4 * a + 3) * xi_stride + f) = -r[a][1];                    \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+}                                                                                            \
+                                                                                             \
+/* dU[xi] (C x ld, row stride ld) += sum_t V[xi][t][c] Z[xi][t][f]: one padded image's        \
+ * weight gradient of the 3x3 stride-1 convolution, in the Winograd domain, from its output  \
+ * gradients grad_t (OH*OW x ld, pixels x filters).  Scratch as NAME's, with Z in M. */       \
+static inline void NAME##_filter_gradient(const T *padded, int C, int OH, int OW,           \
+                                          const T *grad_t, int ld, T *rows, T *V, T *Z,     \
+                                          int *row_offset, int *step_offset, T *dU)         \
+{                                                                                            \
+    const int TH = DN_WINOGRAD_TILES(OH), TW = DN_WINOGRAD_TILES(OW), tiles = TH * TW;       \
+    NAME##_input(padded, C, OH + 2, OW + 2, TH, TW, rows, V);                                \
+    NAME##_output_adjoint(grad_t, TH, TW, ld, OH, OW, Z);                                    \
+    const int Cp = DN_WINOGRAD_CHANNELS(C, T);                                               \
+    for (int c = 0; c < C; c++)                                                              \
+        row_offset[c] = c;                                                                   \
+    for (int t = 0; t < tiles; t++)                                                          \
+        step_offset[t] = t * Cp;                                                             \
+    for (int xi = 0; xi < 16; xi++)                                                          \
+        GEMM(C, ld, tiles, V + xi * DN_WINOGRAD_STRIDE((size_t)tiles * Cp), row_offset,       \
+             step_offset, Z + xi * DN_WINOGRAD_STRIDE((size_t)tiles * ld), ld,               \
+             dU + (size_t)xi * C * ld, ld, 1);                                               \
+}                                                                                            \
+                                                                                             \
 /* product (OH*OW x ld) = the 3x3 convolution of the C x Hp x Wp padded image (Hp = OH + 2,  \
  * Wp = OW + 2) with the transformed filters U (16 x C x ld, ld a multiple of                 \
  * DN_GATHER_NR(T)).  Scratch (Cp = DN_WINOGRAD_CHANNELS(C, T)): rows DN_WINOGRAD_ROWS_SCRATCH(Cp, Hp, Wp), V 16 strides of TH*TW*Cp, M 16 of TH*TW*ld, offsets          \
- * max(TH*TW, C) ints. */                                                                    \
+ * max(TH*TW, C) ints each. */                                                                    \
 static inline void NAME(const T *padded, int C, int OH, int OW, const T *U, int ld,        \
                         T *rows, T *V, T *M, int *row_offset, int *step_offset, T *product) \
 {                                                                                            \

@@ -427,27 +427,36 @@ def test_kernels_refuse_what_would_read_out_of_bounds():
         "conv_forward: bias needs 3 entries, got 2":
             lambda: conv.conv_forward(x, ones(9, 16), ones(2), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, False, 1),
         "transposed convolution needs stride 1 and pad < kernel":
-            lambda: conv.conv_backward(x, ones(1, 16, 2, 2), ones(1, 16, 2, 2), ones(144, 16), True, False, ones(1, 1, 4, 4),
+            lambda: conv.conv_backward(x, ones(1, 16, 2, 2), ones(1, 16, 2, 2), ones(144, 16), True, False, False, ones(1, 1, 4, 4),
                                        ones(1, 9, 16), ones(1, 16), 3, 3, 2, 2, 1, 1, False, 1),
         "conv_backward: dx must have shape \\(1, 1, 4, 4\\), got \\(1, 1, 4, 3\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(16, 16), False, False, ones(1, 1, 4, 3),
+            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(16, 16), False, False, False, ones(1, 1, 4, 3),
                                        ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
         "conv_backward: dout must have shape \\(1, 16, 4, 4\\), got \\(1, 16, 5, 4\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 5, 4), ones(1, 16, 5, 4), ones(16, 16), False, False, ones(1, 1, 4, 4),
+            lambda: conv.conv_backward(x, ones(1, 16, 5, 4), ones(1, 16, 5, 4), ones(16, 16), False, False, False, ones(1, 1, 4, 4),
                                        ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
         "conv_backward: dx_filters must have shape \\(16,\\), got \\(15,\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(15, 16), False, False, ones(1, 1, 4, 4),
+            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(15, 16), False, False, False, ones(1, 1, 4, 4),
                                        ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
         "conv_forward: Winograd needs a 3x3 kernel with stride 1":
             lambda: conv.conv_forward(x, ones(16, 16), ones(3), ones(1, 3, 2, 2), 3, 3, 2, 2, 1, 1, False, True, 1),
         "conv_forward: weights_t \\(Winograd's\\) must have shape \\(16,\\), got \\(9,\\)":
             lambda: conv.conv_forward(x, ones(9, 16), ones(3), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, True, 1),
         "conv_backward: dx by Winograd needs the transposed path":
-            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(256, 16), False, True,
+            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(256, 16), False, True, False,
                                        ones(1, 1, 4, 4), ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
         "conv_backward: dx_filters \\(Winograd's\\) must have shape \\(256,\\), got \\(144,\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(144, 16), True, True,
+            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(144, 16), True, True, False,
                                        ones(1, 1, 4, 4), ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
+        "conv_backward: dW by Winograd needs stride 1, got \\(2, 2\\)":
+            lambda: conv.conv_backward(x, ones(1, 16, 2, 2), ones(1, 16, 2, 2), ones(16, 16), False, False, True,
+                                       ones(1, 1, 4, 4), ones(1, 16, 16), ones(1, 16), 3, 3, 2, 2, 1, 1, False, 1),
+        "conv_backward: dW_t_per_chunk \\(Winograd's\\) must have shape \\(1, 16\\), got \\(1, 9\\)":
+            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(16, 16), False, False, True,
+                                       ones(1, 1, 4, 4), ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
+        "conv_backward: dW by Winograd needs a 3x3 kernel, got \\(2, 2\\)":
+            lambda: conv.conv_backward(x, ones(1, 16, 5, 5), ones(1, 16, 5, 5), ones(16, 16), False, False, True,
+                                       ones(1, 1, 4, 4), ones(1, 16, 16), ones(1, 16), 2, 2, 1, 1, 1, 1, False, 1),
         "im2col: cols must have shape \\(1, 9, 16\\), got \\(1, 9, 15\\)":
             lambda: im2col.im2col(x, ones(1, 9, 15), 3, 3, 1, 1, 1, 1, 1),
         "col2im: cols must have shape \\(1, 9, 16\\), got \\(2, 9, 16\\)":

@@ -1,5 +1,7 @@
 """Winograd F(2x2, 3x3) convolutions (src/deepnet_winograd.h) against the reference, an exact
 float64 computation and the direct kernels; and the rule that picks them."""
+import math
+
 import numpy as np
 import pytest
 
@@ -66,25 +68,39 @@ def error_against_exact(got, exact):
 def test_winograd_error_is_at_most_twice_the_direct_kernels(x_shape, filters, pad, rng):
     """float32 Winograd against the convolution of the same float32 numbers in float64
     (exact to ~1e-16 here): its error is at most 2x the direct kernel's (the issue's bound;
-    Lavin & Gray 2016 measured F(2x2, 3x3) about as accurate as direct).  Run with -s to see
-    the numbers."""
+    Lavin & Gray 2016 measured F(2x2, 3x3) about as accurate as direct), for the forward
+    pass, dx and dW.  Run with -s to see the numbers."""
     x, W, b = random_conv(rng, x_shape, filters, np.float32)
     exact_y = R.conv_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), (1, 1), (pad, pad))
     dout = rng.standard_normal(exact_y.shape).astype(np.float32)
-    exact_dx = R.conv_backward(dout.astype(np.float64), x.astype(np.float64), W.astype(np.float64),
-                               (1, 1), (pad, pad))[0]
+    exact_dx, exact_dW, _ = R.conv_backward(dout.astype(np.float64), x.astype(np.float64),
+                                            W.astype(np.float64), (1, 1), (pad, pad))
     errors = {}
     with deepnet.backend("cython"):
         for mode in ("never", "always"):
             with deepnet.winograd(mode):
                 y = F.conv2d(x, W, b, 1, pad)
-                dx = F.conv2d_backward(dout, x, W, 1, pad)[0]
-            errors[mode] = error_against_exact(y, exact_y), error_against_exact(dx, exact_dx)
-    print(f"\n{x_shape} {filters} filters pad {pad}: forward direct {errors['never'][0]:.2e} "
-          f"Winograd {errors['always'][0]:.2e}; dx direct {errors['never'][1]:.2e} Winograd {errors['always'][1]:.2e}")
-    for which in (0, 1):
+                dx, dW, _ = F.conv2d_backward(dout, x, W, 1, pad)
+            errors[mode] = [error_against_exact(got, exact)
+                            for got, exact in ((y, exact_y), (dx, exact_dx), (dW, exact_dW))]
+    print(f"\n{x_shape} {filters} filters pad {pad}, direct / Winograd: " + "; ".join(
+        f"{name} {errors['never'][i]:.2e} / {errors['always'][i]:.2e}" for i, name in enumerate(("forward", "dx", "dW"))))
+    for which in range(3):
         assert 0 < errors["always"][which] <= 2 * errors["never"][which]
         assert errors["always"][which] < 1e-6
+
+
+@pytest.mark.parametrize("x_shape,filters,pad", GEOMETRIES)
+def test_winograd_dW_is_the_adjoint_of_the_convolution_in_W(x_shape, filters, pad, rng, winograd_always):
+    """<dW, V> = <dout, conv(x, V)> for any filters V (the convolution is linear in W), in
+    float64, with the forward pass by the direct kernel."""
+    x, W, _ = random_conv(rng, x_shape, filters, np.float64)
+    V = rng.standard_normal(W.shape)
+    with deepnet.winograd("never"):
+        y_V = F.conv2d(x, V, None, 1, pad)
+    dout = rng.standard_normal(y_V.shape)
+    dW = F.conv2d_backward(dout, x, W, 1, pad)[1]
+    np.testing.assert_allclose(np.sum(dW * V), np.sum(dout * y_V), rtol=1e-11, atol=1e-11)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -141,9 +157,15 @@ def test_the_filter_transform_refuses_other_shapes():
         conv.winograd_filters(np.zeros((2, 2, 3, 3)), np.zeros((16, 8)), False)
 
 
-@pytest.mark.parametrize("which", ["forward", "dx"])
+@pytest.mark.parametrize("which", ["forward", "dx", "dW"])
 def test_the_rule_takes_3x3_stride_1_layers_with_enough_channels(which):
     enough = _cpu.WINOGRAD_MIN_CHANNELS[which]
+    with deepnet.winograd("always"):
+        assert _cpu.uses_winograd((1, 1, 3, 3), (1, 1), (1, 1), which)
+    assert "Winograd" in deepnet.config() and "3x3" in deepnet.config()["Winograd"]
+    if enough == math.inf:  # measured never to pay: direct under "auto"
+        assert not _cpu.uses_winograd((512, 512, 3, 3), (1, 1), (1, 1), which)
+        return
     assert _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (1, 1), which)
     assert not _cpu.uses_winograd((enough, enough // 2, 3, 3), (1, 1), (1, 1), which)  # too few inputs
     assert not _cpu.uses_winograd((enough, 1, 3, 3), (1, 1), (1, 1), which)        # DeepConvNet's conv1
@@ -152,9 +174,6 @@ def test_the_rule_takes_3x3_stride_1_layers_with_enough_channels(which):
     assert not _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (3, 3), which)   # pad past the kernel
     with deepnet.winograd("never"):
         assert not _cpu.uses_winograd((64, 64, 3, 3), (1, 1), (1, 1), which)
-    with deepnet.winograd("always"):
-        assert _cpu.uses_winograd((1, 1, 3, 3), (1, 1), (1, 1), which)
-    assert "Winograd" in deepnet.config() and "3x3" in deepnet.config()["Winograd"]
 
 
 def test_a_bad_winograd_mode_is_refused(monkeypatch):
