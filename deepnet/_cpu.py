@@ -141,12 +141,14 @@ def conv_forward(x, W, b, stride, pad, relu=False):
 
 def conv_pool_forward(x, W, b, stride, pad, relu=False):
     """conv_forward then 2x2 stride-2 max-pooling, fused; None (the caller makes the two
-    calls) where that does not pay: with fewer images than threads, where the direct
-    kernel's bands of rows keep every thread busy, and in float16, whose half-size outputs
-    gain nothing (benches/fusion.py: DeepConvNet inference, batch 100, 2 threads, Zen 3,
-    fused / layer by layer: float32 1.10x, float64 1.07-1.08x, float16 0.94-1.00x)."""
+    calls) with fewer images than threads, where the direct kernel's bands of rows keep
+    every thread busy.  float16 is pooled in float32 and then rounded: the same values
+    as the two calls (rounding is monotonic; a zero's sign can differ), and the float32
+    pooling kernel is the fast one (benches/fusion.py: DeepConvNet inference, batch 100,
+    2 threads, Zen 3, fused / layer by layer: float32 1.10-1.15x, float64 1.07-1.08x,
+    float16 1.21x; pooling the halves had made it 0.94-1.00x)."""
     N = x.shape[0]
-    if N < get_num_threads() or x.dtype == np.float16:
+    if N < get_num_threads():
         return None
     FN, C, kh, kw = W.shape
     OH, OW = output_hw(x.shape, kh, kw, stride, pad)

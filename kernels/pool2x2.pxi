@@ -1,6 +1,6 @@
 # DeepConvNet's max-pooling (2x2 windows, stride 2, no padding) on one plane: the vectorised
-# kernels of src/deepnet_pool.h, for max_pool_forward and conv_pool_forward
-# (included after dtypes.pxi).
+# kernels of src/deepnet_pool.h, for max_pool_forward (max_pool_2x2) and conv_pool_forward
+# (the float and double ones, on its compute_t planes) (included after dtypes.pxi).
 
 from libc.stdint cimport int32_t
 

@@ -1,6 +1,7 @@
 """Convolution + 2x2 max-pooling fused for inference (conv.conv_pool_forward): equal bit for
-bit to the two separate kernels and to the NumPy reference's pooling of the reference
-convolution; and the inference pass of Sequential that uses it."""
+bit to the two separate kernels in float32 and float64, equal in value in float16 (pooled
+before rounding), and to the NumPy reference's pooling of the reference convolution; and
+the inference pass of Sequential that uses it."""
 import numpy as np
 import pytest
 
@@ -48,6 +49,38 @@ def test_fused_equals_the_two_kernels_bit_for_bit(x_shape, filters, pad, kernel,
     assert max_relative_error(fused, reference) <= RTOL[dtype]
 
 
+@pytest.mark.parametrize("winograd", ["never", "always"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,filters,pad,kernel", GEOMETRIES)
+def test_fused_float16_pools_before_rounding_to_the_same_values(x_shape, filters, pad, kernel, relu, winograd, rng):
+    """float16 is pooled in float32 and rounded after: rounding is monotonic, so the maxima
+    are the values of the two kernels' round-then-pool (only a zero's sign could differ)."""
+    x, W, b = random_conv(rng, x_shape, filters, kernel, np.float16)
+    with deepnet.backend("cython"), deepnet.winograd(winograd):
+        fused = _cpu.conv_pool_forward(x, W, b, (1, 1), (pad, pad), relu=relu)
+        separate = F.max_pool2d(F.conv2d(x, W, b, 1, pad, relu=relu), 2, 2, 2)[0]
+    assert fused is not None and fused.dtype == np.float16 and fused.shape == separate.shape
+    np.testing.assert_array_equal(fused, separate)
+    reference = R.max_pool_forward(R.conv_forward(*(a.astype(np.float64) for a in (x, W, b)), (1, 1), (pad, pad),
+                                                  relu=relu), 2, 2, (2, 2), (0, 0))[0]
+    assert max_relative_error(fused, reference) <= RTOL[np.float16]
+
+
+def test_fused_float16_rounds_ties_and_special_values_like_the_two_kernels(rng):
+    """A 1x1 filter that adds two channels: sums that round to the same half (1 + 2**-12 and
+    1), that overflow to inf (65504 + 16), infinities and NaN."""
+    first = rng.choice(np.array([1.0, 65504.0, -65504.0, np.inf, np.nan, 0.0, -1.0], np.float16), size=(3, 1, 8, 10))
+    second = rng.choice(np.array([0.0, 2**-12, 2**-11, 16.0, -16.0], np.float16), size=(3, 1, 8, 10))
+    x = np.concatenate([first, second], axis=1)
+    W = np.ones((1, 2, 1, 1), np.float16)
+    b = np.zeros(1, np.float16)
+    with np.errstate(over="ignore", invalid="ignore"):
+        fused = _cpu.conv_pool_forward(x, W, b, (1, 1), (0, 0))
+        separate = F.max_pool2d(F.conv2d(x, W, b, 1, 0), 2, 2, 2)[0]
+    np.testing.assert_array_equal(fused, separate)
+    assert np.isinf(separate).any() and np.isnan(separate).any()
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_fused_results_do_not_depend_on_the_thread_count(threads, rng):
     x, W, b = random_conv(rng, (5, 16, 14, 14), 32, 3, np.float32)
@@ -73,13 +106,13 @@ def test_fused_takes_read_only_and_strided_arrays(rng):
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("images", [1, 4])
 def test_the_public_function_falls_back_where_fusing_does_not_pay(dtype, images, rng):
-    # float16 and batches smaller than the thread count take the two kernels: same answer
+    # batches smaller than the thread count take the two kernels: same answer
     x, W, b = random_conv(rng, (images, 16, 12, 12), 16, 3, dtype)
     deepnet.set_num_threads(2)
     try:
         got = F.conv2d_max_pool2d(x, W, b, 1, 1, relu=True)
         assert np.array_equal(got, F.max_pool2d(F.conv2d(x, W, b, 1, 1, relu=True), 2, 2, 2)[0])
-        assert (_cpu.conv_pool_forward(x, W, b, (1, 1), (1, 1)) is None) == (dtype == np.float16 or images < 2)
+        assert (_cpu.conv_pool_forward(x, W, b, (1, 1), (1, 1)) is None) == (images < 2)
     finally:
         deepnet.set_num_threads(None)
 
@@ -104,7 +137,7 @@ def test_the_kernel_refuses_a_pooled_array_of_the_wrong_shape(rng):
                                3, 3, 1, 1, 0, 1, False, False, 1)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_deepconvnet_inference_fuses_and_equals_the_layer_by_layer_pass(dtype, rng):
     net = DeepConvNet(dtype=dtype, seed=0)
     x = rng.random((6, 1, 28, 28)).astype(dtype)
