@@ -7,16 +7,13 @@ from libc.stdint cimport int32_t
 cdef extern from "deepnet_pool.h" nogil:
     void dn_max_pool_2x2_float(const float* plane, float* out, int32_t* winners, int W, int OH, int OW)
     void dn_max_pool_2x2_double(const double* plane, double* out, int32_t* winners, int W, int OH, int OW)
-    void dn_max_pool_2x2_half(const half_t* plane, half_t* out, int32_t* winners, int W, int OH, int OW)
 
 
 cdef inline void max_pool_2x2(const storage_t* plane, storage_t* out, int32_t* winners,
                               int W, int OH, int OW) noexcept nogil:
     """out (OH x OW) = the maxima of the 2x2 windows of plane (rows W apart), winners their
-    flat indexes."""
+    flat indexes (float and double; float16 is widened to float first)."""
     if storage_t is float:
         dn_max_pool_2x2_float(plane, out, winners, W, OH, OW)
     elif storage_t is double:
         dn_max_pool_2x2_double(plane, out, winners, W, OH, OW)
-    else:
-        dn_max_pool_2x2_half(plane, out, winners, W, OH, OW)

@@ -36,38 +36,4 @@ static inline void NAME(const T *restrict plane, T *restrict out, int32_t *restr
 DN_DEFINE_POOL_2X2(float, dn_max_pool_2x2_float)
 DN_DEFINE_POOL_2X2(double, dn_max_pool_2x2_double)
 
-/* float16 (raw bits): compared as integers, which vectorises where half -> float would
- * not.  The key orders halves like their values: negatives flipped below positives, and
- * -0 mapped onto +0 so the two zeros tie as they do in a float comparison. */
-static inline int32_t dn_half_order_key(uint16_t h)
-{
-    int32_t magnitude = h & 0x7fff;
-    return (h & 0x8000) ? -magnitude : magnitude;
-}
-
-static inline int dn_half_is_nan(uint16_t h) { return (h & 0x7fff) > 0x7c00; }
-
-static inline void dn_max_pool_2x2_half(const uint16_t *restrict plane, uint16_t *restrict out,
-                                        int32_t *restrict winners, int W, int OH, int OW)
-{
-    for (int oy = 0; oy < OH; oy++) {
-        const int top = 2 * oy * W;
-        for (int ox = 0; ox < OW; ox++) {
-            const int first = top + 2 * ox;
-            const int candidates[3] = {first + 1, first + W, first + W + 1};
-            uint16_t best = plane[first];
-            int32_t winner = first;
-            for (int k = 0; k < 3; k++) {
-                uint16_t value = plane[candidates[k]];
-                int take = dn_half_is_nan(value) ? !dn_half_is_nan(best)
-                         : (!dn_half_is_nan(best) && dn_half_order_key(value) > dn_half_order_key(best));
-                best = take ? value : best;
-                winner = take ? candidates[k] : winner;
-            }
-            out[oy * OW + ox] = best;
-            winners[oy * OW + ox] = winner;
-        }
-    }
-}
-
 #endif /* DEEPNET_POOL_H */

@@ -308,6 +308,21 @@ def test_max_pool_2x2_ties_zeros_infinities_and_nan_like_the_reference(dtype, rn
     np.testing.assert_array_equal(y, y_ref)
 
 
+def test_max_pool_2x2_float16_keeps_every_value_and_quiets_a_signalling_nan(rng):
+    """float16 2x2 pooling widens each plane to float32 and rounds the maxima back: every
+    half (subnormals, the largest, both zeros' signs) comes back bit for bit; a signalling
+    NaN comes back as a NaN, quiet."""
+    bits = rng.integers(0, 2**16, size=(2, 3, 6, 8), dtype=np.uint16)
+    bits[0, 0, 0, 0] = 0x7c01  # a signalling NaN
+    x = bits.view(np.float16)
+    y, argmax = F.max_pool2d(x, 2, 2)
+    y_ref, argmax_ref = R.max_pool_forward(x, 2, 2, (2, 2), (0, 0))
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    nan = np.isnan(y_ref)
+    np.testing.assert_array_equal(y.view(np.uint16)[~nan], y_ref.view(np.uint16)[~nan])
+    assert np.isnan(y[nan]).all() and np.isnan(y[0, 0, 0, 0])
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_single_image_convolution_split_in_bands_of_rows(threads, rng):
     """With fewer images than threads the forward kernel splits each image into bands of
