@@ -46,6 +46,11 @@ def test_fusion_prints_both_inference_passes():
     assert "| fused |" in out and "| layer by layer |" in out and "fused / layer by layer:" in out
 
 
+def test_latency_prints_the_rounds():
+    out = run_script("latency.py", "--rounds", "1", "--calls", "2")
+    assert "| 1 |" in out and "| median |" in out
+
+
 def test_compare_prints_the_whole_network_table():
     out = run_script("compare.py", "--rows", "deepnet-float32", "--steps", "1", "--warmup", "0", "--repeat", "1")
     assert "| deepnet float32" in out and "train % of FMA peak" in out
