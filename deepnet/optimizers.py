@@ -10,13 +10,15 @@ parameter, and only array methods / operators are used.
 Dtypes: optimizer state (velocity, squared-gradient sums, Adam moments) has the
 parameter's dtype, except for float16 parameters, whose state is kept in float32
 because float16 state underflows (g*g is already 0 in float16 for |g| below ~1.7e-4).
-The update is computed in float32 and written back into the float16 parameter.
+The update is computed in float32, on a float32 copy of a float16 parameter, and rounded
+back into it.
 """
 import math
 import numbers
 
 import numpy as np
 
+from deepnet import functional as F
 from deepnet._cuda import get_array_module as _array_module  # cupy only where it is in use
 from deepnet._cuda import to_cpu
 
@@ -72,10 +74,21 @@ class Optimizer:
         self.iter += 1
         for key, grad in grads.items():
             param = params[key]
-            grad = grad.astype(_state_dtype(param), copy=False)
-            if self.weight_decay and param.ndim > 1:
-                grad = grad + self.weight_decay * param.astype(grad.dtype, copy=False)
-            self._update_one(key, param, grad)
+            grad = F.cast(grad, _state_dtype(param))
+            if param.dtype == np.float16:
+                # Updated as a float32 copy and rounded back, with the backend's casts: the
+                # same bits as numpy's mixed float16/float32 in-place arithmetic, which ran
+                # scalar half conversions (Adam on DeepConvNet: 3.5 ms a step, float32 1.5).
+                wide = F.cast(param, np.float32)
+                self._update_param(key, wide, grad)
+                param[...] = F.cast(wide, np.float16)
+            else:
+                self._update_param(key, param, grad)
+
+    def _update_param(self, key, param, grad):
+        if self.weight_decay and param.ndim > 1:
+            grad = grad + self.weight_decay * param.astype(grad.dtype, copy=False)
+        self._update_one(key, param, grad)
 
     def _update_one(self, key, param, grad):
         raise NotImplementedError
