@@ -15,10 +15,10 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 BENCHES = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCHES))   # compare.py and torch_deepconvnet.py
 WARMUP = 50
 
 
@@ -28,7 +28,6 @@ def predictor(framework, threads):
     if framework == "torch":
         import torch
 
-        sys.path.insert(0, str(BENCHES))
         import torch_deepconvnet
 
         torch.set_num_threads(threads)
@@ -51,15 +50,8 @@ def predictor(framework, threads):
 
 def measure(framework, threads, calls):
     """Median seconds of one prediction (in this process)."""
-    predict = predictor(framework, threads)
-    for _ in range(WARMUP):
-        predict()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        predict()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    from compare import median_seconds
+    return median_seconds(predictor(framework, threads), WARMUP, calls)
 
 
 def main():

@@ -88,8 +88,8 @@ def _filter_columns(matrix, dtype):
 #   28x28 and 56x56 ran 0.91-1.23x the direct time.  The direct dW GEMM (rows C*9, steps
 #   the pixels) is an efficient shape; Winograd's 16 GEMMs over the tiles of one image are
 #   small, and its transforms read and write 4x the image and the output gradient.
-WINOGRAD_MIN_CHANNELS = ({"forward": 64, "dx": 64, "dW": math.inf} if _openmp.vector_bits() >= 512
-                         else {"forward": 16, "dx": 32, "dW": math.inf})   # in and out
+WINOGRAD_MIN_CHANNELS = {**({"forward": 64, "dx": 64} if _openmp.vector_bits() >= 512
+                            else {"forward": 16, "dx": 32}), "dW": math.inf}   # in and out
 WINOGRAD_RULE = ("3x3 stride-1 convolutions with >= {forward} input and output channels (forward), "
                  ">= {dx} (input gradient); the weight gradient direct".format(**WINOGRAD_MIN_CHANNELS))
 

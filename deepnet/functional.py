@@ -218,7 +218,9 @@ def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.c
     """max_pool2d(conv2d(x, W, b, stride, pad, relu=relu), 2, 2, 2)[0], for inference (no
     argmax): DeepConvNet's convolution and 2x2 pooling.  The compiled CPU backend runs it as
     one pass whose convolution output never reaches memory, equal bit for bit to the two
-    calls; other backends, and batches smaller than the thread count, make the two calls."""
+    calls in float32 and float64 and equal in value in float16 (pooled before rounding; a
+    zero's sign could differ); other backends, and batches smaller than the thread count,
+    make the two calls."""
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     b = _conv_bias(b, W, caller)
     backend = _backend(caller, x, W, b)

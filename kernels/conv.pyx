@@ -324,8 +324,9 @@ def conv_pool_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] w
     """conv_forward, then 2x2 max-pooling with stride 2 (DeepConvNet's) into pooled,
     (N, FN, OH // 2, OW // 2): for inference.  Each image's convolution output stays in a
     per-thread buffer, in the core's cache, and only the pooled planes reach memory.  The
-    result equals max_pool_forward of conv_forward's, bit for bit.  A task is always a
-    whole image."""
+    result equals max_pool_forward of conv_forward's, bit for bit in float32 and float64;
+    float16 is pooled before it is rounded, which gives the same values (a zero's sign
+    could differ).  A task is always a whole image."""
     cdef int OH, OW
     OH, OW = window_output("conv_pool_forward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int FN = pooled.shape[1]
@@ -349,14 +350,15 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
     cdef int P = OH * OW, PH = OH // 2, PW = OW // 2
     cdef int Hp = H + 2 * ph, Wp = W + 2 * pw
     cdef int bands = 1 if N >= n_threads or winograd or pooled != NULL else min(OH, (n_threads + N - 1) // N)
-    cdef int task, n, band, first, band_size, f, failed = 0
+    cdef int task, n, band, first, band_size, failed = 0
     cdef int* steps = window_offsets(C, kh, kw, Hp, Wp)
     cdef int* pixels = pixel_offsets(OH, OW, sh, sw, Wp)
     cdef compute_t* padded
     cdef compute_t* product
     # conv_pool_forward: one image's convolution output, in compute_t: pooled before it is
     # rounded to float16 (rounding is monotonic, so the maxima are the same values, and
-    # the float kernel is the fast one); its pooling's argmax, unused; one pooled plane
+    # the float kernel is the fast one); its pooling's argmax, unused; float16: one pooled
+    # plane before rounding
     cdef compute_t* image
     cdef int32_t* winners
     cdef compute_t* pooled_plane
@@ -371,14 +373,16 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
         if pooled != NULL:
             image = <compute_t*>uninitialised(<size_t>FN * P, sizeof(compute_t))
             winners = <int32_t*>uninitialised(<size_t>PH * PW, sizeof(int32_t))
-            pooled_plane = <compute_t*>uninitialised(<size_t>PH * PW, sizeof(compute_t))
+            if storage_t is half_t:
+                pooled_plane = <compute_t*>uninitialised(<size_t>PH * PW, sizeof(compute_t))
         scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
         have_scratch = not winograd or winograd_scratch(&scratch, C, OH, OW, ld, sizeof(compute_t))
         # dynamic: on a shared machine a core that is slowed down would otherwise keep the
         # other waiting at the end of the loop (static measured 5-9% slower here)
         for task in prange(N * bands, schedule="dynamic"):
             if (steps == NULL or pixels == NULL or padded == NULL or product == NULL or not have_scratch
-                    or (pooled != NULL and (image == NULL or winners == NULL or pooled_plane == NULL))):
+                    or (pooled != NULL and (image == NULL or winners == NULL
+                                            or (storage_t is half_t and pooled_plane == NULL)))):
                 failed += 1
                 continue
             n = task // bands
