@@ -46,6 +46,10 @@ class Row:
     backend: str = "cython"  # deepnet's CPU backend; unused for torch
     model: str = "deepconvnet"  # a name of deepnet.recipes.MODEL_NAMES (and torch_deepconvnet.MODELS)
     winograd: str = "auto"   # deepnet.set_winograd's mode; "never": the direct convolutions only
+    # The malloc policy of deepnet/_memory.py, which deepnet sets itself: None, each
+    # framework's default; True (PyTorch rows), the same thresholds through glibc's MALLOC_*_
+    # variables; False (deepnet rows), malloc's defaults (DEEPNET_KEEP_FREED_MEMORY=0).
+    keep_freed_memory: bool = None
 
 
 ROWS = [
@@ -57,6 +61,9 @@ ROWS = [
     Row("numpy-float32", "deepnet NumPy reference float32", "deepnet", "float32", backend="numpy"),
     Row("torch-float32", "PyTorch float32", "torch", "float32"),
     Row("torch-float64", "PyTorch float64", "torch", "float64"),
+    Row("trimmed-float32", "deepnet float32, malloc's defaults", "deepnet", "float32", keep_freed_memory=False),
+    Row("torch-kept-float32", "PyTorch float32, deepnet's malloc thresholds", "torch", "float32",
+        keep_freed_memory=True),
     Row("deepnet-bn-float32", "deepnet DeepConvNet-BN float32", "deepnet", "float32", model="deepconvnet-bn"),
     Row("torch-bn-float32", "PyTorch DeepConvNet-BN float32", "torch", "float32", model="deepconvnet-bn"),
     Row("deepnet-resnet-float32", "deepnet ResNet float32", "deepnet", "float32", model="resnet"),
@@ -67,7 +74,7 @@ ROWS_BY_KEY = {row.key: row for row in ROWS}
 def torch_row_for(row):
     """The key of the PyTorch row that a row is compared with: the same model, in the same
     dtype where PyTorch has that row, else in float32."""
-    torch_rows = {(r.model, r.dtype): r.key for r in ROWS if r.framework == "torch"}
+    torch_rows = {(r.model, r.dtype): r.key for r in ROWS if r.framework == "torch" and r.keep_freed_memory is None}
     return torch_rows.get((row.model, row.dtype), torch_rows[(row.model, "float32")])
 
 
@@ -223,6 +230,17 @@ def torch_installed():
     return importlib.util.find_spec("torch") is not None
 
 
+def child_environment(row):
+    """The environment of a row's subprocess: this one's, with the row's malloc policy."""
+    from deepnet import _memory
+    env = {k: v for k, v in os.environ.items() if k not in _memory.USER_SETTINGS}
+    if row.keep_freed_memory is True:
+        env.update(MALLOC_MMAP_THRESHOLD_=str(_memory.MMAP_THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(_memory.TRIM_THRESHOLD))
+    elif row.keep_freed_memory is False:
+        env["DEEPNET_KEEP_FREED_MEMORY"] = "0"
+    return env
+
+
 def run_child(mode, row, threads, steps, warmup):
     """Run ``compare.py --<mode> row`` in a fresh interpreter; its JSON result, or {"error": ...}."""
     if row.framework == "torch" and not torch_installed():
@@ -230,7 +248,7 @@ def run_child(mode, row, threads, steps, warmup):
     print(f"  {row.label}, {threads} thread(s) ...", file=sys.stderr, flush=True)
     command = [sys.executable, os.path.abspath(__file__), f"--{mode}", row.key, "--threads", str(threads),
                "--steps", str(steps), "--warmup", str(warmup)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=child_environment(row))
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         message = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]

@@ -67,6 +67,22 @@ def test_compare_runs_the_bn_and_resnet_rows():
     assert "failed" not in out
 
 
+def test_compare_runs_the_rows_of_each_malloc_policy(monkeypatch):
+    sys.path.insert(0, str(BENCHES))
+    import compare
+    from deepnet import _memory
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "1")   # a user's own setting is not passed to the rows
+    kept = compare.child_environment(compare.ROWS_BY_KEY["torch-kept-float32"])
+    assert kept["MALLOC_TRIM_THRESHOLD_"] == str(_memory.TRIM_THRESHOLD) and "MALLOC_TOP_PAD_" not in kept
+    assert compare.child_environment(compare.ROWS_BY_KEY["trimmed-float32"])["DEEPNET_KEEP_FREED_MEMORY"] == "0"
+    default = compare.child_environment(compare.ROWS_BY_KEY["torch-float32"])
+    assert not any(name.startswith("MALLOC_") for name in default)
+    assert compare.torch_row_for(compare.ROWS_BY_KEY["trimmed-float32"]) == "torch-float32"
+    out = run_script("compare.py", "--rows", "trimmed-float32", "--steps", "1", "--warmup", "0", "--repeat", "1",
+                     "--fma-peak", "100")
+    assert "| deepnet float32, malloc's defaults" in out and "failed" not in out
+
+
 def test_the_torch_mirrors_have_deepnets_parameter_counts():
     torch = pytest.importorskip("torch", reason="PyTorch is the [bench] extra's comparison only")
     sys.path.insert(0, str(BENCHES))

@@ -6,6 +6,9 @@ as functions); ``deepnet.reference`` is the pure-NumPy reference of every kernel
 from deepnet._config import (backend, get_backend, get_num_threads, get_winograd, kernels_compiled,
                              set_backend, set_num_threads, set_winograd, winograd)
 from deepnet._version import __version__
+from deepnet import _memory
+
+_memory.keep_freed_memory()  # once per process, before the first large arrays
 
 __all__ = ["__version__", "backend", "get_backend", "get_num_threads", "get_winograd", "kernels_compiled",
            "set_backend", "set_num_threads", "set_winograd", "show_config", "config", "winograd"]
@@ -32,6 +35,7 @@ def config():
         "vector width": f"{openmp.vector_bits()} bits" if openmp else "none",
         "Winograd": _winograd_config() if kernels_compiled() else "no (kernels not built)",
         "BLAS": ", ".join(blas) or "none found",
+        "freed memory": _memory.status,
         "CuPy": _cuda.cupy_or_none() is not None,
         "GPU usable": _cuda.gpu_available(),
     }

@@ -74,9 +74,14 @@ def _filter_columns(matrix, dtype):
 # convolution, but its transforms cost memory passes that only pay with enough channels,
 # and how many depends on how fast the direct kernel is.  Measured per layer with
 # benches/winograd_layers.py (batch 100, 2 threads, float32, ms Winograd/direct):
-# - AVX-512 build (Zen 4): 64->64 at 8x8 forward 1.91/2.05, dx+dW 3.91/4.97; 32->32 at
-#   14x14 1.81/1.76, 3.62/3.35; 16->16 at 28x28 1.94/1.34, 4.00/3.14.  So only from 64.
-#   (Measured before dW had a Winograd path; the direct dW ran at the FMA peak there.)
+# - AVX-512 build (Intel Xeon, 2 FMA ports, 2026-12-04; 31 rounds, twice): 32->32 at 14x14
+#   pad 2 forward 1.65/1.93, backward with dx Winograd/direct 3.95/4.28; 32->64 at 8x8
+#   0.79/0.99, 2.45/2.44; 64->64 1.42/1.82, 3.85/4.55; 16->32 at 14x14 0.85/0.81,
+#   2.19/2.04.  So both from 32: in the whole network (8 alternating processes) the
+#   training step 4.6% and inference 7.7% faster than with the rule from 64.  The Zen 4
+#   measurement that had put it at 64 (32->32 forward 1.81/1.76, dx+dW 3.62/3.35) predates
+#   the filter transform as a kernel: in NumPy it took 1.6 ms for 64x64 filters, so about
+#   0.4 ms for 32x32, more than that layer's margin.  Not re-measured on Zen 4.
 # - 256-bit build (Zen 3, AVX2): 16->16 at 28x28 forward 4.47/5.11, dx+dW 11.25/8.54;
 #   16->32 at 14x14 1.96/2.10, 3.85/3.96; 32->32 3.55/5.31, 7.18/7.48; 64->64 4.90/5.83,
 #   10.94/11.20.  So the forward pass from 16 channels, dx from 32.
@@ -88,7 +93,7 @@ def _filter_columns(matrix, dtype):
 #   28x28 and 56x56 ran 0.91-1.23x the direct time.  The direct dW GEMM (rows C*9, steps
 #   the pixels) is an efficient shape; Winograd's 16 GEMMs over the tiles of one image are
 #   small, and its transforms read and write 4x the image and the output gradient.
-WINOGRAD_MIN_CHANNELS = {**({"forward": 64, "dx": 64} if _openmp.vector_bits() >= 512
+WINOGRAD_MIN_CHANNELS = {**({"forward": 32, "dx": 32} if _openmp.vector_bits() >= 512
                             else {"forward": 16, "dx": 32}), "dW": math.inf}   # in and out
 WINOGRAD_RULE = ("3x3 stride-1 convolutions with >= {forward} input and output channels (forward), "
                  ">= {dx} (input gradient); the weight gradient direct".format(**WINOGRAD_MIN_CHANNELS))

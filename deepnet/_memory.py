@@ -1,0 +1,51 @@
+"""Freed memory kept for reuse (glibc's malloc), set once when deepnet is imported.
+
+A DeepConvNet training step (batch 100) allocates and frees some 40 MB of activations and
+gradients, all larger than glibc's mmap threshold.  glibc's adaptive default raises that
+threshold to the largest block freed so far (5 MB here) and returns the top of the heap
+to the kernel whenever twice that is free, which the end of every step is; the next step
+then faults the same pages back in, zeroed: about 1,400 page faults a step, at about 3 us
+each.  Fixed thresholds keep the memory in the heap: on a 2-core Intel Xeon the training
+step ran 16% faster (3,328 -> 3,849 img/s, medians of 6 alternating processes), at the
+cost of up to TRIM_THRESHOLD of freed memory staying in the process.  PyTorch gains as
+much from the same setting (MALLOC_*_ environment variables, or jemalloc), which its CPU
+tuning guides recommend; deepnet sets it itself, as numpy sets hugepage advice for its
+arrays.  It changes the policy of the whole process, so it is skipped when the user set
+any MALLOC_*_ variable, and DEEPNET_KEEP_FREED_MEMORY=0 turns it off.
+"""
+import ctypes
+import os
+
+MMAP_THRESHOLD = 32 << 20   # glibc's own cap for the adaptive threshold on 64-bit
+TRIM_THRESHOLD = 64 << 20   # free memory at the heap's top that is returned to the kernel
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # <malloc.h>
+USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+
+status = "not set yet"
+
+
+def keep_freed_memory():
+    """Set glibc's thresholds (see the module docstring) unless the user chose otherwise;
+    returns and records the outcome as a sentence for deepnet.config()."""
+    global status
+    status = _apply()
+    return status
+
+
+def _apply():
+    if os.environ.get("DEEPNET_KEEP_FREED_MEMORY", "1") == "0":
+        return "malloc's defaults (DEEPNET_KEEP_FREED_MEMORY=0)"
+    chosen = [name for name in USER_SETTINGS if name in os.environ]
+    if chosen:
+        return f"malloc's settings from {', '.join(chosen)}"
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # only glibc has mallopt's thresholds
+    except (AttributeError, OSError, TypeError):
+        return "the C library's defaults (not glibc)"
+    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        return "malloc's defaults (glibc's mallopt refused the thresholds)"
+    return (f"up to {TRIM_THRESHOLD >> 20} MiB kept for reuse (glibc mallopt; "
+            "DEEPNET_KEEP_FREED_MEMORY=0 turns it off)")
