@@ -74,14 +74,14 @@ def _filter_columns(matrix, dtype):
 # convolution, but its transforms cost memory passes that only pay with enough channels,
 # and how many depends on how fast the direct kernel is.  Measured per layer with
 # benches/winograd_layers.py (batch 100, 2 threads, float32, ms Winograd/direct):
-# - AVX-512 build (Intel Xeon, 2 FMA ports, 2026-12-04; 31 rounds, twice): 32->32 at 14x14
-#   pad 2 forward 1.65/1.93, backward with dx Winograd/direct 3.95/4.28; 32->64 at 8x8
-#   0.79/0.99, 2.45/2.44; 64->64 1.42/1.82, 3.85/4.55; 16->32 at 14x14 0.85/0.81,
-#   2.19/2.04.  So both from 32: in the whole network (8 alternating processes) the
-#   training step 4.6% and inference 7.7% faster than with the rule from 64.  The Zen 4
-#   measurement that had put it at 64 (32->32 forward 1.81/1.76, dx+dW 3.62/3.35) predates
-#   the filter transform as a kernel: in NumPy it took 1.6 ms for 64x64 filters, so about
-#   0.4 ms for 32x32, more than that layer's margin.  Not re-measured on Zen 4.
+# - AVX-512 build (Intel Xeon, two 512-bit FMA units, 2026-12-04, with the wide tile of
+#   src/deepnet_gather_gemm.h; 21 rounds, twice): forward 32->32 at 14x14 pad 2 1.64/1.62,
+#   32->64 at 8x8 0.75/0.94, 64->64 1.36/1.80, 16->32 at 14x14 0.84/0.70; backward with dx
+#   Winograd/direct 32->32 3.70/3.53, 32->64 2.22/2.22, 64->64 3.65/4.36.  So the forward
+#   pass from 32, dx from 64 (dx from 32 tied in the whole training step: 4,011 vs 4,019
+#   img/s, 16 alternating processes).  The earlier Zen 4 measurement (before the wide tile
+#   and before the filter transform was a kernel) had put both at 64: 32->32 forward
+#   1.81/1.76, dx+dW 3.62/3.35.  Not re-measured on Zen 4.
 # - 256-bit build (Zen 3, AVX2): 16->16 at 28x28 forward 4.47/5.11, dx+dW 11.25/8.54;
 #   16->32 at 14x14 1.96/2.10, 3.85/3.96; 32->32 3.55/5.31, 7.18/7.48; 64->64 4.90/5.83,
 #   10.94/11.20.  So the forward pass from 16 channels, dx from 32.
@@ -93,7 +93,7 @@ def _filter_columns(matrix, dtype):
 #   28x28 and 56x56 ran 0.91-1.23x the direct time.  The direct dW GEMM (rows C*9, steps
 #   the pixels) is an efficient shape; Winograd's 16 GEMMs over the tiles of one image are
 #   small, and its transforms read and write 4x the image and the output gradient.
-WINOGRAD_MIN_CHANNELS = {**({"forward": 32, "dx": 32} if _openmp.vector_bits() >= 512
+WINOGRAD_MIN_CHANNELS = {**({"forward": 32, "dx": 64} if _openmp.vector_bits() >= 512
                             else {"forward": 16, "dx": 32}), "dW": math.inf}   # in and out
 WINOGRAD_RULE = ("3x3 stride-1 convolutions with >= {forward} input and output channels (forward), "
                  ">= {dx} (input gradient); the weight gradient direct".format(**WINOGRAD_MIN_CHANNELS))
@@ -206,22 +206,25 @@ def _filter_matrix(W, winograd):
     return _filter_columns(cast(W, acc).reshape(FN, C * kh * kw).T, acc)
 
 
-def conv_backward(dout, x, W, stride, pad, relu_out=None):
+def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True):
     FN, C, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
-    weights = cast(W, acc)
     # With stride 1, dx is a convolution of dout with the flipped filters (needs pad <=
     # kernel - 1); for few channels the padded columns would waste more than col2im costs.
-    transposed = stride == (1, 1) and pad[0] < kh and pad[1] < kw and 2 * C >= _padded_columns(1, acc)
+    transposed = (input_gradient and stride == (1, 1) and pad[0] < kh and pad[1] < kw
+                  and 2 * C >= _padded_columns(1, acc))
     winograd = transposed and uses_winograd(W.shape, stride, pad, "dx")
-    if winograd:
+    if not input_gradient:
+        dx, dx_filters = None, np.zeros((0, 0), dtype=acc)   # not read; its dtype picks the kernel
+    elif winograd:
         dx_filters = _winograd_filters(W, acc, flipped=True)
     elif transposed:
-        dx_filters = _filter_columns(weights[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(FN * kh * kw, C), acc)
+        dx_filters = _filter_columns(cast(W, acc)[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(FN * kh * kw, C), acc)
     else:
-        dx_filters = _filter_columns(weights.reshape(FN, C * kh * kw), acc)  # col2im
+        dx_filters = _filter_columns(cast(W, acc).reshape(FN, C * kh * kw), acc)  # col2im
     winograd_dW = uses_winograd(W.shape, stride, pad, "dW")
-    dx = np.empty_like(x)
+    if input_gradient:
+        dx = np.empty_like(x)
     # dW (or Winograd's dU) is summed per chunk of images; the chunks do not depend on the
     # thread count.
     chunks = min(x.shape[0], DW_CHUNKS)
@@ -232,7 +235,7 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     # as the (unused) mask.
     mask = dout if relu_out is None else relu_out
     _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), dx_filters, transposed, winograd, winograd_dW,
-                        _bits(dx), dW_t_per_chunk, db_per_chunk,
+                        None if dx is None else _bits(dx), dW_t_per_chunk, db_per_chunk,
                         kh, kw, *_geometry(stride, pad, images=chunks, relu=relu_out is not None))
     db = db_per_chunk.sum(axis=0)
     dW_t = dW_t_per_chunk.sum(axis=0)[:, :FN]

@@ -260,8 +260,9 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     return relu_forward(y) if relu else y
 
 
-def conv_backward(dout, x, W, stride, pad, relu_out=None):
-    """Gradients (dx, dW, db) of conv_forward for the upstream gradient ``dout``.
+def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True):
+    """Gradients (dx, dW, db) of conv_forward for the upstream gradient ``dout`` (dx None
+    unless input_gradient).
 
     With relu_out (the output of a conv_forward with relu=True) dout is first masked by it.
     """
@@ -275,6 +276,8 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     db = dout.sum(axis=(0, 2, 3), dtype=_acc_dtype(dout.dtype)).astype(W.dtype)
     col = im2col(x, kh, kw, stride, pad)
     dW = _matmul(dout2d.T, col).astype(W.dtype, copy=False).reshape(W.shape)  # (col.T @ dout2d).T
+    if not input_gradient:
+        return None, dW, db
     dcol = _matmul(dout2d, W2d)                        # accumulator dtype: float16 rounds once,
     dx = col2im(dcol, x.shape, kh, kw, stride, pad)    # after col2im has summed the windows
     return dx.astype(x.dtype, copy=False), dW, db

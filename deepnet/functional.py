@@ -232,11 +232,13 @@ def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.c
     return max_pool2d(y, 2, 2, 2, caller=caller)[0]
 
 
-def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, caller="deepnet.conv2d_backward"):
+def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, input_gradient=True,
+                    caller="deepnet.conv2d_backward"):
     """Gradients (dx, dW, db) of conv2d given dout = dL/dy.
 
     For a conv2d(..., relu=True), pass its output as relu_out: the ReLU's backward (dout
-    kept where relu_out > 0) is then fused into this pass.
+    kept where relu_out > 0) is then fused into this pass.  input_gradient=False skips dx
+    (returned as None), which a network's first layer never needs.
     """
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     dout = as_float_array(dout, "dout", caller, ndim=4, dtype=W.dtype)
@@ -249,7 +251,8 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, caller="deepn
         if relu_out.shape != dout.shape:
             raise ValueError(f"{caller}: relu_out must have dout's shape {expected}, got {tuple(relu_out.shape)}")
         arrays += (relu_out,)
-    return _backend(caller, *arrays).conv_backward(dout, x, W, stride, pad, relu_out=relu_out)
+    return _backend(caller, *arrays).conv_backward(dout, x, W, stride, pad, relu_out=relu_out,
+                                                   input_gradient=bool(input_gradient))
 
 
 def _pool_window(x_shape, pool_h, pool_w, stride, pad, caller):

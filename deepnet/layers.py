@@ -176,13 +176,14 @@ class Convolution(_WeightAndBias):
         return F.conv2d_max_pool2d(x, self.W, self.b, self.stride, self.pad, relu=self.relu,
                                    caller="Convolution.forward_pooled")
 
-    def backward(self, dout):
+    def backward(self, dout, input_gradient=True):
+        """dx (None with input_gradient=False, which skips computing it); sets dW and db."""
         if self.x is None:
             raise RuntimeError("Convolution.backward: no forward pass to differentiate "
                                "(call forward(x) first; forward_pooled keeps nothing for it)")
         dx, dW, db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad,
                                        relu_out=self.out if self.relu else None,
-                                       caller="Convolution.backward")
+                                       input_gradient=input_gradient, caller="Convolution.backward")
         self._set_grads(W=dW, b=db)
         return dx
 

@@ -135,8 +135,14 @@ class Sequential(Layer):
                 i += 1
         return x
 
-    def backward(self, dout):
-        for layer in reversed(self.layers):
+    def backward(self, dout, input_gradient=True):
+        """The layers' backward passes in reverse order; the gradient of the input.  With
+        input_gradient=False a first Convolution (or Sequential) skips it and returns None:
+        training never uses it, and it cost a third of DeepConvNet's first layer."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and not input_gradient and isinstance(layer, (Convolution, Sequential)):
+                return layer.backward(dout, input_gradient=False)
             dout = layer.backward(dout)
         return dout
 
@@ -215,7 +221,7 @@ class Sequential(Layer):
         """Loss of one training-mode forward pass and the gradients of its backward pass
         (of ``loss_scale`` times the loss: data-parallel training weights each rank's share)."""
         loss = self.loss(x, t)
-        self.backward(self.last_layer.backward(loss_scale))
+        self.backward(self.last_layer.backward(loss_scale), input_gradient=False)
         return loss, self.grads
 
     def gradient(self, x, t):

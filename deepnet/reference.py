@@ -74,8 +74,9 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     return relu_forward(y) if relu else y
 
 
-def conv_backward(dout, x, W, stride, pad, relu_out=None):
-    """Gradients (dx, dW, db) of conv_forward given dout = dL/dy.
+def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True):
+    """Gradients (dx, dW, db) of conv_forward given dout = dL/dy (dx None unless
+    input_gradient).
 
     relu_out: the output of a conv_forward(..., relu=True); dout is masked by it first.
     """
@@ -87,6 +88,8 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None):
     dout2d = dout.transpose(0, 2, 3, 1).reshape(col.shape[0], FN).astype(acc)
     db = dout2d.sum(axis=0)
     dW = (col.T @ dout2d).T.reshape(W.shape)
+    if not input_gradient:
+        return None, dW.astype(W.dtype), db.astype(W.dtype)
     dcol = dout2d @ W.reshape(FN, col.shape[1]).astype(acc)
     dx = col2im(dcol, x.shape, kh, kw, stride, pad)
     return dx.astype(x.dtype), dW.astype(W.dtype), db.astype(W.dtype)

@@ -512,10 +512,11 @@ cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:
                               int kh, int kw, int ph, int pw, int OH, int OW):
     """The arrays of a conv_backward call fit together, and one image's buffers fit int offsets."""
     N, C, H, W, FN = x.shape[0], x.shape[1], x.shape[2], x.shape[3], dout.shape[1]
-    chunks, ld, ld_dx = dW_t_per_chunk.shape[0], dW_t_per_chunk.shape[2], dx_filters.shape[1]
+    chunks, ld = dW_t_per_chunk.shape[0], dW_t_per_chunk.shape[2]
     check_shape("conv_backward", "dout", dims(dout.shape, 4), (N, FN, OH, OW))
     check_shape("conv_backward", "relu_out", dims(relu_out.shape, 4), dims(dout.shape, 4))
-    check_shape("conv_backward", "dx", dims(dx.shape, 4), dims(x.shape, 4))
+    if dx is not None and dx_filters is None:
+        raise ValueError("deepnet conv_backward: dx needs dx_filters, got None")
     if winograd_dW and (kh, kw) != (3, 3):
         raise ValueError(f"deepnet conv_backward: dW by Winograd needs a 3x3 kernel, got ({kh}, {kw})")
     check_shape("conv_backward", "dW_t_per_chunk" + (" (Winograd's)" if winograd_dW else ""),
@@ -525,6 +526,12 @@ cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:
         raise ValueError(f"deepnet conv_backward: needs at least one chunk and {FN} db entries per chunk, "
                          f"got {chunks} chunks of {db_per_chunk.shape[1]}")
     check_columns("conv_backward", ld, FN, sizeof(compute_t))
+    fits_int("conv_backward", "padded image", C * (H + 2 * ph) * (W + 2 * pw))
+    fits_int("conv_backward", "transposed output gradient", <object>OH * OW * ld)
+    if dx is None:
+        return
+    check_shape("conv_backward", "dx", dims(dx.shape, 4), dims(x.shape, 4))
+    ld_dx = dx_filters.shape[1]
     if winograd:
         if not transposed or (kh, kw) != (3, 3):
             raise ValueError("deepnet conv_backward: dx by Winograd needs the transposed path and "
@@ -539,8 +546,6 @@ cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:
     else:
         check_shape("conv_backward", "dx_filters", (dx_filters.shape[0],), (FN,))
         check_columns("conv_backward", ld_dx, C * kh * kw, sizeof(compute_t))
-    fits_int("conv_backward", "padded image", C * (H + 2 * ph) * (W + 2 * pw))
-    fits_int("conv_backward", "transposed output gradient", <object>OH * OW * ld)
 
 
 def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
@@ -567,8 +572,11 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     Winograd F(2x2, 3x3) instead: dW_t_per_chunk holds dU, (chunks, 16*C, FN padded), row
     xi*C + c, and dW[f, c] = G^T dU[., c, f] G (src/deepnet_winograd.h) is the caller's.  The images are cut into
     dW_t_per_chunk.shape[0] chunks independent of the thread count, so the sums, and the
-    result, do not depend on the number of threads.
+    result, do not depend on the number of threads.  With dx None no input gradient is
+    computed (a network's first layer), only dW and db, and dx_filters is not read (an
+    empty array of compute_t: it tells the fused types apart).
     """
+    cdef bint input_gradient = dx is not None
     cdef int OH, OW
     OH, OW = window_output("conv_backward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
     if winograd_dW and (sh != 1 or sw != 1):
@@ -582,7 +590,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef Geometry g = Geometry(C=x.shape[1], H=x.shape[2], W=x.shape[3], FN=dout.shape[1],
                                OH=OH, OW=OW, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
     cdef int N = x.shape[0], K = g.C * kh * kw, P = g.OH * g.OW
-    cdef int ld = dW_t_per_chunk.shape[2], ld_dx = dx_filters.shape[1]
+    cdef int ld = dW_t_per_chunk.shape[2], ld_dx = dx_filters.shape[1] if input_gradient else 0
     cdef int Hp = g.H + 2 * ph, Wp = g.W + 2 * pw
     cdef int Hg = g.OH + 2 * (kh - 1 - ph), Wg = g.OW + 2 * (kw - 1 - pw)  # padded g
     cdef int chunks = dW_t_per_chunk.shape[0]
@@ -593,8 +601,11 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef int* pixels = pixel_offsets(g.OH, g.OW, sh, sw, Wp)
     # The dx GEMM's rows and steps: dx's pixels and g's windows in the padded g, or g^T's
     # pixel rows and its filters.
-    cdef int* dx_rows = pixel_offsets(g.H, g.W, 1, 1, Wg) if transposed else strided_offsets(P, ld)
-    cdef int* dx_steps = window_offsets(g.FN, kh, kw, Hg, Wg) if transposed else strided_offsets(g.FN, 1)
+    cdef int* dx_rows = NULL
+    cdef int* dx_steps = NULL
+    if input_gradient:
+        dx_rows = pixel_offsets(g.H, g.W, 1, 1, Wg) if transposed else strided_offsets(P, ld)
+        dx_steps = window_offsets(g.FN, kh, kw, Hg, Wg) if transposed else strided_offsets(g.FN, 1)
     cdef compute_t* padded
     cdef compute_t* grad
     cdef compute_t* grad_t
@@ -607,13 +618,15 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     with nogil, parallel(num_threads=n_threads):
         scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
         dW_scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
-        have_scratch = ((not winograd or winograd_scratch(&scratch, g.FN, g.H, g.W, ld_dx, sizeof(compute_t)))
+        have_scratch = ((not (winograd and input_gradient) or winograd_scratch(&scratch, g.FN, g.H, g.W, ld_dx, sizeof(compute_t)))
                         and (not winograd_dW or winograd_scratch(&dW_scratch, g.C, g.OH, g.OW, ld,
                                                                  sizeof(compute_t))))
         padded = <compute_t*>zeroed(<size_t>g.C * Hp * Wp, sizeof(compute_t))
         grad = <compute_t*>uninitialised(<size_t>g.FN * P, sizeof(compute_t))
         grad_t = <compute_t*>zeroed(<size_t>P * ld, sizeof(compute_t))  # padding columns stay zero
-        if transposed:
+        if not input_gradient:
+            grad_padded = columns = dx_sum = NULL
+        elif transposed:
             grad_padded = <compute_t*>zeroed(<size_t>g.FN * Hg * Wg, sizeof(compute_t))
             columns = NULL
             dx_sum = <compute_t*>uninitialised(<size_t>g.H * g.W * ld_dx, sizeof(compute_t))
@@ -622,9 +635,10 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
             columns = <compute_t*>uninitialised(<size_t>P * COLUMN_BLOCK, sizeof(compute_t))
             dx_sum = <compute_t*>uninitialised(<size_t>g.C * g.H * g.W, sizeof(compute_t))
         for chunk in prange(chunks, schedule="dynamic"):  # as in conv_forward; sums stay per chunk
-            if (steps == NULL or pixels == NULL or dx_rows == NULL or dx_steps == NULL
-                    or padded == NULL or grad == NULL or grad_t == NULL or dx_sum == NULL
-                    or (grad_padded == NULL and columns == NULL) or not have_scratch):
+            if (steps == NULL or pixels == NULL or padded == NULL or grad == NULL or grad_t == NULL
+                    or not have_scratch
+                    or input_gradient and (dx_rows == NULL or dx_steps == NULL or dx_sum == NULL
+                                           or grad_padded == NULL and columns == NULL)):
                 failed += 1
                 continue
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
@@ -643,7 +657,9 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 else:
                     gather_gemm(K, ld, P, padded, steps, pixels, grad_t, ld,
                                 &dW_t_per_chunk[chunk, 0, 0], ld, 1)
-                if transposed:
+                if not input_gradient:
+                    pass
+                elif transposed:
                     dx_by_transposed_convolution(grad, grad_padded, dx_steps, dx_rows,
                                                  &dx_filters[0, 0], ld_dx, dx_sum,
                                                  &dx[n, 0, 0, 0],

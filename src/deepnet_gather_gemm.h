@@ -12,7 +12,8 @@
  *                     filter matrix (C is the columns transposed, pixels x windows).
  * Any stride or padding is only a different set of offsets.  The micro-kernel computes an
  * MR x (NV vectors) tile of C in registers: per step it broadcasts MR gathered values of A
- * and loads NV vectors of B (AVX2: 6 x 2, 12 FMA chains, 8 loads; AVX-512: 8 x 1).  B is row-major, steps x N,
+ * and loads NV vectors of B (AVX2: 6 x 2, 12 FMA chains, 8 loads; AVX-512: 8 x 2 where
+ * two vectors of columns are left, else 8 x 1).  B is row-major, steps x N,
  * and N (its columns, C's columns) must be a multiple of DN_GATHER_NR(T): the callers pad
  * the filters to it.  Rows at the bottom edge are handled by repeating the last row
  * (computed, not stored), so nothing is read or written out of bounds.  The steps are
@@ -54,13 +55,28 @@
 #define DN_GATHER_NR(T) (DN_GATHER_NV * (DN_VBYTES / (int)sizeof(T)))
 #define DN_GATHER_PANEL_BYTES 16384   /* B panel per block of steps: half of L1 */
 
-#define DN_DEFINE_GATHER_GEMM(T, NAME)                                                       \
-static inline void NAME##_tile(int steps, const T *const *row, const int *step_offset,       \
-                               const T *B, int ldb, T *C, int ldc, int rows, int accumulate) \
+/* With AVX-512 and at least two tiles' width of columns left, a tile twice as wide: per
+ * step 8 broadcasts feed 16 FMAs (16 accumulators, 2 vectors of B) instead of 8.  A CPU
+ * with two 512-bit FMA units (Intel Xeon) runs out of loads before FMAs with the narrow
+ * tile: benches/gemm_peak.c's conv6 (64 filters) went from 123 to 163-184 GFLOP/s forward
+ * and 154 to 187-201 for the weight gradient on one core (peak 242).  12 rows measured no
+ * better and waste a third of the tile on 16 rows (Winograd's 4x4 tiles of an 8x8 image).
+ * Each entry of C is the same sum in the same order with either tile: the same results. */
+#if DN_VBYTES == 64 && !defined(DN_NO_WIDE_TILE)
+#ifndef DN_GATHER_WIDE_MR
+#define DN_GATHER_WIDE_MR 8
+#endif
+#else
+#define DN_GATHER_WIDE_MR 0
+#endif
+
+#define DN_DEFINE_GATHER_TILE(T, TILE, MR_, NV_)                                              \
+static inline void TILE(int steps, const T *const *row, const int *step_offset,              \
+                        const T *B, int ldb, T *C, int ldc, int rows, int accumulate)        \
 {                                                                                            \
     typedef T vec __attribute__((vector_size(DN_VBYTES)));                                   \
     typedef T vec_u __attribute__((vector_size(DN_VBYTES), aligned(sizeof(T))));             \
-    enum { VL = DN_VBYTES / sizeof(T), MR = DN_GATHER_MR, NV = DN_GATHER_NV };               \
+    enum { VL = DN_VBYTES / sizeof(T), MR = MR_, NV = NV_ };                                 \
     const T *rp[MR];                                                                         \
     for (int r = 0; r < MR; r++)                                                             \
         rp[r] = row[r];                                                                      \
@@ -87,7 +103,24 @@ static inline void NAME##_tile(int steps, const T *const *row, const int *step_o
             vec_u *c = (vec_u *)(C + (size_t)r * ldc + v * VL);                              \
             *c = accumulate ? *c + acc[r][v] : acc[r][v];                                    \
         }                                                                                    \
-}                                                                                            \
+}
+
+/* One block of steps of C[M, N] with the tiles of TILE, MR rows x (width) columns each,
+ * for the columns [j0, j1). */
+#define DN_GATHER_COLUMNS(TILE, MR_, width)                                                  \
+    for (; j0 + (width) <= j1; j0 += (width))                                                \
+        for (int i0 = 0; i0 < M; i0 += (MR_)) {                                              \
+            int rows = M - i0 < (MR_) ? M - i0 : (MR_);                                      \
+            for (int r = 0; r < (MR_); r++)                                                  \
+                row[r] = base + row_offset[i0 + (r < rows ? r : rows - 1)];                  \
+            TILE(t_count, row, step_offset + t0, B + (size_t)t0 * ldb + j0, ldb,             \
+                 C + (size_t)i0 * ldc + j0, ldc, rows, accumulate || t0 > 0);                \
+        }
+
+#define DN_DEFINE_GATHER_GEMM(T, NAME)                                                       \
+DN_DEFINE_GATHER_TILE(T, NAME##_tile, DN_GATHER_MR, DN_GATHER_NV)                            \
+DN_DEFINE_GATHER_TILE(T, NAME##_wide_tile, DN_GATHER_WIDE_MR > 0 ? DN_GATHER_WIDE_MR : 1,    \
+                      2 * DN_GATHER_NV)                                                      \
                                                                                              \
 /* C[M, N] (+)= A @ B with A[r, t] = base[row_offset[r] + step_offset[t]], N a multiple      \
  * of DN_GATHER_NR(T). */                                                                    \
@@ -95,22 +128,20 @@ static inline void NAME(int M, int N, int steps, const T *base, const int *row_o
                         const int *step_offset, const T *B, int ldb,                         \
                         T *C, int ldc, int accumulate)                                       \
 {                                                                                            \
-    enum { MR = DN_GATHER_MR, NR = DN_GATHER_NR(T) };                                        \
+    enum { MR = DN_GATHER_MR, NR = DN_GATHER_NR(T), WIDE_MR = DN_GATHER_WIDE_MR };           \
     const int block = DN_GATHER_PANEL_BYTES / (NR * (int)sizeof(T));                         \
-    const T *row[MR];                                                                        \
+    const T *row[MR > WIDE_MR ? MR : WIDE_MR];                                               \
     if (steps <= 0 && !accumulate)         /* an empty sum (no channels): C = 0 */           \
         for (int i = 0; i < M; i++)                                                          \
             memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(T));                           \
     for (int t0 = 0; t0 < steps; t0 += block) {                                              \
         int t_count = steps - t0 < block ? steps - t0 : block;                               \
-        for (int j0 = 0; j0 < N; j0 += NR)                                                   \
-            for (int i0 = 0; i0 < M; i0 += MR) {                                             \
-                int rows = M - i0 < MR ? M - i0 : MR;                                        \
-                for (int r = 0; r < MR; r++)                                                 \
-                    row[r] = base + row_offset[i0 + (r < rows ? r : rows - 1)];              \
-                NAME##_tile(t_count, row, step_offset + t0, B + (size_t)t0 * ldb + j0, ldb,  \
-                            C + (size_t)i0 * ldc + j0, ldc, rows, accumulate || t0 > 0);     \
-            }                                                                                \
+        int j0 = 0;                                                                          \
+        const int j1 = N;                                                                    \
+        if (WIDE_MR > 0) {                                                                   \
+            DN_GATHER_COLUMNS(NAME##_wide_tile, WIDE_MR, 2 * NR)                             \
+        }                                                                                    \
+        DN_GATHER_COLUMNS(NAME##_tile, MR, NR)                                               \
     }                                                                                        \
 }
 
