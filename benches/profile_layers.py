@@ -33,7 +33,8 @@ def profile(dtype, reps):
         grad = net.last_layer.backward(1)
         for i in reversed(range(len(net.layers))):
             start = time.perf_counter()
-            grad = net.layers[i].backward(grad)
+            # as in training (Sequential.backward(..., input_gradient=False)): no dx for the input
+            grad = net.layers[i].backward(grad, input_gradient=False) if i == 0 else net.layers[i].backward(grad)
             backward[i].append(time.perf_counter() - start)
     return net.layers, [min(f) * 1e3 for f in forward], [min(b) * 1e3 for b in backward]
 

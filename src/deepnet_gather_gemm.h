@@ -70,8 +70,17 @@
 #define DN_GATHER_WIDE_MR 0
 #endif
 
+/* Not inlined: inside the convolutions' large OpenMP functions GCC then ran out of general
+ * registers for the row pointers and reloaded some from the stack at every step, loads the
+ * load-bound AVX-512 tile cannot spare. */
+#if defined(__GNUC__)
+#define DN_GATHER_TILE_ATTRIBUTES static __attribute__((noinline))
+#else
+#define DN_GATHER_TILE_ATTRIBUTES static
+#endif
+
 #define DN_DEFINE_GATHER_TILE(T, TILE, MR_, NV_)                                              \
-static inline void TILE(int steps, const T *const *row, const int *step_offset,              \
+DN_GATHER_TILE_ATTRIBUTES void TILE(int steps, const T *const *row, const int *step_offset,              \
                         const T *B, int ldb, T *C, int ldc, int rows, int accumulate)        \
 {                                                                                            \
     typedef T vec __attribute__((vector_size(DN_VBYTES)));                                   \
