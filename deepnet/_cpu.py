@@ -206,7 +206,7 @@ def _filter_matrix(W, winograd):
     return _filter_columns(cast(W, acc).reshape(FN, C * kh * kw).T, acc)
 
 
-def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True):
+def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, pool_argmax=None):
     FN, C, kh, kw = W.shape
     acc = compute_dtype(x.dtype)
     # With stride 1, dx is a convolution of dout with the flipped filters (needs pad <=
@@ -232,11 +232,13 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True):
     dW_t_per_chunk = np.zeros((chunks, rows, _padded_columns(FN, acc)), dtype=acc)
     db_per_chunk = np.zeros((chunks, FN), dtype=acc)
     # The ReLU mask is applied as dout is read: without relu_out, dout itself is passed
-    # as the (unused) mask.
+    # as the (unused) mask.  With pool_argmax, dout is a following 2x2 max-pooling's
+    # output gradient, scattered to the winners as it is read.
     mask = dout if relu_out is None else relu_out
     _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), dx_filters, transposed, winograd, winograd_dW,
                         None if dx is None else _bits(dx), dW_t_per_chunk, db_per_chunk,
-                        kh, kw, *_geometry(stride, pad, images=chunks, relu=relu_out is not None))
+                        kh, kw, *_geometry(stride, pad, images=chunks, relu=relu_out is not None),
+                        pool_argmax=pool_argmax)
     db = db_per_chunk.sum(axis=0)
     dW_t = dW_t_per_chunk.sum(axis=0)[:, :FN]
     dW = _winograd_filter_gradient(dW_t, C) if winograd_dW else dW_t.T.reshape(W.shape)

@@ -260,16 +260,21 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     return relu_forward(y) if relu else y
 
 
-def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True):
+def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, pool_argmax=None):
     """Gradients (dx, dW, db) of conv_forward for the upstream gradient ``dout`` (dx None
-    unless input_gradient).
+    unless input_gradient; with pool_argmax, dout is a following 2x2, stride-2 max-pooling's
+    output gradient and that pooling's backward pass comes first).
 
     With relu_out (the output of a conv_forward with relu=True) dout is first masked by it.
     """
     cp = _cupy()
+    FN, C, kh, kw = W.shape
+    if pool_argmax is not None:
+        out_shape = (dout.shape[0], FN, output_size(x.shape[2], kh, stride[0], pad[0]),
+                     output_size(x.shape[3], kw, stride[1], pad[1]))
+        dout = max_pool_backward(dout, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))
     if relu_out is not None:
         dout = relu_backward(dout, relu_out)
-    FN, C, kh, kw = W.shape
     N, _, OH, OW = dout.shape
     W2d = cp.ascontiguousarray(W).reshape(FN, C * kh * kw)
     dout2d = cp.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(N * OH * OW, FN)

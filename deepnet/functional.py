@@ -233,26 +233,34 @@ def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.c
 
 
 def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, input_gradient=True,
-                    caller="deepnet.conv2d_backward"):
+                    pool_argmax=None, caller="deepnet.conv2d_backward"):
     """Gradients (dx, dW, db) of conv2d given dout = dL/dy.
 
     For a conv2d(..., relu=True), pass its output as relu_out: the ReLU's backward (dout
     kept where relu_out > 0) is then fused into this pass.  input_gradient=False skips dx
-    (returned as None), which a network's first layer never needs.
+    (returned as None), which a network's first layer never needs.  With pool_argmax (the
+    argmax of a 2x2, stride-2, unpadded max_pool2d of the output), dout is that pooling's
+    output gradient and its backward pass (max_pool2d_backward) is fused too.
     """
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     dout = as_float_array(dout, "dout", caller, ndim=4, dtype=W.dtype)
-    expected = (x.shape[0], W.shape[0]) + out_hw
+    out_shape = (x.shape[0], W.shape[0]) + out_hw
+    expected = out_shape if pool_argmax is None else out_shape[:2] + (out_hw[0] // 2, out_hw[1] // 2)
     if tuple(dout.shape) != expected:
-        raise ValueError(f"{caller}: dout must have shape {expected}, got {tuple(dout.shape)}")
+        raise ValueError(f"{caller}: dout must have shape {expected}"
+                         + ("" if pool_argmax is None else " (the 2x2-pooled output's)")
+                         + f", got {tuple(dout.shape)}")
     arrays = (dout, x, W)
+    if pool_argmax is not None:
+        pool_argmax = _check_argmax(pool_argmax, expected, out_hw[0] * out_hw[1], caller)
+        arrays += (pool_argmax,)
     if relu_out is not None:
         relu_out = as_float_array(relu_out, "relu_out", caller, dtype=W.dtype)
-        if relu_out.shape != dout.shape:
-            raise ValueError(f"{caller}: relu_out must have dout's shape {expected}, got {tuple(relu_out.shape)}")
+        if tuple(relu_out.shape) != out_shape:
+            raise ValueError(f"{caller}: relu_out must have the output's shape {out_shape}, got {tuple(relu_out.shape)}")
         arrays += (relu_out,)
     return _backend(caller, *arrays).conv_backward(dout, x, W, stride, pad, relu_out=relu_out,
-                                                   input_gradient=bool(input_gradient))
+                                                   input_gradient=bool(input_gradient), pool_argmax=pool_argmax)
 
 
 def _pool_window(x_shape, pool_h, pool_w, stride, pad, caller):

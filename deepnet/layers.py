@@ -178,12 +178,25 @@ class Convolution(_WeightAndBias):
 
     def backward(self, dout, input_gradient=True):
         """dx (None with input_gradient=False, which skips computing it); sets dW and db."""
+        return self._backward(dout, input_gradient, None, "Convolution.backward")
+
+    def backward_pooled(self, dout, pooling, input_gradient=True):
+        """The backward passes of the 2x2, stride-2 Pooling that followed this layer (dout is
+        its output's gradient) and of this layer, fused: the pooling's gradient is scattered
+        as this layer reads it, never written out.  The same values as pooling.backward then
+        backward."""
+        if pooling.argmax is None or not pooling.fuses_after_convolution():
+            raise RuntimeError("Convolution.backward_pooled: needs a 2x2, stride-2 Pooling after a "
+                               "training forward pass")
+        return self._backward(dout, input_gradient, pooling.argmax, "Convolution.backward_pooled")
+
+    def _backward(self, dout, input_gradient, pool_argmax, caller):
         if self.x is None:
-            raise RuntimeError("Convolution.backward: no forward pass to differentiate "
+            raise RuntimeError(f"{caller}: no forward pass to differentiate "
                                "(call forward(x) first; forward_pooled keeps nothing for it)")
         dx, dW, db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad,
                                        relu_out=self.out if self.relu else None,
-                                       input_gradient=input_gradient, caller="Convolution.backward")
+                                       input_gradient=input_gradient, pool_argmax=pool_argmax, caller=caller)
         self._set_grads(W=dW, b=db)
         return dx
 

@@ -138,12 +138,23 @@ class Sequential(Layer):
     def backward(self, dout, input_gradient=True):
         """The layers' backward passes in reverse order; the gradient of the input.  With
         input_gradient=False a first Convolution (or Sequential) skips it and returns None:
-        training never uses it, and it cost a third of DeepConvNet's first layer."""
-        for i in range(len(self.layers) - 1, -1, -1):
+        training never uses it, and it cost a third of DeepConvNet's first layer.  A
+        Convolution followed by a 2x2, stride-2 Pooling runs both backward passes as one
+        (Convolution.backward_pooled), as the forward pass fuses them in inference."""
+        i = len(self.layers) - 1
+        while i >= 0:
             layer = self.layers[i]
+            previous = self.layers[i - 1] if i > 0 else None
+            if (isinstance(layer, Pooling) and isinstance(previous, Convolution) and layer.argmax is not None
+                    and layer.fuses_after_convolution()):
+                first = i == 1
+                dout = previous.backward_pooled(dout, layer, input_gradient=input_gradient or not first)
+                i -= 2
+                continue
             if i == 0 and not input_gradient and isinstance(layer, (Convolution, Sequential)):
                 return layer.backward(dout, input_gradient=False)
             dout = layer.backward(dout)
+            i -= 1
         return dout
 
     def output_shape(self, input_shape):

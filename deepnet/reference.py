@@ -74,12 +74,17 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     return relu_forward(y) if relu else y
 
 
-def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True):
+def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, pool_argmax=None):
     """Gradients (dx, dW, db) of conv_forward given dout = dL/dy (dx None unless
     input_gradient).
 
     relu_out: the output of a conv_forward(..., relu=True); dout is masked by it first.
+    pool_argmax: dout is the gradient of a 2x2, stride-2 max-pooling of the output, with
+    that pooling's argmax; its backward pass comes first.
     """
+    if pool_argmax is not None:
+        out_shape = dout.shape[:2] + output_hw(x.shape, W.shape[2], W.shape[3], stride, pad)
+        dout = max_pool_backward(dout, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))
     if relu_out is not None:
         dout = relu_backward(dout, relu_out)
     FN, _, kh, kw = W.shape

@@ -15,6 +15,7 @@
 
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
 
 include "dtypes.pxi"
 include "checks.pxi"
@@ -458,6 +459,29 @@ cdef inline void load_gradient(const storage_t* dout, const storage_t* relu_out,
             grad[q] = <compute_t>load(dout[q])
 
 
+cdef inline bint load_pooled_gradient(const storage_t* dout, const int32_t* winners, int count,
+                                      const storage_t* relu_out, bint relu, compute_t* grad,
+                                      int FN, int P) noexcept nogil:
+    """grad = the backward pass of a max-pooling that followed the convolution, fused: each
+    of dout's count gradients per filter added at its window's winner (an index into the
+    filter's P pixels), zero elsewhere, then the ReLU mask as in load_gradient.  The same
+    values as max_pool_backward then load_gradient: a 2x2 stride-2 pooling's windows do not
+    overlap, so every pixel takes at most one gradient.  False if a winner lies outside."""
+    cdef int f, q
+    cdef int32_t w
+    memset(grad, 0, <size_t>FN * P * sizeof(compute_t))
+    for f in range(FN):
+        for q in range(count):
+            w = winners[f * count + q]
+            if w < 0 or w >= P:
+                return False
+            grad[f * P + w] += <compute_t>load(dout[f * count + q])
+    if relu:
+        for q in range(FN * P):
+            grad[q] = grad[q] * is_positive(relu_out[q])
+    return True
+
+
 cdef inline void dx_by_transposed_convolution(const compute_t* grad, compute_t* grad_padded,
                                               const int* g_steps, const int* dx_pixels,
                                               const compute_t* weights_flipped, int ld_dx,
@@ -505,7 +529,8 @@ cdef inline void dx_by_col2im(const compute_t* grad_t, int ld, const int* grad_r
 
 
 cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1] dout,
-                              const storage_t[:, :, :, ::1] relu_out,
+                              const storage_t[:, :, :, ::1] relu_out, bint relu,
+                              const int32_t[:, :, :, ::1] pool_argmax,
                               const compute_t[:, ::1] dx_filters, bint transposed,
                               bint winograd, bint winograd_dW, storage_t[:, :, :, ::1] dx,
                               compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
@@ -513,8 +538,14 @@ cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:
     """The arrays of a conv_backward call fit together, and one image's buffers fit int offsets."""
     N, C, H, W, FN = x.shape[0], x.shape[1], x.shape[2], x.shape[3], dout.shape[1]
     chunks, ld = dW_t_per_chunk.shape[0], dW_t_per_chunk.shape[2]
-    check_shape("conv_backward", "dout", dims(dout.shape, 4), (N, FN, OH, OW))
-    check_shape("conv_backward", "relu_out", dims(relu_out.shape, 4), dims(dout.shape, 4))
+    if pool_argmax is None:
+        check_shape("conv_backward", "dout", dims(dout.shape, 4), (N, FN, OH, OW))
+        check_shape("conv_backward", "relu_out", dims(relu_out.shape, 4), dims(dout.shape, 4))
+    else:  # the gradient of a 2x2, stride-2 max-pooling's output; relu_out read only with relu
+        check_shape("conv_backward", "dout (of the pooled output)", dims(dout.shape, 4), (N, FN, OH // 2, OW // 2))
+        check_shape("conv_backward", "pool_argmax", dims(pool_argmax.shape, 4), dims(dout.shape, 4))
+        if relu:
+            check_shape("conv_backward", "relu_out", dims(relu_out.shape, 4), (N, FN, OH, OW))
     if dx is not None and dx_filters is None:
         raise ValueError("deepnet conv_backward: dx needs dx_filters, got None")
     if winograd_dW and (kh, kw) != (3, 3):
@@ -553,7 +584,8 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                   const compute_t[:, ::1] dx_filters, bint transposed, bint winograd,
                   bint winograd_dW, storage_t[:, :, :, ::1] dx,
                   compute_t[:, :, ::1] dW_t_per_chunk, compute_t[:, ::1] db_per_chunk,
-                  int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads):
+                  int kh, int kw, int sh, int sw, int ph, int pw, bint relu, int n_threads,
+                  const int32_t[:, :, :, ::1] pool_argmax=None):
     """dx (in x's storage type), and dW^T and db summed per chunk of images.
 
     With relu, the forward pass was fused with a ReLU whose output is relu_out: dout is
@@ -572,7 +604,10 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     Winograd F(2x2, 3x3) instead: dW_t_per_chunk holds dU, (chunks, 16*C, FN padded), row
     xi*C + c, and dW[f, c] = G^T dU[., c, f] G (src/deepnet_winograd.h) is the caller's.  The images are cut into
     dW_t_per_chunk.shape[0] chunks independent of the thread count, so the sums, and the
-    result, do not depend on the number of threads.  With dx None no input gradient is
+    result, do not depend on the number of threads.  With pool_argmax, dout is the gradient
+    of a 2x2, stride-2 max-pooling of the output (N, FN, OH // 2, OW // 2) and pool_argmax
+    its winners (max_pool_forward's), and the pooling's backward pass is fused (relu_out,
+    read only with relu, keeps the convolution's output shape).  With dx None no input gradient is
     computed (a network's first layer), only dW and db, and dx_filters is not read (an
     empty array of compute_t: it tells the fused types apart).
     """
@@ -585,7 +620,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
         raise ValueError("deepnet conv_backward: dx as a transposed convolution needs stride 1 "
                          f"and pad < kernel, got stride ({sh}, {sw}), pad ({ph}, {pw}), "
                          f"kernel ({kh}, {kw})")
-    check_backward_arguments(x, dout, relu_out, dx_filters, transposed, winograd, winograd_dW, dx, dW_t_per_chunk,
+    check_backward_arguments(x, dout, relu_out, relu, pool_argmax, dx_filters, transposed, winograd, winograd_dW, dx, dW_t_per_chunk,
                              db_per_chunk, kh, kw, ph, pw, OH, OW)
     cdef Geometry g = Geometry(C=x.shape[1], H=x.shape[2], W=x.shape[3], FN=dout.shape[1],
                                OH=OH, OW=OW, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
@@ -594,7 +629,9 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef int Hp = g.H + 2 * ph, Wp = g.W + 2 * pw
     cdef int Hg = g.OH + 2 * (kh - 1 - ph), Wg = g.OW + 2 * (kw - 1 - pw)  # padded g
     cdef int chunks = dW_t_per_chunk.shape[0]
-    cdef int chunk, n, p, f, failed = 0
+    cdef int chunk, n, p, f, failed = 0, outside = 0
+    cdef bint pooled = pool_argmax is not None
+    cdef int pooled_count = (g.OH // 2) * (g.OW // 2)
     if N == 0:
         return
     cdef int* steps = window_offsets(g.C, kh, kw, Hp, Wp)
@@ -642,7 +679,12 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 failed += 1
                 continue
             for n in range(chunk * N // chunks, (chunk + 1) * N // chunks):
-                load_gradient(&dout[n, 0, 0, 0], &relu_out[n, 0, 0, 0], relu, grad, g.FN * P)
+                if not pooled:
+                    load_gradient(&dout[n, 0, 0, 0], &relu_out[n, 0, 0, 0], relu, grad, g.FN * P)
+                elif not load_pooled_gradient(&dout[n, 0, 0, 0], &pool_argmax[n, 0, 0, 0], pooled_count,
+                                              &relu_out[n, 0, 0, 0] if relu else NULL, relu, grad, g.FN, P):
+                    outside += 1
+                    break
                 store_transposed(grad, P, g.FN, P, NULL, False, grad_t, ld)
                 # db from the transposed rows: a vector add per pixel (a sum along a row of
                 # grad would be one serial chain of additions).
@@ -681,3 +723,5 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     free(dx_steps)
     if failed:
         raise MemoryError("deepnet conv_backward: out of memory for the per-thread buffers")
+    if outside:
+        raise ValueError(f"deepnet conv_backward: pool_argmax entries must lie in [0, {P})")

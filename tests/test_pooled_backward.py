@@ -1,0 +1,100 @@
+"""The backward pass of a Convolution and the 2x2 max-pooling after it, fused
+(conv2d_backward's pool_argmax, Convolution.backward_pooled): the same bits as
+max_pool2d_backward followed by conv2d_backward, on both backends, and what training runs."""
+import numpy as np
+import pytest
+
+import deepnet
+from deepnet import functional as F
+from deepnet.layers import Convolution, Pooling
+from deepnet.nets import DeepConvNet, Sequential
+
+# (C, FN, H, W, pad): DeepConvNet's conv2 and conv4 shapes (smaller), odd outputs whose last
+# row and column no window covers, and a Winograd-sized layer.
+GEOMETRIES = [(16, 16, 10, 10, 1), (8, 32, 6, 6, 2), (3, 5, 7, 9, 1), (32, 32, 6, 6, 1)]
+BACKENDS = ["cython", "numpy"] if deepnet.kernels_compiled() else ["numpy"]
+
+
+def same_bits(a, b):
+    return a.shape == b.shape and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def layer_pair(C, FN, H, W, pad, dtype, relu, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, C, H, W)).astype(dtype)
+    Wt = (rng.standard_normal((FN, C, 3, 3)) * 0.3).astype(dtype)
+    b = rng.standard_normal(FN).astype(dtype)
+    y = F.conv2d(x, Wt, b, 1, pad, relu=relu)
+    pooled, argmax = F.max_pool2d(y, 2, 2)
+    dpooled = rng.standard_normal(pooled.shape).astype(dtype)
+    return x, Wt, y, argmax, dpooled
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("input_gradient", [True, False])
+def test_the_fused_pass_equals_pooling_then_convolution_backward(backend, dtype, geometry, relu, input_gradient):
+    C, FN, H, W, pad = geometry
+    with deepnet.backend(backend):
+        x, Wt, y, argmax, dpooled = layer_pair(C, FN, H, W, pad, dtype, relu, seed=C + FN + H)
+        relu_out = y if relu else None
+        dy = F.max_pool2d_backward(dpooled, argmax, y.shape, 2, 2)
+        expected = F.conv2d_backward(dy, x, Wt, 1, pad, relu_out=relu_out, input_gradient=input_gradient)
+        fused = F.conv2d_backward(dpooled, x, Wt, 1, pad, relu_out=relu_out, input_gradient=input_gradient,
+                                  pool_argmax=argmax)
+    for got, want in zip(fused, expected):
+        assert (got is None and want is None) or same_bits(got, want)
+
+
+def test_the_fused_pass_checks_its_arguments():
+    x, Wt, y, argmax, dpooled = layer_pair(4, 4, 6, 6, 1, np.float32, True, seed=0)
+    with pytest.raises(ValueError, match=r"conv2d_backward: dout must have shape \(3, 4, 3, 3\) \(the 2x2-pooled"):
+        F.conv2d_backward(y, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax)
+    with pytest.raises(ValueError, match=r"conv2d_backward: argmax entries must lie in \[0, 36\)"):
+        F.conv2d_backward(dpooled, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax + 36)
+    with pytest.raises(TypeError, match="conv2d_backward: argmax must hold integers"):
+        F.conv2d_backward(dpooled, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax.astype(np.float32))
+    if deepnet.kernels_compiled():   # the kernel checks on its own too: it never writes outside a plane
+        from deepnet import _cpu
+        with pytest.raises(ValueError, match=r"conv_backward: pool_argmax entries must lie in \[0, 36\)"):
+            _cpu.conv_backward(dpooled, x, Wt, (1, 1), (1, 1), relu_out=y, pool_argmax=argmax - 100)
+
+
+def test_sequential_fuses_each_convolution_pooling_pair_in_training(monkeypatch):
+    x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
+    t = np.array([0, 3, 5, 9])
+    pooled_calls = []
+    backward_pooled = Convolution.backward_pooled
+
+    def recording(self, dout, pooling, input_gradient=True):
+        pooled_calls.append(pooling.x_shape[1:])
+        return backward_pooled(self, dout, pooling, input_gradient)
+
+    monkeypatch.setattr(Convolution, "backward_pooled", recording)
+    fused = DeepConvNet(seed=0)
+    grads = {name: g.copy() for name, g in fused.gradient(x, t).items()}
+    assert pooled_calls == [(64, 8, 8), (32, 16, 16), (16, 28, 28)]   # conv6, conv4 and conv2
+    # A twin with the same draws, run layer by layer, gets the same gradients.
+    twin = DeepConvNet(seed=0)
+    twin.loss(x, t)
+    dout = twin.last_layer.backward(1.0)
+    for layer in reversed(twin.layers):
+        dout = layer.backward(dout)
+    for name, g in twin.grads.items():
+        assert same_bits(g, grads[name]), name
+
+
+def test_backward_pooled_needs_a_training_forward_pass():
+    rng = np.random.default_rng(0)
+    conv = Convolution((rng.standard_normal((2, 1, 3, 3)) * 0.1).astype(np.float32), np.zeros(2, np.float32), pad=1)
+    pool = Pooling(2, 2, stride=2)
+    net = Sequential(conv, pool)
+    x = rng.random((1, 1, 4, 4), dtype=np.float32)
+    net.forward(x)   # inference: fused forward, nothing kept
+    with pytest.raises(RuntimeError, match="Convolution.backward_pooled: needs a 2x2, stride-2 Pooling"):
+        conv.backward_pooled(np.ones((1, 2, 2, 2), np.float32), pool)
+    out = net.forward(x, True)
+    dx = net.backward(np.ones_like(out))
+    assert dx.shape == x.shape
