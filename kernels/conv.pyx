@@ -15,7 +15,7 @@
 
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 include "dtypes.pxi"
 include "checks.pxi"
@@ -35,6 +35,8 @@ cdef extern from "deepnet_transpose.h" nogil:
                                   const float* bias, int relu, half_t* out, int out_ld)
     void dn_store_transposed_double(const double* product, int ld, int rows, int columns,
                                     const double* bias, int relu, double* out, int out_ld)
+    void dn_add_rows_float(const float* rows, int count, int ld, int n, float* total)
+    void dn_add_rows_double(const double* rows, int count, int ld, int n, double* total)
 
 cdef extern from "deepnet_winograd.h" nogil:
     int DN_WINOGRAD_TILES(int n)
@@ -200,6 +202,8 @@ cdef inline void pad_image(const storage_t* image, compute_t* padded, int C, int
             target = padded + (c * Hp + y + ph) * Wp + pw
             if storage_t is half_t and compute_t is float:
                 dn_halves_to_floats(source, target, W)
+            elif (storage_t is float and compute_t is float) or (storage_t is double and compute_t is double):
+                memcpy(target, source, W * sizeof(compute_t))
             else:
                 for x in range(W):
                     target[x] = <compute_t>load(source[x])
@@ -469,16 +473,19 @@ cdef inline bint load_pooled_gradient(const storage_t* dout, const int32_t* winn
     overlap, so every pixel takes at most one gradient.  False if a winner lies outside."""
     cdef int f, q
     cdef int32_t w
+    cdef compute_t value
     memset(grad, 0, <size_t>FN * P * sizeof(compute_t))
     for f in range(FN):
         for q in range(count):
             w = winners[f * count + q]
             if w < 0 or w >= P:
                 return False
-            grad[f * P + w] += <compute_t>load(dout[f * count + q])
-    if relu:
-        for q in range(FN * P):
-            grad[q] = grad[q] * is_positive(relu_out[q])
+            # masked where it lands (0 * mask is 0 everywhere else); 0 + first turns a -0
+            # into +0 as the pooling's sum does
+            value = grad[f * P + w] + <compute_t>load(dout[f * count + q])
+            if relu:
+                value = value * is_positive(relu_out[f * P + w])
+            grad[f * P + w] = value
     return True
 
 
@@ -686,12 +693,13 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                     outside += 1
                     break
                 store_transposed(grad, P, g.FN, P, NULL, False, grad_t, ld)
-                # db from the transposed rows: a vector add per pixel (a sum along a row of
-                # grad would be one serial chain of additions).
+                # db from the transposed rows: vectors of filters added pixel by pixel (a
+                # sum along a row of grad would be one serial chain of additions).
                 db_row = &db_per_chunk[chunk, 0]
-                for p in range(P):
-                    for f in range(g.FN):
-                        db_row[f] += grad_t[p * ld + f]
+                if compute_t is float:
+                    dn_add_rows_float(grad_t, P, ld, g.FN, db_row)
+                else:
+                    dn_add_rows_double(grad_t, P, ld, g.FN, db_row)
                 pad_image(&x[n, 0, 0, 0], padded, g.C, g.H, g.W, ph, pw)
                 if winograd_dW:
                     winograd_filter_gradient(padded, g.C, g.OH, g.OW, grad_t, ld, &dW_scratch,

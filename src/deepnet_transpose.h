@@ -105,4 +105,35 @@ static inline void dn_store_transposed_double(const double *product, int ld, int
     DN_STORE_TRANSPOSED_EDGES(double, out, DN_IDENTITY, dn_activate_double, 0, 0)
 }
 
+/* sum[f] += rows[p * ld + f] for p < count, f < n: the bias gradient from the output
+ * gradient laid out pixels x filters.  Each sum[f] adds the rows in their order, as the
+ * plain double loop does (the same bits), but with two 32-byte vectors of filters held in
+ * registers across the pixels: the plain loop re-read and re-wrote sum at every pixel,
+ * since the compiler cannot tell that sum and rows do not overlap. */
+#define DN_DEFINE_ADD_ROWS(T, NAME)                                                            \
+static inline void NAME(const T *rows, int count, int ld, int n, T *sum)                       \
+{                                                                                              \
+    typedef T vec __attribute__((vector_size(32), aligned(sizeof(T))));                        \
+    enum { VL = 32 / sizeof(T) };                                                              \
+    int f = 0;                                                                                 \
+    for (; f + 2 * VL <= n; f += 2 * VL) {                                                     \
+        vec a0 = *(const vec *)(sum + f), a1 = *(const vec *)(sum + f + VL);                   \
+        for (int p = 0; p < count; p++) {                                                      \
+            a0 += *(const vec *)(rows + (long)p * ld + f);                                     \
+            a1 += *(const vec *)(rows + (long)p * ld + f + VL);                                \
+        }                                                                                      \
+        *(vec *)(sum + f) = a0;                                                                \
+        *(vec *)(sum + f + VL) = a1;                                                           \
+    }                                                                                          \
+    for (; f < n; f++) {                                                                       \
+        T a = sum[f];                                                                          \
+        for (int p = 0; p < count; p++)                                                        \
+            a += rows[(long)p * ld + f];                                                       \
+        sum[f] = a;                                                                            \
+    }                                                                                          \
+}
+
+DN_DEFINE_ADD_ROWS(float, dn_add_rows_float)
+DN_DEFINE_ADD_ROWS(double, dn_add_rows_double)
+
 #endif /* DEEPNET_TRANSPOSE_H */
