@@ -14,6 +14,7 @@ from deepnet._kernels import elementwise as _elementwise
 from deepnet._kernels import im2col as _unfold
 from deepnet._kernels import openmp_helpers as _openmp
 from deepnet._kernels import pooling as _pooling
+from deepnet import reference as _reference
 from deepnet.reference import compute_dtype, output_hw
 
 
@@ -277,6 +278,20 @@ def relu_backward(dout, y):
     _elementwise.relu_backward(_bits(dout).reshape(-1), _bits(y).reshape(-1), _bits(dx).reshape(-1),
                                _elementwise_threads(dout.size))
     return dx
+
+
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """reference.adam_update in one pass (src/deepnet_adam.h), the same bits.  The gradient
+    is read through a contiguous copy if it is not contiguous (the convolutions' dW are
+    transposed views); a parameter or state that is not contiguous and writable float32 or
+    float64, all of one dtype, takes the reference's NumPy code."""
+    updated = (param, m, v)
+    if (param.dtype in (np.float32, np.float64) and grad.dtype == param.dtype and grad.shape == param.shape
+            and all(a.dtype == param.dtype and a.flags.c_contiguous and a.flags.writeable for a in updated)):
+        _elementwise.adam_update(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), m.reshape(-1),
+                                 v.reshape(-1), 1 - beta1, 1 - beta2, lr_t, eps, _elementwise_threads(param.size))
+    else:
+        _reference.adam_update(param, grad, m, v, lr_t, beta1, beta2, eps)
 
 
 def cast(a, dtype):

@@ -405,6 +405,12 @@ def softmax_cross_entropy_backward(y, t):
     return dx
 
 
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """reference.adam_update, whose array operators run on CuPy arrays as they are."""
+    from deepnet import reference
+    reference.adam_update(param, grad, m, v, lr_t, beta1, beta2, eps)
+
+
 def cast(a, dtype):
     """a as dtype (CuPy's own conversion)."""
     return a.astype(dtype, copy=False)

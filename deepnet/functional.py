@@ -363,6 +363,13 @@ def cast(a, dtype):
     return _backend("deepnet.cast", a).cast(a, np.dtype(dtype))
 
 
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """One Adam step in place, as the book's (deepnet.optimizers.Adam): m += (1-beta1) *
+    (grad - m); v += (1-beta2) * (grad^2 - v); param -= lr_t * m / (sqrt(v) + eps).  The
+    compiled backend does it in one pass with the same bits as the NumPy reference."""
+    return _backend("deepnet.adam_update", param, grad, m, v).adam_update(param, grad, m, v, lr_t, beta1, beta2, eps)
+
+
 # -- batch normalisation ------------------------------------------------------------------
 
 def _per_channel(a, channels, name, caller, dtype):

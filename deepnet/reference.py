@@ -144,6 +144,17 @@ def cast(a, dtype):
     return a.astype(dtype, copy=False)
 
 
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """One Adam step in place (deepnet.optimizers.Adam): m += (1-beta1)*(g - m);
+    v += (1-beta2)*(g^2 - v); param -= lr_t*m / (sqrt(v) + eps).  NumPy or CuPy arrays;
+    the Python-float scalars take the arrays' dtype."""
+    from deepnet._cuda import get_array_module
+    xp = get_array_module(param)
+    m += (1 - beta1) * (grad - m)
+    v += (1 - beta2) * (grad ** 2 - v)
+    param -= lr_t * m / (xp.sqrt(v) + eps)
+
+
 # -- batch normalisation ------------------------------------------------------------------
 # Written with the array's own module, so CuPy arrays run these too.
 

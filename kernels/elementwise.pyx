@@ -1,10 +1,23 @@
 # Element-wise kernels: ReLU forward and backward (float16 without numpy's slow half loops),
-# the float16 casts, and a byte comparison.
+# the float16 casts, a byte comparison and Adam's update.
 
 from cython.parallel cimport prange
 from libc.string cimport memcmp
 
 include "dtypes.pxi"
+
+cdef extern from "deepnet_adam.h" nogil:
+    void dn_adam_float(float* param, const float* grad, float* m, float* v, long n,
+                       float one_minus_beta1, float one_minus_beta2, float lr_t, float eps)
+    void dn_adam_double(double* param, const double* grad, double* m, double* v, long n,
+                        double one_minus_beta1, double one_minus_beta2, double lr_t, double eps)
+
+ctypedef fused real_t:
+    float
+    double
+
+# Elements per task of an element-wise pass: the chunks do not depend on the thread count.
+DEF CHUNK = 8192
 
 
 cdef check_lengths(str kernel, Py_ssize_t n, Py_ssize_t m, Py_ssize_t k=-1):
@@ -68,3 +81,23 @@ def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
     with nogil:
         different = memcmp(&a[0], &b[0], a.shape[0])
     return different == 0
+
+
+def adam_update(real_t[::1] param, const real_t[::1] grad, real_t[::1] m, real_t[::1] v,
+                double one_minus_beta1, double one_minus_beta2, double lr_t, double eps,
+                int n_threads):
+    """One Adam step in place (src/deepnet_adam.h): the same bits as the NumPy update, whose
+    scalars NumPy also rounds to the arrays' type first."""
+    check_lengths("adam_update", param.shape[0], grad.shape[0], m.shape[0])
+    check_lengths("adam_update", param.shape[0], v.shape[0])
+    cdef Py_ssize_t n = param.shape[0], chunk, start
+    if n == 0:
+        return
+    for chunk in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static", num_threads=n_threads):
+        start = chunk * CHUNK
+        if real_t is float:
+            dn_adam_float(&param[start], &grad[start], &m[start], &v[start], min(CHUNK, n - start),
+                          <float>one_minus_beta1, <float>one_minus_beta2, <float>lr_t, <float>eps)
+        else:
+            dn_adam_double(&param[start], &grad[start], &m[start], &v[start], min(CHUNK, n - start),
+                           one_minus_beta1, one_minus_beta2, lr_t, eps)

@@ -330,3 +330,56 @@ def test_weight_decay_is_the_gradient_of_the_books_l2_term_on_weights_only(name)
     get_optimizer(name, lr=0.1).update(plain, {"W": grads["W"] + 0.01 * params["W"], "b": grads["b"]})
     for key in params:
         np.testing.assert_allclose(decayed[key], plain[key], rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_adam_kernel_gives_numpys_bits(dtype, threads):
+    """The one-pass kernel (src/deepnet_adam.h) against the NumPy update it replaces, over
+    three steps of arrays that span several of its chunks, with extreme values too."""
+    import deepnet
+    from deepnet import _cpu, reference
+    if not deepnet.kernels_compiled():
+        pytest.skip("kernels not built")
+    rng = np.random.default_rng(7)
+    n = 20011
+    param = rng.standard_normal(n).astype(dtype)
+    param[:4] = [0.0, -0.0, 1e30, -1e-30]
+    state = {"kernel": [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)],
+             "numpy": [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]}
+    with deepnet.backend("cython"):
+        deepnet.set_num_threads(threads)
+        try:
+            for step in range(1, 4):
+                grad = (rng.standard_normal(n) * 10.0 ** rng.integers(-6, 3, n)).astype(dtype)
+                lr_t = 0.001 * math.sqrt(1.0 - 0.999 ** step) / (1.0 - 0.9 ** step)
+                _cpu.adam_update(*state["kernel"][:1], grad, *state["kernel"][1:], lr_t, 0.9, 0.999, 1e-7)
+                reference.adam_update(state["numpy"][0], grad, *state["numpy"][1:], lr_t, 0.9, 0.999, 1e-7)
+                for got, want in zip(state["kernel"], state["numpy"]):
+                    assert got.tobytes() == want.tobytes(), step
+        finally:
+            deepnet.set_num_threads(None)
+
+
+def test_adam_on_both_backends_gives_the_same_bits():
+    """The whole optimizer, compiled backend against the NumPy one, on non-contiguous and
+    read-only gradients too (they take the NumPy code, or are read as they are)."""
+    import deepnet
+    if not deepnet.kernels_compiled():
+        pytest.skip("kernels not built")
+    rng = np.random.default_rng(3)
+    start = {"W": rng.standard_normal((40, 30)).astype(np.float32), "b": rng.standard_normal(30)}
+    results = {}
+    for backend in ("cython", "numpy"):
+        params = {k: v.copy() for k, v in start.items()}
+        opt = Adam(lr=0.01)
+        grads_rng = np.random.default_rng(5)
+        with deepnet.backend(backend):
+            for _ in range(3):
+                gW = grads_rng.standard_normal((30, 40)).astype(np.float32).T   # not C-contiguous
+                gb = grads_rng.standard_normal(30)
+                gb.flags.writeable = False
+                opt.update(params, {"W": gW, "b": gb})
+        results[backend] = params
+    for key in start:
+        assert results["cython"][key].tobytes() == results["numpy"][key].tobytes(), key
