@@ -216,7 +216,7 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
                   and 2 * C >= _padded_columns(1, acc))
     winograd = transposed and uses_winograd(W.shape, stride, pad, "dx")
     if not input_gradient:
-        dx, dx_filters = None, np.zeros((0, 0), dtype=acc)   # not read; its dtype picks the kernel
+        dx_filters = np.zeros((0, 0), dtype=acc)   # not read; its dtype picks the kernel
     elif winograd:
         dx_filters = _winograd_filters(W, acc, flipped=True)
     elif transposed:
@@ -224,8 +224,7 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
     else:
         dx_filters = _filter_columns(cast(W, acc).reshape(FN, C * kh * kw), acc)  # col2im
     winograd_dW = uses_winograd(W.shape, stride, pad, "dW")
-    if input_gradient:
-        dx = np.empty_like(x)
+    dx = np.empty_like(x) if input_gradient else None
     # dW (or Winograd's dU) is summed per chunk of images; the chunks do not depend on the
     # thread count.
     chunks = min(x.shape[0], DW_CHUNKS)

@@ -405,20 +405,15 @@ def softmax_cross_entropy_backward(y, t):
     return dx
 
 
-def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
-    """reference.adam_update, whose array operators run on CuPy arrays as they are."""
-    from deepnet import reference
-    reference.adam_update(param, grad, m, v, lr_t, beta1, beta2, eps)
-
-
 def cast(a, dtype):
     """a as dtype (CuPy's own conversion)."""
     return a.astype(dtype, copy=False)
 
 
-# Batch normalisation: the reference's passes, written with the array's module (CuPy here).
-from deepnet.reference import (batch_norm_backward_sums, batch_norm_dx, batch_norm_sums,  # noqa: E402
-                               channel_affine)
+# Batch normalisation and Adam's update: the reference's, written with the array's module
+# (CuPy here).
+from deepnet.reference import (adam_update, batch_norm_backward_sums, batch_norm_dx,  # noqa: E402
+                               batch_norm_sums, channel_affine)
 
 # ------------------------------------------------- image warps (augmentation)
 

@@ -12,8 +12,9 @@ step and 16% faster with the thresholds (3,328 -> 3,849 img/s, medians of 6 alte
 processes); after it, 217 faults a step against 24, and 2.8% faster (4,624 -> 4,753
 img/s, 15 rounds).  PyTorch gains from the same setting (MALLOC_*_ environment
 variables, or jemalloc, which its CPU tuning guides recommend); deepnet sets it itself,
-as numpy sets hugepage advice for its arrays.  It changes the policy of the whole process, so it is skipped when the user set
-any MALLOC_*_ variable, and DEEPNET_KEEP_FREED_MEMORY=0 turns it off.
+as numpy sets hugepage advice for its arrays.  It changes the policy of the whole
+process, so it is skipped when the user set any MALLOC_*_ variable, and
+DEEPNET_KEEP_FREED_MEMORY=0 turns it off.
 """
 import ctypes
 import os

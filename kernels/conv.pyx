@@ -707,14 +707,12 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 else:
                     gather_gemm(K, ld, P, padded, steps, pixels, grad_t, ld,
                                 &dW_t_per_chunk[chunk, 0, 0], ld, 1)
-                if not input_gradient:
-                    pass
-                elif transposed:
+                if input_gradient and transposed:
                     dx_by_transposed_convolution(grad, grad_padded, dx_steps, dx_rows,
                                                  &dx_filters[0, 0], ld_dx, dx_sum,
                                                  &dx[n, 0, 0, 0],
                                                  &scratch if winograd else NULL, g)
-                else:
+                elif input_gradient:
                     dx_by_col2im(grad_t, ld, dx_rows, dx_steps, &dx_filters[0, 0], ld_dx,
                                  columns, dx_sum, &dx[n, 0, 0, 0], g)
         free(padded)
