@@ -360,34 +360,25 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
     cdef int* pixels = pixel_offsets(OH, OW, sh, sw, Wp)
     cdef compute_t* padded
     cdef compute_t* product
-    # conv_pool_forward: one image's convolution output, in compute_t: pooled before it is
-    # rounded to float16 (rounding is monotonic, so the maxima are the same values, and
-    # the float kernel is the fast one); its pooling's argmax, unused; float16: one pooled
-    # plane before rounding
-    cdef compute_t* image
-    cdef int32_t* winners
-    cdef compute_t* pooled_plane
+    # conv_pool_forward: one image's pooled output, pooled pixels x filters, in compute_t:
+    # pooled before it is rounded to float16 (rounding is monotonic, so the maxima are the
+    # same values, and the float kernel is the fast one)
+    cdef compute_t* pooled_rows
     cdef WinogradScratch scratch
     cdef bint have_scratch
     with nogil, parallel(num_threads=n_threads):
         padded = <compute_t*>zeroed(<size_t>C * Hp * Wp, sizeof(compute_t))  # the border stays zero
         product = <compute_t*>uninitialised(<size_t>P * ld, sizeof(compute_t))
-        image = NULL
-        winners = NULL
-        pooled_plane = NULL
+        pooled_rows = NULL
         if pooled != NULL:
-            image = <compute_t*>uninitialised(<size_t>FN * P, sizeof(compute_t))
-            winners = <int32_t*>uninitialised(<size_t>PH * PW, sizeof(int32_t))
-            if storage_t is half_t:
-                pooled_plane = <compute_t*>uninitialised(<size_t>PH * PW, sizeof(compute_t))
+            pooled_rows = <compute_t*>uninitialised(<size_t>PH * PW * ld, sizeof(compute_t))
         scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
         have_scratch = not winograd or winograd_scratch(&scratch, C, OH, OW, ld, sizeof(compute_t))
         # dynamic: on a shared machine a core that is slowed down would otherwise keep the
         # other waiting at the end of the loop (static measured 5-9% slower here)
         for task in prange(N * bands, schedule="dynamic"):
             if (steps == NULL or pixels == NULL or padded == NULL or product == NULL or not have_scratch
-                    or (pooled != NULL and (image == NULL or winners == NULL
-                                            or (storage_t is half_t and pooled_plane == NULL)))):
+                    or (pooled != NULL and pooled_rows == NULL)):
                 failed += 1
                 continue
             n = task // bands
@@ -403,13 +394,11 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
             if pooled == NULL:
                 store_transposed(product, ld, band_size, FN, &bias[0], relu, y + <size_t>n * FN * P + first, P)
             else:
-                pool_image(product, ld, &bias[0], relu, image, winners, pooled_plane,
-                           pooled + <size_t>n * FN * PH * PW, FN, OH, OW)
+                pool_image(product, ld, &bias[0], relu, pooled_rows, pooled + <size_t>n * FN * PH * PW,
+                           FN, OH, OW)
         free(padded)
         free(product)
-        free(image)
-        free(winners)
-        free(pooled_plane)
+        free(pooled_rows)
         free_winograd_scratch(&scratch)
     free(steps)
     free(pixels)
@@ -418,25 +407,17 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
 
 
 cdef inline void pool_image(const compute_t* product, int ld, const compute_t* bias, bint relu,
-                            compute_t* image, int32_t* winners, compute_t* pooled_plane,
-                            storage_t* pooled, int FN, int OH, int OW) noexcept nogil:
+                            compute_t* pooled_rows, storage_t* pooled, int FN, int OH, int OW) noexcept nogil:
     """pooled (FN planes of OH//2 x OW//2) = the 2x2 max-pooling of the image product^T
-    (+ bias, ReLU), in compute_t; float16 rounds the pooled planes (F16C), through
-    pooled_plane."""
-    cdef int f, P = OH * OW, PH = OH // 2, PW = OW // 2
+    (+ bias, ReLU), pooled in compute_t while the image is still pixels x filters
+    (src/deepnet_pool.h), then transposed (and float16 rounded) a quarter of the size;
+    pooled_rows: (OH//2 * OW//2) x ld scratch."""
+    cdef int PH = OH // 2, PW = OW // 2
     if compute_t is float:
-        dn_store_transposed_float(product, ld, P, FN, bias, relu, image, P)
-        for f in range(FN):
-            if storage_t is half_t:
-                dn_max_pool_2x2_float(image + <size_t>f * P, pooled_plane, winners, OW, PH, PW)
-                dn_floats_to_halves(pooled_plane, pooled + <size_t>f * PH * PW, PH * PW)
-            elif storage_t is float:
-                dn_max_pool_2x2_float(image + <size_t>f * P, pooled + <size_t>f * PH * PW, winners, OW, PH, PW)
+        dn_max_pool_2x2_filters_last_float(product, ld, bias, relu, FN, OW, PH, PW, pooled_rows)
     else:
-        dn_store_transposed_double(product, ld, P, FN, bias, relu, image, P)
-        for f in range(FN):
-            if storage_t is double:
-                dn_max_pool_2x2_double(image + <size_t>f * P, pooled + <size_t>f * PH * PW, winners, OW, PH, PW)
+        dn_max_pool_2x2_filters_last_double(product, ld, bias, relu, FN, OW, PH, PW, pooled_rows)
+    store_transposed(pooled_rows, ld, PH * PW, FN, NULL, False, pooled, PH * PW)
 
 
 cdef struct Geometry:

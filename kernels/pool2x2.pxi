@@ -1,12 +1,17 @@
 # DeepConvNet's max-pooling (2x2 windows, stride 2, no padding) on one plane: the vectorised
 # kernels of src/deepnet_pool.h, for max_pool_forward (max_pool_2x2) and conv_pool_forward
-# (the float and double ones, on its compute_t planes) (included after dtypes.pxi).
+# (the filters-last ones, on its compute_t image before the transpose) (included after
+# dtypes.pxi).
 
 from libc.stdint cimport int32_t
 
 cdef extern from "deepnet_pool.h" nogil:
     void dn_max_pool_2x2_float(const float* plane, float* out, int32_t* winners, int W, int OH, int OW)
     void dn_max_pool_2x2_double(const double* plane, double* out, int32_t* winners, int W, int OH, int OW)
+    void dn_max_pool_2x2_filters_last_float(const float* product, int ld, const float* bias, bint relu,
+                                            int FN, int W, int OH, int OW, float* out)
+    void dn_max_pool_2x2_filters_last_double(const double* product, int ld, const double* bias, bint relu,
+                                             int FN, int W, int OH, int OW, double* out)
 
 
 cdef inline void max_pool_2x2(const storage_t* plane, storage_t* out, int32_t* winners,

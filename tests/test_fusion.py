@@ -81,6 +81,25 @@ def test_fused_float16_rounds_ties_and_special_values_like_the_two_kernels(rng):
     assert np.isinf(separate).any() and np.isnan(separate).any()
 
 
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_pools_special_values_and_infinite_biases_like_the_two_kernels(dtype, relu, rng):
+    """The fused kernel adds the bias and applies the ReLU before its compares, so even where
+    that order matters (inf + -inf is NaN; the first NaN and the first of a tie win; -0) it
+    gives the separate passes' bits.  1x1 filters of one weight 1 put the values in the
+    product unchanged."""
+    values = np.array([1.0, -1.0, 0.0, -0.0, np.inf, -np.inf, np.nan, 3.0], dtype)
+    filters = 8
+    x = rng.choice(values, size=(3, 1, 6, 10))
+    W = np.ones((filters, 1, 1, 1), dtype)
+    b = np.array([0.0, -0.0, np.inf, -np.inf, 1.0, -2.0, np.nan, 0.5], dtype)
+    with deepnet.backend("cython"), np.errstate(invalid="ignore"):
+        fused = _cpu.conv_pool_forward(x, W, b, (1, 1), (0, 0), relu=relu)
+        separate = F.max_pool2d(F.conv2d(x, W, b, 1, 0, relu=relu), 2, 2, 2)[0]
+    assert fused.tobytes() == separate.tobytes()
+    assert np.isnan(separate).any() and np.isinf(separate).any()
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_fused_results_do_not_depend_on_the_thread_count(threads, rng):
     x, W, b = random_conv(rng, (5, 16, 14, 14), 32, 3, np.float32)
