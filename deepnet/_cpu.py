@@ -78,11 +78,14 @@ def _filter_columns(matrix, dtype):
 # - AVX-512 build (Intel Xeon, two 512-bit FMA units, 2026-12-04, with the wide tile of
 #   src/deepnet_gather_gemm.h; 21 rounds, twice): forward 32->32 at 14x14 pad 2 1.64/1.62,
 #   32->64 at 8x8 0.75/0.94, 64->64 1.36/1.80, 16->32 at 14x14 0.84/0.70; backward with dx
-#   Winograd/direct 32->32 3.70/3.53, 32->64 2.22/2.22, 64->64 3.65/4.36.  So the forward
-#   pass from 32, dx from 64 (dx from 32 tied in the whole training step: 4,011 vs 4,019
-#   img/s, 16 alternating processes).  The earlier Zen 4 measurement (before the wide tile
-#   and before the filter transform was a kernel) had put both at 64: 32->32 forward
-#   1.81/1.76, dx+dW 3.62/3.35.  Not re-measured on Zen 4.
+#   Winograd/direct 32->32 3.70/3.53, 32->64 2.22/2.22, 64->64 3.65/4.36; dx from 32 then
+#   tied in the whole training step (4,011 vs 4,019 img/s, 16 alternating processes).
+#   Once the input transform's transpose was vectorised (31 rounds, twice): dx 32->32
+#   3.14/3.27 and 3.16/3.30, 32->64 1.94/2.00 and 2.03/2.07, and the training step with dx
+#   from 32 against from 64 was faster in 19 of 24 alternating processes (+0.7% and +1.5%,
+#   medians of two runs of 12).  So the forward pass and dx from 32.  The earlier Zen 4
+#   measurement (before the wide tile and before the filter transform was a kernel) had
+#   put both at 64: 32->32 forward 1.81/1.76, dx+dW 3.62/3.35.  Not re-measured on Zen 4.
 # - 256-bit build (Zen 3, AVX2): 16->16 at 28x28 forward 4.47/5.11, dx+dW 11.25/8.54;
 #   16->32 at 14x14 1.96/2.10, 3.85/3.96; 32->32 3.55/5.31, 7.18/7.48; 64->64 4.90/5.83,
 #   10.94/11.20.  So the forward pass from 16 channels, dx from 32.
@@ -94,7 +97,7 @@ def _filter_columns(matrix, dtype):
 #   28x28 and 56x56 ran 0.91-1.23x the direct time.  The direct dW GEMM (rows C*9, steps
 #   the pixels) is an efficient shape; Winograd's 16 GEMMs over the tiles of one image are
 #   small, and its transforms read and write 4x the image and the output gradient.
-WINOGRAD_MIN_CHANNELS = {**({"forward": 32, "dx": 64} if _openmp.vector_bits() >= 512
+WINOGRAD_MIN_CHANNELS = {**({"forward": 32, "dx": 32} if _openmp.vector_bits() >= 512
                             else {"forward": 16, "dx": 32}), "dW": math.inf}   # in and out
 WINOGRAD_RULE = ("3x3 stride-1 convolutions with >= {forward} input and output channels (forward), "
                  ">= {dx} (input gradient); the weight gradient direct".format(**WINOGRAD_MIN_CHANNELS))
