@@ -148,24 +148,27 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     return y
 
 
-def conv_pool_forward(x, W, b, stride, pad, relu=False):
-    """conv_forward then 2x2 stride-2 max-pooling, fused; None (the caller makes the two
-    calls) with fewer images than threads, where the direct kernel's bands of rows keep
-    every thread busy.  float16 is pooled in float32 and then rounded: the same values
-    as the two calls (rounding is monotonic; a zero's sign can differ), and the float32
-    pooling kernel is the fast one (benches/fusion.py: DeepConvNet inference, batch 100,
-    2 threads, Zen 3, fused / layer by layer: float32 1.10-1.15x, float64 1.07-1.08x,
-    float16 1.21x; pooling the halves had made it 0.94-1.00x)."""
+def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
+    """conv_forward then 2x2 stride-2 max-pooling, fused: pooled, or (pooled, argmax) with
+    argmax; None (the caller makes the two calls) with fewer images than threads, where
+    the direct kernel's bands of rows keep every thread busy, and for float16's argmax.
+    float16 is pooled in float32 and then rounded: the same values as the two calls
+    (rounding is monotonic; a zero's sign can differ), and the float32 pooling kernel is
+    the fast one (benches/fusion.py: DeepConvNet inference, batch 100, 2 threads, Zen 3,
+    fused / layer by layer: float32 1.10-1.15x, float64 1.07-1.08x, float16 1.21x;
+    pooling the halves had made it 0.94-1.00x); but a tie after rounding could have
+    another winner, so float16's training pass makes the two calls."""
     N = x.shape[0]
-    if N < get_num_threads():
+    if N < get_num_threads() or argmax and x.dtype == np.float16:
         return None
     FN, C, kh, kw = W.shape
     OH, OW = output_hw(x.shape, kh, kw, stride, pad)
     pooled = np.empty((N, FN, OH // 2, OW // 2), dtype=x.dtype)
+    winners = np.empty(pooled.shape, dtype=np.int32) if argmax else None
     winograd = uses_winograd(W.shape, stride, pad)
     _conv.conv_pool_forward(_bits(x), *_forward_filters(W, b, winograd), _bits(pooled), kh, kw,
-                            *_geometry(stride, pad, relu=relu, winograd=winograd))
-    return pooled
+                            *_geometry(stride, pad, relu=relu, winograd=winograd), argmax=winners)
+    return (pooled, winners) if argmax else pooled
 
 
 def _forward_filters(W, b, winograd):
@@ -236,7 +239,8 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
     db_per_chunk = np.zeros((chunks, FN), dtype=acc)
     # The ReLU mask is applied as dout is read: without relu_out, dout itself is passed
     # as the (unused) mask.  With pool_argmax, dout is a following 2x2 max-pooling's
-    # output gradient, scattered to the winners as it is read.
+    # output gradient, scattered to the winners as it is read, and relu_out the
+    # convolution's output or the pooling's (the kernel tells them by their shape).
     mask = dout if relu_out is None else relu_out
     _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), dx_filters, transposed, winograd, winograd_dW,
                         None if dx is None else _bits(dx), dW_t_per_chunk, db_per_chunk,

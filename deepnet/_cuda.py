@@ -265,7 +265,8 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
     unless input_gradient; with pool_argmax, dout is a following 2x2, stride-2 max-pooling's
     output gradient and that pooling's backward pass comes first).
 
-    With relu_out (the output of a conv_forward with relu=True) dout is first masked by it.
+    With relu_out (the output of a conv_forward with relu=True) dout is first masked by it;
+    with pool_argmax it may be the pooling's output instead (the mask at the winners).
     """
     cp = _cupy()
     FN, C, kh, kw = W.shape
@@ -273,6 +274,8 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
         out_shape = (dout.shape[0], FN, output_size(x.shape[2], kh, stride[0], pad[0]),
                      output_size(x.shape[3], kw, stride[1], pad[1]))
         dout = max_pool_backward(dout, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))
+        if relu_out is not None and relu_out.shape != dout.shape:  # the pooling's output:
+            relu_out = max_pool_backward(relu_out, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))  # at its winners
     if relu_out is not None:
         dout = relu_backward(dout, relu_out)
     N, _, OH, OW = dout.shape

@@ -214,22 +214,26 @@ def _conv_bias(b, W, caller):
     return b
 
 
-def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.conv2d_max_pool2d"):
-    """max_pool2d(conv2d(x, W, b, stride, pad, relu=relu), 2, 2, 2)[0], for inference (no
-    argmax): DeepConvNet's convolution and 2x2 pooling.  The compiled CPU backend runs it as
-    one pass whose convolution output never reaches memory, equal bit for bit to the two
-    calls in float32 and float64 and equal in value in float16 (pooled before rounding; a
-    zero's sign could differ); other backends, and batches smaller than the thread count,
-    make the two calls."""
+def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, argmax=False,
+                      caller="deepnet.conv2d_max_pool2d"):
+    """max_pool2d(conv2d(x, W, b, stride, pad, relu=relu), 2, 2, 2): DeepConvNet's
+    convolution and 2x2 pooling.  Returns the pooled output, or with argmax=True (for
+    training) (pooled, argmax) as max_pool2d does; conv2d_backward takes that argmax as
+    pool_argmax and the pooled output as relu_out.  The compiled CPU backend runs it as one
+    pass whose convolution output never reaches memory, equal bit for bit to the two calls
+    in float32 and float64 and equal in value in float16 (pooled before rounding; a zero's
+    sign could differ); other backends, batches smaller than the thread count and float16's
+    argmax make the two calls."""
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     b = _conv_bias(b, W, caller)
     backend = _backend(caller, x, W, b)
     if min(out_hw) >= 2 and hasattr(backend, "conv_pool_forward"):
-        pooled = backend.conv_pool_forward(x, W, b, stride, pad, relu=bool(relu))
-        if pooled is not None:
-            return pooled
+        fused = backend.conv_pool_forward(x, W, b, stride, pad, relu=bool(relu), argmax=bool(argmax))
+        if fused is not None:
+            return fused
     y = backend.conv_forward(x, W, b, stride, pad, relu=bool(relu))
-    return max_pool2d(y, 2, 2, 2, caller=caller)[0]
+    pooled, winners = max_pool2d(y, 2, 2, 2, caller=caller)
+    return (pooled, winners) if argmax else pooled
 
 
 def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, input_gradient=True,
@@ -240,7 +244,9 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, input_gradien
     kept where relu_out > 0) is then fused into this pass.  input_gradient=False skips dx
     (returned as None), which a network's first layer never needs.  With pool_argmax (the
     argmax of a 2x2, stride-2, unpadded max_pool2d of the output), dout is that pooling's
-    output gradient and its backward pass (max_pool2d_backward) is fused too.
+    output gradient and its backward pass (max_pool2d_backward) is fused too; relu_out may
+    then be the pooling's output instead of the convolution's (conv2d_max_pool2d keeps only
+    that): its entries are the ReLU's output at the winners, the only pixels masked.
     """
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     dout = as_float_array(dout, "dout", caller, ndim=4, dtype=W.dtype)
@@ -256,8 +262,10 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, input_gradien
         arrays += (pool_argmax,)
     if relu_out is not None:
         relu_out = as_float_array(relu_out, "relu_out", caller, dtype=W.dtype)
-        if tuple(relu_out.shape) != out_shape:
-            raise ValueError(f"{caller}: relu_out must have the output's shape {out_shape}, got {tuple(relu_out.shape)}")
+        if tuple(relu_out.shape) != out_shape and (pool_argmax is None or tuple(relu_out.shape) != expected):
+            raise ValueError(f"{caller}: relu_out must have the output's shape {out_shape}"
+                             + ("" if pool_argmax is None else f" or the pooled output's {expected}")
+                             + f", got {tuple(relu_out.shape)}")
         arrays += (relu_out,)
     return _backend(caller, *arrays).conv_backward(dout, x, W, stride, pad, relu_out=relu_out,
                                                    input_gradient=bool(input_gradient), pool_argmax=pool_argmax)

@@ -161,24 +161,44 @@ class Convolution(_WeightAndBias):
         self.stride, self.pad = stride, pad
         self.relu = relu
         self.x = self.out = None
+        self.pool_argmax = None  # set when out is a following Pooling's output (forward_pooled)
 
     def forward(self, x, train=False, *, train_flg=None):
         self.x = F.as_float_array(x, "x", "Convolution.forward", dtype=self.W.dtype)
         self.out = F.conv2d(self.x, self.W, self.b, self.stride, self.pad, relu=self.relu,
                             caller="Convolution.forward")
+        self.pool_argmax = None
         return self.out
 
-    def forward_pooled(self, x):
-        """Inference through this layer and a following 2x2, stride-2 max-pooling, fused
-        (F.conv2d_max_pool2d); a backward pass needs forward() instead."""
-        self.x = self.out = None
+    def forward_pooled(self, x, pooling, train=False):
+        """This layer and the 2x2, stride-2 Pooling after it, fused (F.conv2d_max_pool2d):
+        the pooled output.  Training keeps what backward_pooled needs, the input, the
+        pooled output (the ReLU's mask at the winners) and the winners (in pooling), but
+        never the full-size output; inference keeps nothing."""
+        if not pooling.fuses_after_convolution():
+            raise ValueError("Convolution.forward_pooled: fuses only a 2x2, stride-2, unpadded Pooling, "
+                             f"got {pooling.pool_h}x{pooling.pool_w}, stride {pooling.stride}, pad {pooling.pad}")
         x = F.as_float_array(x, "x", "Convolution.forward_pooled", dtype=self.W.dtype)
-        return F.conv2d_max_pool2d(x, self.W, self.b, self.stride, self.pad, relu=self.relu,
-                                   caller="Convolution.forward_pooled")
+        arguments = (x, self.W, self.b, self.stride, self.pad)
+        if not train:
+            self.x = self.out = self.pool_argmax = pooling.argmax = None
+            return F.conv2d_max_pool2d(*arguments, relu=self.relu, caller="Convolution.forward_pooled")
+        pooled, pooling.argmax = F.conv2d_max_pool2d(*arguments, relu=self.relu, argmax=True,
+                                                     caller="Convolution.forward_pooled")
+        pooling.x_shape = self.output_shape(x.shape)
+        self.x, self.out, self.pool_argmax = x, pooled, pooling.argmax
+        return pooled
 
     def backward(self, dout, input_gradient=True):
-        """dx (None with input_gradient=False, which skips computing it); sets dW and db."""
-        return self._backward(dout, input_gradient, None, "Convolution.backward")
+        """dx (None with input_gradient=False, which skips computing it); sets dW and db.
+        After a fused training forward_pooled (the book's layer-by-layer backward pass, with
+        the Pooling's backward before it), the ReLU's mask is the pooled output put back at
+        its winners: the only pixels where dout is not zero."""
+        relu_out = self.out
+        if self.relu and self.pool_argmax is not None and relu_out is not None:
+            relu_out = F.max_pool2d_backward(relu_out, self.pool_argmax, self.output_shape(self.x.shape),
+                                             2, 2, 2, 0, caller="Convolution.backward")
+        return self._backward(dout, input_gradient, None, relu_out, "Convolution.backward")
 
     def backward_pooled(self, dout, pooling, input_gradient=True):
         """The backward passes of the 2x2, stride-2 Pooling that followed this layer (dout is
@@ -188,14 +208,14 @@ class Convolution(_WeightAndBias):
         if pooling.argmax is None or not pooling.fuses_after_convolution():
             raise RuntimeError("Convolution.backward_pooled: needs a 2x2, stride-2 Pooling after a "
                                "training forward pass")
-        return self._backward(dout, input_gradient, pooling.argmax, "Convolution.backward_pooled")
+        return self._backward(dout, input_gradient, pooling.argmax, self.out, "Convolution.backward_pooled")
 
-    def _backward(self, dout, input_gradient, pool_argmax, caller):
+    def _backward(self, dout, input_gradient, pool_argmax, relu_out, caller):
         if self.x is None:
             raise RuntimeError(f"{caller}: no forward pass to differentiate "
-                               "(call forward(x) first; forward_pooled keeps nothing for it)")
+                               "(call forward(x) first; an inference forward_pooled keeps nothing for it)")
         dx, dW, db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad,
-                                       relu_out=self.out if self.relu else None,
+                                       relu_out=relu_out if self.relu else None,
                                        input_gradient=input_gradient, pool_argmax=pool_argmax, caller=caller)
         self._set_grads(W=dW, b=db)
         return dx

@@ -117,18 +117,17 @@ class Sequential(Layer):
         return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
     def forward(self, x, train=False, *, train_flg=None):
-        """The layers in order.  In inference (train False) a Convolution followed by a 2x2,
-        stride-2 Pooling runs as one fused pass (Convolution.forward_pooled), which keeps
-        nothing for a backward pass."""
+        """The layers in order.  A Convolution followed by a 2x2, stride-2 Pooling runs as
+        one fused pass (Convolution.forward_pooled) whose full-size output never reaches
+        memory; in training it keeps what the fused backward pass (backward) needs."""
         train = train if train_flg is None else train_flg
         i = 0
         while i < len(self.layers):
             layer = self.layers[i]
             following = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if (not train and isinstance(layer, Convolution) and isinstance(following, Pooling)
+            if (isinstance(layer, Convolution) and isinstance(following, Pooling)
                     and following.fuses_after_convolution()):
-                following.argmax = None
-                x = layer.forward_pooled(x)
+                x = layer.forward_pooled(x, following, train)
                 i += 2
             else:
                 x = layer.forward(x, train)
@@ -140,7 +139,7 @@ class Sequential(Layer):
         input_gradient=False a first Convolution (or Sequential) skips it and returns None:
         training never uses it, and it cost a third of DeepConvNet's first layer.  A
         Convolution followed by a 2x2, stride-2 Pooling runs both backward passes as one
-        (Convolution.backward_pooled), as the forward pass fuses them in inference."""
+        (Convolution.backward_pooled), as the forward pass fuses them."""
         i = len(self.layers) - 1
         while i >= 0:
             layer = self.layers[i]

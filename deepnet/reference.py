@@ -80,11 +80,15 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
 
     relu_out: the output of a conv_forward(..., relu=True); dout is masked by it first.
     pool_argmax: dout is the gradient of a 2x2, stride-2 max-pooling of the output, with
-    that pooling's argmax; its backward pass comes first.
+    that pooling's argmax; its backward pass comes first.  relu_out may then be the
+    pooling's output instead: the ReLU's output at the winners, the only pixels whose
+    mask is read.
     """
     if pool_argmax is not None:
         out_shape = dout.shape[:2] + output_hw(x.shape, W.shape[2], W.shape[3], stride, pad)
         dout = max_pool_backward(dout, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))
+        if relu_out is not None and relu_out.shape != dout.shape:  # the pooling's output:
+            relu_out = max_pool_backward(relu_out, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))  # at its winners
     if relu_out is not None:
         dout = relu_backward(dout, relu_out)
     FN, _, kh, kw = W.shape

@@ -318,20 +318,22 @@ def conv_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weight
     check_forward_arguments("conv_forward", x, weights_t, bias, y.shape[1], kh, kw, ph, pw, OH, OW, winograd)
     check_shape("conv_forward", "y", dims(y.shape, 4), (x.shape[0], y.shape[1], OH, OW))
     if x.shape[0]:
-        forward_images("conv_forward", x, weights_t, bias, &y[0, 0, 0, 0], NULL, y.shape[1], OH, OW,
+        forward_images("conv_forward", x, weights_t, bias, &y[0, 0, 0, 0], NULL, NULL, y.shape[1], OH, OW,
                        kh, kw, sh, sw, ph, pw, relu, winograd, n_threads)
 
 
 def conv_pool_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
                       const compute_t[::1] bias, storage_t[:, :, :, ::1] pooled,
                       int kh, int kw, int sh, int sw, int ph, int pw, bint relu, bint winograd,
-                      int n_threads):
+                      int n_threads, int32_t[:, :, :, ::1] argmax=None):
     """conv_forward, then 2x2 max-pooling with stride 2 (DeepConvNet's) into pooled,
-    (N, FN, OH // 2, OW // 2): for inference.  Each image's convolution output stays in a
-    per-thread buffer, in the core's cache, and only the pooled planes reach memory.  The
-    result equals max_pool_forward of conv_forward's, bit for bit in float32 and float64;
-    float16 is pooled before it is rounded, which gives the same values (a zero's sign
-    could differ).  A task is always a whole image."""
+    (N, FN, OH // 2, OW // 2).  Each image's convolution output stays in a per-thread
+    buffer, in the core's cache, and only the pooled planes reach memory.  The result
+    equals max_pool_forward of conv_forward's, bit for bit in float32 and float64; float16
+    is pooled before it is rounded, which gives the same values (a zero's sign could
+    differ).  argmax (pooled's shape; float32 and float64 only, for training) receives the
+    winners as max_pool_forward gives them: in float16 a tie after rounding could pick
+    another.  A task is always a whole image."""
     cdef int OH, OW
     OH, OW = window_output("conv_pool_forward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int FN = pooled.shape[1]
@@ -340,16 +342,23 @@ def conv_pool_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] w
     if OH < 2 or OW < 2:
         raise ValueError(f"deepnet conv_pool_forward: 2x2 pooling needs a 2x2 output at least, got {OH}x{OW}")
     fits_int("conv_pool_forward", "one image's output", <object>FN * OH * OW)
+    if argmax is not None:
+        if storage_t is half_t:
+            raise TypeError("deepnet conv_pool_forward: argmax is for float32 and float64 "
+                            "(float16 pools before rounding, so its winners could differ), got float16")
+        check_shape("conv_pool_forward", "argmax", dims(argmax.shape, 4), dims(pooled.shape, 4))
     if x.shape[0]:
-        forward_images("conv_pool_forward", x, weights_t, bias, NULL, &pooled[0, 0, 0, 0], FN, OH, OW,
+        forward_images("conv_pool_forward", x, weights_t, bias, NULL, &pooled[0, 0, 0, 0],
+                       &argmax[0, 0, 0, 0] if argmax is not None else NULL, FN, OH, OW,
                        kh, kw, sh, sw, ph, pw, relu, winograd, n_threads)
 
 
 cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] weights_t,
-                         const compute_t[::1] bias, storage_t* y, storage_t* pooled,
+                         const compute_t[::1] bias, storage_t* y, storage_t* pooled, int32_t* argmax,
                          int FN, int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw,
                          bint relu, bint winograd, int n_threads) except *:
-    """The task loop of conv_forward (y) and conv_pool_forward (pooled; y is NULL)."""
+    """The task loop of conv_forward (y) and conv_pool_forward (pooled, argmax or NULL; y
+    is NULL)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = weights_t.shape[0], ld = weights_t.shape[1]
     cdef int P = OH * OW, PH = OH // 2, PW = OW // 2
@@ -364,21 +373,25 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
     # pooled before it is rounded to float16 (rounding is monotonic, so the maxima are the
     # same values, and the float kernel is the fast one)
     cdef compute_t* pooled_rows
+    cdef int32_t* winner_rows
     cdef WinogradScratch scratch
     cdef bint have_scratch
     with nogil, parallel(num_threads=n_threads):
         padded = <compute_t*>zeroed(<size_t>C * Hp * Wp, sizeof(compute_t))  # the border stays zero
         product = <compute_t*>uninitialised(<size_t>P * ld, sizeof(compute_t))
         pooled_rows = NULL
+        winner_rows = NULL
         if pooled != NULL:
             pooled_rows = <compute_t*>uninitialised(<size_t>PH * PW * ld, sizeof(compute_t))
+        if argmax != NULL:
+            winner_rows = <int32_t*>uninitialised(<size_t>PH * PW * ld, sizeof(int32_t))
         scratch = WinogradScratch(rows=NULL, V=NULL, M=NULL, row_offset=NULL, step_offset=NULL)
         have_scratch = not winograd or winograd_scratch(&scratch, C, OH, OW, ld, sizeof(compute_t))
         # dynamic: on a shared machine a core that is slowed down would otherwise keep the
         # other waiting at the end of the loop (static measured 5-9% slower here)
         for task in prange(N * bands, schedule="dynamic"):
             if (steps == NULL or pixels == NULL or padded == NULL or product == NULL or not have_scratch
-                    or (pooled != NULL and pooled_rows == NULL)):
+                    or (pooled != NULL and pooled_rows == NULL) or (argmax != NULL and winner_rows == NULL)):
                 failed += 1
                 continue
             n = task // bands
@@ -394,11 +407,13 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
             if pooled == NULL:
                 store_transposed(product, ld, band_size, FN, &bias[0], relu, y + <size_t>n * FN * P + first, P)
             else:
-                pool_image(product, ld, &bias[0], relu, pooled_rows, pooled + <size_t>n * FN * PH * PW,
-                           FN, OH, OW)
+                pool_image(product, ld, &bias[0], relu, pooled_rows, winner_rows,
+                           pooled + <size_t>n * FN * PH * PW,
+                           argmax + <size_t>n * FN * PH * PW if argmax != NULL else NULL, FN, OH, OW)
         free(padded)
         free(product)
         free(pooled_rows)
+        free(winner_rows)
         free_winograd_scratch(&scratch)
     free(steps)
     free(pixels)
@@ -407,17 +422,26 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
 
 
 cdef inline void pool_image(const compute_t* product, int ld, const compute_t* bias, bint relu,
-                            compute_t* pooled_rows, storage_t* pooled, int FN, int OH, int OW) noexcept nogil:
+                            compute_t* pooled_rows, int32_t* winner_rows, storage_t* pooled,
+                            int32_t* argmax, int FN, int OH, int OW) noexcept nogil:
     """pooled (FN planes of OH//2 x OW//2) = the 2x2 max-pooling of the image product^T
     (+ bias, ReLU), pooled in compute_t while the image is still pixels x filters
     (src/deepnet_pool.h), then transposed (and float16 rounded) a quarter of the size;
-    pooled_rows: (OH//2 * OW//2) x ld scratch."""
-    cdef int PH = OH // 2, PW = OW // 2
+    pooled_rows: (OH//2 * OW//2) x ld scratch.  With argmax (training), the winners too,
+    through winner_rows, the same size."""
+    cdef int PH = OH // 2, PW = OW // 2, count = PH * PW
+    cdef int q, f
+    if argmax == NULL:
+        winner_rows = NULL
     if compute_t is float:
-        dn_max_pool_2x2_filters_last_float(product, ld, bias, relu, FN, OW, PH, PW, pooled_rows)
+        dn_max_pool_2x2_filters_last_float(product, ld, bias, relu, FN, OW, PH, PW, pooled_rows, winner_rows)
     else:
-        dn_max_pool_2x2_filters_last_double(product, ld, bias, relu, FN, OW, PH, PW, pooled_rows)
-    store_transposed(pooled_rows, ld, PH * PW, FN, NULL, False, pooled, PH * PW)
+        dn_max_pool_2x2_filters_last_double(product, ld, bias, relu, FN, OW, PH, PW, pooled_rows, winner_rows)
+    store_transposed(pooled_rows, ld, count, FN, NULL, False, pooled, count)
+    if argmax != NULL:
+        for q in range(count):
+            for f in range(FN):
+                argmax[f * count + q] = winner_rows[q * ld + f]
 
 
 cdef struct Geometry:
@@ -445,13 +469,15 @@ cdef inline void load_gradient(const storage_t* dout, const storage_t* relu_out,
 
 
 cdef inline bint load_pooled_gradient(const storage_t* dout, const int32_t* winners, int count,
-                                      const storage_t* relu_out, bint relu, compute_t* grad,
-                                      int FN, int P) noexcept nogil:
+                                      const storage_t* relu_out, bint relu, bint mask_pooled,
+                                      compute_t* grad, int FN, int P) noexcept nogil:
     """grad = the backward pass of a max-pooling that followed the convolution, fused: each
     of dout's count gradients per filter added at its window's winner (an index into the
     filter's P pixels), zero elsewhere, then the ReLU mask as in load_gradient.  The same
     values as max_pool_backward then load_gradient: a 2x2 stride-2 pooling's windows do not
-    overlap, so every pixel takes at most one gradient.  False if a winner lies outside."""
+    overlap, so every pixel takes at most one gradient.  mask_pooled: relu_out is the
+    pooling's output, whose entry is the ReLU's output at the winner, the same mask (what
+    a fused training forward pass keeps).  False if a winner lies outside."""
     cdef int f, q
     cdef int32_t w
     cdef compute_t value
@@ -465,7 +491,7 @@ cdef inline bint load_pooled_gradient(const storage_t* dout, const int32_t* winn
             # into +0 as the pooling's sum does
             value = grad[f * P + w] + <compute_t>load(dout[f * count + q])
             if relu:
-                value = value * is_positive(relu_out[f * P + w])
+                value = value * is_positive(relu_out[f * count + q] if mask_pooled else relu_out[f * P + w])
             grad[f * P + w] = value
     return True
 
@@ -532,7 +558,7 @@ cdef check_backward_arguments(const storage_t[:, :, :, ::1] x, const storage_t[:
     else:  # the gradient of a 2x2, stride-2 max-pooling's output; relu_out read only with relu
         check_shape("conv_backward", "dout (of the pooled output)", dims(dout.shape, 4), (N, FN, OH // 2, OW // 2))
         check_shape("conv_backward", "pool_argmax", dims(pool_argmax.shape, 4), dims(dout.shape, 4))
-        if relu:
+        if relu and dims(relu_out.shape, 4) != dims(dout.shape, 4):  # else the pooled output
             check_shape("conv_backward", "relu_out", dims(relu_out.shape, 4), (N, FN, OH, OW))
     if dx is not None and dx_filters is None:
         raise ValueError("deepnet conv_backward: dx needs dx_filters, got None")
@@ -595,7 +621,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     result, do not depend on the number of threads.  With pool_argmax, dout is the gradient
     of a 2x2, stride-2 max-pooling of the output (N, FN, OH // 2, OW // 2) and pool_argmax
     its winners (max_pool_forward's), and the pooling's backward pass is fused (relu_out,
-    read only with relu, keeps the convolution's output shape).  With dx None no input gradient is
+    read only with relu, is the convolution's output or the pooling's: the same mask).  With dx None no input gradient is
     computed (a network's first layer), only dW and db, and dx_filters is not read (an
     empty array of compute_t: it tells the fused types apart).
     """
@@ -620,6 +646,7 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
     cdef int chunk, n, p, f, failed = 0, outside = 0
     cdef bint pooled = pool_argmax is not None
     cdef int pooled_count = (g.OH // 2) * (g.OW // 2)
+    cdef bint mask_pooled = pooled and relu and relu_out.shape[2] == g.OH // 2 and relu_out.shape[3] == g.OW // 2
     if N == 0:
         return
     cdef int* steps = window_offsets(g.C, kh, kw, Hp, Wp)
@@ -670,7 +697,8 @@ def conv_backward(const storage_t[:, :, :, ::1] x, const storage_t[:, :, :, ::1]
                 if not pooled:
                     load_gradient(&dout[n, 0, 0, 0], &relu_out[n, 0, 0, 0], relu, grad, g.FN * P)
                 elif not load_pooled_gradient(&dout[n, 0, 0, 0], &pool_argmax[n, 0, 0, 0], pooled_count,
-                                              &relu_out[n, 0, 0, 0] if relu else NULL, relu, grad, g.FN, P):
+                                              &relu_out[n, 0, 0, 0] if relu else NULL, relu, mask_pooled,
+                                              grad, g.FN, P):
                     outside += 1
                     break
                 store_transposed(grad, P, g.FN, P, NULL, False, grad_t, ld)

@@ -9,9 +9,9 @@ cdef extern from "deepnet_pool.h" nogil:
     void dn_max_pool_2x2_float(const float* plane, float* out, int32_t* winners, int W, int OH, int OW)
     void dn_max_pool_2x2_double(const double* plane, double* out, int32_t* winners, int W, int OH, int OW)
     void dn_max_pool_2x2_filters_last_float(const float* product, int ld, const float* bias, bint relu,
-                                            int FN, int W, int OH, int OW, float* out)
+                                            int FN, int W, int OH, int OW, float* out, int32_t* winners)
     void dn_max_pool_2x2_filters_last_double(const double* product, int ld, const double* bias, bint relu,
-                                             int FN, int W, int OH, int OW, double* out)
+                                             int FN, int W, int OH, int OW, double* out, int32_t* winners)
 
 
 cdef inline void max_pool_2x2(const storage_t* plane, storage_t* out, int32_t* winners,

@@ -40,40 +40,61 @@ DN_DEFINE_POOL_2X2(double, dn_max_pool_2x2_double)
 
 /* conv_pool_forward's pooling, on the convolution's result as the gather GEMM leaves it:
  * pixels x filters, row stride ld, W pixels a row.  The epilogue comes first, then the
- * same compares as above (the first of a tie, the first NaN), so each maximum is the one
- * the separate passes give:
+ * same compares as above (the first of a tie, the first NaN), so each maximum and winner
+ * is the one the separate passes give:
  *
- *   out[q * ld + f] = max over q's 2x2 window of act(product[p * ld + f] + bias[f])
+ *   out[q * ld + f]     = max over q's 2x2 window of act(product[p * ld + f] + bias[f])
+ *   winners[q * ld + f] = the flat index p of that maximum  (if winners is not NULL)
  *
  * for the OH x OW windows q and f < FN, with act max(., 0) under relu (NaN and -0 kept,
- * as `value < 0 ? 0 : value`; a value below -inf never is, so that is the identity).  The loops along the filters vectorise, with no argmax
- * and without transposing the full-size image first (the caller transposes the pooled
- * quarter). */
+ * as `value < 0 ? 0 : value`; no value is below -inf, so that floor is the identity).
+ * The loops along the filters vectorise, and the full-size image is never transposed
+ * (the caller transposes the pooled quarter). */
+#define DN_POOL_2X2_FILTERS_LAST_STEP(T, k)                                                    \
+    {                                                                                         \
+        T value = window[k][f] + bias[f];                                                     \
+        value = value < floor ? (T)0 : value;                                                 \
+        const int take = value > best || (value != value && best == best);                    \
+        best = take ? value : best;                                                           \
+        winner = take ? index[k] : winner;                                                    \
+    }
+
 #define DN_DEFINE_POOL_2X2_FILTERS_LAST(T, NAME)                                              \
-static inline T NAME##_take(T best, T value)   /* the compare of the separate kernel */       \
-{                                                                                             \
-    return value > best || (value != value && best == best) ? value : best;                   \
-}                                                                                             \
-                                                                                              \
 static inline void NAME(const T *restrict product, int ld, const T *restrict bias, int relu,  \
-                        int FN, int W, int OH, int OW, T *restrict out)                       \
+                        int FN, int W, int OH, int OW, T *restrict out,                       \
+                        int32_t *restrict winners)                                            \
 {                                                                                             \
     const T floor = relu ? (T)0 : -(T)INFINITY;  /* value < floor: only for the ReLU */       \
     for (int oy = 0; oy < OH; oy++)                                                           \
         for (int ox = 0; ox < OW; ox++) {                                                     \
-            const T *restrict a = product + ((size_t)2 * oy * W + 2 * ox) * ld;               \
-            const T *restrict b = a + ld;                                                     \
-            const T *restrict c = a + (size_t)W * ld;                                         \
-            const T *restrict d = c + ld;                                                     \
-            T *restrict o = out + ((size_t)oy * OW + ox) * ld;                                \
-            for (int f = 0; f < FN; f++) {                                                    \
-                T va = a[f] + bias[f], vb = b[f] + bias[f];                                   \
-                T vc = c[f] + bias[f], vd = d[f] + bias[f];                                   \
-                va = va < floor ? (T)0 : va;                                                  \
-                vb = vb < floor ? (T)0 : vb;                                                  \
-                vc = vc < floor ? (T)0 : vc;                                                  \
-                vd = vd < floor ? (T)0 : vd;                                                  \
-                o[f] = NAME##_take(NAME##_take(NAME##_take(va, vb), vc), vd);                 \
+            const int32_t first = 2 * oy * W + 2 * ox;                                        \
+            const int32_t index[4] = {first, first + 1, first + W, first + W + 1};            \
+            const T *restrict window[4];                                                      \
+            for (int k = 0; k < 4; k++)                                                       \
+                window[k] = product + (size_t)index[k] * ld;                                  \
+            const size_t q = (size_t)oy * OW + ox;                                            \
+            if (winners) {                                                                    \
+                for (int f = 0; f < FN; f++) {                                                \
+                    T best = window[0][f] + bias[f];                                          \
+                    best = best < floor ? (T)0 : best;                                        \
+                    int32_t winner = index[0];                                                \
+                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 1)                                       \
+                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 2)                                       \
+                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 3)                                       \
+                    out[q * ld + f] = best;                                                   \
+                    winners[q * ld + f] = winner;                                             \
+                }                                                                             \
+            } else {  /* inference: the same maxima (winner unused, dropped by the compiler) */ \
+                for (int f = 0; f < FN; f++) {                                                \
+                    T best = window[0][f] + bias[f];                                          \
+                    best = best < floor ? (T)0 : best;                                        \
+                    int32_t winner = index[0];                                                \
+                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 1)                                       \
+                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 2)                                       \
+                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 3)                                       \
+                    (void)winner;                                                             \
+                    out[q * ld + f] = best;                                                   \
+                }                                                                             \
             }                                                                                 \
         }                                                                                     \
 }

@@ -1,7 +1,7 @@
-"""Convolution + 2x2 max-pooling fused for inference (conv.conv_pool_forward): equal bit for
-bit to the two separate kernels in float32 and float64, equal in value in float16 (pooled
-before rounding), and to the NumPy reference's pooling of the reference convolution; and
-the inference pass of Sequential that uses it."""
+"""Convolution + 2x2 max-pooling fused (conv.conv_pool_forward): equal bit for bit to the two
+separate kernels in float32 and float64, winners (argmax, for training) included, equal in
+value in float16 (pooled before rounding), and to the NumPy reference's pooling of the
+reference convolution; and the inference pass of Sequential that uses it."""
 import numpy as np
 import pytest
 
@@ -100,6 +100,69 @@ def test_fused_pools_special_values_and_infinite_biases_like_the_two_kernels(dty
     assert np.isnan(separate).any() and np.isinf(separate).any()
 
 
+@pytest.mark.parametrize("winograd", ["never", "always"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,filters,pad,kernel", GEOMETRIES)
+def test_fused_winners_are_the_pooling_kernels_argmax(x_shape, filters, pad, kernel, dtype, relu, winograd, rng):
+    x, W, b = random_conv(rng, x_shape, filters, kernel, dtype)
+    with deepnet.backend("cython"), deepnet.winograd(winograd):
+        pooled, argmax = F.conv2d_max_pool2d(x, W, b, 1, pad, relu=relu, argmax=True)
+        separate, separate_argmax = F.max_pool2d(F.conv2d(x, W, b, 1, pad, relu=relu), 2, 2, 2)
+    assert argmax.dtype == np.int32 and argmax.shape == separate_argmax.shape
+    assert np.array_equal(argmax, separate_argmax)
+    assert pooled.tobytes() == separate.tobytes()
+
+
+def test_fused_winners_of_ties_and_special_values_are_the_pooling_kernels(rng):
+    """Ties (the first in row-major order wins), NaN (the first NaN wins), -0 and 0, and
+    ReLU zeros, which tie often: 1x1 filters of weight 1 put the values in the product."""
+    values = np.array([1.0, -1.0, 0.0, -0.0, np.inf, -np.inf, np.nan, 3.0, 3.0], np.float32)
+    x = rng.choice(values, size=(4, 1, 8, 12))
+    W = np.ones((20, 1, 1, 1), np.float32)
+    b = np.zeros(20, np.float32)
+    for relu in (False, True):
+        with deepnet.backend("cython"), np.errstate(invalid="ignore"):
+            pooled, argmax = F.conv2d_max_pool2d(x, W, b, 1, 0, relu=relu, argmax=True)
+            separate, separate_argmax = F.max_pool2d(F.conv2d(x, W, b, 1, 0, relu=relu), 2, 2, 2)
+        assert np.array_equal(argmax, separate_argmax) and pooled.tobytes() == separate.tobytes()
+
+
+def test_fused_winners_do_not_depend_on_the_thread_count(rng):
+    x, W, b = random_conv(rng, (5, 32, 14, 14), 32, 3, np.float32)
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            deepnet.set_num_threads(threads)
+            results.append(F.conv2d_max_pool2d(x, W, b, 1, 2, relu=True, argmax=True))
+    finally:
+        deepnet.set_num_threads(None)
+    for pooled, argmax in results[1:]:
+        assert np.array_equal(pooled, results[0][0]) and np.array_equal(argmax, results[0][1])
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("images", [1, 4])
+def test_float16_and_small_batches_take_the_two_kernels_for_winners(backend, images, rng):
+    """float16 pools before rounding, where a tie after rounding could have another winner,
+    so its training pass takes the two kernels, as small batches and other backends do; the
+    kernel itself refuses float16 winners."""
+    x, W, b = random_conv(rng, (images, 16, 12, 12), 16, 3, np.float16)
+    deepnet.set_num_threads(2)
+    try:
+        with deepnet.backend(backend):
+            pooled, argmax = F.conv2d_max_pool2d(x, W, b, 1, 1, relu=True, argmax=True)
+            separate, separate_argmax = F.max_pool2d(F.conv2d(x, W, b, 1, 1, relu=True), 2, 2, 2)
+    finally:
+        deepnet.set_num_threads(None)
+    assert np.array_equal(argmax, separate_argmax) and pooled.tobytes() == separate.tobytes()
+    from deepnet._kernels import conv
+    weights_t, bias = _cpu._forward_filters(W, b, False)
+    with pytest.raises(TypeError, match="conv_pool_forward: argmax is for float32 and float64"):
+        conv.conv_pool_forward(_cpu._bits(x), weights_t, bias, _cpu._bits(np.empty((images, 16, 6, 6), np.float16)),
+                               3, 3, 1, 1, 1, 1, True, False, 1, argmax=np.empty((images, 16, 6, 6), np.int32))
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_fused_results_do_not_depend_on_the_thread_count(threads, rng):
     x, W, b = random_conv(rng, (5, 16, 14, 14), 32, 3, np.float32)
@@ -151,6 +214,9 @@ def test_the_kernel_refuses_a_pooled_array_of_the_wrong_shape(rng):
     with pytest.raises(ValueError, match=r"conv_pool_forward: pooled must have shape \(2, 16, 4, 4\)"):
         conv.conv_pool_forward(x, weights_t, bias, np.empty((2, 16, 8, 8), np.float32), 3, 3, 1, 1, 1, 1,
                                False, False, 1)
+    with pytest.raises(ValueError, match=r"conv_pool_forward: argmax must have shape \(2, 16, 4, 4\)"):
+        conv.conv_pool_forward(x, weights_t, bias, np.empty((2, 16, 4, 4), np.float32), 3, 3, 1, 1, 1, 1,
+                               False, False, 1, argmax=np.empty((2, 16, 4, 3), np.int32))
     with pytest.raises(ValueError, match="conv_pool_forward: 2x2 pooling needs a 2x2 output"):
         conv.conv_pool_forward(np.ascontiguousarray(x[:, :, :3, :]), weights_t, bias, np.empty((2, 16, 0, 4), np.float32),
                                3, 3, 1, 1, 0, 1, False, False, 1)

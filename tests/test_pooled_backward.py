@@ -1,6 +1,8 @@
 """The backward pass of a Convolution and the 2x2 max-pooling after it, fused
 (conv2d_backward's pool_argmax, Convolution.backward_pooled): the same bits as
-max_pool2d_backward followed by conv2d_backward, on both backends, and what training runs."""
+max_pool2d_backward followed by conv2d_backward, on both backends, with the ReLU's mask
+from the convolution's output or from the pooled output (all a fused training forward pass
+keeps); and what training runs."""
 import numpy as np
 import pytest
 
@@ -46,6 +48,13 @@ def test_the_fused_pass_equals_pooling_then_convolution_backward(backend, dtype,
                                   pool_argmax=argmax)
     for got, want in zip(fused, expected):
         assert (got is None and want is None) or same_bits(got, want)
+    if relu:   # the pooled output as the mask: the ReLU's output at the winners
+        with deepnet.backend(backend):
+            pooled = F.max_pool2d(y, 2, 2)[0]
+            from_pooled = F.conv2d_backward(dpooled, x, Wt, 1, pad, relu_out=pooled, input_gradient=input_gradient,
+                                            pool_argmax=argmax)
+        for got, want in zip(from_pooled, expected):
+            assert (got is None and want is None) or same_bits(got, want)
 
 
 def test_the_fused_pass_checks_its_arguments():
@@ -54,6 +63,9 @@ def test_the_fused_pass_checks_its_arguments():
         F.conv2d_backward(y, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax)
     with pytest.raises(ValueError, match=r"conv2d_backward: argmax entries must lie in \[0, 36\)"):
         F.conv2d_backward(dpooled, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax + 36)
+    with pytest.raises(ValueError, match=r"relu_out must have the output's shape \(3, 4, 6, 6\) or the pooled "
+                                         r"output's \(3, 4, 3, 3\), got \(3, 4, 2, 2\)"):
+        F.conv2d_backward(dpooled, x, Wt, 1, 1, relu_out=y[:, :, :2, :2], pool_argmax=argmax)
     with pytest.raises(TypeError, match="conv2d_backward: argmax must hold integers"):
         F.conv2d_backward(dpooled, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax.astype(np.float32))
     if deepnet.kernels_compiled():   # the kernel checks on its own too: it never writes outside a plane
@@ -62,28 +74,48 @@ def test_the_fused_pass_checks_its_arguments():
             _cpu.conv_backward(dpooled, x, Wt, (1, 1), (1, 1), relu_out=y, pool_argmax=argmax - 100)
 
 
-def test_sequential_fuses_each_convolution_pooling_pair_in_training(monkeypatch):
-    x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_sequential_fuses_each_convolution_pooling_pair_in_training(monkeypatch, dtype):
+    x = np.random.default_rng(1).random((4, 1, 28, 28)).astype(dtype)
     t = np.array([0, 3, 5, 9])
-    pooled_calls = []
-    backward_pooled = Convolution.backward_pooled
+    forward_calls, backward_calls = [], []
+    forward_pooled, backward_pooled = Convolution.forward_pooled, Convolution.backward_pooled
 
-    def recording(self, dout, pooling, input_gradient=True):
-        pooled_calls.append(pooling.x_shape[1:])
+    def recording_forward(self, x, pooling, train=False):
+        forward_calls.append((x.shape[1:], train))
+        return forward_pooled(self, x, pooling, train)
+
+    def recording_backward(self, dout, pooling, input_gradient=True):
+        backward_calls.append(pooling.x_shape[1:])
         return backward_pooled(self, dout, pooling, input_gradient)
 
-    monkeypatch.setattr(Convolution, "backward_pooled", recording)
-    fused = DeepConvNet(seed=0)
+    monkeypatch.setattr(Convolution, "forward_pooled", recording_forward)
+    monkeypatch.setattr(Convolution, "backward_pooled", recording_backward)
+    fused = DeepConvNet(dtype=dtype, seed=0)
     grads = {name: g.copy() for name, g in fused.gradient(x, t).items()}
-    assert pooled_calls == [(64, 8, 8), (32, 16, 16), (16, 28, 28)]   # conv6, conv4 and conv2
-    # A twin with the same draws, run layer by layer, gets the same gradients.
-    twin = DeepConvNet(seed=0)
-    twin.loss(x, t)
-    dout = twin.last_layer.backward(1.0)
-    for layer in reversed(twin.layers):
-        dout = layer.backward(dout)
-    for name, g in twin.grads.items():
-        assert same_bits(g, grads[name]), name
+    assert forward_calls == [((16, 28, 28), True), ((32, 14, 14), True), ((64, 8, 8), True)]
+    assert backward_calls == [(64, 8, 8), (32, 16, 16), (16, 28, 28)]   # conv6, conv4 and conv2
+    # Twins with the same draws: one run layer by layer both ways, one the book's way (the
+    # fused forward pass, then each layer's backward): the same gradients.
+    unfused, book = DeepConvNet(dtype=dtype, seed=0), DeepConvNet(dtype=dtype, seed=0)
+    h = x
+    for layer in unfused.layers:
+        h = layer.forward(h, True)
+    unfused.last_layer.forward(h, t)
+    book.loss(x, t)
+    for twin in (unfused, book):
+        dout = twin.last_layer.backward(1.0)
+        for layer in reversed(twin.layers):
+            dout = layer.backward(dout)
+        for name, g in twin.grads.items():
+            assert same_bits(g, grads[name]), name
+
+
+def test_forward_pooled_fuses_only_the_2x2_stride_2_pooling():
+    conv = Convolution(np.ones((2, 1, 3, 3), np.float32), np.zeros(2, np.float32), pad=1)
+    with pytest.raises(ValueError, match="Convolution.forward_pooled: fuses only a 2x2, stride-2, unpadded Pooling, "
+                                         "got 3x3, stride 2, pad 0"):
+        conv.forward_pooled(np.ones((1, 1, 6, 6), np.float32), Pooling(3, 3), True)
 
 
 def test_backward_pooled_needs_a_training_forward_pass():
