@@ -458,6 +458,25 @@ def test_softmax_cross_entropy(backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_backward_fuses_the_pooling_with_either_relu_mask(backend, dtype):
+    """With pool_argmax the ReLU's mask may be the convolution's output or the pooling's (all
+    a fused training forward pass keeps): the same gradients, and the reference's."""
+    from deepnet import reference
+    rng = np.random.default_rng(11)
+    x, W, b = random_array(rng, (3, 4, 8, 6), dtype), random_array(rng, (5, 4, 3, 3), dtype), random_array(rng, (5,), dtype)
+    y = reference.relu_forward(reference.conv_forward(x, W, b, (1, 1), (1, 1)))
+    pooled, argmax = reference.max_pool_forward(y, 2, 2, (2, 2), (0, 0))
+    dpooled = random_array(rng, pooled.shape, dtype)
+    want = reference.conv_backward(*as64(dpooled, x, W), (1, 1), (1, 1), relu_out=y.astype(np.float64),
+                                   pool_argmax=argmax)
+    for mask in (y, pooled):
+        got = _cuda.conv_backward(backend.put(dpooled), backend.put(x), backend.put(W), (1, 1), (1, 1),
+                                  relu_out=backend.put(mask), pool_argmax=backend.put(argmax))
+        for g, w in zip(got, want):
+            assert_close(backend.get(g), w, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N,C,FN", [(0, 3, 2), (2, 0, 2), (2, 3, 0), (0, 0, 0)])
 def test_empty_batches_channels_and_filters(backend, dtype, N, C, FN):
     """Empty results of the right shape, and with no channels the bias (an empty sum is 0)."""
