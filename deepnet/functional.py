@@ -232,7 +232,7 @@ def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, argmax=False,
         if fused is not None:
             return fused
     y = backend.conv_forward(x, W, b, stride, pad, relu=bool(relu))
-    pooled, winners = max_pool2d(y, 2, 2, 2, caller=caller)
+    pooled, winners = max_pool2d(y, 2, 2, 2, caller=f"{caller} (pooling the convolution's output)")
     return (pooled, winners) if argmax else pooled
 
 

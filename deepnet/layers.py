@@ -170,18 +170,23 @@ class Convolution(_WeightAndBias):
         self.pool_argmax = None
         return self.out
 
-    def forward_pooled(self, x, pooling, train=False):
+    def forward_pooled(self, x, pooling=None, train=False):
         """This layer and the 2x2, stride-2 Pooling after it, fused (F.conv2d_max_pool2d):
         the pooled output.  Training keeps what backward_pooled needs, the input, the
-        pooled output (the ReLU's mask at the winners) and the winners (in pooling), but
-        never the full-size output; inference keeps nothing."""
-        if not pooling.fuses_after_convolution():
+        pooled output as self.out (the ReLU's mask at the winners: not the full-size
+        output) and the winners (in pooling, which training needs); inference keeps
+        nothing."""
+        if pooling is None and train:
+            raise ValueError("Convolution.forward_pooled: training needs the Pooling layer, to keep its winners")
+        if pooling is not None and not pooling.fuses_after_convolution():
             raise ValueError("Convolution.forward_pooled: fuses only a 2x2, stride-2, unpadded Pooling, "
                              f"got {pooling.pool_h}x{pooling.pool_w}, stride {pooling.stride}, pad {pooling.pad}")
         x = F.as_float_array(x, "x", "Convolution.forward_pooled", dtype=self.W.dtype)
         arguments = (x, self.W, self.b, self.stride, self.pad)
         if not train:
-            self.x = self.out = self.pool_argmax = pooling.argmax = None
+            self.x = self.out = self.pool_argmax = None
+            if pooling is not None:
+                pooling.argmax = None
             return F.conv2d_max_pool2d(*arguments, relu=self.relu, caller="Convolution.forward_pooled")
         pooled, pooling.argmax = F.conv2d_max_pool2d(*arguments, relu=self.relu, argmax=True,
                                                      caller="Convolution.forward_pooled")

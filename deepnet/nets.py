@@ -118,8 +118,9 @@ class Sequential(Layer):
 
     def forward(self, x, train=False, *, train_flg=None):
         """The layers in order.  A Convolution followed by a 2x2, stride-2 Pooling runs as
-        one fused pass (Convolution.forward_pooled) whose full-size output never reaches
-        memory; in training it keeps what the fused backward pass (backward) needs."""
+        one call (Convolution.forward_pooled), which the compiled CPU backend fuses so that
+        the full-size output never reaches memory (see F.conv2d_max_pool2d for where it
+        makes the two calls); in training it keeps what the fused backward pass needs."""
         train = train if train_flg is None else train_flg
         i = 0
         while i < len(self.layers):

@@ -55,10 +55,11 @@ static inline void dn_transposed_block(const float *product, int ld, const float
 
 /* The scalar loops over the part not covered by whole 8 x 8 blocks: the columns right of
  * the blocks, then the rows below them (not a pass over every row: with the columns all
- * in blocks, that empty loop had cost a few percent of an inference pass). */
+ * in blocks, that empty loop had cost a few percent of an inference pass).  Without a
+ * bias nothing is added, as in the blocks, so a plain transpose copies -0 as -0. */
 #define DN_STORE_TRANSPOSED_ELEMENT(T, OUT, CONVERT, ACTIVATE, p, f)                               \
-    OUT[(long)(f) * out_ld + (p)] = CONVERT(ACTIVATE(product[(long)(p) * ld + (f)]                 \
-                                                     + (bias ? bias[f] : (T)0), relu))
+    OUT[(long)(f) * out_ld + (p)] = CONVERT(ACTIVATE(bias ? product[(long)(p) * ld + (f)] + bias[f] \
+                                                          : product[(long)(p) * ld + (f)], relu))
 #define DN_STORE_TRANSPOSED_EDGES(T, OUT, CONVERT, ACTIVATE, rows_done, columns_done)               \
     if ((columns_done) < columns)                                                                  \
         for (int p = 0; p < (rows_done); p++)                                                      \

@@ -116,6 +116,16 @@ def test_forward_pooled_fuses_only_the_2x2_stride_2_pooling():
     with pytest.raises(ValueError, match="Convolution.forward_pooled: fuses only a 2x2, stride-2, unpadded Pooling, "
                                          "got 3x3, stride 2, pad 0"):
         conv.forward_pooled(np.ones((1, 1, 6, 6), np.float32), Pooling(3, 3), True)
+    # inference needs no Pooling layer (the 2x2 one is implied); training keeps its winners in one
+    x = np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32)
+    assert np.array_equal(conv.forward_pooled(x), F.max_pool2d(conv.forward(x), 2, 2)[0])
+    with pytest.raises(ValueError, match="Convolution.forward_pooled: training needs the Pooling layer"):
+        conv.forward_pooled(x, train=True)
+    # a convolution output too small to pool: the message says what was pooled
+    with pytest.raises(ValueError, match=r"Convolution.forward_pooled \(pooling the convolution's output\): "
+                                         r"pool window 2x2 is larger than the padded input 1x5"):
+        Sequential(Convolution(np.ones((2, 1, 3, 3), np.float32), np.zeros(2, np.float32)),
+                   Pooling(2, 2)).forward(np.ones((3, 1, 3, 7), np.float32), True)
 
 
 def test_backward_pooled_needs_a_training_forward_pass():
