@@ -59,6 +59,20 @@ DN_DEFINE_POOL_2X2(double, dn_max_pool_2x2_double)
         winner = take ? index[k] : winner;                                                    \
     }
 
+/* The loop along the filters of window q, STORE_WINNER after each maximum: written out
+ * for training and inference, so that each vectorises without a test inside. */
+#define DN_POOL_2X2_FILTERS_LAST_LOOP(T, STORE_WINNER)                                        \
+    for (int f = 0; f < FN; f++) {                                                            \
+        T best = window[0][f] + bias[f];                                                      \
+        best = best < floor ? (T)0 : best;                                                    \
+        int32_t winner = index[0];                                                            \
+        DN_POOL_2X2_FILTERS_LAST_STEP(T, 1)                                                   \
+        DN_POOL_2X2_FILTERS_LAST_STEP(T, 2)                                                   \
+        DN_POOL_2X2_FILTERS_LAST_STEP(T, 3)                                                   \
+        out[q * ld + f] = best;                                                               \
+        STORE_WINNER;                                                                         \
+    }
+
 #define DN_DEFINE_POOL_2X2_FILTERS_LAST(T, NAME)                                              \
 static inline void NAME(const T *restrict product, int ld, const T *restrict bias, int relu,  \
                         int FN, int W, int OH, int OW, T *restrict out,                       \
@@ -73,29 +87,10 @@ static inline void NAME(const T *restrict product, int ld, const T *restrict bia
             for (int k = 0; k < 4; k++)                                                       \
                 window[k] = product + (size_t)index[k] * ld;                                  \
             const size_t q = (size_t)oy * OW + ox;                                            \
-            if (winners) {                                                                    \
-                for (int f = 0; f < FN; f++) {                                                \
-                    T best = window[0][f] + bias[f];                                          \
-                    best = best < floor ? (T)0 : best;                                        \
-                    int32_t winner = index[0];                                                \
-                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 1)                                       \
-                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 2)                                       \
-                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 3)                                       \
-                    out[q * ld + f] = best;                                                   \
-                    winners[q * ld + f] = winner;                                             \
-                }                                                                             \
-            } else {  /* inference: the same maxima (winner unused, dropped by the compiler) */ \
-                for (int f = 0; f < FN; f++) {                                                \
-                    T best = window[0][f] + bias[f];                                          \
-                    best = best < floor ? (T)0 : best;                                        \
-                    int32_t winner = index[0];                                                \
-                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 1)                                       \
-                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 2)                                       \
-                    DN_POOL_2X2_FILTERS_LAST_STEP(T, 3)                                       \
-                    (void)winner;                                                             \
-                    out[q * ld + f] = best;                                                   \
-                }                                                                             \
-            }                                                                                 \
+            if (winners)                                                                      \
+                DN_POOL_2X2_FILTERS_LAST_LOOP(T, winners[q * ld + f] = winner)                \
+            else  /* inference: the same maxima, the winner dropped by the compiler */        \
+                DN_POOL_2X2_FILTERS_LAST_LOOP(T, (void)winner)                                \
         }                                                                                     \
 }
 
