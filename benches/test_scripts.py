@@ -113,3 +113,41 @@ def test_mpi_throughput_and_the_scaling_model_print_their_tables(tmp_path):
     assert "| 1 x 2 |" in out and "| 2 x 1 |" in out
     out = run_script("scaling_model.py", "--measured", str(measured))
     assert "| 1024 |" in out and "Check on this machine" in out
+
+
+def test_winograd_error_prints_the_ratio_table():
+    out = run_script("winograd_error.py")
+    assert "| deepnet F(2x2) (always) |" in out and "| F(4x4) 0,1,-1,2,-2,inf (Lavin) |" in out
+
+
+def load_bench(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, BENCHES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_winograd_error_transforms_compute_the_convolution(pad):
+    """The Cook-Toom transforms behind the error table are right: in float64 every point
+    set's F(m x m, 3x3) gives the reference convolution, also where the last tile sticks
+    out of the image (7x9 output with m = 2 and 4)."""
+    import numpy as np
+    from deepnet import reference as R
+    bench = load_bench("winograd_error")
+    rng = np.random.default_rng(pad)
+    x = rng.standard_normal((2, 3, 7 + 2 - 2 * pad, 9 + 2 - 2 * pad))
+    W, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    exact = R.conv_forward(x, W, b, (1, 1), (pad, pad))
+    for name, points in bench.POINT_SETS.items():
+        AT, G, BT = bench.cook_toom(points)
+        assert AT.shape == (len(points) - 2, len(points)), name
+        got = bench.winograd_conv(x, W, b, pad, AT, G, BT, dtype=np.float64)
+        np.testing.assert_allclose(got, exact, rtol=0, atol=1e-11, err_msg=name)
+
+
+def test_cook_toom_refuses_points_that_repeat():
+    bench = load_bench("winograd_error")
+    with pytest.raises(ValueError, match="cook_toom"):
+        bench.cook_toom((0, 1, 1, bench.INFINITY))
