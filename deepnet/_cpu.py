@@ -73,9 +73,11 @@ def _filter_columns(matrix, dtype):
 
 # Winograd F(2x2, 3x3) (src/deepnet_winograd.h): 2.25x fewer multiplies than the direct
 # convolution, but its transforms cost memory passes that only pay with enough channels,
-# and how many depends on how fast the direct kernel is.  Measured per layer with
-# benches/winograd_layers.py (batch 100, 2 threads, float32, ms Winograd/direct):
-# - AVX-512 build (Intel Xeon, two 512-bit FMA units, 2026-12-04, with the wide tile of
+# and how many depends on how fast the direct kernel is: on the build's vector width, and
+# on a 512-bit build on whether the CPU runs its 512-bit FMAs at full rate.  Measured per
+# layer with benches/winograd_layers.py (batch 100, 2 threads, float32, ms Winograd/direct),
+# then in DeepConvNet's whole training step:
+# - AVX-512 on Intel Xeon (two 512-bit FMA units, 2026-12-04, with the wide tile of
 #   src/deepnet_gather_gemm.h; 21 rounds, twice): forward 32->32 at 14x14 pad 2 1.64/1.62,
 #   32->64 at 8x8 0.75/0.94, 64->64 1.36/1.80, 16->32 at 14x14 0.84/0.70; backward with dx
 #   Winograd/direct 32->32 3.70/3.53, 32->64 2.22/2.22, 64->64 3.65/4.36; dx from 32 then
@@ -83,24 +85,49 @@ def _filter_columns(matrix, dtype):
 #   Once the input transform's transpose was vectorised (31 rounds, twice): dx 32->32
 #   3.14/3.27 and 3.16/3.30, 32->64 1.94/2.00 and 2.03/2.07, and the training step with dx
 #   from 32 against from 64 was faster in 19 of 24 alternating processes (+0.7% and +1.5%,
-#   medians of two runs of 12).  So the forward pass and dx from 32.  The earlier Zen 4
-#   measurement (before the wide tile and before the filter transform was a kernel) had
-#   put both at 64: 32->32 forward 1.81/1.76, dx+dW 3.62/3.35.  Not re-measured on Zen 4.
+#   medians of two runs of 12).  So the forward pass and dx from 32, dW direct.
+# - AVX-512 on AMD Zen 4 (each 512-bit FMA as two 256-bit halves, so the direct kernel is
+#   FMA-bound at half the Xeon's peak; 2026-12-04 evening, 21 and 2 x 31 rounds):
+#   forward 16->16 at 28x28 2.37/2.50, 2.30/2.39, 2.10/2.36; 16->32 1.32/1.63, 1.55/1.64,
+#   1.47/1.60; 32->32 2.20/3.04; 64->64 1.86/2.77.  Backward, dx Winograd / dx and dW
+#   Winograd: 32->32 4.73/4.32, 4.95/4.53, 4.97/4.49; 64->64 5.12/5.22, 5.10/4.87,
+#   5.04/4.68; 16->16 (dx direct 5.13) 5.10/5.02.  Whole training and inference steps,
+#   the rules alternating step by step in one process (100 steps, three runs), against
+#   the Xeon rule: forward and dx from 16, dW from 32 +8.5%, +3.9%, +5.1% training and
+#   +4.5%, +3.5%, +2.9% inference; dW direct instead +3.7% and +3.3% training.  So the
+#   forward pass and dx from 16 channels, dW from 32.
 # - 256-bit build (Zen 3, AVX2): 16->16 at 28x28 forward 4.47/5.11, dx+dW 11.25/8.54;
 #   16->32 at 14x14 1.96/2.10, 3.85/3.96; 32->32 3.55/5.31, 7.18/7.48; 64->64 4.90/5.83,
-#   10.94/11.20.  So the forward pass from 16 channels, dx from 32.
-# - dW has a Winograd path (conv_backward's winograd_dW) that never pays here, so the rule
-#   leaves dW direct ("always" runs it).  256-bit, the backward pass with dx direct vs with
-#   dW Winograd too: 16->16 at 28x28 11.14/12.21 in benches/winograd_layers.py (25
-#   rounds), but in DeepConvNet's whole training step that one layer made the step 2-4%
-#   slower (three runs of 30 alternating steps), and bare layers of 16-64 channels at
-#   28x28 and 56x56 ran 0.91-1.23x the direct time.  The direct dW GEMM (rows C*9, steps
-#   the pixels) is an efficient shape; Winograd's 16 GEMMs over the tiles of one image are
-#   small, and its transforms read and write 4x the image and the output gradient.
-WINOGRAD_MIN_CHANNELS = {**({"forward": 32, "dx": 32} if _openmp.vector_bits() >= 512
-                            else {"forward": 16, "dx": 32}), "dW": math.inf}   # in and out
-WINOGRAD_RULE = ("3x3 stride-1 convolutions with >= {forward} input and output channels (forward), "
-                 ">= {dx} (input gradient); the weight gradient direct".format(**WINOGRAD_MIN_CHANNELS))
+#   10.94/11.20.  So the forward pass from 16 channels, dx from 32, dW direct: there
+#   the backward pass with dx direct vs with dW Winograd too was 16->16 at 28x28
+#   11.14/12.21 in benches/winograd_layers.py (25 rounds), but in DeepConvNet's whole
+#   training step that one layer made the step 2-4% slower (three runs of 30 alternating
+#   steps), and bare layers of 16-64 channels at 28x28 and 56x56 ran 0.91-1.23x the direct
+#   time.  The direct dW GEMM (rows C*9, steps the pixels) is an efficient shape;
+#   Winograd's 16 GEMMs over the tiles of one image are small, and its transforms read
+#   and write 4x the image and the output gradient.
+def _measured_winograd_rule(vector_bits, splits_512bit_fmas):
+    """The fewest input and output channels from which each pass runs as Winograd under
+    "auto", for a build of vector_bits on a CPU that does or does not split its 512-bit
+    FMAs: the measurements above; a CPU not measured gets the rule of its build's kind."""
+    if vector_bits < 512:
+        return {"forward": 16, "dx": 32, "dW": math.inf}
+    if splits_512bit_fmas:
+        return {"forward": 16, "dx": 16, "dW": 32}
+    return {"forward": 32, "dx": 32, "dW": math.inf}
+
+
+def _describe_winograd_rule(rule, vector_bits, splits_512bit_fmas):
+    weight_gradient = ("the weight gradient direct" if rule["dW"] == math.inf
+                       else f">= {rule['dW']} (weight gradient)")
+    cpu = (f"{vector_bits}-bit build" + (", 512-bit FMAs in two halves (AMD Zen 4)" if vector_bits >= 512
+                                         and splits_512bit_fmas else ""))
+    return (f"3x3 stride-1 convolutions with >= {rule['forward']} input and output channels (forward), "
+            f">= {rule['dx']} (input gradient); {weight_gradient}; the rule measured for a {cpu}")
+
+
+WINOGRAD_MIN_CHANNELS = _measured_winograd_rule(_openmp.vector_bits(), _openmp.splits_512bit_fmas())  # in and out
+WINOGRAD_RULE = _describe_winograd_rule(WINOGRAD_MIN_CHANNELS, _openmp.vector_bits(), _openmp.splits_512bit_fmas())
 
 
 def uses_winograd(W_shape, stride, pad, which="forward"):

@@ -7,6 +7,9 @@ cdef extern from "deepnet_openmp.h":
 cdef extern from "deepnet_half.h":
     int DEEPNET_HAVE_F16C
 
+cdef extern from "deepnet_cpu.h":
+    int dn_cpu_splits_512bit_fma()
+
 
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
@@ -30,3 +33,9 @@ cdef extern from "deepnet_gather_gemm.h":
 def vector_bits():
     """Width of the convolutions' GEMM vectors, as built (256: AVX2, 512: AVX-512)."""
     return DN_VBYTES * 8
+
+
+def splits_512bit_fmas():
+    """True on a CPU that runs each 512-bit FMA as two 256-bit halves (AMD Zen 4; read
+    with CPUID, src/deepnet_cpu.h), whatever the build's vector width."""
+    return bool(dn_cpu_splits_512bit_fma())

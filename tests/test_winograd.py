@@ -1,6 +1,8 @@
 """Winograd F(2x2, 3x3) convolutions (src/deepnet_winograd.h) against the reference, an exact
 float64 computation and the direct kernels; and the rule that picks them."""
 import math
+import platform
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,6 +176,45 @@ def test_the_rule_takes_3x3_stride_1_layers_with_enough_channels(which):
     assert not _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (3, 3), which)   # pad past the kernel
     with deepnet.winograd("never"):
         assert not _cpu.uses_winograd((64, 64, 3, 3), (1, 1), (1, 1), which)
+
+
+def cpuinfo_splits_512bit_fmas():
+    """What /proc/cpuinfo says of the CPU: an AMD family 25 (0x19) with avx512f (Zen 4)."""
+    fields = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if not line.strip():
+            break   # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return (fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25"
+            and "avx512f" in fields.get("flags", "").split())
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists() or platform.machine() not in ("x86_64", "AMD64"),
+                    reason="reads Linux's /proc/cpuinfo on x86")
+def test_the_cpu_check_agrees_with_proc_cpuinfo():
+    from deepnet._kernels import openmp_helpers
+    assert openmp_helpers.splits_512bit_fmas() == cpuinfo_splits_512bit_fmas()
+
+
+@pytest.mark.parametrize("vector_bits,splits,expected", [
+    (256, False, {"forward": 16, "dx": 32, "dW": math.inf}),     # AVX2 (Zen 3 measured)
+    (256, True, {"forward": 16, "dx": 32, "dW": math.inf}),      # an AVX2 build on Zen 4
+    (512, False, {"forward": 32, "dx": 32, "dW": math.inf}),     # Intel Xeon
+    (512, True, {"forward": 16, "dx": 16, "dW": 32})])           # Zen 4
+def test_the_rule_follows_the_build_and_the_cpu(vector_bits, splits, expected):
+    assert _cpu._measured_winograd_rule(vector_bits, splits) == expected
+    described = _cpu._describe_winograd_rule(expected, vector_bits, splits)
+    assert f">= {expected['forward']} input and output channels (forward)" in described
+    assert ("the weight gradient direct" in described) == (expected["dW"] == math.inf)
+    assert ("Zen 4" in described) == (vector_bits == 512 and splits)
+
+
+def test_the_rule_in_effect_is_the_one_for_this_build_and_cpu():
+    from deepnet._kernels import openmp_helpers
+    assert _cpu.WINOGRAD_MIN_CHANNELS == _cpu._measured_winograd_rule(openmp_helpers.vector_bits(),
+                                                                      openmp_helpers.splits_512bit_fmas())
+    assert _cpu.WINOGRAD_RULE in deepnet.config()["Winograd"]
 
 
 def test_a_bad_winograd_mode_is_refused(monkeypatch):
