@@ -178,15 +178,16 @@ def conv_forward(x, W, b, stride, pad, relu=False):
 def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
     """conv_forward then 2x2 stride-2 max-pooling, fused: pooled, or (pooled, argmax) with
     argmax; None (the caller makes the two calls) with fewer images than threads, where
-    the direct kernel's bands of rows keep every thread busy, and for float16's argmax.
-    float16 is pooled in float32 and then rounded: the same values as the two calls
-    (rounding is monotonic; a zero's sign can differ), and the float32 pooling kernel is
-    the fast one (benches/fusion.py: DeepConvNet inference, batch 100, 2 threads, Zen 3,
-    fused / layer by layer: float32 1.10-1.15x, float64 1.07-1.08x, float16 1.21x;
-    pooling the halves had made it 0.94-1.00x); but a tie after rounding could have
-    another winner, so float16's training pass makes the two calls."""
+    the direct kernel's bands of rows keep every thread busy.  float16 inference is pooled
+    in float32 and then rounded: the same values as the two calls (rounding is monotonic;
+    a zero's sign can differ), and the float32 pooling kernel is the fast one
+    (benches/fusion.py: DeepConvNet inference, batch 100, 2 threads, Zen 3, fused / layer
+    by layer: float32 1.10-1.15x, float64 1.07-1.08x, float16 1.21x; pooling the halves had
+    made it 0.94-1.00x).  float16 training rounds the outputs before pooling them (a tie
+    after rounding goes to the first, as in the separate pass), so that its winners and
+    pooled bits are those of the two calls."""
     N = x.shape[0]
-    if N < get_num_threads() or argmax and x.dtype == np.float16:
+    if N < get_num_threads():
         return None
     FN, C, kh, kw = W.shape
     OH, OW = output_hw(x.shape, kh, kw, stride, pad)

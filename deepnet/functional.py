@@ -222,8 +222,9 @@ def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, argmax=False,
     pool_argmax and the pooled output as relu_out.  The compiled CPU backend runs it as one
     pass whose convolution output never reaches memory, equal bit for bit to the two calls
     in float32 and float64 and equal in value in float16 (pooled before rounding; a zero's
-    sign could differ); other backends, batches smaller than the thread count and float16's
-    argmax make the two calls."""
+    sign could differ), and with argmax equal bit for bit in all three (float16 then rounds
+    before pooling); other backends and batches smaller than the thread count make the two
+    calls."""
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     b = _conv_bias(b, W, caller)
     backend = _backend(caller, x, W, b)

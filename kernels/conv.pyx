@@ -15,6 +15,7 @@
 
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
+from libc.math cimport copysign
 from libc.string cimport memcpy, memset
 
 include "dtypes.pxi"
@@ -331,9 +332,10 @@ def conv_pool_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] w
     buffer, in the core's cache, and only the pooled planes reach memory.  The result
     equals max_pool_forward of conv_forward's, bit for bit in float32 and float64; float16
     is pooled before it is rounded, which gives the same values (a zero's sign could
-    differ).  argmax (pooled's shape; float32 and float64 only, for training) receives the
-    winners as max_pool_forward gives them: in float16 a tie after rounding could pick
-    another.  A task is always a whole image."""
+    differ).  argmax (pooled's shape; for training) receives the winners as
+    max_pool_forward gives them, and pooled the same bits, in all three dtypes: float16
+    then rounds every output before pooling, so that a tie after rounding goes to the
+    first, as there.  A task is always a whole image."""
     cdef int OH, OW
     OH, OW = window_output("conv_pool_forward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int FN = pooled.shape[1]
@@ -343,9 +345,6 @@ def conv_pool_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] w
         raise ValueError(f"deepnet conv_pool_forward: 2x2 pooling needs a 2x2 output at least, got {OH}x{OW}")
     fits_int("conv_pool_forward", "one image's output", <object>FN * OH * OW)
     if argmax is not None:
-        if storage_t is half_t:
-            raise TypeError("deepnet conv_pool_forward: argmax is for float32 and float64 "
-                            "(float16 pools before rounding, so its winners could differ), got float16")
         check_shape("conv_pool_forward", "argmax", dims(argmax.shape, 4), dims(pooled.shape, 4))
     if x.shape[0]:
         forward_images("conv_pool_forward", x, weights_t, bias, NULL, &pooled[0, 0, 0, 0],
@@ -374,6 +373,15 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
     # same values, and the float kernel is the fast one)
     cdef compute_t* pooled_rows
     cdef int32_t* winner_rows
+    # float16 training pools the rounded outputs with this bias of -0 (pool_image)
+    cdef compute_t* minus_zeros = NULL
+    cdef int f
+    if storage_t is half_t and argmax != NULL:
+        minus_zeros = <compute_t*>uninitialised(FN, sizeof(compute_t))
+        if minus_zeros == NULL:
+            raise MemoryError(f"deepnet {kernel}: out of memory for the float16 pooling's bias")
+        for f in range(FN):
+            minus_zeros[f] = copysign(0.0, -1.0)
     cdef WinogradScratch scratch
     cdef bint have_scratch
     with nogil, parallel(num_threads=n_threads):
@@ -407,7 +415,7 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
             if pooled == NULL:
                 store_transposed(product, ld, band_size, FN, &bias[0], relu, y + <size_t>n * FN * P + first, P)
             else:
-                pool_image(product, ld, &bias[0], relu, pooled_rows, winner_rows,
+                pool_image(product, ld, &bias[0], minus_zeros, relu, pooled_rows, winner_rows,
                            pooled + <size_t>n * FN * PH * PW,
                            argmax + <size_t>n * FN * PH * PW if argmax != NULL else NULL, FN, OH, OW)
         free(padded)
@@ -417,22 +425,28 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
         free_winograd_scratch(&scratch)
     free(steps)
     free(pixels)
+    free(minus_zeros)
     if failed:
         raise MemoryError(f"deepnet {kernel}: out of memory for the per-thread buffers")
 
 
-cdef inline void pool_image(const compute_t* product, int ld, const compute_t* bias, bint relu,
-                            compute_t* pooled_rows, int32_t* winner_rows, storage_t* pooled,
+cdef inline void pool_image(compute_t* product, int ld, const compute_t* bias, const compute_t* minus_zeros,
+                            bint relu, compute_t* pooled_rows, int32_t* winner_rows, storage_t* pooled,
                             int32_t* argmax, int FN, int OH, int OW) noexcept nogil:
     """pooled (FN planes of OH//2 x OW//2) = the 2x2 max-pooling of the image product^T
     (+ bias, ReLU), pooled in compute_t while the image is still pixels x filters
     (src/deepnet_pool.h), then transposed (and float16 rounded) a quarter of the size;
     pooled_rows: (OH//2 * OW//2) x ld scratch.  With argmax (training), the winners too,
-    through winner_rows, the same size."""
+    through winner_rows, the same size; float16 then rounds the outputs in product first
+    and pools them with minus_zeros (FN of -0) as the bias, so that its winners are those
+    of the separate pooling pass."""
     cdef int PH = OH // 2, PW = OW // 2, count = PH * PW
     cdef int q, f
     if argmax == NULL:
         winner_rows = NULL
+    if storage_t is half_t and compute_t is float and argmax != NULL:
+        dn_epilogue_rounded_to_half(product, ld, bias, relu, FN, OH * OW)
+        bias, relu = minus_zeros, False
     if compute_t is float:
         dn_max_pool_2x2_filters_last_float(product, ld, bias, relu, FN, OW, PH, PW, pooled_rows, winner_rows)
     else:

@@ -12,6 +12,7 @@ cdef extern from "deepnet_pool.h" nogil:
                                             int FN, int W, int OH, int OW, float* out, int32_t* winners)
     void dn_max_pool_2x2_filters_last_double(const double* product, int ld, const double* bias, bint relu,
                                              int FN, int W, int OH, int OW, double* out, int32_t* winners)
+    void dn_epilogue_rounded_to_half(float* product, int ld, const float* bias, bint relu, int FN, int pixels)
 
 
 cdef inline void max_pool_2x2(const storage_t* plane, storage_t* out, int32_t* winners,

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "deepnet_half.h"
+
 #define DN_DEFINE_POOL_2X2(T, NAME)                                                           \
 static inline void NAME(const T *restrict plane, T *restrict out, int32_t *restrict winners, \
                         int W, int OH, int OW)                                                \
@@ -96,5 +98,29 @@ static inline void NAME(const T *restrict product, int ld, const T *restrict bia
 
 DN_DEFINE_POOL_2X2_FILTERS_LAST(float, dn_max_pool_2x2_filters_last_float)
 DN_DEFINE_POOL_2X2_FILTERS_LAST(double, dn_max_pool_2x2_filters_last_double)
+
+/* float16 training's epilogue, in place, before the pooling above: each of the first
+ * `pixels` rows of product becomes act(product + bias) rounded to float16 and widened back.
+ * The two separate passes compare the rounded outputs, so two values that round to the
+ * same half are a tie there and go to the first; pooling these rounded values (with a -0
+ * bias, which adds exactly nothing, -0 included, and no ReLU) gives those winners. */
+static inline void dn_epilogue_rounded_to_half(float *restrict product, int ld, const float *restrict bias,
+                                               int relu, int FN, int pixels)
+{
+    const float floor = relu ? 0.0f : -INFINITY;
+    uint16_t halves[64];
+    for (int p = 0; p < pixels; p++) {
+        float *restrict row = product + (size_t)p * ld;
+        for (int f = 0; f < FN; f++) {
+            const float value = row[f] + bias[f];
+            row[f] = value < floor ? 0.0f : value;
+        }
+        for (int f = 0; f < FN; f += 64) {
+            const int n = FN - f < 64 ? FN - f : 64;
+            dn_floats_to_halves(row + f, halves, n);
+            dn_halves_to_floats(halves, row + f, n);
+        }
+    }
+}
 
 #endif /* DEEPNET_POOL_H */

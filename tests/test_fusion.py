@@ -1,7 +1,8 @@
 """Convolution + 2x2 max-pooling fused (conv.conv_pool_forward): equal bit for bit to the two
 separate kernels in float32 and float64, winners (argmax, for training) included, equal in
-value in float16 (pooled before rounding), and to the NumPy reference's pooling of the
-reference convolution; and the inference pass of Sequential that uses it."""
+value in float16 inference (pooled before rounding) and bit for bit with its winners
+(rounded before pooling), and to the NumPy reference's pooling of the reference
+convolution; and the inference pass of Sequential that uses it."""
 import numpy as np
 import pytest
 
@@ -143,24 +144,59 @@ def test_fused_winners_do_not_depend_on_the_thread_count(rng):
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("images", [1, 4])
-def test_float16_and_small_batches_take_the_two_kernels_for_winners(backend, images, rng):
-    """float16 pools before rounding, where a tie after rounding could have another winner,
-    so its training pass takes the two kernels, as small batches and other backends do; the
-    kernel itself refuses float16 winners."""
-    x, W, b = random_conv(rng, (images, 16, 12, 12), 16, 3, np.float16)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_winners_equal_the_two_kernels_on_every_path(backend, images, dtype, rng):
+    """Fused (4 images on the compiled backend) or not (1 image, fewer than the threads;
+    the NumPy backend), the winners and pooled bits are those of the separate passes."""
+    x, W, b = random_conv(rng, (images, 16, 12, 12), 16, 3, dtype)
     deepnet.set_num_threads(2)
     try:
         with deepnet.backend(backend):
             pooled, argmax = F.conv2d_max_pool2d(x, W, b, 1, 1, relu=True, argmax=True)
             separate, separate_argmax = F.max_pool2d(F.conv2d(x, W, b, 1, 1, relu=True), 2, 2, 2)
+        fused = _cpu.conv_pool_forward(x, W, b, (1, 1), (1, 1), relu=True, argmax=True)
     finally:
         deepnet.set_num_threads(None)
     assert np.array_equal(argmax, separate_argmax) and pooled.tobytes() == separate.tobytes()
-    from deepnet._kernels import conv
-    weights_t, bias = _cpu._forward_filters(W, b, False)
-    with pytest.raises(TypeError, match="conv_pool_forward: argmax is for float32 and float64"):
-        conv.conv_pool_forward(_cpu._bits(x), weights_t, bias, _cpu._bits(np.empty((images, 16, 6, 6), np.float16)),
-                               3, 3, 1, 1, 1, 1, True, False, 1, argmax=np.empty((images, 16, 6, 6), np.int32))
+    assert (fused is None) == (images < 2)
+
+
+@pytest.mark.parametrize("winograd", ["never", "always"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,filters,pad,kernel", GEOMETRIES)
+def test_fused_float16_winners_are_the_two_kernels_bits(x_shape, filters, pad, kernel, relu, winograd, rng):
+    """float16 training rounds each output before pooling, so its pooled output and winners
+    are the bits of the separate passes, not only equal values."""
+    x, W, b = random_conv(rng, x_shape, filters, kernel, np.float16)
+    with deepnet.backend("cython"), deepnet.winograd(winograd):
+        pooled, argmax = _cpu.conv_pool_forward(x, W, b, (1, 1), (pad, pad), relu=relu, argmax=True)
+        separate, separate_argmax = F.max_pool2d(F.conv2d(x, W, b, 1, pad, relu=relu), 2, 2, 2)
+    assert pooled.tobytes() == separate.tobytes()
+    np.testing.assert_array_equal(argmax, separate_argmax)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_fused_float16_winners_of_ties_after_rounding_and_special_values(relu, rng):
+    """A 1x1 filter that adds two channels: 1 + 2**-12 is larger than 1 in float32 but both
+    round to the half 1, a tie that the separate pooling gives to the first; sums that
+    overflow to inf (65504 + 16), infinities, NaN, -0 and tiny negatives that the ReLU
+    zeroes; biases of -0, inf and NaN.  Pooling before rounding would pick other winners."""
+    first = rng.choice(np.array([1.0, 65504.0, -65504.0, np.inf, np.nan, 0.0, -0.0, -1.0], np.float16),
+                       size=(4, 1, 8, 10))
+    second = rng.choice(np.array([0.0, -0.0, 2**-12, -2**-24, 2**-11, 16.0, -16.0], np.float16), size=(4, 1, 8, 10))
+    x = np.concatenate([first, second], axis=1)
+    W = np.ones((4, 2, 1, 1), np.float16)
+    b = np.array([0.0, -0.0, np.inf, np.nan], np.float16)
+    with deepnet.backend("cython"), np.errstate(over="ignore", invalid="ignore"):
+        pooled, argmax = _cpu.conv_pool_forward(x, W, b, (1, 1), (0, 0), relu=relu, argmax=True)
+        separate, separate_argmax = F.max_pool2d(F.conv2d(x, W, b, 1, 0, relu=relu), 2, 2, 2)
+    assert pooled.tobytes() == separate.tobytes()
+    np.testing.assert_array_equal(argmax, separate_argmax)
+    with np.errstate(over="ignore", invalid="ignore"):   # the ties after rounding are there:
+        sums = x.astype(np.float32).sum(axis=1, keepdims=True)
+        unrounded_argmax = F.max_pool2d(sums + b[0], 2, 2, 2)[1]
+        assert ((sums > 1) & (sums.astype(np.float16) == 1)).any()
+    assert not np.array_equal(unrounded_argmax, separate_argmax[:, :1])
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
