@@ -7,8 +7,10 @@ multiplies instead of 9 m^2: 2.25x fewer for m = 2, 4x fewer for m = 4.  Its tra
 are built here from interpolation points by Cook-Toom (A^T and G from the points, B^T
 solved from the identity that makes the tile a correlation), and the whole convolution is
 emulated in NumPy in float32 as the kernels compute it: the input transform and the
-products in float32, the filter transform in float64 then rounded (as
-conv.winograd_filters does), the channel sum in order, the output transform in float32.
+products in float32, each transform in two steps (columns, then rows), the filter
+transform in float64 then rounded (as conv.winograd_filters does), the channel sum in
+order by fused multiply-adds, the output transform in float32.  Its F(2x2) gives the
+error of deepnet's F(2x2) kernel to within a few percent (benches/test_scripts.py).
 
 Each error is the RMS difference from the convolution of the same float32 numbers in
 float64, over the RMS of that exact result (tests/test_winograd.py's metric), for
@@ -88,12 +90,14 @@ def winograd_conv(x, W, b, pad, AT, G, BT, dtype=np.float32):
     padded[:, :, pad:pad + height, pad:pad + width] = x
     tiles = np.lib.stride_tricks.sliding_window_view(padded, (n, n), axis=(2, 3))[:, :, ::m, ::m]
     BT_, AT_ = BT.astype(dtype), AT.astype(dtype)
-    V = np.einsum("ij,nctujk,lk->nctuil", BT_, tiles, BT_)
+    # Each transform in two steps, columns then rows, each rounded to dtype, as the kernels do.
+    V = np.einsum("nctujk,lk->nctujl", np.einsum("ij,nctujk->nctuik", BT_, tiles), BT_)
     U = np.einsum("ij,fcjk,lk->fcil", G, W.astype(np.float64), G).astype(dtype)
     M = np.zeros((N, W.shape[0], tiles_h, tiles_w, n, n), dtype=dtype)
-    for c in range(C):                                                             # in order
-        M += U[None, :, c, None, None] * V[:, None, c]
-    Y = np.einsum("ij,nftujk,lk->nftuil", AT_, M, AT_)
+    for c in range(C):   # in order, each step one fused multiply-add: the float32 product is
+        # exact in float64, and rounding its sum to float32 rounds once (to within double rounding)
+        M = (M.astype(np.float64) + U[None, :, c, None, None].astype(np.float64) * V[:, None, c]).astype(dtype)
+    Y = np.einsum("nftujk,lk->nftujl", np.einsum("ij,nftujk->nftuik", AT_, M), AT_)
     y = Y.transpose(0, 1, 2, 4, 3, 5).reshape(N, W.shape[0], tiles_h * m, tiles_w * m)
     return y[:, :, :out_h, :out_w] + b.astype(dtype)[None, :, None, None]
 

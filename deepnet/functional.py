@@ -224,7 +224,7 @@ def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, argmax=False,
     in float32 and float64 and equal in value in float16 (pooled before rounding; a zero's
     sign could differ), and with argmax equal bit for bit in all three (float16 then rounds
     before pooling); other backends and batches smaller than the thread count make the two
-    calls."""
+    calls.  (Where a NaN bias meets a NaN sum, which NaN's bits come out can differ.)"""
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     b = _conv_bias(b, W, caller)
     backend = _backend(caller, x, W, b)

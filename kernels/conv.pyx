@@ -335,7 +335,9 @@ def conv_pool_forward(const storage_t[:, :, :, ::1] x, const compute_t[:, ::1] w
     differ).  argmax (pooled's shape; for training) receives the winners as
     max_pool_forward gives them, and pooled the same bits, in all three dtypes: float16
     then rounds every output before pooling, so that a tie after rounding goes to the
-    first, as there.  A task is always a whole image."""
+    first, as there.  One exception to the bits: where a NaN bias meets a NaN sum, which of
+    the two NaNs comes out is the compiler's choice of operand order in each kernel.  A
+    task is always a whole image."""
     cdef int OH, OW
     OH, OW = window_output("conv_pool_forward", x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int FN = pooled.shape[1]
@@ -379,6 +381,8 @@ cdef void forward_images(str kernel, const storage_t[:, :, :, ::1] x, const comp
     if storage_t is half_t and argmax != NULL:
         minus_zeros = <compute_t*>uninitialised(FN, sizeof(compute_t))
         if minus_zeros == NULL:
+            free(steps)
+            free(pixels)
             raise MemoryError(f"deepnet {kernel}: out of memory for the float16 pooling's bias")
         for f in range(FN):
             minus_zeros[f] = copysign(0.0, -1.0)
