@@ -92,13 +92,15 @@ def _filter_columns(matrix, dtype):
 #   1.47/1.60; 32->32 2.20/3.04; 64->64 1.86/2.77.  Backward, dx Winograd / dx and dW
 #   Winograd: 32->32 4.73/4.32, 4.95/4.53, 4.97/4.49; 64->64 5.12/5.22, 5.10/4.87,
 #   5.04/4.68; 16->16 (dx direct 5.13) 5.10/5.02.  Whole training and inference steps,
-#   the rules alternating step by step in one process (100 steps, three runs), against
+#   the rules alternating step by step in one process (60-100 steps, three runs), against
 #   the Xeon rule: forward and dx from 16, dW from 32 +8.5%, +3.9%, +5.1% training and
-#   +4.5%, +3.5%, +2.9% inference; dW direct instead +3.7% and +3.3% training.  So the
+#   +4.5%, +3.5%, +3.0% inference; dW direct instead +3.7% and +3.3% training.  So the
 #   forward pass and dx from 16 channels, dW from 32.
 # - 256-bit build (Zen 3, AVX2): 16->16 at 28x28 forward 4.47/5.11, dx+dW 11.25/8.54;
 #   16->32 at 14x14 1.96/2.10, 3.85/3.96; 32->32 3.55/5.31, 7.18/7.48; 64->64 4.90/5.83,
-#   10.94/11.20.  So the forward pass from 16 channels, dx from 32, dW direct: there
+#   10.94/11.20.  An x86-64-v3 build on Zen 4 measured the Zen 4 rule +2.4%, +2.6% and
+#   -0.2% against this one (training, 80-150 alternating steps): not enough to differ.
+#   So the forward pass from 16 channels, dx from 32, dW direct: on Zen 3
 #   the backward pass with dx direct vs with dW Winograd too was 16->16 at 28x28
 #   11.14/12.21 in benches/winograd_layers.py (25 rounds), but in DeepConvNet's whole
 #   training step that one layer made the step 2-4% slower (three runs of 30 alternating
