@@ -3,12 +3,14 @@
 Their numbers are not checked here, only that they finish and print their tables; the
 memory-check script also compares the kernels with the reference.
 """
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import deepnet
@@ -121,7 +123,6 @@ def test_winograd_error_prints_the_ratio_table():
 
 
 def load_bench(name):
-    import importlib.util
     spec = importlib.util.spec_from_file_location(name, BENCHES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -133,7 +134,6 @@ def test_winograd_error_transforms_compute_the_convolution(pad):
     """The Cook-Toom transforms behind the error table are right: in float64 every point
     set's F(m x m, 3x3) gives the reference convolution, also where the last tile sticks
     out of the image (7x9 output with m = 2 and 4)."""
-    import numpy as np
     from deepnet import reference as R
     bench = load_bench("winograd_error")
     rng = np.random.default_rng(pad)
@@ -157,17 +157,12 @@ def test_winograd_error_emulation_has_the_kernels_error():
     """The float32 emulation is faithful: its F(2x2) has the error of deepnet's own F(2x2)
     kernel (Winograd "always") against the exact result, to within 3%, and it computes in
     float32 (in float64 the error would be ~1e-16, not ~1e-7)."""
-    import numpy as np
     from deepnet import functional as F
-    from deepnet import reference as R
     bench = load_bench("winograd_error")
     rng = np.random.default_rng(1)
     AT, G, BT = bench.cook_toom(bench.POINT_SETS["F(2x2) 0,1,-1,inf"])
     for x_shape, filters, pad in bench.GEOMETRIES[:3]:
-        x = rng.standard_normal(x_shape).astype(np.float32)
-        W = (rng.standard_normal((filters, x_shape[1], 3, 3)) / np.sqrt(9 * x_shape[1])).astype(np.float32)
-        b = rng.standard_normal(filters).astype(np.float32)
-        exact = R.conv_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), (1, 1), (pad, pad))
+        x, W, b, exact = bench.layer_and_exact(rng, x_shape, filters, pad)
         emulated = bench.winograd_conv(x, W, b, pad, AT, G, BT)
         with deepnet.backend("cython"), deepnet.winograd("always"):
             kernel = F.conv2d(x, W, b, 1, pad)

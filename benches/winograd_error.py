@@ -102,6 +102,16 @@ def winograd_conv(x, W, b, pad, AT, G, BT, dtype=np.float32):
     return y[:, :, :out_h, :out_w] + b.astype(dtype)[None, :, None, None]
 
 
+def layer_and_exact(rng, x_shape, filters, pad):
+    """Random float32 input, filters and bias of a layer, and their convolution in float64."""
+    C = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    W = (rng.standard_normal((filters, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    exact = R.conv_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), (1, 1), (pad, pad))
+    return x, W, b, exact
+
+
 def error_against_exact(got, exact):
     return float(np.sqrt(np.mean((got.astype(np.float64) - exact) ** 2) / np.mean(exact ** 2)))
 
@@ -114,11 +124,7 @@ def main(argv=None):
     transforms = {name: cook_toom(points) for name, points in POINT_SETS.items()}
     rows = {"deepnet direct (never)": [], "deepnet F(2x2) (always)": [], **{name: [] for name in transforms}}
     for x_shape, filters, pad in GEOMETRIES:
-        C = x_shape[1]
-        x = rng.standard_normal(x_shape).astype(np.float32)
-        W = (rng.standard_normal((filters, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
-        b = rng.standard_normal(filters).astype(np.float32)
-        exact = R.conv_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), (1, 1), (pad, pad))
+        x, W, b, exact = layer_and_exact(rng, x_shape, filters, pad)
         errors = {}
         with deepnet.backend("cython"):
             for mode, name in (("never", "deepnet direct (never)"), ("always", "deepnet F(2x2) (always)")):
@@ -128,7 +134,7 @@ def main(argv=None):
             errors[name] = error_against_exact(winograd_conv(x, W, b, pad, AT, G, BT), exact)
         for name in rows:
             rows[name].append(errors[name] / errors["deepnet direct (never)"])
-        print(f"{C}->{filters} {x_shape[2]}x{x_shape[3]} pad {pad}: direct error {errors['deepnet direct (never)']:.2e}")
+        print(f"{x_shape[1]}->{filters} {x_shape[2]}x{x_shape[3]} pad {pad}: direct error {errors['deepnet direct (never)']:.2e}")
     print()
     print("| float32 error / the direct kernel's | " + " | ".join(f"{s[1]}->{f} {s[2]}x{s[3]}" for s, f, _ in GEOMETRIES) + " |")
     print("|---|" + "---:|" * len(GEOMETRIES))

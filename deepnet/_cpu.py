@@ -128,8 +128,9 @@ def _describe_winograd_rule(rule, vector_bits, splits_512bit_fmas):
             f">= {rule['dx']} (input gradient); {weight_gradient}; the rule measured for a {cpu}")
 
 
-WINOGRAD_MIN_CHANNELS = _measured_winograd_rule(_openmp.vector_bits(), _openmp.splits_512bit_fmas())  # in and out
-WINOGRAD_RULE = _describe_winograd_rule(WINOGRAD_MIN_CHANNELS, _openmp.vector_bits(), _openmp.splits_512bit_fmas())
+_BUILD_AND_CPU = (_openmp.vector_bits(), _openmp.splits_512bit_fmas())
+WINOGRAD_MIN_CHANNELS = _measured_winograd_rule(*_BUILD_AND_CPU)  # in and out
+WINOGRAD_RULE = _describe_winograd_rule(WINOGRAD_MIN_CHANNELS, *_BUILD_AND_CPU)
 
 
 def uses_winograd(W_shape, stride, pad, which="forward"):

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "deepnet_half.h"
+#include "deepnet_transpose.h"   /* dn_activate_float: the epilogues' ReLU */
 
 #define DN_DEFINE_POOL_2X2(T, NAME)                                                           \
 static inline void NAME(const T *restrict plane, T *restrict out, int32_t *restrict winners, \
@@ -107,14 +108,11 @@ DN_DEFINE_POOL_2X2_FILTERS_LAST(double, dn_max_pool_2x2_filters_last_double)
 static inline void dn_epilogue_rounded_to_half(float *restrict product, int ld, const float *restrict bias,
                                                int relu, int FN, int pixels)
 {
-    const float floor = relu ? 0.0f : -INFINITY;
     uint16_t halves[64];
     for (int p = 0; p < pixels; p++) {
         float *restrict row = product + (size_t)p * ld;
-        for (int f = 0; f < FN; f++) {
-            const float value = row[f] + bias[f];
-            row[f] = value < floor ? 0.0f : value;
-        }
+        for (int f = 0; f < FN; f++)
+            row[f] = dn_activate_float(row[f] + bias[f], relu);
         for (int f = 0; f < FN; f += 64) {
             const int n = FN - f < 64 ? FN - f : 64;
             dn_floats_to_halves(row + f, halves, n);
