@@ -8,6 +8,7 @@ producing a silently wrong array. The parsed arrays are cached in the user cache
 import gzip
 import hashlib
 import http.client
+import importlib.util
 import io
 import math
 import os
@@ -156,18 +157,28 @@ def default_download_dir():
     return user_cache_dir() / "mnist"
 
 
+def shipped_data_dir():
+    """The data installed with the package (MNIST, the book's weights): ``deepnet._data``
+    of an installation, or ``data/`` of the source tree deepnet is imported from."""
+    spec = importlib.util.find_spec("deepnet._data")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parent.parent / "data"
+
+
 def mnist_search_dirs(root=None):
     """The directories searched for the four files, in order.
 
     ``root`` and ``$DEEPNET_DATA`` may name the directory holding the files or a parent
-    with an ``mnist/`` subdirectory; then come ``./data/mnist`` and the download directory.
+    with an ``mnist/`` subdirectory; then come ``./data/mnist``, the copy installed with the
+    package and the download directory.
     """
     dirs = []
     for base in (root, os.environ.get("DEEPNET_DATA")):
         if base:
             base = Path(base).expanduser()
             dirs += [base, base / "mnist"]
-    dirs += [Path.cwd() / "data" / "mnist", default_download_dir()]
+    dirs += [Path.cwd() / "data" / "mnist", shipped_data_dir() / "mnist", default_download_dir()]
     return dirs
 
 
@@ -256,7 +267,8 @@ def _not_found_message(root, reason):
     searched = "\n".join(f"  {directory}" for directory in mnist_search_dirs(root))
     return (
         f"MNIST data not found. Put these four files (gzip-compressed, or uncompressed without .gz) "
-        f"in {default_download_dir()}, or in a directory given by root=... or $DEEPNET_DATA:\n"
+        f"in {default_download_dir()}, or in a directory given by --data DIR (on the command line), "
+        f"root=... (in Python) or $DEEPNET_DATA:\n"
         f"{names}\n"
         f"Searched:\n{searched}\n"
         f"Download from {', '.join(MIRRORS)} failed: {reason}"

@@ -14,9 +14,10 @@ def test_readme_states_exactly_two_setup_commands_and_ci_runs_the_test_command()
     commands = re.findall(r"```\n(.+?)\n```", setup)
     assert len(commands) == 2
     install_and_run, test_command = commands
-    assert "pip install ." in install_and_run and "deepnet train" in install_and_run
-    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert test_command in ci_lines
+    assert "pip install -e ." in install_and_run and "deepnet train" in install_and_run
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci_run.splitlines()
+    assert install_and_run in ci_run  # the install job runs it in a copy of the tree
 
 
 def test_the_readme_residual_block_example_runs(tmp_path, monkeypatch):
