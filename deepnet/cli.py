@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["main", "build_parser"]
 
 DTYPES = ("float16", "float32", "float64")
-PLOT_INSTALL_HINT = 'this command needs matplotlib: pip install "deepnet[plot]"'
+PLOT_INSTALL_HINT = 'this command needs matplotlib: pip install ".[plot]" in deepnet\'s source directory (or pip install matplotlib)'
 FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 BOOK_EVALUATION_SAMPLES = 1000  # the book's evaluate_sample_num_per_epoch
 

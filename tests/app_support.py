@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-Image = pytest.importorskip("PIL.Image", reason='Pillow is not installed (pip install "deepnet[app]")')
+Image = pytest.importorskip("PIL.Image", reason='Pillow is not installed (pip install ".[app]")')
 
 from deepnet.datasets import load_mnist  # noqa: E402
 from support import MNIST_DIR  # noqa: E402

@@ -20,7 +20,7 @@ from deepnet.app.preprocess import mnist_input
 from deepnet.layers import softmax
 from support import BOOK_PARAMS
 
-INSTALL_HINT = 'pip install "deepnet[app]"'
+INSTALL_HINT = 'pip install ".[app]"'
 
 
 @pytest.fixture(scope="module")

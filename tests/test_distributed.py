@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 if MPIEXEC is None and os.environ.get("CI"):
     raise RuntimeError("CI: mpiexec not found; the test extra installs mpi4py and the mpich wheel")
-pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install 'deepnet[mpi]')")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install '.[mpi]')")
 
 
 def environment(**extra):

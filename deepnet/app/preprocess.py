@@ -16,7 +16,7 @@ import numpy as np
 __all__ = ["ImageError", "ImageTooLarge", "BlankImage", "PILLOW_INSTALL_HINT", "MAX_PIXELS",
            "require_pillow", "mnist_input", "read_grayscale", "digit_to_mnist", "centre_of_mass"]
 
-PILLOW_INSTALL_HINT = 'reading images needs Pillow: pip install "deepnet[app]"'
+PILLOW_INSTALL_HINT = 'reading images needs Pillow: pip install ".[app]" in deepnet\'s source directory (or pip install Pillow)'
 FORMATS = ("PNG", "JPEG")
 MAX_PIXELS = 16_000_000  # a 16-megapixel photo fits; a decompression bomb does not
 FIELD = 28  # MNIST's image side
