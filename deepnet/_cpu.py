@@ -359,9 +359,9 @@ def batch_norm_sums(x, shift):
     return sums
 
 
-def channel_affine(x, scale, offset, relu=False):
+def channel_affine(x, shift, scale, offset, relu=False):
     y = np.empty_like(x)
-    _batchnorm.channel_affine(_bits(x), scale, offset, _bits(y), relu, _elementwise_threads(x.size))
+    _batchnorm.channel_affine(_bits(x), shift, scale, offset, _bits(y), relu, _elementwise_threads(x.size))
     return y
 
 

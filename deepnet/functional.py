@@ -382,7 +382,7 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
 # -- batch normalisation ------------------------------------------------------------------
 
 def _per_channel(a, channels, name, caller, dtype):
-    a = get_array_module(a).asarray(a, dtype=dtype).reshape(-1)
+    a = get_array_module(a).ascontiguousarray(a, dtype=dtype).reshape(-1)
     if a.shape[0] != channels:
         raise ValueError(f"{caller}: {name} must have {channels} entries (one per channel), got {a.shape[0]}")
     return a
@@ -413,14 +413,20 @@ def batch_norm_statistics(x, shift=None, sum_across=None, *, caller="deepnet.bat
     return (shift.astype(np.float64) + mean_shifted).astype(acc), var.astype(acc), count
 
 
-def channel_affine(x, scale, offset, *, relu=False, caller="deepnet.channel_affine"):
-    """y[n, c, m] = x[n, c, m] * scale[c] + offset[c] for x (N, C, M) (batch normalisation's
-    output), then max(y, 0) if relu (a ReLU fused into the same pass)."""
+def channel_affine(x, scale, offset, *, shift=None, relu=False, caller="deepnet.channel_affine"):
+    """y[n, c, m] = (x[n, c, m] - shift[c]) * scale[c] + offset[c] for x (N, C, M) (batch
+    normalisation's output, shift its mean and offset its beta; shift None: 0), then
+    max(y, 0) if relu (a ReLU fused into the same pass).  The difference is taken first
+    and then scaled, so that where x equals shift (a channel constant over the batch) y is
+    exactly offset: folding the shift into the offset, x * scale + (offset - shift *
+    scale), would miss it by rounding errors of x * scale."""
     x = as_float_array(x, "x", caller, ndim=3)
     acc = compute_dtype(x.dtype)
+    xp = get_array_module(x)
     scale = _per_channel(scale, x.shape[1], "scale", caller, acc)
     offset = _per_channel(offset, x.shape[1], "offset", caller, acc)
-    return _backend(caller, x, scale, offset).channel_affine(x, scale, offset, relu=bool(relu))
+    shift = xp.zeros(x.shape[1], acc) if shift is None else _per_channel(shift, x.shape[1], "shift", caller, acc)
+    return _backend(caller, x, shift, scale, offset).channel_affine(x, shift, scale, offset, relu=bool(relu))
 
 
 def batch_norm_backward(dout, x, mean, inv_std, gamma, count, sum_across=None, *, relu_out=None,
