@@ -176,12 +176,21 @@ def _conv_arguments(x, W, stride, pad, caller):
     return (x, W, stride, pad, _conv_output(tuple(x.shape), tuple(W.shape), stride, pad, caller))
 
 
+def _channels_last_hint(x_shape, channels):
+    """For an error about x's channels: a hint when x looks channels-last (N, H, W, C)."""
+    if len(x_shape) == 4 and x_shape[3] == channels and x_shape[1] != channels:
+        return (f"; its last axis has the {channels} channels expected, so it looks channels-last "
+                "(N, H, W, C): pass x.transpose(0, 3, 1, 2)")
+    return ""
+
+
 @_shape_checks_cache
 def _conv_output(x_shape, W_shape, stride, pad, caller):
     """(OH, OW) of _conv_arguments' validated geometry."""
     if x_shape[1] != W_shape[1]:
         raise ValueError(f"{caller}: x has {x_shape[1]} channels but W expects {W_shape[1]} "
-                         f"(x shape {x_shape}, W shape {W_shape})")
+                         f"(x shape {x_shape}, W shape {W_shape}); x must be laid out (N, C, H, W), "
+                         "channels first" + _channels_last_hint(x_shape, W_shape[1]))
     FN, C, kh, kw = W_shape
     _, _, stride, pad, (out_h, out_w) = _window(x_shape, kh, kw, stride, pad, caller)
     H, Wd = x_shape[2:]
@@ -392,8 +401,10 @@ def batch_norm_statistics(x, shift=None, sum_across=None, *, caller="deepnet.bat
     """Per-channel mean and biased variance of x (N, C, M) over its axes 0 and 2, and the
     number of values per channel, as (mean, var, count) in x's compute dtype.
 
-    ``shift``: a value near each channel's mean (e.g. the running mean), subtracted before
-    the squares are summed, for accuracy.  ``sum_across(array)``: sums an array over all
+    ``shift``: a value near each channel's mean (e.g. the running mean, or a value of the
+    channel), subtracted before the squares are summed, for accuracy.  A shift that is one
+    of the channel's values (BatchNormalization takes the first) makes a channel constant
+    over the batch come out exact: mean its value, variance 0.  ``sum_across(array)``: sums an array over all
     ranks of a data-parallel run (one call: count and sums go in one buffer), so that the
     statistics are those of the global batch.
     """

@@ -359,7 +359,8 @@ class BatchNormalization(Layer):
         x = F.as_float_array(x, "x", "BatchNormalization.forward", dtype=self.gamma.dtype)
         if x.ndim not in (2, 4) or x.shape[1] != self.gamma.size:
             raise ValueError(f"BatchNormalization.forward: expected (N, {self.gamma.size}) or "
-                             f"(N, {self.gamma.size}, H, W) input, got shape {tuple(x.shape)}")
+                             f"(N, {self.gamma.size}, H, W) input, got shape {tuple(x.shape)}"
+                             + F._channels_last_hint(tuple(x.shape), self.gamma.size))
         x3 = x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
         if _train_mode(train, train_flg):
             # The shift: each channel's first value (a value of the channel, so a channel
