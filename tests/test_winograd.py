@@ -356,3 +356,18 @@ def test_winograd_with_non_square_padding_equals_the_reference(x_shape, filters,
                                    R.conv_backward(dout, x, W, (1, 1), pad)):
         assert got.shape == expected.shape, name
         assert max_relative_error(got, expected) <= RTOL[dtype], name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_max_abs_bits_is_the_largest_magnitude_across_chunks(dtype, threads, rng):
+    from deepnet._kernels import elementwise
+    unsigned = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    x = rng.standard_normal(3 * 8192 + 5).astype(dtype)
+    for where, value in ((-1, -100.0), (8192, 200.0), (0, -np.inf), (5000, np.nan)):
+        x[where] = value
+        bits = elementwise.max_abs_bits(x.view(unsigned), threads)
+        got = np.array(bits, unsigned).view(dtype)
+        expected = np.nan if np.isnan(x).any() else np.abs(x).max()
+        np.testing.assert_array_equal(got, expected)
+    assert elementwise.max_abs_bits(np.zeros(0, unsigned), threads) == 0
