@@ -107,7 +107,7 @@ def constant_channels(rng, shape, dtype, constant):
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("shape", [(4, 6, 5, 3), (3, 6, 1, 1), (1, 6, 3, 5)])
+@pytest.mark.parametrize("shape", [(4, 6, 5, 3), (3, 6, 1, 1), (1, 6, 3, 5), (5, 6)])
 def test_a_channel_constant_over_the_batch_gives_exactly_beta(backend, dtype, relu, shape, rng):
     """x - mean cancels exactly: y = beta (max(beta, 0) with the ReLU), dgamma = 0 and
     dbeta = the sum of dout where y > 0, against these identities in float64."""
