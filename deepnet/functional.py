@@ -179,7 +179,8 @@ def _conv_arguments(x, W, stride, pad, caller):
 def _channels_last_hint(x_shape, channels):
     """For an error about x's channels: a hint when x looks channels-last (N, H, W, C)."""
     if len(x_shape) == 4 and x_shape[3] == channels and x_shape[1] != channels:
-        return (f"; its last axis has the {channels} channels expected, so it looks channels-last "
+        return (f"; its last axis has the {channels} channel{'s' if channels != 1 else ''} expected, "
+                "so it looks channels-last "
                 "(N, H, W, C): pass x.transpose(0, 3, 1, 2)")
     return ""
 
