@@ -176,12 +176,22 @@ def _conv_arguments(x, W, stride, pad, caller):
     return (x, W, stride, pad, _conv_output(tuple(x.shape), tuple(W.shape), stride, pad, caller))
 
 
+def _channels_last_hint(x_shape, channels):
+    """For an error about x's channels: a hint when x looks channels-last (N, H, W, C)."""
+    if len(x_shape) == 4 and x_shape[3] == channels and x_shape[1] != channels:
+        return (f"; its last axis has the {channels} channel{'s' if channels != 1 else ''} expected, "
+                "so it looks channels-last "
+                "(N, H, W, C): pass x.transpose(0, 3, 1, 2)")
+    return ""
+
+
 @_shape_checks_cache
 def _conv_output(x_shape, W_shape, stride, pad, caller):
     """(OH, OW) of _conv_arguments' validated geometry."""
     if x_shape[1] != W_shape[1]:
         raise ValueError(f"{caller}: x has {x_shape[1]} channels but W expects {W_shape[1]} "
-                         f"(x shape {x_shape}, W shape {W_shape})")
+                         f"(x shape {x_shape}, W shape {W_shape}); x must be laid out (N, C, H, W), "
+                         "channels first" + _channels_last_hint(x_shape, W_shape[1]))
     FN, C, kh, kw = W_shape
     _, _, stride, pad, (out_h, out_w) = _window(x_shape, kh, kw, stride, pad, caller)
     H, Wd = x_shape[2:]
@@ -382,7 +392,7 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
 # -- batch normalisation ------------------------------------------------------------------
 
 def _per_channel(a, channels, name, caller, dtype):
-    a = get_array_module(a).asarray(a, dtype=dtype).reshape(-1)
+    a = get_array_module(a).ascontiguousarray(a, dtype=dtype).reshape(-1)
     if a.shape[0] != channels:
         raise ValueError(f"{caller}: {name} must have {channels} entries (one per channel), got {a.shape[0]}")
     return a
@@ -392,8 +402,10 @@ def batch_norm_statistics(x, shift=None, sum_across=None, *, caller="deepnet.bat
     """Per-channel mean and biased variance of x (N, C, M) over its axes 0 and 2, and the
     number of values per channel, as (mean, var, count) in x's compute dtype.
 
-    ``shift``: a value near each channel's mean (e.g. the running mean), subtracted before
-    the squares are summed, for accuracy.  ``sum_across(array)``: sums an array over all
+    ``shift``: a value near each channel's mean (e.g. the running mean, or a value of the
+    channel), subtracted before the squares are summed, for accuracy.  A shift that is one
+    of the channel's values (BatchNormalization takes the first) makes a channel constant
+    over the batch come out exact: mean its value, variance 0.  ``sum_across(array)``: sums an array over all
     ranks of a data-parallel run (one call: count and sums go in one buffer), so that the
     statistics are those of the global batch.
     """
@@ -413,14 +425,20 @@ def batch_norm_statistics(x, shift=None, sum_across=None, *, caller="deepnet.bat
     return (shift.astype(np.float64) + mean_shifted).astype(acc), var.astype(acc), count
 
 
-def channel_affine(x, scale, offset, *, relu=False, caller="deepnet.channel_affine"):
-    """y[n, c, m] = x[n, c, m] * scale[c] + offset[c] for x (N, C, M) (batch normalisation's
-    output), then max(y, 0) if relu (a ReLU fused into the same pass)."""
+def channel_affine(x, scale, offset, *, shift=None, relu=False, caller="deepnet.channel_affine"):
+    """y[n, c, m] = (x[n, c, m] - shift[c]) * scale[c] + offset[c] for x (N, C, M) (batch
+    normalisation's output, shift its mean and offset its beta; shift None: 0), then
+    max(y, 0) if relu (a ReLU fused into the same pass).  The difference is taken first
+    and then scaled, so that where x equals shift (a channel constant over the batch) y is
+    exactly offset: folding the shift into the offset, x * scale + (offset - shift *
+    scale), would miss it by rounding errors of x * scale."""
     x = as_float_array(x, "x", caller, ndim=3)
     acc = compute_dtype(x.dtype)
+    xp = get_array_module(x)
     scale = _per_channel(scale, x.shape[1], "scale", caller, acc)
     offset = _per_channel(offset, x.shape[1], "offset", caller, acc)
-    return _backend(caller, x, scale, offset).channel_affine(x, scale, offset, relu=bool(relu))
+    shift = xp.zeros(x.shape[1], acc) if shift is None else _per_channel(shift, x.shape[1], "shift", caller, acc)
+    return _backend(caller, x, shift, scale, offset).channel_affine(x, shift, scale, offset, relu=bool(relu))
 
 
 def batch_norm_backward(dout, x, mean, inv_std, gamma, count, sum_across=None, *, relu_out=None,

@@ -320,6 +320,12 @@ class BatchNormalization(Layer):
     statistics, ``running = momentum * running + (1 - momentum) * batch``; inference uses
     the running statistics.  ``sum_across`` (set by data-parallel training) sums the
     per-channel statistics over all ranks, so the batch is the global batch.
+
+    The output is computed as (x - mean) * (gamma / sqrt(var + eps)) + beta, the difference
+    first, so that a channel constant over the batch (and the pixels) gives exactly beta
+    (max(beta, 0) with the ReLU) and gradients of exactly 0 for gamma.  Training on one
+    value per channel (a batch of one (N, F) row, or of one 1x1 image) raises ValueError,
+    as PyTorch does: its statistics are meaningless.
     """
 
     EPS = 1e-7  # the book's
@@ -353,11 +359,21 @@ class BatchNormalization(Layer):
         x = F.as_float_array(x, "x", "BatchNormalization.forward", dtype=self.gamma.dtype)
         if x.ndim not in (2, 4) or x.shape[1] != self.gamma.size:
             raise ValueError(f"BatchNormalization.forward: expected (N, {self.gamma.size}) or "
-                             f"(N, {self.gamma.size}, H, W) input, got shape {tuple(x.shape)}")
+                             f"(N, {self.gamma.size}, H, W) input, got shape {tuple(x.shape)}"
+                             + F._channels_last_hint(tuple(x.shape), self.gamma.size))
         x3 = x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
         if _train_mode(train, train_flg):
-            mean, var, count = F.batch_norm_statistics(x3, shift=self.running_mean, sum_across=self.sum_across,
+            # The shift: each channel's first value (a value of the channel, so a channel
+            # constant over the batch gets exactly its value as the mean and a variance of
+            # 0); in a data-parallel run one shift for all ranks, the running mean.
+            shift = self.running_mean if self.sum_across is not None or x3.size == 0 else x3[0, :, 0]
+            mean, var, count = F.batch_norm_statistics(x3, shift=shift, sum_across=self.sum_across,
                                                        caller="BatchNormalization.forward")
+            if count == 1:
+                raise ValueError("BatchNormalization.forward: Expected more than 1 value per channel when "
+                                 f"training, got input shape {tuple(x.shape)} (the statistics of one value "
+                                 "are meaningless: every output would be beta); use train=False (the "
+                                 "running statistics) or a larger batch")
             inv_std = 1 / (get_array_module(x).sqrt(var + self.EPS))
             self._saved = (x3, mean, inv_std, count)
             m = self.momentum
@@ -366,8 +382,8 @@ class BatchNormalization(Layer):
         else:
             mean, var = self.running_mean, self.running_var
             inv_std = 1 / (get_array_module(x).sqrt(var.astype(compute_dtype(x.dtype)) + self.EPS))
-        scale = self.gamma * inv_std
-        out = F.channel_affine(x3, scale, self.beta - mean * scale, relu=self.relu,
+        # (x - mean) * scale + beta, the difference first: exactly beta where x is the mean
+        out = F.channel_affine(x3, self.gamma * inv_std, self.beta, shift=mean, relu=self.relu,
                                caller="BatchNormalization.forward")
         self.out = out if self.relu else None
         return out.reshape(x.shape)

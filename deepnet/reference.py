@@ -172,11 +172,13 @@ def batch_norm_sums(x, shift):
     return xp.stack([centred.sum(axis=(0, 2)), (centred * centred).sum(axis=(0, 2))])
 
 
-def channel_affine(x, scale, offset, relu=False):
-    """y[n, c, m] = x[n, c, m] * scale[c] + offset[c], computed in compute_dtype; then
-    max(y, 0) if relu."""
+def channel_affine(x, shift, scale, offset, relu=False):
+    """y[n, c, m] = (x[n, c, m] - shift[c]) * scale[c] + offset[c], computed in
+    compute_dtype (the difference first: where x equals shift it is exactly 0, and y
+    exactly offset); then max(y, 0) if relu."""
     acc = compute_dtype(x.dtype)
-    y = x.astype(acc, copy=False) * scale.astype(acc)[None, :, None] + offset.astype(acc)[None, :, None]
+    c = lambda a: a.astype(acc)[None, :, None]  # noqa: E731  (a per-channel column)
+    y = (x.astype(acc, copy=False) - c(shift)) * c(scale) + c(offset)
     y = y.astype(x.dtype, copy=False)
     return relu_forward(y) if relu else y
 

@@ -1,5 +1,5 @@
 # Batch normalisation of x (N, C, M) per channel c: its statistics, the per-channel affine
-# map y = x * scale[c] + offset[c] (with an optional fused ReLU), and the backward pass.
+# map y = (x - shift[c]) * scale[c] + offset[c] (with an optional fused ReLU), and the backward pass.
 #
 # Each channel's sums are taken by one thread, always in the same order, so the results do
 # not depend on the thread count.  Sums are accumulated in double, in four interleaved
@@ -105,20 +105,25 @@ def batch_norm_backward_sums(const storage_t[:, :, ::1] dout, const storage_t[:,
         sums[1, c] *= inv_std[c]
 
 
-def channel_affine(const storage_t[:, :, ::1] x, const compute_t[::1] scale, const compute_t[::1] offset,
-                   storage_t[:, :, ::1] y, bint relu, int n_threads):
-    """y = x * scale[c] + offset[c] (then max(., 0) if relu), rounded once into y's type."""
+def channel_affine(const storage_t[:, :, ::1] x, const compute_t[::1] shift, const compute_t[::1] scale,
+                   const compute_t[::1] offset, storage_t[:, :, ::1] y, bint relu, int n_threads):
+    """y = (x - shift[c]) * scale[c] + offset[c] (then max(., 0) if relu), rounded once into
+    y's type.  The difference is taken first, then scaled: where x equals shift (batch
+    normalisation's mean, for a channel constant over the batch) it is exactly 0 and y is
+    exactly offset (beta), which x * scale + (offset - shift * scale), one fused
+    multiply-add, missed by an ulp of x * scale."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], M = x.shape[2]
     cdef Py_ssize_t plane, m
-    cdef compute_t a, b, value
+    cdef compute_t a, b, s, value
     if (y.shape[0] != N or y.shape[1] != C or y.shape[2] != M or scale.shape[0] != C
-            or offset.shape[0] != C):
-        raise ValueError("deepnet channel_affine: y must have x's shape, scale and offset C entries")
+            or offset.shape[0] != C or shift.shape[0] != C):
+        raise ValueError("deepnet channel_affine: y must have x's shape, shift, scale and offset C entries")
     for plane in prange(N * C, nogil=True, schedule="static", num_threads=n_threads):
+        s = shift[plane % C]
         a = scale[plane % C]
         b = offset[plane % C]
         for m in range(M):
-            value = <compute_t>load(x[plane // C, plane % C, m]) * a + b
+            value = (<compute_t>load(x[plane // C, plane % C, m]) - s) * a + b
             if relu and value < 0:  # NaN is not < 0: it stays NaN
                 value = 0
             store(&y[plane // C, plane % C, m], value)

@@ -2,6 +2,8 @@
 # the float16 casts, a byte comparison and Adam's update.
 
 from cython.parallel cimport prange
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp
 
 include "dtypes.pxi"
@@ -68,6 +70,43 @@ def half_to_float(const half_t[::1] source, float[::1] target, int n_threads):
     cdef Py_ssize_t i
     for i in prange(source.shape[0], nogil=True, schedule="static", num_threads=n_threads):
         target[i] = dn_half_to_float(source[i])
+
+
+ctypedef fused float_bits_t:
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+cdef inline float_bits_t chunk_max_magnitude(const float_bits_t* x, Py_ssize_t n) noexcept nogil:
+    """max(x[i] with the sign bit cleared): positive floats order as their bits."""
+    cdef float_bits_t best = 0, value
+    cdef float_bits_t magnitude = <float_bits_t>(~(<float_bits_t>1 << (8 * sizeof(float_bits_t) - 1)))
+    cdef Py_ssize_t i
+    for i in range(n):
+        value = x[i] & magnitude
+        best = value if value > best else best
+    return best
+
+
+def max_abs_bits(const float_bits_t[::1] x, int n_threads):
+    """The bits of max |x| for an array of floats viewed as unsigned ints of their size
+    (float16 as uint16, float32 as uint32, float64 as uint64): NaN's bits are above
+    infinity's, so a NaN counts as the largest.  0 for an empty array.  One pass,
+    vectorised on the integers (a float maximum does not vectorise without fast-math)."""
+    cdef Py_ssize_t n = x.shape[0], chunks = (n + CHUNK - 1) // CHUNK, chunk
+    cdef float_bits_t best = 0
+    if n == 0:
+        return 0
+    cdef float_bits_t* maxima = <float_bits_t*>malloc(chunks * sizeof(float_bits_t))
+    if maxima == NULL:
+        raise MemoryError("deepnet max_abs_bits: out of memory")
+    for chunk in prange(chunks, nogil=True, schedule="static", num_threads=n_threads):
+        maxima[chunk] = chunk_max_magnitude(&x[chunk * CHUNK], min(CHUNK, n - chunk * CHUNK))
+    for chunk in range(chunks):
+        best = maxima[chunk] if maxima[chunk] > best else best
+    free(maxima)
+    return best
 
 
 def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):

@@ -27,8 +27,8 @@ def test_every_pass_equals_the_reference(rng, shape, dtype, relu):
     shift, scale, offset = (rng.standard_normal(C).astype(acc) for _ in range(3))
     inv_std = (rng.random(C) + 0.5).astype(acc)
     np.testing.assert_allclose(_cpu.batch_norm_sums(x, shift), R.batch_norm_sums(x, shift), rtol=1e-12, atol=1e-9)
-    y = _cpu.channel_affine(x, scale, offset, relu)
-    expected = R.channel_affine(x, scale, offset, relu)
+    y = _cpu.channel_affine(x, shift, scale, offset, relu)
+    expected = R.channel_affine(x, shift, scale, offset, relu)
     assert y.dtype == dtype
     np.testing.assert_allclose(y.astype(float), expected.astype(float), rtol=TOL[dtype], atol=TOL[dtype])
     relu_out = expected if relu else None
@@ -45,8 +45,9 @@ def test_float16_results_are_the_float32_results_rounded_once(rng):
     x = data(rng, (5, 3, 17), np.float16)
     wide = x.astype(np.float32)
     scale, offset = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
-    np.testing.assert_array_equal(_cpu.channel_affine(x, scale, offset, True),
-                                  _cpu.channel_affine(wide, scale, offset, True).astype(np.float16))
+    shift = rng.standard_normal(3).astype(np.float32)
+    np.testing.assert_array_equal(_cpu.channel_affine(x, shift, scale, offset, True),
+                                  _cpu.channel_affine(wide, shift, scale, offset, True).astype(np.float16))
     mean, inv_std = scale, np.abs(offset) + 0.5
     np.testing.assert_array_equal(_cpu.batch_norm_dx(x, x, mean, inv_std, scale, offset, mean),
                                   _cpu.batch_norm_dx(wide, wide, mean, inv_std, scale, offset, mean).astype(np.float16))
@@ -90,3 +91,58 @@ def test_bad_arguments_name_the_function(rng):
     with pytest.raises(ValueError, match="deepnet batch_norm_sums"):
         from deepnet._kernels import batchnorm
         batchnorm.batch_norm_sums(x, np.zeros(2, np.float32), np.zeros((2, 3)), 1)
+
+
+# -- exact cancellation (issue 32, row 10) --------------------------------------------------
+
+def constant_channels(rng, shape, dtype, constant):
+    """Random data (N, C, H, W) whose channels in `constant` hold one value over the batch
+    and the pixels: a value whose product with the scale is not exact."""
+    x = data(rng, shape, dtype)
+    for c in constant:
+        x[:, c] = dtype(rng.standard_normal() * 3 + 0.1)
+    return x
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(4, 6, 5, 3), (3, 6, 1, 1), (1, 6, 3, 5), (5, 6)])
+def test_a_channel_constant_over_the_batch_gives_exactly_beta(backend, dtype, relu, shape, rng):
+    """x - mean cancels exactly: y = beta (max(beta, 0) with the ReLU), dgamma = 0 and
+    dbeta = the sum of dout where y > 0, against these identities in float64."""
+    from deepnet.layers import BatchNormalization
+    C = shape[1]
+    constant = [0, 2, 3, 5]
+    with deepnet.backend(backend):
+        for trial in range(5):
+            x = constant_channels(rng, shape, dtype, constant)
+            gamma = (rng.standard_normal(C) * 2).astype(dtype)
+            beta = rng.standard_normal(C).astype(dtype)
+            layer = BatchNormalization(gamma, beta, relu=relu)
+            y = layer.forward(x, train=True)
+            expected = np.maximum(beta, 0) if relu else beta
+            for c in constant:
+                np.testing.assert_array_equal(y[:, c], np.full(y[:, c].shape, expected[c], dtype))
+            # dout in quarters: every order of summing gives the exact float64 sum
+            dout = (rng.integers(-40, 40, shape) / 4).astype(dtype)
+            layer.backward(dout)
+            for c in constant:
+                live = (beta[c] > 0) if relu else True
+                assert layer.dbeta[c] == (dout[:, c].astype(np.float64).sum() if live else 0), c
+                assert layer.dgamma[c] == 0, c
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("shape", [(1, 5), (1, 5, 1, 1)])
+def test_training_on_one_value_per_channel_is_refused(backend, shape):
+    """As PyTorch: the batch statistics of one value are meaningless (y would be beta)."""
+    from deepnet.layers import BatchNormalization
+    layer = BatchNormalization(np.ones(5, np.float32), np.zeros(5, np.float32))
+    with deepnet.backend(backend):
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+            layer.forward(np.ones(shape, np.float32), train=True)
+        # inference uses the running statistics: one image is fine
+        assert layer.forward(np.ones(shape, np.float32)).shape == shape
+        # one image of several pixels has several values per channel
+        assert layer.forward(np.arange(20, dtype=np.float32).reshape(1, 5, 2, 2), train=True).shape == (1, 5, 2, 2)

@@ -94,3 +94,38 @@ def test_bad_input_raises_a_clear_error(call, error, fragments):
     message = str(info.value)
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+# -- channels-last input (issue 32, row 22) -------------------------------------------------
+
+def test_channels_last_input_gets_the_layout_and_the_transpose_to_fix_it():
+    """MNIST as (N, H, W, C): the error names the (N, C, H, W) layout and, since the last
+    axis has the channels expected, the transpose that fixes it."""
+    from deepnet.nets import DeepConvNet
+    images = np.zeros((2, 28, 28, 1), np.float32)
+    conv = L.Convolution(np.zeros((16, 1, 3, 3), np.float32), np.zeros(16, np.float32), pad=1)
+    for call, caller in ((lambda: F.conv2d(images, conv.W, conv.b, 1, 1), "deepnet.conv2d"),
+                         (lambda: conv.forward(images), "Convolution.forward"),
+                         (lambda: DeepConvNet(seed=0).predict(images), "Convolution.forward")):
+        with pytest.raises(ValueError) as error:
+            call()
+        message = str(error.value)
+        for fragment in (caller, "x has 28 channels but W expects 1", "(N, C, H, W)", "channels-last",
+                         "x.transpose(0, 3, 1, 2)"):
+            assert fragment in message, (fragment, message)
+    assert conv.forward(images.transpose(0, 3, 1, 2)).shape == (2, 16, 28, 28)
+
+
+def test_batch_normalization_suggests_the_transpose_for_channels_last_input():
+    layer = L.BatchNormalization(np.ones(8, np.float32), np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match=r"expected \(N, 8\) or \(N, 8, H, W\).*x\.transpose\(0, 3, 1, 2\)"):
+        layer.forward(np.zeros((2, 4, 4, 8), np.float32))
+
+
+def test_no_transpose_is_suggested_where_the_last_axis_is_not_the_channels():
+    with pytest.raises(ValueError) as error:
+        F.conv2d(np.zeros((2, 5, 5, 5), np.float32), W, B)
+    assert "(N, C, H, W)" in str(error.value) and "transpose" not in str(error.value)
+    with pytest.raises(ValueError) as error:
+        L.BatchNormalization(np.ones(4), np.zeros(4)).forward(np.zeros((2, 3, 2, 2)))
+    assert "transpose" not in str(error.value)

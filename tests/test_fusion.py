@@ -275,3 +275,33 @@ def test_deepconvnet_inference_fuses_and_equals_the_layer_by_layer_pass(dtype, r
     # a training pass still keeps everything: its gradients are the unfused ones
     grads = net.gradient(x, np.arange(6) % 10)
     assert all(np.isfinite(g).all() for g in grads.values())
+
+
+@pytest.mark.parametrize("winograd", ["never", "always"])
+@pytest.mark.parametrize("shape,filters", [((4, 3, 12, 12), 11), ((4, 3, 10, 14), 5), ((2, 3, 16, 16), 16)])
+def test_fused_float16_training_keeps_the_sign_of_a_maximum_that_rounds_to_minus_zero(shape, filters, winograd, rng):
+    """A conv output of -2^-26 (x = -2^-24, W = 0.25, no ReLU) rounds to -0 in float16: the
+    separate pooling's maximum of such a window is -0, and so must the fused pass's be, bit
+    for bit (compared as uint16): pooled with a bias of -0 (+0 would give +0) and stored by
+    the epilogue without turning -0 into +0, in the 8 x 8 blocks and in the edge loops
+    (pixel and filter counts off multiples of 8: 36 or 35 pooled pixels, 11 or 5 filters)."""
+    N, C, H, Wd = shape
+    x = rng.standard_normal(shape).astype(np.float16)
+    x[:, :, H // 2:] = 0                              # the lower half: channel 0 alone,
+    x[:, 0, H // 2:] = -2.0 ** -24                    # the smallest negative half
+    x[:, 0, H // 2:, ::3] = 2.0 ** -24                # and a few positive ones
+    W = (rng.standard_normal((filters, C, 3, 3)) / 6).astype(np.float16)
+    W[:, 0] = 0
+    W[:, 0, 1, 1] = 0.25
+    b = np.zeros(filters, np.float16)
+    b[::4] = rng.standard_normal(len(b[::4]))        # some filters with a bias (no -0 there)
+    with deepnet.backend("cython"), deepnet.winograd(winograd):
+        pooled, argmax = _cpu.conv_pool_forward(x, W, b, (1, 1), (1, 1), argmax=True)
+        separate, separate_argmax = F.max_pool2d(F.conv2d(x, W, b, 1, 1), 2, 2, 2)
+    minus_zero = (separate == 0) & np.signbit(separate)
+    assert minus_zero.sum() >= N * (filters - len(b[::4])), "the case must have maxima of -0"
+    np.testing.assert_array_equal(pooled.view(np.uint16), separate.view(np.uint16))
+    np.testing.assert_array_equal(argmax, separate_argmax)
+    # inference (pooled before rounding) gives the same values
+    with deepnet.backend("cython"), deepnet.winograd(winograd):
+        np.testing.assert_array_equal(_cpu.conv_pool_forward(x, W, b, (1, 1), (1, 1)), separate)

@@ -75,3 +75,42 @@ def test_the_kernel_refuses_dx_without_its_filters():
         conv.conv_backward(x, dout, dout, None, False, False, False, np.zeros_like(x),
                            np.zeros((1, 9, 16), np.float32), np.zeros((1, 16), np.float32),
                            3, 3, 1, 1, 1, 1, False, 1)
+
+
+# (x shape, filters, kernel, stride, pad): vertical and horizontal padding that differ, on
+# non-square kernels and images, on every dx path: the transposed convolution (stride 1,
+# pad < kernel, enough channels), Winograd's (3x3) and col2im (few channels, strides).
+NON_SQUARE = [
+    ((2, 16, 9, 12), 16, (3, 3), (1, 1), (1, 2)),   # transposed / Winograd
+    ((2, 16, 12, 9), 16, (3, 3), (1, 1), (2, 0)),
+    ((2, 32, 7, 8), 32, (3, 3), (1, 1), (0, 1)),
+    ((2, 16, 8, 11), 12, (3, 5), (1, 1), (1, 2)),   # transposed, non-square kernels
+    ((2, 16, 11, 8), 12, (5, 3), (1, 1), (2, 0)),
+    ((2, 16, 7, 9), 8, (2, 4), (1, 1), (1, 3)),
+    ((2, 1, 9, 12), 16, (3, 5), (1, 1), (1, 2)),    # col2im: one channel (DeepConvNet's first)
+    ((2, 3, 12, 9), 5, (5, 3), (1, 1), (2, 0)),
+    ((2, 4, 11, 13), 6, (3, 4), (2, 1), (2, 1)),    # col2im: strides
+]
+
+
+@pytest.mark.skipif(not deepnet.kernels_compiled(), reason="kernels not built")
+@pytest.mark.parametrize("winograd", ["never", "always"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,filters,kernel,stride,pad", NON_SQUARE)
+def test_the_input_gradient_with_non_square_padding_equals_the_reference(x_shape, filters, kernel, stride, pad,
+                                                                         dtype, winograd):
+    """dx, dW and db against the float64 reference: a kernel that swapped the vertical and
+    horizontal padding (or kernel sizes) gives wrong values here."""
+    from deepnet import reference as R
+    from cases import RTOL, max_relative_error
+    rng = np.random.default_rng(sum(x_shape) + filters + sum(pad))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    W = (rng.standard_normal((filters, x_shape[1]) + kernel) / np.sqrt(x_shape[1] * kernel[0] * kernel[1])).astype(dtype)
+    with deepnet.backend("cython"), deepnet.winograd(winograd):
+        y = F.conv2d(x, W, None, stride, pad)
+        dout = rng.standard_normal(y.shape).astype(dtype)
+        got = F.conv2d_backward(dout, x, W, stride, pad)
+    expected = R.conv_backward(*(a.astype(np.float64) for a in (dout, x, W)), stride, pad)
+    for name, g, e in zip(("dx", "dW", "db"), got, expected):
+        assert g.shape == e.shape and g.dtype == dtype, name
+        assert max_relative_error(g, e) <= RTOL[dtype], name

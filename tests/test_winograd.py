@@ -240,3 +240,134 @@ def test_the_environment_variable_sets_the_default_mode(monkeypatch):
         mode_in_a_new_thread()
     monkeypatch.delenv("DEEPNET_WINOGRAD")
     assert mode_in_a_new_thread() == "auto"
+
+
+# -- Winograd's range (issue 32, row 11) ----------------------------------------------------
+
+HUGE = {np.float32: 1e38, np.float64: 1e308}
+
+
+def huge_conv(rng, dtype, C=32, FN=32, N=3, size=10):
+    """x of ±HUGE (the largest magnitudes) and small filters: the direct result stays within
+    0.1 HUGE, while Winograd's input transform (4 values added) overflows."""
+    x = (rng.choice([-1.0, 1.0], (N, C, size, size)) * rng.uniform(0.5, 1, (N, C, size, size))
+         * HUGE[dtype]).astype(dtype)
+    W = (rng.uniform(-1, 1, (FN, C, 3, 3)) * 0.1 / (9 * C)).astype(dtype)
+    return x, W
+
+
+def exact_conv(x, W, pad):
+    """The convolution in float64 (float32 inputs: exact to ~1e-16; float64: the reference)."""
+    return R.conv_forward(x.astype(np.float64), W.astype(np.float64), np.zeros(W.shape[0]), (1, 1), pad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pad", [(1, 1), (1, 2)])
+def test_auto_falls_back_to_the_direct_kernel_outside_winograds_range(dtype, pad, rng):
+    """±1e38 float32 inputs (±1e308 float64), for the forward pass, dx (dout of ±1e38) and
+    dW: "auto" gives finite results, equal to the direct kernel's and to the float64
+    reference within the usual tolerance, where Winograd's transforms would overflow."""
+    x, W = huge_conv(rng, dtype)
+    with deepnet.backend("cython"):
+        assert _cpu.uses_winograd(W.shape, (1, 1), pad, "forward") and _cpu.uses_winograd(W.shape, (1, 1), pad, "dx")
+        assert not _cpu.winograd_in_range("forward", W, x)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = F.conv2d(x, W, None, 1, pad)
+            with deepnet.winograd("never"):
+                direct = F.conv2d(x, W, None, 1, pad)
+            assert np.isfinite(direct).all() and np.isfinite(y).all()
+            np.testing.assert_array_equal(y, direct)
+            assert max_relative_error(y, exact_conv(x, W, pad)) <= RTOL[dtype]
+            # dx: dout of ±HUGE, the transposed convolution by Winograd (>= 32 channels)
+            dout = (rng.choice([-1.0, 1.0], y.shape) * rng.uniform(0.5, 1, y.shape) * HUGE[dtype]).astype(dtype)
+            ones = np.ones_like(x)
+            assert not _cpu.winograd_in_range("dx", W, dout)
+            dx = F.conv2d_backward(dout, ones, W, 1, pad)[0]
+            with deepnet.winograd("never"):
+                direct_dx = F.conv2d_backward(dout, ones, W, 1, pad)[0]
+            assert np.isfinite(dx).all()
+            np.testing.assert_array_equal(dx, direct_dx)
+            exact_dx = R.conv_backward(dout.astype(np.float64), np.ones(x.shape), W.astype(np.float64), (1, 1), pad)[0]
+            assert max_relative_error(dx, exact_dx) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_weight_gradient_falls_back_outside_its_range_too(dtype, rng, monkeypatch):
+    """dW by Winograd (the rule of a CPU that uses it) on ±HUGE inputs with small output
+    gradients: finite and equal to the direct kernel's."""
+    monkeypatch.setitem(_cpu.WINOGRAD_MIN_CHANNELS, "dW", 16)
+    x, W = huge_conv(rng, dtype, C=16, FN=16)
+    dout = (rng.uniform(-1, 1, (3, 16, 10, 10)) * 1e-3 / 400).astype(dtype)
+    with deepnet.backend("cython"), np.errstate(over="ignore", invalid="ignore"):
+        assert _cpu.uses_winograd(W.shape, (1, 1), (1, 1), "dW")
+        assert not _cpu.winograd_in_range("dW", W, x, dout, (10, 10))
+        dW = F.conv2d_backward(dout, x, W, 1, 1, input_gradient=False)[1]
+        with deepnet.winograd("never"):
+            direct = F.conv2d_backward(dout, x, W, 1, 1, input_gradient=False)[1]
+    assert np.isfinite(dW).all()
+    np.testing.assert_array_equal(dW, direct)
+    exact = R.conv_backward(dout.astype(np.float64), x.astype(np.float64), W.astype(np.float64), (1, 1), (1, 1))[1]
+    assert max_relative_error(dW, exact) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_is_finite_up_to_the_edge_of_its_range(dtype, rng, winograd_always):
+    """The bound that "auto" checks is sufficient: inputs scaled to the edge of the range
+    (81 C max|x| max|W| at the largest float) run as Winograd ("always") and stay finite and
+    accurate, with the extreme case of every value at its bound (all-equal signs)."""
+    C = FN = 32
+    largest = float(np.finfo(dtype).max)
+    W = np.full((FN, C, 3, 3), 0.5, dtype)
+    X = largest / (81 * C * 0.5) * 0.999
+    for x in (np.full((3, C, 8, 8), X, dtype), (rng.uniform(-1, 1, (3, C, 8, 8)) * X).astype(dtype)):
+        assert _cpu.winograd_in_range("forward", W, x)
+        y = F.conv2d(x, W, None, 1, 1)
+        assert np.isfinite(y).all()
+        assert max_relative_error(y, exact_conv(x, W, (1, 1))) <= RTOL[dtype]
+
+
+def test_the_range_check_counts_nan_and_inf_as_outside(rng):
+    x, W = huge_conv(rng, np.float32)
+    x = x / 1e30
+    assert _cpu.winograd_in_range("forward", W, x)
+    for special in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[1, 2, 3, 4] = special
+        assert not _cpu.winograd_in_range("forward", W, y)
+    half = np.full((2, 3, 4), -65504, np.float16)
+    assert _cpu._max_abs(half) == 65504.0 and _cpu._max_abs(np.zeros(0, np.float32)) == 0.0
+
+
+# -- non-square padding (issue 32, row 13b) -------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape,filters,pad", [
+    ((2, 16, 9, 12), 16, (1, 2)), ((2, 16, 12, 9), 16, (2, 0)), ((2, 17, 7, 10), 19, (0, 1)),
+    ((2, 16, 10, 7), 16, (2, 1)), ((2, 8, 6, 5), 8, (0, 2))])
+def test_winograd_with_non_square_padding_equals_the_reference(x_shape, filters, pad, dtype, rng, winograd_always):
+    """Forward, dx and dW by Winograd with different vertical and horizontal padding on
+    images taller or wider than square: a swapped (ph, pw) gives wrong values."""
+    x, W, b = random_conv(rng, x_shape, filters, dtype)
+    assert all(_cpu.uses_winograd(W.shape, (1, 1), pad, which) for which in ("forward", "dx", "dW"))
+    y = F.conv2d(x, W, b, 1, pad)
+    assert max_relative_error(y, R.conv_forward(x, W, b, (1, 1), pad)) <= RTOL[dtype]
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    for name, got, expected in zip(("dx", "dW", "db"), F.conv2d_backward(dout, x, W, 1, pad),
+                                   R.conv_backward(dout, x, W, (1, 1), pad)):
+        assert got.shape == expected.shape, name
+        assert max_relative_error(got, expected) <= RTOL[dtype], name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_max_abs_bits_is_the_largest_magnitude_across_chunks(dtype, threads, rng):
+    from deepnet._kernels import elementwise
+    unsigned = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    x = rng.standard_normal(3 * 8192 + 5).astype(dtype)
+    for where, value in ((-1, -100.0), (8192, 200.0), (0, -np.inf), (5000, np.nan)):
+        x[where] = value
+        bits = elementwise.max_abs_bits(x.view(unsigned), threads)
+        got = np.array(bits, unsigned).view(dtype)
+        expected = np.nan if np.isnan(x).any() else np.abs(x).max()
+        np.testing.assert_array_equal(got, expected)
+    assert elementwise.max_abs_bits(np.zeros(0, unsigned), threads) == 0
