@@ -111,6 +111,8 @@ class DigitServer(ThreadingHTTPServer):
         self.url = f"http://{_bracketed(address)}:{port}"
         self.allowed_hosts = allowed_hosts(host, address, port)
         self.any_address = address in ("0.0.0.0", "::")  # every address of this machine
+        if self.any_address:  # and this machine's own name, which no foreign page controls
+            self.allowed_hosts |= allowed_hosts(socket.gethostname(), address, port)
 
     def host_allowed(self, host):
         """Whether ``host`` (a Host header's value, or an Origin's after http://) names this server."""
@@ -252,9 +254,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _check_host(self):
         """421 for a Host that is not this server's: a foreign name resolving here."""
         host = self.headers.get("Host")
-        if host is not None and not self.server.host_allowed(host):
-            raise RequestError(421, f"expected Host {self.server.url.removeprefix('http://')} (the address "
-                                    f"deepnet serve listens on), got Host {host!r}; open {self.server.url}/")
+        if host is None or self.server.host_allowed(host):
+            return
+        if self.server.any_address:
+            port = self.server.server_address[1]
+            raise RequestError(421, f"expected Host to be an IP address of this machine or its name with port "
+                                    f"{port} (deepnet serve listens on every address), got Host {host!r}; "
+                                    f"to use another name, give it with --host")
+        raise RequestError(421, f"expected Host {self.server.url.removeprefix('http://')} (the address "
+                                f"deepnet serve listens on), got Host {host!r}; open {self.server.url}/")
 
     def _check_origin(self):
         """403 for a POST sent by a page of another origin (programs send no Origin)."""
