@@ -443,6 +443,27 @@ def test_when_every_work_slot_is_busy_a_request_gets_503_and_pages_still_load(pi
         thread.join()
 
 
+def test_more_images_on_their_way_than_max_posts_get_503_before_their_body_is_read(pictures, monkeypatch):
+    monkeypatch.setattr(server_module, "MAX_POSTS", 1, raising=False)
+    reader = SlowReader(2.0)
+    server, thread = start(reader)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            busy = pool.submit(post_png, server, pictures[0][0])
+            assert reader.started.wait(10)
+            started = time.monotonic()
+            head = (f"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+                    f"Content-Length: {MAX_BODY}\r\n\r\n").encode()
+            status, answer = raw_request(server, head)  # no body follows: refused without it
+            assert status == 503 and "busy" in answer["error"]
+            assert time.monotonic() - started < 1.5  # at once, not after WORK_WAIT
+            assert busy.result()[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def test_requests_wait_for_a_free_slot_up_to_the_limit(pictures, monkeypatch):
     monkeypatch.setattr(server_module, "WORK_SLOTS", 1, raising=False)
     reader = SlowReader(0.05)

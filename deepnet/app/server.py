@@ -24,9 +24,11 @@ Programs that send no Origin (curl) are answered.
 Bodies are capped at MAX_BODY bytes, checked from Content-Length before reading; images
 at preprocess.MAX_PIXELS, checked from their header before decoding. At most WORK_SLOTS
 requests decode, preprocess and run the network at once; a request that finds them all
-taken waits up to WORK_WAIT seconds for one, then gets 503 with Retry-After, so the
-memory a burst of requests takes is bounded and the page and /filters (which take no
-slot) are answered meanwhile. Nothing on disk is read or written on a request's behalf.
+taken waits up to WORK_WAIT seconds for one, then gets 503 with Retry-After; and at
+most MAX_POSTS images are received, waiting or worked on at once (503 at once for more,
+before reading the body). So the memory a burst of requests takes is bounded (MAX_POSTS
+bodies, WORK_SLOTS images' work), and the page and /filters (which take no slot) are
+answered meanwhile. Nothing on disk is read or written on a request's behalf.
 One request per connection (HTTP/1.0), each connection cut after CONNECTION_DEADLINE
 seconds, so a slow client cannot hold a thread. A client that hangs up is no error: it
 is not logged.
@@ -49,7 +51,7 @@ import numpy as np
 from . import preprocess
 from .inference import MAX_IMAGE_BYTES, NonFiniteOutput, image_error_message
 
-__all__ = ["MAX_BODY", "WORK_SLOTS", "WORK_WAIT", "DigitServer", "allowed_hosts"]
+__all__ = ["MAX_BODY", "WORK_SLOTS", "WORK_WAIT", "MAX_POSTS", "DigitServer", "allowed_hosts"]
 
 MAX_BODY = MAX_IMAGE_BYTES  # the same bound as deepnet predict's for a file
 IMAGE_TYPES = ("image/png", "image/jpeg")
@@ -59,6 +61,7 @@ LINGER = 2  # seconds spent dropping a refused body, so that its sender reads th
 WORK_SLOTS = 2  # requests decoded, preprocessed and run at once: a 16-megapixel image takes
 # about 125 MB while it is, so a burst of requests takes at most this many times that
 WORK_WAIT = 5.0  # seconds a request waits for a free slot before it gets 503
+MAX_POSTS = 16  # images received, waiting or worked on at once: at most this many bodies are held
 RETRY_AFTER = 1  # seconds, the 503's Retry-After
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -84,8 +87,8 @@ class DigitServer(ThreadingHTTPServer):
     """Serves the page and the API for ``reader`` (an inference.DigitReader).
 
     ``port=0`` picks a free port (``server_address`` tells which). Call serve_forever(),
-    and server_close() when done. ``work_slots`` and ``work_wait``: WORK_SLOTS and
-    WORK_WAIT unless given.
+    and server_close() when done. ``work_slots``, ``work_wait`` and ``max_posts``:
+    WORK_SLOTS, WORK_WAIT and MAX_POSTS unless given.
     """
 
     daemon_threads = True
@@ -93,11 +96,12 @@ class DigitServer(ThreadingHTTPServer):
 
     def __init__(self, reader, host="127.0.0.1", port=8000, log_requests=True,
                  read_timeout=READ_TIMEOUT, connection_deadline=CONNECTION_DEADLINE,
-                 work_slots=None, work_wait=None):
+                 work_slots=None, work_wait=None, max_posts=None):
         self.reader = reader
         self.work_slot_count = WORK_SLOTS if work_slots is None else work_slots
         self.work_slots = threading.BoundedSemaphore(self.work_slot_count)
         self.work_wait = WORK_WAIT if work_wait is None else work_wait
+        self.posts = threading.BoundedSemaphore(MAX_POSTS if max_posts is None else max_posts)
         self.log_requests = log_requests
         self.read_timeout = read_timeout
         self.connection_deadline = connection_deadline
@@ -126,12 +130,21 @@ class DigitServer(ThreadingHTTPServer):
                 and _is_ip_address(name.removeprefix("[").removesuffix("]")))
 
     @contextlib.contextmanager
+    def post_slot(self):
+        """Count one image being received, waiting or worked on; 503 at once if MAX_POSTS are."""
+        if not self.posts.acquire(blocking=False):
+            raise _busy("the server is busy: too many images are on their way in; try again in a moment")
+        try:
+            yield
+        finally:
+            self.posts.release()
+
+    @contextlib.contextmanager
     def work_slot(self):
         """Hold one of the work slots, waiting up to work_wait seconds; 503 if none frees."""
         if not self.work_slots.acquire(timeout=self.work_wait):
-            raise RequestError(503, f"the server is busy reading other images (at most "
-                                    f"{self.work_slot_count} at once); try again in a moment",
-                               headers={"Retry-After": str(RETRY_AFTER)})
+            raise _busy(f"the server is busy reading other images (at most {self.work_slot_count} "
+                        f"at once); try again in a moment")
         try:
             yield
         finally:
@@ -145,6 +158,10 @@ class DigitServer(ThreadingHTTPServer):
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return
         print(f"deepnet serve: connection from {client_address[0]}: {exc!r}", file=sys.stderr)
+
+
+def _busy(message):
+    return RequestError(503, message, headers={"Retry-After": str(RETRY_AFTER)})
 
 
 def allowed_hosts(host, address, port):
@@ -235,7 +252,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in ("/predict", "/inspect"):
             return self._not_allowed(path)
         self._check_origin()
-        data = self._read_image()
+        with self.server.post_slot():
+            return self._work(path, self._read_image())
+
+    def _work(self, path, data):
         with self.server.work_slot():  # everything that takes memory or time per image
             image = preprocess.mnist_input(data)
             del data
