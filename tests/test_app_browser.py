@@ -199,3 +199,25 @@ def test_a_page_of_a_foreign_name_resolving_here_reads_nothing(browser, capsys):
                         ("POST /inspect", "421"), ("POST /predict", "403"),
                         ("GET /", "200"), ("GET /style.css", "200"), ("GET /app.js", "200"),
                         ("GET /filters", "200"), ("GET /filters", "200"), ("POST /predict", "400")], log
+
+
+def test_a_busy_server_is_shown_and_asked_again(browser):
+    """With every work slot taken, the page says the server is busy and asks again after
+    Retry-After, until it is answered."""
+    server = DigitServer(DigitReader(cli._load_network(BOOK_PARAMS, "float32")), port=0, log_requests=False,
+                         work_slots=1, work_wait=0.1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        browser.get("http://127.0.0.1:{}/".format(server.server_address[1]))
+        WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filters canvas")) == 16)
+        assert server.work_slots.acquire(timeout=5)  # another request's work, for now
+        draw(browser, interaction.POINTER_TOUCH, line((140, 40), (140, 240)))
+        WebDriverWait(browser, 15).until(lambda d: "busy" in d.find_element(By.ID, "status").text)
+        assert browser.find_element(By.ID, "label").text == NO_LABEL
+        server.work_slots.release()
+        assert shown_label(browser) == "1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
