@@ -41,11 +41,12 @@ def main(argv=None):
     args = argparse.Namespace()
     try:
         args = parser.parse_args(argv)
-        args.command(args)
+        code = args.command(args)  # None, or an exit code for a command that reported its errors
     except USER_ERRORS as exc:
         return _fail(args, f"error: {_one_line(exc)}", 2 if isinstance(exc, CommandError) else 1)
-    except MemoryError:
-        return _fail(args, "error: out of memory; try a smaller --batch-size (or fewer images)", 1)
+    except MemoryError:  # each command's own advice (predict and serve have no --batch-size)
+        hint = getattr(args, "memory_hint", "try a smaller --batch-size (or fewer images)")
+        return _fail(args, f"error: out of memory; {hint}", 1)
     except KeyboardInterrupt:
         return _fail(args, f"interrupted{getattr(args, 'interrupt_hint', '')}", 130)
     except SystemExit as exc:  # --help and --version
@@ -57,7 +58,7 @@ def main(argv=None):
             traceback.print_exc()
             communicator.abort(1)  # a bug on one rank must not leave the others waiting
         raise
-    return 0
+    return code or 0
 
 
 def _fail(args, message, code):

@@ -1,12 +1,15 @@
 """The page of ``deepnet serve`` in a real browser: headless Chromium, driven by selenium,
-draws a 1 and a 7 with pointer events and reads what the page shows.
+draws a 1 and a 7 with pointer events and reads what the page shows; and a page of a
+foreign name that resolves to 127.0.0.1 (DNS rebinding) reads nothing.
 
 Needs the Debian packages chromium and chromium-driver (.ci/run installs them); skipped,
 saying so, where they are missing. ``DEEPNET_SCREENSHOT=docs/serve.png pytest
 tests/test_app_browser.py`` also saves the screenshot of the page with its 7.
 """
 import base64
+import json
 import os
+import re
 import shutil
 import threading
 
@@ -29,6 +32,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 PAD = 280  # the drawing pad's size in CSS pixels (index.html, style.css)
+FOREIGN_NAME = "evil.test"
 NO_LABEL = "\u2013"
 
 
@@ -56,7 +60,9 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1200,1000", "--force-device-scale-factor=1"):
+                     "--window-size=1200,1000", "--force-device-scale-factor=1",
+                     # a foreign name that resolves to this machine, as after DNS rebinding
+                     f"--host-resolver-rules=MAP {FOREIGN_NAME} 127.0.0.1"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     yield driver
@@ -140,3 +146,78 @@ def check_the_page_shows_what_predict_answers(browser, served):
     assert shown == [f"{100 * p:.1f}%" for p in answer["probabilities"]]
     top = browser.find_elements(By.CSS_SELECTOR, "#bars li.top")
     assert len(top) == 1 and top[0].text.startswith(str(int(np.argmax(answer["probabilities"]))))
+
+
+FETCH = """
+const [url, options, done] = arguments;
+fetch(url, options).then(async r => done([r.status, r.type, await r.text()]),
+                         e => done([0, "error", String(e)]));
+"""
+
+
+def test_a_page_of_a_foreign_name_resolving_here_reads_nothing(browser, capsys):
+    """DNS rebinding: a page at http://evil.test:PORT/, once evil.test resolves to
+    127.0.0.1, is same-origin with the server. The server answers its name with 421, and
+    a POST from its origin to the server's own address with 403."""
+    server = DigitServer(DigitReader(cli._load_network(BOOK_PARAMS, "float32")), port=0, log_requests=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        own, foreign = f"http://127.0.0.1:{port}", f"http://{FOREIGN_NAME}:{port}"
+        png = {"method": "POST", "body": "x", "headers": {"Content-Type": "image/png"}}
+
+        browser.get(foreign + "/")
+        assert f"expected Host 127.0.0.1:{port}" in browser.find_element(By.TAG_NAME, "body").text
+        assert not browser.find_elements(By.ID, "pad")  # not the page
+        for path, options in [("/filters", {}), ("/", {}), ("/predict", png), ("/inspect", png)]:
+            status, _, text = browser.execute_async_script(FETCH, path, options)
+            assert status == 421 and FOREIGN_NAME in json.loads(text)["error"], (path, status, text)
+        # A POST to the server's own address: the browser hides the answer from this origin
+        # (no-cors), and the server refuses it before reading the body.
+        status, kind, _ = browser.execute_async_script(FETCH, own + "/predict", {
+            "method": "POST", "mode": "no-cors", "body": "x", "headers": {"Content-Type": "text/plain"}})
+        assert (status, kind) == (0, "opaque")
+
+        browser.get(own + "/")
+        WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filters canvas")) == 16)
+        status, _, text = browser.execute_async_script(FETCH, "/filters", {})
+        assert status == 200 and json.loads(text)["shape"] == [16, 3, 3]
+        status, _, text = browser.execute_async_script(FETCH, "/predict", png)
+        assert status == 400 and "PNG or JPEG" in json.loads(text)["error"]  # answered: "x" is no image
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    log = capsys.readouterr().err
+    statuses = []
+    for request, status in re.findall(r'"(\w+ \S+) HTTP/1\.1" (\d+)', log):
+        # Chromium asks again once after a 421 (RFC 9110: on another connection); and for a favicon
+        if request != "GET /favicon.ico" and not (status == "421" and statuses[-1:] == [(request, status)]):
+            statuses.append((request, status))
+    assert statuses == [("GET /", "421"), ("GET /filters", "421"), ("GET /", "421"), ("POST /predict", "421"),
+                        ("POST /inspect", "421"), ("POST /predict", "403"),
+                        ("GET /", "200"), ("GET /style.css", "200"), ("GET /app.js", "200"),
+                        ("GET /filters", "200"), ("GET /filters", "200"), ("POST /predict", "400")], log
+
+
+def test_a_busy_server_is_shown_and_asked_again(browser):
+    """With every work slot taken, the page says the server is busy and asks again after
+    Retry-After, until it is answered."""
+    server = DigitServer(DigitReader(cli._load_network(BOOK_PARAMS, "float32")), port=0, log_requests=False,
+                         work_slots=1, work_wait=0.1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        browser.get("http://127.0.0.1:{}/".format(server.server_address[1]))
+        WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filters canvas")) == 16)
+        assert server.work_slots.acquire(timeout=5)  # another request's work, for now
+        draw(browser, interaction.POINTER_TOUCH, line((140, 40), (140, 240)))
+        WebDriverWait(browser, 15).until(lambda d: "busy" in d.find_element(By.ID, "status").text)
+        assert browser.find_element(By.ID, "label").text == NO_LABEL
+        server.work_slots.release()
+        assert shown_label(browser) == "1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

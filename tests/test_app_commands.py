@@ -14,9 +14,10 @@ import pytest
 
 from app_support import black_on_white, encode, mnist_test_digits
 from deepnet import cli, nets
-from deepnet.app import inference
+from deepnet.app import inference, preprocess
 from deepnet.app.inference import DigitReader, load_for_inference
 from deepnet.app.preprocess import mnist_input
+from deepnet.app.server import MAX_BODY
 from deepnet.layers import softmax
 from support import BOOK_PARAMS
 
@@ -219,3 +220,205 @@ def test_the_load_test_script_runs_and_prints_its_tables():
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "| 16 | 0 |" in result.stdout and "| after the load |" in result.stdout
+
+
+# -- hardening round 3 (issue 32) ------------------------------------------------------
+
+INTERNAL_NAMES = re.compile(r"\b(read_grayscale|digit_to_mnist|mnist_input|_grayscale)\b")
+
+
+def error_lines(err):
+    lines = err.strip().splitlines()
+    assert all(line.startswith("deepnet: error: ") for line in lines), err
+    assert not INTERNAL_NAMES.search(err) and "Traceback" not in err, err
+    return lines
+
+
+@pytest.fixture
+def eight(tmp_path):
+    """Seven MNIST test digits as PNG files, and a blank picture as the fourth of eight."""
+    from app_support import Image
+
+    digits, labels = mnist_test_digits(7)
+    paths = []
+    for i, digit in enumerate(digits):
+        path = tmp_path / f"digit{i}.png"
+        path.write_bytes(encode(black_on_white(digit)))
+        paths.append(str(path))
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(encode(Image.new("L", (100, 100), 255)))
+    return paths[:3] + [str(blank)] + paths[3:], list(labels)
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_one_blank_picture_among_eight_leaves_the_other_seven_read(eight, capsys, json_output):
+    paths, labels = eight
+    good = [p for p in paths if not p.endswith("blank.png")]
+    options = ["--json"] if json_output else []
+    assert cli.main(["predict", *options, "--params", str(BOOK_PARAMS), *good]) == 0
+    expected = capsys.readouterr().out
+
+    assert cli.main(["predict", *options, "--params", str(BOOK_PARAMS), *paths]) == 1
+    out, err = capsys.readouterr()
+    assert out == expected  # the seven readable files, as they are printed without the blank one
+    [line] = error_lines(err)
+    assert line.startswith(f"deepnet: error: {paths[3]}: ") and "blank" in line
+
+
+def test_each_unreadable_file_gets_its_own_line_in_the_order_given(pictures, tmp_path, capsys):
+    paths, _ = pictures
+    garbage = tmp_path / "notes.png"
+    garbage.write_text("shopping list")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(Path(paths[0]).read_bytes()[:200])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    argv = [paths[0], str(garbage), paths[1], str(truncated), str(empty), paths[2]]
+    assert cli.main(["predict", "--params", str(BOOK_PARAMS), *argv]) == 1
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines()] == paths
+    lines = error_lines(err)
+    assert len(lines) == 3
+    assert lines[0].startswith(f"deepnet: error: {garbage}: ") and "PNG or JPEG" in lines[0]
+    assert lines[1].startswith(f"deepnet: error: {truncated}: ") and "unreadable" in lines[1]
+    assert lines[2] == f"deepnet: error: {empty}: the file is empty: expected a PNG or JPEG image"
+
+
+def sparse_file(path, size):
+    with open(path, "wb") as f:
+        f.truncate(size)  # no blocks on disk: a huge file that costs nothing
+    return str(path)
+
+
+@pytest.mark.parametrize("size", [MAX_BODY + 1, 10 * 1024 ** 3])
+def test_a_file_over_the_upload_limit_is_refused_from_its_size_before_reading(pictures, tmp_path, capsys,
+                                                                            monkeypatch, size):
+    import tracemalloc
+
+    paths, _ = pictures
+    huge = sparse_file(tmp_path / "huge.png", size)
+    read = []
+    real = preprocess.mnist_input
+    monkeypatch.setattr(preprocess, "mnist_input", lambda data: read.append(len(data)) or real(data))
+    tracemalloc.start()
+    try:
+        assert cli.main(["predict", "--params", str(BOOK_PARAMS), huge, paths[0]]) == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{paths[0]}: 7 ")
+    [line] = error_lines(err)
+    assert line == (f"deepnet: error: {huge}: the file is {size:,} bytes, more than the "
+                    f"{MAX_BODY:,} accepted for an image (the same limit as deepnet serve's)")
+    assert len(read) == 1 and peak < 4 * MAX_BODY + 50 * 2 ** 20
+
+
+def test_predicts_byte_limit_is_the_servers(tmp_path, capsys):
+    from deepnet.app import inference, server
+
+    assert server.MAX_BODY == inference.MAX_IMAGE_BYTES == MAX_BODY
+    exactly = sparse_file(tmp_path / "exact.png", MAX_BODY)  # read, then found no image
+    assert cli.main(["predict", "--params", str(BOOK_PARAMS), exactly]) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert "PNG or JPEG" in line and "accepted" not in line
+
+
+def test_out_of_memory_in_predict_gives_predicts_own_advice(pictures, monkeypatch, capsys):
+    def exhausted(self, inputs):
+        raise MemoryError()
+    monkeypatch.setattr(inference.DigitReader, "probabilities", exhausted)
+    assert cli.main(["predict", "--params", str(BOOK_PARAMS), *pictures[0]]) == 1
+    err = one_line_error(capsys, "out of memory", "IMAGE")
+    assert "--batch-size" not in err
+
+
+def test_out_of_memory_reading_one_image_is_that_files_error(pictures, monkeypatch, capsys):
+    paths, _ = pictures
+    real = preprocess.mnist_input
+    calls = []
+
+    def exhausted_once(data):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError()
+        return real(data)
+    monkeypatch.setattr(preprocess, "mnist_input", exhausted_once)
+    assert cli.main(["predict", "--params", str(BOOK_PARAMS), *paths]) == 1
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines()] == [paths[0], paths[2]]
+    [line] = error_lines(err)
+    assert line == f"deepnet: error: {paths[1]}: out of memory reading this image"
+
+
+def broken_network(network, value):
+    import copy
+
+    broken = copy.deepcopy(network)
+    last_bias = [name for name in broken.params if name.startswith("b")][-1]
+    broken.params[last_bias][...] = value
+    return broken
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("json_output", [False, True])
+def test_predict_with_a_network_giving_non_finite_outputs_fails_and_prints_no_nan(
+        pictures, network, monkeypatch, capsys, value, json_output):
+    monkeypatch.setattr(inference, "load_for_inference", lambda path: broken_network(network, value))
+    options = ["--json"] if json_output else []
+    assert cli.main(["predict", *options, "--params", str(BOOK_PARAMS), *pictures[0]]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    [line] = error_lines(err)
+    assert str(BOOK_PARAMS) in line and "not finite" in line
+
+
+class _NaNForSomeInputs:
+    """The book's network, except that inputs whose first row has ink give NaN scores."""
+
+    def __init__(self, network):
+        self.network = network
+        self.layers = network.layers
+
+    def predict(self, x):
+        scores = np.array(self.network.predict(x))
+        scores[x[:, 0, 0].sum(axis=1) > 0] = np.nan
+        return scores
+
+
+def test_predict_reports_each_file_whose_output_is_not_finite(pictures, network, monkeypatch, capsys):
+    paths, _ = pictures
+    real = preprocess.mnist_input
+
+    def marked(data):  # the second picture gets ink on its first row
+        image = real(data)
+        if data == Path(paths[1]).read_bytes():
+            image[0, 0] = 1
+        return image
+    monkeypatch.setattr(preprocess, "mnist_input", marked)
+    monkeypatch.setattr(inference, "load_for_inference", lambda path: _NaNForSomeInputs(network))
+    assert cli.main(["predict", "--params", str(BOOK_PARAMS), *paths]) == 1
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines()] == [paths[0], paths[2]]
+    assert "nan" not in out.lower()
+    [line] = error_lines(err)
+    assert line.startswith(f"deepnet: error: {paths[1]}: ") and "not finite" in line
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", "--params", str(BOOK_PARAMS), "--port", str(port)]) == 2
+    err = one_line_error(capsys, f"port {port} on 127.0.0.1 is in use; choose another with --port")
+    assert "Errno" not in err
+
+
+def test_serve_on_an_address_of_another_machine_says_so_in_one_line(capsys):
+    # 192.0.2.1: TEST-NET-1, documentation only, never an address of this machine
+    assert cli.main(["serve", "--params", str(BOOK_PARAMS), "--host", "192.0.2.1", "--port", "0"]) == 2
+    err = one_line_error(capsys, "192.0.2.1 is not an address of this machine", "--host")
+    assert "Errno" not in err

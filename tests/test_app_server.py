@@ -3,6 +3,7 @@ import base64
 import http.client
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -318,7 +319,7 @@ def test_at_most_two_images_are_decoded_at_once(served, pictures, monkeypatch):
     monkeypatch.setattr(preprocess, "mnist_input", slow_mnist_input)
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(lambda png: post_png(served, png)[0], pictures[0] * 2))
-    assert statuses == [200] * 20 and most[0] == server_module.DECODERS == 2
+    assert statuses == [200] * 20 and most[0] == server_module.WORK_SLOTS == 2
 
 
 def test_an_unexpected_error_is_a_500_and_the_server_stays_up(pictures):
@@ -368,3 +369,263 @@ def test_it_listens_on_the_loopback_address_by_default(network):
         assert server.server_address[0] == "127.0.0.1"
     finally:
         server.server_close()
+
+
+# -- hardening round 3 (issue 32) ------------------------------------------------------
+
+def strict_json(data):
+    """JSON as RFC 8259 has it: NaN and Infinity are refused, as a browser's JSON.parse does."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(data, parse_constant=refuse)
+
+
+def raw_answer(server, method, path, body=None, headers=None):
+    """(status, headers, body bytes) with the body left undecoded."""
+    connection = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response, response.read()
+    finally:
+        connection.close()
+
+
+class SlowReader:
+    """A reader whose every pass takes ``seconds``; counts the passes running at once."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.started = threading.Event()
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def first_filters(self):
+        return None
+
+    def probabilities(self, inputs):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.started.set()
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        return np.full((len(inputs), 10), 0.1)
+
+    def feature_maps(self, image):
+        return []
+
+
+def test_when_every_work_slot_is_busy_a_request_gets_503_and_pages_still_load(pictures, monkeypatch):
+    monkeypatch.setattr(server_module, "WORK_SLOTS", 1, raising=False)
+    monkeypatch.setattr(server_module, "WORK_WAIT", 0.2, raising=False)
+    reader = SlowReader(2.0)
+    server, thread = start(reader)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            busy = pool.submit(post_png, server, pictures[0][0])
+            assert reader.started.wait(10)
+            started = time.monotonic()
+            status, response, answer = post_png(server, pictures[0][1])
+            assert status == 503 and time.monotonic() - started < 1.5
+            assert response.getheader("Content-Type") == "application/json"
+            assert "busy" in answer["error"] and response.getheader("Retry-After") == "1"
+            for path in ("/", "/filters"):  # the page and the filters never wait for a slot
+                started = time.monotonic()
+                assert request(server, "GET", path)[0] == 200
+                assert time.monotonic() - started < 0.5
+            assert busy.result()[0] == 200
+        assert reader.most == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_more_images_on_their_way_than_max_posts_get_503_before_their_body_is_read(pictures, monkeypatch):
+    monkeypatch.setattr(server_module, "MAX_POSTS", 1, raising=False)
+    reader = SlowReader(2.0)
+    server, thread = start(reader)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            busy = pool.submit(post_png, server, pictures[0][0])
+            assert reader.started.wait(10)
+            started = time.monotonic()
+            head = (f"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+                    f"Content-Length: {MAX_BODY}\r\n\r\n").encode()
+            status, answer = raw_request(server, head)  # no body follows: refused without it
+            assert status == 503 and "busy" in answer["error"]
+            assert time.monotonic() - started < 1.5  # at once, not after WORK_WAIT
+            assert busy.result()[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_requests_wait_for_a_free_slot_up_to_the_limit(pictures, monkeypatch):
+    monkeypatch.setattr(server_module, "WORK_SLOTS", 1, raising=False)
+    reader = SlowReader(0.05)
+    server, thread = start(reader)
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            statuses = list(pool.map(lambda png: post_png(server, png)[0], pictures[0][:8]))
+        assert statuses == [200] * 8 and reader.most == 1  # queued within WORK_WAIT, one pass at a time
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def nan_network(network, value):
+    """A copy of the book's network whose last bias is ``value`` (NaN or inf): every score is."""
+    import copy
+
+    broken = copy.deepcopy(network)
+    last_bias = [name for name in broken.params if name.startswith("b")][-1]
+    broken.params[last_bias][...] = value
+    return broken
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("path", ["/predict", "/inspect"])
+def test_a_network_with_non_finite_outputs_gets_a_500_json_error_never_nan(network, pictures, value, path):
+    server, thread = start(DigitReader(nan_network(network, value)))
+    try:
+        status, response, body = raw_answer(server, "POST", path, pictures[0][0], {"Content-Type": PNG})
+        answer = strict_json(body)
+        assert status == 500 and response.getheader("Content-Type") == "application/json"
+        assert set(answer) == {"error"} and "not finite" in answer["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_the_server_never_sends_nan_even_from_a_reader_that_gives_it(pictures, capsys):
+    class NaNReader(SlowReader):
+        def probabilities(self, inputs):
+            return np.full((len(inputs), 10), np.nan)
+
+    server, thread = start(NaNReader(0))
+    try:
+        status, _, body = raw_answer(server, "POST", "/predict", pictures[0][0], {"Content-Type": PNG})
+        assert status == 500 and "error" in strict_json(body)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+# DNS rebinding: a page of a foreign name that resolves to 127.0.0.1 sends its name as Host.
+
+def test_a_foreign_host_gets_421_on_every_route(served, pictures):
+    port = served.server_address[1]
+    for method, path, body in [("GET", "/", None), ("GET", "/filters", None), ("HEAD", "/", None),
+                               ("POST", "/predict", pictures[0][0]), ("POST", "/inspect", pictures[0][0])]:
+        headers = {"Host": f"evil.test:{port}", "Content-Type": PNG}
+        status, response, body = raw_answer(served, method, path, body, headers)
+        assert status == 421, (method, path)
+        assert response.getheader("Content-Type") == "application/json"
+        if method != "HEAD":
+            answer = json.loads(body)
+            assert "evil.test" in answer["error"] and f"127.0.0.1:{port}" in answer["error"]
+
+
+@pytest.mark.parametrize("host", ["evil.test", "127.0.0.1", "localhost:1", "127.0.0.1:{port}.evil.test",
+                                  "127.0.0.2:{port}", "example.com:{port}", ""])
+def test_hosts_other_than_the_servers_address_get_421(served, host):
+    port = served.server_address[1]
+    status, _, answer = request(served, "GET", "/filters", headers={"Host": host.format(port=port)})
+    assert status == 421 and "Host" in answer["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "[::1]:{port}"])
+def test_the_loopback_names_of_the_server_are_accepted(served, pictures, host):
+    port = served.server_address[1]
+    headers = {"Host": host.format(port=port)}
+    assert request(served, "GET", "/filters", headers=headers)[0] == 200
+    origin = "http://" + host.format(port=port).lower()
+    assert request(served, "POST", "/predict", pictures[0][0],
+                   {**headers, "Content-Type": PNG, "Origin": origin})[0] == 200
+
+
+@pytest.mark.parametrize("origin", ["http://evil.test:{port}", "http://evil.test", "null",
+                                    "https://127.0.0.1:{port}", "http://127.0.0.1:1", "http://127.0.0.1",
+                                    "http://127.0.0.1:{port}.evil.test"])
+@pytest.mark.parametrize("path", ["/predict", "/inspect"])
+def test_a_post_from_a_foreign_origin_gets_403(served, pictures, origin, path):
+    port = served.server_address[1]
+    status, response, answer = request(served, "POST", path, pictures[0][0],
+                                       {"Content-Type": PNG, "Origin": origin.format(port=port)})
+    assert status == 403 and response.getheader("Content-Type") == "application/json"
+    assert "Origin" in answer["error"] and f"http://127.0.0.1:{port}" in answer["error"]
+
+
+def test_a_post_without_origin_from_a_program_is_answered(served, pictures):
+    assert post_png(served, pictures[0][0])[0] == 200  # curl and http.client send no Origin
+
+
+def test_the_hosts_accepted_follow_the_address_given():
+    allowed = server_module.allowed_hosts
+    assert allowed("127.0.0.1", "127.0.0.1", 8000) == {
+        "127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
+    assert allowed("localhost", "127.0.0.1", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
+    assert allowed("::1", "::1", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
+    assert allowed("192.168.1.5", "192.168.1.5", 8000) == {"192.168.1.5:8000"}
+    assert allowed("box.lan", "192.168.1.5", 80) == {"box.lan:80", "box.lan", "192.168.1.5:80", "192.168.1.5"}
+
+
+# Disconnects and errors of the connection are no bugs: nothing is logged for them.
+
+def reset(connection):
+    """Close with a reset (RST), as a browser tab closed mid-request does."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    connection.close()
+
+
+def test_a_client_that_hangs_up_before_its_answer_leaves_no_traceback(pictures, capsys):
+    reader = SlowReader(0.5)
+    server, thread = start(reader)
+    try:
+        png = pictures[0][0]
+        client = socket.create_connection(server.server_address[:2], timeout=10)
+        client.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+                       + f"Content-Length: {len(png)}\r\n\r\n".encode() + png)
+        assert reader.started.wait(10)
+        reset(client)
+        # ... and one that hangs up in the middle of its body
+        client = socket.create_connection(server.server_address[:2], timeout=10)
+        client.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nten bytes.")
+        time.sleep(0.1)
+        reset(client)
+        time.sleep(1)  # the answers are written to the closed connections
+        assert post_png(server, png)[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err
+
+
+INTERNAL_NAMES = re.compile(r"\b(read_grayscale|digit_to_mnist|mnist_input|_grayscale)\b")
+
+
+@pytest.mark.parametrize("body", ["blank", "truncated", "gif", b"no image"])
+def test_image_errors_speak_of_the_image_not_of_functions(served, pictures, body):
+    if isinstance(body, str):
+        body = body_for(body, pictures)
+    status, _, answer = post_png(served, body)
+    assert status in (400, 422) and not INTERNAL_NAMES.search(answer["error"]), answer
+
+
+def test_listening_on_every_address_accepts_its_ip_addresses_but_no_other_name():
+    import types
+
+    every = types.SimpleNamespace(allowed_hosts=server_module.allowed_hosts("0.0.0.0", "0.0.0.0", 8000),
+                                  any_address=True, server_address=("0.0.0.0", 8000))
+    allowed = lambda host: DigitServer.host_allowed(every, host)  # noqa: E731
+    assert allowed("192.168.1.5:8000") and allowed("[fe80::1]:8000") and allowed("0.0.0.0:8000")
+    assert not allowed("192.168.1.5:8001") and not allowed("evil.test:8000") and not allowed("192.168.1.5")

@@ -5,7 +5,27 @@ import numpy as np
 
 from ..layers import softmax
 
-__all__ = ["load_for_inference", "DigitReader"]
+__all__ = ["MAX_IMAGE_BYTES", "NonFiniteOutput", "load_for_inference", "DigitReader",
+           "image_error_message"]
+
+# The largest image file read, by ``deepnet predict`` from disk and by ``deepnet serve`` from
+# a request's body: checked from the file's size (or Content-Length) before reading.
+MAX_IMAGE_BYTES = 2 * 1024 * 1024
+
+
+class NonFiniteOutput(ArithmeticError):
+    """The network's scores hold NaN or infinity: a broken model, never an answer.
+
+    ``rows``: the indices of the inputs whose scores are not finite; ``probabilities``:
+    all the probabilities computed (those rows NaN)."""
+
+    def __init__(self, rows, total, kinds, probabilities):
+        self.rows = rows
+        self.probabilities = probabilities
+        which = "the image" if total == 1 else f"{len(rows)} of the {total} images"
+        super().__init__(f"the network's output is not finite ({' and '.join(kinds)}) for {which}: "
+                         f"expected finite scores; the model's parameters are broken "
+                         f"(NaN, infinite, or so large that they overflow)")
 
 
 def load_for_inference(path):
@@ -32,8 +52,16 @@ class DigitReader:
     def probabilities(self, inputs):
         """Softmax of the scores for float32 inputs (N, 28, 28): float64 (N, 10)."""
         batch = np.asarray(inputs, dtype=np.float32)[:, None]
-        scores = self._worker.submit(self.network.predict, batch).result()
-        return softmax(np.asarray(scores, dtype=np.float64))
+        scores = np.asarray(self._worker.submit(self.network.predict, batch).result(), dtype=np.float64)
+        finite = np.isfinite(scores).all(axis=1)
+        with np.errstate(invalid="ignore"):
+            probabilities = softmax(scores)
+        if not finite.all():
+            kinds = [kind for kind, present in (("NaN", np.isnan(scores).any()),
+                                                ("infinity", np.isinf(scores).any())) if present]
+            probabilities[~finite] = np.nan
+            raise NonFiniteOutput(np.flatnonzero(~finite), len(scores), kinds, probabilities)
+        return probabilities
 
     def feature_maps(self, image):
         """[(name, output (C, H, W))] of each layer whose output is a stack of maps (the
@@ -59,3 +87,17 @@ class DigitReader:
             if weights is not None and weights.ndim == 4:
                 return np.array(weights)
         return None
+
+
+def image_error_message(exc):
+    """The message of a preprocess.ImageError for the user: one line, about their image,
+    without the name of the function that raised it ("digit_to_mnist: blank image" ->
+    "blank image")."""
+    from . import preprocess
+
+    text = " ".join(str(exc).split())
+    while True:
+        name, colon, rest = text.partition(": ")
+        if not (colon and name.isidentifier() and callable(getattr(preprocess, name, None))):
+            return text or type(exc).__name__
+        text = rest

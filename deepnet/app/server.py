@@ -12,15 +12,30 @@ Routes:
   each feature map as bytes scaled to its own range (base64). The page uses this one.
 
 Every error is a JSON ``{"error": message}``, with a 4xx status (501 for an unknown
-method, 500 for a bug in deepnet, logged; the server goes on). Bodies are capped at
-MAX_BODY bytes, checked from Content-Length before reading; images at
-preprocess.MAX_PIXELS, checked from their header before decoding; and at most DECODERS
-images are decoded at once, which bounds the memory a burst of requests can take.
-Nothing on disk is read or written on a request's behalf. One request per connection
-(HTTP/1.0), each connection cut after CONNECTION_DEADLINE seconds, so a slow client
-cannot hold a thread.
+method, 500 for a bug in deepnet, logged, or for a network whose output is not finite;
+the server goes on). No answer holds NaN or infinity (JSON has neither).
+
+Only this server's own names are answered: a ``Host`` other than the address it listens
+on (and, on the loopback address, ``localhost``, ``127.0.0.1`` and ``[::1]``, with the
+port) gets 421, so that a foreign name resolving to this machine (DNS rebinding) reads
+nothing; a POST whose ``Origin`` is not one of those ``http://`` addresses gets 403.
+Programs that send no Origin (curl) are answered.
+
+Bodies are capped at MAX_BODY bytes, checked from Content-Length before reading; images
+at preprocess.MAX_PIXELS, checked from their header before decoding. At most WORK_SLOTS
+requests decode, preprocess and run the network at once; a request that finds them all
+taken waits up to WORK_WAIT seconds for one, then gets 503 with Retry-After; and at
+most MAX_POSTS images are received, waiting or worked on at once (503 at once for more,
+before reading the body). So the memory a burst of requests takes is bounded (MAX_POSTS
+bodies, WORK_SLOTS images' work), and the page and /filters (which take no slot) are
+answered meanwhile. Nothing on disk is read or written on a request's behalf.
+One request per connection (HTTP/1.0), each connection cut after CONNECTION_DEADLINE
+seconds, so a slow client cannot hold a thread. A client that hangs up is no error: it
+is not logged.
 """
 import base64
+import contextlib
+import ipaddress
 import json
 import re
 import socket
@@ -34,15 +49,21 @@ from importlib import resources
 import numpy as np
 
 from . import preprocess
+from .inference import MAX_IMAGE_BYTES, NonFiniteOutput, image_error_message
 
-__all__ = ["MAX_BODY", "DigitServer"]
+__all__ = ["MAX_BODY", "WORK_SLOTS", "WORK_WAIT", "MAX_POSTS", "DigitServer", "allowed_hosts"]
 
-MAX_BODY = 2 * 1024 * 1024
+MAX_BODY = MAX_IMAGE_BYTES  # the same bound as deepnet predict's for a file
 IMAGE_TYPES = ("image/png", "image/jpeg")
 READ_TIMEOUT = 10  # seconds a socket read may wait
 CONNECTION_DEADLINE = 30  # seconds a connection may last in all
 LINGER = 2  # seconds spent dropping a refused body, so that its sender reads the answer
-DECODERS = 2  # images decoded at once: a 16-megapixel one takes about 125 MB while it is
+WORK_SLOTS = 2  # requests decoded, preprocessed and run at once: a 16-megapixel image takes
+# about 125 MB while it is, so a burst of requests takes at most this many times that
+WORK_WAIT = 5.0  # seconds a request waits for a free slot before it gets 503
+MAX_POSTS = 16  # images received, waiting or worked on at once: at most this many bodies are held
+RETRY_AFTER = 1  # seconds, the 503's Retry-After
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
               "/app.js": ("app.js", "text/javascript; charset=utf-8"),
               "/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -54,26 +75,33 @@ class RequestError(Exception):
     """A request that gets a 4xx answer: ``status``, a message for the JSON body, and for
     405 the methods that ``allow``."""
 
-    def __init__(self, status, message, allow=None):
+    def __init__(self, status, message, allow=None, headers=None):
         super().__init__(message)
         self.status = status
-        self.allow = allow
+        self.headers = dict(headers or {})
+        if allow:
+            self.headers["Allow"] = allow
 
 
 class DigitServer(ThreadingHTTPServer):
     """Serves the page and the API for ``reader`` (an inference.DigitReader).
 
     ``port=0`` picks a free port (``server_address`` tells which). Call serve_forever(),
-    and server_close() when done.
+    and server_close() when done. ``work_slots``, ``work_wait`` and ``max_posts``:
+    WORK_SLOTS, WORK_WAIT and MAX_POSTS unless given.
     """
 
     daemon_threads = True
     request_queue_size = 64  # socketserver's 5: a burst of more connections waits for 1 s SYN retries
 
     def __init__(self, reader, host="127.0.0.1", port=8000, log_requests=True,
-                 read_timeout=READ_TIMEOUT, connection_deadline=CONNECTION_DEADLINE):
+                 read_timeout=READ_TIMEOUT, connection_deadline=CONNECTION_DEADLINE,
+                 work_slots=None, work_wait=None, max_posts=None):
         self.reader = reader
-        self.decoding = threading.BoundedSemaphore(DECODERS)
+        self.work_slot_count = WORK_SLOTS if work_slots is None else work_slots
+        self.work_slots = threading.BoundedSemaphore(self.work_slot_count)
+        self.work_wait = WORK_WAIT if work_wait is None else work_wait
+        self.posts = threading.BoundedSemaphore(MAX_POSTS if max_posts is None else max_posts)
         self.log_requests = log_requests
         self.read_timeout = read_timeout
         self.connection_deadline = connection_deadline
@@ -83,12 +111,92 @@ class DigitServer(ThreadingHTTPServer):
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
+        address, port = self.server_address[:2]
+        self.url = f"http://{_bracketed(address)}:{port}"
+        self.allowed_hosts = allowed_hosts(host, address, port)
+        self.any_address = address in ("0.0.0.0", "::")  # every address of this machine
+        if self.any_address:  # and this machine's own name, which no foreign page controls
+            self.allowed_hosts |= allowed_hosts(socket.gethostname(), address, port)
+
+    def host_allowed(self, host):
+        """Whether ``host`` (a Host header's value, or an Origin's after http://) names this server."""
+        host = host.strip().lower()
+        if host in self.allowed_hosts:
+            return True
+        # Listening on every address: any IP address of this machine, as the clients on the
+        # network know it. An address is no name that a foreign page can rebind.
+        name, _, port = host.rpartition(":")
+        return (self.any_address and port == str(self.server_address[1])
+                and _is_ip_address(name.removeprefix("[").removesuffix("]")))
+
+    @contextlib.contextmanager
+    def post_slot(self):
+        """Count one image being received, waiting or worked on; 503 at once if MAX_POSTS are."""
+        if not self.posts.acquire(blocking=False):
+            raise _busy("the server is busy: too many images are on their way in; try again in a moment")
+        try:
+            yield
+        finally:
+            self.posts.release()
+
+    @contextlib.contextmanager
+    def work_slot(self):
+        """Hold one of the work slots, waiting up to work_wait seconds; 503 if none frees."""
+        if not self.work_slots.acquire(timeout=self.work_wait):
+            raise _busy(f"the server is busy reading other images (at most {self.work_slot_count} "
+                        f"at once); try again in a moment")
+        try:
+            yield
+        finally:
+            self.work_slots.release()
 
     def handle_error(self, request, client_address):
         # Only I/O failures get here (a client that hung up, a connection cut at its
-        # deadline): _Handler answers everything else itself.
-        print(f"deepnet serve: connection from {client_address[0]}: {sys.exc_info()[1]!r}",
-              file=sys.stderr)
+        # deadline): _Handler answers everything else itself. A client that went away
+        # is no news; other failures get one line.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        print(f"deepnet serve: connection from {client_address[0]}: {exc!r}", file=sys.stderr)
+
+
+def _busy(message):
+    return RequestError(503, message, headers={"Retry-After": str(RETRY_AFTER)})
+
+
+def allowed_hosts(host, address, port):
+    """The Host values that name a server started with --host ``host`` and listening on
+    ``address`` (an IP address) and ``port``: each as NAME:PORT (bare too for port 80), IPv6
+    addresses in brackets, lower case; on the loopback address also its usual names."""
+    names = {host, address}
+    if _is_loopback(address):
+        names.update(LOOPBACK_NAMES)
+    hosts = set()
+    for name in names:
+        name = _bracketed(name.lower())
+        hosts.add(f"{name}:{port}")
+        if port == 80:
+            hosts.add(name)
+    return hosts
+
+
+def _bracketed(host):
+    return f"[{host}]" if ":" in host else host
+
+
+def _is_ip_address(text):
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(address):
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -143,17 +251,48 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self, path):
         if path not in ("/predict", "/inspect"):
             return self._not_allowed(path)
-        data = self._read_image()
-        with self.server.decoding:
+        self._check_origin()
+        with self.server.post_slot():
+            return self._work(path, self._read_image())
+
+    def _work(self, path, data):
+        with self.server.work_slot():  # everything that takes memory or time per image
             image = preprocess.mnist_input(data)
-        [probabilities] = self.server.reader.probabilities(image[None])
-        answer = {"label": int(np.argmax(probabilities)),
-                  "probabilities": [float(p) for p in probabilities]}
-        if path == "/inspect":
-            answer["input"] = _base64(np.round(image * 255))
-            answer["layers"] = [{"name": name, "shape": list(maps.shape), "pixels": _base64(_per_map_range(maps))}
-                                for name, maps in self.server.reader.feature_maps(image)]
-        return 200, json.dumps(answer).encode(), "application/json"
+            del data
+            [probabilities] = self.server.reader.probabilities(image[None])
+            answer = {"label": int(np.argmax(probabilities)),
+                      "probabilities": [float(p) for p in probabilities]}
+            if path == "/inspect":
+                answer["input"] = _base64(np.round(image * 255))
+                answer["layers"] = [{"name": name, "shape": list(maps.shape),
+                                     "pixels": _base64(_per_map_range(maps))}
+                                    for name, maps in self.server.reader.feature_maps(image)]
+            return 200, _json(answer), "application/json"
+
+    # -- who may ask --------------------------------------------------------------------
+
+    def _check_host(self):
+        """421 for a Host that is not this server's: a foreign name resolving here."""
+        host = self.headers.get("Host")
+        if host is None or self.server.host_allowed(host):
+            return
+        if self.server.any_address:
+            port = self.server.server_address[1]
+            raise RequestError(421, f"expected Host to be an IP address of this machine or its name with port "
+                                    f"{port} (deepnet serve listens on every address), got Host {host!r}; "
+                                    f"to use another name, give it with --host")
+        raise RequestError(421, f"expected Host {self.server.url.removeprefix('http://')} (the address "
+                                f"deepnet serve listens on), got Host {host!r}; open {self.server.url}/")
+
+    def _check_origin(self):
+        """403 for a POST sent by a page of another origin (programs send no Origin)."""
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return
+        scheme, _, host = origin.strip().lower().partition("://")
+        if not (scheme == "http" and "/" not in host and self.server.host_allowed(host)):
+            raise RequestError(403, f"expected a request from the page at {self.server.url}, "
+                                    f"got one from Origin {origin!r}")
 
     def _not_allowed(self, path):
         if path in self.server.page or path == "/filters":
@@ -210,24 +349,33 @@ class _Handler(BaseHTTPRequestHandler):
         or the JSON error that it raised; never lets an exception end the server."""
         headers = {}
         try:
+            self._check_host()
             status, body, content_type = route(self.path.split("?", 1)[0])  # the path is only a key
+        except (ConnectionError, TimeoutError):  # the client hung up: nobody to answer
+            self.close_connection = True
+            return
         except Exception as exc:
             status, message = _error_status(exc)
-            if status == 500:
+            if isinstance(exc, NonFiniteOutput):
+                print(f"deepnet serve: {message}", file=sys.stderr)
+            elif status == 500:
                 traceback.print_exc(file=sys.stderr)
-            if getattr(exc, "allow", None):
-                headers["Allow"] = exc.allow
+            headers.update(getattr(exc, "headers", None) or {})
             body, content_type = _error_body(message), "application/json"
-        self.send_response(status)
-        headers.update({"Content-Type": content_type, "Content-Length": str(len(body)),
-                        "X-Content-Type-Options": "nosniff"})
-        if content_type.startswith("text/html"):
-            headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        try:
+            self.send_response(status)
+            headers.update({"Content-Type": content_type, "Content-Length": str(len(body)),
+                            "X-Content-Type-Options": "nosniff"})
+            if content_type.startswith("text/html"):
+                headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except ConnectionError:  # the client hung up before its answer: nothing to do
+            self.close_connection = True
+            return
         self._drop_unread_body()
 
     def send_error(self, code, message=None, explain=None):
@@ -255,16 +403,25 @@ def _error_status(exc):
     if isinstance(exc, RequestError):
         return exc.status, str(exc)
     if isinstance(exc, preprocess.ImageTooLarge):
-        return 413, str(exc)
+        return 413, image_error_message(exc)
     if isinstance(exc, preprocess.BlankImage):
-        return 422, str(exc)
+        return 422, image_error_message(exc)
     if isinstance(exc, preprocess.ImageError):
-        return 400, str(exc)
+        return 400, image_error_message(exc)
+    if isinstance(exc, NonFiniteOutput):
+        return 500, str(exc)
+    if isinstance(exc, MemoryError):
+        return 503, "the server ran out of memory reading this image; try a smaller one"
     return 500, "internal error (see the server's log)"
 
 
+def _json(value):
+    """JSON bytes; ValueError (an answer of 500) rather than NaN or Infinity, which are no JSON."""
+    return json.dumps(value, allow_nan=False).encode()
+
+
 def _error_body(message):
-    return json.dumps({"error": message}).encode()
+    return _json({"error": message})
 
 
 def _base64(values):
@@ -280,8 +437,9 @@ def _per_map_range(maps):
 
 def _filters_json(filters):
     if filters is None:
-        return json.dumps({"shape": [0, 0, 0], "pixels": ""}).encode()
+        return _json({"shape": [0, 0, 0], "pixels": ""})
     first_channel = filters[:, 0].astype(np.float64)
+    first_channel[~np.isfinite(first_channel)] = 0  # a broken weight shows as grey
     largest = np.abs(first_channel).max() or 1.0
     pixels = np.round(127.5 + 127.5 * first_channel / largest)
-    return json.dumps({"shape": list(first_channel.shape), "pixels": _base64(pixels)}).encode()
+    return _json({"shape": list(first_channel.shape), "pixels": _base64(pixels)})

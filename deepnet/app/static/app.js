@@ -88,6 +88,13 @@ function read() {
     try {
       const response = await fetch("/inspect", {method: "POST", headers: {"Content-Type": "image/png"}, body: png});
       const answer = await response.json();
+      if (response.status === 503 && picture === cleared) {
+        // The server is busy: say so, and ask again after its Retry-After (the newest picture).
+        setStatus(answer.error, true);
+        await new Promise((resolve) => setTimeout(resolve, 1000 * retryAfter(response)));
+        again = again || picture === cleared;
+        return;
+      }
       if (!response.ok) throw new Error(answer.error || response.statusText);
       if (picture === cleared) show(answer);
       setStatus("");
@@ -98,6 +105,11 @@ function read() {
       if (again) { again = false; read(); }
     }
   }, "image/png");
+}
+
+// Seconds to wait before asking again: the answer's Retry-After, within 1..30.
+function retryAfter(response) {
+  return Math.min(30, Math.max(1, Number(response.headers.get("Retry-After")) || 1));
 }
 
 function setStatus(text, isError = false) {
