@@ -27,6 +27,7 @@ After each epoch the trainer writes the history (JSON) and a checkpoint from whi
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 
@@ -49,6 +50,7 @@ _SETTING_NAMES = {
     "hooks": "learning rate, schedule, weight average or augmentation (--lr, --lr-schedule, --warmup, "
              "--ema, --augment)",
 }
+_HISTORY_LISTS = ("train_loss_list", "train_acc_list", "val_acc_list", "test_acc_list", "lr_list", "epoch_times")
 CHECKPOINT_TEXT = ("config", "history", "trainer_rng", "network_rng")  # JSON entries of a checkpoint
 
 
@@ -322,23 +324,60 @@ class Trainer:
             raise ValueError(f"{path} is not a deepnet training checkpoint")
         try:
             self._check_config(json.loads(str(state["config"])), path)
-            self.network.set_params(_entries(state, "param/"), source=path)
-            self.optimizer.load_state_dict(_entries(state, "optimizer/"))
+            check = _EntryCheck(path)
+            targets = _snapshot(self.network, copy=False)
+            params = _entries(state, "param/")
+            for name, value in params.items():
+                check.finite_float(f"param/{name}", value)
+            self.network.set_params(params, source=path)
+            optimizer_state = _entries(state, "optimizer/")
+            self._check_optimizer_state(check, optimizer_state)
+            try:
+                self.optimizer.load_state_dict(optimizer_state, prefix="optimizer/")
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
             for index, hook in enumerate(self._stateful()):
-                hook.load_state_dict(_entries(state, f"hook{index}/"))
+                hook_state = _entries(state, f"hook{index}/")
+                for name, value in hook_state.items():
+                    if name.startswith("average/"):
+                        check.like(f"hook{index}/{name}", value, targets.get(name[len("average/"):]))
+                    elif np.ndim(value) == 0:
+                        check.count(f"hook{index}/{name}", value)
+                hook.load_state_dict(hook_state)
+            epoch = check.count("epoch", state["epoch"], upper=self.epochs)
+            steps = self._steps_per_epoch()
+            if self.optimizer.iter != epoch * steps:
+                raise ValueError(f"{path}: 'optimizer/iter' is {self.optimizer.iter}, expected {epoch * steps} "
+                                 f"after {epoch} epochs of {steps} steps")
             best = _entries(state, "best/")
             if best:
-                epoch, accuracy = state["best_epoch_and_accuracy"]
-                self.best = (int(epoch), float(accuracy), best)
-            self.rng.bit_generator.state = json.loads(str(state["trainer_rng"]))
-            self.network.set_random_state(json.loads(str(state["network_rng"])))
-            self.epoch = int(state["epoch"])
-            history = json.loads(str(state["history"]))
-            for key in ("train_loss_list", "train_acc_list", "val_acc_list", "test_acc_list", "lr_list",
-                        "epoch_times"):
+                for name, value in best.items():
+                    check.like(f"best/{name}", value, targets.get(name))
+                best_epoch, accuracy = check.pair("best_epoch_and_accuracy", state["best_epoch_and_accuracy"])
+                if not (1 <= best_epoch <= epoch and best_epoch == int(best_epoch) and 0 <= accuracy <= 1):
+                    raise ValueError(f"{path}: 'best_epoch_and_accuracy' must be an epoch in [1, {epoch}] and an "
+                                     f"accuracy in [0, 1], got {best_epoch!r}, {accuracy!r}")
+                self.best = (int(best_epoch), float(accuracy), best)
+            check.random_state("trainer_rng", lambda value: setattr(self.rng.bit_generator, "state", value),
+                               state["trainer_rng"])
+            check.random_state("network_rng", self.network.set_random_state, state["network_rng"])
+            history = check.history(state["history"], epoch, self.optimizer.iter)
+            self.epoch = epoch
+            for key in _HISTORY_LISTS:
                 setattr(self, key, list(history[key]))
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: damaged training checkpoint ({type(exc).__name__}: {exc})") from None
+
+    def _check_optimizer_state(self, check, state):
+        """Each optimizer state array belongs to a parameter and has its shape and state dtype."""
+        for entry, value in state.items():
+            name, _, key = entry.partition("/")
+            if key:
+                param = self.network.params.get(key)
+                if param is None:
+                    raise ValueError(f"{check.path}: 'optimizer/{entry}' is for no parameter of this network")
+                expected = np.float32 if param.dtype == np.float16 else param.dtype
+                check.like(f"optimizer/{entry}", value, param, dtype=expected)
 
     def _check_config(self, saved, path):
         current = json.loads(json.dumps(self._config()))  # the same JSON types as the saved one
@@ -463,6 +502,89 @@ def _progress_bar(total, description, enabled):
     terminal (no redraws in a log file)."""
     return tqdm(total=total, desc=description, unit="img", unit_scale=True,
                 disable=None if enabled else True, leave=False, dynamic_ncols=True)
+
+
+class _EntryCheck:
+    """Checks of a checkpoint's entries; each failure is a ValueError naming the file and the entry."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, entry, what):
+        raise ValueError(f"{self.path}: {entry!r} {what}")
+
+    def finite_float(self, entry, value):
+        value = np.asarray(value)
+        if value.dtype.kind != "f":
+            self.fail(entry, f"must be a floating-point array, got {value.dtype}")
+        if not np.isfinite(value).all():
+            self.fail(entry, "holds NaN or infinite values (a diverged run?)")
+
+    def like(self, entry, value, target, dtype=None):
+        """A finite float array with ``target``'s shape (and ``dtype``, default target's)."""
+        if target is None:
+            self.fail(entry, "is for no parameter or buffer of this network")
+        value = np.asarray(value)
+        self.finite_float(entry, value)
+        if value.shape != tuple(target.shape):
+            self.fail(entry, f"has shape {value.shape}, the parameter has {tuple(target.shape)}")
+        if value.dtype != np.dtype(dtype or target.dtype):
+            self.fail(entry, f"has dtype {value.dtype}, expected {np.dtype(dtype or target.dtype)}")
+
+    def count(self, entry, value, upper=None):
+        """An integer (0-d integer array) in [0, upper]."""
+        value = np.asarray(value)
+        number = value.item() if value.shape == () else None
+        bounds = f"[0, {upper}]" if upper is not None else ">= 0"
+        if value.dtype.kind not in "iu" or number is None:
+            self.fail(entry, f"must be an integer in {bounds}, got {_value_text(value)}")
+        if number < 0 or (upper is not None and number > upper):
+            self.fail(entry, f"must be an integer in {bounds}, got {number}"
+                      + (" (more epochs than this run's --epochs)" if upper is not None and number > upper else ""))
+        return int(number)
+
+    def pair(self, entry, value):
+        value = np.asarray(value)
+        if value.shape != (2,) or value.dtype.kind not in "fiu" or not np.isfinite(value).all():
+            self.fail(entry, f"must be two finite numbers, got {_value_text(value)}")
+        return float(value[0]), float(value[1])
+
+    def random_state(self, entry, apply, text):
+        try:
+            apply(json.loads(str(text)))
+        except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
+            self.fail(entry, f"is not a valid random generator state ({type(exc).__name__}: {exc})")
+
+    def history(self, text, epochs, steps):
+        """The history's per-epoch lists (``epochs`` entries each, or none for the accuracies
+        not measured) and per-step losses (``steps``), as lists of numbers."""
+        try:
+            history = json.loads(str(text))
+        except json.JSONDecodeError as exc:
+            self.fail("history", f"is not JSON ({exc})")
+        if not isinstance(history, dict):
+            self.fail("history", f"must be a JSON object, got {type(history).__name__}")
+        for key in _HISTORY_LISTS:
+            values = history.get(key)
+            if not isinstance(values, list) or not all(_is_number(v) for v in values):
+                self.fail("history", f"must hold a list of numbers {key!r}, got {_brief(values)}")
+            expected = steps if key == "train_loss_list" else epochs
+            optional = key in ("train_acc_list", "val_acc_list", "test_acc_list")
+            if len(values) != expected and not (optional and not values):
+                self.fail("history", f"{key!r} has {len(values)} entries, expected {expected}")
+            if key.endswith("acc_list") and not all(0 <= v <= 1 for v in values):
+                self.fail("history", f"{key!r} holds an accuracy outside [0, 1]")
+            if key in ("lr_list", "epoch_times") and not all(math.isfinite(v) and v >= 0 for v in values):
+                self.fail("history", f"{key!r} must hold finite numbers >= 0")
+        return history
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _value_text(value):
+    return repr(value.item()) if value.shape == () else f"an array of shape {value.shape} ({value.dtype})"
 
 
 def _entries(state, prefix):
