@@ -41,15 +41,8 @@ from .optimizers import get_optimizer
 __all__ = ["Trainer", "WeightAverage"]
 
 SELECT = ("last", "best-val")
-# What each entry of _config() is, in a refused resume's message (the command line's words).
-_SETTING_NAMES = {
-    "optimizer": "optimizer (--optimizer)", "optimizer_settings": "optimizer settings (--lr, --weight-decay)",
-    "mini_batch_size": "batch size (--batch-size)", "train_size": "training data (--train-size, --val-size)",
-    "val_size": "validation split (--val-size)", "validation": "validation split (--val-size, --seed)",
-    "select": "weight selection (--select)", "dtype": "dtype (--dtype)", "model": "model (--model)",
-    "hooks": "learning rate, schedule, weight average or augmentation (--lr, --lr-schedule, --warmup, "
-             "--ema, --augment)",
-}
+# The command line's words for the optimizer settings in _config().
+_OPTIMIZER_SETTING_NAMES = {"lr": "--lr", "weight_decay": "--weight-decay"}
 _HISTORY_LISTS = ("train_loss_list", "train_acc_list", "val_acc_list", "test_acc_list", "lr_list", "epoch_times")
 CHECKPOINT_TEXT = ("config", "history", "trainer_rng", "network_rng")  # JSON entries of a checkpoint
 
@@ -105,6 +98,7 @@ class Trainer:
         self.epoch_times = []  # wall-clock seconds of each epoch (training + evaluation)
         self.best = None       # (epoch, val accuracy, {name: array}) with select="best-val"
         self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
+        self.checkpoint_epoch = None  # the epoch of the last checkpoint this trainer wrote
 
         resumed = resume and self._resume_if_possible()
         if not resumed and self.communicator.size > 1:  # every rank starts from rank 0's state
@@ -266,6 +260,7 @@ class Trainer:
             "epoch_times": self.epoch_times,
             "images_evaluated_per_epoch": evaluated,
             "final_test": self.final_test,
+            "dropout": bool(getattr(self.network, "dropout_layers", list)()),  # in the training loss
         }
 
     def _save_history(self):
@@ -278,6 +273,7 @@ class Trainer:
             return
         with io.atomic_write(self.checkpoint_path) as f:
             np.savez(f, **self._state())
+        self.checkpoint_epoch = self.epoch
 
     def _state(self):
         """Everything a resumed run needs, as the arrays of a checkpoint."""
@@ -381,12 +377,12 @@ class Trainer:
 
     def _check_config(self, saved, path):
         current = json.loads(json.dumps(self._config()))  # the same JSON types as the saved one
-        for key in sorted(set(saved) | set(current)):
-            if saved.get(key) != current.get(key):
-                what = _SETTING_NAMES.get(key, key)
-                raise ValueError(f"checkpoint {path} was made with other {what}: {key}={_brief(saved.get(key))}, "
-                                 f"this run has {key}={_brief(current.get(key))}; "
-                                 "resume with the same settings, or start a new run")
+        differences = _setting_differences(saved, current)
+        if differences:
+            raise ValueError(f"checkpoint {path} was made with other settings ("
+                             + "; ".join(f"{name}: saved {_brief(was)}, now {_brief(now)}"
+                                         for name, (was, now) in differences.items())
+                             + "): resume with the same settings, or start a new run (--overwrite)")
 
     def _resume_if_possible(self):
         """Resume if the checkpoint exists (rank 0 looks, and tells the others); True if so."""
@@ -486,6 +482,68 @@ def _model_spec_or_none(network):
         return network.spec()
     except (AttributeError, ValueError):
         return None
+
+
+def _named_settings(config):
+    """A checkpoint's config as {the command line's name for a setting: value}, one entry
+    per setting, so a refused resume names exactly the ones that differ."""
+    named = {}
+    for key, value in config.items():
+        if key == "optimizer":
+            named["--optimizer"] = value
+        elif key == "optimizer_settings":
+            for setting, number in value.items():
+                named[_OPTIMIZER_SETTING_NAMES.get(setting, f"optimizer setting {setting}")] = number
+        elif key == "mini_batch_size":
+            named["--batch-size"] = value
+        elif key == "train_size":
+            named["training images (--train-size less --val-size)" if config.get("val_size") else "--train-size"] = value
+        elif key == "validation":
+            named["validation images (drawn with --seed)"] = value
+        elif key == "hooks":
+            for spec in value:
+                named.update(_named_hook_settings(spec))
+        else:
+            named[{"val_size": "--val-size", "select": "--select", "dtype": "--dtype",
+                   "model": "--model"}.get(key, key)] = value
+    named.setdefault("--augment", "none")
+    named.setdefault("--ema", "none")
+    return named
+
+
+def _named_hook_settings(spec):
+    if isinstance(spec, str):
+        return {"--augment": spec}
+    if isinstance(spec, dict) and "weight_average" in spec:
+        return {"--ema": spec["weight_average"]}
+    if isinstance(spec, dict) and "name" in spec:  # a learning-rate schedule
+        settings = {k: v for k, v in spec.items() if k not in ("name", "lr", "steps_per_epoch", "warmup", "epochs")}
+        named = {"--lr-schedule": spec["name"] + "".join(
+                     (":" if i == 0 else ",") + f"{k}={v:g}" for i, (k, v) in enumerate(sorted(settings.items()))),
+                 "--warmup": spec.get("warmup"), "steps per epoch (training images / --batch-size)":
+                     spec.get("steps_per_epoch")}
+        if "epochs" in spec:
+            named[f"--epochs (the length of the {spec['name']} schedule)"] = spec["epochs"]
+        return named
+    return {f"setting {_brief(spec)}": spec}
+
+
+def _setting_differences(saved, current):
+    """{name: (saved, current)} for the settings that differ, leaving out those that only
+    follow from another difference (steps per epoch from the training set, say)."""
+    was, now = _named_settings(saved), _named_settings(current)
+    differences = {name: (was.get(name, "none"), now.get(name, "none")) for name in {**was, **now}
+                   if was.get(name, "none") != now.get(name, "none")}
+    train = {name for name in differences if name.startswith("training images") or name == "--train-size"}
+    if train or "--batch-size" in differences:
+        differences.pop("steps per epoch (training images / --batch-size)", None)
+    if train or "--val-size" in differences:
+        differences.pop("validation images (drawn with --seed)", None)
+    if "--val-size" in differences and len(train) == 1:
+        (name,) = train
+        if differences[name][0] + differences["--val-size"][0] == differences[name][1] + differences["--val-size"][1]:
+            differences.pop(name)  # the same images, split otherwise
+    return differences
 
 
 def _brief(value):
