@@ -363,26 +363,11 @@ def _check_ranks_agree(args):
     if comm.size == 1:
         return
     exempt = {"command", "communicator", "interrupt_hint", "data", "threads"}  # per-host paths and cores
-    mine = {name: value for name, value in vars(args).items() if name not in exempt}
-    every = comm.gather(mine)
-    problem = None
-    if comm.is_root:
-        differences = []
-        for name in sorted(set().union(*every)):
-            ranks = {}
-            for rank, values in enumerate(every):
-                ranks.setdefault(repr(values.get(name)), []).append(rank)
-            if len(ranks) > 1:
-                option = "--" + name.replace("_", "-")
-                differences.append(f"{option} " + " vs ".join(
-                    f"{'(not given)' if value == 'None' else value} on rank{'s' if len(r) > 1 else ''} "
-                    f"{','.join(map(str, r))}" for value, r in ranks.items()))
-        if differences:
-            problem = ("the MPI ranks were started with different options (" + "; ".join(differences)
-                       + "): start every rank with the same ones")
-    problem = comm.broadcast_object(problem)
-    if problem:
-        raise CommandError(problem)
+    differences = comm.differences({"--" + name.replace("_", "-"): value for name, value in vars(args).items()
+                                    if name not in exempt})
+    if differences:
+        raise CommandError(f"the MPI ranks were started with different options ({differences}): "
+                           "start every rank with the same ones")
 
 
 def _count(n, word):

@@ -100,6 +100,8 @@ class Trainer:
         self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
         self.checkpoint_epoch = None  # the epoch of the last checkpoint this trainer wrote
 
+        if self.communicator.size > 1:
+            self._check_ranks_agree(resume)
         resumed = resume and self._resume_if_possible()
         if not resumed and self.communicator.size > 1:  # every rank starts from rank 0's state
             self._apply_state(self.communicator.broadcast_object(self._state()), "rank 0's state")
@@ -383,6 +385,20 @@ class Trainer:
                              + "; ".join(f"{name}: saved {_brief(was)}, now {_brief(now)}"
                                          for name, (was, now) in differences.items())
                              + "): resume with the same settings, or start a new run (--overwrite)")
+
+    def _check_ranks_agree(self, resume):
+        """Settings that change the sequence of collective calls must be the same on every
+        rank: with another number of epochs or another resume, the ranks would wait for each
+        other forever, or exchange mismatched messages."""
+        differences = self.communicator.differences({
+            "epochs": self.epochs, "resume": bool(resume), "checkpoint_path": bool(self.checkpoint_path),
+            "evaluate_sample_num_per_epoch": self.evaluate_sample_num_per_epoch,
+            "test images": None if self.x_test is None else len(self.x_test),
+            "validation images": len(self.x_val) if self.validating else None,
+            "training images": len(self.x_train), "batch size": self.batch_size, "select": self.select,
+            "hooks": [type(part).__name__ for part in self.hooks + [self.batch_transform] if part is not None]})
+        if differences:
+            raise ValueError(f"Trainer: the ranks were given different settings ({differences})")
 
     def _resume_if_possible(self):
         """Resume if the checkpoint exists (rank 0 looks, and tells the others); True if so."""
