@@ -299,6 +299,11 @@ def run_train(args):
     outputs = {"--out": args.out, "--checkpoint": args.checkpoint, "--history": args.history}
     if not args.checkpoint:
         raise CommandError("--checkpoint needs a PATH (every epoch is checkpointed)")
+    from .distributed import mpi_world_size
+
+    if not args.distributed and mpi_world_size() > 1:  # each rank would train alone, into the same files
+        raise CommandError(f"mpiexec started {mpi_world_size()} ranks, but without --distributed each would "
+                           "train alone into the same files: add --distributed to every rank")
     args.communicator = _communicator(args.distributed)
     _check_ranks_agree(args)
     root = args.communicator.is_root
@@ -387,6 +392,12 @@ def _training_settings(args):
         settings["augment"] = None
     if settings["select"] == "best-val" and not settings["val_size"]:
         raise CommandError("--select best-val needs a validation split: --val-size N")
+    from .schedules import parse as parse_schedule
+
+    try:  # with this run's --lr (cosine's min_lr <= lr), before any data is read
+        parse_schedule(settings["lr_schedule"], settings["lr"], 1, settings["epochs"], settings["warmup"])
+    except ValueError as exc:
+        raise CommandError(f"--lr-schedule {settings['lr_schedule']}: {str(exc).replace('Schedule: ', '')}") from None
     settings["val_size_from_recipe"] = args.val_size is None
     return settings
 

@@ -625,7 +625,14 @@ class _EntryCheck:
 
     def random_state(self, entry, apply, text):
         try:
-            apply(json.loads(str(text)))
+            value = json.loads(str(text))
+            for state in value if isinstance(value, list) else [value]:
+                if not isinstance(state, dict):
+                    raise TypeError(f"expected a generator state (a JSON object), got {_brief(state)}")
+                if state.get("has_uint32", 0) not in (0, 1) or not 0 <= state.get("uinteger", 0) < 2 ** 32:
+                    raise ValueError(f"has_uint32 {state.get('has_uint32')!r} / uinteger {state.get('uinteger')!r} "
+                                     "out of range")
+            apply(value)
         except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
             self.fail(entry, f"is not a valid random generator state ({type(exc).__name__}: {exc})")
 

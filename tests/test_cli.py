@@ -477,6 +477,7 @@ def test_a_refused_resume_names_exactly_the_settings_that_differ_with_both_value
     (["--warmup", "1e308"], ["--warmup"]),
     (["--lr-schedule", "step:gamma=1e308"], ["--lr-schedule", "gamma"]),
     (["--seed", "-1"], ["--seed", "-1"]),
+    (["--lr-schedule", "cosine:min_lr=0.5"], ["--lr-schedule", "min_lr", "<= lr (0.001)"]),
     (["--threads", "100000000"], ["--threads"]),
     (["--epochs", "10000000000"], ["--epochs"]),
 ])

@@ -240,3 +240,14 @@ def test_a_trainer_refuses_ranks_with_different_epochs_before_any_collective_ste
                                          r"\(epochs 2 on rank 0 vs 3 on rank 1\)"):
         Trainer(SimpleConvNet(seed=0), x, np.zeros(4, int), epochs=2, verbose=False,
                 communicator=SecondRankWantsThreeEpochs())
+
+
+def test_train_under_mpiexec_without_distributed_is_refused(tmp_path):
+    """Two ranks without --distributed trained two separate runs into the same files (and in
+    the MPMD form, a rank without it left the others waiting)."""
+    common = [sys.executable, "-m", "deepnet", "train", "--data", str(MNIST_DIR), "--train-size", "100",
+              "--epochs", "1"]
+    result = subprocess.run([MPIEXEC, "-n", "2"] + common, capture_output=True, text=True, env=environment(),
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode != 0 and "without --distributed" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())

@@ -1,6 +1,7 @@
 """Trainer: shuffled epochs, history, checkpoints and bit-exact resume, and that it learns."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -347,6 +348,8 @@ def _nan_param(entries):
     (_nan_param, ["'param/W1'", "NaN"]),
     (_setter("trainer_rng", np.array('{"bit_generator": "PCG64", "state": 3}')), ["'trainer_rng'"]),
     (_setter("network_rng", np.array('[1, 2]')), ["'network_rng'"]),
+    (_setter("trainer_rng", lambda text: np.array(re.sub(r'"has_uint32": [01]', '"has_uint32": 5', str(text)))),
+     ["'trainer_rng'", "has_uint32"]),
     (_setter("history", np.array('{"train_loss_list": 3}')), ["'history'"]),
 ])
 def test_resume_validates_every_checkpoint_value_and_names_the_entry(tmp_path, change, fragments):
