@@ -360,6 +360,19 @@ def _interrupt_hint(checkpoint, written, previous=0, resume=False):
     return f"; no epoch finished, so this run wrote no checkpoint to {checkpoint}{earlier}: run the same command to start over"
 
 
+def _ensemble_interrupt_hint(args, finished, member=None, checkpoint=None):
+    """What Ctrl-C leaves of an ensemble (on this rank): the finished members, and the
+    interrupted member's checkpoint if it wrote one."""
+    written = getattr(args, "interrupted_checkpoint_epoch", None) if member is not None else None
+    parts = [f"{_count(len(finished), 'member')} finished in {args.out_dir}"
+             + (f" (member{', member'.join(map(str, finished))})" if finished else "")]
+    if written:
+        parts.append(f"member {member}'s checkpoint after epoch {written} is {checkpoint}")
+    if finished or written or args.resume:
+        return "; " + "; ".join(parts) + ": run the same command with --resume to continue"
+    return f"; {parts[0]} and no checkpoint was written: run the same command to start over"
+
+
 def _check_ranks_agree(args):
     """Every setting that changes the sequence of collective calls (and the training) must be
     the same on every rank (mpiexec's MPMD form can start ranks with other options); else the
@@ -367,7 +380,7 @@ def _check_ranks_agree(args):
     comm = args.communicator
     if comm.size == 1:
         return
-    exempt = {"command", "communicator", "interrupt_hint", "data", "threads"}  # per-host paths and cores
+    exempt = {"command", "communicator", "interrupt_hint", "interrupted_checkpoint_epoch", "data", "threads"}  # per-host paths and cores
     differences = comm.differences({"--" + name.replace("_", "-"): value for name, value in vars(args).items()
                                     if name not in exempt})
     if differences:
@@ -470,6 +483,7 @@ def _train_one(args, settings, data, seed, checkpoint, history, quiet=False, com
         trainer.train()
     except KeyboardInterrupt:
         args.interrupt_hint = _interrupt_hint(checkpoint, trainer.checkpoint_epoch, first_epoch, args.resume)
+        args.interrupted_checkpoint_epoch = trainer.checkpoint_epoch or first_epoch or None
         raise
     return model, time.perf_counter() - start, trainer.epoch_times[first_epoch:]
 
@@ -510,15 +524,22 @@ def run_ensemble(args):
     data = _training_data(args, settings)
     base_seed = 0 if args.seed is None else args.seed
     seconds = {}
-    args.interrupt_hint = f"; finished members are in {args.out_dir}: run the same command with --resume to continue"
+    finished = []
+    args.interrupt_hint = _ensemble_interrupt_hint(args, finished)
     for member in range(comm.rank, args.members, comm.size):
         stem = os.path.join(args.out_dir, f"member{member}")
         print(f"--- member {member + 1}/{args.members} (seed {base_seed + member})"
               + (f" on rank {comm.rank}" if comm.size > 1 else ""), flush=True)
-        model, seconds[member], _ = _train_one(args, settings, data, base_seed + member,
-                                               stem + ".checkpoint.npz", stem + ".history.json",
-                                               quiet=comm.size > 1)
+        try:
+            model, seconds[member], _ = _train_one(args, settings, data, base_seed + member,
+                                                   stem + ".checkpoint.npz", stem + ".history.json",
+                                                   quiet=comm.size > 1)
+        except KeyboardInterrupt:
+            args.interrupt_hint = _ensemble_interrupt_hint(args, finished, member, stem + ".checkpoint.npz")
+            raise
         model.save(stem + ".npz")
+        finished.append(member)
+        args.interrupt_hint = _ensemble_interrupt_hint(args, finished)
     gathered = comm.gather(seconds)  # also waits for every rank's members
     if not comm.is_root:
         return

@@ -549,3 +549,19 @@ def test_the_plot_says_the_training_loss_includes_dropout(tmp_path, capsys):
     with unittest.mock.patch.object(Axes, "set", record):
         assert cli.main(["plot", "--history", str(history), "--out", str(tmp_path / "p.png")]) == 0
     assert any(text and "dropout" in text for text in titles), titles
+
+
+def test_an_interrupted_ensemble_says_which_members_finished(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    interrupt_at_step(monkeypatch, 2)  # member 0: 1 epoch of one batch; member 1's first step
+    argv = ["ensemble", "--members", "2", "--train-size", "100", "--epochs", "1", "--data", str(mnist)]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "1 member finished in ensemble (member0)" in err and "--resume" in err, err
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    interrupt_at_step(monkeypatch, 1)
+    assert cli.main(["ensemble", "--members", "1", "--train-size", "100", "--epochs", "1", "--data", str(mnist),
+                     "--out-dir", "fresh"]) == 130
+    err = capsys.readouterr().err
+    assert "0 members finished" in err and "no checkpoint was written" in err and "--resume" not in err, err
