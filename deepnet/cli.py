@@ -144,7 +144,8 @@ def _add_training_options(p):
                         "at 10%% of the training images)")
     p.add_argument("--select", choices=("last", "best-val"),
                    help="which weights to keep: the last epoch's or the best validation epoch's")
-    p.add_argument("--seed", type=_int_in(0, MAX_SEED), help="seed for the weights, dropout, batch order, split, augmentation")
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED),
+                   help="seed for the weights, dropout, batch order, split, augmentation")
     p.add_argument("--train-size", type=_int_in(1, MAX_IMAGES), metavar="N",
                    help="train on the first N training images only (quick demos)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
@@ -353,11 +354,13 @@ def _interrupt_hint(checkpoint, written, previous=0, resume=False):
     if written:
         return f"; the checkpoint after epoch {written} is {checkpoint}: {again}"
     if previous:
-        return f"; no epoch finished in this run: {checkpoint} still holds the checkpoint after epoch {previous}: {again}"
+        return (f"; no epoch finished in this run: {checkpoint} still holds the checkpoint after epoch "
+                f"{previous}: {again}")
     if resume and os.path.exists(checkpoint):
         return f"; no epoch finished in this run: {checkpoint} is as it was: {again}"
     earlier = " (the file there is an earlier run's)" if os.path.exists(checkpoint) else ""
-    return f"; no epoch finished, so this run wrote no checkpoint to {checkpoint}{earlier}: run the same command to start over"
+    return (f"; no epoch finished, so this run wrote no checkpoint to {checkpoint}{earlier}: "
+            "run the same command to start over")
 
 
 def _ensemble_interrupt_hint(args, finished, member=None, checkpoint=None):
@@ -380,7 +383,8 @@ def _check_ranks_agree(args):
     comm = args.communicator
     if comm.size == 1:
         return
-    exempt = {"command", "communicator", "interrupt_hint", "interrupted_checkpoint_epoch", "data", "threads"}  # per-host paths and cores
+    # Not options, or per host: where the MNIST files are, how many cores.
+    exempt = {"command", "communicator", "interrupt_hint", "interrupted_checkpoint_epoch", "data", "threads"}
     differences = comm.differences({"--" + name.replace("_", "-"): value for name, value in vars(args).items()
                                     if name not in exempt})
     if differences:

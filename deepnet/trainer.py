@@ -500,7 +500,7 @@ def _model_spec_or_none(network):
         return None
 
 
-def _named_settings(config):
+def _named_settings(config, validating):
     """A checkpoint's config as {the command line's name for a setting: value}, one entry
     per setting, so a refused resume names exactly the ones that differ."""
     named = {}
@@ -513,7 +513,8 @@ def _named_settings(config):
         elif key == "mini_batch_size":
             named["--batch-size"] = value
         elif key == "train_size":
-            named["training images (--train-size less --val-size)" if config.get("val_size") else "--train-size"] = value
+            name = "training images (--train-size less --val-size)" if validating else "--train-size"
+            named[name] = value
         elif key == "validation":
             named["validation images (drawn with --seed)"] = value
         elif key == "hooks":
@@ -547,7 +548,8 @@ def _named_hook_settings(spec):
 def _setting_differences(saved, current):
     """{name: (saved, current)} for the settings that differ, leaving out those that only
     follow from another difference (steps per epoch from the training set, say)."""
-    was, now = _named_settings(saved), _named_settings(current)
+    validating = bool(saved.get("val_size") or current.get("val_size"))
+    was, now = _named_settings(saved, validating), _named_settings(current, validating)
     differences = {name: (was.get(name, "none"), now.get(name, "none")) for name in {**was, **now}
                    if was.get(name, "none") != now.get(name, "none")}
     train = {name for name in differences if name.startswith("training images") or name == "--train-size"}
@@ -555,6 +557,9 @@ def _setting_differences(saved, current):
         differences.pop("steps per epoch (training images / --batch-size)", None)
     if train or "--val-size" in differences:
         differences.pop("validation images (drawn with --seed)", None)
+    if "--lr-schedule" in differences:  # a schedule's length is known to only some schedules
+        for name in [name for name in differences if name.startswith("--epochs (the length")]:
+            differences.pop(name)
     if "--val-size" in differences and len(train) == 1:
         (name,) = train
         if differences[name][0] + differences["--val-size"][0] == differences[name][1] + differences["--val-size"][1]:
