@@ -327,6 +327,8 @@ class Trainer:
             params = _entries(state, "param/")
             for name, value in params.items():
                 check.finite_float(f"param/{name}", value)
+                if "running_var" in name:
+                    check.non_negative(f"param/{name}", value)
             self.network.set_params(params, source=path)
             optimizer_state = _entries(state, "optimizer/")
             self._check_optimizer_state(check, optimizer_state)
@@ -339,6 +341,8 @@ class Trainer:
                 for name, value in hook_state.items():
                     if name.startswith("average/"):
                         check.like(f"hook{index}/{name}", value, targets.get(name[len("average/"):]))
+                        if "running_var" in name:
+                            check.non_negative(f"hook{index}/{name}", value)
                     elif np.ndim(value) == 0:
                         check.count(f"hook{index}/{name}", value)
                 hook.load_state_dict(hook_state)
@@ -351,6 +355,8 @@ class Trainer:
             if best:
                 for name, value in best.items():
                     check.like(f"best/{name}", value, targets.get(name))
+                    if "running_var" in name:
+                        check.non_negative(f"best/{name}", value)
                 best_epoch, accuracy = check.pair("best_epoch_and_accuracy", state["best_epoch_and_accuracy"])
                 if not (1 <= best_epoch <= epoch and best_epoch == int(best_epoch) and 0 <= accuracy <= 1):
                     raise ValueError(f"{path}: 'best_epoch_and_accuracy' must be an epoch in [1, {epoch}] and an "
@@ -598,6 +604,10 @@ class _EntryCheck:
             self.fail(entry, f"must be a floating-point array, got {value.dtype}")
         if not np.isfinite(value).all():
             self.fail(entry, "holds NaN or infinite values (a diverged run?)")
+
+    def non_negative(self, entry, value):
+        if np.asarray(value).size and np.asarray(value).min() < 0:
+            self.fail(entry, f"(a variance) must be >= 0, got a minimum of {float(np.asarray(value).min())!r}")
 
     def like(self, entry, value, target, dtype=None):
         """A finite float array with ``target``'s shape (and ``dtype``, default target's)."""

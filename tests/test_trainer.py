@@ -383,3 +383,19 @@ def test_an_untampered_checkpoint_still_resumes(tmp_path):
     trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True)
     assert trainer.epoch == 1
     trainer.train()
+
+
+def test_resume_refuses_a_negative_batch_norm_variance(tmp_path):
+    x, t = random_data(64)
+    path = tmp_path / "c.npz"
+    network = DeepConvNet(input_dim=(1, 12, 12), conv_param_1=conv(2), conv_param_2=conv(2), conv_param_3=conv(3),
+                          conv_param_4=conv(3, pad=2), conv_param_5=conv(4), conv_param_6=conv(4), hidden_size=8,
+                          output_size=3, batch_norm=True, seed=0)
+    make_trainer(network, x, t, epochs=1, checkpoint_path=path).train()
+    with np.load(path) as f:
+        entries = {name: f[name] for name in f.files}
+    entries["param/buffers/running_var1"] = -entries["param/buffers/running_var1"] - 1
+    with open(path, "wb") as f:
+        np.savez(f, **entries)
+    with pytest.raises(ValueError, match=r"'param/buffers/running_var1' \(a variance\) must be >= 0"):
+        make_trainer(network, x, t, epochs=2, checkpoint_path=path, resume=True)
