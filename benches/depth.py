@@ -2,6 +2,7 @@
 field, on MNIST.
 
     python benches/depth.py [--epochs 3] [--plot depth.png]
+    python benches/depth.py --accuracies 0.9908,0.9883,0.9879,0.9854 --plot depth.png   # redraw only
 
 Two 3x3 convolutions see what one 5x5 sees (a 5x5 receptive field) with 2 x 9 = 18 weights
 per pair of equally wide channels instead of 25, and an extra ReLU between them.  The nets,
@@ -75,7 +76,18 @@ def main():
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--data", default=None)
     parser.add_argument("--plot", help="draw accuracy against multiply-adds (needs matplotlib)")
+    parser.add_argument("--accuracies", metavar="ACC,...",
+                        help="no training: redraw --plot from the test accuracies of an earlier run, one per "
+                             "net in the table's order (e.g. README's); parameters and multiply-adds are computed")
     args = parser.parse_args()
+    if args.accuracies:
+        accuracies = args.accuracies.split(",")
+        if len(accuracies) != len(NETS) or not args.plot:
+            parser.error(f"--accuracies needs {len(NETS)} values ({'; '.join(NETS)}), and --plot")
+        rows = [(name, describe(make(args.seed)), None, float(accuracy))
+                for (name, make), accuracy in zip(NETS.items(), accuracies)]
+        draw(rows, args.epochs, args.plot)
+        return
     (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False, root=args.data)
     x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
     rows = []
@@ -98,18 +110,34 @@ def main():
               f"{info['receptive_field']} px | {seconds:.1f} | {accuracy:.4f} |")
     block_table()
     if args.plot:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        figure = Figure(figsize=(6, 4), layout="tight")
-        FigureCanvasAgg(figure)
-        axes = figure.subplots()
-        for name, info, _, accuracy in rows:
-            axes.scatter(info["multiply_adds"] / 1e6, accuracy * 100, s=info["parameters"] / 1000)
-            axes.annotate(f"{name}\n{info['parameters'] / 1000:.0f}k params", (info["multiply_adds"] / 1e6, accuracy * 100))
-        axes.set(xlabel="multiply-adds per image (millions)", ylabel="test accuracy (%)",
-                 title=f"depth on MNIST, {args.epochs} epochs")
-        figure.savefig(args.plot, dpi=100)
-        print(f"\nwrote {args.plot}")
+        draw(rows, args.epochs, args.plot)
+
+
+def figure_of(rows, epochs):
+    """Test accuracy against multiply-adds, a point per net (its area: the parameters), each
+    labelled beside its point, inside the axes: never over the title or past the edges."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    x = [info["multiply_adds"] / 1e6 for _, info, _, _ in rows]
+    middle = (min(x) + max(x)) / 2
+    for (name, info, _, accuracy), mads in zip(rows, x):
+        axes.scatter(mads, accuracy * 100, s=info["parameters"] / 1000)
+        left = mads > middle  # labels of the right-hand points go to their left
+        axes.annotate(f"{name}\n{info['parameters'] / 1000:.0f}k params", (mads, accuracy * 100),
+                      xytext=(-10 if left else 10, 0), textcoords="offset points",
+                      ha="right" if left else "left", va="center", fontsize=9)
+    axes.margins(x=0.15, y=0.2)  # room for the labels of the points at the edges
+    axes.set(xlabel="multiply-adds per image (millions)", ylabel="test accuracy (%)",
+             title=f"depth on MNIST, {epochs} epochs (point area: parameters)")
+    return figure
+
+
+def draw(rows, epochs, path):
+    figure_of(rows, epochs).savefig(path, dpi=100)
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

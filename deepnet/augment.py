@@ -25,6 +25,9 @@ from deepnet import functional as F
 __all__ = ["Augment", "affine_theta", "elastic_field", "gaussian_blur_matrix"]
 
 MAX_SIGMA = 1000.0  # pixels: far flatter than any image is wide, and a kernel still small to build
+MAX_SHIFT = 1000.0  # pixels: far more than any image is wide (1e308 overflowed the uniform draw)
+MAX_ALPHA = 10000.0  # elastic alpha, pixels per unit of blurred noise (Simard: 34)
+MAX_FILL = 1000.0  # |fill|: far outside [0, 1] images, and finite in float16
 
 
 def affine_theta(image_shape, rotation=0.0, scale=1.0, shear=0.0, shift=(0.0, 0.0)):
@@ -115,10 +118,10 @@ class Augment:
         self.rotation = _number("rotation", rotation, 0, 180)
         self.scale = _number("scale", scale, 0, 1, upper_open=True)
         self.shear = _number("shear", shear, 0, 90, upper_open=True)
-        self.shift = _number("shift", shift, 0)
-        self.elastic_alpha = _number("elastic_alpha", elastic_alpha, 0)
+        self.shift = _number("shift", shift, 0, MAX_SHIFT)
+        self.elastic_alpha = _number("elastic_alpha", elastic_alpha, 0, MAX_ALPHA)
         self.elastic_sigma = _number("elastic_sigma", elastic_sigma, 0, MAX_SIGMA, lower_open=True)
-        self.fill = _number("fill", fill)
+        self.fill = _number("fill", fill, -MAX_FILL, MAX_FILL)
         self.rng = np.random.default_rng(rng)
         self._field = None  # the elastic fields' buffer, reused while the batch shape stays
 

@@ -24,6 +24,16 @@ DTYPES = ("float16", "float32", "float64")
 PLOT_INSTALL_HINT = 'this command needs matplotlib: pip install ".[plot]" in deepnet\'s source directory (or pip install matplotlib)'
 FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 BOOK_EVALUATION_SAMPLES = 1000  # the book's evaluate_sample_num_per_epoch
+# Bounds of the numeric options: far beyond any sensible run, well inside what the arithmetic takes.
+MAX_EPOCHS = 1_000_000
+MAX_IMAGES = 100_000_000
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 10.0
+MAX_SEED = 2 ** 128 - 1
+MAX_THREADS = 1024
+MAX_MEMBERS = 1000
+MAX_SHOWN = 10_000
+VALIDATION_SHARE = 10  # a recipe's --val-size is at most 1/VALIDATION_SHARE of the training images
 
 
 class CommandError(Exception):
@@ -110,32 +120,34 @@ def _add_training_options(p):
                         "'beyond' (the BN variant, augmentation, LR schedule, weight averaging, validation split)")
     p.add_argument("--model", metavar="NAME|SPEC.json",
                    help="deepconvnet (the book's), deepconvnet-bn, resnet, simpleconvnet, or a JSON spec file")
-    p.add_argument("--epochs", type=_positive_int, help="epochs to train (book: 20)")
-    p.add_argument("--batch-size", type=_positive_int, help="mini-batch size; the global batch with "
+    p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), help="epochs to train (book: 20)")
+    p.add_argument("--batch-size", type=_int_in(1, MAX_IMAGES), help="mini-batch size; the global batch with "
                    "--distributed (book: 100)")
     p.add_argument("--optimizer", choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"),
                    help="update rule (book: adam)")
-    p.add_argument("--lr", type=_positive_float, help="learning rate (book: 0.001)")
-    p.add_argument("--weight-decay", type=_non_negative_float, metavar="L2",
+    p.add_argument("--lr", type=_float_between(0, MAX_LR, low_open=True), help="learning rate (book: 0.001)")
+    p.add_argument("--weight-decay", type=_float_between(0, MAX_WEIGHT_DECAY), metavar="L2",
                    help="L2 weight decay on the weights (book: 0)")
-    p.add_argument("--lr-schedule", metavar="NAME[:k=v,...]",
+    p.add_argument("--lr-schedule", type=_schedule_spec, metavar="NAME[:k=v,...]",
                    help="constant, step:every=5,gamma=0.5, exponential:gamma=0.9, cosine:min_lr=0, "
                         "one-cycle:pct=0.25 (book: constant); applied per step")
-    p.add_argument("--warmup", type=_non_negative_float, metavar="EPOCHS",
+    p.add_argument("--warmup", type=_float_between(0, MAX_EPOCHS), metavar="EPOCHS",
                    help="linear learning-rate warmup over the first EPOCHS epochs")
-    p.add_argument("--augment", metavar="SPEC",
+    p.add_argument("--augment", type=_augment_spec, metavar="SPEC",
                    help="random transforms per batch, e.g. rotation=10,scale=0.1,shear=5,shift=2.5,"
                         "elastic=34:4 (degrees, fraction, degrees, pixels, alpha:sigma; see deepnet.augment); "
                         "'none' for none")
     p.add_argument("--ema", type=_decay, metavar="DECAY",
                    help="evaluate and save an exponential moving average of the weights, e.g. 0.999")
-    p.add_argument("--val-size", type=_non_negative_int, metavar="N",
+    p.add_argument("--val-size", type=_int_in(0, MAX_IMAGES), metavar="N",
                    help="hold out N training images (stratified, seeded) and evaluate all of them every "
-                        "epoch; the test set is then evaluated once, at the end")
+                        "epoch; the test set is then evaluated once, at the end (a recipe's value is capped "
+                        "at 10%% of the training images)")
     p.add_argument("--select", choices=("last", "best-val"),
                    help="which weights to keep: the last epoch's or the best validation epoch's")
-    p.add_argument("--seed", type=int, help="seed for the weights, dropout, batch order, split, augmentation")
-    p.add_argument("--train-size", type=_positive_int, metavar="N",
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED),
+                   help="seed for the weights, dropout, batch order, split, augmentation")
+    p.add_argument("--train-size", type=_int_in(1, MAX_IMAGES), metavar="N",
                    help="train on the first N training images only (quick demos)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
     _add_common(p, dtype_default="float32")
@@ -149,6 +161,9 @@ def _add_train(commands):
     p.add_argument("--checkpoint", default="deep_convnet_checkpoint.npz", metavar="PATH",
                    help="checkpoint written (atomically) after every epoch (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the --out, --checkpoint and --history files of an earlier run (without this "
+                        "or --resume, train refuses to overwrite them)")
     p.add_argument("--history", default="deep_convnet_history.json", metavar="PATH",
                    help="accuracy and loss history as JSON, for 'deepnet plot' (default %(default)s)")
     p.add_argument("--distributed", action="store_true",
@@ -160,10 +175,14 @@ def _add_train(commands):
 def _add_ensemble(commands):
     p = commands.add_parser("ensemble", help="train K members with different seeds, then evaluate "
                             "their averaged probabilities")
-    p.add_argument("--members", type=_positive_int, required=True, metavar="K")
+    p.add_argument("--members", type=_int_in(1, MAX_MEMBERS), required=True, metavar="K",
+                   help="number of members to train (seeds --seed, --seed + 1, ...; default seed 0)")
     p.add_argument("--out-dir", default="ensemble", metavar="DIR",
                    help="member models, checkpoints, histories and the report (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue unfinished members from their checkpoints")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier ensemble's files in --out-dir (without this or --resume, "
+                        "ensemble refuses to overwrite them)")
     _add_training_options(p)
     p.set_defaults(command=run_ensemble)
 
@@ -181,16 +200,19 @@ def _add_evaluate(commands):
 
 def _add_misclassified(commands):
     p = commands.add_parser("misclassified", help="figure of misclassified test digits (fig. 8-2)")
-    p.add_argument("--params", required=True, type=_existing_file, metavar="FILE")
+    p.add_argument("--params", required=True, type=_existing_file, metavar="FILE",
+                   help="a saved model (deepnet train), a parameter .npz or the book's .pkl")
     p.add_argument("--out", required=True, metavar="FILE.png", help="the figure (.png, .pdf or .svg)")
-    p.add_argument("--max", type=_positive_int, default=20, help="most digits to show")
+    p.add_argument("--max", type=_int_in(1, MAX_SHOWN), default=20,
+                   help="show at most this many misclassified digits (default %(default)s)")
     _add_common(p, dtype_default="float32")
     p.set_defaults(command=run_misclassified)
 
 
 def _add_plot(commands):
     p = commands.add_parser("plot", help="accuracy and loss curves of a training history")
-    p.add_argument("--history", required=True, type=_existing_file, metavar="FILE.json")
+    p.add_argument("--history", required=True, type=_existing_file, metavar="FILE.json",
+                   help="a training history written by 'deepnet train --history' (or an ensemble member's)")
     p.add_argument("--out", required=True, metavar="FILE.png", help="the figure (.png, .pdf or .svg)")
     p.set_defaults(command=run_plot)
 
@@ -200,27 +222,55 @@ def _add_common(p, dtype_default):
     p.add_argument("--data", metavar="DIR", help="directory holding the MNIST files (only there)")
     p.add_argument("--backend", choices=("cython", "numpy"),
                    help="CPU kernels: compiled (cython) or the NumPy reference")
-    p.add_argument("--threads", type=_positive_int, metavar="N", help="threads for the kernels")
+    p.add_argument("--threads", type=_int_in(1, MAX_THREADS), metavar="N", help="threads for the kernels")
 
 
-def _positive_int(text):
+def _int_in(low, high):
+    """An argparse type: an integer in [low, high]."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            what = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise argparse.ArgumentTypeError(f"expected {what} (at most {high:,}), got {text!r}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+_positive_int = _int_in(1, MAX_IMAGES)  # deepnet.app's --threads uses it
+
+
+def _float_between(low, high, low_open=False):
+    """An argparse type: a finite number in [low, high] ((low, high] with low_open)."""
+    bounds = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
+    return lambda text: _float_in(text, lambda v: (v > low if low_open else v >= low) and v <= high,
+                                  f"a finite number {bounds}")
+
+
+def _augment_spec(text):
+    """--augment, checked now (keys, numbers, bounds) rather than at the first batch."""
+    from .augment import Augment
+
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+        Augment.from_spec(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("deepnet.augment.Augment.from_spec", "")
+                                         .replace("deepnet.augment.Augment: ", "").lstrip(": ")) from None
+    return text
 
 
-def _non_negative_int(text):
+def _schedule_spec(text):
+    """--lr-schedule, checked now (name, settings, bounds; min_lr against --lr comes later)."""
+    from .schedules import parse
+
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+        parse(text, lr=MAX_LR, steps_per_epoch=1, epochs=1)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("Schedule: ", "")) from None
+    return text
 
 
 def _float_in(text, ok, what):
@@ -231,14 +281,6 @@ def _float_in(text, ok, what):
     if not (math.isfinite(value) and ok(value)):
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
-
-
-def _positive_float(text):
-    return _float_in(text, lambda v: v > 0, "a finite number > 0")
-
-
-def _non_negative_float(text):
-    return _float_in(text, lambda v: v >= 0, "a finite number >= 0")
 
 
 def _decay(text):
@@ -254,28 +296,101 @@ def _existing_file(path):
 # -- training ------------------------------------------------------------------------------
 
 def run_train(args):
+    started = time.perf_counter()
     settings = _training_settings(args)
     outputs = {"--out": args.out, "--checkpoint": args.checkpoint, "--history": args.history}
     if not args.checkpoint:
         raise CommandError("--checkpoint needs a PATH (every epoch is checkpointed)")
+    from .distributed import mpi_world_size
+
+    if not args.distributed and mpi_world_size() > 1:  # each rank would train alone, into the same files
+        raise CommandError(f"mpiexec started {mpi_world_size()} ranks, but without --distributed each would "
+                           "train alone into the same files: add --distributed to every rank")
     args.communicator = _communicator(args.distributed)
+    _check_ranks_agree(args)
     root = args.communicator.is_root
+    _refuse_to_overwrite(args, outputs.items(), "train")
     if args.seed is None and args.communicator.size > 1:  # one seed for all ranks: rank 0's
         args.seed = args.communicator.broadcast_object(int(np.random.SeedSequence().entropy) if root else None)
     if root:
         _check_writable(outputs)
     _configure_kernels(args)
+    args.interrupt_hint = _interrupt_hint(args.checkpoint, None, resume=args.resume)
     data = _training_data(args, settings)
-    args.interrupt_hint = (f"; the checkpoint after the last finished epoch is {args.checkpoint}: "
-                           "run the same command with --resume to continue")
-    model, elapsed, epoch_times = _train_one(args, settings, data, args.seed, args.checkpoint, args.history,
-                                             communicator=args.communicator)
+    model, _, epoch_times = _train_one(args, settings, data, args.seed, args.checkpoint, args.history,
+                                       communicator=args.communicator)
     if not root:
         return
     path = model.save(args.out)
     print(f"saved the model to {path}")
-    per_epoch = f", {np.mean(epoch_times):.1f} s per epoch" if epoch_times else ""
-    print(f"wall time: {elapsed:.1f} s for {_count(len(epoch_times), 'epoch')}{per_epoch}")
+    per_epoch = (f"; {np.mean(epoch_times):.1f} s per epoch (training and the per-epoch evaluation), "
+                 f"{_count(len(epoch_times), 'epoch')}" if epoch_times else "; no epoch to train")
+    print(f"wall time: {time.perf_counter() - started:.1f} s in all (setup, training and evaluation){per_epoch}")
+
+
+def _refuse_to_overwrite(args, outputs, command):
+    """No silent overwrite: outputs of an earlier run are replaced only with --overwrite
+    (or continued with --resume).  Rank 0 looks and tells the others."""
+    comm = args.communicator
+    problem = None
+    if comm.is_root and not (args.resume or args.overwrite):
+        existing = [(option, path) for option, path in outputs if path and os.path.exists(path)]
+        if existing:
+            options = sorted({option for option, _ in existing})
+            shown = ", ".join(path for _, path in existing[:3]) + (f" and {len(existing) - 3} more files"
+                                                                  if len(existing) > 3 else "")
+            problem = (f"{shown} already exist{'s' if len(existing) == 1 else ''} "
+                       f"({', '.join(options)} of an earlier run): continue that run with --resume, "
+                       f"replace {'it' if len(existing) == 1 else 'them'} with --overwrite, or choose other "
+                       f"{'paths' if command == 'train' else 'a directory'}")
+    problem = comm.broadcast_object(problem)
+    if problem:
+        raise CommandError(problem)
+
+
+def _interrupt_hint(checkpoint, written, previous=0, resume=False):
+    """What Ctrl-C leaves, said as it is: ``written``, the last epoch this run checkpointed
+    (None: none yet); ``previous``, the epoch of the checkpoint it resumed from (0: none)."""
+    again = "run the same command with --resume to continue"
+    if written:
+        return f"; the checkpoint after epoch {written} is {checkpoint}: {again}"
+    if previous:
+        return (f"; no epoch finished in this run: {checkpoint} still holds the checkpoint after epoch "
+                f"{previous}: {again}")
+    if resume and os.path.exists(checkpoint):
+        return f"; no epoch finished in this run: {checkpoint} is as it was: {again}"
+    earlier = " (the file there is an earlier run's)" if os.path.exists(checkpoint) else ""
+    return (f"; no epoch finished, so this run wrote no checkpoint to {checkpoint}{earlier}: "
+            "run the same command to start over")
+
+
+def _ensemble_interrupt_hint(args, finished, member=None, checkpoint=None):
+    """What Ctrl-C leaves of an ensemble (on this rank): the finished members, and the
+    interrupted member's checkpoint if it wrote one."""
+    written = getattr(args, "interrupted_checkpoint_epoch", None) if member is not None else None
+    parts = [f"{_count(len(finished), 'member')} finished in {args.out_dir}"
+             + (f" (member{', member'.join(map(str, finished))})" if finished else "")]
+    if written:
+        parts.append(f"member {member}'s checkpoint after epoch {written} is {checkpoint}")
+    if finished or written or args.resume:
+        return "; " + "; ".join(parts) + ": run the same command with --resume to continue"
+    return f"; {parts[0]} and no checkpoint was written: run the same command to start over"
+
+
+def _check_ranks_agree(args):
+    """Every setting that changes the sequence of collective calls (and the training) must be
+    the same on every rank (mpiexec's MPMD form can start ranks with other options); else the
+    ranks would wait for each other forever or exchange mismatched messages."""
+    comm = args.communicator
+    if comm.size == 1:
+        return
+    # Not options, or per host: where the MNIST files are, how many cores.
+    exempt = {"command", "communicator", "interrupt_hint", "interrupted_checkpoint_epoch", "data", "threads"}
+    differences = comm.differences({"--" + name.replace("_", "-"): value for name, value in vars(args).items()
+                                    if name not in exempt})
+    if differences:
+        raise CommandError(f"the MPI ranks were started with different options ({differences}): "
+                           "start every rank with the same ones")
 
 
 def _count(n, word):
@@ -295,6 +410,13 @@ def _training_settings(args):
         settings["augment"] = None
     if settings["select"] == "best-val" and not settings["val_size"]:
         raise CommandError("--select best-val needs a validation split: --val-size N")
+    from .schedules import parse as parse_schedule
+
+    try:  # with this run's --lr (cosine's min_lr <= lr), before any data is read
+        parse_schedule(settings["lr_schedule"], settings["lr"], 1, settings["epochs"], settings["warmup"])
+    except ValueError as exc:
+        raise CommandError(f"--lr-schedule {settings['lr_schedule']}: {str(exc).replace('Schedule: ', '')}") from None
+    settings["val_size_from_recipe"] = args.val_size is None
     return settings
 
 
@@ -303,9 +425,18 @@ def _training_data(args, settings):
     (x_train, t_train), (x_test, t_test) = _load_mnist(args.data, np.dtype(args.dtype))
     if args.train_size:
         x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
+    from_recipe = settings.pop("val_size_from_recipe", False)
+    if from_recipe and settings["val_size"] > len(x_train) // VALIDATION_SHARE:
+        recipe_value = settings["val_size"]
+        settings["val_size"] = max(1, len(x_train) // VALIDATION_SHARE)
+        communicator = getattr(args, "communicator", None)
+        if communicator is None or communicator.is_root:
+            print(f"--val-size {settings['val_size']}: the recipe's {recipe_value} validation images, capped at "
+                  f"{100 // VALIDATION_SHARE}% of the {len(x_train)} training images (give --val-size to choose)")
     if settings["val_size"] >= len(x_train):
-        raise CommandError(f"--val-size {settings['val_size']} leaves no training images "
-                           f"(there are {len(x_train)})")
+        source = f" (recipe {args.recipe}'s value)" if from_recipe else ""
+        raise CommandError(f"--val-size {settings['val_size']}{source} leaves no training images: there are "
+                           f"{len(x_train)} training images")
     return x_train, t_train, x_test, t_test
 
 
@@ -353,7 +484,12 @@ def _train_one(args, settings, data, seed, checkpoint, history, quiet=False, com
                       communicator=communicator)
     first_epoch = trainer.epoch
     start = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        args.interrupt_hint = _interrupt_hint(checkpoint, trainer.checkpoint_epoch, first_epoch, args.resume)
+        args.interrupted_checkpoint_epoch = trainer.checkpoint_epoch or first_epoch or None
+        raise
     return model, time.perf_counter() - start, trainer.epoch_times[first_epoch:]
 
 
@@ -383,21 +519,32 @@ def run_ensemble(args):
     settings = _training_settings(args)
     args.communicator = _communicator(mpi_world_size() > 1)
     comm = args.communicator
+    _check_ranks_agree(args)
+    files = [os.path.join(args.out_dir, f"member{member}{suffix}") for member in range(args.members)
+             for suffix in (".npz", ".checkpoint.npz", ".history.json")] + [os.path.join(args.out_dir, "report.json")]
+    _refuse_to_overwrite(args, [("--out-dir", path) for path in files], "ensemble")
     os.makedirs(args.out_dir, exist_ok=True)
     _check_writable({"--out-dir": os.path.join(args.out_dir, "report.json")})
     _configure_kernels(args)
     data = _training_data(args, settings)
     base_seed = 0 if args.seed is None else args.seed
     seconds = {}
-    args.interrupt_hint = f"; finished members are in {args.out_dir}: run the same command with --resume to continue"
+    finished = []
+    args.interrupt_hint = _ensemble_interrupt_hint(args, finished)
     for member in range(comm.rank, args.members, comm.size):
         stem = os.path.join(args.out_dir, f"member{member}")
         print(f"--- member {member + 1}/{args.members} (seed {base_seed + member})"
               + (f" on rank {comm.rank}" if comm.size > 1 else ""), flush=True)
-        model, seconds[member], _ = _train_one(args, settings, data, base_seed + member,
-                                               stem + ".checkpoint.npz", stem + ".history.json",
-                                               quiet=comm.size > 1)
+        try:
+            model, seconds[member], _ = _train_one(args, settings, data, base_seed + member,
+                                                   stem + ".checkpoint.npz", stem + ".history.json",
+                                                   quiet=comm.size > 1)
+        except KeyboardInterrupt:
+            args.interrupt_hint = _ensemble_interrupt_hint(args, finished, member, stem + ".checkpoint.npz")
+            raise
         model.save(stem + ".npz")
+        finished.append(member)
+        args.interrupt_hint = _ensemble_interrupt_hint(args, finished)
     gathered = comm.gather(seconds)  # also waits for every rank's members
     if not comm.is_root:
         return
@@ -485,7 +632,10 @@ def run_plot(args):
     accuracy_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     accuracy_axes.legend(loc="lower right")
     loss_axes.plot(history["train_loss_list"], linewidth=0.8)
-    loss_axes.set(xlabel="iterations", ylabel="loss", title="training loss")
+    # Measured on each mini-batch as trained: with dropout on (the book's net), so higher than
+    # the loss of the network evaluated, next to its accuracy.
+    dropout = " (with dropout)" if history.get("dropout", True) else ""
+    loss_axes.set(xlabel="iterations", ylabel=f"mini-batch loss{dropout}", title=f"training loss{dropout}")
     _save_figure(figure, args.out, figure_format)
     print(f"wrote {args.out}")
 

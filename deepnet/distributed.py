@@ -61,6 +61,12 @@ class SingleProcess:
         """On rank 0 the list of every rank's ``value`` (None on the others)."""
         return [value]
 
+    def differences(self, values):
+        """Compare ``values`` (a dict name -> picklable value) across the ranks: None if every
+        rank has the same, else one line naming each name that differs and which ranks hold
+        which value (the same answer on every rank).  Collective: every rank must call it."""
+        return None
+
 
 class MPICommunicator(SingleProcess):
     """Data-parallel training over an mpi4py communicator (COMM_WORLD by default)."""
@@ -124,9 +130,30 @@ class MPICommunicator(SingleProcess):
     def gather(self, value):
         return self.comm.gather(value, root=0)
 
+    def differences(self, values):
+        every = self.gather(values)
+        return self.broadcast_object(describe_differences(every) if self.is_root else None)
+
     def abort(self, code=1):
         """End every rank now (MPI_Abort): a failed rank must not leave the others waiting."""
         self.comm.Abort(code)
+
+
+def describe_differences(every):
+    """None if the dicts in ``every`` (one a rank) are equal, else e.g. "--epochs 1 on rank 0
+    vs 2 on rank 1; ..." ("not given" for None or a missing name)."""
+    parts = []
+    for name in sorted(set().union(*every), key=str):
+        holders = {}
+        for rank, values in enumerate(every):
+            value = values.get(name)
+            holders.setdefault("not given" if value is None else repr(value) if isinstance(value, str) else
+                               str(value), []).append(rank)
+        if len(holders) > 1:
+            parts.append(f"{name} " + " vs ".join(
+                f"{value} on rank{'s' if len(ranks) > 1 else ''} {','.join(map(str, ranks))}"
+                for value, ranks in holders.items()))
+    return "; ".join(parts) or None
 
 
 def mpi_world_size():

@@ -57,6 +57,7 @@ class Optimizer:
     """
 
     state_names = ()
+    nonnegative_state = ()  # state that can only be >= 0 (sums of squared gradients)
 
     def __init__(self, lr, weight_decay=0.0):
         if not (_is_real(lr) and math.isfinite(lr) and lr > 0):
@@ -116,10 +117,15 @@ class Optimizer:
                 state[f"{name}/{key}"] = _to_numpy(array)
         return state
 
-    def load_state_dict(self, state):
-        """Restore what ``state_dict`` returned (also accepts it after a save/load to .npz)."""
+    def load_state_dict(self, state, prefix=""):
+        """Restore what ``state_dict`` returned (also accepts it after a save/load to .npz).
+
+        Every entry is checked first (ValueError naming it as ``prefix + entry``, e.g.
+        ``'optimizer/v/W1'``): ``iter`` an integer >= 0, each state array floating-point
+        and finite, and the states that are sums of squares (``nonnegative_state``) >= 0."""
+        where = f"{type(self).__name__} state"
         if "iter" not in state:
-            raise ValueError(f"{type(self).__name__} state has no 'iter' entry")
+            raise ValueError(f"{where} has no {prefix + 'iter'!r} entry")
         loaded = {name: {} for name in self.state_names}
         for entry, array in state.items():
             if entry == "iter":
@@ -127,11 +133,12 @@ class Optimizer:
             name, sep, key = entry.partition("/")
             if not sep or name not in loaded:
                 raise ValueError(
-                    f"unexpected entry {entry!r} in {type(self).__name__} state; "
+                    f"unexpected entry {prefix + entry!r} in {where}; "
                     f"expected 'iter' or '<state>/<param>' with <state> in {self.state_names}")
-            loaded[name][key] = np.array(array, copy=True)
-        # int() also accepts the 0-d array that np.savez makes of an int.
-        self.iter = int(state["iter"])
+            array = np.array(array, copy=True)
+            _check_state_array(where, prefix + entry, array, nonnegative=name in self.nonnegative_state)
+            loaded[name][key] = array
+        self.iter = _check_count(where, prefix + "iter", state["iter"])
         self._state = loaded
 
     def __repr__(self):
@@ -181,6 +188,7 @@ class AdaGrad(Optimizer):
     """h += g*g;  p -= lr*g / (sqrt(h) + 1e-7)"""
 
     state_names = ("h",)
+    nonnegative_state = ("h",)
 
     def __init__(self, lr=0.01, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -196,6 +204,7 @@ class RMSprop(Optimizer):
     """h = decay*h + (1-decay)*g*g;  p -= lr*g / (sqrt(h) + 1e-7)"""
 
     state_names = ("h",)
+    nonnegative_state = ("h",)
 
     def __init__(self, lr=0.01, decay_rate=0.99, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -217,6 +226,7 @@ class Adam(Optimizer):
     """
 
     state_names = ("m", "v")
+    nonnegative_state = ("v",)
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -240,6 +250,30 @@ _OPTIMIZERS = {
     "rmsprop": RMSprop,
     "adam": Adam,
 }
+
+
+def _check_count(where, entry, value):
+    """An update count from a state dict (an int, or the 0-d array np.savez makes of one):
+    an integer >= 0."""
+    count = value.item() if isinstance(value, np.ndarray) and value.shape == () else value
+    if not (isinstance(count, numbers.Integral) and not isinstance(count, bool) and count >= 0):
+        raise ValueError(f"{where}: {entry!r} must be an integer >= 0, got {_brief_value(value)}")
+    return int(count)
+
+
+def _check_state_array(where, entry, array, nonnegative):
+    if array.dtype.kind != "f":
+        raise ValueError(f"{where}: {entry!r} must be a floating-point array, got {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{where}: {entry!r} holds NaN or infinite values")
+    if nonnegative and array.size and array.min() < 0:
+        raise ValueError(f"{where}: {entry!r} (a sum of squared gradients) must be >= 0, "
+                         f"got a minimum of {float(array.min())!r}")
+
+
+def _brief_value(value):
+    array = np.asarray(value)
+    return f"{array.item()!r}" if array.shape == () else f"an array of shape {array.shape} ({array.dtype})"
 
 
 def get_optimizer(name, **params):

@@ -54,6 +54,8 @@ class Schedule:
             _check(_finite(value) and value >= 0, key, value, "a finite number >= 0")
         if name == "step":
             _check(self.settings["every"] > 0, "every", self.settings["every"], "> 0")
+        if "gamma" in self.settings:  # a decay: above 1 the rate grows (and 1e308 overflowed at step 2)
+            _check(self.settings["gamma"] <= 1, "gamma", self.settings["gamma"], "in [0, 1]")
         if name == "cosine":
             _check(self.settings["min_lr"] <= self.lr, "min_lr", self.settings["min_lr"], f"<= lr ({self.lr:g})")
         if name == "one-cycle":

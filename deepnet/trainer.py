@@ -27,6 +27,7 @@ After each epoch the trainer writes the history (JSON) and a checkpoint from whi
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 
@@ -40,15 +41,9 @@ from .optimizers import get_optimizer
 __all__ = ["Trainer", "WeightAverage"]
 
 SELECT = ("last", "best-val")
-# What each entry of _config() is, in a refused resume's message (the command line's words).
-_SETTING_NAMES = {
-    "optimizer": "optimizer (--optimizer)", "optimizer_settings": "optimizer settings (--lr, --weight-decay)",
-    "mini_batch_size": "batch size (--batch-size)", "train_size": "training data (--train-size, --val-size)",
-    "val_size": "validation split (--val-size)", "validation": "validation split (--val-size, --seed)",
-    "select": "weight selection (--select)", "dtype": "dtype (--dtype)", "model": "model (--model)",
-    "hooks": "learning rate, schedule, weight average or augmentation (--lr, --lr-schedule, --warmup, "
-             "--ema, --augment)",
-}
+# The command line's words for the optimizer settings in _config().
+_OPTIMIZER_SETTING_NAMES = {"lr": "--lr", "weight_decay": "--weight-decay"}
+_HISTORY_LISTS = ("train_loss_list", "train_acc_list", "val_acc_list", "test_acc_list", "lr_list", "epoch_times")
 CHECKPOINT_TEXT = ("config", "history", "trainer_rng", "network_rng")  # JSON entries of a checkpoint
 
 
@@ -103,7 +98,10 @@ class Trainer:
         self.epoch_times = []  # wall-clock seconds of each epoch (training + evaluation)
         self.best = None       # (epoch, val accuracy, {name: array}) with select="best-val"
         self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
+        self.checkpoint_epoch = None  # the epoch of the last checkpoint this trainer wrote
 
+        if self.communicator.size > 1:
+            self._check_ranks_agree(resume)
         resumed = resume and self._resume_if_possible()
         if not resumed and self.communicator.size > 1:  # every rank starts from rank 0's state
             self._apply_state(self.communicator.broadcast_object(self._state()), "rank 0's state")
@@ -264,6 +262,7 @@ class Trainer:
             "epoch_times": self.epoch_times,
             "images_evaluated_per_epoch": evaluated,
             "final_test": self.final_test,
+            "dropout": bool(getattr(self.network, "dropout_layers", list)()),  # in the training loss
         }
 
     def _save_history(self):
@@ -276,6 +275,7 @@ class Trainer:
             return
         with io.atomic_write(self.checkpoint_path) as f:
             np.savez(f, **self._state())
+        self.checkpoint_epoch = self.epoch
 
     def _state(self):
         """Everything a resumed run needs, as the arrays of a checkpoint."""
@@ -322,32 +322,89 @@ class Trainer:
             raise ValueError(f"{path} is not a deepnet training checkpoint")
         try:
             self._check_config(json.loads(str(state["config"])), path)
-            self.network.set_params(_entries(state, "param/"), source=path)
-            self.optimizer.load_state_dict(_entries(state, "optimizer/"))
+            check = _EntryCheck(path)
+            targets = _snapshot(self.network, copy=False)
+            params = _entries(state, "param/")
+            for name, value in params.items():
+                check.finite_float(f"param/{name}", value)
+                if "running_var" in name:
+                    check.non_negative(f"param/{name}", value)
+            self.network.set_params(params, source=path)
+            optimizer_state = _entries(state, "optimizer/")
+            self._check_optimizer_state(check, optimizer_state)
+            try:
+                self.optimizer.load_state_dict(optimizer_state, prefix="optimizer/")
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
             for index, hook in enumerate(self._stateful()):
-                hook.load_state_dict(_entries(state, f"hook{index}/"))
+                hook_state = _entries(state, f"hook{index}/")
+                for name, value in hook_state.items():
+                    if name.startswith("average/"):
+                        check.like(f"hook{index}/{name}", value, targets.get(name[len("average/"):]))
+                        if "running_var" in name:
+                            check.non_negative(f"hook{index}/{name}", value)
+                    elif np.ndim(value) == 0:
+                        check.count(f"hook{index}/{name}", value)
+                hook.load_state_dict(hook_state)
+            epoch = check.count("epoch", state["epoch"], upper=self.epochs)
+            steps = self._steps_per_epoch()
+            if self.optimizer.iter != epoch * steps:
+                raise ValueError(f"{path}: 'optimizer/iter' is {self.optimizer.iter}, expected {epoch * steps} "
+                                 f"after {epoch} epochs of {steps} steps")
             best = _entries(state, "best/")
             if best:
-                epoch, accuracy = state["best_epoch_and_accuracy"]
-                self.best = (int(epoch), float(accuracy), best)
-            self.rng.bit_generator.state = json.loads(str(state["trainer_rng"]))
-            self.network.set_random_state(json.loads(str(state["network_rng"])))
-            self.epoch = int(state["epoch"])
-            history = json.loads(str(state["history"]))
-            for key in ("train_loss_list", "train_acc_list", "val_acc_list", "test_acc_list", "lr_list",
-                        "epoch_times"):
+                for name, value in best.items():
+                    check.like(f"best/{name}", value, targets.get(name))
+                    if "running_var" in name:
+                        check.non_negative(f"best/{name}", value)
+                best_epoch, accuracy = check.pair("best_epoch_and_accuracy", state["best_epoch_and_accuracy"])
+                if not (1 <= best_epoch <= epoch and best_epoch == int(best_epoch) and 0 <= accuracy <= 1):
+                    raise ValueError(f"{path}: 'best_epoch_and_accuracy' must be an epoch in [1, {epoch}] and an "
+                                     f"accuracy in [0, 1], got {best_epoch!r}, {accuracy!r}")
+                self.best = (int(best_epoch), float(accuracy), best)
+            check.random_state("trainer_rng", lambda value: setattr(self.rng.bit_generator, "state", value),
+                               state["trainer_rng"])
+            check.random_state("network_rng", self.network.set_random_state, state["network_rng"])
+            history = check.history(state["history"], epoch, self.optimizer.iter)
+            self.epoch = epoch
+            for key in _HISTORY_LISTS:
                 setattr(self, key, list(history[key]))
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: damaged training checkpoint ({type(exc).__name__}: {exc})") from None
 
+    def _check_optimizer_state(self, check, state):
+        """Each optimizer state array belongs to a parameter and has its shape and state dtype."""
+        for entry, value in state.items():
+            name, _, key = entry.partition("/")
+            if key:
+                param = self.network.params.get(key)
+                if param is None:
+                    raise ValueError(f"{check.path}: 'optimizer/{entry}' is for no parameter of this network")
+                expected = np.float32 if param.dtype == np.float16 else param.dtype
+                check.like(f"optimizer/{entry}", value, param, dtype=expected)
+
     def _check_config(self, saved, path):
         current = json.loads(json.dumps(self._config()))  # the same JSON types as the saved one
-        for key in sorted(set(saved) | set(current)):
-            if saved.get(key) != current.get(key):
-                what = _SETTING_NAMES.get(key, key)
-                raise ValueError(f"checkpoint {path} was made with other {what}: {key}={_brief(saved.get(key))}, "
-                                 f"this run has {key}={_brief(current.get(key))}; "
-                                 "resume with the same settings, or start a new run")
+        differences = _setting_differences(saved, current)
+        if differences:
+            raise ValueError(f"checkpoint {path} was made with other settings ("
+                             + "; ".join(f"{name}: saved {_brief(was)}, now {_brief(now)}"
+                                         for name, (was, now) in differences.items())
+                             + "): resume with the same settings, or start a new run (--overwrite)")
+
+    def _check_ranks_agree(self, resume):
+        """Settings that change the sequence of collective calls must be the same on every
+        rank: with another number of epochs or another resume, the ranks would wait for each
+        other forever, or exchange mismatched messages."""
+        differences = self.communicator.differences({
+            "epochs": self.epochs, "resume": bool(resume), "checkpoint_path": bool(self.checkpoint_path),
+            "evaluate_sample_num_per_epoch": self.evaluate_sample_num_per_epoch,
+            "test images": None if self.x_test is None else len(self.x_test),
+            "validation images": len(self.x_val) if self.validating else None,
+            "training images": len(self.x_train), "batch size": self.batch_size, "select": self.select,
+            "hooks": [type(part).__name__ for part in self.hooks + [self.batch_transform] if part is not None]})
+        if differences:
+            raise ValueError(f"Trainer: the ranks were given different settings ({differences})")
 
     def _resume_if_possible(self):
         """Resume if the checkpoint exists (rank 0 looks, and tells the others); True if so."""
@@ -449,6 +506,73 @@ def _model_spec_or_none(network):
         return None
 
 
+def _named_settings(config, validating):
+    """A checkpoint's config as {the command line's name for a setting: value}, one entry
+    per setting, so a refused resume names exactly the ones that differ."""
+    named = {}
+    for key, value in config.items():
+        if key == "optimizer":
+            named["--optimizer"] = value
+        elif key == "optimizer_settings":
+            for setting, number in value.items():
+                named[_OPTIMIZER_SETTING_NAMES.get(setting, f"optimizer setting {setting}")] = number
+        elif key == "mini_batch_size":
+            named["--batch-size"] = value
+        elif key == "train_size":
+            name = "training images (--train-size less --val-size)" if validating else "--train-size"
+            named[name] = value
+        elif key == "validation":
+            named["validation images (drawn with --seed)"] = value
+        elif key == "hooks":
+            for spec in value:
+                named.update(_named_hook_settings(spec))
+        else:
+            named[{"val_size": "--val-size", "select": "--select", "dtype": "--dtype",
+                   "model": "--model"}.get(key, key)] = value
+    named.setdefault("--augment", "none")
+    named.setdefault("--ema", "none")
+    return named
+
+
+def _named_hook_settings(spec):
+    if isinstance(spec, str):
+        return {"--augment": spec}
+    if isinstance(spec, dict) and "weight_average" in spec:
+        return {"--ema": spec["weight_average"]}
+    if isinstance(spec, dict) and "name" in spec:  # a learning-rate schedule
+        settings = {k: v for k, v in spec.items() if k not in ("name", "lr", "steps_per_epoch", "warmup", "epochs")}
+        named = {"--lr-schedule": spec["name"] + "".join(
+                     (":" if i == 0 else ",") + f"{k}={v:g}" for i, (k, v) in enumerate(sorted(settings.items()))),
+                 "--warmup": spec.get("warmup"), "steps per epoch (training images / --batch-size)":
+                     spec.get("steps_per_epoch")}
+        if "epochs" in spec:
+            named[f"--epochs (the length of the {spec['name']} schedule)"] = spec["epochs"]
+        return named
+    return {f"setting {_brief(spec)}": spec}
+
+
+def _setting_differences(saved, current):
+    """{name: (saved, current)} for the settings that differ, leaving out those that only
+    follow from another difference (steps per epoch from the training set, say)."""
+    validating = bool(saved.get("val_size") or current.get("val_size"))
+    was, now = _named_settings(saved, validating), _named_settings(current, validating)
+    differences = {name: (was.get(name, "none"), now.get(name, "none")) for name in {**was, **now}
+                   if was.get(name, "none") != now.get(name, "none")}
+    train = {name for name in differences if name.startswith("training images") or name == "--train-size"}
+    if train or "--batch-size" in differences:
+        differences.pop("steps per epoch (training images / --batch-size)", None)
+    if train or "--val-size" in differences:
+        differences.pop("validation images (drawn with --seed)", None)
+    if "--lr-schedule" in differences:  # a schedule's length is known to only some schedules
+        for name in [name for name in differences if name.startswith("--epochs (the length")]:
+            differences.pop(name)
+    if "--val-size" in differences and len(train) == 1:
+        (name,) = train
+        if differences[name][0] + differences["--val-size"][0] == differences[name][1] + differences["--val-size"][1]:
+            differences.pop(name)  # the same images, split otherwise
+    return differences
+
+
 def _brief(value):
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -463,6 +587,100 @@ def _progress_bar(total, description, enabled):
     terminal (no redraws in a log file)."""
     return tqdm(total=total, desc=description, unit="img", unit_scale=True,
                 disable=None if enabled else True, leave=False, dynamic_ncols=True)
+
+
+class _EntryCheck:
+    """Checks of a checkpoint's entries; each failure is a ValueError naming the file and the entry."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, entry, what):
+        raise ValueError(f"{self.path}: {entry!r} {what}")
+
+    def finite_float(self, entry, value):
+        value = np.asarray(value)
+        if value.dtype.kind != "f":
+            self.fail(entry, f"must be a floating-point array, got {value.dtype}")
+        if not np.isfinite(value).all():
+            self.fail(entry, "holds NaN or infinite values (a diverged run?)")
+
+    def non_negative(self, entry, value):
+        if np.asarray(value).size and np.asarray(value).min() < 0:
+            self.fail(entry, f"(a variance) must be >= 0, got a minimum of {float(np.asarray(value).min())!r}")
+
+    def like(self, entry, value, target, dtype=None):
+        """A finite float array with ``target``'s shape (and ``dtype``, default target's)."""
+        if target is None:
+            self.fail(entry, "is for no parameter or buffer of this network")
+        value = np.asarray(value)
+        self.finite_float(entry, value)
+        if value.shape != tuple(target.shape):
+            self.fail(entry, f"has shape {value.shape}, the parameter has {tuple(target.shape)}")
+        if value.dtype != np.dtype(dtype or target.dtype):
+            self.fail(entry, f"has dtype {value.dtype}, expected {np.dtype(dtype or target.dtype)}")
+
+    def count(self, entry, value, upper=None):
+        """An integer (0-d integer array) in [0, upper]."""
+        value = np.asarray(value)
+        number = value.item() if value.shape == () else None
+        bounds = f"[0, {upper}]" if upper is not None else ">= 0"
+        if value.dtype.kind not in "iu" or number is None:
+            self.fail(entry, f"must be an integer in {bounds}, got {_value_text(value)}")
+        if number < 0 or (upper is not None and number > upper):
+            self.fail(entry, f"must be an integer in {bounds}, got {number}"
+                      + (" (more epochs than this run's --epochs)" if upper is not None and number > upper else ""))
+        return int(number)
+
+    def pair(self, entry, value):
+        value = np.asarray(value)
+        if value.shape != (2,) or value.dtype.kind not in "fiu" or not np.isfinite(value).all():
+            self.fail(entry, f"must be two finite numbers, got {_value_text(value)}")
+        return float(value[0]), float(value[1])
+
+    def random_state(self, entry, apply, text):
+        try:
+            value = json.loads(str(text))
+            for state in value if isinstance(value, list) else [value]:
+                if not isinstance(state, dict):
+                    raise TypeError(f"expected a generator state (a JSON object), got {_brief(state)}")
+                if state.get("has_uint32", 0) not in (0, 1) or not 0 <= state.get("uinteger", 0) < 2 ** 32:
+                    raise ValueError(f"has_uint32 {state.get('has_uint32')!r} / uinteger {state.get('uinteger')!r} "
+                                     "out of range")
+            apply(value)
+        except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
+            self.fail(entry, f"is not a valid random generator state ({type(exc).__name__}: {exc})")
+
+    def history(self, text, epochs, steps):
+        """The history's per-epoch lists (``epochs`` entries each, or none for the accuracies
+        not measured) and per-step losses (``steps``), as lists of numbers."""
+        try:
+            history = json.loads(str(text))
+        except json.JSONDecodeError as exc:
+            self.fail("history", f"is not JSON ({exc})")
+        if not isinstance(history, dict):
+            self.fail("history", f"must be a JSON object, got {type(history).__name__}")
+        for key in _HISTORY_LISTS:
+            values = history.get(key)
+            if not isinstance(values, list) or not all(_is_number(v) for v in values):
+                self.fail("history", f"must hold a list of numbers {key!r}, got {_brief(values)}")
+            expected = steps if key == "train_loss_list" else epochs
+            optional = key in ("train_acc_list", "val_acc_list", "test_acc_list")
+            if len(values) != expected and not (optional and not values):
+                self.fail("history", f"{key!r} has {len(values)} entries, expected {expected}")
+            if key.endswith("acc_list") and not all(0 <= v <= 1 for v in values):
+                self.fail("history", f"{key!r} holds an accuracy outside [0, 1]")
+            if key in ("lr_list", "epoch_times") and not all(math.isfinite(v) and v >= 0 for v in values):
+                self.fail("history", f"{key!r} must hold finite numbers >= 0")
+        return history
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _value_text(value):
+    return repr(value.item()) if value.shape == () else f"an array of shape {value.shape} ({value.dtype})"
 
 
 def _entries(state, prefix):

@@ -153,6 +153,9 @@ def test_spec_round_trips():
     ("elastic=34:0", ValueError, ["elastic_sigma", "(0, 1000]"]),
     ("elastic=34:1e300", ValueError, ["elastic_sigma", "(0, 1000]"]),
     ("fill=inf", ValueError, ["fill", "finite"]),
+    ("shift=1e308", ValueError, ["shift", "[0, 1000]", "1e+308"]),
+    ("elastic=1e30:4", ValueError, ["elastic_alpha", "[0, 10000]"]),
+    ("fill=-1e30", ValueError, ["fill", "[-1000, 1000]"]),
     (3, TypeError, ["from_spec", "must be a str", "3"]),
 ])
 def test_bad_specs_raise_clear_errors(spec, error, fragments):

@@ -220,7 +220,7 @@ def test_memory_error_is_one_line(monkeypatch, capsys, tmp_path):
     assert_one_line_error(capsys, "out of memory", "--batch-size")
 
 
-def test_interrupt_says_how_to_resume(monkeypatch, capsys, tmp_path, mnist):
+def test_interrupt_before_any_epoch_says_that_no_checkpoint_was_written(monkeypatch, capsys, tmp_path, mnist):
     monkeypatch.chdir(tmp_path)
 
     def interrupted(*args, **kwargs):
@@ -228,7 +228,8 @@ def test_interrupt_says_how_to_resume(monkeypatch, capsys, tmp_path, mnist):
     monkeypatch.setattr("deepnet.trainer.Trainer.train", interrupted)
     assert cli.main(["train", "--data", str(mnist), "--train-size", "100"]) == 130
     err = capsys.readouterr().err
-    assert "interrupted" in err and "--resume" in err and "deep_convnet_checkpoint.npz" in err
+    assert "interrupted" in err and "no checkpoint" in err and "deep_convnet_checkpoint.npz" in err
+    assert "--resume" not in err  # there is nothing to resume from
 
 
 def test_resume_with_another_learning_rate_or_dtype_is_refused(tmp_path, monkeypatch, capsys, mnist, small_test_set):
@@ -383,3 +384,184 @@ def test_evaluate_refuses_nan_batch_norm_statistics(tmp_path, capsys, mnist, sma
     path = net.save(tmp_path / "nan_buffers.npz")
     assert cli.main(["evaluate", "--params", str(path), "--data", str(mnist)]) == 1
     assert_one_line_error(capsys, "nan_buffers.npz", "running_var")
+
+
+# -- hardening round 3 ---------------------------------------------------------------------
+
+def quick_train(mnist, *extra):
+    return ["train", "--train-size", "100", "--epochs", "1", "--data", str(mnist)] + list(extra)
+
+
+def test_a_second_train_into_the_same_paths_is_refused_before_training(tmp_path, monkeypatch, capsys, mnist,
+                                                                       small_test_set):
+    """Row 16: a second run silently replaced the first run's model and checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(quick_train(mnist)) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"deep_convnet_params.npz", "deep_convnet_checkpoint.npz", "deep_convnet_history.json"}
+    real_load, loaded = cli._load_mnist, []
+    monkeypatch.setattr(cli, "_load_mnist", lambda *a: loaded.append(1) or real_load(*a))
+    assert cli.main(quick_train(mnist, "--seed", "5")) == 2
+    assert_one_line_error(capsys, "deep_convnet_params.npz", "deep_convnet_checkpoint.npz", "--resume", "--overwrite")
+    assert not loaded and {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert cli.main(quick_train(mnist, "--seed", "5", "--overwrite")) == 0
+    assert (tmp_path / "deep_convnet_params.npz").read_bytes() != before["deep_convnet_params.npz"]
+
+
+def test_a_second_ensemble_into_the_same_directory_is_refused(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    argv = ["ensemble", "--members", "1", "--train-size", "100", "--epochs", "1", "--data", str(mnist)]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    before = (tmp_path / "ensemble" / "member0.npz").read_bytes()
+    assert cli.main(argv + ["--seed", "4"]) == 2
+    assert_one_line_error(capsys, "member0.npz", "--resume", "--overwrite")
+    assert (tmp_path / "ensemble" / "member0.npz").read_bytes() == before
+    assert cli.main(argv + ["--seed", "4", "--overwrite"]) == 0
+
+
+def interrupt_at_step(monkeypatch, step):
+    """Trainer.train_step raises KeyboardInterrupt at its call number ``step`` (from 1)."""
+    from deepnet.trainer import Trainer
+    real_step, calls = Trainer.train_step, []
+
+    def train_step(self, x, t):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real_step(self, x, t)
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+def test_an_interrupt_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path, monkeypatch, capsys, mnist):
+    """Row 17: the hint named a checkpoint that did not exist."""
+    monkeypatch.chdir(tmp_path)
+    interrupt_at_step(monkeypatch, 1)
+    assert cli.main(quick_train(mnist)) == 130
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err
+    assert "no checkpoint" in err and "--resume" not in err, err
+    assert not (tmp_path / "deep_convnet_checkpoint.npz").exists()
+
+
+def test_an_interrupt_after_an_epoch_names_that_checkpoint(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    interrupt_at_step(monkeypatch, 2)  # 100 images in one batch: step 2 is epoch 2's first
+    assert cli.main(quick_train(mnist, "--epochs", "3", "--checkpoint", "c.npz")) == 130
+    err = capsys.readouterr().err
+    assert "c.npz" in err and "after epoch 1" in err and "--resume" in err, err
+
+
+def test_a_refused_resume_names_exactly_the_settings_that_differ_with_both_values(
+        tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    """Row 17: another --train-size was blamed on '--lr, --lr-schedule, --warmup, --ema, --augment'."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--data", str(mnist), "--checkpoint", "c.npz", "--epochs", "2"]
+    assert cli.main(["train", "--train-size", "200", "--epochs", "1"] + common[:-2]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--train-size", "100", "--resume"] + common) == 1
+    err = assert_one_line_error(capsys, "c.npz", "--train-size", "200", "100")
+    assert "--lr" not in err and "--ema" not in err and "--augment" not in err, err
+    assert cli.main(["train", "--train-size", "200", "--resume", "--lr", "0.01", "--batch-size", "50"] + common) == 1
+    err = assert_one_line_error(capsys, "--lr", "0.001", "0.01", "--batch-size", "100", "50")
+    assert "--train-size" not in err and "--ema" not in err, err
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--augment", "shift=1e308"], ["--augment", "shift"]),
+    (["--augment", "elastic=1e30:4"], ["--augment", "elastic_alpha"]),
+    (["--augment", "fill=1e30"], ["--augment", "fill"]),
+    (["--lr", "1e308"], ["--lr", "1e308"]),
+    (["--weight-decay", "1e308"], ["--weight-decay"]),
+    (["--warmup", "1e308"], ["--warmup"]),
+    (["--lr-schedule", "step:gamma=1e308"], ["--lr-schedule", "gamma"]),
+    (["--seed", "-1"], ["--seed", "-1"]),
+    (["--lr-schedule", "cosine:min_lr=0.5"], ["--lr-schedule", "min_lr", "<= lr (0.001)"]),
+    (["--threads", "100000000"], ["--threads"]),
+    (["--epochs", "10000000000"], ["--epochs"]),
+])
+def test_option_values_are_bounded_where_they_are_parsed(argv, fragments, capsys, monkeypatch):
+    """Row 13: --augment shift=1e308 was accepted, then the first batch died with OverflowError."""
+    monkeypatch.setattr(cli, "_load_mnist", lambda *a: pytest.fail("the data was loaded"))
+    assert cli.main(["train"] + argv) == 2
+    assert_one_line_error(capsys, *fragments)
+
+
+def test_recipe_defaults_adapt_to_a_small_training_set_and_say_so(tmp_path, monkeypatch, capsys, mnist):
+    """Row 20: --recipe beyond --train-size 5000 failed with '--val-size 5000 leaves no training images'."""
+    monkeypatch.chdir(tmp_path)
+    settings = {}
+    real_train_one = cli._train_one
+
+    def train_one(args, chosen, data, *rest, **kwargs):
+        settings.update(chosen, train=len(data[0]))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_train_one", train_one)
+    assert cli.main(["train", "--recipe", "beyond", "--train-size", "5000", "--data", str(mnist)]) == 130
+    assert settings["val_size"] == 500 and settings["train"] == 5000
+    out = capsys.readouterr().out
+    assert "--val-size 500" in out and "recipe" in out and "10%" in out, out
+    # Given explicitly, the value is the user's, and a bad one says so.
+    assert cli.main(["train", "--recipe", "beyond", "--train-size", "5000", "--val-size", "5000",
+                     "--data", str(mnist)]) == 2
+    assert_one_line_error(capsys, "--val-size 5000", "5000 training images")
+    assert real_train_one
+
+
+def walk_options(parser):
+    for action in parser._actions:
+        if isinstance(action, __import__("argparse")._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from ((f"{name} {option}", help_) for option, help_ in walk_options(sub))
+        elif action.option_strings:
+            yield "/".join(action.option_strings), action.help
+
+
+def test_every_option_has_help_text():
+    """Row 22: --members, --max and --history had none."""
+    missing = [option for option, help_ in walk_options(cli.build_parser()) if not help_]
+    assert not missing
+
+
+def test_the_wall_time_line_labels_total_and_per_epoch_times(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    """Row 22: '92.3 s for 1 epoch, 43.8 s per epoch' read as a contradiction."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(quick_train(mnist)) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("wall time"))
+    assert re.fullmatch(r"wall time: [0-9.]+ s in all \(setup, training and evaluation\); "
+                        r"[0-9.]+ s per epoch \(training and the per-epoch evaluation\), 1 epoch", line), line
+
+
+def test_the_plot_says_the_training_loss_includes_dropout(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    history = tmp_path / "h.json"
+    history.write_text(json.dumps({"train_acc_list": [0.5, 0.8], "train_loss_list": [2.3, 1.0]}))
+    titles = []
+    from matplotlib.axes import Axes
+    real_set = Axes.set
+
+    def record(self, **kwargs):
+        titles.append(kwargs.get("title"))
+        titles.append(kwargs.get("ylabel"))
+        return real_set(self, **kwargs)
+    import unittest.mock
+    with unittest.mock.patch.object(Axes, "set", record):
+        assert cli.main(["plot", "--history", str(history), "--out", str(tmp_path / "p.png")]) == 0
+    assert any(text and "dropout" in text for text in titles), titles
+
+
+def test_an_interrupted_ensemble_says_which_members_finished(tmp_path, monkeypatch, capsys, mnist, small_test_set):
+    monkeypatch.chdir(tmp_path)
+    interrupt_at_step(monkeypatch, 2)  # member 0: 1 epoch of one batch; member 1's first step
+    argv = ["ensemble", "--members", "2", "--train-size", "100", "--epochs", "1", "--data", str(mnist)]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "1 member finished in ensemble (member0)" in err and "--resume" in err, err
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    interrupt_at_step(monkeypatch, 1)
+    assert cli.main(["ensemble", "--members", "1", "--train-size", "100", "--epochs", "1", "--data", str(mnist),
+                     "--out-dir", "fresh"]) == 130
+    err = capsys.readouterr().err
+    assert "0 members finished" in err and "no checkpoint was written" in err and "--resume" not in err, err

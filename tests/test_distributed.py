@@ -68,7 +68,7 @@ def train_argv(*extra):
 def test_an_interrupted_then_resumed_distributed_run_equals_an_uninterrupted_one(tmp_path):
     run(train_argv("--train-size", "600", "--epochs", "2", "--out", "whole.npz"), ranks=2, cwd=tmp_path)
     (tmp_path / "c.npz").unlink()
-    run(train_argv("--train-size", "600", "--epochs", "1", "--out", "first.npz"), ranks=2, cwd=tmp_path)
+    run(train_argv("--train-size", "600", "--epochs", "1", "--out", "first.npz", "--overwrite"), ranks=2, cwd=tmp_path)
     out = run(train_argv("--train-size", "600", "--epochs", "2", "--resume", "--out", "resumed.npz"),
               ranks=2, cwd=tmp_path)
     assert "resumed from c.npz after epoch 1" in out and out.count("resumed from") == 1  # rank 0 prints
@@ -149,7 +149,8 @@ def test_a_last_batch_smaller_than_the_ranks_gives_an_empty_shard_and_the_same_t
     # (once a SIGFPE in the convolution's forward pass on an empty batch).
     run(one_epoch_argv("--train-size", "201", "--seed", "0", "--out", "one.npz"), cwd=tmp_path)
     (tmp_path / "c.npz").unlink()
-    run(one_epoch_argv("--distributed", "--train-size", "201", "--seed", "0", "--out", "two.npz"), ranks=2, cwd=tmp_path)
+    run(one_epoch_argv("--distributed", "--train-size", "201", "--seed", "0", "--out", "two.npz", "--overwrite"),
+        ranks=2, cwd=tmp_path)
     with np.load(tmp_path / "one.npz") as one, np.load(tmp_path / "two.npz") as two:
         for name in one.files:
             if one[name].dtype.kind == "f":
@@ -193,3 +194,60 @@ def test_resume_where_only_rank_0_sees_the_checkpoint_does_not_hang(tmp_path):
     assert job.returncode == 0
     ranks = next(json.loads(line) for line in out.splitlines() if line.startswith('{"ranks"'))["ranks"]
     assert ranks[0]["params"] == ranks[1]["params"]
+
+
+@pytest.mark.parametrize("first, second, named", [
+    (["--epochs", "1"], ["--epochs", "2"], "--epochs 1 on rank 0 vs 2 on rank 1"),
+    ([], ["--resume"], "--resume False on rank 0 vs True on rank 1"),
+    (["--dtype", "float32"], ["--dtype", "float64"], "--dtype 'float32' on rank 0 vs 'float64' on rank 1"),
+    (["--seed", "0"], [], "--seed 0 on rank 0 vs not given on rank 1"),
+])
+def test_ranks_started_with_different_options_end_with_one_clear_error(tmp_path, first, second, named):
+    """Row 7 of hardening round 3: with mpiexec's MPMD form the ranks can get different
+    options; another --epochs or --resume deadlocked (spinning) or died with "message
+    truncated" and a traceback."""
+    common = [sys.executable, "-m", "deepnet", "train", "--distributed", "--data", str(MNIST_DIR),
+              "--train-size", "200", "--checkpoint", "c.npz", "--history", "h.json", "--out", "m.npz"]
+    command = [MPIEXEC, "-n", "1"] + common + first + [":", "-n", "1"] + common + second
+    job = subprocess.Popen(command, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = job.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        job.send_signal(signal.SIGTERM)
+        job.communicate(timeout=30)
+        raise AssertionError(f"ranks started with {first} and {second} hung") from None
+    assert job.returncode != 0
+    assert "the MPI ranks were started with different options" in err and named in err, err
+    assert "Traceback" not in err and "truncated" not in err, err
+    assert not (tmp_path / "c.npz").exists()  # refused before any training
+
+
+def test_a_trainer_refuses_ranks_with_different_epochs_before_any_collective_step():
+    """The library's side of row 7: Trainer compares what changes its collective calls."""
+    from deepnet.distributed import SingleProcess, describe_differences
+    from deepnet.nets import SimpleConvNet
+    from deepnet.trainer import Trainer
+
+    class SecondRankWantsThreeEpochs(SingleProcess):
+        size = 2
+
+        def differences(self, values):
+            return describe_differences([values, {**values, "epochs": 3}])
+
+    x = np.zeros((4, 1, 28, 28), np.float32)
+    with pytest.raises(ValueError, match="Trainer: the ranks were given different settings "
+                                         r"\(epochs 2 on rank 0 vs 3 on rank 1\)"):
+        Trainer(SimpleConvNet(seed=0), x, np.zeros(4, int), epochs=2, verbose=False,
+                communicator=SecondRankWantsThreeEpochs())
+
+
+def test_train_under_mpiexec_without_distributed_is_refused(tmp_path):
+    """Two ranks without --distributed trained two separate runs into the same files (and in
+    the MPMD form, a rank without it left the others waiting)."""
+    common = [sys.executable, "-m", "deepnet", "train", "--data", str(MNIST_DIR), "--train-size", "100",
+              "--epochs", "1"]
+    result = subprocess.run([MPIEXEC, "-n", "2"] + common, capture_output=True, text=True, env=environment(),
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode != 0 and "without --distributed" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())

@@ -1,6 +1,7 @@
 """Trainer: shuffled epochs, history, checkpoints and bit-exact resume, and that it learns."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -161,7 +162,7 @@ def test_resume_refuses_a_checkpoint_of_another_batch_size(tmp_path):
     checkpoint = tmp_path / "c.npz"
     make_trainer(tiny_deep_convnet(), x, t, epochs=1, checkpoint_path=checkpoint).train()
     other = make_trainer(tiny_deep_convnet(), x, t, mini_batch_size=32)
-    with pytest.raises(ValueError, match="mini_batch_size"):
+    with pytest.raises(ValueError, match="--batch-size: saved 64, now 32"):
         other.resume(checkpoint)
 
 
@@ -283,3 +284,118 @@ def test_stratified_split_keeps_each_class_share_and_is_seeded():
     assert np.bincount(labels[val], minlength=4).tolist() == [10, 6, 3, 1]
     again, val_again = stratified_split(labels, 20, seed=3)
     assert np.array_equal(val, val_again) and not np.array_equal(val, stratified_split(labels, 20, seed=4)[1])
+
+
+# -- checkpoint values are validated on resume (hardening round 3, row 8) --------------------
+
+def _tampered_checkpoint(tmp_path, change, **options):
+    """A checkpoint after 1 epoch of 2 (made with ``options``), with ``change(entries)``
+    applied to its entries (a dict name -> array) before it is written back."""
+    x, t = random_data(64)
+    path = tmp_path / "c.npz"
+    make_trainer(tiny_deep_convnet(), x, t, epochs=1, checkpoint_path=path, **options).train()
+    with np.load(path) as f:
+        entries = {name: f[name] for name in f.files}
+    change(entries)
+    with open(path, "wb") as f:
+        np.savez(f, **entries)
+    return x, t, path
+
+
+def _setter(name, value):
+    def change(entries):
+        entries[name] = value(entries[name]) if callable(value) else value
+    return change
+
+
+def _v_name(entries):
+    return next(name for name in entries if name.startswith("optimizer/v/"))
+
+
+def _negative_v(entries):
+    name = _v_name(entries)
+    entries[name] = -np.ones_like(entries[name])
+
+
+def _int64_m(entries):
+    name = next(name for name in entries if name.startswith("optimizer/m/"))
+    entries[name] = entries[name].astype(np.int64)
+
+
+def _nan_v(entries):
+    name = _v_name(entries)
+    entries[name] = np.full_like(entries[name], np.nan)
+
+
+def _v_of_another_shape(entries):
+    name = _v_name(entries)
+    entries[name] = np.zeros(entries[name].shape + (2,), entries[name].dtype)
+
+
+def _nan_param(entries):
+    entries["param/W1"] = np.full_like(entries["param/W1"], np.nan)
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (_setter("epoch", np.array(-1000000)), ["'epoch'", "-1000000", "[0, 2]"]),
+    (_setter("epoch", np.array(10 ** 9)), ["'epoch'", "1000000000", "[0, 2]"]),
+    (_setter("epoch", np.array(1.5)), ["'epoch'", "1.5"]),
+    (_setter("optimizer/iter", np.array(-5)), ["'optimizer/iter'", "-5"]),
+    (_int64_m, ["'optimizer/m/", "int64", "float"]),
+    (_negative_v, ["'optimizer/v/", ">= 0"]),
+    (_nan_v, ["'optimizer/v/", "NaN"]),
+    (_v_of_another_shape, ["'optimizer/v/", "shape"]),
+    (_nan_param, ["'param/W1'", "NaN"]),
+    (_setter("trainer_rng", np.array('{"bit_generator": "PCG64", "state": 3}')), ["'trainer_rng'"]),
+    (_setter("network_rng", np.array('[1, 2]')), ["'network_rng'"]),
+    (_setter("trainer_rng", lambda text: np.array(re.sub(r'"has_uint32": [01]', '"has_uint32": 5', str(text)))),
+     ["'trainer_rng'", "has_uint32"]),
+    (_setter("history", np.array('{"train_loss_list": 3}')), ["'history'"]),
+])
+def test_resume_validates_every_checkpoint_value_and_names_the_entry(tmp_path, change, fragments):
+    x, t, path = _tampered_checkpoint(tmp_path, change)
+    with pytest.raises(ValueError) as info:
+        make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_resume_validates_the_weight_average_and_best_weights(tmp_path):
+    from deepnet.trainer import WeightAverage
+
+    x, t, path = _tampered_checkpoint(tmp_path, _setter("hook0/steps", np.array(-3)), hooks=[WeightAverage(0.9)])
+    with pytest.raises(ValueError, match=r"'hook0/steps'.*-3"):
+        make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True,
+                     hooks=[WeightAverage(0.9)])
+
+    def bad_average(entries):
+        entries["hook0/average/W1"] = np.full_like(entries["hook0/average/W1"], np.inf)
+    x, t, path = _tampered_checkpoint(tmp_path, bad_average, hooks=[WeightAverage(0.9)])
+    with pytest.raises(ValueError, match=r"'hook0/average/W1'.*(NaN|infinite)"):
+        make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True,
+                     hooks=[WeightAverage(0.9)])
+
+
+def test_an_untampered_checkpoint_still_resumes(tmp_path):
+    x, t, path = _tampered_checkpoint(tmp_path, lambda entries: None)
+    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True)
+    assert trainer.epoch == 1
+    trainer.train()
+
+
+def test_resume_refuses_a_negative_batch_norm_variance(tmp_path):
+    x, t = random_data(64)
+    path = tmp_path / "c.npz"
+    network = DeepConvNet(input_dim=(1, 12, 12), conv_param_1=conv(2), conv_param_2=conv(2), conv_param_3=conv(3),
+                          conv_param_4=conv(3, pad=2), conv_param_5=conv(4), conv_param_6=conv(4), hidden_size=8,
+                          output_size=3, batch_norm=True, seed=0)
+    make_trainer(network, x, t, epochs=1, checkpoint_path=path).train()
+    with np.load(path) as f:
+        entries = {name: f[name] for name in f.files}
+    entries["param/buffers/running_var1"] = -entries["param/buffers/running_var1"] - 1
+    with open(path, "wb") as f:
+        np.savez(f, **entries)
+    with pytest.raises(ValueError, match=r"'param/buffers/running_var1' \(a variance\) must be >= 0"):
+        make_trainer(network, x, t, epochs=2, checkpoint_path=path, resume=True)
