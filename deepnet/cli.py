@@ -446,7 +446,7 @@ def _train_one(args, settings, data, seed, checkpoint, history, quiet=False, com
     from .optimizers import get_optimizer
     from .recipes import make_model
     from .schedules import parse as parse_schedule
-    from .trainer import Trainer, WeightAverage
+    from .trainer import Trainer, WeightAverage, batch_starts
 
     x_train, t_train, x_test, t_test = data
     x_val = t_val = None
@@ -463,7 +463,7 @@ def _train_one(args, settings, data, seed, checkpoint, history, quiet=False, com
     if args.device == "cuda":
         _require_gpu()
         model.to_gpu()
-    steps_per_epoch = -(-len(x_train) // settings["batch_size"])
+    steps_per_epoch = len(batch_starts(len(x_train), settings["batch_size"], bool(model.batch_norm_layers())))
     schedule = parse_schedule(settings["lr_schedule"], settings["lr"], steps_per_epoch, settings["epochs"],
                               settings["warmup"])
     hooks = [schedule] + ([WeightAverage(settings["ema"])] if settings["ema"] else [])

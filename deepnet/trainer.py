@@ -47,6 +47,16 @@ _HISTORY_LISTS = ("train_loss_list", "train_acc_list", "val_acc_list", "test_acc
 CHECKPOINT_TEXT = ("config", "history", "trainer_rng", "network_rng")  # JSON entries of a checkpoint
 
 
+def batch_starts(n, batch_size, batch_norm=False):
+    """Where each mini-batch of an epoch of ``n`` examples starts.  With BatchNormalization
+    a last batch of one example joins the batch before it: BN cannot train on one value
+    per channel."""
+    starts = list(range(0, n, batch_size))
+    if batch_norm and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return starts
+
+
 class Trainer:
     """Trains ``network`` (a deepnet.nets.Sequential, e.g. DeepConvNet) with mini-batches.
 
@@ -142,9 +152,10 @@ class Trainer:
     def _train_epoch(self, epoch):
         order = self.rng.permutation(len(self.x_train))
         show = self.verbose and self.communicator.is_root
+        starts = self._batch_starts()
         with _progress_bar(len(order), f"epoch {epoch + 1}/{self.epochs}", show) as bar:
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
+            for start, stop in zip(starts, starts[1:] + [len(order)]):
+                batch = order[start:stop]
                 loss = self.train_step(self.x_train[batch], self.t_train[batch])
                 bar.update(len(batch))
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -241,8 +252,12 @@ class Trainer:
             measured.append(f"test acc {self.test_acc_list[-1]:.4f} ({_first(n, len(self.x_test))} test images)")
         print(f"epoch {self.epoch}/{self.epochs}: {', '.join(measured)}, {seconds}")
 
+    def _batch_starts(self):
+        batch_norm = bool(getattr(self.network, "batch_norm_layers", list)())
+        return batch_starts(len(self.x_train), self.batch_size, batch_norm)
+
     def _steps_per_epoch(self):
-        return -(-len(self.x_train) // self.batch_size)
+        return len(self._batch_starts())
 
     # -- history and checkpoints -------------------------------------------------------
 

@@ -399,3 +399,30 @@ def test_resume_refuses_a_negative_batch_norm_variance(tmp_path):
         np.savez(f, **entries)
     with pytest.raises(ValueError, match=r"'param/buffers/running_var1' \(a variance\) must be >= 0"):
         make_trainer(network, x, t, epochs=2, checkpoint_path=path, resume=True)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_a_last_batch_of_one_joins_the_batch_before_it_only_with_batch_norm(batch_norm):
+    """BatchNormalization refuses to train on one value per channel, so an epoch of 2k+1
+    examples at batch k runs as batches of k and k+1 there; without BN as k, k, 1."""
+    from deepnet import layers as L
+    from deepnet.nets import Sequential, affine_layer, batch_norm_layer
+
+    rng = np.random.default_rng(0)
+    body = [affine_layer(4, 6, rng, np.float64)]
+    body += [batch_norm_layer(6, np.float64, relu=True)] if batch_norm else [L.Relu()]
+    net = Sequential(*body, affine_layer(6, 3, rng, np.float64))
+    x, t = rng.standard_normal((9, 4)), rng.integers(0, 3, 9)
+    sizes = []
+    step = Trainer.train_step
+
+    def recording_step(self, x_batch, t_batch):
+        sizes.append(len(x_batch))
+        return step(self, x_batch, t_batch)
+
+    trainer = Trainer(net, x, t, epochs=1, mini_batch_size=4, verbose=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "train_step", recording_step)
+        trainer.train()
+    assert sizes == ([4, 5] if batch_norm else [4, 4, 1])
+    assert trainer._steps_per_epoch() == len(sizes) == trainer.optimizer.iter
