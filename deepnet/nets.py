@@ -98,7 +98,7 @@ def _placeholder(shape, dtype):
     return np.zeros(shape, dtype)
 
 
-_DRAW_CHUNK = 1 << 20  # values drawn at a time: a large layer costs its own size, not 3x in float64
+_DRAW_CHUNK = 1 << 16  # values drawn at a time (512 kB of float64): a layer costs its own size, not 3x
 
 
 def _draw(shape, std, rng, dtype):
