@@ -1154,25 +1154,36 @@ def _fold_in(container):
 
 def input_shape(model):
     """The shape (batch of one) of the images ``model`` takes: a named model's input_dim;
-    for other models what the first layer declares (a Convolution's channels, an Affine's
-    features) at MNIST's 28x28."""
-    layer = model
-    while True:
+    for other models MNIST's 28x28 with the channels the first Convolution (or
+    BatchNormalization) before any Flatten declares, or the features of a first Affine."""
+    if isinstance(model, NamedModel):
+        return (1,) + tuple(model.config()["input_dim"])
+    for index, layer in enumerate(_leading_layers(model)):
         if isinstance(layer, NamedModel):
             return (1,) + tuple(layer.config()["input_dim"])
-        if isinstance(layer, Sequential) and layer.layers:
-            layer = layer.layers[0]
-        elif isinstance(layer, Residual):
-            layer = layer.body
-        else:
-            break
-    if isinstance(layer, Convolution):
-        return (1, int(layer.W.shape[1])) + DEFAULT_INPUT[1:]
-    if isinstance(layer, Affine):
-        return (1, int(layer.W.shape[0]))
-    if isinstance(layer, BatchNormalization):
-        return (1, int(layer.gamma.shape[0])) + DEFAULT_INPUT[1:]
+        if isinstance(layer, Convolution):
+            return (1, int(layer.W.shape[1])) + DEFAULT_INPUT[1:]
+        if isinstance(layer, BatchNormalization):
+            return (1, int(layer.gamma.shape[0])) + DEFAULT_INPUT[1:]
+        if isinstance(layer, Affine) and index == 0:
+            return (1, int(layer.W.shape[0]))
+        if not isinstance(layer, (Relu, Sigmoid, Dropout, Pooling)):
+            break  # a layer that changes the rank (Flatten, an Affine): images of one channel
     return (1,) + DEFAULT_INPUT
+
+
+def _leading_layers(layer):
+    """The layers an input meets first, in order (into containers: a Residual's body)."""
+    if isinstance(layer, NamedModel):
+        yield layer
+    elif isinstance(layer, Sequential):
+        for child in layer.layers:
+            yield from _leading_layers(child)
+    elif isinstance(layer, Residual):
+        yield from _leading_layers(layer.body)
+        yield layer  # what follows depends on both branches: stop looking there
+    else:
+        yield layer
 
 
 def check_cost(model, shape=None):

@@ -389,3 +389,32 @@ def test_the_cli_given_a_checkpoint_says_it_is_one(checkpoint, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "a training checkpoint" in err and "missing" not in err, err
+
+
+def test_the_input_of_a_sequential_spec_is_what_its_first_layers_declare():
+    from deepnet.nets import input_shape
+    rgb = build({"type": "Sequential", "layers": [{"type": "Relu"}, conv(3, 4), {"type": "GlobalAveragePooling"}]})
+    assert input_shape(rgb) == (1, 3, 28, 28)
+    features = build({"type": "Sequential", "layers": [{"type": "Affine", "in_features": 5, "out_features": 3}]})
+    assert input_shape(features) == (1, 5)
+    assert input_shape(Sequential(L.Flatten(), L.Relu())) == (1, 1, 28, 28)
+
+
+@pytest.mark.parametrize("layers, works", [([L.Relu()], False), ([L.Relu(), L.Flatten()], True)],
+                         ids=["relu", "relu-flatten"])
+def test_the_cli_predicts_with_a_model_without_parameters_or_says_why_not(tmp_path, capsys, layers, works):
+    """A model of only Relu layers loaded, then the CLI died with an IndexError traceback."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+    from deepnet import cli
+    image = np.zeros((28, 28), np.uint8)
+    image[8:20, 12:16] = 255
+    Image.fromarray(image).save(tmp_path / "digit.png")
+    path = Sequential(*layers).save(tmp_path / "plain.npz")
+    code = cli.main(["predict", "--params", path, str(tmp_path / "digit.png")])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and (code == 0) == works, err
+    if works:
+        assert "digit.png: " in out
+    else:
+        assert len(err.strip().splitlines()) == 1 and "classifier" in err, err
