@@ -257,7 +257,10 @@ def _cut(text):
 
 def _short(value):
     """repr() of a value read from a file, cut short: a name may be a megabyte long."""
-    text = _REPR.repr(value)
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int too long to print, a deeply nested list
+        text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
     return text if len(text) <= 160 else text[:157] + "..."
 
 

@@ -741,8 +741,13 @@ class VGG(NamedModel):
         model = "VGG"
         if not isinstance(config, (list, tuple)) or len(config) > MAX_LAYERS:
             raise ValueError(f"VGG: 'config' must be a list of positive ints and 'M', got {_short(config)}")
-        config = [item if isinstance(item, str) and item == "M" else _config_int(model, f"config[{i}]", item)
-                  for i, item in enumerate(config)]
+        for index, item in enumerate(config):
+            if not (isinstance(item, str) and item == "M"):
+                try:
+                    _config_int(model, f"config[{index}]", item)
+                except ValueError as exc:
+                    raise ValueError(f"{exc} (or 'M', a pooling)") from None
+        config = [item if isinstance(item, str) else int(item) for item in config]
         input_dim = _config_ints(model, "input_dim", input_dim, 3)
         hidden = _config_ints(model, "hidden", hidden)
         output_size = _config_int(model, "output_size", output_size)
@@ -886,7 +891,10 @@ _REPR.maxstring = _REPR.maxother = 60
 
 def _short(value):
     """repr() cut short: a value from a file (a name, a setting) may be megabytes long."""
-    text = _REPR.repr(value)
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int too long to print, a deeply nested list
+        text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -909,7 +917,7 @@ def _entry(spec, key, kind, where):
 def _int(spec, key, where, minimum=1):
     value = _entry(spec, key, int, where)
     if value < minimum or value >= 1 << 31:
-        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int >= {minimum}, got {value}")
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int >= {minimum}, got {_short(value)}")
     return value
 
 
