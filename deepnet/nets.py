@@ -11,6 +11,14 @@ A model file (``model.save(path)``) is an ``.npz`` holding the parameters, the b
 UTF-8 bytes: data, never pickle.  ``load_model(path)`` rebuilds the model from it without
 code; it also reads a plain parameter file (``save_params``, the book's ``.pkl``) as the
 book's DeepConvNet.
+
+Specs and model files are untrusted data.  Before anything is allocated or drawn, ``build``
+and ``load_model`` check every entry and setting (a named model's config too), and bound the
+parameters (MAX_PARAMETERS), the layers (MAX_LAYERS), the nesting (MAX_NESTING), the spec's
+bytes (MAX_SPEC_BYTES) and the work for one image (``check_cost``: MAX_ACTIVATION values a
+layer output, MAX_WORK multiply-adds), walking a skeleton of the model whose arrays take no
+memory.  Loading never draws random weights: the file's arrays are checked against the
+skeleton from their headers, then copied into a model of zeros.
 """
 import contextlib
 import contextvars
@@ -496,7 +504,6 @@ class NamedModel(Sequential):
 
     def config(self):
         return self._config
-
 
 
 # -- checking a named model's settings -------------------------------------------------------
