@@ -908,8 +908,8 @@ def _short(value):
 def _check_keys(spec, allowed, where):
     unknown = sorted(set(spec) - set(allowed))
     if unknown:
-        raise ValueError(f"build: {where} ({_short(spec['type'])}): unknown entry {_short(unknown[0])}; "
-                         f"allowed: {', '.join(sorted(allowed - {'type'}))}")
+        raise ValueError(f"build: {where} ({spec['type']}): unknown entry {_short(unknown[0])}; "
+                         f"allowed: {', '.join(sorted(allowed - {'type'})) or 'none'}")
 
 
 def _entry(spec, key, kind, where):
