@@ -1205,7 +1205,8 @@ def check_cost(model, shape=None):
     """Refuse (ValueError naming the layer) a model that cannot take one image of
     ``shape`` (default ``input_shape(model)``) or whose work on it is out of bounds: a layer
     output (or a convolution's padded input) of more than MAX_ACTIVATION values, more than
-    MAX_WORK multiply-adds, or a window larger than its padded input.  Only shapes are
+    MAX_WORK multiply-adds, a window larger than its padded input, or a pooling window larger
+    than its input.  Only shapes are
     walked: nothing runs.  Returns (output shape, multiply-adds)."""
     shape = input_shape(model) if shape is None else tuple(shape)
     strict = isinstance(model, NamedModel) or len(shape) == 2
@@ -1263,6 +1264,9 @@ class _CostWalk:
             return out
         if isinstance(layer, Pooling):
             self.spatial(where, layer, shape)
+            if layer.pool_h > shape[2] or layer.pool_w > shape[3]:
+                self.fail(where, layer, f"its {layer.pool_h}x{layer.pool_w} window is larger than its "
+                                        f"{shape[2]}x{shape[3]} input")
             ph, pw = _pair(layer.pad)
             self.values(where, layer, (1, shape[1], shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
             out = tuple(layer.output_shape(shape))
