@@ -421,3 +421,65 @@ def test_the_cli_predicts_with_a_model_without_parameters_or_says_why_not(tmp_pa
         assert "digit.png: " in out
     else:
         assert len(err.strip().splitlines()) == 1 and "classifier" in err, err
+
+
+# -- every setting of every model file, replaced by hostile values -------------------------------
+
+HOSTILE_VALUES = ["x", [1], {}, None, True, -1, 0, 10 ** 9, 2 ** 31, 1.5, float("nan"), [[1, 2]] * 3]
+
+
+def fuzz_models():
+    sequential = Sequential(L.Convolution(np.ones((2, 1, 3, 3)), np.zeros(2), 1, 1), L.BatchNormalization(
+        np.ones(2), np.zeros(2)), L.Residual(Sequential(L.Relu())), L.Pooling(2, 2, stride=2), L.Dropout(0.5),
+        L.Flatten(), L.Affine(np.ones((2 * 14 * 14, 3)), np.zeros(3)))
+    return {
+        "deepconvnet": DeepConvNet(input_dim=(1, 12, 12), hidden_size=6, output_size=3, seed=0),
+        "simpleconvnet": SimpleConvNet(input_dim=(1, 10, 10), hidden_size=5, output_size=3, seed=0),
+        "resnet": ResNet(input_dim=(1, 8, 8), widths=(2, 3), blocks=(1, 1), output_size=3, seed=0),
+        "vgg": VGG([3, "M", 4, "M"], input_dim=(1, 8, 8), hidden=(5,), output_size=3, batch_norm=True, seed=0),
+        "sequential": sequential,
+    }
+
+
+def leaves(data, path=()):
+    """(path, value) of every number, string, bool and null in JSON data."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from leaves(value, path + (key,))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from leaves(value, path + (index,))
+    else:
+        yield path, data
+
+
+def replaced(data, path, value):
+    data = json.loads(json.dumps(data))
+    target = data
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize("name", ["deepconvnet", "simpleconvnet", "resnet", "vgg", "sequential"])
+def test_every_setting_of_a_model_file_replaced_by_hostile_values_loads_or_fails_cleanly(tmp_path, name):
+    """Each leaf of the spec, in turn, becomes each of HOSTILE_VALUES (the file keeps its
+    arrays): load_model either loads the model or raises one clear ValueError line, quickly
+    and in bounded memory."""
+    net = fuzz_models()[name]
+    arrays, spec = net.named_arrays(), net.spec()
+    outcomes = {"loaded": 0, "refused": 0}
+    start = time.perf_counter()
+    for path, _ in leaves(spec):
+        for value in HOSTILE_VALUES:
+            file = model_file(tmp_path / "fuzzed.npz", replaced(spec, path, value), arrays)
+            result, peak = peak_bytes(load_model, file)
+            where = f"{path} = {value!r}"
+            assert isinstance(result, (Sequential, ValueError)), f"{where}: {result!r}"[:500]
+            assert peak < 16 * MB, f"{where}: {peak} bytes"
+            if isinstance(result, ValueError):
+                one_line(result, "fuzzed.npz")
+            outcomes["loaded" if isinstance(result, Sequential) else "refused"] += 1
+    assert outcomes["refused"] > outcomes["loaded"], outcomes
+    assert time.perf_counter() - start < 120
