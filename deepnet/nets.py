@@ -1068,7 +1068,8 @@ def _check_loaded_values(skeleton, arrays, path):
 
 
 def _chunks(array, size=1 << 20):
-    flat = array.reshape(-1)
+    """``array``'s values, ``size`` at a time, without copying it (Fortran order too)."""
+    flat = array.reshape(-1, order="A")
     return (flat[start:start + size] for start in range(0, flat.size, size))
 
 
