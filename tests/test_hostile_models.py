@@ -279,7 +279,8 @@ def test_models_for_other_input_sizes_still_build_and_load(tmp_path):
     (an Affine sized for them) is not refused for MNIST's 28x28."""
     resnet = ResNet(input_dim=(1, 8, 8), widths=(2, 3), blocks=(1, 1), output_size=3, seed=0)
     assert load_model(resnet.save(tmp_path / "resnet.npz")).spec() == resnet.spec()
-    spec = {"type": "Sequential", "layers": [conv(1, 2), {"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 2, "pad": 0},
+    pooling = {"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 2, "pad": 0}
+    spec = {"type": "Sequential", "layers": [conv(1, 2), pooling,
                                              {"type": "Flatten"},
                                              {"type": "Affine", "in_features": 2 * 4 * 4, "out_features": 3}]}
     net = build(spec)
