@@ -138,7 +138,8 @@ class UnsafePickleError(ParameterFileError, pickle.UnpicklingError):
     """A pickle asked for something that rebuilding plain NumPy arrays does not need."""
 
 
-def read_params(path, expected=None, *, strict=True, optional=(), text=(), max_bytes=DEFAULT_MAX_BYTES):
+def read_params(path, expected=None, *, strict=True, optional=(), text=(), max_bytes=DEFAULT_MAX_BYTES,
+                entry_limits=None):
     """Read a parameter file (``.npz``, or a pickled dict like the book's ``.pkl``) safely.
 
     Returns a dict name -> NumPy array. Only integer and floating-point arrays come out,
@@ -158,6 +159,8 @@ def read_params(path, expected=None, *, strict=True, optional=(), text=(), max_b
     text:      names of ``.npz`` entries saved from a ``str`` (a checkpoint's JSON); they
                are returned as ``str`` and required like expected names.
     max_bytes: limit on the file's size and on the arrays read from it together.
+    entry_limits: name -> the most bytes that entry's array may take (a model file's JSON
+               spec), checked from its header like everything else.
 
     Raises FileNotFoundError for a missing file and ParameterFileError (a ValueError whose
     message names the file) for anything wrong with it.
@@ -166,14 +169,15 @@ def read_params(path, expected=None, *, strict=True, optional=(), text=(), max_b
     extension = os.path.splitext(path)[1].lower()
     if extension not in (".npz", ".pkl"):
         raise ParameterFileError(
-            f"cannot load parameters from {path!r}: unknown extension {extension!r} "
+            f"cannot load parameters from {path!r}: unknown extension {_short(extension)} "
             f"(expected .npz or .pkl)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"parameter file not found: {path!r}")
     if expected is not None:
         expected = {name: None if shape is None else tuple(int(n) for n in shape)
                     for name, shape in expected.items()}
-    request = _Request(path, expected, strict, frozenset(text), max_bytes, frozenset(optional))
+    request = _Request(path, expected, strict, frozenset(text), max_bytes, frozenset(optional),
+                       dict(entry_limits or {}))
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size > max_bytes:
@@ -189,9 +193,10 @@ def read_params(path, expected=None, *, strict=True, optional=(), text=(), max_b
 class _Request:
     """What a read_params call asks for; checks entries against it (shared by both formats)."""
 
-    def __init__(self, path, expected, strict, text, max_bytes, optional=frozenset()):
+    def __init__(self, path, expected, strict, text, max_bytes, optional=frozenset(), entry_limits=None):
         self.path, self.expected, self.strict = path, expected, strict
         self.text, self.max_bytes, self.optional = text, max_bytes, optional
+        self.entry_limits = entry_limits or {}
 
     def error(self, message):
         return ParameterFileError(f"{self.path}: {message}")
@@ -203,7 +208,7 @@ class _Request:
             present = set(names)
             for name in [*(self.expected or ()), *sorted(self.text)]:
                 if name not in present and name not in self.optional:
-                    raise self.error(f"parameter {name!r} is missing")
+                    raise self.error(f"parameter {_short(name)} is missing")
             for name in names:
                 if wanted is not None and name not in wanted:
                     raise self.error(f"unexpected parameter {_short(name)}")
@@ -214,7 +219,12 @@ class _Request:
         dtypes, total = {}, 0
         for name, (shape, descr) in entries.items():
             dtype = self._check_entry(name, shape, descr)
-            total += math.prod(shape) * dtype.itemsize
+            nbytes = math.prod(shape) * dtype.itemsize
+            limit = self.entry_limits.get(name)
+            if limit is not None and nbytes > limit:
+                raise self.error(f"entry {_short(name)} takes {nbytes} bytes, more than the "
+                                 f"{limit} bytes it may have")
+            total += nbytes
             dtypes[name] = dtype
         if total > self.max_bytes:
             raise self.error(f"its arrays take {total} bytes, more than the limit of "
@@ -239,9 +249,19 @@ _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 80
 
 
+def _cut(text):
+    """A str from a file (a pickle's module name), cut short without quotes."""
+    text = str(text)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _short(value):
     """repr() of a value read from a file, cut short: a name may be a megabyte long."""
-    return _REPR.repr(value)
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int too long to print, a deeply nested list
+        text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 @contextlib.contextmanager
@@ -513,7 +533,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
             return self._globals[(module, name)]
         except KeyError:
             raise UnsafePickleError(
-                f"refusing to load {module}.{name} from {self._path!r}: "
+                f"refusing to load {_cut(module)}.{_cut(name)} from {self._path!r}: "
                 f"a parameter pickle may only rebuild NumPy arrays") from None
 
 
@@ -527,7 +547,7 @@ class _StandIn:
         object.__setattr__(self, "_call", call)
 
     def __setattr__(self, attribute, value):  # the BUILD opcode sets attributes
-        raise _NotAPlainArray(f"a pickle may not set {attribute!r} on {self._name}")
+        raise _NotAPlainArray(f"a pickle may not set {_short(attribute)} on {self._name}")
 
     def __call__(self, *args):
         return self._call(*args)
@@ -679,11 +699,11 @@ def save_params(path, params):
     arrays = {}
     for name, value in params.items():
         if name in _SAVEZ_RESERVED_NAMES:
-            raise ValueError(f"cannot save a parameter named {name!r} to {path!r}: "
+            raise ValueError(f"cannot save a parameter named {_short(name)} to {path!r}: "
                              f"np.savez reserves the names {_SAVEZ_RESERVED_NAMES}")
         array = to_cpu(value)
         if array.dtype.hasobject:
-            raise ValueError(f"cannot save object array {name!r} to {path!r} without pickle")
+            raise ValueError(f"cannot save object array {_short(name)} to {path!r} without pickle")
         arrays[name] = array
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)

@@ -11,6 +11,14 @@ A model file (``model.save(path)``) is an ``.npz`` holding the parameters, the b
 UTF-8 bytes: data, never pickle.  ``load_model(path)`` rebuilds the model from it without
 code; it also reads a plain parameter file (``save_params``, the book's ``.pkl``) as the
 book's DeepConvNet.
+
+Specs and model files are untrusted data.  Before anything is allocated or drawn, ``build``
+and ``load_model`` check every entry and setting (a named model's config too), and bound the
+parameters (MAX_PARAMETERS), the layers (MAX_LAYERS), the nesting (MAX_NESTING), the spec's
+bytes (MAX_SPEC_BYTES) and the work for one image (``check_cost``: MAX_ACTIVATION values a
+layer output, MAX_WORK multiply-adds), walking a skeleton of the model whose arrays take no
+memory.  Loading never draws random weights: the file's arrays are checked against the
+skeleton from their headers, then copied into a model of zeros.
 """
 import contextlib
 import contextvars
@@ -18,61 +26,120 @@ import copy
 import json
 import math
 import os
+import reprlib
 
 import numpy as np
 
 from . import _cuda, io
+from .reference import compute_dtype
 from .layers import (Affine, BatchNormalization, Convolution, Dropout, Flatten, GlobalAveragePooling,
                      Layer, Pooling, Relu, Residual, Sigmoid, SoftmaxWithLoss, _pair)
 
 __all__ = ["Sequential", "DeepConvNet", "SimpleConvNet", "ResNet", "VGG", "build", "load_model", "describe",
-           "model_spec", "fold_batch_norm", "MODELS"]
+           "check_cost", "input_shape", "model_spec", "fold_batch_norm", "MODELS"]
 
 SPEC_KEY = "__model_spec__"  # the entry of a model file that holds the JSON spec
 BUFFER_PREFIX = "buffers/"   # the entries of a model file that hold the buffers
 MAX_PARAMETERS = 1 << 28     # a spec asking for more (1 GiB of float32) is refused
 MAX_NESTING = 32             # containers inside containers: deeper specs are refused
+MAX_LAYERS = 10_000          # layers and containers of a spec, named models' layers included
+MAX_SPEC_BYTES = 1 << 20     # a JSON spec (a spec file, a model file's entry) larger than this is refused
+MAX_DIMENSION = 1 << 16      # any size in a named model's config (channels, widths, input height...)
+MAX_ACTIVATION = 1 << 23     # values of one layer's output for one image (64 MiB in float64)
+MAX_WORK = 10 ** 10          # multiply-adds (and pooling compares) for one image
+DEFAULT_INPUT = (1, 28, 28)  # the input of a model that does not declare one (MNIST)
 
 
 # -- initialisation -------------------------------------------------------------------------
 
-# While build() runs: the parameters it may still allocate.  Every parameter of every net
-# is allocated through the functions below, which charge it here first, so a spec from a
+# While build() runs: the parameters and layers it may still make.  Every parameter of every
+# net is allocated through the functions below, which charge it here first, so a spec from a
 # file cannot make deepnet allocate more than MAX_PARAMETERS.
 _parameter_budget = contextvars.ContextVar("deepnet_parameter_budget", default=None)
 
+# How the functions below fill the parameters: "random" (a new model), "zeros" (a model
+# whose parameters are about to be loaded: nothing is drawn) or "shapes" (a skeleton that
+# only says the shapes: read-only zero-strided arrays that take no memory).
+_init_mode = contextvars.ContextVar("deepnet_init_mode", default="random")
+
 
 def _charge(shape):
+    if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in shape):
+        raise ValueError(f"a parameter of shape {_short(tuple(shape))}: sizes must be ints >= 0")
     budget = _parameter_budget.get()
     if budget is not None:
-        budget[0] -= math.prod(shape)
-        if budget[0] < 0:
+        budget["parameters"] -= math.prod(shape)
+        if budget["parameters"] < 0:
             raise ValueError(f"the architecture asks for more than {MAX_PARAMETERS} parameters")
 
 
+def _charge_layers(count):
+    budget = _parameter_budget.get()
+    if budget is not None:
+        budget["layers"] -= count
+        if budget["layers"] < 0:
+            raise ValueError(f"the architecture has more than {MAX_LAYERS} layers")
+
+
 @contextlib.contextmanager
-def _parameter_limit(limit):
-    token = _parameter_budget.set([limit])
+def _parameter_limit(limit, layers=MAX_LAYERS):
+    token = _parameter_budget.set({"parameters": limit, "layers": layers})
     try:
         yield
     finally:
         _parameter_budget.reset(token)
 
 
+@contextlib.contextmanager
+def _initialised(mode):
+    token = _init_mode.set(mode)
+    try:
+        yield
+    finally:
+        _init_mode.reset(token)
+
+
+def _placeholder(shape, dtype):
+    """A parameter that is not drawn: a skeleton's (no memory) or zeros (to be loaded)."""
+    if _init_mode.get() == "shapes":
+        return np.broadcast_to(np.zeros((), dtype), tuple(shape))
+    return np.zeros(shape, dtype)
+
+
+_DRAW_CHUNK = 1 << 16  # values drawn at a time (512 kB of float64): a layer costs its own size, not 3x
+
+
+def _draw(shape, std, rng, dtype):
+    """std * N(0, 1) of ``shape`` in ``dtype``, drawn in float64 chunk by chunk (the same
+    values as one float64 draw, without its float64 copy of the whole array)."""
+    out = np.empty(shape, dtype)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, _DRAW_CHUNK):
+        stop = min(start + _DRAW_CHUNK, flat.size)
+        flat[start:stop] = std * rng.standard_normal(stop - start)
+    return out
+
+
 def he_normal(shape, rng, dtype):
     """He initialisation (std sqrt(2 / fan_in)), suited to ReLU: the book's choice."""
     _charge(shape)
+    if _init_mode.get() != "random":
+        return _placeholder(shape, dtype)
     fan_in = math.prod(shape[1:]) if len(shape) == 4 else shape[0]
-    return (np.sqrt(2.0 / max(fan_in, 1)) * rng.standard_normal(shape)).astype(dtype)
+    return _draw(shape, np.sqrt(2.0 / max(fan_in, 1)), rng, dtype)
 
 
 def normal(shape, std, rng, dtype):
     _charge(shape)
-    return (std * rng.standard_normal(shape)).astype(dtype)
+    if _init_mode.get() != "random":
+        return _placeholder(shape, dtype)
+    return _draw(shape, std, rng, dtype)
 
 
 def zeros(size, dtype):
     _charge((size,))
+    if _init_mode.get() == "shapes":
+        return _placeholder((size,), dtype)
     return np.zeros(size, dtype)
 
 
@@ -89,6 +156,10 @@ def affine_layer(in_features, out_features, rng, dtype):
 
 def batch_norm_layer(features, dtype, momentum=0.9, relu=False):
     _charge((4, features))  # gamma, beta and the two running statistics
+    if _init_mode.get() == "shapes":
+        stats = compute_dtype(dtype)
+        return BatchNormalization(_placeholder((features,), dtype), _placeholder((features,), dtype), momentum,
+                                  _placeholder((features,), stats), _placeholder((features,), stats), relu=relu)
     return BatchNormalization(np.ones(features, dtype), np.zeros(features, dtype), momentum, relu=relu)
 
 
@@ -328,20 +399,20 @@ class Sequential(Layer):
         if strict:
             missing, unexpected = sorted(wanted - given), sorted(given - set(targets))
             if missing:
-                raise ValueError(f"{source}: parameter {missing[0]!r} is missing")
+                raise ValueError(f"{source}: parameter {_short(missing[0])} is missing")
             if unexpected:
-                raise ValueError(f"{source}: unexpected parameter {unexpected[0]!r}")
+                raise ValueError(f"{source}: unexpected parameter {_short(unexpected[0])}")
         names = sorted(given & set(targets))
         if not names and (only is not None or not strict):
-            what = f"matches {list(only)!r}" if only is not None else "has a name this network has"
+            what = f"matches {_short(list(only))}" if only is not None else "has a name this network has"
             raise ValueError(f"{source}: no parameter {what}")
         for name in names:
             value, expected = arrays[name], targets[name].shape
             if tuple(value.shape) != tuple(expected):
-                raise ValueError(f"{source}: parameter {name!r} has shape {tuple(value.shape)}, "
+                raise ValueError(f"{source}: parameter {_short(name)} has shape {tuple(value.shape)}, "
                                  f"the network expects {tuple(expected)}")
             if np.dtype(value.dtype).kind != "f":
-                raise ValueError(f"{source}: parameter {name!r} has dtype {value.dtype}, expected "
+                raise ValueError(f"{source}: parameter {_short(name)} has dtype {value.dtype}, expected "
                                  "floating point (float16, float32 or float64)")
         converted = {name: self._to_device(_cuda.to_cpu(arrays[name]).astype(targets[name].dtype, copy=False))
                      for name in names}
@@ -435,6 +506,69 @@ class NamedModel(Sequential):
         return self._config
 
 
+# -- checking a named model's settings -------------------------------------------------------
+#
+# A named model's config comes from a file as often as from code: every setting is checked
+# (type and range) before any arithmetic or allocation uses it.
+
+def _config_int(model, key, value, minimum=1, maximum=MAX_DIMENSION):
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_))
+            or not minimum <= value <= maximum):
+        raise ValueError(f"{model}: {key!r} must be an int from {minimum} to {maximum}, got {_short(value)}")
+    return int(value)
+
+
+def _config_ints(model, key, value, length=None, minimum=1, maximum=MAX_DIMENSION, allow_empty=True):
+    if (not isinstance(value, (list, tuple)) or (length is not None and len(value) != length)
+            or len(value) > MAX_LAYERS or (not allow_empty and not value)):
+        count = f"{length}" if length is not None else ("a non-empty list of" if not allow_empty else "a list of")
+        raise ValueError(f"{model}: {key!r} must be {count} ints from {minimum} to {maximum}, got {_short(value)}")
+    return [_config_int(model, f"{key}[{i}]", item, minimum, maximum) for i, item in enumerate(value)]
+
+
+def _config_float(model, key, value, minimum, maximum, include_maximum=True):
+    if (not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_))
+            or not math.isfinite(value) or value < minimum or value > maximum
+            or (value == maximum and not include_maximum)):
+        interval = f"[{minimum}, {maximum}{']' if include_maximum else ')'}"
+        raise ValueError(f"{model}: {key!r} must be a number in {interval}, got {_short(value)}")
+    return value
+
+
+def _config_flag(model, key, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{model}: {key!r} must be true or false, got {_short(value)}")
+    return bool(value)
+
+
+_CONV_PARAM_KEYS = ("filter_num", "filter_size", "pad", "stride")
+
+
+def _config_conv(model, key, value):
+    """A convolution's settings: exactly filter_num, filter_size, pad and stride, as ints."""
+    if not isinstance(value, dict) or set(value) != set(_CONV_PARAM_KEYS):
+        raise ValueError(f"{model}: {key!r} must be an object with exactly the entries "
+                         f"{', '.join(_CONV_PARAM_KEYS)}, got {_short(value)}")
+    minimum = {"filter_num": 1, "filter_size": 1, "pad": 0, "stride": 1}
+    return {name: _config_int(model, f"{key}.{name}", value[name], minimum[name]) for name in value}
+
+
+def _config_layers(model, count):
+    """A named model of ``count`` layers: refused above MAX_LAYERS, charged to build's budget."""
+    if count > MAX_LAYERS:
+        raise ValueError(f"{model}: the settings make {count} layers, more than {MAX_LAYERS}")
+    _charge_layers(count)
+
+
+def _next_shape(model, what, layer, shape):
+    """``layer``'s output shape for ``shape``, which must leave at least one pixel."""
+    out = tuple(layer.output_shape(shape))
+    if any(n < 1 for n in out):
+        raise ValueError(f"{model}: {what} leaves no output for input_dim {list(shape[1:])} "
+                         f"(output shape {out}): its window is larger than the padded input")
+    return out
+
+
 # -- the book's networks ------------------------------------------------------------------
 
 _BOOK_CONVS = (
@@ -465,10 +599,18 @@ class DeepConvNet(NamedModel):
                  conv_param_1=_BOOK_CONVS[0], conv_param_2=_BOOK_CONVS[1], conv_param_3=_BOOK_CONVS[2],
                  conv_param_4=_BOOK_CONVS[3], conv_param_5=_BOOK_CONVS[4], conv_param_6=_BOOK_CONVS[5],
                  hidden_size=50, output_size=10, dtype=np.float32, seed=None, batch_norm=False):
+        model = "DeepConvNet"
+        input_dim = _config_ints(model, "input_dim", input_dim, 3)
+        conv_params = [_config_conv(model, f"conv_param_{i}", c) for i, c in
+                       enumerate((conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
+                                  conv_param_6), 1)]
+        hidden_size = _config_int(model, "hidden_size", hidden_size)
+        output_size = _config_int(model, "output_size", output_size)
+        batch_norm = _config_flag(model, "batch_norm", batch_norm)
+        _config_layers(model, 23 if batch_norm else 16)
         dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
-        self.conv_params = [dict(c) for c in (conv_param_1, conv_param_2, conv_param_3,
-                                              conv_param_4, conv_param_5, conv_param_6)]
+        self.conv_params = conv_params
         self._config = {"input_dim": list(input_dim), "hidden_size": hidden_size, "output_size": output_size,
                         "batch_norm": bool(batch_norm),
                         **{f"conv_param_{i}": c for i, c in enumerate(self.conv_params, 1)}}
@@ -484,10 +626,10 @@ class DeepConvNet(NamedModel):
             if batch_norm:  # conv - BN+relu (fused)
                 layers.append(batch_norm_layer(conv['filter_num'], dtype, relu=True))
                 names += [f"gamma{index}", f"beta{index}"]
-            shape = layer.output_shape(shape)
+            shape = _next_shape(model, f"conv_param_{index}", layer, shape)
             if index % 2 == 0:  # a pooling layer follows every second convolution
                 layers.append(Pooling(pool_h=2, pool_w=2, stride=2))
-                shape = layers[-1].output_shape(shape)
+                shape = _next_shape(model, f"the pooling after conv_param_{index}", layers[-1], shape)
         layers.append(affine_layer(math.prod(shape[1:]), hidden_size, rng, dtype))
         names += ["W7", "b7"]
         if batch_norm:
@@ -511,9 +653,16 @@ class SimpleConvNet(NamedModel):
                  conv_param={'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
                  hidden_size=100, output_size=10, weight_init_std=0.01,
                  dtype=np.float32, seed=None):
+        model = "SimpleConvNet"
+        input_dim = _config_ints(model, "input_dim", input_dim, 3)
+        conv_param = _config_conv(model, "conv_param", conv_param)
+        hidden_size = _config_int(model, "hidden_size", hidden_size)
+        output_size = _config_int(model, "output_size", output_size)
+        weight_init_std = _config_float(model, "weight_init_std", weight_init_std, 0, 1e3)
+        _config_layers(model, 6)
         dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
-        self.conv_param = dict(conv_param)
+        self.conv_param = conv_param
         self._config = {"input_dim": list(input_dim), "conv_param": self.conv_param,
                         "hidden_size": hidden_size, "output_size": output_size,
                         "weight_init_std": weight_init_std}
@@ -525,7 +674,8 @@ class SimpleConvNet(NamedModel):
         conv = Convolution(weights(filters, channels, size, size), zeros(filters, dtype),
                            conv_param['stride'], conv_param['pad'])
         pool = Pooling(pool_h=2, pool_w=2, stride=2)
-        pooled = math.prod(pool.output_shape(conv.output_shape((1, channels, height, width)))[1:])
+        conv_shape = _next_shape(model, "conv_param", conv, (1, channels, height, width))
+        pooled = math.prod(_next_shape(model, "the pooling after conv_param", pool, conv_shape)[1:])
         layers = [conv, Relu(), pool,
                   Affine(weights(pooled, hidden_size), zeros(hidden_size, dtype)), Relu(),
                   Affine(weights(hidden_size, output_size), zeros(output_size, dtype))]
@@ -562,9 +712,15 @@ class ResNet(NamedModel):
 
     def __init__(self, input_dim=(1, 28, 28), widths=(16, 32, 64), blocks=(2, 2, 2), output_size=10,
                  dtype=np.float32, seed=None):
-        if len(widths) != len(blocks) or not widths:
+        model = "ResNet"
+        input_dim = _config_ints(model, "input_dim", input_dim, 3)
+        widths = _config_ints(model, "widths", widths, allow_empty=False)
+        blocks = _config_ints(model, "blocks", blocks, maximum=MAX_LAYERS, allow_empty=False)
+        output_size = _config_int(model, "output_size", output_size)
+        if len(widths) != len(blocks):
             raise ValueError(f"ResNet: widths and blocks must be equally long, non-empty lists; got "
-                             f"{list(widths)} and {list(blocks)}")
+                             f"{_short(widths)} and {_short(blocks)}")
+        _config_layers(model, 4 + 10 * sum(blocks))  # a block: Residual, body (4), shortcut (2), Relu
         dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         self._config = {"input_dim": list(input_dim), "widths": list(widths), "blocks": list(blocks),
@@ -589,13 +745,29 @@ class VGG(NamedModel):
 
     def __init__(self, config=(16, 16, "M", 32, 32, "M", 64, 64, "M"), input_dim=(1, 28, 28),
                  hidden=(50,), output_size=10, batch_norm=False, dropout=0.5, dtype=np.float32, seed=None):
+        model = "VGG"
+        if not isinstance(config, (list, tuple)) or len(config) > MAX_LAYERS:
+            raise ValueError(f"VGG: 'config' must be a list of positive ints and 'M', got {_short(config)}")
+        for index, item in enumerate(config):
+            if not (isinstance(item, str) and item == "M"):
+                try:
+                    _config_int(model, f"config[{index}]", item)
+                except ValueError as exc:
+                    raise ValueError(f"{exc} (or 'M', a pooling)") from None
+        config = [item if isinstance(item, str) else int(item) for item in config]
+        input_dim = _config_ints(model, "input_dim", input_dim, 3)
+        hidden = _config_ints(model, "hidden", hidden)
+        output_size = _config_int(model, "output_size", output_size)
+        batch_norm = _config_flag(model, "batch_norm", batch_norm)
+        dropout = _config_float(model, "dropout", dropout, 0, 1, include_maximum=False)
+        _config_layers(model, 2 * len(config) + 3 * len(hidden) + 1)
         dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         self._config = {"config": list(config), "input_dim": list(input_dim), "hidden": list(hidden),
                         "output_size": output_size, "batch_norm": bool(batch_norm), "dropout": dropout}
         layers, channels = [], input_dim[0]
         for item in config:
-            if item == "M":
+            if isinstance(item, str):
                 layers.append(Pooling(2, 2, stride=2))
             elif isinstance(item, int) and not isinstance(item, bool) and item > 0:
                 layers.append(conv_layer(channels, item, 3, rng, dtype, relu=not batch_norm))
@@ -604,7 +776,10 @@ class VGG(NamedModel):
                 channels = item
             else:
                 raise ValueError(f"VGG: config entries must be positive ints or 'M', got {item!r}")
-        features = math.prod(Sequential(*layers).output_shape((1,) + tuple(input_dim))[1:])
+        shape = (1,) + tuple(input_dim)
+        for index, layer in enumerate(layers):
+            shape = _next_shape(model, f"layer {index} ({type(layer).__name__})", layer, shape)
+        features = math.prod(shape[1:])
         for width in hidden:
             layers += [affine_layer(features, width, rng, dtype), Relu()]
             if dropout:
@@ -624,7 +799,7 @@ def layer_spec(layer):
     layers, not by its constructor's settings."""
     if isinstance(layer, NamedModel):
         named = {"type": type(layer).__name__, "config": layer.config()}
-        as_built = build(named)
+        as_built = _built(named, np.dtype(np.float32), np.random.default_rng(0), "shapes")  # settings alone
         if _layers_spec(as_built) == _layers_spec(layer):
             return named
         return {"type": "Sequential", **_layers_spec(layer)}
@@ -657,19 +832,34 @@ def build(spec, dtype=np.float32, rng=None):
 
     ``spec`` is untrusted data (a model file, a --model spec.json): every entry is checked,
     only the layer and model types of deepnet can be named, and a spec asking for more than
-    MAX_PARAMETERS parameters is refused before anything is allocated.
+    MAX_PARAMETERS parameters or MAX_LAYERS layers, or a model whose work for one image is
+    out of bounds (see ``check_cost``), is refused before anything is allocated.
     """
     rng = np.random.default_rng(rng)
+    dtype = _build_dtype(dtype)
+    check_cost(_built(spec, dtype, rng, "shapes"))  # a skeleton first: no memory, nothing drawn
+    return _built(spec, dtype, rng, "random")
+
+
+def _build_dtype(dtype):
     dtype = np.dtype(dtype)
     if dtype not in (np.float16, np.float32, np.float64):
         raise ValueError(f"build: dtype must be float16, float32 or float64, got {dtype}")
-    with _parameter_limit(MAX_PARAMETERS):
+    return dtype
+
+
+def _built(spec, dtype, rng, mode):
+    with _parameter_limit(MAX_PARAMETERS), _initialised(mode):
         return _build(spec, dtype, rng, "spec")
 
 
 def _build(spec, dtype, rng, where, depth=0):
     if depth > MAX_NESTING:
         raise ValueError(f"build: {where}: containers nested more than {MAX_NESTING} deep")
+    try:
+        _charge_layers(1)
+    except ValueError as exc:
+        raise ValueError(f"build: {where}: {exc}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         raise ValueError(f"build: {where} must be an object with a string 'type', got {_short(spec)}")
     kind = spec["type"]
@@ -679,7 +869,7 @@ def _build(spec, dtype, rng, where, depth=0):
         try:
             return MODELS[kind](**config, dtype=dtype, seed=rng)
         except (TypeError, KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"build: {where}: bad {kind} config: {exc}") from None
+            raise ValueError(f"build: {where}: bad {kind} config: {str(exc)[:300]}") from None
     if kind == "Sequential":
         _check_keys(spec, {"type", "layers", "aliases"}, where)
         layers = _entry(spec, "layers", list, where)
@@ -696,22 +886,30 @@ def _build(spec, dtype, rng, where, depth=0):
         shortcut = None if shortcut is None else _build(shortcut, dtype, rng, where + ".shortcut", depth + 1)
         return Residual(body, shortcut)
     if kind not in _LAYER_BUILDERS:
-        raise ValueError(f"build: {where}: unknown layer type {kind!r}; known: {', '.join(sorted(_KNOWN_TYPES))}")
+        raise ValueError(f"build: {where}: unknown layer type {_short(kind)}; known: {', '.join(sorted(_KNOWN_TYPES))}")
     keys, make = _LAYER_BUILDERS[kind]
     _check_keys(spec, {"type", *keys}, where)
     return make(spec, dtype, rng, where)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
 def _short(value):
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """repr() cut short: a value from a file (a name, a setting) may be megabytes long."""
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int too long to print, a deeply nested list
+        text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _check_keys(spec, allowed, where):
     unknown = sorted(set(spec) - set(allowed))
     if unknown:
-        raise ValueError(f"build: {where} ({spec['type']}): unknown entry {unknown[0]!r}; "
-                         f"allowed: {', '.join(sorted(allowed - {'type'}))}")
+        raise ValueError(f"build: {where} ({spec['type']}): unknown entry {_short(unknown[0])}; "
+                         f"allowed: {', '.join(sorted(allowed - {'type'})) or 'none'}")
 
 
 def _entry(spec, key, kind, where):
@@ -726,7 +924,7 @@ def _entry(spec, key, kind, where):
 def _int(spec, key, where, minimum=1):
     value = _entry(spec, key, int, where)
     if value < minimum or value >= 1 << 31:
-        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int >= {minimum}, got {value}")
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int >= {minimum}, got {_short(value)}")
     return value
 
 
@@ -806,42 +1004,102 @@ def load_model(path, dtype=None):
 
     A model file (``model.save``) is rebuilt from its spec; a plain parameter file
     (``save_params``, ``deepnet train --out``) or the book's ``.pkl`` is taken as the
-    book's DeepConvNet.  ``dtype`` defaults to the dtype of the stored parameters.
+    book's DeepConvNet.  ``dtype`` defaults to the dtype of the stored parameters (float32
+    for a model without parameters).
+
+    The file is untrusted: its spec (at most MAX_SPEC_BYTES, no duplicate keys) is checked
+    as ``build`` checks one, including the model's work for one image (``check_cost``);
+    the file's arrays are checked against the spec from their headers before any is read,
+    and nothing is drawn at random, so memory stays a small multiple of the file's arrays.
+    Parameters and buffers must be finite and running variances >= 0.
     """
     path = os.fspath(path)
-    spec_bytes = io.read_params(path, {SPEC_KEY: None}, strict=False).get(SPEC_KEY)  # the spec alone
+    spec_bytes = io.read_params(path, {SPEC_KEY: None}, strict=False,
+                                entry_limits={SPEC_KEY: MAX_SPEC_BYTES}).get(SPEC_KEY)  # the spec alone
+    if spec_bytes is None and _is_checkpoint(path):
+        raise ValueError(f"{path}: a training checkpoint, not a model file: continue it with "
+                         f"'deepnet train --resume --checkpoint {path}', or use the model file the "
+                         "run saves (--out)")
     spec = {"type": "DeepConvNet", "config": {}} if spec_bytes is None else _decode_spec(spec_bytes, path)
     try:
-        model = build(spec, dtype=np.float32 if dtype is None else dtype)
+        skeleton = _built(spec, np.dtype(np.float32), np.random.default_rng(0), "shapes")  # no memory
+        if not isinstance(skeleton, Sequential):
+            raise ValueError(f"the spec describes a single {type(skeleton).__name__}, not a model")
+        out, _ = check_cost(skeleton)
+        if len(out) != 2:
+            raise ValueError(f"the model's output for one input of shape {input_shape(skeleton)} has shape "
+                             f"{out}; a classifier's is (1, classes): end it with an Affine or Flatten")
+        target = None if dtype is None else _build_dtype(dtype)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    if not isinstance(model, Sequential):
-        raise ValueError(f"{path}: the spec describes a single {type(model).__name__}, not a model")
-    if dtype is None:  # the stored parameters' dtype
-        first = next(iter(model.params))
-        found = io.read_params(path, {first: None}, strict=False).get(first)
-        if found is None:
-            if spec_bytes is None and _is_checkpoint(path):
-                raise ValueError(f"{path}: a training checkpoint, not a model file: continue it with "
-                                 f"'deepnet train --resume --checkpoint {path}', or use the model file the "
-                                 "run saves (--out)")
-            what = "the book's DeepConvNet" if spec_bytes is None else "the model its spec describes"
-            raise ValueError(f"{path}: not a model file of {what}: it has no parameter {first!r}"
-                             + (" (and no architecture spec)" if spec_bytes is None else ""))
-        stored = np.dtype(found.dtype)
-        if stored != model.dtype and stored in (np.float16, np.float32, np.float64):
-            model = build(spec, dtype=stored)
-    model.load_params(path)
+    expected = {name: value.shape for name, value in skeleton.named_arrays().items()}
+    optional = {SPEC_KEY} | {name for name in expected if name.startswith(BUFFER_PREFIX)}
+    try:  # names and shapes are checked from the headers before any array is read
+        arrays = io.read_params(path, {**expected, SPEC_KEY: None}, strict=True, optional=optional)
+    except io.ParameterFileError as exc:
+        if spec_bytes is None:
+            raise io.ParameterFileError(f"{exc} (a file without an architecture spec is read as the "
+                                        "book's DeepConvNet)") from None
+        raise
+    arrays.pop(SPEC_KEY, None)
+    _check_loaded_values(skeleton, arrays, path)
+    if target is None:  # the stored parameters' dtype
+        stored = [np.dtype(arrays[name].dtype) for name in skeleton.params if name in arrays]
+        target = stored[0] if stored and stored[0] in (np.float16, np.float32, np.float64) else np.dtype(np.float32)
+    with _parameter_limit(MAX_PARAMETERS), _initialised("zeros"):  # nothing drawn: the file sets it all
+        model = _build(spec, target, np.random.default_rng(), "spec")
+    model.set_params(arrays, source=path)
     return model
+
+
+def _check_loaded_values(skeleton, arrays, path):
+    """Refuse parameters or buffers that are not finite, and negative running variances."""
+    for name, value in arrays.items():
+        if value.dtype.kind == "f" and not all(np.isfinite(part).all() for part in _chunks(value)):
+            raise ValueError(f"{path}: {_short(name)} holds NaN or infinite values (a diverged run?)")
+    for prefix, layer in skeleton.named_layers():
+        if isinstance(layer, BatchNormalization):
+            hierarchical = prefix + "running_var"
+            name = BUFFER_PREFIX + skeleton.aliases.get(hierarchical, hierarchical)
+            value = arrays.get(name)
+            if value is not None and value.dtype.kind == "f" and (value < 0).any():
+                raise ValueError(f"{path}: {_short(name)} holds a negative variance "
+                                 f"({float(value.min()):.3g}); a running variance is >= 0")
+
+
+def _chunks(array, size=1 << 20):
+    """``array``'s values, ``size`` at a time, without copying it (Fortran order too)."""
+    flat = array.reshape(-1, order="A")
+    return (flat[start:start + size] for start in range(0, flat.size, size))
 
 
 def _is_checkpoint(path):
     """Whether a file is a Trainer checkpoint (it has the JSON entry "config")."""
     try:
-        io.read_params(path, {}, strict=False, text=("config",))
+        return "config" in io.read_params(path, {}, strict=False, text=("config",))
     except ValueError:
         return False
-    return True
+
+
+def _refuse_duplicates(pairs):
+    """json's object_pairs_hook: an object that names a key twice is refused (json would
+    silently keep the last value)."""
+    keys = set()
+    for key, _ in pairs:
+        if key in keys:
+            raise ValueError(f"the key {_short(key)} appears twice in one object")
+        keys.add(key)
+    return dict(pairs)
+
+
+def _parse_spec(data):
+    """Spec bytes as data: UTF-8 JSON without duplicate keys (ValueError otherwise)."""
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_refuse_duplicates)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(str(exc)[:200]) from None
 
 
 def _decode_spec(spec_bytes, path):
@@ -849,20 +1107,20 @@ def _decode_spec(spec_bytes, path):
         raise ValueError(f"{path}: {SPEC_KEY} must be UTF-8 bytes (uint8), got {spec_bytes.dtype} "
                          f"of shape {spec_bytes.shape}")
     try:
-        return json.loads(spec_bytes.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return _parse_spec(spec_bytes.tobytes())
+    except ValueError as exc:
         raise ValueError(f"{path}: the model spec is not valid JSON ({exc})") from None
 
 
 def load_spec_file(path):
     """A JSON architecture file (``deepnet train --model spec.json``) as spec data."""
     with open(path, "rb") as f:
-        text = f.read((1 << 20) + 1)
-    if len(text) > 1 << 20:
+        text = f.read(MAX_SPEC_BYTES + 1)
+    if len(text) > MAX_SPEC_BYTES:
         raise ValueError(f"{path}: a model spec larger than 1 MiB is refused")
     try:
-        return json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return _parse_spec(text)
+    except ValueError as exc:
         raise ValueError(f"{path}: not a JSON model spec ({exc})") from None
 
 
@@ -909,6 +1167,135 @@ def _fold_in(container):
 
 
 # -- what a model costs ---------------------------------------------------------------------
+
+def input_shape(model):
+    """The shape (batch of one) of the images ``model`` takes: a named model's input_dim;
+    for other models MNIST's 28x28 with the channels the first Convolution (or
+    BatchNormalization) before any Flatten declares, or the features of a first Affine."""
+    if isinstance(model, NamedModel):
+        return (1,) + tuple(model.config()["input_dim"])
+    for index, layer in enumerate(_leading_layers(model)):
+        if isinstance(layer, NamedModel):
+            return (1,) + tuple(layer.config()["input_dim"])
+        if isinstance(layer, Convolution):
+            return (1, int(layer.W.shape[1])) + DEFAULT_INPUT[1:]
+        if isinstance(layer, BatchNormalization):
+            return (1, int(layer.gamma.shape[0])) + DEFAULT_INPUT[1:]
+        if isinstance(layer, Affine) and index == 0:
+            return (1, int(layer.W.shape[0]))
+        if not isinstance(layer, (Relu, Sigmoid, Dropout, Pooling)):
+            break  # a layer that changes the rank (Flatten, an Affine): images of one channel
+    return (1,) + DEFAULT_INPUT
+
+
+def _leading_layers(layer):
+    """The layers an input meets first, in order (into containers: a Residual's body)."""
+    if isinstance(layer, NamedModel):
+        yield layer
+    elif isinstance(layer, Sequential):
+        for child in layer.layers:
+            yield from _leading_layers(child)
+    elif isinstance(layer, Residual):
+        yield from _leading_layers(layer.body)
+        yield layer  # what follows depends on both branches: stop looking there
+    else:
+        yield layer
+
+
+def check_cost(model, shape=None):
+    """Refuse (ValueError naming the layer) a model that cannot take one image of
+    ``shape`` (default ``input_shape(model)``) or whose work on it is out of bounds: a layer
+    output (or a convolution's padded input) of more than MAX_ACTIVATION values, more than
+    MAX_WORK multiply-adds, a window larger than its padded input, or a pooling window larger
+    than its input.  Only shapes are
+    walked: nothing runs.  Returns (output shape, multiply-adds)."""
+    shape = input_shape(model) if shape is None else tuple(shape)
+    strict = isinstance(model, NamedModel) or len(shape) == 2
+    walk = _CostWalk(shape, strict)
+    out = walk.through(model, "", shape)
+    return out, walk.work
+
+
+class _CostWalk:
+    def __init__(self, shape, strict):
+        self.image, self.strict, self.work = shape, strict, 0
+
+    def fail(self, where, layer, message):
+        name = f"layer {where.rstrip('.')} ({type(layer).__name__})" if where else f"the {type(layer).__name__}"
+        raise ValueError(f"{name}: {message} (for one input of shape {self.image})")
+
+    def values(self, where, layer, shape, what="output"):
+        if any(n < 1 for n in shape[1:]):
+            self.fail(where, layer, f"no {what} (shape {shape}): its window is larger than the padded input")
+        if math.prod(shape) > MAX_ACTIVATION:
+            self.fail(where, layer, f"its {what} of shape {shape} has {math.prod(shape)} values, "
+                                    f"more than {MAX_ACTIVATION} (64 MiB in float64)")
+
+    def add_work(self, where, layer, work):
+        self.work += work
+        if self.work > MAX_WORK:
+            self.fail(where, layer, f"the model needs more than {MAX_WORK:.0e} multiply-adds for one image")
+
+    def spatial(self, where, layer, shape, channels=None):
+        if len(shape) != 4:
+            self.fail(where, layer, f"needs images (N, C, H, W), gets shape {shape}")
+        if channels is not None and shape[1] != channels:
+            self.fail(where, layer, f"expects {channels} channels, gets {shape[1]} (shape {shape})")
+
+    def through(self, layer, where, shape):
+        if isinstance(layer, Sequential):
+            for index, child in enumerate(layer.layers):
+                shape = self.through(child, f"{where}{index}.", shape)
+            return shape
+        if isinstance(layer, Residual):
+            out = self.through(layer.body, where + "body.", shape)
+            skip = shape if layer.shortcut is None else self.through(layer.shortcut, where + "shortcut.", shape)
+            if len(out) != len(skip) or out[1] != skip[1] or (self.strict and out != skip):
+                self.fail(where, layer, f"the body gives shape {out} but the shortcut {skip}")
+            return out
+        if isinstance(layer, Convolution):
+            FN, C, kh, kw = (int(n) for n in layer.W.shape)
+            self.spatial(where, layer, shape, C)
+            (ph, pw) = _pair(layer.pad)
+            self.values(where, layer, (1, C, shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
+            out = tuple(layer.output_shape(shape))
+            self.values(where, layer, out)
+            self.values(where, layer, (1, C * kh * kw, out[2], out[3]), "column matrix")
+            self.add_work(where, layer, math.prod(out[1:]) * C * kh * kw)
+            return out
+        if isinstance(layer, Pooling):
+            self.spatial(where, layer, shape)
+            if layer.pool_h > shape[2] or layer.pool_w > shape[3]:
+                self.fail(where, layer, f"its {layer.pool_h}x{layer.pool_w} window is larger than its "
+                                        f"{shape[2]}x{shape[3]} input")
+            ph, pw = _pair(layer.pad)
+            self.values(where, layer, (1, shape[1], shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
+            out = tuple(layer.output_shape(shape))
+            self.values(where, layer, out)
+            self.add_work(where, layer, math.prod(out[1:]) * layer.pool_h * layer.pool_w)
+            return out
+        if isinstance(layer, Affine):
+            n_in, n_out = (int(n) for n in layer.W.shape)
+            if len(shape) < 2:
+                self.fail(where, layer, f"needs a batch of samples, gets shape {shape}")
+            features = math.prod(shape[1:])
+            if features != n_in and self.strict:
+                self.fail(where, layer, f"expects {n_in} features, gets {features} (shape {shape})")
+            self.add_work(where, layer, n_in * n_out)
+            out = (shape[0], n_out)
+            self.values(where, layer, out)
+            return out
+        if isinstance(layer, BatchNormalization):
+            if len(shape) not in (2, 4) or shape[1] != layer.gamma.shape[0]:
+                self.fail(where, layer, f"expects (N, {layer.gamma.shape[0]}) or (N, {layer.gamma.shape[0]}, H, W) "
+                                        f"input, gets shape {shape}")
+            return shape
+        if isinstance(layer, GlobalAveragePooling):
+            self.spatial(where, layer, shape)
+        out = tuple(layer.output_shape(shape))
+        self.values(where, layer, out)
+        return out
+
 
 def describe(model, input_shape=(1, 1, 28, 28)):
     """Parameters, multiply-adds per image and the receptive field (in input pixels) of the

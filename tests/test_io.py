@@ -746,3 +746,33 @@ def test_user_cache_dir_follows_xdg(tmp_path, monkeypatch):
     assert user_cache_dir() == tmp_path / "home" / ".cache" / "deepnet"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert user_cache_dir() == tmp_path / "home" / ".cache" / "deepnet"
+
+
+def test_entry_limits_refuse_a_large_entry_from_its_header(tmp_path):
+    """A model file's spec is capped (1 MiB) before a byte of it is read."""
+    path = save_params(tmp_path / "spec.npz", {"spec": np.zeros(4 << 20, np.uint8), "W": np.ones(3)})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ParameterFileError, match=r"spec.npz: entry 'spec' takes 4194304 bytes, more than "
+                                                     r"the 1048576 bytes it may have"):
+            read_params(path, {"spec": None}, strict=False, entry_limits={"spec": 1 << 20})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert read_params(path, {"W": None}, strict=False, entry_limits={"spec": 1 << 20}).keys() == {"W"}
+
+
+def test_names_a_pickle_gives_are_shortened_in_messages(tmp_path):
+    """A pickle's global names, and names read from a file, may be megabytes long."""
+    module = "m" * 1_000_000
+    data = b"c" + module.encode() + b"\nsystem\n."  # GLOBAL opcode: module, then name
+    path = tmp_path / "long.pkl"
+    path.write_bytes(data)
+    with pytest.raises(UnsafePickleError) as excinfo:
+        read_params(path)
+    assert len(str(excinfo.value)) < 400 and "mmm..." in str(excinfo.value)
+    path = write_pickle(tmp_path / "names.pkl", {"n" * 1_000_000: np.zeros(2)})
+    with pytest.raises(ParameterFileError) as excinfo:
+        read_params(path, {"W": None})
+    assert len(str(excinfo.value)) < 400
