@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from app_support import Image  # noqa: F401 (skips this module without Pillow)
-from deepnet import cli
-from deepnet.app.inference import DigitReader
+from deepnet.app.inference import DigitReader, load_for_inference
 from deepnet.app.preprocess import mnist_input
 from deepnet.app.server import DigitServer
 from support import BOOK_PARAMS
@@ -42,7 +41,7 @@ def find(*names):
 
 @pytest.fixture(scope="module")
 def served():
-    server = DigitServer(DigitReader(cli._load_network(BOOK_PARAMS, "float32")), port=0, log_requests=False)
+    server = DigitServer(DigitReader(load_for_inference(BOOK_PARAMS)), port=0, log_requests=False)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -159,7 +158,7 @@ def test_a_page_of_a_foreign_name_resolving_here_reads_nothing(browser, capsys):
     """DNS rebinding: a page at http://evil.test:PORT/, once evil.test resolves to
     127.0.0.1, is same-origin with the server. The server answers its name with 421, and
     a POST from its origin to the server's own address with 403."""
-    server = DigitServer(DigitReader(cli._load_network(BOOK_PARAMS, "float32")), port=0, log_requests=True)
+    server = DigitServer(DigitReader(load_for_inference(BOOK_PARAMS)), port=0, log_requests=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -204,7 +203,7 @@ def test_a_page_of_a_foreign_name_resolving_here_reads_nothing(browser, capsys):
 def test_a_busy_server_is_shown_and_asked_again(browser):
     """With every work slot taken, the page says the server is busy and asks again after
     Retry-After, until it is answered."""
-    server = DigitServer(DigitReader(cli._load_network(BOOK_PARAMS, "float32")), port=0, log_requests=False,
+    server = DigitServer(DigitReader(load_for_inference(BOOK_PARAMS)), port=0, log_requests=False,
                          work_slots=1, work_wait=0.1)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

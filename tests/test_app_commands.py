@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import deepnet
 from app_support import black_on_white, encode, mnist_test_digits
 from deepnet import cli, nets
 from deepnet.app import inference, preprocess
@@ -26,7 +27,7 @@ INSTALL_HINT = 'pip install ".[app]"'
 
 @pytest.fixture(scope="module")
 def network():
-    return cli._load_network(BOOK_PARAMS, "float32")
+    return load_for_inference(BOOK_PARAMS)
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ def test_serve_listens_on_127_0_0_1_port_8000_with_one_kernel_thread_by_default(
 
 def test_serve_runs_from_the_command_line(pictures, network):
     paths, labels = pictures
-    deepnet_home = str(Path(cli.__file__).resolve().parent.parent)
+    deepnet_home = str(Path(deepnet.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
     process = subprocess.Popen([sys.executable, "-m", "deepnet", "serve", "--params", str(BOOK_PARAMS), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -214,7 +215,7 @@ def test_feature_maps_are_every_stack_of_maps_up_to_the_classifier(network):
 def test_the_load_test_script_runs_and_prints_its_tables():
     # benches/load_serve.py, with the least work: it must not rot unnoticed.
     script = Path(__file__).resolve().parents[1] / "benches" / "load_serve.py"
-    deepnet_home = str(Path(cli.__file__).resolve().parent.parent)
+    deepnet_home = str(Path(deepnet.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
     result = subprocess.run([sys.executable, str(script), "--requests", "16", "--threads", "2"],
                             capture_output=True, text=True, env=env, timeout=300)

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 
 from app_support import Image, black_on_white, encode, mnist_test_digits, png_header_only
-from deepnet import cli
 from deepnet.app import preprocess
+from deepnet.app.inference import load_for_inference
 from deepnet.app.preprocess import BlankImage, ImageError, ImageTooLarge, centre_of_mass, mnist_input
 from support import BOOK_PARAMS
 
 
 @pytest.fixture(scope="module")
 def book_net():
-    return cli._load_network(BOOK_PARAMS, "float32")
+    return load_for_inference(BOOK_PARAMS)
 
 
 @pytest.fixture(scope="module")

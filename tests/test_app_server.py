@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from app_support import Image, black_on_white, encode, mnist_test_digits, png_header_only
-from deepnet import cli
 from deepnet.app import server as server_module
-from deepnet.app.inference import DigitReader
+from deepnet.app.inference import DigitReader, load_for_inference
 from deepnet.app.preprocess import mnist_input
 from deepnet.app.server import MAX_BODY, DigitServer
 from deepnet.layers import softmax
@@ -34,7 +33,7 @@ def start(reader, **options):
 
 @pytest.fixture(scope="module")
 def network():
-    return cli._load_network(BOOK_PARAMS, "float32")
+    return load_for_inference(BOOK_PARAMS)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 
 import deepnet
 from deepnet import cli
+from deepnet.cli import common, train as train_command
 from deepnet.datasets import MNISTNotFoundError
 from deepnet.nets import DeepConvNet
 from support import BOOK_PARAMS, MNIST_DIR
@@ -24,12 +25,12 @@ def mnist():
 @pytest.fixture
 def small_test_set(monkeypatch):
     """Keep the commands quick: they see only the first 200 test images."""
-    real_load = cli._load_mnist
+    real_load = common.load_mnist
 
     def load(root, dtype):
         train, (x_test, t_test) = real_load(root, dtype)
         return train, (x_test[:200], t_test[:200])
-    monkeypatch.setattr(cli, "_load_mnist", load)
+    monkeypatch.setattr(common, "load_mnist", load)
 
 
 def assert_one_line_error(capsys, *fragments):
@@ -204,7 +205,7 @@ def test_an_output_that_cannot_be_written_fails_before_training(tmp_path, capsys
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     started = []
-    monkeypatch.setattr(cli, "_load_mnist", lambda *a: started.append(1))
+    monkeypatch.setattr(common, "load_mnist", lambda *a: started.append(1))
     assert cli.main(["train", "--out", str(blocker / "params.npz")]) == 2
     assert_one_line_error(capsys, "--out", "cannot write")
     assert not started
@@ -215,7 +216,7 @@ def test_memory_error_is_one_line(monkeypatch, capsys, tmp_path):
 
     def exhausted(*args):
         raise MemoryError()
-    monkeypatch.setattr(cli, "_load_mnist", exhausted)
+    monkeypatch.setattr(common, "load_mnist", exhausted)
     assert cli.main(["train"]) == 1
     assert_one_line_error(capsys, "out of memory", "--batch-size")
 
@@ -253,7 +254,7 @@ def test_evaluate_refuses_parameters_that_cannot_be_a_trained_network(tmp_path, 
     path = tmp_path / "bad.npz"
     np.savez(path, **params)
     loaded = []
-    monkeypatch.setattr(cli, "_load_mnist", lambda *a: loaded.append(1))
+    monkeypatch.setattr(common, "load_mnist", lambda *a: loaded.append(1))
     assert cli.main(["evaluate", "--params", str(path)]) == 1
     assert_one_line_error(capsys, "bad.npz", "'W3'")
     assert not loaded  # the file is checked before the data is read
@@ -339,7 +340,7 @@ def test_ensemble_trains_members_and_evaluate_averages_them(tmp_path, monkeypatc
     assert f"{report['ensemble_accuracy']:.4f}  ensemble of 2" in out
     # The ensemble's probabilities are the members' averaged, computed independently here.
     from deepnet.nets import load_model
-    (_, _), (x_test, t_test) = cli._load_mnist(str(mnist), np.dtype("float32"))
+    (_, _), (x_test, t_test) = common.load_mnist(str(mnist), np.dtype("float32"))
     probabilities = sum(load_model(f"ens/member{i}.npz").probabilities(x_test) for i in range(2))
     assert report["ensemble_accuracy"] == pytest.approx(np.mean(probabilities.argmax(axis=1) == t_test))
 
@@ -400,8 +401,8 @@ def test_a_second_train_into_the_same_paths_is_refused_before_training(tmp_path,
     capsys.readouterr()
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert set(before) == {"deep_convnet_params.npz", "deep_convnet_checkpoint.npz", "deep_convnet_history.json"}
-    real_load, loaded = cli._load_mnist, []
-    monkeypatch.setattr(cli, "_load_mnist", lambda *a: loaded.append(1) or real_load(*a))
+    real_load, loaded = common.load_mnist, []
+    monkeypatch.setattr(common, "load_mnist", lambda *a: loaded.append(1) or real_load(*a))
     assert cli.main(quick_train(mnist, "--seed", "5")) == 2
     assert_one_line_error(capsys, "deep_convnet_params.npz", "deep_convnet_checkpoint.npz", "--resume", "--overwrite")
     assert not loaded and {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
@@ -483,7 +484,7 @@ def test_a_refused_resume_names_exactly_the_settings_that_differ_with_both_value
 ])
 def test_option_values_are_bounded_where_they_are_parsed(argv, fragments, capsys, monkeypatch):
     """Row 13: --augment shift=1e308 was accepted, then the first batch died with OverflowError."""
-    monkeypatch.setattr(cli, "_load_mnist", lambda *a: pytest.fail("the data was loaded"))
+    monkeypatch.setattr(common, "load_mnist", lambda *a: pytest.fail("the data was loaded"))
     assert cli.main(["train"] + argv) == 2
     assert_one_line_error(capsys, *fragments)
 
@@ -492,12 +493,12 @@ def test_recipe_defaults_adapt_to_a_small_training_set_and_say_so(tmp_path, monk
     """Row 20: --recipe beyond --train-size 5000 failed with '--val-size 5000 leaves no training images'."""
     monkeypatch.chdir(tmp_path)
     settings = {}
-    real_train_one = cli._train_one
+    real_train_one = train_command._train_one
 
     def train_one(args, chosen, data, *rest, **kwargs):
         settings.update(chosen, train=len(data[0]))
         raise KeyboardInterrupt
-    monkeypatch.setattr(cli, "_train_one", train_one)
+    monkeypatch.setattr(train_command, "_train_one", train_one)
     assert cli.main(["train", "--recipe", "beyond", "--train-size", "5000", "--data", str(mnist)]) == 130
     assert settings["val_size"] == 500 and settings["train"] == 5000
     out = capsys.readouterr().out

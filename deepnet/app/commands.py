@@ -1,4 +1,4 @@
-"""``deepnet predict`` and ``deepnet serve``: added to the command line by cli.build_parser.
+"""``deepnet predict`` and ``deepnet serve``: added to the command line by deepnet.cli.build_parser.
 
 Pillow (the ``[app]`` extra) is imported only when a command runs.
 
@@ -16,7 +16,7 @@ import socket
 
 import numpy as np
 
-from .. import cli
+from ..cli.options import CommandError, existing_file, fail, positive_int
 
 __all__ = ["add_predict", "add_serve", "run_predict", "run_serve"]
 
@@ -25,11 +25,11 @@ PREDICT_BATCH = 64  # images run through the network at once: bounds predict's m
 
 def add_predict(commands):
     p = commands.add_parser("predict", help="read digits in your own PNG or JPEG files")
-    p.add_argument("--params", required=True, type=cli._existing_file, metavar="FILE",
+    p.add_argument("--params", required=True, type=existing_file, metavar="FILE",
                    help="the trained network: a saved model, an .npz from 'deepnet train' or the book's .pkl")
     p.add_argument("--json", action="store_true",
                    help='print a JSON list of {"file", "label", "probabilities"}')
-    p.add_argument("images", nargs="+", type=cli._existing_file, metavar="IMAGE")
+    p.add_argument("images", nargs="+", type=existing_file, metavar="IMAGE")
     p.set_defaults(command=run_predict,
                    memory_hint=f"not enough to run the network of --params on up to {PREDICT_BATCH} images at once; "
                                f"close other programs or give fewer IMAGE files")
@@ -37,12 +37,12 @@ def add_predict(commands):
 
 def add_serve(commands):
     p = commands.add_parser("serve", help="a local web page: draw a digit and watch the network read it")
-    p.add_argument("--params", required=True, type=cli._existing_file, metavar="FILE",
+    p.add_argument("--params", required=True, type=existing_file, metavar="FILE",
                    help="the trained network: a saved model, an .npz from 'deepnet train' or the book's .pkl")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default %(default)s: this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default %(default)s; 0 picks a free one)")
-    p.add_argument("--threads", type=cli._positive_int, default=1, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=1, metavar="N",
                    help="threads for the kernels (default 1: the fastest for one image at a time)")
     p.set_defaults(command=run_serve,
                    memory_hint="not enough for the network of --params; close other programs")
@@ -67,7 +67,7 @@ def run_predict(args):
             paths.append(path)
         except _FileError as exc:
             unread += 1
-            cli._fail(args, f"error: {path}: {exc}", 1)
+            fail(args, f"error: {path}: {exc}", 1)
     if not inputs:
         return 1
     reader = inference.DigitReader(inference.load_for_inference(args.params))
@@ -87,8 +87,8 @@ def run_predict(args):
             finite.append((path, p))
         else:
             unread += 1
-            cli._fail(args, f"error: {path}: the network's output for this image is not finite; "
-                            f"the model in --params {args.params} is broken", 1)
+            fail(args, f"error: {path}: the network's output for this image is not finite; "
+                       f"the model in --params {args.params} is broken", 1)
     if args.json:
         print(json.dumps([{"file": path, "label": int(np.argmax(p)), "probabilities": [float(v) for v in p]}
                           for path, p in finite], indent=2, allow_nan=False))
@@ -145,7 +145,7 @@ def run_serve(args):
     try:
         server = DigitServer(reader, args.host, args.port)
     except OSError as exc:
-        raise cli.CommandError(_listen_error(exc, args.host, args.port)) from None
+        raise CommandError(_listen_error(exc, args.host, args.port)) from None
     host, port = server.server_address[:2]
     print(f"deepnet serve: http://{_url_host(host)}:{port}/ (Ctrl+C to stop)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -162,7 +162,7 @@ def _require_pillow():
     try:
         require_pillow()
     except ImportError as exc:
-        raise cli.CommandError(str(exc)) from None
+        raise CommandError(str(exc)) from None
 
 
 def _listen_error(exc, host, port):

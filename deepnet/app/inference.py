@@ -28,12 +28,17 @@ class NonFiniteOutput(ArithmeticError):
                          f"(NaN, infinite, or so large that they overflow)")
 
 
-def load_for_inference(path):
+def load_for_inference(path, dtype=None):
     """The model saved in ``path`` (any model file, a parameter .npz or the book's .pkl),
-    computing in float32."""
-    from .. import cli
+    computing in ``dtype`` (default float32). ValueError for parameters that could only
+    give meaningless predictions (NaN or infinite values)."""
+    from ..nets import load_model
 
-    return cli._load_network(path, "float32")
+    network = load_model(path, dtype=np.dtype(np.float32 if dtype is None else dtype))
+    for name, value in network.named_arrays().items():
+        if not np.isfinite(value).all():
+            raise ValueError(f"{path}: {name!r} holds NaN or infinite values (a diverged run?)")
+    return network
 
 
 class DigitReader:

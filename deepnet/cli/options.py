@@ -1,0 +1,140 @@
+"""What every ``deepnet`` command shares on the command line: the argparse types (bounded
+integers and numbers, existing files, checked specs), the options common to several
+commands, and how a user's mistake is reported (CommandError, one line on stderr).
+
+deepnet.app (predict, serve) uses these public names; this module imports nothing from it.
+"""
+import argparse
+import math
+import os
+import pickle
+import sys
+import zipfile
+
+__all__ = ["DTYPES", "CommandError", "USER_ERRORS", "Parser", "fail", "one_line", "int_in", "positive_int",
+           "float_between", "decay", "existing_file", "augment_spec", "schedule_spec", "add_common"]
+
+DTYPES = ("float16", "float32", "float64")
+# Bounds of the numeric options: far beyond any sensible run, well inside what the arithmetic takes.
+MAX_EPOCHS = 1_000_000
+MAX_IMAGES = 100_000_000
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 10.0
+MAX_SEED = 2 ** 128 - 1
+MAX_THREADS = 1024
+MAX_MEMBERS = 1000
+MAX_SHOWN = 10_000
+
+
+class CommandError(Exception):
+    """A mistake of the user's (bad option, missing file...): one line on stderr, no traceback."""
+
+
+# Errors that come from the user's input or environment, not from a bug in deepnet.
+USER_ERRORS = (CommandError, OSError, ValueError, EOFError,
+               pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+class Parser(argparse.ArgumentParser):
+    """Raises CommandError instead of printing usage and exiting, so main() reports it."""
+
+    def error(self, message):
+        raise CommandError(message)
+
+
+def fail(args, message, code):
+    """Report on stderr; with several MPI ranks, end all of them (the others would wait forever)."""
+    communicator = getattr(args, "communicator", None)
+    several = communicator is not None and communicator.size > 1
+    print(f"deepnet{f' (rank {communicator.rank})' if several else ''}: {message}", file=sys.stderr, flush=True)
+    if several:
+        communicator.abort(code)
+    return code
+
+
+def one_line(exc):
+    """An exception's message on one line (its type's name if it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# -- argparse types ------------------------------------------------------------------------
+
+def int_in(low, high):
+    """An argparse type: an integer in [low, high]."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            what = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise argparse.ArgumentTypeError(f"expected {what} (at most {high:,}), got {text!r}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+positive_int = int_in(1, MAX_IMAGES)  # deepnet.app's --threads uses it
+
+
+def float_between(low, high, low_open=False):
+    """An argparse type: a finite number in [low, high] ((low, high] with low_open)."""
+    bounds = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
+    return lambda text: _float_in(text, lambda v: (v > low if low_open else v >= low) and v <= high,
+                                  f"a finite number {bounds}")
+
+
+def augment_spec(text):
+    """--augment, checked now (keys, numbers, bounds) rather than at the first batch."""
+    from ..augment import Augment
+
+    try:
+        Augment.from_spec(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("deepnet.augment.Augment.from_spec", "")
+                                         .replace("deepnet.augment.Augment: ", "").lstrip(": ")) from None
+    return text
+
+
+def schedule_spec(text):
+    """--lr-schedule, checked now (name, settings, bounds; min_lr against --lr comes later)."""
+    from ..schedules import parse
+
+    try:
+        parse(text, lr=MAX_LR, steps_per_epoch=1, epochs=1)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("Schedule: ", "")) from None
+    return text
+
+
+def _float_in(text, ok, what):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def decay(text):
+    """An argparse type: a number strictly between 0 and 1 (--ema)."""
+    return _float_in(text, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
+
+
+def existing_file(path):
+    """An argparse type: the path of a file that exists."""
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"file not found: {path!r}")
+    return path
+
+
+# -- options -------------------------------------------------------------------------------
+
+def add_common(p, dtype_default):
+    """--dtype, --data, --backend and --threads, for the commands that load MNIST."""
+    p.add_argument("--dtype", choices=DTYPES, default=dtype_default, help="floating-point type (default %(default)s)")
+    p.add_argument("--data", metavar="DIR", help="directory holding the MNIST files (only there)")
+    p.add_argument("--backend", choices=("cython", "numpy"),
+                   help="CPU kernels: compiled (cython) or the NumPy reference")
+    p.add_argument("--threads", type=int_in(1, MAX_THREADS), metavar="N", help="threads for the kernels")
