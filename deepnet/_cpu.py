@@ -15,7 +15,7 @@ from deepnet._kernels import im2col as _unfold
 from deepnet._kernels import openmp_helpers as _openmp
 from deepnet._kernels import pooling as _pooling
 from deepnet import reference as _reference
-from deepnet.reference import compute_dtype, output_hw
+from deepnet._dtypes import compute_dtype, output_hw
 
 
 ELEMENTWISE_PARALLEL_SIZE = 1 << 15  # elements from which an element-wise pass is worth threading

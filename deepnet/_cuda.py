@@ -7,7 +7,9 @@ of ints, arrays are C-contiguous float16/float32/float64, and every output has
 the input's dtype.
 
 Importing this module never imports CuPy; CuPy is imported on first use, so
-the module also works (for the helpers below) on machines without CuPy.
+the module also works on machines without CuPy.  The array helpers
+(``get_array_module``, ``to_cpu``, ``to_gpu``, ...) live in ``deepnet._array``
+and are re-exported here under their old names.
 
 Kernel sources live in ``kernels/cuda`` (installed as the package
 ``deepnet._cuda_src``).  Each ``.cu`` file becomes one ``cupy.RawModule``,
@@ -30,7 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from deepnet.reference import output_size
+from deepnet._array import cupy_or_none, get_array_module, is_cupy_array, to_cpu, to_gpu
+from deepnet._array import require_cupy as _cupy
+from deepnet._dtypes import compute_dtype, output_size
+# Batch normalisation and Adam's update: the reference's, written with the array's module
+# (CuPy here).
+from deepnet.reference import (adam_update, batch_norm_backward_sums, batch_norm_dx,
+                               batch_norm_sums, channel_affine)
 
 __all__ = [
     "KERNELS",
@@ -77,16 +85,6 @@ _MAX_BLOCKS = 65536  # kernels use grid-stride loops, so larger inputs still wor
 
 # ---------------------------------------------------------------- CuPy helpers
 
-@functools.lru_cache(maxsize=None)
-def cupy_or_none():
-    """Return the ``cupy`` module, or None if it is missing or fails to import."""
-    try:
-        import cupy
-    except Exception:  # ImportError, but also broken CUDA libraries and the like
-        return None
-    return cupy
-
-
 def gpu_available():
     """True when CuPy imports and at least one CUDA device can run a kernel."""
     cp = cupy_or_none()
@@ -99,53 +97,6 @@ def gpu_available():
         return True
     except Exception:
         return False
-
-
-def is_cupy_array(a):
-    """True for CuPy arrays; never imports CuPy."""
-    return type(a).__module__.startswith("cupy")
-
-
-def get_array_module(*arrays, name=None):
-    """Return ``numpy`` or ``cupy`` for the given arrays (non-arrays are ignored).
-
-    Raises TypeError when NumPy and CuPy arrays are mixed; ``name`` (the calling
-    function's name) is put in the message.
-    """
-    on_gpu = [i for i, a in enumerate(arrays) if is_cupy_array(a)]
-    if not on_gpu:  # the common case, answered without a second pass (batch-1 latency)
-        return np
-    on_cpu = [i for i, a in enumerate(arrays) if isinstance(a, np.ndarray)]
-    if on_cpu:
-        where = name or "deepnet"
-        raise TypeError(
-            f"{where}: cannot mix NumPy and CuPy arrays (NumPy arrays at argument "
-            f"positions {on_cpu}, CuPy arrays at {on_gpu}); move them all to one "
-            f"device first with deepnet._cuda.to_gpu() or to_cpu()"
-        )
-    return _cupy()
-
-
-def to_gpu(a):
-    """Copy ``a`` to the current GPU (no copy if it is already a CuPy array)."""
-    return _cupy().asarray(a)
-
-
-def to_cpu(a):
-    """Return ``a`` as a NumPy array (copied from the GPU if it is a CuPy array)."""
-    if is_cupy_array(a):
-        return a.get()
-    return np.asarray(a)
-
-
-def _cupy():
-    cp = cupy_or_none()
-    if cp is None:
-        raise RuntimeError(
-            "the CUDA backend needs CuPy, which is not installed or failed to import "
-            "(install deepnet[cuda], or a cupy-cudaXXx wheel matching your CUDA)"
-        )
-    return cp
 
 
 # ------------------------------------------------------------- kernel sources
@@ -206,14 +157,10 @@ def _ints(*values):
     return tuple(np.int32(v) for v in values)
 
 
-def _acc_dtype(dtype):
-    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
-
-
 def _matmul(a, b):
     """``a @ b`` with cuBLAS, returned in the accumulator dtype (float32 for float16)."""
     cp = _cupy()
-    acc = _acc_dtype(a.dtype)
+    acc = compute_dtype(a.dtype)
     return cp.matmul(a.astype(acc, copy=False), b.astype(acc, copy=False))
 
 
@@ -281,7 +228,7 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
     N, _, OH, OW = dout.shape
     W2d = cp.ascontiguousarray(W).reshape(FN, C * kh * kw)
     dout2d = cp.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(N * OH * OW, FN)
-    db = dout.sum(axis=(0, 2, 3), dtype=_acc_dtype(dout.dtype)).astype(W.dtype)
+    db = dout.sum(axis=(0, 2, 3), dtype=compute_dtype(dout.dtype)).astype(W.dtype)
     col = im2col(x, kh, kw, stride, pad)
     dW = _matmul(dout2d.T, col).astype(W.dtype, copy=False).reshape(W.shape)  # (col.T @ dout2d).T
     if not input_gradient:
@@ -399,7 +346,7 @@ def softmax_cross_entropy_backward(y, t):
         if t.shape != y.shape:
             raise ValueError(f"softmax_cross_entropy_backward: t must have shape "
                              f"({N},) or ({N}, {K}), not {t.shape}")
-        acc = _acc_dtype(y.dtype)
+        acc = compute_dtype(y.dtype)
         return ((y.astype(acc) - t.astype(acc)) / N).astype(y.dtype)
     labels = _labels(t, y.shape, "softmax_cross_entropy_backward")
     dx = cp.empty_like(y)
@@ -412,11 +359,6 @@ def cast(a, dtype):
     """a as dtype (CuPy's own conversion)."""
     return a.astype(dtype, copy=False)
 
-
-# Batch normalisation and Adam's update: the reference's, written with the array's module
-# (CuPy here).
-from deepnet.reference import (adam_update, batch_norm_backward_sums, batch_norm_dx,  # noqa: E402
-                               batch_norm_sums, channel_affine)
 
 # ------------------------------------------------- image warps (augmentation)
 

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from . import _cuda
+from . import _array
 
 __all__ = ["SingleProcess", "MPICommunicator", "mpi_world_size"]
 
@@ -102,8 +102,8 @@ class MPICommunicator(SingleProcess):
                 layer.sum_across = None
 
     def sum(self, array):
-        xp = _cuda.get_array_module(array)
-        host = np.ascontiguousarray(_cuda.to_cpu(array))
+        xp = _array.get_array_module(array)
+        host = np.ascontiguousarray(_array.to_cpu(array))
         total = np.empty_like(host)
         # Reduce on rank 0, then broadcast: every rank gets the very same bits.
         self.comm.Reduce(host, total, op=self._MPI.SUM, root=0)
@@ -113,14 +113,14 @@ class MPICommunicator(SingleProcess):
     def sum_gradients(self, loss, grads):
         names = sorted(grads)
         dtype = np.result_type(np.float32, *(grads[name].dtype for name in names))
-        flat = np.concatenate([np.asarray(_cuda.to_cpu(grads[name]), dtype=dtype).ravel() for name in names]
+        flat = np.concatenate([np.asarray(_array.to_cpu(grads[name]), dtype=dtype).ravel() for name in names]
                               + [np.array([loss], dtype=dtype)])
         total = self.sum(flat)  # one reduction of one buffer per step
         summed, offset = {}, 0
         for name in names:
             g = grads[name]
             piece = total[offset:offset + g.size].reshape(g.shape).astype(g.dtype)
-            summed[name] = _cuda.get_array_module(g).asarray(piece) if _cuda.is_cupy_array(g) else piece
+            summed[name] = _array.get_array_module(g).asarray(piece) if _array.is_cupy_array(g) else piece
             offset += g.size
         return float(total[-1]), summed
 

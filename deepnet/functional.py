@@ -15,10 +15,8 @@ import numbers
 import numpy as np
 
 from deepnet import _config
-from deepnet._cuda import get_array_module, is_cupy_array
-from deepnet.reference import compute_dtype, output_hw
-
-FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+from deepnet._array import get_array_module, is_cupy_array
+from deepnet._dtypes import FLOAT_DTYPES, compute_dtype, output_hw
 
 
 def _backend(caller, *arrays):

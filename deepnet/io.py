@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepnet._cuda import to_cpu
+from deepnet._array import to_cpu
 
 __all__ = [
     "atomic_write", "user_cache_dir", "DEFAULT_MAX_BYTES", "ParameterFileError", "UnsafePickleError",

@@ -27,8 +27,8 @@ import math
 import numpy as np
 
 from deepnet import functional as F
-from deepnet._cuda import get_array_module
-from deepnet.reference import compute_dtype, output_size
+from deepnet._array import get_array_module
+from deepnet._dtypes import compute_dtype, output_size
 
 __all__ = ["Layer", "Relu", "Sigmoid", "Affine", "Convolution", "Pooling", "Dropout",
            "BatchNormalization", "Flatten", "GlobalAveragePooling", "Residual",

@@ -30,8 +30,8 @@ import reprlib
 
 import numpy as np
 
-from . import _cuda, io
-from .reference import compute_dtype
+from . import _array, io
+from ._dtypes import FLOAT_DTYPES, compute_dtype
 from .layers import (Affine, BatchNormalization, Convolution, Dropout, Flatten, GlobalAveragePooling,
                      Layer, Pooling, Relu, Residual, Sigmoid, SoftmaxWithLoss, _pair)
 
@@ -312,14 +312,14 @@ class Sequential(Layer):
 
     def classify(self, x, batch_size=100):
         """Predicted class of every sample of ``x`` (a NumPy int array), batch by batch."""
-        labels = [np.argmax(_cuda.to_cpu(self.predict(x[start:start + batch_size])), axis=1)
+        labels = [np.argmax(_array.to_cpu(self.predict(x[start:start + batch_size])), axis=1)
                   for start in range(0, len(x), batch_size)]
         return np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
 
     def probabilities(self, x, batch_size=100):
         """Softmax probabilities of every sample (NumPy, float64), batch by batch."""
         from .layers import softmax
-        rows = [softmax(_cuda.to_cpu(self.predict(x[start:start + batch_size])).astype(np.float64))
+        rows = [softmax(_array.to_cpu(self.predict(x[start:start + batch_size])).astype(np.float64))
                 for start in range(0, len(x), batch_size)]
         return np.concatenate(rows) if rows else np.zeros((0, 0))
 
@@ -328,7 +328,7 @@ class Sequential(Layer):
 
         Unlike the book's version, the final partial batch is evaluated too.
         """
-        t = _cuda.to_cpu(t)
+        t = _array.to_cpu(t)
         if len(x) == 0:
             raise ValueError("accuracy: no samples to evaluate (x is empty)")
         if t.ndim != 1:
@@ -414,7 +414,7 @@ class Sequential(Layer):
             if np.dtype(value.dtype).kind != "f":
                 raise ValueError(f"{source}: parameter {_short(name)} has dtype {value.dtype}, expected "
                                  "floating point (float16, float32 or float64)")
-        converted = {name: self._to_device(_cuda.to_cpu(arrays[name]).astype(targets[name].dtype, copy=False))
+        converted = {name: self._to_device(_array.to_cpu(arrays[name]).astype(targets[name].dtype, copy=False))
                      for name in names}
         for name in names:
             targets[name][...] = converted[name]
@@ -430,13 +430,13 @@ class Sequential(Layer):
 
     def to_gpu(self):
         """Move the parameters and buffers to the GPU (CuPy); predict moves the inputs."""
-        self._move(_cuda.to_gpu)
+        self._move(_array.to_gpu)
         self.on_gpu = True
         return self
 
     def to_cpu(self):
         """Move the parameters and buffers back to host memory."""
-        self._move(_cuda.to_cpu)
+        self._move(_array.to_cpu)
         self.on_gpu = False
         return self
 
@@ -456,7 +456,7 @@ class Sequential(Layer):
 
     def _to_device(self, a):
         """``a`` on the device the parameters live on."""
-        return _cuda.to_gpu(a) if self.on_gpu else _cuda.to_cpu(a)
+        return _array.to_gpu(a) if self.on_gpu else _array.to_cpu(a)
 
 
 def _named_children(layer, prefix, trainable_only):
@@ -843,7 +843,7 @@ def build(spec, dtype=np.float32, rng=None):
 
 def _build_dtype(dtype):
     dtype = np.dtype(dtype)
-    if dtype not in (np.float16, np.float32, np.float64):
+    if dtype not in FLOAT_DTYPES:
         raise ValueError(f"build: dtype must be float16, float32 or float64, got {dtype}")
     return dtype
 
@@ -1045,7 +1045,7 @@ def load_model(path, dtype=None):
     _check_loaded_values(skeleton, arrays, path)
     if target is None:  # the stored parameters' dtype
         stored = [np.dtype(arrays[name].dtype) for name in skeleton.params if name in arrays]
-        target = stored[0] if stored and stored[0] in (np.float16, np.float32, np.float64) else np.dtype(np.float32)
+        target = stored[0] if stored and stored[0] in FLOAT_DTYPES else np.dtype(np.float32)
     with _parameter_limit(MAX_PARAMETERS), _initialised("zeros"):  # nothing drawn: the file sets it all
         model = _build(spec, target, np.random.default_rng(), "spec")
     model.set_params(arrays, source=path)
@@ -1149,11 +1149,11 @@ def _fold_in(container):
         following = layers[i + 1] if i + 1 < len(layers) else None
         if isinstance(layer, Convolution) and not layer.relu and isinstance(following, BatchNormalization):
             acc = np.float64
-            std = np.sqrt(_cuda.to_cpu(following.running_var).astype(acc) + following.EPS)
-            scale = _cuda.to_cpu(following.gamma).astype(acc) / std
-            W = _cuda.to_cpu(layer.W).astype(acc) * scale[:, None, None, None]
-            b = (_cuda.to_cpu(layer.b).astype(acc) - _cuda.to_cpu(following.running_mean).astype(acc)) * scale \
-                + _cuda.to_cpu(following.beta).astype(acc)
+            std = np.sqrt(_array.to_cpu(following.running_var).astype(acc) + following.EPS)
+            scale = _array.to_cpu(following.gamma).astype(acc) / std
+            W = _array.to_cpu(layer.W).astype(acc) * scale[:, None, None, None]
+            b = (_array.to_cpu(layer.b).astype(acc) - _array.to_cpu(following.running_mean).astype(acc)) * scale \
+                + _array.to_cpu(following.beta).astype(acc)
             relu_after = i + 2 < len(layers) and isinstance(layers[i + 2], Relu)
             conv = Convolution(W.astype(layer.W.dtype), b.astype(layer.b.dtype), layer.stride, layer.pad,
                                relu=following.relu or relu_after)

@@ -19,8 +19,9 @@ import numbers
 import numpy as np
 
 from deepnet import functional as F
-from deepnet._cuda import get_array_module as _array_module  # cupy only where it is in use
-from deepnet._cuda import to_cpu
+from deepnet._array import get_array_module as _array_module  # cupy only where it is in use
+from deepnet._array import to_cpu
+from deepnet._dtypes import compute_dtype
 
 __all__ = [
     "Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
@@ -29,11 +30,6 @@ __all__ = [
 
 # The book's small constant that keeps the AdaGrad/RMSprop/Adam divisions finite.
 _EPS = 1e-7
-
-
-def _state_dtype(param):
-    """The dtype optimizer state and update arithmetic use for ``param``."""
-    return np.float32 if param.dtype == np.float16 else param.dtype
 
 
 def _is_real(value):
@@ -75,7 +71,7 @@ class Optimizer:
         self.iter += 1
         for key, grad in grads.items():
             param = params[key]
-            grad = F.cast(grad, _state_dtype(param))
+            grad = F.cast(grad, compute_dtype(param.dtype))
             if param.dtype == np.float16:
                 # Updated as a float32 copy and rounded back, with the backend's casts: the
                 # same bits as numpy's mixed float16/float32 in-place arithmetic, which ran
@@ -99,7 +95,7 @@ class Optimizer:
         xp = _array_module(param)
         state = self._state[name].get(key)
         if state is None:
-            state = xp.zeros(param.shape, dtype=_state_dtype(param))
+            state = xp.zeros(param.shape, dtype=compute_dtype(param.dtype))
         elif _array_module(state) is not xp:
             # Loaded from a checkpoint as NumPy; move it to where the parameter lives.
             state = xp.asarray(state)

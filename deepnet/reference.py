@@ -9,21 +9,8 @@ float16 once, at the end.
 """
 import numpy as np
 
-
-def output_size(size, kernel, stride, pad):
-    """Number of window positions along one axis."""
-    return (size + 2 * pad - kernel) // stride + 1
-
-
-def compute_dtype(dtype):
-    """The dtype arithmetic runs in for arrays stored as ``dtype``."""
-    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
-
-
-def output_hw(x_shape, kh, kw, stride, pad):
-    """(OH, OW) of a kh x kw window sliding over images of shape (N, C, H, W)."""
-    return (output_size(x_shape[2], kh, stride[0], pad[0]),
-            output_size(x_shape[3], kw, stride[1], pad[1]))
+from deepnet._array import get_array_module
+from deepnet._dtypes import compute_dtype, output_hw, output_size  # noqa: F401  (output_size: its old home)
 
 
 def _window_views(padded, kh, kw, stride, out_h, out_w):
@@ -152,7 +139,6 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     """One Adam step in place (deepnet.optimizers.Adam): m += (1-beta1)*(g - m);
     v += (1-beta2)*(g^2 - v); param -= lr_t*m / (sqrt(v) + eps).  NumPy or CuPy arrays;
     the Python-float scalars take the arrays' dtype."""
-    from deepnet._cuda import get_array_module
     xp = get_array_module(param)
     m += (1 - beta1) * (grad - m)
     v += (1 - beta2) * (grad ** 2 - v)
@@ -166,7 +152,6 @@ def batch_norm_sums(x, shift):
     """Per channel of x (N, C, M): the sums of (x - shift) and of (x - shift)^2 over N and
     M, in float64, as a (2, C) array.  Shifting by a value near the mean (the running
     mean) keeps the variance sum_sq/n - (sum/n)^2 accurate."""
-    from deepnet._cuda import get_array_module
     xp = get_array_module(x)
     centred = x.astype(np.float64) - xp.asarray(shift, dtype=np.float64)[None, :, None]
     return xp.stack([centred.sum(axis=(0, 2)), (centred * centred).sum(axis=(0, 2))])
@@ -186,7 +171,6 @@ def channel_affine(x, shift, scale, offset, relu=False):
 def batch_norm_backward_sums(dout, x, mean, inv_std, relu_out=None):
     """Per channel: sum(g) and sum(g * xhat), xhat = (x - mean) * inv_std, in float64, with
     g = dout masked by relu_out > 0 when given (the backward of a fused ReLU)."""
-    from deepnet._cuda import get_array_module
     xp = get_array_module(x)
     g = (dout if relu_out is None else relu_backward(dout, relu_out)).astype(np.float64)
     xhat = (x.astype(np.float64) - mean.astype(np.float64)[None, :, None]) * inv_std.astype(np.float64)[None, :, None]

@@ -34,7 +34,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from . import _cuda, io
+from . import _array, io
+from ._dtypes import compute_dtype
 from .distributed import SingleProcess
 from .optimizers import get_optimizer
 
@@ -96,7 +97,7 @@ class Trainer:
         self.communicator = communicator or SingleProcess()
         self._optimizer_settings = _settings(self.optimizer)
         # Which images are held out (a resumed run must keep them out of training).
-        self._validation_digest = (hashlib.sha256(np.ascontiguousarray(_cuda.to_cpu(x_val)).tobytes()).hexdigest()[:16]
+        self._validation_digest = (hashlib.sha256(np.ascontiguousarray(_array.to_cpu(x_val)).tobytes()).hexdigest()[:16]
                                    if x_val is not None else None)
 
         self.epoch = 0  # epochs completed so far
@@ -203,7 +204,7 @@ class Trainer:
         if len(x) == 0:
             raise ValueError("Trainer: no images to evaluate")
         first, stop = self.communicator.shard(len(x))
-        labels = _cuda.to_cpu(t[first:stop])
+        labels = _array.to_cpu(t[first:stop])
         if labels.ndim != 1:
             labels = labels.argmax(axis=1)
         correct = np.count_nonzero(self.network.classify(x[first:stop]) == labels)
@@ -294,7 +295,7 @@ class Trainer:
 
     def _state(self):
         """Everything a resumed run needs, as the arrays of a checkpoint."""
-        arrays = {f"param/{name}": _cuda.to_cpu(value) for name, value in _snapshot(self.network, copy=False).items()}
+        arrays = {f"param/{name}": _array.to_cpu(value) for name, value in _snapshot(self.network, copy=False).items()}
         arrays.update({f"optimizer/{name}": value for name, value in self.optimizer.state_dict().items()})
         for index, hook in enumerate(self._stateful()):
             arrays.update({f"hook{index}/{name}": value for name, value in hook.state_dict().items()})
@@ -395,8 +396,7 @@ class Trainer:
                 param = self.network.params.get(key)
                 if param is None:
                     raise ValueError(f"{check.path}: 'optimizer/{entry}' is for no parameter of this network")
-                expected = np.float32 if param.dtype == np.float16 else param.dtype
-                check.like(f"optimizer/{entry}", value, param, dtype=expected)
+                check.like(f"optimizer/{entry}", value, param, dtype=compute_dtype(param.dtype))
 
     def _check_config(self, saved, path):
         current = json.loads(json.dumps(self._config()))  # the same JSON types as the saved one
@@ -454,14 +454,15 @@ class WeightAverage:
     def after_step(self, trainer):
         current = _snapshot(trainer.network, copy=False)
         if self.average is None:
-            self.average = {name: value.astype(_average_dtype(value), copy=True) for name, value in current.items()}
+            self.average = {name: value.astype(compute_dtype(value.dtype), copy=True)
+                            for name, value in current.items()}
         else:
             self.steps += 1
             d = min(self.decay, (1 + self.steps) / (10 + self.steps))
             for name, value in current.items():
                 average = self.average[name]
                 if type(average) is not type(value):  # restored on the host, training on the GPU
-                    average = self.average[name] = _cuda.get_array_module(value).asarray(average)
+                    average = self.average[name] = _array.get_array_module(value).asarray(average)
                 average *= d
                 average += (1 - d) * value.astype(average.dtype, copy=False)
 
@@ -471,7 +472,7 @@ class WeightAverage:
     def state_dict(self):
         state = {"steps": np.array(self.steps)}
         if self.average is not None:
-            state.update({f"average/{name}": _cuda.to_cpu(value) for name, value in self.average.items()})
+            state.update({f"average/{name}": _array.to_cpu(value) for name, value in self.average.items()})
         return state
 
     def load_state_dict(self, state):
@@ -481,10 +482,6 @@ class WeightAverage:
 
     def spec(self):
         return {"weight_average": self.decay}
-
-
-def _average_dtype(value):
-    return np.float32 if value.dtype == np.float16 else value.dtype
 
 
 def _snapshot(network, copy=True):

@@ -1,0 +1,70 @@
+"""Which array module (NumPy or CuPy) holds an array, and moving arrays between host and GPU.
+
+Its one job: the NumPy/CuPy plumbing that layers, optimizers, nets, the trainer and the
+backends all need, without importing the CUDA backend.  Importing this module never
+imports CuPy; CuPy is imported on first use, so it works on machines without CuPy.
+This module imports nothing from deepnet.
+"""
+import functools
+
+import numpy as np
+
+__all__ = ["cupy_or_none", "require_cupy", "is_cupy_array", "get_array_module", "to_gpu", "to_cpu"]
+
+
+@functools.lru_cache(maxsize=None)
+def cupy_or_none():
+    """Return the ``cupy`` module, or None if it is missing or fails to import."""
+    try:
+        import cupy
+    except Exception:  # ImportError, but also broken CUDA libraries and the like
+        return None
+    return cupy
+
+
+def require_cupy():
+    """Return the ``cupy`` module; RuntimeError (saying how to install it) if it is unusable."""
+    cp = cupy_or_none()
+    if cp is None:
+        raise RuntimeError(
+            "the CUDA backend needs CuPy, which is not installed or failed to import "
+            "(install deepnet[cuda], or a cupy-cudaXXx wheel matching your CUDA)"
+        )
+    return cp
+
+
+def is_cupy_array(a):
+    """True for CuPy arrays; never imports CuPy."""
+    return type(a).__module__.startswith("cupy")
+
+
+def get_array_module(*arrays, name=None):
+    """Return ``numpy`` or ``cupy`` for the given arrays (non-arrays are ignored).
+
+    Raises TypeError when NumPy and CuPy arrays are mixed; ``name`` (the calling
+    function's name) is put in the message.
+    """
+    on_gpu = [i for i, a in enumerate(arrays) if is_cupy_array(a)]
+    if not on_gpu:  # the common case, answered without a second pass (batch-1 latency)
+        return np
+    on_cpu = [i for i, a in enumerate(arrays) if isinstance(a, np.ndarray)]
+    if on_cpu:
+        where = name or "deepnet"
+        raise TypeError(
+            f"{where}: cannot mix NumPy and CuPy arrays (NumPy arrays at argument "
+            f"positions {on_cpu}, CuPy arrays at {on_gpu}); move them all to one "
+            f"device first with deepnet._array.to_gpu() or to_cpu()"
+        )
+    return require_cupy()
+
+
+def to_gpu(a):
+    """Copy ``a`` to the current GPU (no copy if it is already a CuPy array)."""
+    return require_cupy().asarray(a)
+
+
+def to_cpu(a):
+    """Return ``a`` as a NumPy array (copied from the GPU if it is a CuPy array)."""
+    if is_cupy_array(a):
+        return a.get()
+    return np.asarray(a)
