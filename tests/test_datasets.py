@@ -47,6 +47,8 @@ def isolated_env(tmp_path, monkeypatch):
         raise AssertionError("tests must not download")
 
     monkeypatch.setattr(datasets, "_fetch", no_network)
+    # Nor the copy installed with deepnet: each test lays out the places it searches.
+    monkeypatch.setattr(datasets, "shipped_data_dir", lambda: tmp_path / "installed")
 
 
 def make_fake_mnist(directory, seed=0, n_train=6, n_test=4, compress=True):
@@ -357,9 +359,12 @@ def placeholder_mnist(directory, suffix=".gz"):
     return directory
 
 
-def test_search_order_root_env_cwd_home(tmp_path, monkeypatch):
+def test_search_order_root_env_cwd_installed_home(tmp_path, monkeypatch):
     home_dir = placeholder_mnist(Path.home() / ".cache" / "deepnet" / "mnist")
     assert find_mnist_dir() == home_dir
+
+    installed_dir = placeholder_mnist(tmp_path / "installed" / "mnist")
+    assert find_mnist_dir() == installed_dir
 
     cwd_dir = placeholder_mnist(tmp_path / "data" / "mnist")
     assert find_mnist_dir() == cwd_dir

@@ -29,16 +29,6 @@ BOTTOM = {
     "deepnet.reference": {"deepnet._array", "deepnet._dtypes"},
 }
 
-# Known exception, being removed (issue 26): deepnet.cli imports deepnet.app's commands,
-# which import deepnet.cli back for its shared option handling.  The one cycle allowed is
-# among these modules; delete this once cli and app no longer import each other.
-KNOWN_CYCLE = "deepnet.cli <-> deepnet.app"
-
-
-def _in_known_cycle(module):
-    return module == "deepnet.cli" or module.startswith(("deepnet.cli.", "deepnet.app"))
-
-
 def _module_name(path):
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -164,11 +154,11 @@ def test_helpers_never_import_the_cuda_backend():
     assert "deepnet._cuda" not in _reachable(GRAPH, "deepnet.reference")
 
 
-def test_no_import_cycles_but_the_known_one():
+def test_no_import_cycles():
+    """cli and app included: app imports only cli.options, and cli imports app's commands
+    inside the function that assembles the parser."""
     cycles = _cycles(GRAPH)
-    unexpected = [cycle for cycle in cycles if not all(_in_known_cycle(m) for m in cycle)]
-    assert not unexpected, f"import cycles among deepnet modules: {unexpected}"
-    assert len(cycles) <= 1, f"the known exception ({KNOWN_CYCLE}) is one cycle, found {cycles}"
+    assert not cycles, f"import cycles among deepnet modules: {cycles}"
 
 
 # ------------------------------------------------------------ each module, freshly imported
