@@ -96,6 +96,7 @@ class DeepnetModel:
         deepnet.set_backend(backend)
         deepnet.set_num_threads(threads)
         deepnet.set_winograd(winograd)
+        deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
         self.np, self.deepnet = np, deepnet
         self.dtype = np.dtype(dtype)
         self.net = MODEL_NAMES[model](self.dtype, 0)

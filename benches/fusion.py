@@ -19,6 +19,7 @@ from deepnet.nets import DeepConvNet
 
 
 def main():
+    deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32", choices=("float16", "float32", "float64"))
     parser.add_argument("--threads", type=int)

@@ -41,6 +41,7 @@ def predictor(framework, threads):
         return predict
     import deepnet
     from deepnet.nets import DeepConvNet, fold_batch_norm
+    deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
 
     deepnet.set_num_threads(threads)
     net = fold_batch_norm(DeepConvNet(dtype="float32", seed=0))

@@ -26,6 +26,7 @@ def worker(args):
     import deepnet
     from deepnet.distributed import MPICommunicator, SingleProcess
     from deepnet.nets import DeepConvNet
+    deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
     from deepnet.trainer import Trainer
 
     deepnet.set_num_threads(args.threads)

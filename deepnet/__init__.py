@@ -7,10 +7,10 @@ from deepnet._config import (backend, get_backend, get_num_threads, get_winograd
                              set_backend, set_num_threads, set_winograd, winograd)
 from deepnet._version import __version__
 from deepnet import _memory
+from deepnet._memory import keep_freed_memory
 
-_memory.keep_freed_memory()  # once per process, before the first large arrays
-
-__all__ = ["__version__", "backend", "get_backend", "get_num_threads", "get_winograd", "kernels_compiled",
+__all__ = ["__version__", "backend", "get_backend", "get_num_threads", "get_winograd", "keep_freed_memory",
+           "kernels_compiled",
            "set_backend", "set_num_threads", "set_winograd", "show_config", "config", "winograd"]
 
 

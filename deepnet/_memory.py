@@ -1,4 +1,4 @@
-"""Freed memory kept for reuse (glibc's malloc), set once when deepnet is imported.
+"""Freed memory kept for reuse (glibc's malloc), set where training starts, not at import.
 
 A DeepConvNet training step (batch 100) allocates and frees tens of MB of activations and
 gradients, all larger than glibc's mmap threshold.  glibc's adaptive default raises that
@@ -13,7 +13,9 @@ processes); after it, 217 faults a step against 24, and 2.8% faster (4,624 -> 4,
 img/s, 15 rounds).  PyTorch gains from the same setting (MALLOC_*_ environment
 variables, or jemalloc, which its CPU tuning guides recommend); deepnet sets it itself,
 as numpy sets hugepage advice for its arrays.  It changes the policy of the whole
-process, so it is skipped when the user set any MALLOC_*_ variable, and
+process, so importing deepnet leaves it alone: Trainer.train (and so every training
+command) sets it, once per process, and deepnet.keep_freed_memory() sets it for code of
+one's own.  It is skipped when the user set any MALLOC_*_ variable, and
 DEEPNET_KEEP_FREED_MEMORY=0 turns it off.
 """
 import ctypes
@@ -25,14 +27,17 @@ TRIM_THRESHOLD = 64 << 20   # free memory at the heap's top that is returned to 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # <malloc.h>
 USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
-status = "not set yet"
+NOT_SET = "malloc's defaults (deepnet sets its thresholds when training starts)"
+status = NOT_SET
 
 
-def keep_freed_memory():
-    """Set glibc's thresholds (see the module docstring) unless the user chose otherwise;
-    returns and records the outcome as a sentence for deepnet.config()."""
+def keep_freed_memory() -> str:
+    """Keep freed memory for reuse: set glibc's malloc thresholds for the whole process
+    (see the module docstring) unless the user chose otherwise.  Returns, and records for
+    deepnet.config(), the outcome as a sentence; later calls change nothing."""
     global status
-    status = _apply()
+    if status == NOT_SET:
+        status = _apply()
     return status
 
 

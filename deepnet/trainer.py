@@ -34,7 +34,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from . import _array, io
+from . import _array, _memory, io
 from ._dtypes import compute_dtype
 from .distributed import SingleProcess
 from .optimizers import get_optimizer
@@ -126,6 +126,7 @@ class Trainer:
     def train(self):
         """Train for the remaining epochs, keep the selected weights in the network, and
         return the accuracy on the whole test set (evaluated once, here; None without one)."""
+        _memory.keep_freed_memory()  # a step's freed activations are reused by the next
         for epoch in range(self.epoch, self.epochs):
             start = time.perf_counter()
             self._train_epoch(epoch)

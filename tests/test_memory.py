@@ -16,8 +16,16 @@ except (AttributeError, OSError, TypeError):
 # Twelve 3 MB arrays (under numpy's 4 MB hugepage advice, so every fault is one 4 KiB page),
 # written and freed together, five times: page faults per round after the first.
 FAULTS_PER_ROUND = """
-import resource, numpy as np
+import resource, sys, numpy as np
 import deepnet
+if sys.argv[1] == "keep":
+    deepnet.keep_freed_memory()
+elif sys.argv[1] == "train":  # a tiny training run sets it as it starts
+    from deepnet import layers as L
+    from deepnet.nets import Sequential
+    from deepnet.trainer import Trainer
+    net = Sequential(L.Affine(np.ones((4, 3), np.float32), np.zeros(3, np.float32)))
+    Trainer(net, np.ones((8, 4), np.float32), np.zeros(8, int), epochs=1, mini_batch_size=4, verbose=False).train()
 def round_():
     arrays = [np.ones(3 << 18, dtype=np.float32) for _ in range(12)]
     del arrays
@@ -30,9 +38,9 @@ print(deepnet.config()["freed memory"])
 """
 
 
-def run_child(**env):
+def run_child(how="keep", **env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "DEEPNET_KEEP_FREED_MEMORY"}
-    out = subprocess.run([sys.executable, "-c", FAULTS_PER_ROUND], env={**clean, **env},
+    out = subprocess.run([sys.executable, "-c", FAULTS_PER_ROUND, how], env={**clean, **env},
                          capture_output=True, text=True, check=True).stdout.splitlines()
     return float(out[0]), out[1]
 
@@ -55,6 +63,16 @@ def test_the_users_malloc_settings_are_left_alone():
     assert status == "malloc's settings from MALLOC_TRIM_THRESHOLD_"
 
 
+@pytest.mark.skipif(not GLIBC, reason="the thresholds are glibc's")
+def test_importing_deepnet_changes_no_process_wide_setting_and_training_does():
+    imported_faults, imported_status = run_child("import")
+    trained_faults, trained_status = run_child("train")
+    assert "when training starts" in imported_status
+    assert imported_faults > 2000, imported_faults  # malloc's defaults: the pages come back
+    assert "kept for reuse" in trained_status
+    assert trained_faults < 200, trained_faults
+
+
 def test_config_reports_the_memory_policy():
     import deepnet
-    assert deepnet.config()["freed memory"] != "not set yet"
+    assert "malloc" in deepnet.config()["freed memory"]
