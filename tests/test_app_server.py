@@ -234,10 +234,10 @@ def test_an_oversized_body_is_refused_from_content_length_before_it_is_sent(serv
     head = (f"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
             f"Content-Length: {MAX_BODY + 1}\r\n\r\n").encode()
     answered, answer = raw_request(served, head)  # no body follows
-    assert answered == 413 and "2,097,152" in answer["error"]
+    assert answered == 413 and f"{MAX_BODY:,}" in answer["error"]
 
 
-@pytest.mark.parametrize("size", [MAX_BODY + 1, 16 * MAX_BODY])
+@pytest.mark.parametrize("size", [MAX_BODY + 1, 2 * MAX_BODY])
 def test_a_client_sending_an_oversized_body_reads_the_413(served, size):
     status, _, answer = request(served, "POST", "/predict", bytes(size), {"Content-Type": PNG})
     assert status == 413 and f"{size:,} bytes" in answer["error"]

@@ -10,7 +10,7 @@ __all__ = ["MAX_IMAGE_BYTES", "NonFiniteOutput", "load_for_inference", "DigitRea
 
 # The largest image file read, by ``deepnet predict`` from disk and by ``deepnet serve`` from
 # a request's body: checked from the file's size (or Content-Length) before reading.
-MAX_IMAGE_BYTES = 2 * 1024 * 1024
+MAX_IMAGE_BYTES = 16 * 1024 * 1024  # a phone's JPEG photo fits (a 16-megapixel one is 3-8 MB)
 
 
 class NonFiniteOutput(ArithmeticError):

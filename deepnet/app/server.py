@@ -61,7 +61,7 @@ LINGER = 2  # seconds spent dropping a refused body, so that its sender reads th
 WORK_SLOTS = 2  # requests decoded, preprocessed and run at once: a 16-megapixel image takes
 # about 125 MB while it is, so a burst of requests takes at most this many times that
 WORK_WAIT = 5.0  # seconds a request waits for a free slot before it gets 503
-MAX_POSTS = 16  # images received, waiting or worked on at once: at most this many bodies are held
+MAX_POSTS = 8  # images received, waiting or worked on at once: at most this many bodies (MAX_BODY each) are held
 RETRY_AFTER = 1  # seconds, the 503's Retry-After
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
