@@ -7,18 +7,28 @@ does the same to any picture: grayscale, inverted when the digit is dark on ligh
 background level taken off, then crop, scale and centre.
 
 Images are untrusted input (``deepnet serve`` decodes what a request sends): only PNG and
-JPEG decoders run, and the pixel count is checked from the header before any decoding.
+JPEG decoders run, and the pixel count and the ratio of the sides are checked from the header
+before any decoding. Decoding takes at most 4 bytes a pixel in Pillow (64 MB at MAX_PIXELS);
+mnist_input then shrinks the picture to WORK_SIDE pixels a side before making arrays of it, so
+that a request's working memory is bounded by a constant. Error messages speak of the user's
+image ("the image is blank: ..."): they are shown to the user as they are.
 """
 import io
+import re
 
 import numpy as np
 
 __all__ = ["ImageError", "ImageTooLarge", "BlankImage", "PILLOW_INSTALL_HINT", "MAX_PIXELS",
-           "require_pillow", "mnist_input", "read_grayscale", "digit_to_mnist", "centre_of_mass"]
+           "MAX_ASPECT", "WORK_SIDE", "require_pillow", "mnist_input", "read_grayscale",
+           "check_size", "digit_to_mnist", "centre_of_mass"]
 
 PILLOW_INSTALL_HINT = 'reading images needs Pillow: pip install "deepnet[app]"'
 FORMATS = ("PNG", "JPEG")
 MAX_PIXELS = 16_000_000  # a 16-megapixel photo fits; a decompression bomb does not
+MAX_ASPECT = 20  # longest side / shortest side: a 16,000,000 x 1 strip is refused unread
+WORK_SIDE = 1024  # mnist_input shrinks larger pictures to this side before any array is made
+VISIBLE_ALPHA = 64  # pixels at least this opaque are the visible ones whose colours count
+ONE_COLOUR = 24  # visible pixels whose channels all vary less than this are one colour
 FIELD = 28  # MNIST's image side
 BOX = 20  # the side of the box the digit is scaled to fit
 CENTRE = 14.0  # MNIST's centres of mass, in pixel indices: 14.0 +- 0.5 on both axes
@@ -31,7 +41,8 @@ class ImageError(ValueError):
 
 
 class ImageTooLarge(ImageError):
-    """More pixels than MAX_PIXELS (refused from the header, before decoding)."""
+    """More pixels than MAX_PIXELS, or sides further apart than MAX_ASPECT (refused from the
+    header, before decoding)."""
 
 
 class BlankImage(ImageError):
@@ -49,14 +60,29 @@ def require_pillow():
 
 def mnist_input(data):
     """PNG or JPEG bytes -> float32 (28, 28) in [0, 1], light digit on dark, like MNIST."""
-    return digit_to_mnist(read_grayscale(data))
+    return digit_to_mnist(read_grayscale(data, max_side=WORK_SIDE))
 
 
-def read_grayscale(data):
+def check_size(width, height):
+    """Raise ImageTooLarge unless a width x height image may be decoded: at most MAX_PIXELS
+    pixels, and its long side at most MAX_ASPECT times its short side."""
+    if width * height > MAX_PIXELS:
+        raise ImageTooLarge(f"the image is {width}x{height} pixels, more than the "
+                            f"{MAX_PIXELS:,} accepted")
+    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+        raise ImageTooLarge(f"the image is {width}x{height} pixels, a strip "
+                            f"{max(width, height) / max(1, min(width, height)):,.0f} times longer "
+                            f"than it is wide; sides up to {MAX_ASPECT}:1 are accepted")
+
+
+def read_grayscale(data, max_side=None):
     """PNG or JPEG bytes -> float32 (H, W) in [0, 1], 1 = white.
 
-    EXIF orientation is applied; transparent pixels are composited on white; 16-bit
-    greyscale keeps its precision. Raises ImageError (or its subclass ImageTooLarge).
+    EXIF orientation is applied; transparency is resolved as _grayscale_image says; 16-bit
+    greyscale keeps its precision. The size is checked (check_size) from the header, before
+    any decoding. With ``max_side``, an image whose longer side is more is shrunk (JPEG by its
+    decoder, others by block averages) before it becomes an array, to at most 2 * max_side -
+    1 (JPEG) or max_side pixels a side. Raises ImageError (or its subclass ImageTooLarge).
     """
     Image = require_pillow()
     from PIL import ImageOps
@@ -64,34 +90,57 @@ def read_grayscale(data):
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             width, height = image.size  # from the header: Image.open decodes nothing yet
-            if width * height > MAX_PIXELS:
-                raise ImageTooLarge(f"read_grayscale: the image is {width}x{height} pixels, "
-                                    f"more than the {MAX_PIXELS:,} accepted")
+            check_size(width, height)
+            if max_side and max(width, height) > max_side and image.format == "JPEG":
+                image.draft(image.mode, (max_side, max_side))  # decoded at 1/2, 1/4 or 1/8 scale
             image.load()
-            return _grayscale(ImageOps.exif_transpose(image))
+            return _grayscale(_grayscale_image(ImageOps.exif_transpose(image)), max_side)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"read_grayscale: {exc}") from None
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageTooLarge(f"the image has {pixels}, more than the {MAX_PIXELS:,} "
+                            "accepted") from None
     except Image.UnidentifiedImageError:
-        raise ImageError("read_grayscale: expected a PNG or JPEG image, got bytes "
-                         "that are neither") from None
+        raise ImageError("the image is not a PNG or JPEG: expected a PNG or JPEG image, got "
+                         "bytes that are neither") from None
     except Exception as exc:  # Pillow's decoders raise many types for broken files
-        raise ImageError(f"read_grayscale: unreadable image ({type(exc).__name__}: {exc})") from None
+        raise ImageError(f"the image is unreadable ({type(exc).__name__}: {exc})") from None
 
 
-def _grayscale(image):
-    from PIL import Image
+def _grayscale_image(image):
+    """A decoded image -> a Pillow image of its lightness: mode "L", or "I" for 16-bit.
+
+    An image with transparent pixels whose visible pixels are all one colour (strokes of one
+    colour on a transparent background, as drawing apps export them) is read by its alpha:
+    opaque = ink, whatever the colour, so that white strokes are not lost on white. Any
+    other transparent image is composited on white.
+    """
+    from PIL import Image, ImageStat
 
     if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit greyscale PNG
-        gray = np.asarray(image, dtype=np.float32)
-        white = 65535
-    else:
-        if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-        gray = np.asarray(image.convert("L"), dtype=np.float32)
-        white = 255
+        return image.convert("I")
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        if alpha.getextrema()[0] < 255:  # some transparency
+            visible = alpha.point(lambda a: 255 if a >= VISIBLE_ALPHA else 0)
+            colours = ImageStat.Stat(rgba.convert("RGB"), mask=visible)
+            if colours.count[0] > 0 and all(high - low <= ONE_COLOUR
+                                            for low, high in colours.extrema):
+                return alpha.point(lambda a: 255 - a)  # one colour: the alpha is the ink
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")
+    return image.convert("L")
+
+
+def _grayscale(image, max_side=None):
+    """_grayscale_image's result -> float32 (H, W) in [0, 1], shrunk to max_side if given."""
+    if max_side and max(image.size) > max_side:
+        factor = -(-max(image.size) // max_side)
+        image = image.reduce(factor)  # block averages: cheap, and thin strokes stay as grey
+    white = 65535 if image.mode == "I" else 255
+    gray = np.asarray(image, dtype=np.float32)
     gray /= white  # in place: a large photo's pixels are copied no more than needed
     return gray.clip(0, 1, out=gray)
 
@@ -112,7 +161,8 @@ def digit_to_mnist(gray):
         ink = gray.copy()
     contrast = float(ink.max()) - background
     if contrast < MIN_CONTRAST:
-        raise BlankImage("digit_to_mnist: blank image (nothing stands out from the background)")
+        raise BlankImage("the image is blank: no ink found (nothing stands out from the "
+                         "background)")
     ink -= background
     ink /= contrast
     ink.clip(0, 1, out=ink)
