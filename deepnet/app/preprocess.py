@@ -34,6 +34,13 @@ BOX = 20  # the side of the box the digit is scaled to fit
 CENTRE = 14.0  # MNIST's centres of mass, in pixel indices: 14.0 +- 0.5 on both axes
 INK_THRESHOLD = 0.1  # ink below this (after contrast stretching) is not part of the digit
 MIN_CONTRAST = 0.1  # an image whose ink rises less than this above its background is blank
+PAPER_BLOCKS = 32  # the paper's brightness is fitted to the medians of about 32 x 32 blocks
+FLAT = 0.02  # a fitted paper that varies by less than this is taken as one level
+MIN_PAPER = 0.02  # the paper's brightness is taken as at least this (no division by zero)
+LINE_SPAN = 0.75  # a ruled line holds ink along at least this share of a row or column
+LINE_INK = 0.05  # ... at least this much ink
+NOISY = 0.01  # an ink map whose paper's noise is more than this is denoised
+DENOISE = 3  # ... by lowering it by this many times the noise left after smoothing
 
 
 class ImageError(ValueError):
@@ -145,6 +152,136 @@ def _grayscale(image, max_side=None):
     return gray.clip(0, 1, out=gray)
 
 
+def ink_map(gray):
+    """Grayscale (H, W) in [0, 1] -> float32 (H, W) in [0, 1]: how much ink each pixel
+    holds, 0 = bare paper, peaking at 1. Raises BlankImage when there is none.
+
+    The picture is made dark on light (inverted when its border is dark); the paper's
+    brightness under the picture's lighting is estimated everywhere (_paper), and each
+    pixel's ink is how much darker than that paper it is, as a fraction: 1 - pixel / paper,
+    so that a gradient of light, a shadow or grey paper is no ink. Thin ruled lines that run
+    across most of the page are taken out (_remove_ruled_lines); in a noisy photo the paper's
+    speckle is taken off (_denoise). The rest is stretched to peak at 1.
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if float(np.median(border)) <= 0.5:  # light on dark: invert
+        gray = 1 - gray
+    ink = gray / _paper(gray)
+    np.subtract(1, ink, out=ink)
+    noise = _noise(ink)
+    ink.clip(0, 1, out=ink)
+    _remove_ruled_lines(ink)
+    if noise > NOISY:
+        ink = _denoise(ink, noise)
+    contrast = float(ink.max())
+    if contrast < MIN_CONTRAST:
+        raise BlankImage("the image is blank: no ink found (nothing stands out from the "
+                         "background)")
+    ink /= contrast
+    return ink
+
+
+def _paper(gray):
+    """The brightness of bare paper at each pixel of a dark-on-light picture: a quadratic
+    surface fitted to the medians of about 32 x 32 blocks, leaving out the blocks darker than
+    the fit (ink) until none is left out anew. A fit that varies by less than FLAT across the
+    picture is taken as one level, the median of the blocks kept. Float32 (H, W), or a
+    scalar for one level."""
+    height, width = gray.shape
+    block = max(2, -(-max(height, width) // PAPER_BLOCKS))
+    rows, columns = height // block, width // block
+    if rows < 3 or columns < 3:  # too small to fit a surface: one level, the border's
+        border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+        return max(float(np.median(border)), MIN_PAPER)
+    cells = gray[:rows * block, :columns * block].reshape(rows, block, columns, block)
+    cells = np.median(cells.transpose(0, 2, 1, 3).reshape(rows, columns, -1), axis=2)
+    # Cell centres, and every pixel, in coordinates from -1 to 1 across the picture.
+    y = _unit((np.arange(rows) + 0.5) * block - 0.5, height)
+    x = _unit((np.arange(columns) + 0.5) * block - 0.5, width)
+    y, x = np.meshgrid(y, x, indexing="ij")
+    terms = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1).reshape(-1, 6)
+    values = cells.reshape(-1).astype(np.float64)
+    kept = values >= np.median(values)  # start from the lighter half: paper, mostly
+    for _ in range(8):
+        coefficients = np.linalg.lstsq(terms[kept], values[kept], rcond=None)[0]
+        residuals = values - terms @ coefficients
+        spread = 1.4826 * np.median(np.abs(residuals[kept])) + 0.01
+        now = residuals > -3 * spread  # darker than the paper by more than its noise: ink
+        if np.array_equal(now, kept):
+            break
+        kept = now
+    fitted = terms @ coefficients
+    if fitted.max() - fitted.min() < FLAT:
+        return max(float(np.median(values[kept])), MIN_PAPER)
+    c0, cx, cy, cxx, cxy, cyy = coefficients.astype(np.float32)
+    y = _unit(np.arange(height), height)[:, None]
+    x = _unit(np.arange(width), width)[None, :]
+    paper = (c0 + cy * y + cyy * y * y) + (cx + cxy * y) * x
+    paper += cxx * x * x
+    return np.maximum(paper, MIN_PAPER, out=paper)
+
+
+def _unit(positions, size):
+    """Pixel positions along a side of ``size`` pixels -> float32 from -1 to 1."""
+    half = max(size - 1, 1) / 2
+    return ((np.asarray(positions, dtype=np.float32) - half) / half).astype(np.float32)
+
+
+def _noise(ink):
+    """The standard deviation of the paper's noise in an ink map (before clipping): paper
+    pixels scatter around 0 and ink is only positive, so the negative values are noise, and
+    half of the paper's noise is negative."""
+    negative = np.minimum(ink, 0)
+    return float(np.sqrt(2 * np.dot(negative.ravel(), negative.ravel()) / ink.size))
+
+
+def _remove_ruled_lines(ink):
+    """Take out of an ink map, in place, thin lines that run along most of its rows or
+    columns (ruled and margin lines of notebook paper): a row whose LINE_SPAN of pixels all
+    hold at least some ink, more than the rows around it, is divided out as a line over the
+    paper; ink crossing the line (the digit's strokes) is kept."""
+    for axis in (1, 0):  # rows (horizontal lines), then columns
+        length = ink.shape[1 - axis]
+        level = np.quantile(ink, 1 - LINE_SPAN, axis=axis)  # reached along LINE_SPAN of the line
+        window = max(5, length // 30)
+        line = level - _opening(level, window)  # only what is thinner than the window
+        line[line < LINE_INK] = 0
+        if line.any():
+            line = np.minimum(line, 0.9)
+            shape = (-1, 1) if axis == 1 else (1, -1)
+            ink -= line.reshape(shape)
+            ink /= (1 - line).reshape(shape)
+            ink.clip(0, 1, out=ink)
+
+
+def _opening(profile, window):
+    """Grey opening of a 1-D profile (a minimum then a maximum over ``window`` values)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    before, after = window // 2, window - 1 - window // 2
+    low = sliding_window_view(np.pad(profile, (before, after), mode="edge"), window).min(axis=1)
+    return sliding_window_view(np.pad(low, (after, before), mode="edge"), window).max(axis=1)
+
+
+def _denoise(ink, noise):
+    """A noisy ink map with its paper's speckle taken off: averaged over 3 x 3 pixels, then
+    lowered by DENOISE times what is left of the noise (and clipped at 0)."""
+    padded = np.pad(ink, 1, mode="edge")
+    rows = padded[:-2] + padded[1:-1] + padded[2:]
+    smooth = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    smooth /= 9
+    smooth -= DENOISE * noise / 3
+    return smooth.clip(0, None, out=smooth)
+
+
+def _inked(ink):
+    """The pixels counted as the digit's when it is cropped: above INK_THRESHOLD, and in a
+    noisy map only those in a 2 x 2 square of such pixels (a lone speck is not the digit)."""
+    inked = ink > INK_THRESHOLD
+    return inked
+
+
 def digit_to_mnist(gray):
     """Grayscale (H, W) in [0, 1] -> the MNIST input (28, 28) float32: see the module doc.
 
@@ -152,22 +289,8 @@ def digit_to_mnist(gray):
     """
     from PIL import Image
 
-    gray = np.asarray(gray, dtype=np.float32)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
-    if background > 0.5:  # dark on light: invert
-        ink, background = 1 - gray, 1 - background
-    else:
-        ink = gray.copy()
-    contrast = float(ink.max()) - background
-    if contrast < MIN_CONTRAST:
-        raise BlankImage("the image is blank: no ink found (nothing stands out from the "
-                         "background)")
-    ink -= background
-    ink /= contrast
-    ink.clip(0, 1, out=ink)
-
-    inked = ink > INK_THRESHOLD
+    ink = ink_map(gray)
+    inked = _inked(ink)
     rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
     digit = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
 
