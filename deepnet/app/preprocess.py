@@ -163,6 +163,11 @@ def ink_map(gray):
     across most of the page are taken out (_remove_ruled_lines); in a noisy photo the paper's
     speckle is taken off (_denoise). The rest is stretched to peak at 1.
     """
+    return _ink_map(gray)[0]
+
+
+def _ink_map(gray):
+    """ink_map's map, and whether the picture was found noisy (and denoised)."""
     gray = np.asarray(gray, dtype=np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if float(np.median(border)) <= 0.5:  # light on dark: invert
@@ -172,14 +177,15 @@ def ink_map(gray):
     noise = _noise(ink)
     ink.clip(0, 1, out=ink)
     _remove_ruled_lines(ink)
-    if noise > NOISY:
+    noisy = noise > NOISY
+    if noisy:
         ink = _denoise(ink, noise)
     contrast = float(ink.max())
     if contrast < MIN_CONTRAST:
         raise BlankImage("the image is blank: no ink found (nothing stands out from the "
                          "background)")
     ink /= contrast
-    return ink
+    return ink, noisy
 
 
 def _paper(gray):
@@ -275,11 +281,18 @@ def _denoise(ink, noise):
     return smooth.clip(0, None, out=smooth)
 
 
-def _inked(ink):
-    """The pixels counted as the digit's when it is cropped: above INK_THRESHOLD, and in a
-    noisy map only those in a 2 x 2 square of such pixels (a lone speck is not the digit)."""
+def _extent(ink, noisy):
+    """(top, bottom, left, right) of the digit in an ink map, bottom and right exclusive:
+    the pixels above INK_THRESHOLD, and in a noisy map only those in a 2 x 2 square of such
+    pixels (a lone speck is not the digit)."""
     inked = ink > INK_THRESHOLD
-    return inked
+    if noisy:
+        squares = inked[:-1, :-1] & inked[1:, :-1] & inked[:-1, 1:] & inked[1:, 1:]
+        if squares.any():
+            rows, columns = np.flatnonzero(squares.any(axis=1)), np.flatnonzero(squares.any(axis=0))
+            return rows[0], rows[-1] + 2, columns[0], columns[-1] + 2
+    rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
+    return rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
 
 
 def digit_to_mnist(gray):
@@ -289,10 +302,9 @@ def digit_to_mnist(gray):
     """
     from PIL import Image
 
-    ink = ink_map(gray)
-    inked = _inked(ink)
-    rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
-    digit = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    ink, noisy = _ink_map(gray)
+    top, bottom, left, right = _extent(ink, noisy)
+    digit = ink[top:bottom, left:right]
 
     height, width = digit.shape
     scale = BOX / max(height, width)
