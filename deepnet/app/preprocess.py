@@ -39,8 +39,8 @@ FLAT = 0.02  # a fitted paper that varies by less than this is taken as one leve
 MIN_PAPER = 0.02  # the paper's brightness is taken as at least this (no division by zero)
 LINE_SPAN = 0.75  # a ruled line holds ink along at least this share of a row or column
 LINE_INK = 0.05  # ... at least this much ink
-NOISY = 0.01  # an ink map whose paper's noise is more than this is denoised
-DENOISE = 3  # ... by lowering it by this many times the noise left after smoothing
+NOISY = 0.01  # a picture whose paper's noise is more than this (in brightness) is denoised
+DENOISE = 3  # ... by lowering its ink by this many times the noise left after smoothing
 
 
 class ImageError(ValueError):
@@ -160,8 +160,10 @@ def ink_map(gray):
     brightness under the picture's lighting is estimated everywhere (_paper), and each
     pixel's ink is how much darker than that paper it is, as a fraction: 1 - pixel / paper,
     so that a gradient of light, a shadow or grey paper is no ink. Thin ruled lines that run
-    across most of the page are taken out (_remove_ruled_lines); in a noisy photo the paper's
-    speckle is taken off (_denoise). The rest is stretched to peak at 1.
+    across most of the page are taken out (_remove_ruled_lines). In a noisy photo the map is
+    smoothed over 3 x 3 pixels and lowered by DENOISE times the noise left (more where the
+    paper is darker, as the noise is larger there against it). The rest is stretched to
+    peak at 1.
     """
     return _ink_map(gray)[0]
 
@@ -172,14 +174,15 @@ def _ink_map(gray):
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if float(np.median(border)) <= 0.5:  # light on dark: invert
         gray = 1 - gray
-    ink = gray / _paper(gray)
+    paper = _paper(gray)
+    ink = gray / paper
     np.subtract(1, ink, out=ink)
-    noise = _noise(ink)
-    ink.clip(0, 1, out=ink)
+    noisy = _noise(ink, paper) > NOISY
     _remove_ruled_lines(ink)
-    noisy = noise > NOISY
     if noisy:
-        ink = _denoise(ink, noise)
+        ink = _smooth(ink)
+        ink -= DENOISE * _noise(ink, paper) / paper  # more where the paper is darker
+    ink.clip(0, 1, out=ink)
     contrast = float(ink.max())
     if contrast < MIN_CONTRAST:
         raise BlankImage("the image is blank: no ink found (nothing stands out from the "
@@ -234,12 +237,13 @@ def _unit(positions, size):
     return ((np.asarray(positions, dtype=np.float32) - half) / half).astype(np.float32)
 
 
-def _noise(ink):
-    """The standard deviation of the paper's noise in an ink map (before clipping): paper
-    pixels scatter around 0 and ink is only positive, so the negative values are noise, and
-    half of the paper's noise is negative."""
+def _noise(ink, paper):
+    """The standard deviation of the paper's noise, in brightness, in an ink map (not yet
+    clipped) over ``paper``: paper pixels scatter around 0 and ink is only positive, so the
+    negative values are noise, and half of the paper's noise is negative."""
     negative = np.minimum(ink, 0)
-    return float(np.sqrt(2 * np.dot(negative.ravel(), negative.ravel()) / ink.size))
+    negative *= paper  # ink is relative to the paper: paper - pixel = ink * paper
+    return float(np.sqrt(2 * np.vdot(negative, negative) / ink.size))
 
 
 def _remove_ruled_lines(ink):
@@ -258,7 +262,6 @@ def _remove_ruled_lines(ink):
             shape = (-1, 1) if axis == 1 else (1, -1)
             ink -= line.reshape(shape)
             ink /= (1 - line).reshape(shape)
-            ink.clip(0, 1, out=ink)
 
 
 def _opening(profile, window):
@@ -270,15 +273,13 @@ def _opening(profile, window):
     return sliding_window_view(np.pad(low, (after, before), mode="edge"), window).max(axis=1)
 
 
-def _denoise(ink, noise):
-    """A noisy ink map with its paper's speckle taken off: averaged over 3 x 3 pixels, then
-    lowered by DENOISE times what is left of the noise (and clipped at 0)."""
+def _smooth(ink):
+    """The mean of each pixel's 3 x 3 neighbourhood (edges repeated)."""
     padded = np.pad(ink, 1, mode="edge")
     rows = padded[:-2] + padded[1:-1] + padded[2:]
     smooth = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
     smooth /= 9
-    smooth -= DENOISE * noise / 3
-    return smooth.clip(0, None, out=smooth)
+    return smooth
 
 
 def _extent(ink, noisy):
