@@ -38,6 +38,8 @@ PAPER_BLOCKS = 32  # the paper's brightness is fitted to the medians of about 32
 FLAT = 0.02  # a fitted paper that varies by less than this is taken as one level
 MIN_PAPER = 0.02  # the paper's brightness is taken as at least this (no division by zero)
 LINE_SPAN = 0.75  # a ruled line holds ink along at least this share of a row or column
+LINE_STRIP = 8  # ... seen in strips this many pixels wide
+LINE_TILT = 0.09  # ... and lies at most this many rows per column askew (about 5 degrees)
 LINE_INK = 0.05  # ... at least this much ink
 NOISY = 0.01  # a picture whose paper's noise is more than this (in brightness) is denoised
 DENOISE = 3  # ... by lowering its ink by this many times the noise left after smoothing
@@ -247,21 +249,89 @@ def _noise(ink, paper):
 
 
 def _remove_ruled_lines(ink):
-    """Take out of an ink map, in place, thin lines that run along most of its rows or
-    columns (ruled and margin lines of notebook paper): a row whose LINE_SPAN of pixels all
-    hold at least some ink, more than the rows around it, is divided out as a line over the
-    paper; ink crossing the line (the digit's strokes) is kept."""
-    for axis in (1, 0):  # rows (horizontal lines), then columns
-        length = ink.shape[1 - axis]
-        level = np.quantile(ink, 1 - LINE_SPAN, axis=axis)  # reached along LINE_SPAN of the line
-        window = max(5, length // 30)
-        line = level - _opening(level, window)  # only what is thinner than the window
-        line[line < LINE_INK] = 0
-        if line.any():
-            line = np.minimum(line, 0.9)
-            shape = (-1, 1) if axis == 1 else (1, -1)
-            ink -= line.reshape(shape)
-            ink /= (1 - line).reshape(shape)
+    """Take out of an ink map, in place, thin straight lines that run along most of its rows
+    or columns (the ruled lines and the margin line of notebook paper), also when the photo
+    is a few degrees askew: see _remove_lines_along_rows. Ink crossing a line is kept."""
+    _remove_lines_along_rows(ink)
+    _remove_lines_along_rows(ink.T)  # the columns, through a view: still in place
+
+
+def _remove_lines_along_rows(ink):
+    """Divide out of an ink map (in place) the lines that cross it from side to side.
+
+    The map is cut into strips LINE_STRIP pixels wide, and each strip's mean ink row by row
+    is its profile; the lines' slope (_line_slope) aligns the profiles. Where the strips'
+    aligned profiles hold ink along LINE_SPAN of them, more than the rows around (within a
+    thirtieth of the height), there is a line, of that ink; each pixel on it is divided by
+    the line's transmission (1 - its ink), so a stroke darker than the line keeps its ink.
+    """
+    height, width = ink.shape
+    strips = width // LINE_STRIP
+    if strips < 4 or height < 8:
+        return
+    slope = _line_slope(ink)
+    profiles = ink[:, :strips * LINE_STRIP].reshape(height, strips, LINE_STRIP).mean(axis=2)
+    aligned = _shifted(profiles, slope * _centres(strips, LINE_STRIP, width))
+    level = np.quantile(aligned, 1 - LINE_SPAN, axis=1)
+    line = level - _opening(level, max(5, height // 30))  # only what is thinner than that
+    line[line < LINE_INK] = 0
+    if not line.any():
+        return
+    line = np.minimum(line, 0.9).astype(np.float32)
+    # The line through pixel (y, x) crosses the middle column at y - slope * x.
+    x = np.arange(width, dtype=np.float32) - (width - 1) / 2
+    position = np.arange(height, dtype=np.float32)[:, None] - np.float32(slope) * x
+    position.clip(0, height - 1, out=position)
+    below = position.astype(np.intp)
+    position -= below
+    np.minimum(below, height - 2, out=below)
+    position.clip(0, 1, out=position)
+    found = line[below] * (1 - position)
+    found += line[below + 1] * position
+    ink -= found
+    found -= 1
+    ink /= found
+    np.negative(ink, out=ink)
+
+
+def _centres(strips, strip, width):
+    """The strips' middle columns, counted from the map's middle column."""
+    return (np.arange(strips) + 0.5) * strip - 0.5 - (width - 1) / 2
+
+
+def _shifted(profiles, shifts):
+    """profiles (H, K) with column k read shifts[k] rows further down (linearly
+    interpolated, the ends repeated)."""
+    height = profiles.shape[0]
+    rows = np.arange(height)[:, None] + np.asarray(shifts)[None, :]
+    rows = rows.clip(0, height - 1)
+    below = np.minimum(rows.astype(np.intp), height - 2)
+    fraction = rows - below
+    upper = np.take_along_axis(profiles, below + 1, axis=0)
+    lower = np.take_along_axis(profiles, below, axis=0)
+    return lower + (upper - lower) * fraction
+
+
+def _line_slope(ink):
+    """The slope (rows per column) at which lines across the map lie, within LINE_TILT:
+    the one, in steps that move a line by a pixel across the map, at which the mean of 32
+    strips' aligned profiles has most ink in thin rows."""
+    height, width = ink.shape
+    strips = min(32, width // LINE_STRIP)
+    strip = width // strips
+    profiles = ink[:, :strips * strip].reshape(height, strips, strip).mean(axis=2)
+    centres = _centres(strips, strip, width)
+    window = max(5, height // 30)
+    steps = int(LINE_TILT * width)
+    best, best_score = 0.0, -1.0
+    for step in range(-steps, steps + 1):
+        slope = step / width
+        mean = _shifted(profiles, slope * centres).mean(axis=1)
+        thin = mean - _opening(mean, window)
+        score = float(np.dot(thin, thin))
+        if score > best_score + 1e-12 or (score > best_score - 1e-12 and abs(slope) < abs(best)):
+            best, best_score = slope, score
+    return best
 
 
 def _opening(profile, window):
