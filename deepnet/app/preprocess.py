@@ -41,6 +41,8 @@ LINE_SPAN = 0.75  # a ruled line holds ink along at least this share of a row or
 LINE_STRIP = 8  # ... seen in strips this many pixels wide
 LINE_TILT = 0.09  # ... and lies at most this many rows per column askew (about 5 degrees)
 LINE_INK = 0.05  # ... at least this much ink
+DIGIT_CELLS = 128  # the digit's pieces are found in cells of about 1/128 of the picture's side
+DIGIT_NEAR = 0.25  # pieces within this share of the largest piece's size are the digit's
 NOISY = 0.01  # a picture whose paper's noise is more than this (in brightness) is denoised
 DENOISE = 3  # ... by lowering its ink by this many times the noise left after smoothing
 
@@ -352,18 +354,104 @@ def _smooth(ink):
     return smooth
 
 
-def _extent(ink, noisy):
-    """(top, bottom, left, right) of the digit in an ink map, bottom and right exclusive:
-    the pixels above INK_THRESHOLD, and in a noisy map only those in a 2 x 2 square of such
-    pixels (a lone speck is not the digit)."""
+def _digit(ink, noisy):
+    """The digit cut out of an ink map: the box around the pixels above INK_THRESHOLD that
+    belong to the digit (_digit_cells: its largest piece of ink and the pieces near it, seen
+    in cells of about a DIGIT_CELLS-th of the picture). In a noisy map only pixels in a 2 x 2
+    square of such pixels count (a lone speck is not ink), and the ink inside the box but
+    more than a cell away from the digit's pieces is cleared."""
     inked = ink > INK_THRESHOLD
     if noisy:
         squares = inked[:-1, :-1] & inked[1:, :-1] & inked[:-1, 1:] & inked[1:, 1:]
         if squares.any():
-            rows, columns = np.flatnonzero(squares.any(axis=1)), np.flatnonzero(squares.any(axis=0))
-            return rows[0], rows[-1] + 2, columns[0], columns[-1] + 2
-    rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
-    return rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+            inked = np.zeros_like(inked)
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    inked[dy:dy + squares.shape[0], dx:dx + squares.shape[1]] |= squares
+    cell = -(-max(ink.shape) // DIGIT_CELLS)
+    cells = _pool(inked, cell).any(axis=(1, 3))
+    mass = _pool(np.where(inked, ink, 0), cell).sum(axis=(1, 3))
+    kept = _digit_cells(cells, mass)
+    ours = inked & _cells_to_pixels(kept, cell, ink.shape)
+    rows, columns = np.flatnonzero(ours.any(axis=1)), np.flatnonzero(ours.any(axis=0))
+    box = slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+    if not noisy:
+        return ink[box]
+    grown = kept.copy()
+    grown[1:] |= kept[:-1]
+    grown[:-1] |= kept[1:]
+    grown[:, 1:] |= grown[:, :-1].copy()
+    grown[:, :-1] |= grown[:, 1:].copy()
+    return ink[box] * _cells_to_pixels(grown, cell, ink.shape)[box]
+
+
+def _pool(image, cell):
+    """(H, W) -> (H / cell, cell, W / cell, cell), padded with zeros to whole cells."""
+    height, width = image.shape
+    rows, columns = -(-height // cell), -(-width // cell)
+    padded = np.zeros((rows * cell, columns * cell), image.dtype)
+    padded[:height, :width] = image
+    return padded.reshape(rows, cell, columns, cell)
+
+
+def _cells_to_pixels(cells, cell, shape):
+    return np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)[:shape[0], :shape[1]]
+
+
+def _digit_cells(cells, mass):
+    """The cells of the digit: of the 8-connected pieces of ``cells``, the one with the most
+    ``mass`` (ink), and those whose boxes come within DIGIT_NEAR of its size of its box."""
+    labels, count = _components(cells)
+    if count <= 1:
+        return cells
+    flat = labels.ravel()
+    masses = np.bincount(flat, weights=mass.ravel(), minlength=count + 1)
+    masses[0] = -1
+    main = int(masses.argmax())
+    rows, columns = np.divmod(np.arange(flat.size), labels.shape[1])
+    top, left = np.full(count + 1, flat.size), np.full(count + 1, flat.size)
+    bottom, right = np.full(count + 1, -1), np.full(count + 1, -1)
+    np.minimum.at(top, flat, rows)
+    np.maximum.at(bottom, flat, rows)
+    np.minimum.at(left, flat, columns)
+    np.maximum.at(right, flat, columns)
+    near = max(1.0, DIGIT_NEAR * max(bottom[main] - top[main], right[main] - left[main]) + 1)
+    gap = np.maximum(np.maximum(top - bottom[main], top[main] - bottom),
+                     np.maximum(left - right[main], left[main] - right))
+    keep = gap <= near
+    keep[0] = False
+    return keep[labels]
+
+
+def _components(cells):
+    """8-connected pieces of a small boolean array: (labels, count), 0 = not a cell. Runs of
+    cells along rows are joined with the runs they touch in the row above (union-find)."""
+    parent = [0]
+
+    def root(label):
+        while parent[label] != label:
+            parent[label] = parent[parent[label]]
+            label = parent[label]
+        return label
+
+    labels = np.zeros(cells.shape, np.intp)
+    above = []
+    for y, row in enumerate(cells):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.astype(np.int8), [0]))))
+        runs = []
+        for start, end in zip(edges[::2].tolist(), edges[1::2].tolist()):
+            label = len(parent)
+            parent.append(label)
+            for upper_start, upper_end, upper in above:
+                if upper_start <= end and upper_end >= start:  # touching, corners included
+                    a, b = root(upper), root(label)
+                    parent[max(a, b)] = min(a, b)
+            labels[y, start:end] = label
+            runs.append((start, end, label))
+        above = runs
+    roots = np.array([root(label) for label in range(len(parent))])
+    _, compact = np.unique(roots, return_inverse=True)
+    return compact[labels], int(compact.max())
 
 
 def digit_to_mnist(gray):
@@ -373,9 +461,7 @@ def digit_to_mnist(gray):
     """
     from PIL import Image
 
-    ink, noisy = _ink_map(gray)
-    top, bottom, left, right = _extent(ink, noisy)
-    digit = ink[top:bottom, left:right]
+    digit = _digit(*_ink_map(gray))
 
     height, width = digit.shape
     scale = BOX / max(height, width)
