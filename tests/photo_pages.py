@@ -77,13 +77,13 @@ def photo_pages(digits, condition, seed=0):
     return [photo_page(digit, rng, condition) for digit in digits]
 
 
-def accuracy(net, digits, labels, condition, reader, seed=0):
-    """The share of the pages of ``condition`` that ``net`` reads right when ``reader`` (PNG
-    or JPEG bytes -> (28, 28)) makes their inputs; an unreadable page counts as wrong."""
+def accuracy(net, pages, labels, reader):
+    """The share of ``pages`` (PNG or JPEG bytes) that ``net`` reads as ``labels`` when
+    ``reader`` (bytes -> (28, 28)) makes their inputs; an unreadable page counts as wrong."""
     from deepnet.app.preprocess import ImageError
 
     inputs, read = [], []
-    for page in photo_pages(digits, condition, seed):
+    for page in pages:
         try:
             inputs.append(reader(page))
             read.append(True)
@@ -154,8 +154,9 @@ def main(count=200):
           f"{np.mean(net.predict(x[:count]).argmax(axis=1) == labels):.1%}")
     print(f"{'condition':10} {'local background':>17} {'global background':>18}")
     for condition in CONDITIONS:
-        new = accuracy(net, digits, labels, condition, mnist_input)
-        old = accuracy(net, digits, labels, condition, global_background_input)
+        pages = photo_pages(digits, condition)
+        new = accuracy(net, pages, labels, mnist_input)
+        old = accuracy(net, pages, labels, global_background_input)
         print(f"{condition:10} {new:17.1%} {old:18.1%}")
 
 

@@ -40,6 +40,7 @@ MIN_PAPER = 0.02  # the paper's brightness is taken as at least this (no divisio
 LINE_SPAN = 0.75  # a ruled line holds ink along at least this share of a row or column
 LINE_STRIP = 8  # ... seen in strips this many pixels wide
 LINE_TILT = 0.09  # ... and lies at most this many rows per column askew (about 5 degrees)
+LINE_SEARCH = 400  # the lines' slope is sought in a map shrunk to this side, then refined
 LINE_INK = 0.05  # ... at least this much ink
 DIGIT_CELLS = 128  # the digit's pieces are found in cells of about 1/128 of the picture's side
 DIGIT_NEAR = 0.25  # pieces within this share of the largest piece's size are the digit's
@@ -302,47 +303,66 @@ def _centres(strips, strip, width):
 
 
 def _shifted(profiles, shifts):
-    """profiles (H, K) with column k read shifts[k] rows further down (linearly
-    interpolated, the ends repeated)."""
-    height = profiles.shape[0]
-    rows = np.arange(height)[:, None] + np.asarray(shifts)[None, :]
-    rows = rows.clip(0, height - 1)
+    """profiles (H, K) with column k read shifts[..., k] rows further down (linearly
+    interpolated, the ends repeated): (..., H, K) for shifts (..., K)."""
+    height, count = profiles.shape
+    shifts = np.asarray(shifts, dtype=np.float32)
+    rows = np.arange(height, dtype=np.float32)[:, None] + shifts[..., None, :]
+    rows.clip(0, height - 1, out=rows)
     below = np.minimum(rows.astype(np.intp), height - 2)
-    fraction = rows - below
-    upper = np.take_along_axis(profiles, below + 1, axis=0)
-    lower = np.take_along_axis(profiles, below, axis=0)
-    return lower + (upper - lower) * fraction
+    rows -= below
+    columns = np.arange(count)
+    lower = profiles[below, columns]
+    return lower + (profiles[below + 1, columns] - lower) * rows
 
 
 def _line_slope(ink):
     """The slope (rows per column) at which lines across the map lie, within LINE_TILT:
     the one, in steps that move a line by a pixel across the map, at which the mean of 32
-    strips' aligned profiles has most ink in thin rows."""
+    strips' aligned profiles has most ink in thin rows (the smallest slope of equals). A map
+    larger than LINE_SEARCH pixels a side is searched shrunk to it, then around what that
+    found, so that the search's cost is bounded."""
+    height, width = ink.shape
+    factor = -(-max(height, width) // LINE_SEARCH)
+    if factor > 1 and min(height, width) >= 8 * factor:
+        small = _pool(ink, factor).mean(axis=(1, 3))[:height // factor, :width // factor]
+        near = _line_slope(small)
+        steps = np.arange(factor + 1)
+        slopes = near + np.stack([steps, -steps], axis=1).ravel()[1:] / width
+        return _best_slope(ink, slopes)
+    steps = np.arange(int(LINE_TILT * width) + 1)
+    return _best_slope(ink, np.stack([steps, -steps], axis=1).ravel()[1:] / width)
+
+
+def _best_slope(ink, slopes):
+    """Of ``slopes`` (the first wins ties), the one that _line_slope prefers."""
     height, width = ink.shape
     strips = min(32, width // LINE_STRIP)
     strip = width // strips
     profiles = ink[:, :strips * strip].reshape(height, strips, strip).mean(axis=2)
-    centres = _centres(strips, strip, width)
+    centres = _centres(strips, strip, width).astype(np.float32)
     window = max(5, height // 30)
-    steps = int(LINE_TILT * width)
-    best, best_score = 0.0, -1.0
-    for step in range(-steps, steps + 1):
-        slope = step / width
-        mean = _shifted(profiles, slope * centres).mean(axis=1)
-        thin = mean - _opening(mean, window)
-        score = float(np.dot(thin, thin))
-        if score > best_score + 1e-12 or (score > best_score - 1e-12 and abs(slope) < abs(best)):
-            best, best_score = slope, score
-    return best
+    scores = []
+    chunk = max(1, 1_000_000 // (height * strips))  # bounds the memory: ~ 4 MB a chunk
+    for start in range(0, len(slopes), chunk):
+        shifts = slopes[start:start + chunk, None] * centres
+        means = _shifted(profiles, shifts).mean(axis=2)
+        thin = means - _opening(means, window)
+        scores.append(np.einsum("ah,ah->a", thin, thin))
+    return float(slopes[int(np.argmax(np.concatenate(scores)))])
 
 
-def _opening(profile, window):
-    """Grey opening of a 1-D profile (a minimum then a maximum over ``window`` values)."""
+def _opening(profiles, window):
+    """Grey opening of 1-D profiles along their last axis (a minimum then a maximum over
+    ``window`` values, the ends repeated)."""
     from numpy.lib.stride_tricks import sliding_window_view
 
     before, after = window // 2, window - 1 - window // 2
-    low = sliding_window_view(np.pad(profile, (before, after), mode="edge"), window).min(axis=1)
-    return sliding_window_view(np.pad(low, (after, before), mode="edge"), window).max(axis=1)
+    pad = [(0, 0)] * (np.ndim(profiles) - 1)
+    low = sliding_window_view(np.pad(profiles, pad + [(before, after)], mode="edge"), window,
+                              axis=-1).min(axis=-1)
+    return sliding_window_view(np.pad(low, pad + [(after, before)], mode="edge"), window,
+                               axis=-1).max(axis=-1)
 
 
 def _smooth(ink):
