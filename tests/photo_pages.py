@@ -9,6 +9,7 @@ the same ones. The conditions:
     lit       a lighting gradient from 0.45 to 1.0 across the page (any direction), noise, JPEG
     ruled     evenly lit notebook paper: ruled lines every 22-28 px and a margin line, noise, JPEG
     photo     the lit page's gradient on the ruled page, noise, JPEG
+    askew     the photo page taken 1 to 2.5 degrees askew (either way), its corners cropped
 
 Run ``python tests/photo_pages.py [COUNT]`` for the book's model's accuracy on COUNT pages of
 each condition (default 200), read by deepnet.app.preprocess and by the global-background
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-CONDITIONS = ("clean", "lit", "ruled", "photo")
+CONDITIONS = ("clean", "lit", "ruled", "photo", "askew")
 DARKEST_LIGHT = 0.45  # the lighting falls from 1.0 to this across a lit page
 NOISE = 0.03  # the sensor noise's standard deviation, in [0, 1] units (about 8 levels of 255)
 JPEG_QUALITY = (60, 75)
@@ -33,11 +34,16 @@ def photo_page(digit, rng, condition):
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}, not {condition!r}")
     height, width = (int(side) for side in rng.integers(200, 401, size=2))
-    side = int(rng.uniform(0.45, 0.75) * min(height, width))  # the digit's 28x28 box
+    lost = 0  # what the askew page loses at its edges
+    if condition == "askew":
+        tilt = rng.uniform(1, 2.5) * rng.choice([-1, 1])  # degrees
+        lost = int(np.ceil(np.sin(np.radians(abs(tilt))) * (height + width))) + 2
+    side = int(rng.uniform(0.45, 0.75) * (min(height, width) - 2 * lost))  # the 28x28 box
     ink_map = Image.fromarray((digit * 255).astype(np.uint8)).resize((side, side),
                                                                         Image.Resampling.BICUBIC)
     ink = np.zeros((height, width), np.float32)
-    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    top = int(rng.integers(lost, height - side - lost + 1))
+    left = int(rng.integers(lost, width - side - lost + 1))
     ink[top:top + side, left:left + side] = np.asarray(ink_map, np.float32) / 255
 
     paper, pen = rng.uniform(0.88, 1.0), rng.uniform(0.08, 0.25)  # reflectances
@@ -47,7 +53,7 @@ def photo_page(digit, rng, condition):
                        "PNG")
 
     tint = np.ones(3, np.float32)
-    if condition in ("ruled", "photo"):
+    if condition in ("ruled", "photo", "askew"):
         lines = np.ones((height, 1), np.float32)
         spacing, darkness = int(rng.integers(22, 29)), rng.uniform(0.65, 0.8)
         thickness = int(rng.integers(1, 3))
@@ -59,7 +65,7 @@ def photo_page(digit, rng, condition):
         reflectance = reflectance * lines * margin
         tint = np.array([0.97, 0.98, 1.0], np.float32)  # bluish lines on white paper
     light = np.ones((height, width), np.float32)
-    if condition in ("lit", "photo"):
+    if condition in ("lit", "photo", "askew"):
         angle = rng.uniform(0, 2 * np.pi)
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
         along = np.cos(angle) * x + np.sin(angle) * y
@@ -68,6 +74,9 @@ def photo_page(digit, rng, condition):
     seen = (light * reflectance)[..., None] * tint
     seen = seen + rng.normal(0, NOISE, size=seen.shape).astype(np.float32)
     photo = Image.fromarray(np.round(255 * seen.clip(0, 1)).astype(np.uint8), "RGB")
+    if condition == "askew":
+        photo = photo.rotate(tilt, resample=Image.Resampling.BICUBIC).crop(
+            (lost, lost, width - lost, height - lost))
     return _encode(photo, "JPEG", quality=int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)))
 
 
