@@ -156,3 +156,19 @@ def test_a_large_photo_is_read_at_a_bounded_size(book_net):
     page = Image.open(io.BytesIO(photo_page(images[30], np.random.default_rng(0), "photo")))
     big = encode(page.resize((3000, 2400), Image.Resampling.BICUBIC), "JPEG", quality=80)
     assert probabilities(book_net, [mnist_input(big)])[0].argmax() == labels[30] == 3
+
+
+def test_the_digits_pieces_are_scipys_8_connected_components():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from deepnet.app.preprocess import _components
+
+    rng = np.random.default_rng(3)
+    for density in (0.2, 0.45, 0.6):
+        for shape in [(1, 1), (1, 9), (9, 1), (17, 23), (64, 40)]:
+            cells = rng.random(shape) < density
+            labels, count = _components(cells)
+            expected, expected_count = ndimage.label(cells, structure=np.ones((3, 3)))
+            assert count == expected_count
+            # The same pieces, whatever their numbers.
+            pairs = set(zip(labels[cells].tolist(), expected[cells].tolist()))
+            assert len(pairs) == count and (labels[~cells] == 0).all()

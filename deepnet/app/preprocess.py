@@ -3,8 +3,17 @@
 MNIST's digits were cropped to their bounding box, scaled with anti-aliasing to fit a
 20x20 box with their aspect kept, and placed in a 28x28 field with their centre of mass
 at its centre; they are light on dark, in [0, 1], and each peaks at 1. ``mnist_input``
-does the same to any picture: grayscale, inverted when the digit is dark on light, the
-background level taken off, then crop, scale and centre.
+does the same to any picture: grayscale, then the ink told from the paper (ink_map), then
+crop, scale and centre.
+
+A photo of a digit on paper is not a clean drawing: its light falls off across the page,
+its sensor adds noise, JPEG adds blocks, and notebook paper has ruled lines. ink_map reads
+each pixel's ink against the paper's brightness where it lies (a smooth surface fitted to
+the paper, so that a gradient or a shadow is no ink), divides out thin lines that run
+across the page (also a few degrees askew), and in a noisy photo smooths the speckle away;
+the digit is then its largest piece of ink and the pieces near it, so that marks elsewhere
+do not widen its box. tests/photo_pages.py makes such photos of MNIST's test digits; the
+book's model reads them about as well as clean drawings (tests/test_app_photos.py).
 
 Images are untrusted input (``deepnet serve`` decodes what a request sends): only PNG and
 JPEG decoders run, and the pixel count and the ratio of the sides are checked from the header
@@ -20,7 +29,7 @@ import numpy as np
 
 __all__ = ["ImageError", "ImageTooLarge", "BlankImage", "PILLOW_INSTALL_HINT", "MAX_PIXELS",
            "MAX_ASPECT", "WORK_SIDE", "require_pillow", "mnist_input", "read_grayscale",
-           "check_size", "digit_to_mnist", "centre_of_mass"]
+           "check_size", "digit_to_mnist", "ink_map", "centre_of_mass"]
 
 PILLOW_INSTALL_HINT = 'reading images needs Pillow: pip install "deepnet[app]"'
 FORMATS = ("PNG", "JPEG")
@@ -38,11 +47,11 @@ PAPER_BLOCKS = 32  # the paper's brightness is fitted to the medians of about 32
 FLAT = 0.02  # a fitted paper that varies by less than this is taken as one level
 MIN_PAPER = 0.02  # the paper's brightness is taken as at least this (no division by zero)
 LINE_SPAN = 0.75  # a ruled line holds ink along at least this share of a row or column
+LINE_INK = 0.05  # ... at least this much ink, more than the rows around it
 LINE_STRIP = 8  # ... seen in strips this many pixels wide
 LINE_TILT = 0.09  # ... and lies at most this many rows per column askew (about 5 degrees)
-LINE_EDGE = 0.5  # ... and taken to darken the rows beside it by this share of its ink
+LINE_EDGE = 0.5  # ... and is taken to darken the rows beside it by this share of its ink
 LINE_SEARCH = 400  # the lines' slope is sought in a map shrunk to this side, then refined
-LINE_INK = 0.05  # ... at least this much ink
 DIGIT_CELLS = 128  # the digit's pieces are found in cells of about 1/128 of the picture's side
 DIGIT_NEAR = 0.25  # pieces within this share of the largest piece's size are the digit's
 NOISY = 0.01  # a picture whose paper's noise is more than this (in brightness) is denoised
@@ -275,8 +284,10 @@ def _remove_lines_along_rows(ink):
     strips = width // LINE_STRIP
     if strips < 4 or height < 8:
         return
-    slope = _line_slope(ink)
     profiles = ink[:, :strips * LINE_STRIP].reshape(height, strips, LINE_STRIP).mean(axis=2)
+    if np.mean(profiles.max(axis=0) >= LINE_INK) < LINE_SPAN:
+        return  # no line can cross LINE_SPAN of the strips: a drawing on a clean page
+    slope = _line_slope(ink)
     shifts = slope * _centres(strips, LINE_STRIP, width)
     extra = int(np.ceil(np.abs(shifts).max()))  # lines crossing the middle column off the map
     level = _line_level(profiles, shifts, extra)
@@ -487,20 +498,23 @@ def _components(cells):
         return label
 
     labels = np.zeros(cells.shape, np.intp)
-    above = []
-    for y, row in enumerate(cells):
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.astype(np.int8), [0]))))
-        runs = []
-        for start, end in zip(edges[::2].tolist(), edges[1::2].tolist()):
-            label = len(parent)
-            parent.append(label)
-            for upper_start, upper_end, upper in above:
-                if upper_start <= end and upper_end >= start:  # touching, corners included
-                    a, b = root(upper), root(label)
-                    parent[max(a, b)] = min(a, b)
-            labels[y, start:end] = label
-            runs.append((start, end, label))
-        above = runs
+    padded = np.zeros((cells.shape[0], cells.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = cells
+    edges = np.diff(padded, axis=1)
+    run_rows, starts = np.nonzero(edges == 1)  # row-major: each row's runs, left to right
+    ends = np.nonzero(edges == -1)[1]
+    above, current, row = [], [], -1
+    for y, start, end in zip(run_rows.tolist(), starts.tolist(), ends.tolist()):
+        if y != row:
+            above, current, row = (current if y == row + 1 else []), [], y
+        label = len(parent)
+        parent.append(label)
+        for upper_start, upper_end, upper in above:
+            if upper_start <= end and upper_end >= start:  # touching, corners included
+                a, b = root(upper), root(label)
+                parent[max(a, b)] = min(a, b)
+        labels[y, start:end] = label
+        current.append((start, end, label))
     roots = np.array([root(label) for label in range(len(parent))])
     _, compact = np.unique(roots, return_inverse=True)
     return compact[labels], int(compact.max())
