@@ -172,3 +172,24 @@ def test_the_digits_pieces_are_scipys_8_connected_components():
             # The same pieces, whatever their numbers.
             pairs = set(zip(labels[cells].tolist(), expected[cells].tolist()))
             assert len(pairs) == count and (labels[~cells] == 0).all()
+
+
+@pytest.mark.parametrize("exposure, bound", [(0.6, 0.9), (0.45, 0.8)])
+def test_a_dim_photo_of_paper_is_still_dark_ink_on_light_paper(book_net, digits, pages,
+                                                               exposure, bound):
+    # Underexposed: the paper is darker than 0.5 everywhere, but still the light part (at
+    # 0.45 the page's paper spans 46-115 of 255 levels and its ink 5-29: noise counts more).
+    def dim(page):
+        photo = np.asarray(Image.open(io.BytesIO(page)).convert("RGB"), np.float32)
+        return encode(Image.fromarray(np.round(photo * exposure).astype(np.uint8)), "JPEG",
+                      quality=70)
+    dimmed = [dim(page) for page in pages["lit"][:60]]
+    assert accuracy(book_net, dimmed, digits[1][:60], mnist_input) >= bound
+
+
+def test_white_chalk_on_a_grey_board_is_light_on_dark():
+    board = Image.new("L", (300, 240), 80)
+    board.paste(230, (100, 40, 130, 200))  # a chalk 1
+    made = mnist_input(encode(board))
+    assert (made > 0.5).sum(axis=0).max() >= 19  # a tall bar of ink: the chalk, not the board
+    assert made[:, :5].max() == 0 and made[:, -5:].max() == 0

@@ -171,11 +171,11 @@ def ink_map(gray):
     """Grayscale (H, W) in [0, 1] -> float32 (H, W) in [0, 1]: how much ink each pixel
     holds, 0 = bare paper, peaking at 1. Raises BlankImage when there is none.
 
-    The picture is made dark on light (inverted when its border is dark); the paper's
-    brightness under the picture's lighting is estimated everywhere (_paper), and each
-    pixel's ink is how much darker than that paper it is, as a fraction: 1 - pixel / paper,
-    so that a gradient of light, a shadow or grey paper is no ink. Thin ruled lines that run
-    across most of the page are taken out (_remove_ruled_lines). In a noisy photo the map is
+    The picture is made dark on light (inverted when its border is dark: _dark_on_light);
+    the paper's brightness under the picture's lighting is estimated everywhere (_paper),
+    and each pixel's ink is how much darker than that paper it is, as a fraction: 1 - pixel
+    / paper, so that a gradient of light, a shadow or grey paper is no ink. Thin ruled lines
+    that run across most of the page are taken out (_remove_ruled_lines). In a noisy photo the map is
     smoothed over 3 x 3 pixels and lowered by DENOISE times the noise left (more where the
     paper is darker, as the noise is larger there against it). The rest is stretched to
     peak at 1.
@@ -186,8 +186,7 @@ def ink_map(gray):
 def _ink_map(gray):
     """ink_map's map, and whether the picture was found noisy (and denoised)."""
     gray = np.asarray(gray, dtype=np.float32)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if float(np.median(border)) <= 0.5:  # light on dark: invert
+    if not _dark_on_light(gray):
         gray = 1 - gray
     paper = _paper(gray)
     ink = gray / paper
@@ -204,6 +203,16 @@ def _ink_map(gray):
                          "background)")
     ink /= contrast
     return ink, noisy
+
+
+def _dark_on_light(gray):
+    """Whether the picture's background, its border, is light: brighter than 0.5, or (a dim
+    photo of paper) nearer its brightest pixels than its darkest (1st and 99th percentiles)."""
+    border = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+    if border > 0.5:
+        return True
+    darkest, brightest = np.percentile(gray[::4, ::4], [1, 99])
+    return border > (darkest + brightest) / 2
 
 
 def _paper(gray):
