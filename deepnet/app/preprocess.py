@@ -92,9 +92,9 @@ def check_size(width, height):
         raise ImageTooLarge(f"the image is {width}x{height} pixels, more than the "
                             f"{MAX_PIXELS:,} accepted")
     if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
-        raise ImageTooLarge(f"the image is {width}x{height} pixels, a strip "
-                            f"{max(width, height) / max(1, min(width, height)):,.0f} times longer "
-                            f"than it is wide; sides up to {MAX_ASPECT}:1 are accepted")
+        raise ImageTooLarge(f"the image is {width}x{height} pixels, its long side "
+                            f"{max(width, height) / max(1, min(width, height)):,.0f} times its "
+                            f"short side; at most {MAX_ASPECT}:1 is accepted")
 
 
 def read_grayscale(data, max_side=None):
@@ -125,8 +125,8 @@ def read_grayscale(data, max_side=None):
         raise ImageTooLarge(f"the image has {pixels}, more than the {MAX_PIXELS:,} "
                             "accepted") from None
     except Image.UnidentifiedImageError:
-        raise ImageError("the image is not a PNG or JPEG: expected a PNG or JPEG image, got "
-                         "bytes that are neither") from None
+        raise ImageError("the image is neither PNG nor JPEG (only PNG or JPEG images are "
+                         "read)") from None
     except Exception as exc:  # Pillow's decoders raise many types for broken files
         raise ImageError(f"the image is unreadable ({type(exc).__name__}: {exc})") from None
 
