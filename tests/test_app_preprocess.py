@@ -65,6 +65,45 @@ def test_light_on_dark_reads_as_dark_on_light(digit):
     assert np.allclose(mnist_input(encode(inverted)), mnist_input(encode(digit)), atol=1e-5)
 
 
+def _strokes_on_transparent(digit, colour):
+    """The digit drawn in one ``colour`` (r, g, b) on a fully transparent background: the
+    ink is the alpha channel, as a drawing app exports it."""
+    alpha = Image.eval(digit, lambda v: 255 - v)
+    return Image.merge("RGBA", [Image.new("L", digit.size, c) for c in colour] + [alpha])
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0), (200, 30, 30), (40, 90, 250)],
+                         ids=["white", "black", "red", "blue"])
+def test_strokes_of_any_one_colour_on_a_transparent_background_are_ink(digit, colour):
+    made = mnist_input(encode(_strokes_on_transparent(digit, colour)))
+    assert np.allclose(made, mnist_input(encode(digit)), atol=0.02)
+
+
+def test_white_strokes_on_transparent_grey_and_black_read_the_same_digit(digit, book_net):
+    white = mnist_input(encode(_strokes_on_transparent(digit, (255, 255, 255))))
+    grey_alpha = _strokes_on_transparent(digit, (255, 255, 255)).convert("LA")
+    grey = mnist_input(encode(grey_alpha))
+    black = mnist_input(encode(_strokes_on_transparent(digit, (0, 0, 0))))
+    assert np.allclose(white, black, atol=1e-6) and np.allclose(grey, black, atol=1e-6)
+    labels = book_net.predict(np.array([white, grey, black])[:, None]).argmax(axis=1)
+    assert list(labels) == [7, 7, 7]
+
+
+def test_an_opaque_picture_with_an_alpha_channel_is_read_by_its_colours(digit):
+    # Fully opaque: the alpha says nothing, the colours are the picture.
+    opaque = Image.merge("RGBA", [digit] * 3 + [Image.new("L", digit.size, 255)])
+    assert np.allclose(mnist_input(encode(opaque)), mnist_input(encode(digit)), atol=1e-6)
+
+
+def test_a_picture_of_several_colours_with_transparency_is_composited_on_white(digit):
+    # Black strokes on an opaque white card that covers half the canvas, the rest
+    # transparent (and black underneath): composited on white, the card's edge is no ink.
+    rgba = Image.merge("RGBA", [digit] * 3 + [Image.new("L", digit.size, 255)])
+    width, height = digit.size
+    rgba.paste((0, 0, 0, 0), (0, 0, width, 20))
+    assert np.allclose(mnist_input(encode(rgba)), mnist_input(encode(digit)), atol=0.02)
+
+
 def test_a_transparent_background_is_white(digit):
     ink = Image.eval(digit, lambda v: 255 - v)
     strokes = Image.merge("RGBA", [Image.new("L", digit.size, 0)] * 3 + [ink])  # black, alpha = ink
@@ -134,20 +173,48 @@ def test_faint_noise_alone_is_blank():
     (b"not an image at all", "neither"),
     (b"GIF89a" + bytes(40), "neither"),  # a format whose decoder is not run
     (b"\x89PNG\r\n\x1a\n" + bytes(30), "neither"),  # PNG's signature, then no PNG
-])
-def test_unreadable_bytes_raise_image_error_naming_the_function(data, message):
-    with pytest.raises(ImageError, match=f"read_grayscale: .*{message}"):
+], ids=["empty", "text", "gif-header", "png-signature"])
+def test_unreadable_bytes_raise_image_error_speaking_of_the_image(data, message):
+    with pytest.raises(ImageError, match=f"^the image .*{message}"):
         mnist_input(data)
 
 
 def test_a_truncated_or_corrupted_png_raises_image_error(digit):
     data = encode(digit)
-    with pytest.raises(ImageError, match="read_grayscale: unreadable"):
+    with pytest.raises(ImageError, match="^the image is unreadable"):
         mnist_input(data[:len(data) // 2])
     middle = len(data) // 2
     corrupted = data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 16]) + data[middle + 16:]
-    with pytest.raises(ImageError, match="read_grayscale: unreadable"):
+    with pytest.raises(ImageError, match="^the image is unreadable"):
         mnist_input(corrupted)
+
+
+def _failures():
+    """(what, bytes) of pictures that cannot be read as a digit, one of each kind of error."""
+    return [
+        ("blank", encode(Image.new("L", (50, 40), 255))),
+        ("white on white", encode(Image.new("RGBA", (50, 40), (255, 255, 255, 0)))),
+        ("not an image", b"not an image at all"),
+        ("truncated", encode(Image.new("L", (50, 40), 0))[:30]),
+        ("too many pixels", png_header_only(5000, 4000)),
+        ("a decompression bomb", png_header_only(100_000, 100_000)),
+        ("a 16,000,000 x 1 strip", png_header_only(16_000_000, 1)),
+    ]
+
+
+@pytest.mark.parametrize("what, data", _failures(), ids=[what for what, _ in _failures()])
+def test_error_messages_speak_of_the_users_image_not_of_internal_functions(what, data):
+    with pytest.raises(ImageError) as caught:
+        mnist_input(data)
+    message = str(caught.value)
+    assert message.startswith("the image ")
+    for internal in ("read_grayscale", "digit_to_mnist", "mnist_input", "_grayscale", "Pillow"):
+        assert internal not in message
+
+
+def test_a_blank_image_says_no_ink_was_found():
+    with pytest.raises(BlankImage, match="^the image is blank: no ink found"):
+        mnist_input(encode(Image.new("L", (50, 40), 255)))
 
 
 def test_a_real_gif_is_refused_without_being_decoded(digit):
@@ -183,3 +250,44 @@ def test_the_pixel_cap_is_inclusive(decodes):
     assert not isinstance(caught.value, ImageTooLarge) and decodes == [(width, 4000)]
     with pytest.raises(ImageTooLarge):
         mnist_input(png_header_only(width + 1, 4000))
+
+
+def _one_bit_strip(width, height):
+    strip = Image.new("1", (width, height), 1)
+    strip.putpixel((0, 0), 0)
+    return encode(strip)
+
+
+@pytest.mark.parametrize("width, height", [(16_000_000, 1), (1, 16_000_000), (40_000, 100)])
+def test_extreme_aspect_ratios_are_refused_from_the_header_before_decoding(width, height, decodes):
+    data = _one_bit_strip(width, height)
+    assert len(data) < 40_000  # a small file: the cost would be all in decoding and after
+    with pytest.raises(ImageTooLarge) as caught:
+        mnist_input(data)
+    assert decodes == []
+    message = str(caught.value)
+    assert f"{width}x{height}" in message and f"{preprocess.MAX_ASPECT}:1" in message
+
+
+def test_a_long_but_plausible_strip_is_still_read():
+    page = Image.new("L", (preprocess.MAX_ASPECT * 30, 30), 255)
+    page.paste(0, (10, 5, 30, 25))
+    assert mnist_input(encode(page)).shape == (28, 28)
+
+
+def test_the_working_memory_of_a_large_photo_is_bounded(digit):
+    # A 16-megapixel picture at the pixel cap: its numpy working arrays stay far below the
+    # 64 MB that one float32 copy of it would take.
+    import tracemalloc
+
+    big = digit.resize((4000, 4000), Image.Resampling.NEAREST)
+    data = encode(big)
+    small = mnist_input(encode(digit))
+    tracemalloc.start()
+    try:
+        made = mnist_input(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32_000_000
+    assert np.abs(made - small).mean() < 0.02
