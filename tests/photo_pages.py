@@ -152,13 +152,13 @@ def main(count=200):
     here = Path(__file__).resolve().parent
     sys.path[:0] = [str(here), str(here.parent)]  # support, and deepnet from this checkout
     from support import BOOK_PARAMS, MNIST_DIR
-    from deepnet import cli
+    from deepnet.app.inference import load_for_inference
     from deepnet.app.preprocess import mnist_input
     from deepnet.datasets import load_mnist
 
     (_, _), (x, t) = load_mnist(normalize=True, flatten=False, root=MNIST_DIR)
     digits, labels = x[:count, 0], t[:count]
-    net = cli._load_network(BOOK_PARAMS, "float32")
+    net = load_for_inference(BOOK_PARAMS)
     print(f"the book's model on MNIST itself ({count} digits): "
           f"{np.mean(net.predict(x[:count]).argmax(axis=1) == labels):.1%}")
     print(f"{'condition':10} {'local background':>17} {'global background':>18}")

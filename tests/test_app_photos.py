@@ -10,7 +10,7 @@ import pytest
 
 from app_support import Image, encode, mnist_test_digits
 from photo_pages import accuracy, global_background_input, photo_page, photo_pages
-from deepnet import cli
+from deepnet.app.inference import load_for_inference
 from deepnet.app.preprocess import BlankImage, ink_map, mnist_input
 from deepnet.layers import softmax
 from support import BOOK_PARAMS
@@ -22,7 +22,7 @@ PHOTOS = ("lit", "ruled", "photo", "askew")
 
 @pytest.fixture(scope="module")
 def book_net():
-    return cli._load_network(BOOK_PARAMS, "float32")
+    return load_for_inference(BOOK_PARAMS)
 
 
 @pytest.fixture(scope="module")
