@@ -12,7 +12,7 @@ Every layer follows one contract:
 - ``output_shape(input_shape)``: the shape ``forward`` returns for an input of that shape
   (batch axis included);
 - ``config()``: the constructor's settings as JSON-ready data, from which
-  ``deepnet.nets.build`` rebuilds the layer (the architecture half of a model file).
+  ``deepnet.models.build`` rebuilds the layer (the architecture half of a model file).
 
 The book's attributes keep working: ``W, b, dW, db`` and ``gamma, beta, dgamma, dbeta``,
 and ``train_flg=`` where the book passes it.  The speed lives below, in deepnet.functional

@@ -9,13 +9,13 @@ import os
 
 import numpy as np
 
-from . import nets
+from . import models
 
 MODEL_NAMES = {
-    "deepconvnet": lambda dtype, seed: nets.DeepConvNet(dtype=dtype, seed=seed),
-    "deepconvnet-bn": lambda dtype, seed: nets.DeepConvNet(dtype=dtype, seed=seed, batch_norm=True),
-    "resnet": lambda dtype, seed: nets.ResNet(dtype=dtype, seed=seed),
-    "simpleconvnet": lambda dtype, seed: nets.SimpleConvNet(dtype=dtype, seed=seed),
+    "deepconvnet": lambda dtype, seed: models.DeepConvNet(dtype=dtype, seed=seed),
+    "deepconvnet-bn": lambda dtype, seed: models.DeepConvNet(dtype=dtype, seed=seed, batch_norm=True),
+    "resnet": lambda dtype, seed: models.ResNet(dtype=dtype, seed=seed),
+    "simpleconvnet": lambda dtype, seed: models.SimpleConvNet(dtype=dtype, seed=seed),
 }
 
 RECIPES = {
@@ -39,8 +39,8 @@ def make_model(name, dtype, seed):
     if name in MODEL_NAMES:
         return MODEL_NAMES[name](dtype, seed)
     if name.endswith(".json") or os.path.isfile(name):
-        model = nets.build(nets.load_spec_file(name), dtype=dtype, rng=np.random.default_rng(seed))
-        if not isinstance(model, nets.Sequential):
+        model = models.build(models.load_spec_file(name), dtype=dtype, rng=np.random.default_rng(seed))
+        if not isinstance(model, models.Sequential):
             raise ValueError(f"{name}: the spec describes a single {type(model).__name__}, not a model")
         return model
     raise ValueError(f"--model: expected one of {', '.join(MODEL_NAMES)} or a JSON spec file, got {name!r}")

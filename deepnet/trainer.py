@@ -59,7 +59,7 @@ def batch_starts(n, batch_size, batch_norm=False):
 
 
 class Trainer:
-    """Trains ``network`` (a deepnet.nets.Sequential, e.g. DeepConvNet) with mini-batches.
+    """Trains ``network`` (a deepnet.models.Sequential, e.g. DeepConvNet) with mini-batches.
 
     ``checkpoint_path``: saved after every epoch; with ``resume=True`` training continues
     from it when it exists (and starts afresh when it does not yet).  ``optimizer``: a

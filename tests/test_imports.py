@@ -134,7 +134,7 @@ def _cycles(graph):
 
 def test_the_graph_sees_the_packages_modules():
     assert {"deepnet", "deepnet._array", "deepnet._dtypes", "deepnet.reference", "deepnet._cuda",
-            "deepnet.functional", "deepnet.layers", "deepnet.nets", "deepnet.trainer"} <= set(GRAPH)
+            "deepnet.functional", "deepnet.layers", "deepnet.nets", "deepnet.models", "deepnet.trainer"} <= set(GRAPH)
     # Imports inside functions count: functional picks its backend module lazily.
     assert {"deepnet._cuda", "deepnet._cpu", "deepnet.reference"} <= GRAPH["deepnet.functional"]
 
@@ -149,7 +149,7 @@ def test_helpers_never_import_the_cuda_backend():
     """They come from deepnet._array and deepnet._dtypes (functional still picks _cuda as the
     backend for CuPy arrays, by name, on first use)."""
     for module in ("deepnet.reference", "deepnet.layers", "deepnet.io", "deepnet.optimizers",
-                   "deepnet.nets", "deepnet.trainer", "deepnet.distributed"):
+                   "deepnet.nets", "deepnet.trainer", "deepnet.distributed", *MODEL_MODULES):
         assert "deepnet._cuda" not in GRAPH[module], f"{module} imports deepnet._cuda"
     assert "deepnet._cuda" not in _reachable(GRAPH, "deepnet.reference")
 
@@ -199,3 +199,55 @@ def test_each_module_imports_alone(fresh_imports, module):
     assert not missed, f"{module} loaded {sorted(missed)}, which the parsed graph misses"
     if module in BOTTOM:
         assert loaded <= BOTTOM[module], f"{module} loaded {sorted(loaded)}"
+
+
+# ------------------------------------------------------------ deepnet.models: one module per job
+
+MODELS_PACKAGE = PACKAGE / "models"
+MODEL_MODULES = sorted(m for m in MODULES if m == "deepnet.models" or m.startswith("deepnet.models."))
+MAX_LINES = 500
+
+
+def test_the_models_are_a_package_of_small_modules():
+    assert {"deepnet.models", "deepnet.models.init", "deepnet.models.sequential", "deepnet.models.book",
+            "deepnet.models.spec", "deepnet.models.cost", "deepnet.models.files",
+            "deepnet.models.folding"} <= set(MODEL_MODULES)
+    too_long = {module: n for module in MODEL_MODULES
+                if (n := len(FILES[module].read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
+
+
+@pytest.mark.parametrize("module", MODEL_MODULES)
+def test_each_models_module_says_its_one_job_first(module):
+    docstring = ast.get_docstring(ast.parse(FILES[module].read_text(encoding="utf-8")))
+    assert docstring and docstring.splitlines()[0].strip(), f"{module} has no docstring naming its job"
+
+
+@pytest.mark.parametrize("module", MODEL_MODULES)
+def test_the_models_do_not_import_the_trainer_the_command_line_or_the_app(module):
+    above = {m for m in _reachable(_WITH_PACKAGES, module)
+             if m == "deepnet.trainer" or m.split(".")[:2] in (["deepnet", "cli"], ["deepnet", "app"])}
+    assert not above, f"{module} imports (directly or not) {sorted(above)}"
+
+
+def test_deepnet_nets_is_only_for_users():
+    """deepnet.nets re-exports deepnet.models for the book's imports; deepnet's own modules
+    import deepnet.models, and deepnet.nets holds nothing of its own."""
+    importers = sorted(module for module, targets in GRAPH.items() if "deepnet.nets" in targets)
+    assert not importers, f"{importers} import deepnet.nets instead of deepnet.models"
+    assert GRAPH["deepnet.nets"] == {"deepnet.models"}
+    tree = ast.parse(FILES["deepnet.nets"].read_text(encoding="utf-8"))
+    assert all(isinstance(node, (ast.Expr, ast.ImportFrom, ast.Assign)) for node in tree.body)
+
+
+def test_a_sequential_describes_itself_with_only_its_module_imported():
+    """Sequential.spec and astype use deepnet.models.spec, which registers itself with
+    deepnet.models.sequential (it cannot be imported there: it builds Sequentials)."""
+    code = ("import numpy as np; from deepnet.models.sequential import Sequential; from deepnet.layers import Affine\n"
+            "net = Sequential(Affine(np.ones((2, 3), np.float32), np.zeros(3, np.float32)))\n"
+            "print(net.spec()['type'], net.astype(np.float64).dtype)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Sequential", "float64"]

@@ -32,7 +32,7 @@ def load_for_inference(path, dtype=None):
     """The model saved in ``path`` (any model file, a parameter .npz or the book's .pkl),
     computing in ``dtype`` (default float32). ValueError for parameters that could only
     give meaningless predictions (NaN or infinite values)."""
-    from ..nets import load_model
+    from ..models import load_model
 
     network = load_model(path, dtype=np.dtype(np.float32 if dtype is None else dtype))
     for name, value in network.named_arrays().items():

@@ -1,0 +1,177 @@
+"""What a model costs: its input, the work and memory for one image (bounded), and a summary.
+
+``check_cost`` refuses a model whose work for one image is out of bounds (``build`` and
+``load_model`` call it on a skeleton: only shapes are walked); ``describe`` counts
+parameters, multiply-adds and the receptive field.
+"""
+import math
+
+from ..layers import (Affine, BatchNormalization, Convolution, Dropout, GlobalAveragePooling, Pooling, Relu,
+                      Residual, Sigmoid, _pair)
+from .limits import MAX_ACTIVATION, MAX_WORK
+from .sequential import NamedModel, Sequential
+
+DEFAULT_INPUT = (1, 28, 28)  # the input of a model that does not declare one (MNIST)
+
+
+def input_shape(model):
+    """The shape (batch of one) of the images ``model`` takes: a named model's input_dim;
+    for other models MNIST's 28x28 with the channels the first Convolution (or
+    BatchNormalization) before any Flatten declares, or the features of a first Affine."""
+    if isinstance(model, NamedModel):
+        return (1,) + tuple(model.config()["input_dim"])
+    for index, layer in enumerate(_leading_layers(model)):
+        if isinstance(layer, NamedModel):
+            return (1,) + tuple(layer.config()["input_dim"])
+        if isinstance(layer, Convolution):
+            return (1, int(layer.W.shape[1])) + DEFAULT_INPUT[1:]
+        if isinstance(layer, BatchNormalization):
+            return (1, int(layer.gamma.shape[0])) + DEFAULT_INPUT[1:]
+        if isinstance(layer, Affine) and index == 0:
+            return (1, int(layer.W.shape[0]))
+        if not isinstance(layer, (Relu, Sigmoid, Dropout, Pooling)):
+            break  # a layer that changes the rank (Flatten, an Affine): images of one channel
+    return (1,) + DEFAULT_INPUT
+
+
+def _leading_layers(layer):
+    """The layers an input meets first, in order (into containers: a Residual's body)."""
+    if isinstance(layer, NamedModel):
+        yield layer
+    elif isinstance(layer, Sequential):
+        for child in layer.layers:
+            yield from _leading_layers(child)
+    elif isinstance(layer, Residual):
+        yield from _leading_layers(layer.body)
+        yield layer  # what follows depends on both branches: stop looking there
+    else:
+        yield layer
+
+
+def check_cost(model, shape=None):
+    """Refuse (ValueError naming the layer) a model that cannot take one image of
+    ``shape`` (default ``input_shape(model)``) or whose work on it is out of bounds: a layer
+    output (or a convolution's padded input) of more than MAX_ACTIVATION values, more than
+    MAX_WORK multiply-adds, a window larger than its padded input, or a pooling window larger
+    than its input.  Only shapes are
+    walked: nothing runs.  Returns (output shape, multiply-adds)."""
+    shape = input_shape(model) if shape is None else tuple(shape)
+    strict = isinstance(model, NamedModel) or len(shape) == 2
+    walk = _CostWalk(shape, strict)
+    out = walk.through(model, "", shape)
+    return out, walk.work
+
+
+class _CostWalk:
+    def __init__(self, shape, strict):
+        self.image, self.strict, self.work = shape, strict, 0
+
+    def fail(self, where, layer, message):
+        name = f"layer {where.rstrip('.')} ({type(layer).__name__})" if where else f"the {type(layer).__name__}"
+        raise ValueError(f"{name}: {message} (for one input of shape {self.image})")
+
+    def values(self, where, layer, shape, what="output"):
+        if any(n < 1 for n in shape[1:]):
+            self.fail(where, layer, f"no {what} (shape {shape}): its window is larger than the padded input")
+        if math.prod(shape) > MAX_ACTIVATION:
+            self.fail(where, layer, f"its {what} of shape {shape} has {math.prod(shape)} values, "
+                                    f"more than {MAX_ACTIVATION} (64 MiB in float64)")
+
+    def add_work(self, where, layer, work):
+        self.work += work
+        if self.work > MAX_WORK:
+            self.fail(where, layer, f"the model needs more than {MAX_WORK:.0e} multiply-adds for one image")
+
+    def spatial(self, where, layer, shape, channels=None):
+        if len(shape) != 4:
+            self.fail(where, layer, f"needs images (N, C, H, W), gets shape {shape}")
+        if channels is not None and shape[1] != channels:
+            self.fail(where, layer, f"expects {channels} channels, gets {shape[1]} (shape {shape})")
+
+    def through(self, layer, where, shape):
+        if isinstance(layer, Sequential):
+            for index, child in enumerate(layer.layers):
+                shape = self.through(child, f"{where}{index}.", shape)
+            return shape
+        if isinstance(layer, Residual):
+            out = self.through(layer.body, where + "body.", shape)
+            skip = shape if layer.shortcut is None else self.through(layer.shortcut, where + "shortcut.", shape)
+            if len(out) != len(skip) or out[1] != skip[1] or (self.strict and out != skip):
+                self.fail(where, layer, f"the body gives shape {out} but the shortcut {skip}")
+            return out
+        if isinstance(layer, Convolution):
+            FN, C, kh, kw = (int(n) for n in layer.W.shape)
+            self.spatial(where, layer, shape, C)
+            (ph, pw) = _pair(layer.pad)
+            self.values(where, layer, (1, C, shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
+            out = tuple(layer.output_shape(shape))
+            self.values(where, layer, out)
+            self.values(where, layer, (1, C * kh * kw, out[2], out[3]), "column matrix")
+            self.add_work(where, layer, math.prod(out[1:]) * C * kh * kw)
+            return out
+        if isinstance(layer, Pooling):
+            self.spatial(where, layer, shape)
+            if layer.pool_h > shape[2] or layer.pool_w > shape[3]:
+                self.fail(where, layer, f"its {layer.pool_h}x{layer.pool_w} window is larger than its "
+                                        f"{shape[2]}x{shape[3]} input")
+            ph, pw = _pair(layer.pad)
+            self.values(where, layer, (1, shape[1], shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
+            out = tuple(layer.output_shape(shape))
+            self.values(where, layer, out)
+            self.add_work(where, layer, math.prod(out[1:]) * layer.pool_h * layer.pool_w)
+            return out
+        if isinstance(layer, Affine):
+            n_in, n_out = (int(n) for n in layer.W.shape)
+            if len(shape) < 2:
+                self.fail(where, layer, f"needs a batch of samples, gets shape {shape}")
+            features = math.prod(shape[1:])
+            if features != n_in and self.strict:
+                self.fail(where, layer, f"expects {n_in} features, gets {features} (shape {shape})")
+            self.add_work(where, layer, n_in * n_out)
+            out = (shape[0], n_out)
+            self.values(where, layer, out)
+            return out
+        if isinstance(layer, BatchNormalization):
+            if len(shape) not in (2, 4) or shape[1] != layer.gamma.shape[0]:
+                self.fail(where, layer, f"expects (N, {layer.gamma.shape[0]}) or (N, {layer.gamma.shape[0]}, H, W) "
+                                        f"input, gets shape {shape}")
+            return shape
+        if isinstance(layer, GlobalAveragePooling):
+            self.spatial(where, layer, shape)
+        out = tuple(layer.output_shape(shape))
+        self.values(where, layer, out)
+        return out
+
+
+def describe(model, input_shape=(1, 1, 28, 28)):
+    """Parameters, multiply-adds per image and the receptive field (in input pixels) of the
+    last spatial layer, for a model applied to inputs of ``input_shape`` (batch included)."""
+    shape, macs, rf = _walk_cost(model, tuple(input_shape), (1, 1))
+    return {"parameters": int(sum(p.size for p in model.params.values())),
+            "multiply_adds": int(macs // max(input_shape[0], 1)) if input_shape[0] else int(macs),
+            "receptive_field": rf[0], "output_shape": shape}
+
+
+def _walk_cost(layer, shape, field):
+    """(output shape, multiply-adds, (receptive field, jump)) through ``layer``."""
+    if isinstance(layer, Sequential):
+        macs = 0
+        for child in layer.layers:
+            shape, child_macs, field = _walk_cost(child, shape, field)
+            macs += child_macs
+        return shape, macs, field
+    if isinstance(layer, Residual):
+        out, macs, body_field = _walk_cost(layer.body, shape, field)
+        if layer.shortcut is not None:
+            macs += _walk_cost(layer.shortcut, shape, field)[1]
+        return out, macs, body_field
+    out = layer.output_shape(shape)
+    rf, jump = field
+    if isinstance(layer, Convolution):
+        FN, C, kh, kw = layer.W.shape
+        return out, math.prod(out) * C * kh * kw, (rf + (kh - 1) * jump, jump * _pair(layer.stride)[0])
+    if isinstance(layer, Pooling):
+        return out, 0, (rf + (layer.pool_h - 1) * jump, jump * _pair(layer.stride)[0])
+    if isinstance(layer, Affine):
+        return out, out[0] * layer.W.shape[0] * layer.W.shape[1], field
+    return out, 0, field

@@ -1,0 +1,355 @@
+"""Sequential: layers in order, as a layer (it nests) and as a classifier.
+
+``Sequential(*layers)`` is both a layer (e.g. the body of a ``Residual``) and a classifier:
+predict, loss, gradient, accuracy, parameter and model files.  Its parameters are named
+hierarchically after the layers' positions ("0.W", "3.body.1.gamma"); the book's nets keep
+the book's names (W1, b1, ... W8, b8) through ``aliases``.  ``NamedModel`` is the base of
+the models a constructor builds from settings (DeepConvNet, ResNet...).
+"""
+import copy
+import json
+import os
+
+import numpy as np
+
+from .. import _array, io
+from ..layers import BatchNormalization, Convolution, Dropout, Layer, Pooling, SoftmaxWithLoss
+from .limits import _short
+
+# A model file's layout: Sequential.save writes it, deepnet.models.files.load_model reads it.
+SPEC_KEY = "__model_spec__"  # the entry of a model file that holds the JSON spec
+BUFFER_PREFIX = "buffers/"   # the entries of a model file that hold the buffers
+
+# Describing a model as data (layer_spec, model_spec) and building one from data (build)
+# need every named model, and those are Sequentials: deepnet.models.spec imports this module,
+# so this module cannot import it.  It puts the three functions here when it loads, and it
+# always has by the time a model exists (deepnet.models, imported before any of its
+# modules, imports it).
+_ARCHITECTURE = {}
+
+
+class Sequential(Layer):
+    """Layers applied in order; as a model, class scores followed by softmax cross-entropy.
+
+    ``params`` holds every parameter (frozen layers' too), ``grads`` only those of
+    trainable layers: a layer (or container) with ``trainable = False`` contributes no
+    gradients, so optimizers leave it alone.
+    """
+
+    on_gpu = False
+
+    def __init__(self, *layers, rng=None, aliases=None):
+        # No Layer.__init__: params, grads and buffers are gathered from the layers.
+        self.layers = list(layers)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.aliases = dict(aliases or {})  # hierarchical name -> public name
+        self.last_layer = SoftmaxWithLoss()
+
+    # -- the layer contract ---------------------------------------------------------------
+
+    def children(self):
+        return tuple((str(i), layer) for i, layer in enumerate(self.layers))
+
+    def forward(self, x, train=False, *, train_flg=None):
+        """The layers in order.  A Convolution followed by a 2x2, stride-2 Pooling runs as
+        one call (Convolution.forward_pooled), which the compiled CPU backend fuses so that
+        the full-size output never reaches memory (see F.conv2d_max_pool2d for where it
+        makes the two calls); in training it keeps what the fused backward pass needs."""
+        train = train if train_flg is None else train_flg
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if (isinstance(layer, Convolution) and isinstance(following, Pooling)
+                    and following.fuses_after_convolution()):
+                x = layer.forward_pooled(x, following, train)
+                i += 2
+            else:
+                x = layer.forward(x, train)
+                i += 1
+        return x
+
+    def backward(self, dout, input_gradient=True):
+        """The layers' backward passes in reverse order; the gradient of the input.  With
+        input_gradient=False a first Convolution (or Sequential) skips it and returns None:
+        training never uses it, and it cost a third of DeepConvNet's first layer.  A
+        Convolution followed by a 2x2, stride-2 Pooling runs both backward passes as one
+        (Convolution.backward_pooled), as the forward pass fuses them."""
+        i = len(self.layers) - 1
+        while i >= 0:
+            layer = self.layers[i]
+            previous = self.layers[i - 1] if i > 0 else None
+            if (isinstance(layer, Pooling) and isinstance(previous, Convolution) and layer.argmax is not None
+                    and layer.fuses_after_convolution()):
+                first = i == 1
+                dout = previous.backward_pooled(dout, layer, input_gradient=input_gradient or not first)
+                i -= 2
+                continue
+            if i == 0 and not input_gradient and isinstance(layer, (Convolution, Sequential)):
+                return layer.backward(dout, input_gradient=False)
+            dout = layer.backward(dout)
+            i -= 1
+        return dout
+
+    def output_shape(self, input_shape):
+        for layer in self.layers:
+            input_shape = layer.output_shape(input_shape)
+        return tuple(input_shape)
+
+    def config(self):
+        return {"layers": [_ARCHITECTURE["layer_spec"](layer) for layer in self.layers]}
+
+    # -- parameters by name ---------------------------------------------------------------
+
+    def named_layers(self, prefix="", trainable_only=False):
+        """(name prefix, layer) for every layer inside, depth first ("3.body.1.")."""
+        for name, layer in self.children():
+            if trainable_only and not layer.trainable:
+                continue
+            yield prefix + name + ".", layer
+            if isinstance(layer, Sequential):
+                yield from layer.named_layers(prefix + name + ".", trainable_only)
+            else:
+                yield from _named_children(layer, prefix + name + ".", trainable_only)
+
+    def _collect(self, attribute, trainable_only=False):
+        found = {}
+        for prefix, layer in self.named_layers(trainable_only=trainable_only):
+            for name, value in getattr(layer, attribute).items():
+                key = prefix + name
+                found[self.aliases.get(key, key)] = value
+        return found
+
+    @property
+    def params(self):
+        """Every parameter, name -> array (the layers' own arrays: update them in place)."""
+        return self._collect("params")
+
+    @property
+    def grads(self):
+        """The gradients of the last backward pass, for trainable parameters only."""
+        return self._collect("grads", trainable_only=True)
+
+    @property
+    def buffers(self):
+        """Saved state that is not trained (BatchNormalization's running statistics)."""
+        return self._collect("buffers")
+
+    @property
+    def dtype(self):
+        """The dtype of the parameters (float32 for a net without any)."""
+        for _, layer in self.named_layers():
+            for value in layer.params.values():
+                return np.dtype(value.dtype)
+        return np.dtype(np.float32)
+
+    def dropout_layers(self):
+        return [layer for _, layer in self.named_layers() if isinstance(layer, Dropout)]
+
+    def batch_norm_layers(self):
+        return [layer for _, layer in self.named_layers() if isinstance(layer, BatchNormalization)]
+
+    # -- inference and training -----------------------------------------------------------
+
+    def predict(self, x, train=False, *, train_flg=None):
+        """Class scores (before softmax) for a batch ``x``."""
+        x = self._to_device(x).astype(self.dtype, copy=False)
+        return self.forward(x, train if train_flg is None else train_flg)
+
+    def loss(self, x, t, train=True):
+        """Cross-entropy loss of a forward pass (training mode by default: dropout active,
+        batch statistics in BN)."""
+        y = self.predict(x, train=train)
+        return self.last_layer.forward(y, self._to_device(t))
+
+    def loss_and_gradient(self, x, t, loss_scale=1.0):
+        """Loss of one training-mode forward pass and the gradients of its backward pass
+        (of ``loss_scale`` times the loss: data-parallel training weights each rank's share)."""
+        loss = self.loss(x, t)
+        self.backward(self.last_layer.backward(loss_scale), input_gradient=False)
+        return loss, self.grads
+
+    def gradient(self, x, t):
+        """Gradients of the loss by backpropagation (trainable parameters only)."""
+        return self.loss_and_gradient(x, t)[1]
+
+    def classify(self, x, batch_size=100):
+        """Predicted class of every sample of ``x`` (a NumPy int array), batch by batch."""
+        labels = [np.argmax(_array.to_cpu(self.predict(x[start:start + batch_size])), axis=1)
+                  for start in range(0, len(x), batch_size)]
+        return np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
+
+    def probabilities(self, x, batch_size=100):
+        """Softmax probabilities of every sample (NumPy, float64), batch by batch."""
+        from ..layers import softmax
+        rows = [softmax(_array.to_cpu(self.predict(x[start:start + batch_size])).astype(np.float64))
+                for start in range(0, len(x), batch_size)]
+        return np.concatenate(rows) if rows else np.zeros((0, 0))
+
+    def accuracy(self, x, t, batch_size=100):
+        """Fraction of ``x`` classified as ``t`` (labels or one-hot), counting every sample.
+
+        Unlike the book's version, the final partial batch is evaluated too.
+        """
+        t = _array.to_cpu(t)
+        if len(x) == 0:
+            raise ValueError("accuracy: no samples to evaluate (x is empty)")
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        if len(t) != len(x):
+            raise ValueError(f"accuracy: {len(x)} samples but {len(t)} labels")
+        return float(np.sum(self.classify(x, batch_size) == t) / len(x))
+
+    # -- random state (dropout masks), for bit-exact resume --------------------------------
+
+    def random_state(self):
+        """The state of every generator the net draws from (its dropout masks), as JSON data."""
+        return [_generator_state(layer.rng) for layer in self.dropout_layers()] + [_generator_state(self.rng)]
+
+    def set_random_state(self, states):
+        generators = [layer.rng for layer in self.dropout_layers()] + [self.rng]
+        if len(states) != len(generators):
+            raise ValueError(f"random state for {len(states)} generators, the net has {len(generators)}")
+        for generator, state in zip(generators, states):
+            generator.bit_generator.state = state
+
+    # -- parameter files ------------------------------------------------------------------
+
+    def spec(self):
+        """The architecture as JSON-ready data (``build(spec)`` makes a new net of it)."""
+        return _ARCHITECTURE["model_spec"](self)
+
+    def save(self, path):
+        """Write a self-describing model file (parameters, buffers, JSON spec); return the path."""
+        arrays = self.named_arrays()
+        arrays[SPEC_KEY] = np.frombuffer(json.dumps(self.spec()).encode(), dtype=np.uint8)
+        return io.save_params(path, arrays)
+
+    def save_params(self, path):
+        """Write the parameters alone to an ``.npz`` file (atomically); return the path written."""
+        return io.save_params(path, self.params)
+
+    def load_params(self, path, only=None, strict=True):
+        """Load parameters (and buffers, if the file has them) from a model file, a
+        parameter ``.npz`` or the book's ``.pkl``; see ``set_params`` for ``only``/``strict``.
+        Returns the names loaded.  Names, dtypes and shapes are checked against this net
+        from the file's headers before any array is read."""
+        expected = {name: value.shape for name, value in self.named_arrays().items()}
+        only = [only] if isinstance(only, str) else only
+        if only is not None:
+            expected = {name: shape for name, shape in expected.items() if _matches(name, only)}
+        optional = {SPEC_KEY} | {name for name in expected if name.startswith(BUFFER_PREFIX)}
+        arrays = io.read_params(path, {**expected, SPEC_KEY: None}, strict=strict and only is None,
+                                optional=optional)
+        arrays.pop(SPEC_KEY, None)
+        return self.set_params(arrays, source=os.fspath(path), only=only, strict=strict)
+
+    def set_params(self, arrays, source="parameters", only=None, strict=True):
+        """Copy ``arrays`` (name -> array; ``buffers/<name>`` for buffers) into this net.
+
+        ``only``: names or prefixes (e.g. ``["W1", "b1"]`` or ``["0.", "1."]``) to load; the
+        rest of the file is ignored (transfer learning).  ``strict``: every selected
+        parameter of the net must be in ``arrays`` and nothing else may be; with
+        ``strict=False`` the names both have are loaded.  Shapes must always match.
+        Everything is checked before anything changes (ValueError naming the parameter),
+        so a failed load leaves the net as it was.  Returns the names loaded.
+        """
+        targets = self.named_arrays()
+        only = [only] if isinstance(only, str) else only
+        selected = (lambda name: True) if only is None else (lambda name: _matches(name, only))
+        wanted = {name for name in targets if selected(name) and not name.startswith(BUFFER_PREFIX)}
+        given = {name for name in arrays if selected(name)}
+        if strict:
+            missing, unexpected = sorted(wanted - given), sorted(given - set(targets))
+            if missing:
+                raise ValueError(f"{source}: parameter {_short(missing[0])} is missing")
+            if unexpected:
+                raise ValueError(f"{source}: unexpected parameter {_short(unexpected[0])}")
+        names = sorted(given & set(targets))
+        if not names and (only is not None or not strict):
+            what = f"matches {_short(list(only))}" if only is not None else "has a name this network has"
+            raise ValueError(f"{source}: no parameter {what}")
+        for name in names:
+            value, expected = arrays[name], targets[name].shape
+            if tuple(value.shape) != tuple(expected):
+                raise ValueError(f"{source}: parameter {_short(name)} has shape {tuple(value.shape)}, "
+                                 f"the network expects {tuple(expected)}")
+            if np.dtype(value.dtype).kind != "f":
+                raise ValueError(f"{source}: parameter {_short(name)} has dtype {value.dtype}, expected "
+                                 "floating point (float16, float32 or float64)")
+        converted = {name: self._to_device(_array.to_cpu(arrays[name]).astype(targets[name].dtype, copy=False))
+                     for name in names}
+        for name in names:
+            targets[name][...] = converted[name]
+        return names
+
+    def named_arrays(self):
+        """Every array a parameter file can set: parameters, and buffers as ``buffers/<name>``."""
+        targets = dict(self.params)
+        targets.update({BUFFER_PREFIX + name: value for name, value in self.buffers.items()})
+        return targets
+
+    # -- devices and dtypes ---------------------------------------------------------------
+
+    def to_gpu(self):
+        """Move the parameters and buffers to the GPU (CuPy); predict moves the inputs."""
+        self._move(_array.to_gpu)
+        self.on_gpu = True
+        return self
+
+    def to_cpu(self):
+        """Move the parameters and buffers back to host memory."""
+        self._move(_array.to_cpu)
+        self.on_gpu = False
+        return self
+
+    def _move(self, move):
+        for _, layer in self.named_layers():
+            if not isinstance(layer, Sequential):
+                layer.params = {name: move(value) for name, value in layer.params.items()}
+                layer.buffers = {name: move(value) for name, value in layer.buffers.items()}
+
+    def astype(self, dtype):
+        """A copy of this net computing in ``dtype`` (e.g. float16 for inference)."""
+        clone = _ARCHITECTURE["build"](self.spec(), dtype=dtype, rng=copy.deepcopy(self.rng))
+        clone.set_params(self.named_arrays())
+        if self.on_gpu:
+            clone.to_gpu()
+        return clone
+
+    def _to_device(self, a):
+        """``a`` on the device the parameters live on."""
+        return _array.to_gpu(a) if self.on_gpu else _array.to_cpu(a)
+
+
+def _named_children(layer, prefix, trainable_only):
+    """named_layers for the children of a non-Sequential container (Residual)."""
+    for name, child in layer.children():
+        if trainable_only and not child.trainable:
+            continue
+        yield prefix + name + ".", child
+        if isinstance(child, Sequential):
+            yield from child.named_layers(prefix + name + ".", trainable_only)
+        else:
+            yield from _named_children(child, prefix + name + ".", trainable_only)
+
+
+def _matches(name, selection):
+    """``name`` (a parameter, or ``buffers/<name>``) is one of ``selection``'s names or
+    lies under one of its prefixes ("3." or "3")."""
+    name = name.removeprefix(BUFFER_PREFIX)
+    return any(name == item or (item.endswith(".") and name.startswith(item)) or
+               name.startswith(item + ".") for item in selection)
+
+
+def _generator_state(generator):
+    return generator.bit_generator.state
+
+
+
+class NamedModel(Sequential):
+    """A model built by a constructor (DeepConvNet, ResNet...): ``self._config`` holds the
+    constructor's settings, which describe it as long as its layers are what they built."""
+
+    def config(self):
+        return self._config

@@ -1,0 +1,214 @@
+"""Architectures as data: describing a model as a JSON-ready spec and building one from a spec.
+
+``model_spec(model)`` describes a model; ``build(spec)`` makes a new one.  A spec is
+untrusted data (a model file, a --model spec.json): ``build`` checks every entry and
+setting (a named model's config too), names only deepnet's layer and model types (MODELS),
+and bounds the parameters (MAX_PARAMETERS), the layers (MAX_LAYERS), the nesting
+(MAX_NESTING) and the work for one image (``check_cost``) on a skeleton of the model whose
+arrays take no memory, before anything is allocated or drawn.
+"""
+import numpy as np
+
+from .._dtypes import FLOAT_DTYPES
+from ..layers import Convolution, Dropout, Flatten, GlobalAveragePooling, Pooling, Relu, Residual, Sigmoid
+from .book import DeepConvNet, SimpleConvNet
+from .cost import check_cost
+from .init import _charge_layers, _initialised, _parameter_limit, affine_layer, batch_norm_layer, he_normal, zeros
+from .limits import MAX_NESTING, MAX_PARAMETERS, _short
+from .resnet import ResNet
+from .sequential import _ARCHITECTURE, NamedModel, Sequential
+from .vgg import VGG
+
+MODELS = {"DeepConvNet": DeepConvNet, "SimpleConvNet": SimpleConvNet, "ResNet": ResNet, "VGG": VGG}
+
+
+def layer_spec(layer):
+    """A layer as JSON-ready data: {"type": class name, **its config}.  A named model whose
+    layers were changed after it was built (a new head, folded BN) is described by its
+    layers, not by its constructor's settings."""
+    if isinstance(layer, NamedModel):
+        named = {"type": type(layer).__name__, "config": layer.config()}
+        as_built = _built(named, np.dtype(np.float32), np.random.default_rng(0), "shapes")  # settings alone
+        if _layers_spec(as_built) == _layers_spec(layer):
+            return named
+        return {"type": "Sequential", **_layers_spec(layer)}
+    if isinstance(layer, Residual):
+        return {"type": "Residual", "body": layer_spec(layer.body),
+                "shortcut": None if layer.shortcut is None else layer_spec(layer.shortcut)}
+    if type(layer) is Sequential:
+        return {"type": "Sequential", **_layers_spec(layer)}
+    if type(layer).__name__ not in _LAYER_BUILDERS:
+        raise ValueError(f"model_spec: a {type(layer).__name__} cannot be described as data; "
+                         f"known layers: {', '.join(sorted(_KNOWN_TYPES))}")
+    return {"type": type(layer).__name__, **layer.config()}
+
+
+def _layers_spec(model):
+    """A Sequential's layers and aliases as data (what the generic spec holds)."""
+    spec = {"layers": [layer_spec(child) for child in model.layers]}
+    if model.aliases:
+        spec["aliases"] = model.aliases
+    return spec
+
+
+def model_spec(model):
+    """The architecture of ``model`` (a Sequential or one of MODELS) as JSON-ready data."""
+    return layer_spec(model)
+
+
+def build(spec, dtype=np.float32, rng=None):
+    """A new, freshly initialised model (or layer) of the architecture ``spec`` describes.
+
+    ``spec`` is untrusted data (a model file, a --model spec.json): every entry is checked,
+    only the layer and model types of deepnet can be named, and a spec asking for more than
+    MAX_PARAMETERS parameters or MAX_LAYERS layers, or a model whose work for one image is
+    out of bounds (see ``check_cost``), is refused before anything is allocated.
+    """
+    rng = np.random.default_rng(rng)
+    dtype = _build_dtype(dtype)
+    check_cost(_built(spec, dtype, rng, "shapes"))  # a skeleton first: no memory, nothing drawn
+    return _built(spec, dtype, rng, "random")
+
+
+def _build_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"build: dtype must be float16, float32 or float64, got {dtype}")
+    return dtype
+
+
+def _built(spec, dtype, rng, mode):
+    with _parameter_limit(MAX_PARAMETERS), _initialised(mode):
+        return _build(spec, dtype, rng, "spec")
+
+
+def _build(spec, dtype, rng, where, depth=0):
+    if depth > MAX_NESTING:
+        raise ValueError(f"build: {where}: containers nested more than {MAX_NESTING} deep")
+    try:
+        _charge_layers(1)
+    except ValueError as exc:
+        raise ValueError(f"build: {where}: {exc}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise ValueError(f"build: {where} must be an object with a string 'type', got {_short(spec)}")
+    kind = spec["type"]
+    if kind in MODELS:
+        config = _entry(spec, "config", dict, where)
+        _check_keys(spec, {"type", "config"}, where)
+        try:
+            return MODELS[kind](**config, dtype=dtype, seed=rng)
+        except (TypeError, KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"build: {where}: bad {kind} config: {str(exc)[:300]}") from None
+    if kind == "Sequential":
+        _check_keys(spec, {"type", "layers", "aliases"}, where)
+        layers = _entry(spec, "layers", list, where)
+        children = [_build(item, dtype, rng, f"{where}.layers[{i}]", depth + 1) for i, item in enumerate(layers)]
+        aliases = spec.get("aliases") or {}
+        if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in aliases.items()):
+            raise ValueError(f"build: {where}.aliases must map names to names")
+        return Sequential(*children, rng=rng, aliases=aliases)
+    if kind == "Residual":
+        _check_keys(spec, {"type", "body", "shortcut"}, where)
+        body = _build(spec.get("body"), dtype, rng, where + ".body", depth + 1)
+        shortcut = spec.get("shortcut")
+        shortcut = None if shortcut is None else _build(shortcut, dtype, rng, where + ".shortcut", depth + 1)
+        return Residual(body, shortcut)
+    if kind not in _LAYER_BUILDERS:
+        raise ValueError(f"build: {where}: unknown layer type {_short(kind)}; known: {', '.join(sorted(_KNOWN_TYPES))}")
+    keys, make = _LAYER_BUILDERS[kind]
+    _check_keys(spec, {"type", *keys}, where)
+    return make(spec, dtype, rng, where)
+
+def _check_keys(spec, allowed, where):
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise ValueError(f"build: {where} ({spec['type']}): unknown entry {_short(unknown[0])}; "
+                         f"allowed: {', '.join(sorted(allowed - {'type'})) or 'none'}")
+
+
+def _entry(spec, key, kind, where):
+    if key not in spec:
+        raise ValueError(f"build: {where} ({spec['type']}): missing entry {key!r}")
+    value = spec[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be a {kind.__name__}, got {_short(value)}")
+    return value
+
+
+def _int(spec, key, where, minimum=1):
+    value = _entry(spec, key, int, where)
+    if value < minimum or value >= 1 << 31:
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int >= {minimum}, got {_short(value)}")
+    return value
+
+
+def _int_pair(spec, key, where, minimum):
+    value = spec.get(key)
+    pair = [value, value] if isinstance(value, int) else value
+    if (not isinstance(pair, list) or len(pair) != 2 or
+            not all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v < 1 << 31 for v in pair)):
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int or a pair of ints "
+                         f">= {minimum}, got {_short(value)}")
+    return tuple(pair)
+
+
+def _build_convolution(spec, dtype, rng, where):
+    C, FN = _int(spec, "in_channels", where, 0), _int(spec, "filters", where, 0)
+    kh, kw = _int_pair(spec, "kernel", where, 1)
+    return Convolution(he_normal((FN, C, kh, kw), rng, dtype), zeros(FN, dtype),
+                       _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0),
+                       relu=_flag(spec, "relu", where))
+
+
+def _flag(spec, key, where):
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be true or false, got {_short(value)}")
+    return value
+
+
+def _build_affine(spec, dtype, rng, where):
+    n_in, n_out = _int(spec, "in_features", where, 0), _int(spec, "out_features", where, 0)
+    return affine_layer(n_in, n_out, rng, dtype)
+
+
+def _build_pooling(spec, dtype, rng, where):
+    return Pooling(_int(spec, "pool_h", where), _int(spec, "pool_w", where),
+                   _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0))
+
+
+def _build_batch_norm(spec, dtype, rng, where):
+    features = _int(spec, "features", where, 0)
+    momentum = spec.get("momentum", 0.9)
+    if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0 <= momentum <= 1:
+        raise ValueError(f"build: {where} (BatchNormalization): 'momentum' must be in [0, 1], got {_short(momentum)}")
+    return batch_norm_layer(features, dtype, float(momentum), relu=_flag(spec, "relu", where))
+
+
+def _build_dropout(spec, dtype, rng, where):
+    ratio = spec.get("dropout_ratio", 0.5)
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio < 1:
+        raise ValueError(f"build: {where} (Dropout): 'dropout_ratio' must be in [0, 1), got {_short(ratio)}")
+    return Dropout(float(ratio), rng=rng)
+
+
+def _plain(cls):
+    return lambda spec, dtype, rng, where: cls()
+
+
+# type -> (its entries besides "type", the function that builds it)
+_LAYER_BUILDERS = {
+    "Convolution": (("in_channels", "filters", "kernel", "stride", "pad", "relu"), _build_convolution),
+    "Affine": (("in_features", "out_features"), _build_affine),
+    "Pooling": (("pool_h", "pool_w", "stride", "pad"), _build_pooling),
+    "BatchNormalization": (("features", "momentum", "relu"), _build_batch_norm),
+    "Dropout": (("dropout_ratio",), _build_dropout),
+    "Relu": ((), _plain(Relu)),
+    "Sigmoid": ((), _plain(Sigmoid)),
+    "Flatten": ((), _plain(Flatten)),
+    "GlobalAveragePooling": ((), _plain(GlobalAveragePooling)),
+}
+_KNOWN_TYPES = set(_LAYER_BUILDERS) | set(MODELS) | {"Sequential", "Residual"}
+
+_ARCHITECTURE.update(layer_spec=layer_spec, model_spec=model_spec, build=build)  # for Sequential's methods
