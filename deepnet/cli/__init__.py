@@ -14,7 +14,7 @@ the parser and turns errors into one line and an exit code.
 import argparse
 
 from .common import PLOT_INSTALL_HINT
-from .options import USER_ERRORS, CommandError, Parser, fail, one_line
+from .options import USER_ERRORS, CommandError, Parser, RanksDisagree, fail, one_line
 
 __all__ = ["main", "build_parser", "CommandError", "PLOT_INSTALL_HINT"]
 
@@ -27,7 +27,8 @@ def main(argv=None):
         args = parser.parse_args(argv)
         code = args.command(args)  # None, or an exit code for a command that reported its errors
     except USER_ERRORS as exc:
-        return fail(args, f"error: {one_line(exc)}", 2 if isinstance(exc, CommandError) else 1)
+        return fail(args, f"error: {one_line(exc)}", 2 if isinstance(exc, CommandError) else 1,
+                    every_rank=isinstance(exc, RanksDisagree))
     except MemoryError:  # each command's own advice (predict and serve have no --batch-size)
         hint = getattr(args, "memory_hint", "try a smaller --batch-size (or fewer images)")
         return fail(args, f"error: out of memory; {hint}", 1)

@@ -30,6 +30,10 @@ class CommandError(Exception):
     """A mistake of the user's (bad option, missing file...): one line on stderr, no traceback."""
 
 
+class RanksDisagree(CommandError):
+    """The same error, found by every MPI rank: rank 0 alone reports it."""
+
+
 # Errors that come from the user's input or environment, not from a bug in deepnet.
 USER_ERRORS = (CommandError, OSError, ValueError, EOFError,
                pickle.UnpicklingError, zipfile.BadZipFile)
@@ -42,11 +46,16 @@ class Parser(argparse.ArgumentParser):
         raise CommandError(message)
 
 
-def fail(args, message, code):
-    """Report on stderr; with several MPI ranks, end all of them (the others would wait forever)."""
+def fail(args, message, code, every_rank=False):
+    """Report on stderr; with several MPI ranks, end all of them (the others would wait forever).
+    An error every rank found (``every_rank``) is reported by rank 0 alone, which ends them all."""
     communicator = getattr(args, "communicator", None)
     several = communicator is not None and communicator.size > 1
-    print(f"deepnet{f' (rank {communicator.rank})' if several else ''}: {message}", file=sys.stderr, flush=True)
+    if several and every_rank and not communicator.is_root:
+        return code  # rank 0 reports it and aborts every rank
+    # One write, so that mpiexec does not interleave it with another rank's lines.
+    sys.stderr.write(f"deepnet{f' (rank {communicator.rank})' if several else ''}: {message}\n")
+    sys.stderr.flush()
     if several:
         communicator.abort(code)
     return code

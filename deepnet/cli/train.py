@@ -12,7 +12,7 @@ import numpy as np
 
 from . import common
 from .evaluate import ensemble_report, load_network
-from .options import (MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_MEMBERS, MAX_SEED, MAX_WEIGHT_DECAY, CommandError,
+from .options import (MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_MEMBERS, MAX_SEED, MAX_WEIGHT_DECAY, CommandError, RanksDisagree,
                       add_common, augment_spec, decay, float_between, int_in, schedule_spec)
 
 __all__ = ["add_train", "add_ensemble", "run_train", "run_ensemble"]
@@ -252,7 +252,7 @@ def _check_ranks_agree(args):
     differences = comm.differences({"--" + name.replace("_", "-"): value for name, value in vars(args).items()
                                     if name not in exempt})
     if differences:
-        raise CommandError(f"the MPI ranks were started with different options ({differences}): "
+        raise RanksDisagree(f"the MPI ranks were started with different options ({differences}): "
                            "start every rank with the same ones")
 
 
