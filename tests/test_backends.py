@@ -3,7 +3,13 @@
 The cuda backend's module imports without CuPy (CuPy is imported on first use), so its
 functions are checked here on any machine; tests/test_cuda.py runs them.
 """
+import ast
+import importlib
 import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +58,6 @@ def test_the_cuda_backend_exports_its_ops():
 
 def test_functional_calls_only_ops_of_the_contract():
     """Every ``.name(`` functional calls on a backend module is a required or optional op."""
-    import ast
     tree = ast.parse(inspect.getsource(F))
     called = {node.func.attr for node in ast.walk(tree)
               if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -108,15 +113,12 @@ def test_an_unknown_backend_is_refused():
 
 
 def test_importing_the_registry_imports_no_backend():
-    import subprocess
-    import sys
-    from pathlib import Path
     code = ("import sys\nimport deepnet.backends, deepnet.functional\n"
             "loaded = [m for m in ('deepnet.backends.cpu', 'deepnet.backends.cuda', 'deepnet._kernels.conv', 'cupy')"
             " if m in sys.modules]\nassert not loaded, loaded\n")
     root = Path(deepnet.__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-                            env={**__import__("os").environ, "PYTHONPATH": str(root)})
+                            env={**os.environ, "PYTHONPATH": str(root)})
     assert result.returncode == 0, result.stderr
 
 
@@ -128,7 +130,6 @@ def test_importing_the_registry_imports_no_backend():
 def test_the_old_paths_re_export_the_backends(old, new, private):
     if new.endswith("cpu") and not deepnet.kernels_compiled():
         pytest.skip("kernels not built")
-    import importlib
     old_module, new_module = importlib.import_module(old), importlib.import_module(new)
     for name in tuple(backends.REQUIRED_OPS) + private:
         assert getattr(old_module, name) is getattr(new_module, name), f"{old}.{name}"
