@@ -3,8 +3,8 @@ layer by layer (each layer's forward), batch 100.
 
     python benches/fusion.py [--dtype float32] [--threads N] [--rounds 30]
 
-The measurement behind deepnet._cpu.conv_pool_forward's choice of where to fuse: the two
-passes alternate in this one process (each first every other round), so that both see the
+The measurement behind deepnet.backends.cpu.conv_pool_forward's choice of where to fuse:
+the two passes alternate in this one process (each first every other round), so that both see the
 same machine;
 the answers are checked equal first.  Prints the medians in images/s and their ratio.
 """

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 import deepnet
-from deepnet import _cpu
+from deepnet.backends import cpu as _cpu
 from deepnet.layers import Convolution, _pair
 from deepnet.nets import DeepConvNet
 

@@ -1,7 +1,8 @@
 """deepnet: Deep Learning from Scratch, chapter 8 (DeepConvNet on MNIST) on compiled kernels.
 
 Users import ``deepnet.layers`` (the book's layers) and ``deepnet.functional`` (the kernels
-as functions); ``deepnet.reference`` is the pure-NumPy reference of every kernel.
+as functions); ``deepnet.reference`` is the pure-NumPy reference of every kernel.  The
+compute backends and their contract are in ``deepnet.backends``.
 """
 from deepnet._config import (backend, get_backend, get_num_threads, get_winograd, kernels_compiled,
                              set_backend, set_num_threads, set_winograd, winograd)
@@ -19,7 +20,8 @@ def config():
     import numpy as np
     from threadpoolctl import threadpool_info
 
-    from deepnet import _config, _cuda
+    from deepnet import _config
+    from deepnet.backends import cuda as _cuda
 
     openmp = _config._openmp
     blas = [f"{info.get('internal_api')} {info.get('version')} ({info.get('num_threads')} threads)"
@@ -42,7 +44,7 @@ def config():
 
 
 def _winograd_config():
-    from deepnet import _cpu
+    from deepnet.backends import cpu as _cpu
     return f"{get_winograd()} ({_cpu.WINOGRAD_RULE})"
 
 

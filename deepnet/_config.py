@@ -126,11 +126,11 @@ def single_threaded_blas():
 
 def get_winograd():
     """When 3x3 stride-1 convolutions run as Winograd F(2x2, 3x3) on the CPU: "auto" (where
-    measured faster, see deepnet._cpu.uses_winograd, and only within Winograd's range:
-    its transforms grow values up to 81 C max|x| max|W|, so that inputs near the largest
-    float overflow where the direct kernel's result is finite; outside that range, and
-    for inputs holding NaN or Inf, "auto" runs the direct kernel, see
-    deepnet._cpu.winograd_in_range), "always" (every eligible pass as Winograd, even
+    measured faster, see deepnet.backends.cpu.uses_winograd, and only within Winograd's
+    range: its transforms grow values up to 81 C max|x| max|W|, so that inputs near the
+    largest float overflow where the direct kernel's result is finite; outside that range,
+    and for inputs holding NaN or Inf, "auto" runs the direct kernel, see
+    deepnet.backends.cpu.winograd_in_range), "always" (every eligible pass as Winograd, even
     outside its range, where it can give Inf or NaN that the direct kernel does not) or
     "never" (direct only).
     set_winograd(mode) if called, else the DEEPNET_WINOGRAD environment variable, else "auto"."""

@@ -2,41 +2,26 @@
 
 The backend is chosen by the array type (a CuPy array runs the CUDA kernels) and, for
 NumPy arrays, by deepnet.set_backend ("cython": compiled kernels, "numpy": reference).
-Every backend module exposes the same functions with the same contract, so each function
-here is written once for all of them.
+Every backend module exposes the same functions with the same contract (deepnet.backends
+states it: the required ops, and the optional ones, which are asked for through
+backends.supports), so each function here is written once for all of them.
 
 Stride and pad are an int or a (vertical, horizontal) pair.  Errors name the caller
 (``caller=`` lets a layer put its own name in the message).
 """
 import functools
-import importlib
 import numbers
 
 import numpy as np
 
-from deepnet import _config
+from deepnet import _config, backends
 from deepnet._array import get_array_module, is_cupy_array
 from deepnet._dtypes import FLOAT_DTYPES, compute_dtype, output_hw
 
 
-def _backend(caller, *arrays):
-    """The module that computes for these arrays; refuses a mix of NumPy and CuPy arrays."""
-    if get_array_module(*arrays, name=caller) is not np:
-        return _backend_module("deepnet._cuda")
-    if _config.get_backend() == "cython":
-        return _backend_module("deepnet._cpu")
-    return _backend_module("deepnet.reference")
-
-
-_backend_modules = {}
-
-
-def _backend_module(name):
-    """The backend module, imported on first use (the compiled and CUDA ones may be missing)."""
-    module = _backend_modules.get(name)
-    if module is None:
-        module = _backend_modules[name] = importlib.import_module(name)
-    return module
+# _backend(caller, *arrays): the backend module that computes for these arrays, picked by
+# deepnet.backends' registry (a mix of NumPy and CuPy arrays is refused, naming caller).
+_backend = backends.for_arrays
 
 
 def as_float_array(a, name, caller, ndim=None, dtype=None):
@@ -236,7 +221,7 @@ def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, argmax=False,
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     b = _conv_bias(b, W, caller)
     backend = _backend(caller, x, W, b)
-    if min(out_hw) >= 2 and hasattr(backend, "conv_pool_forward"):
+    if min(out_hw) >= 2 and backends.supports(backend, "conv_pool_forward"):
         fused = backend.conv_pool_forward(x, W, b, stride, pad, relu=bool(relu), argmax=bool(argmax))
         if fused is not None:
             return fused

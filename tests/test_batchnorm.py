@@ -20,7 +20,7 @@ def data(rng, shape, dtype):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("relu", [False, True])
 def test_every_pass_equals_the_reference(rng, shape, dtype, relu):
-    from deepnet import _cpu
+    from deepnet.backends import cpu as _cpu
     x, dout = data(rng, shape, dtype), data(rng, shape, dtype)
     acc = R.compute_dtype(dtype)
     C = shape[1]
@@ -41,7 +41,7 @@ def test_every_pass_equals_the_reference(rng, shape, dtype, relu):
 
 
 def test_float16_results_are_the_float32_results_rounded_once(rng):
-    from deepnet import _cpu
+    from deepnet.backends import cpu as _cpu
     x = data(rng, (5, 3, 17), np.float16)
     wide = x.astype(np.float32)
     scale, offset = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)

@@ -46,7 +46,7 @@ def test_overlapping_backend_blocks_in_two_threads_keep_their_own_backend():
         t.start()
     for t in threads:
         t.join()
-    assert seen == {"a inside": "numpy", "b after a left": "cython", "b computes with": "deepnet._cpu",
+    assert seen == {"a inside": "numpy", "b after a left": "cython", "b computes with": "deepnet.backends.cpu",
                     "b after": "cython"}
     assert deepnet.get_backend() == default
 

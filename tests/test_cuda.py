@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepnet import _cuda
+from deepnet.backends import cuda as _cuda
 from support import numerical_gradient
 
 NVCC = shutil.which("nvcc")
@@ -76,11 +76,11 @@ def test_kernel_table_matches_source_files():
 
 def test_import_never_imports_cupy():
     """Importing deepnet._cuda works without CuPy and does not import it."""
-    repo = Path(_cuda.__file__).resolve().parent.parent
+    repo = Path(_cuda.__file__).resolve().parents[2]
     code = (
         "import sys\n"
         "sys.modules['cupy'] = None  # any 'import cupy' now fails\n"
-        "from deepnet import _cuda\n"
+        "from deepnet.backends import cuda as _cuda\n"
         "assert _cuda.cupy_or_none() is None\n"
         "assert _cuda.gpu_available() is False\n"
         "try:\n"
@@ -90,7 +90,7 @@ def test_import_never_imports_cupy():
         "else:\n"
         "    raise AssertionError('to_gpu without CuPy must raise')\n"
     )
-    check_code = "import sys\nfrom deepnet import _cuda\nassert 'cupy' not in sys.modules\n"
+    check_code = "import sys\nfrom deepnet.backends import cuda as _cuda\nassert 'cupy' not in sys.modules\n"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
     for snippet in (check_code, code):
         result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env)

@@ -22,12 +22,19 @@ import deepnet
 PACKAGE = Path(deepnet.__file__).resolve().parent
 ROOT = PACKAGE.parent
 
-# The bottom layer: these import no deepnet module but the ones listed.
+# The bottom layer: these import no deepnet module but the ones listed (the reference backend
+# and the code it shares with the others; importing them also runs deepnet.backends, the
+# package, which imports no backend).
 BOTTOM = {
     "deepnet._dtypes": set(),
     "deepnet._array": set(),
-    "deepnet.reference": {"deepnet._array", "deepnet._dtypes"},
+    "deepnet.backends._shared": {"deepnet._array", "deepnet._dtypes"},
+    "deepnet.backends.reference": {"deepnet._dtypes", "deepnet.backends._shared"},
 }
+# The backends' old import paths, each re-exporting its new home alone.
+OLD_PATHS = {"deepnet.reference": "deepnet.backends.reference", "deepnet._cpu": "deepnet.backends.cpu",
+             "deepnet._cuda": "deepnet.backends.cuda"}
+BACKENDS = ("deepnet.backends.reference", "deepnet.backends.cpu", "deepnet.backends.cuda")
 
 def _module_name(path):
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -133,10 +140,23 @@ def _cycles(graph):
 
 
 def test_the_graph_sees_the_packages_modules():
-    assert {"deepnet", "deepnet._array", "deepnet._dtypes", "deepnet.reference", "deepnet._cuda",
-            "deepnet.functional", "deepnet.layers", "deepnet.nets", "deepnet.models", "deepnet.trainer"} <= set(GRAPH)
-    # Imports inside functions count: functional picks its backend module lazily.
-    assert {"deepnet._cuda", "deepnet._cpu", "deepnet.reference"} <= GRAPH["deepnet.functional"]
+    assert {"deepnet", "deepnet._array", "deepnet._dtypes", "deepnet.reference", "deepnet.backends",
+            "deepnet.functional", "deepnet.layers", "deepnet.nets", "deepnet.models", "deepnet.trainer"} | set(BACKENDS) <= set(GRAPH)
+    # Imports inside functions count: the registry imports each backend module lazily.
+    assert "deepnet.backends" in GRAPH["deepnet.functional"]
+    assert set(BACKENDS) <= GRAPH["deepnet.backends"]
+
+
+@pytest.mark.parametrize("old", sorted(OLD_PATHS))
+def test_old_paths_import_only_their_new_home(old):
+    assert GRAPH[old] == {OLD_PATHS[old]}
+
+
+def test_backends_import_no_other_backend():
+    """What they share is in deepnet.backends._shared; none imports the registry."""
+    for module in BACKENDS:
+        assert not (GRAPH[module] & (set(BACKENDS) | {"deepnet.backends"})), \
+            f"{module} imports {sorted(GRAPH[module] & (set(BACKENDS) | {'deepnet.backends'}))}"
 
 
 @pytest.mark.parametrize("module", sorted(BOTTOM))
@@ -146,12 +166,15 @@ def test_bottom_modules_import_only_each_other(module):
 
 
 def test_helpers_never_import_the_cuda_backend():
-    """They come from deepnet._array and deepnet._dtypes (functional still picks _cuda as the
-    backend for CuPy arrays, by name, on first use)."""
-    for module in ("deepnet.reference", "deepnet.layers", "deepnet.io", "deepnet.optimizers",
-                   "deepnet.nets", "deepnet.trainer", "deepnet.distributed", *MODEL_MODULES):
-        assert "deepnet._cuda" not in GRAPH[module], f"{module} imports deepnet._cuda"
-    assert "deepnet._cuda" not in _reachable(GRAPH, "deepnet.reference")
+    """They come from deepnet._array and deepnet._dtypes (the registry in deepnet.backends
+    still picks the cuda backend for CuPy arrays, on first use)."""
+    cuda = {"deepnet.backends.cuda", "deepnet._cuda"}
+    for module in ("deepnet.reference", "deepnet.backends.reference", "deepnet.backends._shared",
+                   "deepnet.layers", "deepnet.io", "deepnet.optimizers",
+                   "deepnet.nets", "deepnet.trainer", "deepnet.distributed", "deepnet.functional", *MODEL_MODULES):
+        assert not cuda & GRAPH[module], f"{module} imports the cuda backend"
+    assert not cuda & _reachable(GRAPH, "deepnet.reference")
+    assert not cuda & _reachable(GRAPH, "deepnet.backends.reference")
 
 
 def test_no_import_cycles():
@@ -198,7 +221,9 @@ def test_each_module_imports_alone(fresh_imports, module):
     missed = loaded - _reachable(_WITH_PACKAGES, module)
     assert not missed, f"{module} loaded {sorted(missed)}, which the parsed graph misses"
     if module in BOTTOM:
-        assert loaded <= BOTTOM[module], f"{module} loaded {sorted(loaded)}"
+        # Its own imports and theirs (all at the bottom), and the packages that hold it.
+        packages = {_node(module.rpartition(".")[0])} - {"deepnet", None}
+        assert loaded - packages <= _reachable(BOTTOM, module), f"{module} loaded {sorted(loaded)}"
 
 
 # ------------------------------------------------------------ deepnet.models: one module per job

@@ -357,7 +357,8 @@ def test_the_adam_kernel_gives_numpys_bits(dtype, threads):
     """The one-pass kernel (src/deepnet_adam.h) against the NumPy update it replaces, over
     three steps of arrays that span several of its chunks, with extreme values too."""
     import deepnet
-    from deepnet import _cpu, reference
+    from deepnet import reference
+    from deepnet.backends import cpu as _cpu
     if not deepnet.kernels_compiled():
         pytest.skip("kernels not built")
     rng = np.random.default_rng(7)

@@ -69,7 +69,7 @@ def test_the_fused_pass_checks_its_arguments():
     with pytest.raises(TypeError, match="conv2d_backward: argmax must hold integers"):
         F.conv2d_backward(dpooled, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax.astype(np.float32))
     if deepnet.kernels_compiled():   # the kernel checks on its own too: it never writes outside a plane
-        from deepnet import _cpu
+        from deepnet.backends import cpu as _cpu
         with pytest.raises(ValueError, match=r"conv_backward: pool_argmax entries must lie in \[0, 36\)"):
             _cpu.conv_backward(dpooled, x, Wt, (1, 1), (1, 1), relu_out=y, pool_argmax=argmax - 100)
 

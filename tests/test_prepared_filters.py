@@ -1,6 +1,6 @@
-"""The compiled backend's cache of prepared filter matrices (deepnet._cpu._prepared_filters):
-a weight array's matrix is reused only while the array's bytes are unchanged, and goes
-when the array does.  Every result is checked against a computation on a fresh copy of the
+"""The compiled backend's cache of prepared filter matrices
+(deepnet.backends.cpu._prepared_filters): a weight array's matrix is reused only while the
+array's bytes are unchanged, and goes when the array does.  Every result is checked against a computation on a fresh copy of the
 weights (a different array, so a fresh matrix) and against the NumPy reference."""
 import gc
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import deepnet
-from deepnet import _cpu
+from deepnet.backends import cpu as _cpu
 from deepnet import functional as F
 from deepnet import reference as R
 from cases import RTOL, max_relative_error

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import deepnet
-from deepnet import _cpu
+from deepnet.backends import cpu as _cpu
 from deepnet import functional as F
 from deepnet import reference as R
 from cases import DTYPES, RTOL, max_relative_error

@@ -43,9 +43,9 @@ def configure_kernels(args):
 
 
 def require_gpu():
-    from .. import _cuda
+    from ..backends import cuda
 
-    if not _cuda.gpu_available():
+    if not cuda.gpu_available():
         raise CommandError("--device cuda: no usable GPU (needs CuPy and a CUDA device)")
 
 
