@@ -61,20 +61,20 @@ def cook_toom(points, r=3):
         scale = np.prod([p - q for q in finite if q != p], dtype=object)
         AT[:, j] = [float(p ** i) for i in range(m)]
         G[j] = [float(p ** k / scale) for k in range(r)]
-    # B^T from the identity sum_j AT[i, j] G[j, k] BT[j, l] = [l == i + k], linear in BT.
+    # B^T from the identity sum_j AT[i, j] G[j, k] BT[j, c] = [c == i + k], linear in BT.
     equations = np.zeros((m * r * n, n * n))
     target = np.zeros(m * r * n)
     for i in range(m):
         for k in range(r):
-            for l in range(n):
-                row = (i * r + k) * n + l
+            for c in range(n):
+                row = (i * r + k) * n + c
                 for j in range(n):
-                    equations[row, j * n + l] = AT[i, j] * G[j, k]
-                target[row] = float(l == i + k)
+                    equations[row, j * n + c] = AT[i, j] * G[j, k]
+                target[row] = float(c == i + k)
     BT, *_ = np.linalg.lstsq(equations, target, rcond=None)
     BT = BT.reshape(n, n)
     if not np.allclose(np.einsum("ij,jk,jl->ikl", AT, G, BT),
-                       np.array([[[float(l == i + k) for l in range(n)] for k in range(r)] for i in range(m)])):
+                       np.array([[[float(c == i + k) for c in range(n)] for k in range(r)] for i in range(m)])):
         raise ValueError(f"cook_toom: no B^T makes points {points} a correlation")
     return AT, G, BT
 

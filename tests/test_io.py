@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepnet import io
 from deepnet.io import (
     ParameterFileError, UnsafePickleError, atomic_write, read_params, save_params, user_cache_dir,
 )

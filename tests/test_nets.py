@@ -474,7 +474,7 @@ def test_load_params_checks_the_file_against_the_net_before_reading_data(tmp_pat
 
 # -- edge cases ---------------------------------------------------------------------------
 
-from deepnet.nets import DeepConvNet, ResNet, SimpleConvNet, affine_layer, fold_batch_norm, load_model  # noqa: E402
+from deepnet.nets import affine_layer  # noqa: E402
 
 
 def trained_bn_statistics(net, rng, size=8):
