@@ -186,7 +186,7 @@ def test_short_training_run_on_mnist_learns():
 # -- edge cases ---------------------------------------------------------------------------
 
 from deepnet.schedules import Schedule  # noqa: E402
-from deepnet.trainer import Trainer, WeightAverage  # noqa: E402
+from deepnet.trainer import WeightAverage  # noqa: E402
 
 
 def tiny_bn_net(seed):
