@@ -1,10 +1,15 @@
-"""Random kernel geometries shared by the kernel tests and the error report.
+"""The tests' one source of backends, dtypes and kernel geometries (random and fixed).
 
 Batch 1..8, channels 1..17, H != W, odd sizes, kernel 1..7, stride 1..3, pad 0..3: every
 case is valid (the kernel fits the padded input), drawn from a fixed seed so failures repeat.
 """
 import numpy as np
 
+import deepnet
+
+# The CPU backends this machine has (the compiled kernels, "cython", where built) and the
+# floating dtypes: conftest's ``backend`` and ``dtype`` fixtures run a test on each.
+BACKENDS = ("cython", "numpy") if deepnet.kernels_compiled() else ("numpy",)
 DTYPES = (np.float16, np.float32, np.float64)
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import deepnet
+from cases import BACKENDS, DTYPES
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -25,6 +26,19 @@ def default_thread_count():
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261123)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each CPU backend in turn (its name); a test that parametrizes "backend" overrides it."""
+    with deepnet.backend(request.param):
+        yield request.param
+
+
+@pytest.fixture(params=DTYPES, ids=lambda d: np.dtype(d).name)
+def dtype(request):
+    """Each floating dtype in turn; a test that parametrizes "dtype" (a subset) overrides it."""
+    return request.param
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""What several test files share: the repository's data and a numerical gradient."""
+"""What several test files share: the repository's data, a numerical gradient and a bitwise
+comparison."""
 from pathlib import Path
 
 import numpy as np
@@ -26,3 +27,10 @@ def numerical_gradient(f, array, eps=1e-6):
     for index in np.ndindex(*array.shape):
         grad[index] = numerical_gradient_at(f, array, index, eps)
     return grad
+
+
+def same_bits(a, b):
+    """Bit-for-bit equality (also for NaN and -0.0), dtype and shape included; any memory
+    layout."""
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes())

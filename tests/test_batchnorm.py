@@ -5,7 +5,6 @@ import pytest
 import deepnet
 from deepnet import functional as F
 from deepnet import reference as R
-from cases import DTYPES
 
 pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
 SHAPES = [(4, 3, 7), (1, 5, 1), (9, 2, 13), (3, 16, 33), (6, 4, 0), (0, 3, 5), (2, 0, 4)]
@@ -16,7 +15,6 @@ def data(rng, shape, dtype):
     return (rng.standard_normal(shape) * 2 + 1).astype(dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("relu", [False, True])
 def test_every_pass_equals_the_reference(rng, shape, dtype, relu):
@@ -105,7 +103,6 @@ def constant_channels(rng, shape, dtype, constant):
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("shape", [(4, 6, 5, 3), (3, 6, 1, 1), (1, 6, 3, 5), (5, 6)])
 def test_a_channel_constant_over_the_batch_gives_exactly_beta(backend, dtype, relu, shape, rng):

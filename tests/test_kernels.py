@@ -5,7 +5,7 @@ import pytest
 import deepnet
 from deepnet import functional as F
 from deepnet import reference as R
-from cases import DTYPES, RTOL, case_id, max_relative_error, random_geometries
+from cases import RTOL, case_id, max_relative_error, random_geometries
 
 pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
 
@@ -25,7 +25,6 @@ def weights_for(rng, case, dtype, filters=None):
     return Wt, rng.standard_normal(filters).astype(dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_im2col_equals_reference_exactly(case, dtype, rng):
     x = random_input(rng, case["x_shape"], dtype)
@@ -35,7 +34,6 @@ def test_im2col_equals_reference_exactly(case, dtype, rng):
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_col2im_equals_reference(case, dtype, rng):
     x_shape, kh, kw = case["x_shape"], case["kh"], case["kw"]
@@ -77,7 +75,6 @@ def assert_conv_equals_reference(x, Wt, b, stride, pad, rng):
         assert max_relative_error(got, expected) <= RTOL[dtype], name
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES[:25], ids=case_id)
 def test_conv_forward_and_backward_equal_reference(case, dtype, rng):
     x = random_input(rng, case["x_shape"], dtype)
@@ -102,7 +99,6 @@ PATH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("x_shape,filters,kernel,stride,pad", PATH_CASES)
 def test_conv_backward_both_dx_paths_equal_reference(x_shape, filters, kernel, stride, pad, dtype, rng):
     x = random_input(rng, x_shape, dtype)
@@ -110,7 +106,6 @@ def test_conv_backward_both_dx_paths_equal_reference(x_shape, filters, kernel, s
     assert_conv_equals_reference(x, Wt, b, stride, pad, rng)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
 def test_max_pool_equals_reference(case, dtype, rng):
     x = random_input(rng, case["x_shape"], dtype)
@@ -143,7 +138,6 @@ def test_max_pool_window_of_minus_infinity_points_inside_the_input():
     assert argmax.min() >= 0 and argmax.max() < 9
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_and_inf_propagate_like_the_reference(dtype, rng):
     x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
     x[0, 1, 2, 3] = np.nan
@@ -266,7 +260,6 @@ def test_float16_col2im_and_pooling_backward_are_the_float32_ones_rounded_once(c
                         F.max_pool2d_backward(widened(dout), argmax, x_shape, kh, kw, stride, pad))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES[:12], ids=case_id)
 def test_conv_fused_with_relu_equals_conv_then_relu(case, dtype, rng):
     x = random_input(rng, case["x_shape"], dtype)
@@ -283,7 +276,6 @@ def test_conv_fused_with_relu_equals_conv_then_relu(case, dtype, rng):
         assert max_relative_error(got, expected) <= RTOL[dtype], name
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [7, 100_003])  # below and above the threading threshold
 def test_relu_equals_reference(dtype, size, rng):
     x = rng.standard_normal(size).astype(dtype).reshape(-1, 1)
@@ -296,7 +288,6 @@ def test_relu_equals_reference(dtype, size, rng):
     assert y.dtype == dtype
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_max_pool_2x2_ties_zeros_infinities_and_nan_like_the_reference(dtype, rng):
     """DeepConvNet's 2x2/stride-2 pooling has its own vectorised kernel: same winners as the
     reference on inputs full of ties, signed zeros, infinities and NaN."""
@@ -338,7 +329,6 @@ def test_single_image_convolution_split_in_bands_of_rows(threads, rng):
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_special_values_like_the_reference(dtype):
     x = np.array([-np.inf, -1.0, -0.0, 0.0, 1e-7, 1.0, np.inf, np.nan], dtype=dtype)
     y = F.relu(x)
@@ -383,7 +373,6 @@ EMPTY_CASES = [  # (N, C, FN, H, W, pad)
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N,C,FN,H,W,pad", EMPTY_CASES)
 def test_empty_batches_channels_and_filters(N, C, FN, H, W, pad, dtype, backend, rng):
     x = random_input(rng, (N, C, H, W), dtype)

@@ -5,15 +5,9 @@ import pytest
 
 import deepnet
 from deepnet import layers as L
+from cases import BACKENDS
 from support import numerical_gradient
 
-BACKENDS = ["cython", "numpy"] if deepnet.kernels_compiled() else ["numpy"]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    with deepnet.backend(request.param):
-        yield request.param
 
 
 def check_layer_gradients(layer, x, rng, param_names=(), forward_kwargs=None):
@@ -112,7 +106,6 @@ def test_softmax_with_loss_gradient_and_value(rng, one_hot):
     np.testing.assert_allclose(layer.backward(), numeric, rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_layers_compute_in_the_dtype_of_their_parameters(backend, rng, dtype):
     conv = L.Convolution(rng.standard_normal((4, 2, 3, 3)).astype(dtype), np.zeros(4, dtype), 1, 1)
     x64 = rng.standard_normal((2, 2, 5, 5))  # float64 input is converted once at the boundary

@@ -11,7 +11,7 @@ import deepnet
 from deepnet.backends import cpu as _cpu
 from deepnet import functional as F
 from deepnet import reference as R
-from cases import DTYPES, RTOL, max_relative_error
+from cases import RTOL, max_relative_error
 
 pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
 
@@ -44,7 +44,6 @@ def winograd_always():
         yield
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("x_shape,filters,pad", GEOMETRIES)
 def test_winograd_forward_and_dx_equal_the_reference(x_shape, filters, pad, dtype, rng, winograd_always):
     x, W, b = random_conv(rng, x_shape, filters, dtype)
@@ -105,7 +104,6 @@ def test_winograd_dW_is_the_adjoint_of_the_convolution_in_W(x_shape, filters, pa
     np.testing.assert_allclose(np.sum(dW * V), np.sum(dout * y_V), rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_winograd_results_do_not_depend_on_the_thread_count(dtype, rng, winograd_always):
     x, W, b = random_conv(rng, (5, 32, 14, 14), 32, dtype)
     dout = rng.standard_normal((5, 32, 14, 14)).astype(dtype)
@@ -134,7 +132,6 @@ def test_winograd_takes_read_only_and_strided_arrays(rng, winograd_always):
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("flipped", [False, True])
 def test_the_filter_transform_is_G_g_G_transposed(dtype, flipped, rng):
     FN, C = 5, 3
@@ -340,7 +337,6 @@ def test_the_range_check_counts_nan_and_inf_as_outside(rng):
 
 # -- non-square padding (issue 32, row 13b) -------------------------------------------------
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("x_shape,filters,pad", [
     ((2, 16, 9, 12), 16, (1, 2)), ((2, 16, 12, 9), 16, (2, 0)), ((2, 17, 7, 10), 19, (0, 1)),
     ((2, 16, 10, 7), 16, (2, 1)), ((2, 8, 6, 5), 8, (0, 2))])
@@ -358,7 +354,6 @@ def test_winograd_with_non_square_padding_equals_the_reference(x_shape, filters,
         assert max_relative_error(got, expected) <= RTOL[dtype], name
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 3])
 def test_max_abs_bits_is_the_largest_magnitude_across_chunks(dtype, threads, rng):
     from deepnet._kernels import elementwise
