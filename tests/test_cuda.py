@@ -10,8 +10,8 @@ Three layers, so that something meaningful runs on every machine:
   deepnet._cuda passes to each kernel -- everything except CuPy itself.
 * cuda: the same tests on a real GPU through CuPy.
 
-Results are compared with deepnet.reference (evaluated in float64) when it is
-importable, otherwise with the small NumPy oracle at the end of this file.
+Results are compared with deepnet's NumPy reference (deepnet.backends.reference), evaluated
+in float64.
 """
 import ctypes
 import functools
@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from deepnet.backends import cuda as _cuda
+from deepnet.backends import reference
 from support import numerical_gradient
 
 NVCC = shutil.which("nvcc")
@@ -311,15 +312,6 @@ def assert_close(got, want, dtype):
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
 
 
-def oracle():
-    """deepnet.reference when it exists, else the local oracle below (same protocol)."""
-    try:
-        from deepnet import reference
-    except ImportError:
-        return LOCAL_ORACLE
-    return reference
-
-
 def as64(*arrays):
     return [a.astype(np.float64) for a in arrays]
 
@@ -331,13 +323,13 @@ def test_im2col_col2im(cuda_backend, dtype, geometry):
     shape, kh, kw, stride, pad = geometry
     rng = np.random.default_rng(1)
     x = random_array(rng, shape, dtype)
-    want_col = oracle().im2col(*as64(x), kh, kw, stride, pad)
+    want_col = reference.im2col(*as64(x), kh, kw, stride, pad)
     col = cuda_backend.get(_cuda.im2col(cuda_backend.put(x), kh, kw, stride, pad))
     assert col.dtype == dtype
     np.testing.assert_array_equal(col, want_col.astype(dtype))  # a pure copy: exact
 
     dcol = random_array(rng, want_col.shape, dtype)
-    want_x = oracle().col2im(*as64(dcol), shape, kh, kw, stride, pad)
+    want_x = reference.col2im(*as64(dcol), shape, kh, kw, stride, pad)
     dx = cuda_backend.get(_cuda.col2im(cuda_backend.put(dcol), shape, kh, kw, stride, pad))
     assert dx.dtype == dtype and dx.shape == shape
     assert_close(dx, want_x, dtype)
@@ -351,13 +343,13 @@ def test_conv_forward_backward(cuda_backend, dtype, geometry):
     x = random_array(rng, (N, C, H, W_), dtype)
     W = random_array(rng, (FN, C, kh, kw), dtype)
     b = random_array(rng, (FN,), dtype)
-    want_y = oracle().conv_forward(*as64(x, W, b), stride, pad)
+    want_y = reference.conv_forward(*as64(x, W, b), stride, pad)
     y = cuda_backend.get(_cuda.conv_forward(cuda_backend.put(x), cuda_backend.put(W), cuda_backend.put(b), stride, pad))
     assert y.dtype == dtype
     assert_close(y, want_y, dtype)
 
     dout = random_array(rng, want_y.shape, dtype)
-    want = oracle().conv_backward(*as64(dout, x, W), stride, pad)
+    want = reference.conv_backward(*as64(dout, x, W), stride, pad)
     got = _cuda.conv_backward(cuda_backend.put(dout), cuda_backend.put(x), cuda_backend.put(W), stride, pad)
     for g, w, name in zip(got, want, ("dx", "dW", "db")):
         g = cuda_backend.get(g)
@@ -371,7 +363,7 @@ def test_max_pool(cuda_backend, dtype, geometry):
     rng = np.random.default_rng(3)
     x = random_array(rng, shape, dtype)
     x.flat[::7] = x.flat[1]  # plenty of ties
-    want_y, want_arg = oracle().max_pool_forward(*as64(x), kh, kw, stride, pad)
+    want_y, want_arg = reference.max_pool_forward(*as64(x), kh, kw, stride, pad)
     y, arg = _cuda.max_pool_forward(cuda_backend.put(x), kh, kw, stride, pad)
     y, arg = cuda_backend.get(y), cuda_backend.get(arg)
     assert y.dtype == dtype and arg.dtype == np.int32
@@ -379,7 +371,7 @@ def test_max_pool(cuda_backend, dtype, geometry):
     np.testing.assert_array_equal(arg, want_arg)
 
     dout = random_array(rng, y.shape, dtype)
-    want_dx = oracle().max_pool_backward(*as64(dout), want_arg, shape, kh, kw, stride, pad)
+    want_dx = reference.max_pool_backward(*as64(dout), want_arg, shape, kh, kw, stride, pad)
     dx = _cuda.max_pool_backward(cuda_backend.put(dout), cuda_backend.put(arg), shape, kh, kw, stride, pad)
     dx = cuda_backend.get(dx)
     assert dx.dtype == dtype
@@ -545,118 +537,6 @@ def test_max_pool_gradient_check(cuda_backend):
     np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-7)
 
 
-# ============================================================ local oracle
-
-def _out_size(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
-
-
-def _oracle_im2col(x, kh, kw, stride, pad):
-    N, C, H, W = x.shape
-    (sh, sw), (ph, pw) = stride, pad
-    OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
-    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    col = np.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            col[:, :, i, j] = padded[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw]
-    return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * OH * OW, C * kh * kw)
-
-
-def _oracle_col2im(col, x_shape, kh, kw, stride, pad):
-    N, C, H, W = x_shape
-    (sh, sw), (ph, pw) = stride, pad
-    OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
-    windows = col.reshape(N, OH, OW, C, kh, kw).transpose(0, 3, 4, 5, 1, 2)
-    padded = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            padded[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw] += windows[:, :, i, j]
-    return padded[:, :, ph:ph + H, pw:pw + W]
-
-
-def _oracle_conv_forward(x, W, b, stride, pad):
-    FN, _, kh, kw = W.shape
-    N, _, H, width = x.shape
-    OH, OW = _out_size(H, kh, stride[0], pad[0]), _out_size(width, kw, stride[1], pad[1])
-    y = _oracle_im2col(x, kh, kw, stride, pad) @ W.reshape(FN, -1).T + b
-    return y.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2)
-
-
-def _oracle_conv_backward(dout, x, W, stride, pad):
-    FN, _, kh, kw = W.shape
-    dout2d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
-    col = _oracle_im2col(x, kh, kw, stride, pad)
-    dW = (col.T @ dout2d).T.reshape(W.shape)
-    dx = _oracle_col2im(dout2d @ W.reshape(FN, -1), x.shape, kh, kw, stride, pad)
-    return dx, dW, dout.sum(axis=(0, 2, 3))
-
-
-def _pool_windows(x_shape, kh, kw, stride, pad):
-    """Flat index (h*W + w) and validity of every window position: (OH, OW, kh*kw)."""
-    _, _, H, W = x_shape
-    (sh, sw), (ph, pw) = stride, pad
-    OH, OW = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
-    rows = (np.arange(OH)[:, None] * sh - ph + np.arange(kh))[:, None, :, None]
-    cols = (np.arange(OW)[:, None] * sw - pw + np.arange(kw))[None, :, None, :]
-    valid = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
-    flat = np.clip(rows, 0, H - 1) * W + np.clip(cols, 0, W - 1)
-    return flat.reshape(OH, OW, kh * kw), valid.reshape(OH, OW, kh * kw)
-
-
-def _oracle_max_pool_forward(x, kh, kw, stride, pad):
-    N, C, H, W = x.shape
-    flat, valid = _pool_windows(x.shape, kh, kw, stride, pad)
-    values = np.where(valid, x.reshape(N, C, H * W)[:, :, flat], -np.inf)  # assumes no -inf in x
-    winner = values.argmax(axis=-1)                                      # first max, first NaN
-    y = np.take_along_axis(values, winner[..., None], axis=-1)[..., 0]
-    argmax = np.take_along_axis(np.broadcast_to(flat, values.shape), winner[..., None], axis=-1)
-    return y, argmax[..., 0].astype(np.int32)
-
-
-def _oracle_max_pool_backward(dout, argmax, x_shape, kh, kw, stride, pad):
-    N, C, H, W = x_shape
-    dx = np.zeros((N, C, H * W), dtype=dout.dtype)
-    n, c = np.indices(dout.shape[:2])
-    np.add.at(dx, (n[..., None, None], c[..., None, None], argmax), dout)
-    return dx.reshape(x_shape)
-
-
-LOCAL_ORACLE = types.SimpleNamespace(
-    im2col=_oracle_im2col,
-    col2im=_oracle_col2im,
-    conv_forward=_oracle_conv_forward,
-    conv_backward=_oracle_conv_backward,
-    max_pool_forward=_oracle_max_pool_forward,
-    max_pool_backward=_oracle_max_pool_backward,
-)
-
-
-def test_local_oracle_matches_deepnet_reference():
-    reference = pytest.importorskip("deepnet.reference")
-    rng = np.random.default_rng(8)
-    for seed in SEEDS:
-        shape, kh, kw, stride, pad = conv_geometry(seed, pool=True)
-        x = rng.normal(size=shape)
-        W = rng.normal(size=(3, shape[1], kh, kw))
-        b = rng.normal(size=3)
-        col = reference.im2col(x, kh, kw, stride, pad)
-        np.testing.assert_allclose(col, _oracle_im2col(x, kh, kw, stride, pad))
-        np.testing.assert_allclose(reference.col2im(col, shape, kh, kw, stride, pad),
-                                   _oracle_col2im(col, shape, kh, kw, stride, pad))
-        y = reference.conv_forward(x, W, b, stride, pad)
-        np.testing.assert_allclose(y, _oracle_conv_forward(x, W, b, stride, pad))
-        for got, want in zip(reference.conv_backward(y, x, W, stride, pad),
-                             _oracle_conv_backward(y, x, W, stride, pad)):
-            np.testing.assert_allclose(got, want)
-        y, arg = reference.max_pool_forward(x, kh, kw, stride, pad)
-        want_y, want_arg = _oracle_max_pool_forward(x, kh, kw, stride, pad)
-        np.testing.assert_array_equal(y, want_y)
-        np.testing.assert_array_equal(arg, want_arg)
-        np.testing.assert_allclose(reference.max_pool_backward(y, arg, shape, kh, kw, stride, pad),
-                                   _oracle_max_pool_backward(y, arg, shape, kh, kw, stride, pad))
-
-
 # ======================================================= image warps (warp.cu)
 
 def random_warp_case(rng, shape):
@@ -680,7 +560,6 @@ def random_warp_case(rng, shape):
 
 @pytest.mark.parametrize("shape", [(3, 2, 7, 9), (2, 1, 28, 28), (4, 3, 1, 5)], ids=str)
 def test_affine_and_elastic_warp(cuda_backend, dtype, shape):
-    reference = pytest.importorskip("deepnet.reference")
     rng = np.random.default_rng(9)
     x = random_array(rng, shape, dtype)
     theta, displacement = random_warp_case(rng, shape)
