@@ -6,7 +6,8 @@ import deepnet
 from deepnet import functional as F
 from deepnet import reference as R
 
-pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
+pytestmark = [pytest.mark.kernels,
+              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
 SHAPES = [(4, 3, 7), (1, 5, 1), (9, 2, 13), (3, 16, 33), (6, 4, 0), (0, 3, 5), (2, 0, 4)]
 TOL = {np.float16: 2e-3, np.float32: 2e-6, np.float64: 1e-12}
 

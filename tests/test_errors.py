@@ -6,6 +6,8 @@ import deepnet
 from deepnet import functional as F
 from deepnet import layers as L
 
+pytestmark = [pytest.mark.kernels, pytest.mark.asan]
+
 X = np.zeros((2, 3, 5, 5), dtype=np.float32)
 W = np.zeros((4, 3, 3, 3), dtype=np.float32)
 B = np.zeros(4, dtype=np.float32)

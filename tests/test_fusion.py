@@ -13,7 +13,8 @@ from deepnet import reference as R
 from deepnet.nets import DeepConvNet
 from cases import RTOL, max_relative_error
 
-pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
+pytestmark = [pytest.mark.kernels, pytest.mark.asan,
+              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
 
 # (x shape, filters, pad): DeepConvNet's three pooled layers; odd outputs (the last row and
 # column are dropped by the pooling); channel counts off the vector width; a 5x5 kernel.

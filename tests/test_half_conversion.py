@@ -12,6 +12,8 @@ import pytest
 import deepnet
 from deepnet import functional as F
 
+pytestmark = pytest.mark.kernels
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROGRAM = r"""
 #include <stdio.h>

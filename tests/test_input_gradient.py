@@ -9,6 +9,8 @@ from deepnet import functional as F
 from deepnet.nets import DeepConvNet
 from support import same_bits
 
+pytestmark = [pytest.mark.kernels, pytest.mark.asan]
+
 # (C, FN, H, kernel, stride, pad): DeepConvNet's first layer (col2im path), a transposed
 # one, a Winograd-sized one and a strided one.
 GEOMETRIES = [(1, 16, 12, 3, 1, 1), (16, 16, 9, 3, 1, 1), (32, 32, 7, 3, 1, 2), (3, 8, 11, 5, 2, 2)]

@@ -7,7 +7,8 @@ from deepnet import functional as F
 from deepnet import reference as R
 from cases import RTOL, case_id, max_relative_error, random_geometries
 
-pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
+pytestmark = [pytest.mark.kernels, pytest.mark.asan,
+              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
 
 CASES = random_geometries(40)
 POOL_CASES = random_geometries(30, seed=99, pool=True)

@@ -8,6 +8,7 @@ from deepnet import layers as L
 from cases import BACKENDS
 from support import numerical_gradient
 
+pytestmark = pytest.mark.kernels
 
 
 def check_layer_gradients(layer, x, rng, param_names=(), forward_kwargs=None):

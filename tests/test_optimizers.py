@@ -13,6 +13,8 @@ from deepnet.optimizers import (
     SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, _array_module, get_optimizer,
 )
 
+pytestmark = [pytest.mark.kernels, pytest.mark.asan]
+
 P0 = [1.0, -2.0, 0.5]
 # Three steps of gradients; the zero in step 3 exercises the 1e-7 guard paths.
 GRADS = [[0.5, -1.0, 0.25], [0.1, 0.2, -0.3], [-0.4, 0.0, 1.0]]

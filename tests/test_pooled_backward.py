@@ -12,6 +12,8 @@ from deepnet.layers import Convolution, Pooling
 from deepnet.nets import DeepConvNet, Sequential
 from support import same_bits
 
+pytestmark = [pytest.mark.kernels, pytest.mark.asan]
+
 # (C, FN, H, W, pad): DeepConvNet's conv2 and conv4 shapes (smaller), odd outputs whose last
 # row and column no window covers, and a Winograd-sized layer.
 GEOMETRIES = [(16, 16, 10, 10, 1), (8, 32, 6, 6, 2), (3, 5, 7, 9, 1), (32, 32, 6, 6, 1)]

@@ -13,7 +13,8 @@ from deepnet import functional as F
 from deepnet import reference as R
 from cases import RTOL, max_relative_error
 
-pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
+pytestmark = [pytest.mark.kernels, pytest.mark.asan,
+              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
 
 
 def conv(x, W, b, winograd, pad=1):

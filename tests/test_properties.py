@@ -19,7 +19,8 @@ from deepnet import functional as F
 from deepnet import reference as R
 from cases import RTOL, max_relative_error
 
-pytestmark = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
+pytestmark = [pytest.mark.kernels, pytest.mark.asan,
+              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
 
 FUZZ = settings(max_examples=int(os.environ.get("DEEPNET_FUZZ_EXAMPLES", "60")), deadline=None,
                 derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,6 +14,8 @@ import deepnet
 from deepnet import functional as F
 from deepnet import reference as R
 
+pytestmark = pytest.mark.kernels
+
 needs_kernels = pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 # (N, C, H, W): odd and uneven sizes, several channels, a single pixel, MNIST's size.
