@@ -103,7 +103,6 @@ def constant_channels(rng, shape, dtype, constant):
     return x
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("shape", [(4, 6, 5, 3), (3, 6, 1, 1), (1, 6, 3, 5), (5, 6)])
 def test_a_channel_constant_over_the_batch_gives_exactly_beta(backend, dtype, relu, shape, rng):
@@ -131,7 +130,6 @@ def test_a_channel_constant_over_the_batch_gives_exactly_beta(backend, dtype, re
                 assert layer.dgamma[c] == 0, c
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("shape", [(1, 5), (1, 5, 1, 1)])
 def test_training_on_one_value_per_channel_is_refused(backend, shape):
     """As PyTorch: the batch statistics of one value are meaningless (y would be beta)."""

@@ -29,6 +29,7 @@ import pytest
 
 from deepnet.backends import cuda as _cuda
 from deepnet.backends import reference
+from cases import WINDOWS, random_windows
 from support import numerical_gradient
 
 NVCC = shutil.which("nvcc")
@@ -272,30 +273,12 @@ def cuda_backend(request, monkeypatch):
 
 # ============================================================ random cases
 
-def conv_geometry(seed, pool=False):
-    """A random geometry: batch 1..8, channels 1..17, H != W, kernel 1..7, stride 1..3, pad 0..3."""
-    rng = np.random.default_rng(seed)
-    while True:
-        N, C = int(rng.integers(1, 9)), int(rng.integers(1, 18))
-        H, W = (int(v) for v in rng.integers(1, 16, size=2))
-        kh, kw = (int(v) for v in rng.integers(1, 8, size=2))
-        stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
-        pad = tuple(int(v) for v in rng.integers(0, 4, size=2))
-        if H == W or H + 2 * pad[0] < kh or W + 2 * pad[1] < kw:
-            continue
-        if pool and (pad[0] >= kh or pad[1] >= kw):  # validation guarantees pad < window
-            continue
-        return (N, C, H, W), kh, kw, stride, pad
-
-
-# A few fixed cases as well: the MNIST DeepConvNet layers and square inputs.
-FIXED = [((3, 1, 28, 28), 3, 3, (1, 1), (1, 1)), ((2, 16, 14, 14), 2, 2, (2, 2), (0, 0)),
-         ((1, 2, 7, 5), 7, 5, (1, 1), (0, 0))]
-SEEDS = range(5)
-
-
 def geometries(pool=False):
-    return [conv_geometry(seed, pool) for seed in SEEDS] + FIXED
+    """Five random windows (cases.random_geometries: batch 1..8, channels 1..17, H != W,
+    kernel 1..7, stride 1..3, pad 0..3) and the fixed cases.WINDOWS, as
+    (x shape, kh, kw, stride, pad)."""
+    fixed = [(g.x_shape, *g.kernel, g.stride, g.pad) for g in WINDOWS]
+    return random_windows(5, seed=2027 if pool else 2026, pool=pool) + fixed
 
 
 def random_array(rng, shape, dtype):

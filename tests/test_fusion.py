@@ -11,20 +11,13 @@ from deepnet.backends import cpu as _cpu
 from deepnet import functional as F
 from deepnet import reference as R
 from deepnet.nets import DeepConvNet
-from cases import RTOL, max_relative_error
+from cases import POOLED, RTOL, max_relative_error
 
 pytestmark = [pytest.mark.kernels, pytest.mark.asan,
               pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
 
-# (x shape, filters, pad): DeepConvNet's three pooled layers; odd outputs (the last row and
-# column are dropped by the pooling); channel counts off the vector width; a 5x5 kernel.
-GEOMETRIES = [
-    ((4, 16, 28, 28), 16, 1, 3),
-    ((3, 32, 14, 14), 32, 2, 3),
-    ((2, 64, 7, 7), 64, 1, 3),
-    ((3, 3, 9, 11), 7, 1, 3),
-    ((2, 5, 8, 7), 9, 0, 5),
-]
+# (x shape, filters, pad, kernel) of cases.POOLED (square kernels, stride 1).
+GEOMETRIES = [(g.x_shape, g.filters, g.pad[0], g.kernel[0]) for g in POOLED]
 
 
 def random_conv(rng, x_shape, filters, kernel, dtype):
@@ -143,7 +136,6 @@ def test_fused_winners_do_not_depend_on_the_thread_count(rng):
         assert np.array_equal(pooled, results[0][0]) and np.array_equal(argmax, results[0][1])
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("images", [1, 4])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_winners_equal_the_two_kernels_on_every_path(backend, images, dtype, rng):

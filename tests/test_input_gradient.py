@@ -7,14 +7,14 @@ import pytest
 import deepnet
 from deepnet import functional as F
 from deepnet.nets import DeepConvNet
+from cases import NON_SQUARE_PADDING, WEIGHT_GRADIENT
 from support import same_bits
 
 pytestmark = [pytest.mark.kernels, pytest.mark.asan]
 
-# (C, FN, H, kernel, stride, pad): DeepConvNet's first layer (col2im path), a transposed
-# one, a Winograd-sized one and a strided one.
-GEOMETRIES = [(1, 16, 12, 3, 1, 1), (16, 16, 9, 3, 1, 1), (32, 32, 7, 3, 1, 2), (3, 8, 11, 5, 2, 2)]
-
+# (C, FN, H, kernel, stride, pad) of cases.WEIGHT_GRADIENT (square inputs of batch 3).
+GEOMETRIES = [(g.x_shape[1], g.filters, g.x_shape[2], g.kernel[0], g.stride[0], g.pad[0])
+              for g in WEIGHT_GRADIENT]
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
@@ -73,20 +73,7 @@ def test_the_kernel_refuses_dx_without_its_filters():
                            3, 3, 1, 1, 1, 1, False, 1)
 
 
-# (x shape, filters, kernel, stride, pad): vertical and horizontal padding that differ, on
-# non-square kernels and images, on every dx path: the transposed convolution (stride 1,
-# pad < kernel, enough channels), Winograd's (3x3) and col2im (few channels, strides).
-NON_SQUARE = [
-    ((2, 16, 9, 12), 16, (3, 3), (1, 1), (1, 2)),   # transposed / Winograd
-    ((2, 16, 12, 9), 16, (3, 3), (1, 1), (2, 0)),
-    ((2, 32, 7, 8), 32, (3, 3), (1, 1), (0, 1)),
-    ((2, 16, 8, 11), 12, (3, 5), (1, 1), (1, 2)),   # transposed, non-square kernels
-    ((2, 16, 11, 8), 12, (5, 3), (1, 1), (2, 0)),
-    ((2, 16, 7, 9), 8, (2, 4), (1, 1), (1, 3)),
-    ((2, 1, 9, 12), 16, (3, 5), (1, 1), (1, 2)),    # col2im: one channel (DeepConvNet's first)
-    ((2, 3, 12, 9), 5, (5, 3), (1, 1), (2, 0)),
-    ((2, 4, 11, 13), 6, (3, 4), (2, 1), (2, 1)),    # col2im: strides
-]
+NON_SQUARE = NON_SQUARE_PADDING  # (x shape, filters, kernel, stride, pad)
 
 
 @pytest.mark.skipif(not deepnet.kernels_compiled(), reason="kernels not built")

@@ -5,7 +5,7 @@ import pytest
 import deepnet
 from deepnet import functional as F
 from deepnet import reference as R
-from cases import RTOL, case_id, max_relative_error, random_geometries
+from cases import DX_PATHS, RTOL, case_id, max_relative_error, random_geometries
 
 pytestmark = [pytest.mark.kernels, pytest.mark.asan,
               pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
@@ -46,7 +46,6 @@ def test_col2im_equals_reference(case, dtype, rng):
     assert max_relative_error(got, expected) <= RTOL[dtype]
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("case", CASES[:20], ids=case_id)
 def test_col2im_is_the_adjoint_of_im2col(case, backend, rng):
     """<im2col(x), y> == <x, col2im(y)> in float64, for both backends."""
@@ -83,21 +82,8 @@ def test_conv_forward_and_backward_equal_reference(case, dtype, rng):
     assert_conv_equals_reference(x, Wt, b, case["stride"], case["pad"], rng)
 
 
-# The compiled backward computes dx in two ways: as the convolution of the padded dout
-# with the flipped filters (stride 1, pad < kernel, enough channels) or by col2im.  These
-# geometries take each way, with filter counts around the GEMM tile's width (16), odd
-# sizes and DeepConvNet's shapes.
-PATH_CASES = [
-    # (x shape, filters, kernel, stride, pad)
-    ((3, 16, 28, 28), 16, (3, 3), (1, 1), (1, 1)),    # DeepConvNet conv2: transposed
-    ((2, 32, 14, 14), 32, (3, 3), (1, 1), (2, 2)),    # conv4, pad 2: transposed, no g padding
-    ((2, 64, 8, 8), 64, (3, 3), (1, 1), (1, 1)),      # conv6
-    ((2, 1, 28, 28), 16, (3, 3), (1, 1), (1, 1)),     # conv1, one channel: col2im
-    ((3, 9, 7, 5), 17, (3, 2), (1, 1), (0, 1)),       # odd sizes, 17 filters: transposed
-    ((2, 20, 6, 9), 33, (2, 3), (1, 1), (1, 2)),      # pad 2 = kernel - 1 in x: transposed
-    ((2, 20, 6, 9), 15, (2, 3), (1, 1), (2, 0)),      # pad 2 >= kernel 2 in y: col2im
-    ((2, 18, 9, 11), 24, (3, 3), (2, 1), (1, 1)),     # stride 2: col2im
-]
+# The two ways the compiled backward computes dx (cases.DX_PATHS says which case takes which).
+PATH_CASES = DX_PATHS
 
 
 @pytest.mark.parametrize("x_shape,filters,kernel,stride,pad", PATH_CASES)
@@ -184,7 +170,6 @@ def test_awkward_memory_layouts_give_the_contiguous_result(layout, rng):
         np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
 def test_convolution_without_bias_is_the_one_with_a_zero_bias(backend, rng):
     x = random_input(rng, (2, 3, 6, 5), np.float32)
     Wt, b = weights_for(rng, dict(x_shape=x.shape, kh=3, kw=2), np.float32, filters=4)
@@ -366,6 +351,7 @@ def test_im2col_padding_wider_than_the_output_row_stays_inside_the_columns():
 
 # Empty batches, no channels and no filters: empty results of the right shape, or what the
 # mathematics says (an empty sum is 0, so with no channels a convolution is its bias).
+# This module's own special cases, beside the geometries from cases.py.
 EMPTY_CASES = [  # (N, C, FN, H, W, pad)
     (0, 3, 4, 5, 6, 1), (2, 0, 4, 5, 6, 1), (2, 3, 0, 5, 6, 1), (0, 0, 0, 5, 6, 1),
     (3, 2, 17, 0, 4, 2),  # no rows: every window is padding
@@ -373,7 +359,6 @@ EMPTY_CASES = [  # (N, C, FN, H, W, pad)
 ]
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("N,C,FN,H,W,pad", EMPTY_CASES)
 def test_empty_batches_channels_and_filters(N, C, FN, H, W, pad, dtype, backend, rng):
     x = random_input(rng, (N, C, H, W), dtype)

@@ -10,13 +10,13 @@ import deepnet
 from deepnet import functional as F
 from deepnet.layers import Convolution, Pooling
 from deepnet.nets import DeepConvNet, Sequential
+from cases import POOLED_BACKWARD
 from support import same_bits
 
 pytestmark = [pytest.mark.kernels, pytest.mark.asan]
 
-# (C, FN, H, W, pad): DeepConvNet's conv2 and conv4 shapes (smaller), odd outputs whose last
-# row and column no window covers, and a Winograd-sized layer.
-GEOMETRIES = [(16, 16, 10, 10, 1), (8, 32, 6, 6, 2), (3, 5, 7, 9, 1), (32, 32, 6, 6, 1)]
+# (C, FN, H, W, pad) of cases.POOLED_BACKWARD (batch 3, 3x3 filters, stride 1).
+GEOMETRIES = [(g.x_shape[1], g.filters, *g.x_shape[2:], g.pad[0]) for g in POOLED_BACKWARD]
 
 
 

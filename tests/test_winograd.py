@@ -11,25 +11,13 @@ import deepnet
 from deepnet.backends import cpu as _cpu
 from deepnet import functional as F
 from deepnet import reference as R
-from cases import RTOL, max_relative_error
+from cases import RTOL, WINOGRAD, max_relative_error
 
 pytestmark = [pytest.mark.kernels, pytest.mark.asan,
               pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
 
-# (x shape, filters, pad): DeepConvNet's five 3x3 layers with 16+ channels, odd and tiny
-# sizes (a last tile half outside the image), channel counts off the vector width, pad 0.
-GEOMETRIES = [
-    ((3, 16, 28, 28), 16, 1),
-    ((2, 16, 14, 14), 32, 1),
-    ((2, 32, 14, 14), 32, 2),
-    ((2, 32, 7, 7), 64, 1),
-    ((2, 64, 8, 8), 64, 1),
-    ((3, 17, 7, 9), 19, 1),
-    ((2, 33, 5, 6), 16, 0),
-    ((2, 3, 3, 3), 5, 2),
-    ((2, 1, 1, 1), 2, 1),
-    ((2, 20, 3, 5), 24, 0),
-]
+# (x shape, filters, pad) of cases.WINOGRAD (3x3, stride 1); its first five are DeepConvNet's.
+GEOMETRIES = [(g.x_shape, g.filters, g.pad[0]) for g in WINOGRAD]
 
 
 def random_conv(rng, x_shape, filters, dtype):
