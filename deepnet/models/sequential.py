@@ -37,6 +37,7 @@ class Sequential(Layer):
     """
 
     on_gpu = False
+    spec_name = None  # a container: deepnet.models.spec builds it, and the models (MODELS)
 
     def __init__(self, *layers, rng=None, aliases=None):
         # No Layer.__init__: params, grads and buffers are gathered from the layers.
