@@ -102,17 +102,6 @@ class Sequential(Layer):
 
     # -- parameters by name ---------------------------------------------------------------
 
-    def named_layers(self, prefix="", trainable_only=False):
-        """(name prefix, layer) for every layer inside, depth first ("3.body.1.")."""
-        for name, layer in self.children():
-            if trainable_only and not layer.trainable:
-                continue
-            yield prefix + name + ".", layer
-            if isinstance(layer, Sequential):
-                yield from layer.named_layers(prefix + name + ".", trainable_only)
-            else:
-                yield from _named_children(layer, prefix + name + ".", trainable_only)
-
     def _collect(self, attribute, trainable_only=False):
         found = {}
         for prefix, layer in self.named_layers(trainable_only=trainable_only):
@@ -321,18 +310,6 @@ class Sequential(Layer):
     def _to_device(self, a):
         """``a`` on the device the parameters live on."""
         return _array.to_gpu(a) if self.on_gpu else _array.to_cpu(a)
-
-
-def _named_children(layer, prefix, trainable_only):
-    """named_layers for the children of a non-Sequential container (Residual)."""
-    for name, child in layer.children():
-        if trainable_only and not child.trainable:
-            continue
-        yield prefix + name + ".", child
-        if isinstance(child, Sequential):
-            yield from child.named_layers(prefix + name + ".", trainable_only)
-        else:
-            yield from _named_children(child, prefix + name + ".", trainable_only)
 
 
 def _matches(name, selection):

@@ -99,11 +99,15 @@ class Layer:
         """(name, layer) of the layers inside this one (containers only)."""
         return ()
 
-    def named_layers(self, prefix=""):
-        """(hierarchical name, layer) of this layer and every layer inside it, depth first."""
-        yield prefix.rstrip("."), self
-        for name, child in self.children():
-            yield from child.named_layers(f"{prefix}{name}.")
+    def named_layers(self, prefix="", trainable_only=False):
+        """(name prefix, layer) for every layer inside this one, depth first ("3.body.1."): the
+        one walk over the layers that parameters, gradients and buffers are gathered by;
+        trainable_only skips frozen layers and everything inside them."""
+        for name, layer in self.children():
+            if trainable_only and not layer.trainable:
+                continue
+            yield prefix + name + ".", layer
+            yield from layer.named_layers(prefix + name + ".", trainable_only)
 
     def _set_grads(self, **grads):
         self.grads = grads if self.trainable else {}
