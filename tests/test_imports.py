@@ -276,3 +276,37 @@ def test_a_sequential_describes_itself_with_only_its_module_imported():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Sequential", "float64"]
+
+
+# ------------------------------------------------------------ deepnet.nn: the layers, one module per kind
+
+NN_MODULES = sorted(m for m in MODULES if m == "deepnet.nn" or m.startswith("deepnet.nn."))
+
+
+def test_the_layers_are_a_package_of_small_modules():
+    assert {"deepnet.nn", "deepnet.nn.base", "deepnet.nn.config", "deepnet.nn.init", "deepnet.nn.activations",
+            "deepnet.nn.conv", "deepnet.nn.linear", "deepnet.nn.normalization", "deepnet.nn.regularization",
+            "deepnet.nn.pooling", "deepnet.nn.containers", "deepnet.nn.losses"} <= set(NN_MODULES)
+    too_long = {module: n for module in NN_MODULES
+                if (n := len(FILES[module].read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
+
+
+@pytest.mark.parametrize("module", NN_MODULES)
+def test_each_nn_module_says_its_one_job_first(module):
+    docstring = ast.get_docstring(ast.parse(FILES[module].read_text(encoding="utf-8")))
+    assert docstring and docstring.splitlines()[0].strip(), f"{module} has no docstring naming its job"
+
+
+@pytest.mark.parametrize("module", NN_MODULES)
+def test_the_layers_do_not_import_the_models_the_trainer_the_command_line_or_the_app(module):
+    above = {m for m in _reachable(_WITH_PACKAGES, module)
+             if m in ("deepnet.trainer", "deepnet.layers", "deepnet.nets")
+             or m.split(".")[:2] in (["deepnet", "models"], ["deepnet", "cli"], ["deepnet", "app"])}
+    assert not above, f"{module} imports (directly or not) {sorted(above)}"
+
+
+def test_deepnet_layers_only_re_exports_deepnet_nn():
+    assert GRAPH["deepnet.layers"] == {"deepnet.nn"}
+    tree = ast.parse(FILES["deepnet.layers"].read_text(encoding="utf-8"))
+    assert all(isinstance(node, (ast.Expr, ast.ImportFrom, ast.Assign)) for node in tree.body)

@@ -6,8 +6,7 @@ parameters, multiply-adds and the receptive field.
 """
 import math
 
-from ..layers import (Affine, BatchNormalization, Convolution, Dropout, GlobalAveragePooling, Pooling, Relu,
-                      Residual, Sigmoid, _pair)
+from ..nn.containers import Residual
 from .limits import MAX_ACTIVATION, MAX_WORK
 from .sequential import NamedModel, Sequential
 
@@ -23,13 +22,11 @@ def input_shape(model):
     for index, layer in enumerate(_leading_layers(model)):
         if isinstance(layer, NamedModel):
             return (1,) + tuple(layer.config()["input_dim"])
-        if isinstance(layer, Convolution):
-            return (1, int(layer.W.shape[1])) + DEFAULT_INPUT[1:]
-        if isinstance(layer, BatchNormalization):
-            return (1, int(layer.gamma.shape[0])) + DEFAULT_INPUT[1:]
-        if isinstance(layer, Affine) and index == 0:
-            return (1, int(layer.W.shape[0]))
-        if not isinstance(layer, (Relu, Sigmoid, Dropout, Pooling)):
+        hint = None if isinstance(layer, Residual) else layer.input_hint(index == 0)
+        if hint is not None:
+            kind, size = hint
+            return (1, size) + DEFAULT_INPUT[1:] if kind == "channels" else (1, size)
+        if not layer.preserves_rank:
             break  # a layer that changes the rank (Flatten, an Affine): images of one channel
     return (1,) + DEFAULT_INPUT
 
@@ -99,48 +96,26 @@ class _CostWalk:
             if len(out) != len(skip) or out[1] != skip[1] or (self.strict and out != skip):
                 self.fail(where, layer, f"the body gives shape {out} but the shortcut {skip}")
             return out
-        if isinstance(layer, Convolution):
-            FN, C, kh, kw = (int(n) for n in layer.W.shape)
-            self.spatial(where, layer, shape, C)
-            (ph, pw) = _pair(layer.pad)
-            self.values(where, layer, (1, C, shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
-            out = tuple(layer.output_shape(shape))
-            self.values(where, layer, out)
-            self.values(where, layer, (1, C * kh * kw, out[2], out[3]), "column matrix")
-            self.add_work(where, layer, math.prod(out[1:]) * C * kh * kw)
-            return out
-        if isinstance(layer, Pooling):
-            self.spatial(where, layer, shape)
-            if layer.pool_h > shape[2] or layer.pool_w > shape[3]:
-                self.fail(where, layer, f"its {layer.pool_h}x{layer.pool_w} window is larger than its "
-                                        f"{shape[2]}x{shape[3]} input")
-            ph, pw = _pair(layer.pad)
-            self.values(where, layer, (1, shape[1], shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
-            out = tuple(layer.output_shape(shape))
-            self.values(where, layer, out)
-            self.add_work(where, layer, math.prod(out[1:]) * layer.pool_h * layer.pool_w)
-            return out
-        if isinstance(layer, Affine):
-            n_in, n_out = (int(n) for n in layer.W.shape)
-            if len(shape) < 2:
-                self.fail(where, layer, f"needs a batch of samples, gets shape {shape}")
-            features = math.prod(shape[1:])
-            if features != n_in and self.strict:
-                self.fail(where, layer, f"expects {n_in} features, gets {features} (shape {shape})")
-            self.add_work(where, layer, n_in * n_out)
-            out = (shape[0], n_out)
-            self.values(where, layer, out)
-            return out
-        if isinstance(layer, BatchNormalization):
-            if len(shape) not in (2, 4) or shape[1] != layer.gamma.shape[0]:
-                self.fail(where, layer, f"expects (N, {layer.gamma.shape[0]}) or (N, {layer.gamma.shape[0]}, H, W) "
-                                        f"input, gets shape {shape}")
-            return shape
-        if isinstance(layer, GlobalAveragePooling):
-            self.spatial(where, layer, shape)
-        out = tuple(layer.output_shape(shape))
-        self.values(where, layer, out)
-        return out
+        return layer.check_cost(shape, _LayerCheck(self, where, layer))
+
+
+class _LayerCheck:
+    """What a layer's check_cost holds itself to: _CostWalk's checks, naming the layer."""
+
+    def __init__(self, walk, where, layer):
+        self.walk, self.where, self.layer, self.strict = walk, where, layer, walk.strict
+
+    def fail(self, message):
+        self.walk.fail(self.where, self.layer, message)
+
+    def values(self, shape, what="output"):
+        self.walk.values(self.where, self.layer, shape, what)
+
+    def spatial(self, shape, channels=None):
+        self.walk.spatial(self.where, self.layer, shape, channels)
+
+    def add_work(self, work):
+        self.walk.add_work(self.where, self.layer, work)
 
 
 def describe(model, input_shape=(1, 1, 28, 28)):
@@ -165,13 +140,9 @@ def _walk_cost(layer, shape, field):
         if layer.shortcut is not None:
             macs += _walk_cost(layer.shortcut, shape, field)[1]
         return out, macs, body_field
-    out = layer.output_shape(shape)
-    rf, jump = field
-    if isinstance(layer, Convolution):
-        FN, C, kh, kw = layer.W.shape
-        return out, math.prod(out) * C * kh * kw, (rf + (kh - 1) * jump, jump * _pair(layer.stride)[0])
-    if isinstance(layer, Pooling):
-        return out, 0, (rf + (layer.pool_h - 1) * jump, jump * _pair(layer.stride)[0])
-    if isinstance(layer, Affine):
-        return out, out[0] * layer.W.shape[0] * layer.W.shape[1], field
-    return out, 0, field
+    out, macs, window = layer.cost(shape)
+    if window is not None:
+        rf, jump = field
+        kernel, stride = window
+        field = (rf + (kernel - 1) * jump, jump * stride)
+    return out, macs, field

@@ -7,104 +7,20 @@ drawn at random (a new model), zeros (a model about to be loaded: nothing is dra
 shapes only (a skeleton of read-only arrays that take no memory).
 """
 import contextlib
-import contextvars
-import math
 
-import numpy as np
 
-from .._dtypes import compute_dtype
 from ..layers import Affine, BatchNormalization, Convolution
-from .limits import MAX_LAYERS, MAX_PARAMETERS, _short
+from ..nn.init import (_charge, _charge_layers, _draw, _init_mode, _initialised, _parameter_budget,  # noqa: F401
+                       _placeholder, he_normal, normal, zeros)
+from ..nn.init import _parameter_limit as _nn_parameter_limit
+from .limits import MAX_LAYERS, MAX_PARAMETERS
 
-# While build() runs: the parameters and layers it may still make.  Every parameter of every
-# net is allocated through the functions below, which charge it here first, so a spec from a
-# file cannot make deepnet allocate more than MAX_PARAMETERS.
-_parameter_budget = contextvars.ContextVar("deepnet_parameter_budget", default=None)
-
-# How the functions below fill the parameters: "random" (a new model), "zeros" (a model
-# whose parameters are about to be loaded: nothing is drawn) or "shapes" (a skeleton that
-# only says the shapes: read-only zero-strided arrays that take no memory).
-_init_mode = contextvars.ContextVar("deepnet_init_mode", default="random")
-
-
-def _charge(shape):
-    if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in shape):
-        raise ValueError(f"a parameter of shape {_short(tuple(shape))}: sizes must be ints >= 0")
-    budget = _parameter_budget.get()
-    if budget is not None:
-        budget["parameters"] -= math.prod(shape)
-        if budget["parameters"] < 0:
-            raise ValueError(f"the architecture asks for more than {MAX_PARAMETERS} parameters")
-
-
-def _charge_layers(count):
-    budget = _parameter_budget.get()
-    if budget is not None:
-        budget["layers"] -= count
-        if budget["layers"] < 0:
-            raise ValueError(f"the architecture has more than {MAX_LAYERS} layers")
 
 
 @contextlib.contextmanager
-def _parameter_limit(limit, layers=MAX_LAYERS):
-    token = _parameter_budget.set({"parameters": limit, "layers": layers})
-    try:
+def _parameter_limit(limit=MAX_PARAMETERS, layers=MAX_LAYERS):
+    with _nn_parameter_limit(limit, layers):
         yield
-    finally:
-        _parameter_budget.reset(token)
-
-
-@contextlib.contextmanager
-def _initialised(mode):
-    token = _init_mode.set(mode)
-    try:
-        yield
-    finally:
-        _init_mode.reset(token)
-
-
-def _placeholder(shape, dtype):
-    """A parameter that is not drawn: a skeleton's (no memory) or zeros (to be loaded)."""
-    if _init_mode.get() == "shapes":
-        return np.broadcast_to(np.zeros((), dtype), tuple(shape))
-    return np.zeros(shape, dtype)
-
-
-_DRAW_CHUNK = 1 << 16  # values drawn at a time (512 kB of float64): a layer costs its own size, not 3x
-
-
-def _draw(shape, std, rng, dtype):
-    """std * N(0, 1) of ``shape`` in ``dtype``, drawn in float64 chunk by chunk (the same
-    values as one float64 draw, without its float64 copy of the whole array)."""
-    out = np.empty(shape, dtype)
-    flat = out.reshape(-1)
-    for start in range(0, flat.size, _DRAW_CHUNK):
-        stop = min(start + _DRAW_CHUNK, flat.size)
-        flat[start:stop] = std * rng.standard_normal(stop - start)
-    return out
-
-
-def he_normal(shape, rng, dtype):
-    """He initialisation (std sqrt(2 / fan_in)), suited to ReLU: the book's choice."""
-    _charge(shape)
-    if _init_mode.get() != "random":
-        return _placeholder(shape, dtype)
-    fan_in = math.prod(shape[1:]) if len(shape) == 4 else shape[0]
-    return _draw(shape, np.sqrt(2.0 / max(fan_in, 1)), rng, dtype)
-
-
-def normal(shape, std, rng, dtype):
-    _charge(shape)
-    if _init_mode.get() != "random":
-        return _placeholder(shape, dtype)
-    return _draw(shape, std, rng, dtype)
-
-
-def zeros(size, dtype):
-    _charge((size,))
-    if _init_mode.get() == "shapes":
-        return _placeholder((size,), dtype)
-    return np.zeros(size, dtype)
 
 
 def conv_layer(in_channels, filters, kernel, rng, dtype, stride=1, pad=None, relu=False):
@@ -119,9 +35,4 @@ def affine_layer(in_features, out_features, rng, dtype):
 
 
 def batch_norm_layer(features, dtype, momentum=0.9, relu=False):
-    _charge((4, features))  # gamma, beta and the two running statistics
-    if _init_mode.get() == "shapes":
-        stats = compute_dtype(dtype)
-        return BatchNormalization(_placeholder((features,), dtype), _placeholder((features,), dtype), momentum,
-                                  _placeholder((features,), stats), _placeholder((features,), stats), relu=relu)
-    return BatchNormalization(np.ones(features, dtype), np.zeros(features, dtype), momentum, relu=relu)
+    return BatchNormalization.new(features, dtype, momentum, relu=relu)

@@ -37,6 +37,7 @@ class Sequential(Layer):
     """
 
     on_gpu = False
+    spec_name = None  # a container: deepnet.models.spec builds it, and the models (MODELS)
 
     def __init__(self, *layers, rng=None, aliases=None):
         # No Layer.__init__: params, grads and buffers are gathered from the layers.
@@ -100,17 +101,6 @@ class Sequential(Layer):
         return {"layers": [_ARCHITECTURE["layer_spec"](layer) for layer in self.layers]}
 
     # -- parameters by name ---------------------------------------------------------------
-
-    def named_layers(self, prefix="", trainable_only=False):
-        """(name prefix, layer) for every layer inside, depth first ("3.body.1.")."""
-        for name, layer in self.children():
-            if trainable_only and not layer.trainable:
-                continue
-            yield prefix + name + ".", layer
-            if isinstance(layer, Sequential):
-                yield from layer.named_layers(prefix + name + ".", trainable_only)
-            else:
-                yield from _named_children(layer, prefix + name + ".", trainable_only)
 
     def _collect(self, attribute, trainable_only=False):
         found = {}
@@ -320,18 +310,6 @@ class Sequential(Layer):
     def _to_device(self, a):
         """``a`` on the device the parameters live on."""
         return _array.to_gpu(a) if self.on_gpu else _array.to_cpu(a)
-
-
-def _named_children(layer, prefix, trainable_only):
-    """named_layers for the children of a non-Sequential container (Residual)."""
-    for name, child in layer.children():
-        if trainable_only and not child.trainable:
-            continue
-        yield prefix + name + ".", child
-        if isinstance(child, Sequential):
-            yield from child.named_layers(prefix + name + ".", trainable_only)
-        else:
-            yield from _named_children(child, prefix + name + ".", trainable_only)
 
 
 def _matches(name, selection):

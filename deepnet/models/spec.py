@@ -10,10 +10,12 @@ arrays take no memory, before anything is allocated or drawn.
 import numpy as np
 
 from .._dtypes import FLOAT_DTYPES
-from ..layers import Convolution, Dropout, Flatten, GlobalAveragePooling, Pooling, Relu, Residual, Sigmoid
+from ..nn.base import Layer
+from ..nn.config import _check_keys, _entry
+from ..nn.containers import Residual
 from .book import DeepConvNet, SimpleConvNet
 from .cost import check_cost
-from .init import _charge_layers, _initialised, _parameter_limit, affine_layer, batch_norm_layer, he_normal, zeros
+from .init import _charge_layers, _initialised, _parameter_limit
 from .limits import MAX_NESTING, MAX_PARAMETERS, _short
 from .resnet import ResNet
 from .sequential import _ARCHITECTURE, NamedModel, Sequential
@@ -37,10 +39,11 @@ def layer_spec(layer):
                 "shortcut": None if layer.shortcut is None else layer_spec(layer.shortcut)}
     if type(layer) is Sequential:
         return {"type": "Sequential", **_layers_spec(layer)}
-    if type(layer).__name__ not in _LAYER_BUILDERS:
+    name = getattr(type(layer), "spec_name", None)
+    if Layer.registry.get(name) is not type(layer):
         raise ValueError(f"model_spec: a {type(layer).__name__} cannot be described as data; "
-                         f"known layers: {', '.join(sorted(_KNOWN_TYPES))}")
-    return {"type": type(layer).__name__, **layer.config()}
+                         f"known layers: {', '.join(_known_types())}")
+    return {"type": name, **layer.config()}
 
 
 def _layers_spec(model):
@@ -114,101 +117,15 @@ def _build(spec, dtype, rng, where, depth=0):
         shortcut = spec.get("shortcut")
         shortcut = None if shortcut is None else _build(shortcut, dtype, rng, where + ".shortcut", depth + 1)
         return Residual(body, shortcut)
-    if kind not in _LAYER_BUILDERS:
-        raise ValueError(f"build: {where}: unknown layer type {_short(kind)}; known: {', '.join(sorted(_KNOWN_TYPES))}")
-    keys, make = _LAYER_BUILDERS[kind]
-    _check_keys(spec, {"type", *keys}, where)
-    return make(spec, dtype, rng, where)
-
-def _check_keys(spec, allowed, where):
-    unknown = sorted(set(spec) - set(allowed))
-    if unknown:
-        raise ValueError(f"build: {where} ({spec['type']}): unknown entry {_short(unknown[0])}; "
-                         f"allowed: {', '.join(sorted(allowed - {'type'})) or 'none'}")
+    layer_type = Layer.registry.get(kind)
+    if layer_type is None or kind in MODELS:
+        raise ValueError(f"build: {where}: unknown layer type {_short(kind)}; known: {', '.join(_known_types())}")
+    return layer_type.from_config(spec, dtype, rng, where)
 
 
-def _entry(spec, key, kind, where):
-    if key not in spec:
-        raise ValueError(f"build: {where} ({spec['type']}): missing entry {key!r}")
-    value = spec[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be a {kind.__name__}, got {_short(value)}")
-    return value
+def _known_types():
+    """Every type a spec may name: the registered layers, the containers and the models."""
+    return sorted(set(Layer.registry) | set(MODELS) | {"Sequential", "Residual"})
 
-
-def _int(spec, key, where, minimum=1):
-    value = _entry(spec, key, int, where)
-    if value < minimum or value >= 1 << 31:
-        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int >= {minimum}, got {_short(value)}")
-    return value
-
-
-def _int_pair(spec, key, where, minimum):
-    value = spec.get(key)
-    pair = [value, value] if isinstance(value, int) else value
-    if (not isinstance(pair, list) or len(pair) != 2 or
-            not all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v < 1 << 31 for v in pair)):
-        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int or a pair of ints "
-                         f">= {minimum}, got {_short(value)}")
-    return tuple(pair)
-
-
-def _build_convolution(spec, dtype, rng, where):
-    C, FN = _int(spec, "in_channels", where, 0), _int(spec, "filters", where, 0)
-    kh, kw = _int_pair(spec, "kernel", where, 1)
-    return Convolution(he_normal((FN, C, kh, kw), rng, dtype), zeros(FN, dtype),
-                       _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0),
-                       relu=_flag(spec, "relu", where))
-
-
-def _flag(spec, key, where):
-    value = spec.get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be true or false, got {_short(value)}")
-    return value
-
-
-def _build_affine(spec, dtype, rng, where):
-    n_in, n_out = _int(spec, "in_features", where, 0), _int(spec, "out_features", where, 0)
-    return affine_layer(n_in, n_out, rng, dtype)
-
-
-def _build_pooling(spec, dtype, rng, where):
-    return Pooling(_int(spec, "pool_h", where), _int(spec, "pool_w", where),
-                   _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0))
-
-
-def _build_batch_norm(spec, dtype, rng, where):
-    features = _int(spec, "features", where, 0)
-    momentum = spec.get("momentum", 0.9)
-    if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0 <= momentum <= 1:
-        raise ValueError(f"build: {where} (BatchNormalization): 'momentum' must be in [0, 1], got {_short(momentum)}")
-    return batch_norm_layer(features, dtype, float(momentum), relu=_flag(spec, "relu", where))
-
-
-def _build_dropout(spec, dtype, rng, where):
-    ratio = spec.get("dropout_ratio", 0.5)
-    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio < 1:
-        raise ValueError(f"build: {where} (Dropout): 'dropout_ratio' must be in [0, 1), got {_short(ratio)}")
-    return Dropout(float(ratio), rng=rng)
-
-
-def _plain(cls):
-    return lambda spec, dtype, rng, where: cls()
-
-
-# type -> (its entries besides "type", the function that builds it)
-_LAYER_BUILDERS = {
-    "Convolution": (("in_channels", "filters", "kernel", "stride", "pad", "relu"), _build_convolution),
-    "Affine": (("in_features", "out_features"), _build_affine),
-    "Pooling": (("pool_h", "pool_w", "stride", "pad"), _build_pooling),
-    "BatchNormalization": (("features", "momentum", "relu"), _build_batch_norm),
-    "Dropout": (("dropout_ratio",), _build_dropout),
-    "Relu": ((), _plain(Relu)),
-    "Sigmoid": ((), _plain(Sigmoid)),
-    "Flatten": ((), _plain(Flatten)),
-    "GlobalAveragePooling": ((), _plain(GlobalAveragePooling)),
-}
-_KNOWN_TYPES = set(_LAYER_BUILDERS) | set(MODELS) | {"Sequential", "Residual"}
 
 _ARCHITECTURE.update(layer_spec=layer_spec, model_spec=model_spec, build=build)  # for Sequential's methods

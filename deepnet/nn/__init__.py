@@ -1,0 +1,20 @@
+"""deepnet's layers, one module per kind, on one Layer base class that registers every layer type.
+
+``deepnet.layers`` re-exports these names for the book's imports (``from deepnet import
+layers as L``).  To add a layer, define a subclass of ``Layer`` in its module (see
+deepnet.nn.base): it registers itself, and ``deepnet.models.build``, ``model_spec``,
+``load_model`` and ``describe`` know it with no other change.
+"""
+from .activations import Relu, Sigmoid, softmax
+from .base import Layer, _pair, _train_mode, _WeightAndBias
+from .containers import Residual
+from .conv import Convolution, Pooling
+from .linear import Affine, Flatten
+from .losses import SoftmaxWithLoss, cross_entropy_error
+from .normalization import BatchNormalization
+from .pooling import GlobalAveragePooling
+from .regularization import Dropout
+
+__all__ = ["Layer", "Relu", "Sigmoid", "Affine", "Convolution", "Pooling", "Dropout",
+           "BatchNormalization", "Flatten", "GlobalAveragePooling", "Residual",
+           "SoftmaxWithLoss", "softmax", "cross_entropy_error", "_pair", "_train_mode", "_WeightAndBias"]

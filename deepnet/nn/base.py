@@ -1,0 +1,130 @@
+"""The Layer base class: the layer contract, the registry of layer types, and the generic walks.
+
+Every layer follows one contract:
+
+- ``params``: its own parameters, name -> array (``W``, ``b``, ``gamma``, ``beta``), held by
+  reference, so an optimizer that updates them in place is seen by the layer;
+- ``grads``: the gradients of the last ``backward``, under the same names (empty while the
+  layer is frozen: ``trainable = False``);
+- ``buffers``: state that is saved with a model but not trained (BatchNormalization's
+  running statistics);
+- ``forward(x, train=False)`` keeps what ``backward`` needs; ``backward(dout)`` returns dx;
+- ``output_shape(input_shape)``: the shape ``forward`` returns for an input of that shape
+  (batch axis included);
+- ``config()``: the constructor's settings as JSON-ready data, and the classmethod
+  ``from_config(spec, dtype, rng, where)`` that checks them (the spec is untrusted data) and
+  builds a new layer: the architecture half of a model file;
+- ``cost(input_shape)`` and ``check_cost(shape, check)``: the work and receptive field of
+  the layer (``deepnet.models.describe``) and the bounds ``build`` holds it to.
+
+A subclass registers itself (``Layer.registry``) under its class name, or under
+``spec_name``; ``spec_name = None`` keeps a class (and its subclasses, unless they name
+themselves) out of the registry, as do names that start with "_".  Adding a layer type is
+defining its class: no central list changes.
+"""
+from .config import _check_keys
+
+
+def _train_mode(train, train_flg):
+    """The book's ``train_flg`` keyword, accepted beside ``train``."""
+    return bool(train if train_flg is None else train_flg)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+class Layer:
+    """Base of every layer: no parameters, output shaped like the input."""
+
+    trainable = True
+    registry = {}  # spec type name -> layer class (see the module's docstring)
+    preserves_rank = False  # True: the output has the input's rank and channels (input_shape looks past it)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("spec_name", cls.__name__ if getattr(cls, "spec_name", "") is not None else None)
+        cls.spec_name = name
+        if isinstance(name, str) and not name.startswith("_"):
+            Layer.registry[name] = cls
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+
+    def forward(self, x, train=False):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def config(self):
+        """The constructor's settings (not the parameter values), as JSON-ready data."""
+        return {}
+
+    @classmethod
+    def from_config(cls, spec, dtype, rng, where):
+        """A new layer from ``spec`` ({"type": ..., **config}, untrusted): a layer with
+        settings checks each entry (deepnet.nn.config's helpers) and allocates its
+        parameters through deepnet.nn.init.  This default is for a layer without settings."""
+        _check_keys(spec, {"type"}, where)
+        return cls()
+
+    def cost(self, input_shape):
+        """(output shape, multiply-adds, window) for an input of ``input_shape`` (batch
+        included); window is (kernel, stride) along the height for a layer that widens the
+        receptive field, else None."""
+        return tuple(self.output_shape(input_shape)), 0, None
+
+    def check_cost(self, shape, check):
+        """The output shape for one image of ``shape``, after holding the layer to the bounds
+        of an untrusted model (``check``: deepnet.models.cost's checker, with ``fail``,
+        ``values``, ``spatial``, ``add_work`` and ``strict``)."""
+        out, work, _ = self.cost(shape)
+        if work:
+            check.add_work(work // max(shape[0], 1))
+        check.values(out)
+        return out
+
+    def input_hint(self, first):
+        """What this layer says about the model's input: ("channels", C), ("features", n)
+        (only when it is the ``first`` layer) or None."""
+        return None
+
+    def children(self):
+        """(name, layer) of the layers inside this one (containers only)."""
+        return ()
+
+    def named_layers(self, prefix="", trainable_only=False):
+        """(name prefix, layer) for every layer inside this one, depth first ("3.body.1."): the
+        one walk over the layers that parameters, gradients and buffers are gathered by;
+        trainable_only skips frozen layers and everything inside them."""
+        for name, layer in self.children():
+            if trainable_only and not layer.trainable:
+                continue
+            yield prefix + name + ".", layer
+            yield from layer.named_layers(prefix + name + ".", trainable_only)
+
+    def _set_grads(self, **grads):
+        self.grads = grads if self.trainable else {}
+
+    def __repr__(self):
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({settings})"
+
+
+class _WeightAndBias(Layer):
+    """The book's attribute names for a layer with parameters W and b."""
+
+    W = property(lambda self: self.params["W"], lambda self, v: self.params.__setitem__("W", v))
+    b = property(lambda self: self.params["b"], lambda self, v: self.params.__setitem__("b", v))
+    dW = property(lambda self: self.grads.get("W"))
+    db = property(lambda self: self.grads.get("b"))
+
+    def __init__(self, W, b):
+        super().__init__()
+        self.params = {"W": W, "b": b}

@@ -1,0 +1,69 @@
+"""Checking a layer's settings from a spec (untrusted data) and quoting its values in errors.
+
+Every layer's ``from_config`` checks its own entries with these helpers; their messages say
+where in the spec the entry is (``where``) and quote a value with ``_short`` (a value from
+a file may be megabytes long).
+"""
+import reprlib
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def _short(value):
+    """repr() cut short: a value from a file (a name, a setting) may be megabytes long."""
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int too long to print, a deeply nested list
+        text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _check_keys(spec, allowed, where):
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise ValueError(f"build: {where} ({spec['type']}): unknown entry {_short(unknown[0])}; "
+                         f"allowed: {', '.join(sorted(allowed - {'type'})) or 'none'}")
+
+
+def _entry(spec, key, kind, where):
+    if key not in spec:
+        raise ValueError(f"build: {where} ({spec['type']}): missing entry {key!r}")
+    value = spec[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be a {kind.__name__}, got {_short(value)}")
+    return value
+
+
+def _int(spec, key, where, minimum=1):
+    value = _entry(spec, key, int, where)
+    if value < minimum or value >= 1 << 31:
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int >= {minimum}, got {_short(value)}")
+    return value
+
+
+def _int_pair(spec, key, where, minimum):
+    value = spec.get(key)
+    pair = [value, value] if isinstance(value, int) else value
+    if (not isinstance(pair, list) or len(pair) != 2 or
+            not all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v < 1 << 31 for v in pair)):
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int or a pair of ints "
+                         f">= {minimum}, got {_short(value)}")
+    return tuple(pair)
+
+
+def _flag(spec, key, where):
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be true or false, got {_short(value)}")
+    return value
+
+
+def _fraction(spec, key, where, default, upper_open):
+    """A number in [0, 1] (or [0, 1) with upper_open), default when absent."""
+    value = spec.get(key, default)
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1
+            or (upper_open and value == 1)):
+        interval = "[0, 1)" if upper_open else "[0, 1]"
+        raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be in {interval}, got {_short(value)}")
+    return float(value)

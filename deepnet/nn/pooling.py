@@ -1,0 +1,34 @@
+"""Global pooling: GlobalAveragePooling, (N, C, H, W) -> (N, C)."""
+from deepnet import functional as F
+from deepnet._array import get_array_module
+from deepnet._dtypes import compute_dtype
+
+from .base import Layer
+
+
+class GlobalAveragePooling(Layer):
+    """(N, C, H, W) -> (N, C): the mean of every feature map."""
+
+    def __init__(self):
+        super().__init__()
+        self.x_shape = None
+
+    def forward(self, x, train=False, *, train_flg=None):
+        x = F.as_float_array(x, "x", "GlobalAveragePooling.forward", ndim=4)
+        self.x_shape = x.shape
+        acc = compute_dtype(x.dtype)
+        return x.mean(axis=(2, 3), dtype=acc).astype(x.dtype, copy=False)
+
+    def backward(self, dout):
+        N, C, H, W = self.x_shape
+        xp = get_array_module(dout)
+        acc = compute_dtype(dout.dtype)
+        share = dout.astype(acc, copy=False) / (H * W) if H * W else dout.astype(acc)
+        return xp.broadcast_to(share[:, :, None, None], self.x_shape).astype(dout.dtype)
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape[:2])
+
+    def check_cost(self, shape, check):
+        check.spatial(shape)
+        return super().check_cost(shape, check)
