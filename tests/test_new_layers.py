@@ -119,7 +119,8 @@ def _define_doubler():
     return Doubler
 
 
-def test_a_layer_type_defined_in_a_test_works_everywhere_with_no_other_change(tmp_path):
+def test_a_layer_type_defined_in_a_test_works_everywhere_with_no_other_change(tmp_path, monkeypatch):
+    monkeypatch.setattr(Layer, "registry", dict(Layer.registry))  # Doubler is gone after the test
     Doubler = _define_doubler()
     assert Layer.registry["Doubler"] is Doubler
     spec = {"type": "Sequential", "layers": [
