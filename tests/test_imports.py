@@ -134,7 +134,8 @@ def _cycles(graph):
 
 def test_the_graph_sees_the_packages_modules():
     assert {"deepnet", "deepnet._array", "deepnet._dtypes", "deepnet.reference", "deepnet._cuda",
-            "deepnet.functional", "deepnet.layers", "deepnet.nets", "deepnet.trainer"} <= set(GRAPH)
+            "deepnet.functional", "deepnet.layers", "deepnet.nets", "deepnet.trainer", "deepnet.training",
+            "deepnet.training.trainer", "deepnet.training.callbacks", "deepnet.training.checkpoint"} <= set(GRAPH)
     # Imports inside functions count: functional picks its backend module lazily.
     assert {"deepnet._cuda", "deepnet._cpu", "deepnet.reference"} <= GRAPH["deepnet.functional"]
 
@@ -149,7 +150,9 @@ def test_helpers_never_import_the_cuda_backend():
     """They come from deepnet._array and deepnet._dtypes (functional still picks _cuda as the
     backend for CuPy arrays, by name, on first use)."""
     for module in ("deepnet.reference", "deepnet.layers", "deepnet.io", "deepnet.optimizers",
-                   "deepnet.nets", "deepnet.trainer", "deepnet.distributed"):
+                   "deepnet.nets", "deepnet.trainer", "deepnet.distributed", "deepnet.training",
+                   "deepnet.training.trainer", "deepnet.training.callbacks", "deepnet.training.checkpoint",
+                   "deepnet.training.optimizers", "deepnet.training.schedules", "deepnet.training.augment"):
         assert "deepnet._cuda" not in GRAPH[module], f"{module} imports deepnet._cuda"
     assert "deepnet._cuda" not in _reachable(GRAPH, "deepnet.reference")
 

@@ -86,7 +86,7 @@ def float_between(low, high, low_open=False):
 
 def augment_spec(text):
     """--augment, checked now (keys, numbers, bounds) rather than at the first batch."""
-    from ..augment import Augment
+    from ..training.augment import Augment
 
     try:
         Augment.from_spec(text)
@@ -98,7 +98,7 @@ def augment_spec(text):
 
 def schedule_spec(text):
     """--lr-schedule, checked now (name, settings, bounds; min_lr against --lr comes later)."""
-    from ..schedules import parse
+    from ..training.schedules import parse
 
     try:
         parse(text, lr=MAX_LR, steps_per_epoch=1, epochs=1)
