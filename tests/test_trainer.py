@@ -162,7 +162,7 @@ def test_resume_refuses_a_checkpoint_of_another_batch_size(tmp_path):
     checkpoint = tmp_path / "c.npz"
     make_trainer(tiny_deep_convnet(), x, t, epochs=1, checkpoint_path=checkpoint).train()
     other = make_trainer(tiny_deep_convnet(), x, t, mini_batch_size=32)
-    with pytest.raises(ValueError, match="--batch-size: saved 64, now 32"):
+    with pytest.raises(ValueError, match="batch_size: saved 64, now 32"):
         other.resume(checkpoint)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from . import common
 from .evaluate import ensemble_report, load_network
 from .options import (MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_MEMBERS, MAX_SEED, MAX_WEIGHT_DECAY, CommandError,
-                      add_common, augment_spec, decay, float_between, int_in, schedule_spec)
+                      add_common, augment_spec, decay, float_between, int_in, one_line, schedule_spec)
 
 __all__ = ["add_train", "add_ensemble", "run_train", "run_ensemble"]
 
@@ -188,7 +188,7 @@ def _communicator(distributed):
     try:
         return MPICommunicator()
     except ImportError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(one_line(exc)) from None
 
 
 def _refuse_to_overwrite(args, outputs, command):

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import _array, io
 from .._dtypes import compute_dtype
+from .._errors import SettingError, template
 from .callbacks import entries, snapshot
 
 __all__ = ["save", "load", "state", "apply_state", "config", "CHECKPOINT_TEXT", "FORMAT"]
@@ -31,8 +32,8 @@ __all__ = ["save", "load", "state", "apply_state", "config", "CHECKPOINT_TEXT", 
 CHECKPOINT_TEXT = ("config", "history", "trainer_rng", "network_rng")  # JSON entries of a checkpoint
 FORMAT = 2  # config["format"]: 2 keys callback state by name
 HISTORY_LISTS = ("train_loss_list", "train_acc_list", "val_acc_list", "test_acc_list", "lr_list", "epoch_times")
-# The command line's words for the optimizer settings in config().
-_OPTIMIZER_SETTING_NAMES = {"lr": "--lr", "weight_decay": "--weight-decay"}
+# The settings' names of the optimizer settings in config() (templates of deepnet._errors).
+_OPTIMIZER_SETTING_NAMES = {"lr": "{lr}", "weight_decay": "{weight_decay}"}
 _OLD_KEY = re.compile(r"hook\d+/")
 
 
@@ -164,10 +165,10 @@ def _check_config(trainer, saved, path):
     current = json.loads(json.dumps(config(trainer)))  # the same JSON types as the saved one
     differences = _setting_differences(saved, current)
     if differences:
-        raise ValueError(f"checkpoint {path} was made with other settings ("
-                         + "; ".join(f"{name}: saved {_brief(was)}, now {_brief(now)}"
-                                     for name, (was, now) in differences.items())
-                         + "): resume with the same settings, or start a new run (--overwrite)")
+        parts = [f"checkpoint {path} was made with other settings ("]
+        for index, (name, (was, now)) in enumerate(differences.items()):
+            parts += (["; "] if index else []) + template(name) + [f": saved {_brief(was)}, now {_brief(now)}"]
+        raise SettingError(*parts, template("): resume with the same settings, or start a new run{overwrite|}"))
 
 
 def optimizer_settings(optimizer):
@@ -183,53 +184,54 @@ def _model_spec_or_none(network):
 
 
 def _named_settings(config, validating):
-    """A checkpoint's config as {the command line's name for a setting: value}, one entry
-    per setting, so a refused resume names exactly the ones that differ."""
+    """A checkpoint's config as {a setting's name: value}, one entry per setting, so a
+    refused resume names exactly the ones that differ.  A name is a template of
+    deepnet._errors: ``{lr}`` is the setting lr (which a command line shows as its flag)."""
     named = {}
     for key, value in config.items():
         if key == "optimizer":
-            named["--optimizer"] = value
+            named["{optimizer}"] = value
         elif key == "optimizer_settings":
             for setting, number in value.items():
                 named[_OPTIMIZER_SETTING_NAMES.get(setting, f"optimizer setting {setting}")] = number
         elif key == "mini_batch_size":
-            named["--batch-size"] = value
+            named["{batch_size}"] = value
         elif key == "train_size":
-            name = "training images (--train-size less --val-size)" if validating else "--train-size"
+            name = "training images ({train_size} less {val_size})" if validating else "{train_size}"
             named[name] = value
         elif key == "validation":
-            named["validation images (drawn with --seed)"] = value
+            named["validation images (drawn with {seed})"] = value
         elif key == "callbacks":
-            for spec in value.values():
-                named.update(_named_hook_settings(spec))
+            for name, spec in value.items():
+                named.update(_named_hook_settings(spec, name))
         elif key == "batch_transform":
             if value is not None:
                 named.update(_named_hook_settings(value))
         elif key == "format":
             continue
         else:
-            named[{"val_size": "--val-size", "select": "--select", "dtype": "--dtype",
-                   "model": "--model"}.get(key, key)] = value
-    named.setdefault("--augment", "none")
-    named.setdefault("--ema", "none")
+            named[{"val_size": "{val_size}", "select": "{select}", "dtype": "{dtype}",
+                   "model": "{model}"}.get(key, key)] = value
+    named.setdefault("{augment}", "none")
+    named.setdefault("{ema}", "none")
     return named
 
 
-def _named_hook_settings(spec):
+def _named_hook_settings(spec, name="batch_transform"):
     if isinstance(spec, str):
-        return {"--augment": spec}
+        return {"{augment}": spec}
     if isinstance(spec, dict) and "weight_average" in spec:
-        return {"--ema": spec["weight_average"]}
+        return {"{ema}": spec["weight_average"]}
     if isinstance(spec, dict) and "name" in spec:  # a learning-rate schedule
         settings = {k: v for k, v in spec.items() if k not in ("name", "lr", "steps_per_epoch", "warmup", "epochs")}
-        named = {"--lr-schedule": spec["name"] + "".join(
+        named = {"{lr_schedule}": spec["name"] + "".join(
                      (":" if i == 0 else ",") + f"{k}={v:g}" for i, (k, v) in enumerate(sorted(settings.items()))),
-                 "--warmup": spec.get("warmup"), "steps per epoch (training images / --batch-size)":
+                 "{warmup}": spec.get("warmup"), "steps per epoch (training images / {batch_size})":
                      spec.get("steps_per_epoch")}
         if "epochs" in spec:
-            named[f"--epochs (the length of the {spec['name']} schedule)"] = spec["epochs"]
+            named["{epochs} (the length of the " + spec["name"] + " schedule)"] = spec["epochs"]
         return named
-    return {f"setting {_brief(spec)}": spec}
+    return {f"the settings of {name}": spec}
 
 
 def _setting_differences(saved, current):
@@ -239,17 +241,17 @@ def _setting_differences(saved, current):
     was, now = _named_settings(saved, validating), _named_settings(current, validating)
     differences = {name: (was.get(name, "none"), now.get(name, "none")) for name in {**was, **now}
                    if was.get(name, "none") != now.get(name, "none")}
-    train = {name for name in differences if name.startswith("training images") or name == "--train-size"}
-    if train or "--batch-size" in differences:
-        differences.pop("steps per epoch (training images / --batch-size)", None)
-    if train or "--val-size" in differences:
-        differences.pop("validation images (drawn with --seed)", None)
-    if "--lr-schedule" in differences:  # a schedule's length is known to only some schedules
-        for name in [name for name in differences if name.startswith("--epochs (the length")]:
+    train = {name for name in differences if name.startswith("training images") or name == "{train_size}"}
+    if train or "{batch_size}" in differences:
+        differences.pop("steps per epoch (training images / {batch_size})", None)
+    if train or "{val_size}" in differences:
+        differences.pop("validation images (drawn with {seed})", None)
+    if "{lr_schedule}" in differences:  # a schedule's length is known to only some schedules
+        for name in [name for name in differences if name.startswith("{epochs} (the length")]:
             differences.pop(name)
-    if "--val-size" in differences and len(train) == 1:
+    if "{val_size}" in differences and len(train) == 1:
         (name,) = train
-        if differences[name][0] + differences["--val-size"][0] == differences[name][1] + differences["--val-size"][1]:
+        if differences[name][0] + differences["{val_size}"][0] == differences[name][1] + differences["{val_size}"][1]:
             differences.pop(name)  # the same images, split otherwise
     return differences
 
@@ -299,9 +301,11 @@ class EntryCheck:
         bounds = f"[0, {upper}]" if upper is not None else ">= 0"
         if value.dtype.kind not in "iu" or number is None:
             self.fail(entry, f"must be an integer in {bounds}, got {_value_text(value)}")
-        if number < 0 or (upper is not None and number > upper):
-            self.fail(entry, f"must be an integer in {bounds}, got {number}"
-                      + (" (more epochs than this run's --epochs)" if upper is not None and number > upper else ""))
+        if upper is not None and number > upper:
+            raise SettingError(f"{self.path}: {entry!r} must be an integer in {bounds}, got {number}",
+                               template(" (more epochs than this run's {epochs})"))
+        if number < 0:
+            self.fail(entry, f"must be an integer in {bounds}, got {number}")
         return int(number)
 
     def pair(self, entry, value):
