@@ -15,10 +15,16 @@ class Counter(Callback):
     def __init__(self, name=None):
         if name:
             self.name = name
-        self.calls = {"begin": 0, "step_begin": 0, "step_end": 0, "epoch_end": 0}
+        self.calls = {"begin": 0, "epoch_begin": 0, "step_begin": 0, "step_end": 0, "epoch_end": 0, "end": 0}
 
     def on_train_begin(self, trainer):
         self.calls["begin"] += 1
+
+    def on_epoch_begin(self, trainer):
+        self.calls["epoch_begin"] += 1
+
+    def on_train_end(self, trainer):
+        self.calls["end"] += 1
 
     def on_step_begin(self, trainer):
         self.calls["step_begin"] += 1
@@ -40,7 +46,25 @@ def test_the_loop_calls_each_callback_method_when_it_says():
     x, t = random_data(150)  # 3 steps an epoch of 64
     counter = Counter()
     make_trainer(tiny_deep_convnet(), x, t, epochs=2, callbacks=[counter]).train()
-    assert counter.calls == {"begin": 1, "step_begin": 6, "step_end": 6, "epoch_end": 2}
+    assert counter.calls == {"begin": 1, "epoch_begin": 2, "step_begin": 6, "step_end": 6, "epoch_end": 2, "end": 1}
+
+
+def test_the_trainers_own_callbacks_come_after_the_given_ones_and_report_as_before(tmp_path, capsys):
+    x, t = random_data(150)
+    seen = []
+
+    class Look(Callback):
+        def on_epoch_end(self, trainer):  # before the trainer's own: no history file yet
+            seen.append((trainer.epoch, (tmp_path / "h.json").exists(), trainer.checkpoint_epoch))
+    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=2, callbacks=[Look()], verbose=True,
+                           history_path=tmp_path / "h.json", checkpoint_path=tmp_path / "c.npz")
+    trainer.train()
+    assert seen == [(1, False, None), (2, True, 1)]
+    assert [callback.name for callback in trainer.all_callbacks[1:]] == [
+        "progress_bar", "epoch_report", "history", "checkpointing"]
+    out = capsys.readouterr().out
+    assert out.count("epoch 1/2: train acc") == 1 and "Final Test Accuracy" in out
+    assert json.loads((tmp_path / "h.json").read_text())["final_test"]["images"] == 30
 
 
 def test_the_book_call_still_works_and_the_default_optimizer_setting_is_not_shared():

@@ -75,4 +75,5 @@ def test_importing_deepnet_changes_no_process_wide_setting_and_training_does():
 
 def test_config_reports_the_memory_policy():
     import deepnet
-    assert "malloc" in deepnet.config()["freed memory"]
+    # malloc's defaults, or (once a training in this process set them) glibc mallopt's thresholds
+    assert "malloc" in deepnet.config()["freed memory"] or "mallopt" in deepnet.config()["freed memory"]

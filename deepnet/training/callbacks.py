@@ -6,9 +6,12 @@ a class whose ``name`` means something else overrides ``callback_name`` instead)
 the loop calls in the order the callbacks were given:
 
 - ``on_train_begin(trainer)``: once, before the first epoch this run trains;
+- ``on_epoch_begin(trainer)``: before each epoch;
 - ``on_step_begin(trainer)``: before each optimizer step (a learning-rate schedule);
 - ``on_step_end(trainer)``: after each optimizer step (a weight average);
 - ``on_epoch_end(trainer)``: after each epoch, once its evaluation is recorded;
+- ``on_train_end(trainer)``: once training ends (not when interrupted), after the test
+  set's evaluation;
 - ``evaluation_params(trainer)``: the weights to evaluate and keep (e.g. the average),
   or None (the default) to leave the network's own;
 - ``state_dict()`` / ``load_state_dict(state)``: the callback's own state, as arrays
@@ -38,6 +41,9 @@ class Callback:
     def on_train_begin(self, trainer):
         pass
 
+    def on_epoch_begin(self, trainer):
+        pass
+
     def on_step_begin(self, trainer):
         pass
 
@@ -45,6 +51,9 @@ class Callback:
         pass
 
     def on_epoch_end(self, trainer):
+        pass
+
+    def on_train_end(self, trainer):
         pass
 
     def evaluation_params(self, trainer):

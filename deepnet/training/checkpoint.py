@@ -17,7 +17,6 @@ message that says so.
 """
 import json
 import math
-import os
 import re
 
 import numpy as np

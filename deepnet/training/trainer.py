@@ -9,8 +9,10 @@ Each epoch visits every training sample once, in an order drawn from a seeded Ge
 - ``callbacks`` (``hooks`` is another name for them): ``deepnet.training.Callback``
   instances, e.g. a learning-rate schedule (``deepnet.training.schedules.Schedule``) or a
   weight average (``WeightAverage``); the loop calls their ``on_train_begin``,
-  ``on_step_begin``, ``on_step_end`` and ``on_epoch_end``, and checkpoints keep each one's
-  state under its name (``deepnet.training.callbacks``);
+  ``on_epoch_begin``, ``on_step_begin``, ``on_step_end``, ``on_epoch_end`` and
+  ``on_train_end``, and checkpoints keep each one's state under its name
+  (``deepnet.training.callbacks``).  After them come the trainer's own: the progress bar,
+  the printed epoch lines, the history file and the checkpoints (``reporting``);
 - ``communicator``: data-parallel training (``deepnet.distributed``); each rank computes
   the gradient of its slice of every global batch and the gradients are averaged.
 
@@ -28,16 +30,14 @@ After each epoch the trainer writes the history (JSON) and a checkpoint from whi
 """
 import contextlib
 import hashlib
-import json
 import os
 import time
 
 import numpy as np
-from tqdm import tqdm
 
-from .. import _array, _memory, io
+from .. import _array, _memory
 from ..distributed import SingleProcess
-from . import checkpoint
+from . import checkpoint, reporting
 from .callbacks import check_callbacks, load_snapshot, snapshot, swapped_in
 from .optimizers import get_optimizer
 
@@ -109,6 +109,9 @@ class Trainer:
         self.best = None       # (epoch, val accuracy, {name: array}) with select="best-val"
         self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
         self.checkpoint_epoch = None  # the epoch of the last checkpoint this trainer wrote
+        self.step_images = 0   # the images of the last step
+        self._standard = reporting.standard_callbacks()
+        self._progress = self._standard[0]
 
         if self.communicator.size > 1:
             self._check_ranks_agree(resume)
@@ -126,48 +129,50 @@ class Trainer:
         """Train for the remaining epochs, keep the selected weights in the network, and
         return the accuracy on the whole test set (evaluated once, here; None without one)."""
         _memory.keep_freed_memory()  # a step's freed activations are reused by the next
-        for callback in self.callbacks:
+        everyone = self.all_callbacks
+        for callback in everyone:
             callback.on_train_begin(self)
-        for epoch in range(self.epoch, self.epochs):
-            start = time.perf_counter()
-            self._train_epoch(epoch)
-            self._evaluate()
-            self.epoch_times.append(time.perf_counter() - start)
-            self.lr_list.append(float(self.optimizer.lr))
-            self.epoch = epoch + 1
-            for callback in self.callbacks:
-                callback.on_epoch_end(self)
-            self._report_epoch()
-            self._save_history()
-            self._save_checkpoint()
+        try:
+            for epoch in range(self.epoch, self.epochs):
+                start = time.perf_counter()
+                for callback in everyone:
+                    callback.on_epoch_begin(self)
+                self._train_epoch()
+                self._evaluate()
+                self.epoch_times.append(time.perf_counter() - start)
+                self.lr_list.append(float(self.optimizer.lr))
+                self.epoch = epoch + 1
+                for callback in everyone:
+                    callback.on_epoch_end(self)
+        finally:
+            self._progress.close()  # also when interrupted
         self._keep_selected_weights()
-        if self.x_test is None:
-            return None
-        test_acc = self._accuracy(self.x_test, self.t_test)
-        self.final_test = {"accuracy": test_acc, "images": len(self.x_test)}
-        self._save_history()
-        if self.verbose and self.communicator.is_root:
-            print("=============== Final Test Accuracy ===============")
-            print(f"test acc: {test_acc:.4f} on all {len(self.x_test)} test images "
-                  f"(evaluated once, after training; weights: {self._selected_description()})")
+        test_acc = None
+        if self.x_test is not None:
+            test_acc = self._accuracy(self.x_test, self.t_test)
+            self.final_test = {"accuracy": test_acc, "images": len(self.x_test)}
+        for callback in everyone:
+            callback.on_train_end(self)
         return test_acc
 
-    def _train_epoch(self, epoch):
+    @property
+    def all_callbacks(self):
+        """The callbacks given, then the trainer's own (reporting.standard_callbacks)."""
+        return self.callbacks + self._standard
+
+    def _train_epoch(self):
         order = self.rng.permutation(len(self.x_train))
-        show = self.verbose and self.communicator.is_root
         starts = self._batch_starts()
-        with _progress_bar(len(order), f"epoch {epoch + 1}/{self.epochs}", show) as bar:
-            for start, stop in zip(starts, starts[1:] + [len(order)]):
-                batch = order[start:stop]
-                loss = self.train_step(self.x_train[batch], self.t_train[batch])
-                bar.update(len(batch))
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        for start, stop in zip(starts, starts[1:] + [len(order)]):
+            batch = order[start:stop]
+            self.train_step(self.x_train[batch], self.t_train[batch])
 
     def train_step(self, x_batch, t_batch):
         """One optimizer step on one (global) mini-batch; returns (and records) its loss."""
         if self.batch_transform is not None:
             x_batch = self.batch_transform(x_batch, rng=self.rng)
-        for callback in self.callbacks:
+        self.step_images = len(x_batch)
+        for callback in self.all_callbacks:
             callback.on_step_begin(self)
         comm = self.communicator
         first, stop = comm.shard(len(x_batch))
@@ -176,9 +181,9 @@ class Trainer:
             loss, grads = self.network.loss_and_gradient(x_batch[first:stop], t_batch[first:stop], share)
         loss, grads = comm.sum_gradients(float(loss) * share if share else 0.0, grads)
         self.optimizer.update(self.network.params, grads)
-        for callback in self.callbacks:
-            callback.on_step_end(self)
         self.train_loss_list.append(loss)
+        for callback in self.all_callbacks:
+            callback.on_step_end(self)
         return loss
 
     # -- evaluation and the weights kept --------------------------------------------------
@@ -238,21 +243,6 @@ class Trainer:
         averaged = "the weight average" if self._supplied_weights() is not None else "the last"
         return f"{averaged} after epoch {self.epoch}"
 
-    def _report_epoch(self):
-        if not (self.verbose and self.communicator.is_root):
-            return
-        seconds = f"{self.epoch_times[-1]:.1f} s"
-        loss = float(np.mean(self.train_loss_list[-self._steps_per_epoch():]))
-        if self.validating:
-            print(f"epoch {self.epoch}/{self.epochs}: train loss {loss:.4f}, val acc {self.val_acc_list[-1]:.4f} "
-                  f"(all {len(self.x_val)} validation images), lr {self.optimizer.lr:.3g}, {seconds}")
-            return
-        n = self.evaluate_sample_num_per_epoch
-        measured = [f"train acc {self.train_acc_list[-1]:.4f} ({_first(n, len(self.x_train))} training images)"]
-        if self.test_acc_list:
-            measured.append(f"test acc {self.test_acc_list[-1]:.4f} ({_first(n, len(self.x_test))} test images)")
-        print(f"epoch {self.epoch}/{self.epochs}: {', '.join(measured)}, {seconds}")
-
     def _batch_starts(self):
         batch_norm = bool(getattr(self.network, "batch_norm_layers", list)())
         return batch_starts(len(self.x_train), self.batch_size, batch_norm)
@@ -280,17 +270,6 @@ class Trainer:
             "final_test": self.final_test,
             "dropout": bool(getattr(self.network, "dropout_layers", list)()),  # in the training loss
         }
-
-    def _save_history(self):
-        if self.history_path and self.communicator.is_root:
-            with io.atomic_write(self.history_path, "w") as f:
-                json.dump(self.history(), f, indent=1)
-
-    def _save_checkpoint(self):
-        if not self.checkpoint_path or not self.communicator.is_root:
-            return
-        checkpoint.save(self, self.checkpoint_path)
-        self.checkpoint_epoch = self.epoch
 
     def resume(self, checkpoint_path=None):
         """Restore parameters, optimizer, callbacks, RNGs, epoch and history from a checkpoint
@@ -328,13 +307,3 @@ class Trainer:
                   f"no checkpoint at {self.checkpoint_path} yet: starting from epoch 1")
         return exists
 
-
-def _first(n, total):
-    return f"first {n}" if n is not None and n < total else f"all {total}"
-
-
-def _progress_bar(total, description, enabled):
-    """A tqdm bar counting images, so its rate reads images/s; none unless stderr is a
-    terminal (no redraws in a log file)."""
-    return tqdm(total=total, desc=description, unit="img", unit_scale=True,
-                disable=None if enabled else True, leave=False, dynamic_ncols=True)
