@@ -54,14 +54,15 @@ def test_the_trainers_own_callbacks_come_after_the_given_ones_and_report_as_befo
     seen = []
 
     class Look(Callback):
-        def on_epoch_end(self, trainer):  # before the trainer's own: no history file yet
-            seen.append((trainer.epoch, (tmp_path / "h.json").exists(), trainer.checkpoint_epoch))
+        def on_epoch_end(self, trainer):  # after the evaluation, before the history file and checkpoint
+            seen.append((trainer.epoch, len(trainer.train_acc_list), len(trainer.epoch_times),
+                         (tmp_path / "h.json").exists(), trainer.checkpoint_epoch))
     trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=2, callbacks=[Look()], verbose=True,
                            history_path=tmp_path / "h.json", checkpoint_path=tmp_path / "c.npz")
     trainer.train()
-    assert seen == [(1, False, None), (2, True, 1)]
-    assert [callback.name for callback in trainer.all_callbacks[1:]] == [
-        "progress_bar", "epoch_report", "history", "checkpointing"]
+    assert seen == [(1, 1, 1, False, None), (2, 2, 2, True, 1)]
+    assert [callback.callback_name for callback in trainer.all_callbacks] == [
+        "evaluation", "epoch_timer", "Look", "progress_bar", "epoch_report", "history", "checkpointing"]
     out = capsys.readouterr().out
     assert out.count("epoch 1/2: train acc") == 1 and "Final Test Accuracy" in out
     assert json.loads((tmp_path / "h.json").read_text())["final_test"]["images"] == 30

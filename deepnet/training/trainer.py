@@ -31,14 +31,13 @@ After each epoch the trainer writes the history (JSON) and a checkpoint from whi
 import contextlib
 import hashlib
 import os
-import time
 
 import numpy as np
 
 from .. import _array, _memory
 from ..distributed import SingleProcess
-from . import checkpoint, reporting
-from .callbacks import check_callbacks, load_snapshot, snapshot, swapped_in
+from . import checkpoint, evaluation, reporting
+from .callbacks import check_callbacks, swapped_in
 from .optimizers import get_optimizer
 
 __all__ = ["Trainer", "batch_starts"]
@@ -110,6 +109,7 @@ class Trainer:
         self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
         self.checkpoint_epoch = None  # the epoch of the last checkpoint this trainer wrote
         self.step_images = 0   # the images of the last step
+        self._measuring = [evaluation.Evaluation(), evaluation.EpochTimer()]
         self._standard = reporting.standard_callbacks()
         self._progress = self._standard[0]
 
@@ -134,31 +134,24 @@ class Trainer:
             callback.on_train_begin(self)
         try:
             for epoch in range(self.epoch, self.epochs):
-                start = time.perf_counter()
                 for callback in everyone:
                     callback.on_epoch_begin(self)
                 self._train_epoch()
-                self._evaluate()
-                self.epoch_times.append(time.perf_counter() - start)
                 self.lr_list.append(float(self.optimizer.lr))
                 self.epoch = epoch + 1
-                for callback in everyone:
+                for callback in everyone:  # the evaluation first
                     callback.on_epoch_end(self)
         finally:
             self._progress.close()  # also when interrupted
-        self._keep_selected_weights()
-        test_acc = None
-        if self.x_test is not None:
-            test_acc = self._accuracy(self.x_test, self.t_test)
-            self.final_test = {"accuracy": test_acc, "images": len(self.x_test)}
-        for callback in everyone:
+        for callback in everyone:  # the evaluation keeps the selected weights and tests them
             callback.on_train_end(self)
-        return test_acc
+        return self.final_test["accuracy"] if self.x_test is not None else None
 
     @property
     def all_callbacks(self):
-        """The callbacks given, then the trainer's own (reporting.standard_callbacks)."""
-        return self.callbacks + self._standard
+        """The trainer's evaluation and epoch timer, the callbacks given, then the trainer's
+        own reporting (reporting.standard_callbacks)."""
+        return self._measuring + self.callbacks + self._standard
 
     def _train_epoch(self):
         order = self.rng.permutation(len(self.x_train))
@@ -214,28 +207,6 @@ class Trainer:
             labels = labels.argmax(axis=1)
         correct = np.count_nonzero(self.network.classify(x[first:stop]) == labels)
         return float(self.communicator.sum(np.array([correct], dtype=np.float64))[0]) / len(x)
-
-    def _evaluate(self):
-        accuracy = self._accuracy
-        with self.evaluation_weights():
-            if self.validating:
-                val_acc = accuracy(self.x_val, self.t_val)
-                self.val_acc_list.append(val_acc)
-                if self.select == "best-val" and (self.best is None or val_acc > self.best[1]):
-                    self.best = (self.epoch + 1, val_acc, snapshot(self.network))
-            else:
-                n = self.evaluate_sample_num_per_epoch  # None: every sample
-                self.train_acc_list.append(accuracy(self.x_train[:n], self.t_train[:n]))
-                if self.x_test is not None:
-                    self.test_acc_list.append(accuracy(self.x_test[:n], self.t_test[:n]))
-
-    def _keep_selected_weights(self):
-        if self.select == "best-val" and self.best is not None:
-            load_snapshot(self.network, self.best[2])
-            return
-        supplied = self._supplied_weights()
-        if supplied is not None:
-            load_snapshot(self.network, supplied)
 
     def _selected_description(self):
         if self.select == "best-val" and self.best is not None:
