@@ -60,7 +60,9 @@ class Trainer:
 
     ``checkpoint_path``: saved after every epoch; with ``resume=True`` training continues
     from it when it exists (and starts afresh when it does not yet).  ``optimizer``: a
-    name (with ``optimizer_param``) or an Optimizer instance.
+    name (with ``optimizer_param``, default ``{"lr": 0.001}``) or an Optimizer instance.
+    ``callbacks`` (or ``hooks``, the earlier name): ``Callback`` instances with distinct
+    names, called in the order given.
     """
 
     def __init__(self, network, x_train, t_train, x_test=None, t_test=None,
