@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from . import _array
+from ._errors import SettingImportError, template
 
 __all__ = ["SingleProcess", "MPICommunicator", "mpi_world_size"]
 
@@ -75,8 +76,8 @@ class MPICommunicator(SingleProcess):
         try:
             from mpi4py import MPI
         except ImportError:
-            raise ImportError('--distributed needs mpi4py and an MPI: pip install ".[mpi]" in deepnet\'s source directory '
-                              '(or pip install mpi4py mpich)') from None
+            raise SettingImportError(template('{distributed|distributed training} needs mpi4py and an MPI: pip install '
+                                              '".[mpi]" in deepnet\'s source directory (or pip install mpi4py mpich)')) from None
         self._MPI = MPI
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -140,7 +141,7 @@ class MPICommunicator(SingleProcess):
 
 
 def describe_differences(every):
-    """None if the dicts in ``every`` (one a rank) are equal, else e.g. "--epochs 1 on rank 0
+    """None if the dicts in ``every`` (one a rank) are equal, else e.g. "epochs 1 on rank 0
     vs 2 on rank 1; ..." ("not given" for None or a missing name)."""
     parts = []
     for name in sorted(set().union(*every), key=str):

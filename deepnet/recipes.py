@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from . import models
+from ._errors import SettingError, template
 
 MODEL_NAMES = {
     "deepconvnet": lambda dtype, seed: models.DeepConvNet(dtype=dtype, seed=seed),
@@ -43,4 +44,5 @@ def make_model(name, dtype, seed):
         if not isinstance(model, models.Sequential):
             raise ValueError(f"{name}: the spec describes a single {type(model).__name__}, not a model")
         return model
-    raise ValueError(f"--model: expected one of {', '.join(MODEL_NAMES)} or a JSON spec file, got {name!r}")
+    raise SettingError(template("{model}"), f": expected one of {', '.join(MODEL_NAMES)} or a JSON spec file, "
+                       f"got {name!r}")

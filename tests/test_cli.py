@@ -566,3 +566,25 @@ def test_an_interrupted_ensemble_says_which_members_finished(tmp_path, monkeypat
                      "--out-dir", "fresh"]) == 130
     err = capsys.readouterr().err
     assert "0 members finished" in err and "no checkpoint was written" in err and "--resume" not in err, err
+
+
+def test_a_lower_layers_errors_name_the_flags_on_the_command_line(tmp_path, monkeypatch, capsys, mnist,
+                                                                  small_test_set):
+    """The trainer and the recipes name settings (batch_size, model); the command line shows
+    its flags (--batch-size, --model) in the same messages."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(quick_train(mnist, "--batch-size", "50", "--checkpoint", "c.npz")) == 0
+    capsys.readouterr()
+    assert cli.main(quick_train(mnist, "--batch-size", "25", "--checkpoint", "c.npz", "--resume")) == 1
+    err = assert_one_line_error(capsys, "c.npz", "--batch-size: saved 50, now 25", "start a new run (--overwrite)")
+    assert "batch_size" not in err
+    assert cli.main(quick_train(mnist, "--model", "nothing-of-the-kind", "--overwrite")) == 1
+    assert_one_line_error(capsys, "--model: expected one of", "'nothing-of-the-kind'")
+
+
+def test_the_library_names_settings_without_flags(tmp_path):
+    from deepnet.recipes import make_model
+    from deepnet._errors import SettingError
+    with pytest.raises(SettingError) as error:
+        make_model("nothing-of-the-kind", np.float32, 0)
+    assert str(error.value).startswith("model: expected one of") and "--" not in str(error.value)

@@ -141,7 +141,8 @@ def _cycles(graph):
 
 def test_the_graph_sees_the_packages_modules():
     assert {"deepnet", "deepnet._array", "deepnet._dtypes", "deepnet.reference", "deepnet.backends",
-            "deepnet.functional", "deepnet.layers", "deepnet.nets", "deepnet.models", "deepnet.trainer"} | set(BACKENDS) <= set(GRAPH)
+            "deepnet.functional", "deepnet.layers", "deepnet.nets", "deepnet.models", "deepnet.trainer",
+            "deepnet.training", "deepnet.training.trainer", "deepnet.training.callbacks", "deepnet.training.checkpoint"} | set(BACKENDS) <= set(GRAPH)
     # Imports inside functions count: the registry imports each backend module lazily.
     assert "deepnet.backends" in GRAPH["deepnet.functional"]
     assert set(BACKENDS) <= GRAPH["deepnet.backends"]
@@ -171,7 +172,9 @@ def test_helpers_never_import_the_cuda_backend():
     cuda = {"deepnet.backends.cuda", "deepnet._cuda"}
     for module in ("deepnet.reference", "deepnet.backends.reference", "deepnet.backends._shared",
                    "deepnet.layers", "deepnet.io", "deepnet.optimizers",
-                   "deepnet.nets", "deepnet.trainer", "deepnet.distributed", "deepnet.functional", *MODEL_MODULES):
+                   "deepnet.nets", "deepnet.trainer", "deepnet.distributed", "deepnet.functional", *MODEL_MODULES,
+                   "deepnet.training", "deepnet.training.trainer", "deepnet.training.callbacks", "deepnet.training.checkpoint",
+                   "deepnet.training.optimizers", "deepnet.training.schedules", "deepnet.training.augment"):
         assert not cuda & GRAPH[module], f"{module} imports the cuda backend"
     assert not cuda & _reachable(GRAPH, "deepnet.reference")
     assert not cuda & _reachable(GRAPH, "deepnet.backends.reference")

@@ -162,7 +162,7 @@ def test_resume_refuses_a_checkpoint_of_another_batch_size(tmp_path):
     checkpoint = tmp_path / "c.npz"
     make_trainer(tiny_deep_convnet(), x, t, epochs=1, checkpoint_path=checkpoint).train()
     other = make_trainer(tiny_deep_convnet(), x, t, mini_batch_size=32)
-    with pytest.raises(ValueError, match="--batch-size: saved 64, now 32"):
+    with pytest.raises(ValueError, match="batch_size: saved 64, now 32"):
         other.resume(checkpoint)
 
 
@@ -186,7 +186,7 @@ def test_short_training_run_on_mnist_learns():
 # -- edge cases ---------------------------------------------------------------------------
 
 from deepnet.schedules import Schedule  # noqa: E402
-from deepnet.trainer import WeightAverage  # noqa: E402
+from deepnet.trainer import Callback, WeightAverage  # noqa: E402
 
 
 def tiny_bn_net(seed):
@@ -240,8 +240,8 @@ def test_weight_average_is_the_documented_moving_average_and_is_what_is_kept():
     network = tiny_bn_net(0)
     seen = []
 
-    class Record:  # runs after the average's own after_step: the raw weights of each step
-        def after_step(self, trainer):
+    class Record(Callback):  # runs after the average's own on_step_end: the raw weights of each step
+        def on_step_end(self, trainer):
             seen.append({**{k: v.astype(np.float64) for k, v in trainer.network.params.items()},
                          **{"buffers/" + k: v.astype(np.float64) for k, v in trainer.network.buffers.items()}})
     average = WeightAverage(0.95)
@@ -264,8 +264,8 @@ def test_best_val_keeps_the_weights_of_the_epoch_with_the_best_validation_accura
     network = tiny_bn_net(0)
     snapshots = []
 
-    class Record:
-        def after_epoch(self, trainer):
+    class Record(Callback):
+        def on_epoch_end(self, trainer):
             snapshots.append({k: v.copy() for k, v in trainer.network.params.items()})
     trainer = Trainer(network, x, t, epochs=4, mini_batch_size=50, seed=0, verbose=False,
                       optimizer_param={"lr": 0.05}, x_val=x_val, t_val=t_val, select="best-val", hooks=[Record()])
@@ -365,15 +365,16 @@ def test_resume_validates_every_checkpoint_value_and_names_the_entry(tmp_path, c
 def test_resume_validates_the_weight_average_and_best_weights(tmp_path):
     from deepnet.trainer import WeightAverage
 
-    x, t, path = _tampered_checkpoint(tmp_path, _setter("hook0/steps", np.array(-3)), hooks=[WeightAverage(0.9)])
-    with pytest.raises(ValueError, match=r"'hook0/steps'.*-3"):
+    x, t, path = _tampered_checkpoint(tmp_path, _setter("callbacks/weight_average/steps", np.array(-3)),
+                                      hooks=[WeightAverage(0.9)])
+    with pytest.raises(ValueError, match=r"'callbacks/weight_average/steps'.*-3"):
         make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True,
                      hooks=[WeightAverage(0.9)])
 
     def bad_average(entries):
-        entries["hook0/average/W1"] = np.full_like(entries["hook0/average/W1"], np.inf)
+        entries["callbacks/weight_average/average/W1"] = np.full_like(entries["callbacks/weight_average/average/W1"], np.inf)
     x, t, path = _tampered_checkpoint(tmp_path, bad_average, hooks=[WeightAverage(0.9)])
-    with pytest.raises(ValueError, match=r"'hook0/average/W1'.*(NaN|infinite)"):
+    with pytest.raises(ValueError, match=r"'callbacks/weight_average/average/W1'.*(NaN|infinite)"):
         make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True,
                      hooks=[WeightAverage(0.9)])
 

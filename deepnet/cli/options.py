@@ -11,8 +11,8 @@ import pickle
 import sys
 import zipfile
 
-__all__ = ["DTYPES", "CommandError", "USER_ERRORS", "Parser", "fail", "one_line", "int_in", "positive_int",
-           "float_between", "decay", "existing_file", "augment_spec", "schedule_spec", "add_common"]
+__all__ = ["DTYPES", "CommandError", "USER_ERRORS", "Parser", "fail", "one_line", "flag", "int_in",
+           "positive_int", "float_between", "decay", "existing_file", "augment_spec", "schedule_spec", "add_common"]
 
 DTYPES = ("float16", "float32", "float64")
 # Bounds of the numeric options: far beyond any sensible run, well inside what the arithmetic takes.
@@ -61,9 +61,21 @@ def fail(args, message, code, every_rank=False):
     return code
 
 
+# How the command line writes a setting a lower layer names (deepnet._errors.Setting):
+# its flag, "--" and the name with dashes, but for these.
+_FLAG_TEXT = {"overwrite": " (--overwrite)"}
+
+
+def flag(setting):
+    """The command line's words for a setting named in a lower layer's message."""
+    return _FLAG_TEXT.get(setting.name, "--" + setting.name.replace("_", "-"))
+
+
 def one_line(exc):
-    """An exception's message on one line (its type's name if it has none)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An exception's message on one line (its type's name if it has none), in the command
+    line's words: the settings a lower layer names are written as flags."""
+    text = exc.render(flag) if callable(getattr(exc, "render", None)) else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 # -- argparse types ------------------------------------------------------------------------
@@ -95,7 +107,7 @@ def float_between(low, high, low_open=False):
 
 def augment_spec(text):
     """--augment, checked now (keys, numbers, bounds) rather than at the first batch."""
-    from ..augment import Augment
+    from ..training.augment import Augment
 
     try:
         Augment.from_spec(text)
@@ -107,7 +119,7 @@ def augment_spec(text):
 
 def schedule_spec(text):
     """--lr-schedule, checked now (name, settings, bounds; min_lr against --lr comes later)."""
-    from ..schedules import parse
+    from ..training.schedules import parse
 
     try:
         parse(text, lr=MAX_LR, steps_per_epoch=1, epochs=1)

@@ -13,7 +13,7 @@ import numpy as np
 from . import common
 from .evaluate import ensemble_report, load_network
 from .options import (MAX_EPOCHS, MAX_IMAGES, MAX_LR, MAX_MEMBERS, MAX_SEED, MAX_WEIGHT_DECAY, CommandError, RanksDisagree,
-                      add_common, augment_spec, decay, float_between, int_in, schedule_spec)
+                      add_common, augment_spec, decay, float_between, int_in, one_line, schedule_spec)
 
 __all__ = ["add_train", "add_ensemble", "run_train", "run_ensemble"]
 
@@ -188,7 +188,7 @@ def _communicator(distributed):
     try:
         return MPICommunicator()
     except ImportError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(one_line(exc)) from None
 
 
 def _refuse_to_overwrite(args, outputs, command):
@@ -269,7 +269,7 @@ def _training_settings(args):
         settings["augment"] = None
     if settings["select"] == "best-val" and not settings["val_size"]:
         raise CommandError("--select best-val needs a validation split: --val-size N")
-    from ..schedules import parse as parse_schedule
+    from ..training.schedules import parse as parse_schedule
 
     try:  # with this run's --lr (cosine's min_lr <= lr), before any data is read
         parse_schedule(settings["lr_schedule"], settings["lr"], 1, settings["epochs"], settings["warmup"])
@@ -302,10 +302,10 @@ def _training_data(args, settings):
 def _train_one(args, settings, data, seed, checkpoint, history, quiet=False, communicator=None):
     """Build and train one model; return it, the seconds taken and this run's epoch times."""
     from ..datasets import stratified_split
-    from ..optimizers import get_optimizer
+    from ..training.optimizers import get_optimizer
     from ..recipes import make_model
-    from ..schedules import parse as parse_schedule
-    from ..trainer import Trainer, WeightAverage, batch_starts
+    from ..training.schedules import parse as parse_schedule
+    from ..training import Trainer, WeightAverage, batch_starts
 
     x_train, t_train, x_test, t_test = data
     x_val = t_val = None
@@ -328,7 +328,7 @@ def _train_one(args, settings, data, seed, checkpoint, history, quiet=False, com
     hooks = [schedule] + ([WeightAverage(settings["ema"])] if settings["ema"] else [])
     transform = None
     if settings["augment"]:
-        from ..augment import Augment
+        from ..training.augment import Augment
         transform = Augment.from_spec(settings["augment"])
     optimizer = get_optimizer(settings["optimizer"], lr=settings["lr"], weight_decay=settings["weight_decay"])
     root = communicator is None or communicator.is_root

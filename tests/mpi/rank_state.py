@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 from deepnet import cli
-from deepnet import trainer as T
+from deepnet.training import trainer as T
 
 
 def digest(arrays):

@@ -1,0 +1,54 @@
+"""Errors that name a setting (``lr``, ``epochs``) in words the caller can translate.
+
+The library names a setting by its own name; the command line shows the same message with
+its flags (``--lr``, ``--epochs``): ``SettingError.render(name)`` writes each setting with
+``name(setting)``.  A message is built from a template whose ``{setting}`` fields are
+settings, and literal text (paths, values) that is never parsed.
+"""
+import re
+
+__all__ = ["Setting", "SettingError", "SettingImportError", "template"]
+
+
+class Setting:
+    """A setting's name inside a message; ``text`` is how the library writes it."""
+
+    def __init__(self, name, text=None):
+        self.name, self.text = name, name if text is None else text
+
+    def __repr__(self):
+        return f"Setting({self.name!r})"
+
+
+def template(text):
+    """``text``'s parts: each ``{name}`` a Setting (``{name|library text}`` with its own text)."""
+    parts = []
+    for index, piece in enumerate(re.split(r"\{([a-z_]+(?:\|[^}]*)?)\}", text)):
+        if index % 2:
+            name, _, shown = piece.partition("|")
+            parts.append(Setting(name, shown if "|" in piece else None))
+        elif piece:
+            parts.append(piece)
+    return parts
+
+
+class SettingError(ValueError):
+    """A ValueError whose message names settings; ``parts``: strings and Settings."""
+
+    def __init__(self, *parts):
+        self.parts = [part for group in parts for part in (group if isinstance(group, list) else [group])]
+        super().__init__(self.render())
+
+    def render(self, name=None):
+        """The message, with each setting written by ``name(setting)`` (default: its text)."""
+        return "".join(part if isinstance(part, str) else (name(part) if name else part.text) for part in self.parts)
+
+
+class SettingImportError(ImportError):
+    """An ImportError whose message names settings (as SettingError)."""
+
+    def __init__(self, *parts):
+        self.parts = SettingError(*parts).parts
+        super().__init__(self.render())
+
+    render = SettingError.render

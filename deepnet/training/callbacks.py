@@ -1,0 +1,165 @@
+"""The trainer's callbacks: what plugs into the training loop.
+
+A callback is a ``Callback`` with a ``name`` (unique among a trainer's callbacks: its
+state is saved in checkpoints under ``callbacks/<name>/``; the class's name by default;
+a class whose ``name`` means something else overrides ``callback_name`` instead) and any of these methods, which
+the loop calls in the order the callbacks were given:
+
+- ``on_train_begin(trainer)``: once, before the first epoch this run trains;
+- ``on_epoch_begin(trainer)``: before each epoch;
+- ``on_step_begin(trainer)``: before each optimizer step (a learning-rate schedule);
+- ``on_step_end(trainer)``: after each optimizer step (a weight average);
+- ``on_epoch_end(trainer)``: after each epoch, once its evaluation is recorded;
+- ``on_train_end(trainer)``: once training ends (not when interrupted), after the test
+  set's evaluation;
+- ``evaluation_params(trainer)``: the weights to evaluate and keep (e.g. the average),
+  or None (the default) to leave the network's own;
+- ``state_dict()`` / ``load_state_dict(state)``: the callback's own state, as arrays
+  (saved in checkpoints, restored on resume);
+- ``spec()``: the settings a resumed run must share (JSON data), or None.
+"""
+import contextlib
+
+import numpy as np
+
+from .. import _array
+from .._dtypes import compute_dtype
+
+__all__ = ["Callback", "WeightAverage", "check_callbacks"]
+
+
+class Callback:
+    """The base class of the trainer's callbacks: every method does nothing."""
+
+    name = None  # None: the class's name
+
+    @property
+    def callback_name(self):
+        """The name its checkpoint state is kept under."""
+        return self.name or type(self).__name__
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_epoch_begin(self, trainer):
+        pass
+
+    def on_step_begin(self, trainer):
+        pass
+
+    def on_step_end(self, trainer):
+        pass
+
+    def on_epoch_end(self, trainer):
+        pass
+
+    def on_train_end(self, trainer):
+        pass
+
+    def evaluation_params(self, trainer):
+        return None
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def spec(self):
+        return None
+
+
+def check_callbacks(callbacks):
+    """``callbacks`` as a list, refusing anything that is not a Callback and names given twice."""
+    callbacks = list(callbacks)
+    seen = set()
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"Trainer: callbacks must be deepnet.training.Callback instances, got "
+                            f"{type(callback).__name__}")
+        name = callback.callback_name
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"Trainer: a callback's name must be a non-empty string without '/', got {name!r}")
+        if name in seen:
+            raise ValueError(f"Trainer: two callbacks are named {name!r} (their checkpoint state is keyed by "
+                             "name): give one another name")
+        seen.add(name)
+    return callbacks
+
+
+class WeightAverage(Callback):
+    """An exponential moving average of the weights (Polyak averaging), as a callback.
+
+    After every step, average = d * average + (1 - d) * weights, with d = min(decay,
+    (1 + t) / (10 + t)) so that the early, random weights are soon forgotten.  Buffers
+    (BN running statistics) are averaged too.  The trainer evaluates and keeps the
+    average instead of the last weights.
+    """
+
+    name = "weight_average"
+
+    def __init__(self, decay=0.999):
+        if not 0 < decay < 1:
+            raise ValueError(f"WeightAverage: decay must be in (0, 1), got {decay!r}")
+        self.decay = decay
+        self.average = None
+        self.steps = 0
+
+    def on_step_end(self, trainer):
+        current = snapshot(trainer.network, copy=False)
+        if self.average is None:
+            self.average = {name: value.astype(compute_dtype(value.dtype), copy=True)
+                            for name, value in current.items()}
+        else:
+            self.steps += 1
+            d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+            for name, value in current.items():
+                average = self.average[name]
+                if type(average) is not type(value):  # restored on the host, training on the GPU
+                    average = self.average[name] = _array.get_array_module(value).asarray(average)
+                average *= d
+                average += (1 - d) * value.astype(average.dtype, copy=False)
+
+    def evaluation_params(self, trainer):
+        return self.average if self.average is not None else snapshot(trainer.network)
+
+    def state_dict(self):
+        state = {"steps": np.array(self.steps)}
+        if self.average is not None:
+            state.update({f"average/{name}": _array.to_cpu(value) for name, value in self.average.items()})
+        return state
+
+    def load_state_dict(self, state):
+        self.steps = int(state["steps"])
+        average = entries(state, "average/")
+        self.average = average or None
+
+    def spec(self):
+        return {"weight_average": self.decay}
+
+
+def snapshot(network, copy=True):
+    """The network's parameters and buffers (``buffers/<name>``), copied by default."""
+    arrays = network.named_arrays()
+    if copy:
+        arrays = {name: value.copy() for name, value in arrays.items()}
+    return arrays
+
+
+def load_snapshot(network, arrays):
+    network.set_params(arrays, source="kept weights")
+
+
+@contextlib.contextmanager
+def swapped_in(network, arrays):
+    saved = snapshot(network)
+    load_snapshot(network, arrays)
+    try:
+        yield
+    finally:
+        load_snapshot(network, saved)
+
+
+def entries(state, prefix):
+    """The entries of ``state`` named ``prefix...``, with the prefix removed."""
+    return {name[len(prefix):]: value for name, value in state.items() if name.startswith(prefix)}

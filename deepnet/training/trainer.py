@@ -1,0 +1,282 @@
+"""Training loop of the book's ``common/trainer.py``, with validation, callbacks and checkpoints.
+
+Each epoch visits every training sample once, in an order drawn from a seeded Generator
+(the last, smaller batch included).  The loop itself is fixed; what varies plugs in:
+
+- ``batch_transform(x_batch, rng)``: e.g. ``deepnet.training.augment.Augment`` (data
+  augmentation), drawing from the trainer's own seeded generator, so a checkpoint holds its
+  state too;
+- ``callbacks`` (``hooks`` is another name for them): ``deepnet.training.Callback``
+  instances, e.g. a learning-rate schedule (``deepnet.training.schedules.Schedule``) or a
+  weight average (``WeightAverage``); the loop calls their ``on_train_begin``,
+  ``on_epoch_begin``, ``on_step_begin``, ``on_step_end``, ``on_epoch_end`` and
+  ``on_train_end``, and checkpoints keep each one's state under its name
+  (``deepnet.training.callbacks``).  After them come the trainer's own: the progress bar,
+  the printed epoch lines, the history file and the checkpoints (``reporting``);
+- ``communicator``: data-parallel training (``deepnet.distributed``); each rank computes
+  the gradient of its slice of every global batch and the gradients are averaged.
+
+Two ways to measure progress:
+
+- with validation data (``x_val``): per epoch the whole validation set is evaluated; the
+  test set is evaluated once, at the end; ``select="best-val"`` keeps the weights of the
+  epoch with the best validation accuracy;
+- without (the book's recipe): per epoch, train and test accuracy on the first
+  ``evaluate_sample_num_per_epoch`` images of each, as the book prints them.
+
+After each epoch the trainer writes the history (JSON) and a checkpoint from which
+``resume`` continues bit-exactly: same parameters as an uninterrupted run
+(``deepnet.training.checkpoint``).
+"""
+import contextlib
+import hashlib
+import os
+
+import numpy as np
+
+from .. import _array, _memory
+from ..distributed import SingleProcess
+from . import checkpoint, evaluation, reporting
+from .callbacks import check_callbacks, swapped_in
+from .optimizers import get_optimizer
+
+__all__ = ["Trainer", "batch_starts"]
+
+SELECT = ("last", "best-val")
+
+
+def batch_starts(n, batch_size, batch_norm=False):
+    """Where each mini-batch of an epoch of ``n`` examples starts.  With BatchNormalization
+    a last batch of one example joins the batch before it: BN cannot train on one value
+    per channel."""
+    starts = list(range(0, n, batch_size))
+    if batch_norm and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return starts
+
+
+class Trainer:
+    """Trains ``network`` (a deepnet.models.Sequential, e.g. DeepConvNet) with mini-batches.
+
+    ``checkpoint_path``: saved after every epoch; with ``resume=True`` training continues
+    from it when it exists (and starts afresh when it does not yet).  ``optimizer``: a
+    name (with ``optimizer_param``, default ``{"lr": 0.001}``) or an Optimizer instance.
+    ``callbacks`` (or ``hooks``, the earlier name): ``Callback`` instances with distinct
+    names, called in the order given.
+    """
+
+    def __init__(self, network, x_train, t_train, x_test=None, t_test=None,
+                 epochs=20, mini_batch_size=100,
+                 optimizer="Adam", optimizer_param=None,
+                 evaluate_sample_num_per_epoch=None, verbose=True, seed=None,
+                 checkpoint_path=None, history_path=None, resume=False,
+                 x_val=None, t_val=None, select="last", hooks=(), batch_transform=None,
+                 communicator=None, callbacks=()):
+        if select not in SELECT:
+            raise ValueError(f"Trainer: select must be one of {SELECT}, got {select!r}")
+        if select == "best-val" and x_val is None:
+            raise ValueError("Trainer: select='best-val' needs validation data (x_val, t_val)")
+        if len(x_train) == 0 or len(x_train) != len(t_train):
+            raise ValueError(f"Trainer: {len(x_train)} training images and {len(t_train)} labels")
+        self.network = network
+        self.x_train, self.t_train = x_train, t_train
+        self.x_val, self.t_val = x_val, t_val
+        self.x_test, self.t_test = x_test, t_test
+        self.epochs = epochs
+        self.batch_size = mini_batch_size
+        self.optimizer = get_optimizer(optimizer, **({"lr": 0.001} if optimizer_param is None else optimizer_param))
+        self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
+        self.verbose = verbose
+        self.rng = np.random.default_rng(seed)
+        self.checkpoint_path = checkpoint_path
+        self.history_path = history_path
+        self.select = select
+        self.callbacks = check_callbacks(list(hooks) + list(callbacks))
+        self.hooks = self.callbacks  # the earlier name
+        self.batch_transform = batch_transform
+        self.communicator = communicator or SingleProcess()
+        self._optimizer_settings = checkpoint.optimizer_settings(self.optimizer)
+        # Which images are held out (a resumed run must keep them out of training).
+        self._validation_digest = (hashlib.sha256(np.ascontiguousarray(_array.to_cpu(x_val)).tobytes()).hexdigest()[:16]
+                                   if x_val is not None else None)
+
+        self.epoch = 0  # epochs completed so far
+        self.train_loss_list = []
+        self.train_acc_list = []
+        self.val_acc_list = []
+        self.test_acc_list = []
+        self.lr_list = []      # the learning rate at the end of each epoch
+        self.epoch_times = []  # wall-clock seconds of each epoch (training + evaluation)
+        self.best = None       # (epoch, val accuracy, {name: array}) with select="best-val"
+        self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
+        self.checkpoint_epoch = None  # the epoch of the last checkpoint this trainer wrote
+        self.step_images = 0   # the images of the last step
+        self._measuring = [evaluation.Evaluation(), evaluation.EpochTimer()]
+        self._standard = reporting.standard_callbacks()
+        self._progress = self._standard[0]
+
+        if self.communicator.size > 1:
+            self._check_ranks_agree(resume)
+        resumed = resume and self._resume_if_possible()
+        if not resumed and self.communicator.size > 1:  # every rank starts from rank 0's state
+            checkpoint.apply_state(self, self.communicator.broadcast_object(checkpoint.state(self)), "rank 0's state")
+
+    @property
+    def validating(self):
+        return self.x_val is not None
+
+    # -- training ----------------------------------------------------------------------
+
+    def train(self):
+        """Train for the remaining epochs, keep the selected weights in the network, and
+        return the accuracy on the whole test set (evaluated once, here; None without one)."""
+        _memory.keep_freed_memory()  # a step's freed activations are reused by the next
+        everyone = self.all_callbacks
+        for callback in everyone:
+            callback.on_train_begin(self)
+        try:
+            for epoch in range(self.epoch, self.epochs):
+                for callback in everyone:
+                    callback.on_epoch_begin(self)
+                self._train_epoch()
+                self.lr_list.append(float(self.optimizer.lr))
+                self.epoch = epoch + 1
+                for callback in everyone:  # the evaluation first
+                    callback.on_epoch_end(self)
+        finally:
+            self._progress.close()  # also when interrupted
+        for callback in everyone:  # the evaluation keeps the selected weights and tests them
+            callback.on_train_end(self)
+        return self.final_test["accuracy"] if self.x_test is not None else None
+
+    @property
+    def all_callbacks(self):
+        """The trainer's evaluation and epoch timer, the callbacks given, then the trainer's
+        own reporting (reporting.standard_callbacks)."""
+        return self._measuring + self.callbacks + self._standard
+
+    def _train_epoch(self):
+        order = self.rng.permutation(len(self.x_train))
+        starts = self._batch_starts()
+        for start, stop in zip(starts, starts[1:] + [len(order)]):
+            batch = order[start:stop]
+            self.train_step(self.x_train[batch], self.t_train[batch])
+
+    def train_step(self, x_batch, t_batch):
+        """One optimizer step on one (global) mini-batch; returns (and records) its loss."""
+        if self.batch_transform is not None:
+            x_batch = self.batch_transform(x_batch, rng=self.rng)
+        self.step_images = len(x_batch)
+        for callback in self.all_callbacks:
+            callback.on_step_begin(self)
+        comm = self.communicator
+        first, stop = comm.shard(len(x_batch))
+        share = (stop - first) / len(x_batch)  # of the global batch's mean loss
+        with comm.global_batch(self.network, len(x_batch), first):
+            loss, grads = self.network.loss_and_gradient(x_batch[first:stop], t_batch[first:stop], share)
+        loss, grads = comm.sum_gradients(float(loss) * share if share else 0.0, grads)
+        self.optimizer.update(self.network.params, grads)
+        self.train_loss_list.append(loss)
+        for callback in self.all_callbacks:
+            callback.on_step_end(self)
+        return loss
+
+    # -- evaluation and the weights kept --------------------------------------------------
+
+    @contextlib.contextmanager
+    def evaluation_weights(self):
+        """Inside the block the network holds the weights to evaluate (e.g. the average)."""
+        supplied = self._supplied_weights()
+        if supplied is None:
+            yield
+            return
+        with swapped_in(self.network, supplied):
+            yield
+
+    def _supplied_weights(self):
+        """The weights a callback supplies for evaluation (the last such callback's), or None."""
+        supplied = [callback.evaluation_params(self) for callback in self.callbacks]
+        supplied = [weights for weights in supplied if weights is not None]
+        return supplied[-1] if supplied else None
+
+    def _accuracy(self, x, t):
+        """Accuracy on all of x; with several ranks each classifies its share."""
+        if len(x) == 0:
+            raise ValueError("Trainer: no images to evaluate")
+        first, stop = self.communicator.shard(len(x))
+        labels = _array.to_cpu(t[first:stop])
+        if labels.ndim != 1:
+            labels = labels.argmax(axis=1)
+        correct = np.count_nonzero(self.network.classify(x[first:stop]) == labels)
+        return float(self.communicator.sum(np.array([correct], dtype=np.float64))[0]) / len(x)
+
+    def _selected_description(self):
+        if self.select == "best-val" and self.best is not None:
+            return f"epoch {self.best[0]}, best validation accuracy {self.best[1]:.4f}"
+        averaged = "the weight average" if self._supplied_weights() is not None else "the last"
+        return f"{averaged} after epoch {self.epoch}"
+
+    def _batch_starts(self):
+        batch_norm = bool(getattr(self.network, "batch_norm_layers", list)())
+        return batch_starts(len(self.x_train), self.batch_size, batch_norm)
+
+    def _steps_per_epoch(self):
+        return len(self._batch_starts())
+
+    # -- history and checkpoints -------------------------------------------------------
+
+    def history(self):
+        """The per-epoch and per-iteration records, as plain (JSON-ready) Python data."""
+        n = self.evaluate_sample_num_per_epoch
+        evaluated = ({"val": len(self.x_val)} if self.validating else
+                     {"train": min(n or len(self.x_train), len(self.x_train)),
+                      "test": min(n or len(self.x_test), len(self.x_test)) if self.x_test is not None else 0})
+        return {
+            "epochs_done": self.epoch,
+            "train_loss_list": self.train_loss_list,
+            "train_acc_list": self.train_acc_list,
+            "val_acc_list": self.val_acc_list,
+            "test_acc_list": self.test_acc_list,
+            "lr_list": self.lr_list,
+            "epoch_times": self.epoch_times,
+            "images_evaluated_per_epoch": evaluated,
+            "final_test": self.final_test,
+            "dropout": bool(getattr(self.network, "dropout_layers", list)()),  # in the training loss
+        }
+
+    def resume(self, checkpoint_path=None):
+        """Restore parameters, optimizer, callbacks, RNGs, epoch and history from a checkpoint
+        (read by rank 0 and broadcast to the others)."""
+        path = os.fspath(checkpoint_path or self.checkpoint_path)
+        state = self.communicator.broadcast_object(checkpoint.load(path) if self.communicator.is_root else None)
+        checkpoint.apply_state(self, state, path)
+        return self
+
+    def _check_ranks_agree(self, resume):
+        """Settings that change the sequence of collective calls must be the same on every
+        rank: with another number of epochs or another resume, the ranks would wait for each
+        other forever, or exchange mismatched messages."""
+        differences = self.communicator.differences({
+            "epochs": self.epochs, "resume": bool(resume), "checkpoint_path": bool(self.checkpoint_path),
+            "evaluate_sample_num_per_epoch": self.evaluate_sample_num_per_epoch,
+            "test images": None if self.x_test is None else len(self.x_test),
+            "validation images": len(self.x_val) if self.validating else None,
+            "training images": len(self.x_train), "batch size": self.batch_size, "select": self.select,
+            "callbacks": [callback.callback_name for callback in self.callbacks],
+            "batch_transform": type(self.batch_transform).__name__ if self.batch_transform is not None else None})
+        if differences:
+            raise ValueError(f"Trainer: the ranks were given different settings ({differences})")
+
+    def _resume_if_possible(self):
+        """Resume if the checkpoint exists (rank 0 looks, and tells the others); True if so."""
+        if not self.checkpoint_path:
+            raise ValueError("resume=True needs a checkpoint_path")
+        comm = self.communicator
+        exists = comm.broadcast_object(os.path.exists(self.checkpoint_path) if comm.is_root else None)
+        if exists:
+            self.resume()
+        if self.verbose and comm.is_root:
+            print(f"resumed from {self.checkpoint_path} after epoch {self.epoch}" if exists else
+                  f"no checkpoint at {self.checkpoint_path} yet: starting from epoch 1")
+        return exists
+
