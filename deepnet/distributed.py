@@ -4,7 +4,7 @@ the same update, so K ranks compute what one process would, up to the order of s
 
 - ``SingleProcess``: the stand-in the trainer uses by default, so every code path runs
   without MPI (and importing deepnet never needs mpi4py);
-- ``MPICommunicator``: mpi4py's COMM_WORLD (``pip install ".[mpi]"`` in the source directory, then
+- ``MPICommunicator``: mpi4py's COMM_WORLD (``pip install -e ".[mpi]"`` in the source directory, then
   ``mpiexec -n K deepnet train --distributed``).
 
 How the equivalence is kept:
@@ -76,7 +76,7 @@ class MPICommunicator(SingleProcess):
         try:
             from mpi4py import MPI
         except ImportError:
-            raise SettingImportError(template('{distributed|distributed training} needs mpi4py and an MPI: pip install '
+            raise SettingImportError(template('{distributed|distributed training} needs mpi4py and an MPI: pip install -e '
                                               '".[mpi]" in deepnet\'s source directory (or pip install mpi4py mpich)')) from None
         self._MPI = MPI
         self.comm = comm if comm is not None else MPI.COMM_WORLD

@@ -22,7 +22,7 @@ from deepnet.app.server import MAX_BODY
 from deepnet.layers import softmax
 from support import BOOK_PARAMS
 
-INSTALL_HINT = 'pip install ".[app]"'
+INSTALL_HINT = 'pip install -e ".[app]"'
 
 
 @pytest.fixture(scope="module")

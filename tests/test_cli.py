@@ -160,7 +160,7 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, capsys, monkey
     history = tmp_path / "h.json"
     history.write_text("{}")
     assert cli.main(["plot", "--history", str(history), "--out", str(tmp_path / "p.png")]) == 2
-    assert_one_line_error(capsys, 'pip install ".[plot]"')
+    assert_one_line_error(capsys, 'pip install -e ".[plot]"')
 
 
 def test_plot_draws_a_png(tmp_path, capsys):

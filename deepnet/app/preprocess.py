@@ -31,7 +31,7 @@ __all__ = ["ImageError", "ImageTooLarge", "BlankImage", "PILLOW_INSTALL_HINT", "
            "MAX_ASPECT", "WORK_SIDE", "require_pillow", "mnist_input", "read_grayscale",
            "check_size", "digit_to_mnist", "ink_map", "centre_of_mass"]
 
-PILLOW_INSTALL_HINT = 'reading images needs Pillow: pip install ".[app]" in deepnet\'s source directory (or pip install Pillow)'
+PILLOW_INSTALL_HINT = 'reading images needs Pillow: pip install -e ".[app]" in deepnet\'s source directory (or pip install Pillow)'
 FORMATS = ("PNG", "JPEG")
 MAX_PIXELS = 16_000_000  # a 16-megapixel photo fits; a decompression bomb does not
 MAX_ASPECT = 20  # longest side / shortest side: a 16,000,000 x 1 strip is refused unread

@@ -13,7 +13,7 @@ from .options import CommandError
 __all__ = ["PLOT_INSTALL_HINT", "FIGURE_FORMATS", "configure_kernels", "require_gpu", "check_writable",
            "load_mnist", "count", "figure_class", "figure_format", "save_figure"]
 
-PLOT_INSTALL_HINT = 'this command needs matplotlib: pip install ".[plot]" in deepnet\'s source directory (or pip install matplotlib)'
+PLOT_INSTALL_HINT = 'this command needs matplotlib: pip install -e ".[plot]" in deepnet\'s source directory (or pip install matplotlib)'
 FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 
 
