@@ -1,6 +1,6 @@
 """Batch-1 latency of DeepConvNet inference: deepnet against PyTorch, in alternating processes.
 
-    python benches/latency.py [--threads 2] [--rounds 8] [--calls 400]
+    python benches/models/latency.py [--threads 2] [--rounds 8] [--calls 400]
 
 Each round runs one process per framework (deepnet first in odd rounds, PyTorch first in
 even ones); a process times --calls predictions of one random image after 50 untimed

@@ -1,10 +1,10 @@
 """Whole-network benchmark: deepnet's DeepConvNet against its NumPy reference and PyTorch (CPU),
 and the BN variant and the small ResNet against the same models in PyTorch.
 
-    python benches/compare.py                 # the table (3 rounds, several minutes)
-    python benches/compare.py --quick         # fewer repetitions, a rough look
-    python benches/compare.py --scaling       # also throughput vs batch size and threads
-    python benches/compare.py --threads 1 --steps 50 --rows deepnet-float32,torch-float32
+    python benches/models/compare.py                 # the table (3 rounds, several minutes)
+    python benches/models/compare.py --quick         # fewer repetitions, a rough look
+    python benches/models/compare.py --scaling       # also throughput vs batch size and threads
+    python benches/models/compare.py --threads 1 --steps 50 --rows deepnet-float32,torch-float32
 
 Run it from the repository root with deepnet installed, or with ``PYTHONPATH=.`` after an
 in-place build.  Every row runs in a subprocess of its own (``--row NAME``, which prints
@@ -17,7 +17,7 @@ steps, so the memory a training step adds is visible.  Inputs are random MNIST-s
 images with pixels in [0, 1) and random labels.  "% of FMA peak" is the model's
 direct-convolution arithmetic (2 FLOPs per multiply-add of deepnet.nets.describe; a
 training step counted as 3 passes: forward, input and weight gradients) per second over
-the FMA peak of benches/gemm_peak.c at the same thread count (compiled and run here with
+the FMA peak of benches/analysis/gemm_peak.c at the same thread count (compiled and run here with
 cc, or given with --fma-peak); Winograd does fewer multiplies than it is credited with.
 """
 import argparse
@@ -128,7 +128,7 @@ class DeepnetModel:
 
 
 class TorchModel:
-    """The same network in PyTorch (benches/torch_deepconvnet.py), with Adam."""
+    """The same network in PyTorch (benches/models/torch_deepconvnet.py), with Adam."""
 
     def __init__(self, dtype, threads, model="deepconvnet"):
         import torch
@@ -296,16 +296,16 @@ def mb(value):
 
 
 def measure_fma_peak(threads):
-    """The FMA peak in GFLOP/s of `threads` cores from benches/gemm_peak.c, compiled here with
+    """The FMA peak in GFLOP/s of `threads` cores from benches/analysis/gemm_peak.c, compiled here with
     cc; None where it cannot be built or run."""
     import tempfile
 
-    benches = os.path.dirname(os.path.abspath(__file__))
+    benches = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # benches/, above models/
     with tempfile.TemporaryDirectory() as work:
         binary = os.path.join(work, "gemm_peak")
         try:
             subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", "-I" + os.path.join(benches, "..", "src"),
-                            os.path.join(benches, "gemm_peak.c"), "-o", binary],
+                            os.path.join(benches, "analysis", "gemm_peak.c"), "-o", binary],
                            check=True, capture_output=True, timeout=120)
             done = subprocess.run([binary], capture_output=True, text=True, check=True, timeout=300,
                                   env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
@@ -429,7 +429,7 @@ def parse_args(argv=None):
     parser.add_argument("--scaling", action="store_true",
                         help="also print throughput vs batch size and thread count")
     parser.add_argument("--fma-peak", type=float, default=None, metavar="GFLOPS",
-                        help="the FMA peak at --threads (default: measured by benches/gemm_peak.c)")
+                        help="the FMA peak at --threads (default: measured by benches/analysis/gemm_peak.c)")
     parser.add_argument("--rows", default=",".join(row.key for row in ROWS),
                         help="comma-separated rows to run (default: all): " + ", ".join(ROWS_BY_KEY))
     parser.add_argument("--row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)  # a subprocess: one row
@@ -483,9 +483,9 @@ def main(argv=None):
 
     fma_peak = args.fma_peak if args.fma_peak is not None else measure_fma_peak(threads)
     print("\n".join(machine_lines(threads, load_before)))
-    print("FMA peak: " + ("unknown (benches/gemm_peak.c could not be built)" if fma_peak is None else
+    print("FMA peak: " + ("unknown (benches/analysis/gemm_peak.c could not be built)" if fma_peak is None else
                           f"{fma_peak:.1f} GFLOP/s on {threads} thread(s)" +
-                          (" (given)" if args.fma_peak is not None else " (benches/gemm_peak.c)")))
+                          (" (given)" if args.fma_peak is not None else " (benches/analysis/gemm_peak.c)")))
     print(f"{args.repeat} round(s) over the rows, each number the median of the rounds' medians of "
           f"{args.steps} timed steps after {args.warmup} warm-up steps "
           f"(NumPy reference: {reference_steps} after {reference_warmup}); training and inference at batch {BATCH}; "
