@@ -5,6 +5,7 @@ memory-check script also compares the kernels with the reference.
 """
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,8 +50,43 @@ def test_fusion_prints_both_inference_passes():
 
 
 def test_latency_prints_the_rounds():
-    out = run_script("models/latency.py", "--rounds", "1", "--calls", "2")
+    out = run_script("models/latency.py", "--rounds", "1", "--calls", "2", "--markdown")
     assert "| 1 |" in out and "| median |" in out
+    assert out.startswith("Produced by `python benches/models/latency.py --rounds 1 --calls 2 --markdown`")
+
+
+def assert_markdown_table(text, header, rows):
+    """text is a GitHub markdown table: the header, the separator, then one line per row (first cells)."""
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(rows), text
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    assert cells[0] == header
+    assert all(re.fullmatch(r":?-+:?", cell) for cell in cells[1]) and len(cells[1]) == len(header)
+    assert [line[0] for line in cells[2:]] == rows and all(len(line) == len(header) for line in cells[2:])
+
+
+def test_the_markdown_tables_have_a_row_per_result():
+    """--markdown's tables (compare.py's main table, latency.py's rounds) on fake results."""
+    sys.path.insert(0, str(BENCHES / "models"))
+    import compare
+    import latency
+
+    rows = [compare.ROWS_BY_KEY["deepnet-float32"], compare.ROWS_BY_KEY["torch-float32"]]
+    results = {"deepnet-float32": dict(train_ips=800.0, infer_ips=2400.0, latency_ms=0.3, rss_before_mb=60.0,
+                                       rss_peak_mb=130.0),
+               "torch-float32": {"error": "failed"}}
+    table = compare.main_table(results, rows)
+    header = ["configuration", "train img/s", "infer img/s", "latency b=1 ms", "RSS before MB",
+              "peak RSS train MB (+delta)", "train vs torch", "infer vs torch", "train vs ref", "infer vs ref",
+              "train % of FMA peak", "infer % of FMA peak"]
+    assert_markdown_table(table, header, [row.label for row in rows])
+    assert "| 800 | 2400 | 0.30 | 60 | 130 (+70) |" in re.sub(" +", " ", table)
+    assert compare.command_line(str(BENCHES / "models" / "compare.py"), ["--markdown", "--rows", "a b"]) == \
+        "python benches/models/compare.py --markdown --rows 'a b'"
+
+    table = latency.rounds_table({"deepnet": [0.3, 0.5, 0.4], "torch": [0.6, 0.2, 0.7]})
+    assert_markdown_table(table, ["round", "deepnet", "torch"], ["1", "2", "3", "median"])
+    assert table.splitlines()[-1] == "| median | 0.400 | 0.600 |"
 
 
 def test_compare_prints_the_whole_network_table():

@@ -5,6 +5,7 @@ and the BN variant and the small ResNet against the same models in PyTorch.
     python benches/models/compare.py --quick         # fewer repetitions, a rough look
     python benches/models/compare.py --scaling       # also throughput vs batch size and threads
     python benches/models/compare.py --threads 1 --steps 50 --rows deepnet-float32,torch-float32
+    python benches/models/compare.py --threads 2 --markdown   # the table as docs/performance.md shows it
 
 Run it from the repository root with deepnet installed, or with ``PYTHONPATH=.`` after an
 in-place build.  Every row runs in a subprocess of its own (``--row NAME``, which prints
@@ -283,6 +284,14 @@ def markdown_table(headers, rows):
     return "\n".join([line(headers), rule] + [line(row) for row in rows])
 
 
+def command_line(script, argv):
+    """The command that ran `script` with `argv`, from the repository root, for a docs table to name."""
+    import shlex
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(script))))
+    return " ".join(["python", os.path.relpath(os.path.abspath(script), repo)] + [shlex.quote(a) for a in argv])
+
+
 def ratio(results, key, reference_key, metric):
     """results[key][metric] / results[reference_key][metric] as "1.23x", or "n/a"."""
     mine, reference = results.get(key, {}), results.get(reference_key, {})
@@ -432,6 +441,9 @@ def parse_args(argv=None):
                         help="the FMA peak at --threads (default: measured by benches/analysis/gemm_peak.c)")
     parser.add_argument("--rows", default=",".join(row.key for row in ROWS),
                         help="comma-separated rows to run (default: all): " + ", ".join(ROWS_BY_KEY))
+    parser.add_argument("--markdown", action="store_true",
+                        help="print a block to paste into the docs: the command that produced it, the machine "
+                             "as a list, then the same tables (GitHub markdown)")
     parser.add_argument("--row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)  # a subprocess: one row
     parser.add_argument("--scaling-row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -482,14 +494,19 @@ def main(argv=None):
                 scaling[row, thread_count] = run_child("scaling-row", row, thread_count, scaling_steps, 1)
 
     fma_peak = args.fma_peak if args.fma_peak is not None else measure_fma_peak(threads)
-    print("\n".join(machine_lines(threads, load_before)))
-    print("FMA peak: " + ("unknown (benches/analysis/gemm_peak.c could not be built)" if fma_peak is None else
-                          f"{fma_peak:.1f} GFLOP/s on {threads} thread(s)" +
-                          (" (given)" if args.fma_peak is not None else " (benches/analysis/gemm_peak.c)")))
-    print(f"{args.repeat} round(s) over the rows, each number the median of the rounds' medians of "
-          f"{args.steps} timed steps after {args.warmup} warm-up steps "
-          f"(NumPy reference: {reference_steps} after {reference_warmup}); training and inference at batch {BATCH}; "
-          "random MNIST-shaped inputs\n")
+    context = machine_lines(threads, load_before) + [
+        "FMA peak: " + ("unknown (benches/analysis/gemm_peak.c could not be built)" if fma_peak is None else
+                        f"{fma_peak:.1f} GFLOP/s on {threads} thread(s)" +
+                        (" (given)" if args.fma_peak is not None else " (benches/analysis/gemm_peak.c)")),
+        f"{args.repeat} round(s) over the rows, each number the median of the rounds' medians of "
+        f"{args.steps} timed steps after {args.warmup} warm-up steps "
+        f"(NumPy reference: {reference_steps} after {reference_warmup}); training and inference at batch {BATCH}; "
+        "random MNIST-shaped inputs"]
+    if args.markdown:
+        print(f"Produced by `{command_line(__file__, sys.argv[1:])}`:\n")
+        print("\n".join("- " + line for line in context) + "\n")
+    else:
+        print("\n".join(context) + "\n")
     print(main_table(results, rows, fma_peak))
     print("\nratios: this row's images/s over the reference row's (above 1: faster). \"vs torch\" compares with "
           "PyTorch's same model in float32, float64 rows with PyTorch float64; \"vs ref\" with the deepnet "
