@@ -5,6 +5,7 @@ memory-check script also compares the kernels with the reference.
 """
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,47 +31,82 @@ def run_script(name, *args):
 
 
 def test_memcheck_script_convolutions_equal_reference():
-    assert "all equal to the reference" in run_script("memcheck.py")
+    assert "all equal to the reference" in run_script("analysis/memcheck.py")
 
 
 def test_profile_layers_prints_the_per_layer_table():
-    out = run_script("profile_layers.py", "--reps", "1")
+    out = run_script("analysis/profile_layers.py", "--reps", "1")
     assert "| Convolution 16->16 3x3 pad 1 +ReLU" in out and "img/s" in out
 
 
 def test_winograd_layers_prints_the_per_layer_table():
-    out = run_script("winograd_layers.py", "--rounds", "1")
+    out = run_script("analysis/winograd_layers.py", "--rounds", "1")
     assert "| 64->64 8x8 pad 1 |" in out and "| 1->16 28x28 pad 1 |" in out
 
 
 def test_fusion_prints_both_inference_passes():
-    out = run_script("fusion.py", "--rounds", "1", "--batch", "4")
+    out = run_script("models/fusion.py", "--rounds", "1", "--batch", "4")
     assert "| fused |" in out and "| layer by layer |" in out and "fused / layer by layer:" in out
 
 
 def test_latency_prints_the_rounds():
-    out = run_script("latency.py", "--rounds", "1", "--calls", "2")
+    out = run_script("models/latency.py", "--rounds", "1", "--calls", "2", "--markdown")
     assert "| 1 |" in out and "| median |" in out
+    assert out.startswith("Produced by `python benches/models/latency.py --rounds 1 --calls 2 --markdown`")
+
+
+def assert_markdown_table(text, header, rows):
+    """text is a GitHub markdown table: the header, the separator, then one line per row (first cells)."""
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(rows), text
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    assert cells[0] == header
+    assert all(re.fullmatch(r":?-+:?", cell) for cell in cells[1]) and len(cells[1]) == len(header)
+    assert [line[0] for line in cells[2:]] == rows and all(len(line) == len(header) for line in cells[2:])
+
+
+def test_the_markdown_tables_have_a_row_per_result():
+    """--markdown's tables (compare.py's main table, latency.py's rounds) on fake results."""
+    sys.path.insert(0, str(BENCHES / "models"))
+    import compare
+    import latency
+
+    rows = [compare.ROWS_BY_KEY["deepnet-float32"], compare.ROWS_BY_KEY["torch-float32"]]
+    results = {"deepnet-float32": dict(train_ips=800.0, infer_ips=2400.0, latency_ms=0.3, rss_before_mb=60.0,
+                                       rss_peak_mb=130.0),
+               "torch-float32": {"error": "failed"}}
+    table = compare.main_table(results, rows)
+    header = ["configuration", "train img/s", "infer img/s", "latency b=1 ms", "RSS before MB",
+              "peak RSS train MB (+delta)", "train vs torch", "infer vs torch", "train vs ref", "infer vs ref",
+              "train % of FMA peak", "infer % of FMA peak"]
+    assert_markdown_table(table, header, [row.label for row in rows])
+    assert "| 800 | 2400 | 0.30 | 60 | 130 (+70) |" in re.sub(" +", " ", table)
+    assert compare.command_line(str(BENCHES / "models" / "compare.py"), ["--markdown", "--rows", "a b"]) == \
+        "python benches/models/compare.py --markdown --rows 'a b'"
+
+    table = latency.rounds_table({"deepnet": [0.3, 0.5, 0.4], "torch": [0.6, 0.2, 0.7]})
+    assert_markdown_table(table, ["round", "deepnet", "torch"], ["1", "2", "3", "median"])
+    assert table.splitlines()[-1] == "| median | 0.400 | 0.600 |"
 
 
 def test_compare_prints_the_whole_network_table():
-    out = run_script("compare.py", "--rows", "deepnet-float32", "--steps", "1", "--warmup", "0", "--repeat", "1")
+    out = run_script("models/compare.py", "--rows", "deepnet-float32", "--steps", "1", "--warmup", "0", "--repeat", "1")
     assert "| deepnet float32" in out and "train % of FMA peak" in out
-    if shutil.which("cc"):   # the peak measured by benches/gemm_peak.c, and a percentage from it
-        assert "GFLOP/s on" in out and "(benches/gemm_peak.c)" in out
+    if shutil.which("cc"):   # the peak measured by benches/analysis/gemm_peak.c, and a percentage from it
+        assert "GFLOP/s on" in out and "(benches/analysis/gemm_peak.c)" in out
         row = next(line for line in out.splitlines() if line.startswith("| deepnet float32"))
         assert row.rstrip(" |").endswith("%")
 
 
 def test_compare_runs_the_bn_and_resnet_rows():
-    out = run_script("compare.py", "--rows", "deepnet-bn-float32,deepnet-resnet-float32", "--steps", "1",
+    out = run_script("models/compare.py", "--rows", "deepnet-bn-float32,deepnet-resnet-float32", "--steps", "1",
                      "--warmup", "0", "--repeat", "1", "--fma-peak", "100")
     assert "| deepnet DeepConvNet-BN float32" in out and "| deepnet ResNet float32" in out
     assert "failed" not in out
 
 
 def test_compare_runs_the_rows_of_each_malloc_policy(monkeypatch):
-    sys.path.insert(0, str(BENCHES))
+    sys.path.insert(0, str(BENCHES / "models"))
     import compare
     from deepnet import _memory
     monkeypatch.setenv("MALLOC_TOP_PAD_", "1")   # a user's own setting is not passed to the rows
@@ -80,14 +116,14 @@ def test_compare_runs_the_rows_of_each_malloc_policy(monkeypatch):
     default = compare.child_environment(compare.ROWS_BY_KEY["torch-float32"])
     assert not any(name.startswith("MALLOC_") for name in default)
     assert compare.torch_row_for(compare.ROWS_BY_KEY["trimmed-float32"]) == "torch-float32"
-    out = run_script("compare.py", "--rows", "trimmed-float32", "--steps", "1", "--warmup", "0", "--repeat", "1",
+    out = run_script("models/compare.py", "--rows", "trimmed-float32", "--steps", "1", "--warmup", "0", "--repeat", "1",
                      "--fma-peak", "100")
     assert "| deepnet float32, malloc's defaults" in out and "failed" not in out
 
 
 def test_the_torch_mirrors_have_deepnets_parameter_counts():
     torch = pytest.importorskip("torch", reason="PyTorch is the [bench] extra's comparison only")
-    sys.path.insert(0, str(BENCHES))
+    sys.path.insert(0, str(BENCHES / "models"))
     import torch_deepconvnet
     from deepnet.recipes import MODEL_NAMES
 
@@ -98,32 +134,32 @@ def test_the_torch_mirrors_have_deepnets_parameter_counts():
 
 
 def test_transfer_prints_the_three_ways_to_learn_five_to_nine():
-    out = run_script("transfer.py", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--labelled", "50",
+    out = run_script("models/transfer.py", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--labelled", "50",
                      "--pretrain-size", "200")
     assert "| scratch |" in out and "| fine-tune |" in out and "| frozen |" in out
 
 
 def test_depth_prints_its_tables():
-    out = run_script("depth.py", "--epochs", "1", "--train-size", "100")
+    out = run_script("models/depth.py", "--epochs", "1", "--train-size", "100")
     assert "| book | 123,552 | 8.77 M | 36 px |" in out and "| 16 | 4,608 | 6,400 | 0.72 |" in out
 
 
 def test_mpi_throughput_and_the_scaling_model_print_their_tables(tmp_path):
     pytest.importorskip("mpi4py")
     measured = tmp_path / "mpi.json"
-    out = run_script("mpi_throughput.py", "--rounds", "1", "--steps", "1", "--warmup", "0", "--json", str(measured))
+    out = run_script("models/mpi_throughput.py", "--rounds", "1", "--steps", "1", "--warmup", "0", "--json", str(measured))
     assert "| 1 x 2 |" in out and "| 2 x 1 |" in out
-    out = run_script("scaling_model.py", "--measured", str(measured))
+    out = run_script("analysis/scaling_model.py", "--measured", str(measured))
     assert "| 1024 |" in out and "Check on this machine" in out
 
 
 def test_winograd_error_prints_the_ratio_table():
-    out = run_script("winograd_error.py")
+    out = run_script("analysis/winograd_error.py")
     assert "| deepnet F(2x2) (always) |" in out and "| F(4x4) 0,1,-1,2,-2,inf (Lavin) |" in out
 
 
 def load_bench(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHES / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, BENCHES / "analysis" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -58,7 +58,7 @@
 /* With AVX-512 and at least two tiles' width of columns left, a tile twice as wide: per
  * step 8 broadcasts feed 16 FMAs (16 accumulators, 2 vectors of B) instead of 8.  A CPU
  * with two 512-bit FMA units (Intel Xeon) runs out of loads before FMAs with the narrow
- * tile: benches/gemm_peak.c's conv6 (64 filters) went from 123 to 163-184 GFLOP/s forward
+ * tile: benches/analysis/gemm_peak.c's conv6 (64 filters) went from 123 to 163-184 GFLOP/s forward
  * and 154 to 187-201 for the weight gradient on one core (peak 242).  12 rows measured no
  * better and waste a third of the tile on 16 rows (Winograd's 4x4 tiles of an 8x8 image).
  * Each entry of C is the same sum in the same order with either tile: the same results. */

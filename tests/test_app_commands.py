@@ -213,8 +213,8 @@ def test_feature_maps_are_every_stack_of_maps_up_to_the_classifier(network):
 
 
 def test_the_load_test_script_runs_and_prints_its_tables():
-    # benches/load_serve.py, with the least work: it must not rot unnoticed.
-    script = Path(__file__).resolve().parents[1] / "benches" / "load_serve.py"
+    # benches/models/load_serve.py, with the least work: it must not rot unnoticed.
+    script = Path(__file__).resolve().parents[1] / "benches" / "models" / "load_serve.py"
     deepnet_home = str(Path(deepnet.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
     result = subprocess.run([sys.executable, str(script), "--requests", "16", "--threads", "2"],

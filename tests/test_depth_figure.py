@@ -1,4 +1,4 @@
-"""benches/depth.py's figure (docs/depth.png): labels stay clear of the title and inside the figure."""
+"""benches/models/depth.py's figure (docs/depth.png): labels stay clear of the title and inside the figure."""
 import importlib.util
 from pathlib import Path
 
@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_depth():
-    spec = importlib.util.spec_from_file_location("depth_bench", ROOT / "benches" / "depth.py")
+    spec = importlib.util.spec_from_file_location("depth_bench", ROOT / "benches" / "models" / "depth.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -333,7 +333,7 @@ def test_a_plain_parameter_file_and_the_books_pickle_load_as_deep_convnet(tmp_pa
 
 
 def test_book_weights_score_the_books_accuracy_on_all_10000_test_images():
-    """97.97%: what both backends give (benches/book_parity.py compares all 10,000 labels;
+    """97.97%: what both backends give (benches/models/book_parity.py compares all 10,000 labels;
     the direct einsum implementation above checks the first 500, too slow for 10,000)."""
     net = load_model(BOOK_PARAMS, dtype=np.float32)
     (_, _), (x_test, t_test) = load_mnist(flatten=False, dtype=np.float32, root=MNIST_DIR)

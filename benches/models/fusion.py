@@ -1,7 +1,7 @@
 """DeepConvNet inference with convolution + pooling fused (Sequential's inference pass) and
 layer by layer (each layer's forward), batch 100.
 
-    python benches/fusion.py [--dtype float32] [--threads N] [--rounds 30]
+    python benches/models/fusion.py [--dtype float32] [--threads N] [--rounds 30]
 
 The measurement behind deepnet.backends.cpu.conv_pool_forward's choice of where to fuse:
 the two passes alternate in this one process (each first every other round), so that both see the

@@ -1,7 +1,7 @@
 """Transfer learning (chapter 8.2.4): pre-train DeepConvNet on the digits 0-4, then learn the
 digits 5-9 from only 1,000 labelled images, next to the same net trained from scratch on them.
 
-    python benches/transfer.py [--pretrain-epochs 3] [--finetune-epochs 20] [--labelled 1000]
+    python benches/models/transfer.py [--pretrain-epochs 3] [--finetune-epochs 20] [--labelled 1000]
 
 Three ways to learn 5-9 from the same 1,000 images, each with the same epochs, batch and
 optimizer; the test images of 5-9 (4,861) are evaluated once per model, at the end:

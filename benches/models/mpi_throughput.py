@@ -1,12 +1,12 @@
 """Data-parallel throughput on this machine: 1 rank x 2 threads against 2 ranks x 1 thread.
 
-    python benches/mpi_throughput.py                 # both layouts, alternating, 3 rounds
-    mpiexec -n 2 python benches/mpi_throughput.py --worker --threads 1   # one measurement
+    python benches/models/mpi_throughput.py                 # both layouts, alternating, 3 rounds
+    mpiexec -n 2 python benches/models/mpi_throughput.py --worker --threads 1   # one measurement
 
 A worker times DeepConvNet training steps (global batch 100, float32, Adam) through the
 trainer's data-parallel step, and separately the gradient reduction each step does (one
 flat buffer, reduce + broadcast), and prints one JSON line (rank 0).  The driver runs the
-layouts in alternating subprocesses and prints medians; benches/scaling_model.py uses
+layouts in alternating subprocesses and prints medians; benches/analysis/scaling_model.py uses
 these numbers.
 """
 import argparse

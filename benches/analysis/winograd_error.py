@@ -1,6 +1,6 @@
 """Why deepnet runs Winograd F(2x2, 3x3) and not F(4x4, 3x3): their float32 error.
 
-    python benches/winograd_error.py [--seed 0]
+    python benches/analysis/winograd_error.py [--seed 0]
 
 F(m x m, 3x3) computes an m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2
 multiplies instead of 9 m^2: 2.25x fewer for m = 2, 4x fewer for m = 4.  Its transforms

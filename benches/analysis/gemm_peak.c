@@ -1,6 +1,6 @@
 /* How close the convolutions' gather GEMM comes to the CPU's float32 FMA peak.
  *
- *   gcc -O3 -march=native -fopenmp -Isrc benches/gemm_peak.c -o /tmp/gemm_peak && /tmp/gemm_peak
+ *   gcc -O3 -march=native -fopenmp -Isrc benches/analysis/gemm_peak.c -o /tmp/gemm_peak && /tmp/gemm_peak
  *
  * Prints the peak of one core and of all cores (12 independent FMA chains per core, nothing
  * but FMAs), then GFLOP/s of dn_gather_sgemm on one core at DeepConvNet's conv2 and conv6

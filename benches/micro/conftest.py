@@ -1,4 +1,4 @@
-"""Shared setup of the kernel benchmarks (benches/test_bench_kernels.py).
+"""Shared setup of the kernel benchmarks (benches/micro/test_bench_kernels.py).
 
 Run from the repository root, with deepnet installed (``pip install .``) or with the
 in-place build on the path (``PYTHONPATH=.``):

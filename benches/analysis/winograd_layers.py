@@ -1,6 +1,6 @@
 """Winograd F(2x2,3x3) against the direct kernels, per DeepConvNet convolution, batch 100.
 
-    python benches/winograd_layers.py [--dtype float32] [--threads N] [--rounds 15]
+    python benches/analysis/winograd_layers.py [--dtype float32] [--threads N] [--rounds 15]
 
 The measurement behind the Winograd rule in deepnet/_cpu.py (WINOGRAD_MIN_CHANNELS): each
 layer's forward pass, and its backward pass (dx, dW, db in one kernel) with dx and dW each

@@ -6,7 +6,7 @@ conv - relu - conv - relu - pool - affine - relu - dropout - affine - dropout,
 initialisation (std sqrt(2 / fan_in), zero biases), trained with Adam (lr 0.001) on the
 cross-entropy of the softmax.  ``batch_norm=True`` puts a BatchNorm after every convolution
 and the hidden affine layer (deepnet.nets.DeepConvNet(batch_norm=True)); ``resnet()`` is
-deepnet.nets.ResNet().  Used by benches/compare.py as the PyTorch baseline.
+deepnet.nets.ResNet().  Used by benches/models/compare.py as the PyTorch baseline.
 
 One difference that costs nothing measurable: PyTorch's dropout is "inverted" (it scales
 by 1/(1-p) while training), the book's scales by (1-p) at inference.

@@ -1,6 +1,6 @@
 """The book's trained DeepConvNet weights: compiled kernels against the NumPy reference.
 
-    python benches/book_parity.py [--params PATH] [--dtype float64]
+    python benches/models/book_parity.py [--params PATH] [--dtype float64]
 
 Loads the book's ``deep_convnet_params.pkl`` (restricted unpickler) and predicts all 10,000
 MNIST test images twice, with the compiled kernels and with the pure-NumPy reference, and
@@ -17,7 +17,7 @@ import deepnet
 from deepnet.datasets import load_mnist
 from deepnet.nets import DeepConvNet
 
-DEFAULT_PARAMS = pathlib.Path(__file__).resolve().parents[1] / "data" / "book" / "deep_convnet_params.pkl"
+DEFAULT_PARAMS = pathlib.Path(__file__).resolve().parents[2] / "data" / "book" / "deep_convnet_params.pkl"
 
 
 def scores_and_labels(net, x, batch_size=500):

@@ -1,7 +1,7 @@
 """Run the convolution kernels on awkward geometries, for a memory checker to watch.
 
     valgrind -q --error-exitcode=9 --errors-for-leak-kinds=none \\
-        $(python -c "import sys; print(sys.executable)") benches/memcheck.py
+        $(python -c "import sys; print(sys.executable)") benches/analysis/memcheck.py
 
 (the real interpreter, not a pyenv shim, or valgrind only watches the shim).  Valgrind
 then reports any read or write out of bounds in the kernels (its reports from the

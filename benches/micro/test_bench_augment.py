@@ -9,7 +9,7 @@ Groups:
   field and the warp) for the affine and the affine + elastic recipes, and one DeepConvNet
   training step (loss_and_gradient) on the same batch: issue 11 asks for under 5% of it.
 
-    pytest benches/test_bench_augment.py --benchmark-only --benchmark-columns=min,median,rounds
+    pytest benches/micro/test_bench_augment.py --benchmark-only --benchmark-columns=min,median,rounds
 """
 import numpy as np
 import pytest

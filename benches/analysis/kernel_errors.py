@@ -1,6 +1,6 @@
 """How far each kernel's result is from an exact (float64) computation, per dtype and backend.
 
-    python benches/kernel_errors.py
+    python benches/analysis/kernel_errors.py
 
 For every kernel at DeepConvNet's conv2 and conv6 input shapes (which are also the inputs of
 its first and last max-pool), the inputs are drawn once, rounded to the dtype under test,

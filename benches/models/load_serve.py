@@ -4,7 +4,7 @@ Starts ``python -m deepnet serve --port 0`` in a subprocess, POSTs drawings of M
 digits (280x280 PNGs, as the page's pad sends them) to /predict, checks every answer, and
 prints the latency percentiles and the server's memory (resident set) before and after:
 
-    python benches/load_serve.py [--requests 2000] [--threads 8] [--path /predict] [--kernel-threads 1]
+    python benches/models/load_serve.py [--requests 2000] [--threads 8] [--path /predict] [--kernel-threads 1]
 
 Bounded in count and in time (--max-seconds), it stops by itself, and it talks only to
 the loopback address. Needs Pillow (the [app] extra).
@@ -25,7 +25,7 @@ from PIL import Image
 
 from deepnet.datasets import load_mnist
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
 

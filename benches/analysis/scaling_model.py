@@ -1,10 +1,10 @@
 """Predicted data-parallel step time for K = 1..1024 ranks (chapter 8.3.3's road past one machine).
 
-    python benches/scaling_model.py [--measured mpi.json]
+    python benches/analysis/scaling_model.py [--measured mpi.json]
 
 step(K) = compute(B / K images) + ring allreduce of the gradients, where the ring costs
 2 (K - 1) / K x bytes / bandwidth + 2 (K - 1) x latency.  Compute per image comes from
-the 1-rank measurement of benches/mpi_throughput.py (--json), or a default taken on this
+the 1-rank measurement of benches/models/mpi_throughput.py (--json), or a default taken on this
 project's machine; the gradient size is DeepConvNet's float32 gradient.
 
 Two regimes are printed: strong scaling (the global batch B = 100 split over K ranks, the
@@ -46,7 +46,7 @@ def table(compute_per_image, nbytes, images_per_step, ranks=RANKS):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--measured", help="the JSON written by benches/mpi_throughput.py --json")
+    parser.add_argument("--measured", help="the JSON written by benches/models/mpi_throughput.py --json")
     args = parser.parse_args()
     compute, nbytes = DEFAULT_COMPUTE_PER_IMAGE_S, DEFAULT_GRADIENT_BYTES
     measured = None

@@ -1,6 +1,6 @@
 """Per-layer time table of one DeepConvNet training step (forward + backward), batch 100.
 
-    python benches/profile_layers.py [--dtype float32] [--threads N] [--reps 10] [--backend cython]
+    python benches/analysis/profile_layers.py [--dtype float32] [--threads N] [--reps 10] [--backend cython]
 
 Each layer's forward and backward are timed separately over ``--reps`` steps; the table
 shows the fastest repetition (the least disturbed by other processes) and each layer's

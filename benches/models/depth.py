@@ -1,8 +1,8 @@
 """Why deeper (chapter 8.1.3): the book's net against shallower nets with the same receptive
 field, on MNIST.
 
-    python benches/depth.py [--epochs 3] [--plot depth.png]
-    python benches/depth.py --accuracies 0.9908,0.9883,0.9879,0.9854 --plot depth.png   # redraw only
+    python benches/models/depth.py [--epochs 3] [--plot depth.png]
+    python benches/models/depth.py --accuracies 0.9908,0.9883,0.9879,0.9854 --plot depth.png   # redraw only
 
 Two 3x3 convolutions see what one 5x5 sees (a 5x5 receptive field) with 2 x 9 = 18 weights
 per pair of equally wide channels instead of 25, and an extra ReLU between them.  The nets,

@@ -1,10 +1,11 @@
 """Whole-network benchmark: deepnet's DeepConvNet against its NumPy reference and PyTorch (CPU),
 and the BN variant and the small ResNet against the same models in PyTorch.
 
-    python benches/compare.py                 # the table (3 rounds, several minutes)
-    python benches/compare.py --quick         # fewer repetitions, a rough look
-    python benches/compare.py --scaling       # also throughput vs batch size and threads
-    python benches/compare.py --threads 1 --steps 50 --rows deepnet-float32,torch-float32
+    python benches/models/compare.py                 # the table (3 rounds, several minutes)
+    python benches/models/compare.py --quick         # fewer repetitions, a rough look
+    python benches/models/compare.py --scaling       # also throughput vs batch size and threads
+    python benches/models/compare.py --threads 1 --steps 50 --rows deepnet-float32,torch-float32
+    python benches/models/compare.py --threads 2 --markdown   # the table as docs/performance.md shows it
 
 Run it from the repository root with deepnet installed, or with ``PYTHONPATH=.`` after an
 in-place build.  Every row runs in a subprocess of its own (``--row NAME``, which prints
@@ -17,7 +18,7 @@ steps, so the memory a training step adds is visible.  Inputs are random MNIST-s
 images with pixels in [0, 1) and random labels.  "% of FMA peak" is the model's
 direct-convolution arithmetic (2 FLOPs per multiply-add of deepnet.nets.describe; a
 training step counted as 3 passes: forward, input and weight gradients) per second over
-the FMA peak of benches/gemm_peak.c at the same thread count (compiled and run here with
+the FMA peak of benches/analysis/gemm_peak.c at the same thread count (compiled and run here with
 cc, or given with --fma-peak); Winograd does fewer multiplies than it is credited with.
 """
 import argparse
@@ -128,7 +129,7 @@ class DeepnetModel:
 
 
 class TorchModel:
-    """The same network in PyTorch (benches/torch_deepconvnet.py), with Adam."""
+    """The same network in PyTorch (benches/models/torch_deepconvnet.py), with Adam."""
 
     def __init__(self, dtype, threads, model="deepconvnet"):
         import torch
@@ -283,6 +284,14 @@ def markdown_table(headers, rows):
     return "\n".join([line(headers), rule] + [line(row) for row in rows])
 
 
+def command_line(script, argv):
+    """The command that ran `script` with `argv`, from the repository root, for a docs table to name."""
+    import shlex
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(script))))
+    return " ".join(["python", os.path.relpath(os.path.abspath(script), repo)] + [shlex.quote(a) for a in argv])
+
+
 def ratio(results, key, reference_key, metric):
     """results[key][metric] / results[reference_key][metric] as "1.23x", or "n/a"."""
     mine, reference = results.get(key, {}), results.get(reference_key, {})
@@ -296,16 +305,16 @@ def mb(value):
 
 
 def measure_fma_peak(threads):
-    """The FMA peak in GFLOP/s of `threads` cores from benches/gemm_peak.c, compiled here with
+    """The FMA peak in GFLOP/s of `threads` cores from benches/analysis/gemm_peak.c, compiled here with
     cc; None where it cannot be built or run."""
     import tempfile
 
-    benches = os.path.dirname(os.path.abspath(__file__))
+    benches = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # benches/, above models/
     with tempfile.TemporaryDirectory() as work:
         binary = os.path.join(work, "gemm_peak")
         try:
             subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", "-I" + os.path.join(benches, "..", "src"),
-                            os.path.join(benches, "gemm_peak.c"), "-o", binary],
+                            os.path.join(benches, "analysis", "gemm_peak.c"), "-o", binary],
                            check=True, capture_output=True, timeout=120)
             done = subprocess.run([binary], capture_output=True, text=True, check=True, timeout=300,
                                   env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
@@ -429,9 +438,12 @@ def parse_args(argv=None):
     parser.add_argument("--scaling", action="store_true",
                         help="also print throughput vs batch size and thread count")
     parser.add_argument("--fma-peak", type=float, default=None, metavar="GFLOPS",
-                        help="the FMA peak at --threads (default: measured by benches/gemm_peak.c)")
+                        help="the FMA peak at --threads (default: measured by benches/analysis/gemm_peak.c)")
     parser.add_argument("--rows", default=",".join(row.key for row in ROWS),
                         help="comma-separated rows to run (default: all): " + ", ".join(ROWS_BY_KEY))
+    parser.add_argument("--markdown", action="store_true",
+                        help="print a block to paste into the docs: the command that produced it, the machine "
+                             "as a list, then the same tables (GitHub markdown)")
     parser.add_argument("--row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)  # a subprocess: one row
     parser.add_argument("--scaling-row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -482,14 +494,19 @@ def main(argv=None):
                 scaling[row, thread_count] = run_child("scaling-row", row, thread_count, scaling_steps, 1)
 
     fma_peak = args.fma_peak if args.fma_peak is not None else measure_fma_peak(threads)
-    print("\n".join(machine_lines(threads, load_before)))
-    print("FMA peak: " + ("unknown (benches/gemm_peak.c could not be built)" if fma_peak is None else
-                          f"{fma_peak:.1f} GFLOP/s on {threads} thread(s)" +
-                          (" (given)" if args.fma_peak is not None else " (benches/gemm_peak.c)")))
-    print(f"{args.repeat} round(s) over the rows, each number the median of the rounds' medians of "
-          f"{args.steps} timed steps after {args.warmup} warm-up steps "
-          f"(NumPy reference: {reference_steps} after {reference_warmup}); training and inference at batch {BATCH}; "
-          "random MNIST-shaped inputs\n")
+    context = machine_lines(threads, load_before) + [
+        "FMA peak: " + ("unknown (benches/analysis/gemm_peak.c could not be built)" if fma_peak is None else
+                        f"{fma_peak:.1f} GFLOP/s on {threads} thread(s)" +
+                        (" (given)" if args.fma_peak is not None else " (benches/analysis/gemm_peak.c)")),
+        f"{args.repeat} round(s) over the rows, each number the median of the rounds' medians of "
+        f"{args.steps} timed steps after {args.warmup} warm-up steps "
+        f"(NumPy reference: {reference_steps} after {reference_warmup}); training and inference at batch {BATCH}; "
+        "random MNIST-shaped inputs"]
+    if args.markdown:
+        print(f"Produced by `{command_line(__file__, sys.argv[1:])}`:\n")
+        print("\n".join("- " + line for line in context) + "\n")
+    else:
+        print("\n".join(context) + "\n")
     print(main_table(results, rows, fma_peak))
     print("\nratios: this row's images/s over the reference row's (above 1: faster). \"vs torch\" compares with "
           "PyTorch's same model in float32, float64 rows with PyTorch float64; \"vs ref\" with the deepnet "
