@@ -84,3 +84,13 @@ def test_the_distribution_name_is_not_the_unrelated_deepnet_on_the_public_index(
     if hints.returncode > 1:
         pytest.skip("not a git checkout")
     assert hints.stdout == "", "install hints that would fetch the unrelated 'deepnet':\n" + hints.stdout
+
+
+
+def test_every_package_of_the_source_tree_is_installed():
+    """pyproject.toml lists the packages: one left out would be missing from every
+    installation (not from a source tree), and its imports would fail there."""
+    text = (ROOT / "pyproject.toml").read_text()
+    listed = set(re.findall(r'"(deepnet[\w.]*)"', re.search(r"^packages = \[(.*?)\]", text, re.M | re.S).group(1)))
+    in_tree = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "deepnet").rglob("__init__.py")}
+    assert in_tree <= listed, f"packages missing from pyproject.toml: {sorted(in_tree - listed)}"

@@ -77,7 +77,7 @@ def _filter_columns(matrix, dtype):
 # convolution, but its transforms cost memory passes that only pay with enough channels,
 # and how many depends on how fast the direct kernel is: on the build's vector width, and
 # on a 512-bit build on whether the CPU runs its 512-bit FMAs at full rate.  Measured per
-# layer with benches/winograd_layers.py (batch 100, 2 threads, float32, ms Winograd/direct),
+# layer with benches/analysis/winograd_layers.py (batch 100, 2 threads, float32, ms Winograd/direct),
 # then in DeepConvNet's whole training step:
 # - AVX-512 on Intel Xeon (two 512-bit FMA units, 2026-12-04, with the wide tile of
 #   src/deepnet_gather_gemm.h; 21 rounds, twice): forward 32->32 at 14x14 pad 2 1.64/1.62,
@@ -104,7 +104,7 @@ def _filter_columns(matrix, dtype):
 #   -0.2% against this one (training, 80-150 alternating steps): not enough to differ.
 #   So the forward pass from 16 channels, dx from 32, dW direct: on Zen 3
 #   the backward pass with dx direct vs with dW Winograd too was 16->16 at 28x28
-#   11.14/12.21 in benches/winograd_layers.py (25 rounds), but in DeepConvNet's whole
+#   11.14/12.21 in benches/analysis/winograd_layers.py (25 rounds), but in DeepConvNet's whole
 #   training step that one layer made the step 2-4% slower (three runs of 30 alternating
 #   steps), and bare layers of 16-64 channels at 28x28 and 56x56 ran 0.91-1.23x the direct
 #   time.  The direct dW GEMM (rows C*9, steps the pixels) is an efficient shape;
@@ -237,7 +237,7 @@ def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
     the direct kernel's bands of rows keep every thread busy.  float16 inference is pooled
     in float32 and then rounded: the same values as the two calls (rounding is monotonic;
     a zero's sign can differ), and the float32 pooling kernel is the fast one
-    (benches/fusion.py: DeepConvNet inference, batch 100, 2 threads, Zen 3, fused / layer
+    (benches/models/fusion.py: DeepConvNet inference, batch 100, 2 threads, Zen 3, fused / layer
     by layer: float32 1.10-1.15x, float64 1.07-1.08x, float16 1.21x; pooling the halves had
     made it 0.94-1.00x).  float16 training rounds the outputs before pooling them (a tie
     after rounding goes to the first, as in the separate pass), so that its winners and
