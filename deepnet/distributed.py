@@ -139,6 +139,11 @@ class MPICommunicator(SingleProcess):
         """End every rank now (MPI_Abort): a failed rank must not leave the others waiting."""
         self.comm.Abort(code)
 
+    def wait_for_abort(self):
+        """Block until rank 0 ends every rank (it reports an error all ranks found, then
+        aborts): a rank that exited first would have mpiexec kill rank 0 before it spoke."""
+        self.comm.Barrier()  # rank 0 never joins it
+
 
 def describe_differences(every):
     """None if the dicts in ``every`` (one a rank) are equal, else e.g. "epochs 1 on rank 0

@@ -52,7 +52,8 @@ def fail(args, message, code, every_rank=False):
     communicator = getattr(args, "communicator", None)
     several = communicator is not None and communicator.size > 1
     if several and every_rank and not communicator.is_root:
-        return code  # rank 0 reports it and aborts every rank
+        communicator.wait_for_abort()  # rank 0 reports it and aborts every rank
+        return code
     # One write, so that mpiexec does not interleave it with another rank's lines.
     sys.stderr.write(f"deepnet{f' (rank {communicator.rank})' if several else ''}: {message}\n")
     sys.stderr.flush()
