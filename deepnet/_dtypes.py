@@ -5,6 +5,7 @@ positions a window takes.  float16 is a storage format only: arithmetic on float
 float32 (``compute_dtype``) and results are rounded back to float16 once, at the end.
 This module imports nothing from deepnet.
 """
+from __future__ import annotations
 import numpy as np
 
 __all__ = ["FLOAT_DTYPES", "compute_dtype", "output_size", "output_hw"]

@@ -5,6 +5,7 @@ content for the four MNIST files), so a damaged or wrong file raises an error in
 producing a silently wrong array. The parsed arrays are cached in the user cache directory
 (``deepnet.io.user_cache_dir()``), never beside the data.
 """
+from __future__ import annotations
 import gzip
 import hashlib
 import http.client

@@ -9,6 +9,7 @@ backends.supports), so each function here is written once for all of them.
 Stride and pad are an int or a (vertical, horizontal) pair.  Errors name the caller
 (``caller=`` lets a layer put its own name in the message).
 """
+from __future__ import annotations
 import functools
 import numbers
 

@@ -3,6 +3,7 @@
 Both keep the book's parameter names (W1, b1, ...; gamma1, beta1, ... for DeepConvNet's BN
 variant) through ``aliases``, so the book's parameter files load into them.
 """
+from __future__ import annotations
 import math
 
 import numpy as np

@@ -4,6 +4,7 @@
 ``load_model`` call it on a skeleton: only shapes are walked); ``describe`` counts
 parameters, multiply-adds and the receptive field.
 """
+from __future__ import annotations
 import math
 
 from ..nn.containers import Residual

@@ -8,6 +8,7 @@ rebuilds the model from it without code; it also reads a plain parameter file
 weights: the file's arrays are checked against a skeleton of the model from their headers,
 then copied into a model of zeros.
 """
+from __future__ import annotations
 import json
 import os
 

@@ -1,4 +1,5 @@
 """Folding BatchNormalization into the convolution before it, for inference."""
+from __future__ import annotations
 import numpy as np
 
 from .. import _array

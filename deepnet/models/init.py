@@ -6,6 +6,7 @@ allocate more than MAX_PARAMETERS.  ``_initialised`` says how the parameters are
 drawn at random (a new model), zeros (a model about to be loaded: nothing is drawn) or
 shapes only (a skeleton of read-only arrays that take no memory).
 """
+from __future__ import annotations
 import contextlib
 
 

@@ -1,4 +1,5 @@
 """ResNet (He et al. 2016): a small residual network for MNIST, made of basic blocks."""
+from __future__ import annotations
 import numpy as np
 
 from ..layers import GlobalAveragePooling, Relu, Residual

@@ -6,7 +6,9 @@ hierarchically after the layers' positions ("0.W", "3.body.1.gamma"); the book's
 the book's names (W1, b1, ... W8, b8) through ``aliases``.  ``NamedModel`` is the base of
 the models a constructor builds from settings (DeepConvNet, ResNet...).
 """
+from __future__ import annotations
 import copy
+from typing import Any, Callable
 import json
 import os
 
@@ -25,7 +27,7 @@ BUFFER_PREFIX = "buffers/"   # the entries of a model file that hold the buffers
 # so this module cannot import it.  It puts the three functions here when it loads, and it
 # always has by the time a model exists (deepnet.models, imported before any of its
 # modules, imports it).
-_ARCHITECTURE = {}
+_ARCHITECTURE: dict[str, Callable[..., Any]] = {}
 
 
 class Sequential(Layer):

@@ -7,6 +7,7 @@ and bounds the parameters (MAX_PARAMETERS), the layers (MAX_LAYERS), the nesting
 (MAX_NESTING) and the work for one image (``check_cost``) on a skeleton of the model whose
 arrays take no memory, before anything is allocated or drawn.
 """
+from __future__ import annotations
 import numpy as np
 
 from .._dtypes import FLOAT_DTYPES

@@ -1,4 +1,5 @@
 """VGG (Simonyan & Zisserman 2014): a net of 3x3 convolutions and poolings from a config."""
+from __future__ import annotations
 import math
 
 import numpy as np

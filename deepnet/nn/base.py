@@ -22,6 +22,7 @@ A subclass registers itself (``Layer.registry``) under its class name, or under
 themselves) out of the registry, as do names that start with "_".  Adding a layer type is
 defining its class: no central list changes.
 """
+from __future__ import annotations
 from .config import _check_keys
 
 
@@ -38,7 +39,7 @@ class Layer:
     """Base of every layer: no parameters, output shaped like the input."""
 
     trainable = True
-    registry = {}  # spec type name -> layer class (see the module's docstring)
+    registry: dict[str, type[Layer]] = {}  # spec type name -> layer class (see the module's docstring)
     preserves_rank = False  # True: the output has the input's rank and channels (input_shape looks past it)
 
     def __init_subclass__(cls, **kwargs):

@@ -4,6 +4,7 @@ Every layer's ``from_config`` checks its own entries with these helpers; their m
 where in the spec the entry is (``where``) and quote a value with ``_short`` (a value from
 a file may be megabytes long).
 """
+from __future__ import annotations
 import reprlib
 
 _REPR = reprlib.Repr()

@@ -1,4 +1,5 @@
 """Containers of layers: Residual (Sequential, also a model, is in deepnet.models.sequential)."""
+from __future__ import annotations
 from .base import Layer, _train_mode
 
 

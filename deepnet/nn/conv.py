@@ -1,4 +1,5 @@
 """Spatial layers over images (N, C, H, W): Convolution (optionally with a fused ReLU) and max Pooling."""
+from __future__ import annotations
 import math
 
 from deepnet import functional as F

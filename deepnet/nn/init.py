@@ -7,6 +7,7 @@ says how the parameters are filled: drawn at random (a new model), zeros (a mode
 be loaded: nothing is drawn) or shapes only (a skeleton of read-only arrays that take no
 memory).
 """
+from __future__ import annotations
 import contextlib
 import contextvars
 import math

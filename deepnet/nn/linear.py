@@ -1,4 +1,5 @@
 """Fully connected layers: Affine (x @ W + b) and Flatten."""
+from __future__ import annotations
 import math
 
 from deepnet import functional as F

@@ -1,4 +1,5 @@
 """Losses: softmax cross-entropy (SoftmaxWithLoss) and cross_entropy_error."""
+from __future__ import annotations
 from deepnet import functional as F
 from deepnet._array import get_array_module
 from deepnet._dtypes import compute_dtype

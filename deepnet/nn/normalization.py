@@ -1,4 +1,5 @@
 """Normalisation layers: BatchNormalization (optionally with a fused ReLU)."""
+from __future__ import annotations
 import math
 
 import numpy as np

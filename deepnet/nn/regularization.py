@@ -1,4 +1,5 @@
 """Regularisation layers: the book's Dropout."""
+from __future__ import annotations
 import numpy as np
 
 from deepnet._array import get_array_module
