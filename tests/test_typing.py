@@ -13,12 +13,20 @@ import pytest
 ANNOTATED = ["deepnet.functional", "deepnet.datasets", "deepnet.nn", "deepnet.layers",
              "deepnet.nn.activations", "deepnet.nn.base", "deepnet.nn.containers", "deepnet.nn.conv",
              "deepnet.nn.init", "deepnet.nn.linear", "deepnet.nn.losses", "deepnet.nn.normalization",
-             "deepnet.nn.pooling", "deepnet.nn.regularization", "deepnet._array", "deepnet._dtypes"]
+             "deepnet.nn.pooling", "deepnet.nn.regularization", "deepnet._array", "deepnet._dtypes",
+             "deepnet.models", "deepnet.nets"]
 
 # Functions whose docstrings have numpydoc "Parameters" and "Returns" sections.
 NUMPYDOC = {
     "deepnet.datasets": ["read_idx", "mnist_search_dirs", "find_mnist_dir", "download_mnist", "load_mnist",
                          "stratified_split", "mnist_dir_in", "default_download_dir", "shipped_data_dir"],
+    "deepnet.models": ["build", "model_spec", "load_model", "describe", "check_cost", "fold_batch_norm"],
+}
+
+# Classes whose docstrings have a numpydoc "Parameters" section (the constructor's).
+NUMPYDOC_CLASSES = {
+    "deepnet.nn": ["Convolution", "Pooling", "Affine", "BatchNormalization", "Dropout"],
+    "deepnet.models": ["Sequential", "DeepConvNet"],
 }
 
 
@@ -71,6 +79,19 @@ def test_numpydoc_sections(module_name, name):
     if [p for p in signature.parameters if p not in ("self", "cls")]:
         assert "Parameters\n----------" in doc, f"{module_name}.{name}: no Parameters section"
     assert "Returns\n-------" in doc, f"{module_name}.{name}: no Returns section"
+
+
+@pytest.mark.parametrize("module_name, name", [(m, n) for m, names in NUMPYDOC_CLASSES.items() for n in names])
+def test_numpydoc_class_parameters(module_name, name):
+    doc = inspect.getdoc(getattr(importlib.import_module(module_name), name)) or ""
+    assert "Parameters\n----------" in doc, f"{module_name}.{name}: no Parameters section"
+
+
+def test_loss_forward_numpydoc():
+    from deepnet.nn import SoftmaxWithLoss
+
+    doc = inspect.getdoc(SoftmaxWithLoss.forward) or ""
+    assert "Parameters\n----------" in doc and "Returns\n-------" in doc
 
 
 def test_mypy_configuration_covers_the_public_api():

@@ -42,6 +42,23 @@ class DeepConvNet(NamedModel):
     ``seed`` seeds ``self.rng``, which draws the initial weights and the dropout masks.
     ``batch_norm=True`` is the BN variant: every convolution and the hidden affine layer
     are followed by BatchNormalization (parameters gamma1..gamma7, beta1..beta7).
+
+    Parameters
+    ----------
+    input_dim : sequence of int
+        (channels, height, width) of an input image.
+    conv_param_1, ..., conv_param_6 : dict
+        Each convolution's ``filter_num``, ``filter_size``, ``pad`` and ``stride``.
+    hidden_size : int
+        Units of the hidden affine layer.
+    output_size : int
+        Number of classes.
+    dtype : dtype
+        The parameters' dtype.
+    seed : int or numpy.random.Generator, optional
+        Seed of the weights and dropout masks.
+    batch_norm : bool
+        Follow each convolution with BatchNormalization.
     """
 
     def __init__(self, input_dim: Sequence[int] = (1, 28, 28),

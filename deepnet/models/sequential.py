@@ -42,6 +42,15 @@ class Sequential(Layer):
     ``params`` holds every parameter (frozen layers' too), ``grads`` only those of
     trainable layers: a layer (or container) with ``trainable = False`` contributes no
     gradients, so optimizers leave it alone.
+
+    Parameters
+    ----------
+    *layers : Layer
+        The layers, applied in order.
+    rng : numpy.random.Generator, optional
+        The model's generator (default: a fresh one).
+    aliases : dict, optional
+        Public names of parameters: hierarchical name -> name.
     """
 
     on_gpu = False

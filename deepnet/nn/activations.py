@@ -13,6 +13,11 @@ from .config import _check_keys, _short
 
 
 class Relu(Layer):
+    """max(x, 0), elementwise; backward passes dout where the output was positive.
+
+    Takes no parameters (``Relu()``); NaN stays NaN.
+    """
+
     preserves_rank = True
 
     def __init__(self) -> None:

@@ -16,7 +16,21 @@ from .init import he_normal, zeros
 
 class Convolution(_WeightAndBias):
     """Convolution; with relu=True it is Convolution followed by Relu, fused in one pass
-    (forward and backward), which saves a trip through memory per layer."""
+    (forward and backward), which saves a trip through memory per layer.
+
+    Parameters
+    ----------
+    W : array of shape (FN, C, kh, kw)
+        The filters (their dtype is the layer's).
+    b : array of shape (FN,)
+        The biases.
+    stride : int or (int, int)
+        Vertical and horizontal stride.
+    pad : int or (int, int)
+        Zero padding of each side, vertically and horizontally.
+    relu : bool
+        Apply max(y, 0) in the same pass.
+    """
 
     def __init__(self, W: Array, b: Array, stride: IntPair = 1, pad: IntPair = 0, relu: bool = False) -> None:
         super().__init__(W, b)
@@ -133,7 +147,17 @@ class Convolution(_WeightAndBias):
 
 class Pooling(Layer):
     """Max-pooling over pool_h x pool_w windows.  The stride defaults to 2 (the book's
-    default is 1): every network here pools 2x2 windows with stride 2."""
+    default is 1): every network here pools 2x2 windows with stride 2.
+
+    Parameters
+    ----------
+    pool_h, pool_w : int
+        The window's height and width.
+    stride : int or (int, int)
+        The stride (default 2).
+    pad : int or (int, int)
+        Padding of each side, which never wins a window.
+    """
 
     preserves_rank = True
 

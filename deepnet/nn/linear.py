@@ -15,7 +15,15 @@ from .init import he_normal, zeros
 
 
 class Affine(_WeightAndBias):
-    """y = x @ W + b for x of shape (N, ...) flattened to (N, in_features)."""
+    """y = x @ W + b for x of shape (N, ...) flattened to (N, in_features).
+
+    Parameters
+    ----------
+    W : array of shape (in_features, out_features)
+        The weights (their dtype is the layer's).
+    b : array of shape (out_features,)
+        The biases.
+    """
 
     def __init__(self, W: Array, b: Array) -> None:
         super().__init__(W, b)

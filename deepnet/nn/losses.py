@@ -39,6 +39,27 @@ class SoftmaxWithLoss(Layer):
         self.x_dtype: Any = None
 
     def forward(self, x: Array, t: Array) -> float:  # type: ignore[override]  # the loss takes labels
+        """The mean cross-entropy of softmax(x) against ``t``; keeps what backward needs.
+
+        Parameters
+        ----------
+        x : array of shape (N, C)
+            Class scores.
+        t : array of shape (N,) or (N, C)
+            Integer labels 0..C-1, or one-hot rows.
+
+        Returns
+        -------
+        float
+            The loss.
+
+        Raises
+        ------
+        ValueError
+            ``t`` does not match ``x``, or a label is out of range.
+        TypeError
+            Labels that are not integers.
+        """
         x = F.as_float_array(x, "x", "SoftmaxWithLoss.forward", ndim=2)
         t = get_array_module(x).asarray(t)
         is_one_hot = t.ndim == 2

@@ -30,6 +30,17 @@ class BatchNormalization(Layer):
     (max(beta, 0) with the ReLU) and gradients of exactly 0 for gamma.  Training on one
     value per channel (a batch of one (N, F) row, or of one 1x1 image) raises ValueError,
     as PyTorch does: its statistics are meaningless.
+
+    Parameters
+    ----------
+    gamma, beta : array of shape (features,)
+        The scale and the offset.
+    momentum : float
+        The running statistics' momentum.
+    running_mean, running_var : array of shape (features,), optional
+        Starting running statistics (default zeros and ones).
+    relu : bool
+        Apply max(y, 0) in the same pass.
     """
 
     EPS = 1e-7  # the book's

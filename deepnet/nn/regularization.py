@@ -18,6 +18,13 @@ class Dropout(Layer):
     device.  ``shard = (global_batch, first)`` makes it draw the masks of a whole global
     batch and keep rows first..first+N (data-parallel training: every rank draws the same
     masks and takes its own slice, so K ranks compute what one process would).
+
+    Parameters
+    ----------
+    dropout_ratio : float
+        The share of units dropped in training, in [0, 1).
+    rng : numpy.random.Generator, optional
+        The generator the masks are drawn from (default: a fresh one).
     """
 
     preserves_rank = True
