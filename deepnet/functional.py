@@ -133,7 +133,29 @@ def _check_x_shape(x_shape: Sequence[int], caller: str) -> Tuple[int, ...]:
 
 def im2col(x: ArrayLike, kh: int, kw: int, stride: IntPair = 1, pad: IntPair = 0, *,
            caller: str = "deepnet.im2col") -> Array:
-    """(N, C, H, W) -> columns (N*OH*OW, C*kh*kw) in the book's order."""
+    """(N, C, H, W) -> columns (N*OH*OW, C*kh*kw) in the book's order.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+        Float16, float32 or float64 images.
+    kh, kw : int
+        The window's height and width.
+    stride, pad : int or (int, int)
+        Stride and zero padding, vertical and horizontal.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array of shape (N*OH*OW, C*kh*kw)
+        One row per window position.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A non-float array, a wrong rank, or a window that does not fit.
+    """
     x = as_float_array(x, "x", caller, ndim=4)
     kh, kw, stride, pad, _ = _window(x.shape, kh, kw, stride, pad, caller)
     return _backend(caller, x).im2col(x, kh, kw, stride, pad)
@@ -141,7 +163,31 @@ def im2col(x: ArrayLike, kh: int, kw: int, stride: IntPair = 1, pad: IntPair = 0
 
 def col2im(col: ArrayLike, x_shape: Sequence[int], kh: int, kw: int, stride: IntPair = 1, pad: IntPair = 0, *,
            caller: str = "deepnet.col2im") -> Array:
-    """Adjoint of im2col: columns (N*OH*OW, C*kh*kw) -> (N, C, H, W), overlaps summed."""
+    """Adjoint of im2col: columns (N*OH*OW, C*kh*kw) -> (N, C, H, W), overlaps summed.
+
+    Parameters
+    ----------
+    col : array_like of shape (N*OH*OW, C*kh*kw)
+        The columns.
+    x_shape : sequence of int
+        (N, C, H, W) of the images.
+    kh, kw : int
+        The window's height and width.
+    stride, pad : int or (int, int)
+        Stride and zero padding, vertical and horizontal.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array of shape x_shape
+        The images, each pixel the sum of its windows' entries.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A non-float array, or a shape that does not match the geometry.
+    """
     col = as_float_array(col, "col", caller, ndim=2)
     x_shape = _check_x_shape(x_shape, caller)
     N, C = x_shape[:2]
@@ -206,6 +252,31 @@ def conv2d(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike], stride: IntPair =
 
     Computed in W's dtype; x is converted to it if needed; b is (FN,) or None (no bias).
     relu=True applies max(y, 0) in the same pass (conv + ReLU fused).
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+        The images.
+    W : array_like of shape (FN, C, kh, kw)
+        The filters.
+    b : array_like of shape (FN,), or None
+        The biases.
+    stride, pad : int or (int, int)
+        Stride and zero padding, vertical and horizontal.
+    relu : bool
+        Apply max(y, 0) in the same pass.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array of shape (N, FN, OH, OW)
+        The output, in W's dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-float arrays, shapes that do not match, or a geometry that does not fit.
     """
     x, W, stride, pad, _ = _conv_arguments(x, W, stride, pad, caller)
     b = _conv_bias(b, W, caller)
@@ -259,6 +330,35 @@ def conv2d_backward(dout: ArrayLike, x: ArrayLike, W: ArrayLike, stride: IntPair
     output gradient and its backward pass (max_pool2d_backward) is fused too; relu_out may
     then be the pooling's output instead of the convolution's (conv2d_max_pool2d keeps only
     that): its entries are the ReLU's output at the winners, the only pixels masked.
+
+    Parameters
+    ----------
+    dout : array_like
+        dL/dy (of the pooled output's shape with pool_argmax).
+    x, W : array_like
+        conv2d's input and filters.
+    stride, pad : int or (int, int)
+        conv2d's stride and padding.
+    relu_out : array_like, optional
+        The output of a conv2d(..., relu=True) (or its pooled output), to fuse the ReLU's backward.
+    input_gradient : bool
+        Compute dx (False returns None for it).
+    pool_argmax : array_like, optional
+        The winners of a 2x2, stride-2 max_pool2d of the output, to fuse its backward.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    dx : array or None
+        The input's gradient (None with input_gradient=False).
+    dW, db : array
+        The filters' and biases' gradients.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Arrays that do not match the geometry.
     """
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     dout = as_float_array(dout, "dout", caller, ndim=4, dtype=W.dtype)
@@ -304,6 +404,31 @@ def max_pool2d(x: ArrayLike, pool_h: int, pool_w: int, stride: Optional[IntPair]
     each winner.
 
     stride defaults to the window size.  Padding never wins a window.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+        The images.
+    pool_h, pool_w : int
+        The window's height and width.
+    stride : int or (int, int), optional
+        The stride (default: the window size).
+    pad : int or (int, int)
+        Padding of each side, smaller than the window.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    y : array of shape (N, C, OH, OW)
+        The maxima.
+    argmax : int32 array of shape (N, C, OH, OW)
+        The flat index iy*W + ix of each winner.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A non-float array or a geometry that does not fit.
     """
     x = as_float_array(x, "x", caller, ndim=4)
     pool_h, pool_w, stride, pad, _ = _pool_window(x.shape, pool_h, pool_w, stride, pad, caller)
@@ -348,13 +473,51 @@ def max_pool2d_backward(dout: ArrayLike, argmax: ArrayLike, x_shape: Sequence[in
 
 
 def relu(x: ArrayLike, *, caller: str = "deepnet.relu") -> Array:
-    """max(x, 0); NaN stays NaN."""
+    """max(x, 0); NaN stays NaN.
+
+    Parameters
+    ----------
+    x : array_like
+        A float16, float32 or float64 array.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array
+        max(x, 0), of x's shape and dtype.
+
+    Raises
+    ------
+    TypeError
+        A non-float array.
+    """
     x = as_float_array(x, "x", caller)
     return _backend(caller, x).relu_forward(x)
 
 
 def relu_backward(dout: ArrayLike, y: ArrayLike, *, caller: str = "deepnet.relu_backward") -> Array:
-    """dout where the ReLU's output y was positive, else 0."""
+    """dout where the ReLU's output y was positive, else 0.
+
+    Parameters
+    ----------
+    dout : array_like
+        dL/dy.
+    y : array_like
+        The ReLU's output.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array
+        dL/dx, in y's dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-float arrays or different shapes.
+    """
     y = as_float_array(y, "y", caller)
     dout = as_float_array(dout, "dout", caller, dtype=y.dtype)
     if dout.shape != y.shape:

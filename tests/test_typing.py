@@ -21,6 +21,7 @@ NUMPYDOC = {
     "deepnet.datasets": ["read_idx", "mnist_search_dirs", "find_mnist_dir", "download_mnist", "load_mnist",
                          "stratified_split", "mnist_dir_in", "default_download_dir", "shipped_data_dir"],
     "deepnet.models": ["build", "model_spec", "load_model", "describe", "check_cost", "fold_batch_norm"],
+    "deepnet.functional": ["im2col", "col2im", "conv2d", "conv2d_backward", "max_pool2d", "relu", "relu_backward"],
 }
 
 # Classes whose docstrings have a numpydoc "Parameters" section (the constructor's).
