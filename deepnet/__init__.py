@@ -4,6 +4,7 @@ Users import ``deepnet.layers`` (the book's layers) and ``deepnet.functional`` (
 as functions); ``deepnet.reference`` is the pure-NumPy reference of every kernel.  The
 compute backends and their contract are in ``deepnet.backends``.
 """
+from __future__ import annotations
 from deepnet._config import (backend, get_backend, get_num_threads, get_winograd, kernels_compiled,
                              set_backend, set_num_threads, set_winograd, winograd)
 from deepnet._version import __version__

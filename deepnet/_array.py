@@ -5,7 +5,9 @@ backends all need, without importing the CUDA backend.  Importing this module ne
 imports CuPy; CuPy is imported on first use, so it works on machines without CuPy.
 This module imports nothing from deepnet.
 """
+from __future__ import annotations
 import functools
+from typing import Any, Optional
 
 import numpy as np
 
@@ -13,7 +15,7 @@ __all__ = ["cupy_or_none", "require_cupy", "is_cupy_array", "get_array_module", 
 
 
 @functools.lru_cache(maxsize=None)
-def cupy_or_none():
+def cupy_or_none() -> Any:
     """Return the ``cupy`` module, or None if it is missing or fails to import."""
     try:
         import cupy
@@ -22,7 +24,7 @@ def cupy_or_none():
     return cupy
 
 
-def require_cupy():
+def require_cupy() -> Any:
     """Return the ``cupy`` module; RuntimeError (saying how to install it) if it is unusable."""
     cp = cupy_or_none()
     if cp is None:
@@ -33,12 +35,12 @@ def require_cupy():
     return cp
 
 
-def is_cupy_array(a):
+def is_cupy_array(a: object) -> bool:
     """True for CuPy arrays; never imports CuPy."""
     return type(a).__module__.startswith("cupy")
 
 
-def get_array_module(*arrays, name=None):
+def get_array_module(*arrays: object, name: Optional[str] = None) -> Any:
     """Return ``numpy`` or ``cupy`` for the given arrays (non-arrays are ignored).
 
     Raises TypeError when NumPy and CuPy arrays are mixed; ``name`` (the calling
@@ -58,12 +60,12 @@ def get_array_module(*arrays, name=None):
     return require_cupy()
 
 
-def to_gpu(a):
+def to_gpu(a: Any) -> Any:
     """Copy ``a`` to the current GPU (no copy if it is already a CuPy array)."""
     return require_cupy().asarray(a)
 
 
-def to_cpu(a):
+def to_cpu(a: Any) -> np.ndarray[Any, Any]:
     """Return ``a`` as a NumPy array (copied from the GPU if it is a CuPy array)."""
     if is_cupy_array(a):
         return a.get()

@@ -10,6 +10,7 @@ never ask OpenMP themselves.  BLAS (numpy's matmul) has one process-wide limit: 
 set_num_threads(n) sets it to n with threadpoolctl, so OpenMP and BLAS never oversubscribe
 the cores, and set_num_threads(None) restores the limit BLAS had before deepnet changed it.
 """
+from __future__ import annotations
 import contextlib
 import contextvars
 import os
@@ -18,7 +19,7 @@ import warnings
 BACKENDS = ("cython", "numpy")
 
 try:
-    from deepnet._kernels import openmp_helpers as _openmp
+    from deepnet._kernels import openmp_helpers as _openmp  # type: ignore[attr-defined]  # compiled, no stub
 except ImportError:  # a source tree whose kernels were not built
     _openmp = None
     warnings.warn(

@@ -5,6 +5,7 @@ content for the four MNIST files), so a damaged or wrong file raises an error in
 producing a silently wrong array. The parsed arrays are cached in the user cache directory
 (``deepnet.io.user_cache_dir()``), never beside the data.
 """
+from __future__ import annotations
 import gzip
 import hashlib
 import http.client
@@ -16,8 +17,10 @@ import struct
 import urllib.request
 import zlib
 from pathlib import Path
+from typing import IO, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from deepnet.io import ParameterFileError, atomic_write, read_params, save_params, user_cache_dir
 
@@ -55,6 +58,12 @@ GZIP_MAGIC = b"\x1f\x8b"
 CACHE_VERSION = "mnist-cache-v2"
 
 
+# A file system path as the functions here take it.
+PathLike = Union[str, "os.PathLike[str]"]
+# (images, labels) of one split, as load_mnist returns it.
+Split = Tuple[NDArray[Any], NDArray[Any]]
+
+
 class MNISTFormatError(ValueError):
     """An MNIST/IDX file is malformed, truncated, or not the expected content."""
 
@@ -65,12 +74,29 @@ class MNISTNotFoundError(FileNotFoundError):
 
 # --- IDX parsing -----------------------------------------------------------------------
 
-def read_idx(path_or_fileobj, name=None):
+def read_idx(path_or_fileobj: Union[PathLike, IO[bytes]], name: Optional[str] = None) -> NDArray[np.uint8]:
     """Read one IDX file of unsigned bytes (gzip-compressed or not) into a uint8 array.
 
     ``name`` is used in error messages and to recognise the four MNIST files, whose
     decompressed content must match ``MNIST_SHA256``; it defaults to the file's path.
     Raises ``MNISTFormatError`` on any malformed, truncated or unexpected content.
+
+    Parameters
+    ----------
+    path_or_fileobj : str, os.PathLike or binary file object
+        The file, gzip-compressed or not (recognised by its magic bytes).
+    name : str, optional
+        The name used in error messages and to recognise an MNIST file.
+
+    Returns
+    -------
+    numpy.ndarray
+        A writable uint8 array of the shape the IDX header gives.
+
+    Raises
+    ------
+    MNISTFormatError
+        A malformed, truncated or unexpected file (an MNIST file whose digest differs).
     """
     name = name or _source_name(path_or_fileobj)
     data = _decompress(_read_all(path_or_fileobj), name)
@@ -81,20 +107,20 @@ def read_idx(path_or_fileobj, name=None):
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims).copy()
 
 
-def _source_name(path_or_fileobj):
+def _source_name(path_or_fileobj: Any) -> str:
     if hasattr(path_or_fileobj, "read"):
         return str(getattr(path_or_fileobj, "name", "<stream>"))
     return os.fspath(path_or_fileobj)
 
 
-def _read_all(path_or_fileobj):
+def _read_all(path_or_fileobj: Any) -> bytes:
     if hasattr(path_or_fileobj, "read"):
         return path_or_fileobj.read()
     with open(path_or_fileobj, "rb") as f:
         return f.read()
 
 
-def _decompress(raw, name):
+def _decompress(raw: bytes, name: str) -> bytes:
     # Detect gzip by its magic bytes, not the file name: IDX files start with 0x0000.
     if raw[:2] != GZIP_MAGIC:
         return raw
@@ -104,7 +130,7 @@ def _decompress(raw, name):
         raise MNISTFormatError(f"{name}: corrupt or truncated gzip stream ({err})") from err
 
 
-def _parse_header(data, name):
+def _parse_header(data: bytes, name: str) -> Tuple[Tuple[int, ...], int]:
     """Return (dims, header length) after checking the magic number."""
     if len(data) < 4:
         raise MNISTFormatError(f"{name}: {len(data)} bytes, too short for an IDX magic number (4 bytes)")
@@ -128,7 +154,7 @@ def _parse_header(data, name):
     return dims, header_len
 
 
-def _check_payload_length(found, dims, name):
+def _check_payload_length(found: int, dims: Tuple[int, ...], name: str) -> None:
     expected = math.prod(dims)
     if found != expected:
         problem = "truncated" if found < expected else "trailing data after the payload"
@@ -137,7 +163,7 @@ def _check_payload_length(found, dims, name):
         )
 
 
-def _check_digest(data, name):
+def _check_digest(data: bytes, name: str) -> None:
     stem = os.path.basename(name).removesuffix(".gz")
     expected = MNIST_SHA256.get(stem)
     if expected is None:
@@ -152,26 +178,48 @@ def _check_digest(data, name):
 
 # --- Finding and downloading the files ---------------------------------------------------
 
-def default_download_dir():
-    """Where missing files are downloaded: ``mnist/`` in ``deepnet.io.user_cache_dir()``."""
+def default_download_dir() -> Path:
+    """Where missing files are downloaded: ``mnist/`` in ``deepnet.io.user_cache_dir()``.
+
+    Returns
+    -------
+    pathlib.Path
+        The download directory (it may not exist yet).
+    """
     return user_cache_dir() / "mnist"
 
 
-def shipped_data_dir():
+def shipped_data_dir() -> Path:
     """The data installed with the package (MNIST, the book's weights): ``deepnet._data``
-    of an installation, or ``data/`` of the source tree deepnet is imported from."""
+    of an installation, or ``data/`` of the source tree deepnet is imported from.
+
+    Returns
+    -------
+    pathlib.Path
+        The directory holding ``mnist/`` and ``book/``.
+    """
     spec = importlib.util.find_spec("deepnet._data")
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
     return Path(__file__).resolve().parent.parent / "data"
 
 
-def mnist_search_dirs(root=None):
+def mnist_search_dirs(root: Optional[PathLike] = None) -> List[Path]:
     """The directories searched for the four files, in order.
 
     ``root`` and ``$DEEPNET_DATA`` may name the directory holding the files or a parent
     with an ``mnist/`` subdirectory; then come ``./data/mnist``, the copy installed with the
     package and the download directory.
+
+    Parameters
+    ----------
+    root : str or os.PathLike, optional
+        A directory searched first (and its ``mnist/`` subdirectory).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The directories, in the order they are searched.
     """
     dirs = []
     for base in (root, os.environ.get("DEEPNET_DATA")):
@@ -182,15 +230,26 @@ def mnist_search_dirs(root=None):
     return dirs
 
 
-def find_mnist_dir(root=None):
-    """The first directory of ``mnist_search_dirs(root)`` holding all four files, or None."""
+def find_mnist_dir(root: Optional[PathLike] = None) -> Optional[Path]:
+    """The first directory of ``mnist_search_dirs(root)`` holding all four files, or None.
+
+    Parameters
+    ----------
+    root : str or os.PathLike, optional
+        A directory searched first (see ``mnist_search_dirs``).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The directory, or None when no searched directory holds the four files.
+    """
     for directory in mnist_search_dirs(root):
         if _mnist_files_in(directory) is not None:
             return directory
     return None
 
 
-def _mnist_files_in(directory):
+def _mnist_files_in(directory: Path) -> Optional[Dict[str, Path]]:
     """{array name: path} for the four files in ``directory`` (.gz or not), or None if any is missing."""
     files = {}
     for key, stem in MNIST_FILES.items():
@@ -203,11 +262,28 @@ def _mnist_files_in(directory):
     return files
 
 
-def download_mnist(directory=None, mirrors=MIRRORS):
+def download_mnist(directory: Optional[PathLike] = None, mirrors: Iterable[str] = MIRRORS) -> Path:
     """Download the four .gz files into ``directory`` (default ``default_download_dir()``).
 
     Each file is verified before it is written (atomically), so a failed or bad download
     never leaves a file behind. Raises ``OSError`` if a file is unavailable from every mirror.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike, optional
+        Where the files go (default ``default_download_dir()``); files already there are kept.
+    mirrors : iterable of str
+        Base URLs tried in order for each file.
+
+    Returns
+    -------
+    pathlib.Path
+        The directory holding the files.
+
+    Raises
+    ------
+    OSError
+        A file could not be downloaded (and verified) from any mirror.
     """
     directory = Path(directory) if directory is not None else default_download_dir()
     for stem in MNIST_FILES.values():
@@ -220,7 +296,7 @@ def download_mnist(directory=None, mirrors=MIRRORS):
     return directory
 
 
-def _download_verified(filename, mirrors):
+def _download_verified(filename: str, mirrors: Iterable[str]) -> bytes:
     errors = []
     for mirror in mirrors:
         url = mirror + filename
@@ -233,7 +309,7 @@ def _download_verified(filename, mirrors):
     raise OSError(f"could not download {filename}: " + "; ".join(errors))
 
 
-def _fetch(url):
+def _fetch(url: str) -> bytes:
     """The bytes at ``url``, with a progress bar."""
     from tqdm import tqdm  # imported here: only downloads need it
 
@@ -250,7 +326,7 @@ def _fetch(url):
     return content
 
 
-def _download_or_explain(root):
+def _download_or_explain(root: Optional[PathLike]) -> Path:
     """Download into the default directory, or raise MNISTNotFoundError saying what to do."""
     try:
         directory = download_mnist(default_download_dir())
@@ -262,7 +338,7 @@ def _download_or_explain(root):
     raise MNISTNotFoundError(_not_found_message(root, reason))
 
 
-def _not_found_message(root, reason):
+def _not_found_message(root: Optional[PathLike], reason: str) -> str:
     names = "\n".join(f"  {stem}.gz" for stem in MNIST_FILES.values())
     searched = "\n".join(f"  {directory}" for directory in mnist_search_dirs(root))
     return (
@@ -277,7 +353,7 @@ def _not_found_message(root, reason):
 
 # --- Parsing with a cache ----------------------------------------------------------------
 
-def _load_arrays(files):
+def _load_arrays(files: Dict[str, Path]) -> Dict[str, Any]:
     """The four uint8 arrays (book names), from the .npz cache when it is up to date."""
     key = _cache_key(files)
     cache_path = _cache_path(next(iter(files.values())).parent)
@@ -289,7 +365,7 @@ def _load_arrays(files):
     return arrays
 
 
-def _check_arrays(arrays, files):
+def _check_arrays(arrays: Dict[str, Any], files: Dict[str, Any]) -> None:
     """Check each split has N 28x28 images, N labels and labels 0..9."""
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_img"], arrays[f"{split}_label"]
@@ -311,7 +387,7 @@ def _check_arrays(arrays, files):
             raise MNISTFormatError(f"{label_file}: label {labels.max()}, expected 0..{NUM_CLASSES - 1}")
 
 
-def _cache_key(files):
+def _cache_key(files: Dict[str, Path]) -> str:
     """Changes whenever a source file is replaced, edited or touched, or the digests change.
 
     The file's identity (device, inode) and its change time (ctime, which no tool can set
@@ -325,13 +401,13 @@ def _cache_key(files):
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _cache_path(data_dir):
+def _cache_path(data_dir: Path) -> Path:
     """One cache file per data directory, in the user cache directory (never beside the data)."""
     dir_id = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
     return user_cache_dir() / f"mnist-arrays-{dir_id}.npz"
 
 
-def _read_cache(path, key):
+def _read_cache(path: Path, key: str) -> Optional[Dict[str, Any]]:
     """The cached arrays if ``path`` is a valid cache for ``key``; None otherwise (never raises)."""
     try:
         cache = read_params(path, dict.fromkeys(MNIST_FILES), text=["cache_key"])
@@ -346,7 +422,7 @@ def _read_cache(path, key):
     return cache
 
 
-def _write_cache(path, key, arrays):
+def _write_cache(path: Path, key: str, arrays: Dict[str, Any]) -> None:
     try:
         save_params(path, {"cache_key": np.array(key), **arrays})
     except OSError:
@@ -355,31 +431,53 @@ def _write_cache(path, key, arrays):
 
 # --- The book's interface -----------------------------------------------------------------
 
-def load_mnist(normalize=True, flatten=True, one_hot_label=False, dtype=np.float32, root=None):
+def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool = False,
+               dtype: DTypeLike = np.float32, root: Optional[PathLike] = None) -> Tuple[Split, Split]:
     """Load MNIST as ``(x_train, t_train), (x_test, t_test)``, like the book's ``load_mnist``.
 
-    normalize:     images as ``dtype`` scaled to [0, 1] (pixel / 255); if False, the raw
-                   uint8 pixels 0..255 as the book returns them (``dtype`` is not applied).
-    flatten:       images of shape (N, 784); if False, (N, 1, 28, 28).
-    one_hot_label: labels as (N, 10) one-hot rows of ``dtype``; otherwise int64 of shape (N,).
-    dtype:         a floating dtype for normalized images and one-hot labels.
-    root:          a directory searched first (see ``mnist_search_dirs``). If no searched
-                   directory holds the files, they are downloaded to ``default_download_dir()``.
+    Parameters
+    ----------
+    normalize : bool
+        Images as ``dtype`` scaled to [0, 1] (pixel / 255); if False, the raw uint8 pixels
+        0..255 as the book returns them (``dtype`` is not applied).
+    flatten : bool
+        Images of shape (N, 784); if False, (N, 1, 28, 28).
+    one_hot_label : bool
+        Labels as (N, 10) one-hot rows of ``dtype``; otherwise int64 of shape (N,).
+    dtype : dtype
+        A floating dtype for normalized images and one-hot labels.
+    root : str or os.PathLike, optional
+        A directory searched first (see ``mnist_search_dirs``). If no searched directory
+        holds the files, they are downloaded to ``default_download_dir()``.
 
-    Raises MNISTNotFoundError if the files can be neither found nor downloaded, and
-    MNISTFormatError if a file is damaged or is not the original MNIST file.
+    Returns
+    -------
+    (x_train, t_train), (x_test, t_test) : tuple of two (images, labels) pairs
+        The training set (60000 images) and the test set (10000 images).
+
+    Raises
+    ------
+    ValueError
+        ``dtype`` is not a floating-point type.
+    MNISTNotFoundError
+        The files can be neither found nor downloaded.
+    MNISTFormatError
+        A file is damaged or is not the original MNIST file.
     """
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise ValueError(f"dtype must be a floating-point type, got {dtype}")
     data_dir = find_mnist_dir(root) or _download_or_explain(root)
-    arrays = _load_arrays(_mnist_files_in(data_dir))
+    files = _mnist_files_in(data_dir)
+    assert files is not None  # find_mnist_dir and _download_or_explain checked
+    arrays = _load_arrays(files)
     train = _prepare(arrays["train_img"], arrays["train_label"], normalize, flatten, one_hot_label, dtype)
     test = _prepare(arrays["test_img"], arrays["test_label"], normalize, flatten, one_hot_label, dtype)
     return train, test
 
 
-def _prepare(images, labels, normalize, flatten, one_hot_label, dtype):
+def _prepare(images: NDArray[Any], labels: NDArray[Any], normalize: bool, flatten: bool, one_hot_label: bool,
+             dtype: np.dtype[Any]) -> Split:
     if normalize:
         images = images.astype(dtype)
         images /= 255
@@ -394,32 +492,63 @@ def _prepare(images, labels, normalize, flatten, one_hot_label, dtype):
 
 # --- Validation splits -------------------------------------------------------------------
 
-def stratified_split(labels, size, seed=None):
+def stratified_split(labels: ArrayLike, size: int, seed: Optional[int] = None
+                     ) -> Tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Indices (train, validation) holding out ``size`` samples, stratified by label: each
     class keeps its share of the validation set (within one sample), drawn with ``seed``.
 
     Both index arrays are sorted, so the split does not reorder the data.
+
+    Parameters
+    ----------
+    labels : array_like
+        Class labels of shape (N,), or one-hot rows (N, classes).
+    size : int
+        How many samples the validation set holds, in 1..N-1.
+    seed : int, optional
+        Seed of the random draw (None: a fresh one).
+
+    Returns
+    -------
+    train, validation : numpy.ndarray
+        Sorted sample indices of the two parts; together they are 0..N-1.
+
+    Raises
+    ------
+    ValueError
+        ``size`` is not in 1..N-1.
     """
-    labels = np.asarray(labels)
-    if labels.ndim == 2:  # one-hot
-        labels = labels.argmax(axis=1)
-    if not 0 < size < len(labels):
-        raise ValueError(f"stratified_split: the validation size must be in 1..{len(labels) - 1}, got {size}")
+    y: NDArray[Any] = np.asarray(labels)
+    if y.ndim == 2:  # one-hot
+        y = y.argmax(axis=1)
+    if not 0 < size < len(y):
+        raise ValueError(f"stratified_split: the validation size must be in 1..{len(y) - 1}, got {size}")
     rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
+    classes, counts = np.unique(y, return_counts=True)
     # Largest remainders: per-class quotas that add up to size exactly.
-    exact = counts * size / len(labels)
+    exact = counts * size / len(y)
     quota = np.floor(exact).astype(int)
     quota[np.argsort(-(exact - quota), kind="stable")[:size - quota.sum()]] += 1
-    held_out = [rng.choice(np.flatnonzero(labels == c), q, replace=False) for c, q in zip(classes, quota)]
+    held_out = [rng.choice(np.flatnonzero(y == c), q, replace=False) for c, q in zip(classes, quota)]
     validation = np.sort(np.concatenate(held_out))
-    train = np.setdiff1d(np.arange(len(labels)), validation, assume_unique=True)
+    train = np.setdiff1d(np.arange(len(y)), validation, assume_unique=True)
     return train, validation
 
 
-def mnist_dir_in(root):
+def mnist_dir_in(root: PathLike) -> Optional[Path]:
     """``root`` or ``root/mnist`` if it holds the four files, else None (no other place is
-    searched: for a directory the user named)."""
+    searched: for a directory the user named).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The directory the user named.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``root`` or ``root/mnist``, whichever holds the four files first, else None.
+    """
     for directory in (Path(root).expanduser(), Path(root).expanduser() / "mnist"):
         if directory.is_dir() and _mnist_files_in(directory) is not None:
             return directory

@@ -9,38 +9,45 @@ backends.supports), so each function here is written once for all of them.
 Stride and pad are an int or a (vertical, horizontal) pair.  Errors name the caller
 (``caller=`` lets a layer put its own name in the message).
 """
+from __future__ import annotations
 import functools
 import numbers
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from deepnet import _config, backends
 from deepnet._array import get_array_module, is_cupy_array
 from deepnet._dtypes import FLOAT_DTYPES, compute_dtype, output_hw
 
+# An array of any dtype on the arrays' device (a CuPy array where the inputs are CuPy's).
+Array = NDArray[Any]
+# Stride and pad: an int or a (vertical, horizontal) pair.
+IntPair = Union[int, Tuple[int, int]]
 
 # _backend(caller, *arrays): the backend module that computes for these arrays, picked by
 # deepnet.backends' registry (a mix of NumPy and CuPy arrays is refused, naming caller).
 _backend = backends.for_arrays
 
 
-def as_float_array(a, name, caller, ndim=None, dtype=None):
+def as_float_array(a: ArrayLike, name: str, caller: str, ndim: Optional[int] = None,
+                   dtype: Optional[DTypeLike] = None) -> Array:
     """``a`` as a C-contiguous float16/32/64 array (a copy only when needed).
 
     Non-contiguous, Fortran-ordered or sliced inputs are copied; read-only ones are not.
     With ``dtype`` the array is converted to that dtype (layers compute in their parameters').
     """
     xp = get_array_module(a)
-    if not hasattr(a, "dtype"):
-        a = np.asarray(a)
-    if a.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{caller}: {name} must be float16, float32 or float64, got dtype {a.dtype}")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{caller}: {name} must be {ndim}-D, got {a.ndim}-D array of shape {tuple(a.shape)}")
-    return xp.ascontiguousarray(a, dtype=dtype if dtype is not None else a.dtype)
+    arr: Any = a if hasattr(a, "dtype") else np.asarray(a)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{caller}: {name} must be float16, float32 or float64, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{caller}: {name} must be {ndim}-D, got {arr.ndim}-D array of shape {tuple(arr.shape)}")
+    return xp.ascontiguousarray(arr, dtype=dtype if dtype is not None else arr.dtype)
 
 
-def _pair(value, name, caller, minimum):
+def _pair(value: Any, name: str, caller: str, minimum: int) -> Tuple[int, int]:
     """(vertical, horizontal) ints from an int or a pair; each must be >= minimum."""
     # The common cases first, answered quickly (batch-1 latency): an int, a pair of ints.
     if type(value) is int and value >= minimum:
@@ -56,7 +63,7 @@ def _pair(value, name, caller, minimum):
     return (int(pair[0]), int(pair[1]))
 
 
-def _is_integer(v):
+def _is_integer(v: object) -> bool:
     # The slower, general check, for numpy integers and the like (never bool).
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
@@ -72,7 +79,8 @@ WINDOW_SIZES = ("padded height + stride", "padded width + stride", "padded image
 CONV_SIZES = ("padded input", "output", "padded output gradient", "input gradient", "weight gradient")
 
 
-def _check_int_range(caller, names, sizes, geometry):
+def _check_int_range(caller: str, names: Sequence[str], sizes: Sequence[int],
+                     geometry: Callable[[], str]) -> None:
     """Refuse a geometry whose index arithmetic would not fit the kernels' C ints."""
     if max(sizes) >= INT_LIMIT:
         largest = max(sizes)
@@ -81,7 +89,8 @@ def _check_int_range(caller, names, sizes, geometry):
                          f"{INT_LIMIT - 1} ({geometry()})")
 
 
-def _window(x_shape, kh, kw, stride, pad, caller, what="kernel"):
+def _window(x_shape: Sequence[int], kh: int, kw: int, stride: IntPair, pad: IntPair, caller: str,
+            what: str = "kernel") -> Tuple[int, int, Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
     """Validate a kh x kw window sliding over images of shape x_shape.
 
     Returns (kh, kw, stride, pad, (OH, OW)) as ints and pairs of ints.
@@ -100,7 +109,8 @@ _shape_checks_cache = functools.lru_cache(maxsize=1024, typed=True)
 
 
 @_shape_checks_cache
-def _window_output(x_shape, kh, kw, stride, pad, caller, what):
+def _window_output(x_shape: Sequence[int], kh: int, kw: int, stride: Tuple[int, int], pad: Tuple[int, int],
+                   caller: str, what: str) -> Tuple[int, int]:
     """(OH, OW) of _window's validated geometry."""
     C, H, W = x_shape[1:]
     padded_h, padded_w = H + 2 * pad[0], W + 2 * pad[1]
@@ -114,22 +124,70 @@ def _window_output(x_shape, kh, kw, stride, pad, caller, what):
     return output_hw(x_shape, kh, kw, stride, pad)
 
 
-def _check_x_shape(x_shape, caller):
+def _check_x_shape(x_shape: Sequence[int], caller: str) -> Tuple[int, ...]:
     x_shape = tuple(x_shape)
     if len(x_shape) != 4 or not all(_is_integer(s) and s >= 0 for s in x_shape):
         raise ValueError(f"{caller}: x_shape must be 4 non-negative ints (N, C, H, W), got {x_shape!r}")
     return tuple(int(s) for s in x_shape)
 
 
-def im2col(x, kh, kw, stride=1, pad=0, *, caller="deepnet.im2col"):
-    """(N, C, H, W) -> columns (N*OH*OW, C*kh*kw) in the book's order."""
+def im2col(x: ArrayLike, kh: int, kw: int, stride: IntPair = 1, pad: IntPair = 0, *,
+           caller: str = "deepnet.im2col") -> Array:
+    """(N, C, H, W) -> columns (N*OH*OW, C*kh*kw) in the book's order.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+        Float16, float32 or float64 images.
+    kh, kw : int
+        The window's height and width.
+    stride, pad : int or (int, int)
+        Stride and zero padding, vertical and horizontal.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array of shape (N*OH*OW, C*kh*kw)
+        One row per window position.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A non-float array, a wrong rank, or a window that does not fit.
+    """
     x = as_float_array(x, "x", caller, ndim=4)
     kh, kw, stride, pad, _ = _window(x.shape, kh, kw, stride, pad, caller)
     return _backend(caller, x).im2col(x, kh, kw, stride, pad)
 
 
-def col2im(col, x_shape, kh, kw, stride=1, pad=0, *, caller="deepnet.col2im"):
-    """Adjoint of im2col: columns (N*OH*OW, C*kh*kw) -> (N, C, H, W), overlaps summed."""
+def col2im(col: ArrayLike, x_shape: Sequence[int], kh: int, kw: int, stride: IntPair = 1, pad: IntPair = 0, *,
+           caller: str = "deepnet.col2im") -> Array:
+    """Adjoint of im2col: columns (N*OH*OW, C*kh*kw) -> (N, C, H, W), overlaps summed.
+
+    Parameters
+    ----------
+    col : array_like of shape (N*OH*OW, C*kh*kw)
+        The columns.
+    x_shape : sequence of int
+        (N, C, H, W) of the images.
+    kh, kw : int
+        The window's height and width.
+    stride, pad : int or (int, int)
+        Stride and zero padding, vertical and horizontal.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array of shape x_shape
+        The images, each pixel the sum of its windows' entries.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A non-float array, or a shape that does not match the geometry.
+    """
     col = as_float_array(col, "col", caller, ndim=2)
     x_shape = _check_x_shape(x_shape, caller)
     N, C = x_shape[:2]
@@ -141,12 +199,13 @@ def col2im(col, x_shape, kh, kw, stride=1, pad=0, *, caller="deepnet.col2im"):
     return _backend(caller, col).col2im(col, x_shape, kh, kw, stride, pad)
 
 
-def _tiles(n):
+def _tiles(n: int) -> int:
     """n columns rounded up to whole GEMM tiles."""
     return -(-n // GEMM_TILE) * GEMM_TILE
 
 
-def _conv_arguments(x, W, stride, pad, caller):
+def _conv_arguments(x: ArrayLike, W: ArrayLike, stride: IntPair, pad: IntPair,
+                    caller: str) -> Tuple[Array, Array, Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
     """Validate a convolution of x with the filters W; returns (x, W, stride, pad, (OH, OW)).
 
     x is converted to W's dtype.  Besides the window, one image's buffers in the compiled
@@ -159,7 +218,7 @@ def _conv_arguments(x, W, stride, pad, caller):
     return (x, W, stride, pad, _conv_output(tuple(x.shape), tuple(W.shape), stride, pad, caller))
 
 
-def _channels_last_hint(x_shape, channels):
+def _channels_last_hint(x_shape: Sequence[int], channels: int) -> str:
     """For an error about x's channels: a hint when x looks channels-last (N, H, W, C)."""
     if len(x_shape) == 4 and x_shape[3] == channels and x_shape[1] != channels:
         return (f"; its last axis has the {channels} channel{'s' if channels != 1 else ''} expected, "
@@ -169,7 +228,8 @@ def _channels_last_hint(x_shape, channels):
 
 
 @_shape_checks_cache
-def _conv_output(x_shape, W_shape, stride, pad, caller):
+def _conv_output(x_shape: Sequence[int], W_shape: Sequence[int], stride: Tuple[int, int],
+                 pad: Tuple[int, int], caller: str) -> Tuple[int, int]:
     """(OH, OW) of _conv_arguments' validated geometry."""
     if x_shape[1] != W_shape[1]:
         raise ValueError(f"{caller}: x has {x_shape[1]} channels but W expects {W_shape[1]} "
@@ -186,18 +246,44 @@ def _conv_output(x_shape, W_shape, stride, pad, caller):
     return out_h, out_w
 
 
-def conv2d(x, W, b, stride=1, pad=0, *, relu=False, caller="deepnet.conv2d"):
+def conv2d(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike], stride: IntPair = 1, pad: IntPair = 0, *,
+           relu: bool = False, caller: str = "deepnet.conv2d") -> Array:
     """Convolution (cross-correlation, like the book): (N, C, H, W) -> (N, FN, OH, OW).
 
     Computed in W's dtype; x is converted to it if needed; b is (FN,) or None (no bias).
     relu=True applies max(y, 0) in the same pass (conv + ReLU fused).
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+        The images.
+    W : array_like of shape (FN, C, kh, kw)
+        The filters.
+    b : array_like of shape (FN,), or None
+        The biases.
+    stride, pad : int or (int, int)
+        Stride and zero padding, vertical and horizontal.
+    relu : bool
+        Apply max(y, 0) in the same pass.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array of shape (N, FN, OH, OW)
+        The output, in W's dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-float arrays, shapes that do not match, or a geometry that does not fit.
     """
     x, W, stride, pad, _ = _conv_arguments(x, W, stride, pad, caller)
     b = _conv_bias(b, W, caller)
     return _backend(caller, x, W, b).conv_forward(x, W, b, stride, pad, relu=bool(relu))
 
 
-def _conv_bias(b, W, caller):
+def _conv_bias(b: Optional[ArrayLike], W: Array, caller: str) -> Array:
     """b as conv2d takes it: (FN,) in W's dtype; None gives zeros."""
     if b is None:
         b = get_array_module(W).zeros(W.shape[0], dtype=W.dtype)
@@ -207,8 +293,9 @@ def _conv_bias(b, W, caller):
     return b
 
 
-def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, argmax=False,
-                      caller="deepnet.conv2d_max_pool2d"):
+def conv2d_max_pool2d(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike], stride: IntPair = 1,
+                      pad: IntPair = 0, *, relu: bool = False, argmax: bool = False,
+                      caller: str = "deepnet.conv2d_max_pool2d") -> Union[Array, Tuple[Array, Array]]:
     """max_pool2d(conv2d(x, W, b, stride, pad, relu=relu), 2, 2, 2): DeepConvNet's
     convolution and 2x2 pooling.  Returns the pooled output, or with argmax=True (for
     training) (pooled, argmax) as max_pool2d does; conv2d_backward takes that argmax as
@@ -230,8 +317,10 @@ def conv2d_max_pool2d(x, W, b, stride=1, pad=0, *, relu=False, argmax=False,
     return (pooled, winners) if argmax else pooled
 
 
-def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, input_gradient=True,
-                    pool_argmax=None, caller="deepnet.conv2d_backward"):
+def conv2d_backward(dout: ArrayLike, x: ArrayLike, W: ArrayLike, stride: IntPair = 1, pad: IntPair = 0, *,
+                    relu_out: Optional[ArrayLike] = None, input_gradient: bool = True,
+                    pool_argmax: Optional[ArrayLike] = None,
+                    caller: str = "deepnet.conv2d_backward") -> Tuple[Optional[Array], Array, Array]:
     """Gradients (dx, dW, db) of conv2d given dout = dL/dy.
 
     For a conv2d(..., relu=True), pass its output as relu_out: the ReLU's backward (dout
@@ -241,6 +330,35 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, input_gradien
     output gradient and its backward pass (max_pool2d_backward) is fused too; relu_out may
     then be the pooling's output instead of the convolution's (conv2d_max_pool2d keeps only
     that): its entries are the ReLU's output at the winners, the only pixels masked.
+
+    Parameters
+    ----------
+    dout : array_like
+        dL/dy (of the pooled output's shape with pool_argmax).
+    x, W : array_like
+        conv2d's input and filters.
+    stride, pad : int or (int, int)
+        conv2d's stride and padding.
+    relu_out : array_like, optional
+        The output of a conv2d(..., relu=True) (or its pooled output), to fuse the ReLU's backward.
+    input_gradient : bool
+        Compute dx (False returns None for it).
+    pool_argmax : array_like, optional
+        The winners of a 2x2, stride-2 max_pool2d of the output, to fuse its backward.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    dx : array or None
+        The input's gradient (None with input_gradient=False).
+    dW, db : array
+        The filters' and biases' gradients.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Arrays that do not match the geometry.
     """
     x, W, stride, pad, out_hw = _conv_arguments(x, W, stride, pad, caller)
     dout = as_float_array(dout, "dout", caller, ndim=4, dtype=W.dtype)
@@ -250,7 +368,7 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, input_gradien
         raise ValueError(f"{caller}: dout must have shape {expected}"
                          + ("" if pool_argmax is None else " (the 2x2-pooled output's)")
                          + f", got {tuple(dout.shape)}")
-    arrays = (dout, x, W)
+    arrays: Tuple[Array, ...] = (dout, x, W)
     if pool_argmax is not None:
         pool_argmax = _check_argmax(pool_argmax, expected, out_hw[0] * out_hw[1], caller)
         arrays += (pool_argmax,)
@@ -265,7 +383,8 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, relu_out=None, input_gradien
                                                    input_gradient=bool(input_gradient), pool_argmax=pool_argmax)
 
 
-def _pool_window(x_shape, pool_h, pool_w, stride, pad, caller):
+def _pool_window(x_shape: Sequence[int], pool_h: int, pool_w: int, stride: Optional[IntPair], pad: IntPair,
+                 caller: str) -> Tuple[int, int, Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
     """Validate a pooling geometry (stride None: the window size), as _window does."""
     stride = (pool_h, pool_w) if stride is None else stride
     pool_h, pool_w, stride, pad, out_hw = _window(x_shape, pool_h, pool_w, stride, pad, caller,
@@ -279,18 +398,44 @@ def _pool_window(x_shape, pool_h, pool_w, stride, pad, caller):
     return pool_h, pool_w, stride, pad, out_hw
 
 
-def max_pool2d(x, pool_h, pool_w, stride=None, pad=0, *, caller="deepnet.max_pool2d"):
+def max_pool2d(x: ArrayLike, pool_h: int, pool_w: int, stride: Optional[IntPair] = None, pad: IntPair = 0, *,
+               caller: str = "deepnet.max_pool2d") -> Tuple[Array, Array]:
     """Max-pooling: returns (y, argmax); argmax (int32) holds the flat index iy*W + ix of
     each winner.
 
     stride defaults to the window size.  Padding never wins a window.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+        The images.
+    pool_h, pool_w : int
+        The window's height and width.
+    stride : int or (int, int), optional
+        The stride (default: the window size).
+    pad : int or (int, int)
+        Padding of each side, smaller than the window.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    y : array of shape (N, C, OH, OW)
+        The maxima.
+    argmax : int32 array of shape (N, C, OH, OW)
+        The flat index iy*W + ix of each winner.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A non-float array or a geometry that does not fit.
     """
     x = as_float_array(x, "x", caller, ndim=4)
     pool_h, pool_w, stride, pad, _ = _pool_window(x.shape, pool_h, pool_w, stride, pad, caller)
     return _backend(caller, x).max_pool_forward(x, pool_h, pool_w, stride, pad)
 
 
-def _check_argmax(argmax, shape, plane_size, caller):
+def _check_argmax(argmax: Any, shape: Tuple[int, ...], plane_size: int, caller: str) -> Array:
     """max_pool2d's argmax of the given shape, as int32: integers in [0, plane_size), never cast
     before they are checked."""
     xp = get_array_module(argmax)
@@ -307,8 +452,9 @@ def _check_argmax(argmax, shape, plane_size, caller):
     return xp.ascontiguousarray(argmax, dtype=np.int32)
 
 
-def max_pool2d_backward(dout, argmax, x_shape, pool_h, pool_w, stride=None, pad=0, *,
-                        caller="deepnet.max_pool2d_backward"):
+def max_pool2d_backward(dout: ArrayLike, argmax: ArrayLike, x_shape: Sequence[int], pool_h: int, pool_w: int,
+                        stride: Optional[IntPair] = None, pad: IntPair = 0, *,
+                        caller: str = "deepnet.max_pool2d_backward") -> Array:
     """Gradient of max_pool2d: dout scattered to the argmax positions (overlaps add up).
 
     dout and argmax must have the shape max_pool2d gives for x_shape and this geometry.
@@ -326,14 +472,52 @@ def max_pool2d_backward(dout, argmax, x_shape, pool_h, pool_w, stride=None, pad=
                                                             stride, pad)
 
 
-def relu(x, *, caller="deepnet.relu"):
-    """max(x, 0); NaN stays NaN."""
+def relu(x: ArrayLike, *, caller: str = "deepnet.relu") -> Array:
+    """max(x, 0); NaN stays NaN.
+
+    Parameters
+    ----------
+    x : array_like
+        A float16, float32 or float64 array.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array
+        max(x, 0), of x's shape and dtype.
+
+    Raises
+    ------
+    TypeError
+        A non-float array.
+    """
     x = as_float_array(x, "x", caller)
     return _backend(caller, x).relu_forward(x)
 
 
-def relu_backward(dout, y, *, caller="deepnet.relu_backward"):
-    """dout where the ReLU's output y was positive, else 0."""
+def relu_backward(dout: ArrayLike, y: ArrayLike, *, caller: str = "deepnet.relu_backward") -> Array:
+    """dout where the ReLU's output y was positive, else 0.
+
+    Parameters
+    ----------
+    dout : array_like
+        dL/dy.
+    y : array_like
+        The ReLU's output.
+    caller : str
+        The name errors are reported under.
+
+    Returns
+    -------
+    array
+        dL/dx, in y's dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-float arrays or different shapes.
+    """
     y = as_float_array(y, "y", caller)
     dout = as_float_array(dout, "dout", caller, dtype=y.dtype)
     if dout.shape != y.shape:
@@ -346,7 +530,7 @@ def relu_backward(dout, y, *, caller="deepnet.relu_backward"):
 SMALL_PRODUCT = 1 << 16
 
 
-def matmul(a, b):
+def matmul(a: Array, b: Array) -> Array:
     """a @ b for the layers' small products (affine).  NumPy arrays with the compiled
     backend run BLAS single-threaded, so its spinning threads do not compete with the
     kernels' OpenMP threads; the NumPy reference backend leaves BLAS as configured."""
@@ -357,7 +541,7 @@ def matmul(a, b):
         return a @ b
 
 
-def cast(a, dtype):
+def cast(a: Array, dtype: DTypeLike) -> Array:
     """a.astype(dtype, copy=False) on the array's backend: the layers' conversions between
     a storage dtype and the compute dtype (float16 <-> float32)."""
     if a.dtype == dtype:
@@ -365,7 +549,8 @@ def cast(a, dtype):
     return _backend("deepnet.cast", a).cast(a, np.dtype(dtype))
 
 
-def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+def adam_update(param: Array, grad: Array, m: Array, v: Array, lr_t: float, beta1: float, beta2: float,
+                eps: float) -> None:
     """One Adam step in place, as the book's (deepnet.optimizers.Adam): m += (1-beta1) *
     (grad - m); v += (1-beta2) * (grad^2 - v); param -= lr_t * m / (sqrt(v) + eps).  The
     compiled backend does it in one pass with the same bits as the NumPy reference."""
@@ -374,14 +559,16 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
 
 # -- batch normalisation ------------------------------------------------------------------
 
-def _per_channel(a, channels, name, caller, dtype):
+def _per_channel(a: Any, channels: int, name: str, caller: str, dtype: DTypeLike) -> Array:
     a = get_array_module(a).ascontiguousarray(a, dtype=dtype).reshape(-1)
     if a.shape[0] != channels:
         raise ValueError(f"{caller}: {name} must have {channels} entries (one per channel), got {a.shape[0]}")
     return a
 
 
-def batch_norm_statistics(x, shift=None, sum_across=None, *, caller="deepnet.batch_norm_statistics"):
+def batch_norm_statistics(x: ArrayLike, shift: Optional[ArrayLike] = None,
+                          sum_across: Optional[Callable[[Array], Array]] = None, *,
+                          caller: str = "deepnet.batch_norm_statistics") -> Tuple[Array, Array, int]:
     """Per-channel mean and biased variance of x (N, C, M) over its axes 0 and 2, and the
     number of values per channel, as (mean, var, count) in x's compute dtype.
 
@@ -408,7 +595,8 @@ def batch_norm_statistics(x, shift=None, sum_across=None, *, caller="deepnet.bat
     return (shift.astype(np.float64) + mean_shifted).astype(acc), var.astype(acc), count
 
 
-def channel_affine(x, scale, offset, *, shift=None, relu=False, caller="deepnet.channel_affine"):
+def channel_affine(x: ArrayLike, scale: ArrayLike, offset: ArrayLike, *, shift: Optional[ArrayLike] = None,
+                   relu: bool = False, caller: str = "deepnet.channel_affine") -> Array:
     """y[n, c, m] = (x[n, c, m] - shift[c]) * scale[c] + offset[c] for x (N, C, M) (batch
     normalisation's output, shift its mean and offset its beta; shift None: 0), then
     max(y, 0) if relu (a ReLU fused into the same pass).  The difference is taken first
@@ -424,8 +612,10 @@ def channel_affine(x, scale, offset, *, shift=None, relu=False, caller="deepnet.
     return _backend(caller, x, shift, scale, offset).channel_affine(x, shift, scale, offset, relu=bool(relu))
 
 
-def batch_norm_backward(dout, x, mean, inv_std, gamma, count, sum_across=None, *, relu_out=None,
-                        caller="deepnet.batch_norm_backward"):
+def batch_norm_backward(dout: ArrayLike, x: ArrayLike, mean: ArrayLike, inv_std: ArrayLike, gamma: Array,
+                        count: int, sum_across: Optional[Callable[[Array], Array]] = None, *,
+                        relu_out: Optional[ArrayLike] = None,
+                        caller: str = "deepnet.batch_norm_backward") -> Tuple[Array, Array, Array]:
     """(dx, dgamma, dbeta) of a training-mode batch normalisation of x (N, C, M).
 
     ``mean``, ``inv_std`` and ``count`` are what batch_norm_statistics gave (with
@@ -455,7 +645,7 @@ def batch_norm_backward(dout, x, mean, inv_std, gamma, count, sum_across=None, *
 
 # ---------------------------------------------------------------- image warps (augmentation)
 
-def affine_warp(x, theta, fill=0.0, *, caller="deepnet.affine_warp"):
+def affine_warp(x: ArrayLike, theta: ArrayLike, fill: float = 0.0, *, caller: str = "deepnet.affine_warp") -> Array:
     """Bilinear affine warp of a batch of images x (N, C, H, W), one 2x3 matrix per image.
 
     Output pixel (row, col) of image n samples x[n] at ``theta[n, :, :2] @ (row, col) +
@@ -472,7 +662,8 @@ def affine_warp(x, theta, fill=0.0, *, caller="deepnet.affine_warp"):
     return _backend(caller, x, theta).affine_warp(x, theta, fill)
 
 
-def elastic_warp(x, displacement, fill=0.0, *, theta=None, caller="deepnet.elastic_warp"):
+def elastic_warp(x: ArrayLike, displacement: ArrayLike, fill: float = 0.0, *, theta: Optional[ArrayLike] = None,
+                 caller: str = "deepnet.elastic_warp") -> Array:
     """Bilinear remap of a batch of images x (N, C, H, W) by a displacement field (N, 2, H, W).
 
     Output pixel (row, col) of image n samples x[n] at (row + displacement[n, 0, row, col],
@@ -492,15 +683,16 @@ def elastic_warp(x, displacement, fill=0.0, *, theta=None, caller="deepnet.elast
         raise ValueError(f"{caller}: displacement must have shape {(N, 2, H, W)} (a (row, col) "
                          f"offset per pixel of each image of x), got {tuple(displacement.shape)}")
     if theta is None:
-        theta = xp.zeros((N, 2, 3), dtype=np.float64)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1
+        identity = xp.zeros((N, 2, 3), dtype=np.float64)
+        identity[:, 0, 0] = identity[:, 1, 1] = 1
+        theta = identity
     else:
         theta = _as_theta(theta, N, caller)
     fill = _as_fill(fill, caller)
     return _backend(caller, x, displacement, theta).elastic_warp(x, displacement, theta, fill)
 
 
-def _as_theta(theta, n_images, caller):
+def _as_theta(theta: Any, n_images: int, caller: str) -> Array:
     """theta as a C-contiguous float64 (n_images, 2, 3) array (float or integer input)."""
     xp = get_array_module(theta)
     if not hasattr(theta, "dtype"):
@@ -513,7 +705,7 @@ def _as_theta(theta, n_images, caller):
     return xp.ascontiguousarray(theta, dtype=np.float64)
 
 
-def _as_fill(fill, caller):
+def _as_fill(fill: float, caller: str) -> float:
     if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
         raise TypeError(f"{caller}: fill must be a real number, got {fill!r}")
     if not np.isfinite(fill):

@@ -24,6 +24,7 @@ skeleton from their headers, then copied into a model of zeros.
 
 ``deepnet.nets`` (the book's name) re-exports this package's names.
 """
+from __future__ import annotations
 from .book import DeepConvNet, SimpleConvNet
 from .cost import DEFAULT_INPUT, check_cost, describe, input_shape
 from .files import load_model, load_spec_file

@@ -3,15 +3,22 @@
 Both keep the book's parameter names (W1, b1, ...; gamma1, beta1, ... for DeepConvNet's BN
 variant) through ``aliases``, so the book's parameter files load into them.
 """
+from __future__ import annotations
+from typing import Any, Dict, List, Sequence, Union
+
+from numpy.typing import DTypeLike
 import math
 
 import numpy as np
 
-from ..layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu
+from ..layers import Affine, BatchNormalization, Convolution, Dropout, Layer, Pooling, Relu
 from .init import affine_layer, batch_norm_layer, conv_layer, normal, zeros
 from .sequential import NamedModel
 from .settings import (_config_conv, _config_flag, _config_float, _config_int, _config_ints, _config_layers,
                        _next_shape)
+
+# A convolution of the book's settings: {"filter_num", "filter_size", "pad", "stride"}.
+ConvParam = Dict[str, Any]
 
 _BOOK_CONVS = (
     {'filter_num': 16, 'filter_size': 3, 'pad': 1, 'stride': 1},
@@ -35,12 +42,31 @@ class DeepConvNet(NamedModel):
     ``seed`` seeds ``self.rng``, which draws the initial weights and the dropout masks.
     ``batch_norm=True`` is the BN variant: every convolution and the hidden affine layer
     are followed by BatchNormalization (parameters gamma1..gamma7, beta1..beta7).
+
+    Parameters
+    ----------
+    input_dim : sequence of int
+        (channels, height, width) of an input image.
+    conv_param_1, ..., conv_param_6 : dict
+        Each convolution's ``filter_num``, ``filter_size``, ``pad`` and ``stride``.
+    hidden_size : int
+        Units of the hidden affine layer.
+    output_size : int
+        Number of classes.
+    dtype : dtype
+        The parameters' dtype.
+    seed : int or numpy.random.Generator, optional
+        Seed of the weights and dropout masks.
+    batch_norm : bool
+        Follow each convolution with BatchNormalization.
     """
 
-    def __init__(self, input_dim=(1, 28, 28),
-                 conv_param_1=_BOOK_CONVS[0], conv_param_2=_BOOK_CONVS[1], conv_param_3=_BOOK_CONVS[2],
-                 conv_param_4=_BOOK_CONVS[3], conv_param_5=_BOOK_CONVS[4], conv_param_6=_BOOK_CONVS[5],
-                 hidden_size=50, output_size=10, dtype=np.float32, seed=None, batch_norm=False):
+    def __init__(self, input_dim: Sequence[int] = (1, 28, 28),
+                 conv_param_1: ConvParam = _BOOK_CONVS[0], conv_param_2: ConvParam = _BOOK_CONVS[1],
+                 conv_param_3: ConvParam = _BOOK_CONVS[2], conv_param_4: ConvParam = _BOOK_CONVS[3],
+                 conv_param_5: ConvParam = _BOOK_CONVS[4], conv_param_6: ConvParam = _BOOK_CONVS[5],
+                 hidden_size: int = 50, output_size: int = 10, dtype: DTypeLike = np.float32,
+                 seed: Union[None, int, np.random.Generator] = None, batch_norm: bool = False) -> None:
         model = "DeepConvNet"
         input_dim = _config_ints(model, "input_dim", input_dim, 3)
         conv_params = [_config_conv(model, f"conv_param_{i}", c) for i, c in
@@ -57,7 +83,8 @@ class DeepConvNet(NamedModel):
                         "batch_norm": bool(batch_norm),
                         **{f"conv_param_{i}": c for i, c in enumerate(self.conv_params, 1)}}
         channels, height, width = input_dim
-        layers, names = [], []
+        layers: List[Layer] = []
+        names: List[str] = []
         shape = (1, channels, height, width)
         for index, conv in enumerate(self.conv_params, 1):
             # conv - relu as one fused layer (one pass through memory); with BN, conv - BN - relu
@@ -91,10 +118,10 @@ class SimpleConvNet(NamedModel):
     Weights are drawn from N(0, weight_init_std^2); biases start at zero.
     """
 
-    def __init__(self, input_dim=(1, 28, 28),
-                 conv_param={'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
-                 hidden_size=100, output_size=10, weight_init_std=0.01,
-                 dtype=np.float32, seed=None):
+    def __init__(self, input_dim: Sequence[int] = (1, 28, 28),
+                 conv_param: ConvParam = {'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
+                 hidden_size: int = 100, output_size: int = 10, weight_init_std: float = 0.01,
+                 dtype: DTypeLike = np.float32, seed: Union[None, int, np.random.Generator] = None) -> None:
         model = "SimpleConvNet"
         input_dim = _config_ints(model, "input_dim", input_dim, 3)
         conv_param = _config_conv(model, "conv_param", conv_param)

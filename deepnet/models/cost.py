@@ -4,6 +4,10 @@
 ``load_model`` call it on a skeleton: only shapes are walked); ``describe`` counts
 parameters, multiply-adds and the receptive field.
 """
+from __future__ import annotations
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from ..nn.base import Layer
 import math
 
 from ..nn.containers import Residual
@@ -13,7 +17,7 @@ from .sequential import NamedModel, Sequential
 DEFAULT_INPUT = (1, 28, 28)  # the input of a model that does not declare one (MNIST)
 
 
-def input_shape(model):
+def input_shape(model: Layer) -> Tuple[int, ...]:
     """The shape (batch of one) of the images ``model`` takes: a named model's input_dim;
     for other models MNIST's 28x28 with the channels the first Convolution (or
     BatchNormalization) before any Flatten declares, or the features of a first Affine."""
@@ -45,13 +49,33 @@ def _leading_layers(layer):
         yield layer
 
 
-def check_cost(model, shape=None):
+def check_cost(model: Layer, shape: Optional[Sequence[int]] = None) -> Tuple[Tuple[int, ...], int]:
     """Refuse (ValueError naming the layer) a model that cannot take one image of
     ``shape`` (default ``input_shape(model)``) or whose work on it is out of bounds: a layer
     output (or a convolution's padded input) of more than MAX_ACTIVATION values, more than
     MAX_WORK multiply-adds, a window larger than its padded input, or a pooling window larger
     than its input.  Only shapes are
-    walked: nothing runs.  Returns (output shape, multiply-adds)."""
+    walked: nothing runs.  Returns (output shape, multiply-adds).
+
+    Parameters
+    ----------
+    model : Layer
+        The model (a Sequential, one of MODELS) or a layer.
+    shape : sequence of int, optional
+        The shape of one input image, batch axis included (default ``input_shape(model)``).
+
+    Returns
+    -------
+    output_shape : tuple of int
+        The model's output shape for that input.
+    work : int
+        Multiply-adds for one image.
+
+    Raises
+    ------
+    ValueError
+        The model cannot take the input, or its work is out of bounds (naming the layer).
+    """
     shape = input_shape(model) if shape is None else tuple(shape)
     strict = isinstance(model, NamedModel) or len(shape) == 2
     walk = _CostWalk(shape, strict)
@@ -118,9 +142,23 @@ class _LayerCheck:
         self.walk.add_work(self.where, self.layer, work)
 
 
-def describe(model, input_shape=(1, 1, 28, 28)):
+def describe(model: Layer, input_shape: Sequence[int] = (1, 1, 28, 28)) -> Dict[str, Any]:
     """Parameters, multiply-adds per image and the receptive field (in input pixels) of the
-    last spatial layer, for a model applied to inputs of ``input_shape`` (batch included)."""
+    last spatial layer, for a model applied to inputs of ``input_shape`` (batch included).
+
+    Parameters
+    ----------
+    model : Layer
+        The model (or a layer).
+    input_shape : sequence of int
+        The input's shape, batch axis included.
+
+    Returns
+    -------
+    dict
+        ``parameters``, ``multiply_adds`` (per image), ``receptive_field`` and
+        ``output_shape``.
+    """
     shape, macs, rf = _walk_cost(model, tuple(input_shape), (1, 1))
     return {"parameters": int(sum(p.size for p in model.params.values())),
             "multiply_adds": int(macs // max(input_shape[0], 1)) if input_shape[0] else int(macs),

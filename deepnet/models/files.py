@@ -8,6 +8,10 @@ rebuilds the model from it without code; it also reads a plain parameter file
 weights: the file's arrays are checked against a skeleton of the model from their headers,
 then copied into a model of zeros.
 """
+from __future__ import annotations
+from typing import Any, Dict, Optional, Union
+
+from numpy.typing import DTypeLike
 import json
 import os
 
@@ -22,8 +26,11 @@ from .limits import MAX_PARAMETERS, MAX_SPEC_BYTES, _short
 from .sequential import BUFFER_PREFIX, SPEC_KEY, Sequential
 from .spec import _build, _build_dtype, _built
 
+# A file system path.
+PathLike = Union[str, "os.PathLike[str]"]
 
-def load_model(path, dtype=None):
+
+def load_model(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
     """The model a file holds, ready to use.
 
     A model file (``model.save``) is rebuilt from its spec; a plain parameter file
@@ -36,6 +43,25 @@ def load_model(path, dtype=None):
     the file's arrays are checked against the spec from their headers before any is read,
     and nothing is drawn at random, so memory stays a small multiple of the file's arrays.
     Parameters and buffers must be finite and running variances >= 0.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A model file, a parameter file or the book's ``.pkl``.
+    dtype : dtype, optional
+        The dtype of the model's parameters (default: the stored parameters').
+
+    Returns
+    -------
+    Sequential
+        The model (a DeepConvNet for a plain parameter file), with the file's parameters.
+
+    Raises
+    ------
+    ValueError
+        The file, its spec or its arrays are malformed or out of bounds.
+    OSError
+        The file cannot be read.
     """
     path = os.fspath(path)
     spec_bytes = io.read_params(path, {SPEC_KEY: None}, strict=False,
@@ -136,7 +162,7 @@ def _decode_spec(spec_bytes, path):
         raise ValueError(f"{path}: the model spec is not valid JSON ({exc})") from None
 
 
-def load_spec_file(path):
+def load_spec_file(path: PathLike) -> Dict[str, Any]:
     """A JSON architecture file (``deepnet train --model spec.json``) as spec data."""
     with open(path, "rb") as f:
         text = f.read(MAX_SPEC_BYTES + 1)

@@ -1,4 +1,5 @@
 """Folding BatchNormalization into the convolution before it, for inference."""
+from __future__ import annotations
 import numpy as np
 
 from .. import _array
@@ -6,12 +7,23 @@ from ..layers import BatchNormalization, Convolution, Relu
 from .sequential import Sequential
 
 
-def fold_batch_norm(model):
+def fold_batch_norm(model: Sequential) -> Sequential:
     """A copy of ``model`` for inference, with every BatchNormalization that directly
     follows a Convolution folded into it: W' = W * gamma / std, b' = (b - mean) * gamma / std + beta,
     and its ReLU (fused, or a Relu right after it) fused into the convolution.  Predictions equal the
     original's in eval mode up to rounding; the copy can no longer be trained as the
-    original (its BN layers are gone)."""
+    original (its BN layers are gone).
+
+    Parameters
+    ----------
+    model : Sequential
+        The model; it is left as it is.
+
+    Returns
+    -------
+    Sequential
+        The folded copy, for inference.
+    """
     clone = model.astype(model.dtype)
     _fold_in(clone)
     return clone

@@ -6,6 +6,13 @@ allocate more than MAX_PARAMETERS.  ``_initialised`` says how the parameters are
 drawn at random (a new model), zeros (a model about to be loaded: nothing is drawn) or
 shapes only (a skeleton of read-only arrays that take no memory).
 """
+from __future__ import annotations
+from typing import Iterator, Optional
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ..functional import IntPair
 import contextlib
 
 
@@ -18,21 +25,23 @@ from .limits import MAX_LAYERS, MAX_PARAMETERS
 
 
 @contextlib.contextmanager
-def _parameter_limit(limit=MAX_PARAMETERS, layers=MAX_LAYERS):
+def _parameter_limit(limit: Optional[int] = MAX_PARAMETERS, layers: Optional[int] = MAX_LAYERS) -> Iterator[None]:
     with _nn_parameter_limit(limit, layers):
         yield
 
 
-def conv_layer(in_channels, filters, kernel, rng, dtype, stride=1, pad=None, relu=False):
+def conv_layer(in_channels: int, filters: int, kernel: int, rng: np.random.Generator, dtype: DTypeLike,
+               stride: IntPair = 1, pad: Optional[IntPair] = None, relu: bool = False) -> Convolution:
     """A He-initialised Convolution; pad defaults to "same" for odd kernels."""
     pad = kernel // 2 if pad is None else pad
     return Convolution(he_normal((filters, in_channels, kernel, kernel), rng, dtype),
                        zeros(filters, dtype), stride, pad, relu=relu)
 
 
-def affine_layer(in_features, out_features, rng, dtype):
+def affine_layer(in_features: int, out_features: int, rng: np.random.Generator, dtype: DTypeLike) -> Affine:
     return Affine(he_normal((in_features, out_features), rng, dtype), zeros(out_features, dtype))
 
 
-def batch_norm_layer(features, dtype, momentum=0.9, relu=False):
+def batch_norm_layer(features: int, dtype: DTypeLike, momentum: float = 0.9,
+                     relu: bool = False) -> BatchNormalization:
     return BatchNormalization.new(features, dtype, momentum, relu=relu)

@@ -5,6 +5,7 @@ Specs and model files are data from anywhere: ``build`` and ``load_model`` refus
 asks for more than these before anything is allocated or drawn.  A value from such a file (a
 name, a setting) may be megabytes long, so messages quote it with ``_short``.
 """
+from __future__ import annotations
 from ..nn.config import _short  # noqa: F401
 
 MAX_PARAMETERS = 1 << 28     # a spec asking for more (1 GiB of float32) is refused

@@ -1,14 +1,19 @@
 """ResNet (He et al. 2016): a small residual network for MNIST, made of basic blocks."""
+from __future__ import annotations
+from typing import List, Sequence, Union
+
+from numpy.typing import DTypeLike
 import numpy as np
 
-from ..layers import GlobalAveragePooling, Relu, Residual
+from ..layers import GlobalAveragePooling, Layer, Relu, Residual
 from .init import affine_layer, batch_norm_layer, conv_layer
 from .limits import MAX_LAYERS, _short
 from .sequential import NamedModel, Sequential
 from .settings import _config_int, _config_ints, _config_layers
 
 
-def basic_block(in_channels, channels, stride, rng, dtype):
+def basic_block(in_channels: int, channels: int, stride: int, rng: np.random.Generator,
+                dtype: DTypeLike) -> List[Layer]:
     """ResNet's basic block: conv3x3 - BN - relu - conv3x3 - BN, plus the shortcut, then relu.
 
     The shortcut is the identity where the shapes agree, else a strided 1x1 convolution
@@ -34,8 +39,9 @@ class ResNet(NamedModel):
     widths (16, 32, 64) and two blocks a stage, has 175k parameters.
     """
 
-    def __init__(self, input_dim=(1, 28, 28), widths=(16, 32, 64), blocks=(2, 2, 2), output_size=10,
-                 dtype=np.float32, seed=None):
+    def __init__(self, input_dim: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (16, 32, 64),
+                 blocks: Sequence[int] = (2, 2, 2), output_size: int = 10, dtype: DTypeLike = np.float32,
+                 seed: Union[None, int, np.random.Generator] = None) -> None:
         model = "ResNet"
         input_dim = _config_ints(model, "input_dim", input_dim, 3)
         widths = _config_ints(model, "widths", widths, allow_empty=False)

@@ -6,7 +6,11 @@ hierarchically after the layers' positions ("0.W", "3.body.1.gamma"); the book's
 the book's names (W1, b1, ... W8, b8) through ``aliases``.  ``NamedModel`` is the base of
 the models a constructor builds from settings (DeepConvNet, ResNet...).
 """
+from __future__ import annotations
 import copy
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 import json
 import os
 
@@ -15,6 +19,10 @@ import numpy as np
 from .. import _array, io
 from ..layers import BatchNormalization, Convolution, Dropout, Layer, Pooling, SoftmaxWithLoss
 from .limits import _short
+from ..functional import Array
+
+# A file system path.
+PathLike = Union[str, "os.PathLike[str]"]
 
 # A model file's layout: Sequential.save writes it, deepnet.models.files.load_model reads it.
 SPEC_KEY = "__model_spec__"  # the entry of a model file that holds the JSON spec
@@ -25,7 +33,7 @@ BUFFER_PREFIX = "buffers/"   # the entries of a model file that hold the buffers
 # so this module cannot import it.  It puts the three functions here when it loads, and it
 # always has by the time a model exists (deepnet.models, imported before any of its
 # modules, imports it).
-_ARCHITECTURE = {}
+_ARCHITECTURE: dict[str, Callable[..., Any]] = {}
 
 
 class Sequential(Layer):
@@ -34,12 +42,22 @@ class Sequential(Layer):
     ``params`` holds every parameter (frozen layers' too), ``grads`` only those of
     trainable layers: a layer (or container) with ``trainable = False`` contributes no
     gradients, so optimizers leave it alone.
+
+    Parameters
+    ----------
+    *layers : Layer
+        The layers, applied in order.
+    rng : numpy.random.Generator, optional
+        The model's generator (default: a fresh one).
+    aliases : dict, optional
+        Public names of parameters: hierarchical name -> name.
     """
 
     on_gpu = False
     spec_name = None  # a container: deepnet.models.spec builds it, and the models (MODELS)
 
-    def __init__(self, *layers, rng=None, aliases=None):
+    def __init__(self, *layers: Layer, rng: Optional[np.random.Generator] = None,
+                 aliases: Optional[Dict[str, str]] = None) -> None:
         # No Layer.__init__: params, grads and buffers are gathered from the layers.
         self.layers = list(layers)
         self.rng = rng if rng is not None else np.random.default_rng()
@@ -48,10 +66,10 @@ class Sequential(Layer):
 
     # -- the layer contract ---------------------------------------------------------------
 
-    def children(self):
+    def children(self) -> Sequence[Tuple[str, Layer]]:
         return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
-    def forward(self, x, train=False, *, train_flg=None):
+    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
         """The layers in order.  A Convolution followed by a 2x2, stride-2 Pooling runs as
         one call (Convolution.forward_pooled), which the compiled CPU backend fuses so that
         the full-size output never reaches memory (see F.conv2d_max_pool2d for where it
@@ -70,7 +88,7 @@ class Sequential(Layer):
                 i += 1
         return x
 
-    def backward(self, dout, input_gradient=True):
+    def backward(self, dout: Array, input_gradient: bool = True) -> Optional[Array]:  # type: ignore[override]
         """The layers' backward passes in reverse order; the gradient of the input.  With
         input_gradient=False a first Convolution (or Sequential) skips it and returns None:
         training never uses it, and it cost a third of DeepConvNet's first layer.  A
@@ -83,7 +101,8 @@ class Sequential(Layer):
             if (isinstance(layer, Pooling) and isinstance(previous, Convolution) and layer.argmax is not None
                     and layer.fuses_after_convolution()):
                 first = i == 1
-                dout = previous.backward_pooled(dout, layer, input_gradient=input_gradient or not first)
+                dout = previous.backward_pooled(  # type: ignore[assignment]  # None: the first layer, the last step
+                    dout, layer, input_gradient=input_gradient or not first)
                 i -= 2
                 continue
             if i == 0 and not input_gradient and isinstance(layer, (Convolution, Sequential)):
@@ -92,17 +111,17 @@ class Sequential(Layer):
             i -= 1
         return dout
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         for layer in self.layers:
             input_shape = layer.output_shape(input_shape)
         return tuple(input_shape)
 
-    def config(self):
+    def config(self) -> Dict[str, Any]:
         return {"layers": [_ARCHITECTURE["layer_spec"](layer) for layer in self.layers]}
 
     # -- parameters by name ---------------------------------------------------------------
 
-    def _collect(self, attribute, trainable_only=False):
+    def _collect(self, attribute: str, trainable_only: bool = False) -> Dict[str, Array]:
         found = {}
         for prefix, layer in self.named_layers(trainable_only=trainable_only):
             for name, value in getattr(layer, attribute).items():
@@ -111,92 +130,92 @@ class Sequential(Layer):
         return found
 
     @property
-    def params(self):
+    def params(self) -> Dict[str, Array]:  # type: ignore[override]  # gathered from the layers
         """Every parameter, name -> array (the layers' own arrays: update them in place)."""
         return self._collect("params")
 
     @property
-    def grads(self):
+    def grads(self) -> Dict[str, Array]:  # type: ignore[override]
         """The gradients of the last backward pass, for trainable parameters only."""
         return self._collect("grads", trainable_only=True)
 
     @property
-    def buffers(self):
+    def buffers(self) -> Dict[str, Array]:  # type: ignore[override]
         """Saved state that is not trained (BatchNormalization's running statistics)."""
         return self._collect("buffers")
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         """The dtype of the parameters (float32 for a net without any)."""
         for _, layer in self.named_layers():
             for value in layer.params.values():
                 return np.dtype(value.dtype)
         return np.dtype(np.float32)
 
-    def dropout_layers(self):
+    def dropout_layers(self) -> List[Dropout]:
         return [layer for _, layer in self.named_layers() if isinstance(layer, Dropout)]
 
-    def batch_norm_layers(self):
+    def batch_norm_layers(self) -> List[BatchNormalization]:
         return [layer for _, layer in self.named_layers() if isinstance(layer, BatchNormalization)]
 
     # -- inference and training -----------------------------------------------------------
 
-    def predict(self, x, train=False, *, train_flg=None):
+    def predict(self, x: ArrayLike, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
         """Class scores (before softmax) for a batch ``x``."""
-        x = self._to_device(x).astype(self.dtype, copy=False)
-        return self.forward(x, train if train_flg is None else train_flg)
+        on_device = self._to_device(x).astype(self.dtype, copy=False)
+        return self.forward(on_device, train if train_flg is None else train_flg)
 
-    def loss(self, x, t, train=True):
+    def loss(self, x: ArrayLike, t: ArrayLike, train: bool = True) -> float:
         """Cross-entropy loss of a forward pass (training mode by default: dropout active,
         batch statistics in BN)."""
         y = self.predict(x, train=train)
         return self.last_layer.forward(y, self._to_device(t))
 
-    def loss_and_gradient(self, x, t, loss_scale=1.0):
+    def loss_and_gradient(self, x: ArrayLike, t: ArrayLike, loss_scale: float = 1.0) -> Tuple[float, Dict[str, Array]]:
         """Loss of one training-mode forward pass and the gradients of its backward pass
         (of ``loss_scale`` times the loss: data-parallel training weights each rank's share)."""
         loss = self.loss(x, t)
         self.backward(self.last_layer.backward(loss_scale), input_gradient=False)
         return loss, self.grads
 
-    def gradient(self, x, t):
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> Dict[str, Array]:
         """Gradients of the loss by backpropagation (trainable parameters only)."""
         return self.loss_and_gradient(x, t)[1]
 
-    def classify(self, x, batch_size=100):
+    def classify(self, x: Array, batch_size: int = 100) -> NDArray[np.intp]:
         """Predicted class of every sample of ``x`` (a NumPy int array), batch by batch."""
         labels = [np.argmax(_array.to_cpu(self.predict(x[start:start + batch_size])), axis=1)
                   for start in range(0, len(x), batch_size)]
         return np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
 
-    def probabilities(self, x, batch_size=100):
+    def probabilities(self, x: Array, batch_size: int = 100) -> NDArray[np.float64]:
         """Softmax probabilities of every sample (NumPy, float64), batch by batch."""
         from ..layers import softmax
         rows = [softmax(_array.to_cpu(self.predict(x[start:start + batch_size])).astype(np.float64))
                 for start in range(0, len(x), batch_size)]
         return np.concatenate(rows) if rows else np.zeros((0, 0))
 
-    def accuracy(self, x, t, batch_size=100):
+    def accuracy(self, x: Array, t: ArrayLike, batch_size: int = 100) -> float:
         """Fraction of ``x`` classified as ``t`` (labels or one-hot), counting every sample.
 
         Unlike the book's version, the final partial batch is evaluated too.
         """
-        t = _array.to_cpu(t)
+        labels = _array.to_cpu(t)
         if len(x) == 0:
             raise ValueError("accuracy: no samples to evaluate (x is empty)")
-        if t.ndim != 1:
-            t = np.argmax(t, axis=1)
-        if len(t) != len(x):
-            raise ValueError(f"accuracy: {len(x)} samples but {len(t)} labels")
-        return float(np.sum(self.classify(x, batch_size) == t) / len(x))
+        if labels.ndim != 1:
+            labels = np.argmax(labels, axis=1)
+        if len(labels) != len(x):
+            raise ValueError(f"accuracy: {len(x)} samples but {len(labels)} labels")
+        return float(np.sum(self.classify(x, batch_size) == labels) / len(x))
 
     # -- random state (dropout masks), for bit-exact resume --------------------------------
 
-    def random_state(self):
+    def random_state(self) -> List[Mapping[str, Any]]:
         """The state of every generator the net draws from (its dropout masks), as JSON data."""
         return [_generator_state(layer.rng) for layer in self.dropout_layers()] + [_generator_state(self.rng)]
 
-    def set_random_state(self, states):
+    def set_random_state(self, states: Sequence[Mapping[str, Any]]) -> None:
         generators = [layer.rng for layer in self.dropout_layers()] + [self.rng]
         if len(states) != len(generators):
             raise ValueError(f"random state for {len(states)} generators, the net has {len(generators)}")
@@ -205,21 +224,22 @@ class Sequential(Layer):
 
     # -- parameter files ------------------------------------------------------------------
 
-    def spec(self):
+    def spec(self) -> Dict[str, Any]:
         """The architecture as JSON-ready data (``build(spec)`` makes a new net of it)."""
         return _ARCHITECTURE["model_spec"](self)
 
-    def save(self, path):
+    def save(self, path: PathLike) -> Any:
         """Write a self-describing model file (parameters, buffers, JSON spec); return the path."""
         arrays = self.named_arrays()
         arrays[SPEC_KEY] = np.frombuffer(json.dumps(self.spec()).encode(), dtype=np.uint8)
         return io.save_params(path, arrays)
 
-    def save_params(self, path):
+    def save_params(self, path: PathLike) -> Any:
         """Write the parameters alone to an ``.npz`` file (atomically); return the path written."""
         return io.save_params(path, self.params)
 
-    def load_params(self, path, only=None, strict=True):
+    def load_params(self, path: PathLike, only: Union[None, str, Sequence[str]] = None,
+                    strict: bool = True) -> List[str]:
         """Load parameters (and buffers, if the file has them) from a model file, a
         parameter ``.npz`` or the book's ``.pkl``; see ``set_params`` for ``only``/``strict``.
         Returns the names loaded.  Names, dtypes and shapes are checked against this net
@@ -234,7 +254,8 @@ class Sequential(Layer):
         arrays.pop(SPEC_KEY, None)
         return self.set_params(arrays, source=os.fspath(path), only=only, strict=strict)
 
-    def set_params(self, arrays, source="parameters", only=None, strict=True):
+    def set_params(self, arrays: Dict[str, Any], source: str = "parameters",
+                   only: Union[None, str, Sequence[str]] = None, strict: bool = True) -> List[str]:
         """Copy ``arrays`` (name -> array; ``buffers/<name>`` for buffers) into this net.
 
         ``only``: names or prefixes (e.g. ``["W1", "b1"]`` or ``["0.", "1."]``) to load; the
@@ -273,7 +294,7 @@ class Sequential(Layer):
             targets[name][...] = converted[name]
         return names
 
-    def named_arrays(self):
+    def named_arrays(self) -> Dict[str, Array]:
         """Every array a parameter file can set: parameters, and buffers as ``buffers/<name>``."""
         targets = dict(self.params)
         targets.update({BUFFER_PREFIX + name: value for name, value in self.buffers.items()})
@@ -281,25 +302,25 @@ class Sequential(Layer):
 
     # -- devices and dtypes ---------------------------------------------------------------
 
-    def to_gpu(self):
+    def to_gpu(self) -> Sequential:
         """Move the parameters and buffers to the GPU (CuPy); predict moves the inputs."""
         self._move(_array.to_gpu)
         self.on_gpu = True
         return self
 
-    def to_cpu(self):
+    def to_cpu(self) -> Sequential:
         """Move the parameters and buffers back to host memory."""
         self._move(_array.to_cpu)
         self.on_gpu = False
         return self
 
-    def _move(self, move):
+    def _move(self, move: Callable[[Any], Any]) -> None:
         for _, layer in self.named_layers():
             if not isinstance(layer, Sequential):
                 layer.params = {name: move(value) for name, value in layer.params.items()}
                 layer.buffers = {name: move(value) for name, value in layer.buffers.items()}
 
-    def astype(self, dtype):
+    def astype(self, dtype: DTypeLike) -> Sequential:
         """A copy of this net computing in ``dtype`` (e.g. float16 for inference)."""
         clone = _ARCHITECTURE["build"](self.spec(), dtype=dtype, rng=copy.deepcopy(self.rng))
         clone.set_params(self.named_arrays())
@@ -307,12 +328,12 @@ class Sequential(Layer):
             clone.to_gpu()
         return clone
 
-    def _to_device(self, a):
+    def _to_device(self, a: Any) -> Any:
         """``a`` on the device the parameters live on."""
         return _array.to_gpu(a) if self.on_gpu else _array.to_cpu(a)
 
 
-def _matches(name, selection):
+def _matches(name: str, selection: Sequence[str]) -> bool:
     """``name`` (a parameter, or ``buffers/<name>``) is one of ``selection``'s names or
     lies under one of its prefixes ("3." or "3")."""
     name = name.removeprefix(BUFFER_PREFIX)
@@ -320,7 +341,7 @@ def _matches(name, selection):
                name.startswith(item + ".") for item in selection)
 
 
-def _generator_state(generator):
+def _generator_state(generator: np.random.Generator) -> Mapping[str, Any]:
     return generator.bit_generator.state
 
 
@@ -329,5 +350,7 @@ class NamedModel(Sequential):
     """A model built by a constructor (DeepConvNet, ResNet...): ``self._config`` holds the
     constructor's settings, which describe it as long as its layers are what they built."""
 
-    def config(self):
+    _config: Dict[str, Any]
+
+    def config(self) -> Dict[str, Any]:
         return self._config

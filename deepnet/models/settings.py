@@ -3,6 +3,7 @@
 A named model's config comes from a file as often as from code: DeepConvNet, SimpleConvNet,
 ResNet and VGG check every setting with these before any arithmetic or allocation uses it.
 """
+from __future__ import annotations
 import math
 
 import numpy as np

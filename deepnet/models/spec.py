@@ -7,6 +7,10 @@ and bounds the parameters (MAX_PARAMETERS), the layers (MAX_LAYERS), the nesting
 (MAX_NESTING) and the work for one image (``check_cost``) on a skeleton of the model whose
 arrays take no memory, before anything is allocated or drawn.
 """
+from __future__ import annotations
+from typing import Any, Dict, Union
+
+from numpy.typing import DTypeLike
 import numpy as np
 
 from .._dtypes import FLOAT_DTYPES
@@ -24,7 +28,7 @@ from .vgg import VGG
 MODELS = {"DeepConvNet": DeepConvNet, "SimpleConvNet": SimpleConvNet, "ResNet": ResNet, "VGG": VGG}
 
 
-def layer_spec(layer):
+def layer_spec(layer: Layer) -> Dict[str, Any]:
     """A layer as JSON-ready data: {"type": class name, **its config}.  A named model whose
     layers were changed after it was built (a new head, folded BN) is described by its
     layers, not by its constructor's settings."""
@@ -40,7 +44,7 @@ def layer_spec(layer):
     if type(layer) is Sequential:
         return {"type": "Sequential", **_layers_spec(layer)}
     name = getattr(type(layer), "spec_name", None)
-    if Layer.registry.get(name) is not type(layer):
+    if name is None or Layer.registry.get(name) is not type(layer):
         raise ValueError(f"model_spec: a {type(layer).__name__} cannot be described as data; "
                          f"known layers: {', '.join(_known_types())}")
     return {"type": name, **layer.config()}
@@ -54,18 +58,49 @@ def _layers_spec(model):
     return spec
 
 
-def model_spec(model):
-    """The architecture of ``model`` (a Sequential or one of MODELS) as JSON-ready data."""
+def model_spec(model: Layer) -> Dict[str, Any]:
+    """The architecture of ``model`` (a Sequential or one of MODELS) as JSON-ready data.
+
+    Parameters
+    ----------
+    model : Layer
+        A Sequential, one of MODELS, or a layer.
+
+    Returns
+    -------
+    dict
+        The spec ``build`` takes: {"type": ..., **config}.
+    """
     return layer_spec(model)
 
 
-def build(spec, dtype=np.float32, rng=None):
+def build(spec: Dict[str, Any], dtype: DTypeLike = np.float32,
+          rng: Union[None, int, np.random.Generator] = None) -> Layer:
     """A new, freshly initialised model (or layer) of the architecture ``spec`` describes.
 
     ``spec`` is untrusted data (a model file, a --model spec.json): every entry is checked,
     only the layer and model types of deepnet can be named, and a spec asking for more than
     MAX_PARAMETERS parameters or MAX_LAYERS layers, or a model whose work for one image is
     out of bounds (see ``check_cost``), is refused before anything is allocated.
+
+    Parameters
+    ----------
+    spec : dict
+        The architecture: {"type": ..., **config} (``model_spec``'s form).
+    dtype : dtype
+        The parameters' dtype (float16, float32 or float64).
+    rng : int or numpy.random.Generator, optional
+        The seed or generator the parameters are drawn with.
+
+    Returns
+    -------
+    Layer
+        The model (a Sequential, one of MODELS) or the layer.
+
+    Raises
+    ------
+    ValueError
+        The spec is malformed, names an unknown type, or is out of bounds.
     """
     rng = np.random.default_rng(rng)
     dtype = _build_dtype(dtype)

@@ -1,9 +1,13 @@
 """VGG (Simonyan & Zisserman 2014): a net of 3x3 convolutions and poolings from a config."""
+from __future__ import annotations
+from typing import List, Sequence, Union
+
+from numpy.typing import DTypeLike
 import math
 
 import numpy as np
 
-from ..layers import Dropout, Pooling, Relu
+from ..layers import Dropout, Layer, Pooling, Relu
 from .init import affine_layer, batch_norm_layer, conv_layer
 from .limits import MAX_LAYERS, _short
 from .sequential import NamedModel
@@ -18,8 +22,10 @@ class VGG(NamedModel):
     and the output layer.
     """
 
-    def __init__(self, config=(16, 16, "M", 32, 32, "M", 64, 64, "M"), input_dim=(1, 28, 28),
-                 hidden=(50,), output_size=10, batch_norm=False, dropout=0.5, dtype=np.float32, seed=None):
+    def __init__(self, config: Sequence[Union[int, str]] = (16, 16, "M", 32, 32, "M", 64, 64, "M"),
+                 input_dim: Sequence[int] = (1, 28, 28), hidden: Sequence[int] = (50,), output_size: int = 10,
+                 batch_norm: bool = False, dropout: float = 0.5, dtype: DTypeLike = np.float32,
+                 seed: Union[None, int, np.random.Generator] = None) -> None:
         model = "VGG"
         if not isinstance(config, (list, tuple)) or len(config) > MAX_LAYERS:
             raise ValueError(f"VGG: 'config' must be a list of positive ints and 'M', got {_short(config)}")
@@ -40,7 +46,8 @@ class VGG(NamedModel):
         rng = np.random.default_rng(seed)
         self._config = {"config": list(config), "input_dim": list(input_dim), "hidden": list(hidden),
                         "output_size": output_size, "batch_norm": bool(batch_norm), "dropout": dropout}
-        layers, channels = [], input_dim[0]
+        layers: List[Layer] = []
+        channels = input_dim[0]
         for item in config:
             if isinstance(item, str):
                 layers.append(Pooling(2, 2, stride=2))

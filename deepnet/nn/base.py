@@ -22,15 +22,20 @@ A subclass registers itself (``Layer.registry``) under its class name, or under
 themselves) out of the registry, as do names that start with "_".  Adding a layer type is
 defining its class: no central list changes.
 """
+from __future__ import annotations
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from numpy.typing import DTypeLike
+import numpy as np
+from deepnet.functional import Array
 from .config import _check_keys
 
 
-def _train_mode(train, train_flg):
+def _train_mode(train: bool, train_flg: Optional[bool]) -> bool:
     """The book's ``train_flg`` keyword, accepted beside ``train``."""
     return bool(train if train_flg is None else train_flg)
 
 
-def _pair(value):
+def _pair(value: Any) -> Tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
@@ -38,49 +43,50 @@ class Layer:
     """Base of every layer: no parameters, output shaped like the input."""
 
     trainable = True
-    registry = {}  # spec type name -> layer class (see the module's docstring)
+    spec_name: Optional[str]  # the name the layer type is registered under (set for each subclass)
+    registry: dict[str, type[Layer]] = {}  # spec type name -> layer class (see the module's docstring)
     preserves_rank = False  # True: the output has the input's rank and channels (input_shape looks past it)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         name = cls.__dict__.get("spec_name", cls.__name__ if getattr(cls, "spec_name", "") is not None else None)
         cls.spec_name = name
         if isinstance(name, str) and not name.startswith("_"):
             Layer.registry[name] = cls
 
-    def __init__(self):
-        self.params = {}
-        self.grads = {}
-        self.buffers = {}
+    def __init__(self) -> None:
+        self.params: Dict[str, Array] = {}
+        self.grads: Dict[str, Array] = {}
+        self.buffers: Dict[str, Array] = {}
 
-    def forward(self, x, train=False):
+    def forward(self, x: Array, train: bool = False) -> Array:
         raise NotImplementedError
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         raise NotImplementedError
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         return tuple(input_shape)
 
-    def config(self):
+    def config(self) -> Dict[str, Any]:
         """The constructor's settings (not the parameter values), as JSON-ready data."""
         return {}
 
     @classmethod
-    def from_config(cls, spec, dtype, rng, where):
+    def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
         """A new layer from ``spec`` ({"type": ..., **config}, untrusted): a layer with
         settings checks each entry (deepnet.nn.config's helpers) and allocates its
         parameters through deepnet.nn.init.  This default is for a layer without settings."""
         _check_keys(spec, {"type"}, where)
         return cls()
 
-    def cost(self, input_shape):
+    def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
         """(output shape, multiply-adds, window) for an input of ``input_shape`` (batch
         included); window is (kernel, stride) along the height for a layer that widens the
         receptive field, else None."""
         return tuple(self.output_shape(input_shape)), 0, None
 
-    def check_cost(self, shape, check):
+    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
         """The output shape for one image of ``shape``, after holding the layer to the bounds
         of an untrusted model (``check``: deepnet.models.cost's checker, with ``fail``,
         ``values``, ``spatial``, ``add_work`` and ``strict``)."""
@@ -90,16 +96,16 @@ class Layer:
         check.values(out)
         return out
 
-    def input_hint(self, first):
+    def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:
         """What this layer says about the model's input: ("channels", C), ("features", n)
         (only when it is the ``first`` layer) or None."""
         return None
 
-    def children(self):
+    def children(self) -> Sequence[Tuple[str, Layer]]:
         """(name, layer) of the layers inside this one (containers only)."""
         return ()
 
-    def named_layers(self, prefix="", trainable_only=False):
+    def named_layers(self, prefix: str = "", trainable_only: bool = False) -> Iterator[Tuple[str, Layer]]:
         """(name prefix, layer) for every layer inside this one, depth first ("3.body.1."): the
         one walk over the layers that parameters, gradients and buffers are gathered by;
         trainable_only skips frozen layers and everything inside them."""
@@ -109,10 +115,10 @@ class Layer:
             yield prefix + name + ".", layer
             yield from layer.named_layers(prefix + name + ".", trainable_only)
 
-    def _set_grads(self, **grads):
+    def _set_grads(self, **grads: Array) -> None:
         self.grads = grads if self.trainable else {}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({settings})"
 
@@ -125,6 +131,6 @@ class _WeightAndBias(Layer):
     dW = property(lambda self: self.grads.get("W"))
     db = property(lambda self: self.grads.get("b"))
 
-    def __init__(self, W, b):
+    def __init__(self, W: Array, b: Array) -> None:
         super().__init__()
         self.params = {"W": W, "b": b}

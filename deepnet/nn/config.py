@@ -4,13 +4,15 @@ Every layer's ``from_config`` checks its own entries with these helpers; their m
 where in the spec the entry is (``where``) and quote a value with ``_short`` (a value from
 a file may be megabytes long).
 """
+from __future__ import annotations
+from typing import AbstractSet, Any, Dict, Tuple
 import reprlib
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
 
 
-def _short(value):
+def _short(value: Any) -> str:
     """repr() cut short: a value from a file (a name, a setting) may be megabytes long."""
     try:
         text = _REPR.repr(value)
@@ -19,14 +21,14 @@ def _short(value):
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _check_keys(spec, allowed, where):
+def _check_keys(spec: Dict[str, Any], allowed: AbstractSet[str], where: str) -> None:
     unknown = sorted(set(spec) - set(allowed))
     if unknown:
         raise ValueError(f"build: {where} ({spec['type']}): unknown entry {_short(unknown[0])}; "
                          f"allowed: {', '.join(sorted(allowed - {'type'})) or 'none'}")
 
 
-def _entry(spec, key, kind, where):
+def _entry(spec: Dict[str, Any], key: str, kind: type, where: str) -> Any:
     if key not in spec:
         raise ValueError(f"build: {where} ({spec['type']}): missing entry {key!r}")
     value = spec[key]
@@ -35,31 +37,31 @@ def _entry(spec, key, kind, where):
     return value
 
 
-def _int(spec, key, where, minimum=1):
+def _int(spec: Dict[str, Any], key: str, where: str, minimum: int = 1) -> int:
     value = _entry(spec, key, int, where)
     if value < minimum or value >= 1 << 31:
         raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int >= {minimum}, got {_short(value)}")
     return value
 
 
-def _int_pair(spec, key, where, minimum):
+def _int_pair(spec: Dict[str, Any], key: str, where: str, minimum: int) -> Tuple[int, int]:
     value = spec.get(key)
     pair = [value, value] if isinstance(value, int) else value
     if (not isinstance(pair, list) or len(pair) != 2 or
             not all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v < 1 << 31 for v in pair)):
         raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be an int or a pair of ints "
                          f">= {minimum}, got {_short(value)}")
-    return tuple(pair)
+    return (pair[0], pair[1])
 
 
-def _flag(spec, key, where):
+def _flag(spec: Dict[str, Any], key: str, where: str) -> bool:
     value = spec.get(key, False)
     if not isinstance(value, bool):
         raise ValueError(f"build: {where} ({spec['type']}): {key!r} must be true or false, got {_short(value)}")
     return value
 
 
-def _fraction(spec, key, where, default, upper_open):
+def _fraction(spec: Dict[str, Any], key: str, where: str, default: float, upper_open: bool) -> float:
     """A number in [0, 1] (or [0, 1) with upper_open), default when absent."""
     value = spec.get(key, default)
     if (not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1

@@ -1,4 +1,7 @@
 """Containers of layers: Residual (Sequential, also a model, is in deepnet.models.sequential)."""
+from __future__ import annotations
+from typing import Optional, Sequence, Tuple
+from deepnet.functional import Array
 from .base import Layer, _train_mode
 
 
@@ -11,14 +14,14 @@ class Residual(Layer):
 
     spec_name = None  # a container: deepnet.models.spec builds it (its children are specs)
 
-    def __init__(self, body, shortcut=None):
+    def __init__(self, body: Layer, shortcut: Optional[Layer] = None) -> None:
         super().__init__()
         self.body, self.shortcut = body, shortcut
 
-    def children(self):
+    def children(self) -> Sequence[Tuple[str, Layer]]:
         return (("body", self.body),) + ((("shortcut", self.shortcut),) if self.shortcut is not None else ())
 
-    def forward(self, x, train=False, *, train_flg=None):
+    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
         train = _train_mode(train, train_flg)
         y = self.body.forward(x, train)
         skip = x if self.shortcut is None else self.shortcut.forward(x, train)
@@ -27,9 +30,9 @@ class Residual(Layer):
                              f"{tuple(skip.shape)}; give a shortcut that projects to the body's shape")
         return y + skip
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         dx = self.body.backward(dout)
         return dx + (dout if self.shortcut is None else self.shortcut.backward(dout))
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         return self.body.output_shape(input_shape)

@@ -1,4 +1,9 @@
 """Spatial layers over images (N, C, H, W): Convolution (optionally with a fused ReLU) and max Pooling."""
+from __future__ import annotations
+from typing import Any, Dict, Optional, Sequence, Tuple
+from numpy.typing import DTypeLike
+import numpy as np
+from deepnet.functional import Array, IntPair
 import math
 
 from deepnet import functional as F
@@ -11,23 +16,38 @@ from .init import he_normal, zeros
 
 class Convolution(_WeightAndBias):
     """Convolution; with relu=True it is Convolution followed by Relu, fused in one pass
-    (forward and backward), which saves a trip through memory per layer."""
+    (forward and backward), which saves a trip through memory per layer.
 
-    def __init__(self, W, b, stride=1, pad=0, relu=False):
+    Parameters
+    ----------
+    W : array of shape (FN, C, kh, kw)
+        The filters (their dtype is the layer's).
+    b : array of shape (FN,)
+        The biases.
+    stride : int or (int, int)
+        Vertical and horizontal stride.
+    pad : int or (int, int)
+        Zero padding of each side, vertically and horizontally.
+    relu : bool
+        Apply max(y, 0) in the same pass.
+    """
+
+    def __init__(self, W: Array, b: Array, stride: IntPair = 1, pad: IntPair = 0, relu: bool = False) -> None:
         super().__init__(W, b)
         self.stride, self.pad = stride, pad
         self.relu = relu
-        self.x = self.out = None
-        self.pool_argmax = None  # set when out is a following Pooling's output (forward_pooled)
+        self.x: Any = None
+        self.out: Any = None
+        self.pool_argmax: Any = None  # set when out is a following Pooling's output (forward_pooled)
 
-    def forward(self, x, train=False, *, train_flg=None):
+    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
         self.x = F.as_float_array(x, "x", "Convolution.forward", dtype=self.W.dtype)
         self.out = F.conv2d(self.x, self.W, self.b, self.stride, self.pad, relu=self.relu,
                             caller="Convolution.forward")
         self.pool_argmax = None
         return self.out
 
-    def forward_pooled(self, x, pooling=None, train=False):
+    def forward_pooled(self, x: Array, pooling: Optional[Pooling] = None, train: bool = False) -> Array:
         """This layer and the 2x2, stride-2 Pooling after it, fused (F.conv2d_max_pool2d):
         the pooled output.  Training keeps what backward_pooled needs, the input, the
         pooled output as self.out (the ReLU's mask at the winners: not the full-size
@@ -44,14 +64,16 @@ class Convolution(_WeightAndBias):
             self.x = self.out = self.pool_argmax = None
             if pooling is not None:
                 pooling.argmax = None
-            return F.conv2d_max_pool2d(*arguments, relu=self.relu, caller="Convolution.forward_pooled")
+            return F.conv2d_max_pool2d(*arguments, relu=self.relu,  # type: ignore[return-value]  # argmax=False: one array
+                                       caller="Convolution.forward_pooled")
+        assert pooling is not None  # checked above: training needs it
         pooled, pooling.argmax = F.conv2d_max_pool2d(*arguments, relu=self.relu, argmax=True,
                                                      caller="Convolution.forward_pooled")
         pooling.x_shape = self.output_shape(x.shape)
         self.x, self.out, self.pool_argmax = x, pooled, pooling.argmax
         return pooled
 
-    def backward(self, dout, input_gradient=True):
+    def backward(self, dout: Array, input_gradient: bool = True) -> Optional[Array]:  # type: ignore[override]
         """dx (None with input_gradient=False, which skips computing it); sets dW and db.
         After a fused training forward_pooled (the book's layer-by-layer backward pass, with
         the Pooling's backward before it), the ReLU's mask is the pooled output put back at
@@ -62,7 +84,7 @@ class Convolution(_WeightAndBias):
                                              2, 2, 2, 0, caller="Convolution.backward")
         return self._backward(dout, input_gradient, None, relu_out, "Convolution.backward")
 
-    def backward_pooled(self, dout, pooling, input_gradient=True):
+    def backward_pooled(self, dout: Array, pooling: Pooling, input_gradient: bool = True) -> Optional[Array]:
         """The backward passes of the 2x2, stride-2 Pooling that followed this layer (dout is
         its output's gradient) and of this layer, fused: the pooling's gradient is scattered
         as this layer reads it, never written out.  The same values as pooling.backward then
@@ -72,7 +94,8 @@ class Convolution(_WeightAndBias):
                                "training forward pass")
         return self._backward(dout, input_gradient, pooling.argmax, self.out, "Convolution.backward_pooled")
 
-    def _backward(self, dout, input_gradient, pool_argmax, relu_out, caller):
+    def _backward(self, dout: Array, input_gradient: bool, pool_argmax: Optional[Array], relu_out: Optional[Array],
+                  caller: str) -> Optional[Array]:
         if self.x is None:
             raise RuntimeError(f"{caller}: no forward pass to differentiate "
                                "(call forward(x) first; an inference forward_pooled keeps nothing for it)")
@@ -82,19 +105,19 @@ class Convolution(_WeightAndBias):
         self._set_grads(W=dW, b=db)
         return dx
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         N, _, H, W = input_shape
         (sh, sw), (ph, pw) = _pair(self.stride), _pair(self.pad)
         kh, kw = self.W.shape[2:]
         return (N, self.W.shape[0], output_size(H, kh, sh, ph), output_size(W, kw, sw, pw))
 
-    def config(self):
+    def config(self) -> Dict[str, Any]:
         FN, C, kh, kw = (int(s) for s in self.W.shape)
         return {"in_channels": C, "filters": FN, "kernel": [kh, kw], "stride": list(_pair(self.stride)),
                 "pad": list(_pair(self.pad)), "relu": bool(self.relu)}
 
     @classmethod
-    def from_config(cls, spec, dtype, rng, where):
+    def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
         _check_keys(spec, {"type", "in_channels", "filters", "kernel", "stride", "pad", "relu"}, where)
         C, FN = _int(spec, "in_channels", where, 0), _int(spec, "filters", where, 0)
         kh, kw = _int_pair(spec, "kernel", where, 1)
@@ -102,12 +125,12 @@ class Convolution(_WeightAndBias):
                    _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0),
                    relu=_flag(spec, "relu", where))
 
-    def cost(self, input_shape):
+    def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
         FN, C, kh, kw = self.W.shape
         out = self.output_shape(input_shape)
         return out, math.prod(out) * C * kh * kw, (kh, _pair(self.stride)[0])
 
-    def check_cost(self, shape, check):
+    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
         FN, C, kh, kw = (int(n) for n in self.W.shape)
         check.spatial(shape, C)
         (ph, pw) = _pair(self.pad)
@@ -118,59 +141,69 @@ class Convolution(_WeightAndBias):
         check.add_work(math.prod(out[1:]) * C * kh * kw)
         return out
 
-    def input_hint(self, first):
+    def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:
         return ("channels", int(self.W.shape[1]))
 
 
 class Pooling(Layer):
     """Max-pooling over pool_h x pool_w windows.  The stride defaults to 2 (the book's
-    default is 1): every network here pools 2x2 windows with stride 2."""
+    default is 1): every network here pools 2x2 windows with stride 2.
+
+    Parameters
+    ----------
+    pool_h, pool_w : int
+        The window's height and width.
+    stride : int or (int, int)
+        The stride (default 2).
+    pad : int or (int, int)
+        Padding of each side, which never wins a window.
+    """
 
     preserves_rank = True
 
-    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+    def __init__(self, pool_h: int, pool_w: int, stride: IntPair = 2, pad: IntPair = 0) -> None:
         super().__init__()
         self.pool_h, self.pool_w = pool_h, pool_w
         self.stride, self.pad = stride, pad
-        self.x_shape = None
-        self.argmax = None
+        self.x_shape: Any = None
+        self.argmax: Any = None
 
-    def forward(self, x, train=False, *, train_flg=None):
+    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
         out, self.argmax = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad,
                                         caller="Pooling.forward")
         self.x_shape = x.shape
         return out
 
-    def fuses_after_convolution(self):
+    def fuses_after_convolution(self) -> bool:
         """True for the 2x2, stride-2, unpadded pooling that Convolution.forward_pooled fuses."""
         return (self.pool_h, self.pool_w) == (2, 2) and _pair(self.stride) == (2, 2) and _pair(self.pad) == (0, 0)
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         if self.argmax is None:
             raise RuntimeError("Pooling.backward: no forward pass to differentiate "
                                "(call forward(x) first; a fused inference pass keeps nothing for it)")
         return F.max_pool2d_backward(dout, self.argmax, self.x_shape, self.pool_h, self.pool_w,
                                      self.stride, self.pad, caller="Pooling.backward")
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         N, C, H, W = input_shape
         (sh, sw), (ph, pw) = _pair(self.stride), _pair(self.pad)
         return (N, C, output_size(H, self.pool_h, sh, ph), output_size(W, self.pool_w, sw, pw))
 
-    def config(self):
+    def config(self) -> Dict[str, Any]:
         return {"pool_h": self.pool_h, "pool_w": self.pool_w, "stride": list(_pair(self.stride)),
                 "pad": list(_pair(self.pad))}
 
     @classmethod
-    def from_config(cls, spec, dtype, rng, where):
+    def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
         _check_keys(spec, {"type", "pool_h", "pool_w", "stride", "pad"}, where)
         return cls(_int(spec, "pool_h", where), _int(spec, "pool_w", where),
                    _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0))
 
-    def cost(self, input_shape):
+    def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
         return self.output_shape(input_shape), 0, (self.pool_h, _pair(self.stride)[0])
 
-    def check_cost(self, shape, check):
+    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
         check.spatial(shape)
         if self.pool_h > shape[2] or self.pool_w > shape[3]:
             check.fail(f"its {self.pool_h}x{self.pool_w} window is larger than its {shape[2]}x{shape[3]} input")

@@ -1,4 +1,7 @@
 """Losses: softmax cross-entropy (SoftmaxWithLoss) and cross_entropy_error."""
+from __future__ import annotations
+from typing import Any, Union
+from deepnet.functional import Array
 from deepnet import functional as F
 from deepnet._array import get_array_module
 from deepnet._dtypes import compute_dtype
@@ -7,7 +10,7 @@ from .activations import softmax
 from .base import Layer
 
 
-def cross_entropy_error(y, t):
+def cross_entropy_error(y: Array, t: Array) -> float:
     """Mean -log(probability of the true class); t holds labels or one-hot rows.
 
     An empty batch has no mean: the result is nan, as numpy's and PyTorch's mean give.
@@ -28,14 +31,35 @@ class SoftmaxWithLoss(Layer):
 
     spec_name = None  # the loss of a model, not one of its layers
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self.loss = None
-        self.y = None  # softmax output
-        self.t = None  # labels or one-hot, as given
-        self.x_dtype = None
+        self.loss: Any = None
+        self.y: Any = None  # softmax output
+        self.t: Any = None  # labels or one-hot, as given
+        self.x_dtype: Any = None
 
-    def forward(self, x, t):
+    def forward(self, x: Array, t: Array) -> float:  # type: ignore[override]  # the loss takes labels
+        """The mean cross-entropy of softmax(x) against ``t``; keeps what backward needs.
+
+        Parameters
+        ----------
+        x : array of shape (N, C)
+            Class scores.
+        t : array of shape (N,) or (N, C)
+            Integer labels 0..C-1, or one-hot rows.
+
+        Returns
+        -------
+        float
+            The loss.
+
+        Raises
+        ------
+        ValueError
+            ``t`` does not match ``x``, or a label is out of range.
+        TypeError
+            Labels that are not integers.
+        """
         x = F.as_float_array(x, "x", "SoftmaxWithLoss.forward", ndim=2)
         t = get_array_module(x).asarray(t)
         is_one_hot = t.ndim == 2
@@ -55,7 +79,7 @@ class SoftmaxWithLoss(Layer):
         self.loss = cross_entropy_error(self.y, t)
         return self.loss
 
-    def backward(self, dout=1):
+    def backward(self, dout: Union[float, Array] = 1) -> Array:
         batch_size = self.t.shape[0]
         dx = self.y.copy()
         if batch_size == 0:

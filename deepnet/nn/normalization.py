@@ -1,4 +1,8 @@
 """Normalisation layers: BatchNormalization (optionally with a fused ReLU)."""
+from __future__ import annotations
+from typing import Any, Dict, Optional, Sequence, Tuple
+from numpy.typing import DTypeLike
+from deepnet.functional import Array
 import math
 
 import numpy as np
@@ -26,6 +30,17 @@ class BatchNormalization(Layer):
     (max(beta, 0) with the ReLU) and gradients of exactly 0 for gamma.  Training on one
     value per channel (a batch of one (N, F) row, or of one 1x1 image) raises ValueError,
     as PyTorch does: its statistics are meaningless.
+
+    Parameters
+    ----------
+    gamma, beta : array of shape (features,)
+        The scale and the offset.
+    momentum : float
+        The running statistics' momentum.
+    running_mean, running_var : array of shape (features,), optional
+        Starting running statistics (default zeros and ones).
+    relu : bool
+        Apply max(y, 0) in the same pass.
     """
 
     EPS = 1e-7  # the book's
@@ -39,7 +54,8 @@ class BatchNormalization(Layer):
     running_var = property(lambda self: self.buffers["running_var"],
                            lambda self, v: self.buffers.__setitem__("running_var", v))
 
-    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None, relu=False):
+    def __init__(self, gamma: Array, beta: Array, momentum: float = 0.9, running_mean: Optional[Array] = None,
+                 running_var: Optional[Array] = None, relu: bool = False) -> None:
         super().__init__()
         xp = get_array_module(gamma)
         self.params = {"gamma": gamma, "beta": beta}
@@ -51,11 +67,11 @@ class BatchNormalization(Layer):
             "running_mean": running_mean if running_mean is not None else xp.zeros(gamma.shape, stats_dtype),
             "running_var": running_var if running_var is not None else xp.ones(gamma.shape, stats_dtype),
         }
-        self.sum_across = None
-        self._saved = None  # what backward needs: (x as (N, C, M), mean, inv_std, count)
-        self.out = None     # the output, when a ReLU is fused
+        self.sum_across: Any = None
+        self._saved: Any = None  # what backward needs: (x as (N, C, M), mean, inv_std, count)
+        self.out: Any = None  # the output, when a ReLU is fused
 
-    def forward(self, x, train=False, *, train_flg=None):
+    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
         x = F.as_float_array(x, "x", "BatchNormalization.forward", dtype=self.gamma.dtype)
         if x.ndim not in (2, 4) or x.shape[1] != self.gamma.size:
             raise ValueError(f"BatchNormalization.forward: expected (N, {self.gamma.size}) or "
@@ -88,7 +104,7 @@ class BatchNormalization(Layer):
         self.out = out if self.relu else None
         return out.reshape(x.shape)
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         x3, mean, inv_std, count = self._saved
         dout3 = F.as_float_array(dout, "dout", "BatchNormalization.backward",
                                  dtype=self.gamma.dtype).reshape(x3.shape)
@@ -98,11 +114,11 @@ class BatchNormalization(Layer):
         self._set_grads(gamma=dgamma, beta=dbeta)
         return dx.reshape(dout.shape)
 
-    def config(self):
+    def config(self) -> Dict[str, Any]:
         return {"features": int(self.gamma.size), "momentum": self.momentum, "relu": bool(self.relu)}
 
     @classmethod
-    def new(cls, features, dtype, momentum=0.9, relu=False):
+    def new(cls, features: int, dtype: DTypeLike, momentum: float = 0.9, relu: bool = False) -> BatchNormalization:
         """A fresh layer (gamma 1, beta 0) of ``features``, charged to the build's budget."""
         _charge((4, features))  # gamma, beta and the two running statistics
         if _init_mode.get() == "shapes":
@@ -112,16 +128,16 @@ class BatchNormalization(Layer):
         return cls(np.ones(features, dtype), np.zeros(features, dtype), momentum, relu=relu)
 
     @classmethod
-    def from_config(cls, spec, dtype, rng, where):
+    def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
         _check_keys(spec, {"type", "features", "momentum", "relu"}, where)
         features = _int(spec, "features", where, 0)
         momentum = _fraction(spec, "momentum", where, 0.9, upper_open=False)
         return cls.new(features, dtype, momentum, relu=_flag(spec, "relu", where))
 
-    def check_cost(self, shape, check):
+    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
         if len(shape) not in (2, 4) or shape[1] != self.gamma.shape[0]:
             check.fail(f"expects (N, {self.gamma.shape[0]}) or (N, {self.gamma.shape[0]}, H, W) input, gets shape {shape}")
         return shape
 
-    def input_hint(self, first):
+    def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:
         return ("channels", int(self.gamma.shape[0]))

@@ -1,4 +1,8 @@
 """Regularisation layers: the book's Dropout."""
+from __future__ import annotations
+from typing import Any, Dict, Optional
+from numpy.typing import DTypeLike
+from deepnet.functional import Array
 import numpy as np
 
 from deepnet._array import get_array_module
@@ -14,20 +18,27 @@ class Dropout(Layer):
     device.  ``shard = (global_batch, first)`` makes it draw the masks of a whole global
     batch and keep rows first..first+N (data-parallel training: every rank draws the same
     masks and takes its own slice, so K ranks compute what one process would).
+
+    Parameters
+    ----------
+    dropout_ratio : float
+        The share of units dropped in training, in [0, 1).
+    rng : numpy.random.Generator, optional
+        The generator the masks are drawn from (default: a fresh one).
     """
 
     preserves_rank = True
 
-    def __init__(self, dropout_ratio=0.5, rng=None):
+    def __init__(self, dropout_ratio: float = 0.5, rng: Optional[np.random.Generator] = None) -> None:
         super().__init__()
         if not 0 <= dropout_ratio < 1:
             raise ValueError(f"Dropout: dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
         self.dropout_ratio = dropout_ratio
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.mask = None
-        self.shard = None
+        self.mask: Any = None
+        self.shard: Any = None
 
-    def forward(self, x, train=False, *, train_flg=None):
+    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
         if _train_mode(train, train_flg):
             if self.shard is None:
                 keep = self.rng.random(x.shape, dtype=np.float32) > self.dropout_ratio
@@ -39,13 +50,13 @@ class Dropout(Layer):
             return x * self.mask
         return x * x.dtype.type(1.0 - self.dropout_ratio)
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         return dout * self.mask
 
-    def config(self):
+    def config(self) -> Dict[str, Any]:
         return {"dropout_ratio": self.dropout_ratio}
 
     @classmethod
-    def from_config(cls, spec, dtype, rng, where):
+    def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
         _check_keys(spec, {"type", "dropout_ratio"}, where)
         return cls(_fraction(spec, "dropout_ratio", where, 0.5, upper_open=True), rng=rng)

@@ -1,0 +1,102 @@
+"""The public API is annotated (mypy checks the annotations: pyproject's [tool.mypy], run by
+.ci/run) and its main functions carry numpydoc sections."""
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+# The modules whose every public callable is fully annotated (mypy's disallow_untyped_defs
+# holds them to it; this test says so without mypy installed).
+ANNOTATED = ["deepnet.functional", "deepnet.datasets", "deepnet.nn", "deepnet.layers",
+             "deepnet.nn.activations", "deepnet.nn.base", "deepnet.nn.containers", "deepnet.nn.conv",
+             "deepnet.nn.init", "deepnet.nn.linear", "deepnet.nn.losses", "deepnet.nn.normalization",
+             "deepnet.nn.pooling", "deepnet.nn.regularization", "deepnet._array", "deepnet._dtypes",
+             "deepnet.models", "deepnet.nets"]
+
+# Functions whose docstrings have numpydoc "Parameters" and "Returns" sections.
+NUMPYDOC = {
+    "deepnet.datasets": ["read_idx", "mnist_search_dirs", "find_mnist_dir", "download_mnist", "load_mnist",
+                         "stratified_split", "mnist_dir_in", "default_download_dir", "shipped_data_dir"],
+    "deepnet.models": ["build", "model_spec", "load_model", "describe", "check_cost", "fold_batch_norm"],
+    "deepnet.functional": ["im2col", "col2im", "conv2d", "conv2d_backward", "max_pool2d", "relu", "relu_backward"],
+}
+
+# Classes whose docstrings have a numpydoc "Parameters" section (the constructor's).
+NUMPYDOC_CLASSES = {
+    "deepnet.nn": ["Convolution", "Pooling", "Affine", "BatchNormalization", "Dropout"],
+    "deepnet.models": ["Sequential", "DeepConvNet"],
+}
+
+
+def _public(module):
+    """(name, function) of the module's public functions and its public classes' methods:
+    the names in ``__all__``, else those defined in the module not starting with "_"."""
+    exported = getattr(module, "__all__", None)
+    names = exported or [n for n in vars(module) if not n.startswith("_")]
+    for name in names:
+        obj = getattr(module, name)
+        if exported is None and getattr(obj, "__module__", None) != module.__name__:
+            continue  # imported from elsewhere
+        if inspect.isfunction(obj):
+            yield name, obj
+        elif inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_") and attr != "__init__":
+                    continue
+                if isinstance(member, (classmethod, staticmethod)):
+                    member = member.__func__
+                elif isinstance(member, property):
+                    member = member.fget
+                if inspect.isfunction(member) and member.__name__ != "<lambda>":  # W = property(lambda ...)
+                    yield f"{name}.{attr}", member
+
+
+def _missing(function):
+    signature = inspect.signature(function)
+    missing = [p.name for p in signature.parameters.values()
+               if p.annotation is inspect.Parameter.empty and p.name not in ("self", "cls")]
+    if signature.return_annotation is inspect.Signature.empty:
+        missing.append("return")
+    return missing
+
+
+@pytest.mark.parametrize("module_name", ANNOTATED)
+def test_public_callables_are_annotated(module_name):
+    module = importlib.import_module(module_name)
+    found = list(_public(module))
+    assert found or module_name in ("deepnet.layers", "deepnet.nn"), module_name
+    unannotated = {name: missing for name, function in found if (missing := _missing(function))}
+    assert not unannotated, f"{module_name}: not annotated: {unannotated}"
+
+
+@pytest.mark.parametrize("module_name, name", [(m, n) for m, names in NUMPYDOC.items() for n in names])
+def test_numpydoc_sections(module_name, name):
+    obj = getattr(importlib.import_module(module_name), name)
+    doc = inspect.getdoc(obj) or ""
+    signature = inspect.signature(obj)
+    if [p for p in signature.parameters if p not in ("self", "cls")]:
+        assert "Parameters\n----------" in doc, f"{module_name}.{name}: no Parameters section"
+    assert "Returns\n-------" in doc, f"{module_name}.{name}: no Returns section"
+
+
+@pytest.mark.parametrize("module_name, name", [(m, n) for m, names in NUMPYDOC_CLASSES.items() for n in names])
+def test_numpydoc_class_parameters(module_name, name):
+    doc = inspect.getdoc(getattr(importlib.import_module(module_name), name)) or ""
+    assert "Parameters\n----------" in doc, f"{module_name}.{name}: no Parameters section"
+
+
+def test_loss_forward_numpydoc():
+    from deepnet.nn import SoftmaxWithLoss
+
+    doc = inspect.getdoc(SoftmaxWithLoss.forward) or ""
+    assert "Parameters\n----------" in doc and "Returns\n-------" in doc
+
+
+def test_mypy_configuration_covers_the_public_api():
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert "[tool.mypy]" in pyproject
+    for module_name in ("deepnet.functional", "deepnet.datasets", "deepnet.nn.*"):
+        assert f'"{module_name}"' in pyproject, module_name
