@@ -6,8 +6,22 @@ its flags (``--lr``, ``--epochs``): ``SettingError.render(name)`` writes each se
 settings, and literal text (paths, values) that is never parsed.
 """
 import re
+import reprlib
 
-__all__ = ["Setting", "SettingError", "SettingImportError", "template"]
+__all__ = ["Setting", "SettingError", "SettingImportError", "short_repr", "template"]
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def short_repr(value):
+    """repr() cut short, for quoting in an error a value read from a file or a spec: a name
+    or a setting there may be megabytes long."""
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int too long to print, a deeply nested list
+        text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 class Setting:

@@ -15,7 +15,6 @@ import pickle
 import pickletools
 import platform
 import re
-import reprlib
 import secrets
 import stat
 import struct
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from deepnet._array import to_cpu
+from deepnet._errors import short_repr
 
 __all__ = [
     "atomic_write", "user_cache_dir", "DEFAULT_MAX_BYTES", "ParameterFileError", "UnsafePickleError",
@@ -245,23 +245,13 @@ class _Request:
         return np.dtype(descr)
 
 
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-
-
 def _cut(text):
     """A str from a file (a pickle's module name), cut short without quotes."""
     text = str(text)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _short(value):
-    """repr() of a value read from a file, cut short: a name may be a megabyte long."""
-    try:
-        text = _REPR.repr(value)
-    except (ValueError, RecursionError):  # an int too long to print, a deeply nested list
-        text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
-    return text if len(text) <= 160 else text[:157] + "..."
+_short = short_repr
 
 
 @contextlib.contextmanager

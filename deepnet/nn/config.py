@@ -6,19 +6,9 @@ a file may be megabytes long).
 """
 from __future__ import annotations
 from typing import AbstractSet, Any, Dict, Tuple
-import reprlib
+from deepnet._errors import short_repr
 
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 60
-
-
-def _short(value: Any) -> str:
-    """repr() cut short: a value from a file (a name, a setting) may be megabytes long."""
-    try:
-        text = _REPR.repr(value)
-    except (ValueError, RecursionError):  # an int too long to print, a deeply nested list
-        text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else f"a {type(value).__name__}"
-    return text if len(text) <= 120 else text[:117] + "..."
+_short = short_repr  # the one in deepnet._errors
 
 
 def _check_keys(spec: Dict[str, Any], allowed: AbstractSet[str], where: str) -> None:
