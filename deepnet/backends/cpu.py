@@ -157,8 +157,7 @@ def uses_winograd(W_shape, stride, pad, which="forward"):
 # 2.25x: within 36 N T X G.  "auto" runs Winograd only where these bounds stay below the
 # compute dtype's largest value (a NaN input counts as outside), and falls back to the
 # direct kernel elsewhere; the check is one pass over the input and the filters
-# (max_abs_bits, vectorised on the integers: 0.1 ms for a (100, 16, 28, 28) float32
-# input on Zen 3), cheap against the convolution.  "always"
+# (max_abs_bits, vectorised on the integers), cheap against the convolution.  "always"
 # runs Winograd regardless: outside the range it can overflow where the direct kernel
 # does not.
 def _max_abs(a):
@@ -166,8 +165,7 @@ def _max_abs(a):
     if a.size == 0:
         return 0.0
     unsigned = np.dtype(f"u{a.dtype.itemsize}")
-    # One thread: 0.1 ms for DeepConvNet's largest input (1.25 M floats, batch 100, Zen 3),
-    # at memory speed; waking the OpenMP team cost more than that on a busy machine.
+    # One thread: the scan runs at memory speed, and waking the OpenMP team costs more.
     bits = _elementwise.max_abs_bits(a.reshape(-1).view(unsigned), 1)
     return float(np.array(bits, dtype=unsigned).view(a.dtype))
 
