@@ -1,18 +1,7 @@
 """The book's layers (Deep Learning from Scratch, common/layers.py): the import path of deepnet.nn's layers.
 
-Every layer follows one contract:
-
-- ``params``: its own parameters, name -> array (``W``, ``b``, ``gamma``, ``beta``), held by
-  reference, so an optimizer that updates them in place is seen by the layer;
-- ``grads``: the gradients of the last ``backward``, under the same names (empty while the
-  layer is frozen: ``trainable = False``);
-- ``buffers``: state that is saved with a model but not trained (BatchNormalization's
-  running statistics);
-- ``forward(x, train=False)`` keeps what ``backward`` needs; ``backward(dout)`` returns dx;
-- ``output_shape(input_shape)``: the shape ``forward`` returns for an input of that shape
-  (batch axis included);
-- ``config()``: the constructor's settings as JSON-ready data, from which
-  ``deepnet.models.build`` rebuilds the layer (the architecture half of a model file).
+The contract every layer follows (params, grads, buffers, forward/backward, output_shape,
+config/from_config, cost) is written once, in deepnet.nn.base.
 
 The layers live in deepnet.nn, one module per kind; this module re-exports them.
 The book's attributes keep working: ``W, b, dW, db`` and ``gamma, beta, dgamma, dbeta``,
