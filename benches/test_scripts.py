@@ -3,6 +3,7 @@
 Their numbers are not checked here, only that they finish and print their tables; the
 memory-check script also compares the kernels with the reference.
 """
+
 import importlib.util
 import os
 import re
@@ -24,8 +25,9 @@ def run_script(name, *args):
     # The scripts import the deepnet this test imported (installed, or an in-place build).
     deepnet_home = str(Path(deepnet.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
-    result = subprocess.run([sys.executable, str(BENCHES / name), *args], capture_output=True, text=True,
-                            env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(BENCHES / name), *args], capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -72,17 +74,33 @@ def test_the_markdown_tables_have_a_row_per_result():
     import latency
 
     rows = [compare.ROWS_BY_KEY["deepnet-float32"], compare.ROWS_BY_KEY["torch-float32"]]
-    results = {"deepnet-float32": dict(train_ips=800.0, infer_ips=2400.0, latency_ms=0.3, rss_before_mb=60.0,
-                                       rss_peak_mb=130.0),
-               "torch-float32": {"error": "failed"}}
+    results = {
+        "deepnet-float32": dict(
+            train_ips=800.0, infer_ips=2400.0, latency_ms=0.3, rss_before_mb=60.0, rss_peak_mb=130.0
+        ),
+        "torch-float32": {"error": "failed"},
+    }
     table = compare.main_table(results, rows)
-    header = ["configuration", "train img/s", "infer img/s", "latency b=1 ms", "RSS before MB",
-              "peak RSS train MB (+delta)", "train vs torch", "infer vs torch", "train vs ref", "infer vs ref",
-              "train % of FMA peak", "infer % of FMA peak"]
+    header = [
+        "configuration",
+        "train img/s",
+        "infer img/s",
+        "latency b=1 ms",
+        "RSS before MB",
+        "peak RSS train MB (+delta)",
+        "train vs torch",
+        "infer vs torch",
+        "train vs ref",
+        "infer vs ref",
+        "train % of FMA peak",
+        "infer % of FMA peak",
+    ]
     assert_markdown_table(table, header, [row.label for row in rows])
     assert "| 800 | 2400 | 0.30 | 60 | 130 (+70) |" in re.sub(" +", " ", table)
-    assert compare.command_line(str(BENCHES / "models" / "compare.py"), ["--markdown", "--rows", "a b"]) == \
-        "python benches/models/compare.py --markdown --rows 'a b'"
+    assert (
+        compare.command_line(str(BENCHES / "models" / "compare.py"), ["--markdown", "--rows", "a b"])
+        == "python benches/models/compare.py --markdown --rows 'a b'"
+    )
 
     table = latency.rounds_table({"deepnet": [0.3, 0.5, 0.4], "torch": [0.6, 0.2, 0.7]})
     assert_markdown_table(table, ["round", "deepnet", "torch"], ["1", "2", "3", "median"])
@@ -92,15 +110,26 @@ def test_the_markdown_tables_have_a_row_per_result():
 def test_compare_prints_the_whole_network_table():
     out = run_script("models/compare.py", "--rows", "deepnet-float32", "--steps", "1", "--warmup", "0", "--repeat", "1")
     assert "| deepnet float32" in out and "train % of FMA peak" in out
-    if shutil.which("cc"):   # the peak measured by benches/analysis/gemm_peak.c, and a percentage from it
+    if shutil.which("cc"):  # the peak measured by benches/analysis/gemm_peak.c, and a percentage from it
         assert "GFLOP/s on" in out and "(benches/analysis/gemm_peak.c)" in out
         row = next(line for line in out.splitlines() if line.startswith("| deepnet float32"))
         assert row.rstrip(" |").endswith("%")
 
 
 def test_compare_runs_the_bn_and_resnet_rows():
-    out = run_script("models/compare.py", "--rows", "deepnet-bn-float32,deepnet-resnet-float32", "--steps", "1",
-                     "--warmup", "0", "--repeat", "1", "--fma-peak", "100")
+    out = run_script(
+        "models/compare.py",
+        "--rows",
+        "deepnet-bn-float32,deepnet-resnet-float32",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "--fma-peak",
+        "100",
+    )
     assert "| deepnet DeepConvNet-BN float32" in out and "| deepnet ResNet float32" in out
     assert "failed" not in out
 
@@ -109,15 +138,27 @@ def test_compare_runs_the_rows_of_each_malloc_policy(monkeypatch):
     sys.path.insert(0, str(BENCHES / "models"))
     import compare
     from deepnet import _memory
-    monkeypatch.setenv("MALLOC_TOP_PAD_", "1")   # a user's own setting is not passed to the rows
+
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "1")  # a user's own setting is not passed to the rows
     kept = compare.child_environment(compare.ROWS_BY_KEY["torch-kept-float32"])
     assert kept["MALLOC_TRIM_THRESHOLD_"] == str(_memory.TRIM_THRESHOLD) and "MALLOC_TOP_PAD_" not in kept
     assert compare.child_environment(compare.ROWS_BY_KEY["trimmed-float32"])["DEEPNET_KEEP_FREED_MEMORY"] == "0"
     default = compare.child_environment(compare.ROWS_BY_KEY["torch-float32"])
     assert not any(name.startswith("MALLOC_") for name in default)
     assert compare.torch_row_for(compare.ROWS_BY_KEY["trimmed-float32"]) == "torch-float32"
-    out = run_script("models/compare.py", "--rows", "trimmed-float32", "--steps", "1", "--warmup", "0", "--repeat", "1",
-                     "--fma-peak", "100")
+    out = run_script(
+        "models/compare.py",
+        "--rows",
+        "trimmed-float32",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "--fma-peak",
+        "100",
+    )
     assert "| deepnet float32, malloc's defaults" in out and "failed" not in out
 
 
@@ -134,8 +175,17 @@ def test_the_torch_mirrors_have_deepnets_parameter_counts():
 
 
 def test_transfer_prints_the_three_ways_to_learn_five_to_nine():
-    out = run_script("models/transfer.py", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--labelled", "50",
-                     "--pretrain-size", "200")
+    out = run_script(
+        "models/transfer.py",
+        "--pretrain-epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--labelled",
+        "50",
+        "--pretrain-size",
+        "200",
+    )
     assert "| scratch |" in out and "| fine-tune |" in out and "| frozen |" in out
 
 
@@ -147,7 +197,9 @@ def test_depth_prints_its_tables():
 def test_mpi_throughput_and_the_scaling_model_print_their_tables(tmp_path):
     pytest.importorskip("mpi4py")
     measured = tmp_path / "mpi.json"
-    out = run_script("models/mpi_throughput.py", "--rounds", "1", "--steps", "1", "--warmup", "0", "--json", str(measured))
+    out = run_script(
+        "models/mpi_throughput.py", "--rounds", "1", "--steps", "1", "--warmup", "0", "--json", str(measured)
+    )
     assert "| 1 x 2 |" in out and "| 2 x 1 |" in out
     out = run_script("analysis/scaling_model.py", "--measured", str(measured))
     assert "| 1024 |" in out and "Check on this machine" in out
@@ -171,6 +223,7 @@ def test_winograd_error_transforms_compute_the_convolution(pad):
     set's F(m x m, 3x3) gives the reference convolution, also where the last tile sticks
     out of the image (7x9 output with m = 2 and 4)."""
     from deepnet import reference as R
+
     bench = load_bench("winograd_error")
     rng = np.random.default_rng(pad)
     x = rng.standard_normal((2, 3, 7 + 2 - 2 * pad, 9 + 2 - 2 * pad))
@@ -194,6 +247,7 @@ def test_winograd_error_emulation_has_the_kernels_error():
     kernel (Winograd "always") against the exact result, to within 3%, and it computes in
     float32 (in float64 the error would be ~1e-16, not ~1e-7)."""
     from deepnet import functional as F
+
     bench = load_bench("winograd_error")
     rng = np.random.default_rng(1)
     AT, G, BT = bench.cook_toom(bench.POINT_SETS["F(2x2) 0,1,-1,inf"])

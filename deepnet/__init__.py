@@ -4,16 +4,38 @@ Users import ``deepnet.layers`` (the book's layers) and ``deepnet.functional`` (
 as functions); ``deepnet.reference`` is the pure-NumPy reference of every kernel.  The
 compute backends and their contract are in ``deepnet.backends``.
 """
+
 from __future__ import annotations
-from deepnet._config import (backend, get_backend, get_num_threads, get_winograd, kernels_compiled,
-                             set_backend, set_num_threads, set_winograd, winograd)
+from deepnet._config import (
+    backend,
+    get_backend,
+    get_num_threads,
+    get_winograd,
+    kernels_compiled,
+    set_backend,
+    set_num_threads,
+    set_winograd,
+    winograd,
+)
 from deepnet._version import __version__
 from deepnet import _memory
 from deepnet._memory import keep_freed_memory
 
-__all__ = ["__version__", "backend", "get_backend", "get_num_threads", "get_winograd", "keep_freed_memory",
-           "kernels_compiled",
-           "set_backend", "set_num_threads", "set_winograd", "show_config", "config", "winograd"]
+__all__ = [
+    "__version__",
+    "backend",
+    "get_backend",
+    "get_num_threads",
+    "get_winograd",
+    "keep_freed_memory",
+    "kernels_compiled",
+    "set_backend",
+    "set_num_threads",
+    "set_winograd",
+    "show_config",
+    "config",
+    "winograd",
+]
 
 
 def config():
@@ -25,8 +47,11 @@ def config():
     from deepnet.backends import cuda as _cuda
 
     openmp = _config._openmp
-    blas = [f"{info.get('internal_api')} {info.get('version')} ({info.get('num_threads')} threads)"
-            for info in threadpool_info() if info.get("user_api") == "blas"]
+    blas = [
+        f"{info.get('internal_api')} {info.get('version')} ({info.get('num_threads')} threads)"
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
     return {
         "deepnet": __version__,
         "numpy": np.__version__,
@@ -46,6 +71,7 @@ def config():
 
 def _winograd_config():
     from deepnet.backends import cpu as _cpu
+
     return f"{get_winograd()} ({_cpu.WINOGRAD_RULE})"
 
 

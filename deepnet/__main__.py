@@ -1,4 +1,5 @@
 """``python -m deepnet``: the same as the ``deepnet`` command."""
+
 import sys
 
 from .cli import main

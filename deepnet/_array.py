@@ -5,6 +5,7 @@ backends all need, without importing the CUDA backend.  Importing this module ne
 imports CuPy; CuPy is imported on first use, so it works on machines without CuPy.
 This module imports nothing from deepnet.
 """
+
 from __future__ import annotations
 import functools
 from typing import Any, Optional

@@ -10,6 +10,7 @@ never ask OpenMP themselves.  BLAS (numpy's matmul) has one process-wide limit: 
 set_num_threads(n) sets it to n with threadpoolctl, so OpenMP and BLAS never oversubscribe
 the cores, and set_num_threads(None) restores the limit BLAS had before deepnet changed it.
 """
+
 from __future__ import annotations
 import contextlib
 import contextvars
@@ -27,7 +28,9 @@ except ImportError:  # a source tree whose kernels were not built
         f"reference backend (about 6x slower). deepnet was imported from {os.path.dirname(__file__)}, "
         "probably a source tree without built kernels: build them there with `pip install -e .`, "
         "or run from outside the source tree to use the installed package.",
-        RuntimeWarning, stacklevel=2)
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 WINOGRAD_MODES = ("auto", "always", "never")
 
@@ -51,8 +54,7 @@ def _checked_backend(name, caller):
     if name not in BACKENDS:
         raise ValueError(f"{caller}: expected one of {BACKENDS}, got {name!r}")
     if name == "cython" and not kernels_compiled():
-        raise ImportError(f"{caller}: the compiled kernels are not built; "
-                          "install the package with `pip install .`")
+        raise ImportError(f"{caller}: the compiled kernels are not built; install the package with `pip install .`")
     return name
 
 
@@ -96,6 +98,7 @@ def set_num_threads(n):
         raise ValueError(f"deepnet.set_num_threads: expected a positive int or None, got {n!r}")
     _num_threads.set(n)
     from threadpoolctl import threadpool_limits
+
     if n is None:
         if _blas_limiter is not None:
             _blas_limiter.restore_original_limits()
@@ -120,6 +123,7 @@ def single_threaded_blas():
     global _blas_pools
     if _blas_pools is None:
         from threadpoolctl import ThreadpoolController
+
         _blas_pools = ThreadpoolController().select(user_api="blas")
     with _blas_pools.limit(limits=1):
         yield

@@ -5,6 +5,7 @@ positions a window takes.  float16 is a storage format only: arithmetic on float
 float32 (``compute_dtype``) and results are rounded back to float16 once, at the end.
 This module imports nothing from deepnet.
 """
+
 from __future__ import annotations
 from typing import Any, Sequence, Tuple
 
@@ -28,8 +29,6 @@ def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def output_hw(x_shape: Sequence[int], kh: int, kw: int, stride: Sequence[int],
-              pad: Sequence[int]) -> Tuple[int, int]:
+def output_hw(x_shape: Sequence[int], kh: int, kw: int, stride: Sequence[int], pad: Sequence[int]) -> Tuple[int, int]:
     """(OH, OW) of a kh x kw window sliding over images of shape (N, C, H, W)."""
-    return (output_size(x_shape[2], kh, stride[0], pad[0]),
-            output_size(x_shape[3], kw, stride[1], pad[1]))
+    return (output_size(x_shape[2], kh, stride[0], pad[0]), output_size(x_shape[3], kw, stride[1], pad[1]))

@@ -5,6 +5,7 @@ its flags (``--lr``, ``--epochs``): ``SettingError.render(name)`` writes each se
 ``name(setting)``.  A message is built from a template whose ``{setting}`` fields are
 settings, and literal text (paths, values) that is never parsed.
 """
+
 import re
 import reprlib
 

@@ -18,13 +18,14 @@ command) sets it, once per process, and deepnet.keep_freed_memory() sets it for 
 one's own.  It is skipped when the user set any MALLOC_*_ variable, and
 DEEPNET_KEEP_FREED_MEMORY=0 turns it off.
 """
+
 import ctypes
 import os
 
-MMAP_THRESHOLD = 32 << 20   # glibc's own cap for the adaptive threshold on 64-bit
-TRIM_THRESHOLD = 64 << 20   # free memory at the heap's top that is returned to the kernel
+MMAP_THRESHOLD = 32 << 20  # glibc's own cap for the adaptive threshold on 64-bit
+TRIM_THRESHOLD = 64 << 20  # free memory at the heap's top that is returned to the kernel
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # <malloc.h>
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 NOT_SET = "malloc's defaults (deepnet sets its thresholds when training starts)"
@@ -55,5 +56,4 @@ def _apply():
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
         return "malloc's defaults (glibc's mallopt refused the thresholds)"
-    return (f"up to {TRIM_THRESHOLD >> 20} MiB kept for reuse (glibc mallopt; "
-            "DEEPNET_KEEP_FREED_MEMORY=0 turns it off)")
+    return f"up to {TRIM_THRESHOLD >> 20} MiB kept for reuse (glibc mallopt; DEEPNET_KEEP_FREED_MEMORY=0 turns it off)"

@@ -1,4 +1,5 @@
 """The old home of ``deepnet.training.augment``: this name is that very module."""
+
 import sys
 
 from .training import augment as _module

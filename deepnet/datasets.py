@@ -5,6 +5,7 @@ content for the four MNIST files), so a damaged or wrong file raises an error in
 producing a silently wrong array. The parsed arrays are cached in the user cache directory
 (``deepnet.io.user_cache_dir()``), never beside the data.
 """
+
 from __future__ import annotations
 import gzip
 import hashlib
@@ -73,6 +74,7 @@ class MNISTNotFoundError(FileNotFoundError):
 
 
 # --- IDX parsing -----------------------------------------------------------------------
+
 
 def read_idx(path_or_fileobj: Union[PathLike, IO[bytes]], name: Optional[str] = None) -> NDArray[np.uint8]:
     """Read one IDX file of unsigned bytes (gzip-compressed or not) into a uint8 array.
@@ -158,9 +160,7 @@ def _check_payload_length(found: int, dims: Tuple[int, ...], name: str) -> None:
     expected = math.prod(dims)
     if found != expected:
         problem = "truncated" if found < expected else "trailing data after the payload"
-        raise MNISTFormatError(
-            f"{name}: payload is {found} bytes, expected {expected} for shape {dims} ({problem})"
-        )
+        raise MNISTFormatError(f"{name}: payload is {found} bytes, expected {expected} for shape {dims} ({problem})")
 
 
 def _check_digest(data: bytes, name: str) -> None:
@@ -177,6 +177,7 @@ def _check_digest(data: bytes, name: str) -> None:
 
 
 # --- Finding and downloading the files ---------------------------------------------------
+
 
 def default_download_dir() -> Path:
     """Where missing files are downloaded: ``mnist/`` in ``deepnet.io.user_cache_dir()``.
@@ -353,6 +354,7 @@ def _not_found_message(root: Optional[PathLike], reason: str) -> str:
 
 # --- Parsing with a cache ----------------------------------------------------------------
 
+
 def _load_arrays(files: Dict[str, Path]) -> Dict[str, Any]:
     """The four uint8 arrays (book names), from the .npz cache when it is up to date."""
     key = _cache_key(files)
@@ -396,8 +398,10 @@ def _cache_key(files: Dict[str, Path]) -> str:
     parts = [CACHE_VERSION]
     for name, path in sorted(files.items()):
         stat = path.stat()
-        parts.append(f"{name}:{path.resolve()}:{stat.st_dev}:{stat.st_ino}:{stat.st_size}:"
-                     f"{stat.st_mtime_ns}:{stat.st_ctime_ns}:{MNIST_SHA256[MNIST_FILES[name]]}")
+        parts.append(
+            f"{name}:{path.resolve()}:{stat.st_dev}:{stat.st_ino}:{stat.st_size}:"
+            f"{stat.st_mtime_ns}:{stat.st_ctime_ns}:{MNIST_SHA256[MNIST_FILES[name]]}"
+        )
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -431,8 +435,14 @@ def _write_cache(path: Path, key: str, arrays: Dict[str, Any]) -> None:
 
 # --- The book's interface -----------------------------------------------------------------
 
-def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool = False,
-               dtype: DTypeLike = np.float32, root: Optional[PathLike] = None) -> Tuple[Split, Split]:
+
+def load_mnist(
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    dtype: DTypeLike = np.float32,
+    root: Optional[PathLike] = None,
+) -> Tuple[Split, Split]:
     """Load MNIST as ``(x_train, t_train), (x_test, t_test)``, like the book's ``load_mnist``.
 
     Parameters
@@ -476,8 +486,14 @@ def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool
     return train, test
 
 
-def _prepare(images: NDArray[Any], labels: NDArray[Any], normalize: bool, flatten: bool, one_hot_label: bool,
-             dtype: np.dtype[Any]) -> Split:
+def _prepare(
+    images: NDArray[Any],
+    labels: NDArray[Any],
+    normalize: bool,
+    flatten: bool,
+    one_hot_label: bool,
+    dtype: np.dtype[Any],
+) -> Split:
     if normalize:
         images = images.astype(dtype)
         images /= 255
@@ -492,8 +508,10 @@ def _prepare(images: NDArray[Any], labels: NDArray[Any], normalize: bool, flatte
 
 # --- Validation splits -------------------------------------------------------------------
 
-def stratified_split(labels: ArrayLike, size: int, seed: Optional[int] = None
-                     ) -> Tuple[NDArray[np.intp], NDArray[np.intp]]:
+
+def stratified_split(
+    labels: ArrayLike, size: int, seed: Optional[int] = None
+) -> Tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Indices (train, validation) holding out ``size`` samples, stratified by label: each
     class keeps its share of the validation set (within one sample), drawn with ``seed``.
 
@@ -528,7 +546,7 @@ def stratified_split(labels: ArrayLike, size: int, seed: Optional[int] = None
     # Largest remainders: per-class quotas that add up to size exactly.
     exact = counts * size / len(y)
     quota = np.floor(exact).astype(int)
-    quota[np.argsort(-(exact - quota), kind="stable")[:size - quota.sum()]] += 1
+    quota[np.argsort(-(exact - quota), kind="stable")[: size - quota.sum()]] += 1
     held_out = [rng.choice(np.flatnonzero(y == c), q, replace=False) for c, q in zip(classes, quota)]
     validation = np.sort(np.concatenate(held_out))
     train = np.setdiff1d(np.arange(len(y)), validation, assume_unique=True)

@@ -19,6 +19,7 @@ How the equivalence is kept:
 - every sum is reduced on rank 0 and broadcast from there, so all ranks hold bit-identical
   results (an allreduce may add in a different order on different ranks).
 """
+
 import contextlib
 import os
 
@@ -76,8 +77,12 @@ class MPICommunicator(SingleProcess):
         try:
             from mpi4py import MPI
         except ImportError:
-            raise SettingImportError(template('{distributed|distributed training} needs mpi4py and an MPI: pip install -e '
-                                              '".[mpi]" in deepnet\'s source directory (or pip install mpi4py mpich)')) from None
+            raise SettingImportError(
+                template(
+                    "{distributed|distributed training} needs mpi4py and an MPI: pip install -e "
+                    '".[mpi]" in deepnet\'s source directory (or pip install mpi4py mpich)'
+                )
+            ) from None
         self._MPI = MPI
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -114,13 +119,15 @@ class MPICommunicator(SingleProcess):
     def sum_gradients(self, loss, grads):
         names = sorted(grads)
         dtype = np.result_type(np.float32, *(grads[name].dtype for name in names))
-        flat = np.concatenate([np.asarray(_array.to_cpu(grads[name]), dtype=dtype).ravel() for name in names]
-                              + [np.array([loss], dtype=dtype)])
+        flat = np.concatenate(
+            [np.asarray(_array.to_cpu(grads[name]), dtype=dtype).ravel() for name in names]
+            + [np.array([loss], dtype=dtype)]
+        )
         total = self.sum(flat)  # one reduction of one buffer per step
         summed, offset = {}, 0
         for name in names:
             g = grads[name]
-            piece = total[offset:offset + g.size].reshape(g.shape).astype(g.dtype)
+            piece = total[offset : offset + g.size].reshape(g.shape).astype(g.dtype)
             summed[name] = _array.get_array_module(g).asarray(piece) if _array.is_cupy_array(g) else piece
             offset += g.size
         return float(total[-1]), summed
@@ -153,12 +160,17 @@ def describe_differences(every):
         holders = {}
         for rank, values in enumerate(every):
             value = values.get(name)
-            holders.setdefault("not given" if value is None else repr(value) if isinstance(value, str) else
-                               str(value), []).append(rank)
+            holders.setdefault(
+                "not given" if value is None else repr(value) if isinstance(value, str) else str(value), []
+            ).append(rank)
         if len(holders) > 1:
-            parts.append(f"{name} " + " vs ".join(
-                f"{value} on rank{'s' if len(ranks) > 1 else ''} {','.join(map(str, ranks))}"
-                for value, ranks in holders.items()))
+            parts.append(
+                f"{name} "
+                + " vs ".join(
+                    f"{value} on rank{'s' if len(ranks) > 1 else ''} {','.join(map(str, ranks))}"
+                    for value, ranks in holders.items()
+                )
+            )
     return "; ".join(parts) or None
 
 

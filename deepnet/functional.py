@@ -9,6 +9,7 @@ backends.supports), so each function here is written once for all of them.
 Stride and pad are an int or a (vertical, horizontal) pair.  Errors name the caller
 (``caller=`` lets a layer put its own name in the message).
 """
+
 from __future__ import annotations
 import functools
 import numbers
@@ -31,8 +32,9 @@ IntPair = Union[int, Tuple[int, int]]
 _backend = backends.for_arrays
 
 
-def as_float_array(a: ArrayLike, name: str, caller: str, ndim: Optional[int] = None,
-                   dtype: Optional[DTypeLike] = None) -> Array:
+def as_float_array(
+    a: ArrayLike, name: str, caller: str, ndim: Optional[int] = None, dtype: Optional[DTypeLike] = None
+) -> Array:
     """``a`` as a C-contiguous float16/32/64 array (a copy only when needed).
 
     Non-contiguous, Fortran-ordered or sliced inputs are copied; read-only ones are not.
@@ -52,8 +54,14 @@ def _pair(value: Any, name: str, caller: str, minimum: int) -> Tuple[int, int]:
     # The common cases first, answered quickly (batch-1 latency): an int, a pair of ints.
     if type(value) is int and value >= minimum:
         return (value, value)
-    if (type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int
-            and value[0] >= minimum and value[1] >= minimum):
+    if (
+        type(value) is tuple
+        and len(value) == 2
+        and type(value[0]) is int
+        and type(value[1]) is int
+        and value[0] >= minimum
+        and value[1] >= minimum
+    ):
         return value
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or not all(type(v) is int or _is_integer(v) for v in pair):
@@ -74,23 +82,29 @@ def _is_integer(v: object) -> bool:
 INT_LIMIT = 2**31
 GEMM_TILE = 16
 # What _window and _conv_arguments check against INT_LIMIT (in this order).
-WINDOW_SIZES = ("padded height + stride", "padded width + stride", "padded image plane",
-                "number of window positions (channels x window)")
+WINDOW_SIZES = (
+    "padded height + stride",
+    "padded width + stride",
+    "padded image plane",
+    "number of window positions (channels x window)",
+)
 CONV_SIZES = ("padded input", "output", "padded output gradient", "input gradient", "weight gradient")
 
 
-def _check_int_range(caller: str, names: Sequence[str], sizes: Sequence[int],
-                     geometry: Callable[[], str]) -> None:
+def _check_int_range(caller: str, names: Sequence[str], sizes: Sequence[int], geometry: Callable[[], str]) -> None:
     """Refuse a geometry whose index arithmetic would not fit the kernels' C ints."""
     if max(sizes) >= INT_LIMIT:
         largest = max(sizes)
-        raise ValueError(f"{caller}: too large for the kernels' int indexes: the "
-                         f"{names[sizes.index(largest)]} would be {largest}, the limit is "
-                         f"{INT_LIMIT - 1} ({geometry()})")
+        raise ValueError(
+            f"{caller}: too large for the kernels' int indexes: the "
+            f"{names[sizes.index(largest)]} would be {largest}, the limit is "
+            f"{INT_LIMIT - 1} ({geometry()})"
+        )
 
 
-def _window(x_shape: Sequence[int], kh: int, kw: int, stride: IntPair, pad: IntPair, caller: str,
-            what: str = "kernel") -> Tuple[int, int, Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
+def _window(
+    x_shape: Sequence[int], kh: int, kw: int, stride: IntPair, pad: IntPair, caller: str, what: str = "kernel"
+) -> Tuple[int, int, Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
     """Validate a kh x kw window sliding over images of shape x_shape.
 
     Returns (kh, kw, stride, pad, (OH, OW)) as ints and pairs of ints.
@@ -109,18 +123,24 @@ _shape_checks_cache = functools.lru_cache(maxsize=1024, typed=True)
 
 
 @_shape_checks_cache
-def _window_output(x_shape: Sequence[int], kh: int, kw: int, stride: Tuple[int, int], pad: Tuple[int, int],
-                   caller: str, what: str) -> Tuple[int, int]:
+def _window_output(
+    x_shape: Sequence[int], kh: int, kw: int, stride: Tuple[int, int], pad: Tuple[int, int], caller: str, what: str
+) -> Tuple[int, int]:
     """(OH, OW) of _window's validated geometry."""
     C, H, W = x_shape[1:]
     padded_h, padded_w = H + 2 * pad[0], W + 2 * pad[1]
     if kh > padded_h or kw > padded_w:
-        raise ValueError(f"{caller}: {what} {kh}x{kw} is larger than the padded input "
-                         f"{padded_h}x{padded_w} (input {H}x{W}, pad {pad})")
+        raise ValueError(
+            f"{caller}: {what} {kh}x{kw} is larger than the padded input "
+            f"{padded_h}x{padded_w} (input {H}x{W}, pad {pad})"
+        )
     # The kernels step from one window to the next and from padding into the image.
-    _check_int_range(caller, WINDOW_SIZES,
-                     (padded_h + stride[0], padded_w + stride[1], padded_h * padded_w, C * kh * kw),
-                     lambda: f"x shape {tuple(x_shape)}, {what} {kh}x{kw}, stride {stride}, pad {pad}")
+    _check_int_range(
+        caller,
+        WINDOW_SIZES,
+        (padded_h + stride[0], padded_w + stride[1], padded_h * padded_w, C * kh * kw),
+        lambda: f"x shape {tuple(x_shape)}, {what} {kh}x{kw}, stride {stride}, pad {pad}",
+    )
     return output_hw(x_shape, kh, kw, stride, pad)
 
 
@@ -131,8 +151,9 @@ def _check_x_shape(x_shape: Sequence[int], caller: str) -> Tuple[int, ...]:
     return tuple(int(s) for s in x_shape)
 
 
-def im2col(x: ArrayLike, kh: int, kw: int, stride: IntPair = 1, pad: IntPair = 0, *,
-           caller: str = "deepnet.im2col") -> Array:
+def im2col(
+    x: ArrayLike, kh: int, kw: int, stride: IntPair = 1, pad: IntPair = 0, *, caller: str = "deepnet.im2col"
+) -> Array:
     """(N, C, H, W) -> columns (N*OH*OW, C*kh*kw) in the book's order.
 
     Parameters
@@ -161,8 +182,16 @@ def im2col(x: ArrayLike, kh: int, kw: int, stride: IntPair = 1, pad: IntPair = 0
     return _backend(caller, x).im2col(x, kh, kw, stride, pad)
 
 
-def col2im(col: ArrayLike, x_shape: Sequence[int], kh: int, kw: int, stride: IntPair = 1, pad: IntPair = 0, *,
-           caller: str = "deepnet.col2im") -> Array:
+def col2im(
+    col: ArrayLike,
+    x_shape: Sequence[int],
+    kh: int,
+    kw: int,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    caller: str = "deepnet.col2im",
+) -> Array:
     """Adjoint of im2col: columns (N*OH*OW, C*kh*kw) -> (N, C, H, W), overlaps summed.
 
     Parameters
@@ -194,8 +223,10 @@ def col2im(col: ArrayLike, x_shape: Sequence[int], kh: int, kw: int, stride: Int
     kh, kw, stride, pad, (out_h, out_w) = _window(x_shape, kh, kw, stride, pad, caller)
     expected = (N * out_h * out_w, C * kh * kw)
     if tuple(col.shape) != expected:
-        raise ValueError(f"{caller}: col must have shape {expected} for x_shape {x_shape}, "
-                         f"kernel {kh}x{kw}, stride {stride}, pad {pad}; got {tuple(col.shape)}")
+        raise ValueError(
+            f"{caller}: col must have shape {expected} for x_shape {x_shape}, "
+            f"kernel {kh}x{kw}, stride {stride}, pad {pad}; got {tuple(col.shape)}"
+        )
     return _backend(caller, col).col2im(col, x_shape, kh, kw, stride, pad)
 
 
@@ -204,8 +235,9 @@ def _tiles(n: int) -> int:
     return -(-n // GEMM_TILE) * GEMM_TILE
 
 
-def _conv_arguments(x: ArrayLike, W: ArrayLike, stride: IntPair, pad: IntPair,
-                    caller: str) -> Tuple[Array, Array, Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
+def _conv_arguments(
+    x: ArrayLike, W: ArrayLike, stride: IntPair, pad: IntPair, caller: str
+) -> Tuple[Array, Array, Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
     """Validate a convolution of x with the filters W; returns (x, W, stride, pad, (OH, OW)).
 
     x is converted to W's dtype.  Besides the window, one image's buffers in the compiled
@@ -221,33 +253,53 @@ def _conv_arguments(x: ArrayLike, W: ArrayLike, stride: IntPair, pad: IntPair,
 def _channels_last_hint(x_shape: Sequence[int], channels: int) -> str:
     """For an error about x's channels: a hint when x looks channels-last (N, H, W, C)."""
     if len(x_shape) == 4 and x_shape[3] == channels and x_shape[1] != channels:
-        return (f"; its last axis has the {channels} channel{'s' if channels != 1 else ''} expected, "
-                "so it looks channels-last "
-                "(N, H, W, C): pass x.transpose(0, 3, 1, 2)")
+        return (
+            f"; its last axis has the {channels} channel{'s' if channels != 1 else ''} expected, "
+            "so it looks channels-last "
+            "(N, H, W, C): pass x.transpose(0, 3, 1, 2)"
+        )
     return ""
 
 
 @_shape_checks_cache
-def _conv_output(x_shape: Sequence[int], W_shape: Sequence[int], stride: Tuple[int, int],
-                 pad: Tuple[int, int], caller: str) -> Tuple[int, int]:
+def _conv_output(
+    x_shape: Sequence[int], W_shape: Sequence[int], stride: Tuple[int, int], pad: Tuple[int, int], caller: str
+) -> Tuple[int, int]:
     """(OH, OW) of _conv_arguments' validated geometry."""
     if x_shape[1] != W_shape[1]:
-        raise ValueError(f"{caller}: x has {x_shape[1]} channels but W expects {W_shape[1]} "
-                         f"(x shape {x_shape}, W shape {W_shape}); x must be laid out (N, C, H, W), "
-                         "channels first" + _channels_last_hint(x_shape, W_shape[1]))
+        raise ValueError(
+            f"{caller}: x has {x_shape[1]} channels but W expects {W_shape[1]} "
+            f"(x shape {x_shape}, W shape {W_shape}); x must be laid out (N, C, H, W), "
+            "channels first" + _channels_last_hint(x_shape, W_shape[1])
+        )
     FN, C, kh, kw = W_shape
     _, _, stride, pad, (out_h, out_w) = _window(x_shape, kh, kw, stride, pad, caller)
     H, Wd = x_shape[2:]
-    _check_int_range(caller, CONV_SIZES,
-                     (C * (H + 2 * pad[0]) * (Wd + 2 * pad[1]), _tiles(FN) * out_h * out_w,
-                      FN * (out_h + 2 * kh) * (out_w + 2 * kw), _tiles(C) * H * Wd, C * kh * kw * _tiles(FN)),
-                     lambda: f"per image; x shape {x_shape}, W shape {W_shape}, "
-                             f"stride {stride}, pad {pad}")
+    _check_int_range(
+        caller,
+        CONV_SIZES,
+        (
+            C * (H + 2 * pad[0]) * (Wd + 2 * pad[1]),
+            _tiles(FN) * out_h * out_w,
+            FN * (out_h + 2 * kh) * (out_w + 2 * kw),
+            _tiles(C) * H * Wd,
+            C * kh * kw * _tiles(FN),
+        ),
+        lambda: f"per image; x shape {x_shape}, W shape {W_shape}, stride {stride}, pad {pad}",
+    )
     return out_h, out_w
 
 
-def conv2d(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike], stride: IntPair = 1, pad: IntPair = 0, *,
-           relu: bool = False, caller: str = "deepnet.conv2d") -> Array:
+def conv2d(
+    x: ArrayLike,
+    W: ArrayLike,
+    b: Optional[ArrayLike],
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    relu: bool = False,
+    caller: str = "deepnet.conv2d",
+) -> Array:
     """Convolution (cross-correlation, like the book): (N, C, H, W) -> (N, FN, OH, OW).
 
     Computed in W's dtype; x is converted to it if needed; b is (FN,) or None (no bias).
@@ -293,9 +345,17 @@ def _conv_bias(b: Optional[ArrayLike], W: Array, caller: str) -> Array:
     return b
 
 
-def conv2d_max_pool2d(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike], stride: IntPair = 1,
-                      pad: IntPair = 0, *, relu: bool = False, argmax: bool = False,
-                      caller: str = "deepnet.conv2d_max_pool2d") -> Union[Array, Tuple[Array, Array]]:
+def conv2d_max_pool2d(
+    x: ArrayLike,
+    W: ArrayLike,
+    b: Optional[ArrayLike],
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    relu: bool = False,
+    argmax: bool = False,
+    caller: str = "deepnet.conv2d_max_pool2d",
+) -> Union[Array, Tuple[Array, Array]]:
     """max_pool2d(conv2d(x, W, b, stride, pad, relu=relu), 2, 2, 2): DeepConvNet's
     convolution and 2x2 pooling.  Returns the pooled output, or with argmax=True (for
     training) (pooled, argmax) as max_pool2d does; conv2d_backward takes that argmax as
@@ -317,10 +377,18 @@ def conv2d_max_pool2d(x: ArrayLike, W: ArrayLike, b: Optional[ArrayLike], stride
     return (pooled, winners) if argmax else pooled
 
 
-def conv2d_backward(dout: ArrayLike, x: ArrayLike, W: ArrayLike, stride: IntPair = 1, pad: IntPair = 0, *,
-                    relu_out: Optional[ArrayLike] = None, input_gradient: bool = True,
-                    pool_argmax: Optional[ArrayLike] = None,
-                    caller: str = "deepnet.conv2d_backward") -> Tuple[Optional[Array], Array, Array]:
+def conv2d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    W: ArrayLike,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    relu_out: Optional[ArrayLike] = None,
+    input_gradient: bool = True,
+    pool_argmax: Optional[ArrayLike] = None,
+    caller: str = "deepnet.conv2d_backward",
+) -> Tuple[Optional[Array], Array, Array]:
     """Gradients (dx, dW, db) of conv2d given dout = dL/dy.
 
     For a conv2d(..., relu=True), pass its output as relu_out: the ReLU's backward (dout
@@ -365,9 +433,11 @@ def conv2d_backward(dout: ArrayLike, x: ArrayLike, W: ArrayLike, stride: IntPair
     out_shape = (x.shape[0], W.shape[0]) + out_hw
     expected = out_shape if pool_argmax is None else out_shape[:2] + (out_hw[0] // 2, out_hw[1] // 2)
     if tuple(dout.shape) != expected:
-        raise ValueError(f"{caller}: dout must have shape {expected}"
-                         + ("" if pool_argmax is None else " (the 2x2-pooled output's)")
-                         + f", got {tuple(dout.shape)}")
+        raise ValueError(
+            f"{caller}: dout must have shape {expected}"
+            + ("" if pool_argmax is None else " (the 2x2-pooled output's)")
+            + f", got {tuple(dout.shape)}"
+        )
     arrays: Tuple[Array, ...] = (dout, x, W)
     if pool_argmax is not None:
         pool_argmax = _check_argmax(pool_argmax, expected, out_hw[0] * out_hw[1], caller)
@@ -375,31 +445,44 @@ def conv2d_backward(dout: ArrayLike, x: ArrayLike, W: ArrayLike, stride: IntPair
     if relu_out is not None:
         relu_out = as_float_array(relu_out, "relu_out", caller, dtype=W.dtype)
         if tuple(relu_out.shape) != out_shape and (pool_argmax is None or tuple(relu_out.shape) != expected):
-            raise ValueError(f"{caller}: relu_out must have the output's shape {out_shape}"
-                             + ("" if pool_argmax is None else f" or the pooled output's {expected}")
-                             + f", got {tuple(relu_out.shape)}")
+            raise ValueError(
+                f"{caller}: relu_out must have the output's shape {out_shape}"
+                + ("" if pool_argmax is None else f" or the pooled output's {expected}")
+                + f", got {tuple(relu_out.shape)}"
+            )
         arrays += (relu_out,)
-    return _backend(caller, *arrays).conv_backward(dout, x, W, stride, pad, relu_out=relu_out,
-                                                   input_gradient=bool(input_gradient), pool_argmax=pool_argmax)
+    return _backend(caller, *arrays).conv_backward(
+        dout, x, W, stride, pad, relu_out=relu_out, input_gradient=bool(input_gradient), pool_argmax=pool_argmax
+    )
 
 
-def _pool_window(x_shape: Sequence[int], pool_h: int, pool_w: int, stride: Optional[IntPair], pad: IntPair,
-                 caller: str) -> Tuple[int, int, Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
+def _pool_window(
+    x_shape: Sequence[int], pool_h: int, pool_w: int, stride: Optional[IntPair], pad: IntPair, caller: str
+) -> Tuple[int, int, Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
     """Validate a pooling geometry (stride None: the window size), as _window does."""
     stride = (pool_h, pool_w) if stride is None else stride
-    pool_h, pool_w, stride, pad, out_hw = _window(x_shape, pool_h, pool_w, stride, pad, caller,
-                                                  what="pool window")
+    pool_h, pool_w, stride, pad, out_hw = _window(x_shape, pool_h, pool_w, stride, pad, caller, what="pool window")
     if pad[0] >= pool_h or pad[1] >= pool_w:
-        raise ValueError(f"{caller}: pad {pad} must be smaller than the pool window {pool_h}x{pool_w} "
-                         "(a window of padding alone has no maximum)")
+        raise ValueError(
+            f"{caller}: pad {pad} must be smaller than the pool window {pool_h}x{pool_w} "
+            "(a window of padding alone has no maximum)"
+        )
     if 0 in x_shape[2:]:
-        raise ValueError(f"{caller}: images of {x_shape[2]}x{x_shape[3]} pixels have no maximum "
-                         f"(x shape {tuple(x_shape)})")
+        raise ValueError(
+            f"{caller}: images of {x_shape[2]}x{x_shape[3]} pixels have no maximum (x shape {tuple(x_shape)})"
+        )
     return pool_h, pool_w, stride, pad, out_hw
 
 
-def max_pool2d(x: ArrayLike, pool_h: int, pool_w: int, stride: Optional[IntPair] = None, pad: IntPair = 0, *,
-               caller: str = "deepnet.max_pool2d") -> Tuple[Array, Array]:
+def max_pool2d(
+    x: ArrayLike,
+    pool_h: int,
+    pool_w: int,
+    stride: Optional[IntPair] = None,
+    pad: IntPair = 0,
+    *,
+    caller: str = "deepnet.max_pool2d",
+) -> Tuple[Array, Array]:
     """Max-pooling: returns (y, argmax); argmax (int32) holds the flat index iy*W + ix of
     each winner.
 
@@ -442,19 +525,28 @@ def _check_argmax(argmax: Any, shape: Tuple[int, ...], plane_size: int, caller: 
     if not hasattr(argmax, "dtype"):
         argmax = np.asarray(argmax)
     if argmax.dtype.kind not in "iu":
-        raise TypeError(f"{caller}: argmax must hold integers (max_pool2d's int32 argmax), "
-                        f"got dtype {argmax.dtype}")
+        raise TypeError(f"{caller}: argmax must hold integers (max_pool2d's int32 argmax), got dtype {argmax.dtype}")
     if tuple(argmax.shape) != shape:
         raise ValueError(f"{caller}: argmax must have shape {shape} (as dout), got {tuple(argmax.shape)}")
     if argmax.size and (int(argmax.min()) < 0 or int(argmax.max()) >= plane_size):
-        raise ValueError(f"{caller}: argmax entries must lie in [0, {plane_size}) (flat indexes into "
-                         f"the input plane), got [{int(argmax.min())}, {int(argmax.max())}]")
+        raise ValueError(
+            f"{caller}: argmax entries must lie in [0, {plane_size}) (flat indexes into "
+            f"the input plane), got [{int(argmax.min())}, {int(argmax.max())}]"
+        )
     return xp.ascontiguousarray(argmax, dtype=np.int32)
 
 
-def max_pool2d_backward(dout: ArrayLike, argmax: ArrayLike, x_shape: Sequence[int], pool_h: int, pool_w: int,
-                        stride: Optional[IntPair] = None, pad: IntPair = 0, *,
-                        caller: str = "deepnet.max_pool2d_backward") -> Array:
+def max_pool2d_backward(
+    dout: ArrayLike,
+    argmax: ArrayLike,
+    x_shape: Sequence[int],
+    pool_h: int,
+    pool_w: int,
+    stride: Optional[IntPair] = None,
+    pad: IntPair = 0,
+    *,
+    caller: str = "deepnet.max_pool2d_backward",
+) -> Array:
     """Gradient of max_pool2d: dout scattered to the argmax positions (overlaps add up).
 
     dout and argmax must have the shape max_pool2d gives for x_shape and this geometry.
@@ -464,12 +556,13 @@ def max_pool2d_backward(dout: ArrayLike, argmax: ArrayLike, x_shape: Sequence[in
     pool_h, pool_w, stride, pad, out_hw = _pool_window(x_shape, pool_h, pool_w, stride, pad, caller)
     expected = x_shape[:2] + out_hw
     if tuple(dout.shape) != expected:
-        raise ValueError(f"{caller}: dout must have shape {expected} (max_pool2d's output for x_shape "
-                         f"{x_shape}, pool window {pool_h}x{pool_w}, stride {stride}, pad {pad}), "
-                         f"got {tuple(dout.shape)}")
+        raise ValueError(
+            f"{caller}: dout must have shape {expected} (max_pool2d's output for x_shape "
+            f"{x_shape}, pool window {pool_h}x{pool_w}, stride {stride}, pad {pad}), "
+            f"got {tuple(dout.shape)}"
+        )
     argmax = _check_argmax(argmax, expected, x_shape[2] * x_shape[3], caller)
-    return _backend(caller, dout, argmax).max_pool_backward(dout, argmax, x_shape, pool_h, pool_w,
-                                                            stride, pad)
+    return _backend(caller, dout, argmax).max_pool_backward(dout, argmax, x_shape, pool_h, pool_w, stride, pad)
 
 
 def relu(x: ArrayLike, *, caller: str = "deepnet.relu") -> Array:
@@ -534,8 +627,7 @@ def matmul(a: Array, b: Array) -> Array:
     """a @ b for the layers' small products (affine).  NumPy arrays with the compiled
     backend run BLAS single-threaded, so its spinning threads do not compete with the
     kernels' OpenMP threads; the NumPy reference backend leaves BLAS as configured."""
-    if (is_cupy_array(a) or _config.get_backend() != "cython"
-            or a.shape[0] * a.shape[-1] * b.shape[-1] < SMALL_PRODUCT):
+    if is_cupy_array(a) or _config.get_backend() != "cython" or a.shape[0] * a.shape[-1] * b.shape[-1] < SMALL_PRODUCT:
         return a @ b
     with _config.single_threaded_blas():
         return a @ b
@@ -549,8 +641,9 @@ def cast(a: Array, dtype: DTypeLike) -> Array:
     return _backend("deepnet.cast", a).cast(a, np.dtype(dtype))
 
 
-def adam_update(param: Array, grad: Array, m: Array, v: Array, lr_t: float, beta1: float, beta2: float,
-                eps: float) -> None:
+def adam_update(
+    param: Array, grad: Array, m: Array, v: Array, lr_t: float, beta1: float, beta2: float, eps: float
+) -> None:
     """One Adam step in place, as the book's (deepnet.optimizers.Adam): m += (1-beta1) *
     (grad - m); v += (1-beta2) * (grad^2 - v); param -= lr_t * m / (sqrt(v) + eps).  The
     compiled backend does it in one pass with the same bits as the NumPy reference."""
@@ -559,6 +652,7 @@ def adam_update(param: Array, grad: Array, m: Array, v: Array, lr_t: float, beta
 
 # -- batch normalisation ------------------------------------------------------------------
 
+
 def _per_channel(a: Any, channels: int, name: str, caller: str, dtype: DTypeLike) -> Array:
     a = get_array_module(a).ascontiguousarray(a, dtype=dtype).reshape(-1)
     if a.shape[0] != channels:
@@ -566,9 +660,13 @@ def _per_channel(a: Any, channels: int, name: str, caller: str, dtype: DTypeLike
     return a
 
 
-def batch_norm_statistics(x: ArrayLike, shift: Optional[ArrayLike] = None,
-                          sum_across: Optional[Callable[[Array], Array]] = None, *,
-                          caller: str = "deepnet.batch_norm_statistics") -> Tuple[Array, Array, int]:
+def batch_norm_statistics(
+    x: ArrayLike,
+    shift: Optional[ArrayLike] = None,
+    sum_across: Optional[Callable[[Array], Array]] = None,
+    *,
+    caller: str = "deepnet.batch_norm_statistics",
+) -> Tuple[Array, Array, int]:
     """Per-channel mean and biased variance of x (N, C, M) over its axes 0 and 2, and the
     number of values per channel, as (mean, var, count) in x's compute dtype.
 
@@ -595,8 +693,15 @@ def batch_norm_statistics(x: ArrayLike, shift: Optional[ArrayLike] = None,
     return (shift.astype(np.float64) + mean_shifted).astype(acc), var.astype(acc), count
 
 
-def channel_affine(x: ArrayLike, scale: ArrayLike, offset: ArrayLike, *, shift: Optional[ArrayLike] = None,
-                   relu: bool = False, caller: str = "deepnet.channel_affine") -> Array:
+def channel_affine(
+    x: ArrayLike,
+    scale: ArrayLike,
+    offset: ArrayLike,
+    *,
+    shift: Optional[ArrayLike] = None,
+    relu: bool = False,
+    caller: str = "deepnet.channel_affine",
+) -> Array:
     """y[n, c, m] = (x[n, c, m] - shift[c]) * scale[c] + offset[c] for x (N, C, M) (batch
     normalisation's output, shift its mean and offset its beta; shift None: 0), then
     max(y, 0) if relu (a ReLU fused into the same pass).  The difference is taken first
@@ -612,10 +717,18 @@ def channel_affine(x: ArrayLike, scale: ArrayLike, offset: ArrayLike, *, shift: 
     return _backend(caller, x, shift, scale, offset).channel_affine(x, shift, scale, offset, relu=bool(relu))
 
 
-def batch_norm_backward(dout: ArrayLike, x: ArrayLike, mean: ArrayLike, inv_std: ArrayLike, gamma: Array,
-                        count: int, sum_across: Optional[Callable[[Array], Array]] = None, *,
-                        relu_out: Optional[ArrayLike] = None,
-                        caller: str = "deepnet.batch_norm_backward") -> Tuple[Array, Array, Array]:
+def batch_norm_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    inv_std: ArrayLike,
+    gamma: Array,
+    count: int,
+    sum_across: Optional[Callable[[Array], Array]] = None,
+    *,
+    relu_out: Optional[ArrayLike] = None,
+    caller: str = "deepnet.batch_norm_backward",
+) -> Tuple[Array, Array, Array]:
     """(dx, dgamma, dbeta) of a training-mode batch normalisation of x (N, C, M).
 
     ``mean``, ``inv_std`` and ``count`` are what batch_norm_statistics gave (with
@@ -639,11 +752,21 @@ def batch_norm_backward(dout: ArrayLike, x: ArrayLike, mean: ArrayLike, inv_std:
     sums = backend.batch_norm_backward_sums(dout, x, mean, inv_std, relu_out=relu_out)
     global_sums = sums if sum_across is None else sum_across(sums.reshape(-1)).reshape(2, -1)
     scale = 1.0 / count if count else 0.0
-    dx = backend.batch_norm_dx(dout, x, mean, inv_std, gamma_acc, (global_sums[0] * scale).astype(acc),
-                               (global_sums[1] * scale).astype(acc), relu_out=relu_out)
+    dx = backend.batch_norm_dx(
+        dout,
+        x,
+        mean,
+        inv_std,
+        gamma_acc,
+        (global_sums[0] * scale).astype(acc),
+        (global_sums[1] * scale).astype(acc),
+        relu_out=relu_out,
+    )
     return dx, sums[1].astype(gamma.dtype), sums[0].astype(gamma.dtype)
 
+
 # ---------------------------------------------------------------- image warps (augmentation)
+
 
 def affine_warp(x: ArrayLike, theta: ArrayLike, fill: float = 0.0, *, caller: str = "deepnet.affine_warp") -> Array:
     """Bilinear affine warp of a batch of images x (N, C, H, W), one 2x3 matrix per image.
@@ -662,8 +785,14 @@ def affine_warp(x: ArrayLike, theta: ArrayLike, fill: float = 0.0, *, caller: st
     return _backend(caller, x, theta).affine_warp(x, theta, fill)
 
 
-def elastic_warp(x: ArrayLike, displacement: ArrayLike, fill: float = 0.0, *, theta: Optional[ArrayLike] = None,
-                 caller: str = "deepnet.elastic_warp") -> Array:
+def elastic_warp(
+    x: ArrayLike,
+    displacement: ArrayLike,
+    fill: float = 0.0,
+    *,
+    theta: Optional[ArrayLike] = None,
+    caller: str = "deepnet.elastic_warp",
+) -> Array:
     """Bilinear remap of a batch of images x (N, C, H, W) by a displacement field (N, 2, H, W).
 
     Output pixel (row, col) of image n samples x[n] at (row + displacement[n, 0, row, col],
@@ -680,8 +809,10 @@ def elastic_warp(x: ArrayLike, displacement: ArrayLike, fill: float = 0.0, *, th
     field_dtype = np.float32 if getattr(displacement, "dtype", None) == np.float16 else None
     displacement = as_float_array(displacement, "displacement", caller, ndim=4, dtype=field_dtype)
     if tuple(displacement.shape) != (N, 2, H, W):
-        raise ValueError(f"{caller}: displacement must have shape {(N, 2, H, W)} (a (row, col) "
-                         f"offset per pixel of each image of x), got {tuple(displacement.shape)}")
+        raise ValueError(
+            f"{caller}: displacement must have shape {(N, 2, H, W)} (a (row, col) "
+            f"offset per pixel of each image of x), got {tuple(displacement.shape)}"
+        )
     if theta is None:
         identity = xp.zeros((N, 2, 3), dtype=np.float64)
         identity[:, 0, 0] = identity[:, 1, 1] = 1
@@ -700,8 +831,10 @@ def _as_theta(theta: Any, n_images: int, caller: str) -> Array:
     if theta.dtype.kind not in "fiu":
         raise TypeError(f"{caller}: theta must hold floats or integers, got dtype {theta.dtype}")
     if tuple(theta.shape) != (n_images, 2, 3):
-        raise ValueError(f"{caller}: theta must have shape {(n_images, 2, 3)} (a 2x3 matrix per "
-                         f"image of x), got {tuple(theta.shape)}")
+        raise ValueError(
+            f"{caller}: theta must have shape {(n_images, 2, 3)} (a 2x3 matrix per "
+            f"image of x), got {tuple(theta.shape)}"
+        )
     return xp.ascontiguousarray(theta, dtype=np.float64)
 
 

@@ -6,6 +6,7 @@ and their names, dtypes and shapes are checked against what the caller expects b
 array is allocated. Memory use stays a small multiple of the file's size and of the arrays
 returned, whatever the file claims.
 """
+
 import ast
 import contextlib
 import hashlib
@@ -29,8 +30,13 @@ from deepnet._array import to_cpu
 from deepnet._errors import short_repr
 
 __all__ = [
-    "atomic_write", "user_cache_dir", "DEFAULT_MAX_BYTES", "ParameterFileError", "UnsafePickleError",
-    "read_params", "save_params",
+    "atomic_write",
+    "user_cache_dir",
+    "DEFAULT_MAX_BYTES",
+    "ParameterFileError",
+    "UnsafePickleError",
+    "read_params",
+    "save_params",
 ]
 
 
@@ -138,8 +144,9 @@ class UnsafePickleError(ParameterFileError, pickle.UnpicklingError):
     """A pickle asked for something that rebuilding plain NumPy arrays does not need."""
 
 
-def read_params(path, expected=None, *, strict=True, optional=(), text=(), max_bytes=DEFAULT_MAX_BYTES,
-                entry_limits=None):
+def read_params(
+    path, expected=None, *, strict=True, optional=(), text=(), max_bytes=DEFAULT_MAX_BYTES, entry_limits=None
+):
     """Read a parameter file (``.npz``, or a pickled dict like the book's ``.pkl``) safely.
 
     Returns a dict name -> NumPy array. Only integer and floating-point arrays come out,
@@ -169,20 +176,21 @@ def read_params(path, expected=None, *, strict=True, optional=(), text=(), max_b
     extension = os.path.splitext(path)[1].lower()
     if extension not in (".npz", ".pkl"):
         raise ParameterFileError(
-            f"cannot load parameters from {path!r}: unknown extension {_short(extension)} "
-            f"(expected .npz or .pkl)")
+            f"cannot load parameters from {path!r}: unknown extension {_short(extension)} (expected .npz or .pkl)"
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"parameter file not found: {path!r}")
     if expected is not None:
-        expected = {name: None if shape is None else tuple(int(n) for n in shape)
-                    for name, shape in expected.items()}
-    request = _Request(path, expected, strict, frozenset(text), max_bytes, frozenset(optional),
-                       dict(entry_limits or {}))
+        expected = {name: None if shape is None else tuple(int(n) for n in shape) for name, shape in expected.items()}
+    request = _Request(
+        path, expected, strict, frozenset(text), max_bytes, frozenset(optional), dict(entry_limits or {})
+    )
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size > max_bytes:
-            raise ParameterFileError(f"{path}: {size} bytes, more than the {max_bytes} bytes "
-                                     f"a parameter file may have (max_bytes)")
+            raise ParameterFileError(
+                f"{path}: {size} bytes, more than the {max_bytes} bytes a parameter file may have (max_bytes)"
+            )
         arrays = _read_npz(file, request) if extension == ".npz" else _read_pkl(file.read(size), request)
     for name in request.text.intersection(arrays):
         with _parsing(request, f"entry {_short(name)} is not a valid string"):
@@ -222,26 +230,28 @@ class _Request:
             nbytes = math.prod(shape) * dtype.itemsize
             limit = self.entry_limits.get(name)
             if limit is not None and nbytes > limit:
-                raise self.error(f"entry {_short(name)} takes {nbytes} bytes, more than the "
-                                 f"{limit} bytes it may have")
+                raise self.error(f"entry {_short(name)} takes {nbytes} bytes, more than the {limit} bytes it may have")
             total += nbytes
             dtypes[name] = dtype
         if total > self.max_bytes:
-            raise self.error(f"its arrays take {total} bytes, more than the limit of "
-                             f"{self.max_bytes} bytes (max_bytes)")
+            raise self.error(
+                f"its arrays take {total} bytes, more than the limit of {self.max_bytes} bytes (max_bytes)"
+            )
         return dtypes
 
     def _check_entry(self, name, shape, descr):
         is_text = name in self.text
         pattern = _TEXT_DESCR if is_text else _NUMERIC_DESCR
         if not (isinstance(descr, str) and pattern.fullmatch(descr)):
-            expected = ("expected a string" if is_text else "a parameter file holds only integer "
-                        "and floating-point arrays (of 1 to 8 bytes per item)")
+            expected = (
+                "expected a string"
+                if is_text
+                else "a parameter file holds only integer and floating-point arrays (of 1 to 8 bytes per item)"
+            )
             raise self.error(f"parameter {_short(name)} has dtype {_short(descr)}; {expected}")
         expected_shape = () if is_text else (self.expected or {}).get(name)
         if expected_shape is not None and shape != expected_shape:
-            raise self.error(f"parameter {_short(name)} has shape {_short(shape)}, "
-                             f"expected {expected_shape}")
+            raise self.error(f"parameter {_short(name)} has shape {_short(shape)}, expected {expected_shape}")
         return np.dtype(descr)
 
 
@@ -279,7 +289,7 @@ def _read_npz(file, request):
     for info in infos:
         if not info.filename.endswith(".npy"):
             raise request.error(f"entry {_short(info.filename)} is not an .npy array")
-        name = info.filename[:-len(".npy")]
+        name = info.filename[: -len(".npy")]
         if name in members:
             raise request.error(f"parameter {_short(name)} is stored twice")
         members[name] = info
@@ -290,13 +300,14 @@ def _read_npz(file, request):
         shape, _, _, header_size = headers[name]
         nbytes = math.prod(shape) * dtypes[name].itemsize
         if members[name].file_size != header_size + nbytes:
-            raise request.error(f"entry {_short(name)} holds {members[name].file_size - header_size} "
-                                f"bytes of data, its header says {nbytes}")
+            raise request.error(
+                f"entry {_short(name)} holds {members[name].file_size - header_size} "
+                f"bytes of data, its header says {nbytes}"
+            )
     arrays = {}
     for name in names:
         shape, fortran, _, header_size = headers[name]
-        arrays[name] = _read_npy_data(file, members[name], request, name,
-                                      header_size, shape, fortran, dtypes[name])
+        arrays[name] = _read_npy_data(file, members[name], request, name, header_size, shape, fortran, dtypes[name])
     return arrays
 
 
@@ -305,18 +316,23 @@ def _read_npy_header(file, info, request, name):
     member = _ZipMember(file, info, request, name)
     prefix = member.read(len(_NPY_MAGIC) + 2)
     major = prefix[len(_NPY_MAGIC)]
-    if prefix[:len(_NPY_MAGIC)] != _NPY_MAGIC or major not in (1, 2):
+    if prefix[: len(_NPY_MAGIC)] != _NPY_MAGIC or major not in (1, 2):
         # (format 3.0 exists only for structured arrays with non-Latin-1 field names)
         raise request.error(f"entry {_short(name)} is not an .npy array of format 1.0 or 2.0")
     length_format = "<H" if major == 1 else "<I"
     (length,) = struct.unpack(length_format, member.read(struct.calcsize(length_format)))
     if length > _NPY_HEADER_LIMIT:
-        raise request.error(f"entry {_short(name)} has a {length}-byte .npy header, "
-                            f"more than the {_NPY_HEADER_LIMIT} bytes one needs")
+        raise request.error(
+            f"entry {_short(name)} has a {length}-byte .npy header, more than the {_NPY_HEADER_LIMIT} bytes one needs"
+        )
     with _parsing(request, f"entry {_short(name)} has an unreadable .npy header"):
         header = ast.literal_eval(member.read(length).decode("latin1"))
-    if not (isinstance(header, dict) and header.keys() == {"descr", "fortran_order", "shape"}
-            and type(header["fortran_order"]) is bool and _is_shape(header["shape"])):
+    if not (
+        isinstance(header, dict)
+        and header.keys() == {"descr", "fortran_order", "shape"}
+        and type(header["fortran_order"]) is bool
+        and _is_shape(header["shape"])
+    ):
         raise request.error(f"entry {_short(name)} has an invalid .npy header {_short(header)}")
     header_size = len(prefix) + struct.calcsize(length_format) + length
     return header["shape"], header["fortran_order"], header["descr"], header_size
@@ -352,11 +368,12 @@ class _ZipMember:
         if info.flag_bits & 0x1:
             raise request.error(f"{self._where} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise request.error(f"{self._where} is compressed with zip method {info.compress_type}; "
-                                f"only stored and deflated entries are read")
+            raise request.error(
+                f"{self._where} is compressed with zip method {info.compress_type}; "
+                f"only stored and deflated entries are read"
+            )
         if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-            raise request.error(f"{self._where}: stored with {info.compress_size} bytes for "
-                                f"{info.file_size}")
+            raise request.error(f"{self._where}: stored with {info.compress_size} bytes for {info.file_size}")
         with _parsing(request, f"{self._where}: its zip directory entry is corrupt"):
             file.seek(info.header_offset)
             local = file.read(self._LOCAL_HEADER.size)
@@ -383,11 +400,10 @@ class _ZipMember:
             if not self._pending:
                 chunk = self._pull()
                 if chunk is None:
-                    raise self._request.error(f"{self._where} is truncated: it ends after "
-                                              f"{self._produced} bytes")
+                    raise self._request.error(f"{self._where} is truncated: it ends after {self._produced} bytes")
                 self._pending = memoryview(chunk)
             take = min(len(self._pending), len(view) - filled)
-            view[filled:filled + take] = self._pending[:take]
+            view[filled : filled + take] = self._pending[:take]
             self._pending = self._pending[take:]
             filled += take
 
@@ -406,8 +422,9 @@ class _ZipMember:
             return None
         self._produced += len(chunk)
         if self._produced > self._info.file_size:
-            raise self._request.error(f"{self._where} inflates to more than the "
-                                      f"{self._info.file_size} bytes its zip entry declares")
+            raise self._request.error(
+                f"{self._where} inflates to more than the {self._info.file_size} bytes its zip entry declares"
+            )
         self._crc = zlib.crc32(chunk, self._crc)
         return chunk
 
@@ -441,10 +458,21 @@ class _ZipMember:
 
 # Opcodes that build objects from classes or reach outside the pickle; a dict of arrays
 # needs none of them (every other opcode only builds str, bytes, numbers and containers).
-_REFUSED_OPCODES = frozenset({
-    "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID",
-    "NEXT_BUFFER", "READONLY_BUFFER",
-})
+_REFUSED_OPCODES = frozenset(
+    {
+        "INST",
+        "OBJ",
+        "NEWOBJ",
+        "NEWOBJ_EX",
+        "EXT1",
+        "EXT2",
+        "EXT4",
+        "PERSID",
+        "BINPERSID",
+        "NEXT_BUFFER",
+        "READONLY_BUFFER",
+    }
+)
 _MEMO_PUT_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 # A dict of arrays takes about 30 opcodes per array (the book's file: 457 for 16 arrays).
 _PICKLE_OPCODE_LIMIT = 100_000
@@ -464,8 +492,7 @@ def _read_pkl(data, request):
         if not isinstance(name, str):
             raise request.error(f"parameter name {_short(name)} is not a str")
         if not isinstance(value, _PickledArray) or value.data is None:
-            raise request.error(f"parameter {_short(name)} is a {_type_name(value)}, "
-                                f"expected a numeric ndarray")
+            raise request.error(f"parameter {_short(name)} is a {_type_name(value)}, expected a numeric ndarray")
     names = request.select(list(loaded))
     dtypes = request.check({name: (loaded[name].shape, loaded[name].descriptor()) for name in names})
     for name in names:
@@ -473,8 +500,10 @@ def _read_pkl(data, request):
         needed = math.prod(array.shape) * dtypes[name].itemsize
         found = len(array.data) if isinstance(array.data, (bytes, bytearray)) else "no"
         if found != needed:
-            raise request.error(f"parameter {_short(name)} has {found} bytes of data, "
-                                f"shape {array.shape} of {dtypes[name]} needs {needed}")
+            raise request.error(
+                f"parameter {_short(name)} has {found} bytes of data, "
+                f"shape {array.shape} of {dtypes[name]} needs {needed}"
+            )
     return {name: loaded[name].build(dtypes[name]) for name in names}
 
 
@@ -490,11 +519,11 @@ def _scan_pickle(data, request):
         for op, arg, _ in pickletools.genops(data):
             count += 1
             if count > _PICKLE_OPCODE_LIMIT:
-                raise request.error(f"more than {_PICKLE_OPCODE_LIMIT} pickle opcodes: "
-                                    f"not a dict of arrays")
+                raise request.error(f"more than {_PICKLE_OPCODE_LIMIT} pickle opcodes: not a dict of arrays")
             if op.name in _REFUSED_OPCODES:
-                raise UnsafePickleError(f"{request.path}: refusing pickle opcode {op.name}: "
-                                        f"a parameter pickle only rebuilds NumPy arrays")
+                raise UnsafePickleError(
+                    f"{request.path}: refusing pickle opcode {op.name}: a parameter pickle only rebuilds NumPy arrays"
+                )
             if op.name in _MEMO_PUT_OPCODES:
                 largest_index = max(largest_index, arg)
             memo_size += op.name in _MEMO_PUT_OPCODES or op.name == "MEMOIZE"
@@ -524,7 +553,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         except KeyError:
             raise UnsafePickleError(
                 f"refusing to load {_cut(module)}.{_cut(name)} from {self._path!r}: "
-                f"a parameter pickle may only rebuild NumPy arrays") from None
+                f"a parameter pickle may only rebuild NumPy arrays"
+            ) from None
 
 
 class _StandIn:
@@ -689,8 +719,10 @@ def save_params(path, params):
     arrays = {}
     for name, value in params.items():
         if name in _SAVEZ_RESERVED_NAMES:
-            raise ValueError(f"cannot save a parameter named {_short(name)} to {path!r}: "
-                             f"np.savez reserves the names {_SAVEZ_RESERVED_NAMES}")
+            raise ValueError(
+                f"cannot save a parameter named {_short(name)} to {path!r}: "
+                f"np.savez reserves the names {_SAVEZ_RESERVED_NAMES}"
+            )
         array = to_cpu(value)
         if array.dtype.hasobject:
             raise ValueError(f"cannot save object array {_short(name)} to {path!r} without pickle")

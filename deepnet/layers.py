@@ -12,11 +12,44 @@ Layers compute in the dtype of their parameters; inputs of another float dtype a
 converted once at the boundary.  Parameter-free layers keep the input's dtype.  float16
 is stored as half and computed in float32.  NumPy and CuPy arrays both work.
 """
-from __future__ import annotations
-from deepnet.nn import (Affine, BatchNormalization, Convolution, Dropout, Flatten, GlobalAveragePooling, Layer,
-                        Pooling, Relu, Residual, Sigmoid, SoftmaxWithLoss, _pair, _train_mode,
-                        _WeightAndBias, cross_entropy_error, softmax)
 
-__all__ = ["Layer", "Relu", "Sigmoid", "Affine", "Convolution", "Pooling", "Dropout",
-           "BatchNormalization", "Flatten", "GlobalAveragePooling", "Residual",
-           "SoftmaxWithLoss", "softmax", "cross_entropy_error", "_pair", "_train_mode", "_WeightAndBias"]
+from __future__ import annotations
+from deepnet.nn import (
+    Affine,
+    BatchNormalization,
+    Convolution,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling,
+    Layer,
+    Pooling,
+    Relu,
+    Residual,
+    Sigmoid,
+    SoftmaxWithLoss,
+    _pair,
+    _train_mode,
+    _WeightAndBias,
+    cross_entropy_error,
+    softmax,
+)
+
+__all__ = [
+    "Layer",
+    "Relu",
+    "Sigmoid",
+    "Affine",
+    "Convolution",
+    "Pooling",
+    "Dropout",
+    "BatchNormalization",
+    "Flatten",
+    "GlobalAveragePooling",
+    "Residual",
+    "SoftmaxWithLoss",
+    "softmax",
+    "cross_entropy_error",
+    "_pair",
+    "_train_mode",
+    "_WeightAndBias",
+]

@@ -1,4 +1,5 @@
 """The old home of ``deepnet.training.optimizers``: this name is that very module."""
+
 import sys
 
 from .training import optimizers as _module

@@ -1,4 +1,5 @@
 """The book's ``from deepnet.trainer import Trainer``: the trainer lives in ``deepnet.training``."""
+
 from .training.callbacks import Callback, WeightAverage
 from .training.trainer import Trainer, batch_starts
 

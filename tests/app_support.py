@@ -1,4 +1,5 @@
 """What the tests of deepnet.app share: MNIST digits rendered as the pictures a user makes."""
+
 import io
 import struct
 import zlib
@@ -35,7 +36,9 @@ def encode(image, format="PNG", **options):
 
 def png_header_only(width, height):
     """A PNG that declares width x height pixels and holds none (a decompression bomb's header)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

@@ -3,6 +3,7 @@
 Batch 1..8, channels 1..17, H != W, odd sizes, kernel 1..7, stride 1..3, pad 0..3: every
 case is valid (the kernel fits the padded input), drawn from a fixed seed so failures repeat.
 """
+
 from collections import namedtuple
 
 import numpy as np
@@ -36,13 +37,13 @@ def random_geometries(count, seed=1234, pool=False):
 
 def random_windows(count, seed, pool=False):
     """random_geometries as (x shape, kh, kw, stride, pad) tuples (the CUDA tests' form)."""
-    return [(c["x_shape"], c["kh"], c["kw"], c["stride"], c["pad"])
-            for c in random_geometries(count, seed, pool)]
+    return [(c["x_shape"], c["kh"], c["kw"], c["stride"], c["pad"]) for c in random_geometries(count, seed, pool)]
 
 
 def case_id(case):
-    return "N{}C{}H{}W{}-k{}x{}-s{}{}-p{}{}".format(*case["x_shape"], case["kh"], case["kw"],
-                                                   *case["stride"], *case["pad"])
+    return "N{}C{}H{}W{}-k{}x{}-s{}{}-p{}{}".format(
+        *case["x_shape"], case["kh"], case["kw"], *case["stride"], *case["pad"]
+    )
 
 
 # Relative tolerances by dtype for results that involve sums (GEMM, col2im).
@@ -77,27 +78,27 @@ def conv(x_shape, filters, kernel=3, stride=1, pad=1):
 # each way, with filter counts around the GEMM tile's width (16), odd sizes and
 # DeepConvNet's shapes (tests/test_kernels.py).
 DX_PATHS = [
-    conv((3, 16, 28, 28), 16, 3, 1, 1),          # DeepConvNet conv2: transposed
-    conv((2, 32, 14, 14), 32, 3, 1, 2),          # conv4, pad 2: transposed, no g padding
-    conv((2, 64, 8, 8), 64, 3, 1, 1),            # conv6
-    conv((2, 1, 28, 28), 16, 3, 1, 1),           # conv1, one channel: col2im
-    conv((3, 9, 7, 5), 17, (3, 2), 1, (0, 1)),   # odd sizes, 17 filters: transposed
+    conv((3, 16, 28, 28), 16, 3, 1, 1),  # DeepConvNet conv2: transposed
+    conv((2, 32, 14, 14), 32, 3, 1, 2),  # conv4, pad 2: transposed, no g padding
+    conv((2, 64, 8, 8), 64, 3, 1, 1),  # conv6
+    conv((2, 1, 28, 28), 16, 3, 1, 1),  # conv1, one channel: col2im
+    conv((3, 9, 7, 5), 17, (3, 2), 1, (0, 1)),  # odd sizes, 17 filters: transposed
     conv((2, 20, 6, 9), 33, (2, 3), 1, (1, 2)),  # pad 2 = kernel - 1 in x: transposed
     conv((2, 20, 6, 9), 15, (2, 3), 1, (2, 0)),  # pad 2 >= kernel 2 in y: col2im
-    conv((2, 18, 9, 11), 24, 3, (2, 1), 1),      # stride 2: col2im
+    conv((2, 18, 9, 11), 24, 3, (2, 1), 1),  # stride 2: col2im
 ]
 
 # Vertical and horizontal padding that differ, on non-square kernels and images, on every
 # dx path: the transposed convolution (stride 1, pad < kernel, enough channels), Winograd's
 # (3x3) and col2im (few channels, strides) (tests/test_input_gradient.py).
 NON_SQUARE_PADDING = [
-    conv((2, 16, 9, 12), 16, 3, 1, (1, 2)),         # transposed / Winograd
+    conv((2, 16, 9, 12), 16, 3, 1, (1, 2)),  # transposed / Winograd
     conv((2, 16, 12, 9), 16, 3, 1, (2, 0)),
     conv((2, 32, 7, 8), 32, 3, 1, (0, 1)),
-    conv((2, 16, 8, 11), 12, (3, 5), 1, (1, 2)),    # transposed, non-square kernels
+    conv((2, 16, 8, 11), 12, (3, 5), 1, (1, 2)),  # transposed, non-square kernels
     conv((2, 16, 11, 8), 12, (5, 3), 1, (2, 0)),
     conv((2, 16, 7, 9), 8, (2, 4), 1, (1, 3)),
-    conv((2, 1, 9, 12), 16, (3, 5), 1, (1, 2)),     # col2im: one channel (DeepConvNet's first)
+    conv((2, 1, 9, 12), 16, (3, 5), 1, (1, 2)),  # col2im: one channel (DeepConvNet's first)
     conv((2, 3, 12, 9), 5, (5, 3), 1, (2, 0)),
     conv((2, 4, 11, 13), 6, (3, 4), (2, 1), (2, 1)),  # col2im: strides
 ]

@@ -55,5 +55,7 @@ def pytest_sessionstart(session):
 
 def pytest_report_header(config):
     cfg = deepnet.config()
-    return [f"deepnet: kernels compiled={cfg['kernels compiled']} OpenMP={cfg['OpenMP']} "
-            f"threads={cfg['threads']} F16C={cfg['F16C']} BLAS={cfg['BLAS']}"]
+    return [
+        f"deepnet: kernels compiled={cfg['kernels compiled']} OpenMP={cfg['OpenMP']} "
+        f"threads={cfg['threads']} F16C={cfg['F16C']} BLAS={cfg['BLAS']}"
+    ]

@@ -15,6 +15,7 @@ Run ``python tests/photo_pages.py [COUNT]`` for the book's model's accuracy on C
 each condition (default 200), read by deepnet.app.preprocess and by the global-background
 preprocessing it replaced (global_background_digit_to_mnist, kept here for comparison).
 """
+
 import io
 import sys
 from pathlib import Path
@@ -39,18 +40,16 @@ def photo_page(digit, rng, condition):
         tilt = rng.uniform(1, 2.5) * rng.choice([-1, 1])  # degrees
         lost = int(np.ceil(np.sin(np.radians(abs(tilt))) * (height + width))) + 2
     side = int(rng.uniform(0.45, 0.75) * (min(height, width) - 2 * lost))  # the 28x28 box
-    ink_map = Image.fromarray((digit * 255).astype(np.uint8)).resize((side, side),
-                                                                        Image.Resampling.BICUBIC)
+    ink_map = Image.fromarray((digit * 255).astype(np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
     ink = np.zeros((height, width), np.float32)
     top = int(rng.integers(lost, height - side - lost + 1))
     left = int(rng.integers(lost, width - side - lost + 1))
-    ink[top:top + side, left:left + side] = np.asarray(ink_map, np.float32) / 255
+    ink[top : top + side, left : left + side] = np.asarray(ink_map, np.float32) / 255
 
     paper, pen = rng.uniform(0.88, 1.0), rng.uniform(0.08, 0.25)  # reflectances
     reflectance = paper + (pen - paper) * ink
     if condition == "clean":
-        return _encode(Image.fromarray(np.round(255 * reflectance / paper).astype(np.uint8)),
-                       "PNG")
+        return _encode(Image.fromarray(np.round(255 * reflectance / paper).astype(np.uint8)), "PNG")
 
     tint = np.ones(3, np.float32)
     if condition in ("ruled", "photo", "askew"):
@@ -58,10 +57,10 @@ def photo_page(digit, rng, condition):
         spacing, darkness = int(rng.integers(22, 29)), rng.uniform(0.65, 0.8)
         thickness = int(rng.integers(1, 3))
         for row in range(int(rng.integers(5, spacing)), height, spacing):
-            lines[row:row + thickness] = darkness
+            lines[row : row + thickness] = darkness
         margin = np.ones((1, width), np.float32)
         column = int(rng.integers(10, width // 6))
-        margin[0, column:column + thickness] = rng.uniform(0.6, 0.8)
+        margin[0, column : column + thickness] = rng.uniform(0.6, 0.8)
         reflectance = reflectance * lines * margin
         tint = np.array([0.97, 0.98, 1.0], np.float32)  # bluish lines on white paper
     light = np.ones((height, width), np.float32)
@@ -75,8 +74,7 @@ def photo_page(digit, rng, condition):
     seen = seen + rng.normal(0, NOISE, size=seen.shape).astype(np.float32)
     photo = Image.fromarray(np.round(255 * seen.clip(0, 1)).astype(np.uint8), "RGB")
     if condition == "askew":
-        photo = photo.rotate(tilt, resample=Image.Resampling.BICUBIC).crop(
-            (lost, lost, width - lost, height - lost))
+        photo = photo.rotate(tilt, resample=Image.Resampling.BICUBIC).crop((lost, lost, width - lost, height - lost))
     return _encode(photo, "JPEG", quality=int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)))
 
 
@@ -128,7 +126,7 @@ def global_background_digit_to_mnist(gray):
     ink = ((ink - background) / contrast).clip(0, 1)
     inked = ink > 0.1
     rows, columns = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
-    digit = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    digit = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
     height, width = digit.shape
     scale = BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -136,8 +134,9 @@ def global_background_digit_to_mnist(gray):
     digit = np.pad(digit, 1)
     y, x = centre_of_mass(digit)
     shift = (1, 0, x - CENTRE, 0, 1, y - CENTRE)
-    field = Image.fromarray(digit).transform((FIELD, FIELD), Image.Transform.AFFINE, shift,
-                                             resample=Image.Resampling.BILINEAR)
+    field = Image.fromarray(digit).transform(
+        (FIELD, FIELD), Image.Transform.AFFINE, shift, resample=Image.Resampling.BILINEAR
+    )
     field = np.asarray(field, dtype=np.float32).clip(0, 1)
     return field / field.max()
 
@@ -159,8 +158,10 @@ def main(count=200):
     (_, _), (x, t) = load_mnist(normalize=True, flatten=False, root=MNIST_DIR)
     digits, labels = x[:count, 0], t[:count]
     net = load_for_inference(BOOK_PARAMS)
-    print(f"the book's model on MNIST itself ({count} digits): "
-          f"{np.mean(net.predict(x[:count]).argmax(axis=1) == labels):.1%}")
+    print(
+        f"the book's model on MNIST itself ({count} digits): "
+        f"{np.mean(net.predict(x[:count]).argmax(axis=1) == labels):.1%}"
+    )
     print(f"{'condition':10} {'local background':>17} {'global background':>18}")
     for condition in CONDITIONS:
         pages = photo_pages(digits, condition)

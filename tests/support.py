@@ -1,5 +1,6 @@
 """What several test files share: the repository's data, a numerical gradient and a bitwise
 comparison."""
+
 from pathlib import Path
 
 import numpy as np
@@ -32,5 +33,8 @@ def numerical_gradient(f, array, eps=1e-6):
 def same_bits(a, b):
     """Bit-for-bit equality (also for NaN and -0.0), dtype and shape included; any memory
     layout."""
-    return (a.dtype == b.dtype and a.shape == b.shape
-            and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes())
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    )

@@ -6,6 +6,7 @@ Needs the Debian packages chromium and chromium-driver (.ci/run installs them); 
 saying so, where they are missing. ``DEEPNET_SCREENSHOT=docs/serve.png pytest
 tests/test_app_browser.py`` also saves the screenshot of the page with its 7.
 """
+
 import base64
 import json
 import os
@@ -58,10 +59,16 @@ def browser():
         pytest.skip("no Chromium and chromedriver here (Debian: apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1200,1000", "--force-device-scale-factor=1",
-                     # a foreign name that resolves to this machine, as after DNS rebinding
-                     f"--host-resolver-rules=MAP {FOREIGN_NAME} 127.0.0.1"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1200,1000",
+        "--force-device-scale-factor=1",
+        # a foreign name that resolves to this machine, as after DNS rebinding
+        f"--host-resolver-rules=MAP {FOREIGN_NAME} 127.0.0.1",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     yield driver
@@ -83,16 +90,20 @@ def draw(driver, pointer, *strokes):
 
 
 def line(start, end, steps=15):
-    return [(start[0] + (end[0] - start[0]) * i / steps, start[1] + (end[1] - start[1]) * i / steps)
-            for i in range(steps + 1)]
+    return [
+        (start[0] + (end[0] - start[0]) * i / steps, start[1] + (end[1] - start[1]) * i / steps)
+        for i in range(steps + 1)
+    ]
 
 
 def shown_label(driver):
     """The page's answer once its last request came back."""
+
     def answered(driver):
         label = driver.find_element(By.ID, "label").text
         busy = driver.find_element(By.ID, "status").text
         return label if label not in ("", NO_LABEL) and not busy else False
+
     return WebDriverWait(driver, 15).until(answered)
 
 
@@ -174,8 +185,11 @@ def test_a_page_of_a_foreign_name_resolving_here_reads_nothing(browser, capsys):
             assert status == 421 and FOREIGN_NAME in json.loads(text)["error"], (path, status, text)
         # A POST to the server's own address: the browser hides the answer from this origin
         # (no-cors), and the server refuses it before reading the body.
-        status, kind, _ = browser.execute_async_script(FETCH, own + "/predict", {
-            "method": "POST", "mode": "no-cors", "body": "x", "headers": {"Content-Type": "text/plain"}})
+        status, kind, _ = browser.execute_async_script(
+            FETCH,
+            own + "/predict",
+            {"method": "POST", "mode": "no-cors", "body": "x", "headers": {"Content-Type": "text/plain"}},
+        )
         assert (status, kind) == (0, "opaque")
 
         browser.get(own + "/")
@@ -194,17 +208,28 @@ def test_a_page_of_a_foreign_name_resolving_here_reads_nothing(browser, capsys):
         # Chromium asks again once after a 421 (RFC 9110: on another connection); and for a favicon
         if request != "GET /favicon.ico" and not (status == "421" and statuses[-1:] == [(request, status)]):
             statuses.append((request, status))
-    assert statuses == [("GET /", "421"), ("GET /filters", "421"), ("GET /", "421"), ("POST /predict", "421"),
-                        ("POST /inspect", "421"), ("POST /predict", "403"),
-                        ("GET /", "200"), ("GET /style.css", "200"), ("GET /app.js", "200"),
-                        ("GET /filters", "200"), ("GET /filters", "200"), ("POST /predict", "400")], log
+    assert statuses == [
+        ("GET /", "421"),
+        ("GET /filters", "421"),
+        ("GET /", "421"),
+        ("POST /predict", "421"),
+        ("POST /inspect", "421"),
+        ("POST /predict", "403"),
+        ("GET /", "200"),
+        ("GET /style.css", "200"),
+        ("GET /app.js", "200"),
+        ("GET /filters", "200"),
+        ("GET /filters", "200"),
+        ("POST /predict", "400"),
+    ], log
 
 
 def test_a_busy_server_is_shown_and_asked_again(browser):
     """With every work slot taken, the page says the server is busy and asks again after
     Retry-After, until it is answered."""
-    server = DigitServer(DigitReader(load_for_inference(BOOK_PARAMS)), port=0, log_requests=False,
-                         work_slots=1, work_wait=0.1)
+    server = DigitServer(
+        DigitReader(load_for_inference(BOOK_PARAMS)), port=0, log_requests=False, work_slots=1, work_wait=0.1
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -1,4 +1,5 @@
 """``deepnet predict`` and ``deepnet serve`` on the command line, and the network they share."""
+
 import http.client
 import json
 import os
@@ -52,6 +53,7 @@ def one_line_error(capsys, *fragments):
 
 # -- deepnet predict -------------------------------------------------------------------
 
+
 def test_predict_prints_the_top_three_classes_of_each_file(pictures, network, capsys):
     paths, labels = pictures
     assert cli.main(["predict", "--params", str(BOOK_PARAMS), *paths]) == 0
@@ -94,15 +96,18 @@ def test_predict_calls_a_blank_picture_blank(tmp_path, capsys):
     one_line_error(capsys, "blank.png", "blank")
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["predict", "--params", str(BOOK_PARAMS)], "IMAGE"),
-    (["predict", "--params", str(BOOK_PARAMS), "missing.png"], "missing.png"),
-    (["predict", str(BOOK_PARAMS)], "--params"),
-    (["serve", "--params", str(BOOK_PARAMS), "--port", "65536"], "65536"),
-    (["serve", "--params", str(BOOK_PARAMS), "--port", "-1"], "-1"),
-    (["serve", "--params", "missing.npz"], "missing.npz"),
-    (["serve", "--params", str(BOOK_PARAMS), "--threads", "0"], "--threads"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["predict", "--params", str(BOOK_PARAMS)], "IMAGE"),
+        (["predict", "--params", str(BOOK_PARAMS), "missing.png"], "missing.png"),
+        (["predict", str(BOOK_PARAMS)], "--params"),
+        (["serve", "--params", str(BOOK_PARAMS), "--port", "65536"], "65536"),
+        (["serve", "--params", str(BOOK_PARAMS), "--port", "-1"], "-1"),
+        (["serve", "--params", "missing.npz"], "missing.npz"),
+        (["serve", "--params", str(BOOK_PARAMS), "--threads", "0"], "--threads"),
+    ],
+)
 def test_bad_usage_is_one_line_and_exit_code_2(argv, fragment, capsys):
     assert cli.main(argv) == 2
     one_line_error(capsys, fragment)
@@ -126,8 +131,13 @@ def test_serve_runs_from_the_command_line(pictures, network):
     paths, labels = pictures
     deepnet_home = str(Path(deepnet.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
-    process = subprocess.Popen([sys.executable, "-m", "deepnet", "serve", "--params", str(BOOK_PARAMS), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deepnet", "serve", "--params", str(BOOK_PARAMS), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         banner = process.stdout.readline()
         assert banner.startswith("deepnet serve: http://127.0.0.1:"), banner + process.stderr.read()
@@ -142,6 +152,7 @@ def test_serve_runs_from_the_command_line(pictures, network):
 
 
 # -- the network -----------------------------------------------------------------------
+
 
 def test_load_for_inference_falls_back_to_the_book_network(network):
     loaded = load_for_inference(BOOK_PARAMS)
@@ -189,6 +200,7 @@ def test_the_reader_serialises_passes_through_a_stateful_network():
 
     def read(i):
         answers[i] = reader.probabilities(inputs[i])
+
     threads = [threading.Thread(target=read, args=(i,)) for i in range(len(inputs))]
     for thread in threads:
         thread.start()
@@ -204,9 +216,16 @@ def test_feature_maps_are_every_stack_of_maps_up_to_the_classifier(network):
     digits, _ = mnist_test_digits(1)
     maps = reader.feature_maps(digits[0])
     assert [(name, m.shape) for name, m in maps] == [
-        ("Convolution 1", (16, 28, 28)), ("Convolution 2", (16, 28, 28)), ("Pooling 1", (16, 14, 14)),
-        ("Convolution 3", (32, 14, 14)), ("Convolution 4", (32, 16, 16)), ("Pooling 2", (32, 8, 8)),
-        ("Convolution 5", (64, 8, 8)), ("Convolution 6", (64, 8, 8)), ("Pooling 3", (64, 4, 4))]
+        ("Convolution 1", (16, 28, 28)),
+        ("Convolution 2", (16, 28, 28)),
+        ("Pooling 1", (16, 14, 14)),
+        ("Convolution 3", (32, 14, 14)),
+        ("Convolution 4", (32, 16, 16)),
+        ("Pooling 2", (32, 8, 8)),
+        ("Convolution 5", (64, 8, 8)),
+        ("Convolution 6", (64, 8, 8)),
+        ("Pooling 3", (64, 4, 4)),
+    ]
     assert all(m.min() >= 0 for _, m in maps)  # ReLU'd convolutions, and poolings of them
     assert np.array_equal(reader.first_filters(), network.params["W1"])
     assert inference.DigitReader(_RacyNetwork()).first_filters() is None
@@ -217,8 +236,13 @@ def test_the_load_test_script_runs_and_prints_its_tables():
     script = Path(__file__).resolve().parents[1] / "benches" / "models" / "load_serve.py"
     deepnet_home = str(Path(deepnet.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
-    result = subprocess.run([sys.executable, str(script), "--requests", "16", "--threads", "2"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script), "--requests", "16", "--threads", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "| 16 | 0 |" in result.stdout and "| after the load |" in result.stdout
 
@@ -291,9 +315,10 @@ def sparse_file(path, size):
     return str(path)
 
 
-@pytest.mark.parametrize("size", [MAX_BODY + 1, 10 * 1024 ** 3])
-def test_a_file_over_the_upload_limit_is_refused_from_its_size_before_reading(pictures, tmp_path, capsys,
-                                                                            monkeypatch, size):
+@pytest.mark.parametrize("size", [MAX_BODY + 1, 10 * 1024**3])
+def test_a_file_over_the_upload_limit_is_refused_from_its_size_before_reading(
+    pictures, tmp_path, capsys, monkeypatch, size
+):
     import tracemalloc
 
     paths, _ = pictures
@@ -310,9 +335,11 @@ def test_a_file_over_the_upload_limit_is_refused_from_its_size_before_reading(pi
     out, err = capsys.readouterr()
     assert out.startswith(f"{paths[0]}: 7 ")
     [line] = error_lines(err)
-    assert line == (f"deepnet: error: {huge}: the file is {size:,} bytes, more than the "
-                    f"{MAX_BODY:,} accepted for an image (the same limit as deepnet serve's)")
-    assert len(read) == 1 and peak < 4 * MAX_BODY + 50 * 2 ** 20
+    assert line == (
+        f"deepnet: error: {huge}: the file is {size:,} bytes, more than the "
+        f"{MAX_BODY:,} accepted for an image (the same limit as deepnet serve's)"
+    )
+    assert len(read) == 1 and peak < 4 * MAX_BODY + 50 * 2**20
 
 
 def test_predicts_byte_limit_is_the_servers(tmp_path, capsys):
@@ -328,6 +355,7 @@ def test_predicts_byte_limit_is_the_servers(tmp_path, capsys):
 def test_out_of_memory_in_predict_gives_predicts_own_advice(pictures, monkeypatch, capsys):
     def exhausted(self, inputs):
         raise MemoryError()
+
     monkeypatch.setattr(inference.DigitReader, "probabilities", exhausted)
     assert cli.main(["predict", "--params", str(BOOK_PARAMS), *pictures[0]]) == 1
     err = one_line_error(capsys, "out of memory", "IMAGE")
@@ -344,6 +372,7 @@ def test_out_of_memory_reading_one_image_is_that_files_error(pictures, monkeypat
         if len(calls) == 2:
             raise MemoryError()
         return real(data)
+
     monkeypatch.setattr(preprocess, "mnist_input", exhausted_once)
     assert cli.main(["predict", "--params", str(BOOK_PARAMS), *paths]) == 1
     out, err = capsys.readouterr()
@@ -364,7 +393,8 @@ def broken_network(network, value):
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 @pytest.mark.parametrize("json_output", [False, True])
 def test_predict_with_a_network_giving_non_finite_outputs_fails_and_prints_no_nan(
-        pictures, network, monkeypatch, capsys, value, json_output):
+    pictures, network, monkeypatch, capsys, value, json_output
+):
     monkeypatch.setattr(inference, "load_for_inference", lambda path: broken_network(network, value))
     options = ["--json"] if json_output else []
     assert cli.main(["predict", *options, "--params", str(BOOK_PARAMS), *pictures[0]]) == 1
@@ -396,6 +426,7 @@ def test_predict_reports_each_file_whose_output_is_not_finite(pictures, network,
         if data == Path(paths[1]).read_bytes():
             image[0, 0] = 1
         return image
+
     monkeypatch.setattr(preprocess, "mnist_input", marked)
     monkeypatch.setattr(inference, "load_for_inference", lambda path: _NaNForSomeInputs(network))
     assert cli.main(["predict", "--params", str(BOOK_PARAMS), *paths]) == 1

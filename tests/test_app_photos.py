@@ -3,6 +3,7 @@
 The pages are tests/photo_pages.py's: real MNIST test digits written on paper and
 photographed; the book's trained model reads them.
 """
+
 import io
 
 import numpy as np
@@ -53,25 +54,22 @@ def test_clean_renders_read_as_well_as_mnist_itself(book_net, digits, clean_accu
 
 @pytest.mark.parametrize("condition", PHOTOS)
 def test_photos_on_unevenly_lit_and_ruled_paper_read_nearly_as_well_as_clean_renders(
-        book_net, digits, pages, clean_accuracy, condition):
+    book_net, digits, pages, clean_accuracy, condition
+):
     measured = accuracy(book_net, pages[condition], digits[1], mnist_input)
-    assert measured >= 0.9 and measured >= clean_accuracy - 0.04, (condition, measured,
-                                                                    clean_accuracy)
+    assert measured >= 0.9 and measured >= clean_accuracy - 0.04, (condition, measured, clean_accuracy)
 
 
 @pytest.mark.parametrize("condition", PHOTOS)
-def test_one_background_level_for_the_whole_page_misreads_these_photos(book_net, digits, pages,
-                                                                       condition):
+def test_one_background_level_for_the_whole_page_misreads_these_photos(book_net, digits, pages, condition):
     # What preprocess did before: the test above fails with it (15-31% on 300 pages).
-    before = accuracy(book_net, pages[condition][:BEFORE], digits[1][:BEFORE],
-                      global_background_input)
+    before = accuracy(book_net, pages[condition][:BEFORE], digits[1][:BEFORE], global_background_input)
     assert before < 0.6
 
 
 @pytest.mark.parametrize("condition", PHOTOS)
 @pytest.mark.parametrize("seed", range(3))
-def test_a_3_photographed_on_a_grey_gradient_or_ruled_paper_is_read_as_3_confidently(
-        book_net, condition, seed):
+def test_a_3_photographed_on_a_grey_gradient_or_ruled_paper_is_read_as_3_confidently(book_net, condition, seed):
     # The reported cases: "2 19%, 3 19%, 8 18%" on a gradient, 51% on notebook paper.
     images, labels = mnist_test_digits(33)
     for index in (30, 32):
@@ -98,10 +96,15 @@ def _paper_page(light, lines=None, digit_at=(60, 80), scale=6, pen=0.15):
     height, width = light.shape
     digit = mnist_test_digits(1)[0][0]
     ink = np.zeros((height, width), np.float32)
-    big = np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize(
-        (28 * scale, 28 * scale), Image.Resampling.BICUBIC), np.float32) / 255
+    big = (
+        np.asarray(
+            Image.fromarray((digit * 255).astype(np.uint8)).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC),
+            np.float32,
+        )
+        / 255
+    )
     top, left = digit_at
-    ink[top:top + 28 * scale, left:left + 28 * scale] = big
+    ink[top : top + 28 * scale, left : left + 28 * scale] = big
     reflectance = 1 + (pen - 1) * ink
     if lines is not None:
         reflectance *= lines[:, None]
@@ -132,7 +135,7 @@ def test_ruled_lines_are_taken_out_and_the_digit_crossing_them_kept():
     assert found[ink == 0].max() < 0.05
     beside = np.zeros(300, bool)  # the lines' rows and those next to them
     for offset in (-1, 0, 1, 2):
-        beside[12 + offset::25] = True
+        beside[12 + offset :: 25] = True
     assert np.abs(found - truth)[~beside].max() < 0.05
     # On the lines the digit's ink is kept; beside them its faint edges may lose a little.
     assert np.abs(found - truth)[lines < 1].max() < 0.05
@@ -175,14 +178,13 @@ def test_the_digits_pieces_are_scipys_8_connected_components():
 
 
 @pytest.mark.parametrize("exposure, bound", [(0.6, 0.9), (0.45, 0.8)])
-def test_a_dim_photo_of_paper_is_still_dark_ink_on_light_paper(book_net, digits, pages,
-                                                               exposure, bound):
+def test_a_dim_photo_of_paper_is_still_dark_ink_on_light_paper(book_net, digits, pages, exposure, bound):
     # Underexposed: the paper is darker than 0.5 everywhere, but still the light part (at
     # 0.45 the page's paper spans 46-115 of 255 levels and its ink 5-29: noise counts more).
     def dim(page):
         photo = np.asarray(Image.open(io.BytesIO(page)).convert("RGB"), np.float32)
-        return encode(Image.fromarray(np.round(photo * exposure).astype(np.uint8)), "JPEG",
-                      quality=70)
+        return encode(Image.fromarray(np.round(photo * exposure).astype(np.uint8)), "JPEG", quality=70)
+
     dimmed = [dim(page) for page in pages["lit"][:60]]
     assert accuracy(book_net, dimmed, digits[1][:60], mnist_input) >= bound
 

@@ -1,4 +1,5 @@
 """Pictures -> MNIST inputs (deepnet.app.preprocess), checked against what MNIST itself is."""
+
 import io
 
 import numpy as np
@@ -34,8 +35,9 @@ def test_mnist_itself_has_its_centres_of_mass_at_pixel_14_and_peaks_at_1():
 
 def test_twenty_mnist_digits_drawn_at_5x_anywhere_on_a_page_read_as_the_originals(book_net):
     digits, _ = mnist_test_digits(20)
-    inputs = np.array([mnist_input(encode(black_on_white(d, offset=(13 + 7 * i, 90 - 4 * i))))
-                       for i, d in enumerate(digits)])
+    inputs = np.array(
+        [mnist_input(encode(black_on_white(d, offset=(13 + 7 * i, 90 - 4 * i)))) for i, d in enumerate(digits)]
+    )
 
     originals = book_net.predict(digits[:, None]).argmax(axis=1)
     round_trip = book_net.predict(inputs[:, None]).argmax(axis=1)
@@ -72,8 +74,9 @@ def _strokes_on_transparent(digit, colour):
     return Image.merge("RGBA", [Image.new("L", digit.size, c) for c in colour] + [alpha])
 
 
-@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0), (200, 30, 30), (40, 90, 250)],
-                         ids=["white", "black", "red", "blue"])
+@pytest.mark.parametrize(
+    "colour", [(255, 255, 255), (0, 0, 0), (200, 30, 30), (40, 90, 250)], ids=["white", "black", "red", "blue"]
+)
 def test_strokes_of_any_one_colour_on_a_transparent_background_are_ink(digit, colour):
     made = mnist_input(encode(_strokes_on_transparent(digit, colour)))
     assert np.allclose(made, mnist_input(encode(digit)), atol=0.02)
@@ -126,17 +129,19 @@ def test_palette_images_with_and_without_transparency(digit):
     transparent = palette.copy()
     background = palette.getpixel((0, 0))
     colours = transparent.getpalette()
-    colours[3 * background:3 * background + 3] = [0, 0, 0]
+    colours[3 * background : 3 * background + 3] = [0, 0, 0]
     transparent.putpalette(colours)
-    assert np.allclose(mnist_input(encode(transparent, transparency=background)),
-                       mnist_input(encode(digit)), atol=0.02)
+    assert np.allclose(mnist_input(encode(transparent, transparency=background)), mnist_input(encode(digit)), atol=0.02)
 
 
-@pytest.mark.parametrize("orientation, stored_as", [
-    (3, Image.Transpose.ROTATE_180),
-    (6, Image.Transpose.ROTATE_90),  # a phone held upright: stored on its side
-    (8, Image.Transpose.ROTATE_270),
-])
+@pytest.mark.parametrize(
+    "orientation, stored_as",
+    [
+        (3, Image.Transpose.ROTATE_180),
+        (6, Image.Transpose.ROTATE_90),  # a phone held upright: stored on its side
+        (8, Image.Transpose.ROTATE_270),
+    ],
+)
 def test_exif_orientation_is_applied(digit, orientation, stored_as):
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -168,12 +173,16 @@ def test_faint_noise_alone_is_blank():
         mnist_input(encode(Image.fromarray(noise)))
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "neither"),
-    (b"not an image at all", "neither"),
-    (b"GIF89a" + bytes(40), "neither"),  # a format whose decoder is not run
-    (b"\x89PNG\r\n\x1a\n" + bytes(30), "neither"),  # PNG's signature, then no PNG
-], ids=["empty", "text", "gif-header", "png-signature"])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "neither"),
+        (b"not an image at all", "neither"),
+        (b"GIF89a" + bytes(40), "neither"),  # a format whose decoder is not run
+        (b"\x89PNG\r\n\x1a\n" + bytes(30), "neither"),  # PNG's signature, then no PNG
+    ],
+    ids=["empty", "text", "gif-header", "png-signature"],
+)
 def test_unreadable_bytes_raise_image_error_speaking_of_the_image(data, message):
     with pytest.raises(ImageError, match=f"^the image .*{message}"):
         mnist_input(data)
@@ -182,9 +191,9 @@ def test_unreadable_bytes_raise_image_error_speaking_of_the_image(data, message)
 def test_a_truncated_or_corrupted_png_raises_image_error(digit):
     data = encode(digit)
     with pytest.raises(ImageError, match="^the image is unreadable"):
-        mnist_input(data[:len(data) // 2])
+        mnist_input(data[: len(data) // 2])
     middle = len(data) // 2
-    corrupted = data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 16]) + data[middle + 16:]
+    corrupted = data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 16]) + data[middle + 16 :]
     with pytest.raises(ImageError, match="^the image is unreadable"):
         mnist_input(corrupted)
 
@@ -232,6 +241,7 @@ def decodes(monkeypatch):
     def spy(image):
         calls.append(image.size)
         return load(image)
+
     monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
     return calls
 

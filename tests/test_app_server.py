@@ -1,4 +1,5 @@
 """``deepnet serve``'s HTTP API: good, bad, oversized, slow and concurrent requests."""
+
 import base64
 import http.client
 import io
@@ -83,6 +84,7 @@ def post_png(server, png, path="/predict"):
 
 # -- good requests ---------------------------------------------------------------------
 
+
 def test_predict_answers_label_and_probabilities_of_the_preprocessed_picture(served, pictures, network):
     pngs, digits = pictures
     for png, digit in zip(pngs, digits):
@@ -118,8 +120,17 @@ def test_inspect_adds_the_input_and_every_feature_map(served, pictures, network)
         x = layer.forward(x)
         expected.append(x[0])
     names = [layer["name"] for layer in answer["layers"]]
-    assert names == ["Convolution 1", "Convolution 2", "Pooling 1", "Convolution 3", "Convolution 4",
-                     "Pooling 2", "Convolution 5", "Convolution 6", "Pooling 3"]
+    assert names == [
+        "Convolution 1",
+        "Convolution 2",
+        "Pooling 1",
+        "Convolution 3",
+        "Convolution 4",
+        "Pooling 2",
+        "Convolution 5",
+        "Convolution 6",
+        "Pooling 3",
+    ]
     for layer, maps in zip(answer["layers"], expected):
         assert layer["shape"] == list(maps.shape)
         pixels = np.frombuffer(base64.b64decode(layer["pixels"]), np.uint8).reshape(maps.shape)
@@ -136,12 +147,15 @@ def test_filters_are_the_first_layers_weights_with_grey_at_zero(served, network)
     assert np.abs(pixels - (127.5 + 127.5 * weights / np.abs(weights).max())).max() <= 0.5 + 1e-3
 
 
-@pytest.mark.parametrize("path, name, content_type", [
-    ("/", "index.html", "text/html; charset=utf-8"),
-    ("/?from=bookmark", "index.html", "text/html; charset=utf-8"),
-    ("/app.js", "app.js", "text/javascript; charset=utf-8"),
-    ("/style.css", "style.css", "text/css; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    "path, name, content_type",
+    [
+        ("/", "index.html", "text/html; charset=utf-8"),
+        ("/?from=bookmark", "index.html", "text/html; charset=utf-8"),
+        ("/app.js", "app.js", "text/javascript; charset=utf-8"),
+        ("/style.css", "style.css", "text/css; charset=utf-8"),
+    ],
+)
 def test_the_page_is_served_from_package_data(served, path, name, content_type):
     status, response, body = request(served, "GET", path)
     assert status == 200 and response.getheader("Content-Type") == content_type
@@ -172,12 +186,26 @@ BAD_REQUESTS = [
     ("a truncated PNG", "POST", "/predict", "truncated", {"Content-Type": PNG}, 400, "unreadable"),
     ("an empty body", "POST", "/predict", b"", {"Content-Type": PNG}, 400, "empty"),
     ("a blank canvas", "POST", "/predict", "blank", {"Content-Type": PNG}, 422, "blank"),
-    ("a decompression bomb", "POST", "/predict", png_header_only(100_000, 100_000), {"Content-Type": PNG},
-     413, "pixels"),
+    (
+        "a decompression bomb",
+        "POST",
+        "/predict",
+        png_header_only(100_000, 100_000),
+        {"Content-Type": PNG},
+        413,
+        "pixels",
+    ),
     ("no Content-Type", "POST", "/predict", "png", {}, 415, "image/png or image/jpeg"),
     ("a wrong Content-Type", "POST", "/predict", "png", {"Content-Type": "text/plain"}, 415, "text/plain"),
-    ("multipart form data", "POST", "/predict", "png", {"Content-Type": "multipart/form-data; boundary=x"},
-     415, "multipart"),
+    (
+        "multipart form data",
+        "POST",
+        "/predict",
+        "png",
+        {"Content-Type": "multipart/form-data; boundary=x"},
+        415,
+        "multipart",
+    ),
     ("GET on /predict", "GET", "/predict", None, {}, 405, "POST only"),
     ("PUT on /predict", "PUT", "/predict", "png", {"Content-Type": PNG}, 405, "POST only"),
     ("DELETE on /inspect", "DELETE", "/inspect", None, {}, 405, "POST only"),
@@ -193,15 +221,18 @@ BAD_REQUESTS = [
 
 def body_for(name, pictures):
     png = pictures[0][0]
-    return {"png": png, "truncated": png[:len(png) // 2],
-            "blank": encode(Image.new("L", (280, 280), 255)),
-            "gif": encode(Image.open(io.BytesIO(png)), "GIF")}[name]
+    return {
+        "png": png,
+        "truncated": png[: len(png) // 2],
+        "blank": encode(Image.new("L", (280, 280), 255)),
+        "gif": encode(Image.open(io.BytesIO(png)), "GIF"),
+    }[name]
 
 
-@pytest.mark.parametrize("what, method, path, body, headers, status, words", BAD_REQUESTS,
-                         ids=[case[0] for case in BAD_REQUESTS])
-def test_bad_requests_get_a_4xx_json_error(served, pictures, what, method, path, body, headers, status,
-                                           words):
+@pytest.mark.parametrize(
+    "what, method, path, body, headers, status, words", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS]
+)
+def test_bad_requests_get_a_4xx_json_error(served, pictures, what, method, path, body, headers, status, words):
     if isinstance(body, str):
         body = body_for(body, pictures)
     answered, response, answer = request(served, method, path, body, headers)
@@ -212,27 +243,36 @@ def test_bad_requests_get_a_4xx_json_error(served, pictures, what, method, path,
         assert response.getheader("Allow") in ("POST", "GET, HEAD")
 
 
-@pytest.mark.parametrize("head, status, words", [
-    (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n\r\n", 411, "Content-Length"),
-    (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"4\r\nabcd\r\n0\r\n\r\n", 411, "Content-Length"),
-    (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: -5\r\n\r\n", 400, "number"),
-    (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 1e3\r\n\r\n", 400, "number"),
-    (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: \xb2\r\n\r\n", 400, "number"),
-    (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 100\r\n\r\nonly 19 bytes here.",
-     400, "ended after 19 of 100 bytes"),
-    (b"GET\r\n\r\n", 400, "Bad request syntax"),
-    (b"GET / HTTP/one\r\n\r\n", 400, "Bad request version"),
-    (b"GET /" + b"a" * (65537 - 5), 414, "URI Too Long"),  # what http.server reads of a line, and no more
-])
+@pytest.mark.parametrize(
+    "head, status, words",
+    [
+        (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n\r\n", 411, "Content-Length"),
+        (
+            b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4\r\nabcd\r\n0\r\n\r\n",
+            411,
+            "Content-Length",
+        ),
+        (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: -5\r\n\r\n", 400, "number"),
+        (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 1e3\r\n\r\n", 400, "number"),
+        (b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: \xb2\r\n\r\n", 400, "number"),
+        (
+            b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 100\r\n\r\nonly 19 bytes here.",
+            400,
+            "ended after 19 of 100 bytes",
+        ),
+        (b"GET\r\n\r\n", 400, "Bad request syntax"),
+        (b"GET / HTTP/one\r\n\r\n", 400, "Bad request version"),
+        (b"GET /" + b"a" * (65537 - 5), 414, "URI Too Long"),  # what http.server reads of a line, and no more
+    ],
+)
 def test_malformed_http_gets_a_json_error(served, head, status, words):
     answered, answer = raw_request(served, head)
     assert answered == status and words.lower() in answer["error"].lower()
 
 
 def test_an_oversized_body_is_refused_from_content_length_before_it_is_sent(served):
-    head = (f"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
-            f"Content-Length: {MAX_BODY + 1}\r\n\r\n").encode()
+    head = (f"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n").encode()
     answered, answer = raw_request(served, head)  # no body follows
     assert answered == 413 and f"{MAX_BODY:,}" in answer["error"]
 
@@ -250,10 +290,10 @@ def test_a_body_of_exactly_the_cap_is_read(served):
 
 # -- slow and concurrent clients, and staying up ---------------------------------------
 
+
 def test_a_stalled_body_times_out_with_408_while_others_are_served(served, pictures):
     with socket.create_connection(served.server_address[:2], timeout=10) as stalled:
-        stalled.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
-                        b"ten bytes.")
+        stalled.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nten bytes.")
         assert post_png(served, pictures[0][0])[0] == 200  # meanwhile
         started = time.monotonic()
         answer = b"".join(iter(lambda: stalled.recv(65536), b""))
@@ -294,8 +334,7 @@ def test_concurrent_requests_each_get_their_own_answer(served, pictures):
     serial = [post_png(served, png)[2] for png in pngs]
     jobs = [i % len(pngs) for i in range(64)]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda i: post_png(served, pngs[i], "/inspect" if i % 2 else "/predict"),
-                                jobs))
+        answers = list(pool.map(lambda i: post_png(served, pngs[i], "/inspect" if i % 2 else "/predict"), jobs))
     for i, (status, _, answer) in zip(jobs, answers):
         assert status == 200
         assert answer["probabilities"] == serial[i]["probabilities"]  # bit for bit
@@ -315,6 +354,7 @@ def test_at_most_two_images_are_decoded_at_once(served, pictures, monkeypatch):
         with lock:
             decoding[0] -= 1
         return real(data)
+
     monkeypatch.setattr(preprocess, "mnist_input", slow_mnist_input)
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(lambda png: post_png(served, png)[0], pictures[0] * 2))
@@ -350,10 +390,15 @@ def test_the_server_never_opens_files_on_a_requests_behalf(served, pictures, mon
     def spy(*args, **kwargs):
         opened.append(args[0])
         return real_open(*args, **kwargs)
+
     monkeypatch.setattr("builtins.open", spy)
     monkeypatch.setattr("io.open", spy)
-    for method, path, body in [("GET", "/", None), ("GET", "/app.js", None), ("GET", "/../setup.py", None),
-                               ("POST", "/inspect", pictures[0][0])]:
+    for method, path, body in [
+        ("GET", "/", None),
+        ("GET", "/app.js", None),
+        ("GET", "/../setup.py", None),
+        ("POST", "/inspect", pictures[0][0]),
+    ]:
         request(served, method, path, body, {"Content-Type": PNG} if body else {})
     assert opened == []
 
@@ -372,10 +417,13 @@ def test_it_listens_on_the_loopback_address_by_default(network):
 
 # -- hardening round 3 (issue 32) ------------------------------------------------------
 
+
 def strict_json(data):
     """JSON as RFC 8259 has it: NaN and Infinity are refused, as a browser's JSON.parse does."""
+
     def refuse(name):
         raise ValueError(f"not JSON: {name}")
+
     return json.loads(data, parse_constant=refuse)
 
 
@@ -451,8 +499,7 @@ def test_more_images_on_their_way_than_max_posts_get_503_before_their_body_is_re
             busy = pool.submit(post_png, server, pictures[0][0])
             assert reader.started.wait(10)
             started = time.monotonic()
-            head = (f"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
-                    f"Content-Length: {MAX_BODY}\r\n\r\n").encode()
+            head = (f"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: {MAX_BODY}\r\n\r\n").encode()
             status, answer = raw_request(server, head)  # no body follows: refused without it
             assert status == 503 and "busy" in answer["error"]
             assert time.monotonic() - started < 1.5  # at once, not after WORK_WAIT
@@ -519,10 +566,16 @@ def test_the_server_never_sends_nan_even_from_a_reader_that_gives_it(pictures, c
 
 # DNS rebinding: a page of a foreign name that resolves to 127.0.0.1 sends its name as Host.
 
+
 def test_a_foreign_host_gets_421_on_every_route(served, pictures):
     port = served.server_address[1]
-    for method, path, body in [("GET", "/", None), ("GET", "/filters", None), ("HEAD", "/", None),
-                               ("POST", "/predict", pictures[0][0]), ("POST", "/inspect", pictures[0][0])]:
+    for method, path, body in [
+        ("GET", "/", None),
+        ("GET", "/filters", None),
+        ("HEAD", "/", None),
+        ("POST", "/predict", pictures[0][0]),
+        ("POST", "/inspect", pictures[0][0]),
+    ]:
         headers = {"Host": f"evil.test:{port}", "Content-Type": PNG}
         status, response, body = raw_answer(served, method, path, body, headers)
         assert status == 421, (method, path)
@@ -532,8 +585,18 @@ def test_a_foreign_host_gets_421_on_every_route(served, pictures):
             assert "evil.test" in answer["error"] and f"127.0.0.1:{port}" in answer["error"]
 
 
-@pytest.mark.parametrize("host", ["evil.test", "127.0.0.1", "localhost:1", "127.0.0.1:{port}.evil.test",
-                                  "127.0.0.2:{port}", "example.com:{port}", ""])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.test",
+        "127.0.0.1",
+        "localhost:1",
+        "127.0.0.1:{port}.evil.test",
+        "127.0.0.2:{port}",
+        "example.com:{port}",
+        "",
+    ],
+)
 def test_hosts_other_than_the_servers_address_get_421(served, host):
     port = served.server_address[1]
     status, _, answer = request(served, "GET", "/filters", headers={"Host": host.format(port=port)})
@@ -546,18 +609,30 @@ def test_the_loopback_names_of_the_server_are_accepted(served, pictures, host):
     headers = {"Host": host.format(port=port)}
     assert request(served, "GET", "/filters", headers=headers)[0] == 200
     origin = "http://" + host.format(port=port).lower()
-    assert request(served, "POST", "/predict", pictures[0][0],
-                   {**headers, "Content-Type": PNG, "Origin": origin})[0] == 200
+    assert (
+        request(served, "POST", "/predict", pictures[0][0], {**headers, "Content-Type": PNG, "Origin": origin})[0]
+        == 200
+    )
 
 
-@pytest.mark.parametrize("origin", ["http://evil.test:{port}", "http://evil.test", "null",
-                                    "https://127.0.0.1:{port}", "http://127.0.0.1:1", "http://127.0.0.1",
-                                    "http://127.0.0.1:{port}.evil.test"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.test:{port}",
+        "http://evil.test",
+        "null",
+        "https://127.0.0.1:{port}",
+        "http://127.0.0.1:1",
+        "http://127.0.0.1",
+        "http://127.0.0.1:{port}.evil.test",
+    ],
+)
 @pytest.mark.parametrize("path", ["/predict", "/inspect"])
 def test_a_post_from_a_foreign_origin_gets_403(served, pictures, origin, path):
     port = served.server_address[1]
-    status, response, answer = request(served, "POST", path, pictures[0][0],
-                                       {"Content-Type": PNG, "Origin": origin.format(port=port)})
+    status, response, answer = request(
+        served, "POST", path, pictures[0][0], {"Content-Type": PNG, "Origin": origin.format(port=port)}
+    )
     assert status == 403 and response.getheader("Content-Type") == "application/json"
     assert "Origin" in answer["error"] and f"http://127.0.0.1:{port}" in answer["error"]
 
@@ -568,8 +643,7 @@ def test_a_post_without_origin_from_a_program_is_answered(served, pictures):
 
 def test_the_hosts_accepted_follow_the_address_given():
     allowed = server_module.allowed_hosts
-    assert allowed("127.0.0.1", "127.0.0.1", 8000) == {
-        "127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
+    assert allowed("127.0.0.1", "127.0.0.1", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
     assert allowed("localhost", "127.0.0.1", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
     assert allowed("::1", "::1", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
     assert allowed("192.168.1.5", "192.168.1.5", 8000) == {"192.168.1.5:8000"}
@@ -577,6 +651,7 @@ def test_the_hosts_accepted_follow_the_address_given():
 
 
 # Disconnects and errors of the connection are no bugs: nothing is logged for them.
+
 
 def reset(connection):
     """Close with a reset (RST), as a browser tab closed mid-request does."""
@@ -590,8 +665,11 @@ def test_a_client_that_hangs_up_before_its_answer_leaves_no_traceback(pictures, 
     try:
         png = pictures[0][0]
         client = socket.create_connection(server.server_address[:2], timeout=10)
-        client.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
-                       + f"Content-Length: {len(png)}\r\n\r\n".encode() + png)
+        client.sendall(
+            b"POST /predict HTTP/1.1\r\nContent-Type: image/png\r\n"
+            + f"Content-Length: {len(png)}\r\n\r\n".encode()
+            + png
+        )
         assert reader.started.wait(10)
         reset(client)
         # ... and one that hangs up in the middle of its body
@@ -623,8 +701,11 @@ def test_image_errors_speak_of_the_image_not_of_functions(served, pictures, body
 def test_listening_on_every_address_accepts_its_ip_addresses_but_no_other_name():
     import types
 
-    every = types.SimpleNamespace(allowed_hosts=server_module.allowed_hosts("0.0.0.0", "0.0.0.0", 8000),
-                                  any_address=True, server_address=("0.0.0.0", 8000))
+    every = types.SimpleNamespace(
+        allowed_hosts=server_module.allowed_hosts("0.0.0.0", "0.0.0.0", 8000),
+        any_address=True,
+        server_address=("0.0.0.0", 8000),
+    )
     allowed = lambda host: DigitServer.host_allowed(every, host)  # noqa: E731
     assert allowed("192.168.1.5:8000") and allowed("[fe80::1]:8000") and allowed("0.0.0.0:8000")
     assert not allowed("192.168.1.5:8001") and not allowed("evil.test:8000") and not allowed("192.168.1.5")

@@ -1,4 +1,5 @@
 """deepnet.augment: the transforms it builds, the fields it draws, and its spec syntax."""
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -45,8 +46,9 @@ def test_shift_scale_and_shear_move_pixels_where_documented(rng):
     np.testing.assert_allclose(zoomed[0, 0, ::2, ::2], x[0, 0, 2:7, 2:7], atol=1e-12)
     sheared = F.affine_warp(x, affine_theta((9, 9), shear=45.0))  # row r moves right by r - 4
     for r in range(9):
-        np.testing.assert_allclose(sheared[0, 0, r, max(0, r - 4):min(9, 5 + r)],
-                                   x[0, 0, r, max(0, 4 - r):min(9, 13 - r)], atol=1e-12)
+        np.testing.assert_allclose(
+            sheared[0, 0, r, max(0, r - 4) : min(9, 5 + r)], x[0, 0, r, max(0, 4 - r) : min(9, 13 - r)], atol=1e-12
+        )
 
 
 @pytest.mark.parametrize("size, sigma", [(28, 4.0), (28, 1.5), (9, 0.6), (5, 6.0), (1, 2.0)])
@@ -138,26 +140,29 @@ def test_spec_round_trips():
     assert repr(Augment(scale=0.1)) == "Augment.from_spec('scale=0.1')"
 
 
-@pytest.mark.parametrize("spec, error, fragments", [
-    ("rotate=10", ValueError, ["from_spec('rotate=10')", "unknown key 'rotate'", "rotation, scale"]),
-    ("rotation", ValueError, ["KEY=VALUE", "'rotation'"]),
-    ("rotation=", ValueError, ["KEY=VALUE"]),
-    ("rotation=ten", ValueError, ["rotation must be a number", "'ten'"]),
-    ("rotation=5,rotation=6", ValueError, ["rotation is given twice"]),
-    ("elastic=34", ValueError, ["elastic takes ALPHA:SIGMA", "'34'"]),
-    ("elastic=34:x", ValueError, ["elastic sigma must be a number", "'x'"]),
-    ("rotation=-1", ValueError, ["Augment: rotation", "[0, 180]", "-1.0"]),
-    ("scale=1", ValueError, ["scale", "[0, 1)", "1.0"]),
-    ("shear=90", ValueError, ["shear", "[0, 90)"]),
-    ("shift=nan", ValueError, ["shift", "finite"]),
-    ("elastic=34:0", ValueError, ["elastic_sigma", "(0, 1000]"]),
-    ("elastic=34:1e300", ValueError, ["elastic_sigma", "(0, 1000]"]),
-    ("fill=inf", ValueError, ["fill", "finite"]),
-    ("shift=1e308", ValueError, ["shift", "[0, 1000]", "1e+308"]),
-    ("elastic=1e30:4", ValueError, ["elastic_alpha", "[0, 10000]"]),
-    ("fill=-1e30", ValueError, ["fill", "[-1000, 1000]"]),
-    (3, TypeError, ["from_spec", "must be a str", "3"]),
-])
+@pytest.mark.parametrize(
+    "spec, error, fragments",
+    [
+        ("rotate=10", ValueError, ["from_spec('rotate=10')", "unknown key 'rotate'", "rotation, scale"]),
+        ("rotation", ValueError, ["KEY=VALUE", "'rotation'"]),
+        ("rotation=", ValueError, ["KEY=VALUE"]),
+        ("rotation=ten", ValueError, ["rotation must be a number", "'ten'"]),
+        ("rotation=5,rotation=6", ValueError, ["rotation is given twice"]),
+        ("elastic=34", ValueError, ["elastic takes ALPHA:SIGMA", "'34'"]),
+        ("elastic=34:x", ValueError, ["elastic sigma must be a number", "'x'"]),
+        ("rotation=-1", ValueError, ["Augment: rotation", "[0, 180]", "-1.0"]),
+        ("scale=1", ValueError, ["scale", "[0, 1)", "1.0"]),
+        ("shear=90", ValueError, ["shear", "[0, 90)"]),
+        ("shift=nan", ValueError, ["shift", "finite"]),
+        ("elastic=34:0", ValueError, ["elastic_sigma", "(0, 1000]"]),
+        ("elastic=34:1e300", ValueError, ["elastic_sigma", "(0, 1000]"]),
+        ("fill=inf", ValueError, ["fill", "finite"]),
+        ("shift=1e308", ValueError, ["shift", "[0, 1000]", "1e+308"]),
+        ("elastic=1e30:4", ValueError, ["elastic_alpha", "[0, 10000]"]),
+        ("fill=-1e30", ValueError, ["fill", "[-1000, 1000]"]),
+        (3, TypeError, ["from_spec", "must be a str", "3"]),
+    ],
+)
 def test_bad_specs_raise_clear_errors(spec, error, fragments):
     with pytest.raises(error) as info:
         Augment.from_spec(spec)

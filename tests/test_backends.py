@@ -3,6 +3,7 @@
 The cuda backend's module imports without CuPy (CuPy is imported on first use), so its
 functions are checked here on any machine; tests/test_cuda.py runs them.
 """
+
 import ast
 import importlib
 import inspect
@@ -30,8 +31,9 @@ def _parameters(function):
 def test_every_backend_defines_every_required_op(name, op):
     function = getattr(backends.get(name), op, None)
     assert callable(function), f"backend {name} lacks the required op {op}"
-    assert _parameters(function) == backends.REQUIRED_OPS[op], \
+    assert _parameters(function) == backends.REQUIRED_OPS[op], (
         f"{name}.{op}{inspect.signature(function)}: the contract says {backends.REQUIRED_OPS[op]}"
+    )
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
@@ -59,16 +61,25 @@ def test_the_cuda_backend_exports_its_ops():
 def test_functional_calls_only_ops_of_the_contract():
     """Every ``.name(`` functional calls on a backend module is a required or optional op."""
     tree = ast.parse(inspect.getsource(F))
-    called = {node.func.attr for node in ast.walk(tree)
-              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and isinstance(node.func.value, ast.Call)
-              and getattr(node.func.value.func, "id", None) == "_backend"}
-    called |= {node.func.attr for node in ast.walk(tree)
-               if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-               and getattr(node.func.value, "id", None) == "backend"}
+    called = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Call)
+        and getattr(node.func.value.func, "id", None) == "_backend"
+    }
+    called |= {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and getattr(node.func.value, "id", None) == "backend"
+    }
     assert called, "the parse found no backend calls"
-    assert called <= set(backends.REQUIRED_OPS) | set(backends.OPTIONAL_OPS), \
-        sorted(called - set(backends.REQUIRED_OPS) - set(backends.OPTIONAL_OPS))
+    assert called <= set(backends.REQUIRED_OPS) | set(backends.OPTIONAL_OPS), sorted(
+        called - set(backends.REQUIRED_OPS) - set(backends.OPTIONAL_OPS)
+    )
     # And functional calls every required op: none is required without a caller.
     assert set(backends.REQUIRED_OPS) <= called
 
@@ -92,11 +103,13 @@ def test_the_settings_are_deepnet_s():
 
 class _FakeCupyArray:
     """Enough of a CuPy array for deepnet._array.is_cupy_array (see tests/test_cuda.py)."""
+
     __module__ = "cupy"
 
 
 def test_the_registry_picks_cuda_for_cupy_arrays_and_refuses_a_mix(monkeypatch):
     from deepnet import _array
+
     fake = _FakeCupyArray()
     assert _array.is_cupy_array(fake)
     monkeypatch.setattr(_array, "require_cupy", lambda: object())
@@ -113,20 +126,30 @@ def test_an_unknown_backend_is_refused():
 
 
 def test_importing_the_registry_imports_no_backend():
-    code = ("import sys\nimport deepnet.backends, deepnet.functional\n"
-            "loaded = [m for m in ('deepnet.backends.cpu', 'deepnet.backends.cuda', 'deepnet._kernels.conv', 'cupy')"
-            " if m in sys.modules]\nassert not loaded, loaded\n")
+    code = (
+        "import sys\nimport deepnet.backends, deepnet.functional\n"
+        "loaded = [m for m in ('deepnet.backends.cpu', 'deepnet.backends.cuda', 'deepnet._kernels.conv', 'cupy')"
+        " if m in sys.modules]\nassert not loaded, loaded\n"
+    )
     root = Path(deepnet.__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-                            env={**os.environ, "PYTHONPATH": str(root)})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("old, new, private", [
-    ("deepnet.reference", "deepnet.backends.reference", ()),
-    ("deepnet._cpu", "deepnet.backends.cpu", ("_prepared_filters", "_prepared", "_max_abs")),
-    ("deepnet._cuda", "deepnet.backends.cuda", ("_cupy", "_kernel", "_module")),
-])
+@pytest.mark.parametrize(
+    "old, new, private",
+    [
+        ("deepnet.reference", "deepnet.backends.reference", ()),
+        ("deepnet._cpu", "deepnet.backends.cpu", ("_prepared_filters", "_prepared", "_max_abs")),
+        ("deepnet._cuda", "deepnet.backends.cuda", ("_cupy", "_kernel", "_module")),
+    ],
+)
 def test_the_old_paths_re_export_the_backends(old, new, private):
     if new.endswith("cpu") and not deepnet.kernels_compiled():
         pytest.skip("kernels not built")
@@ -137,6 +160,7 @@ def test_the_old_paths_re_export_the_backends(old, new, private):
 
 def test_the_reference_and_cuda_share_one_batch_norm_and_adam():
     from deepnet.backends import _shared
+
     for op in ("adam_update", "batch_norm_sums", "channel_affine", "batch_norm_backward_sums", "batch_norm_dx"):
         assert getattr(backends.get("reference"), op) is getattr(_shared, op)
         assert getattr(backends.get("cuda"), op) is getattr(_shared, op)

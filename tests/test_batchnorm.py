@@ -1,4 +1,5 @@
 """The compiled batch-normalisation passes against the NumPy reference, and their contract."""
+
 import numpy as np
 import pytest
 
@@ -6,8 +7,10 @@ import deepnet
 from deepnet import functional as F
 from deepnet import reference as R
 
-pytestmark = [pytest.mark.kernels,
-              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built"),
+]
 SHAPES = [(4, 3, 7), (1, 5, 1), (9, 2, 13), (3, 16, 33), (6, 4, 0), (0, 3, 5), (2, 0, 4)]
 TOL = {np.float16: 2e-3, np.float32: 2e-6, np.float64: 1e-12}
 
@@ -20,6 +23,7 @@ def data(rng, shape, dtype):
 @pytest.mark.parametrize("relu", [False, True])
 def test_every_pass_equals_the_reference(rng, shape, dtype, relu):
     from deepnet.backends import cpu as _cpu
+
     x, dout = data(rng, shape, dtype), data(rng, shape, dtype)
     acc = R.compute_dtype(dtype)
     C = shape[1]
@@ -31,30 +35,43 @@ def test_every_pass_equals_the_reference(rng, shape, dtype, relu):
     assert y.dtype == dtype
     np.testing.assert_allclose(y.astype(float), expected.astype(float), rtol=TOL[dtype], atol=TOL[dtype])
     relu_out = expected if relu else None
-    np.testing.assert_allclose(_cpu.batch_norm_backward_sums(dout, x, shift, inv_std, relu_out),
-                               R.batch_norm_backward_sums(dout, x, shift, inv_std, relu_out), rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(
+        _cpu.batch_norm_backward_sums(dout, x, shift, inv_std, relu_out),
+        R.batch_norm_backward_sums(dout, x, shift, inv_std, relu_out),
+        rtol=1e-10,
+        atol=1e-9,
+    )
     args = (dout, x, shift, inv_std, scale, offset, inv_std)
-    np.testing.assert_allclose(_cpu.batch_norm_dx(*args, relu_out=relu_out).astype(float),
-                               R.batch_norm_dx(*args, relu_out=relu_out).astype(float),
-                               rtol=TOL[dtype], atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(
+        _cpu.batch_norm_dx(*args, relu_out=relu_out).astype(float),
+        R.batch_norm_dx(*args, relu_out=relu_out).astype(float),
+        rtol=TOL[dtype],
+        atol=TOL[dtype] * 10,
+    )
 
 
 def test_float16_results_are_the_float32_results_rounded_once(rng):
     from deepnet.backends import cpu as _cpu
+
     x = data(rng, (5, 3, 17), np.float16)
     wide = x.astype(np.float32)
     scale, offset = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
     shift = rng.standard_normal(3).astype(np.float32)
-    np.testing.assert_array_equal(_cpu.channel_affine(x, shift, scale, offset, True),
-                                  _cpu.channel_affine(wide, shift, scale, offset, True).astype(np.float16))
+    np.testing.assert_array_equal(
+        _cpu.channel_affine(x, shift, scale, offset, True),
+        _cpu.channel_affine(wide, shift, scale, offset, True).astype(np.float16),
+    )
     mean, inv_std = scale, np.abs(offset) + 0.5
-    np.testing.assert_array_equal(_cpu.batch_norm_dx(x, x, mean, inv_std, scale, offset, mean),
-                                  _cpu.batch_norm_dx(wide, wide, mean, inv_std, scale, offset, mean).astype(np.float16))
+    np.testing.assert_array_equal(
+        _cpu.batch_norm_dx(x, x, mean, inv_std, scale, offset, mean),
+        _cpu.batch_norm_dx(wide, wide, mean, inv_std, scale, offset, mean).astype(np.float16),
+    )
 
 
 def test_results_do_not_depend_on_the_thread_count(rng):
     x = data(rng, (64, 8, 257), np.float32)  # large enough to be threaded
     from deepnet.layers import BatchNormalization
+
     layer = BatchNormalization(np.ones(8, np.float32), np.zeros(8, np.float32), relu=True)
     results = []
     for threads in (1, 2, 3):
@@ -86,13 +103,16 @@ def test_bad_arguments_name_the_function(rng):
         F.batch_norm_statistics(x[0])
     with pytest.raises(ValueError, match="BatchNormalization.forward: expected"):
         from deepnet.layers import BatchNormalization
+
         BatchNormalization(np.ones(4), np.zeros(4)).forward(np.zeros((2, 3, 2, 2)))
     with pytest.raises(ValueError, match="deepnet batch_norm_sums"):
         from deepnet._kernels import batchnorm
+
         batchnorm.batch_norm_sums(x, np.zeros(2, np.float32), np.zeros((2, 3)), 1)
 
 
 # -- exact cancellation (issue 32, row 10) --------------------------------------------------
+
 
 def constant_channels(rng, shape, dtype, constant):
     """Random data (N, C, H, W) whose channels in `constant` hold one value over the batch
@@ -109,6 +129,7 @@ def test_a_channel_constant_over_the_batch_gives_exactly_beta(backend, dtype, re
     """x - mean cancels exactly: y = beta (max(beta, 0) with the ReLU), dgamma = 0 and
     dbeta = the sum of dout where y > 0, against these identities in float64."""
     from deepnet.layers import BatchNormalization
+
     C = shape[1]
     constant = [0, 2, 3, 5]
     with deepnet.backend(backend):
@@ -134,6 +155,7 @@ def test_a_channel_constant_over_the_batch_gives_exactly_beta(backend, dtype, re
 def test_training_on_one_value_per_channel_is_refused(backend, shape):
     """As PyTorch: the batch statistics of one value are meaningless (y would be beta)."""
     from deepnet.layers import BatchNormalization
+
     layer = BatchNormalization(np.ones(5, np.float32), np.zeros(5, np.float32))
     with deepnet.backend(backend):
         with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):

@@ -1,4 +1,5 @@
 """The trainer's callbacks (deepnet.training.callbacks) and their place in checkpoints."""
+
 import json
 
 import numpy as np
@@ -55,14 +56,37 @@ def test_the_trainers_own_callbacks_come_after_the_given_ones_and_report_as_befo
 
     class Look(Callback):
         def on_epoch_end(self, trainer):  # after the evaluation, before the history file and checkpoint
-            seen.append((trainer.epoch, len(trainer.train_acc_list), len(trainer.epoch_times),
-                         (tmp_path / "h.json").exists(), trainer.checkpoint_epoch))
-    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=2, callbacks=[Look()], verbose=True,
-                           history_path=tmp_path / "h.json", checkpoint_path=tmp_path / "c.npz")
+            seen.append(
+                (
+                    trainer.epoch,
+                    len(trainer.train_acc_list),
+                    len(trainer.epoch_times),
+                    (tmp_path / "h.json").exists(),
+                    trainer.checkpoint_epoch,
+                )
+            )
+
+    trainer = make_trainer(
+        tiny_deep_convnet(),
+        x,
+        t,
+        epochs=2,
+        callbacks=[Look()],
+        verbose=True,
+        history_path=tmp_path / "h.json",
+        checkpoint_path=tmp_path / "c.npz",
+    )
     trainer.train()
     assert seen == [(1, 1, 1, False, None), (2, 2, 2, True, 1)]
     assert [callback.callback_name for callback in trainer.all_callbacks] == [
-        "evaluation", "epoch_timer", "Look", "progress_bar", "epoch_report", "history", "checkpointing"]
+        "evaluation",
+        "epoch_timer",
+        "Look",
+        "progress_bar",
+        "epoch_report",
+        "history",
+        "checkpointing",
+    ]
     out = capsys.readouterr().out
     assert out.count("epoch 1/2: train acc") == 1 and "Final Test Accuracy" in out
     assert json.loads((tmp_path / "h.json").read_text())["final_test"]["images"] == 30
@@ -70,8 +94,16 @@ def test_the_trainers_own_callbacks_come_after_the_given_ones_and_report_as_befo
 
 def test_the_book_call_still_works_and_the_default_optimizer_setting_is_not_shared():
     x, t = random_data(64)
-    first = Trainer(tiny_deep_convnet(), x, t, epochs=1, mini_batch_size=64, optimizer="Adam",
-                    evaluate_sample_num_per_epoch=10, verbose=False)
+    first = Trainer(
+        tiny_deep_convnet(),
+        x,
+        t,
+        epochs=1,
+        mini_batch_size=64,
+        optimizer="Adam",
+        evaluate_sample_num_per_epoch=10,
+        verbose=False,
+    )
     assert first.optimizer.lr == 0.001
     first.optimizer.lr = 0.5
     second = Trainer(tiny_deep_convnet(), x, t, epochs=1, verbose=False)
@@ -81,8 +113,14 @@ def test_the_book_call_still_works_and_the_default_optimizer_setting_is_not_shar
 def test_checkpoint_state_is_keyed_by_callback_name(tmp_path):
     x, t = random_data(64)
     path = tmp_path / "c.npz"
-    make_trainer(tiny_deep_convnet(), x, t, epochs=1, checkpoint_path=path,
-                 hooks=[Schedule("constant", 0.001, 1, 1), WeightAverage(0.9), Counter("count")]).train()
+    make_trainer(
+        tiny_deep_convnet(),
+        x,
+        t,
+        epochs=1,
+        checkpoint_path=path,
+        hooks=[Schedule("constant", 0.001, 1, 1), WeightAverage(0.9), Counter("count")],
+    ).train()
     with np.load(path) as f:
         names = set(f.files)
         config = json.loads(str(f["config"]))
@@ -99,6 +137,7 @@ def test_reordered_callbacks_resume_bit_exactly(tmp_path):
     def callbacks(order):
         parts = [Schedule("cosine", 0.01, steps, 2, min_lr=1e-4), WeightAverage(0.9), Counter("count")]
         return [parts[i] for i in order]
+
     whole = make_trainer(tiny_deep_convnet(), x, t, callbacks=callbacks([0, 1, 2]))
     whole.train()
     path = tmp_path / "c.npz"
@@ -106,8 +145,9 @@ def test_reordered_callbacks_resume_bit_exactly(tmp_path):
     interrupt_after(first, steps + 1)
     with pytest.raises(KeyboardInterrupt):
         first.train()
-    resumed = make_trainer(tiny_deep_convnet(seed=5), x, t, checkpoint_path=path, resume=True,
-                           callbacks=callbacks([2, 1, 0]))
+    resumed = make_trainer(
+        tiny_deep_convnet(seed=5), x, t, checkpoint_path=path, resume=True, callbacks=callbacks([2, 1, 0])
+    )
     assert resumed.epoch == 1 and resumed.callbacks[0].calls["step_end"] == steps
     resumed.train()
     assert resumed.train_loss_list == whole.train_loss_list
@@ -129,8 +169,7 @@ def test_a_checkpoint_of_an_older_deepnet_is_refused_in_one_line(tmp_path):
     with open(path, "wb") as f:
         np.savez(f, **entries)
     with pytest.raises(ValueError) as error:
-        make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True,
-                     hooks=[WeightAverage(0.9)])
+        make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True, hooks=[WeightAverage(0.9)])
     message = str(error.value)
     assert "\n" not in message and str(path) in message and "older deepnet" in message
 
@@ -149,6 +188,7 @@ def test_callbacks_must_be_callbacks_with_distinct_names():
     class Plain:
         def after_step(self, trainer):
             pass
+
     with pytest.raises(TypeError, match="Callback"):
         make_trainer(tiny_deep_convnet(), x, t, callbacks=[Plain()])
     with pytest.raises(ValueError, match="two callbacks are named 'weight_average'"):

@@ -1,6 +1,7 @@
 """.ci/run selects the kernel tests of its AVX2 and AddressSanitizer jobs by marker
 (`-m kernels`, `-m asan`), never by a list of files: a module joins those jobs with its
 `pytestmark`, and a renamed or new test file cannot fall out of them unnoticed."""
+
 import ast
 import re
 
@@ -29,8 +30,7 @@ def module_markers(path):
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in node.targets):
             for sub in ast.walk(node.value):
-                if (isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Attribute)
-                        and sub.value.attr == "mark"):
+                if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Attribute) and sub.value.attr == "mark":
                     names.add(sub.attr)
     return names
 

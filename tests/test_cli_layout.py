@@ -2,6 +2,7 @@
 argument types in deepnet/cli/options.py, and deepnet.app using only their public names.
 
 Read from the source with ``ast``, so an import inside a function counts too."""
+
 import ast
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def imported_names(path, root=PACKAGE):
         if isinstance(node, ast.Import):
             found += [(alias.name, None) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             module = ".".join(base + ([node.module] if node.module else []))
             for alias in node.names:
                 # "from deepnet import cli" names a module; "from deepnet.cli import _x" a name in one.
@@ -37,15 +38,19 @@ def test_the_command_line_is_a_package_of_small_modules():
     names = {path.name for path in modules("cli")}
     assert {"__init__.py", "options.py", "train.py", "evaluate.py", "plot.py"} <= names
     assert not (PACKAGE / "cli.py").exists()
-    too_long = {path.name: n for path in modules("cli")
-                if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    too_long = {
+        path.name: n for path in modules("cli") if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
 
 
 @pytest.mark.parametrize("path", modules("app"), ids=lambda path: path.name)
 def test_the_app_uses_only_public_names_of_the_command_line(path):
-    private = [f"{module}.{name}" for module, name in imported_names(path)
-               if (module == "deepnet.cli" or module.startswith("deepnet.cli.")) and name and name.startswith("_")]
+    private = [
+        f"{module}.{name}"
+        for module, name in imported_names(path)
+        if (module == "deepnet.cli" or module.startswith("deepnet.cli.")) and name and name.startswith("_")
+    ]
     assert not private, f"{path.name} imports private names of deepnet.cli: {private}"
     # and not the package as a whole, to reach its private names as attributes
     assert ("deepnet", "cli") not in imported_names(path)
@@ -54,15 +59,22 @@ def test_the_app_uses_only_public_names_of_the_command_line(path):
 
 def test_the_argument_types_do_not_depend_on_the_app():
     names = imported_names(PACKAGE / "cli" / "options.py")
-    app = [module if name is None else f"{module}.{name}" for module, name in names
-           if module == "deepnet.app" or module.startswith("deepnet.app.") or (module == "deepnet" and name == "app")]
+    app = [
+        module if name is None else f"{module}.{name}"
+        for module, name in names
+        if module == "deepnet.app" or module.startswith("deepnet.app.") or (module == "deepnet" and name == "app")
+    ]
     assert not app, f"deepnet/cli/options.py imports {app}"
 
 
 def test_the_layout_check_sees_imports_inside_functions(tmp_path):
     probe = tmp_path / "deepnet" / "app" / "probe.py"
     probe.parent.mkdir(parents=True)
-    probe.write_text("import json\n\ndef f():\n    from ..cli import _hidden\n"
-                     "    if True:\n        from ..cli.options import fail\n")
+    probe.write_text(
+        "import json\n\ndef f():\n    from ..cli import _hidden\n    if True:\n        from ..cli.options import fail\n"
+    )
     assert sorted(imported_names(probe, tmp_path / "deepnet"), key=str) == [
-        ("deepnet.cli", "_hidden"), ("deepnet.cli.options", "fail"), ("json", None)]
+        ("deepnet.cli", "_hidden"),
+        ("deepnet.cli.options", "fail"),
+        ("json", None),
+    ]

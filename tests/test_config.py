@@ -1,5 +1,6 @@
 """Settings (backend, threads) are scoped per thread and context; an uncompiled source tree
 says so when imported."""
+
 import contextvars
 import os
 import shutil
@@ -46,8 +47,12 @@ def test_overlapping_backend_blocks_in_two_threads_keep_their_own_backend():
         t.start()
     for t in threads:
         t.join()
-    assert seen == {"a inside": "numpy", "b after a left": "cython", "b computes with": "deepnet.backends.cpu",
-                    "b after": "cython"}
+    assert seen == {
+        "a inside": "numpy",
+        "b after a left": "cython",
+        "b computes with": "deepnet.backends.cpu",
+        "b after": "cython",
+    }
     assert deepnet.get_backend() == default
 
 
@@ -114,20 +119,34 @@ SOURCE_TREE = Path(__file__).resolve().parents[1] / "deepnet"
 
 
 def run_python(code, cwd, env=None):
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **(env or {})),
+        timeout=120,
+    )
 
 
 def test_importing_a_source_tree_without_kernels_warns_once_and_names_the_fix(tmp_path):
     """python -m deepnet from a repository root whose kernels were not built used to run
     everything on the NumPy reference without a word."""
     shutil.copytree(SOURCE_TREE, tmp_path / "deepnet", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    result = run_python("import deepnet, deepnet.functional, deepnet.layers\ndeepnet.show_config()",
-                        cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PYTHONWARNINGS": "default"})
+    result = run_python(
+        "import deepnet, deepnet.functional, deepnet.layers\ndeepnet.show_config()",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PYTHONWARNINGS": "default"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("RuntimeWarning") == 1, result.stderr
-    for fragment in ("compiled kernels are not importable", "NumPy reference", str(tmp_path / "deepnet"),
-                     "pip install -e .", "outside the source tree"):
+    for fragment in (
+        "compiled kernels are not importable",
+        "NumPy reference",
+        str(tmp_path / "deepnet"),
+        "pip install -e .",
+        "outside the source tree",
+    ):
         assert fragment in result.stderr, (fragment, result.stderr)
     assert "kernels compiled: no" in result.stdout
 
@@ -135,6 +154,7 @@ def test_importing_a_source_tree_without_kernels_warns_once_and_names_the_fix(tm
 @needs_kernels
 def test_importing_the_built_package_does_not_warn(tmp_path):
     package_home = str(Path(deepnet.__file__).resolve().parents[1])  # installed, or an in-place build
-    result = run_python("import deepnet, deepnet.layers", cwd=tmp_path,
-                        env={"PYTHONPATH": package_home, "PYTHONWARNINGS": "error"})
+    result = run_python(
+        "import deepnet, deepnet.layers", cwd=tmp_path, env={"PYTHONPATH": package_home, "PYTHONWARNINGS": "error"}
+    )
     assert result.returncode == 0, result.stderr

@@ -13,6 +13,7 @@ Three layers, so that something meaningful runs on every machine:
 Results are compared with deepnet's NumPy reference (deepnet.backends.reference), evaluated
 in float64.
 """
+
 import ctypes
 import functools
 import os
@@ -51,7 +52,8 @@ def test_nvcc_compiles_every_dtype(source, tmp_path):
     ptx = tmp_path / (source.name + ".ptx")
     result = subprocess.run(
         [NVCC, "--ptx", "-arch=sm_80", "-Werror", "all-warnings", str(source), "-o", str(ptx)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, f"nvcc failed on {source.name}:\n{result.stderr}"
 
@@ -59,8 +61,9 @@ def test_nvcc_compiles_every_dtype(source, tmp_path):
     for kernel in _cuda.KERNELS[source.name]:
         for ctype, mangled in MANGLED_TYPES.items():
             prefix = f"_Z{len(kernel)}{kernel}I{mangled}E"
-            assert any(e.startswith(prefix) for e in entries), \
+            assert any(e.startswith(prefix) for e in entries), (
                 f"{source.name}: no {kernel}<{ctype}> kernel in the PTX (entries: {entries})"
+            )
 
 
 def test_kernel_table_matches_source_files():
@@ -74,6 +77,7 @@ def test_kernel_table_matches_source_files():
 
 
 # ============================================== helpers that need no CuPy/GPU
+
 
 def test_import_never_imports_cupy():
     """Importing deepnet._cuda works without CuPy and does not import it."""
@@ -126,13 +130,15 @@ def test_to_cpu_passes_numpy_through():
 
 # ============================================================ the backends
 
+
 @functools.lru_cache(maxsize=None)
 def _cuda_include_dir():
     """The CUDA include directory (with cuda_fp16.h), or None."""
     candidates = []
     if NVCC:
-        dryrun = subprocess.run([NVCC, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
-                                capture_output=True, text=True)
+        dryrun = subprocess.run(
+            [NVCC, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull], capture_output=True, text=True
+        )
         for line in (dryrun.stdout + dryrun.stderr).splitlines():
             if "INCLUDES=" in line:
                 candidates += re.findall(r'-I"?([^"\s]+)', line)
@@ -164,8 +170,12 @@ static const HostDim3 blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
 template <typename F> const char* host_signature(F) { return __PRETTY_FUNCTION__; }
 """
 
-HOST_SCALARS = {"int": (np.int32, ctypes.c_int32), "long long int": (np.int64, ctypes.c_int64),
-                "float": (np.float32, ctypes.c_float), "double": (np.float64, ctypes.c_double)}
+HOST_SCALARS = {
+    "int": (np.int32, ctypes.c_int32),
+    "long long int": (np.int64, ctypes.c_int64),
+    "float": (np.float32, ctypes.c_float),
+    "double": (np.float64, ctypes.c_double),
+}
 HOST_POINTEES = {"__half": np.float16, "float": np.float32, "double": np.float64, "int": np.int32}
 _HOST_BUILD_DIR = None
 
@@ -185,9 +195,19 @@ def _host_library(code, names):
     stem = f"kernels{len(list(build.iterdir()))}"
     (build / f"{stem}.cpp").write_text(HOST_PRELUDE + code + "\n" + exports)
     result = subprocess.run(
-        ["g++", "-O1", "-shared", "-fPIC", "-I", _cuda_include_dir(),
-         str(build / f"{stem}.cpp"), "-o", str(build / f"{stem}.so")],
-        capture_output=True, text=True,
+        [
+            "g++",
+            "-O1",
+            "-shared",
+            "-fPIC",
+            "-I",
+            _cuda_include_dir(),
+            str(build / f"{stem}.cpp"),
+            "-o",
+            str(build / f"{stem}.so"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, f"g++ failed on the host build of the kernels:\n{result.stderr}"
     return ctypes.CDLL(str(build / f"{stem}.so"))
@@ -273,6 +293,7 @@ def cuda_backend(request, monkeypatch):
 
 # ============================================================ random cases
 
+
 def geometries(pool=False):
     """Five random windows (cases.random_geometries: batch 1..8, channels 1..17, H != W,
     kernel 1..7, stride 1..3, pad 0..3) and the fixed cases.WINDOWS, as
@@ -300,6 +321,7 @@ def as64(*arrays):
 
 
 # ============================================================ kernel tests
+
 
 @pytest.mark.parametrize("geometry", geometries(), ids=str)
 def test_im2col_col2im(cuda_backend, dtype, geometry):
@@ -431,16 +453,29 @@ def test_conv_backward_fuses_the_pooling_with_either_relu_mask(cuda_backend, dty
     """With pool_argmax the ReLU's mask may be the convolution's output or the pooling's (all
     a fused training forward pass keeps): the same gradients, and the reference's."""
     from deepnet import reference
+
     rng = np.random.default_rng(11)
-    x, W, b = random_array(rng, (3, 4, 8, 6), dtype), random_array(rng, (5, 4, 3, 3), dtype), random_array(rng, (5,), dtype)
+    x, W, b = (
+        random_array(rng, (3, 4, 8, 6), dtype),
+        random_array(rng, (5, 4, 3, 3), dtype),
+        random_array(rng, (5,), dtype),
+    )
     y = reference.relu_forward(reference.conv_forward(x, W, b, (1, 1), (1, 1)))
     pooled, argmax = reference.max_pool_forward(y, 2, 2, (2, 2), (0, 0))
     dpooled = random_array(rng, pooled.shape, dtype)
-    want = reference.conv_backward(*as64(dpooled, x, W), (1, 1), (1, 1), relu_out=y.astype(np.float64),
-                                   pool_argmax=argmax)
+    want = reference.conv_backward(
+        *as64(dpooled, x, W), (1, 1), (1, 1), relu_out=y.astype(np.float64), pool_argmax=argmax
+    )
     for mask in (y, pooled):
-        got = _cuda.conv_backward(cuda_backend.put(dpooled), cuda_backend.put(x), cuda_backend.put(W), (1, 1), (1, 1),
-                                  relu_out=cuda_backend.put(mask), pool_argmax=cuda_backend.put(argmax))
+        got = _cuda.conv_backward(
+            cuda_backend.put(dpooled),
+            cuda_backend.put(x),
+            cuda_backend.put(W),
+            (1, 1),
+            (1, 1),
+            relu_out=cuda_backend.put(mask),
+            pool_argmax=cuda_backend.put(argmax),
+        )
         for g, w in zip(got, want):
             assert_close(cuda_backend.get(g), w, dtype)
 
@@ -485,6 +520,7 @@ def test_dropout_mask(cuda_backend):
 
 # ======================================================= gradient checks
 
+
 def test_conv_gradient_check(cuda_backend):
     rng = np.random.default_rng(6)
     stride, pad = (2, 1), (1, 2)
@@ -498,8 +534,10 @@ def test_conv_gradient_check(cuda_backend):
         y = _cuda.conv_forward(cuda_backend.put(x), cuda_backend.put(W), cuda_backend.put(b), stride, pad)
         return float(np.sum(cuda_backend.get(y) * G))
 
-    dx, dW, db = (cuda_backend.get(g) for g in
-                  _cuda.conv_backward(cuda_backend.put(G), cuda_backend.put(x), cuda_backend.put(W), stride, pad))
+    dx, dW, db = (
+        cuda_backend.get(g)
+        for g in _cuda.conv_backward(cuda_backend.put(G), cuda_backend.put(x), cuda_backend.put(W), stride, pad)
+    )
     for analytic, param in ((dx, x), (dW, W), (db, b)):
         np.testing.assert_allclose(analytic, numerical_gradient(loss, param), rtol=1e-6, atol=1e-7)
 
@@ -521,6 +559,7 @@ def test_max_pool_gradient_check(cuda_backend):
 
 
 # ======================================================= image warps (warp.cu)
+
 
 def random_warp_case(rng, shape):
     """Random affine matrices about the centre (parts of the image leave the frame), one
@@ -552,6 +591,8 @@ def test_affine_and_elastic_warp(cuda_backend, dtype, shape):
     assert_close(got, want, dtype)
 
     want = reference.elastic_warp(*as64(x), displacement, theta, -0.5)
-    got = cuda_backend.get(_cuda.elastic_warp(cuda_backend.put(x), cuda_backend.put(displacement), cuda_backend.put(theta), -0.5))
+    got = cuda_backend.get(
+        _cuda.elastic_warp(cuda_backend.put(x), cuda_backend.put(displacement), cuda_backend.put(theta), -0.5)
+    )
     assert got.dtype == dtype
     assert_close(got, want, dtype)

@@ -1,4 +1,5 @@
 """Tests for deepnet.datasets: the IDX parser, the data search, the cache and the real MNIST."""
+
 import gzip
 import hashlib
 import io
@@ -80,6 +81,7 @@ def fake_mnist(tmp_path, monkeypatch):
 
 
 # --- read_idx ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("compress", [True, False])
 def test_read_idx_reads_images_and_labels(tmp_path, compress):
@@ -172,6 +174,7 @@ def test_embedded_digests_match_the_shipped_sums_file():
 
 # --- load_mnist on small fake data -------------------------------------------------------
 
+
 def test_load_mnist_options_on_fake_data(fake_mnist):
     directory, arrays = fake_mnist
 
@@ -222,6 +225,7 @@ def test_load_mnist_rejects_a_wrong_file_among_the_four(fake_mnist):
 
 
 # --- the .npz cache ----------------------------------------------------------------------
+
 
 def home_cache():
     return Path.home() / ".cache" / "deepnet"
@@ -284,13 +288,13 @@ def test_cache_holding_anything_else_is_ignored(fake_mnist):
     [cache] = cache_files()
     with np.load(cache) as npz:
         entries = dict(npz)
-    entries["train_label"] = entries["train_label"].astype(np.float64)   # not uint8 labels
+    entries["train_label"] = entries["train_label"].astype(np.float64)  # not uint8 labels
     np.savez(cache, **entries)
     (_, t), _ = load_mnist(root=directory)
     assert t.dtype == np.int64
     np.testing.assert_array_equal(t, arrays["train_label"])
     with np.load(cache) as npz:
-        assert npz["train_label"].dtype == np.uint8   # rebuilt
+        assert npz["train_label"].dtype == np.uint8  # rebuilt
 
 
 def test_changed_source_file_invalidates_the_cache(tmp_path, monkeypatch):
@@ -351,6 +355,7 @@ def test_unwritable_cache_dir_still_loads(fake_mnist, monkeypatch):
 
 # --- where the data is looked for ----------------------------------------------------------
 
+
 def placeholder_mnist(directory, suffix=".gz"):
     """Empty files with the four names: enough for the search, which only looks at names."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -398,6 +403,7 @@ def test_load_mnist_uses_root_before_env(fake_mnist, tmp_path, monkeypatch):
 
 
 # --- nothing found: download, or explain ----------------------------------------------------
+
 
 def test_not_found_error_explains_what_to_do(tmp_path, monkeypatch):
     attempts = []
@@ -471,6 +477,7 @@ def test_failed_download_writes_nothing(tmp_path, monkeypatch):
 
 
 # --- the real MNIST shipped in data/mnist ---------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def real_mnist_dir(tmp_path_factory):

@@ -1,4 +1,5 @@
 """benches/models/depth.py's figure (docs/depth.png): labels stay clear of the title and inside the figure."""
+
 import importlib.util
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def test_the_depth_figures_labels_overlap_neither_the_title_nor_the_edges():
     pytest.importorskip("matplotlib")
     depth = load_depth()
     from deepnet.nets import describe
+
     accuracies = {"book": 0.9908, "5x5 x 3": 0.9883, "3x3 pairs, width 32": 0.9879, "5x5 x 3, width 32": 0.9854}
     rows = [(name, describe(make(0)), None, accuracies[name]) for name, make in depth.NETS.items()]
     figure = depth.figure_of(rows, 3)

@@ -2,6 +2,7 @@
 
 These tests launch ``mpiexec -n 2`` (the mpich wheel's, installed with the test extra).
 """
+
 import json
 import importlib.util
 import os
@@ -31,8 +32,12 @@ pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install
 def environment(**extra):
     # The ranks import the deepnet these tests imported (installed, or an in-place build).
     home = str(Path(deepnet.__file__).resolve().parents[1])
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")])),
-                OMP_NUM_THREADS="1", **extra)
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")])),
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
 
 
 def run(argv, ranks=None, cwd=None, timeout=300):
@@ -52,8 +57,9 @@ def scale_relative_error(a, b):
 def test_two_ranks_compute_what_one_process_computes(tmp_path, dtype, tolerance):
     """5 steps of a DeepConvNet with BN and dropout: 2 ranks x 6 images = 1 process x 12."""
     one = json.loads(run([str(HERE / "mpi" / "steps.py"), "--dtype", dtype, str(tmp_path / "one.npz")]))
-    two = json.loads(run([str(HERE / "mpi" / "steps.py"), "--distributed", "--dtype", dtype,
-                          str(tmp_path / "two.npz")], ranks=2))
+    two = json.loads(
+        run([str(HERE / "mpi" / "steps.py"), "--distributed", "--dtype", dtype, str(tmp_path / "two.npz")], ranks=2)
+    )
     assert two["ranks"] == 2 and two["identical_after_each_step"] == [True] * 5
     with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
         assert a.files == b.files and any(name.startswith("buffers/") for name in a.files)
@@ -64,16 +70,29 @@ def test_two_ranks_compute_what_one_process_computes(tmp_path, dtype, tolerance)
 
 
 def train_argv(*extra):
-    return ["-m", "deepnet", "train", "--distributed", "--data", str(MNIST_DIR), "--seed", "3",
-            "--checkpoint", "c.npz", "--history", "h.json"] + list(extra)
+    return [
+        "-m",
+        "deepnet",
+        "train",
+        "--distributed",
+        "--data",
+        str(MNIST_DIR),
+        "--seed",
+        "3",
+        "--checkpoint",
+        "c.npz",
+        "--history",
+        "h.json",
+    ] + list(extra)
 
 
 def test_an_interrupted_then_resumed_distributed_run_equals_an_uninterrupted_one(tmp_path):
     run(train_argv("--train-size", "600", "--epochs", "2", "--out", "whole.npz"), ranks=2, cwd=tmp_path)
     (tmp_path / "c.npz").unlink()
     run(train_argv("--train-size", "600", "--epochs", "1", "--out", "first.npz", "--overwrite"), ranks=2, cwd=tmp_path)
-    out = run(train_argv("--train-size", "600", "--epochs", "2", "--resume", "--out", "resumed.npz"),
-              ranks=2, cwd=tmp_path)
+    out = run(
+        train_argv("--train-size", "600", "--epochs", "2", "--resume", "--out", "resumed.npz"), ranks=2, cwd=tmp_path
+    )
     assert "resumed from c.npz after epoch 1" in out and out.count("resumed from") == 1  # rank 0 prints
     with np.load(tmp_path / "whole.npz") as whole, np.load(tmp_path / "resumed.npz") as resumed:
         for name in whole.files:
@@ -101,8 +120,14 @@ def rank_pids(tag):
 def test_killing_one_rank_ends_all_ranks_quickly_and_keeps_the_checkpoint(tmp_path):
     tag = uuid.uuid4().hex
     command = [MPIEXEC, "-n", "2", sys.executable] + train_argv("--train-size", "2000", "--epochs", "100")
-    job = subprocess.Popen(command, cwd=tmp_path, env=environment(DEEPNET_TEST_TAG=tag),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=environment(DEEPNET_TEST_TAG=tag),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "c.npz").exists():
@@ -127,14 +152,30 @@ def test_killing_one_rank_ends_all_ranks_quickly_and_keeps_the_checkpoint(tmp_pa
 
 
 def test_importing_deepnet_never_needs_mpi4py():
-    code = ("import sys, deepnet, deepnet.trainer, deepnet.cli, deepnet.distributed; "
-            "assert 'mpi4py' not in sys.modules")
+    code = "import sys, deepnet, deepnet.trainer, deepnet.cli, deepnet.distributed; assert 'mpi4py' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env=environment())
 
 
 def test_ensemble_members_train_in_parallel_one_per_rank(tmp_path):
-    out = run(["-m", "deepnet", "ensemble", "--members", "2", "--epochs", "1", "--train-size", "300",
-               "--data", str(MNIST_DIR), "--out-dir", "ens"], ranks=2, cwd=tmp_path)
+    out = run(
+        [
+            "-m",
+            "deepnet",
+            "ensemble",
+            "--members",
+            "2",
+            "--epochs",
+            "1",
+            "--train-size",
+            "300",
+            "--data",
+            str(MNIST_DIR),
+            "--out-dir",
+            "ens",
+        ],
+        ranks=2,
+        cwd=tmp_path,
+    )
     report = json.loads((tmp_path / "ens" / "report.json").read_text())
     assert len(report["members"]) == 2 and "ensemble of 2" in out and "on rank 1" in out
     assert {p.name for p in (tmp_path / "ens").glob("member?.npz")} == {"member0.npz", "member1.npz"}
@@ -142,9 +183,21 @@ def test_ensemble_members_train_in_parallel_one_per_rank(tmp_path):
 
 # -- edge cases ---------------------------------------------------------------------------
 
+
 def one_epoch_argv(*extra):
-    return ["-m", "deepnet", "train", "--data", str(MNIST_DIR), "--epochs", "1", "--history", "h.json",
-            "--checkpoint", "c.npz"] + list(extra)
+    return [
+        "-m",
+        "deepnet",
+        "train",
+        "--data",
+        str(MNIST_DIR),
+        "--epochs",
+        "1",
+        "--history",
+        "h.json",
+        "--checkpoint",
+        "c.npz",
+    ] + list(extra)
 
 
 def test_a_last_batch_smaller_than_the_ranks_gives_an_empty_shard_and_the_same_training(tmp_path):
@@ -152,8 +205,11 @@ def test_a_last_batch_smaller_than_the_ranks_gives_an_empty_shard_and_the_same_t
     # (once a SIGFPE in the convolution's forward pass on an empty batch).
     run(one_epoch_argv("--train-size", "201", "--seed", "0", "--out", "one.npz"), cwd=tmp_path)
     (tmp_path / "c.npz").unlink()
-    run(one_epoch_argv("--distributed", "--train-size", "201", "--seed", "0", "--out", "two.npz", "--overwrite"),
-        ranks=2, cwd=tmp_path)
+    run(
+        one_epoch_argv("--distributed", "--train-size", "201", "--seed", "0", "--out", "two.npz", "--overwrite"),
+        ranks=2,
+        cwd=tmp_path,
+    )
     with np.load(tmp_path / "one.npz") as one, np.load(tmp_path / "two.npz") as two:
         for name in one.files:
             if one[name].dtype.kind == "f":
@@ -161,9 +217,27 @@ def test_a_last_batch_smaller_than_the_ranks_gives_an_empty_shard_and_the_same_t
 
 
 def rank_state(tmp_path, *argv):
-    out = run([str(HERE / "mpi" / "rank_state.py"), "--distributed", "--data", str(MNIST_DIR),
-               "--epochs", "1", "--train-size", "300", "--out", "m.npz", "--checkpoint", "c.npz",
-               "--history", "h.json", *argv], ranks=2, cwd=tmp_path)
+    out = run(
+        [
+            str(HERE / "mpi" / "rank_state.py"),
+            "--distributed",
+            "--data",
+            str(MNIST_DIR),
+            "--epochs",
+            "1",
+            "--train-size",
+            "300",
+            "--out",
+            "m.npz",
+            "--checkpoint",
+            "c.npz",
+            "--history",
+            "h.json",
+            *argv,
+        ],
+        ranks=2,
+        cwd=tmp_path,
+    )
     return next(json.loads(line) for line in out.splitlines() if line.startswith('{"ranks"'))["ranks"]
 
 
@@ -182,12 +256,31 @@ def test_resume_where_only_rank_0_sees_the_checkpoint_does_not_hang(tmp_path):
     """Each rank decides alone whether the checkpoint exists (Trainer._resume_if_possible):
     on hosts without a shared file system rank 0 resumes (a broadcast) while the others
     start afresh (a reduction), and the job hangs.  Rank 0 should decide and tell the others."""
-    common = [str(HERE / "mpi" / "rank_state.py"), "--distributed", "--data", str(MNIST_DIR),
-              "--train-size", "200", "--seed", "0", "--out", "m.npz", "--checkpoint", "c.npz", "--history", "h.json"]
+    common = [
+        str(HERE / "mpi" / "rank_state.py"),
+        "--distributed",
+        "--data",
+        str(MNIST_DIR),
+        "--train-size",
+        "200",
+        "--seed",
+        "0",
+        "--out",
+        "m.npz",
+        "--checkpoint",
+        "c.npz",
+        "--history",
+        "h.json",
+    ]
     run(common + ["--epochs", "1"], ranks=2, cwd=tmp_path)
-    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable] + common + ["--epochs", "2", "--resume"], cwd=tmp_path,
-                           env=environment(DEEPNET_TEST_HIDE_FROM_RANK1=str(tmp_path / "c.npz")),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [MPIEXEC, "-n", "2", sys.executable] + common + ["--epochs", "2", "--resume"],
+        cwd=tmp_path,
+        env=environment(DEEPNET_TEST_HIDE_FROM_RANK1=str(tmp_path / "c.npz")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, _ = job.communicate(timeout=90)
     except subprocess.TimeoutExpired:
@@ -199,21 +292,40 @@ def test_resume_where_only_rank_0_sees_the_checkpoint_does_not_hang(tmp_path):
     assert ranks[0]["params"] == ranks[1]["params"]
 
 
-@pytest.mark.parametrize("first, second, named", [
-    (["--epochs", "1"], ["--epochs", "2"], "--epochs 1 on rank 0 vs 2 on rank 1"),
-    ([], ["--resume"], "--resume False on rank 0 vs True on rank 1"),
-    (["--dtype", "float32"], ["--dtype", "float64"], "--dtype 'float32' on rank 0 vs 'float64' on rank 1"),
-    (["--seed", "0"], [], "--seed 0 on rank 0 vs not given on rank 1"),
-])
+@pytest.mark.parametrize(
+    "first, second, named",
+    [
+        (["--epochs", "1"], ["--epochs", "2"], "--epochs 1 on rank 0 vs 2 on rank 1"),
+        ([], ["--resume"], "--resume False on rank 0 vs True on rank 1"),
+        (["--dtype", "float32"], ["--dtype", "float64"], "--dtype 'float32' on rank 0 vs 'float64' on rank 1"),
+        (["--seed", "0"], [], "--seed 0 on rank 0 vs not given on rank 1"),
+    ],
+)
 def test_ranks_started_with_different_options_end_with_one_clear_error(tmp_path, first, second, named):
     """Row 7 of hardening round 3: with mpiexec's MPMD form the ranks can get different
     options; another --epochs or --resume deadlocked (spinning) or died with "message
     truncated" and a traceback."""
-    common = [sys.executable, "-m", "deepnet", "train", "--distributed", "--data", str(MNIST_DIR),
-              "--train-size", "200", "--checkpoint", "c.npz", "--history", "h.json", "--out", "m.npz"]
+    common = [
+        sys.executable,
+        "-m",
+        "deepnet",
+        "train",
+        "--distributed",
+        "--data",
+        str(MNIST_DIR),
+        "--train-size",
+        "200",
+        "--checkpoint",
+        "c.npz",
+        "--history",
+        "h.json",
+        "--out",
+        "m.npz",
+    ]
     command = [MPIEXEC, "-n", "1"] + common + first + [":", "-n", "1"] + common + second
-    job = subprocess.Popen(command, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        command, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         _, err = job.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -239,18 +351,38 @@ def test_a_trainer_refuses_ranks_with_different_epochs_before_any_collective_ste
             return describe_differences([values, {**values, "epochs": 3}])
 
     x = np.zeros((4, 1, 28, 28), np.float32)
-    with pytest.raises(ValueError, match="Trainer: the ranks were given different settings "
-                                         r"\(epochs 2 on rank 0 vs 3 on rank 1\)"):
-        Trainer(SimpleConvNet(seed=0), x, np.zeros(4, int), epochs=2, verbose=False,
-                communicator=SecondRankWantsThreeEpochs())
+    with pytest.raises(
+        ValueError,
+        match="Trainer: the ranks were given different settings "
+        r"\(epochs 2 on rank 0 vs 3 on rank 1\)",
+    ):
+        Trainer(
+            SimpleConvNet(seed=0),
+            x,
+            np.zeros(4, int),
+            epochs=2,
+            verbose=False,
+            communicator=SecondRankWantsThreeEpochs(),
+        )
 
 
 def test_train_under_mpiexec_without_distributed_is_refused(tmp_path):
     """Two ranks without --distributed trained two separate runs into the same files (and in
     the MPMD form, a rank without it left the others waiting)."""
-    common = [sys.executable, "-m", "deepnet", "train", "--data", str(MNIST_DIR), "--train-size", "100",
-              "--epochs", "1"]
-    result = subprocess.run([MPIEXEC, "-n", "2"] + common, capture_output=True, text=True, env=environment(),
-                            cwd=tmp_path, timeout=120)
+    common = [
+        sys.executable,
+        "-m",
+        "deepnet",
+        "train",
+        "--data",
+        str(MNIST_DIR),
+        "--train-size",
+        "100",
+        "--epochs",
+        "1",
+    ]
+    result = subprocess.run(
+        [MPIEXEC, "-n", "2"] + common, capture_output=True, text=True, env=environment(), cwd=tmp_path, timeout=120
+    )
     assert result.returncode != 0 and "without --distributed" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())

@@ -1,5 +1,6 @@
 """The README's commands are the ones CI runs; its Python quick start and the docs' code
 examples run; every relative link in README.md and docs/*.md leads somewhere."""
+
 import pathlib
 import re
 
@@ -83,8 +84,7 @@ def test_every_relative_link_points_to_an_existing_file_and_heading(page):
 
 
 def test_the_images_are_shown_where_they_are():
-    shown = {file for page in [README, *DOC_PAGES] for file, _ in relative_links(page)
-             if file.endswith(".png")}
+    shown = {file for page in [README, *DOC_PAGES] for file, _ in relative_links(page) if file.endswith(".png")}
     assert {"serve.png", "depth.png"} <= {pathlib.Path(f).name for f in shown}
 
 
@@ -101,6 +101,7 @@ def test_the_readme_python_quick_start_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "quickstart.npz").is_file()
 
     from deepnet.nets import load_model
+
     net, x_test, t_test = namespace["net"], namespace["x_test"], namespace["t_test"]
     loaded = load_model(tmp_path / "quickstart.npz")
     assert type(loaded).__name__ == "DeepConvNet"
@@ -118,6 +119,7 @@ def test_the_models_page_residual_block_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = run_block(code, page)
     from deepnet.nets import load_model
+
     loaded = load_model(tmp_path / "tiny_resnet.npz")
     x = namespace["x"]
     assert (loaded.predict(x) == namespace["net"].predict(x)).all()
@@ -129,6 +131,7 @@ def test_the_layer_api_example_runs(tmp_path, monkeypatch, capsys):
     page = ROOT / "docs" / "layer-api.md"
     code = python_block(page, "## Layers and kernels")
     from deepnet.nets import DeepConvNet
+
     saved = DeepConvNet(seed=1)
     monkeypatch.chdir(tmp_path)
     saved.save_params("deep_convnet_params.npz")

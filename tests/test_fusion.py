@@ -3,6 +3,7 @@ separate kernels in float32 and float64, winners (argmax, for training) included
 value in float16 inference (pooled before rounding) and bit for bit with its winners
 (rounded before pooling), and to the NumPy reference's pooling of the reference
 convolution; and the inference pass of Sequential that uses it."""
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,11 @@ from deepnet import reference as R
 from deepnet.nets import DeepConvNet
 from cases import POOLED, RTOL, max_relative_error
 
-pytestmark = [pytest.mark.kernels, pytest.mark.asan,
-              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.asan,
+    pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built"),
+]
 
 # (x shape, filters, pad, kernel) of cases.POOLED (square kernels, stride 1).
 GEOMETRIES = [(g.x_shape, g.filters, g.pad[0], g.kernel[0]) for g in POOLED]
@@ -23,7 +27,7 @@ GEOMETRIES = [(g.x_shape, g.filters, g.pad[0], g.kernel[0]) for g in POOLED]
 def random_conv(rng, x_shape, filters, kernel, dtype):
     C = x_shape[1]
     x = rng.standard_normal(x_shape).astype(dtype)
-    W = (rng.standard_normal((filters, C, kernel, kernel)) / np.sqrt(C * kernel ** 2)).astype(dtype)
+    W = (rng.standard_normal((filters, C, kernel, kernel)) / np.sqrt(C * kernel**2)).astype(dtype)
     return x, W, rng.standard_normal(filters).astype(dtype)
 
 
@@ -56,8 +60,9 @@ def test_fused_float16_pools_before_rounding_to_the_same_values(x_shape, filters
         separate = F.max_pool2d(F.conv2d(x, W, b, 1, pad, relu=relu), 2, 2, 2)[0]
     assert fused is not None and fused.dtype == np.float16 and fused.shape == separate.shape
     np.testing.assert_array_equal(fused, separate)
-    reference = R.max_pool_forward(R.conv_forward(*(a.astype(np.float64) for a in (x, W, b)), (1, 1), (pad, pad),
-                                                  relu=relu), 2, 2, (2, 2), (0, 0))[0]
+    reference = R.max_pool_forward(
+        R.conv_forward(*(a.astype(np.float64) for a in (x, W, b)), (1, 1), (pad, pad), relu=relu), 2, 2, (2, 2), (0, 0)
+    )[0]
     assert max_relative_error(fused, reference) <= RTOL[np.float16]
 
 
@@ -174,9 +179,10 @@ def test_fused_float16_winners_of_ties_after_rounding_and_special_values(relu, r
     round to the half 1, a tie that the separate pooling gives to the first; sums that
     overflow to inf (65504 + 16), infinities, NaN, -0 and tiny negatives that the ReLU
     zeroes; biases of -0, inf and NaN.  Pooling before rounding would pick other winners."""
-    first = rng.choice(np.array([1.0, 65504.0, -65504.0, np.inf, np.nan, 0.0, -0.0, -1.0], np.float16),
-                       size=(4, 1, 8, 10))
-    second = rng.choice(np.array([0.0, -0.0, 2**-12, -2**-24, 2**-11, 16.0, -16.0], np.float16), size=(4, 1, 8, 10))
+    first = rng.choice(
+        np.array([1.0, 65504.0, -65504.0, np.inf, np.nan, 0.0, -0.0, -1.0], np.float16), size=(4, 1, 8, 10)
+    )
+    second = rng.choice(np.array([0.0, -0.0, 2**-12, -(2**-24), 2**-11, 16.0, -16.0], np.float16), size=(4, 1, 8, 10))
     x = np.concatenate([first, second], axis=1)
     W = np.ones((4, 2, 1, 1), np.float16)
     b = np.array([0.0, -0.0, np.inf, np.nan], np.float16)
@@ -185,7 +191,7 @@ def test_fused_float16_winners_of_ties_after_rounding_and_special_values(relu, r
         separate, separate_argmax = F.max_pool2d(F.conv2d(x, W, b, 1, 0, relu=relu), 2, 2, 2)
     assert pooled.tobytes() == separate.tobytes()
     np.testing.assert_array_equal(argmax, separate_argmax)
-    with np.errstate(over="ignore", invalid="ignore"):   # the ties after rounding are there:
+    with np.errstate(over="ignore", invalid="ignore"):  # the ties after rounding are there:
         sums = x.astype(np.float32).sum(axis=1, keepdims=True)
         unrounded_argmax = F.max_pool2d(sums + b[0], 2, 2, 2)[1]
         assert ((sums > 1) & (sums.astype(np.float16) == 1)).any()
@@ -238,17 +244,46 @@ def test_the_numpy_backend_gives_the_same_function(rng):
 
 def test_the_kernel_refuses_a_pooled_array_of_the_wrong_shape(rng):
     from deepnet._kernels import conv
+
     x, W, b = random_conv(rng, (2, 4, 8, 8), 16, 3, np.float32)
     weights_t, bias = _cpu._forward_filters(W, b, False)
     with pytest.raises(ValueError, match=r"conv_pool_forward: pooled must have shape \(2, 16, 4, 4\)"):
-        conv.conv_pool_forward(x, weights_t, bias, np.empty((2, 16, 8, 8), np.float32), 3, 3, 1, 1, 1, 1,
-                               False, False, 1)
+        conv.conv_pool_forward(
+            x, weights_t, bias, np.empty((2, 16, 8, 8), np.float32), 3, 3, 1, 1, 1, 1, False, False, 1
+        )
     with pytest.raises(ValueError, match=r"conv_pool_forward: argmax must have shape \(2, 16, 4, 4\)"):
-        conv.conv_pool_forward(x, weights_t, bias, np.empty((2, 16, 4, 4), np.float32), 3, 3, 1, 1, 1, 1,
-                               False, False, 1, argmax=np.empty((2, 16, 4, 3), np.int32))
+        conv.conv_pool_forward(
+            x,
+            weights_t,
+            bias,
+            np.empty((2, 16, 4, 4), np.float32),
+            3,
+            3,
+            1,
+            1,
+            1,
+            1,
+            False,
+            False,
+            1,
+            argmax=np.empty((2, 16, 4, 3), np.int32),
+        )
     with pytest.raises(ValueError, match="conv_pool_forward: 2x2 pooling needs a 2x2 output"):
-        conv.conv_pool_forward(np.ascontiguousarray(x[:, :, :3, :]), weights_t, bias, np.empty((2, 16, 0, 4), np.float32),
-                               3, 3, 1, 1, 0, 1, False, False, 1)
+        conv.conv_pool_forward(
+            np.ascontiguousarray(x[:, :, :3, :]),
+            weights_t,
+            bias,
+            np.empty((2, 16, 0, 4), np.float32),
+            3,
+            3,
+            1,
+            1,
+            0,
+            1,
+            False,
+            False,
+            1,
+        )
 
 
 def test_deepconvnet_inference_fuses_and_equals_the_layer_by_layer_pass(dtype, rng):
@@ -279,14 +314,14 @@ def test_fused_float16_training_keeps_the_sign_of_a_maximum_that_rounds_to_minus
     (pixel and filter counts off multiples of 8: 36 or 35 pooled pixels, 11 or 5 filters)."""
     N, C, H, Wd = shape
     x = rng.standard_normal(shape).astype(np.float16)
-    x[:, :, H // 2:] = 0                              # the lower half: channel 0 alone,
-    x[:, 0, H // 2:] = -2.0 ** -24                    # the smallest negative half
-    x[:, 0, H // 2:, ::3] = 2.0 ** -24                # and a few positive ones
+    x[:, :, H // 2 :] = 0  # the lower half: channel 0 alone,
+    x[:, 0, H // 2 :] = -(2.0**-24)  # the smallest negative half
+    x[:, 0, H // 2 :, ::3] = 2.0**-24  # and a few positive ones
     W = (rng.standard_normal((filters, C, 3, 3)) / 6).astype(np.float16)
     W[:, 0] = 0
     W[:, 0, 1, 1] = 0.25
     b = np.zeros(filters, np.float16)
-    b[::4] = rng.standard_normal(len(b[::4]))        # some filters with a bias (no -0 there)
+    b[::4] = rng.standard_normal(len(b[::4]))  # some filters with a bias (no -0 there)
     with deepnet.backend("cython"), deepnet.winograd(winograd):
         pooled, argmax = _cpu.conv_pool_forward(x, W, b, (1, 1), (1, 1), argmax=True)
         separate, separate_argmax = F.max_pool2d(F.conv2d(x, W, b, 1, 1), 2, 2, 2)

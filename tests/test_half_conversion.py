@@ -2,6 +2,7 @@
 every half value, and floats around every rounding boundary.  The portable fallback (used
 where the CPU has no F16C) is compiled here with F16C disabled; the compiled kernels' casts
 (F16C where the build enabled it) run through deepnet.functional.cast."""
+
 import pathlib
 import shutil
 import subprocess
@@ -45,15 +46,16 @@ def fallback(tmp_path_factory):
         pytest.skip("no C compiler to build the fallback conversion")
     tmp = tmp_path_factory.mktemp("half")
     (tmp / "half.c").write_text(PROGRAM)
-    subprocess.run([compiler, "-O2", "-mno-f16c", f"-I{ROOT / 'src'}", str(tmp / "half.c"),
-                    "-o", str(tmp / "half")], check=True)
+    subprocess.run(
+        [compiler, "-O2", "-mno-f16c", f"-I{ROOT / 'src'}", str(tmp / "half.c"), "-o", str(tmp / "half")], check=True
+    )
 
     def run(floats):
         (tmp / "in.bin").write_bytes(np.asarray(floats, dtype=np.float32).tobytes())
         subprocess.run([str(tmp / "half"), str(tmp / "in.bin"), str(tmp / "out.bin")], check=True)
         data = (tmp / "out.bin").read_bytes()
-        return (np.frombuffer(data[:65536 * 4], dtype=np.float32),
-                np.frombuffer(data[65536 * 4:], dtype=np.uint16))
+        return (np.frombuffer(data[: 65536 * 4], dtype=np.float32), np.frombuffer(data[65536 * 4 :], dtype=np.uint16))
+
     return run
 
 
@@ -74,11 +76,18 @@ def rounding_candidates():
     exact = halves[np.isfinite(halves)].astype(np.float32)
     ordered = np.unique(exact)
     midpoints = ((ordered[:-1].astype(np.float64) + ordered[1:]) / 2).astype(np.float32)
-    return np.concatenate([exact, midpoints, np.nextafter(midpoints, np.float32(np.inf)),
-                           np.nextafter(midpoints, np.float32(-np.inf)),
-                           np.float32([65504, 65519.99, 65520, 1e6, -1e6, 1e-8, -1e-8, 3e-8,
-                                       2.98e-8, 5.96e-8, np.inf, -np.inf, 0.0, -0.0]),
-                           np.random.default_rng(0).standard_normal(100_000).astype(np.float32)])
+    return np.concatenate(
+        [
+            exact,
+            midpoints,
+            np.nextafter(midpoints, np.float32(np.inf)),
+            np.nextafter(midpoints, np.float32(-np.inf)),
+            np.float32(
+                [65504, 65519.99, 65520, 1e6, -1e6, 1e-8, -1e-8, 3e-8, 2.98e-8, 5.96e-8, np.inf, -np.inf, 0.0, -0.0]
+            ),
+            np.random.default_rng(0).standard_normal(100_000).astype(np.float32),
+        ]
+    )
 
 
 def numpy_halves(floats):
@@ -103,7 +112,8 @@ def test_the_compiled_casts_equal_numpy_bit_for_bit():
         every_half = np.arange(65536, dtype=np.uint16).view(np.float16)
         floats = F.cast(every_half, np.float32)
         finite = np.isfinite(every_half)
-        np.testing.assert_array_equal(floats[finite].view(np.uint32),
-                                      every_half[finite].astype(np.float32).view(np.uint32))
+        np.testing.assert_array_equal(
+            floats[finite].view(np.uint32), every_half[finite].astype(np.float32).view(np.uint32)
+        )
         np.testing.assert_array_equal(np.isnan(floats), np.isnan(every_half))
         assert np.isnan(F.cast(np.float32([np.nan, -np.nan]), np.float16)).all()

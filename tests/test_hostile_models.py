@@ -5,6 +5,7 @@ every setting of a named model is checked before any arithmetic uses it, a model
 arrays are checked against its spec before anything is allocated, the layers, the spec's
 bytes and the work for one image are bounded, and every error is one clear line.
 """
+
 import json
 import subprocess
 import sys
@@ -16,18 +17,33 @@ import pytest
 
 from deepnet import io
 from deepnet import layers as L
-from deepnet.nets import (SPEC_KEY, DeepConvNet, ResNet, Sequential, SimpleConvNet, VGG, build, he_normal,
-                          load_model, load_spec_file)
+from deepnet.nets import (
+    SPEC_KEY,
+    DeepConvNet,
+    ResNet,
+    Sequential,
+    SimpleConvNet,
+    VGG,
+    build,
+    he_normal,
+    load_model,
+    load_spec_file,
+)
 
 MB = 1 << 20
-MAX_LAYERS = 10_000       # deepnet.nets.MAX_LAYERS
+MAX_LAYERS = 10_000  # deepnet.nets.MAX_LAYERS
 MAX_SPEC_BYTES = 1 << 20  # deepnet.nets.MAX_SPEC_BYTES
 
 
 def test_the_limits_are_the_documented_ones():
     from deepnet import nets
+
     assert (nets.MAX_LAYERS, nets.MAX_SPEC_BYTES, nets.MAX_ACTIVATION, nets.MAX_WORK) == (
-        MAX_LAYERS, MAX_SPEC_BYTES, 1 << 23, 10 ** 10)
+        MAX_LAYERS,
+        MAX_SPEC_BYTES,
+        1 << 23,
+        10**10,
+    )
 
 
 def peak_bytes(function, *args, **kwargs):
@@ -59,8 +75,14 @@ def one_line(exc, *fragments, longest=400):
 
 
 def conv(c_in, c_out, kernel=3, stride=1, pad=1):
-    return {"type": "Convolution", "in_channels": c_in, "filters": c_out, "kernel": kernel,
-            "stride": stride, "pad": pad}
+    return {
+        "type": "Convolution",
+        "in_channels": c_in,
+        "filters": c_out,
+        "kernel": kernel,
+        "stride": stride,
+        "pad": pad,
+    }
 
 
 # -- row 1: every setting of a named model is checked before arithmetic or allocation -------
@@ -72,30 +94,48 @@ BAD_SETTINGS = [
     ("ResNet", {"input_dim": ["x", 28, 28]}, "'input_dim[0]' must be an int"),
     ("DeepConvNet", {"input_dim": [[1], 28, 28]}, "'input_dim[0]' must be an int"),
     ("VGG", {"input_dim": [1, 28]}, "'input_dim' must be 3 ints"),
-    ("VGG", {"input_dim": [1, 28, 10 ** 9]}, "'input_dim[2]' must be an int from 1 to 65536"),
+    ("VGG", {"input_dim": [1, 28, 10**9]}, "'input_dim[2]' must be an int from 1 to 65536"),
     ("VGG", {"config": [[16], "M"]}, "'config[0]' must be an int"),
     ("VGG", {"config": [16, "N"]}, "'config[1]' must be an int from 1 to 65536, got 'N' (or 'M'"),
-    ("VGG", {"config": [10 ** 5000]}, "got an int of 16610 bits"),
+    ("VGG", {"config": [10**5000]}, "got an int of 16610 bits"),
     ("VGG", {"hidden": [50, "x"]}, "'hidden[1]' must be an int"),
     ("VGG", {"dropout": 1.5}, "'dropout' must be a number in [0, 1)"),
     ("VGG", {"dropout": float("nan")}, "'dropout' must be a number in [0, 1)"),
     ("VGG", {"batch_norm": "yes"}, "'batch_norm' must be true or false"),
     ("DeepConvNet", {"hidden_size": [50]}, "'hidden_size' must be an int"),
     ("DeepConvNet", {"output_size": True}, "'output_size' must be an int"),
-    ("DeepConvNet", {"hidden_size": 10 ** 30}, "'hidden_size' must be an int from 1 to 65536"),
-    ("DeepConvNet", {"conv_param_1": {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 0}},
-     "'conv_param_1.stride' must be an int from 1"),
-    ("DeepConvNet", {"conv_param_2": {"filter_num": [16], "filter_size": 3, "pad": 1, "stride": 1}},
-     "'conv_param_2.filter_num' must be an int"),
-    ("DeepConvNet", {"conv_param_3": {"filter_num": 16, "filter_size": 3, "pad": 1}},
-     "'conv_param_3' must be an object with exactly the entries"),
-    ("DeepConvNet", {"conv_param_3": {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1, "x": 1}},
-     "'conv_param_3' must be an object with exactly the entries"),
-    ("DeepConvNet", {"conv_param_1": {"filter_num": 16, "filter_size": 99, "pad": 0, "stride": 1}},
-     "conv_param_1 leaves no output"),
+    ("DeepConvNet", {"hidden_size": 10**30}, "'hidden_size' must be an int from 1 to 65536"),
+    (
+        "DeepConvNet",
+        {"conv_param_1": {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 0}},
+        "'conv_param_1.stride' must be an int from 1",
+    ),
+    (
+        "DeepConvNet",
+        {"conv_param_2": {"filter_num": [16], "filter_size": 3, "pad": 1, "stride": 1}},
+        "'conv_param_2.filter_num' must be an int",
+    ),
+    (
+        "DeepConvNet",
+        {"conv_param_3": {"filter_num": 16, "filter_size": 3, "pad": 1}},
+        "'conv_param_3' must be an object with exactly the entries",
+    ),
+    (
+        "DeepConvNet",
+        {"conv_param_3": {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1, "x": 1}},
+        "'conv_param_3' must be an object with exactly the entries",
+    ),
+    (
+        "DeepConvNet",
+        {"conv_param_1": {"filter_num": 16, "filter_size": 99, "pad": 0, "stride": 1}},
+        "conv_param_1 leaves no output",
+    ),
     ("DeepConvNet", {"batch_norm": 1}, "'batch_norm' must be true or false"),
-    ("SimpleConvNet", {"conv_param": {"filter_num": 30, "filter_size": 5, "pad": -1, "stride": 1}},
-     "'conv_param.pad' must be an int from 0"),
+    (
+        "SimpleConvNet",
+        {"conv_param": {"filter_num": 30, "filter_size": 5, "pad": -1, "stride": 1}},
+        "'conv_param.pad' must be an int from 0",
+    ),
     ("SimpleConvNet", {"weight_init_std": float("inf")}, "'weight_init_std' must be a number"),
     ("SimpleConvNet", {"weight_init_std": "0.01"}, "'weight_init_std' must be a number"),
     ("ResNet", {"widths": ["a"], "blocks": [1]}, "'widths[0]' must be an int"),
@@ -105,8 +145,9 @@ BAD_SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("kind, config, message", BAD_SETTINGS,
-                         ids=[f"{kind}-{message[:30]}" for kind, _, message in BAD_SETTINGS])
+@pytest.mark.parametrize(
+    "kind, config, message", BAD_SETTINGS, ids=[f"{kind}-{message[:30]}" for kind, _, message in BAD_SETTINGS]
+)
 def test_every_named_model_setting_is_checked_before_any_arithmetic(kind, config, message):
     """["x", 28, 28] as input_dim made the parameter budget repeat a string (1.2-2.9 GB from
     a 90-byte spec); a list as a channel count gave MemoryError, stride 0 ZeroDivisionError."""
@@ -116,11 +157,15 @@ def test_every_named_model_setting_is_checked_before_any_arithmetic(kind, config
     assert peak < 4 * MB
 
 
-@pytest.mark.parametrize("make", [lambda: DeepConvNet(input_dim=("x", 28, 28)),
-                                  lambda: SimpleConvNet(conv_param={"filter_num": 3, "filter_size": 3,
-                                                                    "pad": 0, "stride": 0}),
-                                  lambda: VGG(input_dim=(1, 28, [28])),
-                                  lambda: ResNet(widths=(8,), blocks=(10 ** 7,))])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DeepConvNet(input_dim=("x", 28, 28)),
+        lambda: SimpleConvNet(conv_param={"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 0}),
+        lambda: VGG(input_dim=(1, 28, [28])),
+        lambda: ResNet(widths=(8,), blocks=(10**7,)),
+    ],
+)
 def test_constructing_a_named_model_directly_checks_the_settings_too(make):
     error, peak = peak_bytes(make)
     assert isinstance(error, ValueError), repr(error)[:300]
@@ -129,12 +174,15 @@ def test_constructing_a_named_model_directly_checks_the_settings_too(make):
 
 # -- row 2: loading counts every array before allocating, and draws nothing ----------------
 
+
 def test_a_model_file_whose_spec_asks_for_more_than_it_holds_allocates_nothing(tmp_path):
     """A 361-byte file whose spec holds one 16384x16384 Affine reached 4.1 GB: the weights
     were drawn in float64 before the file's arrays were even looked at (16384x16000 here:
     within the parameter budget, so it is the file's missing arrays that refuse it)."""
-    path = model_file(tmp_path / "huge.npz", {"type": "Sequential", "layers": [
-        {"type": "Affine", "in_features": 16384, "out_features": 16000}]})
+    path = model_file(
+        tmp_path / "huge.npz",
+        {"type": "Sequential", "layers": [{"type": "Affine", "in_features": 16384, "out_features": 16000}]},
+    )
     error, peak = peak_bytes(load_model, path)
     assert isinstance(error, ValueError), repr(error)[:300]
     one_line(error, "huge.npz", "'0.W' is missing")
@@ -163,6 +211,7 @@ def test_he_normal_draws_the_same_weights_in_the_target_dtype_without_a_float64_
 
 # -- row 3: layers and the spec's size are bounded --------------------------------------------
 
+
 def test_a_spec_with_more_than_max_layers_is_refused_quickly():
     spec = {"type": "Sequential", "layers": [{"type": "Relu"}] * (MAX_LAYERS + 1)}
     start = time.perf_counter()
@@ -172,18 +221,20 @@ def test_a_spec_with_more_than_max_layers_is_refused_quickly():
     assert time.perf_counter() - start < 10
 
 
-@pytest.mark.parametrize("blocks", [[2000], [10 ** 7], [5, 10 ** 9]])
+@pytest.mark.parametrize("blocks", [[2000], [10**7], [5, 10**9]])
 def test_a_resnet_with_too_many_blocks_is_refused_at_once(blocks):
     """blocks [10**7] in a 70-byte spec would have taken hours; run in a child, so a hang
     shows as a timeout."""
-    code = ("import json, sys; from deepnet.nets import build\n"
-            "try:\n    build(json.loads(sys.argv[1]))\nexcept ValueError as e:\n    print(e)\n")
+    code = (
+        "import json, sys; from deepnet.nets import build\n"
+        "try:\n    build(json.loads(sys.argv[1]))\nexcept ValueError as e:\n    print(e)\n"
+    )
     spec = {"type": "ResNet", "config": {"widths": [8] * len(blocks), "blocks": blocks}}
-    child = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
-                           timeout=60)
+    child = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, timeout=60)
     assert child.returncode == 0, child.stderr[-500:]
-    assert "bad ResNet config" in child.stdout and ("blocks" in child.stdout or "layers" in child.stdout), \
-        child.stdout[-500:]
+    assert "bad ResNet config" in child.stdout and ("blocks" in child.stdout or "layers" in child.stdout), child.stdout[
+        -500:
+    ]
 
 
 def test_a_model_files_spec_larger_than_1_mib_is_refused_before_decoding(tmp_path, monkeypatch):
@@ -192,6 +243,7 @@ def test_a_model_files_spec_larger_than_1_mib_is_refused_before_decoding(tmp_pat
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("the oversized spec was decoded")
+
     monkeypatch.setattr(json, "loads", no_decoding)
     with pytest.raises(ValueError) as error:
         load_model(path)
@@ -201,8 +253,8 @@ def test_a_model_files_spec_larger_than_1_mib_is_refused_before_decoding(tmp_pat
 def test_a_compressed_spec_of_millions_of_layers_is_refused_from_its_header(tmp_path):
     """4 M Relu entries deflate to 175 kB and took 2.9 GB and 67 s to load."""
     import zipfile
-    text = ('{"type": "Sequential", "layers": [' + '{"type": "Relu"}, ' * 4_000_000
-            + '{"type": "Flatten"}]}').encode()
+
+    text = ('{"type": "Sequential", "layers": [' + '{"type": "Relu"}, ' * 4_000_000 + '{"type": "Flatten"}]}').encode()
     path = tmp_path / "relus.npz"
     header = np.lib.format.header_data_from_array_1_0(np.frombuffer(text, np.uint8))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -220,13 +272,24 @@ def test_a_compressed_spec_of_millions_of_layers_is_refused_from_its_header(tmp_
 
 # -- row 4: the work for one image is bounded, checked at load without running anything ----
 
+
 def test_a_huge_padding_is_refused_at_load_naming_the_layer(tmp_path):
     """A 1x1 convolution with pad 5770 allocated 8 GiB to predict one image."""
     rng = np.random.default_rng(0)
-    spec = {"type": "Sequential", "layers": [conv(1, 1, kernel=1, pad=5770), {"type": "GlobalAveragePooling"},
-                                             {"type": "Affine", "in_features": 1, "out_features": 10}]}
-    arrays = {"0.W": rng.random((1, 1, 1, 1), np.float32), "0.b": np.zeros(1, np.float32),
-              "2.W": rng.random((1, 10), np.float32), "2.b": np.zeros(10, np.float32)}
+    spec = {
+        "type": "Sequential",
+        "layers": [
+            conv(1, 1, kernel=1, pad=5770),
+            {"type": "GlobalAveragePooling"},
+            {"type": "Affine", "in_features": 1, "out_features": 10},
+        ],
+    }
+    arrays = {
+        "0.W": rng.random((1, 1, 1, 1), np.float32),
+        "0.b": np.zeros(1, np.float32),
+        "2.W": rng.random((1, 10), np.float32),
+        "2.b": np.zeros(10, np.float32),
+    }
     path = model_file(tmp_path / "padded.npz", spec, arrays)
     with pytest.raises(ValueError) as error:
         load_model(path)
@@ -235,13 +298,19 @@ def test_a_huge_padding_is_refused_at_load_naming_the_layer(tmp_path):
         build(spec)
 
 
-@pytest.mark.parametrize("pooling, message", [
-    ({"type": "Pooling", "pool_h": 16001, "pool_w": 16001, "stride": 1, "pad": 8000}, "larger than its 28x28 input"),
-    ({"type": "Pooling", "pool_h": 16001, "pool_w": 16001, "stride": 1, "pad": 0}, "larger than its 28x28 input"),
-    ({"type": "Pooling", "pool_h": 29, "pool_w": 2, "stride": 2, "pad": 0}, "29x2 window is larger than"),
-    ({"type": "Pooling", "pool_h": 2000, "pool_w": 2000, "stride": 1, "pad": 1000}, "larger than its 28x28 input"),
-    ({"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 1, "pad": 3000}, "more than 8388608"),
-])
+@pytest.mark.parametrize(
+    "pooling, message",
+    [
+        (
+            {"type": "Pooling", "pool_h": 16001, "pool_w": 16001, "stride": 1, "pad": 8000},
+            "larger than its 28x28 input",
+        ),
+        ({"type": "Pooling", "pool_h": 16001, "pool_w": 16001, "stride": 1, "pad": 0}, "larger than its 28x28 input"),
+        ({"type": "Pooling", "pool_h": 29, "pool_w": 2, "stride": 2, "pad": 0}, "29x2 window is larger than"),
+        ({"type": "Pooling", "pool_h": 2000, "pool_w": 2000, "stride": 1, "pad": 1000}, "larger than its 28x28 input"),
+        ({"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 1, "pad": 3000}, "more than 8388608"),
+    ],
+)
 def test_a_pooling_window_larger_than_its_input_is_refused(tmp_path, pooling, message):
     """A 16001x16001 pooling window did not answer within 60 s."""
     spec = {"type": "Sequential", "layers": [pooling, {"type": "Flatten"}]}
@@ -260,14 +329,19 @@ def test_more_than_max_work_for_one_image_is_refused_before_allocating():
     assert peak < 8 * MB
 
 
-@pytest.mark.parametrize("layers, message", [
-    ([conv(1, 4), conv(5, 2)], "layer 1 (Convolution): expects 5 channels, gets 4"),
-    ([conv(1, 4), {"type": "Flatten"}, {"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 2, "pad": 0}],
-     "layer 2 (Pooling): needs images"),
-    ([conv(1, 4), {"type": "BatchNormalization", "features": 3}], "layer 1 (BatchNormalization): expects"),
-    ([{"type": "Residual", "body": conv(1, 4), "shortcut": None}], "layer 0 (Residual): the body gives"),
-    ([{"type": "Affine", "in_features": 4, "out_features": 2}, conv(1, 2)], "layer 1 (Convolution): needs images"),
-])
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ([conv(1, 4), conv(5, 2)], "layer 1 (Convolution): expects 5 channels, gets 4"),
+        (
+            [conv(1, 4), {"type": "Flatten"}, {"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 2, "pad": 0}],
+            "layer 2 (Pooling): needs images",
+        ),
+        ([conv(1, 4), {"type": "BatchNormalization", "features": 3}], "layer 1 (BatchNormalization): expects"),
+        ([{"type": "Residual", "body": conv(1, 4), "shortcut": None}], "layer 0 (Residual): the body gives"),
+        ([{"type": "Affine", "in_features": 4, "out_features": 2}, conv(1, 2)], "layer 1 (Convolution): needs images"),
+    ],
+)
 def test_a_layer_that_cannot_take_its_input_is_named(tmp_path, layers, message):
     with pytest.raises(ValueError) as error:
         build({"type": "Sequential", "layers": layers})
@@ -280,18 +354,29 @@ def test_models_for_other_input_sizes_still_build_and_load(tmp_path):
     resnet = ResNet(input_dim=(1, 8, 8), widths=(2, 3), blocks=(1, 1), output_size=3, seed=0)
     assert load_model(resnet.save(tmp_path / "resnet.npz")).spec() == resnet.spec()
     pooling = {"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 2, "pad": 0}
-    spec = {"type": "Sequential", "layers": [conv(1, 2), pooling,
-                                             {"type": "Flatten"},
-                                             {"type": "Affine", "in_features": 2 * 4 * 4, "out_features": 3}]}
+    spec = {
+        "type": "Sequential",
+        "layers": [
+            conv(1, 2),
+            pooling,
+            {"type": "Flatten"},
+            {"type": "Affine", "in_features": 2 * 4 * 4, "out_features": 3},
+        ],
+    }
     net = build(spec)
     assert load_model(net.save(tmp_path / "small.npz")).spec() == net.spec()
 
 
 # -- row 9: values a model cannot hold ---------------------------------------------------------
 
+
 def test_a_negative_running_variance_is_refused_at_load_naming_it(tmp_path):
-    net = build({"type": "Sequential", "layers": [conv(1, 2), {"type": "BatchNormalization", "features": 2},
-                                                  {"type": "GlobalAveragePooling"}]})
+    net = build(
+        {
+            "type": "Sequential",
+            "layers": [conv(1, 2), {"type": "BatchNormalization", "features": 2}, {"type": "GlobalAveragePooling"}],
+        }
+    )
     net.buffers["1.running_var"][:] = [1.0, -0.5]
     with pytest.raises(ValueError) as error:
         load_model(net.save(tmp_path / "negative.npz"))
@@ -308,6 +393,7 @@ def test_non_finite_parameters_and_buffers_are_refused_at_load(tmp_path, name):
 
 
 # -- row 13: clear errors ------------------------------------------------------------------------
+
 
 def test_a_model_without_parameters_loads_in_float32(tmp_path):
     net = Sequential(L.Relu(), L.Flatten())
@@ -328,8 +414,11 @@ def test_long_names_in_a_spec_are_shortened_in_messages(tmp_path):
     with pytest.raises(ValueError) as error:
         load_model(model_file(tmp_path / "key.npz", {"type": "Sequential", "layers": [{"type": "Relu", key: 1}]}))
     one_line(error.value, "key.npz", "unknown entry 'kkkk")
-    spec = {"type": "Sequential", "aliases": {"0.W": "w" * 500_000},
-            "layers": [{"type": "Affine", "in_features": 784, "out_features": 2}]}
+    spec = {
+        "type": "Sequential",
+        "aliases": {"0.W": "w" * 500_000},
+        "layers": [{"type": "Affine", "in_features": 784, "out_features": 2}],
+    }
     with pytest.raises(ValueError) as error:
         load_model(model_file(tmp_path / "alias.npz", spec))
     one_line(error.value, "alias.npz", "'wwww")
@@ -337,8 +426,11 @@ def test_long_names_in_a_spec_are_shortened_in_messages(tmp_path):
 
 def test_a_long_parameter_name_in_a_file_is_shortened(tmp_path):
     net = Sequential(L.Affine(np.ones((784, 2), np.float32), np.zeros(2, np.float32)))
-    arrays = {**net.named_arrays(), "n" * 60_000: np.zeros(1, np.float32),
-              SPEC_KEY: np.frombuffer(json.dumps(net.spec()).encode(), np.uint8)}
+    arrays = {
+        **net.named_arrays(),
+        "n" * 60_000: np.zeros(1, np.float32),
+        SPEC_KEY: np.frombuffer(json.dumps(net.spec()).encode(), np.uint8),
+    }
     with pytest.raises(ValueError) as error:
         load_model(io.save_params(tmp_path / "name.npz", arrays))
     one_line(error.value, "name.npz", "unexpected parameter 'nnnn")
@@ -358,14 +450,17 @@ def test_duplicate_keys_in_a_spec_are_refused(tmp_path):
 
 # -- row 18: a training checkpoint given where a model file belongs -------------------------------
 
+
 @pytest.fixture
 def checkpoint(tmp_path):
     from deepnet.trainer import Trainer
+
     rng = np.random.default_rng(0)
     net = DeepConvNet(input_dim=(1, 12, 12), hidden_size=6, output_size=3, seed=0)
     x, t = rng.random((4, 1, 12, 12)).astype(np.float32), np.arange(4) % 3
-    Trainer(net, x, t, x, t, epochs=1, mini_batch_size=4, verbose=False,
-            checkpoint_path=tmp_path / "run.ckpt.npz").train()
+    Trainer(
+        net, x, t, x, t, epochs=1, mini_batch_size=4, verbose=False, checkpoint_path=tmp_path / "run.ckpt.npz"
+    ).train()
     return tmp_path / "run.ckpt.npz"
 
 
@@ -379,11 +474,13 @@ def test_load_model_of_a_checkpoint_says_what_it_is_whatever_the_dtype(checkpoin
 @pytest.mark.parametrize("command", [["evaluate"], ["misclassified", "--out", "wrong.png"], ["predict"]])
 def test_the_cli_given_a_checkpoint_says_it_is_one(checkpoint, tmp_path, monkeypatch, capsys, command):
     from deepnet import cli
+
     if command[0] == "misclassified":
         pytest.importorskip("matplotlib")
     if command[0] == "predict":
         pytest.importorskip("PIL")
         from PIL import Image
+
         image = np.zeros((28, 28), np.uint8)
         image[8:20, 12:16] = 255
         Image.fromarray(image).save(tmp_path / "digit.png")
@@ -397,6 +494,7 @@ def test_the_cli_given_a_checkpoint_says_it_is_one(checkpoint, tmp_path, monkeyp
 
 def test_the_input_of_a_sequential_spec_is_what_its_first_layers_declare():
     from deepnet.nets import input_shape
+
     rgb = build({"type": "Sequential", "layers": [{"type": "Relu"}, conv(3, 4), {"type": "GlobalAveragePooling"}]})
     assert input_shape(rgb) == (1, 3, 28, 28)
     features = build({"type": "Sequential", "layers": [{"type": "Affine", "in_features": 5, "out_features": 3}]})
@@ -404,13 +502,15 @@ def test_the_input_of_a_sequential_spec_is_what_its_first_layers_declare():
     assert input_shape(Sequential(L.Flatten(), L.Relu())) == (1, 1, 28, 28)
 
 
-@pytest.mark.parametrize("layers, works", [([L.Relu()], False), ([L.Relu(), L.Flatten()], True)],
-                         ids=["relu", "relu-flatten"])
+@pytest.mark.parametrize(
+    "layers, works", [([L.Relu()], False), ([L.Relu(), L.Flatten()], True)], ids=["relu", "relu-flatten"]
+)
 def test_the_cli_predicts_with_a_model_without_parameters_or_says_why_not(tmp_path, capsys, layers, works):
     """A model of only Relu layers loaded, then the CLI died with an IndexError traceback."""
     pytest.importorskip("PIL")
     from PIL import Image
     from deepnet import cli
+
     image = np.zeros((28, 28), np.uint8)
     image[8:20, 12:16] = 255
     Image.fromarray(image).save(tmp_path / "digit.png")
@@ -426,13 +526,19 @@ def test_the_cli_predicts_with_a_model_without_parameters_or_says_why_not(tmp_pa
 
 # -- every setting of every model file, replaced by hostile values -------------------------------
 
-HOSTILE_VALUES = ["x", [1], {}, None, True, -1, 0, 10 ** 9, 2 ** 31, 1.5, float("nan"), [[1, 2]] * 3]
+HOSTILE_VALUES = ["x", [1], {}, None, True, -1, 0, 10**9, 2**31, 1.5, float("nan"), [[1, 2]] * 3]
 
 
 def fuzz_models():
-    sequential = Sequential(L.Convolution(np.ones((2, 1, 3, 3)), np.zeros(2), 1, 1), L.BatchNormalization(
-        np.ones(2), np.zeros(2)), L.Residual(Sequential(L.Relu())), L.Pooling(2, 2, stride=2), L.Dropout(0.5),
-        L.Flatten(), L.Affine(np.ones((2 * 14 * 14, 3)), np.zeros(3)))
+    sequential = Sequential(
+        L.Convolution(np.ones((2, 1, 3, 3)), np.zeros(2), 1, 1),
+        L.BatchNormalization(np.ones(2), np.zeros(2)),
+        L.Residual(Sequential(L.Relu())),
+        L.Pooling(2, 2, stride=2),
+        L.Dropout(0.5),
+        L.Flatten(),
+        L.Affine(np.ones((2 * 14 * 14, 3)), np.zeros(3)),
+    )
     return {
         "deepconvnet": DeepConvNet(input_dim=(1, 12, 12), hidden_size=6, output_size=3, seed=0),
         "simpleconvnet": SimpleConvNet(input_dim=(1, 10, 10), hidden_size=5, output_size=3, seed=0),

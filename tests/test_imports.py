@@ -8,6 +8,7 @@ interpreter, which catches what the parse cannot (an import that only works afte
 another module was imported first), and the modules that import actually loads are
 checked against the parsed graph.
 """
+
 import ast
 import json
 import os
@@ -32,9 +33,13 @@ BOTTOM = {
     "deepnet.backends.reference": {"deepnet._dtypes", "deepnet.backends._shared"},
 }
 # The backends' old import paths, each re-exporting its new home alone.
-OLD_PATHS = {"deepnet.reference": "deepnet.backends.reference", "deepnet._cpu": "deepnet.backends.cpu",
-             "deepnet._cuda": "deepnet.backends.cuda"}
+OLD_PATHS = {
+    "deepnet.reference": "deepnet.backends.reference",
+    "deepnet._cpu": "deepnet.backends.cpu",
+    "deepnet._cuda": "deepnet.backends.cuda",
+}
 BACKENDS = ("deepnet.backends.reference", "deepnet.backends.cpu", "deepnet.backends.cuda")
+
 
 def _module_name(path):
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -64,7 +69,7 @@ def _imported_names(module):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module
@@ -104,8 +109,9 @@ def _reachable(graph, start):
 
 # Importing deepnet.app.x also runs deepnet/app/__init__.py: at run time a module needs its
 # packages too (deepnet itself is loaded before the probe starts counting).
-_WITH_PACKAGES = {module: targets | ({_node(module.rpartition(".")[0])} - {"deepnet", None, ""})
-                  for module, targets in GRAPH.items()}
+_WITH_PACKAGES = {
+    module: targets | ({_node(module.rpartition(".")[0])} - {"deepnet", None, ""}) for module, targets in GRAPH.items()
+}
 
 
 def _cycles(graph):
@@ -140,9 +146,22 @@ def _cycles(graph):
 
 
 def test_the_graph_sees_the_packages_modules():
-    assert {"deepnet", "deepnet._array", "deepnet._dtypes", "deepnet.reference", "deepnet.backends",
-            "deepnet.functional", "deepnet.layers", "deepnet.nets", "deepnet.models", "deepnet.trainer",
-            "deepnet.training", "deepnet.training.trainer", "deepnet.training.callbacks", "deepnet.training.checkpoint"} | set(BACKENDS) <= set(GRAPH)
+    assert {
+        "deepnet",
+        "deepnet._array",
+        "deepnet._dtypes",
+        "deepnet.reference",
+        "deepnet.backends",
+        "deepnet.functional",
+        "deepnet.layers",
+        "deepnet.nets",
+        "deepnet.models",
+        "deepnet.trainer",
+        "deepnet.training",
+        "deepnet.training.trainer",
+        "deepnet.training.callbacks",
+        "deepnet.training.checkpoint",
+    } | set(BACKENDS) <= set(GRAPH)
     # Imports inside functions count: the registry imports each backend module lazily.
     assert "deepnet.backends" in GRAPH["deepnet.functional"]
     assert set(BACKENDS) <= GRAPH["deepnet.backends"]
@@ -156,25 +175,42 @@ def test_old_paths_import_only_their_new_home(old):
 def test_backends_import_no_other_backend():
     """What they share is in deepnet.backends._shared; none imports the registry."""
     for module in BACKENDS:
-        assert not (GRAPH[module] & (set(BACKENDS) | {"deepnet.backends"})), \
+        assert not (GRAPH[module] & (set(BACKENDS) | {"deepnet.backends"})), (
             f"{module} imports {sorted(GRAPH[module] & (set(BACKENDS) | {'deepnet.backends'}))}"
+        )
 
 
 @pytest.mark.parametrize("module", sorted(BOTTOM))
 def test_bottom_modules_import_only_each_other(module):
-    assert GRAPH[module] == BOTTOM[module], \
+    assert GRAPH[module] == BOTTOM[module], (
         f"{module} imports {sorted(GRAPH[module])}; it may import only {sorted(BOTTOM[module])}"
+    )
 
 
 def test_helpers_never_import_the_cuda_backend():
     """They come from deepnet._array and deepnet._dtypes (the registry in deepnet.backends
     still picks the cuda backend for CuPy arrays, on first use)."""
     cuda = {"deepnet.backends.cuda", "deepnet._cuda"}
-    for module in ("deepnet.reference", "deepnet.backends.reference", "deepnet.backends._shared",
-                   "deepnet.layers", "deepnet.io", "deepnet.optimizers",
-                   "deepnet.nets", "deepnet.trainer", "deepnet.distributed", "deepnet.functional", *MODEL_MODULES,
-                   "deepnet.training", "deepnet.training.trainer", "deepnet.training.callbacks", "deepnet.training.checkpoint",
-                   "deepnet.training.optimizers", "deepnet.training.schedules", "deepnet.training.augment"):
+    for module in (
+        "deepnet.reference",
+        "deepnet.backends.reference",
+        "deepnet.backends._shared",
+        "deepnet.layers",
+        "deepnet.io",
+        "deepnet.optimizers",
+        "deepnet.nets",
+        "deepnet.trainer",
+        "deepnet.distributed",
+        "deepnet.functional",
+        *MODEL_MODULES,
+        "deepnet.training",
+        "deepnet.training.trainer",
+        "deepnet.training.callbacks",
+        "deepnet.training.checkpoint",
+        "deepnet.training.optimizers",
+        "deepnet.training.schedules",
+        "deepnet.training.augment",
+    ):
         assert not cuda & GRAPH[module], f"{module} imports the cuda backend"
     assert not cuda & _reachable(GRAPH, "deepnet.reference")
     assert not cuda & _reachable(GRAPH, "deepnet.backends.reference")
@@ -203,9 +239,18 @@ print(json.dumps({{"loaded": sorted(m for m in set(sys.modules) - before if m.st
 def fresh_imports():
     """module -> what importing it alone loads (after deepnet itself), all run at once."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    runs = {module: subprocess.Popen([sys.executable, "-c", _PROBE.format(module=module)], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for module in MODULES if module != "deepnet.__main__"}  # __main__ runs the CLI
+    runs = {
+        module: subprocess.Popen(
+            [sys.executable, "-c", _PROBE.format(module=module)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for module in MODULES
+        if module != "deepnet.__main__"
+    }  # __main__ runs the CLI
     results = {}
     for module, run in runs.items():
         out, err = run.communicate(timeout=120)
@@ -237,11 +282,21 @@ MAX_LINES = 500
 
 
 def test_the_models_are_a_package_of_small_modules():
-    assert {"deepnet.models", "deepnet.models.init", "deepnet.models.sequential", "deepnet.models.book",
-            "deepnet.models.spec", "deepnet.models.cost", "deepnet.models.files",
-            "deepnet.models.folding"} <= set(MODEL_MODULES)
-    too_long = {module: n for module in MODEL_MODULES
-                if (n := len(FILES[module].read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert {
+        "deepnet.models",
+        "deepnet.models.init",
+        "deepnet.models.sequential",
+        "deepnet.models.book",
+        "deepnet.models.spec",
+        "deepnet.models.cost",
+        "deepnet.models.files",
+        "deepnet.models.folding",
+    } <= set(MODEL_MODULES)
+    too_long = {
+        module: n
+        for module in MODEL_MODULES
+        if (n := len(FILES[module].read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
 
 
@@ -253,8 +308,11 @@ def test_each_models_module_says_its_one_job_first(module):
 
 @pytest.mark.parametrize("module", MODEL_MODULES)
 def test_the_models_do_not_import_the_trainer_the_command_line_or_the_app(module):
-    above = {m for m in _reachable(_WITH_PACKAGES, module)
-             if m == "deepnet.trainer" or m.split(".")[:2] in (["deepnet", "cli"], ["deepnet", "app"])}
+    above = {
+        m
+        for m in _reachable(_WITH_PACKAGES, module)
+        if m == "deepnet.trainer" or m.split(".")[:2] in (["deepnet", "cli"], ["deepnet", "app"])
+    }
     assert not above, f"{module} imports (directly or not) {sorted(above)}"
 
 
@@ -271,12 +329,13 @@ def test_deepnet_nets_is_only_for_users():
 def test_a_sequential_describes_itself_with_only_its_module_imported():
     """Sequential.spec and astype use deepnet.models.spec, which registers itself with
     deepnet.models.sequential (it cannot be imported there: it builds Sequentials)."""
-    code = ("import numpy as np; from deepnet.models.sequential import Sequential; from deepnet.layers import Affine\n"
-            "net = Sequential(Affine(np.ones((2, 3), np.float32), np.zeros(3, np.float32)))\n"
-            "print(net.spec()['type'], net.astype(np.float64).dtype)")
+    code = (
+        "import numpy as np; from deepnet.models.sequential import Sequential; from deepnet.layers import Affine\n"
+        "net = Sequential(Affine(np.ones((2, 3), np.float32), np.zeros(3, np.float32)))\n"
+        "print(net.spec()['type'], net.astype(np.float64).dtype)"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Sequential", "float64"]
 
@@ -287,11 +346,25 @@ NN_MODULES = sorted(m for m in MODULES if m == "deepnet.nn" or m.startswith("dee
 
 
 def test_the_layers_are_a_package_of_small_modules():
-    assert {"deepnet.nn", "deepnet.nn.base", "deepnet.nn.config", "deepnet.nn.init", "deepnet.nn.activations",
-            "deepnet.nn.conv", "deepnet.nn.linear", "deepnet.nn.normalization", "deepnet.nn.regularization",
-            "deepnet.nn.pooling", "deepnet.nn.containers", "deepnet.nn.losses"} <= set(NN_MODULES)
-    too_long = {module: n for module in NN_MODULES
-                if (n := len(FILES[module].read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert {
+        "deepnet.nn",
+        "deepnet.nn.base",
+        "deepnet.nn.config",
+        "deepnet.nn.init",
+        "deepnet.nn.activations",
+        "deepnet.nn.conv",
+        "deepnet.nn.linear",
+        "deepnet.nn.normalization",
+        "deepnet.nn.regularization",
+        "deepnet.nn.pooling",
+        "deepnet.nn.containers",
+        "deepnet.nn.losses",
+    } <= set(NN_MODULES)
+    too_long = {
+        module: n
+        for module in NN_MODULES
+        if (n := len(FILES[module].read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
 
 
@@ -303,9 +376,12 @@ def test_each_nn_module_says_its_one_job_first(module):
 
 @pytest.mark.parametrize("module", NN_MODULES)
 def test_the_layers_do_not_import_the_models_the_trainer_the_command_line_or_the_app(module):
-    above = {m for m in _reachable(_WITH_PACKAGES, module)
-             if m in ("deepnet.trainer", "deepnet.layers", "deepnet.nets")
-             or m.split(".")[:2] in (["deepnet", "models"], ["deepnet", "cli"], ["deepnet", "app"])}
+    above = {
+        m
+        for m in _reachable(_WITH_PACKAGES, module)
+        if m in ("deepnet.trainer", "deepnet.layers", "deepnet.nets")
+        or m.split(".")[:2] in (["deepnet", "models"], ["deepnet", "cli"], ["deepnet", "app"])
+    }
     assert not above, f"{module} imports (directly or not) {sorted(above)}"
 
 

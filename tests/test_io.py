@@ -1,4 +1,5 @@
 """Parameter files (the book's pickle and .npz, read safely), atomic writes, the cache dir."""
+
 import os
 import pickle
 import signal
@@ -17,7 +18,12 @@ import numpy as np
 import pytest
 
 from deepnet.io import (
-    ParameterFileError, UnsafePickleError, atomic_write, read_params, save_params, user_cache_dir,
+    ParameterFileError,
+    UnsafePickleError,
+    atomic_write,
+    read_params,
+    save_params,
+    user_cache_dir,
 )
 from deepnet.nets import DeepConvNet
 from support import BOOK_PARAMS, same_bits
@@ -33,7 +39,6 @@ except ImportError:  # NumPy 1.x
 def write_pickle(path, obj, protocol=pickle.DEFAULT_PROTOCOL):
     path.write_bytes(pickle.dumps(obj, protocol=protocol))
     return path
-
 
 
 def peak_bytes(function, *args, **kwargs):
@@ -71,6 +76,7 @@ SAMPLE_ARRAYS = {
 
 # --- the book's pickle
 
+
 @needs_book_pickle
 def test_book_pickle_loads():
     params = read_params(BOOK_PARAMS)
@@ -82,7 +88,7 @@ def test_book_pickle_loads():
     for name, array in params.items():
         assert type(array) is np.ndarray and array.dtype == np.float64, name
         assert np.all(np.isfinite(array)), name
-    assert params["W1"].flags.writeable   # usable as a trainable parameter
+    assert params["W1"].flags.writeable  # usable as a trainable parameter
 
 
 @needs_book_pickle
@@ -111,6 +117,7 @@ def test_array_dict_pickles_load_with_each_protocol(tmp_path, protocol):
 
 
 # --- hostile or malformed pickles
+
 
 class RunsAShellCommand:
     def __init__(self, marker):
@@ -150,7 +157,7 @@ class PickledDtype:
 def test_malicious_pickle_is_refused_without_side_effect(tmp_path):
     marker = tmp_path / "pwned.txt"
     path = write_pickle(tmp_path / "evil.pkl", {"W1": RunsAShellCommand(marker)})
-    assert b"system" in path.read_bytes()   # the payload really references os.system
+    assert b"system" in path.read_bytes()  # the payload really references os.system
     with pytest.raises(UnsafePickleError, match=r"refusing to load \w+\.system from") as excinfo:
         read_params(path)
     assert_error_names_file(excinfo, path)
@@ -163,11 +170,14 @@ def test_unsafe_pickle_error_is_a_parameter_file_error_and_an_unpickling_error()
     assert issubclass(ParameterFileError, ValueError)
 
 
-@pytest.mark.parametrize("payload", [
-    {"W": np.zeros(2), "extra": eval},           # builtins.eval next to a valid array
-    {"W": np.zeros(2), "step": Fraction(1, 3)},   # any non-NumPy class
-    {"W": np.zeros(2), "lr": np.float64(0.1)},    # NumPy scalars are not parameters either
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"W": np.zeros(2), "extra": eval},  # builtins.eval next to a valid array
+        {"W": np.zeros(2), "step": Fraction(1, 3)},  # any non-NumPy class
+        {"W": np.zeros(2), "lr": np.float64(0.1)},  # NumPy scalars are not parameters either
+    ],
+)
 def test_any_other_global_is_refused(tmp_path, payload):
     path = write_pickle(tmp_path / "p.pkl", payload)
     with pytest.raises(UnsafePickleError, match="refusing to load"):
@@ -182,12 +192,15 @@ def test_pickle_may_not_call_ndarray_with_an_offset(tmp_path):
     assert_error_names_file(excinfo, path)
 
 
-@pytest.mark.parametrize("dtype_state", [
-    # Issue 9, item 6: a field at offset 4096 of an 8-byte item.
-    (3, "|", None, ("a",), {"a": (np.dtype("<f8"), 4096)}, 8, 1, 16),
-    # A subarray dtype.
-    (3, "|", (np.dtype("<f8"), (2,)), None, None, 16, 8, 16),
-])
+@pytest.mark.parametrize(
+    "dtype_state",
+    [
+        # Issue 9, item 6: a field at offset 4096 of an 8-byte item.
+        (3, "|", None, ("a",), {"a": (np.dtype("<f8"), 4096)}, 8, 1, 16),
+        # A subarray dtype.
+        (3, "|", (np.dtype("<f8"), (2,)), None, None, 16, 8, 16),
+    ],
+)
 def test_structured_and_subarray_dtypes_are_refused(tmp_path, dtype_state):
     dtype = PickledDtype("V8", dtype_state)
     array = ReconstructsWithState((1, (1,), dtype, False, bytes(8)))
@@ -196,13 +209,16 @@ def test_structured_and_subarray_dtypes_are_refused(tmp_path, dtype_state):
         read_params(path)
 
 
-@pytest.mark.parametrize("state, message", [
-    ((1, (3,), np.dtype("<f8"), False, bytes(8)), r"has 8 bytes of data, shape \(3,\) of float64 needs 24"),
-    ((1, (-1,), np.dtype("<f8"), False, b""), "must be a shape, a dtype, a bool and its data"),
-    ((1, (1,), np.dtype("<f8"), 1, bytes(8)), "must be a shape, a dtype, a bool and its data"),
-    ((1, (1,), np.dtype("<f8"), False, "x" * 8), r"has no bytes of data, shape \(1,\)"),
-    ((2, (1,), np.dtype("<f8"), False, bytes(8)), "unknown ndarray state version 2"),
-])
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ((1, (3,), np.dtype("<f8"), False, bytes(8)), r"has 8 bytes of data, shape \(3,\) of float64 needs 24"),
+        ((1, (-1,), np.dtype("<f8"), False, b""), "must be a shape, a dtype, a bool and its data"),
+        ((1, (1,), np.dtype("<f8"), 1, bytes(8)), "must be a shape, a dtype, a bool and its data"),
+        ((1, (1,), np.dtype("<f8"), False, "x" * 8), r"has no bytes of data, shape \(1,\)"),
+        ((2, (1,), np.dtype("<f8"), False, bytes(8)), "unknown ndarray state version 2"),
+    ],
+)
 def test_inconsistent_array_states_are_refused(tmp_path, state, message):
     path = write_pickle(tmp_path / "p.pkl", {"W": ReconstructsWithState(state)})
     with pytest.raises(ParameterFileError, match=message) as excinfo:
@@ -210,15 +226,18 @@ def test_inconsistent_array_states_are_refused(tmp_path, state, message):
     assert_error_names_file(excinfo, path)
 
 
-@pytest.mark.parametrize("array", [
-    np.array([True, False]),
-    np.array([1 + 2j]),
-    np.array(["2020-01-01"], dtype="datetime64[D]"),
-    np.array([b"ab"]),
-    np.array(["ab"]),
-    np.array([1, "a"], dtype=object),
-    np.zeros(2, dtype=np.longdouble),
-])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([True, False]),
+        np.array([1 + 2j]),
+        np.array(["2020-01-01"], dtype="datetime64[D]"),
+        np.array([b"ab"]),
+        np.array(["ab"]),
+        np.array([1, "a"], dtype=object),
+        np.zeros(2, dtype=np.longdouble),
+    ],
+)
 @pytest.mark.parametrize("extension", [".pkl", ".npz"])
 def test_non_numeric_arrays_are_refused_not_cast(tmp_path, array, extension):
     # Issue 9, item 9: only integer and floating-point arrays come out of a parameter file.
@@ -237,8 +256,12 @@ def test_a_60_byte_pickle_cannot_make_the_loader_allocate(tmp_path):
     # Issue 9, item 7: _reconstruct(ndarray, (50_000_000,), b'O') made NumPy allocate (and
     # fill with None) a 400 MB object array before anything was checked.
     n = 50_000_000
-    payload = (b"\x80\x03cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
-               + b"J" + struct.pack("<i", n) + b"\x85C\x01O\x87R.")
+    payload = (
+        b"\x80\x03cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+        + b"J"
+        + struct.pack("<i", n)
+        + b"\x85C\x01O\x87R."
+    )
     path = tmp_path / "attack.pkl"
     path.write_bytes(payload)
     assert len(payload) < 70
@@ -265,11 +288,14 @@ def test_a_pickle_of_many_small_objects_is_refused_before_it_is_run(tmp_path):
     assert peak < 2 << 20
 
 
-@pytest.mark.parametrize("opcodes", [
-    b"\x80\x02cnumpy\ndtype\n)\x81.",                # NEWOBJ
-    b"\x80\x02\x82\x01.",                            # EXT1
-    b"\x80\x02P1\n.",                                # PERSID
-])
+@pytest.mark.parametrize(
+    "opcodes",
+    [
+        b"\x80\x02cnumpy\ndtype\n)\x81.",  # NEWOBJ
+        b"\x80\x02\x82\x01.",  # EXT1
+        b"\x80\x02P1\n.",  # PERSID
+    ],
+)
 def test_opcodes_a_dict_of_arrays_does_not_need_are_refused(tmp_path, opcodes):
     path = tmp_path / "p.pkl"
     path.write_bytes(opcodes)
@@ -287,13 +313,16 @@ def test_pickle_may_not_set_attributes_on_the_stand_ins(tmp_path):
     assert read_params(write_pickle(tmp_path / "ok.pkl", {"W": np.ones(2)}))["W"].tolist() == [1, 1]
 
 
-@pytest.mark.parametrize("payload, message", [
-    ([np.zeros(2), np.ones(2)], "holds a list"),
-    (np.zeros(2), "holds a ndarray"),
-    ("W1", "holds a str"),
-    ({1: np.zeros(2)}, "name 1 is not a str"),
-    ({"W": [1.0, 2.0]}, "'W' is a list"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ([np.zeros(2), np.ones(2)], "holds a list"),
+        (np.zeros(2), "holds a ndarray"),
+        ("W1", "holds a str"),
+        ({1: np.zeros(2)}, "name 1 is not a str"),
+        ({"W": [1.0, 2.0]}, "'W' is a list"),
+    ],
+)
 def test_non_parameter_pickles_are_refused(tmp_path, payload, message):
     path = write_pickle(tmp_path / "p.pkl", payload)
     with pytest.raises(ParameterFileError, match=message) as excinfo:
@@ -313,12 +342,13 @@ def test_truncated_book_pickle_names_the_file(tmp_path, cut):
 
 # --- .npz save / read
 
+
 def test_save_load_round_trip_is_bit_exact(tmp_path, dtype):
     rng = np.random.default_rng(1)
     params = {
         "W1": rng.standard_normal((16, 1, 3, 3)).astype(dtype),
         "b1": np.array([np.nan, -0.0, np.inf, -np.inf, np.finfo(dtype).tiny / 2], dtype=dtype),
-        "m/W1": rng.standard_normal(4).astype(dtype),     # optimizer-state style name
+        "m/W1": rng.standard_normal(4).astype(dtype),  # optimizer-state style name
     }
     path = save_params(tmp_path / "params.npz", params)
     loaded = read_params(path, {name: value.shape for name, value in params.items()})
@@ -395,6 +425,7 @@ def expected_arrays():
 @pytest.fixture(params=[".npz", ".pkl"])
 def params_file(request, tmp_path):
     """A function writing name -> array as a .npz or a .pkl, returning its path."""
+
     def write(arrays, name="p"):
         path = tmp_path / (name + request.param)
         if request.param == ".npz":
@@ -402,6 +433,7 @@ def params_file(request, tmp_path):
         else:
             write_pickle(path, arrays)
         return path
+
     return write
 
 
@@ -411,11 +443,14 @@ def test_expected_names_and_shapes_load(params_file):
     assert loaded["W2"].tolist() == [[2.0]] * 3
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda p: p.pop("b1"), "parameter 'b1' is missing"),
-    (lambda p: p.update(W9=np.zeros(2)), "unexpected parameter 'W9'"),
-    (lambda p: p.update(W2=np.zeros((1, 3))), r"'W2' has shape \(1, 3\), expected \(3, 1\)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p.pop("b1"), "parameter 'b1' is missing"),
+        (lambda p: p.update(W9=np.zeros(2)), "unexpected parameter 'W9'"),
+        (lambda p: p.update(W2=np.zeros((1, 3))), r"'W2' has shape \(1, 3\), expected \(3, 1\)"),
+    ],
+)
 def test_mismatch_with_expected_is_refused_and_names_the_file(params_file, change, message):
     arrays = expected_arrays()
     change(arrays)
@@ -427,14 +462,14 @@ def test_mismatch_with_expected_is_refused_and_names_the_file(params_file, chang
 
 def test_a_subset_is_read_with_strict_false(params_file):
     arrays = expected_arrays()
-    arrays["head"] = np.zeros(5)             # in the file, not asked for: ignored
+    arrays["head"] = np.zeros(5)  # in the file, not asked for: ignored
     path = params_file(arrays)
-    subset = {"W1": (2, 3), "extra": (4,)}   # "extra" is not in the file: left out
+    subset = {"W1": (2, 3), "extra": (4,)}  # "extra" is not in the file: left out
     loaded = read_params(path, subset, strict=False)
     assert list(loaded) == ["W1"]
     assert same_bits(loaded["W1"], arrays["W1"])
     with pytest.raises(ParameterFileError, match="'W1' has shape"):
-        read_params(path, {"W1": (3, 2)}, strict=False)   # shapes are still checked
+        read_params(path, {"W1": (3, 2)}, strict=False)  # shapes are still checked
 
 
 def test_a_shape_of_none_accepts_any_shape(params_file):
@@ -470,6 +505,7 @@ def test_text_entries_of_a_checkpoint(tmp_path):
 
 # --- corrupt and hostile .npz files
 
+
 def npz_bytes(arrays, compression=zipfile.ZIP_STORED):
     """An .npz as np.savez writes it, with a choice of compression."""
     import io as stdlib_io
@@ -495,12 +531,35 @@ def build_zip(members):
     local, directory = bytearray(), bytearray()
     for name, (deflated, size, crc) in members.items():
         offset, encoded = len(local), name.encode()
-        local += struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(deflated), size,
-                             len(encoded), 0) + encoded + deflated
-        directory += struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(deflated),
-                                 size, len(encoded), 0, 0, 0, 0, 0, offset) + encoded
-    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(members), len(members), len(directory),
-                      len(local), 0)
+        local += (
+            struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(deflated), size, len(encoded), 0)
+            + encoded
+            + deflated
+        )
+        directory += (
+            struct.pack(
+                "<4s6H3I5H2I",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                8,
+                0,
+                0,
+                crc,
+                len(deflated),
+                size,
+                len(encoded),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + encoded
+        )
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(members), len(members), len(directory), len(local), 0)
     return bytes(local + directory + end)
 
 
@@ -513,7 +572,7 @@ def test_a_member_inflating_beyond_its_declared_size_is_refused_while_inflating(
     path = tmp_path / "bomb.npz"
     path.write_bytes(build_zip({"W.npy": (deflated, len(content), zlib.crc32(content))}))
     assert path.stat().st_size < 100_000
-    with np.load(path) as archive:   # zipfile stops at the declared size and says nothing
+    with np.load(path) as archive:  # zipfile stops at the declared size and says nothing
         assert archive["W"].shape == (2,)
     peak, error = peak_bytes(read_params, path, {"W": (2,)})
     assert isinstance(error, ParameterFileError), error
@@ -550,17 +609,20 @@ def test_a_small_npz_declaring_gigabytes_is_refused_from_its_headers(tmp_path):
     assert peak < 1 << 20
 
 
-@pytest.mark.parametrize("corrupt, message", [
-    (lambda data: data[:len(data) // 2], "not a valid .npz file"),
-    (lambda data: b"not a zip at all", "not a valid .npz file"),
-    (lambda data: b"", "not a valid .npz file"),
-    (lambda data: data.replace(b"\x00\x00\xf0\x3f", b"\x00\x00\xf0\x40"), "CRC-32"),
-    (lambda data: data.replace(b"'descr': '<f8'", b"'descr': '|O8'"), "has dtype '|O8'"),
-    (lambda data: data.replace(b"'descr': '<f8'", b"'descr': [1,2]"), "has dtype"),
-    (lambda data: data.replace(b"'shape': (3,)", b"'shape': (3.)"), "invalid .npy header"),
-    (lambda data: data.replace(b"\x93NUMPY", b"\x93NUMPZ"), "not an .npy array"),
-    (lambda data: data.replace(b"{'descr'", b"{'de'cr'"), "unreadable .npy header"),
-])
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda data: data[: len(data) // 2], "not a valid .npz file"),
+        (lambda data: b"not a zip at all", "not a valid .npz file"),
+        (lambda data: b"", "not a valid .npz file"),
+        (lambda data: data.replace(b"\x00\x00\xf0\x3f", b"\x00\x00\xf0\x40"), "CRC-32"),
+        (lambda data: data.replace(b"'descr': '<f8'", b"'descr': '|O8'"), "has dtype '|O8'"),
+        (lambda data: data.replace(b"'descr': '<f8'", b"'descr': [1,2]"), "has dtype"),
+        (lambda data: data.replace(b"'shape': (3,)", b"'shape': (3.)"), "invalid .npy header"),
+        (lambda data: data.replace(b"\x93NUMPY", b"\x93NUMPZ"), "not an .npy array"),
+        (lambda data: data.replace(b"{'descr'", b"{'de'cr'"), "unreadable .npy header"),
+    ],
+)
 def test_corrupt_npz_gives_a_clear_error_naming_the_file(tmp_path, corrupt, message):
     data = corrupt(npz_bytes({"W": np.ones(3), "b": np.zeros(2)}))
     path = tmp_path / "p.npz"
@@ -581,13 +643,14 @@ def test_npz_with_other_members_is_refused(tmp_path):
 
 # --- loading into a network is all-or-nothing
 
+
 @pytest.mark.parametrize("extension", [".npz", ".pkl"])
 @pytest.mark.parametrize("last", [np.array(["not a number"] * 10), np.zeros(10, dtype=complex)])
 def test_failed_load_params_changes_nothing(tmp_path, extension, last):
     # Issue 9, item 9: the earlier parameters were overwritten before the last one failed.
     source, target = DeepConvNet(seed=1), DeepConvNet(seed=2)
     params = dict(source.params)
-    params["b8"] = last   # the last entry
+    params["b8"] = last  # the last entry
     path = tmp_path / f"p{extension}"
     if extension == ".npz":
         np.savez(path, **params)
@@ -602,6 +665,7 @@ def test_failed_load_params_changes_nothing(tmp_path, extension, last):
 
 
 # --- atomic writes
+
 
 def test_atomic_write_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
     path = tmp_path / "params.bin"
@@ -653,8 +717,9 @@ WRITER = textwrap.dedent("""
 
 def start_writer(path):
     """A process inside atomic_write(path), its temporary file written, waiting on stdin."""
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout.readline() == "writing\n"
     return writer
 
@@ -731,11 +796,12 @@ def test_rewrite_writes_through_a_symlink(tmp_path):
 
 # --- the user cache directory
 
+
 def test_user_cache_dir_follows_xdg(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert user_cache_dir() == tmp_path / "xdg" / "deepnet"
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")   # the XDG spec: ignore it
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # the XDG spec: ignore it
     assert user_cache_dir() == tmp_path / "home" / ".cache" / "deepnet"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert user_cache_dir() == tmp_path / "home" / ".cache" / "deepnet"
@@ -746,8 +812,11 @@ def test_entry_limits_refuse_a_large_entry_from_its_header(tmp_path):
     path = save_params(tmp_path / "spec.npz", {"spec": np.zeros(4 << 20, np.uint8), "W": np.ones(3)})
     tracemalloc.start()
     try:
-        with pytest.raises(ParameterFileError, match=r"spec.npz: entry 'spec' takes 4194304 bytes, more than "
-                                                     r"the 1048576 bytes it may have"):
+        with pytest.raises(
+            ParameterFileError,
+            match=r"spec.npz: entry 'spec' takes 4194304 bytes, more than "
+            r"the 1048576 bytes it may have",
+        ):
             read_params(path, {"spec": None}, strict=False, entry_limits={"spec": 1 << 20})
         peak = tracemalloc.get_traced_memory()[1]
     finally:

@@ -1,4 +1,5 @@
 """Compiled kernels against the pure-NumPy reference, on many random geometries."""
+
 import numpy as np
 import pytest
 
@@ -7,8 +8,11 @@ from deepnet import functional as F
 from deepnet import reference as R
 from cases import DX_PATHS, RTOL, case_id, max_relative_error, random_geometries
 
-pytestmark = [pytest.mark.kernels, pytest.mark.asan,
-              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.asan,
+    pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built"),
+]
 
 CASES = random_geometries(40)
 POOL_CASES = random_geometries(30, seed=99, pool=True)
@@ -114,8 +118,7 @@ def test_max_pool_padding_never_wins(rng):
     x = -1.0 - rng.random((2, 3, 5, 4))  # every value below the zero padding
     y, argmax = F.max_pool2d(x, 3, 3, stride=2, pad=2)
     assert (y < 0).all()
-    assert np.array_equal(np.take_along_axis(x.reshape(2, 3, -1), argmax.reshape(2, 3, -1), 2),
-                          y.reshape(2, 3, -1))
+    assert np.array_equal(np.take_along_axis(x.reshape(2, 3, -1), argmax.reshape(2, 3, -1), 2), y.reshape(2, 3, -1))
 
 
 def test_max_pool_window_of_minus_infinity_points_inside_the_input():
@@ -138,8 +141,10 @@ def test_nan_and_inf_propagate_like_the_reference(dtype, rng):
     with np.errstate(invalid="ignore"):
         outputs = {
             "conv": (F.conv2d(x, Wt, b, 1, 1), R.conv_forward(x, Wt, b, (1, 1), (1, 1))),
-            "conv+relu": (F.conv2d(x8, W16, b16, 1, 1, relu=True),
-                          R.relu_forward(R.conv_forward(x8, W16, b16, (1, 1), (1, 1)))),
+            "conv+relu": (
+                F.conv2d(x8, W16, b16, 1, 1, relu=True),
+                R.relu_forward(R.conv_forward(x8, W16, b16, (1, 1), (1, 1))),
+            ),
             "pool": (F.max_pool2d(x, 2, 2)[0], R.max_pool_forward(x, 2, 2, (2, 2), (0, 0))[0]),
             "relu": (F.relu(x), R.relu_forward(x)),
         }
@@ -185,8 +190,14 @@ def test_results_identical_with_one_and_two_threads(rng):
         y = F.conv2d(x, Wt, b, 1, 1)
         dout = np.cos(y)
         pooled, argmax = F.max_pool2d(x, 3, 3, 2, 1)
-        return [F.im2col(x, 3, 3, 1, 1), y, *F.conv2d_backward(dout, x, Wt, 1, 1), pooled, argmax,
-                F.max_pool2d_backward(np.sin(pooled), argmax, x.shape, 3, 3, 2, 1)]
+        return [
+            F.im2col(x, 3, 3, 1, 1),
+            y,
+            *F.conv2d_backward(dout, x, Wt, 1, 1),
+            pooled,
+            argmax,
+            F.max_pool2d_backward(np.sin(pooled), argmax, x.shape, 3, 3, 2, 1),
+        ]
 
     previous = deepnet.get_num_threads()
     try:
@@ -225,8 +236,9 @@ def test_float16_convolution_is_the_float32_one_rounded_once(x_shape, filters, k
     assert_rounded_once(y16, y32)
     dout = random_input(rng, y16.shape, np.float16)
     grads16 = F.conv2d_backward(dout, x, Wt, stride, pad, relu_out=y16 if relu else None)
-    grads32 = F.conv2d_backward(widened(dout), widened(x), widened(Wt), stride, pad,
-                                relu_out=widened(y16) if relu else None)
+    grads32 = F.conv2d_backward(
+        widened(dout), widened(x), widened(Wt), stride, pad, relu_out=widened(y16) if relu else None
+    )
     for got16, got32 in zip(grads16, grads32):  # dx (either path), dW, db
         assert_rounded_once(got16, got32)
 
@@ -235,15 +247,18 @@ def test_float16_convolution_is_the_float32_one_rounded_once(x_shape, filters, k
 def test_float16_col2im_and_pooling_backward_are_the_float32_ones_rounded_once(case, rng):
     x_shape, kh, kw, stride, pad = case["x_shape"], case["kh"], case["kw"], case["stride"], case["pad"]
     col = random_input(rng, R.im2col(np.zeros(x_shape), kh, kw, stride, pad).shape, np.float16)
-    assert_rounded_once(F.col2im(col, x_shape, kh, kw, stride, pad),
-                        F.col2im(widened(col), x_shape, kh, kw, stride, pad))
+    assert_rounded_once(
+        F.col2im(col, x_shape, kh, kw, stride, pad), F.col2im(widened(col), x_shape, kh, kw, stride, pad)
+    )
     pad = (min(pad[0], kh - 1), min(pad[1], kw - 1))
     stride = (1, 1)  # overlapping windows: a pixel can win several and sum their gradients
     x = random_input(rng, x_shape, np.float16)
     y, argmax = F.max_pool2d(x, kh, kw, stride, pad)
     dout = random_input(rng, y.shape, np.float16)
-    assert_rounded_once(F.max_pool2d_backward(dout, argmax, x_shape, kh, kw, stride, pad),
-                        F.max_pool2d_backward(widened(dout), argmax, x_shape, kh, kw, stride, pad))
+    assert_rounded_once(
+        F.max_pool2d_backward(dout, argmax, x_shape, kh, kw, stride, pad),
+        F.max_pool2d_backward(widened(dout), argmax, x_shape, kh, kw, stride, pad),
+    )
 
 
 @pytest.mark.parametrize("case", CASES[:12], ids=case_id)
@@ -290,7 +305,7 @@ def test_max_pool_2x2_float16_keeps_every_value_and_quiets_a_signalling_nan(rng)
     half (subnormals, the largest, both zeros' signs) comes back bit for bit; a signalling
     NaN comes back as a NaN, quiet."""
     bits = rng.integers(0, 2**16, size=(2, 3, 6, 8), dtype=np.uint16)
-    bits[0, 0, 0, 0] = 0x7c01  # a signalling NaN
+    bits[0, 0, 0, 0] = 0x7C01  # a signalling NaN
     x = bits.view(np.float16)
     y, argmax = F.max_pool2d(x, 2, 2)
     y_ref, argmax_ref = R.max_pool_forward(x, 2, 2, (2, 2), (0, 0))
@@ -337,23 +352,25 @@ def test_im2col_padding_wider_than_the_output_row_stays_inside_the_columns():
         # the columns, followed by a guard of the same size that must stay untouched
         memory = np.full(2 * expected.size, np.nan, dtype=np.float32)
         if layout == "book":
-            cols = memory[:expected.size].reshape(2, 5, 225).transpose(0, 2, 1)
+            cols = memory[: expected.size].reshape(2, 5, 225).transpose(0, 2, 1)
         else:
-            cols = memory[:expected.size].reshape(2, 225, 5)
+            cols = memory[: expected.size].reshape(2, 225, 5)
         unfold.im2col(x, cols, 5, 5, 1, 1, 4, 2, 1)
-        assert np.isnan(memory[expected.size:]).all(), layout
+        assert np.isnan(memory[expected.size :]).all(), layout
         np.testing.assert_array_equal(cols.transpose(0, 2, 1).reshape(expected.shape), expected)
     np.testing.assert_array_equal(F.im2col(x, 5, 5, 1, (4, 2)), expected)
     col = np.random.default_rng(0).standard_normal(expected.shape)
-    np.testing.assert_array_equal(F.col2im(col, x.shape, 5, 5, 1, (4, 2)),
-                                  R.col2im(col, x.shape, 5, 5, (1, 1), (4, 2)))
+    np.testing.assert_array_equal(F.col2im(col, x.shape, 5, 5, 1, (4, 2)), R.col2im(col, x.shape, 5, 5, (1, 1), (4, 2)))
 
 
 # Empty batches, no channels and no filters: empty results of the right shape, or what the
 # mathematics says (an empty sum is 0, so with no channels a convolution is its bias).
 # This module's own special cases, beside the geometries from cases.py.
 EMPTY_CASES = [  # (N, C, FN, H, W, pad)
-    (0, 3, 4, 5, 6, 1), (2, 0, 4, 5, 6, 1), (2, 3, 0, 5, 6, 1), (0, 0, 0, 5, 6, 1),
+    (0, 3, 4, 5, 6, 1),
+    (2, 0, 4, 5, 6, 1),
+    (2, 3, 0, 5, 6, 1),
+    (0, 0, 0, 5, 6, 1),
     (3, 2, 17, 0, 4, 2),  # no rows: every window is padding
     (1, 0, 0, 1, 1, 0),
 ]
@@ -386,8 +403,12 @@ def test_empty_batches_channels_and_filters(N, C, FN, H, W, pad, dtype, backend,
             if N == 0:
                 assert not dW.any() and not db.any()
             mask = (y > 0) if relu else 1
-            np.testing.assert_allclose(db.astype(np.float64), (dout.astype(np.float64) * mask).sum(axis=(0, 2, 3)),
-                                       rtol=RTOL[dtype], atol=RTOL[dtype])
+            np.testing.assert_allclose(
+                db.astype(np.float64),
+                (dout.astype(np.float64) * mask).sum(axis=(0, 2, 3)),
+                rtol=RTOL[dtype],
+                atol=RTOL[dtype],
+            )
         if H and W:
             pooled, argmax = F.max_pool2d(x, 2, 2, 1, 1)
             assert pooled.shape == argmax.shape == (N, C, H + 1, W + 1)
@@ -406,72 +427,245 @@ def test_kernels_refuse_what_would_read_out_of_bounds():
     ones = lambda *shape: np.ones(shape, f32)  # noqa: E731
     winners = lambda *shape: np.zeros(shape, np.int32)  # noqa: E731
     calls = {
-        "conv_forward: filter matrices need columns padded to a multiple of 16 \\(at least 3\\), got 3":
-            lambda: conv.conv_forward(x, ones(9, 3), ones(3), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, False, 1),
-        "conv_forward: y must have shape \\(1, 3, 4, 4\\), got \\(1, 3, 3, 4\\)":
-            lambda: conv.conv_forward(x, ones(9, 16), ones(3), ones(1, 3, 3, 4), 3, 3, 1, 1, 1, 1, False, False, 1),
-        "conv_forward: y must have shape \\(1, 3, 4, 4\\), got \\(2, 3, 4, 4\\)":
-            lambda: conv.conv_forward(x, ones(9, 16), ones(3), ones(2, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, False, 1),
-        "conv_forward: weights_t must have shape \\(9,\\), got \\(8,\\)":
-            lambda: conv.conv_forward(x, ones(8, 16), ones(3), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, False, 1),
-        "conv_forward: bias needs 3 entries, got 2":
-            lambda: conv.conv_forward(x, ones(9, 16), ones(2), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, False, 1),
-        "transposed convolution needs stride 1 and pad < kernel":
-            lambda: conv.conv_backward(x, ones(1, 16, 2, 2), ones(1, 16, 2, 2), ones(144, 16), True, False, False, ones(1, 1, 4, 4),
-                                       ones(1, 9, 16), ones(1, 16), 3, 3, 2, 2, 1, 1, False, 1),
-        "conv_backward: dx must have shape \\(1, 1, 4, 4\\), got \\(1, 1, 4, 3\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(16, 16), False, False, False, ones(1, 1, 4, 3),
-                                       ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
-        "conv_backward: dout must have shape \\(1, 16, 4, 4\\), got \\(1, 16, 5, 4\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 5, 4), ones(1, 16, 5, 4), ones(16, 16), False, False, False, ones(1, 1, 4, 4),
-                                       ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
-        "conv_backward: dx_filters must have shape \\(16,\\), got \\(15,\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(15, 16), False, False, False, ones(1, 1, 4, 4),
-                                       ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
-        "conv_forward: Winograd needs a 3x3 kernel with stride 1":
-            lambda: conv.conv_forward(x, ones(16, 16), ones(3), ones(1, 3, 2, 2), 3, 3, 2, 2, 1, 1, False, True, 1),
-        "conv_forward: weights_t \\(Winograd's\\) must have shape \\(16,\\), got \\(9,\\)":
-            lambda: conv.conv_forward(x, ones(9, 16), ones(3), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, True, 1),
-        "conv_backward: dx by Winograd needs the transposed path":
-            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(256, 16), False, True, False,
-                                       ones(1, 1, 4, 4), ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
-        "conv_backward: dx_filters \\(Winograd's\\) must have shape \\(256,\\), got \\(144,\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(144, 16), True, True, False,
-                                       ones(1, 1, 4, 4), ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
-        "conv_backward: dW by Winograd needs stride 1, got \\(2, 2\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 2, 2), ones(1, 16, 2, 2), ones(16, 16), False, False, True,
-                                       ones(1, 1, 4, 4), ones(1, 16, 16), ones(1, 16), 3, 3, 2, 2, 1, 1, False, 1),
-        "conv_backward: dW_t_per_chunk \\(Winograd's\\) must have shape \\(1, 16\\), got \\(1, 9\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 4, 4), ones(1, 16, 4, 4), ones(16, 16), False, False, True,
-                                       ones(1, 1, 4, 4), ones(1, 9, 16), ones(1, 16), 3, 3, 1, 1, 1, 1, False, 1),
-        "conv_backward: dW by Winograd needs a 3x3 kernel, got \\(2, 2\\)":
-            lambda: conv.conv_backward(x, ones(1, 16, 5, 5), ones(1, 16, 5, 5), ones(16, 16), False, False, True,
-                                       ones(1, 1, 4, 4), ones(1, 16, 16), ones(1, 16), 2, 2, 1, 1, 1, 1, False, 1),
-        "im2col: cols must have shape \\(1, 9, 16\\), got \\(1, 9, 15\\)":
-            lambda: im2col.im2col(x, ones(1, 9, 15), 3, 3, 1, 1, 1, 1, 1),
-        "col2im: cols must have shape \\(1, 9, 16\\), got \\(2, 9, 16\\)":
-            lambda: im2col.col2im(ones(2, 9, 16), ones(1, 1, 4, 4), 3, 3, 1, 1, 1, 1, 1),
-        "im2col: window \\(7, 3\\) larger than the padded plane \\(6, 6\\)":
-            lambda: im2col.im2col(x, ones(1, 21, 1), 7, 3, 1, 1, 1, 1, 1),
-        "im2col: needs window and stride >= 1":
-            lambda: im2col.im2col(x, ones(1, 9, 16), 3, 3, 0, 1, 1, 1, 1),
-        "im2col: the padded height \\+ stride \\(3221225475\\) does not fit":
-            lambda: im2col.im2col(x, ones(1, 1, 1), 1, 1, 2**31 - 1, 1, 2**29, 0, 1),
-        "im2col: the padded height \\+ stride \\(2147483653\\) does not fit":
-            lambda: im2col.im2col(x, ones(1, 1, 1), 1, 1, 1, 1, 2**30, 0, 1),
-        "max_pool_forward: out must have shape \\(1, 1, 2, 2\\), got \\(1, 1, 2, 3\\)":
-            lambda: pooling.max_pool_forward(x, ones(1, 1, 2, 3), winners(1, 1, 2, 3), 2, 2, 2, 2, 0, 0, 1),
-        "max_pool_forward: every window needs a pixel":
-            lambda: pooling.max_pool_forward(x, ones(1, 1, 4, 4), winners(1, 1, 4, 4), 2, 2, 2, 2, 2, 2, 1),
-        "max_pool_backward: argmax entries must lie in \\[0, 16\\)":
-            lambda: pooling.max_pool_backward(ones(1, 1, 2, 2), np.array([[[[0, 16], [1, 2]]]], np.int32),
-                                              ones(1, 1, 4, 4), 1),
-        "max_pool_backward: dout's images and channels must have shape \\(2, 1\\), got \\(1, 1\\)":
-            lambda: pooling.max_pool_backward(ones(1, 1, 2, 2), winners(1, 1, 2, 2), ones(2, 1, 4, 4), 1),
-        "relu_backward: the arrays must have the same length, got 3, 3, 2":
-            lambda: elementwise.relu_backward(ones(3), ones(3), ones(2), 1),
-        "float_to_half: the arrays must have the same length, got 3, 2":
-            lambda: elementwise.float_to_half(ones(3), np.zeros(2, np.uint16), 1),
+        "conv_forward: filter matrices need columns padded to a multiple of 16 \\(at least 3\\), got 3": lambda: (
+            conv.conv_forward(x, ones(9, 3), ones(3), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, False, 1)
+        ),
+        "conv_forward: y must have shape \\(1, 3, 4, 4\\), got \\(1, 3, 3, 4\\)": lambda: conv.conv_forward(
+            x, ones(9, 16), ones(3), ones(1, 3, 3, 4), 3, 3, 1, 1, 1, 1, False, False, 1
+        ),
+        "conv_forward: y must have shape \\(1, 3, 4, 4\\), got \\(2, 3, 4, 4\\)": lambda: conv.conv_forward(
+            x, ones(9, 16), ones(3), ones(2, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, False, 1
+        ),
+        "conv_forward: weights_t must have shape \\(9,\\), got \\(8,\\)": lambda: conv.conv_forward(
+            x, ones(8, 16), ones(3), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, False, 1
+        ),
+        "conv_forward: bias needs 3 entries, got 2": lambda: conv.conv_forward(
+            x, ones(9, 16), ones(2), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, False, 1
+        ),
+        "transposed convolution needs stride 1 and pad < kernel": lambda: conv.conv_backward(
+            x,
+            ones(1, 16, 2, 2),
+            ones(1, 16, 2, 2),
+            ones(144, 16),
+            True,
+            False,
+            False,
+            ones(1, 1, 4, 4),
+            ones(1, 9, 16),
+            ones(1, 16),
+            3,
+            3,
+            2,
+            2,
+            1,
+            1,
+            False,
+            1,
+        ),
+        "conv_backward: dx must have shape \\(1, 1, 4, 4\\), got \\(1, 1, 4, 3\\)": lambda: conv.conv_backward(
+            x,
+            ones(1, 16, 4, 4),
+            ones(1, 16, 4, 4),
+            ones(16, 16),
+            False,
+            False,
+            False,
+            ones(1, 1, 4, 3),
+            ones(1, 9, 16),
+            ones(1, 16),
+            3,
+            3,
+            1,
+            1,
+            1,
+            1,
+            False,
+            1,
+        ),
+        "conv_backward: dout must have shape \\(1, 16, 4, 4\\), got \\(1, 16, 5, 4\\)": lambda: conv.conv_backward(
+            x,
+            ones(1, 16, 5, 4),
+            ones(1, 16, 5, 4),
+            ones(16, 16),
+            False,
+            False,
+            False,
+            ones(1, 1, 4, 4),
+            ones(1, 9, 16),
+            ones(1, 16),
+            3,
+            3,
+            1,
+            1,
+            1,
+            1,
+            False,
+            1,
+        ),
+        "conv_backward: dx_filters must have shape \\(16,\\), got \\(15,\\)": lambda: conv.conv_backward(
+            x,
+            ones(1, 16, 4, 4),
+            ones(1, 16, 4, 4),
+            ones(15, 16),
+            False,
+            False,
+            False,
+            ones(1, 1, 4, 4),
+            ones(1, 9, 16),
+            ones(1, 16),
+            3,
+            3,
+            1,
+            1,
+            1,
+            1,
+            False,
+            1,
+        ),
+        "conv_forward: Winograd needs a 3x3 kernel with stride 1": lambda: conv.conv_forward(
+            x, ones(16, 16), ones(3), ones(1, 3, 2, 2), 3, 3, 2, 2, 1, 1, False, True, 1
+        ),
+        "conv_forward: weights_t \\(Winograd's\\) must have shape \\(16,\\), got \\(9,\\)": lambda: conv.conv_forward(
+            x, ones(9, 16), ones(3), ones(1, 3, 4, 4), 3, 3, 1, 1, 1, 1, False, True, 1
+        ),
+        "conv_backward: dx by Winograd needs the transposed path": lambda: conv.conv_backward(
+            x,
+            ones(1, 16, 4, 4),
+            ones(1, 16, 4, 4),
+            ones(256, 16),
+            False,
+            True,
+            False,
+            ones(1, 1, 4, 4),
+            ones(1, 9, 16),
+            ones(1, 16),
+            3,
+            3,
+            1,
+            1,
+            1,
+            1,
+            False,
+            1,
+        ),
+        "conv_backward: dx_filters \\(Winograd's\\) must have shape \\(256,\\), got \\(144,\\)": lambda: (
+            conv.conv_backward(
+                x,
+                ones(1, 16, 4, 4),
+                ones(1, 16, 4, 4),
+                ones(144, 16),
+                True,
+                True,
+                False,
+                ones(1, 1, 4, 4),
+                ones(1, 9, 16),
+                ones(1, 16),
+                3,
+                3,
+                1,
+                1,
+                1,
+                1,
+                False,
+                1,
+            )
+        ),
+        "conv_backward: dW by Winograd needs stride 1, got \\(2, 2\\)": lambda: conv.conv_backward(
+            x,
+            ones(1, 16, 2, 2),
+            ones(1, 16, 2, 2),
+            ones(16, 16),
+            False,
+            False,
+            True,
+            ones(1, 1, 4, 4),
+            ones(1, 16, 16),
+            ones(1, 16),
+            3,
+            3,
+            2,
+            2,
+            1,
+            1,
+            False,
+            1,
+        ),
+        "conv_backward: dW_t_per_chunk \\(Winograd's\\) must have shape \\(1, 16\\), got \\(1, 9\\)": lambda: (
+            conv.conv_backward(
+                x,
+                ones(1, 16, 4, 4),
+                ones(1, 16, 4, 4),
+                ones(16, 16),
+                False,
+                False,
+                True,
+                ones(1, 1, 4, 4),
+                ones(1, 9, 16),
+                ones(1, 16),
+                3,
+                3,
+                1,
+                1,
+                1,
+                1,
+                False,
+                1,
+            )
+        ),
+        "conv_backward: dW by Winograd needs a 3x3 kernel, got \\(2, 2\\)": lambda: conv.conv_backward(
+            x,
+            ones(1, 16, 5, 5),
+            ones(1, 16, 5, 5),
+            ones(16, 16),
+            False,
+            False,
+            True,
+            ones(1, 1, 4, 4),
+            ones(1, 16, 16),
+            ones(1, 16),
+            2,
+            2,
+            1,
+            1,
+            1,
+            1,
+            False,
+            1,
+        ),
+        "im2col: cols must have shape \\(1, 9, 16\\), got \\(1, 9, 15\\)": lambda: im2col.im2col(
+            x, ones(1, 9, 15), 3, 3, 1, 1, 1, 1, 1
+        ),
+        "col2im: cols must have shape \\(1, 9, 16\\), got \\(2, 9, 16\\)": lambda: im2col.col2im(
+            ones(2, 9, 16), ones(1, 1, 4, 4), 3, 3, 1, 1, 1, 1, 1
+        ),
+        "im2col: window \\(7, 3\\) larger than the padded plane \\(6, 6\\)": lambda: im2col.im2col(
+            x, ones(1, 21, 1), 7, 3, 1, 1, 1, 1, 1
+        ),
+        "im2col: needs window and stride >= 1": lambda: im2col.im2col(x, ones(1, 9, 16), 3, 3, 0, 1, 1, 1, 1),
+        "im2col: the padded height \\+ stride \\(3221225475\\) does not fit": lambda: im2col.im2col(
+            x, ones(1, 1, 1), 1, 1, 2**31 - 1, 1, 2**29, 0, 1
+        ),
+        "im2col: the padded height \\+ stride \\(2147483653\\) does not fit": lambda: im2col.im2col(
+            x, ones(1, 1, 1), 1, 1, 1, 1, 2**30, 0, 1
+        ),
+        "max_pool_forward: out must have shape \\(1, 1, 2, 2\\), got \\(1, 1, 2, 3\\)": lambda: (
+            pooling.max_pool_forward(x, ones(1, 1, 2, 3), winners(1, 1, 2, 3), 2, 2, 2, 2, 0, 0, 1)
+        ),
+        "max_pool_forward: every window needs a pixel": lambda: pooling.max_pool_forward(
+            x, ones(1, 1, 4, 4), winners(1, 1, 4, 4), 2, 2, 2, 2, 2, 2, 1
+        ),
+        "max_pool_backward: argmax entries must lie in \\[0, 16\\)": lambda: pooling.max_pool_backward(
+            ones(1, 1, 2, 2), np.array([[[[0, 16], [1, 2]]]], np.int32), ones(1, 1, 4, 4), 1
+        ),
+        "max_pool_backward: dout's images and channels must have shape \\(2, 1\\), got \\(1, 1\\)": lambda: (
+            pooling.max_pool_backward(ones(1, 1, 2, 2), winners(1, 1, 2, 2), ones(2, 1, 4, 4), 1)
+        ),
+        "relu_backward: the arrays must have the same length, got 3, 3, 2": lambda: elementwise.relu_backward(
+            ones(3), ones(3), ones(2), 1
+        ),
+        "float_to_half: the arrays must have the same length, got 3, 2": lambda: elementwise.float_to_half(
+            ones(3), np.zeros(2, np.uint16), 1
+        ),
     }
     for message, call in calls.items():
         with pytest.raises(ValueError, match=message):

@@ -1,5 +1,6 @@
 """Every layer's backward against central-difference numerical gradients (float64),
 on both CPU backends, plus the layer contract (dtypes, parameters by reference)."""
+
 import numpy as np
 import pytest
 
@@ -145,8 +146,12 @@ def test_layer_outputs_equal_between_backends(rng):
 
 # -- the layer contract, containers and the new layers ---------------------------------------
 
+
 def test_batch_normalization_statistics_and_running_averages_follow_numpy(rng):
-    x = rng.standard_normal((6, 3, 4, 5)) * np.array([0.5, 2, 9])[None, :, None, None] + np.array([1, -4, 30])[None, :, None, None]
+    x = (
+        rng.standard_normal((6, 3, 4, 5)) * np.array([0.5, 2, 9])[None, :, None, None]
+        + np.array([1, -4, 30])[None, :, None, None]
+    )
     layer = L.BatchNormalization(np.array([1.0, 2.0, 0.5]), np.array([0.0, 1.0, -1.0]), momentum=0.8)
     out = layer.forward(x, train=True)
     mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
@@ -156,9 +161,15 @@ def test_batch_normalization_statistics_and_running_averages_follow_numpy(rng):
     np.testing.assert_allclose(layer.running_mean, 0.2 * mean, rtol=1e-12)
     np.testing.assert_allclose(layer.running_var, 0.8 * 1 + 0.2 * var, rtol=1e-12)
     # Eval mode normalises with the running statistics, not the batch's.
-    running = (x - layer.running_mean[None, :, None, None]) / np.sqrt(layer.running_var[None, :, None, None] + layer.EPS)
-    np.testing.assert_allclose(layer.forward(x), running * layer.gamma[None, :, None, None] + layer.beta[None, :, None, None],
-                               rtol=1e-10, atol=1e-10)
+    running = (x - layer.running_mean[None, :, None, None]) / np.sqrt(
+        layer.running_var[None, :, None, None] + layer.EPS
+    )
+    np.testing.assert_allclose(
+        layer.forward(x),
+        running * layer.gamma[None, :, None, None] + layer.beta[None, :, None, None],
+        rtol=1e-10,
+        atol=1e-10,
+    )
 
 
 def test_batch_normalization_2d_is_per_feature(rng):
@@ -169,8 +180,9 @@ def test_batch_normalization_2d_is_per_feature(rng):
 
 
 def conv(rng, c_in, c_out, k=3, stride=1, pad=1):
-    return L.Convolution(rng.standard_normal((c_out, c_in, k, k)) / np.sqrt(c_in * k * k),
-                         rng.standard_normal(c_out) * 0.1, stride, pad)
+    return L.Convolution(
+        rng.standard_normal((c_out, c_in, k, k)) / np.sqrt(c_in * k * k), rng.standard_normal(c_out) * 0.1, stride, pad
+    )
 
 
 def bn(rng, channels):
@@ -197,6 +209,7 @@ def all_param_gradients_check(layer, x, rng, forward_kwargs):
 @pytest.mark.parametrize("projection", [False, True])
 def test_residual_gradients_with_identity_and_projection_shortcuts(backend, rng, projection):
     from deepnet.nets import Sequential
+
     if projection:  # 3 -> 4 channels at half the resolution: a strided 1x1 convolution
         body = Sequential(conv(rng, 3, 4, stride=2), bn(rng, 4), L.Relu(), conv(rng, 4, 4), bn(rng, 4))
         shortcut = Sequential(conv(rng, 3, 4, k=1, stride=2, pad=0), bn(rng, 4))
@@ -210,6 +223,7 @@ def test_residual_gradients_with_identity_and_projection_shortcuts(backend, rng,
 
 def test_residual_identity_adds_the_input():
     from deepnet.nets import Sequential
+
     body = Sequential(L.Relu())
     x = np.arange(-4.0, 4.0).reshape(1, 2, 2, 2)
     np.testing.assert_array_equal(L.Residual(body).forward(x), np.maximum(x, 0) + x)
@@ -227,16 +241,19 @@ def test_global_average_pooling_and_flatten_gradients(backend, rng):
     check_layer_gradients(flat, x, rng)
 
 
-@pytest.mark.parametrize("make, shape", [
-    (lambda r: conv(r, 3, 5, k=3, stride=2, pad=1), (2, 3, 9, 8)),
-    (lambda r: L.Pooling(3, 2, stride=(2, 1), pad=(1, 0)), (2, 3, 7, 8)),
-    (lambda r: L.Affine(r.standard_normal((24, 5)), np.zeros(5)), (2, 2, 3, 4)),
-    (lambda r: L.BatchNormalization(np.ones(3), np.zeros(3)), (2, 3, 4, 4)),
-    (lambda r: L.Flatten(), (2, 3, 4, 4)),
-    (lambda r: L.GlobalAveragePooling(), (2, 3, 4, 4)),
-    (lambda r: L.Dropout(0.3), (2, 3)),
-    (lambda r: L.Relu(), (2, 3)),
-])
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda r: conv(r, 3, 5, k=3, stride=2, pad=1), (2, 3, 9, 8)),
+        (lambda r: L.Pooling(3, 2, stride=(2, 1), pad=(1, 0)), (2, 3, 7, 8)),
+        (lambda r: L.Affine(r.standard_normal((24, 5)), np.zeros(5)), (2, 2, 3, 4)),
+        (lambda r: L.BatchNormalization(np.ones(3), np.zeros(3)), (2, 3, 4, 4)),
+        (lambda r: L.Flatten(), (2, 3, 4, 4)),
+        (lambda r: L.GlobalAveragePooling(), (2, 3, 4, 4)),
+        (lambda r: L.Dropout(0.3), (2, 3)),
+        (lambda r: L.Relu(), (2, 3)),
+    ],
+)
 def test_output_shape_is_the_shape_forward_returns(rng, make, shape):
     layer = make(rng)
     x = rng.standard_normal(shape)
@@ -266,6 +283,7 @@ def test_a_frozen_layer_keeps_no_gradients(rng):
 
 # -- bad input and empty batches -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("labels, bad", [([0, -1], "-1"), ([0, 5], "5")])
 def test_softmax_with_loss_refuses_labels_outside_the_classes(labels, bad):
     with pytest.raises(ValueError, match=f"SoftmaxWithLoss.forward: labels must lie in 0..4.*{bad}"):
@@ -286,6 +304,7 @@ def test_empty_batches_give_empty_results_of_the_right_shape(rng):
 
 
 # -- edge cases ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", [(5, 4), (4, 3, 3, 5), (3, 2, 1, 7)])
 @pytest.mark.parametrize("relu", [False, True])

@@ -1,5 +1,6 @@
 """deepnet keeps freed memory for reuse on glibc (deepnet/_memory.py): a loop that allocates
 and frees tens of MB stops faulting pages in, and the user's own settings win."""
+
 import ctypes
 import os
 import subprocess
@@ -40,8 +41,9 @@ print(deepnet.config()["freed memory"])
 
 def run_child(how="keep", **env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "DEEPNET_KEEP_FREED_MEMORY"}
-    out = subprocess.run([sys.executable, "-c", FAULTS_PER_ROUND, how], env={**clean, **env},
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_ROUND, how], env={**clean, **env}, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     return float(out[0]), out[1]
 
 
@@ -76,5 +78,6 @@ def test_importing_deepnet_changes_no_process_wide_setting_and_training_does():
 def test_config_reports_the_memory_policy():
     import deepnet
     from deepnet import _memory
+
     assert deepnet.config()["freed memory"] == _memory.status
     assert _memory.status == _memory.NOT_SET or "kept for reuse" in _memory.status or "malloc" in _memory.status

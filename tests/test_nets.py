@@ -1,4 +1,5 @@
 """DeepConvNet and SimpleConvNet: shapes, initialisation, accuracy, gradients, parameter files."""
+
 import pickle
 
 import numpy as np
@@ -10,18 +11,28 @@ from deepnet.nets import DeepConvNet, SimpleConvNet
 from support import BOOK_PARAMS, MNIST_DIR, numerical_gradient_at
 
 
-
 def tiny_deep_convnet(dtype=np.float64, seed=0):
     """DeepConvNet's architecture on 12x12 inputs with few filters: fast enough to check by hand.
 
     12 -> conv, conv -> pool 6 -> conv, conv(pad 2) 8 -> pool 4 -> conv, conv -> pool 2.
     """
+
     def conv(filters, pad=1):
-        return {'filter_num': filters, 'filter_size': 3, 'pad': pad, 'stride': 1}
-    return DeepConvNet(input_dim=(1, 12, 12), conv_param_1=conv(2), conv_param_2=conv(2),
-                       conv_param_3=conv(3), conv_param_4=conv(3, pad=2),
-                       conv_param_5=conv(4), conv_param_6=conv(4),
-                       hidden_size=6, output_size=3, dtype=dtype, seed=seed)
+        return {"filter_num": filters, "filter_size": 3, "pad": pad, "stride": 1}
+
+    return DeepConvNet(
+        input_dim=(1, 12, 12),
+        conv_param_1=conv(2),
+        conv_param_2=conv(2),
+        conv_param_3=conv(3),
+        conv_param_4=conv(3, pad=2),
+        conv_param_5=conv(4),
+        conv_param_6=conv(4),
+        hidden_size=6,
+        output_size=3,
+        dtype=dtype,
+        seed=seed,
+    )
 
 
 def reference_deep_convnet_scores(params, x, pads=(1, 1, 1, 2, 1, 1)):
@@ -34,7 +45,7 @@ def reference_deep_convnet_scores(params, x, pads=(1, 1, 1, 2, 1, 1)):
         x = np.maximum(x, 0)
         if index % 2 == 0:  # 2x2 max pooling, stride 2
             n, c, h, w = x.shape
-            x = x[:, :, :h // 2 * 2, :w // 2 * 2]
+            x = x[:, :, : h // 2 * 2, : w // 2 * 2]
             x = x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
     hidden = np.maximum(x.reshape(len(x), -1) @ params["W7"] + params["b7"], 0)
     # At inference the book's dropout layers scale by (1 - 0.5).
@@ -44,10 +55,22 @@ def reference_deep_convnet_scores(params, x, pads=(1, 1, 1, 2, 1, 1)):
 # -- architecture and initialisation -------------------------------------------------------
 
 BOOK_SHAPES = {
-    "W1": (16, 1, 3, 3), "W2": (16, 16, 3, 3), "W3": (32, 16, 3, 3), "W4": (32, 32, 3, 3),
-    "W5": (64, 32, 3, 3), "W6": (64, 64, 3, 3), "W7": (64 * 4 * 4, 50), "W8": (50, 10),
-    "b1": (16,), "b2": (16,), "b3": (32,), "b4": (32,), "b5": (64,), "b6": (64,),
-    "b7": (50,), "b8": (10,),
+    "W1": (16, 1, 3, 3),
+    "W2": (16, 16, 3, 3),
+    "W3": (32, 16, 3, 3),
+    "W4": (32, 32, 3, 3),
+    "W5": (64, 32, 3, 3),
+    "W6": (64, 64, 3, 3),
+    "W7": (64 * 4 * 4, 50),
+    "W8": (50, 10),
+    "b1": (16,),
+    "b2": (16,),
+    "b3": (32,),
+    "b4": (32,),
+    "b5": (64,),
+    "b6": (64,),
+    "b7": (50,),
+    "b8": (10,),
 }
 
 
@@ -61,8 +84,7 @@ def test_default_params_have_the_books_names_shapes_and_dtype():
 def test_weights_use_he_initialisation():
     net = DeepConvNet(seed=0)
     # The book's pre_node_nums: inputs feeding one unit of each layer.
-    fan_ins = [1 * 3 * 3, 16 * 3 * 3, 16 * 3 * 3, 32 * 3 * 3, 32 * 3 * 3, 64 * 3 * 3,
-               64 * 4 * 4, 50]
+    fan_ins = [1 * 3 * 3, 16 * 3 * 3, 16 * 3 * 3, 32 * 3 * 3, 32 * 3 * 3, 64 * 3 * 3, 64 * 4 * 4, 50]
     for index, fan_in in enumerate(fan_ins, 1):
         weights = net.params[f"W{index}"]
         assert weights.std() == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.2), f"W{index}"
@@ -75,7 +97,7 @@ def test_layer_sizes_follow_the_configuration():
     assert net.params["W7"].shape == (4 * 2 * 2, 6)
     assert net.params["W8"].shape == (6, 3)
     # With conv 4 padded by 1 instead of 2, 28x28 inputs end as 3x3 maps, not 4x4.
-    narrower = DeepConvNet(conv_param_4={'filter_num': 32, 'filter_size': 3, 'pad': 1, 'stride': 1})
+    narrower = DeepConvNet(conv_param_4={"filter_num": 32, "filter_size": 3, "pad": 1, "stride": 1})
     assert narrower.params["W7"].shape == (64 * 3 * 3, 50)
 
 
@@ -99,16 +121,16 @@ def test_predict_matches_a_direct_reference_implementation():
     for value in net.params.values():  # non-zero biases, so they are checked too
         value += np.random.default_rng(0).normal(0, 0.1, value.shape)
     x = np.random.default_rng(1).random((7, 1, 12, 12))
-    np.testing.assert_allclose(net.predict(x), reference_deep_convnet_scores(net.params, x),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(net.predict(x), reference_deep_convnet_scores(net.params, x), rtol=1e-10, atol=1e-12)
 
 
 # -- accuracy ------------------------------------------------------------------------------
 
+
 def test_accuracy_counts_every_sample_including_a_partial_batch():
     net = tiny_deep_convnet()
     x = np.random.default_rng(1).random((23, 1, 12, 12))
-    one_by_one = np.array([np.argmax(net.predict(x[i:i + 1])) for i in range(len(x))])
+    one_by_one = np.array([np.argmax(net.predict(x[i : i + 1])) for i in range(len(x))])
     t = one_by_one.copy()
     t[-1] = (t[-1] + 1) % 3  # the only mistake sits in the last, partial batch
     expected = np.mean(one_by_one == t)
@@ -124,7 +146,6 @@ def test_accuracy_of_no_samples_is_an_error_not_nan():
 
 
 # -- gradients -----------------------------------------------------------------------------
-
 
 
 def check_gradient_against_numerical(net, x, t, entries_per_param=4, atol=1e-8):
@@ -164,10 +185,15 @@ def test_deep_convnet_gradient_matches_numerical_gradient():
 
 
 def test_simple_convnet_gradient_matches_numerical_gradient():
-    net = SimpleConvNet(input_dim=(1, 10, 10),
-                        conv_param={'filter_num': 3, 'filter_size': 3, 'pad': 0, 'stride': 1},
-                        hidden_size=5, output_size=4, weight_init_std=0.3,
-                        dtype=np.float64, seed=6)
+    net = SimpleConvNet(
+        input_dim=(1, 10, 10),
+        conv_param={"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 1},
+        hidden_size=5,
+        output_size=4,
+        weight_init_std=0.3,
+        dtype=np.float64,
+        seed=6,
+    )
     assert net.params["W2"].shape == (3 * 4 * 4, 5)
     data = np.random.default_rng(7)
     x = data.random((4, 1, 10, 10))
@@ -178,12 +204,19 @@ def test_simple_convnet_gradient_matches_numerical_gradient():
 def test_simple_convnet_has_the_books_shapes():
     net = SimpleConvNet(seed=0)
     shapes = {name: value.shape for name, value in net.params.items()}
-    assert shapes == {"W1": (30, 1, 5, 5), "b1": (30,), "W2": (30 * 12 * 12, 100), "b2": (100,),
-                      "W3": (100, 10), "b3": (10,)}
+    assert shapes == {
+        "W1": (30, 1, 5, 5),
+        "b1": (30,),
+        "W2": (30 * 12 * 12, 100),
+        "b2": (100,),
+        "W3": (100, 10),
+        "b3": (10,),
+    }
     assert net.params["W2"].std() == pytest.approx(0.01, rel=0.05)
 
 
 # -- parameter files -----------------------------------------------------------------------
+
 
 def test_save_and_load_round_trip(tmp_path):
     source, target = tiny_deep_convnet(seed=1), tiny_deep_convnet(seed=2)
@@ -209,11 +242,14 @@ def test_load_book_style_pickle_casts_to_the_networks_dtype(tmp_path):
         np.testing.assert_array_equal(target.params[name], value.astype(np.float32))
 
 
-@pytest.mark.parametrize("change, named", [
-    (lambda p: p.update(W3=np.zeros((3, 3, 2, 2))), "W3"),
-    (lambda p: p.pop("b5"), "b5"),
-    (lambda p: p.update(W9=np.zeros(2)), "W9"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda p: p.update(W3=np.zeros((3, 3, 2, 2))), "W3"),
+        (lambda p: p.pop("b5"), "b5"),
+        (lambda p: p.update(W9=np.zeros(2)), "W9"),
+    ],
+)
 def test_load_mismatch_names_the_parameter_and_changes_nothing(tmp_path, change, named):
     params = dict(tiny_deep_convnet(seed=1).params)
     change(params)
@@ -232,8 +268,7 @@ def test_astype_returns_an_independent_copy_in_another_dtype():
     assert all(value.dtype == np.float16 for value in half.params.values())
     assert all(value.dtype == np.float64 for value in net.params.values())
     x = np.random.default_rng(0).random((6, 1, 12, 12))
-    np.testing.assert_allclose(half.predict(x).astype(np.float64), net.predict(x),
-                               rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(half.predict(x).astype(np.float64), net.predict(x), rtol=2e-2, atol=2e-2)
     half.params["W1"][...] = 0
     assert net.params["W1"].any()
 
@@ -248,6 +283,7 @@ def test_to_cpu_keeps_a_cpu_network_working():
 
 def test_to_gpu_and_back_gives_the_same_predictions():
     from deepnet import _cuda
+
     if not _cuda.gpu_available():
         pytest.skip("no usable GPU (CuPy and a CUDA device)")
     net = tiny_deep_convnet(dtype=np.float32, seed=1)
@@ -290,20 +326,31 @@ def hand_built(seed=0):
 
     def conv(c_in, c_out, relu=False):
         return L.Convolution(rng.standard_normal((c_out, c_in, 3, 3)) * 0.3, np.zeros(c_out), 1, 1, relu=relu)
+
     block = L.Residual(Sequential(conv(2, 2, relu=True), conv(2, 2)))
-    return Sequential(conv(1, 2, relu=True), block, L.Relu(), L.Pooling(2, 2, stride=2), L.Flatten(),
-                      L.Affine(rng.standard_normal((2 * 4 * 4, 3)) * 0.3, np.zeros(3)), rng=rng)
+    return Sequential(
+        conv(1, 2, relu=True),
+        block,
+        L.Relu(),
+        L.Pooling(2, 2, stride=2),
+        L.Flatten(),
+        L.Affine(rng.standard_normal((2 * 4 * 4, 3)) * 0.3, np.zeros(3)),
+        rng=rng,
+    )
 
 
 NETS = {
     "deepconvnet": lambda: tiny_deep_convnet(seed=1),
-    "deepconvnet-bn": lambda: DeepConvNet(input_dim=(1, 12, 12), hidden_size=6, output_size=3, seed=1,
-                                          batch_norm=True, dtype=np.float64),
-    "simpleconvnet": lambda: SimpleConvNet(input_dim=(1, 10, 10), hidden_size=5, output_size=3, seed=1,
-                                           dtype=np.float64),
+    "deepconvnet-bn": lambda: DeepConvNet(
+        input_dim=(1, 12, 12), hidden_size=6, output_size=3, seed=1, batch_norm=True, dtype=np.float64
+    ),
+    "simpleconvnet": lambda: SimpleConvNet(
+        input_dim=(1, 10, 10), hidden_size=5, output_size=3, seed=1, dtype=np.float64
+    ),
     "resnet": lambda: tiny_resnet(seed=1),
-    "vgg": lambda: VGG([3, "M", 4, "M"], input_dim=(1, 8, 8), hidden=(5,), output_size=3, batch_norm=True,
-                       seed=1, dtype=np.float64),
+    "vgg": lambda: VGG(
+        [3, "M", 4, "M"], input_dim=(1, 8, 8), hidden=(5,), output_size=3, batch_norm=True, seed=1, dtype=np.float64
+    ),
     "hand-built": hand_built,
 }
 
@@ -396,10 +443,17 @@ def test_load_a_subset_of_parameters_for_transfer_learning(tmp_path):
     np.testing.assert_array_equal(target.params["W8"], head)
     # A net with another head: strict=False loads what both have with the same shapes... and
     # a shape mismatch is still an error, so pick the names.
-    other = DeepConvNet(input_dim=(1, 12, 12), conv_param_1=source.conv_params[0],
-                        conv_param_2=source.conv_params[1], conv_param_3=source.conv_params[2],
-                        conv_param_4=source.conv_params[3], conv_param_5=source.conv_params[4],
-                        conv_param_6=source.conv_params[5], hidden_size=8, output_size=5)
+    other = DeepConvNet(
+        input_dim=(1, 12, 12),
+        conv_param_1=source.conv_params[0],
+        conv_param_2=source.conv_params[1],
+        conv_param_3=source.conv_params[2],
+        conv_param_4=source.conv_params[3],
+        conv_param_5=source.conv_params[4],
+        conv_param_6=source.conv_params[5],
+        hidden_size=8,
+        output_size=5,
+    )
     with pytest.raises(ValueError, match="W7"):
         other.load_params(path, strict=False)
     assert other.load_params(path, only=[f"{k}{i}" for i in range(1, 7) for k in "Wb"]) != []
@@ -417,18 +471,30 @@ def test_fold_batch_norm_keeps_the_eval_predictions():
     np.testing.assert_allclose(folded.predict(x), net.predict(x), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"type": "Eval", "code": "1"}, "unknown layer type 'Eval'"),
-    ({"type": "Sequential", "layers": [{"type": "Convolution", "in_channels": 1, "filters": -3,
-                                         "kernel": 3, "stride": 1, "pad": 0}]}, "'filters' must be an int >= 0"),
-    ({"type": "Sequential", "layers": [{"type": "Relu", "extra": 1}]}, "unknown entry 'extra'"),
-    ({"type": "Sequential", "layers": "Relu"}, "'layers' must be a list"),
-    ({"type": "Sequential", "layers": [{"type": "Affine", "in_features": 1 << 20, "out_features": 1 << 20}]},
-     "more than"),
-    ({"type": "ResNet", "config": {"widths": [1 << 16], "blocks": [4]}}, "more than"),
-    ({"type": "DeepConvNet", "config": {"hidden_size": "big"}}, "bad DeepConvNet config"),
-    ([1, 2], "must be an object"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"type": "Eval", "code": "1"}, "unknown layer type 'Eval'"),
+        (
+            {
+                "type": "Sequential",
+                "layers": [
+                    {"type": "Convolution", "in_channels": 1, "filters": -3, "kernel": 3, "stride": 1, "pad": 0}
+                ],
+            },
+            "'filters' must be an int >= 0",
+        ),
+        ({"type": "Sequential", "layers": [{"type": "Relu", "extra": 1}]}, "unknown entry 'extra'"),
+        ({"type": "Sequential", "layers": "Relu"}, "'layers' must be a list"),
+        (
+            {"type": "Sequential", "layers": [{"type": "Affine", "in_features": 1 << 20, "out_features": 1 << 20}]},
+            "more than",
+        ),
+        ({"type": "ResNet", "config": {"widths": [1 << 16], "blocks": [4]}}, "more than"),
+        ({"type": "DeepConvNet", "config": {"hidden_size": "big"}}, "bad DeepConvNet config"),
+        ([1, 2], "must be an object"),
+    ],
+)
 def test_bad_specs_are_refused_with_a_clear_error_before_allocating(spec, message):
     with pytest.raises(ValueError, match=message):
         build(spec)
@@ -443,8 +509,17 @@ def test_a_model_file_with_a_broken_spec_names_the_file(tmp_path):
 
 def test_describe_counts_the_books_multiply_adds_and_receptive_field():
     from deepnet.nets import describe
-    macs = (28 * 28 * 16 * 9 + 28 * 28 * 16 * 144 + 14 * 14 * 32 * 144 + 16 * 16 * 32 * 288
-            + 8 * 8 * 64 * 288 + 8 * 8 * 64 * 576 + 1024 * 50 + 50 * 10)
+
+    macs = (
+        28 * 28 * 16 * 9
+        + 28 * 28 * 16 * 144
+        + 14 * 14 * 32 * 144
+        + 16 * 16 * 32 * 288
+        + 8 * 8 * 64 * 288
+        + 8 * 8 * 64 * 576
+        + 1024 * 50
+        + 50 * 10
+    )
     info = describe(DeepConvNet(seed=0))
     assert info == {"parameters": 123_552, "multiply_adds": macs, "receptive_field": 36, "output_shape": (1, 10)}
     assert 2 * macs == pytest.approx(17.5e6, rel=0.01)  # "forward = 17.5 MFLOP per image"
@@ -454,6 +529,7 @@ def test_load_params_checks_the_file_against_the_net_before_reading_data(tmp_pat
     """A small .npz declaring a 40 MB W1 is refused from its headers, not after inflating it."""
     import tracemalloc
     import zipfile
+
     path = tmp_path / "bomb.npz"
     n = 10_000_000
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -499,8 +575,9 @@ def test_fold_batch_norm_inside_residual_blocks_with_learned_gamma_and_beta():
     np.testing.assert_allclose(folded.predict(x), net.predict(x), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("make", [small_resnet, lambda: DeepConvNet(batch_norm=True, input_dim=(1, 8, 8),
-                                                                     dtype=np.float64, seed=0)])
+@pytest.mark.parametrize(
+    "make", [small_resnet, lambda: DeepConvNet(batch_norm=True, input_dim=(1, 8, 8), dtype=np.float64, seed=0)]
+)
 def test_a_folded_model_saves_loads_and_converts_as_what_it_is(tmp_path, make):
     rng = np.random.default_rng(1)
     net = trained_bn_statistics(make(), rng)
@@ -547,8 +624,9 @@ def test_load_model_of_a_training_checkpoint_says_what_it_is_and_how_to_use_it(t
     net = make()
     shape = (4,) + tuple(net.spec()["config"]["input_dim"])
     x, t = rng.random(shape).astype(net.dtype), np.arange(4) % 3
-    trainer = Trainer(net, x, t, x, t, epochs=1, mini_batch_size=4, verbose=False,
-                      checkpoint_path=tmp_path / "run.ckpt.npz")
+    trainer = Trainer(
+        net, x, t, x, t, epochs=1, mini_batch_size=4, verbose=False, checkpoint_path=tmp_path / "run.ckpt.npz"
+    )
     trainer.train()
     with pytest.raises(ValueError, match=r"run.ckpt.npz: a training checkpoint.*--resume"):
         load_model(tmp_path / "run.ckpt.npz")
@@ -572,13 +650,22 @@ def test_a_model_file_with_a_deeply_nested_spec_is_refused_with_a_clear_error(tm
     import subprocess
     import sys
     from deepnet import io
+
     depth = 985
     nested = '{"type": "Residual", "shortcut": null, "body": ' * depth + '{"type": "Relu"}' + "}" * depth
     text = '{"type": "Sequential", "layers": [' + nested + ', {"type": "Affine", "in_features": 4, "out_features": 2}]}'
-    path = io.save_params(tmp_path / "deep.npz", {"__model_spec__": np.frombuffer(text.encode(), np.uint8),
-                                                  "1.W": np.zeros((4, 2), np.float32), "1.b": np.zeros(2, np.float32)})
-    code = ("import sys, numpy as np; from deepnet.nets import load_model; "
-            "load_model(sys.argv[1]).predict(np.zeros((1, 4), np.float32))")
+    path = io.save_params(
+        tmp_path / "deep.npz",
+        {
+            "__model_spec__": np.frombuffer(text.encode(), np.uint8),
+            "1.W": np.zeros((4, 2), np.float32),
+            "1.b": np.zeros(2, np.float32),
+        },
+    )
+    code = (
+        "import sys, numpy as np; from deepnet.nets import load_model; "
+        "load_model(sys.argv[1]).predict(np.zeros((1, 4), np.float32))"
+    )
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0 and "RecursionError" not in last and "deep.npz" in last, result.stderr[-500:]
@@ -588,6 +675,7 @@ def test_a_model_file_with_a_deeply_nested_spec_is_refused_with_a_clear_error(tm
 def test_models_from_parts_train_the_same_on_the_gpu(name):
     """Forward (train and eval) and the gradients of every parameter, CuPy against NumPy."""
     from deepnet import _cuda
+
     if not _cuda.gpu_available():
         pytest.skip("no usable GPU (CuPy and a CUDA device)")
     size = 12 if name == "deepconvnet-bn" else 8

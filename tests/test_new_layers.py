@@ -4,6 +4,7 @@ layer defined here, are checked numerically, built from specs, saved, loaded and
 Every layer type is a subclass of deepnet.nn.base.Layer that registers itself; these tests show
 that defining the class is all it takes for build, model_spec, load_model and describe.
 """
+
 import numpy as np
 import pytest
 
@@ -50,10 +51,17 @@ def test_backward_matches_central_differences_in_float64(name):
 
 @pytest.mark.parametrize("name", sorted(NEW_LAYERS))
 def test_a_model_of_them_round_trips_through_a_model_file(name, tmp_path):
-    spec = {"type": "Sequential", "layers": [
-        {"type": "Convolution", "in_channels": 1, "filters": 4, "kernel": 3, "stride": 1, "pad": 1}, NEW_LAYERS[name][1],
-        {"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 2, "pad": 0}, {"type": "Flatten"},
-        {"type": "Affine", "in_features": 4 * 14 * 14, "out_features": 10}, dict(NEW_LAYERS[name][1])]}
+    spec = {
+        "type": "Sequential",
+        "layers": [
+            {"type": "Convolution", "in_channels": 1, "filters": 4, "kernel": 3, "stride": 1, "pad": 1},
+            NEW_LAYERS[name][1],
+            {"type": "Pooling", "pool_h": 2, "pool_w": 2, "stride": 2, "pad": 0},
+            {"type": "Flatten"},
+            {"type": "Affine", "in_features": 4 * 14 * 14, "out_features": 10},
+            dict(NEW_LAYERS[name][1]),
+        ],
+    }
     model = build(spec, rng=0)
     assert model_spec(model) == build(model_spec(model), rng=1).spec()
     x = np.random.default_rng(1).standard_normal((5, 1, 28, 28)).astype(np.float32)
@@ -80,8 +88,17 @@ def test_leaky_relu_refuses_a_bad_alpha(alpha):
 
 
 def test_the_book_api_still_has_its_layers():
-    assert {"Relu", "Sigmoid", "Affine", "Convolution", "Pooling", "Dropout", "BatchNormalization",
-            "Flatten", "GlobalAveragePooling"} <= set(Layer.registry)
+    assert {
+        "Relu",
+        "Sigmoid",
+        "Affine",
+        "Convolution",
+        "Pooling",
+        "Dropout",
+        "BatchNormalization",
+        "Flatten",
+        "GlobalAveragePooling",
+    } <= set(Layer.registry)
     assert Layer.registry["Relu"] is L.Relu and L.Layer is Layer
 
 
@@ -123,9 +140,14 @@ def test_a_layer_type_defined_in_a_test_works_everywhere_with_no_other_change(tm
     monkeypatch.setattr(Layer, "registry", dict(Layer.registry))  # Doubler is gone after the test
     Doubler = _define_doubler()
     assert Layer.registry["Doubler"] is Doubler
-    spec = {"type": "Sequential", "layers": [
-        {"type": "Flatten"}, {"type": "Affine", "in_features": 784, "out_features": 10},
-        {"type": "Doubler", "factor": 3}]}
+    spec = {
+        "type": "Sequential",
+        "layers": [
+            {"type": "Flatten"},
+            {"type": "Affine", "in_features": 784, "out_features": 10},
+            {"type": "Doubler", "factor": 3},
+        ],
+    }
     model = build(spec, rng=0)
     assert isinstance(model.layers[-1], Doubler) and model.layers[-1].factor == 3
     assert model_spec(model) == spec

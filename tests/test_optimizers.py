@@ -3,6 +3,7 @@
 The references below use the textbook form of each rule (e.g. m = b1*m + (1-b1)*g)
 rather than the book's incremental form, so they agree to rounding, not bit for bit.
 """
+
 import math
 
 import numpy as np
@@ -10,7 +11,14 @@ import pytest
 
 from deepnet.io import read_params, save_params
 from deepnet.optimizers import (
-    SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, _array_module, get_optimizer,
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    Nesterov,
+    RMSprop,
+    _array_module,
+    get_optimizer,
 )
 
 pytestmark = [pytest.mark.kernels, pytest.mark.asan]
@@ -21,6 +29,7 @@ GRADS = [[0.5, -1.0, 0.25], [0.1, 0.2, -0.3], [-0.4, 0.0, 1.0]]
 
 
 # --- independent references: take float64 params and gradients, return params after each step
+
 
 def ref_sgd(p, grads, lr):
     out = []
@@ -100,6 +109,7 @@ def run_steps(optimizer, dtype, steps=3):
 
 # --- hand-computed values (worked out on paper, lr=0.1, momentum=0.9)
 
+
 def test_sgd_hand_values():
     got = run_steps(SGD(lr=0.1), np.float64, steps=2)
     np.testing.assert_allclose(got[0], [0.95, -1.9, 0.475], rtol=0, atol=1e-15)
@@ -127,9 +137,11 @@ def test_adagrad_hand_values():
     expected1 = [1 - 0.05 / (0.5 + 1e-7), -2 + 0.1 / (1 + 1e-7), 0.5 - 0.025 / (0.25 + 1e-7)]
     np.testing.assert_allclose(got[0], expected1, rtol=1e-15)
     # step 2: h = [0.26, 1.04, 0.1525]
-    expected2 = [expected1[0] - 0.01 / (math.sqrt(0.26) + 1e-7),
-                 expected1[1] - 0.02 / (math.sqrt(1.04) + 1e-7),
-                 expected1[2] + 0.03 / (math.sqrt(0.1525) + 1e-7)]
+    expected2 = [
+        expected1[0] - 0.01 / (math.sqrt(0.26) + 1e-7),
+        expected1[1] - 0.02 / (math.sqrt(1.04) + 1e-7),
+        expected1[2] + 0.03 / (math.sqrt(0.1525) + 1e-7),
+    ]
     np.testing.assert_allclose(got[1], expected2, rtol=1e-15)
 
 
@@ -150,6 +162,7 @@ def test_adam_first_step_moves_each_param_by_lr():
 
 
 # --- every optimizer against its reference, in each float dtype
+
 
 @pytest.mark.parametrize("name", CASES)
 def test_matches_reference_float64(name):
@@ -206,25 +219,28 @@ def test_float16_adagrad_does_not_underflow():
 
 # --- in-place semantics
 
+
 @pytest.mark.parametrize("name", CASES)
 def test_update_is_in_place(name):
     make, _ = CASES[name]
     w = np.array(P0)
-    layer_view = w[:2]              # e.g. a layer holding the same memory
+    layer_view = w[:2]  # e.g. a layer holding the same memory
     params = {"W": w}
     grad = np.array(GRADS[0])
     make().update(params, {"W": grad})
     assert params["W"] is w
     assert not np.array_equal(w, P0)
     np.testing.assert_array_equal(layer_view, w[:2])
-    np.testing.assert_array_equal(grad, GRADS[0])   # gradients are not modified
+    np.testing.assert_array_equal(grad, GRADS[0])  # gradients are not modified
 
 
 def test_state_is_created_lazily_per_parameter():
     optimizer = Adam()
     assert optimizer.state_dict() == {"iter": 0}
-    optimizer.update({"W": np.ones((2, 3)), "b": np.ones(3, dtype=np.float32)},
-                     {"W": np.ones((2, 3)), "b": np.ones(3, dtype=np.float32)})
+    optimizer.update(
+        {"W": np.ones((2, 3)), "b": np.ones(3, dtype=np.float32)},
+        {"W": np.ones((2, 3)), "b": np.ones(3, dtype=np.float32)},
+    )
     state = optimizer.state_dict()
     assert sorted(state) == ["iter", "m/W", "m/b", "v/W", "v/b"]
     assert state["iter"] == 1
@@ -233,6 +249,7 @@ def test_state_is_created_lazily_per_parameter():
 
 
 # --- checkpoint / resume
+
 
 def two_params():
     rng = np.random.default_rng(0)
@@ -283,14 +300,16 @@ def test_load_state_dict_rejects_foreign_entries():
         Adam().load_state_dict({"m/W1": np.zeros(3)})
 
 
-
-@pytest.mark.parametrize("state, fragments", [
-    ({"iter": -5}, ["'iter'", "-5", ">= 0"]),
-    ({"iter": np.array(2.5)}, ["'iter'", "2.5"]),
-    ({"iter": 1, "m/W1": np.zeros(3, np.int64), "v/W1": np.zeros(3)}, ["'m/W1'", "int64", "floating-point"]),
-    ({"iter": 1, "m/W1": np.zeros(3), "v/W1": -np.ones(3)}, ["'v/W1'", ">= 0"]),
-    ({"iter": 1, "m/W1": np.full(3, np.nan), "v/W1": np.zeros(3)}, ["'m/W1'", "NaN"]),
-])
+@pytest.mark.parametrize(
+    "state, fragments",
+    [
+        ({"iter": -5}, ["'iter'", "-5", ">= 0"]),
+        ({"iter": np.array(2.5)}, ["'iter'", "2.5"]),
+        ({"iter": 1, "m/W1": np.zeros(3, np.int64), "v/W1": np.zeros(3)}, ["'m/W1'", "int64", "floating-point"]),
+        ({"iter": 1, "m/W1": np.zeros(3), "v/W1": -np.ones(3)}, ["'v/W1'", ">= 0"]),
+        ({"iter": 1, "m/W1": np.full(3, np.nan), "v/W1": np.zeros(3)}, ["'m/W1'", "NaN"]),
+    ],
+)
 def test_load_state_dict_checks_every_value_and_names_the_entry(state, fragments):
     """Once: iter=-5 a ZeroDivisionError later, int64 moments a numpy traceback, a negative
     v a NaN model at 9.8% accuracy."""
@@ -304,12 +323,19 @@ def test_load_state_dict_checks_every_value_and_names_the_entry(state, fragments
 
 # --- factory and helpers
 
+
 def test_get_optimizer_is_case_insensitive_and_passes_params():
     optimizer = get_optimizer("ADAM", lr=0.5, beta1=0.7)
     assert type(optimizer) is Adam
     assert (optimizer.lr, optimizer.beta1, optimizer.beta2) == (0.5, 0.7, 0.999)
-    expected = {"sgd": SGD, "Momentum": Momentum, "nesterov": Nesterov,
-                "AdaGrad": AdaGrad, "rmsprop": RMSprop, "adam": Adam}
+    expected = {
+        "sgd": SGD,
+        "Momentum": Momentum,
+        "nesterov": Nesterov,
+        "AdaGrad": AdaGrad,
+        "rmsprop": RMSprop,
+        "adam": Adam,
+    }
     for name, cls in expected.items():
         assert type(get_optimizer(name)) is cls
 
@@ -342,6 +368,7 @@ def test_weight_decay_is_the_gradient_of_the_books_l2_term_on_weights_only(name)
     """weight_decay * W added to the gradient of every weight (ndim > 1), none to biases:
     the same step as the undecayed optimizer given that gradient by hand."""
     from deepnet.optimizers import get_optimizer
+
     rng = np.random.default_rng(0)
     params = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
     grads = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
@@ -361,20 +388,23 @@ def test_the_adam_kernel_gives_numpys_bits(dtype, threads):
     import deepnet
     from deepnet import reference
     from deepnet.backends import cpu as _cpu
+
     if not deepnet.kernels_compiled():
         pytest.skip("kernels not built")
     rng = np.random.default_rng(7)
     n = 20011
     param = rng.standard_normal(n).astype(dtype)
     param[:4] = [0.0, -0.0, 1e30, -1e-30]
-    state = {"kernel": [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)],
-             "numpy": [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]}
+    state = {
+        "kernel": [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)],
+        "numpy": [param.copy(), np.zeros(n, dtype), np.zeros(n, dtype)],
+    }
     with deepnet.backend("cython"):
         deepnet.set_num_threads(threads)
         try:
             for step in range(1, 4):
                 grad = (rng.standard_normal(n) * 10.0 ** rng.integers(-6, 3, n)).astype(dtype)
-                lr_t = 0.001 * math.sqrt(1.0 - 0.999 ** step) / (1.0 - 0.9 ** step)
+                lr_t = 0.001 * math.sqrt(1.0 - 0.999**step) / (1.0 - 0.9**step)
                 _cpu.adam_update(*state["kernel"][:1], grad, *state["kernel"][1:], lr_t, 0.9, 0.999, 1e-7)
                 reference.adam_update(state["numpy"][0], grad, *state["numpy"][1:], lr_t, 0.9, 0.999, 1e-7)
                 for got, want in zip(state["kernel"], state["numpy"]):
@@ -387,6 +417,7 @@ def test_adam_on_both_backends_gives_the_same_bits():
     """The whole optimizer, compiled backend against the NumPy one, on non-contiguous and
     read-only gradients too (they take the NumPy code, or are read as they are)."""
     import deepnet
+
     if not deepnet.kernels_compiled():
         pytest.skip("kernels not built")
     rng = np.random.default_rng(3)
@@ -398,7 +429,7 @@ def test_adam_on_both_backends_gives_the_same_bits():
         grads_rng = np.random.default_rng(5)
         with deepnet.backend(backend):
             for _ in range(3):
-                gW = grads_rng.standard_normal((30, 40)).astype(np.float32).T   # not C-contiguous
+                gW = grads_rng.standard_normal((30, 40)).astype(np.float32).T  # not C-contiguous
                 gb = grads_rng.standard_normal(30)
                 gb.flags.writeable = False
                 opt.update(params, {"W": gW, "b": gb})

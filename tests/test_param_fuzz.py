@@ -6,6 +6,7 @@ raise ParameterFileError naming the file, in bounded memory. The cases run in a 
 process (this file run as a script), so a crash would show as its exit status instead of
 killing pytest.
 """
+
 import json
 import pickle
 import pickletools
@@ -25,8 +26,12 @@ needs_book_pickle = pytest.mark.skipif(not BOOK_PARAMS.exists(), reason=f"{BOOK_
 @needs_book_pickle
 @pytest.mark.parametrize("kind, cases", [("pkl", 250), ("npz", 200), ("npz-deflated", 120)])
 def test_mutated_parameter_files_load_exactly_or_fail_cleanly(tmp_path, kind, cases):
-    child = subprocess.run([sys.executable, __file__, kind, "20261123", str(cases), str(tmp_path)],
-                           capture_output=True, text=True, timeout=300)
+    child = subprocess.run(
+        [sys.executable, __file__, kind, "20261123", str(cases), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == 0, f"exit status {child.returncode}\n{child.stdout}\n{child.stderr}"
     summary = json.loads(child.stdout.splitlines()[-1])
     assert summary["cases"] == cases
@@ -38,9 +43,10 @@ def test_mutated_parameter_files_load_exactly_or_fail_cleanly(tmp_path, kind, ca
 
 # --- the child process -------------------------------------------------------------------
 
+
 def book_params():
     with open(BOOK_PARAMS, "rb") as f:
-        return pickle.load(f)   # the trusted file, loaded the ordinary way as the reference
+        return pickle.load(f)  # the trusted file, loaded the ordinary way as the reference
 
 
 def original_file(kind, directory):
@@ -64,7 +70,7 @@ def mutate(data, structure, rng):
     """A damaged copy of ``data``: bytes changed (at random or in its structure), cut, or shifted."""
     how = rng.integers(6)
     if how == 0:
-        return data[:rng.integers(len(data))]
+        return data[: rng.integers(len(data))]
     damaged = bytearray(data)
     if how == 1:
         del damaged[rng.integers(len(data))]
@@ -90,8 +96,10 @@ def check_loaded(kind, loaded, reference):
         if kind != "pkl":
             assert array.dtype == reference[name].dtype, name
             assert array.tobytes() == reference[name].tobytes(), name
-    return all(array.dtype == reference[name].dtype and array.tobytes() == reference[name].tobytes()
-               for name, array in loaded.items())
+    return all(
+        array.dtype == reference[name].dtype and array.tobytes() == reference[name].tobytes()
+        for name, array in loaded.items()
+    )
 
 
 def fuzz(kind, seed, cases, directory):

@@ -3,6 +3,7 @@
 max_pool2d_backward followed by conv2d_backward, on both backends, with the ReLU's mask
 from the convolution's output or from the pooled output (all a fused training forward pass
 keeps); and what training runs."""
+
 import numpy as np
 import pytest
 
@@ -17,7 +18,6 @@ pytestmark = [pytest.mark.kernels, pytest.mark.asan]
 
 # (C, FN, H, W, pad) of cases.POOLED_BACKWARD (batch 3, 3x3 filters, stride 1).
 GEOMETRIES = [(g.x_shape[1], g.filters, *g.x_shape[2:], g.pad[0]) for g in POOLED_BACKWARD]
-
 
 
 def layer_pair(C, FN, H, W, pad, dtype, relu, seed):
@@ -41,15 +41,17 @@ def test_the_fused_pass_equals_pooling_then_convolution_backward(backend, dtype,
         relu_out = y if relu else None
         dy = F.max_pool2d_backward(dpooled, argmax, y.shape, 2, 2)
         expected = F.conv2d_backward(dy, x, Wt, 1, pad, relu_out=relu_out, input_gradient=input_gradient)
-        fused = F.conv2d_backward(dpooled, x, Wt, 1, pad, relu_out=relu_out, input_gradient=input_gradient,
-                                  pool_argmax=argmax)
+        fused = F.conv2d_backward(
+            dpooled, x, Wt, 1, pad, relu_out=relu_out, input_gradient=input_gradient, pool_argmax=argmax
+        )
     for got, want in zip(fused, expected):
         assert (got is None and want is None) or same_bits(got, want)
-    if relu:   # the pooled output as the mask: the ReLU's output at the winners
+    if relu:  # the pooled output as the mask: the ReLU's output at the winners
         with deepnet.backend(backend):
             pooled = F.max_pool2d(y, 2, 2)[0]
-            from_pooled = F.conv2d_backward(dpooled, x, Wt, 1, pad, relu_out=pooled, input_gradient=input_gradient,
-                                            pool_argmax=argmax)
+            from_pooled = F.conv2d_backward(
+                dpooled, x, Wt, 1, pad, relu_out=pooled, input_gradient=input_gradient, pool_argmax=argmax
+            )
         for got, want in zip(from_pooled, expected):
             assert (got is None and want is None) or same_bits(got, want)
 
@@ -60,13 +62,17 @@ def test_the_fused_pass_checks_its_arguments():
         F.conv2d_backward(y, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax)
     with pytest.raises(ValueError, match=r"conv2d_backward: argmax entries must lie in \[0, 36\)"):
         F.conv2d_backward(dpooled, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax + 36)
-    with pytest.raises(ValueError, match=r"relu_out must have the output's shape \(3, 4, 6, 6\) or the pooled "
-                                         r"output's \(3, 4, 3, 3\), got \(3, 4, 2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"relu_out must have the output's shape \(3, 4, 6, 6\) or the pooled "
+        r"output's \(3, 4, 3, 3\), got \(3, 4, 2, 2\)",
+    ):
         F.conv2d_backward(dpooled, x, Wt, 1, 1, relu_out=y[:, :, :2, :2], pool_argmax=argmax)
     with pytest.raises(TypeError, match="conv2d_backward: argmax must hold integers"):
         F.conv2d_backward(dpooled, x, Wt, 1, 1, relu_out=y, pool_argmax=argmax.astype(np.float32))
-    if deepnet.kernels_compiled():   # the kernel checks on its own too: it never writes outside a plane
+    if deepnet.kernels_compiled():  # the kernel checks on its own too: it never writes outside a plane
         from deepnet.backends import cpu as _cpu
+
         with pytest.raises(ValueError, match=r"conv_backward: pool_argmax entries must lie in \[0, 36\)"):
             _cpu.conv_backward(dpooled, x, Wt, (1, 1), (1, 1), relu_out=y, pool_argmax=argmax - 100)
 
@@ -90,7 +96,7 @@ def test_sequential_fuses_each_convolution_pooling_pair_in_training(monkeypatch,
     fused = DeepConvNet(dtype=dtype, seed=0)
     grads = {name: g.copy() for name, g in fused.gradient(x, t).items()}
     assert forward_calls == [((16, 28, 28), True), ((32, 14, 14), True), ((64, 8, 8), True)]
-    assert backward_calls == [(64, 8, 8), (32, 16, 16), (16, 28, 28)]   # conv6, conv4 and conv2
+    assert backward_calls == [(64, 8, 8), (32, 16, 16), (16, 28, 28)]  # conv6, conv4 and conv2
     # Twins with the same draws: one run layer by layer both ways, one the book's way (the
     # fused forward pass, then each layer's backward): the same gradients.
     unfused, book = DeepConvNet(dtype=dtype, seed=0), DeepConvNet(dtype=dtype, seed=0)
@@ -109,8 +115,10 @@ def test_sequential_fuses_each_convolution_pooling_pair_in_training(monkeypatch,
 
 def test_forward_pooled_fuses_only_the_2x2_stride_2_pooling():
     conv = Convolution(np.ones((2, 1, 3, 3), np.float32), np.zeros(2, np.float32), pad=1)
-    with pytest.raises(ValueError, match="Convolution.forward_pooled: fuses only a 2x2, stride-2, unpadded Pooling, "
-                                         "got 3x3, stride 2, pad 0"):
+    with pytest.raises(
+        ValueError,
+        match="Convolution.forward_pooled: fuses only a 2x2, stride-2, unpadded Pooling, got 3x3, stride 2, pad 0",
+    ):
         conv.forward_pooled(np.ones((1, 1, 6, 6), np.float32), Pooling(3, 3), True)
     # inference needs no Pooling layer (the 2x2 one is implied); training keeps its winners in one
     x = np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32)
@@ -118,10 +126,14 @@ def test_forward_pooled_fuses_only_the_2x2_stride_2_pooling():
     with pytest.raises(ValueError, match="Convolution.forward_pooled: training needs the Pooling layer"):
         conv.forward_pooled(x, train=True)
     # a convolution output too small to pool: the message says what was pooled
-    with pytest.raises(ValueError, match=r"Convolution.forward_pooled \(pooling the convolution's output\): "
-                                         r"pool window 2x2 is larger than the padded input 1x5"):
-        Sequential(Convolution(np.ones((2, 1, 3, 3), np.float32), np.zeros(2, np.float32)),
-                   Pooling(2, 2)).forward(np.ones((3, 1, 3, 7), np.float32), True)
+    with pytest.raises(
+        ValueError,
+        match=r"Convolution.forward_pooled \(pooling the convolution's output\): "
+        r"pool window 2x2 is larger than the padded input 1x5",
+    ):
+        Sequential(Convolution(np.ones((2, 1, 3, 3), np.float32), np.zeros(2, np.float32)), Pooling(2, 2)).forward(
+            np.ones((3, 1, 3, 7), np.float32), True
+        )
 
 
 def test_backward_pooled_needs_a_training_forward_pass():
@@ -130,7 +142,7 @@ def test_backward_pooled_needs_a_training_forward_pass():
     pool = Pooling(2, 2, stride=2)
     net = Sequential(conv, pool)
     x = rng.random((1, 1, 4, 4), dtype=np.float32)
-    net.forward(x)   # inference: fused forward, nothing kept
+    net.forward(x)  # inference: fused forward, nothing kept
     with pytest.raises(RuntimeError, match="Convolution.backward_pooled: needs a 2x2, stride-2 Pooling"):
         conv.backward_pooled(np.ones((1, 2, 2, 2), np.float32), pool)
     out = net.forward(x, True)

@@ -2,6 +2,7 @@
 (deepnet.backends.cpu._prepared_filters): a weight array's matrix is reused only while the
 array's bytes are unchanged, and goes when the array does.  Every result is checked against a computation on a fresh copy of the
 weights (a different array, so a fresh matrix) and against the NumPy reference."""
+
 import gc
 
 import numpy as np
@@ -13,8 +14,11 @@ from deepnet import functional as F
 from deepnet import reference as R
 from cases import RTOL, max_relative_error
 
-pytestmark = [pytest.mark.kernels, pytest.mark.asan,
-              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.asan,
+    pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built"),
+]
 
 
 def conv(x, W, b, winograd, pad=1):
@@ -34,11 +38,11 @@ def test_an_update_in_place_is_seen(winograd, dtype, rng):
     b = rng.standard_normal(32).astype(dtype)
     first = conv(x, W, b, winograd)
     np.testing.assert_array_equal(conv(x, W, b, winograd), first)  # reused: the same result
-    W[5, 7, 1, 2] += dtype(0.25)                 # one entry, in place, as an optimizer does
+    W[5, 7, 1, 2] += dtype(0.25)  # one entry, in place, as an optimizer does
     updated = conv(x, W, b, winograd)
     np.testing.assert_array_equal(updated, fresh(x, W, b, winograd))
     assert not np.array_equal(updated[:, 5], first[:, 5])
-    W -= dtype(0.01) * W                         # every entry
+    W -= dtype(0.01) * W  # every entry
     np.testing.assert_array_equal(conv(x, W, b, winograd), fresh(x, W, b, winograd))
     acc = np.float64
     expected = R.conv_forward(x.astype(acc), W.astype(acc), b.astype(acc), (1, 1), (1, 1), relu=True)
@@ -92,6 +96,7 @@ def test_many_short_lived_weights_leave_nothing_behind(rng):
 
 def test_same_bytes_compares_bytes():
     from deepnet._kernels.elementwise import same_bytes
+
     a = np.arange(10, dtype=np.uint8)
     assert same_bytes(a, a.copy())
     assert not same_bytes(a, a[:9].copy())

@@ -7,6 +7,7 @@ non-square windows, odd batches and filter counts around the GEMM tile (16).  Th
 are derandomized, so a failure repeats; DEEPNET_FUZZ_EXAMPLES sets how many each test runs
 (the AddressSanitizer job of .ci/run runs many more, as an edge-geometry fuzz).
 """
+
 import os
 
 import numpy as np
@@ -19,11 +20,19 @@ from deepnet import functional as F
 from deepnet import reference as R
 from cases import RTOL, max_relative_error
 
-pytestmark = [pytest.mark.kernels, pytest.mark.asan,
-              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.asan,
+    pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built"),
+]
 
-FUZZ = settings(max_examples=int(os.environ.get("DEEPNET_FUZZ_EXAMPLES", "60")), deadline=None,
-                derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("DEEPNET_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 DTYPES = st.sampled_from([np.float16, np.float32, np.float64])
 
 
@@ -65,18 +74,25 @@ def test_im2col_and_col2im_equal_the_reference(window, dtype, seed):
         assert col.dtype == dtype
         dcol = random_array(seed + 1, col.shape, dtype)
         # Each pixel sums its windows in the reference's order (window offset by offset).
-        np.testing.assert_array_equal(F.col2im(dcol, x_shape, kh, kw, stride, pad),
-                                      R.col2im(dcol, x_shape, kh, kw, stride, pad))
+        np.testing.assert_array_equal(
+            F.col2im(dcol, x_shape, kh, kw, stride, pad), R.col2im(dcol, x_shape, kh, kw, stride, pad)
+        )
 
 
-@FUZZ   # 17, 33 and 48 filters: the gather GEMM's wide AVX-512 tile and a narrow remainder
-@given(window=windows(), filters=st.sampled_from([0, 1, 2, 5, 15, 16, 17, 33, 48]), relu=st.booleans(),
-       dtype=DTYPES, seed=SEEDS)
+@FUZZ  # 17, 33 and 48 filters: the gather GEMM's wide AVX-512 tile and a narrow remainder
+@given(
+    window=windows(),
+    filters=st.sampled_from([0, 1, 2, 5, 15, 16, 17, 33, 48]),
+    relu=st.booleans(),
+    dtype=DTYPES,
+    seed=SEEDS,
+)
 def test_convolution_forward_and_backward_equal_the_reference(window, filters, relu, dtype, seed):
     x_shape, kh, kw, stride, pad = window
     x = random_array(seed, x_shape, dtype)
-    W = (random_array(seed + 1, (filters, x_shape[1], kh, kw), np.float64)
-         / np.sqrt(max(1, x_shape[1] * kh * kw))).astype(dtype)
+    W = (
+        random_array(seed + 1, (filters, x_shape[1], kh, kw), np.float64) / np.sqrt(max(1, x_shape[1] * kh * kw))
+    ).astype(dtype)
     b = random_array(seed + 2, filters, dtype)
     with deepnet.backend("cython"):
         y = F.conv2d(x, W, b, stride, pad, relu=relu)
@@ -105,8 +121,10 @@ def test_max_pooling_forward_and_backward_equal_the_reference(window, dtype, see
         np.testing.assert_array_equal(argmax, argmax_ref)
         dout = random_array(seed + 1, y.shape, dtype)
         # The scatter sums each pixel's windows in compute precision in the reference's order.
-        np.testing.assert_array_equal(F.max_pool2d_backward(dout, argmax, x_shape, kh, kw, stride, pad),
-                                      R.max_pool_backward(dout, argmax, x_shape, kh, kw, stride, pad))
+        np.testing.assert_array_equal(
+            F.max_pool2d_backward(dout, argmax, x_shape, kh, kw, stride, pad),
+            R.max_pool_backward(dout, argmax, x_shape, kh, kw, stride, pad),
+        )
 
 
 @FUZZ

@@ -1,4 +1,5 @@
 """Learning-rate schedules against their formulas."""
+
 import math
 
 import pytest
@@ -16,7 +17,7 @@ def test_warmup_never_exceeds_the_schedules_rate(steps_per_epoch, warmup):
 
 def test_step_schedule_boundaries_are_exact_for_fractional_epochs():
     schedule = Schedule("step", 1.0, 10, 10, every=0.1, gamma=0.5)
-    assert [schedule(t) for t in range(6)] == [0.5 ** t for t in range(6)]
+    assert [schedule(t) for t in range(6)] == [0.5**t for t in range(6)]
 
 
 def test_cosine_and_one_cycle_follow_their_formulas():

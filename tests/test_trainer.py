@@ -1,4 +1,5 @@
 """Trainer: shuffled epochs, history, checkpoints and bit-exact resume, and that it learns."""
+
 import json
 import math
 import re
@@ -12,19 +13,25 @@ from deepnet.trainer import Trainer
 from support import MNIST_DIR
 
 
-
 def conv(filters, pad=1):
-    return {'filter_num': filters, 'filter_size': 3, 'pad': pad, 'stride': 1}
+    return {"filter_num": filters, "filter_size": 3, "pad": pad, "stride": 1}
 
 
 def tiny_deep_convnet(seed=0, input_size=12, filters=(2, 3, 4), hidden_size=8, output_size=3):
     """DeepConvNet's architecture with few filters (and small images by default): fast."""
     f1, f2, f3 = filters
-    return DeepConvNet(input_dim=(1, input_size, input_size),
-                       conv_param_1=conv(f1), conv_param_2=conv(f1),
-                       conv_param_3=conv(f2), conv_param_4=conv(f2, pad=2),
-                       conv_param_5=conv(f3), conv_param_6=conv(f3),
-                       hidden_size=hidden_size, output_size=output_size, seed=seed)
+    return DeepConvNet(
+        input_dim=(1, input_size, input_size),
+        conv_param_1=conv(f1),
+        conv_param_2=conv(f1),
+        conv_param_3=conv(f2),
+        conv_param_4=conv(f2, pad=2),
+        conv_param_5=conv(f3),
+        conv_param_6=conv(f3),
+        hidden_size=hidden_size,
+        output_size=output_size,
+        seed=seed,
+    )
 
 
 def random_data(n, seed=0, size=12, classes=3):
@@ -48,10 +55,12 @@ def interrupt_after(trainer, steps):
             raise KeyboardInterrupt
         done.append(1)
         return real_step(x_batch, t_batch)
+
     trainer.train_step = step
 
 
 # -- epochs --------------------------------------------------------------------------------
+
 
 def test_each_epoch_visits_every_sample_once_in_a_new_order():
     x, t = random_data(150)
@@ -83,8 +92,18 @@ def test_train_returns_accuracy_on_the_whole_test_set():
     x, t = random_data(100)
     x_test, t_test = random_data(57, seed=2)
     network = tiny_deep_convnet()
-    trainer = Trainer(network, x, t, x_test, t_test, epochs=1, mini_batch_size=50,
-                      evaluate_sample_num_per_epoch=10, verbose=False, seed=0)
+    trainer = Trainer(
+        network,
+        x,
+        t,
+        x_test,
+        t_test,
+        epochs=1,
+        mini_batch_size=50,
+        evaluate_sample_num_per_epoch=10,
+        verbose=False,
+        seed=0,
+    )
     final = trainer.train()
     assert final == network.accuracy(x_test, t_test)
     assert trainer.test_acc_list == [network.accuracy(x_test[:10], t_test[:10])]
@@ -102,11 +121,11 @@ def test_verbose_prints_epochs_and_summary_and_quiet_prints_nothing(capsys):
 
 # -- history and checkpoints ---------------------------------------------------------------
 
+
 def test_history_is_written_as_json_after_each_epoch(tmp_path):
     x, t = random_data(100)
     path = tmp_path / "history.json"
-    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=2, mini_batch_size=40,
-                           history_path=path)
+    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=2, mini_batch_size=40, history_path=path)
     trainer.train()
     history = json.loads(path.read_text())
     assert history["epochs_done"] == 2
@@ -125,8 +144,7 @@ def test_interrupted_then_resumed_run_ends_with_exactly_the_same_parameters(tmp_
     uninterrupted.train()
 
     checkpoint = tmp_path / "run.ckpt.npz"
-    interrupted = make_trainer(tiny_deep_convnet(seed=0), x, t, epochs=3,
-                               checkpoint_path=checkpoint)
+    interrupted = make_trainer(tiny_deep_convnet(seed=0), x, t, epochs=3, checkpoint_path=checkpoint)
     interrupt_after(interrupted, steps=4 + 2)  # in the middle of the second epoch
     with pytest.raises(KeyboardInterrupt):
         interrupted.train()
@@ -134,8 +152,7 @@ def test_interrupted_then_resumed_run_ends_with_exactly_the_same_parameters(tmp_
     # Another initialisation and trainer seed: everything must come from the checkpoint.
     network = tiny_deep_convnet(seed=99)
     if how == "resume option":
-        resumed = make_trainer(network, x, t, epochs=3, seed=123,
-                               checkpoint_path=checkpoint, resume=True)
+        resumed = make_trainer(network, x, t, epochs=3, seed=123, checkpoint_path=checkpoint, resume=True)
     else:
         resumed = make_trainer(network, x, t, epochs=3, seed=123).resume(checkpoint)
     assert resumed.epoch == 1
@@ -150,8 +167,7 @@ def test_interrupted_then_resumed_run_ends_with_exactly_the_same_parameters(tmp_
 
 def test_resume_option_without_a_checkpoint_file_starts_afresh(tmp_path):
     x, t = random_data(64)
-    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=1,
-                           checkpoint_path=tmp_path / "new.npz", resume=True)
+    trainer = make_trainer(tiny_deep_convnet(), x, t, epochs=1, checkpoint_path=tmp_path / "new.npz", resume=True)
     assert trainer.epoch == 0
     trainer.train()
     assert (tmp_path / "new.npz").is_file()
@@ -168,14 +184,24 @@ def test_resume_refuses_a_checkpoint_of_another_batch_size(tmp_path):
 
 # -- learning ------------------------------------------------------------------------------
 
+
 def test_short_training_run_on_mnist_learns():
     data = MNIST_DIR
     (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False, root=data)
-    network = tiny_deep_convnet(seed=0, input_size=28, filters=(4, 8, 8), hidden_size=50,
-                                output_size=10)
-    trainer = Trainer(network, x_train[:600], t_train[:600], x_test[:300], t_test[:300],
-                      epochs=3, mini_batch_size=20, optimizer_param={"lr": 0.005},
-                      evaluate_sample_num_per_epoch=200, verbose=False, seed=0)
+    network = tiny_deep_convnet(seed=0, input_size=28, filters=(4, 8, 8), hidden_size=50, output_size=10)
+    trainer = Trainer(
+        network,
+        x_train[:600],
+        t_train[:600],
+        x_test[:300],
+        t_test[:300],
+        epochs=3,
+        mini_batch_size=20,
+        optimizer_param={"lr": 0.005},
+        evaluate_sample_num_per_epoch=200,
+        verbose=False,
+        seed=0,
+    )
     accuracy = trainer.train()
     losses = trainer.train_loss_list
     quarter = len(losses) // 4
@@ -190,9 +216,19 @@ from deepnet.trainer import Callback, WeightAverage  # noqa: E402
 
 
 def tiny_bn_net(seed):
-    return DeepConvNet(input_dim=(1, 12, 12), conv_param_1=conv(2), conv_param_2=conv(2), conv_param_3=conv(3),
-                       conv_param_4=conv(3, pad=2), conv_param_5=conv(3), conv_param_6=conv(3),
-                       hidden_size=8, output_size=3, seed=seed, batch_norm=True)
+    return DeepConvNet(
+        input_dim=(1, 12, 12),
+        conv_param_1=conv(2),
+        conv_param_2=conv(2),
+        conv_param_3=conv(3),
+        conv_param_4=conv(3, pad=2),
+        conv_param_5=conv(3),
+        conv_param_6=conv(3),
+        hidden_size=8,
+        output_size=3,
+        seed=seed,
+        batch_norm=True,
+    )
 
 
 def full_trainer(network, x, t, checkpoint=None, resume=False, seed=7):
@@ -201,10 +237,27 @@ def full_trainer(network, x, t, checkpoint=None, resume=False, seed=7):
     steps = -(-len(x) // 64)
     hooks = [Schedule("cosine", 0.01, steps, 3, warmup=0.5, min_lr=1e-4), WeightAverage(0.9)]
     from deepnet.augment import Augment
+
     augment = Augment(rotation=10, shift=1, elastic_alpha=8, elastic_sigma=3)
-    return Trainer(network, x, t, x_test, t_test, epochs=3, mini_batch_size=64, seed=seed, verbose=False,
-                   optimizer_param={"lr": 0.01}, x_val=x_val, t_val=t_val, select="best-val", hooks=hooks,
-                   batch_transform=augment, checkpoint_path=checkpoint, resume=resume)
+    return Trainer(
+        network,
+        x,
+        t,
+        x_test,
+        t_test,
+        epochs=3,
+        mini_batch_size=64,
+        seed=seed,
+        verbose=False,
+        optimizer_param={"lr": 0.01},
+        x_val=x_val,
+        t_val=t_val,
+        select="best-val",
+        hooks=hooks,
+        batch_transform=augment,
+        checkpoint_path=checkpoint,
+        resume=resume,
+    )
 
 
 def test_resume_with_augmentation_validation_cosine_warmup_ema_and_best_val_is_bit_exact(tmp_path):
@@ -242,11 +295,15 @@ def test_weight_average_is_the_documented_moving_average_and_is_what_is_kept():
 
     class Record(Callback):  # runs after the average's own on_step_end: the raw weights of each step
         def on_step_end(self, trainer):
-            seen.append({**{k: v.astype(np.float64) for k, v in trainer.network.params.items()},
-                         **{"buffers/" + k: v.astype(np.float64) for k, v in trainer.network.buffers.items()}})
+            seen.append(
+                {
+                    **{k: v.astype(np.float64) for k, v in trainer.network.params.items()},
+                    **{"buffers/" + k: v.astype(np.float64) for k, v in trainer.network.buffers.items()},
+                }
+            )
+
     average = WeightAverage(0.95)
-    trainer = Trainer(network, x, t, epochs=2, mini_batch_size=50, seed=0, verbose=False,
-                      hooks=[average, Record()])
+    trainer = Trainer(network, x, t, epochs=2, mini_batch_size=50, seed=0, verbose=False, hooks=[average, Record()])
     trainer.train()
     expected = dict(seen[0])
     for steps, weights in enumerate(seen[1:], 1):
@@ -267,8 +324,21 @@ def test_best_val_keeps_the_weights_of_the_epoch_with_the_best_validation_accura
     class Record(Callback):
         def on_epoch_end(self, trainer):
             snapshots.append({k: v.copy() for k, v in trainer.network.params.items()})
-    trainer = Trainer(network, x, t, epochs=4, mini_batch_size=50, seed=0, verbose=False,
-                      optimizer_param={"lr": 0.05}, x_val=x_val, t_val=t_val, select="best-val", hooks=[Record()])
+
+    trainer = Trainer(
+        network,
+        x,
+        t,
+        epochs=4,
+        mini_batch_size=50,
+        seed=0,
+        verbose=False,
+        optimizer_param={"lr": 0.05},
+        x_val=x_val,
+        t_val=t_val,
+        select="best-val",
+        hooks=[Record()],
+    )
     trainer.train()
     best = int(np.argmax(trainer.val_acc_list))  # the first of equal maxima
     assert trainer.best[0] == best + 1 and trainer.best[1] == trainer.val_acc_list[best]
@@ -278,6 +348,7 @@ def test_best_val_keeps_the_weights_of_the_epoch_with_the_best_validation_accura
 
 def test_stratified_split_keeps_each_class_share_and_is_seeded():
     from deepnet.datasets import stratified_split
+
     labels = np.repeat(np.arange(4), [50, 30, 15, 5])
     train, val = stratified_split(labels, 20, seed=3)
     assert len(val) == 20 and len(train) == 80 and not set(train) & set(val)
@@ -287,6 +358,7 @@ def test_stratified_split_keeps_each_class_share_and_is_seeded():
 
 
 # -- checkpoint values are validated on resume (hardening round 3, row 8) --------------------
+
 
 def _tampered_checkpoint(tmp_path, change, **options):
     """A checkpoint after 1 epoch of 2 (made with ``options``), with ``change(entries)``
@@ -305,6 +377,7 @@ def _tampered_checkpoint(tmp_path, change, **options):
 def _setter(name, value):
     def change(entries):
         entries[name] = value(entries[name]) if callable(value) else value
+
     return change
 
 
@@ -336,22 +409,27 @@ def _nan_param(entries):
     entries["param/W1"] = np.full_like(entries["param/W1"], np.nan)
 
 
-@pytest.mark.parametrize("change, fragments", [
-    (_setter("epoch", np.array(-1000000)), ["'epoch'", "-1000000", "[0, 2]"]),
-    (_setter("epoch", np.array(10 ** 9)), ["'epoch'", "1000000000", "[0, 2]"]),
-    (_setter("epoch", np.array(1.5)), ["'epoch'", "1.5"]),
-    (_setter("optimizer/iter", np.array(-5)), ["'optimizer/iter'", "-5"]),
-    (_int64_m, ["'optimizer/m/", "int64", "float"]),
-    (_negative_v, ["'optimizer/v/", ">= 0"]),
-    (_nan_v, ["'optimizer/v/", "NaN"]),
-    (_v_of_another_shape, ["'optimizer/v/", "shape"]),
-    (_nan_param, ["'param/W1'", "NaN"]),
-    (_setter("trainer_rng", np.array('{"bit_generator": "PCG64", "state": 3}')), ["'trainer_rng'"]),
-    (_setter("network_rng", np.array('[1, 2]')), ["'network_rng'"]),
-    (_setter("trainer_rng", lambda text: np.array(re.sub(r'"has_uint32": [01]', '"has_uint32": 5', str(text)))),
-     ["'trainer_rng'", "has_uint32"]),
-    (_setter("history", np.array('{"train_loss_list": 3}')), ["'history'"]),
-])
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        (_setter("epoch", np.array(-1000000)), ["'epoch'", "-1000000", "[0, 2]"]),
+        (_setter("epoch", np.array(10**9)), ["'epoch'", "1000000000", "[0, 2]"]),
+        (_setter("epoch", np.array(1.5)), ["'epoch'", "1.5"]),
+        (_setter("optimizer/iter", np.array(-5)), ["'optimizer/iter'", "-5"]),
+        (_int64_m, ["'optimizer/m/", "int64", "float"]),
+        (_negative_v, ["'optimizer/v/", ">= 0"]),
+        (_nan_v, ["'optimizer/v/", "NaN"]),
+        (_v_of_another_shape, ["'optimizer/v/", "shape"]),
+        (_nan_param, ["'param/W1'", "NaN"]),
+        (_setter("trainer_rng", np.array('{"bit_generator": "PCG64", "state": 3}')), ["'trainer_rng'"]),
+        (_setter("network_rng", np.array("[1, 2]")), ["'network_rng'"]),
+        (
+            _setter("trainer_rng", lambda text: np.array(re.sub(r'"has_uint32": [01]', '"has_uint32": 5', str(text)))),
+            ["'trainer_rng'", "has_uint32"],
+        ),
+        (_setter("history", np.array('{"train_loss_list": 3}')), ["'history'"]),
+    ],
+)
 def test_resume_validates_every_checkpoint_value_and_names_the_entry(tmp_path, change, fragments):
     x, t, path = _tampered_checkpoint(tmp_path, change)
     with pytest.raises(ValueError) as info:
@@ -365,18 +443,20 @@ def test_resume_validates_every_checkpoint_value_and_names_the_entry(tmp_path, c
 def test_resume_validates_the_weight_average_and_best_weights(tmp_path):
     from deepnet.trainer import WeightAverage
 
-    x, t, path = _tampered_checkpoint(tmp_path, _setter("callbacks/weight_average/steps", np.array(-3)),
-                                      hooks=[WeightAverage(0.9)])
+    x, t, path = _tampered_checkpoint(
+        tmp_path, _setter("callbacks/weight_average/steps", np.array(-3)), hooks=[WeightAverage(0.9)]
+    )
     with pytest.raises(ValueError, match=r"'callbacks/weight_average/steps'.*-3"):
-        make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True,
-                     hooks=[WeightAverage(0.9)])
+        make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True, hooks=[WeightAverage(0.9)])
 
     def bad_average(entries):
-        entries["callbacks/weight_average/average/W1"] = np.full_like(entries["callbacks/weight_average/average/W1"], np.inf)
+        entries["callbacks/weight_average/average/W1"] = np.full_like(
+            entries["callbacks/weight_average/average/W1"], np.inf
+        )
+
     x, t, path = _tampered_checkpoint(tmp_path, bad_average, hooks=[WeightAverage(0.9)])
     with pytest.raises(ValueError, match=r"'callbacks/weight_average/average/W1'.*(NaN|infinite)"):
-        make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True,
-                     hooks=[WeightAverage(0.9)])
+        make_trainer(tiny_deep_convnet(), x, t, epochs=2, checkpoint_path=path, resume=True, hooks=[WeightAverage(0.9)])
 
 
 def test_an_untampered_checkpoint_still_resumes(tmp_path):
@@ -389,9 +469,19 @@ def test_an_untampered_checkpoint_still_resumes(tmp_path):
 def test_resume_refuses_a_negative_batch_norm_variance(tmp_path):
     x, t = random_data(64)
     path = tmp_path / "c.npz"
-    network = DeepConvNet(input_dim=(1, 12, 12), conv_param_1=conv(2), conv_param_2=conv(2), conv_param_3=conv(3),
-                          conv_param_4=conv(3, pad=2), conv_param_5=conv(4), conv_param_6=conv(4), hidden_size=8,
-                          output_size=3, batch_norm=True, seed=0)
+    network = DeepConvNet(
+        input_dim=(1, 12, 12),
+        conv_param_1=conv(2),
+        conv_param_2=conv(2),
+        conv_param_3=conv(3),
+        conv_param_4=conv(3, pad=2),
+        conv_param_5=conv(4),
+        conv_param_6=conv(4),
+        hidden_size=8,
+        output_size=3,
+        batch_norm=True,
+        seed=0,
+    )
     make_trainer(network, x, t, epochs=1, checkpoint_path=path).train()
     with np.load(path) as f:
         entries = {name: f[name] for name in f.files}

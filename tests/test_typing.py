@@ -1,5 +1,6 @@
 """The public API is annotated (mypy checks the annotations: pyproject's [tool.mypy], run by
 .ci/run) and its main functions carry numpydoc sections."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,16 +11,40 @@ import pytest
 
 # The modules whose every public callable is fully annotated (mypy's disallow_untyped_defs
 # holds them to it; this test says so without mypy installed).
-ANNOTATED = ["deepnet.functional", "deepnet.datasets", "deepnet.nn", "deepnet.layers",
-             "deepnet.nn.activations", "deepnet.nn.base", "deepnet.nn.containers", "deepnet.nn.conv",
-             "deepnet.nn.init", "deepnet.nn.linear", "deepnet.nn.losses", "deepnet.nn.normalization",
-             "deepnet.nn.pooling", "deepnet.nn.regularization", "deepnet._array", "deepnet._dtypes",
-             "deepnet.models", "deepnet.nets"]
+ANNOTATED = [
+    "deepnet.functional",
+    "deepnet.datasets",
+    "deepnet.nn",
+    "deepnet.layers",
+    "deepnet.nn.activations",
+    "deepnet.nn.base",
+    "deepnet.nn.containers",
+    "deepnet.nn.conv",
+    "deepnet.nn.init",
+    "deepnet.nn.linear",
+    "deepnet.nn.losses",
+    "deepnet.nn.normalization",
+    "deepnet.nn.pooling",
+    "deepnet.nn.regularization",
+    "deepnet._array",
+    "deepnet._dtypes",
+    "deepnet.models",
+    "deepnet.nets",
+]
 
 # Functions whose docstrings have numpydoc "Parameters" and "Returns" sections.
 NUMPYDOC = {
-    "deepnet.datasets": ["read_idx", "mnist_search_dirs", "find_mnist_dir", "download_mnist", "load_mnist",
-                         "stratified_split", "mnist_dir_in", "default_download_dir", "shipped_data_dir"],
+    "deepnet.datasets": [
+        "read_idx",
+        "mnist_search_dirs",
+        "find_mnist_dir",
+        "download_mnist",
+        "load_mnist",
+        "stratified_split",
+        "mnist_dir_in",
+        "default_download_dir",
+        "shipped_data_dir",
+    ],
     "deepnet.models": ["build", "model_spec", "load_model", "describe", "check_cost", "fold_batch_norm"],
     "deepnet.functional": ["im2col", "col2im", "conv2d", "conv2d_backward", "max_pool2d", "relu", "relu_backward"],
 }
@@ -56,8 +81,11 @@ def _public(module):
 
 def _missing(function):
     signature = inspect.signature(function)
-    missing = [p.name for p in signature.parameters.values()
-               if p.annotation is inspect.Parameter.empty and p.name not in ("self", "cls")]
+    missing = [
+        p.name
+        for p in signature.parameters.values()
+        if p.annotation is inspect.Parameter.empty and p.name not in ("self", "cls")
+    ]
     if signature.return_annotation is inspect.Signature.empty:
         missing.append("return")
     return missing

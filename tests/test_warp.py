@@ -6,6 +6,7 @@ them within 1e-5 (float32) and 1e-12 (float64) on random transforms, odd sizes a
 float16 is float32 arithmetic rounded once, so it must equal the float32 kernel's result on
 the widened input, rounded to half, bit for bit.
 """
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -42,8 +43,9 @@ def random_theta(rng, n, shape):
 def scipy_affine(x, theta, fill):
     out = np.empty(x.shape)
     for n, c in np.ndindex(*x.shape[:2]):
-        out[n, c] = ndimage.affine_transform(x[n, c].astype(np.float64), theta[n, :, :2], offset=theta[n, :, 2],
-                                             order=1, mode="grid-constant", cval=fill)
+        out[n, c] = ndimage.affine_transform(
+            x[n, c].astype(np.float64), theta[n, :, :2], offset=theta[n, :, 2], order=1, mode="grid-constant", cval=fill
+        )
     return out
 
 
@@ -51,8 +53,9 @@ def scipy_remap(x, rows, cols, fill):
     """Every channel of image n sampled at (rows[n], cols[n]) by map_coordinates."""
     out = np.empty(x.shape)
     for n, c in np.ndindex(*x.shape[:2]):
-        out[n, c] = ndimage.map_coordinates(x[n, c].astype(np.float64), [rows[n], cols[n]],
-                                            order=1, mode="grid-constant", cval=fill)
+        out[n, c] = ndimage.map_coordinates(
+            x[n, c].astype(np.float64), [rows[n], cols[n]], order=1, mode="grid-constant", cval=fill
+        )
     return out
 
 
@@ -81,8 +84,9 @@ def test_elastic_warp_equals_scipy_map_coordinates(backend, dtype, shape, rng):
     fill = float(rng.normal())
     got = F.elastic_warp(x, displacement, fill)
     assert got.dtype == dtype and got.shape == shape
-    expected = scipy_remap(x, rows + displacement[:, 0].astype(np.float64),
-                           cols + displacement[:, 1].astype(np.float64), fill)
+    expected = scipy_remap(
+        x, rows + displacement[:, 0].astype(np.float64), cols + displacement[:, 1].astype(np.float64), fill
+    )
     assert max_error(got, expected) <= TOLERANCE[dtype]
 
 
@@ -96,8 +100,9 @@ def test_elastic_warp_with_theta_maps_the_displaced_positions(backend, dtype, rn
     rows = np.indices((H, W))[0] + displacement[:, 0]
     cols = np.indices((H, W))[1] + displacement[:, 1]
     t = theta[:, :, :, None, None]
-    expected = scipy_remap(x, t[:, 0, 0] * rows + t[:, 0, 1] * cols + t[:, 0, 2],
-                           t[:, 1, 0] * rows + t[:, 1, 1] * cols + t[:, 1, 2], 0.25)
+    expected = scipy_remap(
+        x, t[:, 0, 0] * rows + t[:, 0, 1] * cols + t[:, 0, 2], t[:, 1, 0] * rows + t[:, 1, 1] * cols + t[:, 1, 2], 0.25
+    )
     got = F.elastic_warp(x, displacement, 0.25, theta=theta)
     assert max_error(got, expected) <= TOLERANCE[dtype]
 
@@ -125,8 +130,9 @@ def test_float16_is_the_float32_result_rounded_once(backend, rng):
     np.testing.assert_array_equal(got, F.affine_warp(wide, theta, 0.3).astype(np.float16))
     got = F.elastic_warp(x, displacement, 0.3, theta=theta)  # float16 displacement: widened
     assert got.dtype == np.float16
-    np.testing.assert_array_equal(got, F.elastic_warp(wide, displacement.astype(np.float32), 0.3,
-                                                      theta=theta).astype(np.float16))
+    np.testing.assert_array_equal(
+        got, F.elastic_warp(wide, displacement.astype(np.float32), 0.3, theta=theta).astype(np.float16)
+    )
 
 
 @needs_kernels
@@ -188,7 +194,7 @@ def test_no_position_reads_outside_its_plane(backend, dtype, layout, rng):
 
 def test_non_finite_and_huge_positions_give_fill(backend, dtype, rng):
     x = rng.uniform(1, 2, (9, 2, 5, 7)).astype(dtype)
-    values = [np.nan, np.inf, -np.inf, 1e300, -1e300, 2.0**31, -2.0**31 - 1, 2.0**63, -2.0**63]
+    values = [np.nan, np.inf, -np.inf, 1e300, -1e300, 2.0**31, -(2.0**31) - 1, 2.0**63, -(2.0**63)]
     theta = np.tile(np.eye(2, 3), (9, 1, 1))
     theta[:, 0, 2] = values
     theta[:, 1, 2] = rng.uniform(-10, 10, 9)
@@ -207,8 +213,12 @@ def test_positions_just_inside_and_outside_the_border(backend):
     """Position -1 and H (W) are outside; just inside, the pixel blends with fill."""
     x = np.arange(1.0, 13.0).reshape(1, 1, 3, 4)
     eps = 2.0**-20
-    for offset, expected_first_row in [(-1.0, 9.0), (-1 + eps, 9.0 * (1 - eps) + 1.0 * eps),
-                                       (2.0, None), (3.0 - eps, None)]:
+    for offset, expected_first_row in [
+        (-1.0, 9.0),
+        (-1 + eps, 9.0 * (1 - eps) + 1.0 * eps),
+        (2.0, None),
+        (3.0 - eps, None),
+    ]:
         theta = np.array([[[1.0, 0.0, offset], [0.0, 1.0, 0.0]]])
         got = F.affine_warp(x, theta, 9.0)
         expected = scipy_affine(x, theta, 9.0)
@@ -227,15 +237,15 @@ def test_awkward_memory_layouts_give_the_contiguous_result(backend, layout, rng)
     elif layout == "sliced":
         x, theta, field = (np.repeat(a, 2, axis=-1)[..., ::2] for a in (base, theta0, field0))
     elif layout == "transposed":
-        x, theta, field = (np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
-                           for a in (base, theta0, field0))
+        x, theta, field = (
+            np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2) for a in (base, theta0, field0)
+        )
     else:
         x, theta, field = (a.copy() for a in (base, theta0, field0))
         for a in (x, theta, field):
             a.setflags(write=False)
     np.testing.assert_array_equal(F.affine_warp(x, theta), F.affine_warp(base, theta0))
-    np.testing.assert_array_equal(F.elastic_warp(x, field, theta=theta),
-                                  F.elastic_warp(base, field0, theta=theta0))
+    np.testing.assert_array_equal(F.elastic_warp(x, field, theta=theta), F.elastic_warp(base, field0, theta=theta0))
 
 
 def test_integer_theta_and_empty_batches(backend, rng):
@@ -255,22 +265,32 @@ THETA = np.zeros((2, 2, 3))
 FIELD = np.zeros((2, 2, 5, 4), dtype=np.float32)
 
 
-@pytest.mark.parametrize("call, error, fragments", [
-    (lambda: F.affine_warp(X[0], THETA), ValueError, ["deepnet.affine_warp", "x must be 4-D", "(3, 5, 4)"]),
-    (lambda: F.affine_warp(X.astype(np.int32), THETA), TypeError, ["deepnet.affine_warp", "float", "int32"]),
-    (lambda: F.affine_warp(X, THETA[:1]), ValueError, ["deepnet.affine_warp", "theta", "(2, 2, 3)", "(1, 2, 3)"]),
-    (lambda: F.affine_warp(X, np.zeros((2, 3, 3))), ValueError, ["theta", "(2, 2, 3)", "(2, 3, 3)"]),
-    (lambda: F.affine_warp(X, THETA.astype(bool)), TypeError, ["deepnet.affine_warp", "theta", "bool"]),
-    (lambda: F.affine_warp(X, THETA.astype(complex)), TypeError, ["theta", "complex128"]),
-    (lambda: F.affine_warp(X, THETA, fill=np.nan), ValueError, ["deepnet.affine_warp", "fill", "finite", "nan"]),
-    (lambda: F.affine_warp(X, THETA, fill="0"), TypeError, ["deepnet.affine_warp", "fill", "real number", "'0'"]),
-    (lambda: F.elastic_warp(X, FIELD[:, :1]), ValueError,
-     ["deepnet.elastic_warp", "displacement", "(2, 2, 5, 4)", "(2, 1, 5, 4)"]),
-    (lambda: F.elastic_warp(X, FIELD.astype(np.int8)), TypeError, ["deepnet.elastic_warp", "displacement", "int8"]),
-    (lambda: F.elastic_warp(X, FIELD[0]), ValueError, ["deepnet.elastic_warp", "displacement must be 4-D"]),
-    (lambda: F.elastic_warp(X, FIELD, theta=THETA[:, :1]), ValueError, ["deepnet.elastic_warp", "theta", "(2, 1, 3)"]),
-    (lambda: F.elastic_warp(X, FIELD, fill=np.inf), ValueError, ["deepnet.elastic_warp", "fill", "finite"]),
-])
+@pytest.mark.parametrize(
+    "call, error, fragments",
+    [
+        (lambda: F.affine_warp(X[0], THETA), ValueError, ["deepnet.affine_warp", "x must be 4-D", "(3, 5, 4)"]),
+        (lambda: F.affine_warp(X.astype(np.int32), THETA), TypeError, ["deepnet.affine_warp", "float", "int32"]),
+        (lambda: F.affine_warp(X, THETA[:1]), ValueError, ["deepnet.affine_warp", "theta", "(2, 2, 3)", "(1, 2, 3)"]),
+        (lambda: F.affine_warp(X, np.zeros((2, 3, 3))), ValueError, ["theta", "(2, 2, 3)", "(2, 3, 3)"]),
+        (lambda: F.affine_warp(X, THETA.astype(bool)), TypeError, ["deepnet.affine_warp", "theta", "bool"]),
+        (lambda: F.affine_warp(X, THETA.astype(complex)), TypeError, ["theta", "complex128"]),
+        (lambda: F.affine_warp(X, THETA, fill=np.nan), ValueError, ["deepnet.affine_warp", "fill", "finite", "nan"]),
+        (lambda: F.affine_warp(X, THETA, fill="0"), TypeError, ["deepnet.affine_warp", "fill", "real number", "'0'"]),
+        (
+            lambda: F.elastic_warp(X, FIELD[:, :1]),
+            ValueError,
+            ["deepnet.elastic_warp", "displacement", "(2, 2, 5, 4)", "(2, 1, 5, 4)"],
+        ),
+        (lambda: F.elastic_warp(X, FIELD.astype(np.int8)), TypeError, ["deepnet.elastic_warp", "displacement", "int8"]),
+        (lambda: F.elastic_warp(X, FIELD[0]), ValueError, ["deepnet.elastic_warp", "displacement must be 4-D"]),
+        (
+            lambda: F.elastic_warp(X, FIELD, theta=THETA[:, :1]),
+            ValueError,
+            ["deepnet.elastic_warp", "theta", "(2, 1, 3)"],
+        ),
+        (lambda: F.elastic_warp(X, FIELD, fill=np.inf), ValueError, ["deepnet.elastic_warp", "fill", "finite"]),
+    ],
+)
 def test_bad_input_raises_a_clear_error(call, error, fragments):
     with pytest.raises(error) as info:
         call()

@@ -1,5 +1,6 @@
 """Winograd F(2x2, 3x3) convolutions (src/deepnet_winograd.h) against the reference, an exact
 float64 computation and the direct kernels; and the rule that picks them."""
+
 import math
 import platform
 from pathlib import Path
@@ -13,8 +14,11 @@ from deepnet import functional as F
 from deepnet import reference as R
 from cases import RTOL, WINOGRAD, max_relative_error
 
-pytestmark = [pytest.mark.kernels, pytest.mark.asan,
-              pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built")]
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.asan,
+    pytest.mark.skipif(not deepnet.kernels_compiled(), reason="compiled kernels not built"),
+]
 
 # (x shape, filters, pad) of cases.WINOGRAD (3x3, stride 1); its first five are DeepConvNet's.
 GEOMETRIES = [(g.x_shape, g.filters, g.pad[0]) for g in WINOGRAD]
@@ -43,15 +47,14 @@ def test_winograd_forward_and_dx_equal_the_reference(x_shape, filters, pad, dtyp
     assert max_relative_error(y, y_ref) <= RTOL[dtype]
     dout = rng.standard_normal(y.shape).astype(dtype)
     dx, dW, db = F.conv2d_backward(dout, x, W, 1, pad)
-    for name, got, expected in zip(("dx", "dW", "db"), (dx, dW, db),
-                                   R.conv_backward(dout, x, W, (1, 1), (pad, pad))):
+    for name, got, expected in zip(("dx", "dW", "db"), (dx, dW, db), R.conv_backward(dout, x, W, (1, 1), (pad, pad))):
         assert got.dtype == dtype and got.shape == expected.shape, name
         assert max_relative_error(got, expected) <= RTOL[dtype], name
 
 
 def error_against_exact(got, exact):
     """Root-mean-square error over the root-mean-square of the exact values."""
-    return float(np.sqrt(np.mean((got.astype(np.float64) - exact) ** 2) / np.mean(exact ** 2)))
+    return float(np.sqrt(np.mean((got.astype(np.float64) - exact) ** 2) / np.mean(exact**2)))
 
 
 @pytest.mark.parametrize("x_shape,filters,pad", GEOMETRIES[:5])
@@ -63,18 +66,25 @@ def test_winograd_error_is_at_most_twice_the_direct_kernels(x_shape, filters, pa
     x, W, b = random_conv(rng, x_shape, filters, np.float32)
     exact_y = R.conv_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), (1, 1), (pad, pad))
     dout = rng.standard_normal(exact_y.shape).astype(np.float32)
-    exact_dx, exact_dW, _ = R.conv_backward(dout.astype(np.float64), x.astype(np.float64),
-                                            W.astype(np.float64), (1, 1), (pad, pad))
+    exact_dx, exact_dW, _ = R.conv_backward(
+        dout.astype(np.float64), x.astype(np.float64), W.astype(np.float64), (1, 1), (pad, pad)
+    )
     errors = {}
     with deepnet.backend("cython"):
         for mode in ("never", "always"):
             with deepnet.winograd(mode):
                 y = F.conv2d(x, W, b, 1, pad)
                 dx, dW, _ = F.conv2d_backward(dout, x, W, 1, pad)
-            errors[mode] = [error_against_exact(got, exact)
-                            for got, exact in ((y, exact_y), (dx, exact_dx), (dW, exact_dW))]
-    print(f"\n{x_shape} {filters} filters pad {pad}, direct / Winograd: " + "; ".join(
-        f"{name} {errors['never'][i]:.2e} / {errors['always'][i]:.2e}" for i, name in enumerate(("forward", "dx", "dW"))))
+            errors[mode] = [
+                error_against_exact(got, exact) for got, exact in ((y, exact_y), (dx, exact_dx), (dW, exact_dW))
+            ]
+    print(
+        f"\n{x_shape} {filters} filters pad {pad}, direct / Winograd: "
+        + "; ".join(
+            f"{name} {errors['never'][i]:.2e} / {errors['always'][i]:.2e}"
+            for i, name in enumerate(("forward", "dx", "dW"))
+        )
+    )
     for which in range(3):
         assert 0 < errors["always"][which] <= 2 * errors["never"][which]
         assert errors["always"][which] < 1e-6
@@ -126,19 +136,24 @@ def test_the_filter_transform_is_G_g_G_transposed(dtype, flipped, rng):
     FN, C = 5, 3
     W = rng.standard_normal((FN, C, 3, 3)).astype(dtype)
     acc = _cpu.compute_dtype(W.dtype)
-    U = np.einsum("ia,fcab,jb->ijcf", G, W.astype(np.float64), G)   # (4, 4, C, FN): G W[f, c] G^T
-    if flipped:   # the transposed convolution: filters W[f, c, ::-1, ::-1] from f to c
+    U = np.einsum("ia,fcab,jb->ijcf", G, W.astype(np.float64), G)  # (4, 4, C, FN): G W[f, c] G^T
+    if flipped:  # the transposed convolution: filters W[f, c, ::-1, ::-1] from f to c
         U = np.einsum("ia,fcab,jb->ijfc", G, W[:, :, ::-1, ::-1].astype(np.float64), G)
     expected = U.reshape(16 * U.shape[2], U.shape[3]).astype(acc)
     got = _cpu._winograd_filters(W[:, :, :, :], acc, flipped)
     # computed in float64 and rounded once (where entries cancel, float64's order of sums shows)
-    np.testing.assert_allclose(got[:, :expected.shape[1]], expected, rtol=np.finfo(acc).eps,
-                               atol=8 * np.finfo(np.float64).eps * np.abs(U).max())
-    assert not got[:, expected.shape[1]:].any()   # the GEMM padding stays zero
+    np.testing.assert_allclose(
+        got[:, : expected.shape[1]],
+        expected,
+        rtol=np.finfo(acc).eps,
+        atol=8 * np.finfo(np.float64).eps * np.abs(U).max(),
+    )
+    assert not got[:, expected.shape[1] :].any()  # the GEMM padding stays zero
 
 
 def test_the_filter_transform_refuses_other_shapes():
     from deepnet._kernels import conv
+
     with pytest.raises(ValueError, match="winograd_filters: W must have shape"):
         conv.winograd_filters(np.zeros((2, 2, 5, 5)), np.zeros((32, 8)), False)
     with pytest.raises(ValueError, match="winograd_filters: out must have 32 rows"):
@@ -156,10 +171,10 @@ def test_the_rule_takes_3x3_stride_1_layers_with_enough_channels(which):
         return
     assert _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (1, 1), which)
     assert not _cpu.uses_winograd((enough, enough // 2, 3, 3), (1, 1), (1, 1), which)  # too few inputs
-    assert not _cpu.uses_winograd((enough, 1, 3, 3), (1, 1), (1, 1), which)        # DeepConvNet's conv1
-    assert not _cpu.uses_winograd((enough, enough, 3, 3), (2, 2), (1, 1), which)   # stride 2
-    assert not _cpu.uses_winograd((enough, enough, 5, 5), (1, 1), (1, 1), which)   # 5x5
-    assert not _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (3, 3), which)   # pad past the kernel
+    assert not _cpu.uses_winograd((enough, 1, 3, 3), (1, 1), (1, 1), which)  # DeepConvNet's conv1
+    assert not _cpu.uses_winograd((enough, enough, 3, 3), (2, 2), (1, 1), which)  # stride 2
+    assert not _cpu.uses_winograd((enough, enough, 5, 5), (1, 1), (1, 1), which)  # 5x5
+    assert not _cpu.uses_winograd((enough, enough, 3, 3), (1, 1), (3, 3), which)  # pad past the kernel
     with deepnet.winograd("never"):
         assert not _cpu.uses_winograd((64, 64, 3, 3), (1, 1), (1, 1), which)
 
@@ -169,25 +184,35 @@ def cpuinfo_splits_512bit_fmas():
     fields = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if not line.strip():
-            break   # the first processor's block is enough
+            break  # the first processor's block is enough
         key, _, value = line.partition(":")
         fields[key.strip()] = value.strip()
-    return (fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25"
-            and "avx512f" in fields.get("flags", "").split())
+    return (
+        fields.get("vendor_id") == "AuthenticAMD"
+        and fields.get("cpu family") == "25"
+        and "avx512f" in fields.get("flags", "").split()
+    )
 
 
-@pytest.mark.skipif(not Path("/proc/cpuinfo").exists() or platform.machine() not in ("x86_64", "AMD64"),
-                    reason="reads Linux's /proc/cpuinfo on x86")
+@pytest.mark.skipif(
+    not Path("/proc/cpuinfo").exists() or platform.machine() not in ("x86_64", "AMD64"),
+    reason="reads Linux's /proc/cpuinfo on x86",
+)
 def test_the_cpu_check_agrees_with_proc_cpuinfo():
     from deepnet._kernels import openmp_helpers
+
     assert openmp_helpers.splits_512bit_fmas() == cpuinfo_splits_512bit_fmas()
 
 
-@pytest.mark.parametrize("vector_bits,splits,expected", [
-    (256, False, {"forward": 16, "dx": 32, "dW": math.inf}),     # AVX2 (Zen 3 measured)
-    (256, True, {"forward": 16, "dx": 32, "dW": math.inf}),      # an AVX2 build on Zen 4
-    (512, False, {"forward": 32, "dx": 32, "dW": math.inf}),     # Intel Xeon
-    (512, True, {"forward": 16, "dx": 16, "dW": 32})])           # Zen 4
+@pytest.mark.parametrize(
+    "vector_bits,splits,expected",
+    [
+        (256, False, {"forward": 16, "dx": 32, "dW": math.inf}),  # AVX2 (Zen 3 measured)
+        (256, True, {"forward": 16, "dx": 32, "dW": math.inf}),  # an AVX2 build on Zen 4
+        (512, False, {"forward": 32, "dx": 32, "dW": math.inf}),  # Intel Xeon
+        (512, True, {"forward": 16, "dx": 16, "dW": 32}),
+    ],
+)  # Zen 4
 def test_the_rule_follows_the_build_and_the_cpu(vector_bits, splits, expected):
     assert _cpu._measured_winograd_rule(vector_bits, splits) == expected
     described = _cpu._describe_winograd_rule(expected, vector_bits, splits)
@@ -198,8 +223,10 @@ def test_the_rule_follows_the_build_and_the_cpu(vector_bits, splits, expected):
 
 def test_the_rule_in_effect_is_the_one_for_this_build_and_cpu():
     from deepnet._kernels import openmp_helpers
-    assert _cpu.WINOGRAD_MIN_CHANNELS == _cpu._measured_winograd_rule(openmp_helpers.vector_bits(),
-                                                                      openmp_helpers.splits_512bit_fmas())
+
+    assert _cpu.WINOGRAD_MIN_CHANNELS == _cpu._measured_winograd_rule(
+        openmp_helpers.vector_bits(), openmp_helpers.splits_512bit_fmas()
+    )
     assert _cpu.WINOGRAD_RULE in deepnet.config()["Winograd"]
 
 
@@ -236,8 +263,9 @@ HUGE = {np.float32: 1e38, np.float64: 1e308}
 def huge_conv(rng, dtype, C=32, FN=32, N=3, size=10):
     """x of ±HUGE (the largest magnitudes) and small filters: the direct result stays within
     0.1 HUGE, while Winograd's input transform (4 values added) overflows."""
-    x = (rng.choice([-1.0, 1.0], (N, C, size, size)) * rng.uniform(0.5, 1, (N, C, size, size))
-         * HUGE[dtype]).astype(dtype)
+    x = (rng.choice([-1.0, 1.0], (N, C, size, size)) * rng.uniform(0.5, 1, (N, C, size, size)) * HUGE[dtype]).astype(
+        dtype
+    )
     W = (rng.uniform(-1, 1, (FN, C, 3, 3)) * 0.1 / (9 * C)).astype(dtype)
     return x, W
 
@@ -326,9 +354,17 @@ def test_the_range_check_counts_nan_and_inf_as_outside(rng):
 
 # -- non-square padding (issue 32, row 13b) -------------------------------------------------
 
-@pytest.mark.parametrize("x_shape,filters,pad", [
-    ((2, 16, 9, 12), 16, (1, 2)), ((2, 16, 12, 9), 16, (2, 0)), ((2, 17, 7, 10), 19, (0, 1)),
-    ((2, 16, 10, 7), 16, (2, 1)), ((2, 8, 6, 5), 8, (0, 2))])
+
+@pytest.mark.parametrize(
+    "x_shape,filters,pad",
+    [
+        ((2, 16, 9, 12), 16, (1, 2)),
+        ((2, 16, 12, 9), 16, (2, 0)),
+        ((2, 17, 7, 10), 19, (0, 1)),
+        ((2, 16, 10, 7), 16, (2, 1)),
+        ((2, 8, 6, 5), 8, (0, 2)),
+    ],
+)
 def test_winograd_with_non_square_padding_equals_the_reference(x_shape, filters, pad, dtype, rng, winograd_always):
     """Forward, dx and dW by Winograd with different vertical and horizontal padding on
     images taller or wider than square: a swapped (ph, pw) gives wrong values."""
@@ -337,8 +373,9 @@ def test_winograd_with_non_square_padding_equals_the_reference(x_shape, filters,
     y = F.conv2d(x, W, b, 1, pad)
     assert max_relative_error(y, R.conv_forward(x, W, b, (1, 1), pad)) <= RTOL[dtype]
     dout = rng.standard_normal(y.shape).astype(dtype)
-    for name, got, expected in zip(("dx", "dW", "db"), F.conv2d_backward(dout, x, W, 1, pad),
-                                   R.conv_backward(dout, x, W, (1, 1), pad)):
+    for name, got, expected in zip(
+        ("dx", "dW", "db"), F.conv2d_backward(dout, x, W, 1, pad), R.conv_backward(dout, x, W, (1, 1), pad)
+    ):
         assert got.shape == expected.shape, name
         assert max_relative_error(got, expected) <= RTOL[dtype], name
 
@@ -346,6 +383,7 @@ def test_winograd_with_non_square_padding_equals_the_reference(x_shape, filters,
 @pytest.mark.parametrize("threads", [1, 3])
 def test_max_abs_bits_is_the_largest_magnitude_across_chunks(dtype, threads, rng):
     from deepnet._kernels import elementwise
+
     unsigned = np.dtype(f"u{np.dtype(dtype).itemsize}")
     x = rng.standard_normal(3 * 8192 + 5).astype(dtype)
     for where, value in ((-1, -100.0), (8192, 200.0), (0, -np.inf), (5000, np.nan)):

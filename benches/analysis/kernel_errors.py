@@ -12,6 +12,7 @@ Errors are relative to the largest magnitude of the exact result: max|result - e
 max|exact|.  For scale: float16 keeps about 3 decimal digits (eps 9.8e-4), float32 about 7
 (eps 1.2e-7), float64 about 16 (eps 2.2e-16).
 """
+
 import numpy as np
 
 import deepnet
@@ -73,8 +74,10 @@ def relative_error(results, exact):
 
 def main():
     rng = np.random.default_rng(0)
-    print(f"deepnet {deepnet.__version__}, {deepnet.get_num_threads()} threads; "
-          "relative error max|result - exact| / max|exact|\n")
+    print(
+        f"deepnet {deepnet.__version__}, {deepnet.get_num_threads()} threads; "
+        "relative error max|result - exact| / max|exact|\n"
+    )
     columns = [f"{b} vs exact" for b in BACKENDS] + ["cython vs numpy"]
     header = f"| {'kernel':<26} | {'layer':<5} | {'dtype':<7} | " + " | ".join(f"{c:>15}" for c in columns) + " |"
     print(header)
@@ -91,8 +94,11 @@ def main():
                     for name, run in kernels(pad=pad, **arrays).items():
                         results.setdefault(name, []).append(run())
             for name, (compiled, reference) in results.items():
-                errors = [relative_error(compiled, exact[name]), relative_error(reference, exact[name]),
-                          relative_error(compiled, reference)]  # the kernel against the reference, same dtype
+                errors = [
+                    relative_error(compiled, exact[name]),
+                    relative_error(reference, exact[name]),
+                    relative_error(compiled, reference),
+                ]  # the kernel against the reference, same dtype
                 print(f"| {name:<26} | {layer:<5} | {dtype:<7} | " + " | ".join(f"{e:15.1e}" for e in errors) + " |")
 
 

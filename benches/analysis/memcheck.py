@@ -12,6 +12,7 @@ empty batches, no channels or no filters, filter counts around the GEMM tile's w
 the results are checked against the reference.  The AddressSanitizer job of .ci/run runs it
 too.
 """
+
 import numpy as np
 
 from deepnet import functional as F
@@ -26,13 +27,13 @@ CASES = [
     ((2, 18, 9, 11), 24, (3, 3), (2, 1), (1, 1)),
     ((1, 3, 5, 4), 5, (7, 6), (3, 2), (3, 3)),
     ((1, 1, 1, 1), 1, (1, 1), (1, 1), (0, 0)),
-    ((1, 2, 3, 3), 3, (1, 1), (1, 1), (2, 2)),      # pad 2 > kernel 1: windows of padding only
-    ((2, 9, 4, 3), 9, (2, 2), (1, 1), (2, 2)),      # pad = kernel: col2im for dx
-    ((2, 9, 1, 1), 4, (5, 5), (1, 1), (4, 2)),      # left padding wider than the output row
-    ((3, 2, 1, 7), 5, (1, 3), (1, 2), (0, 3)),      # 1xW images
-    ((0, 3, 5, 4), 16, (3, 3), (1, 1), (1, 1)),     # an empty batch
-    ((2, 0, 5, 4), 3, (3, 2), (2, 1), (1, 0)),      # no channels: the bias
-    ((2, 17, 5, 4), 0, (3, 3), (1, 1), (1, 1)),     # no filters
+    ((1, 2, 3, 3), 3, (1, 1), (1, 1), (2, 2)),  # pad 2 > kernel 1: windows of padding only
+    ((2, 9, 4, 3), 9, (2, 2), (1, 1), (2, 2)),  # pad = kernel: col2im for dx
+    ((2, 9, 1, 1), 4, (5, 5), (1, 1), (4, 2)),  # left padding wider than the output row
+    ((3, 2, 1, 7), 5, (1, 3), (1, 2), (0, 3)),  # 1xW images
+    ((0, 3, 5, 4), 16, (3, 3), (1, 1), (1, 1)),  # an empty batch
+    ((2, 0, 5, 4), 3, (3, 2), (2, 1), (1, 0)),  # no channels: the bias
+    ((2, 17, 5, 4), 0, (3, 3), (1, 1), (1, 1)),  # no filters
 ]
 TOLERANCE = {np.float16: 1e-2, np.float32: 1e-4, np.float64: 1e-10}
 

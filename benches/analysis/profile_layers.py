@@ -8,6 +8,7 @@ share, so it says where a training step's time goes.  Timed one by one, a Convol
 the Pooling after it are two passes each way; the last row, ``net.gradient`` (what
 training runs), fuses them, so it is faster than the sum of the rows.
 """
+
 import argparse
 import time
 
@@ -67,14 +68,15 @@ def main():
         deepnet.set_num_threads(args.threads)
     layers, forward, backward, fused = profile(np.dtype(args.dtype), args.reps)
     total = sum(forward) + sum(backward)
-    print(f"DeepConvNet training step, batch 100, {args.dtype}, backend {args.backend}, "
-          f"{deepnet.get_num_threads()} threads, fastest of {args.reps}")
+    print(
+        f"DeepConvNet training step, batch 100, {args.dtype}, backend {args.backend}, "
+        f"{deepnet.get_num_threads()} threads, fastest of {args.reps}"
+    )
     print(f"| {'layer':34s} | forward ms | backward ms | share |")
     print(f"|{'-' * 36}|-----------:|------------:|------:|")
     for layer, f, b in zip(layers, forward, backward):
         print(f"| {describe(layer):34s} | {f:10.2f} | {b:11.2f} | {100 * (f + b) / total:4.1f}% |")
-    print(f"| {'total':34s} | {sum(forward):10.2f} | {sum(backward):11.2f} | "
-          f"{1e5 / total:.0f} img/s |")
+    print(f"| {'total':34s} | {sum(forward):10.2f} | {sum(backward):11.2f} | {1e5 / total:.0f} img/s |")
     print(f"| {'net.gradient (pairs fused)':34s} | {'':>10s} | {'':>11s} | {1e5 / fused:.0f} img/s |")
 
 

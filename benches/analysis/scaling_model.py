@@ -15,6 +15,7 @@ the reduction time measured on this machine (shared memory) in place of the netw
 one machine checks the compute term and the cost of one reduction per step, not the
 network's bandwidth and latency, which stay assumptions.
 """
+
 import argparse
 import json
 
@@ -57,8 +58,7 @@ def main():
         compute = one["step_s"] / BATCH  # 2 threads on this machine's 2 cores
         nbytes = one["gradient_bytes"]
     print(f"compute {compute * 1e3:.3f} ms per image (one 2-core machine), gradients {nbytes:,} bytes\n")
-    print(f"Strong scaling: global batch {BATCH} split over K ranks (one 2-core machine each); "
-          "images/s (step time)\n")
+    print(f"Strong scaling: global batch {BATCH} split over K ranks (one 2-core machine each); images/s (step time)\n")
     print(table(compute, nbytes, lambda k: BATCH / k, STRONG_RANKS))
     print(f"\nWeak scaling: {BATCH} images per rank, global batch {BATCH} K; images/s (step time)\n")
     print(table(compute, nbytes, lambda k: BATCH))
@@ -67,9 +67,11 @@ def main():
         # Each of the 2 ranks has one of the 2 cores: its compute per image is 2 x the
         # 2-thread one, on half the batch, so the prediction is compute(B) + reduction.
         predicted = compute * BATCH + two["reduction_s"]
-        print(f"\nCheck on this machine: 1 x 2 measured {one['step_s'] * 1e3:.1f} ms/step; 2 x 1 predicted "
-              f"{predicted * 1e3:.1f} ms (compute {compute * BATCH * 1e3:.1f} + measured reduction "
-              f"{two['reduction_s'] * 1e3:.2f}), measured {two['step_s'] * 1e3:.1f} ms")
+        print(
+            f"\nCheck on this machine: 1 x 2 measured {one['step_s'] * 1e3:.1f} ms/step; 2 x 1 predicted "
+            f"{predicted * 1e3:.1f} ms (compute {compute * BATCH * 1e3:.1f} + measured reduction "
+            f"{two['reduction_s'] * 1e3:.2f}), measured {two['step_s'] * 1e3:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

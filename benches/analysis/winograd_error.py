@@ -19,6 +19,7 @@ direct kernel's (deepnet, Winograd "never").  The issue's bound is 2x: deepnet's
 F(2x2) kernel ("always") and its emulation here should sit near 1x; F(4x4) with any of
 the point sets tried lands well above 2x, which is why the kernels stop at F(2x2).
 """
+
 import argparse
 from fractions import Fraction
 
@@ -30,10 +31,15 @@ from deepnet import reference as R
 
 # DeepConvNet's 3x3 layers with 16+ channels: (input shape, filters, pad), as in
 # tests/test_winograd.py's first five geometries.
-GEOMETRIES = [((3, 16, 28, 28), 16, 1), ((2, 16, 14, 14), 32, 1), ((2, 32, 14, 14), 32, 2),
-              ((2, 32, 7, 7), 64, 1), ((2, 64, 8, 8), 64, 1)]
+GEOMETRIES = [
+    ((3, 16, 28, 28), 16, 1),
+    ((2, 16, 14, 14), 32, 1),
+    ((2, 32, 14, 14), 32, 2),
+    ((2, 32, 7, 7), 64, 1),
+    ((2, 64, 8, 8), 64, 1),
+]
 
-INFINITY = None   # the point at infinity of Cook-Toom: the polynomial's leading coefficient
+INFINITY = None  # the point at infinity of Cook-Toom: the polynomial's leading coefficient
 H = Fraction(1, 2)
 POINT_SETS = {
     "F(2x2) 0,1,-1,inf": (0, 1, -1, INFINITY),
@@ -59,8 +65,8 @@ def cook_toom(points, r=3):
             continue
         p = Fraction(p)
         scale = np.prod([p - q for q in finite if q != p], dtype=object)
-        AT[:, j] = [float(p ** i) for i in range(m)]
-        G[j] = [float(p ** k / scale) for k in range(r)]
+        AT[:, j] = [float(p**i) for i in range(m)]
+        G[j] = [float(p**k / scale) for k in range(r)]
     # B^T from the identity sum_j AT[i, j] G[j, k] BT[j, c] = [c == i + k], linear in BT.
     equations = np.zeros((m * r * n, n * n))
     target = np.zeros(m * r * n)
@@ -73,8 +79,10 @@ def cook_toom(points, r=3):
                 target[row] = float(c == i + k)
     BT, *_ = np.linalg.lstsq(equations, target, rcond=None)
     BT = BT.reshape(n, n)
-    if not np.allclose(np.einsum("ij,jk,jl->ikl", AT, G, BT),
-                       np.array([[[float(c == i + k) for c in range(n)] for k in range(r)] for i in range(m)])):
+    if not np.allclose(
+        np.einsum("ij,jk,jl->ikl", AT, G, BT),
+        np.array([[[float(c == i + k) for c in range(n)] for k in range(r)] for i in range(m)]),
+    ):
         raise ValueError(f"cook_toom: no B^T makes points {points} a correlation")
     return AT, G, BT
 
@@ -87,14 +95,14 @@ def winograd_conv(x, W, b, pad, AT, G, BT, dtype=np.float32):
     out_h, out_w = height + 2 * pad - 2, width + 2 * pad - 2
     tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
     padded = np.zeros((N, C, tiles_h * m + 2, tiles_w * m + 2), dtype=dtype)
-    padded[:, :, pad:pad + height, pad:pad + width] = x
+    padded[:, :, pad : pad + height, pad : pad + width] = x
     tiles = np.lib.stride_tricks.sliding_window_view(padded, (n, n), axis=(2, 3))[:, :, ::m, ::m]
     BT_, AT_ = BT.astype(dtype), AT.astype(dtype)
     # Each transform in two steps, columns then rows, each rounded to dtype, as the kernels do.
     V = np.einsum("nctujk,lk->nctujl", np.einsum("ij,nctujk->nctuik", BT_, tiles), BT_)
     U = np.einsum("ij,fcjk,lk->fcil", G, W.astype(np.float64), G).astype(dtype)
     M = np.zeros((N, W.shape[0], tiles_h, tiles_w, n, n), dtype=dtype)
-    for c in range(C):   # in order, each step one fused multiply-add: the float32 product is
+    for c in range(C):  # in order, each step one fused multiply-add: the float32 product is
         # exact in float64, and rounding its sum to float32 rounds once (to within double rounding)
         M = (M.astype(np.float64) + U[None, :, c, None, None].astype(np.float64) * V[:, None, c]).astype(dtype)
     Y = np.einsum("nftujk,lk->nftujl", np.einsum("ij,nftujk->nftuik", AT_, M), AT_)
@@ -113,7 +121,7 @@ def layer_and_exact(rng, x_shape, filters, pad):
 
 
 def error_against_exact(got, exact):
-    return float(np.sqrt(np.mean((got.astype(np.float64) - exact) ** 2) / np.mean(exact ** 2)))
+    return float(np.sqrt(np.mean((got.astype(np.float64) - exact) ** 2) / np.mean(exact**2)))
 
 
 def main(argv=None):
@@ -134,9 +142,15 @@ def main(argv=None):
             errors[name] = error_against_exact(winograd_conv(x, W, b, pad, AT, G, BT), exact)
         for name in rows:
             rows[name].append(errors[name] / errors["deepnet direct (never)"])
-        print(f"{x_shape[1]}->{filters} {x_shape[2]}x{x_shape[3]} pad {pad}: direct error {errors['deepnet direct (never)']:.2e}")
+        print(
+            f"{x_shape[1]}->{filters} {x_shape[2]}x{x_shape[3]} pad {pad}: direct error {errors['deepnet direct (never)']:.2e}"
+        )
     print()
-    print("| float32 error / the direct kernel's | " + " | ".join(f"{s[1]}->{f} {s[2]}x{s[3]}" for s, f, _ in GEOMETRIES) + " |")
+    print(
+        "| float32 error / the direct kernel's | "
+        + " | ".join(f"{s[1]}->{f} {s[2]}x{s[3]}" for s, f, _ in GEOMETRIES)
+        + " |"
+    )
     print("|---|" + "---:|" * len(GEOMETRIES))
     for name, ratios in rows.items():
         print(f"| {name} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")

@@ -7,6 +7,7 @@ layer's forward pass, and its backward pass (dx, dW, db in one kernel) with dx a
 by Winograd or direct, alternating round by round in this one process so that all see the
 same machine; the table gives medians in ms and the passes the rule runs as Winograd.
 """
+
 import argparse
 import statistics
 import time
@@ -19,8 +20,12 @@ from deepnet.layers import Convolution, _pair
 from deepnet.nets import DeepConvNet
 
 # Which passes run as Winograd: (forward, dx, dW), set through the rule's thresholds.
-VARIANTS = {"direct": (False, False, False), "Winograd": (True, True, True),
-            "dx": (True, True, False), "dW": (True, False, True)}
+VARIANTS = {
+    "direct": (False, False, False),
+    "Winograd": (True, True, True),
+    "dx": (True, True, False),
+    "dW": (True, False, True),
+}
 
 
 def set_rule(variant):
@@ -76,18 +81,27 @@ def main():
     args = parser.parse_args()
     if args.threads:
         deepnet.set_num_threads(args.threads)
-    print(f"{args.dtype}, batch 100, {deepnet.get_num_threads()} threads, "
-          f"vector width {deepnet.config()['vector width']}, medians of {args.rounds} rounds (ms)\n")
-    print("| layer | fwd Winograd | fwd direct | bwd direct | bwd, dx Winograd | bwd, dW Winograd "
-          "| bwd, both Winograd | Winograd under auto |")
+    print(
+        f"{args.dtype}, batch 100, {deepnet.get_num_threads()} threads, "
+        f"vector width {deepnet.config()['vector width']}, medians of {args.rounds} rounds (ms)\n"
+    )
+    print(
+        "| layer | fwd Winograd | fwd direct | bwd direct | bwd, dx Winograd | bwd, dW Winograd "
+        "| bwd, both Winograd | Winograd under auto |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for layer, x in conv_layers_with_inputs(np.dtype(args.dtype), 100):
         t = time_layer(layer, x, args.rounds)
         with deepnet.winograd("auto"):
-            picks = [which for which in ("forward", "dx", "dW")
-                     if _cpu.uses_winograd(layer.W.shape, _pair(layer.stride), _pair(layer.pad), which)]
-        print(f"| {describe(layer, x)} | {t['Winograd'][0]:.2f} | {t['direct'][0]:.2f} | {t['direct'][1]:.2f} "
-              f"| {t['dx'][1]:.2f} | {t['dW'][1]:.2f} | {t['Winograd'][1]:.2f} | {' + '.join(picks) or 'direct'} |")
+            picks = [
+                which
+                for which in ("forward", "dx", "dW")
+                if _cpu.uses_winograd(layer.W.shape, _pair(layer.stride), _pair(layer.pad), which)
+            ]
+        print(
+            f"| {describe(layer, x)} | {t['Winograd'][0]:.2f} | {t['direct'][0]:.2f} | {t['direct'][1]:.2f} "
+            f"| {t['dx'][1]:.2f} | {t['dW'][1]:.2f} | {t['Winograd'][1]:.2f} | {' + '.join(picks) or 'direct'} |"
+        )
 
 
 if __name__ == "__main__":

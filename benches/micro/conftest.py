@@ -9,6 +9,7 @@ in-place build on the path (``PYTHONPATH=.``):
 The thread count is deepnet's default (OMP_NUM_THREADS, else every CPU available);
 set OMP_NUM_THREADS to benchmark another one.
 """
+
 import numpy as np
 import pytest
 
@@ -30,5 +31,7 @@ def backend(request):
 
 def pytest_report_header(config):
     cfg = deepnet.config()
-    return [f"deepnet benches: deepnet {cfg['deepnet']}, numpy {cfg['numpy']}, threads={cfg['threads']}, "
-            f"OpenMP={cfg['OpenMP']}, F16C={cfg['F16C']}, BLAS={cfg['BLAS']}"]
+    return [
+        f"deepnet benches: deepnet {cfg['deepnet']}, numpy {cfg['numpy']}, threads={cfg['threads']}, "
+        f"OpenMP={cfg['OpenMP']}, F16C={cfg['F16C']}, BLAS={cfg['BLAS']}"
+    ]

@@ -11,6 +11,7 @@ Groups:
 
     pytest benches/micro/test_bench_augment.py --benchmark-only --benchmark-columns=min,median,rounds
 """
+
 import numpy as np
 import pytest
 
@@ -21,7 +22,10 @@ from deepnet.nets import DeepConvNet
 
 BATCH = 100
 GROUP = f"[batch{BATCH} float32]"
-RECIPES = {"affine": "rotation=10,scale=0.1,shift=2.5", "affine+elastic": "rotation=10,scale=0.1,shift=2.5,elastic=34:4"}
+RECIPES = {
+    "affine": "rotation=10,scale=0.1,shift=2.5",
+    "affine+elastic": "rotation=10,scale=0.1,shift=2.5,elastic=34:4",
+}
 
 
 @pytest.fixture
@@ -37,8 +41,9 @@ def _bench(benchmark, group, backend, function, *args):
 
 
 def test_affine_warp(benchmark, backend, rng, batch):
-    theta = affine_theta((28, 28), rng.uniform(-10, 10, BATCH), rng.uniform(0.9, 1.1, BATCH),
-                         shift=rng.uniform(-2.5, 2.5, (BATCH, 2)))
+    theta = affine_theta(
+        (28, 28), rng.uniform(-10, 10, BATCH), rng.uniform(0.9, 1.1, BATCH), shift=rng.uniform(-2.5, 2.5, (BATCH, 2))
+    )
     out = _bench(benchmark, "affine_warp" + GROUP, backend, F.affine_warp, batch, theta)
     assert out.shape == batch.shape and out.dtype == batch.dtype
 

@@ -11,6 +11,7 @@ kernels' values are checked in tests/, not here.
     pytest benches --benchmark-only --benchmark-group-by=group --benchmark-columns=min,median,rounds
     pytest benches --benchmark-disable                       # every benchmark once (CI)
 """
+
 import numpy as np
 import pytest
 
@@ -48,8 +49,9 @@ AFFINE_LAYERS = {
 }
 
 DTYPES = ["float16", "float32", "float64"]
-CONV_CASES = ([("float32", layer) for layer in CONV_LAYERS]
-              + [(dtype, layer) for dtype in ("float16", "float64") for layer in ("conv2", "conv6")])
+CONV_CASES = [("float32", layer) for layer in CONV_LAYERS] + [
+    (dtype, layer) for dtype in ("float16", "float64") for layer in ("conv2", "conv6")
+]
 POOL_CASES = [(dtype, layer) for dtype in DTYPES for layer in POOL_INPUTS]
 RELU_CASES = [(dtype, layer) for dtype in DTYPES for layer in RELU_INPUTS]
 AFFINE_CASES = [(dtype, layer) for dtype in DTYPES for layer in AFFINE_LAYERS]
@@ -122,8 +124,9 @@ def test_conv_forward(benchmark, backend, rng, dtype, layer):
 @pytest.mark.parametrize("dtype, layer", CONV_CASES, ids=_ids(CONV_CASES))
 def test_conv_backward(benchmark, backend, rng, dtype, layer):
     x, W, _, pad, dout = _conv_inputs(rng, dtype, layer)
-    dx, dW, db = _bench(benchmark, "conv_backward", dtype, layer, backend,
-                        F.conv2d_backward, dout, x, W, 1, pad, slow=True)
+    dx, dW, db = _bench(
+        benchmark, "conv_backward", dtype, layer, backend, F.conv2d_backward, dout, x, W, 1, pad, slow=True
+    )
     assert (dx.shape, dW.shape, db.shape) == (x.shape, W.shape, (W.shape[0],))
     assert dx.dtype == dW.dtype == db.dtype == dtype
 
@@ -143,8 +146,9 @@ def test_max_pool_backward(benchmark, backend, rng, dtype, layer):
     with deepnet.backend(backend):
         y, argmax = F.max_pool2d(x, 2, 2, 2, 0)
     dout = _normal(rng, y.shape, dtype)
-    dx = _bench(benchmark, "max_pool_backward", dtype, layer, backend,
-                F.max_pool2d_backward, dout, argmax, x.shape, 2, 2, 2, 0)
+    dx = _bench(
+        benchmark, "max_pool_backward", dtype, layer, backend, F.max_pool2d_backward, dout, argmax, x.shape, 2, 2, 2, 0
+    )
     assert dx.shape == x.shape
     assert dx.dtype == dtype
 

@@ -7,6 +7,7 @@ MNIST test images twice, with the compiled kernels and with the pure-NumPy refer
 prints both accuracies, how many predicted labels differ and the largest difference of
 the class scores.
 """
+
 import argparse
 import pathlib
 import time
@@ -21,7 +22,7 @@ DEFAULT_PARAMS = pathlib.Path(__file__).resolve().parents[2] / "data" / "book" /
 
 
 def scores_and_labels(net, x, batch_size=500):
-    scores = np.concatenate([net.predict(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    scores = np.concatenate([net.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     return scores, scores.argmax(axis=1)
 
 
@@ -43,8 +44,9 @@ def main():
         print(f"{backend:>6}: accuracy {accuracy:.4f} on {len(t_test)} test images ({elapsed:.1f} s)")
     (scores_c, labels_c), (scores_n, labels_n) = results["cython"], results["numpy"]
     print(f"predicted labels that differ: {int(np.sum(labels_c != labels_n))} of {len(t_test)}")
-    print(f"largest |score difference|: {float(np.abs(scores_c.astype(np.float64) - scores_n).max()):.3e} "
-          f"({args.dtype})")
+    print(
+        f"largest |score difference|: {float(np.abs(scores_c.astype(np.float64) - scores_n).max()):.3e} ({args.dtype})"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ training step counted as 3 passes: forward, input and weight gradients) per seco
 the FMA peak of benches/analysis/gemm_peak.c at the same thread count (compiled and run here with
 cc, or given with --fma-peak); Winograd does fewer multiplies than it is credited with.
 """
+
 import argparse
 import dataclasses
 import importlib.metadata
@@ -40,13 +41,13 @@ SCALING_BATCHES = (1, 8, 32, 100, 256)
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    key: str        # the --row / --rows name
-    label: str      # what the table shows
+    key: str  # the --row / --rows name
+    label: str  # what the table shows
     framework: str  # "deepnet" or "torch"
     dtype: str
     backend: str = "cython"  # deepnet's CPU backend; unused for torch
     model: str = "deepconvnet"  # a name of deepnet.recipes.MODEL_NAMES (and torch_deepconvnet.MODELS)
-    winograd: str = "auto"   # deepnet.set_winograd's mode; "never": the direct convolutions only
+    winograd: str = "auto"  # deepnet.set_winograd's mode; "never": the direct convolutions only
     # The malloc policy of deepnet/_memory.py, which deepnet sets itself: None, each
     # framework's default; True (PyTorch rows), the same thresholds through glibc's MALLOC_*_
     # variables; False (deepnet rows), malloc's defaults (DEEPNET_KEEP_FREED_MEMORY=0).
@@ -63,14 +64,16 @@ ROWS = [
     Row("torch-float32", "PyTorch float32", "torch", "float32"),
     Row("torch-float64", "PyTorch float64", "torch", "float64"),
     Row("trimmed-float32", "deepnet float32, malloc's defaults", "deepnet", "float32", keep_freed_memory=False),
-    Row("torch-kept-float32", "PyTorch float32, deepnet's malloc thresholds", "torch", "float32",
-        keep_freed_memory=True),
+    Row(
+        "torch-kept-float32", "PyTorch float32, deepnet's malloc thresholds", "torch", "float32", keep_freed_memory=True
+    ),
     Row("deepnet-bn-float32", "deepnet DeepConvNet-BN float32", "deepnet", "float32", model="deepconvnet-bn"),
     Row("torch-bn-float32", "PyTorch DeepConvNet-BN float32", "torch", "float32", model="deepconvnet-bn"),
     Row("deepnet-resnet-float32", "deepnet ResNet float32", "deepnet", "float32", model="resnet"),
     Row("torch-resnet-float32", "PyTorch ResNet float32", "torch", "float32", model="resnet"),
 ]
 ROWS_BY_KEY = {row.key: row for row in ROWS}
+
 
 def torch_row_for(row):
     """The key of the PyTorch row that a row is compared with: the same model, in the same
@@ -83,6 +86,7 @@ REFERENCE = "numpy-float32"  # the reference's DeepConvNet; compared with DeepCo
 
 
 # -- inside a row's subprocess -----------------------------------------------------------
+
 
 class DeepnetModel:
     """One of deepnet's nets (DeepConvNet by default) with Adam, on one CPU backend and dtype."""
@@ -115,6 +119,7 @@ class DeepnetModel:
         # Inference as a deployed model runs it: BN folded into the convolutions before it
         # (a copy, made once; PyTorch's eager eval mode keeps its BN layers).
         from deepnet.nets import fold_batch_norm
+
         self.inference_net = fold_batch_norm(self.net)
 
     def train_step(self, x, t):
@@ -205,11 +210,19 @@ def measure_row(row, threads, steps, warmup):
     model.eval_mode()
     infer_s = median_seconds(lambda: model.predict(x), warmup, steps)
     # A batch-1 call is ~100x shorter than a batch-100 step, and noisier: 10x the calls.
-    latency_s = median_seconds(lambda: model.predict(x1), LATENCY_CALLS_PER_STEP * warmup,
-                               LATENCY_CALLS_PER_STEP * steps)
-    return {"train_ips": BATCH / train_s, "infer_ips": BATCH / infer_s, "latency_ms": 1e3 * latency_s,
-            "rss_before_mb": rss_before, "rss_peak_mb": rss_peak, "threads": model.threads(),
-            "steps": steps, "warmup": warmup}
+    latency_s = median_seconds(
+        lambda: model.predict(x1), LATENCY_CALLS_PER_STEP * warmup, LATENCY_CALLS_PER_STEP * steps
+    )
+    return {
+        "train_ips": BATCH / train_s,
+        "infer_ips": BATCH / infer_s,
+        "latency_ms": 1e3 * latency_s,
+        "rss_before_mb": rss_before,
+        "rss_peak_mb": rss_peak,
+        "threads": model.threads(),
+        "steps": steps,
+        "warmup": warmup,
+    }
 
 
 def measure_scaling(row, threads, steps, warmup):
@@ -228,6 +241,7 @@ def measure_scaling(row, threads, steps, warmup):
 
 # -- the parent: run the rows, print the tables ------------------------------------------
 
+
 def torch_installed():
     return importlib.util.find_spec("torch") is not None
 
@@ -235,9 +249,12 @@ def torch_installed():
 def child_environment(row):
     """The environment of a row's subprocess: this one's, with the row's malloc policy."""
     from deepnet import _memory
+
     env = {k: v for k, v in os.environ.items() if k not in _memory.USER_SETTINGS}
     if row.keep_freed_memory is True:
-        env.update(MALLOC_MMAP_THRESHOLD_=str(_memory.MMAP_THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(_memory.TRIM_THRESHOLD))
+        env.update(
+            MALLOC_MMAP_THRESHOLD_=str(_memory.MMAP_THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(_memory.TRIM_THRESHOLD)
+        )
     elif row.keep_freed_memory is False:
         env["DEEPNET_KEEP_FREED_MEMORY"] = "0"
     return env
@@ -248,8 +265,18 @@ def run_child(mode, row, threads, steps, warmup):
     if row.framework == "torch" and not torch_installed():
         return {"error": "torch not installed"}
     print(f"  {row.label}, {threads} thread(s) ...", file=sys.stderr, flush=True)
-    command = [sys.executable, os.path.abspath(__file__), f"--{mode}", row.key, "--threads", str(threads),
-               "--steps", str(steps), "--warmup", str(warmup)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        f"--{mode}",
+        row.key,
+        "--threads",
+        str(threads),
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=child_environment(row))
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -277,7 +304,9 @@ def markdown_table(headers, rows):
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
 
     def line(cells):
-        padded = [str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(cells, widths))]
+        padded = [
+            str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(cells, widths))
+        ]
         return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join(":" + "-" * (w + 1) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
@@ -309,15 +338,33 @@ def measure_fma_peak(threads):
     cc; None where it cannot be built or run."""
     import tempfile
 
-    benches = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # benches/, above models/
+    benches = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # benches/, above models/
     with tempfile.TemporaryDirectory() as work:
         binary = os.path.join(work, "gemm_peak")
         try:
-            subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", "-I" + os.path.join(benches, "..", "src"),
-                            os.path.join(benches, "analysis", "gemm_peak.c"), "-o", binary],
-                           check=True, capture_output=True, timeout=120)
-            done = subprocess.run([binary], capture_output=True, text=True, check=True, timeout=300,
-                                  env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+            subprocess.run(
+                [
+                    "cc",
+                    "-O3",
+                    "-march=native",
+                    "-fopenmp",
+                    "-I" + os.path.join(benches, "..", "src"),
+                    os.path.join(benches, "analysis", "gemm_peak.c"),
+                    "-o",
+                    binary,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            done = subprocess.run(
+                [binary],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+                env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
+            )
         except (OSError, subprocess.SubprocessError):
             return None
     wanted = "FMA peak, 1 core:" if threads == 1 else f"FMA peak, {threads} cores together:"
@@ -341,14 +388,27 @@ def peak_fraction(result, model, fma_peak):
     if fma_peak is None:
         return "n/a", "n/a"
     train, infer = flops_per_image(model)
-    return (f"{100 * result['train_ips'] * train / 1e9 / fma_peak:.0f}%",
-            f"{100 * result['infer_ips'] * infer / 1e9 / fma_peak:.0f}%")
+    return (
+        f"{100 * result['train_ips'] * train / 1e9 / fma_peak:.0f}%",
+        f"{100 * result['infer_ips'] * infer / 1e9 / fma_peak:.0f}%",
+    )
 
 
 def main_table(results, rows, fma_peak=None):
-    headers = ["configuration", "train img/s", "infer img/s", "latency b=1 ms", "RSS before MB",
-               "peak RSS train MB (+delta)", "train vs torch", "infer vs torch", "train vs ref", "infer vs ref",
-               "train % of FMA peak", "infer % of FMA peak"]
+    headers = [
+        "configuration",
+        "train img/s",
+        "infer img/s",
+        "latency b=1 ms",
+        "RSS before MB",
+        "peak RSS train MB (+delta)",
+        "train vs torch",
+        "infer vs torch",
+        "train vs ref",
+        "infer vs ref",
+        "train % of FMA peak",
+        "infer % of FMA peak",
+    ]
     lines = []
     for row in rows:
         result = results[row.key]
@@ -359,13 +419,21 @@ def main_table(results, rows, fma_peak=None):
         reference = REFERENCE if row.model == "deepconvnet" else None
         before, peak = result["rss_before_mb"], result["rss_peak_mb"]
         delta = "" if before is None or peak is None else f" (+{peak - before:.0f})"
-        lines.append([
-            row.label, f"{result['train_ips']:.0f}", f"{result['infer_ips']:.0f}", f"{result['latency_ms']:.2f}",
-            mb(before), mb(peak) + delta,
-            ratio(results, row.key, torch_key, "train_ips"), ratio(results, row.key, torch_key, "infer_ips"),
-            ratio(results, row.key, reference, "train_ips"), ratio(results, row.key, reference, "infer_ips"),
-            *peak_fraction(result, row.model, fma_peak),
-        ])
+        lines.append(
+            [
+                row.label,
+                f"{result['train_ips']:.0f}",
+                f"{result['infer_ips']:.0f}",
+                f"{result['latency_ms']:.2f}",
+                mb(before),
+                mb(peak) + delta,
+                ratio(results, row.key, torch_key, "train_ips"),
+                ratio(results, row.key, torch_key, "infer_ips"),
+                ratio(results, row.key, reference, "train_ips"),
+                ratio(results, row.key, reference, "infer_ips"),
+                *peak_fraction(result, row.model, fma_peak),
+            ]
+        )
     return markdown_table(headers, lines)
 
 
@@ -407,13 +475,16 @@ def machine_lines(threads, load_before):
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
     try:
         import psutil
+
         physical = psutil.cpu_count(logical=False)
     except ImportError:
         physical = "?"
     torch_version = importlib.metadata.version("torch") if torch_installed() else "not installed"
     cfg = deepnet.config()
-    build = (f"kernels {'compiled' if cfg['kernels compiled'] else 'NOT compiled'}, "
-             f"OpenMP {'on' if cfg['OpenMP'] else 'off'}, F16C {'on' if cfg['F16C'] else 'off'}")
+    build = (
+        f"kernels {'compiled' if cfg['kernels compiled'] else 'NOT compiled'}, "
+        f"OpenMP {'on' if cfg['OpenMP'] else 'off'}, F16C {'on' if cfg['F16C'] else 'off'}"
+    )
     return [
         f"machine: {cpu_model()}, {logical} logical CPUs ({physical} physical, {usable} usable), "
         f"{platform.system()} {platform.machine()}",
@@ -421,29 +492,49 @@ def machine_lines(threads, load_before):
         f"({build}), torch {torch_version}",
         f"BLAS (numpy, via threadpoolctl): {cfg['BLAS']}",
         f"threads: {threads} (deepnet kernels and BLAS: deepnet.set_num_threads; PyTorch: torch.set_num_threads)",
-    ] + ([] if load_before is None else
-         [f"load average (1 min): {load_before:.2f} before the runs, {load_average():.2f} after "
-          "(a load before the runs means other processes shared the CPUs)"])
+    ] + (
+        []
+        if load_before is None
+        else [
+            f"load average (1 min): {load_before:.2f} before the runs, {load_average():.2f} after "
+            "(a load before the runs means other processes shared the CPUs)"
+        ]
+    )
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for deepnet and PyTorch (default: deepnet.get_num_threads())")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads for deepnet and PyTorch (default: deepnet.get_num_threads())"
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed repetitions per measurement (default 20)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed repetitions first (default 3)")
     parser.add_argument("--quick", action="store_true", help="5 timed steps after 1 warm-up, 1 round (unless given)")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="rounds over all rows; each number is the median of the rounds (default 3)")
-    parser.add_argument("--scaling", action="store_true",
-                        help="also print throughput vs batch size and thread count")
-    parser.add_argument("--fma-peak", type=float, default=None, metavar="GFLOPS",
-                        help="the FMA peak at --threads (default: measured by benches/analysis/gemm_peak.c)")
-    parser.add_argument("--rows", default=",".join(row.key for row in ROWS),
-                        help="comma-separated rows to run (default: all): " + ", ".join(ROWS_BY_KEY))
-    parser.add_argument("--markdown", action="store_true",
-                        help="print a block to paste into the docs: the command that produced it, the machine "
-                             "as a list, then the same tables (GitHub markdown)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds over all rows; each number is the median of the rounds (default 3)",
+    )
+    parser.add_argument("--scaling", action="store_true", help="also print throughput vs batch size and thread count")
+    parser.add_argument(
+        "--fma-peak",
+        type=float,
+        default=None,
+        metavar="GFLOPS",
+        help="the FMA peak at --threads (default: measured by benches/analysis/gemm_peak.c)",
+    )
+    parser.add_argument(
+        "--rows",
+        default=",".join(row.key for row in ROWS),
+        help="comma-separated rows to run (default: all): " + ", ".join(ROWS_BY_KEY),
+    )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print a block to paste into the docs: the command that produced it, the machine "
+        "as a list, then the same tables (GitHub markdown)",
+    )
     parser.add_argument("--row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)  # a subprocess: one row
     parser.add_argument("--scaling-row", choices=ROWS_BY_KEY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -495,30 +586,39 @@ def main(argv=None):
 
     fma_peak = args.fma_peak if args.fma_peak is not None else measure_fma_peak(threads)
     context = machine_lines(threads, load_before) + [
-        "FMA peak: " + ("unknown (benches/analysis/gemm_peak.c could not be built)" if fma_peak is None else
-                        f"{fma_peak:.1f} GFLOP/s on {threads} thread(s)" +
-                        (" (given)" if args.fma_peak is not None else " (benches/analysis/gemm_peak.c)")),
+        "FMA peak: "
+        + (
+            "unknown (benches/analysis/gemm_peak.c could not be built)"
+            if fma_peak is None
+            else f"{fma_peak:.1f} GFLOP/s on {threads} thread(s)"
+            + (" (given)" if args.fma_peak is not None else " (benches/analysis/gemm_peak.c)")
+        ),
         f"{args.repeat} round(s) over the rows, each number the median of the rounds' medians of "
         f"{args.steps} timed steps after {args.warmup} warm-up steps "
         f"(NumPy reference: {reference_steps} after {reference_warmup}); training and inference at batch {BATCH}; "
-        "random MNIST-shaped inputs"]
+        "random MNIST-shaped inputs",
+    ]
     if args.markdown:
         print(f"Produced by `{command_line(__file__, sys.argv[1:])}`:\n")
         print("\n".join("- " + line for line in context) + "\n")
     else:
         print("\n".join(context) + "\n")
     print(main_table(results, rows, fma_peak))
-    print("\nratios: this row's images/s over the reference row's (above 1: faster). \"vs torch\" compares with "
-          "PyTorch's same model in float32, float64 rows with PyTorch float64; \"vs ref\" with the deepnet "
-          "NumPy reference (DeepConvNet rows only). "
-          "RSS: peak resident memory (ru_maxrss) of the row's own process before the timed steps and after "
-          "the training steps.")
+    print(
+        "\nratios: this row's images/s over the reference row's (above 1: faster). \"vs torch\" compares with "
+        'PyTorch\'s same model in float32, float64 rows with PyTorch float64; "vs ref" with the deepnet '
+        "NumPy reference (DeepConvNet rows only). "
+        "RSS: peak resident memory (ru_maxrss) of the row's own process before the timed steps and after "
+        "the training steps."
+    )
     mismatched = [row.label for row in rows if results[row.key].get("threads", threads) != threads]
     if mismatched:
         print(f"warning: {', '.join(mismatched)} ran with another thread count than {threads}")
     if scaling:
-        print(f"\nthroughput (images/s) vs batch size and threads; median of {max(2, args.steps // 2)} steps "
-              "after 1 warm-up step\n")
+        print(
+            f"\nthroughput (images/s) vs batch size and threads; median of {max(2, args.steps // 2)} steps "
+            "after 1 warm-up step\n"
+        )
         print(scaling_table(scaling))
 
 

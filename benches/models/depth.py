@@ -17,6 +17,7 @@ C = F/2.  All train with the book's recipe (Adam 0.001, batch 100) for the same 
 Per net: parameters, multiply-adds per image, receptive field, seconds per epoch, and the
 accuracy on all 10,000 test images after the last epoch (each net evaluated once).
 """
+
 import argparse
 import time
 
@@ -29,8 +30,14 @@ from deepnet.trainer import Trainer
 
 
 def head(features, rng, dtype, hidden=50, output=10):
-    return [L.Flatten(), affine_layer(features, hidden, rng, dtype), L.Relu(), L.Dropout(0.5, rng=rng),
-            affine_layer(hidden, output, rng, dtype), L.Dropout(0.5, rng=rng)]
+    return [
+        L.Flatten(),
+        affine_layer(features, hidden, rng, dtype),
+        L.Relu(),
+        L.Dropout(0.5, rng=rng),
+        affine_layer(hidden, output, rng, dtype),
+        L.Dropout(0.5, rng=rng),
+    ]
 
 
 def net_5x5(seed, dtype=np.float32):
@@ -45,6 +52,7 @@ def net_5x5(seed, dtype=np.float32):
 
 def equal_width(kernel, per_stage, width=32):
     """(kernel x kernel conv) x per_stage, pool, three times, every convolution ``width`` wide."""
+
     def make(seed, dtype=np.float32):
         rng = np.random.default_rng(seed)
         layers, channels = [], 1
@@ -54,11 +62,16 @@ def equal_width(kernel, per_stage, width=32):
                 channels = width
             layers.append(L.Pooling(2, 2, stride=2))
         return Sequential(*layers, *head(width * 3 * 3, rng, dtype), rng=rng)
+
     return make
 
 
-NETS = {"book": lambda seed: DeepConvNet(seed=seed), "5x5 x 3": net_5x5,
-        "3x3 pairs, width 32": equal_width(3, 2), "5x5 x 3, width 32": equal_width(5, 1)}
+NETS = {
+    "book": lambda seed: DeepConvNet(seed=seed),
+    "5x5 x 3": net_5x5,
+    "3x3 pairs, width 32": equal_width(3, 2),
+    "5x5 x 3, width 32": equal_width(5, 1),
+}
 
 
 def block_table():
@@ -76,38 +89,55 @@ def main():
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--data", default=None)
     parser.add_argument("--plot", help="draw accuracy against multiply-adds (needs matplotlib)")
-    parser.add_argument("--accuracies", metavar="ACC,...",
-                        help="no training: redraw --plot from the test accuracies of an earlier run, one per "
-                             "net in the table's order (e.g. README's); parameters and multiply-adds are computed")
+    parser.add_argument(
+        "--accuracies",
+        metavar="ACC,...",
+        help="no training: redraw --plot from the test accuracies of an earlier run, one per "
+        "net in the table's order (e.g. README's); parameters and multiply-adds are computed",
+    )
     args = parser.parse_args()
     if args.accuracies:
         accuracies = args.accuracies.split(",")
         if len(accuracies) != len(NETS) or not args.plot:
             parser.error(f"--accuracies needs {len(NETS)} values ({'; '.join(NETS)}), and --plot")
-        rows = [(name, describe(make(args.seed)), None, float(accuracy))
-                for (name, make), accuracy in zip(NETS.items(), accuracies)]
+        rows = [
+            (name, describe(make(args.seed)), None, float(accuracy))
+            for (name, make), accuracy in zip(NETS.items(), accuracies)
+        ]
         draw(rows, args.epochs, args.plot)
         return
     (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False, root=args.data)
-    x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
+    x_train, t_train = x_train[: args.train_size], t_train[: args.train_size]
     rows = []
     for name, make in NETS.items():
         net = make(args.seed)
         info = describe(net)
         # Per epoch the trainer checks 1,000 training images, as the book's recipe does.
-        trainer = Trainer(net, x_train, t_train, epochs=args.epochs, mini_batch_size=100, verbose=False,
-                          seed=args.seed, evaluate_sample_num_per_epoch=1000)
+        trainer = Trainer(
+            net,
+            x_train,
+            t_train,
+            epochs=args.epochs,
+            mini_batch_size=100,
+            verbose=False,
+            seed=args.seed,
+            evaluate_sample_num_per_epoch=1000,
+        )
         start = time.perf_counter()
         trainer.train()
         seconds = (time.perf_counter() - start) / args.epochs
         rows.append((name, info, seconds, net.accuracy(x_test, t_test)))
-    print(f"MNIST, {len(x_train)} training images, {args.epochs} epochs, the book's recipe; accuracy on all "
-          f"{len(x_test)} test images (each net evaluated once)\n")
+    print(
+        f"MNIST, {len(x_train)} training images, {args.epochs} epochs, the book's recipe; accuracy on all "
+        f"{len(x_test)} test images (each net evaluated once)\n"
+    )
     print("| net | parameters | multiply-adds / image | receptive field | s / epoch | test accuracy |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, info, seconds, accuracy in rows:
-        print(f"| {name} | {info['parameters']:,} | {info['multiply_adds'] / 1e6:.2f} M | "
-              f"{info['receptive_field']} px | {seconds:.1f} | {accuracy:.4f} |")
+        print(
+            f"| {name} | {info['parameters']:,} | {info['multiply_adds'] / 1e6:.2f} M | "
+            f"{info['receptive_field']} px | {seconds:.1f} | {accuracy:.4f} |"
+        )
     block_table()
     if args.plot:
         draw(rows, args.epochs, args.plot)
@@ -118,6 +148,7 @@ def figure_of(rows, epochs):
     labelled beside its point, inside the axes: never over the title or past the edges."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
     figure = Figure(figsize=(6, 4), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots()
@@ -126,12 +157,21 @@ def figure_of(rows, epochs):
     for (name, info, _, accuracy), mads in zip(rows, x):
         axes.scatter(mads, accuracy * 100, s=info["parameters"] / 1000)
         left = mads > middle  # labels of the right-hand points go to their left
-        axes.annotate(f"{name}\n{info['parameters'] / 1000:.0f}k params", (mads, accuracy * 100),
-                      xytext=(-10 if left else 10, 0), textcoords="offset points",
-                      ha="right" if left else "left", va="center", fontsize=9)
+        axes.annotate(
+            f"{name}\n{info['parameters'] / 1000:.0f}k params",
+            (mads, accuracy * 100),
+            xytext=(-10 if left else 10, 0),
+            textcoords="offset points",
+            ha="right" if left else "left",
+            va="center",
+            fontsize=9,
+        )
     axes.margins(x=0.15, y=0.2)  # room for the labels of the points at the edges
-    axes.set(xlabel="multiply-adds per image (millions)", ylabel="test accuracy (%)",
-             title=f"depth on MNIST, {epochs} epochs (point area: parameters)")
+    axes.set(
+        xlabel="multiply-adds per image (millions)",
+        ylabel="test accuracy (%)",
+        title=f"depth on MNIST, {epochs} epochs (point area: parameters)",
+    )
     return figure
 
 

@@ -8,6 +8,7 @@ the two passes alternate in this one process (each first every other round), so 
 same machine;
 the answers are checked equal first.  Prints the medians in images/s and their ratio.
 """
+
 import argparse
 import statistics
 import time
@@ -45,7 +46,7 @@ def main():
     times = {"fused": [], "layer by layer": []}
     passes = [("fused", fused), ("layer by layer", layer_by_layer)]
     for round_ in range(args.rounds):
-        for name, run in passes if round_ % 2 else passes[::-1]:   # each goes first every other round
+        for name, run in passes if round_ % 2 else passes[::-1]:  # each goes first every other round
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)

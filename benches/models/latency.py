@@ -9,6 +9,7 @@ per framework, and in how many rounds deepnet was faster.  deepnet infers as a d
 model would (BN folded, fold_batch_norm; DeepConvNet has none), PyTorch in eval mode
 under no_grad.  Without PyTorch (pip install ".[bench]") only deepnet's rows are printed.
 """
+
 import argparse
 import importlib.util
 import json
@@ -18,13 +19,14 @@ import sys
 from pathlib import Path
 
 BENCHES = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCHES))   # compare.py and torch_deepconvnet.py
+sys.path.insert(0, str(BENCHES))  # compare.py and torch_deepconvnet.py
 WARMUP = 50
 
 
 def predictor(framework, threads):
     """A function that predicts one random MNIST-shaped image."""
     import numpy as np
+
     if framework == "torch":
         import torch
 
@@ -38,9 +40,11 @@ def predictor(framework, threads):
         def predict():
             with torch.no_grad():
                 return model(x)
+
         return predict
     import deepnet
     from deepnet.nets import DeepConvNet, fold_batch_norm
+
     deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
 
     deepnet.set_num_threads(threads)
@@ -52,6 +56,7 @@ def predictor(framework, threads):
 def measure(framework, threads, calls):
     """Median seconds of one prediction (in this process)."""
     from compare import median_seconds
+
     return median_seconds(predictor(framework, threads), WARMUP, calls)
 
 
@@ -61,8 +66,9 @@ def rounds_table(medians):
     frameworks = list(medians)
     rounds = len(medians[frameworks[0]]) if frameworks else 0
     lines = ["| round | " + " | ".join(frameworks) + " |", "|---:|" + "---:|" * len(frameworks)]
-    lines += [f"| {i + 1} | " + " | ".join(f"{medians[name][i]:.3f}" for name in frameworks) + " |"
-              for i in range(rounds)]
+    lines += [
+        f"| {i + 1} | " + " | ".join(f"{medians[name][i]:.3f}" for name in frameworks) + " |" for i in range(rounds)
+    ]
     lines.append("| median | " + " | ".join(f"{statistics.median(medians[name]):.3f}" for name in frameworks) + " |")
     return "\n".join(lines)
 
@@ -72,9 +78,12 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=400)
-    parser.add_argument("--markdown", action="store_true",
-                        help="print a block to paste into the docs: the command that produced it, then the "
-                             "same table (GitHub markdown)")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print a block to paste into the docs: the command that produced it, then the "
+        "same table (GitHub markdown)",
+    )
     parser.add_argument("--framework", choices=("deepnet", "torch"), help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.threads < 1 or args.rounds < 1 or args.calls < 1:
@@ -87,16 +96,34 @@ def main():
     for round_ in range(args.rounds):
         order = frameworks if round_ % 2 == 0 else frameworks[::-1]
         for name in order:
-            child = subprocess.run([sys.executable, __file__, "--framework", name, "--threads", str(args.threads),
-                                    "--calls", str(args.calls)], capture_output=True, text=True, check=True)
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--framework",
+                    name,
+                    "--threads",
+                    str(args.threads),
+                    "--calls",
+                    str(args.calls),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             medians[name].append(1e3 * json.loads(child.stdout.strip().splitlines()[-1]))
-        print(f"round {round_ + 1}: " + ", ".join(f"{name} {medians[name][-1]:.3f} ms" for name in frameworks),
-              file=sys.stderr)
+        print(
+            f"round {round_ + 1}: " + ", ".join(f"{name} {medians[name][-1]:.3f} ms" for name in frameworks),
+            file=sys.stderr,
+        )
     if args.markdown:
         from compare import command_line
+
         print(f"Produced by `{command_line(__file__, sys.argv[1:])}`:\n")
-    print(f"DeepConvNet float32, batch 1, {args.threads} thread(s), median of {args.calls} calls per "
-          f"process, {args.rounds} alternating rounds (ms)\n")
+    print(
+        f"DeepConvNet float32, batch 1, {args.threads} thread(s), median of {args.calls} calls per "
+        f"process, {args.rounds} alternating rounds (ms)\n"
+    )
     print(rounds_table(medians))
     if "torch" in medians:
         faster = sum(d < t for d, t in zip(medians["deepnet"], medians["torch"]))

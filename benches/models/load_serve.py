@@ -9,6 +9,7 @@ prints the latency percentiles and the server's memory (resident set) before and
 Bounded in count and in time (--max-seconds), it stops by itself, and it talks only to
 the loopback address. Needs Pillow (the [app] extra).
 """
+
 import argparse
 import http.client
 import io
@@ -53,18 +54,25 @@ def main(argv=None):
             server.wait(timeout=30)
 
     ms = np.array(latencies) * 1000
-    print(f"deepnet serve load test: {len(ms)} requests to {args.path} from {args.threads} threads, "
-          f"{HOST}, {len(pictures)} different 280x280 PNG drawings, server --threads {args.kernel_threads}")
+    print(
+        f"deepnet serve load test: {len(ms)} requests to {args.path} from {args.threads} threads, "
+        f"{HOST}, {len(pictures)} different 280x280 PNG drawings, server --threads {args.kernel_threads}"
+    )
     print()
     print("| requests | errors | wall s | req/s | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {len(ms)} | {errors} | {wall:.2f} | {len(ms) / wall:.0f} | {np.percentile(ms, 50):.2f} | "
-          f"{np.percentile(ms, 90):.2f} | {np.percentile(ms, 99):.2f} | {ms.max():.2f} |")
+    print(
+        f"| {len(ms)} | {errors} | {wall:.2f} | {len(ms) / wall:.0f} | {np.percentile(ms, 50):.2f} | "
+        f"{np.percentile(ms, 90):.2f} | {np.percentile(ms, 99):.2f} | {ms.max():.2f} |"
+    )
     print()
     print("| server memory | RSS MB | peak RSS MB |")
     print("|:---|---:|---:|")
-    for when, (rss, peak) in [("started", rss_start), ("after 20 warm-up requests", rss_warm),
-                              ("after the load", rss_end)]:
+    for when, (rss, peak) in [
+        ("started", rss_start),
+        ("after 20 warm-up requests", rss_warm),
+        ("after the load", rss_end),
+    ]:
         print(f"| {when} | {rss:.1f} | {peak:.1f} |")
     return 1 if errors else 0
 
@@ -82,9 +90,25 @@ def drawings(count):
 
 
 def start_server(params, kernel_threads, log):
-    server = subprocess.Popen([sys.executable, "-m", "deepnet", "serve", "--params", params, "--host", HOST,
-                               "--port", "0", "--threads", str(kernel_threads)],
-                              stdout=subprocess.PIPE, stderr=log, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deepnet",
+            "serve",
+            "--params",
+            params,
+            "--host",
+            HOST,
+            "--port",
+            "0",
+            "--threads",
+            str(kernel_threads),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     banner = server.stdout.readline()
     found = re.match(r"deepnet serve: http://127\.0\.0\.1:(\d+)/", banner)
     if not found:

@@ -9,6 +9,7 @@ flat buffer, reduce + broadcast), and prints one JSON line (rank 0).  The driver
 layouts in alternating subprocesses and prints medians; benches/analysis/scaling_model.py uses
 these numbers.
 """
+
 import argparse
 import json
 import os
@@ -26,6 +27,7 @@ def worker(args):
     import deepnet
     from deepnet.distributed import MPICommunicator, SingleProcess
     from deepnet.nets import DeepConvNet
+
     deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
     from deepnet.trainer import Trainer
 
@@ -53,10 +55,18 @@ def worker(args):
             steps.append(elapsed)
             reductions.append(reduction)
     if comm.is_root:
-        print(json.dumps({"ranks": comm.size, "threads": args.threads, "step_s": statistics.median(steps),
-                          "reduction_s": statistics.median(reductions),
-                          "gradient_bytes": int(sum(g.nbytes for g in grads.values())),
-                          "img_per_s": BATCH / statistics.median(steps)}))
+        print(
+            json.dumps(
+                {
+                    "ranks": comm.size,
+                    "threads": args.threads,
+                    "step_s": statistics.median(steps),
+                    "reduction_s": statistics.median(reductions),
+                    "gradient_bytes": int(sum(g.nbytes for g in grads.values())),
+                    "img_per_s": BATCH / statistics.median(steps),
+                }
+            )
+        )
 
 
 LAYOUTS = [(1, 2), (2, 1)]  # (ranks, threads per rank)
@@ -73,16 +83,20 @@ def driver(args):
                 command = [mpiexec, "-n", str(ranks)] + command + ["--mpi"]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             results[(ranks, threads)].append(json.loads(output.strip().splitlines()[-1]))
-    print(f"DeepConvNet float32, global batch {BATCH}, {args.rounds} alternating rounds of {args.steps} steps "
-          "(medians)\n")
+    print(
+        f"DeepConvNet float32, global batch {BATCH}, {args.rounds} alternating rounds of {args.steps} steps (medians)\n"
+    )
     print("| ranks x threads | img/s | step ms | gradient reduction ms/step |")
     print("|---|---:|---:|---:|")
     summary = {}
     for (ranks, threads), runs in results.items():
         step = statistics.median(r["step_s"] for r in runs)
         reduction = statistics.median(r["reduction_s"] for r in runs)
-        summary[f"{ranks}x{threads}"] = {"step_s": step, "reduction_s": reduction,
-                                         "gradient_bytes": runs[0]["gradient_bytes"]}
+        summary[f"{ranks}x{threads}"] = {
+            "step_s": step,
+            "reduction_s": reduction,
+            "gradient_bytes": runs[0]["gradient_bytes"],
+        }
         print(f"| {ranks} x {threads} | {BATCH / step:.0f} | {step * 1e3:.1f} | {reduction * 1e3:.3f} |")
     if args.json:
         with open(args.json, "w") as f:

@@ -11,6 +11,7 @@ deepnet.nets.ResNet().  Used by benches/models/compare.py as the PyTorch baselin
 One difference that costs nothing measurable: PyTorch's dropout is "inverted" (it scales
 by 1/(1-p) while training), the book's scales by (1-p) at inference.
 """
+
 import torch
 from torch import nn
 
@@ -18,8 +19,7 @@ from torch import nn
 CONVS = [(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]
 
 
-def deep_conv_net(input_dim=(1, 28, 28), hidden_size=50, output_size=10, dtype=torch.float32, seed=0,
-                  batch_norm=False):
+def deep_conv_net(input_dim=(1, 28, 28), hidden_size=50, output_size=10, dtype=torch.float32, seed=0, batch_norm=False):
     """The network as an nn.Sequential in ``dtype``, He-initialised from ``seed``."""
     torch.manual_seed(seed)
     channels, height, width = input_dim
@@ -44,8 +44,13 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels, channels, stride):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_channels, channels, 3, stride, 1), nn.BatchNorm2d(channels),
-                                  nn.ReLU(), nn.Conv2d(channels, channels, 3, 1, 1), nn.BatchNorm2d(channels))
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, stride, 1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, 1, 1),
+            nn.BatchNorm2d(channels),
+        )
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != channels:
             self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, 0), nn.BatchNorm2d(channels))
@@ -68,8 +73,11 @@ def resnet(input_channels=1, widths=(16, 32, 64), blocks=(2, 2, 2), output_size=
     return _he_initialised(nn.Sequential(*layers)).to(dtype)
 
 
-MODELS = {"deepconvnet": deep_conv_net, "deepconvnet-bn": lambda **kw: deep_conv_net(batch_norm=True, **kw),
-          "resnet": resnet}  # the names of deepnet.recipes.MODEL_NAMES
+MODELS = {
+    "deepconvnet": deep_conv_net,
+    "deepconvnet-bn": lambda **kw: deep_conv_net(batch_norm=True, **kw),
+    "resnet": resnet,
+}  # the names of deepnet.recipes.MODEL_NAMES
 
 
 def _he_initialised(model):

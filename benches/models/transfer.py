@@ -11,6 +11,7 @@ optimizer; the test images of 5-9 (4,861) are evaluated once per model, at the e
   frozen       the same, but the six convolutions frozen (trainable = False): only the two
                affine layers learn.
 """
+
 import argparse
 import time
 
@@ -28,8 +29,17 @@ def digits(x, t, classes):
 
 def train(net, x, t, epochs, seed, lr):
     start = time.perf_counter()
-    Trainer(net, x, t, epochs=epochs, mini_batch_size=50, optimizer_param={"lr": lr}, verbose=False,
-            seed=seed, evaluate_sample_num_per_epoch=1000).train()
+    Trainer(
+        net,
+        x,
+        t,
+        epochs=epochs,
+        mini_batch_size=50,
+        optimizer_param={"lr": lr},
+        verbose=False,
+        seed=seed,
+        evaluate_sample_num_per_epoch=1000,
+    ).train()
     return time.perf_counter() - start
 
 
@@ -46,7 +56,7 @@ def main():
     (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False, root=args.data)
     first, second = np.arange(5), np.arange(5, 10)
     x_a, t_a = digits(x_train, t_train, first)
-    x_a, t_a = x_a[:args.pretrain_size], t_a[:args.pretrain_size]
+    x_a, t_a = x_a[: args.pretrain_size], t_a[: args.pretrain_size]
     x_b, t_b = digits(x_train, t_train, second)
     pick = np.random.default_rng(args.seed).choice(len(x_b), args.labelled, replace=False)
     x_b, t_b = x_b[pick], t_b[pick]
@@ -55,8 +65,10 @@ def main():
     pretrained = DeepConvNet(output_size=5, seed=args.seed)
     seconds = train(pretrained, x_a, t_a, args.pretrain_epochs, args.seed, 0.001)
     x_a_test, t_a_test = digits(x_test, t_test, first)
-    print(f"pre-trained on {len(x_a)} images of 0-4 for {args.pretrain_epochs} epochs ({seconds:.0f} s): "
-          f"{pretrained.accuracy(x_a_test, t_a_test):.4f} on the {len(x_a_test)} test images of 0-4")
+    print(
+        f"pre-trained on {len(x_a)} images of 0-4 for {args.pretrain_epochs} epochs ({seconds:.0f} s): "
+        f"{pretrained.accuracy(x_a_test, t_a_test):.4f} on the {len(x_a_test)} test images of 0-4"
+    )
     body = [f"{kind}{i}" for i in range(1, 8) for kind in "Wb"]  # everything but the head W8, b8
 
     rows = []
@@ -72,8 +84,10 @@ def main():
         seconds = train(net, x_b, t_b, args.finetune_epochs, args.seed, 0.001)
         rows.append((method, trainable, net.accuracy(x_b_test, t_b_test), seconds))
 
-    print(f"\nlearning 5-9 from {args.labelled} labelled images, {args.finetune_epochs} epochs; accuracy on the "
-          f"{len(x_b_test)} test images of 5-9 (each model evaluated once)\n")
+    print(
+        f"\nlearning 5-9 from {args.labelled} labelled images, {args.finetune_epochs} epochs; accuracy on the "
+        f"{len(x_b_test)} test images of 5-9 (each model evaluated once)\n"
+    )
     print("| start | trained parameters | test accuracy 5-9 | seconds |")
     print("|---|---:|---:|---:|")
     for method, trainable, accuracy, seconds in rows:

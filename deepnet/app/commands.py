@@ -8,6 +8,7 @@ results on stdout, and the exit code is then 1. Exit codes: 0 every file read; 1
 file unreadable, or a network whose output is not finite, or another error of the
 input; 2 a usage error (an option, a missing file, no Pillow).
 """
+
 import argparse
 import errno
 import json
@@ -25,27 +26,41 @@ PREDICT_BATCH = 64  # images run through the network at once: bounds predict's m
 
 def add_predict(commands):
     p = commands.add_parser("predict", help="read digits in your own PNG or JPEG files")
-    p.add_argument("--params", required=True, type=existing_file, metavar="FILE",
-                   help="the trained network: a saved model, an .npz from 'deepnet train' or the book's .pkl")
-    p.add_argument("--json", action="store_true",
-                   help='print a JSON list of {"file", "label", "probabilities"}')
+    p.add_argument(
+        "--params",
+        required=True,
+        type=existing_file,
+        metavar="FILE",
+        help="the trained network: a saved model, an .npz from 'deepnet train' or the book's .pkl",
+    )
+    p.add_argument("--json", action="store_true", help='print a JSON list of {"file", "label", "probabilities"}')
     p.add_argument("images", nargs="+", type=existing_file, metavar="IMAGE")
-    p.set_defaults(command=run_predict,
-                   memory_hint=f"not enough to run the network of --params on up to {PREDICT_BATCH} images at once; "
-                               f"close other programs or give fewer IMAGE files")
+    p.set_defaults(
+        command=run_predict,
+        memory_hint=f"not enough to run the network of --params on up to {PREDICT_BATCH} images at once; "
+        f"close other programs or give fewer IMAGE files",
+    )
 
 
 def add_serve(commands):
     p = commands.add_parser("serve", help="a local web page: draw a digit and watch the network read it")
-    p.add_argument("--params", required=True, type=existing_file, metavar="FILE",
-                   help="the trained network: a saved model, an .npz from 'deepnet train' or the book's .pkl")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default %(default)s: this machine only)")
+    p.add_argument(
+        "--params",
+        required=True,
+        type=existing_file,
+        metavar="FILE",
+        help="the trained network: a saved model, an .npz from 'deepnet train' or the book's .pkl",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default %(default)s; 0 picks a free one)")
-    p.add_argument("--threads", type=positive_int, default=1, metavar="N",
-                   help="threads for the kernels (default 1: the fastest for one image at a time)")
-    p.set_defaults(command=run_serve,
-                   memory_hint="not enough for the network of --params; close other programs")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="threads for the kernels (default 1: the fastest for one image at a time)",
+    )
+    p.set_defaults(command=run_serve, memory_hint="not enough for the network of --params; close other programs")
 
 
 def _port(text):
@@ -73,25 +88,37 @@ def run_predict(args):
     reader = inference.DigitReader(inference.load_for_inference(args.params))
     results = []
     for start in range(0, len(inputs), PREDICT_BATCH):
-        batch = np.stack(inputs[start:start + PREDICT_BATCH])
+        batch = np.stack(inputs[start : start + PREDICT_BATCH])
         try:
             probabilities = reader.probabilities(batch)
         except inference.NonFiniteOutput as exc:
             if len(exc.rows) == len(batch) and not results:  # every output so far: the model is broken
                 raise ValueError(f"--params {args.params}: {exc}") from None
             probabilities = exc.probabilities
-        results.extend(zip(paths[start:start + PREDICT_BATCH], probabilities))
+        results.extend(zip(paths[start : start + PREDICT_BATCH], probabilities))
     finite = []
     for path, p in results:
         if np.isfinite(p).all():
             finite.append((path, p))
         else:
             unread += 1
-            fail(args, f"error: {path}: the network's output for this image is not finite; "
-                       f"the model in --params {args.params} is broken", 1)
+            fail(
+                args,
+                f"error: {path}: the network's output for this image is not finite; "
+                f"the model in --params {args.params} is broken",
+                1,
+            )
     if args.json:
-        print(json.dumps([{"file": path, "label": int(np.argmax(p)), "probabilities": [float(v) for v in p]}
-                          for path, p in finite], indent=2, allow_nan=False))
+        print(
+            json.dumps(
+                [
+                    {"file": path, "label": int(np.argmax(p)), "probabilities": [float(v) for v in p]}
+                    for path, p in finite
+                ],
+                indent=2,
+                allow_nan=False,
+            )
+        )
     else:
         for path, p in finite:
             top3 = np.argsort(p)[::-1][:3]

@@ -1,12 +1,12 @@
 """A trained network, shared by ``deepnet predict`` and the threads of ``deepnet serve``."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..layers import softmax
 
-__all__ = ["MAX_IMAGE_BYTES", "NonFiniteOutput", "load_for_inference", "DigitReader",
-           "image_error_message"]
+__all__ = ["MAX_IMAGE_BYTES", "NonFiniteOutput", "load_for_inference", "DigitReader", "image_error_message"]
 
 # The largest image file read, by ``deepnet predict`` from disk and by ``deepnet serve`` from
 # a request's body: checked from the file's size (or Content-Length) before reading.
@@ -23,9 +23,11 @@ class NonFiniteOutput(ArithmeticError):
         self.rows = rows
         self.probabilities = probabilities
         which = "the image" if total == 1 else f"{len(rows)} of the {total} images"
-        super().__init__(f"the network's output is not finite ({' and '.join(kinds)}) for {which}: "
-                         f"expected finite scores; the model's parameters are broken "
-                         f"(NaN, infinite, or so large that they overflow)")
+        super().__init__(
+            f"the network's output is not finite ({' and '.join(kinds)}) for {which}: "
+            f"expected finite scores; the model's parameters are broken "
+            f"(NaN, infinite, or so large that they overflow)"
+        )
 
 
 def load_for_inference(path, dtype=None):
@@ -62,8 +64,11 @@ class DigitReader:
         with np.errstate(invalid="ignore"):
             probabilities = softmax(scores)
         if not finite.all():
-            kinds = [kind for kind, present in (("NaN", np.isnan(scores).any()),
-                                                ("infinity", np.isinf(scores).any())) if present]
+            kinds = [
+                kind
+                for kind, present in (("NaN", np.isnan(scores).any()), ("infinity", np.isinf(scores).any()))
+                if present
+            ]
             probabilities[~finite] = np.nan
             raise NonFiniteOutput(np.flatnonzero(~finite), len(scores), kinds, probabilities)
         return probabilities

@@ -22,16 +22,32 @@ mnist_input then shrinks the picture to WORK_SIDE pixels a side before making ar
 that a request's working memory is bounded by a constant. Error messages speak of the user's
 image ("the image is blank: ..."): they are shown to the user as they are.
 """
+
 import io
 import re
 
 import numpy as np
 
-__all__ = ["ImageError", "ImageTooLarge", "BlankImage", "PILLOW_INSTALL_HINT", "MAX_PIXELS",
-           "MAX_ASPECT", "WORK_SIDE", "require_pillow", "mnist_input", "read_grayscale",
-           "check_size", "digit_to_mnist", "ink_map", "centre_of_mass"]
+__all__ = [
+    "ImageError",
+    "ImageTooLarge",
+    "BlankImage",
+    "PILLOW_INSTALL_HINT",
+    "MAX_PIXELS",
+    "MAX_ASPECT",
+    "WORK_SIDE",
+    "require_pillow",
+    "mnist_input",
+    "read_grayscale",
+    "check_size",
+    "digit_to_mnist",
+    "ink_map",
+    "centre_of_mass",
+]
 
-PILLOW_INSTALL_HINT = 'reading images needs Pillow: pip install -e ".[app]" in deepnet\'s source directory (or pip install Pillow)'
+PILLOW_INSTALL_HINT = (
+    'reading images needs Pillow: pip install -e ".[app]" in deepnet\'s source directory (or pip install Pillow)'
+)
 FORMATS = ("PNG", "JPEG")
 MAX_PIXELS = 16_000_000  # a 16-megapixel photo fits; a decompression bomb does not
 MAX_ASPECT = 20  # longest side / shortest side: a 16,000,000 x 1 strip is refused unread
@@ -89,12 +105,13 @@ def check_size(width, height):
     """Raise ImageTooLarge unless a width x height image may be decoded: at most MAX_PIXELS
     pixels, and its long side at most MAX_ASPECT times its short side."""
     if width * height > MAX_PIXELS:
-        raise ImageTooLarge(f"the image is {width}x{height} pixels, more than the "
-                            f"{MAX_PIXELS:,} accepted")
+        raise ImageTooLarge(f"the image is {width}x{height} pixels, more than the {MAX_PIXELS:,} accepted")
     if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
-        raise ImageTooLarge(f"the image is {width}x{height} pixels, its long side "
-                            f"{max(width, height) / max(1, min(width, height)):,.0f} times its "
-                            f"short side; at most {MAX_ASPECT}:1 is accepted")
+        raise ImageTooLarge(
+            f"the image is {width}x{height} pixels, its long side "
+            f"{max(width, height) / max(1, min(width, height)):,.0f} times its "
+            f"short side; at most {MAX_ASPECT}:1 is accepted"
+        )
 
 
 def read_grayscale(data, max_side=None):
@@ -122,11 +139,9 @@ def read_grayscale(data, max_side=None):
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise ImageTooLarge(f"the image has {pixels}, more than the {MAX_PIXELS:,} "
-                            "accepted") from None
+        raise ImageTooLarge(f"the image has {pixels}, more than the {MAX_PIXELS:,} accepted") from None
     except Image.UnidentifiedImageError:
-        raise ImageError("the image is neither PNG nor JPEG (only PNG or JPEG images are "
-                         "read)") from None
+        raise ImageError("the image is neither PNG nor JPEG (only PNG or JPEG images are read)") from None
     except Exception as exc:  # Pillow's decoders raise many types for broken files
         raise ImageError(f"the image is unreadable ({type(exc).__name__}: {exc})") from None
 
@@ -149,8 +164,7 @@ def _grayscale_image(image):
         if alpha.getextrema()[0] < 255:  # some transparency
             visible = alpha.point(lambda a: 255 if a >= VISIBLE_ALPHA else 0)
             colours = ImageStat.Stat(rgba.convert("RGB"), mask=visible)
-            if colours.count[0] > 0 and all(high - low <= ONE_COLOUR
-                                            for low, high in colours.extrema):
+            if colours.count[0] > 0 and all(high - low <= ONE_COLOUR for low, high in colours.extrema):
                 return alpha.point(lambda a: 255 - a)  # one colour: the alpha is the ink
         return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")
     return image.convert("L")
@@ -199,8 +213,7 @@ def _ink_map(gray):
     ink.clip(0, 1, out=ink)
     contrast = float(ink.max())
     if contrast < MIN_CONTRAST:
-        raise BlankImage("the image is blank: no ink found (nothing stands out from the "
-                         "background)")
+        raise BlankImage("the image is blank: no ink found (nothing stands out from the background)")
     ink /= contrast
     return ink, noisy
 
@@ -227,7 +240,7 @@ def _paper(gray):
     if rows < 3 or columns < 3:  # too small to fit a surface: one level, the border's
         border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
         return max(float(np.median(border)), MIN_PAPER)
-    cells = gray[:rows * block, :columns * block].reshape(rows, block, columns, block)
+    cells = gray[: rows * block, : columns * block].reshape(rows, block, columns, block)
     cells = np.median(cells.transpose(0, 2, 1, 3).reshape(rows, columns, -1), axis=2)
     # Cell centres, and every pixel, in coordinates from -1 to 1 across the picture.
     y = _unit((np.arange(rows) + 0.5) * block - 0.5, height)
@@ -293,7 +306,7 @@ def _remove_lines_along_rows(ink):
     strips = width // LINE_STRIP
     if strips < 4 or height < 8:
         return
-    profiles = ink[:, :strips * LINE_STRIP].reshape(height, strips, LINE_STRIP).mean(axis=2)
+    profiles = ink[:, : strips * LINE_STRIP].reshape(height, strips, LINE_STRIP).mean(axis=2)
     if np.mean(profiles.max(axis=0) >= LINE_INK) < LINE_SPAN:
         return  # no line can cross LINE_SPAN of the strips: a drawing on a clean page
     slope = _line_slope(ink)
@@ -373,7 +386,7 @@ def _line_slope(ink):
     height, width = ink.shape
     factor = -(-max(height, width) // LINE_SEARCH)
     if factor > 1 and min(height, width) >= 8 * factor:
-        small = _pool(ink, factor).mean(axis=(1, 3))[:height // factor, :width // factor]
+        small = _pool(ink, factor).mean(axis=(1, 3))[: height // factor, : width // factor]
         near = _line_slope(small)
         steps = np.arange(factor + 1)
         slopes = near + np.stack([steps, -steps], axis=1).ravel()[1:] / width
@@ -387,16 +400,16 @@ def _best_slope(ink, slopes):
     height, width = ink.shape
     strips = min(32, width // LINE_STRIP)
     strip = width // strips
-    profiles = ink[:, :strips * strip].reshape(height, strips, strip).mean(axis=2)
+    profiles = ink[:, : strips * strip].reshape(height, strips, strip).mean(axis=2)
     centres = _centres(strips, strip, width).astype(np.float32)
     window = max(5, height // 30)
     edge = 0
     scores = []
     chunk = max(1, 1_000_000 // (height * strips))  # bounds the memory: ~ 4 MB a chunk
     for start in range(0, len(slopes), chunk):
-        shifts = slopes[start:start + chunk, None] * centres
+        shifts = slopes[start : start + chunk, None] * centres
         level = np.quantile(_shifted(profiles, shifts), 1 - LINE_SPAN, axis=2)
-        thin = (level - _opening(level, window))[:, edge:height - edge]
+        thin = (level - _opening(level, window))[:, edge : height - edge]
         scores.append(np.einsum("ah,ah->a", thin, thin))
     return float(slopes[int(np.argmax(np.concatenate(scores)))])
 
@@ -410,11 +423,16 @@ def _opening(profiles, window):
     before, after = window // 2, window - 1 - window // 2
     pad = [(0, 0)] * (np.ndim(profiles) - 1)
     lowest = np.min(profiles, axis=-1, keepdims=True)
-    padded = np.concatenate([np.broadcast_to(lowest, profiles.shape[:-1] + (before,)), profiles,
-                             np.broadcast_to(lowest, profiles.shape[:-1] + (after,))], axis=-1)
+    padded = np.concatenate(
+        [
+            np.broadcast_to(lowest, profiles.shape[:-1] + (before,)),
+            profiles,
+            np.broadcast_to(lowest, profiles.shape[:-1] + (after,)),
+        ],
+        axis=-1,
+    )
     low = sliding_window_view(padded, window, axis=-1).min(axis=-1)
-    return sliding_window_view(np.pad(low, pad + [(after, before)], mode="edge"), window,
-                               axis=-1).max(axis=-1)
+    return sliding_window_view(np.pad(low, pad + [(after, before)], mode="edge"), window, axis=-1).max(axis=-1)
 
 
 def _smooth(ink):
@@ -439,7 +457,7 @@ def _digit(ink, noisy):
             inked = np.zeros_like(inked)
             for dy in (0, 1):
                 for dx in (0, 1):
-                    inked[dy:dy + squares.shape[0], dx:dx + squares.shape[1]] |= squares
+                    inked[dy : dy + squares.shape[0], dx : dx + squares.shape[1]] |= squares
     cell = -(-max(ink.shape) // DIGIT_CELLS)
     cells = _pool(inked, cell).any(axis=(1, 3))
     mass = _pool(np.where(inked, ink, 0), cell).sum(axis=(1, 3))
@@ -467,7 +485,7 @@ def _pool(image, cell):
 
 
 def _cells_to_pixels(cells, cell, shape):
-    return np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)[:shape[0], :shape[1]]
+    return np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)[: shape[0], : shape[1]]
 
 
 def _digit_cells(cells, mass):
@@ -488,8 +506,9 @@ def _digit_cells(cells, mass):
     np.minimum.at(left, flat, columns)
     np.maximum.at(right, flat, columns)
     near = max(1.0, DIGIT_NEAR * max(bottom[main] - top[main], right[main] - left[main]) + 1)
-    gap = np.maximum(np.maximum(top - bottom[main], top[main] - bottom),
-                     np.maximum(left - right[main], left[main] - right))
+    gap = np.maximum(
+        np.maximum(top - bottom[main], top[main] - bottom), np.maximum(left - right[main], left[main] - right)
+    )
     keep = gap <= near
     keep[0] = False
     return keep[labels]
@@ -548,8 +567,9 @@ def digit_to_mnist(gray):
     digit = np.pad(digit, 1)
     y, x = centre_of_mass(digit)
     shift = (1, 0, x - CENTRE, 0, 1, y - CENTRE)  # output pixel (i, j) samples (i + dy, j + dx)
-    field = Image.fromarray(digit).transform((FIELD, FIELD), Image.Transform.AFFINE, shift,
-                                             resample=Image.Resampling.BILINEAR)
+    field = Image.fromarray(digit).transform(
+        (FIELD, FIELD), Image.Transform.AFFINE, shift, resample=Image.Resampling.BILINEAR
+    )
     field = np.asarray(field, dtype=np.float32).clip(0, 1)
     return field / field.max()  # MNIST's digits peak at 1; scaling and shifting lower thin strokes
 

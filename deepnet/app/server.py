@@ -33,6 +33,7 @@ One request per connection (HTTP/1.0), each connection cut after CONNECTION_DEAD
 seconds, so a slow client cannot hold a thread. A client that hangs up is no error: it
 is not logged.
 """
+
 import base64
 import contextlib
 import ipaddress
@@ -64,11 +65,14 @@ WORK_WAIT = 5.0  # seconds a request waits for a free slot before it gets 503
 MAX_POSTS = 8  # images received, waiting or worked on at once: at most this many bodies (MAX_BODY each) are held
 RETRY_AFTER = 1  # seconds, the 503's Retry-After
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
-              "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-              "/style.css": ("style.css", "text/css; charset=utf-8")}
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; object-src 'none'; "
-                           "base-uri 'none'; frame-ancestors 'none'")
+PAGE_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 class RequestError(Exception):
@@ -94,9 +98,18 @@ class DigitServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # socketserver's 5: a burst of more connections waits for 1 s SYN retries
 
-    def __init__(self, reader, host="127.0.0.1", port=8000, log_requests=True,
-                 read_timeout=READ_TIMEOUT, connection_deadline=CONNECTION_DEADLINE,
-                 work_slots=None, work_wait=None, max_posts=None):
+    def __init__(
+        self,
+        reader,
+        host="127.0.0.1",
+        port=8000,
+        log_requests=True,
+        read_timeout=READ_TIMEOUT,
+        connection_deadline=CONNECTION_DEADLINE,
+        work_slots=None,
+        work_wait=None,
+        max_posts=None,
+    ):
         self.reader = reader
         self.work_slot_count = WORK_SLOTS if work_slots is None else work_slots
         self.work_slots = threading.BoundedSemaphore(self.work_slot_count)
@@ -105,8 +118,7 @@ class DigitServer(ThreadingHTTPServer):
         self.log_requests = log_requests
         self.read_timeout = read_timeout
         self.connection_deadline = connection_deadline
-        self.page = {route: (_package_file(name), content_type)
-                     for route, (name, content_type) in PAGE_FILES.items()}
+        self.page = {route: (_package_file(name), content_type) for route, (name, content_type) in PAGE_FILES.items()}
         self.filters = _filters_json(reader.first_filters())
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -126,8 +138,11 @@ class DigitServer(ThreadingHTTPServer):
         # Listening on every address: any IP address of this machine, as the clients on the
         # network know it. An address is no name that a foreign page can rebind.
         name, _, port = host.rpartition(":")
-        return (self.any_address and port == str(self.server_address[1])
-                and _is_ip_address(name.removeprefix("[").removesuffix("]")))
+        return (
+            self.any_address
+            and port == str(self.server_address[1])
+            and _is_ip_address(name.removeprefix("[").removesuffix("]"))
+        )
 
     @contextlib.contextmanager
     def post_slot(self):
@@ -143,8 +158,10 @@ class DigitServer(ThreadingHTTPServer):
     def work_slot(self):
         """Hold one of the work slots, waiting up to work_wait seconds; 503 if none frees."""
         if not self.work_slots.acquire(timeout=self.work_wait):
-            raise _busy(f"the server is busy reading other images (at most {self.work_slot_count} "
-                        f"at once); try again in a moment")
+            raise _busy(
+                f"the server is busy reading other images (at most {self.work_slot_count} "
+                f"at once); try again in a moment"
+            )
         try:
             yield
         finally:
@@ -260,13 +277,13 @@ class _Handler(BaseHTTPRequestHandler):
             image = preprocess.mnist_input(data)
             del data
             [probabilities] = self.server.reader.probabilities(image[None])
-            answer = {"label": int(np.argmax(probabilities)),
-                      "probabilities": [float(p) for p in probabilities]}
+            answer = {"label": int(np.argmax(probabilities)), "probabilities": [float(p) for p in probabilities]}
             if path == "/inspect":
                 answer["input"] = _base64(np.round(image * 255))
-                answer["layers"] = [{"name": name, "shape": list(maps.shape),
-                                     "pixels": _base64(_per_map_range(maps))}
-                                    for name, maps in self.server.reader.feature_maps(image)]
+                answer["layers"] = [
+                    {"name": name, "shape": list(maps.shape), "pixels": _base64(_per_map_range(maps))}
+                    for name, maps in self.server.reader.feature_maps(image)
+                ]
             return 200, _json(answer), "application/json"
 
     # -- who may ask --------------------------------------------------------------------
@@ -278,11 +295,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.server.any_address:
             port = self.server.server_address[1]
-            raise RequestError(421, f"expected Host to be an IP address of this machine or its name with port "
-                                    f"{port} (deepnet serve listens on every address), got Host {host!r}; "
-                                    f"to use another name, give it with --host")
-        raise RequestError(421, f"expected Host {self.server.url.removeprefix('http://')} (the address "
-                                f"deepnet serve listens on), got Host {host!r}; open {self.server.url}/")
+            raise RequestError(
+                421,
+                f"expected Host to be an IP address of this machine or its name with port "
+                f"{port} (deepnet serve listens on every address), got Host {host!r}; "
+                f"to use another name, give it with --host",
+            )
+        raise RequestError(
+            421,
+            f"expected Host {self.server.url.removeprefix('http://')} (the address "
+            f"deepnet serve listens on), got Host {host!r}; open {self.server.url}/",
+        )
 
     def _check_origin(self):
         """403 for a POST sent by a page of another origin (programs send no Origin)."""
@@ -291,8 +314,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         scheme, _, host = origin.strip().lower().partition("://")
         if not (scheme == "http" and "/" not in host and self.server.host_allowed(host)):
-            raise RequestError(403, f"expected a request from the page at {self.server.url}, "
-                                    f"got one from Origin {origin!r}")
+            raise RequestError(
+                403, f"expected a request from the page at {self.server.url}, got one from Origin {origin!r}"
+            )
 
     def _not_allowed(self, path):
         if path in self.server.page or path == "/filters":
@@ -306,8 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_image(self):
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type not in IMAGE_TYPES:
-            raise RequestError(415, f"expected Content-Type image/png or image/jpeg, "
-                                    f"got {content_type or 'none'!r}")
+            raise RequestError(415, f"expected Content-Type image/png or image/jpeg, got {content_type or 'none'!r}")
         length = self.headers.get("Content-Length")
         if length is None:
             raise RequestError(411, "a Content-Length header is required")
@@ -364,8 +387,9 @@ class _Handler(BaseHTTPRequestHandler):
             body, content_type = _error_body(message), "application/json"
         try:
             self.send_response(status)
-            headers.update({"Content-Type": content_type, "Content-Length": str(len(body)),
-                            "X-Content-Type-Options": "nosniff"})
+            headers.update(
+                {"Content-Type": content_type, "Content-Length": str(len(body)), "X-Content-Type-Options": "nosniff"}
+            )
             if content_type.startswith("text/html"):
                 headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
             for name, value in headers.items():

@@ -21,6 +21,7 @@ define, which functional asks for only through supports().
 Importing this package imports no backend: each is imported on its first use, so that
 ``import deepnet`` never loads CuPy or the compiled kernels unless they compute.
 """
+
 import numpy as np
 
 from deepnet import _config
@@ -119,7 +120,9 @@ def supports(backend, op):
     """Whether ``backend`` (a module or a name) defines the optional op ``op``.  A call may
     still decline by returning None (see OPTIONAL_OPS)."""
     if op not in OPTIONAL_OPS:
-        raise ValueError(f"deepnet.backends.supports: {op!r} is not an optional op "
-                         f"(those are {', '.join(OPTIONAL_OPS)}; every backend defines the required ones)")
+        raise ValueError(
+            f"deepnet.backends.supports: {op!r} is not an optional op "
+            f"(those are {', '.join(OPTIONAL_OPS)}; every backend defines the required ones)"
+        )
     module = get(backend) if isinstance(backend, str) else backend
     return callable(getattr(module, op, None))

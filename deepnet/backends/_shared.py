@@ -7,6 +7,7 @@ the element-wise ReLU they fuse.  Arguments arrive validated by deepnet.function
 every backend op.  float16 is a storage format: arithmetic runs in compute_dtype (float32)
 and results are rounded back once.
 """
+
 import numpy as np
 
 from deepnet._array import get_array_module
@@ -29,12 +30,13 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     the Python-float scalars take the arrays' dtype."""
     xp = get_array_module(param)
     m += (1 - beta1) * (grad - m)
-    v += (1 - beta2) * (grad ** 2 - v)
+    v += (1 - beta2) * (grad**2 - v)
     param -= lr_t * m / (xp.sqrt(v) + eps)
 
 
 # -- batch normalisation ------------------------------------------------------------------
 # Written with the array's own module, so CuPy arrays run these too.
+
 
 def batch_norm_sums(x, shift):
     """Per channel of x (N, C, M): the sums of (x - shift) and of (x - shift)^2 over N and

@@ -5,6 +5,7 @@ and conv_pool_forward, an optional op.  (Old import path: deepnet._cpu, which re
 this module.)  float16 arrays are handed to the
 kernels viewed as uint16; their arithmetic runs in float32 (compute_dtype).
 """
+
 import math
 import weakref
 
@@ -122,12 +123,14 @@ def _measured_winograd_rule(vector_bits, splits_512bit_fmas):
 
 
 def _describe_winograd_rule(rule, vector_bits, splits_512bit_fmas):
-    weight_gradient = ("the weight gradient direct" if rule["dW"] == math.inf
-                       else f">= {rule['dW']} (weight gradient)")
-    cpu = (f"{vector_bits}-bit build" + (", 512-bit FMAs in two halves (AMD Zen 4)" if vector_bits >= 512
-                                         and splits_512bit_fmas else ""))
-    return (f"3x3 stride-1 convolutions with >= {rule['forward']} input and output channels (forward), "
-            f">= {rule['dx']} (input gradient); {weight_gradient}; the rule measured for a {cpu}")
+    weight_gradient = "the weight gradient direct" if rule["dW"] == math.inf else f">= {rule['dW']} (weight gradient)"
+    cpu = f"{vector_bits}-bit build" + (
+        ", 512-bit FMAs in two halves (AMD Zen 4)" if vector_bits >= 512 and splits_512bit_fmas else ""
+    )
+    return (
+        f"3x3 stride-1 convolutions with >= {rule['forward']} input and output channels (forward), "
+        f">= {rule['dx']} (input gradient); {weight_gradient}; the rule measured for a {cpu}"
+    )
 
 
 _BUILD_AND_CPU = (_openmp.vector_bits(), _openmp.splits_512bit_fmas())
@@ -224,8 +227,14 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
     # Winograd's tasks are whole images: with fewer images than threads, bands of the direct one
     winograd = N >= get_num_threads() and _winograd_pass("forward", W, stride, pad, x)
-    _conv.conv_forward(_bits(x), *_forward_filters(W, b, winograd), _bits(y), kh, kw,
-                       *_geometry(stride, pad, relu=relu, winograd=winograd))
+    _conv.conv_forward(
+        _bits(x),
+        *_forward_filters(W, b, winograd),
+        _bits(y),
+        kh,
+        kw,
+        *_geometry(stride, pad, relu=relu, winograd=winograd),
+    )
     return y
 
 
@@ -248,8 +257,15 @@ def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
     pooled = np.empty((N, FN, OH // 2, OW // 2), dtype=x.dtype)
     winners = np.empty(pooled.shape, dtype=np.int32) if argmax else None
     winograd = _winograd_pass("forward", W, stride, pad, x)
-    _conv.conv_pool_forward(_bits(x), *_forward_filters(W, b, winograd), _bits(pooled), kh, kw,
-                            *_geometry(stride, pad, relu=relu, winograd=winograd), argmax=winners)
+    _conv.conv_pool_forward(
+        _bits(x),
+        *_forward_filters(W, b, winograd),
+        _bits(pooled),
+        kh,
+        kw,
+        *_geometry(stride, pad, relu=relu, winograd=winograd),
+        argmax=winners,
+    )
     return (pooled, winners) if argmax else pooled
 
 
@@ -273,8 +289,12 @@ def _prepared_filters(W, winograd):
     entry = _prepared.get(key)
     if entry is not None:
         reference, snapshot, matrix = entry
-        if (reference() is W and snapshot.shape == W.shape and snapshot.dtype == W.dtype
-                and _elementwise.same_bytes(_bytes(snapshot), _bytes(W))):
+        if (
+            reference() is W
+            and snapshot.shape == W.shape
+            and snapshot.dtype == W.dtype
+            and _elementwise.same_bytes(_bytes(snapshot), _bytes(W))
+        ):
             return matrix
     matrix = _filter_matrix(W, winograd)
     matrix.flags.writeable = False
@@ -300,11 +320,12 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
     acc = compute_dtype(x.dtype)
     # With stride 1, dx is a convolution of dout with the flipped filters (needs pad <=
     # kernel - 1); for few channels the padded columns would waste more than col2im costs.
-    transposed = (input_gradient and stride == (1, 1) and pad[0] < kh and pad[1] < kw
-                  and 2 * C >= _padded_columns(1, acc))
+    transposed = (
+        input_gradient and stride == (1, 1) and pad[0] < kh and pad[1] < kw and 2 * C >= _padded_columns(1, acc)
+    )
     winograd = transposed and _winograd_pass("dx", W, stride, pad, dout)
     if not input_gradient:
-        dx_filters = np.zeros((0, 0), dtype=acc)   # not read; its dtype picks the kernel
+        dx_filters = np.zeros((0, 0), dtype=acc)  # not read; its dtype picks the kernel
     elif winograd:
         dx_filters = _winograd_filters(W, acc, flipped=True)
     elif transposed:
@@ -324,10 +345,22 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
     # output gradient, scattered to the winners as it is read, and relu_out the
     # convolution's output or the pooling's (the kernel tells them by their shape).
     mask = dout if relu_out is None else relu_out
-    _conv.conv_backward(_bits(x), _bits(dout), _bits(mask), dx_filters, transposed, winograd, winograd_dW,
-                        None if dx is None else _bits(dx), dW_t_per_chunk, db_per_chunk,
-                        kh, kw, *_geometry(stride, pad, images=chunks, relu=relu_out is not None),
-                        pool_argmax=pool_argmax)
+    _conv.conv_backward(
+        _bits(x),
+        _bits(dout),
+        _bits(mask),
+        dx_filters,
+        transposed,
+        winograd,
+        winograd_dW,
+        None if dx is None else _bits(dx),
+        dW_t_per_chunk,
+        db_per_chunk,
+        kh,
+        kw,
+        *_geometry(stride, pad, images=chunks, relu=relu_out is not None),
+        pool_argmax=pool_argmax,
+    )
     db = db_per_chunk.sum(axis=0)
     dW_t = dW_t_per_chunk.sum(axis=0)[:, :FN]
     dW = _winograd_filter_gradient(dW_t, C) if winograd_dW else dW_t.T.reshape(W.shape)
@@ -338,8 +371,9 @@ def max_pool_forward(x, pool_h, pool_w, stride, pad):
     out_shape = x.shape[:2] + output_hw(x.shape, pool_h, pool_w, stride, pad)
     out = np.empty(out_shape, dtype=x.dtype)
     argmax = np.empty(out_shape, dtype=np.int32)
-    _pooling.max_pool_forward(_bits(x), _bits(out), argmax, pool_h, pool_w,
-                              *_geometry(stride, pad)[:-1], _elementwise_threads(x.size))
+    _pooling.max_pool_forward(
+        _bits(x), _bits(out), argmax, pool_h, pool_w, *_geometry(stride, pad)[:-1], _elementwise_threads(x.size)
+    )
     return out, argmax
 
 
@@ -363,8 +397,9 @@ def relu_forward(x):
 
 def relu_backward(dout, y):
     dx = np.empty_like(dout)
-    _elementwise.relu_backward(_bits(dout).reshape(-1), _bits(y).reshape(-1), _bits(dx).reshape(-1),
-                               _elementwise_threads(dout.size))
+    _elementwise.relu_backward(
+        _bits(dout).reshape(-1), _bits(y).reshape(-1), _bits(dx).reshape(-1), _elementwise_threads(dout.size)
+    )
     return dx
 
 
@@ -375,10 +410,23 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     state that is not contiguous and writable float32 or float64, all of one dtype, takes
     the reference's NumPy code."""
     updated = (param, m, v)
-    if (param.dtype in (np.float32, np.float64) and grad.dtype == param.dtype and grad.shape == param.shape
-            and all(a.dtype == param.dtype and a.flags.c_contiguous and a.flags.writeable for a in updated)):
-        _elementwise.adam_update(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), m.reshape(-1),
-                                 v.reshape(-1), 1 - beta1, 1 - beta2, lr_t, eps, _elementwise_threads(param.size))
+    if (
+        param.dtype in (np.float32, np.float64)
+        and grad.dtype == param.dtype
+        and grad.shape == param.shape
+        and all(a.dtype == param.dtype and a.flags.c_contiguous and a.flags.writeable for a in updated)
+    ):
+        _elementwise.adam_update(
+            param.reshape(-1),
+            np.ascontiguousarray(grad).reshape(-1),
+            m.reshape(-1),
+            v.reshape(-1),
+            1 - beta1,
+            1 - beta2,
+            lr_t,
+            eps,
+            _elementwise_threads(param.size),
+        )
     else:
         _shared.adam_update(param, grad, m, v, lr_t, beta1, beta2, eps)
 
@@ -389,13 +437,15 @@ def cast(a, dtype):
     gradients often are)."""
     if a.dtype == np.float32 and dtype == np.float16:
         out = np.empty(a.shape, dtype=np.float16)
-        _elementwise.float_to_half(np.ascontiguousarray(a).reshape(-1), _bits(out).reshape(-1),
-                                   _elementwise_threads(a.size))
+        _elementwise.float_to_half(
+            np.ascontiguousarray(a).reshape(-1), _bits(out).reshape(-1), _elementwise_threads(a.size)
+        )
         return out
     if a.dtype == np.float16 and dtype == np.float32:
         out = np.empty(a.shape, dtype=np.float32)
-        _elementwise.half_to_float(_bits(np.ascontiguousarray(a)).reshape(-1), out.reshape(-1),
-                                   _elementwise_threads(a.size))
+        _elementwise.half_to_float(
+            _bits(np.ascontiguousarray(a)).reshape(-1), out.reshape(-1), _elementwise_threads(a.size)
+        )
         return out
     return a.astype(dtype, copy=False)
 
@@ -420,17 +470,30 @@ def channel_affine(x, shift, scale, offset, relu=False):
 def batch_norm_backward_sums(dout, x, mean, inv_std, relu_out=None):
     sums = np.empty((2, x.shape[1]), dtype=np.float64)
     mask = dout if relu_out is None else relu_out
-    _batchnorm.batch_norm_backward_sums(_bits(dout), _bits(x), _bits(mask), relu_out is not None,
-                                        mean, inv_std, sums, _elementwise_threads(x.size))
+    _batchnorm.batch_norm_backward_sums(
+        _bits(dout), _bits(x), _bits(mask), relu_out is not None, mean, inv_std, sums, _elementwise_threads(x.size)
+    )
     return sums
 
 
 def batch_norm_dx(dout, x, mean, inv_std, gamma, mean_dout, mean_dout_xhat, relu_out=None):
     dx = np.empty_like(x)
     mask = dout if relu_out is None else relu_out
-    _batchnorm.batch_norm_dx(_bits(dout), _bits(x), _bits(mask), relu_out is not None, mean, inv_std, gamma,
-                             mean_dout, mean_dout_xhat, _bits(dx), _elementwise_threads(x.size))
+    _batchnorm.batch_norm_dx(
+        _bits(dout),
+        _bits(x),
+        _bits(mask),
+        relu_out is not None,
+        mean,
+        inv_std,
+        gamma,
+        mean_dout,
+        mean_dout_xhat,
+        _bits(dx),
+        _elementwise_threads(x.size),
+    )
     return dx
+
 
 # ---------------------------------------------------------------- image warps (augmentation)
 

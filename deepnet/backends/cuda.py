@@ -26,6 +26,7 @@ rounded to float16 only after the bias add (forward) or after col2im
 (backward).  float32 GEMMs follow CuPy's settings (TF32 only if the user sets
 ``CUPY_TF32=1``).
 """
+
 import functools
 import importlib.resources
 import re
@@ -36,10 +37,16 @@ import numpy as np
 from deepnet._array import cupy_or_none, get_array_module, is_cupy_array, to_cpu, to_gpu
 from deepnet._array import require_cupy as _cupy
 from deepnet._dtypes import compute_dtype, output_size
+
 # Batch normalisation and Adam's update: the reference's, written with the array's module
 # (CuPy here).
-from deepnet.backends._shared import (adam_update, batch_norm_backward_sums, batch_norm_dx,
-                                      batch_norm_sums, channel_affine)
+from deepnet.backends._shared import (
+    adam_update,
+    batch_norm_backward_sums,
+    batch_norm_dx,
+    batch_norm_sums,
+    channel_affine,
+)
 
 __all__ = [
     "KERNELS",
@@ -92,6 +99,7 @@ _MAX_BLOCKS = 65536  # kernels use grid-stride loops, so larger inputs still wor
 
 # ---------------------------------------------------------------- CuPy helpers
 
+
 def gpu_available():
     """True when CuPy imports and at least one CUDA device can run a kernel."""
     cp = cupy_or_none()
@@ -108,6 +116,7 @@ def gpu_available():
 
 # ------------------------------------------------------------- kernel sources
 
+
 def _source_dir():
     try:
         return importlib.resources.files("deepnet._cuda_src")
@@ -117,8 +126,7 @@ def _source_dir():
 
 def cuda_sources():
     """The ``.cu`` files, sorted by name (``pathlib.Path`` objects for a normal install)."""
-    return sorted((p for p in _source_dir().iterdir() if p.name.endswith(".cu")),
-                  key=lambda p: p.name)
+    return sorted((p for p in _source_dir().iterdir() if p.name.endswith(".cu")), key=lambda p: p.name)
 
 
 _LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
@@ -173,6 +181,7 @@ def _matmul(a, b):
 
 # ------------------------------------------------------------------ convolution
 
+
 def im2col(x, kh, kw, stride, pad):
     """(N, C, H, W) -> (N*OH*OW, C*kh*kw) in the book's row/column order."""
     cp = _cupy()
@@ -181,8 +190,7 @@ def im2col(x, kh, kw, stride, pad):
     (sh, sw), (ph, pw) = stride, pad
     OH, OW = output_size(H, kh, sh, ph), output_size(W, kw, sw, pw)
     col = cp.empty((N * OH * OW, C * kh * kw), dtype=x.dtype)
-    _launch("im2col", x.dtype, col.size,
-            (x, col) + _ints(N, C, H, W, kh, kw, sh, sw, ph, pw, OH, OW))
+    _launch("im2col", x.dtype, col.size, (x, col) + _ints(N, C, H, W, kh, kw, sh, sw, ph, pw, OH, OW))
     return col
 
 
@@ -194,8 +202,7 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     (sh, sw), (ph, pw) = stride, pad
     OH, OW = output_size(H, kh, sh, ph), output_size(W, kw, sw, pw)
     x = cp.empty((N, C, H, W), dtype=col.dtype)
-    _launch("col2im", col.dtype, x.size,
-            (col, x) + _ints(N, C, H, W, kh, kw, sh, sw, ph, pw, OH, OW))
+    _launch("col2im", col.dtype, x.size, (col, x) + _ints(N, C, H, W, kh, kw, sh, sw, ph, pw, OH, OW))
     return x
 
 
@@ -208,7 +215,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     N, _, H, width = x.shape
     OH, OW = output_size(H, kh, stride[0], pad[0]), output_size(width, kw, stride[1], pad[1])
     col = im2col(x, kh, kw, stride, pad)
-    y2d = _matmul(col, W.reshape(FN, C * kh * kw).T)            # (N*OH*OW, FN), accumulator dtype
+    y2d = _matmul(col, W.reshape(FN, C * kh * kw).T)  # (N*OH*OW, FN), accumulator dtype
     y = cp.empty((N, FN, OH, OW), dtype=x.dtype)
     _launch("add_bias_nchw", x.dtype, y.size, (y2d, b, y) + _ints(N, FN, OH * OW))
     return relu_forward(y) if relu else y
@@ -225,8 +232,12 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
     cp = _cupy()
     FN, C, kh, kw = W.shape
     if pool_argmax is not None:
-        out_shape = (dout.shape[0], FN, output_size(x.shape[2], kh, stride[0], pad[0]),
-                     output_size(x.shape[3], kw, stride[1], pad[1]))
+        out_shape = (
+            dout.shape[0],
+            FN,
+            output_size(x.shape[2], kh, stride[0], pad[0]),
+            output_size(x.shape[3], kw, stride[1], pad[1]),
+        )
         dout = max_pool_backward(dout, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))
         if relu_out is not None and relu_out.shape != dout.shape:  # the pooling's output:
             relu_out = max_pool_backward(relu_out, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))  # at its winners
@@ -240,12 +251,13 @@ def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, p
     dW = _matmul(dout2d.T, col).astype(W.dtype, copy=False).reshape(W.shape)  # (col.T @ dout2d).T
     if not input_gradient:
         return None, dW, db
-    dcol = _matmul(dout2d, W2d)                        # accumulator dtype: float16 rounds once,
-    dx = col2im(dcol, x.shape, kh, kw, stride, pad)    # after col2im has summed the windows
+    dcol = _matmul(dout2d, W2d)  # accumulator dtype: float16 rounds once,
+    dx = col2im(dcol, x.shape, kh, kw, stride, pad)  # after col2im has summed the windows
     return dx.astype(x.dtype, copy=False), dW, db
 
 
 # ------------------------------------------------------------------ max pooling
+
 
 def max_pool_forward(x, pool_h, pool_w, stride, pad):
     """Return (y, argmax): window maxima and the int32 flat index h*W + w of each winner."""
@@ -256,8 +268,9 @@ def max_pool_forward(x, pool_h, pool_w, stride, pad):
     OH, OW = output_size(H, pool_h, sh, ph), output_size(W, pool_w, sw, pw)
     y = cp.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = cp.empty((N, C, OH, OW), dtype=np.int32)
-    _launch("max_pool_forward", x.dtype, y.size,
-            (x, y, argmax) + _ints(N, C, H, W, pool_h, pool_w, sh, sw, ph, pw, OH, OW))
+    _launch(
+        "max_pool_forward", x.dtype, y.size, (x, y, argmax) + _ints(N, C, H, W, pool_h, pool_w, sh, sw, ph, pw, OH, OW)
+    )
     return y, argmax
 
 
@@ -270,12 +283,17 @@ def max_pool_backward(dout, argmax, x_shape, pool_h, pool_w, stride, pad):
     (sh, sw), (ph, pw) = stride, pad
     OH, OW = output_size(H, pool_h, sh, ph), output_size(W, pool_w, sw, pw)
     dx = cp.empty((N, C, H, W), dtype=dout.dtype)
-    _launch("max_pool_backward", dout.dtype, dx.size,
-            (dout, argmax, dx) + _ints(N, C, H, W, pool_h, pool_w, sh, sw, ph, pw, OH, OW))
+    _launch(
+        "max_pool_backward",
+        dout.dtype,
+        dx.size,
+        (dout, argmax, dx) + _ints(N, C, H, W, pool_h, pool_w, sh, sw, ph, pw, OH, OW),
+    )
     return dx
 
 
 # ------------------------------------------------------------------ activations
+
 
 def relu_forward(x):
     """max(x, 0); NaN stays NaN."""
@@ -312,6 +330,7 @@ def dropout_mask(shape, ratio, seed_or_rng=None):
 
 # ---------------------------------------------------------- softmax + CE loss
 
+
 def _labels(t, shape, name):
     """Integer labels (N,) as int32 from labels or one-hot targets (book: argmax)."""
     cp = _cupy()
@@ -339,8 +358,7 @@ def softmax_cross_entropy(x, t):
     labels = _labels(t, x.shape, "softmax_cross_entropy")
     y = cp.empty_like(x)
     row_loss = cp.empty(N, dtype=np.float64)
-    _launch("softmax_cross_entropy_forward", x.dtype, N,
-            (x, labels, y, row_loss) + _ints(N, K))
+    _launch("softmax_cross_entropy_forward", x.dtype, N, (x, labels, y, row_loss) + _ints(N, K))
     return float(row_loss.mean()), y
 
 
@@ -351,14 +369,12 @@ def softmax_cross_entropy_backward(y, t):
     N, K = y.shape
     if t.ndim == 2:
         if t.shape != y.shape:
-            raise ValueError(f"softmax_cross_entropy_backward: t must have shape "
-                             f"({N},) or ({N}, {K}), not {t.shape}")
+            raise ValueError(f"softmax_cross_entropy_backward: t must have shape ({N},) or ({N}, {K}), not {t.shape}")
         acc = compute_dtype(y.dtype)
         return ((y.astype(acc) - t.astype(acc)) / N).astype(y.dtype)
     labels = _labels(t, y.shape, "softmax_cross_entropy_backward")
     dx = cp.empty_like(y)
-    _launch("softmax_cross_entropy_backward", y.dtype, dx.size,
-            (y, labels, dx) + _ints(N, K))
+    _launch("softmax_cross_entropy_backward", y.dtype, dx.size, (y, labels, dx) + _ints(N, K))
     return dx
 
 
@@ -394,6 +410,5 @@ def elastic_warp(x, displacement, theta, fill):
     displacement = cp.ascontiguousarray(displacement, dtype=np.float64)
     theta = cp.ascontiguousarray(theta, dtype=np.float64)
     out = cp.empty_like(x)
-    _launch("elastic_warp", x.dtype, x.size,
-            (x, displacement, theta, out) + _ints(*x.shape) + (np.float64(fill),))
+    _launch("elastic_warp", x.dtype, x.size, (x, displacement, theta, out) + _ints(*x.shape) + (np.float64(fill),))
     return out

@@ -9,11 +9,19 @@ float16 once, at the end.  Its ReLU, Adam's update and batch normalisation are t
 deepnet.backends._shared, which the CUDA backend runs too.  (Old import path:
 deepnet.reference, which re-exports this module.)
 """
+
 import numpy as np
 
 from deepnet._dtypes import compute_dtype, output_hw, output_size  # noqa: F401  (output_size: its old home)
-from deepnet.backends._shared import (adam_update, batch_norm_backward_sums, batch_norm_dx,  # noqa: F401
-                                      batch_norm_sums, channel_affine, relu_backward, relu_forward)
+from deepnet.backends._shared import (
+    adam_update,
+    batch_norm_backward_sums,
+    batch_norm_dx,  # noqa: F401
+    batch_norm_sums,
+    channel_affine,
+    relu_backward,
+    relu_forward,
+)
 
 
 def _window_views(padded, kh, kw, stride, out_h, out_w):
@@ -21,7 +29,7 @@ def _window_views(padded, kh, kw, stride, out_h, out_w):
     sh, sw = stride
     for i in range(kh):
         for j in range(kw):
-            yield i, j, padded[:, :, i:i + sh * out_h:sh, j:j + sw * out_w:sw]
+            yield i, j, padded[:, :, i : i + sh * out_h : sh, j : j + sw * out_w : sw]
 
 
 def _pad_hw(x, pad, value=0):
@@ -49,7 +57,7 @@ def col2im(col, x_shape, kh, kw, stride, pad):
     padded = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=acc)
     for i, j, view in _window_views(padded, kh, kw, stride, out_h, out_w):
         view += windows[:, :, i, j]
-    return padded[:, :, ph:ph + H, pw:pw + W].astype(col.dtype)
+    return padded[:, :, ph : ph + H, pw : pw + W].astype(col.dtype)
 
 
 def conv_forward(x, W, b, stride, pad, relu=False):
@@ -104,9 +112,11 @@ def max_pool_forward(x, pool_h, pool_w, stride, pad):
     values = _pad_hw(x, pad)
     inside = _pad_hw(np.ones((1, 1, H, W), dtype=bool), pad, value=False)
     flat_index = _pad_hw(np.arange(H * W, dtype=np.int32).reshape(1, 1, H, W), pad, value=-1)
-    views = zip(_window_views(values, pool_h, pool_w, stride, out_h, out_w),
-                _window_views(inside, pool_h, pool_w, stride, out_h, out_w),
-                _window_views(flat_index, pool_h, pool_w, stride, out_h, out_w))
+    views = zip(
+        _window_views(values, pool_h, pool_w, stride, out_h, out_w),
+        _window_views(inside, pool_h, pool_w, stride, out_h, out_w),
+        _window_views(flat_index, pool_h, pool_w, stride, out_h, out_w),
+    )
     best = np.zeros(x.shape[:2] + (out_h, out_w), dtype=x.dtype)
     argmax = np.full(best.shape, -1, dtype=np.int32)
     for (_, _, value), (_, _, valid), (_, _, index) in views:
@@ -132,6 +142,7 @@ def cast(a, dtype):
 
 # ---------------------------------------------------------------- image warps (augmentation)
 
+
 def affine_warp(x, theta, fill):
     """x (N, C, H, W) sampled bilinearly at theta[n] @ (row, col, 1) for each output pixel
     (theta (N, 2, 3) float64, pixel units, pixel centres at integers).  Neighbours outside
@@ -154,8 +165,7 @@ def _apply_theta(theta, rows, cols):
     """Input positions (N, H, W) of the output pixels at (rows, cols) ((H, W) or (N, H, W))."""
     t = theta[:, :, :, None, None]  # (N, 2, 3, 1, 1)
     with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf positions give fill
-        return (t[:, 0, 0] * rows + t[:, 0, 1] * cols + t[:, 0, 2],
-                t[:, 1, 0] * rows + t[:, 1, 1] * cols + t[:, 1, 2])
+        return (t[:, 0, 0] * rows + t[:, 0, 1] * cols + t[:, 0, 2], t[:, 1, 0] * rows + t[:, 1, 1] * cols + t[:, 1, 2])
 
 
 def _sample(x, at_row, at_col, fill):

@@ -11,6 +11,7 @@ One module per command: ``train`` (train, ensemble), ``evaluate`` (evaluate, mis
 and CommandError, ``common`` what the commands share when they run. This module assembles
 the parser and turns errors into one line and an exit code.
 """
+
 import argparse
 
 from .common import PLOT_INSTALL_HINT
@@ -27,8 +28,12 @@ def main(argv=None):
         args = parser.parse_args(argv)
         code = args.command(args)  # None, or an exit code for a command that reported its errors
     except USER_ERRORS as exc:
-        return fail(args, f"error: {one_line(exc)}", 2 if isinstance(exc, CommandError) else 1,
-                    every_rank=isinstance(exc, RanksDisagree))
+        return fail(
+            args,
+            f"error: {one_line(exc)}",
+            2 if isinstance(exc, CommandError) else 1,
+            every_rank=isinstance(exc, RanksDisagree),
+        )
     except MemoryError:  # each command's own advice (predict and serve have no --batch-size)
         hint = getattr(args, "memory_hint", "try a smaller --batch-size (or fewer images)")
         return fail(args, f"error: out of memory; {hint}", 1)
@@ -40,6 +45,7 @@ def main(argv=None):
         communicator = getattr(args, "communicator", None)
         if communicator is not None and communicator.size > 1:
             import traceback
+
             traceback.print_exc()
             communicator.abort(1)  # a bug on one rank must not leave the others waiting
         raise
@@ -55,8 +61,7 @@ def build_parser():
     from .plot import add_plot
     from .train import add_ensemble, add_train
 
-    parser = Parser(prog="deepnet", description="DeepConvNet on MNIST "
-                    "(Deep Learning from Scratch, chapter 8).")
+    parser = Parser(prog="deepnet", description="DeepConvNet on MNIST (Deep Learning from Scratch, chapter 8).")
     parser.add_argument("--version", action="version", version=f"deepnet {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     add_train(commands)

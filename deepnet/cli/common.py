@@ -4,16 +4,29 @@ checks made before a long run, and the figure files (matplotlib, imported only w
 The commands call these through the module (``common.load_mnist(...)``), so a test can
 replace one of them in one place.
 """
+
 import os
 import sys
 import tempfile
 
 from .options import CommandError
 
-__all__ = ["PLOT_INSTALL_HINT", "FIGURE_FORMATS", "configure_kernels", "require_gpu", "check_writable",
-           "load_mnist", "count", "figure_class", "figure_format", "save_figure"]
+__all__ = [
+    "PLOT_INSTALL_HINT",
+    "FIGURE_FORMATS",
+    "configure_kernels",
+    "require_gpu",
+    "check_writable",
+    "load_mnist",
+    "count",
+    "figure_class",
+    "figure_format",
+    "save_figure",
+]
 
-PLOT_INSTALL_HINT = 'this command needs matplotlib: pip install -e ".[plot]" in deepnet\'s source directory (or pip install matplotlib)'
+PLOT_INSTALL_HINT = (
+    'this command needs matplotlib: pip install -e ".[plot]" in deepnet\'s source directory (or pip install matplotlib)'
+)
 FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 
 
@@ -38,8 +51,10 @@ def configure_kernels(args):
         deepnet.set_num_threads(threads)
     if ranks * deepnet.get_num_threads() > cores and communicator.is_root:
         layout = f"{ranks} ranks x {deepnet.get_num_threads()}" if ranks > 1 else f"{deepnet.get_num_threads()}"
-        print(f"deepnet: warning: {layout} threads on {cores} cores oversubscribe this machine; use --threads",
-              file=sys.stderr)
+        print(
+            f"deepnet: warning: {layout} threads on {cores} cores oversubscribe this machine; use --threads",
+            file=sys.stderr,
+        )
 
 
 def require_gpu():
@@ -70,8 +85,10 @@ def load_mnist(root, dtype):
     if root is not None:
         directory = datasets.mnist_dir_in(root)
         if directory is None:
-            raise CommandError(f"--data {root}: no MNIST files there (expected "
-                               f"{', '.join(s + '[.gz]' for s in datasets.MNIST_FILES.values())})")
+            raise CommandError(
+                f"--data {root}: no MNIST files there (expected "
+                f"{', '.join(s + '[.gz]' for s in datasets.MNIST_FILES.values())})"
+            )
         root = str(directory)
     return datasets.load_mnist(normalize=True, flatten=False, one_hot_label=False, dtype=dtype, root=root)
 

@@ -1,6 +1,7 @@
 """``deepnet evaluate`` (test accuracy; ``--half-check`` is the book's ``half_float_network.py``;
 several ``--params`` files are an ensemble) and ``deepnet misclassified`` (figure 8-2, the
 book's ``misclassified_mnist.py``)."""
+
 import math
 import os
 
@@ -14,22 +15,40 @@ __all__ = ["add_evaluate", "add_misclassified", "run_evaluate", "run_misclassifi
 
 def add_evaluate(commands):
     p = commands.add_parser("evaluate", help="test accuracy on all 10,000 test images")
-    p.add_argument("--params", required=True, nargs="+", type=existing_file, metavar="FILE",
-                   help="a saved model (deepnet train), a parameter .npz or the book's .pkl; several "
-                        "files are evaluated as an ensemble (averaged softmax probabilities)")
-    p.add_argument("--half-check", action="store_true",
-                   help="compare float64, float32 and float16 (the book's half_float_network.py)")
+    p.add_argument(
+        "--params",
+        required=True,
+        nargs="+",
+        type=existing_file,
+        metavar="FILE",
+        help="a saved model (deepnet train), a parameter .npz or the book's .pkl; several "
+        "files are evaluated as an ensemble (averaged softmax probabilities)",
+    )
+    p.add_argument(
+        "--half-check",
+        action="store_true",
+        help="compare float64, float32 and float16 (the book's half_float_network.py)",
+    )
     add_common(p, dtype_default="float32")
     p.set_defaults(command=run_evaluate)
 
 
 def add_misclassified(commands):
     p = commands.add_parser("misclassified", help="figure of misclassified test digits (fig. 8-2)")
-    p.add_argument("--params", required=True, type=existing_file, metavar="FILE",
-                   help="a saved model (deepnet train), a parameter .npz or the book's .pkl")
+    p.add_argument(
+        "--params",
+        required=True,
+        type=existing_file,
+        metavar="FILE",
+        help="a saved model (deepnet train), a parameter .npz or the book's .pkl",
+    )
     p.add_argument("--out", required=True, metavar="FILE.png", help="the figure (.png, .pdf or .svg)")
-    p.add_argument("--max", type=int_in(1, MAX_SHOWN), default=20,
-                   help="show at most this many misclassified digits (default %(default)s)")
+    p.add_argument(
+        "--max",
+        type=int_in(1, MAX_SHOWN),
+        default=20,
+        help="show at most this many misclassified digits (default %(default)s)",
+    )
     add_common(p, dtype_default="float32")
     p.set_defaults(command=run_misclassified)
 
@@ -54,7 +73,7 @@ def run_evaluate(args):
         return
     network = networks[0]
     print(f"test accuracy on {len(x_test)} images ({args.params[0]}):")
-    for dtype in (DTYPES[::-1] if args.half_check else (args.dtype,)):
+    for dtype in DTYPES[::-1] if args.half_check else (args.dtype,):
         accuracy = network.astype(dtype).accuracy(x_test.astype(dtype), t_test)
         print(f"  {dtype:8s} {accuracy:.4f}")
 
@@ -85,7 +104,7 @@ def run_misclassified(args):
     (_, _), (x_test, t_test) = common.load_mnist(args.data, network.dtype)
     predicted = network.classify(x_test)
     wrong = np.flatnonzero(predicted != t_test)
-    shown = wrong[:args.max]
+    shown = wrong[: args.max]
     print(f"{len(wrong)} of {len(t_test)} test images misclassified; showing {len(shown)}")
     print("index: (label, inference)")
     print({int(i): (int(t_test[i]), int(predicted[i])) for i in shown})

@@ -4,6 +4,7 @@ commands, and how a user's mistake is reported (CommandError, one line on stderr
 
 deepnet.app (predict, serve) uses these public names; this module imports nothing from it.
 """
+
 import argparse
 import math
 import os
@@ -11,8 +12,23 @@ import pickle
 import sys
 import zipfile
 
-__all__ = ["DTYPES", "CommandError", "USER_ERRORS", "Parser", "fail", "one_line", "flag", "int_in",
-           "positive_int", "float_between", "decay", "existing_file", "augment_spec", "schedule_spec", "add_common"]
+__all__ = [
+    "DTYPES",
+    "CommandError",
+    "USER_ERRORS",
+    "Parser",
+    "fail",
+    "one_line",
+    "flag",
+    "int_in",
+    "positive_int",
+    "float_between",
+    "decay",
+    "existing_file",
+    "augment_spec",
+    "schedule_spec",
+    "add_common",
+]
 
 DTYPES = ("float16", "float32", "float64")
 # Bounds of the numeric options: far beyond any sensible run, well inside what the arithmetic takes.
@@ -20,7 +36,7 @@ MAX_EPOCHS = 1_000_000
 MAX_IMAGES = 100_000_000
 MAX_LR = 10.0
 MAX_WEIGHT_DECAY = 10.0
-MAX_SEED = 2 ** 128 - 1
+MAX_SEED = 2**128 - 1
 MAX_THREADS = 1024
 MAX_MEMBERS = 1000
 MAX_SHOWN = 10_000
@@ -35,8 +51,7 @@ class RanksDisagree(CommandError):
 
 
 # Errors that come from the user's input or environment, not from a bug in deepnet.
-USER_ERRORS = (CommandError, OSError, ValueError, EOFError,
-               pickle.UnpicklingError, zipfile.BadZipFile)
+USER_ERRORS = (CommandError, OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
 
 
 class Parser(argparse.ArgumentParser):
@@ -81,8 +96,10 @@ def one_line(exc):
 
 # -- argparse types ------------------------------------------------------------------------
 
+
 def int_in(low, high):
     """An argparse type: an integer in [low, high]."""
+
     def parse(text):
         try:
             value = int(text)
@@ -92,6 +109,7 @@ def int_in(low, high):
             what = "a positive integer" if low == 1 else f"an integer >= {low}"
             raise argparse.ArgumentTypeError(f"expected {what} (at most {high:,}), got {text!r}")
         return value
+
     parse.__name__ = "integer"
     return parse
 
@@ -102,8 +120,9 @@ positive_int = int_in(1, MAX_IMAGES)  # deepnet.app's --threads uses it
 def float_between(low, high, low_open=False):
     """An argparse type: a finite number in [low, high] ((low, high] with low_open)."""
     bounds = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
-    return lambda text: _float_in(text, lambda v: (v > low if low_open else v >= low) and v <= high,
-                                  f"a finite number {bounds}")
+    return lambda text: _float_in(
+        text, lambda v: (v > low if low_open else v >= low) and v <= high, f"a finite number {bounds}"
+    )
 
 
 def augment_spec(text):
@@ -113,8 +132,12 @@ def augment_spec(text):
     try:
         Augment.from_spec(text)
     except (TypeError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("deepnet.augment.Augment.from_spec", "")
-                                         .replace("deepnet.augment.Augment: ", "").lstrip(": ")) from None
+        raise argparse.ArgumentTypeError(
+            str(exc)
+            .replace("deepnet.augment.Augment.from_spec", "")
+            .replace("deepnet.augment.Augment: ", "")
+            .lstrip(": ")
+        ) from None
     return text
 
 
@@ -153,10 +176,12 @@ def existing_file(path):
 
 # -- options -------------------------------------------------------------------------------
 
+
 def add_common(p, dtype_default):
     """--dtype, --data, --backend and --threads, for the commands that load MNIST."""
     p.add_argument("--dtype", choices=DTYPES, default=dtype_default, help="floating-point type (default %(default)s)")
     p.add_argument("--data", metavar="DIR", help="directory holding the MNIST files (only there)")
-    p.add_argument("--backend", choices=("cython", "numpy"),
-                   help="CPU kernels: compiled (cython) or the NumPy reference")
+    p.add_argument(
+        "--backend", choices=("cython", "numpy"), help="CPU kernels: compiled (cython) or the NumPy reference"
+    )
     p.add_argument("--threads", type=int_in(1, MAX_THREADS), metavar="N", help="threads for the kernels")

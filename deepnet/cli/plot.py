@@ -1,4 +1,5 @@
 """``deepnet plot``: the accuracy and loss curves of a training history (needs matplotlib)."""
+
 import json
 
 import numpy as np
@@ -11,8 +12,13 @@ __all__ = ["add_plot", "run_plot"]
 
 def add_plot(commands):
     p = commands.add_parser("plot", help="accuracy and loss curves of a training history")
-    p.add_argument("--history", required=True, type=existing_file, metavar="FILE.json",
-                   help="a training history written by 'deepnet train --history' (or an ensemble member's)")
+    p.add_argument(
+        "--history",
+        required=True,
+        type=existing_file,
+        metavar="FILE.json",
+        help="a training history written by 'deepnet train --history' (or an ensemble member's)",
+    )
     p.add_argument("--out", required=True, metavar="FILE.png", help="the figure (.png, .pdf or .svg)")
     p.set_defaults(command=run_plot)
 
@@ -25,8 +31,11 @@ def run_plot(args):
     history = _read_history(args.history)
     figure = Figure(figsize=(10, 4), layout="tight")
     accuracy_axes, loss_axes = figure.subplots(1, 2)
-    for key, label, marker in (("train_acc_list", "train", "o"), ("val_acc_list", "validation", "^"),
-                               ("test_acc_list", "test", "s")):
+    for key, label, marker in (
+        ("train_acc_list", "train", "o"),
+        ("val_acc_list", "validation", "^"),
+        ("test_acc_list", "test", "s"),
+    ):
         values = history.get(key) or []
         if values:
             accuracy_axes.plot(np.arange(1, len(values) + 1), values, marker=marker, label=label)

@@ -24,21 +24,51 @@ skeleton from their headers, then copied into a model of zeros.
 
 ``deepnet.nets`` (the book's name) re-exports this package's names.
 """
+
 from __future__ import annotations
 from .book import DeepConvNet, SimpleConvNet
 from .cost import DEFAULT_INPUT, check_cost, describe, input_shape
 from .files import load_model, load_spec_file
 from .folding import fold_batch_norm
 from .init import affine_layer, batch_norm_layer, conv_layer, he_normal, normal, zeros
-from .limits import (MAX_ACTIVATION, MAX_DIMENSION, MAX_LAYERS, MAX_NESTING, MAX_PARAMETERS, MAX_SPEC_BYTES,
-                     MAX_WORK)
+from .limits import MAX_ACTIVATION, MAX_DIMENSION, MAX_LAYERS, MAX_NESTING, MAX_PARAMETERS, MAX_SPEC_BYTES, MAX_WORK
 from .resnet import ResNet, basic_block
 from .sequential import BUFFER_PREFIX, SPEC_KEY, NamedModel, Sequential
 from .spec import MODELS, build, layer_spec, model_spec
 from .vgg import VGG
 
-__all__ = ["Sequential", "NamedModel", "DeepConvNet", "SimpleConvNet", "ResNet", "VGG", "basic_block", "MODELS",
-           "build", "model_spec", "layer_spec", "load_model", "load_spec_file", "describe", "check_cost",
-           "input_shape", "fold_batch_norm", "he_normal", "normal", "zeros", "conv_layer", "affine_layer",
-           "batch_norm_layer", "SPEC_KEY", "BUFFER_PREFIX", "DEFAULT_INPUT", "MAX_PARAMETERS", "MAX_NESTING",
-           "MAX_LAYERS", "MAX_SPEC_BYTES", "MAX_DIMENSION", "MAX_ACTIVATION", "MAX_WORK"]
+__all__ = [
+    "Sequential",
+    "NamedModel",
+    "DeepConvNet",
+    "SimpleConvNet",
+    "ResNet",
+    "VGG",
+    "basic_block",
+    "MODELS",
+    "build",
+    "model_spec",
+    "layer_spec",
+    "load_model",
+    "load_spec_file",
+    "describe",
+    "check_cost",
+    "input_shape",
+    "fold_batch_norm",
+    "he_normal",
+    "normal",
+    "zeros",
+    "conv_layer",
+    "affine_layer",
+    "batch_norm_layer",
+    "SPEC_KEY",
+    "BUFFER_PREFIX",
+    "DEFAULT_INPUT",
+    "MAX_PARAMETERS",
+    "MAX_NESTING",
+    "MAX_LAYERS",
+    "MAX_SPEC_BYTES",
+    "MAX_DIMENSION",
+    "MAX_ACTIVATION",
+    "MAX_WORK",
+]

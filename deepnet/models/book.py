@@ -3,6 +3,7 @@
 Both keep the book's parameter names (W1, b1, ...; gamma1, beta1, ... for DeepConvNet's BN
 variant) through ``aliases``, so the book's parameter files load into them.
 """
+
 from __future__ import annotations
 from typing import Any, Dict, List, Sequence, Union
 
@@ -14,19 +15,18 @@ import numpy as np
 from ..layers import Affine, BatchNormalization, Convolution, Dropout, Layer, Pooling, Relu
 from .init import affine_layer, batch_norm_layer, conv_layer, normal, zeros
 from .sequential import NamedModel
-from .settings import (_config_conv, _config_flag, _config_float, _config_int, _config_ints, _config_layers,
-                       _next_shape)
+from .settings import _config_conv, _config_flag, _config_float, _config_int, _config_ints, _config_layers, _next_shape
 
 # A convolution of the book's settings: {"filter_num", "filter_size", "pad", "stride"}.
 ConvParam = Dict[str, Any]
 
 _BOOK_CONVS = (
-    {'filter_num': 16, 'filter_size': 3, 'pad': 1, 'stride': 1},
-    {'filter_num': 16, 'filter_size': 3, 'pad': 1, 'stride': 1},
-    {'filter_num': 32, 'filter_size': 3, 'pad': 1, 'stride': 1},
-    {'filter_num': 32, 'filter_size': 3, 'pad': 2, 'stride': 1},
-    {'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
-    {'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
+    {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
+    {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
+    {"filter_num": 32, "filter_size": 3, "pad": 1, "stride": 1},
+    {"filter_num": 32, "filter_size": 3, "pad": 2, "stride": 1},
+    {"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
+    {"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
 )
 
 
@@ -61,17 +61,29 @@ class DeepConvNet(NamedModel):
         Follow each convolution with BatchNormalization.
     """
 
-    def __init__(self, input_dim: Sequence[int] = (1, 28, 28),
-                 conv_param_1: ConvParam = _BOOK_CONVS[0], conv_param_2: ConvParam = _BOOK_CONVS[1],
-                 conv_param_3: ConvParam = _BOOK_CONVS[2], conv_param_4: ConvParam = _BOOK_CONVS[3],
-                 conv_param_5: ConvParam = _BOOK_CONVS[4], conv_param_6: ConvParam = _BOOK_CONVS[5],
-                 hidden_size: int = 50, output_size: int = 10, dtype: DTypeLike = np.float32,
-                 seed: Union[None, int, np.random.Generator] = None, batch_norm: bool = False) -> None:
+    def __init__(
+        self,
+        input_dim: Sequence[int] = (1, 28, 28),
+        conv_param_1: ConvParam = _BOOK_CONVS[0],
+        conv_param_2: ConvParam = _BOOK_CONVS[1],
+        conv_param_3: ConvParam = _BOOK_CONVS[2],
+        conv_param_4: ConvParam = _BOOK_CONVS[3],
+        conv_param_5: ConvParam = _BOOK_CONVS[4],
+        conv_param_6: ConvParam = _BOOK_CONVS[5],
+        hidden_size: int = 50,
+        output_size: int = 10,
+        dtype: DTypeLike = np.float32,
+        seed: Union[None, int, np.random.Generator] = None,
+        batch_norm: bool = False,
+    ) -> None:
         model = "DeepConvNet"
         input_dim = _config_ints(model, "input_dim", input_dim, 3)
-        conv_params = [_config_conv(model, f"conv_param_{i}", c) for i, c in
-                       enumerate((conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
-                                  conv_param_6), 1)]
+        conv_params = [
+            _config_conv(model, f"conv_param_{i}", c)
+            for i, c in enumerate(
+                (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6), 1
+            )
+        ]
         hidden_size = _config_int(model, "hidden_size", hidden_size)
         output_size = _config_int(model, "output_size", output_size)
         batch_norm = _config_flag(model, "batch_norm", batch_norm)
@@ -79,21 +91,33 @@ class DeepConvNet(NamedModel):
         dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         self.conv_params = conv_params
-        self._config = {"input_dim": list(input_dim), "hidden_size": hidden_size, "output_size": output_size,
-                        "batch_norm": bool(batch_norm),
-                        **{f"conv_param_{i}": c for i, c in enumerate(self.conv_params, 1)}}
+        self._config = {
+            "input_dim": list(input_dim),
+            "hidden_size": hidden_size,
+            "output_size": output_size,
+            "batch_norm": bool(batch_norm),
+            **{f"conv_param_{i}": c for i, c in enumerate(self.conv_params, 1)},
+        }
         channels, height, width = input_dim
         layers: List[Layer] = []
         names: List[str] = []
         shape = (1, channels, height, width)
         for index, conv in enumerate(self.conv_params, 1):
             # conv - relu as one fused layer (one pass through memory); with BN, conv - BN - relu
-            layer = conv_layer(shape[1], conv['filter_num'], conv['filter_size'], rng, dtype,
-                               conv['stride'], conv['pad'], relu=not batch_norm)
+            layer = conv_layer(
+                shape[1],
+                conv["filter_num"],
+                conv["filter_size"],
+                rng,
+                dtype,
+                conv["stride"],
+                conv["pad"],
+                relu=not batch_norm,
+            )
             layers.append(layer)
             names += [f"W{index}", f"b{index}"]
             if batch_norm:  # conv - BN+relu (fused)
-                layers.append(batch_norm_layer(conv['filter_num'], dtype, relu=True))
+                layers.append(batch_norm_layer(conv["filter_num"], dtype, relu=True))
                 names += [f"gamma{index}", f"beta{index}"]
             shape = _next_shape(model, f"conv_param_{index}", layer, shape)
             if index % 2 == 0:  # a pooling layer follows every second convolution
@@ -106,11 +130,11 @@ class DeepConvNet(NamedModel):
             names += ["gamma7", "beta7"]
         else:
             layers.append(Relu())
-        layers += [Dropout(0.5, rng=rng), affine_layer(hidden_size, output_size, rng, dtype),
-                   Dropout(0.5, rng=rng)]
+        layers += [Dropout(0.5, rng=rng), affine_layer(hidden_size, output_size, rng, dtype), Dropout(0.5, rng=rng)]
         names += ["W8", "b8"]
         super().__init__(*layers, rng=rng)
         self.aliases = _book_aliases(self, names)
+
 
 class SimpleConvNet(NamedModel):
     """Chapter 7's CNN: conv - relu - pool - affine - relu - affine - softmax.
@@ -118,10 +142,16 @@ class SimpleConvNet(NamedModel):
     Weights are drawn from N(0, weight_init_std^2); biases start at zero.
     """
 
-    def __init__(self, input_dim: Sequence[int] = (1, 28, 28),
-                 conv_param: ConvParam = {'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
-                 hidden_size: int = 100, output_size: int = 10, weight_init_std: float = 0.01,
-                 dtype: DTypeLike = np.float32, seed: Union[None, int, np.random.Generator] = None) -> None:
+    def __init__(
+        self,
+        input_dim: Sequence[int] = (1, 28, 28),
+        conv_param: ConvParam = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
+        hidden_size: int = 100,
+        output_size: int = 10,
+        weight_init_std: float = 0.01,
+        dtype: DTypeLike = np.float32,
+        seed: Union[None, int, np.random.Generator] = None,
+    ) -> None:
         model = "SimpleConvNet"
         input_dim = _config_ints(model, "input_dim", input_dim, 3)
         conv_param = _config_conv(model, "conv_param", conv_param)
@@ -132,22 +162,33 @@ class SimpleConvNet(NamedModel):
         dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         self.conv_param = conv_param
-        self._config = {"input_dim": list(input_dim), "conv_param": self.conv_param,
-                        "hidden_size": hidden_size, "output_size": output_size,
-                        "weight_init_std": weight_init_std}
+        self._config = {
+            "input_dim": list(input_dim),
+            "conv_param": self.conv_param,
+            "hidden_size": hidden_size,
+            "output_size": output_size,
+            "weight_init_std": weight_init_std,
+        }
         channels, height, width = input_dim
-        filters, size = conv_param['filter_num'], conv_param['filter_size']
+        filters, size = conv_param["filter_num"], conv_param["filter_size"]
 
         def weights(*shape):
             return normal(shape, weight_init_std, rng, dtype)
-        conv = Convolution(weights(filters, channels, size, size), zeros(filters, dtype),
-                           conv_param['stride'], conv_param['pad'])
+
+        conv = Convolution(
+            weights(filters, channels, size, size), zeros(filters, dtype), conv_param["stride"], conv_param["pad"]
+        )
         pool = Pooling(pool_h=2, pool_w=2, stride=2)
         conv_shape = _next_shape(model, "conv_param", conv, (1, channels, height, width))
         pooled = math.prod(_next_shape(model, "the pooling after conv_param", pool, conv_shape)[1:])
-        layers = [conv, Relu(), pool,
-                  Affine(weights(pooled, hidden_size), zeros(hidden_size, dtype)), Relu(),
-                  Affine(weights(hidden_size, output_size), zeros(output_size, dtype))]
+        layers = [
+            conv,
+            Relu(),
+            pool,
+            Affine(weights(pooled, hidden_size), zeros(hidden_size, dtype)),
+            Relu(),
+            Affine(weights(hidden_size, output_size), zeros(output_size, dtype)),
+        ]
         super().__init__(*layers, rng=rng)
         self.aliases = _book_aliases(self, ["W1", "b1", "W2", "b2", "W3", "b3"])
 

@@ -4,6 +4,7 @@
 ``load_model`` call it on a skeleton: only shapes are walked); ``describe`` counts
 parameters, multiply-adds and the receptive field.
 """
+
 from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -95,8 +96,12 @@ class _CostWalk:
         if any(n < 1 for n in shape[1:]):
             self.fail(where, layer, f"no {what} (shape {shape}): its window is larger than the padded input")
         if math.prod(shape) > MAX_ACTIVATION:
-            self.fail(where, layer, f"its {what} of shape {shape} has {math.prod(shape)} values, "
-                                    f"more than {MAX_ACTIVATION} (64 MiB in float64)")
+            self.fail(
+                where,
+                layer,
+                f"its {what} of shape {shape} has {math.prod(shape)} values, "
+                f"more than {MAX_ACTIVATION} (64 MiB in float64)",
+            )
 
     def add_work(self, where, layer, work):
         self.work += work
@@ -160,9 +165,12 @@ def describe(model: Layer, input_shape: Sequence[int] = (1, 1, 28, 28)) -> Dict[
         ``output_shape``.
     """
     shape, macs, rf = _walk_cost(model, tuple(input_shape), (1, 1))
-    return {"parameters": int(sum(p.size for p in model.params.values())),
-            "multiply_adds": int(macs // max(input_shape[0], 1)) if input_shape[0] else int(macs),
-            "receptive_field": rf[0], "output_shape": shape}
+    return {
+        "parameters": int(sum(p.size for p in model.params.values())),
+        "multiply_adds": int(macs // max(input_shape[0], 1)) if input_shape[0] else int(macs),
+        "receptive_field": rf[0],
+        "output_shape": shape,
+    }
 
 
 def _walk_cost(layer, shape, field):

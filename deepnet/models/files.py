@@ -8,6 +8,7 @@ rebuilds the model from it without code; it also reads a plain parameter file
 weights: the file's arrays are checked against a skeleton of the model from their headers,
 then copied into a model of zeros.
 """
+
 from __future__ import annotations
 from typing import Any, Dict, Optional, Union
 
@@ -64,12 +65,15 @@ def load_model(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
         The file cannot be read.
     """
     path = os.fspath(path)
-    spec_bytes = io.read_params(path, {SPEC_KEY: None}, strict=False,
-                                entry_limits={SPEC_KEY: MAX_SPEC_BYTES}).get(SPEC_KEY)  # the spec alone
+    spec_bytes = io.read_params(path, {SPEC_KEY: None}, strict=False, entry_limits={SPEC_KEY: MAX_SPEC_BYTES}).get(
+        SPEC_KEY
+    )  # the spec alone
     if spec_bytes is None and _is_checkpoint(path):
-        raise ValueError(f"{path}: a training checkpoint, not a model file: continue it with "
-                         f"'deepnet train --resume --checkpoint {path}', or use the model file the "
-                         "run saves (--out)")
+        raise ValueError(
+            f"{path}: a training checkpoint, not a model file: continue it with "
+            f"'deepnet train --resume --checkpoint {path}', or use the model file the "
+            "run saves (--out)"
+        )
     spec = {"type": "DeepConvNet", "config": {}} if spec_bytes is None else _decode_spec(spec_bytes, path)
     try:
         skeleton = _built(spec, np.dtype(np.float32), np.random.default_rng(0), "shapes")  # no memory
@@ -77,8 +81,10 @@ def load_model(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
             raise ValueError(f"the spec describes a single {type(skeleton).__name__}, not a model")
         out, _ = check_cost(skeleton)
         if len(out) != 2:
-            raise ValueError(f"the model's output for one input of shape {input_shape(skeleton)} has shape "
-                             f"{out}; a classifier's is (1, classes): end it with an Affine or Flatten")
+            raise ValueError(
+                f"the model's output for one input of shape {input_shape(skeleton)} has shape "
+                f"{out}; a classifier's is (1, classes): end it with an Affine or Flatten"
+            )
         target = None if dtype is None else _build_dtype(dtype)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
@@ -88,8 +94,9 @@ def load_model(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
         arrays = io.read_params(path, {**expected, SPEC_KEY: None}, strict=True, optional=optional)
     except io.ParameterFileError as exc:
         if spec_bytes is None:
-            raise io.ParameterFileError(f"{exc} (a file without an architecture spec is read as the "
-                                        "book's DeepConvNet)") from None
+            raise io.ParameterFileError(
+                f"{exc} (a file without an architecture spec is read as the book's DeepConvNet)"
+            ) from None
         raise
     arrays.pop(SPEC_KEY, None)
     _check_loaded_values(skeleton, arrays, path)
@@ -113,14 +120,16 @@ def _check_loaded_values(skeleton, arrays, path):
             name = BUFFER_PREFIX + skeleton.aliases.get(hierarchical, hierarchical)
             value = arrays.get(name)
             if value is not None and value.dtype.kind == "f" and (value < 0).any():
-                raise ValueError(f"{path}: {_short(name)} holds a negative variance "
-                                 f"({float(value.min()):.3g}); a running variance is >= 0")
+                raise ValueError(
+                    f"{path}: {_short(name)} holds a negative variance "
+                    f"({float(value.min()):.3g}); a running variance is >= 0"
+                )
 
 
 def _chunks(array, size=1 << 20):
     """``array``'s values, ``size`` at a time, without copying it (Fortran order too)."""
     flat = array.reshape(-1, order="A")
-    return (flat[start:start + size] for start in range(0, flat.size, size))
+    return (flat[start : start + size] for start in range(0, flat.size, size))
 
 
 def _is_checkpoint(path):
@@ -154,8 +163,9 @@ def _parse_spec(data):
 
 def _decode_spec(spec_bytes, path):
     if spec_bytes.dtype != np.uint8 or spec_bytes.ndim != 1:
-        raise ValueError(f"{path}: {SPEC_KEY} must be UTF-8 bytes (uint8), got {spec_bytes.dtype} "
-                         f"of shape {spec_bytes.shape}")
+        raise ValueError(
+            f"{path}: {SPEC_KEY} must be UTF-8 bytes (uint8), got {spec_bytes.dtype} of shape {spec_bytes.shape}"
+        )
     try:
         return _parse_spec(spec_bytes.tobytes())
     except ValueError as exc:

@@ -1,4 +1,5 @@
 """Folding BatchNormalization into the convolution before it, for inference."""
+
 from __future__ import annotations
 import numpy as np
 
@@ -44,11 +45,17 @@ def _fold_in(container):
             std = np.sqrt(_array.to_cpu(following.running_var).astype(acc) + following.EPS)
             scale = _array.to_cpu(following.gamma).astype(acc) / std
             W = _array.to_cpu(layer.W).astype(acc) * scale[:, None, None, None]
-            b = (_array.to_cpu(layer.b).astype(acc) - _array.to_cpu(following.running_mean).astype(acc)) * scale \
-                + _array.to_cpu(following.beta).astype(acc)
+            b = (
+                _array.to_cpu(layer.b).astype(acc) - _array.to_cpu(following.running_mean).astype(acc)
+            ) * scale + _array.to_cpu(following.beta).astype(acc)
             relu_after = i + 2 < len(layers) and isinstance(layers[i + 2], Relu)
-            conv = Convolution(W.astype(layer.W.dtype), b.astype(layer.b.dtype), layer.stride, layer.pad,
-                               relu=following.relu or relu_after)
+            conv = Convolution(
+                W.astype(layer.W.dtype),
+                b.astype(layer.b.dtype),
+                layer.stride,
+                layer.pad,
+                relu=following.relu or relu_after,
+            )
             folded.append(conv)
             i += 3 if relu_after else 2
             continue

@@ -6,6 +6,7 @@ allocate more than MAX_PARAMETERS.  ``_initialised`` says how the parameters are
 drawn at random (a new model), zeros (a model about to be loaded: nothing is drawn) or
 shapes only (a skeleton of read-only arrays that take no memory).
 """
+
 from __future__ import annotations
 from typing import Iterator, Optional
 
@@ -17,11 +18,20 @@ import contextlib
 
 
 from ..layers import Affine, BatchNormalization, Convolution
-from ..nn.init import (_charge, _charge_layers, _draw, _init_mode, _initialised, _parameter_budget,  # noqa: F401
-                       _placeholder, he_normal, normal, zeros)
+from ..nn.init import (
+    _charge,
+    _charge_layers,
+    _draw,
+    _init_mode,
+    _initialised,
+    _parameter_budget,  # noqa: F401
+    _placeholder,
+    he_normal,
+    normal,
+    zeros,
+)
 from ..nn.init import _parameter_limit as _nn_parameter_limit
 from .limits import MAX_LAYERS, MAX_PARAMETERS
-
 
 
 @contextlib.contextmanager
@@ -30,18 +40,26 @@ def _parameter_limit(limit: Optional[int] = MAX_PARAMETERS, layers: Optional[int
         yield
 
 
-def conv_layer(in_channels: int, filters: int, kernel: int, rng: np.random.Generator, dtype: DTypeLike,
-               stride: IntPair = 1, pad: Optional[IntPair] = None, relu: bool = False) -> Convolution:
+def conv_layer(
+    in_channels: int,
+    filters: int,
+    kernel: int,
+    rng: np.random.Generator,
+    dtype: DTypeLike,
+    stride: IntPair = 1,
+    pad: Optional[IntPair] = None,
+    relu: bool = False,
+) -> Convolution:
     """A He-initialised Convolution; pad defaults to "same" for odd kernels."""
     pad = kernel // 2 if pad is None else pad
-    return Convolution(he_normal((filters, in_channels, kernel, kernel), rng, dtype),
-                       zeros(filters, dtype), stride, pad, relu=relu)
+    return Convolution(
+        he_normal((filters, in_channels, kernel, kernel), rng, dtype), zeros(filters, dtype), stride, pad, relu=relu
+    )
 
 
 def affine_layer(in_features: int, out_features: int, rng: np.random.Generator, dtype: DTypeLike) -> Affine:
     return Affine(he_normal((in_features, out_features), rng, dtype), zeros(out_features, dtype))
 
 
-def batch_norm_layer(features: int, dtype: DTypeLike, momentum: float = 0.9,
-                     relu: bool = False) -> BatchNormalization:
+def batch_norm_layer(features: int, dtype: DTypeLike, momentum: float = 0.9, relu: bool = False) -> BatchNormalization:
     return BatchNormalization.new(features, dtype, momentum, relu=relu)

@@ -6,6 +6,7 @@ hierarchically after the layers' positions ("0.W", "3.body.1.gamma"); the book's
 the book's names (W1, b1, ... W8, b8) through ``aliases``.  ``NamedModel`` is the base of
 the models a constructor builds from settings (DeepConvNet, ResNet...).
 """
+
 from __future__ import annotations
 import copy
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -26,7 +27,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # A model file's layout: Sequential.save writes it, deepnet.models.files.load_model reads it.
 SPEC_KEY = "__model_spec__"  # the entry of a model file that holds the JSON spec
-BUFFER_PREFIX = "buffers/"   # the entries of a model file that hold the buffers
+BUFFER_PREFIX = "buffers/"  # the entries of a model file that hold the buffers
 
 # Describing a model as data (layer_spec, model_spec) and building one from data (build)
 # need every named model, and those are Sequentials: deepnet.models.spec imports this module,
@@ -56,8 +57,9 @@ class Sequential(Layer):
     on_gpu = False
     spec_name = None  # a container: deepnet.models.spec builds it, and the models (MODELS)
 
-    def __init__(self, *layers: Layer, rng: Optional[np.random.Generator] = None,
-                 aliases: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self, *layers: Layer, rng: Optional[np.random.Generator] = None, aliases: Optional[Dict[str, str]] = None
+    ) -> None:
         # No Layer.__init__: params, grads and buffers are gathered from the layers.
         self.layers = list(layers)
         self.rng = rng if rng is not None else np.random.default_rng()
@@ -79,8 +81,11 @@ class Sequential(Layer):
         while i < len(self.layers):
             layer = self.layers[i]
             following = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if (isinstance(layer, Convolution) and isinstance(following, Pooling)
-                    and following.fuses_after_convolution()):
+            if (
+                isinstance(layer, Convolution)
+                and isinstance(following, Pooling)
+                and following.fuses_after_convolution()
+            ):
                 x = layer.forward_pooled(x, following, train)
                 i += 2
             else:
@@ -98,11 +103,16 @@ class Sequential(Layer):
         while i >= 0:
             layer = self.layers[i]
             previous = self.layers[i - 1] if i > 0 else None
-            if (isinstance(layer, Pooling) and isinstance(previous, Convolution) and layer.argmax is not None
-                    and layer.fuses_after_convolution()):
+            if (
+                isinstance(layer, Pooling)
+                and isinstance(previous, Convolution)
+                and layer.argmax is not None
+                and layer.fuses_after_convolution()
+            ):
                 first = i == 1
                 dout = previous.backward_pooled(  # type: ignore[assignment]  # None: the first layer, the last step
-                    dout, layer, input_gradient=input_gradient or not first)
+                    dout, layer, input_gradient=input_gradient or not first
+                )
                 i -= 2
                 continue
             if i == 0 and not input_gradient and isinstance(layer, (Convolution, Sequential)):
@@ -184,15 +194,20 @@ class Sequential(Layer):
 
     def classify(self, x: Array, batch_size: int = 100) -> NDArray[np.intp]:
         """Predicted class of every sample of ``x`` (a NumPy int array), batch by batch."""
-        labels = [np.argmax(_array.to_cpu(self.predict(x[start:start + batch_size])), axis=1)
-                  for start in range(0, len(x), batch_size)]
+        labels = [
+            np.argmax(_array.to_cpu(self.predict(x[start : start + batch_size])), axis=1)
+            for start in range(0, len(x), batch_size)
+        ]
         return np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
 
     def probabilities(self, x: Array, batch_size: int = 100) -> NDArray[np.float64]:
         """Softmax probabilities of every sample (NumPy, float64), batch by batch."""
         from ..layers import softmax
-        rows = [softmax(_array.to_cpu(self.predict(x[start:start + batch_size])).astype(np.float64))
-                for start in range(0, len(x), batch_size)]
+
+        rows = [
+            softmax(_array.to_cpu(self.predict(x[start : start + batch_size])).astype(np.float64))
+            for start in range(0, len(x), batch_size)
+        ]
         return np.concatenate(rows) if rows else np.zeros((0, 0))
 
     def accuracy(self, x: Array, t: ArrayLike, batch_size: int = 100) -> float:
@@ -238,8 +253,9 @@ class Sequential(Layer):
         """Write the parameters alone to an ``.npz`` file (atomically); return the path written."""
         return io.save_params(path, self.params)
 
-    def load_params(self, path: PathLike, only: Union[None, str, Sequence[str]] = None,
-                    strict: bool = True) -> List[str]:
+    def load_params(
+        self, path: PathLike, only: Union[None, str, Sequence[str]] = None, strict: bool = True
+    ) -> List[str]:
         """Load parameters (and buffers, if the file has them) from a model file, a
         parameter ``.npz`` or the book's ``.pkl``; see ``set_params`` for ``only``/``strict``.
         Returns the names loaded.  Names, dtypes and shapes are checked against this net
@@ -249,13 +265,17 @@ class Sequential(Layer):
         if only is not None:
             expected = {name: shape for name, shape in expected.items() if _matches(name, only)}
         optional = {SPEC_KEY} | {name for name in expected if name.startswith(BUFFER_PREFIX)}
-        arrays = io.read_params(path, {**expected, SPEC_KEY: None}, strict=strict and only is None,
-                                optional=optional)
+        arrays = io.read_params(path, {**expected, SPEC_KEY: None}, strict=strict and only is None, optional=optional)
         arrays.pop(SPEC_KEY, None)
         return self.set_params(arrays, source=os.fspath(path), only=only, strict=strict)
 
-    def set_params(self, arrays: Dict[str, Any], source: str = "parameters",
-                   only: Union[None, str, Sequence[str]] = None, strict: bool = True) -> List[str]:
+    def set_params(
+        self,
+        arrays: Dict[str, Any],
+        source: str = "parameters",
+        only: Union[None, str, Sequence[str]] = None,
+        strict: bool = True,
+    ) -> List[str]:
         """Copy ``arrays`` (name -> array; ``buffers/<name>`` for buffers) into this net.
 
         ``only``: names or prefixes (e.g. ``["W1", "b1"]`` or ``["0.", "1."]``) to load; the
@@ -283,13 +303,18 @@ class Sequential(Layer):
         for name in names:
             value, expected = arrays[name], targets[name].shape
             if tuple(value.shape) != tuple(expected):
-                raise ValueError(f"{source}: parameter {_short(name)} has shape {tuple(value.shape)}, "
-                                 f"the network expects {tuple(expected)}")
+                raise ValueError(
+                    f"{source}: parameter {_short(name)} has shape {tuple(value.shape)}, "
+                    f"the network expects {tuple(expected)}"
+                )
             if np.dtype(value.dtype).kind != "f":
-                raise ValueError(f"{source}: parameter {_short(name)} has dtype {value.dtype}, expected "
-                                 "floating point (float16, float32 or float64)")
-        converted = {name: self._to_device(_array.to_cpu(arrays[name]).astype(targets[name].dtype, copy=False))
-                     for name in names}
+                raise ValueError(
+                    f"{source}: parameter {_short(name)} has dtype {value.dtype}, expected "
+                    "floating point (float16, float32 or float64)"
+                )
+        converted = {
+            name: self._to_device(_array.to_cpu(arrays[name]).astype(targets[name].dtype, copy=False)) for name in names
+        }
         for name in names:
             targets[name][...] = converted[name]
         return names
@@ -337,13 +362,14 @@ def _matches(name: str, selection: Sequence[str]) -> bool:
     """``name`` (a parameter, or ``buffers/<name>``) is one of ``selection``'s names or
     lies under one of its prefixes ("3." or "3")."""
     name = name.removeprefix(BUFFER_PREFIX)
-    return any(name == item or (item.endswith(".") and name.startswith(item)) or
-               name.startswith(item + ".") for item in selection)
+    return any(
+        name == item or (item.endswith(".") and name.startswith(item)) or name.startswith(item + ".")
+        for item in selection
+    )
 
 
 def _generator_state(generator: np.random.Generator) -> Mapping[str, Any]:
     return generator.bit_generator.state
-
 
 
 class NamedModel(Sequential):

@@ -7,6 +7,7 @@ and bounds the parameters (MAX_PARAMETERS), the layers (MAX_LAYERS), the nesting
 (MAX_NESTING) and the work for one image (``check_cost``) on a skeleton of the model whose
 arrays take no memory, before anything is allocated or drawn.
 """
+
 from __future__ import annotations
 from typing import Any, Dict, Union
 
@@ -39,14 +40,19 @@ def layer_spec(layer: Layer) -> Dict[str, Any]:
             return named
         return {"type": "Sequential", **_layers_spec(layer)}
     if isinstance(layer, Residual):
-        return {"type": "Residual", "body": layer_spec(layer.body),
-                "shortcut": None if layer.shortcut is None else layer_spec(layer.shortcut)}
+        return {
+            "type": "Residual",
+            "body": layer_spec(layer.body),
+            "shortcut": None if layer.shortcut is None else layer_spec(layer.shortcut),
+        }
     if type(layer) is Sequential:
         return {"type": "Sequential", **_layers_spec(layer)}
     name = getattr(type(layer), "spec_name", None)
     if name is None or Layer.registry.get(name) is not type(layer):
-        raise ValueError(f"model_spec: a {type(layer).__name__} cannot be described as data; "
-                         f"known layers: {', '.join(_known_types())}")
+        raise ValueError(
+            f"model_spec: a {type(layer).__name__} cannot be described as data; "
+            f"known layers: {', '.join(_known_types())}"
+        )
     return {"type": name, **layer.config()}
 
 
@@ -74,8 +80,9 @@ def model_spec(model: Layer) -> Dict[str, Any]:
     return layer_spec(model)
 
 
-def build(spec: Dict[str, Any], dtype: DTypeLike = np.float32,
-          rng: Union[None, int, np.random.Generator] = None) -> Layer:
+def build(
+    spec: Dict[str, Any], dtype: DTypeLike = np.float32, rng: Union[None, int, np.random.Generator] = None
+) -> Layer:
     """A new, freshly initialised model (or layer) of the architecture ``spec`` describes.
 
     ``spec`` is untrusted data (a model file, a --model spec.json): every entry is checked,
@@ -142,8 +149,9 @@ def _build(spec, dtype, rng, where, depth=0):
         layers = _entry(spec, "layers", list, where)
         children = [_build(item, dtype, rng, f"{where}.layers[{i}]", depth + 1) for i, item in enumerate(layers)]
         aliases = spec.get("aliases") or {}
-        if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                    for k, v in aliases.items()):
+        if not isinstance(aliases, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
+        ):
             raise ValueError(f"build: {where}.aliases must map names to names")
         return Sequential(*children, rng=rng, aliases=aliases)
     if kind == "Residual":

@@ -1,4 +1,5 @@
 """VGG (Simonyan & Zisserman 2014): a net of 3x3 convolutions and poolings from a config."""
+
 from __future__ import annotations
 from typing import List, Sequence, Union
 
@@ -22,10 +23,17 @@ class VGG(NamedModel):
     and the output layer.
     """
 
-    def __init__(self, config: Sequence[Union[int, str]] = (16, 16, "M", 32, 32, "M", 64, 64, "M"),
-                 input_dim: Sequence[int] = (1, 28, 28), hidden: Sequence[int] = (50,), output_size: int = 10,
-                 batch_norm: bool = False, dropout: float = 0.5, dtype: DTypeLike = np.float32,
-                 seed: Union[None, int, np.random.Generator] = None) -> None:
+    def __init__(
+        self,
+        config: Sequence[Union[int, str]] = (16, 16, "M", 32, 32, "M", 64, 64, "M"),
+        input_dim: Sequence[int] = (1, 28, 28),
+        hidden: Sequence[int] = (50,),
+        output_size: int = 10,
+        batch_norm: bool = False,
+        dropout: float = 0.5,
+        dtype: DTypeLike = np.float32,
+        seed: Union[None, int, np.random.Generator] = None,
+    ) -> None:
         model = "VGG"
         if not isinstance(config, (list, tuple)) or len(config) > MAX_LAYERS:
             raise ValueError(f"VGG: 'config' must be a list of positive ints and 'M', got {_short(config)}")
@@ -44,8 +52,14 @@ class VGG(NamedModel):
         _config_layers(model, 2 * len(config) + 3 * len(hidden) + 1)
         dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
-        self._config = {"config": list(config), "input_dim": list(input_dim), "hidden": list(hidden),
-                        "output_size": output_size, "batch_norm": bool(batch_norm), "dropout": dropout}
+        self._config = {
+            "config": list(config),
+            "input_dim": list(input_dim),
+            "hidden": list(hidden),
+            "output_size": output_size,
+            "batch_norm": bool(batch_norm),
+            "dropout": dropout,
+        }
         layers: List[Layer] = []
         channels = input_dim[0]
         for item in config:

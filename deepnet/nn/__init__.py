@@ -5,6 +5,7 @@ layers as L``).  To add a layer, define a subclass of ``Layer`` in its module (s
 deepnet.nn.base): it registers itself, and ``deepnet.models.build``, ``model_spec``,
 ``load_model`` and ``describe`` know it with no other change.
 """
+
 from __future__ import annotations
 from .activations import Relu, Sigmoid, softmax
 from .base import Layer, _pair, _train_mode, _WeightAndBias
@@ -16,6 +17,22 @@ from .normalization import BatchNormalization
 from .pooling import GlobalAveragePooling
 from .regularization import Dropout
 
-__all__ = ["Layer", "Relu", "Sigmoid", "Affine", "Convolution", "Pooling", "Dropout",
-           "BatchNormalization", "Flatten", "GlobalAveragePooling", "Residual",
-           "SoftmaxWithLoss", "softmax", "cross_entropy_error", "_pair", "_train_mode", "_WeightAndBias"]
+__all__ = [
+    "Layer",
+    "Relu",
+    "Sigmoid",
+    "Affine",
+    "Convolution",
+    "Pooling",
+    "Dropout",
+    "BatchNormalization",
+    "Flatten",
+    "GlobalAveragePooling",
+    "Residual",
+    "SoftmaxWithLoss",
+    "softmax",
+    "cross_entropy_error",
+    "_pair",
+    "_train_mode",
+    "_WeightAndBias",
+]

@@ -1,4 +1,5 @@
 """Activation layers (Relu, Sigmoid, LeakyReLU, Tanh) and softmax: elementwise, no parameters."""
+
 from __future__ import annotations
 from typing import Any, Dict, Optional
 from numpy.typing import DTypeLike

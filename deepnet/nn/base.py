@@ -22,6 +22,7 @@ A subclass registers itself (``Layer.registry``) under its class name, or under
 themselves) out of the registry, as do names that start with "_".  Adding a layer type is
 defining its class: no central list changes.
 """
+
 from __future__ import annotations
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 from numpy.typing import DTypeLike

@@ -1,4 +1,5 @@
 """Containers of layers: Residual (Sequential, also a model, is in deepnet.models.sequential)."""
+
 from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 from deepnet.functional import Array
@@ -26,8 +27,10 @@ class Residual(Layer):
         y = self.body.forward(x, train)
         skip = x if self.shortcut is None else self.shortcut.forward(x, train)
         if y.shape != skip.shape:
-            raise ValueError(f"Residual.forward: the body gives shape {tuple(y.shape)} but the shortcut "
-                             f"{tuple(skip.shape)}; give a shortcut that projects to the body's shape")
+            raise ValueError(
+                f"Residual.forward: the body gives shape {tuple(y.shape)} but the shortcut "
+                f"{tuple(skip.shape)}; give a shortcut that projects to the body's shape"
+            )
         return y + skip
 
     def backward(self, dout: Array) -> Array:

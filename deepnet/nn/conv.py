@@ -1,4 +1,5 @@
 """Spatial layers over images (N, C, H, W): Convolution (optionally with a fused ReLU) and max Pooling."""
+
 from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 from numpy.typing import DTypeLike
@@ -42,8 +43,7 @@ class Convolution(_WeightAndBias):
 
     def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
         self.x = F.as_float_array(x, "x", "Convolution.forward", dtype=self.W.dtype)
-        self.out = F.conv2d(self.x, self.W, self.b, self.stride, self.pad, relu=self.relu,
-                            caller="Convolution.forward")
+        self.out = F.conv2d(self.x, self.W, self.b, self.stride, self.pad, relu=self.relu, caller="Convolution.forward")
         self.pool_argmax = None
         return self.out
 
@@ -56,19 +56,25 @@ class Convolution(_WeightAndBias):
         if pooling is None and train:
             raise ValueError("Convolution.forward_pooled: training needs the Pooling layer, to keep its winners")
         if pooling is not None and not pooling.fuses_after_convolution():
-            raise ValueError("Convolution.forward_pooled: fuses only a 2x2, stride-2, unpadded Pooling, "
-                             f"got {pooling.pool_h}x{pooling.pool_w}, stride {pooling.stride}, pad {pooling.pad}")
+            raise ValueError(
+                "Convolution.forward_pooled: fuses only a 2x2, stride-2, unpadded Pooling, "
+                f"got {pooling.pool_h}x{pooling.pool_w}, stride {pooling.stride}, pad {pooling.pad}"
+            )
         x = F.as_float_array(x, "x", "Convolution.forward_pooled", dtype=self.W.dtype)
         arguments = (x, self.W, self.b, self.stride, self.pad)
         if not train:
             self.x = self.out = self.pool_argmax = None
             if pooling is not None:
                 pooling.argmax = None
-            return F.conv2d_max_pool2d(*arguments, relu=self.relu,  # type: ignore[return-value]  # argmax=False: one array
-                                       caller="Convolution.forward_pooled")
+            return F.conv2d_max_pool2d(
+                *arguments,
+                relu=self.relu,  # type: ignore[return-value]  # argmax=False: one array
+                caller="Convolution.forward_pooled",
+            )
         assert pooling is not None  # checked above: training needs it
-        pooled, pooling.argmax = F.conv2d_max_pool2d(*arguments, relu=self.relu, argmax=True,
-                                                     caller="Convolution.forward_pooled")
+        pooled, pooling.argmax = F.conv2d_max_pool2d(
+            *arguments, relu=self.relu, argmax=True, caller="Convolution.forward_pooled"
+        )
         pooling.x_shape = self.output_shape(x.shape)
         self.x, self.out, self.pool_argmax = x, pooled, pooling.argmax
         return pooled
@@ -80,8 +86,9 @@ class Convolution(_WeightAndBias):
         its winners: the only pixels where dout is not zero."""
         relu_out = self.out
         if self.relu and self.pool_argmax is not None and relu_out is not None:
-            relu_out = F.max_pool2d_backward(relu_out, self.pool_argmax, self.output_shape(self.x.shape),
-                                             2, 2, 2, 0, caller="Convolution.backward")
+            relu_out = F.max_pool2d_backward(
+                relu_out, self.pool_argmax, self.output_shape(self.x.shape), 2, 2, 2, 0, caller="Convolution.backward"
+            )
         return self._backward(dout, input_gradient, None, relu_out, "Convolution.backward")
 
     def backward_pooled(self, dout: Array, pooling: Pooling, input_gradient: bool = True) -> Optional[Array]:
@@ -90,18 +97,30 @@ class Convolution(_WeightAndBias):
         as this layer reads it, never written out.  The same values as pooling.backward then
         backward."""
         if pooling.argmax is None or not pooling.fuses_after_convolution():
-            raise RuntimeError("Convolution.backward_pooled: needs a 2x2, stride-2 Pooling after a "
-                               "training forward pass")
+            raise RuntimeError(
+                "Convolution.backward_pooled: needs a 2x2, stride-2 Pooling after a training forward pass"
+            )
         return self._backward(dout, input_gradient, pooling.argmax, self.out, "Convolution.backward_pooled")
 
-    def _backward(self, dout: Array, input_gradient: bool, pool_argmax: Optional[Array], relu_out: Optional[Array],
-                  caller: str) -> Optional[Array]:
+    def _backward(
+        self, dout: Array, input_gradient: bool, pool_argmax: Optional[Array], relu_out: Optional[Array], caller: str
+    ) -> Optional[Array]:
         if self.x is None:
-            raise RuntimeError(f"{caller}: no forward pass to differentiate "
-                               "(call forward(x) first; an inference forward_pooled keeps nothing for it)")
-        dx, dW, db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad,
-                                       relu_out=relu_out if self.relu else None,
-                                       input_gradient=input_gradient, pool_argmax=pool_argmax, caller=caller)
+            raise RuntimeError(
+                f"{caller}: no forward pass to differentiate "
+                "(call forward(x) first; an inference forward_pooled keeps nothing for it)"
+            )
+        dx, dW, db = F.conv2d_backward(
+            dout,
+            self.x,
+            self.W,
+            self.stride,
+            self.pad,
+            relu_out=relu_out if self.relu else None,
+            input_gradient=input_gradient,
+            pool_argmax=pool_argmax,
+            caller=caller,
+        )
         self._set_grads(W=dW, b=db)
         return dx
 
@@ -113,17 +132,27 @@ class Convolution(_WeightAndBias):
 
     def config(self) -> Dict[str, Any]:
         FN, C, kh, kw = (int(s) for s in self.W.shape)
-        return {"in_channels": C, "filters": FN, "kernel": [kh, kw], "stride": list(_pair(self.stride)),
-                "pad": list(_pair(self.pad)), "relu": bool(self.relu)}
+        return {
+            "in_channels": C,
+            "filters": FN,
+            "kernel": [kh, kw],
+            "stride": list(_pair(self.stride)),
+            "pad": list(_pair(self.pad)),
+            "relu": bool(self.relu),
+        }
 
     @classmethod
     def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
         _check_keys(spec, {"type", "in_channels", "filters", "kernel", "stride", "pad", "relu"}, where)
         C, FN = _int(spec, "in_channels", where, 0), _int(spec, "filters", where, 0)
         kh, kw = _int_pair(spec, "kernel", where, 1)
-        return cls(he_normal((FN, C, kh, kw), rng, dtype), zeros(FN, dtype),
-                   _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0),
-                   relu=_flag(spec, "relu", where))
+        return cls(
+            he_normal((FN, C, kh, kw), rng, dtype),
+            zeros(FN, dtype),
+            _int_pair(spec, "stride", where, 1),
+            _int_pair(spec, "pad", where, 0),
+            relu=_flag(spec, "relu", where),
+        )
 
     def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
         FN, C, kh, kw = self.W.shape
@@ -169,8 +198,7 @@ class Pooling(Layer):
         self.argmax: Any = None
 
     def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
-        out, self.argmax = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad,
-                                        caller="Pooling.forward")
+        out, self.argmax = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad, caller="Pooling.forward")
         self.x_shape = x.shape
         return out
 
@@ -180,10 +208,13 @@ class Pooling(Layer):
 
     def backward(self, dout: Array) -> Array:
         if self.argmax is None:
-            raise RuntimeError("Pooling.backward: no forward pass to differentiate "
-                               "(call forward(x) first; a fused inference pass keeps nothing for it)")
-        return F.max_pool2d_backward(dout, self.argmax, self.x_shape, self.pool_h, self.pool_w,
-                                     self.stride, self.pad, caller="Pooling.backward")
+            raise RuntimeError(
+                "Pooling.backward: no forward pass to differentiate "
+                "(call forward(x) first; a fused inference pass keeps nothing for it)"
+            )
+        return F.max_pool2d_backward(
+            dout, self.argmax, self.x_shape, self.pool_h, self.pool_w, self.stride, self.pad, caller="Pooling.backward"
+        )
 
     def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         N, C, H, W = input_shape
@@ -191,14 +222,22 @@ class Pooling(Layer):
         return (N, C, output_size(H, self.pool_h, sh, ph), output_size(W, self.pool_w, sw, pw))
 
     def config(self) -> Dict[str, Any]:
-        return {"pool_h": self.pool_h, "pool_w": self.pool_w, "stride": list(_pair(self.stride)),
-                "pad": list(_pair(self.pad))}
+        return {
+            "pool_h": self.pool_h,
+            "pool_w": self.pool_w,
+            "stride": list(_pair(self.stride)),
+            "pad": list(_pair(self.pad)),
+        }
 
     @classmethod
     def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
         _check_keys(spec, {"type", "pool_h", "pool_w", "stride", "pad"}, where)
-        return cls(_int(spec, "pool_h", where), _int(spec, "pool_w", where),
-                   _int_pair(spec, "stride", where, 1), _int_pair(spec, "pad", where, 0))
+        return cls(
+            _int(spec, "pool_h", where),
+            _int(spec, "pool_w", where),
+            _int_pair(spec, "stride", where, 1),
+            _int_pair(spec, "pad", where, 0),
+        )
 
     def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
         return self.output_shape(input_shape), 0, (self.pool_h, _pair(self.stride)[0])

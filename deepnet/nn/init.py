@@ -7,6 +7,7 @@ says how the parameters are filled: drawn at random (a new model), zeros (a mode
 be loaded: nothing is drawn) or shapes only (a skeleton of read-only arrays that take no
 memory).
 """
+
 from __future__ import annotations
 from typing import Any, Dict, Iterator, Optional, Sequence
 from numpy.typing import DTypeLike
@@ -22,7 +23,9 @@ from .config import _short
 # While build() runs: the parameters and layers it may still make.  Every parameter of every
 # net is allocated through the functions below, which charge it here first, so a spec from a
 # file cannot make deepnet allocate more than MAX_PARAMETERS.
-_parameter_budget: contextvars.ContextVar[Optional[Dict[str, Any]]] = contextvars.ContextVar("deepnet_parameter_budget", default=None)
+_parameter_budget: contextvars.ContextVar[Optional[Dict[str, Any]]] = contextvars.ContextVar(
+    "deepnet_parameter_budget", default=None
+)
 
 # How the functions below fill the parameters: "random" (a new model), "zeros" (a model
 # whose parameters are about to be loaded: nothing is drawn) or "shapes" (a skeleton that
@@ -50,8 +53,7 @@ def _charge_layers(count: int) -> None:
 
 @contextlib.contextmanager
 def _parameter_limit(limit: Optional[int], layers: Optional[int]) -> Iterator[None]:
-    token = _parameter_budget.set({"parameters": limit, "layers": layers, "limit": limit,
-                                   "layer_limit": layers})
+    token = _parameter_budget.set({"parameters": limit, "layers": layers, "limit": limit, "layer_limit": layers})
     try:
         yield
     finally:

@@ -1,4 +1,5 @@
 """Fully connected layers: Affine (x @ W + b) and Flatten."""
+
 from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 from numpy.typing import DTypeLike
@@ -34,8 +35,10 @@ class Affine(_WeightAndBias):
         x = F.as_float_array(x, "x", "Affine.forward", dtype=self.W.dtype)
         features = math.prod(x.shape[1:]) if x.ndim >= 1 else None
         if features != self.W.shape[0]:
-            raise ValueError(f"Affine.forward: each sample must have {self.W.shape[0]} features "
-                             f"(W shape {tuple(self.W.shape)}), got x of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"Affine.forward: each sample must have {self.W.shape[0]} features "
+                f"(W shape {tuple(self.W.shape)}), got x of shape {tuple(x.shape)}"
+            )
         self.original_x_shape = x.shape
         self.x = x.reshape(x.shape[0], self.W.shape[0])  # == features
         acc = compute_dtype(self.W.dtype)
@@ -46,8 +49,9 @@ class Affine(_WeightAndBias):
         acc = compute_dtype(self.W.dtype)
         dout = F.cast(dout, acc)
         dx = F.matmul(dout, F.cast(self.W, acc).T)
-        self._set_grads(W=F.cast(F.matmul(F.cast(self.x, acc).T, dout), self.W.dtype),
-                        b=F.cast(dout.sum(axis=0), self.W.dtype))
+        self._set_grads(
+            W=F.cast(F.matmul(F.cast(self.x, acc).T, dout), self.W.dtype), b=F.cast(dout.sum(axis=0), self.W.dtype)
+        )
         return F.cast(dx, self.W.dtype).reshape(self.original_x_shape)
 
     def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:

@@ -1,4 +1,5 @@
 """Losses: softmax cross-entropy (SoftmaxWithLoss) and cross_entropy_error."""
+
 from __future__ import annotations
 from typing import Any, Union
 from deepnet.functional import Array
@@ -64,15 +65,19 @@ class SoftmaxWithLoss(Layer):
         t = get_array_module(x).asarray(t)
         is_one_hot = t.ndim == 2
         if (t.ndim not in (1, 2)) or t.shape[0] != x.shape[0] or (is_one_hot and t.shape != x.shape):
-            raise ValueError(f"SoftmaxWithLoss.forward: t must be {x.shape[0]} labels or one-hot rows of "
-                             f"shape {tuple(x.shape)} to match x; got t of shape {tuple(t.shape)}")
+            raise ValueError(
+                f"SoftmaxWithLoss.forward: t must be {x.shape[0]} labels or one-hot rows of "
+                f"shape {tuple(x.shape)} to match x; got t of shape {tuple(t.shape)}"
+            )
         if not is_one_hot:
             if t.dtype.kind not in "iu":
                 raise TypeError(f"SoftmaxWithLoss.forward: labels must be integers, got dtype {t.dtype}")
             if t.size and (int(t.min()) < 0 or int(t.max()) >= x.shape[1]):
                 bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
-                raise ValueError(f"SoftmaxWithLoss.forward: labels must lie in 0..{x.shape[1] - 1} "
-                                 f"(one per class of x), got label {bad}")
+                raise ValueError(
+                    f"SoftmaxWithLoss.forward: labels must lie in 0..{x.shape[1] - 1} "
+                    f"(one per class of x), got label {bad}"
+                )
         self.t = t
         self.x_dtype = x.dtype
         self.y = softmax(x.astype(compute_dtype(x.dtype), copy=False))

@@ -1,4 +1,5 @@
 """Normalisation layers: BatchNormalization (optionally with a fused ReLU)."""
+
 from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 from numpy.typing import DTypeLike
@@ -49,13 +50,22 @@ class BatchNormalization(Layer):
     beta = property(lambda self: self.params["beta"], lambda self, v: self.params.__setitem__("beta", v))
     dgamma = property(lambda self: self.grads.get("gamma"))
     dbeta = property(lambda self: self.grads.get("beta"))
-    running_mean = property(lambda self: self.buffers["running_mean"],
-                            lambda self, v: self.buffers.__setitem__("running_mean", v))
-    running_var = property(lambda self: self.buffers["running_var"],
-                           lambda self, v: self.buffers.__setitem__("running_var", v))
+    running_mean = property(
+        lambda self: self.buffers["running_mean"], lambda self, v: self.buffers.__setitem__("running_mean", v)
+    )
+    running_var = property(
+        lambda self: self.buffers["running_var"], lambda self, v: self.buffers.__setitem__("running_var", v)
+    )
 
-    def __init__(self, gamma: Array, beta: Array, momentum: float = 0.9, running_mean: Optional[Array] = None,
-                 running_var: Optional[Array] = None, relu: bool = False) -> None:
+    def __init__(
+        self,
+        gamma: Array,
+        beta: Array,
+        momentum: float = 0.9,
+        running_mean: Optional[Array] = None,
+        running_var: Optional[Array] = None,
+        relu: bool = False,
+    ) -> None:
         super().__init__()
         xp = get_array_module(gamma)
         self.params = {"gamma": gamma, "beta": beta}
@@ -74,22 +84,27 @@ class BatchNormalization(Layer):
     def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
         x = F.as_float_array(x, "x", "BatchNormalization.forward", dtype=self.gamma.dtype)
         if x.ndim not in (2, 4) or x.shape[1] != self.gamma.size:
-            raise ValueError(f"BatchNormalization.forward: expected (N, {self.gamma.size}) or "
-                             f"(N, {self.gamma.size}, H, W) input, got shape {tuple(x.shape)}"
-                             + F._channels_last_hint(tuple(x.shape), self.gamma.size))
+            raise ValueError(
+                f"BatchNormalization.forward: expected (N, {self.gamma.size}) or "
+                f"(N, {self.gamma.size}, H, W) input, got shape {tuple(x.shape)}"
+                + F._channels_last_hint(tuple(x.shape), self.gamma.size)
+            )
         x3 = x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
         if _train_mode(train, train_flg):
             # The shift: each channel's first value (a value of the channel, so a channel
             # constant over the batch gets exactly its value as the mean and a variance of
             # 0); in a data-parallel run one shift for all ranks, the running mean.
             shift = self.running_mean if self.sum_across is not None or x3.size == 0 else x3[0, :, 0]
-            mean, var, count = F.batch_norm_statistics(x3, shift=shift, sum_across=self.sum_across,
-                                                       caller="BatchNormalization.forward")
+            mean, var, count = F.batch_norm_statistics(
+                x3, shift=shift, sum_across=self.sum_across, caller="BatchNormalization.forward"
+            )
             if count == 1:
-                raise ValueError("BatchNormalization.forward: Expected more than 1 value per channel when "
-                                 f"training, got input shape {tuple(x.shape)} (the statistics of one value "
-                                 "are meaningless: every output would be beta); use train=False (the "
-                                 "running statistics) or a larger batch")
+                raise ValueError(
+                    "BatchNormalization.forward: Expected more than 1 value per channel when "
+                    f"training, got input shape {tuple(x.shape)} (the statistics of one value "
+                    "are meaningless: every output would be beta); use train=False (the "
+                    "running statistics) or a larger batch"
+                )
             inv_std = 1 / (get_array_module(x).sqrt(var + self.EPS))
             self._saved = (x3, mean, inv_std, count)
             m = self.momentum
@@ -99,18 +114,26 @@ class BatchNormalization(Layer):
             mean, var = self.running_mean, self.running_var
             inv_std = 1 / (get_array_module(x).sqrt(var.astype(compute_dtype(x.dtype)) + self.EPS))
         # (x - mean) * scale + beta, the difference first: exactly beta where x is the mean
-        out = F.channel_affine(x3, self.gamma * inv_std, self.beta, shift=mean, relu=self.relu,
-                               caller="BatchNormalization.forward")
+        out = F.channel_affine(
+            x3, self.gamma * inv_std, self.beta, shift=mean, relu=self.relu, caller="BatchNormalization.forward"
+        )
         self.out = out if self.relu else None
         return out.reshape(x.shape)
 
     def backward(self, dout: Array) -> Array:
         x3, mean, inv_std, count = self._saved
-        dout3 = F.as_float_array(dout, "dout", "BatchNormalization.backward",
-                                 dtype=self.gamma.dtype).reshape(x3.shape)
-        dx, dgamma, dbeta = F.batch_norm_backward(dout3, x3, mean, inv_std, self.gamma, count,
-                                                  sum_across=self.sum_across, relu_out=self.out,
-                                                  caller="BatchNormalization.backward")
+        dout3 = F.as_float_array(dout, "dout", "BatchNormalization.backward", dtype=self.gamma.dtype).reshape(x3.shape)
+        dx, dgamma, dbeta = F.batch_norm_backward(
+            dout3,
+            x3,
+            mean,
+            inv_std,
+            self.gamma,
+            count,
+            sum_across=self.sum_across,
+            relu_out=self.out,
+            caller="BatchNormalization.backward",
+        )
         self._set_grads(gamma=dgamma, beta=dbeta)
         return dx.reshape(dout.shape)
 
@@ -123,8 +146,14 @@ class BatchNormalization(Layer):
         _charge((4, features))  # gamma, beta and the two running statistics
         if _init_mode.get() == "shapes":
             stats = compute_dtype(dtype)
-            return cls(_placeholder((features,), dtype), _placeholder((features,), dtype), momentum,
-                       _placeholder((features,), stats), _placeholder((features,), stats), relu=relu)
+            return cls(
+                _placeholder((features,), dtype),
+                _placeholder((features,), dtype),
+                momentum,
+                _placeholder((features,), stats),
+                _placeholder((features,), stats),
+                relu=relu,
+            )
         return cls(np.ones(features, dtype), np.zeros(features, dtype), momentum, relu=relu)
 
     @classmethod
@@ -136,7 +165,9 @@ class BatchNormalization(Layer):
 
     def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
         if len(shape) not in (2, 4) or shape[1] != self.gamma.shape[0]:
-            check.fail(f"expects (N, {self.gamma.shape[0]}) or (N, {self.gamma.shape[0]}, H, W) input, gets shape {shape}")
+            check.fail(
+                f"expects (N, {self.gamma.shape[0]}) or (N, {self.gamma.shape[0]}, H, W) input, gets shape {shape}"
+            )
         return shape
 
     def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:

@@ -1,4 +1,5 @@
 """Global pooling: GlobalAveragePooling, (N, C, H, W) -> (N, C)."""
+
 from __future__ import annotations
 from typing import Any, Optional, Sequence, Tuple
 from deepnet.functional import Array

@@ -1,4 +1,5 @@
 """Regularisation layers: the book's Dropout."""
+
 from __future__ import annotations
 from typing import Any, Dict, Optional
 from numpy.typing import DTypeLike
@@ -45,7 +46,7 @@ class Dropout(Layer):
             else:
                 global_batch, first = self.shard
                 keep = self.rng.random((global_batch,) + x.shape[1:], dtype=np.float32) > self.dropout_ratio
-                keep = keep[first:first + x.shape[0]]
+                keep = keep[first : first + x.shape[0]]
             self.mask = get_array_module(x).asarray(keep)
             return x * self.mask
         return x * x.dtype.type(1.0 - self.dropout_ratio)

@@ -13,6 +13,7 @@ on the generator's state and the input, never on the thread count.
     augment = Augment.from_spec("rotation=10,scale=0.1,shift=2.5,elastic=34:4", rng=rng)
     x_batch = augment(x_batch)           # (N, C, H, W) -> same shape and dtype
 """
+
 import functools
 import math
 import numbers
@@ -41,8 +42,8 @@ def affine_theta(image_shape, rotation=0.0, scale=1.0, shear=0.0, shift=(0.0, 0.
     """
     shift = np.asarray(shift, dtype=np.float64)
     rotation, scale, shear, shift_rows, shift_cols = np.broadcast_arrays(
-        np.radians(rotation), np.asarray(scale, dtype=np.float64), np.radians(shear),
-        shift[..., 0], shift[..., 1])
+        np.radians(rotation), np.asarray(scale, dtype=np.float64), np.radians(shear), shift[..., 0], shift[..., 1]
+    )
     cos, sin, tan = np.cos(rotation), np.sin(rotation), np.tan(shear)
     # The forward map is output = A (input - centre) + centre + shift with
     # A = scale * [[1, 0], [tan, 1]] @ [[cos, -sin], [sin, cos]]; theta holds its inverse.
@@ -94,8 +95,9 @@ def elastic_field(rng, n_images, image_shape, alpha, sigma, out=None):
     # Single-threaded BLAS: bit-identical for any thread count, and faster at this size.
     with _config.single_threaded_blas():
         blurred_rows = np.matmul(gaussian_blur_matrix(H, sigma), noise)
-        np.matmul(blurred_rows.reshape(-1, W), np.float32(alpha) * gaussian_blur_matrix(W, sigma).T,
-                  out=out.reshape(-1, W))
+        np.matmul(
+            blurred_rows.reshape(-1, W), np.float32(alpha) * gaussian_blur_matrix(W, sigma).T, out=out.reshape(-1, W)
+        )
     return out
 
 
@@ -113,8 +115,9 @@ class Augment:
 
     SPEC_KEYS = ("rotation", "scale", "shear", "shift", "elastic", "fill")
 
-    def __init__(self, rotation=0.0, scale=0.0, shear=0.0, shift=0.0,
-                 elastic_alpha=0.0, elastic_sigma=4.0, fill=0.0, rng=None):
+    def __init__(
+        self, rotation=0.0, scale=0.0, shear=0.0, shift=0.0, elastic_alpha=0.0, elastic_sigma=4.0, fill=0.0, rng=None
+    ):
         self.rotation = _number("rotation", rotation, 0, 180)
         self.scale = _number("scale", scale, 0, 1, upper_open=True)
         self.shear = _number("shear", shear, 0, 90, upper_open=True)
@@ -156,8 +159,9 @@ class Augment:
 
     def spec(self):
         """The spec string from_spec turns back into this transform."""
-        parts = [f"{key}={getattr(self, key)!r}" for key in ("rotation", "scale", "shear", "shift")
-                 if getattr(self, key)]
+        parts = [
+            f"{key}={getattr(self, key)!r}" for key in ("rotation", "scale", "shear", "shift") if getattr(self, key)
+        ]
         if self.elastic_alpha:
             parts.append(f"elastic={self.elastic_alpha!r}:{self.elastic_sigma!r}")
         if self.fill:

@@ -18,6 +18,7 @@ the loop calls in the order the callbacks were given:
   (saved in checkpoints, restored on resume);
 - ``spec()``: the settings a resumed run must share (JSON data), or None.
 """
+
 import contextlib
 
 import numpy as np
@@ -75,14 +76,17 @@ def check_callbacks(callbacks):
     seen = set()
     for callback in callbacks:
         if not isinstance(callback, Callback):
-            raise TypeError(f"Trainer: callbacks must be deepnet.training.Callback instances, got "
-                            f"{type(callback).__name__}")
+            raise TypeError(
+                f"Trainer: callbacks must be deepnet.training.Callback instances, got {type(callback).__name__}"
+            )
         name = callback.callback_name
         if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"Trainer: a callback's name must be a non-empty string without '/', got {name!r}")
         if name in seen:
-            raise ValueError(f"Trainer: two callbacks are named {name!r} (their checkpoint state is keyed by "
-                             "name): give one another name")
+            raise ValueError(
+                f"Trainer: two callbacks are named {name!r} (their checkpoint state is keyed by "
+                "name): give one another name"
+            )
         seen.add(name)
     return callbacks
 
@@ -108,8 +112,9 @@ class WeightAverage(Callback):
     def on_step_end(self, trainer):
         current = snapshot(trainer.network, copy=False)
         if self.average is None:
-            self.average = {name: value.astype(compute_dtype(value.dtype), copy=True)
-                            for name, value in current.items()}
+            self.average = {
+                name: value.astype(compute_dtype(value.dtype), copy=True) for name, value in current.items()
+            }
         else:
             self.steps += 1
             d = min(self.decay, (1 + self.steps) / (10 + self.steps))
@@ -162,4 +167,4 @@ def swapped_in(network, arrays):
 
 def entries(state, prefix):
     """The entries of ``state`` named ``prefix...``, with the prefix removed."""
-    return {name[len(prefix):]: value for name, value in state.items() if name.startswith(prefix)}
+    return {name[len(prefix) :]: value for name, value in state.items() if name.startswith(prefix)}

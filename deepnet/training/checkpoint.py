@@ -15,6 +15,7 @@ refused, naming each setting that differs.  Checkpoints of deepnet before versio
 this layout kept callback state by position (``hook0/...``); they are refused, with a
 message that says so.
 """
+
 import json
 import math
 import re
@@ -52,10 +53,13 @@ def state(trainer):
     arrays = {f"param/{name}": _array.to_cpu(value) for name, value in snapshot(trainer.network, copy=False).items()}
     arrays.update({f"optimizer/{name}": value for name, value in trainer.optimizer.state_dict().items()})
     for callback in trainer.callbacks:
-        arrays.update({f"callbacks/{callback.callback_name}/{name}": value
-                       for name, value in callback.state_dict().items()})
+        arrays.update(
+            {f"callbacks/{callback.callback_name}/{name}": value for name, value in callback.state_dict().items()}
+        )
     if hasattr(trainer.batch_transform, "state_dict"):
-        arrays.update({f"batch_transform/{name}": value for name, value in trainer.batch_transform.state_dict().items()})
+        arrays.update(
+            {f"batch_transform/{name}": value for name, value in trainer.batch_transform.state_dict().items()}
+        )
     if trainer.best is not None:
         arrays.update({f"best/{name}": value for name, value in trainer.best[2].items()})
         arrays["best_epoch_and_accuracy"] = np.array([trainer.best[0], trainer.best[1]])
@@ -70,15 +74,22 @@ def state(trainer):
 def config(trainer):
     """Settings that must match for a resumed run to continue the same run."""
     transform = trainer.batch_transform
-    return {"format": FORMAT, "optimizer": type(trainer.optimizer).__name__,
-            "optimizer_settings": trainer._optimizer_settings,
-            "mini_batch_size": trainer.batch_size, "train_size": len(trainer.x_train),
-            "val_size": len(trainer.x_val) if trainer.validating else 0, "validation": trainer._validation_digest,
-            "select": trainer.select,
-            "dtype": str(trainer.network.dtype), "model": _model_spec_or_none(trainer.network),
-            "callbacks": {callback.callback_name: callback.spec() for callback in trainer.callbacks
-                          if callback.spec() is not None},
-            "batch_transform": transform.spec() if hasattr(transform, "spec") else None}
+    return {
+        "format": FORMAT,
+        "optimizer": type(trainer.optimizer).__name__,
+        "optimizer_settings": trainer._optimizer_settings,
+        "mini_batch_size": trainer.batch_size,
+        "train_size": len(trainer.x_train),
+        "val_size": len(trainer.x_val) if trainer.validating else 0,
+        "validation": trainer._validation_digest,
+        "select": trainer.select,
+        "dtype": str(trainer.network.dtype),
+        "model": _model_spec_or_none(trainer.network),
+        "callbacks": {
+            callback.callback_name: callback.spec() for callback in trainer.callbacks if callback.spec() is not None
+        },
+        "batch_transform": transform.spec() if hasattr(transform, "spec") else None,
+    }
 
 
 def apply_state(trainer, state, path):
@@ -88,8 +99,10 @@ def apply_state(trainer, state, path):
     try:
         saved = json.loads(str(state["config"]))
         if (isinstance(saved, dict) and "hooks" in saved) or any(_OLD_KEY.match(name) for name in state):
-            raise ValueError(f"{path} was written by an older deepnet (callback state kept by position, "
-                             "'hook0/...'): it cannot be resumed; start a new run")
+            raise ValueError(
+                f"{path} was written by an older deepnet (callback state kept by position, "
+                "'hook0/...'): it cannot be resumed; start a new run"
+            )
         _check_config(trainer, saved, path)
         check = EntryCheck(path)
         targets = snapshot(trainer.network, copy=False)
@@ -114,7 +127,7 @@ def apply_state(trainer, state, path):
             callback_state = entries(state, prefix)
             for name, value in callback_state.items():
                 if name.startswith("average/"):
-                    check.like(prefix + name, value, targets.get(name[len("average/"):]))
+                    check.like(prefix + name, value, targets.get(name[len("average/") :]))
                     if "running_var" in name:
                         check.non_negative(prefix + name, value)
                 elif np.ndim(value) == 0:
@@ -125,8 +138,10 @@ def apply_state(trainer, state, path):
         epoch = check.count("epoch", state["epoch"], upper=trainer.epochs)
         steps = trainer._steps_per_epoch()
         if trainer.optimizer.iter != epoch * steps:
-            raise ValueError(f"{path}: 'optimizer/iter' is {trainer.optimizer.iter}, expected {epoch * steps} "
-                             f"after {epoch} epochs of {steps} steps")
+            raise ValueError(
+                f"{path}: 'optimizer/iter' is {trainer.optimizer.iter}, expected {epoch * steps} "
+                f"after {epoch} epochs of {steps} steps"
+            )
         best = entries(state, "best/")
         if best:
             for name, value in best.items():
@@ -135,11 +150,14 @@ def apply_state(trainer, state, path):
                     check.non_negative(f"best/{name}", value)
             best_epoch, accuracy = check.pair("best_epoch_and_accuracy", state["best_epoch_and_accuracy"])
             if not (1 <= best_epoch <= epoch and best_epoch == int(best_epoch) and 0 <= accuracy <= 1):
-                raise ValueError(f"{path}: 'best_epoch_and_accuracy' must be an epoch in [1, {epoch}] and an "
-                                 f"accuracy in [0, 1], got {best_epoch!r}, {accuracy!r}")
+                raise ValueError(
+                    f"{path}: 'best_epoch_and_accuracy' must be an epoch in [1, {epoch}] and an "
+                    f"accuracy in [0, 1], got {best_epoch!r}, {accuracy!r}"
+                )
             trainer.best = (int(best_epoch), float(accuracy), best)
-        check.random_state("trainer_rng", lambda value: setattr(trainer.rng.bit_generator, "state", value),
-                           state["trainer_rng"])
+        check.random_state(
+            "trainer_rng", lambda value: setattr(trainer.rng.bit_generator, "state", value), state["trainer_rng"]
+        )
         check.random_state("network_rng", trainer.network.set_random_state, state["network_rng"])
         history = check.history(state["history"], epoch, trainer.optimizer.iter)
         trainer.epoch = epoch
@@ -171,8 +189,11 @@ def _check_config(trainer, saved, path):
 
 
 def optimizer_settings(optimizer):
-    return {key: value for key, value in vars(optimizer).items()
-            if not key.startswith("_") and key != "iter" and isinstance(value, (int, float, str, bool))}
+    return {
+        key: value
+        for key, value in vars(optimizer).items()
+        if not key.startswith("_") and key != "iter" and isinstance(value, (int, float, str, bool))
+    }
 
 
 def _model_spec_or_none(network):
@@ -209,8 +230,9 @@ def _named_settings(config, validating):
         elif key == "format":
             continue
         else:
-            named[{"val_size": "{val_size}", "select": "{select}", "dtype": "{dtype}",
-                   "model": "{model}"}.get(key, key)] = value
+            named[
+                {"val_size": "{val_size}", "select": "{select}", "dtype": "{dtype}", "model": "{model}"}.get(key, key)
+            ] = value
     named.setdefault("{augment}", "none")
     named.setdefault("{ema}", "none")
     return named
@@ -223,10 +245,12 @@ def _named_hook_settings(spec, name="batch_transform"):
         return {"{ema}": spec["weight_average"]}
     if isinstance(spec, dict) and "name" in spec:  # a learning-rate schedule
         settings = {k: v for k, v in spec.items() if k not in ("name", "lr", "steps_per_epoch", "warmup", "epochs")}
-        named = {"{lr_schedule}": spec["name"] + "".join(
-                     (":" if i == 0 else ",") + f"{k}={v:g}" for i, (k, v) in enumerate(sorted(settings.items()))),
-                 "{warmup}": spec.get("warmup"), "steps per epoch (training images / {batch_size})":
-                     spec.get("steps_per_epoch")}
+        named = {
+            "{lr_schedule}": spec["name"]
+            + "".join((":" if i == 0 else ",") + f"{k}={v:g}" for i, (k, v) in enumerate(sorted(settings.items()))),
+            "{warmup}": spec.get("warmup"),
+            "steps per epoch (training images / {batch_size})": spec.get("steps_per_epoch"),
+        }
         if "epochs" in spec:
             named["{epochs} (the length of the " + spec["name"] + " schedule)"] = spec["epochs"]
         return named
@@ -238,8 +262,11 @@ def _setting_differences(saved, current):
     follow from another difference (steps per epoch from the training set, say)."""
     validating = bool(saved.get("val_size") or current.get("val_size"))
     was, now = _named_settings(saved, validating), _named_settings(current, validating)
-    differences = {name: (was.get(name, "none"), now.get(name, "none")) for name in {**was, **now}
-                   if was.get(name, "none") != now.get(name, "none")}
+    differences = {
+        name: (was.get(name, "none"), now.get(name, "none"))
+        for name in {**was, **now}
+        if was.get(name, "none") != now.get(name, "none")
+    }
     train = {name for name in differences if name.startswith("training images") or name == "{train_size}"}
     if train or "{batch_size}" in differences:
         differences.pop("steps per epoch (training images / {batch_size})", None)
@@ -258,8 +285,6 @@ def _setting_differences(saved, current):
 def _brief(value):
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
 
 
 class EntryCheck:
@@ -301,8 +326,10 @@ class EntryCheck:
         if value.dtype.kind not in "iu" or number is None:
             self.fail(entry, f"must be an integer in {bounds}, got {_value_text(value)}")
         if upper is not None and number > upper:
-            raise SettingError(f"{self.path}: {entry!r} must be an integer in {bounds}, got {number}",
-                               template(" (more epochs than this run's {epochs})"))
+            raise SettingError(
+                f"{self.path}: {entry!r} must be an integer in {bounds}, got {number}",
+                template(" (more epochs than this run's {epochs})"),
+            )
         if number < 0:
             self.fail(entry, f"must be an integer in {bounds}, got {number}")
         return int(number)
@@ -319,9 +346,10 @@ class EntryCheck:
             for state in value if isinstance(value, list) else [value]:
                 if not isinstance(state, dict):
                     raise TypeError(f"expected a generator state (a JSON object), got {_brief(state)}")
-                if state.get("has_uint32", 0) not in (0, 1) or not 0 <= state.get("uinteger", 0) < 2 ** 32:
-                    raise ValueError(f"has_uint32 {state.get('has_uint32')!r} / uinteger {state.get('uinteger')!r} "
-                                     "out of range")
+                if state.get("has_uint32", 0) not in (0, 1) or not 0 <= state.get("uinteger", 0) < 2**32:
+                    raise ValueError(
+                        f"has_uint32 {state.get('has_uint32')!r} / uinteger {state.get('uinteger')!r} out of range"
+                    )
             apply(value)
         except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
             self.fail(entry, f"is not a valid random generator state ({type(exc).__name__}: {exc})")

@@ -2,6 +2,7 @@
 (select="best-val": the epoch with the best validation accuracy), the one evaluation of
 the test set, and the epoch's wall-clock time.  They run before the callbacks a trainer is
 given, so those see this epoch's measurements."""
+
 import time
 
 from .callbacks import Callback, load_snapshot, snapshot
@@ -55,5 +56,7 @@ class Evaluation(Callback):
             if supplied is not None:
                 load_snapshot(trainer.network, supplied)
         if trainer.x_test is not None:
-            trainer.final_test = {"accuracy": trainer._accuracy(trainer.x_test, trainer.t_test),
-                                  "images": len(trainer.x_test)}
+            trainer.final_test = {
+                "accuracy": trainer._accuracy(trainer.x_test, trainer.t_test),
+                "images": len(trainer.x_test),
+            }

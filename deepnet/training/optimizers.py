@@ -13,6 +13,7 @@ because float16 state underflows (g*g is already 0 in float16 for |g| below ~1.7
 The update is computed in float32, on a float32 copy of a float16 parameter, and rounded
 back into it.
 """
+
 import math
 import numbers
 
@@ -24,7 +25,13 @@ from deepnet._array import to_cpu
 from deepnet._dtypes import compute_dtype
 
 __all__ = [
-    "Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+    "Optimizer",
+    "SGD",
+    "Momentum",
+    "Nesterov",
+    "AdaGrad",
+    "RMSprop",
+    "Adam",
     "get_optimizer",
 ]
 
@@ -130,7 +137,8 @@ class Optimizer:
             if not sep or name not in loaded:
                 raise ValueError(
                     f"unexpected entry {prefix + entry!r} in {where}; "
-                    f"expected 'iter' or '<state>/<param>' with <state> in {self.state_names}")
+                    f"expected 'iter' or '<state>/<param>' with <state> in {self.state_names}"
+                )
             array = np.array(array, copy=True)
             _check_state_array(where, prefix + entry, array, nonnegative=name in self.nonnegative_state)
             loaded[name][key] = array
@@ -231,7 +239,7 @@ class Adam(Optimizer):
 
     def _update_one(self, key, param, grad):
         # A Python float (math.sqrt, not np.sqrt) keeps float32 arithmetic in float32.
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
         m = self._slot("m", key, param)
         v = self._slot("v", key, param)
         # One pass on the compiled backend, the same bits as NumPy's ten (reference.adam_update)
@@ -263,8 +271,9 @@ def _check_state_array(where, entry, array, nonnegative):
     if not np.isfinite(array).all():
         raise ValueError(f"{where}: {entry!r} holds NaN or infinite values")
     if nonnegative and array.size and array.min() < 0:
-        raise ValueError(f"{where}: {entry!r} (a sum of squared gradients) must be >= 0, "
-                         f"got a minimum of {float(array.min())!r}")
+        raise ValueError(
+            f"{where}: {entry!r} (a sum of squared gradients) must be >= 0, got a minimum of {float(array.min())!r}"
+        )
 
 
 def _brief_value(value):

@@ -1,6 +1,7 @@
 """The trainer's own callbacks: the progress bar, the printed per-epoch lines, the history
 file and the checkpoints.  Each trainer runs them after the callbacks it was given (so a
 checkpoint holds their state after the epoch), in this order; they keep no state."""
+
 import json
 
 import numpy as np
@@ -32,8 +33,15 @@ class ProgressBar(Callback):
 
     def on_epoch_begin(self, trainer):
         self.close()
-        self.bar = tqdm(total=len(trainer.x_train), desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}", unit="img",
-                        unit_scale=True, disable=None if _shows(trainer) else True, leave=False, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=len(trainer.x_train),
+            desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
+            unit="img",
+            unit_scale=True,
+            disable=None if _shows(trainer) else True,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def on_step_end(self, trainer):
         if self.bar is not None:
@@ -59,11 +67,13 @@ class EpochReport(Callback):
         if not _shows(trainer):
             return
         seconds = f"{trainer.epoch_times[-1]:.1f} s"
-        loss = float(np.mean(trainer.train_loss_list[-trainer._steps_per_epoch():]))
+        loss = float(np.mean(trainer.train_loss_list[-trainer._steps_per_epoch() :]))
         if trainer.validating:
-            print(f"epoch {trainer.epoch}/{trainer.epochs}: train loss {loss:.4f}, val acc "
-                  f"{trainer.val_acc_list[-1]:.4f} (all {len(trainer.x_val)} validation images), "
-                  f"lr {trainer.optimizer.lr:.3g}, {seconds}")
+            print(
+                f"epoch {trainer.epoch}/{trainer.epochs}: train loss {loss:.4f}, val acc "
+                f"{trainer.val_acc_list[-1]:.4f} (all {len(trainer.x_val)} validation images), "
+                f"lr {trainer.optimizer.lr:.3g}, {seconds}"
+            )
             return
         n = trainer.evaluate_sample_num_per_epoch
         measured = [f"train acc {trainer.train_acc_list[-1]:.4f} ({_first(n, len(trainer.x_train))} training images)"]
@@ -75,8 +85,10 @@ class EpochReport(Callback):
         if trainer.final_test is None or not _shows(trainer):
             return
         print("=============== Final Test Accuracy ===============")
-        print(f"test acc: {trainer.final_test['accuracy']:.4f} on all {len(trainer.x_test)} test images "
-              f"(evaluated once, after training; weights: {trainer._selected_description()})")
+        print(
+            f"test acc: {trainer.final_test['accuracy']:.4f} on all {len(trainer.x_test)} test images "
+            f"(evaluated once, after training; weights: {trainer._selected_description()})"
+        )
 
 
 class HistoryFile(Callback):

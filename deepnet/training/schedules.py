@@ -19,6 +19,7 @@ al. 2017, for large batches).
     schedule = parse("cosine:min_lr=1e-5", lr=1e-3, steps_per_epoch=600, epochs=20, warmup=1)
     schedule(0), schedule(599)
 """
+
 import math
 
 from .callbacks import Callback
@@ -47,8 +48,9 @@ class Schedule(Callback):
             raise ValueError(f"Schedule: unknown schedule {name!r}; expected one of {', '.join(NAMES)}")
         unknown = sorted(set(settings) - set(NAMES[name]))
         if unknown:
-            raise ValueError(f"Schedule: {name} has no setting {unknown[0]!r}; its settings: "
-                             f"{', '.join(NAMES[name]) or 'none'}")
+            raise ValueError(
+                f"Schedule: {name} has no setting {unknown[0]!r}; its settings: {', '.join(NAMES[name]) or 'none'}"
+            )
         _check(_finite(lr) and lr > 0, "lr", lr, "a finite number > 0")
         _check(isinstance(steps_per_epoch, int) and steps_per_epoch >= 1, "steps_per_epoch", steps_per_epoch, ">= 1")
         _check(_finite(epochs) and epochs > 0, "epochs", epochs, "a finite number > 0")
@@ -100,8 +102,13 @@ class Schedule(Callback):
         """The settings that define this schedule (stored in checkpoints).  The run's length
         only where the rates depend on it, so a constant/step/exponential run can be resumed
         for more epochs."""
-        spec = {"name": self.name, "lr": self.lr, "steps_per_epoch": self.steps_per_epoch,
-                "warmup": self.warmup, **self.settings}
+        spec = {
+            "name": self.name,
+            "lr": self.lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "warmup": self.warmup,
+            **self.settings,
+        }
         if self.name in ("cosine", "one-cycle"):
             spec["epochs"] = self.epochs
         return spec

@@ -28,6 +28,7 @@ After each epoch the trainer writes the history (JSON) and a checkpoint from whi
 ``resume`` continues bit-exactly: same parameters as an uninterrupted run
 (``deepnet.training.checkpoint``).
 """
+
 import contextlib
 import hashlib
 import os
@@ -65,13 +66,31 @@ class Trainer:
     names, called in the order given.
     """
 
-    def __init__(self, network, x_train, t_train, x_test=None, t_test=None,
-                 epochs=20, mini_batch_size=100,
-                 optimizer="Adam", optimizer_param=None,
-                 evaluate_sample_num_per_epoch=None, verbose=True, seed=None,
-                 checkpoint_path=None, history_path=None, resume=False,
-                 x_val=None, t_val=None, select="last", hooks=(), batch_transform=None,
-                 communicator=None, callbacks=()):
+    def __init__(
+        self,
+        network,
+        x_train,
+        t_train,
+        x_test=None,
+        t_test=None,
+        epochs=20,
+        mini_batch_size=100,
+        optimizer="Adam",
+        optimizer_param=None,
+        evaluate_sample_num_per_epoch=None,
+        verbose=True,
+        seed=None,
+        checkpoint_path=None,
+        history_path=None,
+        resume=False,
+        x_val=None,
+        t_val=None,
+        select="last",
+        hooks=(),
+        batch_transform=None,
+        communicator=None,
+        callbacks=(),
+    ):
         if select not in SELECT:
             raise ValueError(f"Trainer: select must be one of {SELECT}, got {select!r}")
         if select == "best-val" and x_val is None:
@@ -97,20 +116,23 @@ class Trainer:
         self.communicator = communicator or SingleProcess()
         self._optimizer_settings = checkpoint.optimizer_settings(self.optimizer)
         # Which images are held out (a resumed run must keep them out of training).
-        self._validation_digest = (hashlib.sha256(np.ascontiguousarray(_array.to_cpu(x_val)).tobytes()).hexdigest()[:16]
-                                   if x_val is not None else None)
+        self._validation_digest = (
+            hashlib.sha256(np.ascontiguousarray(_array.to_cpu(x_val)).tobytes()).hexdigest()[:16]
+            if x_val is not None
+            else None
+        )
 
         self.epoch = 0  # epochs completed so far
         self.train_loss_list = []
         self.train_acc_list = []
         self.val_acc_list = []
         self.test_acc_list = []
-        self.lr_list = []      # the learning rate at the end of each epoch
+        self.lr_list = []  # the learning rate at the end of each epoch
         self.epoch_times = []  # wall-clock seconds of each epoch (training + evaluation)
-        self.best = None       # (epoch, val accuracy, {name: array}) with select="best-val"
+        self.best = None  # (epoch, val accuracy, {name: array}) with select="best-val"
         self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
         self.checkpoint_epoch = None  # the epoch of the last checkpoint this trainer wrote
-        self.step_images = 0   # the images of the last step
+        self.step_images = 0  # the images of the last step
         self._measuring = [evaluation.Evaluation(), evaluation.EpochTimer()]
         self._standard = reporting.standard_callbacks()
         self._progress = self._standard[0]
@@ -228,9 +250,14 @@ class Trainer:
     def history(self):
         """The per-epoch and per-iteration records, as plain (JSON-ready) Python data."""
         n = self.evaluate_sample_num_per_epoch
-        evaluated = ({"val": len(self.x_val)} if self.validating else
-                     {"train": min(n or len(self.x_train), len(self.x_train)),
-                      "test": min(n or len(self.x_test), len(self.x_test)) if self.x_test is not None else 0})
+        evaluated = (
+            {"val": len(self.x_val)}
+            if self.validating
+            else {
+                "train": min(n or len(self.x_train), len(self.x_train)),
+                "test": min(n or len(self.x_test), len(self.x_test)) if self.x_test is not None else 0,
+            }
+        )
         return {
             "epochs_done": self.epoch,
             "train_loss_list": self.train_loss_list,
@@ -256,14 +283,21 @@ class Trainer:
         """Settings that change the sequence of collective calls must be the same on every
         rank: with another number of epochs or another resume, the ranks would wait for each
         other forever, or exchange mismatched messages."""
-        differences = self.communicator.differences({
-            "epochs": self.epochs, "resume": bool(resume), "checkpoint_path": bool(self.checkpoint_path),
-            "evaluate_sample_num_per_epoch": self.evaluate_sample_num_per_epoch,
-            "test images": None if self.x_test is None else len(self.x_test),
-            "validation images": len(self.x_val) if self.validating else None,
-            "training images": len(self.x_train), "batch size": self.batch_size, "select": self.select,
-            "callbacks": [callback.callback_name for callback in self.callbacks],
-            "batch_transform": type(self.batch_transform).__name__ if self.batch_transform is not None else None})
+        differences = self.communicator.differences(
+            {
+                "epochs": self.epochs,
+                "resume": bool(resume),
+                "checkpoint_path": bool(self.checkpoint_path),
+                "evaluate_sample_num_per_epoch": self.evaluate_sample_num_per_epoch,
+                "test images": None if self.x_test is None else len(self.x_test),
+                "validation images": len(self.x_val) if self.validating else None,
+                "training images": len(self.x_train),
+                "batch size": self.batch_size,
+                "select": self.select,
+                "callbacks": [callback.callback_name for callback in self.callbacks],
+                "batch_transform": type(self.batch_transform).__name__ if self.batch_transform is not None else None,
+            }
+        )
         if differences:
             raise ValueError(f"Trainer: the ranks were given different settings ({differences})")
 
@@ -276,7 +310,9 @@ class Trainer:
         if exists:
             self.resume()
         if self.verbose and comm.is_root:
-            print(f"resumed from {self.checkpoint_path} after epoch {self.epoch}" if exists else
-                  f"no checkpoint at {self.checkpoint_path} yet: starting from epoch 1")
+            print(
+                f"resumed from {self.checkpoint_path} after epoch {self.epoch}"
+                if exists
+                else f"no checkpoint at {self.checkpoint_path} yet: starting from epoch 1"
+            )
         return exists
-

@@ -3,6 +3,7 @@ rank, digests of its validation images and of its parameters after training.
 
     mpiexec -n 2 python tests/mpi/rank_state.py --distributed --val-size 100 ...
 """
+
 import hashlib
 import json
 import os
@@ -23,8 +24,10 @@ real_train = T.Trainer.train
 
 def train(self):
     result = real_train(self)
-    mine = {"params": digest(v for _, v in sorted(self.network.params.items())),
-            "validation": digest([self.x_val]) if self.x_val is not None else None}
+    mine = {
+        "params": digest(v for _, v in sorted(self.network.params.items())),
+        "validation": digest([self.x_val]) if self.x_val is not None else None,
+    }
     every = self.communicator.gather(mine)
     if self.communicator.is_root:
         print(json.dumps({"ranks": every}), flush=True)
