@@ -261,3 +261,36 @@ def test_winograd_error_emulation_has_the_kernels_error():
         kernel_error = bench.error_against_exact(kernel, exact)
         assert 1e-8 < kernel_error < 1e-6
         assert abs(emulated_error / kernel_error - 1) < 0.03, (x_shape, emulated_error, kernel_error)
+
+
+def _import_graph_module():
+    spec = importlib.util.spec_from_file_location("import_graph", BENCHES / "analysis" / "import_graph.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_import_graph_finds_the_cycles_of_a_known_graph():
+    graph = _import_graph_module()
+    known = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"f"}, "f": {"e"}, "g": set()}
+    assert sorted(graph.cycles(known)) == [["a", "b", "c"], ["e", "f"]]
+    assert graph.cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_import_graph_reads_relative_and_lazy_imports(tmp_path):
+    package = tmp_path / "deepnet"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text('"""Top."""\nfrom .sub import leaf\n')
+    (package / "sub" / "__init__.py").write_text('"""Sub."""\n')
+    (package / "sub" / "leaf.py").write_text('"""Leaf."""\ndef f():\n    from .. import other\n')
+    (package / "other.py").write_text('"""Other."""\nimport deepnet.sub.leaf\n')
+    sizes, edges = _import_graph_module().read_tree(tmp_path)
+    assert sizes["deepnet.sub.leaf"] == 3
+    assert edges["deepnet"] == {"deepnet.sub.leaf"}
+    assert edges["deepnet.sub.leaf"] == {"deepnet.other"}
+    assert edges["deepnet.other"] == {"deepnet.sub.leaf"}
+
+
+def test_import_graph_prints_this_checkouts_structure():
+    out = run_script("analysis/import_graph.py")
+    assert "module cycles: 0" in out

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..layers import Affine, BatchNormalization, Convolution, Dropout, Layer, Pooling, Relu
+from ..nn import Affine, BatchNormalization, Convolution, Dropout, Layer, Pooling, Relu
 from .init import affine_layer, batch_norm_layer, conv_layer, normal, zeros
 from .sequential import NamedModel
 from .settings import _config_conv, _config_flag, _config_float, _config_int, _config_ints, _config_layers, _next_shape

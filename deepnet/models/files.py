@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import io
 from .._dtypes import FLOAT_DTYPES
-from ..layers import BatchNormalization
+from ..nn import BatchNormalization
 from .cost import check_cost, input_shape
 from .init import _initialised, _parameter_limit
 from .limits import MAX_PARAMETERS, MAX_SPEC_BYTES, _short

@@ -17,7 +17,7 @@ from ..functional import IntPair
 import contextlib
 
 
-from ..layers import Affine, BatchNormalization, Convolution
+from ..nn import Affine, BatchNormalization, Convolution
 from ..nn.init import (
     _charge,
     _charge_layers,

@@ -6,7 +6,7 @@ from typing import List, Sequence, Union
 from numpy.typing import DTypeLike
 import numpy as np
 
-from ..layers import GlobalAveragePooling, Layer, Relu, Residual
+from ..nn import GlobalAveragePooling, Layer, Relu, Residual
 from .init import affine_layer, batch_norm_layer, conv_layer
 from .limits import MAX_LAYERS, _short
 from .sequential import NamedModel, Sequential

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..layers import Dropout, Layer, Pooling, Relu
+from ..nn import Dropout, Layer, Pooling, Relu
 from .init import affine_layer, batch_norm_layer, conv_layer
 from .limits import MAX_LAYERS, _short
 from .sequential import NamedModel
