@@ -5,6 +5,7 @@ memory-check script also compares the kernels with the reference.
 """
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -294,3 +295,67 @@ def test_import_graph_reads_relative_and_lazy_imports(tmp_path):
 def test_import_graph_prints_this_checkouts_structure():
     out = run_script("analysis/import_graph.py")
     assert "module cycles: 0" in out
+
+
+def test_kernel_table_pairs_each_groups_compiled_and_reference_medians(tmp_path):
+    report = {
+        "machine_info": {"cpu": {"brand_raw": "Test CPU", "count": 2}},
+        "commit_info": {"id": "abcdef123456", "dirty": False},
+        "datetime": "2026-12-06T10:00:00",
+        "benchmarks": [
+            {
+                "group": "conv_forward[conv2 float32]",
+                "extra_info": {"backend": "cython", "threads": 2},
+                "stats": {"median": 0.002},
+            },
+            {
+                "group": "conv_forward[conv2 float32]",
+                "extra_info": {"backend": "numpy", "threads": 2},
+                "stats": {"median": 0.050},
+            },
+            {
+                "group": "relu_forward[conv2 float32]",
+                "extra_info": {"backend": "numpy", "threads": 2},
+                "stats": {"median": 0.001},
+            },
+        ],
+    }
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps(report))
+    out = run_script("micro/table.py", str(path))
+    assert "| conv_forward[conv2 float32] | 2.000 ms | 50.000 ms | 25.0x |" in out
+    assert "relu_forward" not in out  # no compiled entry: no row
+    assert "Test CPU" in out and "abcdef1" in out
+
+
+def test_kernel_table_from_a_real_benchmark_run(tmp_path):
+    path = tmp_path / "k.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(BENCHES / "micro" / "test_bench_kernels.py"),
+            "-k",
+            "test_relu_forward and conv6-float32",
+            "--benchmark-only",
+            "--benchmark-min-rounds=1",
+            "--benchmark-max-time=0.01",
+            "--benchmark-warmup=off",
+            f"--benchmark-json={path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(Path(deepnet.__file__).resolve().parent.parent)),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(path.read_text())
+    medians = {b["extra_info"]["backend"]: b["stats"]["median"] for b in report["benchmarks"]}
+    out = run_script("micro/table.py", str(path))
+    assert f"{medians['numpy'] / medians['cython']:.1f}x |" in out
+    assert "| relu_forward[conv6 float32] |" in out
