@@ -23,7 +23,10 @@ from typing import IO, Any, Dict, Iterable, List, Optional, Tuple, Union
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from deepnet.io import ParameterFileError, atomic_write, read_params, save_params, user_cache_dir
+from deepnet._atomic import atomic_write
+from deepnet._cachedir import user_cache_dir
+from deepnet._paramcheck import ParameterFileError
+from deepnet._paramfile import read_params, save_params
 
 # SHA-256 of the *decompressed* files (the .gz wrapper differs between mirrors).
 # Same values as data/mnist/SHA256SUMS.idx; embedded so verification never needs that file.
