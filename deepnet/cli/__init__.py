@@ -6,9 +6,10 @@
 goes past the book (chapter 8.1.2); ``deepnet ensemble`` trains several members and
 ``deepnet evaluate --params a.npz b.npz ...`` averages their probabilities.
 
-One module per command: ``train`` (train, ensemble), ``evaluate`` (evaluate, misclassified),
+One module per command: ``train``, ``ensemble``, ``evaluate`` (evaluate, misclassified),
 ``plot``; predict and serve are deepnet.app.commands. ``options`` holds the argument types
-and CommandError, ``common`` what the commands share when they run. This module assembles
+and CommandError, ``common`` what the commands share when they run, ``training`` what train
+and ensemble share. This module assembles
 the parser and turns errors into one line and an exit code.
 """
 
@@ -59,7 +60,8 @@ def build_parser():
     from ..app.commands import add_predict, add_serve
     from .evaluate import add_evaluate, add_misclassified
     from .plot import add_plot
-    from .train import add_ensemble, add_train
+    from .ensemble import add_ensemble
+    from .train import add_train
 
     parser = Parser(prog="deepnet", description="DeepConvNet on MNIST (Deep Learning from Scratch, chapter 8).")
     parser.add_argument("--version", action="version", version=f"deepnet {__version__}")
