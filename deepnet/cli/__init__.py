@@ -13,6 +13,10 @@ and ensemble share. This module assembles
 the parser and turns errors into one line and an exit code.
 """
 
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
 import argparse
 
 from .common import PLOT_INSTALL_HINT
@@ -21,7 +25,7 @@ from .options import USER_ERRORS, CommandError, Parser, RanksDisagree, fail, one
 __all__ = ["main", "build_parser", "CommandError", "PLOT_INSTALL_HINT"]
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> Union[int, str, None]:
     """Run the command line; return the exit code (0 on success)."""
     parser = build_parser()
     args = argparse.Namespace()
@@ -53,7 +57,7 @@ def main(argv=None):
     return code or 0
 
 
-def build_parser():
+def build_parser() -> Parser:
     """The parser of every command (deepnet.app's predict and serve imported only now:
     deepnet.app.commands imports deepnet.cli.options)."""
     from .._version import __version__

@@ -3,8 +3,10 @@ rank), then evaluate each and their averaged probabilities on the test set."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -24,7 +26,8 @@ from .training import (
 __all__ = ["add_ensemble", "run_ensemble"]
 
 
-def add_ensemble(commands):
+def add_ensemble(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``deepnet ensemble`` to the commands."""
     p = commands.add_parser(
         "ensemble", help="train K members with different seeds, then evaluate their averaged probabilities"
     )
@@ -52,7 +55,7 @@ def add_ensemble(commands):
     p.set_defaults(command=run_ensemble)
 
 
-def run_ensemble(args):
+def run_ensemble(args: argparse.Namespace) -> None:
     """Train the members (under mpiexec, rank r trains members r, r + K, ...), then rank 0
     evaluates each and the ensemble on the test set."""
     from ..distributed import mpi_world_size
@@ -72,8 +75,8 @@ def run_ensemble(args):
     common.configure_kernels(args)
     data = training_data(args, settings)
     base_seed = 0 if args.seed is None else args.seed
-    seconds = {}
-    finished = []
+    seconds: Dict[int, float] = {}
+    finished: List[int] = []
     args.interrupt_hint = _ensemble_interrupt_hint(args, finished)
     for member in range(comm.rank, args.members, comm.size):
         stem = os.path.join(args.out_dir, f"member{member}")
@@ -115,7 +118,9 @@ def run_ensemble(args):
     print(f"wrote {os.path.join(args.out_dir, 'report.json')}")
 
 
-def _ensemble_interrupt_hint(args, finished, member=None, checkpoint=None):
+def _ensemble_interrupt_hint(
+    args: argparse.Namespace, finished: List[int], member: Optional[int] = None, checkpoint: Optional[str] = None
+) -> str:
     """What Ctrl-C leaves of an ensemble (on this rank): the finished members, and the
     interrupted member's checkpoint if it wrote one."""
     written = getattr(args, "interrupted_checkpoint_epoch", None) if member is not None else None

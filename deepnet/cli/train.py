@@ -8,7 +8,9 @@ in ``deepnet.cli.training``.
 
 from __future__ import annotations
 
+import argparse
 import time
+from typing import Any, cast
 
 import numpy as np
 
@@ -29,7 +31,8 @@ from .training import (
 __all__ = ["add_train", "add_ensemble", "run_train", "run_ensemble"]
 
 
-def add_train(commands):
+def add_train(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``deepnet train`` to the commands."""
     p = commands.add_parser("train", help="train a network (default: the book's train_deepnet.py)")
     add_training_options(p)
     p.add_argument(
@@ -66,7 +69,8 @@ def add_train(commands):
     p.set_defaults(command=run_train)
 
 
-def run_train(args):
+def run_train(args: argparse.Namespace) -> None:
+    """Train one network (data-parallel with --distributed) and save it to --out."""
     started = time.perf_counter()
     settings = training_settings(args)
     outputs = {"--out": args.out, "--checkpoint": args.checkpoint, "--history": args.history}
@@ -84,7 +88,9 @@ def run_train(args):
     root = args.communicator.is_root
     refuse_to_overwrite(args, outputs.items(), "train")
     if args.seed is None and args.communicator.size > 1:  # one seed for all ranks: rank 0's
-        args.seed = args.communicator.broadcast_object(int(np.random.SeedSequence().entropy) if root else None)
+        args.seed = args.communicator.broadcast_object(
+            int(cast(int, np.random.SeedSequence().entropy)) if root else None
+        )
     if root:
         common.check_writable(outputs)
     common.configure_kernels(args)

@@ -3,8 +3,10 @@ they give (a recipe's, overridden), the data, the checks across MPI ranks, and o
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,6 +28,15 @@ from .options import (
     schedule_spec,
 )
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from ..distributed import SingleProcess
+    from ..models import Sequential
+
+# (x_train, t_train, x_test, t_test), as training_data returns them.
+Data = Tuple[Any, Any, Any, Any]
+
 __all__ = [
     "BOOK_EVALUATION_SAMPLES",
     "VALIDATION_SHARE",
@@ -43,7 +54,8 @@ BOOK_EVALUATION_SAMPLES = 1000  # the book's evaluate_sample_num_per_epoch
 VALIDATION_SHARE = 10  # a recipe's --val-size is at most 1/VALIDATION_SHARE of the training images
 
 
-def add_training_options(p):
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The options that choose the training, for train and ensemble (each has a recipe's default)."""
     from ..recipes import RECIPES
 
     p.add_argument(
@@ -129,7 +141,7 @@ def add_training_options(p):
     add_common(p, dtype_default="float32")
 
 
-def make_communicator(distributed):
+def make_communicator(distributed: bool) -> SingleProcess:
     """MPI's ranks for --distributed (or an ensemble started by mpiexec), else one process."""
     from ..distributed import MPICommunicator, SingleProcess
 
@@ -141,7 +153,7 @@ def make_communicator(distributed):
         raise CommandError(one_line(exc)) from None
 
 
-def refuse_to_overwrite(args, outputs, command):
+def refuse_to_overwrite(args: argparse.Namespace, outputs: Iterable[Tuple[str, str]], command: str) -> None:
     """No silent overwrite: outputs of an earlier run are replaced only with --overwrite
     (or continued with --resume).  Rank 0 looks and tells the others."""
     comm = args.communicator
@@ -164,7 +176,7 @@ def refuse_to_overwrite(args, outputs, command):
         raise CommandError(problem)
 
 
-def interrupt_hint(checkpoint, written, previous=0, resume=False):
+def interrupt_hint(checkpoint: str, written: Optional[int], previous: int = 0, resume: bool = False) -> str:
     """What Ctrl-C leaves, said as it is: ``written``, the last epoch this run checkpointed
     (None: none yet); ``previous``, the epoch of the checkpoint it resumed from (0: none)."""
     again = "run the same command with --resume to continue"
@@ -183,7 +195,7 @@ def interrupt_hint(checkpoint, written, previous=0, resume=False):
     )
 
 
-def check_ranks_agree(args):
+def check_ranks_agree(args: argparse.Namespace) -> None:
     """Every setting that changes the sequence of collective calls (and the training) must be
     the same on every rank (mpiexec's MPMD form can start ranks with other options); else the
     ranks would wait for each other forever or exchange mismatched messages."""
@@ -201,7 +213,7 @@ def check_ranks_agree(args):
         )
 
 
-def training_settings(args):
+def training_settings(args: argparse.Namespace) -> Dict[str, Any]:
     """The recipe's defaults, overridden by the options given."""
     from ..recipes import RECIPES
 
@@ -224,7 +236,7 @@ def training_settings(args):
     return settings
 
 
-def training_data(args, settings):
+def training_data(args: argparse.Namespace, settings: Dict[str, Any]) -> Data:
     """(x_train, t_train, x_test, t_test) as the options ask."""
     (x_train, t_train), (x_test, t_test) = common.load_mnist(args.data, np.dtype(args.dtype))
     if args.train_size:
@@ -248,7 +260,16 @@ def training_data(args, settings):
     return x_train, t_train, x_test, t_test
 
 
-def train_one(args, settings, data, seed, checkpoint, history, quiet=False, communicator=None):
+def train_one(
+    args: argparse.Namespace,
+    settings: Dict[str, Any],
+    data: Data,
+    seed: Optional[int],
+    checkpoint: str,
+    history: str,
+    quiet: bool = False,
+    communicator: Optional[SingleProcess] = None,
+) -> Tuple[Sequential, float, List[float]]:
     """Build and train one model; return it, the seconds taken and this run's epoch times."""
     from ..datasets import stratified_split
     from ..training.optimizers import get_optimizer
@@ -318,7 +339,17 @@ def train_one(args, settings, data, seed, checkpoint, history, quiet=False, comm
     return model, time.perf_counter() - start, trainer.epoch_times[first_epoch:]
 
 
-def _describe(settings, model, train_size, x_val, dtype, device, schedule, transform):
+def _describe(
+    settings: Dict[str, Any],
+    model: Sequential,
+    train_size: int,
+    x_val: Optional[NDArray[Any]],
+    dtype: np.dtype[Any],
+    device: str,
+    schedule: Any,
+    transform: Any,
+) -> str:
+    """One line that says what train_one trains, and how."""
     parts = [
         f"{settings['model']} ({sum(p.size for p in model.params.values()):,} parameters) on "
         f"{train_size} training images",
