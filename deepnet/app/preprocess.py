@@ -33,6 +33,9 @@ from typing import Tuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .decode import FORMATS as FORMATS
+from .decode import ONE_COLOUR as ONE_COLOUR
+from .decode import VISIBLE_ALPHA as VISIBLE_ALPHA
 from .decode import (
     MAX_ASPECT,
     MAX_PIXELS,
@@ -45,8 +48,23 @@ from .decode import (
     read_grayscale,
     require_pillow,
 )
+from .digit import DIGIT_CELLS as DIGIT_CELLS
+from .digit import DIGIT_NEAR as DIGIT_NEAR
+from .digit import INK_THRESHOLD as INK_THRESHOLD
 from .digit import cut_digit
+from .ink import DENOISE as DENOISE
+from .ink import FLAT as FLAT
+from .ink import MIN_CONTRAST as MIN_CONTRAST
+from .ink import MIN_PAPER as MIN_PAPER
+from .ink import NOISY as NOISY
+from .ink import PAPER_BLOCKS as PAPER_BLOCKS
 from .ink import ink_map, measure_ink
+from .ruled_lines import LINE_EDGE as LINE_EDGE
+from .ruled_lines import LINE_INK as LINE_INK
+from .ruled_lines import LINE_SEARCH as LINE_SEARCH
+from .ruled_lines import LINE_SPAN as LINE_SPAN
+from .ruled_lines import LINE_STRIP as LINE_STRIP
+from .ruled_lines import LINE_TILT as LINE_TILT
 
 __all__ = [
     "ImageError",

@@ -34,6 +34,8 @@ seconds, so a slow client cannot hold a thread. A client that hangs up is no err
 is not logged.
 """
 
+from __future__ import annotations
+
 import base64
 import contextlib
 import ipaddress

@@ -17,6 +17,8 @@ import numpy as np
 from . import common
 from .ensemble import add_ensemble, run_ensemble
 from .options import CommandError
+from .training import BOOK_EVALUATION_SAMPLES as BOOK_EVALUATION_SAMPLES
+from .training import VALIDATION_SHARE as VALIDATION_SHARE
 from .training import (
     add_training_options,
     check_ranks_agree,
