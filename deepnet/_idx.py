@@ -15,8 +15,21 @@ from typing import IO, Any, Optional, Tuple, Union
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["MNIST_SHA256", "MNIST_FILES", "IMAGE_SIZE", "NUM_CLASSES", "MNISTFormatError", "read_idx"]
+__all__ = [
+    "MNIST_SHA256",
+    "MNIST_FILES",
+    "IMAGE_SIZE",
+    "NUM_CLASSES",
+    "IDX_IMAGES_MAGIC",
+    "IDX_LABELS_MAGIC",
+    "IDX_UBYTE",
+    "GZIP_MAGIC",
+    "PathLike",
+    "MNISTFormatError",
+    "read_idx",
+]
 
+# SHA-256 of the *decompressed* files (the .gz wrapper differs between mirrors).
 # Same values as data/mnist/SHA256SUMS.idx; embedded so verification never needs that file.
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
