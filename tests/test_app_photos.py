@@ -163,7 +163,7 @@ def test_a_large_photo_is_read_at_a_bounded_size(book_net):
 
 def test_the_digits_pieces_are_scipys_8_connected_components():
     ndimage = pytest.importorskip("scipy.ndimage")
-    from deepnet.app.preprocess import _components
+    from deepnet.app.digit import _components
 
     rng = np.random.default_rng(3)
     for density in (0.2, 0.45, 0.6):

@@ -13,7 +13,7 @@ import pytest
 
 import deepnet
 from deepnet import cli
-from deepnet.cli import common, train as train_command
+from deepnet.cli import common, training
 from deepnet.datasets import MNISTNotFoundError
 from deepnet.nets import DeepConvNet
 from support import BOOK_PARAMS, MNIST_DIR
@@ -598,13 +598,13 @@ def test_recipe_defaults_adapt_to_a_small_training_set_and_say_so(tmp_path, monk
     """Row 20: --recipe beyond --train-size 5000 failed with '--val-size 5000 leaves no training images'."""
     monkeypatch.chdir(tmp_path)
     settings = {}
-    real_train_one = train_command._train_one
+    real_train_one = training.train_one
 
     def train_one(args, chosen, data, *rest, **kwargs):
         settings.update(chosen, train=len(data[0]))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_command, "_train_one", train_one)
+    monkeypatch.setattr(training, "train_one", train_one)
     assert cli.main(["train", "--recipe", "beyond", "--train-size", "5000", "--data", str(mnist)]) == 130
     assert settings["val_size"] == 500 and settings["train"] == 5000
     out = capsys.readouterr().out

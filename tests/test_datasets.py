@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepnet import datasets
+from deepnet import _mnist_cache, _mnist_files, datasets
 from deepnet.datasets import (
     MNISTFormatError,
     MNISTNotFoundError,
@@ -47,9 +47,9 @@ def isolated_env(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("tests must not download")
 
-    monkeypatch.setattr(datasets, "_fetch", no_network)
+    monkeypatch.setattr(_mnist_files, "_fetch", no_network)
     # Nor the copy installed with deepnet: each test lays out the places it searches.
-    monkeypatch.setattr(datasets, "shipped_data_dir", lambda: tmp_path / "installed")
+    monkeypatch.setattr(_mnist_files, "shipped_data_dir", lambda: tmp_path / "installed")
 
 
 def make_fake_mnist(directory, seed=0, n_train=6, n_test=4, compress=True):
@@ -243,7 +243,7 @@ def test_second_load_comes_from_the_cache(fake_mnist, monkeypatch):
     def parser_must_not_run(*args, **kwargs):
         raise AssertionError("cache was not used")
 
-    monkeypatch.setattr(datasets, "read_idx", parser_must_not_run)
+    monkeypatch.setattr(_mnist_cache, "read_idx", parser_must_not_run)
     second = load_mnist(root=directory)
     np.testing.assert_array_equal(second[0][0], first[0][0])
     np.testing.assert_array_equal(second[1][1], arrays["test_label"])
@@ -264,7 +264,7 @@ def test_cache_follows_xdg_cache_home(fake_mnist, tmp_path, monkeypatch):
     load_mnist(root=directory)
     assert len(list((tmp_path / "xdg" / "deepnet").glob("mnist-arrays-*.npz"))) == 1
     assert not home_cache().exists()
-    monkeypatch.setattr(datasets, "read_idx", lambda *a, **k: pytest.fail("cache was not used"))
+    monkeypatch.setattr(_mnist_cache, "read_idx", lambda *a, **k: pytest.fail("cache was not used"))
     (_, t), _ = load_mnist(root=directory)
     np.testing.assert_array_equal(t, arrays["train_label"])
 
@@ -412,7 +412,7 @@ def test_not_found_error_explains_what_to_do(tmp_path, monkeypatch):
         attempts.append(Path(directory))
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(datasets, "download_mnist", failing_download)
+    monkeypatch.setattr(_mnist_files, "download_mnist", failing_download)
     with pytest.raises(MNISTNotFoundError) as excinfo:
         load_mnist(root=tmp_path / "nowhere")
 
@@ -436,7 +436,7 @@ def test_downloaded_files_are_loaded(tmp_path, monkeypatch):
         shutil.copytree(tmp_path / "mirror", directory)
         return directory
 
-    monkeypatch.setattr(datasets, "download_mnist", fake_download)
+    monkeypatch.setattr(_mnist_files, "download_mnist", fake_download)
     (_, t), _ = load_mnist()
     np.testing.assert_array_equal(t, arrays["train_label"])
     assert (Path.home() / ".cache" / "deepnet" / "mnist" / "train-labels-idx1-ubyte.gz").is_file()
@@ -458,7 +458,7 @@ def test_download_tries_mirrors_in_order_and_verifies(tmp_path, monkeypatch):
             return wrong  # a well-formed IDX file with the wrong content
         return (tmp_path / "good" / filename).read_bytes()
 
-    monkeypatch.setattr(datasets, "_fetch", fetch)
+    monkeypatch.setattr(_mnist_files, "_fetch", fetch)
     target = tmp_path / "downloads"
     mirrors = ("https://down.example/", "https://bad.example/", "https://good.example/")
     datasets.download_mnist(target, mirrors=mirrors)
@@ -469,7 +469,7 @@ def test_download_tries_mirrors_in_order_and_verifies(tmp_path, monkeypatch):
 
 
 def test_failed_download_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "_fetch", lambda url: b"\x00\x00\x08\x01 garbage")
+    monkeypatch.setattr(_mnist_files, "_fetch", lambda url: b"\x00\x00\x08\x01 garbage")
     target = tmp_path / "downloads"
     with pytest.raises(OSError, match="could not download train-images-idx3-ubyte.gz"):
         datasets.download_mnist(target, mirrors=("https://a.example/", "https://b.example/"))

@@ -10,6 +10,7 @@ checked against the parsed graph.
 """
 
 import ast
+import importlib
 import json
 import os
 import subprocess
@@ -389,3 +390,133 @@ def test_deepnet_layers_only_re_exports_deepnet_nn():
     assert GRAPH["deepnet.layers"] == {"deepnet.nn"}
     tree = ast.parse(FILES["deepnet.layers"].read_text(encoding="utf-8"))
     assert all(isinstance(node, (ast.Expr, ast.ImportFrom, ast.Assign)) for node in tree.body)
+
+
+# ------------------------------------------------------------ every module: one job, named first, in at most 500 lines
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_is_at_most_500_lines(module):
+    """Issue 26: no Python module in deepnet/ over 500 lines (as ruff format leaves it)."""
+    lines = len(FILES[module].read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{module} ({FILES[module].relative_to(ROOT)}) has {lines} lines, more than {MAX_LINES}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_starts_with_a_docstring_whose_first_line_names_its_job(module):
+    """Issue 26: each module has one job, which its docstring's first line names (so the
+    docstring is the module's first statement, and its first line is not empty)."""
+    tree = ast.parse(FILES[module].read_text(encoding="utf-8"))
+    docstring = ast.get_docstring(tree, clean=False)  # unclean: a blank first line would be removed
+    assert docstring is not None, f"{module} does not start with a docstring"
+    assert docstring.split("\n")[0].strip(), f"{module}'s docstring starts with an empty line, not its job"
+
+
+def test_the_module_checks_see_every_module():
+    assert {"deepnet", "deepnet.io", "deepnet.datasets", "deepnet.cli.train", "deepnet.app.preprocess"} <= set(MODULES)
+    assert len(MODULES) == len(list(PACKAGE.rglob("*.py")))
+
+
+# The public names of the four modules split for issue 26, as they were before the split:
+# each is still importable from its old path (the module re-exports it from its new home).
+NAMES_BEFORE_THE_SPLIT = {
+    "deepnet.io": [
+        "atomic_write",
+        "user_cache_dir",
+        "DEFAULT_MAX_BYTES",
+        "ParameterFileError",
+        "UnsafePickleError",
+        "read_params",
+        "save_params",
+    ],
+    "deepnet.datasets": [
+        "MNIST_SHA256",
+        "MNIST_FILES",
+        "MIRRORS",
+        "DOWNLOAD_TIMEOUT_S",
+        "IMAGE_SIZE",
+        "NUM_CLASSES",
+        "IDX_IMAGES_MAGIC",
+        "IDX_LABELS_MAGIC",
+        "IDX_UBYTE",
+        "GZIP_MAGIC",
+        "CACHE_VERSION",
+        "PathLike",
+        "Split",
+        "MNISTFormatError",
+        "MNISTNotFoundError",
+        "read_idx",
+        "default_download_dir",
+        "shipped_data_dir",
+        "mnist_search_dirs",
+        "find_mnist_dir",
+        "download_mnist",
+        "load_mnist",
+        "stratified_split",
+        "mnist_dir_in",
+    ],
+    "deepnet.app.preprocess": [
+        "PILLOW_INSTALL_HINT",
+        "FORMATS",
+        "MAX_PIXELS",
+        "MAX_ASPECT",
+        "WORK_SIDE",
+        "VISIBLE_ALPHA",
+        "ONE_COLOUR",
+        "FIELD",
+        "BOX",
+        "CENTRE",
+        "INK_THRESHOLD",
+        "MIN_CONTRAST",
+        "PAPER_BLOCKS",
+        "FLAT",
+        "MIN_PAPER",
+        "LINE_SPAN",
+        "LINE_INK",
+        "LINE_STRIP",
+        "LINE_TILT",
+        "LINE_EDGE",
+        "LINE_SEARCH",
+        "DIGIT_CELLS",
+        "DIGIT_NEAR",
+        "NOISY",
+        "DENOISE",
+        "ImageError",
+        "ImageTooLarge",
+        "BlankImage",
+        "require_pillow",
+        "mnist_input",
+        "check_size",
+        "read_grayscale",
+        "ink_map",
+        "digit_to_mnist",
+        "centre_of_mass",
+    ],
+    "deepnet.cli.train": [
+        "BOOK_EVALUATION_SAMPLES",
+        "VALIDATION_SHARE",
+        "add_train",
+        "add_ensemble",
+        "run_train",
+        "run_ensemble",
+    ],
+}
+
+
+@pytest.mark.parametrize("module", sorted(NAMES_BEFORE_THE_SPLIT))
+def test_the_split_modules_keep_their_public_names(module):
+    imported = importlib.import_module(module)
+    missing = [name for name in NAMES_BEFORE_THE_SPLIT[module] if not hasattr(imported, name)]
+    assert not missing, f"{module} no longer has {missing}"
+    for name in getattr(imported, "__all__", ()):
+        assert hasattr(imported, name), f"{module}.__all__ names {name}, which it does not have"
+
+
+def test_deepnet_io_only_re_exports_its_homes():
+    """deepnet.io is a public path only (its name is the standard library's): the code is in
+    one module per job, and deepnet.io re-exports the same objects."""
+    tree = ast.parse(FILES["deepnet.io"].read_text(encoding="utf-8"))
+    assert all(isinstance(node, (ast.Expr, ast.ImportFrom, ast.Assign)) for node in tree.body)
+    io = importlib.import_module("deepnet.io")
+    homes = {name: getattr(io, name).__module__ for name in io.__all__ if callable(getattr(io, name))}
+    assert all(home != "deepnet.io" for home in homes.values()), homes

@@ -9,11 +9,14 @@ file unreadable, or a network whose output is not finite, or another error of th
 input; 2 a usage error (an option, a missing file, no Pillow).
 """
 
+from __future__ import annotations
+
 import argparse
 import errno
 import json
 import os
 import socket
+from typing import Any, List, Tuple, cast
 
 import numpy as np
 
@@ -24,7 +27,8 @@ __all__ = ["add_predict", "add_serve", "run_predict", "run_serve"]
 PREDICT_BATCH = 64  # images run through the network at once: bounds predict's memory
 
 
-def add_predict(commands):
+def add_predict(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``deepnet predict`` to the commands."""
     p = commands.add_parser("predict", help="read digits in your own PNG or JPEG files")
     p.add_argument(
         "--params",
@@ -42,7 +46,8 @@ def add_predict(commands):
     )
 
 
-def add_serve(commands):
+def add_serve(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``deepnet serve`` to the commands."""
     p = commands.add_parser("serve", help="a local web page: draw a digit and watch the network read it")
     p.add_argument(
         "--params",
@@ -63,19 +68,21 @@ def add_serve(commands):
     p.set_defaults(command=run_serve, memory_hint="not enough for the network of --params; close other programs")
 
 
-def _port(text):
+def _port(text: str) -> int:
     if not (text.isdigit() and int(text) <= 65535):
         raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}")
     return int(text)
 
 
-def run_predict(args):
+def run_predict(args: argparse.Namespace) -> int:
     """Print the digits read in each readable file; report each other one on stderr.
     Returns the exit code: 1 if any file could not be read, else 0."""
     from . import inference
 
     _require_pillow()
-    paths, inputs, unread = [], [], 0
+    paths: List[str] = []
+    inputs: List[np.ndarray[Any, Any]] = []
+    unread = 0
     for path in args.images:
         try:
             inputs.append(_mnist_input_of_file(path))
@@ -86,7 +93,7 @@ def run_predict(args):
     if not inputs:
         return 1
     reader = inference.DigitReader(inference.load_for_inference(args.params))
-    results = []
+    results: List[Tuple[str, np.ndarray[Any, Any]]] = []
     for start in range(0, len(inputs), PREDICT_BATCH):
         batch = np.stack(inputs[start : start + PREDICT_BATCH])
         try:
@@ -96,7 +103,7 @@ def run_predict(args):
                 raise ValueError(f"--params {args.params}: {exc}") from None
             probabilities = exc.probabilities
         results.extend(zip(paths[start : start + PREDICT_BATCH], probabilities))
-    finite = []
+    finite: List[Tuple[str, np.ndarray[Any, Any]]] = []
     for path, p in results:
         if np.isfinite(p).all():
             finite.append((path, p))
@@ -130,7 +137,7 @@ class _FileError(Exception):
     """A file that predict cannot read as a digit: the message says why, in the user's words."""
 
 
-def _mnist_input_of_file(path):
+def _mnist_input_of_file(path: str) -> np.ndarray[Any, Any]:
     """The MNIST input of the image in ``path``, or _FileError. The file's size is checked
     before it is read, and no more than the limit (MAX_IMAGE_BYTES, the server's) plus one
     byte is read, so a huge file costs nothing."""
@@ -158,7 +165,8 @@ def _mnist_input_of_file(path):
         raise _FileError("out of memory reading this image") from None
 
 
-def run_serve(args):
+def run_serve(args: argparse.Namespace) -> None:
+    """Serve the page and its API until Ctrl+C."""
     import deepnet
 
     from .inference import DigitReader, load_for_inference
@@ -173,7 +181,7 @@ def run_serve(args):
         server = DigitServer(reader, args.host, args.port)
     except OSError as exc:
         raise CommandError(_listen_error(exc, args.host, args.port)) from None
-    host, port = server.server_address[:2]
+    host, port = cast(Tuple[str, int], server.server_address[:2])  # an AF_INET(6) address
     print(f"deepnet serve: http://{_url_host(host)}:{port}/ (Ctrl+C to stop)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"deepnet serve: note: listening on {args.host}, reachable from other machines", flush=True)
@@ -183,7 +191,7 @@ def run_serve(args):
         server.server_close()
 
 
-def _require_pillow():
+def _require_pillow() -> None:
     from .preprocess import require_pillow
 
     try:
@@ -192,7 +200,7 @@ def _require_pillow():
         raise CommandError(str(exc)) from None
 
 
-def _listen_error(exc, host, port):
+def _listen_error(exc: OSError, host: str, port: int) -> str:
     """What a failure to listen on host:port means, and which option to change."""
     if isinstance(exc, socket.gaierror):
         return f"--host {host}: no such address or name ({exc.strerror or exc}); the default is 127.0.0.1"
@@ -205,5 +213,5 @@ def _listen_error(exc, host, port):
     return f"cannot listen on {host} port {port} ({exc.strerror or exc})"
 
 
-def _url_host(host):
+def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host

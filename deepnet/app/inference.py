@@ -1,10 +1,19 @@
 """A trained network, shared by ``deepnet predict`` and the threads of ``deepnet serve``."""
 
+from __future__ import annotations
+
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..layers import softmax
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+    from ..models import Sequential
+    from ..models.files import PathLike
 
 __all__ = ["MAX_IMAGE_BYTES", "NonFiniteOutput", "load_for_inference", "DigitReader", "image_error_message"]
 
@@ -19,7 +28,7 @@ class NonFiniteOutput(ArithmeticError):
     ``rows``: the indices of the inputs whose scores are not finite; ``probabilities``:
     all the probabilities computed (those rows NaN)."""
 
-    def __init__(self, rows, total, kinds, probabilities):
+    def __init__(self, rows: NDArray[np.intp], total: int, kinds: Sequence[str], probabilities: NDArray[Any]) -> None:
         self.rows = rows
         self.probabilities = probabilities
         which = "the image" if total == 1 else f"{len(rows)} of the {total} images"
@@ -30,7 +39,7 @@ class NonFiniteOutput(ArithmeticError):
         )
 
 
-def load_for_inference(path, dtype=None):
+def load_for_inference(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
     """The model saved in ``path`` (any model file, a parameter .npz or the book's .pkl),
     computing in ``dtype`` (default float32). ValueError for parameters that could only
     give meaningless predictions (NaN or infinite values)."""
@@ -52,11 +61,11 @@ class DigitReader:
     each request would start a new team each time, 2 ms a request.)
     """
 
-    def __init__(self, network):
+    def __init__(self, network: Sequential) -> None:
         self.network = network
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepnet-network")
 
-    def probabilities(self, inputs):
+    def probabilities(self, inputs: ArrayLike) -> NDArray[np.float64]:
         """Softmax of the scores for float32 inputs (N, 28, 28): float64 (N, 10)."""
         batch = np.asarray(inputs, dtype=np.float32)[:, None]
         scores = np.asarray(self._worker.submit(self.network.predict, batch).result(), dtype=np.float64)
@@ -73,14 +82,15 @@ class DigitReader:
             raise NonFiniteOutput(np.flatnonzero(~finite), len(scores), kinds, probabilities)
         return probabilities
 
-    def feature_maps(self, image):
+    def feature_maps(self, image: ArrayLike) -> List[Tuple[str, NDArray[Any]]]:
         """[(name, output (C, H, W))] of each layer whose output is a stack of maps (the
         convolutions, fused with their ReLU, and the poolings) for one (28, 28) input."""
         x = np.asarray(image, dtype=np.float32)[None, None]
         return self._worker.submit(self._feature_maps, x).result()
 
-    def _feature_maps(self, x):
-        maps, counts = [], {}
+    def _feature_maps(self, x: NDArray[Any]) -> List[Tuple[str, NDArray[Any]]]:
+        maps: List[Tuple[str, NDArray[Any]]] = []
+        counts: Dict[str, int] = {}
         for layer in self.network.layers:
             x = layer.forward(x)
             if x.ndim != 4:  # past the last map: the classifier's vectors
@@ -90,7 +100,7 @@ class DigitReader:
             maps.append((f"{kind} {counts[kind]}", x[0].copy()))
         return maps
 
-    def first_filters(self):
+    def first_filters(self) -> Optional[NDArray[Any]]:
         """The first convolution's filters (FN, C, FH, FW), or None for a net without one."""
         for layer in self.network.layers:
             weights = getattr(layer, "W", None)
@@ -99,7 +109,7 @@ class DigitReader:
         return None
 
 
-def image_error_message(exc):
+def image_error_message(exc: BaseException) -> str:
     """The message of a preprocess.ImageError for the user: one line, about their image,
     without the name of the function that raised it ("digit_to_mnist: blank image" ->
     "blank image")."""

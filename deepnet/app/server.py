@@ -34,6 +34,8 @@ seconds, so a slow client cannot hold a thread. A client that hangs up is no err
 is not logged.
 """
 
+from __future__ import annotations
+
 import base64
 import contextlib
 import ipaddress
@@ -46,11 +48,20 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, NoReturn, Optional, Set, Tuple, cast
 
 import numpy as np
 
 from . import preprocess
 from .inference import MAX_IMAGE_BYTES, NonFiniteOutput, image_error_message
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from .inference import DigitReader
+
+# (status, body, content type) of an answer.
+Answer = Tuple[int, bytes, str]
 
 __all__ = ["MAX_BODY", "WORK_SLOTS", "WORK_WAIT", "MAX_POSTS", "DigitServer", "allowed_hosts"]
 
@@ -79,7 +90,9 @@ class RequestError(Exception):
     """A request that gets a 4xx answer: ``status``, a message for the JSON body, and for
     405 the methods that ``allow``."""
 
-    def __init__(self, status, message, allow=None, headers=None):
+    def __init__(
+        self, status: int, message: str, allow: Optional[str] = None, headers: Optional[Mapping[str, str]] = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.headers = dict(headers or {})
@@ -100,16 +113,16 @@ class DigitServer(ThreadingHTTPServer):
 
     def __init__(
         self,
-        reader,
-        host="127.0.0.1",
-        port=8000,
-        log_requests=True,
-        read_timeout=READ_TIMEOUT,
-        connection_deadline=CONNECTION_DEADLINE,
-        work_slots=None,
-        work_wait=None,
-        max_posts=None,
-    ):
+        reader: DigitReader,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        log_requests: bool = True,
+        read_timeout: float = READ_TIMEOUT,
+        connection_deadline: float = CONNECTION_DEADLINE,
+        work_slots: Optional[int] = None,
+        work_wait: Optional[float] = None,
+        max_posts: Optional[int] = None,
+    ) -> None:
         self.reader = reader
         self.work_slot_count = WORK_SLOTS if work_slots is None else work_slots
         self.work_slots = threading.BoundedSemaphore(self.work_slot_count)
@@ -123,14 +136,14 @@ class DigitServer(ThreadingHTTPServer):
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
-        address, port = self.server_address[:2]
+        address, port = cast(Tuple[str, int], self.server_address[:2])  # an AF_INET(6) address
         self.url = f"http://{_bracketed(address)}:{port}"
         self.allowed_hosts = allowed_hosts(host, address, port)
         self.any_address = address in ("0.0.0.0", "::")  # every address of this machine
         if self.any_address:  # and this machine's own name, which no foreign page controls
             self.allowed_hosts |= allowed_hosts(socket.gethostname(), address, port)
 
-    def host_allowed(self, host):
+    def host_allowed(self, host: str) -> bool:
         """Whether ``host`` (a Host header's value, or an Origin's after http://) names this server."""
         host = host.strip().lower()
         if host in self.allowed_hosts:
@@ -145,7 +158,7 @@ class DigitServer(ThreadingHTTPServer):
         )
 
     @contextlib.contextmanager
-    def post_slot(self):
+    def post_slot(self) -> Iterator[None]:
         """Count one image being received, waiting or worked on; 503 at once if MAX_POSTS are."""
         if not self.posts.acquire(blocking=False):
             raise _busy("the server is busy: too many images are on their way in; try again in a moment")
@@ -155,7 +168,7 @@ class DigitServer(ThreadingHTTPServer):
             self.posts.release()
 
     @contextlib.contextmanager
-    def work_slot(self):
+    def work_slot(self) -> Iterator[None]:
         """Hold one of the work slots, waiting up to work_wait seconds; 503 if none frees."""
         if not self.work_slots.acquire(timeout=self.work_wait):
             raise _busy(
@@ -167,7 +180,7 @@ class DigitServer(ThreadingHTTPServer):
         finally:
             self.work_slots.release()
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # Only I/O failures get here (a client that hung up, a connection cut at its
         # deadline): _Handler answers everything else itself. A client that went away
         # is no news; other failures get one line.
@@ -177,18 +190,18 @@ class DigitServer(ThreadingHTTPServer):
         print(f"deepnet serve: connection from {client_address[0]}: {exc!r}", file=sys.stderr)
 
 
-def _busy(message):
+def _busy(message: str) -> RequestError:
     return RequestError(503, message, headers={"Retry-After": str(RETRY_AFTER)})
 
 
-def allowed_hosts(host, address, port):
+def allowed_hosts(host: str, address: str, port: int) -> Set[str]:
     """The Host values that name a server started with --host ``host`` and listening on
     ``address`` (an IP address) and ``port``: each as NAME:PORT (bare too for port 80), IPv6
     addresses in brackets, lower case; on the loopback address also its usual names."""
     names = {host, address}
     if _is_loopback(address):
         names.update(LOOPBACK_NAMES)
-    hosts = set()
+    hosts: Set[str] = set()
     for name in names:
         name = _bracketed(name.lower())
         hosts.add(f"{name}:{port}")
@@ -197,11 +210,11 @@ def allowed_hosts(host, address, port):
     return hosts
 
 
-def _bracketed(host):
+def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _is_ip_address(text):
+def _is_ip_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -209,7 +222,7 @@ def _is_ip_address(text):
     return True
 
 
-def _is_loopback(address):
+def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
@@ -220,22 +233,23 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "deepnet"
     default_request_version = "HTTP/1.0"  # answers to unparsable requests get a status line too
     disable_nagle_algorithm = True  # headers and body are two writes: send each at once
+    server: DigitServer
 
     # -- connection lifetime ----------------------------------------------------------
 
-    def setup(self):
-        self.timeout = self.server.read_timeout
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # type: ignore[misc]  # per server, not a class constant
         self._body_read = False
         super().setup()
         self._deadline = threading.Timer(self.server.connection_deadline, self._hang_up)
         self._deadline.daemon = True
         self._deadline.start()
 
-    def finish(self):
+    def finish(self) -> None:
         self._deadline.cancel()
         super().finish()
 
-    def _hang_up(self):
+    def _hang_up(self) -> None:
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -243,21 +257,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes -----------------------------------------------------------------------
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self._answer(self._get)
 
-    def do_HEAD(self):
+    def do_HEAD(self) -> None:
         self._answer(self._get)
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         self._answer(self._post)
 
-    def do_PUT(self):
+    def do_PUT(self) -> None:
         self._answer(self._not_allowed)
 
     do_DELETE = do_PATCH = do_OPTIONS = do_PUT
 
-    def _get(self, path):
+    def _get(self, path: str) -> Answer:
         if path in self.server.page:
             body, content_type = self.server.page[path]
             return 200, body, content_type
@@ -265,14 +279,14 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, self.server.filters, "application/json"
         return self._not_allowed(path)
 
-    def _post(self, path):
+    def _post(self, path: str) -> Answer:
         if path not in ("/predict", "/inspect"):
             return self._not_allowed(path)
         self._check_origin()
         with self.server.post_slot():
             return self._work(path, self._read_image())
 
-    def _work(self, path, data):
+    def _work(self, path: str, data: bytes) -> Answer:
         with self.server.work_slot():  # everything that takes memory or time per image
             image = preprocess.mnist_input(data)
             del data
@@ -288,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- who may ask --------------------------------------------------------------------
 
-    def _check_host(self):
+    def _check_host(self) -> None:
         """421 for a Host that is not this server's: a foreign name resolving here."""
         host = self.headers.get("Host")
         if host is None or self.server.host_allowed(host):
@@ -307,7 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
             f"deepnet serve listens on), got Host {host!r}; open {self.server.url}/",
         )
 
-    def _check_origin(self):
+    def _check_origin(self) -> None:
         """403 for a POST sent by a page of another origin (programs send no Origin)."""
         origin = self.headers.get("Origin")
         if origin is None:
@@ -318,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
                 403, f"expected a request from the page at {self.server.url}, got one from Origin {origin!r}"
             )
 
-    def _not_allowed(self, path):
+    def _not_allowed(self, path: str) -> NoReturn:
         if path in self.server.page or path == "/filters":
             raise RequestError(405, f"{self.command} is not allowed on {path} (GET only)", "GET, HEAD")
         if path in ("/predict", "/inspect"):
@@ -327,16 +341,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- the request body -------------------------------------------------------------
 
-    def _read_image(self):
+    def _read_image(self) -> bytes:
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type not in IMAGE_TYPES:
             raise RequestError(415, f"expected Content-Type image/png or image/jpeg, got {content_type or 'none'!r}")
-        length = self.headers.get("Content-Length")
-        if length is None:
+        header = self.headers.get("Content-Length")
+        if header is None:
             raise RequestError(411, "a Content-Length header is required")
-        if not re.fullmatch(r"\s*[0-9]+\s*", length):
-            raise RequestError(400, f"Content-Length must be a number of bytes, got {length!r}")
-        length = int(length)
+        if not re.fullmatch(r"\s*[0-9]+\s*", header):
+            raise RequestError(400, f"Content-Length must be a number of bytes, got {header!r}")
+        length = int(header)
         if length > MAX_BODY:
             raise RequestError(413, f"the body is {length:,} bytes, more than the {MAX_BODY:,} accepted")
         if length == 0:
@@ -350,7 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"the body ended after {len(data)} of {length} bytes")
         return data
 
-    def _drop_unread_body(self):
+    def _drop_unread_body(self) -> None:
         """Read and drop what the client still sends, for at most LINGER seconds: closing
         with its body unread would reset the connection before it reads the answer."""
         if self._body_read or not (self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding")):
@@ -367,10 +381,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- answers ----------------------------------------------------------------------
 
-    def _answer(self, route):
+    def _answer(self, route: Callable[[str], Answer]) -> None:
         """Run ``route(path)`` -> (status, body, content type) and send what it gives,
         or the JSON error that it raised; never lets an exception end the server."""
-        headers = {}
+        headers: Dict[str, str] = {}
         try:
             self._check_host()
             status, body, content_type = route(self.path.split("?", 1)[0])  # the path is only a key
@@ -402,7 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._drop_unread_body()
 
-    def send_error(self, code, message=None, explain=None):
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """http.server's own errors (bad request line, unknown method...) as JSON too."""
         self.close_connection = True
         self.send_response(code, message)
@@ -413,16 +427,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.log_requests:
             super().log_message(format, *args)
 
 
-def _package_file(name):
-    return resources.files(__package__).joinpath("static", name).read_bytes()
+def _package_file(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
 
 
-def _error_status(exc):
+def _error_status(exc: BaseException) -> Tuple[int, str]:
     """(status, message) of the answer to a request that raised ``exc``."""
     if isinstance(exc, RequestError):
         return exc.status, str(exc)
@@ -439,27 +453,27 @@ def _error_status(exc):
     return 500, "internal error (see the server's log)"
 
 
-def _json(value):
+def _json(value: Any) -> bytes:
     """JSON bytes; ValueError (an answer of 500) rather than NaN or Infinity, which are no JSON."""
     return json.dumps(value, allow_nan=False).encode()
 
 
-def _error_body(message):
+def _error_body(message: str) -> bytes:
     return _json({"error": message})
 
 
-def _base64(values):
+def _base64(values: ArrayLike) -> str:
     return base64.b64encode(np.asarray(values, dtype=np.uint8).tobytes()).decode("ascii")
 
 
-def _per_map_range(maps):
+def _per_map_range(maps: NDArray[Any]) -> NDArray[Any]:
     """Each map of (C, H, W) scaled from its own minimum to maximum onto 0..255."""
     low = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - low
     return np.round(255 * (maps - low) / np.where(span > 0, span, 1))
 
 
-def _filters_json(filters):
+def _filters_json(filters: Optional[NDArray[Any]]) -> bytes:
     if filters is None:
         return _json({"shape": [0, 0, 0], "pixels": ""})
     first_channel = filters[:, 0].astype(np.float64)

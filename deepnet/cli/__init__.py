@@ -6,11 +6,16 @@
 goes past the book (chapter 8.1.2); ``deepnet ensemble`` trains several members and
 ``deepnet evaluate --params a.npz b.npz ...`` averages their probabilities.
 
-One module per command: ``train`` (train, ensemble), ``evaluate`` (evaluate, misclassified),
+One module per command: ``train``, ``ensemble``, ``evaluate`` (evaluate, misclassified),
 ``plot``; predict and serve are deepnet.app.commands. ``options`` holds the argument types
-and CommandError, ``common`` what the commands share when they run. This module assembles
+and CommandError, ``common`` what the commands share when they run, ``training`` what train
+and ensemble share. This module assembles
 the parser and turns errors into one line and an exit code.
 """
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
 
 import argparse
 
@@ -20,7 +25,7 @@ from .options import USER_ERRORS, CommandError, Parser, RanksDisagree, fail, one
 __all__ = ["main", "build_parser", "CommandError", "PLOT_INSTALL_HINT"]
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> Union[int, str, None]:
     """Run the command line; return the exit code (0 on success)."""
     parser = build_parser()
     args = argparse.Namespace()
@@ -52,14 +57,15 @@ def main(argv=None):
     return code or 0
 
 
-def build_parser():
+def build_parser() -> Parser:
     """The parser of every command (deepnet.app's predict and serve imported only now:
     deepnet.app.commands imports deepnet.cli.options)."""
     from .._version import __version__
     from ..app.commands import add_predict, add_serve
     from .evaluate import add_evaluate, add_misclassified
     from .plot import add_plot
-    from .train import add_ensemble, add_train
+    from .ensemble import add_ensemble
+    from .train import add_train
 
     parser = Parser(prog="deepnet", description="DeepConvNet on MNIST (Deep Learning from Scratch, chapter 8).")
     parser.add_argument("--version", action="version", version=f"deepnet {__version__}")

@@ -5,11 +5,21 @@ The commands call these through the module (``common.load_mnist(...)``), so a te
 replace one of them in one place.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple
+
+from numpy.typing import DTypeLike
 
 from .options import CommandError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ..datasets import Split
 
 __all__ = [
     "PLOT_INSTALL_HINT",
@@ -30,7 +40,7 @@ PLOT_INSTALL_HINT = (
 FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 
 
-def configure_kernels(args):
+def configure_kernels(args: argparse.Namespace) -> None:
     """--backend and --threads (with several MPI ranks on a machine, its cores shared between them)."""
     import deepnet
 
@@ -41,7 +51,7 @@ def configure_kernels(args):
             raise CommandError(str(exc)) from None
     from ..distributed import SingleProcess
 
-    communicator = getattr(args, "communicator", None) or SingleProcess()
+    communicator: Any = getattr(args, "communicator", None) or SingleProcess()
     ranks = communicator.node_size if communicator.size > 1 else 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = args.threads
@@ -57,14 +67,15 @@ def configure_kernels(args):
         )
 
 
-def require_gpu():
+def require_gpu() -> None:
+    """CommandError unless a CUDA device can be used (--device cuda)."""
     from ..backends import cuda
 
     if not cuda.gpu_available():
         raise CommandError("--device cuda: no usable GPU (needs CuPy and a CUDA device)")
 
 
-def check_writable(paths):
+def check_writable(paths: Mapping[str, str]) -> None:
     """Fail now, not after a long run, if an output cannot be written."""
     for option, path in paths.items():
         directory = os.path.dirname(os.path.abspath(path))
@@ -78,7 +89,7 @@ def check_writable(paths):
             raise CommandError(f"{option} {path}: is a directory")
 
 
-def load_mnist(root, dtype):
+def load_mnist(root: Optional[str], dtype: DTypeLike) -> Tuple[Split, Split]:
     """MNIST ((x_train, t_train), (x_test, t_test)), from --data ``root`` (None: where it is installed)."""
     from .. import datasets
 
@@ -93,11 +104,12 @@ def load_mnist(root, dtype):
     return datasets.load_mnist(normalize=True, flatten=False, one_hot_label=False, dtype=dtype, root=root)
 
 
-def count(n, word):
+def count(n: int, word: str) -> str:
+    """``n`` and ``word``, plural unless n is 1 ("3 epochs", "1 member")."""
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def figure_class():
+def figure_class() -> Any:
     """matplotlib's Figure, imported only now: plotting is an optional extra."""
     try:
         from matplotlib.figure import Figure
@@ -106,14 +118,15 @@ def figure_class():
     return Figure
 
 
-def figure_format(path):
+def figure_format(path: str) -> str:
+    """The figure format of ``path``'s extension; CommandError for another extension."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in FIGURE_FORMATS:
         raise CommandError(f"--out {path}: the figure's extension must be one of {', '.join(FIGURE_FORMATS)}")
     return FIGURE_FORMATS[extension]
 
 
-def save_figure(figure, path, figure_format):
+def save_figure(figure: Any, path: str, figure_format: str) -> None:
     """Render with the Agg backend (no display needed) and write the file atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -2,18 +2,29 @@
 several ``--params`` files are an ensemble) and ``deepnet misclassified`` (figure 8-2, the
 book's ``misclassified_mnist.py``)."""
 
+from __future__ import annotations
+
 import math
 import os
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import common
 from .options import DTYPES, MAX_SHOWN, CommandError, add_common, existing_file, int_in
 
+if TYPE_CHECKING:
+    import argparse
+
+    from numpy.typing import DTypeLike, NDArray
+
+    from ..models import Sequential
+
 __all__ = ["add_evaluate", "add_misclassified", "run_evaluate", "run_misclassified", "ensemble_report"]
 
 
-def add_evaluate(commands):
+def add_evaluate(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``deepnet evaluate`` to the commands."""
     p = commands.add_parser("evaluate", help="test accuracy on all 10,000 test images")
     p.add_argument(
         "--params",
@@ -33,7 +44,8 @@ def add_evaluate(commands):
     p.set_defaults(command=run_evaluate)
 
 
-def add_misclassified(commands):
+def add_misclassified(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``deepnet misclassified`` to the commands."""
     p = commands.add_parser("misclassified", help="figure of misclassified test digits (fig. 8-2)")
     p.add_argument(
         "--params",
@@ -53,7 +65,7 @@ def add_misclassified(commands):
     p.set_defaults(command=run_misclassified)
 
 
-def load_network(path, dtype):
+def load_network(path: str, dtype: DTypeLike) -> Sequential:
     """Any saved model (or parameter file) for inference; ValueError (one line, exit code 1)
     for parameters that could only give meaningless predictions."""
     from ..app.inference import load_for_inference
@@ -61,7 +73,8 @@ def load_network(path, dtype):
     return load_for_inference(path, dtype)
 
 
-def run_evaluate(args):
+def run_evaluate(args: argparse.Namespace) -> None:
+    """Print the test accuracy of --params (an ensemble's for several files)."""
     common.configure_kernels(args)
     if args.half_check and len(args.params) > 1:
         raise CommandError("--half-check compares dtypes of one network: give one --params file")
@@ -78,15 +91,19 @@ def run_evaluate(args):
         print(f"  {dtype:8s} {accuracy:.4f}")
 
 
-def ensemble_report(paths, networks, dtype, x_test, t_test):
+def ensemble_report(
+    paths: Sequence[str], networks: Sequence[Sequential], dtype: DTypeLike, x_test: NDArray[Any], t_test: NDArray[Any]
+) -> Dict[str, Any]:
     """Each member's test accuracy and the accuracy of their averaged probabilities
     (``networks``: the members, loaded from ``paths``)."""
-    probabilities, members = None, []
+    probabilities: Optional[NDArray[Any]] = None
+    members: List[Dict[str, Any]] = []
     x = x_test.astype(dtype, copy=False)
     for path, network in zip(paths, networks):
         p = network.probabilities(x)
         members.append({"file": os.fspath(path), "accuracy": float(np.mean(p.argmax(axis=1) == t_test))})
         probabilities = p if probabilities is None else probabilities + p
+    assert probabilities is not None  # --params takes one file or more
     accuracy = float(np.mean(probabilities.argmax(axis=1) == t_test))
     print(f"test accuracy on all {len(x_test)} test images (evaluated once per model):")
     for member in members:
@@ -95,7 +112,8 @@ def ensemble_report(paths, networks, dtype, x_test, t_test):
     return {"members": members, "ensemble_accuracy": accuracy, "test_images": len(x_test)}
 
 
-def run_misclassified(args):
+def run_misclassified(args: argparse.Namespace) -> None:
+    """Write the figure of misclassified test digits (figure 8-2)."""
     Figure = common.figure_class()  # fail early if matplotlib is missing
     figure_format = common.figure_format(args.out)
     common.check_writable({"--out": args.out})
@@ -113,7 +131,14 @@ def run_misclassified(args):
     print(f"wrote {args.out}")
 
 
-def _misclassified_figure(Figure, images, labels, predicted, indices, columns=5):
+def _misclassified_figure(
+    Figure: Any,
+    images: NDArray[Any],
+    labels: NDArray[Any],
+    predicted: NDArray[Any],
+    indices: NDArray[Any],
+    columns: int = 5,
+) -> Any:
     rows = max(1, math.ceil(len(indices) / columns))
     figure = Figure(figsize=(1.6 * columns, 1.9 * rows), layout="tight")
     if len(indices) == 0:

@@ -5,12 +5,15 @@ commands, and how a user's mistake is reported (CommandError, one line on stderr
 deepnet.app (predict, serve) uses these public names; this module imports nothing from it.
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 import os
 import pickle
 import sys
 import zipfile
+from typing import Any, Callable, NoReturn
 
 __all__ = [
     "DTYPES",
@@ -57,14 +60,14 @@ USER_ERRORS = (CommandError, OSError, ValueError, EOFError, pickle.UnpicklingErr
 class Parser(argparse.ArgumentParser):
     """Raises CommandError instead of printing usage and exiting, so main() reports it."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise CommandError(message)
 
 
-def fail(args, message, code, every_rank=False):
+def fail(args: argparse.Namespace, message: str, code: int, every_rank: bool = False) -> int:
     """Report on stderr; with several MPI ranks, end all of them (the others would wait forever).
     An error every rank found (``every_rank``) is reported by rank 0 alone, which ends them all."""
-    communicator = getattr(args, "communicator", None)
+    communicator: Any = getattr(args, "communicator", None)
     several = communicator is not None and communicator.size > 1
     if several and every_rank and not communicator.is_root:
         communicator.wait_for_abort()  # rank 0 reports it and aborts every rank
@@ -82,25 +85,26 @@ def fail(args, message, code, every_rank=False):
 _FLAG_TEXT = {"overwrite": " (--overwrite)"}
 
 
-def flag(setting):
+def flag(setting: Any) -> str:
     """The command line's words for a setting named in a lower layer's message."""
     return _FLAG_TEXT.get(setting.name, "--" + setting.name.replace("_", "-"))
 
 
-def one_line(exc):
+def one_line(exc: BaseException) -> str:
     """An exception's message on one line (its type's name if it has none), in the command
     line's words: the settings a lower layer names are written as flags."""
-    text = exc.render(flag) if callable(getattr(exc, "render", None)) else str(exc)
+    render = getattr(exc, "render", None)
+    text = render(flag) if callable(render) else str(exc)
     return " ".join(text.split()) or type(exc).__name__
 
 
 # -- argparse types ------------------------------------------------------------------------
 
 
-def int_in(low, high):
+def int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high]."""
 
-    def parse(text):
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -117,7 +121,7 @@ def int_in(low, high):
 positive_int = int_in(1, MAX_IMAGES)  # deepnet.app's --threads uses it
 
 
-def float_between(low, high, low_open=False):
+def float_between(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number in [low, high] ((low, high] with low_open)."""
     bounds = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
     return lambda text: _float_in(
@@ -125,7 +129,7 @@ def float_between(low, high, low_open=False):
     )
 
 
-def augment_spec(text):
+def augment_spec(text: str) -> str:
     """--augment, checked now (keys, numbers, bounds) rather than at the first batch."""
     from ..training.augment import Augment
 
@@ -141,7 +145,7 @@ def augment_spec(text):
     return text
 
 
-def schedule_spec(text):
+def schedule_spec(text: str) -> str:
     """--lr-schedule, checked now (name, settings, bounds; min_lr against --lr comes later)."""
     from ..training.schedules import parse
 
@@ -152,7 +156,7 @@ def schedule_spec(text):
     return text
 
 
-def _float_in(text, ok, what):
+def _float_in(text: str, ok: Callable[[float], bool], what: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -162,12 +166,12 @@ def _float_in(text, ok, what):
     return value
 
 
-def decay(text):
+def decay(text: str) -> float:
     """An argparse type: a number strictly between 0 and 1 (--ema)."""
     return _float_in(text, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
 
 
-def existing_file(path):
+def existing_file(path: str) -> str:
     """An argparse type: the path of a file that exists."""
     if not os.path.isfile(path):
         raise argparse.ArgumentTypeError(f"file not found: {path!r}")
@@ -177,7 +181,7 @@ def existing_file(path):
 # -- options -------------------------------------------------------------------------------
 
 
-def add_common(p, dtype_default):
+def add_common(p: argparse.ArgumentParser, dtype_default: str) -> None:
     """--dtype, --data, --backend and --threads, for the commands that load MNIST."""
     p.add_argument("--dtype", choices=DTYPES, default=dtype_default, help="floating-point type (default %(default)s)")
     p.add_argument("--data", metavar="DIR", help="directory holding the MNIST files (only there)")

@@ -1,16 +1,23 @@
 """``deepnet plot``: the accuracy and loss curves of a training history (needs matplotlib)."""
 
+from __future__ import annotations
+
 import json
+from typing import TYPE_CHECKING, Any, Dict
 
 import numpy as np
 
 from . import common
 from .options import CommandError, existing_file
 
+if TYPE_CHECKING:
+    import argparse
+
 __all__ = ["add_plot", "run_plot"]
 
 
-def add_plot(commands):
+def add_plot(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``deepnet plot`` to the commands."""
     p = commands.add_parser("plot", help="accuracy and loss curves of a training history")
     p.add_argument(
         "--history",
@@ -23,7 +30,8 @@ def add_plot(commands):
     p.set_defaults(command=run_plot)
 
 
-def run_plot(args):
+def run_plot(args: argparse.Namespace) -> None:
+    """Write the accuracy and loss curves of --history."""
     Figure = common.figure_class()
     from matplotlib.ticker import MaxNLocator
 
@@ -51,7 +59,7 @@ def run_plot(args):
     print(f"wrote {args.out}")
 
 
-def _read_history(path):
+def _read_history(path: str) -> Dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             history = json.load(f)
