@@ -19,12 +19,22 @@ the loop calls in the order the callbacks were given:
 - ``spec()``: the settings a resumed run must share (JSON data), or None.
 """
 
+from __future__ import annotations
+
 import contextlib
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, TypeVar
 
 import numpy as np
 
 from .. import _array
 from .._dtypes import compute_dtype
+
+if TYPE_CHECKING:
+    from ..functional import Array
+    from ..models import Sequential
+    from .trainer import Trainer
+
+V = TypeVar("V")
 
 __all__ = ["Callback", "WeightAverage", "check_callbacks"]
 
@@ -32,45 +42,45 @@ __all__ = ["Callback", "WeightAverage", "check_callbacks"]
 class Callback:
     """The base class of the trainer's callbacks: every method does nothing."""
 
-    name = None  # None: the class's name
+    name: Optional[str] = None  # None: the class's name
 
     @property
-    def callback_name(self):
+    def callback_name(self) -> str:
         """The name its checkpoint state is kept under."""
         return self.name or type(self).__name__
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         pass
 
-    def on_epoch_begin(self, trainer):
+    def on_epoch_begin(self, trainer: Trainer) -> None:
         pass
 
-    def on_step_begin(self, trainer):
+    def on_step_begin(self, trainer: Trainer) -> None:
         pass
 
-    def on_step_end(self, trainer):
+    def on_step_end(self, trainer: Trainer) -> None:
         pass
 
-    def on_epoch_end(self, trainer):
+    def on_epoch_end(self, trainer: Trainer) -> None:
         pass
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: Trainer) -> None:
         pass
 
-    def evaluation_params(self, trainer):
+    def evaluation_params(self, trainer: Trainer) -> Optional[Dict[str, Array]]:
         return None
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
 
-    def spec(self):
+    def spec(self) -> Any:
         return None
 
 
-def check_callbacks(callbacks):
+def check_callbacks(callbacks: Iterable[Callback]) -> List[Callback]:
     """``callbacks`` as a list, refusing anything that is not a Callback and names given twice."""
     callbacks = list(callbacks)
     seen = set()
@@ -102,14 +112,14 @@ class WeightAverage(Callback):
 
     name = "weight_average"
 
-    def __init__(self, decay=0.999):
+    def __init__(self, decay: float = 0.999) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"WeightAverage: decay must be in (0, 1), got {decay!r}")
         self.decay = decay
-        self.average = None
+        self.average: Optional[Dict[str, Array]] = None
         self.steps = 0
 
-    def on_step_end(self, trainer):
+    def on_step_end(self, trainer: Trainer) -> None:
         current = snapshot(trainer.network, copy=False)
         if self.average is None:
             self.average = {
@@ -125,25 +135,25 @@ class WeightAverage(Callback):
                 average *= d
                 average += (1 - d) * value.astype(average.dtype, copy=False)
 
-    def evaluation_params(self, trainer):
+    def evaluation_params(self, trainer: Trainer) -> Dict[str, Array]:
         return self.average if self.average is not None else snapshot(trainer.network)
 
-    def state_dict(self):
-        state = {"steps": np.array(self.steps)}
+    def state_dict(self) -> Dict[str, Any]:
+        state: Dict[str, Any] = {"steps": np.array(self.steps)}
         if self.average is not None:
             state.update({f"average/{name}": _array.to_cpu(value) for name, value in self.average.items()})
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.steps = int(state["steps"])
         average = entries(state, "average/")
         self.average = average or None
 
-    def spec(self):
+    def spec(self) -> Dict[str, float]:
         return {"weight_average": self.decay}
 
 
-def snapshot(network, copy=True):
+def snapshot(network: Sequential, copy: bool = True) -> Dict[str, Array]:
     """The network's parameters and buffers (``buffers/<name>``), copied by default."""
     arrays = network.named_arrays()
     if copy:
@@ -151,12 +161,12 @@ def snapshot(network, copy=True):
     return arrays
 
 
-def load_snapshot(network, arrays):
+def load_snapshot(network: Sequential, arrays: Dict[str, Array]) -> None:
     network.set_params(arrays, source="kept weights")
 
 
 @contextlib.contextmanager
-def swapped_in(network, arrays):
+def swapped_in(network: Sequential, arrays: Dict[str, Array]) -> Iterator[None]:
     saved = snapshot(network)
     load_snapshot(network, arrays)
     try:
@@ -165,6 +175,6 @@ def swapped_in(network, arrays):
         load_snapshot(network, saved)
 
 
-def entries(state, prefix):
+def entries(state: Mapping[str, V], prefix: str) -> Dict[str, V]:
     """The entries of ``state`` named ``prefix...``, with the prefix removed."""
     return {name[len(prefix) :]: value for name, value in state.items() if name.startswith(prefix)}

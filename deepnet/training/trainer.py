@@ -29,24 +29,36 @@ After each epoch the trainer writes the history (JSON) and a checkpoint from whi
 (``deepnet.training.checkpoint``).
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import os
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union, cast
 
 import numpy as np
 
 from .. import _array, _memory
 from ..distributed import SingleProcess
 from . import checkpoint, evaluation, reporting
-from .callbacks import check_callbacks, swapped_in
-from .optimizers import get_optimizer
+from .callbacks import Callback, check_callbacks, swapped_in
+from .optimizers import Optimizer, get_optimizer
+
+if TYPE_CHECKING:
+    from ..functional import Array
+    from ..models import Sequential
+
+# A file path: a str or an os.PathLike such as pathlib.Path.
+PathLike = Union[str, "os.PathLike[str]"]
+# ``batch_transform(x_batch, rng=generator)``: the transformed batch (e.g. training.augment.Augment).
+BatchTransform = Callable[..., Any]
 
 __all__ = ["Trainer", "batch_starts"]
 
 SELECT = ("last", "best-val")
 
 
-def batch_starts(n, batch_size, batch_norm=False):
+def batch_starts(n: int, batch_size: int, batch_norm: bool = False) -> List[int]:
     """Where each mini-batch of an epoch of ``n`` examples starts.  With BatchNormalization
     a last batch of one example joins the batch before it: BN cannot train on one value
     per channel."""
@@ -68,29 +80,29 @@ class Trainer:
 
     def __init__(
         self,
-        network,
-        x_train,
-        t_train,
-        x_test=None,
-        t_test=None,
-        epochs=20,
-        mini_batch_size=100,
-        optimizer="Adam",
-        optimizer_param=None,
-        evaluate_sample_num_per_epoch=None,
-        verbose=True,
-        seed=None,
-        checkpoint_path=None,
-        history_path=None,
-        resume=False,
-        x_val=None,
-        t_val=None,
-        select="last",
-        hooks=(),
-        batch_transform=None,
-        communicator=None,
-        callbacks=(),
-    ):
+        network: Sequential,
+        x_train: Array,
+        t_train: Array,
+        x_test: Optional[Array] = None,
+        t_test: Optional[Array] = None,
+        epochs: int = 20,
+        mini_batch_size: int = 100,
+        optimizer: Union[str, Optimizer] = "Adam",
+        optimizer_param: Optional[Mapping[str, Any]] = None,
+        evaluate_sample_num_per_epoch: Optional[int] = None,
+        verbose: bool = True,
+        seed: Optional[int] = None,
+        checkpoint_path: Optional[PathLike] = None,
+        history_path: Optional[PathLike] = None,
+        resume: bool = False,
+        x_val: Optional[Array] = None,
+        t_val: Optional[Array] = None,
+        select: str = "last",
+        hooks: Iterable[Callback] = (),
+        batch_transform: Optional[BatchTransform] = None,
+        communicator: Optional[SingleProcess] = None,
+        callbacks: Iterable[Callback] = (),
+    ) -> None:
         if select not in SELECT:
             raise ValueError(f"Trainer: select must be one of {SELECT}, got {select!r}")
         if select == "best-val" and x_val is None:
@@ -123,19 +135,20 @@ class Trainer:
         )
 
         self.epoch = 0  # epochs completed so far
-        self.train_loss_list = []
-        self.train_acc_list = []
-        self.val_acc_list = []
-        self.test_acc_list = []
-        self.lr_list = []  # the learning rate at the end of each epoch
-        self.epoch_times = []  # wall-clock seconds of each epoch (training + evaluation)
-        self.best = None  # (epoch, val accuracy, {name: array}) with select="best-val"
-        self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
-        self.checkpoint_epoch = None  # the epoch of the last checkpoint this trainer wrote
+        self.train_loss_list: List[float] = []
+        self.train_acc_list: List[float] = []
+        self.val_acc_list: List[float] = []
+        self.test_acc_list: List[float] = []
+        self.lr_list: List[float] = []  # the learning rate at the end of each epoch
+        self.epoch_times: List[float] = []  # wall-clock seconds of each epoch (training + evaluation)
+        # (epoch, val accuracy, {name: array}) with select="best-val"
+        self.best: Optional[Tuple[int, float, Dict[str, Array]]] = None
+        self.final_test: Optional[Dict[str, Any]] = None  # {"accuracy", "images"}: the one evaluation of the test set
+        self.checkpoint_epoch: Optional[int] = None  # the epoch of the last checkpoint this trainer wrote
         self.step_images = 0  # the images of the last step
-        self._measuring = [evaluation.Evaluation(), evaluation.EpochTimer()]
+        self._measuring: List[Callback] = [evaluation.Evaluation(), evaluation.EpochTimer()]
         self._standard = reporting.standard_callbacks()
-        self._progress = self._standard[0]
+        self._progress = cast(reporting.ProgressBar, self._standard[0])
 
         if self.communicator.size > 1:
             self._check_ranks_agree(resume)
@@ -144,12 +157,12 @@ class Trainer:
             checkpoint.apply_state(self, self.communicator.broadcast_object(checkpoint.state(self)), "rank 0's state")
 
     @property
-    def validating(self):
+    def validating(self) -> bool:
         return self.x_val is not None
 
     # -- training ----------------------------------------------------------------------
 
-    def train(self):
+    def train(self) -> Optional[float]:
         """Train for the remaining epochs, keep the selected weights in the network, and
         return the accuracy on the whole test set (evaluated once, here; None without one)."""
         _memory.keep_freed_memory()  # a step's freed activations are reused by the next
@@ -169,22 +182,22 @@ class Trainer:
             self._progress.close()  # also when interrupted
         for callback in everyone:  # the evaluation keeps the selected weights and tests them
             callback.on_train_end(self)
-        return self.final_test["accuracy"] if self.x_test is not None else None
+        return cast(Dict[str, Any], self.final_test)["accuracy"] if self.x_test is not None else None
 
     @property
-    def all_callbacks(self):
+    def all_callbacks(self) -> List[Callback]:
         """The trainer's evaluation and epoch timer, the callbacks given, then the trainer's
         own reporting (reporting.standard_callbacks)."""
         return self._measuring + self.callbacks + self._standard
 
-    def _train_epoch(self):
+    def _train_epoch(self) -> None:
         order = self.rng.permutation(len(self.x_train))
         starts = self._batch_starts()
         for start, stop in zip(starts, starts[1:] + [len(order)]):
             batch = order[start:stop]
             self.train_step(self.x_train[batch], self.t_train[batch])
 
-    def train_step(self, x_batch, t_batch):
+    def train_step(self, x_batch: Array, t_batch: Array) -> float:
         """One optimizer step on one (global) mini-batch; returns (and records) its loss."""
         if self.batch_transform is not None:
             x_batch = self.batch_transform(x_batch, rng=self.rng)
@@ -206,7 +219,7 @@ class Trainer:
     # -- evaluation and the weights kept --------------------------------------------------
 
     @contextlib.contextmanager
-    def evaluation_weights(self):
+    def evaluation_weights(self) -> Iterator[None]:
         """Inside the block the network holds the weights to evaluate (e.g. the average)."""
         supplied = self._supplied_weights()
         if supplied is None:
@@ -215,13 +228,13 @@ class Trainer:
         with swapped_in(self.network, supplied):
             yield
 
-    def _supplied_weights(self):
+    def _supplied_weights(self) -> Optional[Dict[str, Array]]:
         """The weights a callback supplies for evaluation (the last such callback's), or None."""
-        supplied = [callback.evaluation_params(self) for callback in self.callbacks]
-        supplied = [weights for weights in supplied if weights is not None]
+        offered = [callback.evaluation_params(self) for callback in self.callbacks]
+        supplied = [weights for weights in offered if weights is not None]
         return supplied[-1] if supplied else None
 
-    def _accuracy(self, x, t):
+    def _accuracy(self, x: Array, t: Array) -> float:
         """Accuracy on all of x; with several ranks each classifies its share."""
         if len(x) == 0:
             raise ValueError("Trainer: no images to evaluate")
@@ -232,27 +245,27 @@ class Trainer:
         correct = np.count_nonzero(self.network.classify(x[first:stop]) == labels)
         return float(self.communicator.sum(np.array([correct], dtype=np.float64))[0]) / len(x)
 
-    def _selected_description(self):
+    def _selected_description(self) -> str:
         if self.select == "best-val" and self.best is not None:
             return f"epoch {self.best[0]}, best validation accuracy {self.best[1]:.4f}"
         averaged = "the weight average" if self._supplied_weights() is not None else "the last"
         return f"{averaged} after epoch {self.epoch}"
 
-    def _batch_starts(self):
+    def _batch_starts(self) -> List[int]:
         batch_norm = bool(getattr(self.network, "batch_norm_layers", list)())
         return batch_starts(len(self.x_train), self.batch_size, batch_norm)
 
-    def _steps_per_epoch(self):
+    def _steps_per_epoch(self) -> int:
         return len(self._batch_starts())
 
     # -- history and checkpoints -------------------------------------------------------
 
-    def history(self):
+    def history(self) -> Dict[str, Any]:
         """The per-epoch and per-iteration records, as plain (JSON-ready) Python data."""
         n = self.evaluate_sample_num_per_epoch
         evaluated = (
             {"val": len(self.x_val)}
-            if self.validating
+            if self.x_val is not None
             else {
                 "train": min(n or len(self.x_train), len(self.x_train)),
                 "test": min(n or len(self.x_test), len(self.x_test)) if self.x_test is not None else 0,
@@ -271,15 +284,15 @@ class Trainer:
             "dropout": bool(getattr(self.network, "dropout_layers", list)()),  # in the training loss
         }
 
-    def resume(self, checkpoint_path=None):
+    def resume(self, checkpoint_path: Optional[PathLike] = None) -> Trainer:
         """Restore parameters, optimizer, callbacks, RNGs, epoch and history from a checkpoint
         (read by rank 0 and broadcast to the others)."""
-        path = os.fspath(checkpoint_path or self.checkpoint_path)
+        path = os.fspath(cast(PathLike, checkpoint_path or self.checkpoint_path))  # TypeError if neither
         state = self.communicator.broadcast_object(checkpoint.load(path) if self.communicator.is_root else None)
         checkpoint.apply_state(self, state, path)
         return self
 
-    def _check_ranks_agree(self, resume):
+    def _check_ranks_agree(self, resume: bool) -> None:
         """Settings that change the sequence of collective calls must be the same on every
         rank: with another number of epochs or another resume, the ranks would wait for each
         other forever, or exchange mismatched messages."""
@@ -290,7 +303,7 @@ class Trainer:
                 "checkpoint_path": bool(self.checkpoint_path),
                 "evaluate_sample_num_per_epoch": self.evaluate_sample_num_per_epoch,
                 "test images": None if self.x_test is None else len(self.x_test),
-                "validation images": len(self.x_val) if self.validating else None,
+                "validation images": len(self.x_val) if self.x_val is not None else None,
                 "training images": len(self.x_train),
                 "batch size": self.batch_size,
                 "select": self.select,
@@ -301,7 +314,7 @@ class Trainer:
         if differences:
             raise ValueError(f"Trainer: the ranks were given different settings ({differences})")
 
-    def _resume_if_possible(self):
+    def _resume_if_possible(self) -> bool:
         """Resume if the checkpoint exists (rank 0 looks, and tells the others); True if so."""
         if not self.checkpoint_path:
             raise ValueError("resume=True needs a checkpoint_path")
@@ -315,4 +328,4 @@ class Trainer:
                 if exists
                 else f"no checkpoint at {self.checkpoint_path} yet: starting from epoch 1"
             )
-        return exists
+        return bool(exists)
