@@ -81,7 +81,18 @@ class Callback:
 
 
 def check_callbacks(callbacks: Iterable[Callback]) -> List[Callback]:
-    """``callbacks`` as a list, refusing anything that is not a Callback and names given twice."""
+    """``callbacks`` as a list, refusing anything that is not a Callback and names given twice.
+
+    Parameters
+    ----------
+    callbacks : iterable of Callback
+        A trainer's callbacks.
+
+    Returns
+    -------
+    list of Callback
+        The same callbacks, in the same order.
+    """
     callbacks = list(callbacks)
     seen = set()
     for callback in callbacks:
@@ -108,6 +119,11 @@ class WeightAverage(Callback):
     (1 + t) / (10 + t)) so that the early, random weights are soon forgotten.  Buffers
     (BN running statistics) are averaged too.  The trainer evaluates and keeps the
     average instead of the last weights.
+
+    Parameters
+    ----------
+    decay : float
+        The average's decay d, in (0, 1).
     """
 
     name = "weight_average"

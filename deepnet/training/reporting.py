@@ -84,7 +84,9 @@ class EpochReport(Callback):
         n = trainer.evaluate_sample_num_per_epoch
         measured = [f"train acc {trainer.train_acc_list[-1]:.4f} ({_first(n, len(trainer.x_train))} training images)"]
         if trainer.test_acc_list:
-            measured.append(f"test acc {trainer.test_acc_list[-1]:.4f} ({_first(n, len(cast(Sized, trainer.x_test)))} test images)")
+            measured.append(
+                f"test acc {trainer.test_acc_list[-1]:.4f} ({_first(n, len(cast(Sized, trainer.x_test)))} test images)"
+            )
         print(f"epoch {trainer.epoch}/{trainer.epochs}: {', '.join(measured)}, {seconds}")
 
     def on_train_end(self, trainer: Trainer) -> None:

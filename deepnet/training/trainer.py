@@ -61,7 +61,22 @@ SELECT = ("last", "best-val")
 def batch_starts(n: int, batch_size: int, batch_norm: bool = False) -> List[int]:
     """Where each mini-batch of an epoch of ``n`` examples starts.  With BatchNormalization
     a last batch of one example joins the batch before it: BN cannot train on one value
-    per channel."""
+    per channel.
+
+    Parameters
+    ----------
+    n : int
+        Examples in the epoch.
+    batch_size : int
+        Examples per mini-batch.
+    batch_norm : bool
+        The network has BatchNormalization layers.
+
+    Returns
+    -------
+    list of int
+        The index of each batch's first example, in order.
+    """
     starts = list(range(0, n, batch_size))
     if batch_norm and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
@@ -71,11 +86,50 @@ def batch_starts(n: int, batch_size: int, batch_norm: bool = False) -> List[int]
 class Trainer:
     """Trains ``network`` (a deepnet.models.Sequential, e.g. DeepConvNet) with mini-batches.
 
-    ``checkpoint_path``: saved after every epoch; with ``resume=True`` training continues
-    from it when it exists (and starts afresh when it does not yet).  ``optimizer``: a
-    name (with ``optimizer_param``, default ``{"lr": 0.001}``) or an Optimizer instance.
-    ``callbacks`` (or ``hooks``, the earlier name): ``Callback`` instances with distinct
-    names, called in the order given.
+    Parameters
+    ----------
+    network : deepnet.models.Sequential
+        The model to train (its parameters are updated in place).
+    x_train, t_train : array
+        Training images (N, C, H, W) and their labels (N,) or one-hot (N, classes).
+    x_test, t_test : array, optional
+        Test images and labels: evaluated once, after training (and, without validation
+        data, on the first ``evaluate_sample_num_per_epoch`` images each epoch).
+    epochs : int
+        Epochs to train (a resumed run trains the remaining ones).
+    mini_batch_size : int
+        Images per optimizer step.
+    optimizer : str or Optimizer
+        A name (``get_optimizer``'s, e.g. "Adam") or an Optimizer instance.
+    optimizer_param : mapping, optional
+        The named optimizer's settings; default ``{"lr": 0.001}``.
+    evaluate_sample_num_per_epoch : int, optional
+        Without validation data: the images of each set measured per epoch (None: all).
+    verbose : bool
+        Print each epoch's measurements and show a progress bar (on rank 0).
+    seed : int or numpy.random.Generator, optional
+        Seeds the trainer's generator (the epochs' order, the batch transform's draws).
+    checkpoint_path : str or os.PathLike, optional
+        Saved after every epoch; with ``resume=True`` training continues from it when it
+        exists (and starts afresh when it does not yet).
+    history_path : str or os.PathLike, optional
+        Where the history (JSON) is written after every epoch.
+    resume : bool
+        Continue from ``checkpoint_path`` when it exists.
+    x_val, t_val : array, optional
+        Validation images and labels, evaluated in full after every epoch.
+    select : {"last", "best-val"}
+        The weights kept: the last (or the callbacks' average), or the epoch's with the
+        best validation accuracy.
+    hooks : iterable of Callback
+        The earlier name of ``callbacks`` (both may be given: hooks come first).
+    batch_transform : callable, optional
+        ``batch_transform(x_batch, rng=generator)`` -> the batch to train on, e.g.
+        ``deepnet.training.augment.Augment``.
+    communicator : deepnet.distributed.SingleProcess, optional
+        Data-parallel training (``MPICommunicator``); default one process.
+    callbacks : iterable of Callback
+        ``Callback`` instances with distinct names, called in the order given.
     """
 
     def __init__(
@@ -91,7 +145,7 @@ class Trainer:
         optimizer_param: Optional[Mapping[str, Any]] = None,
         evaluate_sample_num_per_epoch: Optional[int] = None,
         verbose: bool = True,
-        seed: Optional[int] = None,
+        seed: Union[None, int, np.random.Generator] = None,
         checkpoint_path: Optional[PathLike] = None,
         history_path: Optional[PathLike] = None,
         resume: bool = False,
@@ -163,8 +217,13 @@ class Trainer:
     # -- training ----------------------------------------------------------------------
 
     def train(self) -> Optional[float]:
-        """Train for the remaining epochs, keep the selected weights in the network, and
-        return the accuracy on the whole test set (evaluated once, here; None without one)."""
+        """Train for the remaining epochs and keep the selected weights in the network.
+
+        Returns
+        -------
+        float or None
+            The accuracy on the whole test set (evaluated once, here); None without one.
+        """
         _memory.keep_freed_memory()  # a step's freed activations are reused by the next
         everyone = self.all_callbacks
         for callback in everyone:
@@ -198,7 +257,18 @@ class Trainer:
             self.train_step(self.x_train[batch], self.t_train[batch])
 
     def train_step(self, x_batch: Array, t_batch: Array) -> float:
-        """One optimizer step on one (global) mini-batch; returns (and records) its loss."""
+        """One optimizer step on one (global) mini-batch, its loss recorded.
+
+        Parameters
+        ----------
+        x_batch, t_batch : array
+            The mini-batch's images and labels (before ``batch_transform``).
+
+        Returns
+        -------
+        float
+            The mini-batch's mean loss (over every rank's share).
+        """
         if self.batch_transform is not None:
             x_batch = self.batch_transform(x_batch, rng=self.rng)
         self.step_images = len(x_batch)
@@ -261,7 +331,14 @@ class Trainer:
     # -- history and checkpoints -------------------------------------------------------
 
     def history(self) -> Dict[str, Any]:
-        """The per-epoch and per-iteration records, as plain (JSON-ready) Python data."""
+        """The per-epoch and per-iteration records.
+
+        Returns
+        -------
+        dict
+            Plain (JSON-ready) Python data: the losses of every step, the accuracies, learning
+            rates and times of every epoch, the images they were measured on, the final test.
+        """
         n = self.evaluate_sample_num_per_epoch
         evaluated = (
             {"val": len(self.x_val)}
@@ -286,10 +363,21 @@ class Trainer:
 
     def resume(self, checkpoint_path: Optional[PathLike] = None) -> Trainer:
         """Restore parameters, optimizer, callbacks, RNGs, epoch and history from a checkpoint
-        (read by rank 0 and broadcast to the others)."""
+        (read by rank 0 and broadcast to the others).
+
+        Parameters
+        ----------
+        checkpoint_path : str or os.PathLike, optional
+            The checkpoint; default the trainer's ``checkpoint_path``.
+
+        Returns
+        -------
+        Trainer
+            This trainer.
+        """
         path = os.fspath(cast(PathLike, checkpoint_path or self.checkpoint_path))  # TypeError if neither
         state = self.communicator.broadcast_object(checkpoint.load(path) if self.communicator.is_root else None)
-        checkpoint.apply_state(self, state, path)
+        checkpoint.apply_state(self, cast(Dict[str, Any], state), path)
         return self
 
     def _check_ranks_agree(self, resume: bool) -> None:
