@@ -121,6 +121,8 @@ def _public(module):
                     member = member.__func__
                 elif isinstance(member, property):
                     member = member.fget
+                if getattr(member, "__module__", obj.__module__) != obj.__module__:
+                    continue  # made elsewhere: a Protocol's __init__ comes from typing
                 if inspect.isfunction(member) and member.__name__ != "<lambda>":  # W = property(lambda ...)
                     yield f"{name}.{attr}", member
 

@@ -22,7 +22,23 @@ the loop calls in the order the callbacks were given:
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, TypeVar
+import os
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import numpy as np
 
@@ -30,13 +46,72 @@ from .. import _array
 from .._dtypes import compute_dtype
 
 if TYPE_CHECKING:
+    from ..distributed import SingleProcess
     from ..functional import Array
     from ..models import Sequential
-    from .trainer import Trainer
+    from .optimizers import Optimizer
 
 V = TypeVar("V")
 
-__all__ = ["Callback", "WeightAverage", "check_callbacks"]
+__all__ = ["Callback", "TrainerView", "WeightAverage", "check_callbacks"]
+
+# A file path: a str or an os.PathLike such as pathlib.Path.
+PathLike = Union[str, "os.PathLike[str]"]
+# ``batch_transform(x_batch, rng=generator)``: the transformed batch (e.g. training.augment.Augment).
+BatchTransform = Callable[..., Any]
+
+
+class TrainerView(Protocol):
+    """The trainer as its callbacks and checkpoints see it: deepnet.training.Trainer is one.
+    (A protocol, so that these modules need not import the trainer, which imports them.)"""
+
+    network: Sequential
+    optimizer: Optimizer
+    communicator: SingleProcess
+    callbacks: List[Callback]
+    batch_transform: Optional[BatchTransform]
+    rng: np.random.Generator
+    x_train: Array
+    t_train: Array
+    x_val: Optional[Array]
+    t_val: Optional[Array]
+    x_test: Optional[Array]
+    t_test: Optional[Array]
+    epoch: int
+    epochs: int
+    batch_size: int
+    evaluate_sample_num_per_epoch: Optional[int]
+    verbose: bool
+    select: str
+    checkpoint_path: Optional[PathLike]
+    history_path: Optional[PathLike]
+    checkpoint_epoch: Optional[int]
+    step_images: int
+    train_loss_list: List[float]
+    train_acc_list: List[float]
+    val_acc_list: List[float]
+    test_acc_list: List[float]
+    lr_list: List[float]
+    epoch_times: List[float]
+    best: Optional[Tuple[int, float, Dict[str, Array]]]
+    final_test: Optional[Dict[str, Any]]
+    _optimizer_settings: Dict[str, Any]
+    _validation_digest: Optional[str]
+
+    @property
+    def validating(self) -> bool: ...
+
+    def history(self) -> Dict[str, Any]: ...
+
+    def evaluation_weights(self) -> ContextManager[None]: ...
+
+    def _accuracy(self, x: Array, t: Array) -> float: ...
+
+    def _supplied_weights(self) -> Optional[Dict[str, Array]]: ...
+
+    def _selected_description(self) -> str: ...
+
+    def _steps_per_epoch(self) -> int: ...
 
 
 class Callback:
@@ -49,25 +124,25 @@ class Callback:
         """The name its checkpoint state is kept under."""
         return self.name or type(self).__name__
 
-    def on_train_begin(self, trainer: Trainer) -> None:
+    def on_train_begin(self, trainer: TrainerView) -> None:
         pass
 
-    def on_epoch_begin(self, trainer: Trainer) -> None:
+    def on_epoch_begin(self, trainer: TrainerView) -> None:
         pass
 
-    def on_step_begin(self, trainer: Trainer) -> None:
+    def on_step_begin(self, trainer: TrainerView) -> None:
         pass
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         pass
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         pass
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         pass
 
-    def evaluation_params(self, trainer: Trainer) -> Optional[Dict[str, Array]]:
+    def evaluation_params(self, trainer: TrainerView) -> Optional[Dict[str, Array]]:
         return None
 
     def state_dict(self) -> Dict[str, Any]:
@@ -135,7 +210,7 @@ class WeightAverage(Callback):
         self.average: Optional[Dict[str, Array]] = None
         self.steps = 0
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         current = snapshot(trainer.network, copy=False)
         if self.average is None:
             self.average = {
@@ -151,7 +226,7 @@ class WeightAverage(Callback):
                 average *= d
                 average += (1 - d) * value.astype(average.dtype, copy=False)
 
-    def evaluation_params(self, trainer: Trainer) -> Dict[str, Array]:
+    def evaluation_params(self, trainer: TrainerView) -> Dict[str, Array]:
         return self.average if self.average is not None else snapshot(trainer.network)
 
     def state_dict(self) -> Dict[str, Any]:

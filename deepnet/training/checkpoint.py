@@ -28,12 +28,11 @@ import numpy as np
 from .. import _array, io
 from .._dtypes import compute_dtype
 from .._errors import Parts, SettingError, template
-from .callbacks import entries, snapshot
+from .callbacks import PathLike, TrainerView, entries, snapshot
 from .optimizers import Optimizer
 
 if TYPE_CHECKING:
     from ..models import Sequential
-    from .trainer import PathLike, Trainer
 
 __all__ = ["save", "load", "state", "apply_state", "config", "CHECKPOINT_TEXT", "FORMAT"]
 
@@ -45,7 +44,7 @@ _OPTIMIZER_SETTING_NAMES = {"lr": "{lr}", "weight_decay": "{weight_decay}"}
 _OLD_KEY = re.compile(r"hook\d+/")
 
 
-def save(trainer: Trainer, path: PathLike) -> None:
+def save(trainer: TrainerView, path: PathLike) -> None:
     """Write ``trainer``'s state to ``path`` (atomically).
 
     Parameters
@@ -75,7 +74,7 @@ def load(path: PathLike) -> Dict[str, Any]:
     return io.read_params(path, text=CHECKPOINT_TEXT)
 
 
-def state(trainer: Trainer) -> Dict[str, Any]:
+def state(trainer: TrainerView) -> Dict[str, Any]:
     """Everything a resumed run needs, as the arrays of a checkpoint.
 
     Parameters
@@ -110,7 +109,7 @@ def state(trainer: Trainer) -> Dict[str, Any]:
     return arrays
 
 
-def config(trainer: Trainer) -> Dict[str, Any]:
+def config(trainer: TrainerView) -> Dict[str, Any]:
     """Settings that must match for a resumed run to continue the same run.
 
     Parameters
@@ -143,7 +142,7 @@ def config(trainer: Trainer) -> Dict[str, Any]:
     }
 
 
-def apply_state(trainer: Trainer, state: Mapping[str, Any], path: str) -> None:
+def apply_state(trainer: TrainerView, state: Mapping[str, Any], path: str) -> None:
     """Restore ``trainer`` from a checkpoint's entries, after checking each.
 
     Parameters
@@ -229,7 +228,7 @@ def apply_state(trainer: Trainer, state: Mapping[str, Any], path: str) -> None:
         raise ValueError(f"{path}: damaged training checkpoint ({type(exc).__name__}: {exc})") from None
 
 
-def _check_optimizer_state(trainer: Trainer, check: EntryCheck, state: Mapping[str, Any]) -> None:
+def _check_optimizer_state(trainer: TrainerView, check: EntryCheck, state: Mapping[str, Any]) -> None:
     """Each optimizer state array belongs to a parameter and has its shape and state dtype."""
     for entry, value in state.items():
         name, _, key = entry.partition("/")
@@ -240,7 +239,7 @@ def _check_optimizer_state(trainer: Trainer, check: EntryCheck, state: Mapping[s
             check.like(f"optimizer/{entry}", value, param, dtype=compute_dtype(param.dtype))
 
 
-def _check_config(trainer: Trainer, saved: Dict[str, Any], path: str) -> None:
+def _check_config(trainer: TrainerView, saved: Dict[str, Any], path: str) -> None:
     current = json.loads(json.dumps(config(trainer)))  # the same JSON types as the saved one
     differences = _setting_differences(saved, current)
     if differences:

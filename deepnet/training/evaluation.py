@@ -8,11 +8,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Optional, cast
 
-from .callbacks import Callback, load_snapshot, snapshot
+from .callbacks import Callback, TrainerView, load_snapshot, snapshot
 
 if TYPE_CHECKING:
     from ..functional import Array
-    from .trainer import Trainer
 
 __all__ = ["EpochTimer", "Evaluation"]
 
@@ -25,10 +24,10 @@ class EpochTimer(Callback):
     def __init__(self) -> None:
         self.start: Optional[float] = None
 
-    def on_epoch_begin(self, trainer: Trainer) -> None:
+    def on_epoch_begin(self, trainer: TrainerView) -> None:
         self.start = time.perf_counter()
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         start = cast(float, self.start)  # set by on_epoch_begin
         trainer.epoch_times.append(time.perf_counter() - start)
 
@@ -42,7 +41,7 @@ class Evaluation(Callback):
 
     name = "evaluation"
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         accuracy = trainer._accuracy
         with trainer.evaluation_weights():
             if trainer.x_val is not None:  # validating
@@ -56,7 +55,7 @@ class Evaluation(Callback):
                 if trainer.x_test is not None:
                     trainer.test_acc_list.append(accuracy(trainer.x_test[:n], cast("Array", trainer.t_test)[:n]))
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         if trainer.select == "best-val" and trainer.best is not None:
             load_snapshot(trainer.network, trainer.best[2])
         else:

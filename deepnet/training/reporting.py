@@ -5,17 +5,14 @@ checkpoint holds their state after the epoch), in this order; they keep no state
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, List, Optional, Sized, cast
+from typing import Any, List, Optional, Sized, cast
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import io
 from . import checkpoint
-from .callbacks import Callback
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from .callbacks import Callback, TrainerView
 
 __all__ = ["ProgressBar", "EpochReport", "HistoryFile", "Checkpointing", "standard_callbacks"]
 
@@ -24,7 +21,7 @@ def standard_callbacks() -> List[Callback]:
     return [ProgressBar(), EpochReport(), HistoryFile(), Checkpointing()]
 
 
-def _shows(trainer: Trainer) -> bool:
+def _shows(trainer: TrainerView) -> bool:
     return trainer.verbose and trainer.communicator.is_root
 
 
@@ -37,7 +34,7 @@ class ProgressBar(Callback):
     def __init__(self) -> None:
         self.bar: Optional[Any] = None  # a tqdm bar
 
-    def on_epoch_begin(self, trainer: Trainer) -> None:
+    def on_epoch_begin(self, trainer: TrainerView) -> None:
         self.close()
         self.bar = tqdm(
             total=len(trainer.x_train),
@@ -49,12 +46,12 @@ class ProgressBar(Callback):
             dynamic_ncols=True,
         )
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         if self.bar is not None:
             self.bar.update(trainer.step_images)
             self.bar.set_postfix(loss=f"{trainer.train_loss_list[-1]:.4f}", refresh=False)
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         self.close()
 
     def close(self) -> None:
@@ -69,7 +66,7 @@ class EpochReport(Callback):
 
     name = "epoch_report"
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         if not _shows(trainer):
             return
         seconds = f"{trainer.epoch_times[-1]:.1f} s"
@@ -89,7 +86,7 @@ class EpochReport(Callback):
             )
         print(f"epoch {trainer.epoch}/{trainer.epochs}: {', '.join(measured)}, {seconds}")
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         if trainer.final_test is None or not _shows(trainer):
             return
         print("=============== Final Test Accuracy ===============")
@@ -105,7 +102,7 @@ class HistoryFile(Callback):
 
     name = "history"
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         if trainer.history_path and trainer.communicator.is_root:
             with io.atomic_write(trainer.history_path, "w") as f:
                 json.dump(trainer.history(), f, indent=1)
@@ -118,7 +115,7 @@ class Checkpointing(Callback):
 
     name = "checkpointing"
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         if not trainer.checkpoint_path or not trainer.communicator.is_root:
             return
         checkpoint.save(trainer, trainer.checkpoint_path)

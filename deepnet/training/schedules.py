@@ -23,12 +23,9 @@ al. 2017, for large batches).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Dict
+from typing import Any, Dict
 
-from .callbacks import Callback
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from .callbacks import Callback, TrainerView
 
 __all__ = ["Schedule", "parse", "NAMES"]
 
@@ -163,7 +160,7 @@ class Schedule(Callback):
         warmup = f", warmup {self.warmup:g} epochs" if self.warmup else ""
         return f"{self.name}({settings}){warmup}" if settings else f"{self.name}{warmup}"
 
-    def on_step_begin(self, trainer: Trainer) -> None:
+    def on_step_begin(self, trainer: TrainerView) -> None:
         trainer.optimizer.lr = self(trainer.optimizer.iter)
 
 

@@ -34,24 +34,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union, cast
 
 import numpy as np
 
 from .. import _array, _memory
 from ..distributed import SingleProcess
 from . import checkpoint, evaluation, reporting
-from .callbacks import Callback, check_callbacks, swapped_in
+from .callbacks import BatchTransform, Callback, PathLike, check_callbacks, swapped_in
 from .optimizers import Optimizer, get_optimizer
 
 if TYPE_CHECKING:
     from ..functional import Array
     from ..models import Sequential
-
-# A file path: a str or an os.PathLike such as pathlib.Path.
-PathLike = Union[str, "os.PathLike[str]"]
-# ``batch_transform(x_batch, rng=generator)``: the transformed batch (e.g. training.augment.Augment).
-BatchTransform = Callable[..., Any]
 
 __all__ = ["Trainer", "batch_starts"]
 
