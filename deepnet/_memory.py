@@ -19,6 +19,8 @@ one's own.  It is skipped when the user set any MALLOC_*_ variable, and
 DEEPNET_KEEP_FREED_MEMORY=0 turns it off.
 """
 
+from __future__ import annotations
+
 import ctypes
 import os
 
@@ -42,7 +44,7 @@ def keep_freed_memory() -> str:
     return status
 
 
-def _apply():
+def _apply() -> str:
     if os.environ.get("DEEPNET_KEEP_FREED_MEMORY", "1") == "0":
         return "malloc's defaults (DEEPNET_KEEP_FREED_MEMORY=0)"
     chosen = [name for name in USER_SETTINGS if name in os.environ]

@@ -20,13 +20,22 @@ How the equivalence is kept:
   results (an allreduce may add in a different order on different ranks).
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from . import _array
 from ._errors import SettingImportError, template
+
+if TYPE_CHECKING:
+    from .functional import Array
+    from .models import Sequential
+
+T = TypeVar("T")
 
 __all__ = ["SingleProcess", "MPICommunicator", "mpi_world_size"]
 
@@ -38,32 +47,32 @@ class SingleProcess:
     size = 1
     is_root = True
 
-    def shard(self, global_batch):
+    def shard(self, global_batch: int) -> Tuple[int, int]:
         """(first, stop) of this rank's rows of a global batch."""
         return 0, global_batch
 
     @contextlib.contextmanager
-    def global_batch(self, network, global_batch, first):
+    def global_batch(self, network: Sequential, global_batch: int, first: int) -> Iterator[None]:
         """Inside the block the network's layers work on a slice of a global batch."""
         yield
 
-    def sum(self, array):
+    def sum(self, array: Array) -> Array:
         """The elementwise sum of ``array`` over all ranks."""
         return array
 
-    def sum_gradients(self, loss, grads):
+    def sum_gradients(self, loss: float, grads: Dict[str, Array]) -> Tuple[float, Dict[str, Array]]:
         """(loss, grads) summed over all ranks."""
         return loss, grads
 
-    def broadcast_object(self, value):
+    def broadcast_object(self, value: T) -> T:
         """Rank 0's ``value`` on every rank."""
         return value
 
-    def gather(self, value):
+    def gather(self, value: T) -> Optional[List[T]]:
         """On rank 0 the list of every rank's ``value`` (None on the others)."""
         return [value]
 
-    def differences(self, values):
+    def differences(self, values: Mapping[str, Any]) -> Optional[str]:
         """Compare ``values`` (a dict name -> picklable value) across the ranks: None if every
         rank has the same, else one line naming each name that differs and which ranks hold
         which value (the same answer on every rank).  Collective: every rank must call it."""
@@ -73,7 +82,7 @@ class SingleProcess:
 class MPICommunicator(SingleProcess):
     """Data-parallel training over an mpi4py communicator (COMM_WORLD by default)."""
 
-    def __init__(self, comm=None):
+    def __init__(self, comm: Any = None) -> None:
         try:
             from mpi4py import MPI
         except ImportError:
@@ -89,25 +98,25 @@ class MPICommunicator(SingleProcess):
         self.is_root = self.rank == 0
         self.node_size = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()  # ranks on this machine
 
-    def shard(self, global_batch):
+    def shard(self, global_batch: int) -> Tuple[int, int]:
         return global_batch * self.rank // self.size, global_batch * (self.rank + 1) // self.size
 
     @contextlib.contextmanager
-    def global_batch(self, network, global_batch, first):
+    def global_batch(self, network: Sequential, global_batch: int, first: int) -> Iterator[None]:
         dropouts, norms = network.dropout_layers(), network.batch_norm_layers()
         for layer in dropouts:
             layer.shard = (global_batch, first)
-        for layer in norms:
-            layer.sum_across = self.sum
+        for norm in norms:
+            norm.sum_across = self.sum
         try:
             yield
         finally:
             for layer in dropouts:
                 layer.shard = None
-            for layer in norms:
-                layer.sum_across = None
+            for norm in norms:
+                norm.sum_across = None
 
-    def sum(self, array):
+    def sum(self, array: Array) -> Array:
         xp = _array.get_array_module(array)
         host = np.ascontiguousarray(_array.to_cpu(array))
         total = np.empty_like(host)
@@ -116,7 +125,7 @@ class MPICommunicator(SingleProcess):
         self.comm.Bcast(total, root=0)
         return xp.asarray(total) if xp is not np else total
 
-    def sum_gradients(self, loss, grads):
+    def sum_gradients(self, loss: float, grads: Dict[str, Array]) -> Tuple[float, Dict[str, Array]]:
         names = sorted(grads)
         dtype = np.result_type(np.float32, *(grads[name].dtype for name in names))
         flat = np.concatenate(
@@ -132,32 +141,32 @@ class MPICommunicator(SingleProcess):
             offset += g.size
         return float(total[-1]), summed
 
-    def broadcast_object(self, value):
+    def broadcast_object(self, value: T) -> T:
         return self.comm.bcast(value, root=0)
 
-    def gather(self, value):
+    def gather(self, value: T) -> Optional[List[T]]:
         return self.comm.gather(value, root=0)
 
-    def differences(self, values):
+    def differences(self, values: Mapping[str, Any]) -> Optional[str]:
         every = self.gather(values)
-        return self.broadcast_object(describe_differences(every) if self.is_root else None)
+        return self.broadcast_object(describe_differences(every) if self.is_root and every is not None else None)
 
-    def abort(self, code=1):
+    def abort(self, code: int = 1) -> None:
         """End every rank now (MPI_Abort): a failed rank must not leave the others waiting."""
         self.comm.Abort(code)
 
-    def wait_for_abort(self):
+    def wait_for_abort(self) -> None:
         """Block until rank 0 ends every rank (it reports an error all ranks found, then
         aborts): a rank that exited first would have mpiexec kill rank 0 before it spoke."""
         self.comm.Barrier()  # rank 0 never joins it
 
 
-def describe_differences(every):
+def describe_differences(every: Sequence[Mapping[str, Any]]) -> Optional[str]:
     """None if the dicts in ``every`` (one a rank) are equal, else e.g. "epochs 1 on rank 0
     vs 2 on rank 1; ..." ("not given" for None or a missing name)."""
-    parts = []
+    parts: List[str] = []
     for name in sorted(set().union(*every), key=str):
-        holders = {}
+        holders: Dict[str, List[int]] = {}
         for rank, values in enumerate(every):
             value = values.get(name)
             holders.setdefault(
@@ -174,7 +183,7 @@ def describe_differences(every):
     return "; ".join(parts) or None
 
 
-def mpi_world_size():
+def mpi_world_size() -> int:
     """The number of ranks mpiexec started, from its environment (1 when not under MPI),
     without importing mpi4py."""
     for variable in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):  # MPICH's and Open MPI's

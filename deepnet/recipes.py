@@ -6,21 +6,27 @@ found for chapter 8.1.2's "going further" (augmentation, learning-rate decay, we
 averaging), chosen on a validation split, never on the test set.
 """
 
+from __future__ import annotations
+
 import os
+from typing import Any, Callable, Dict, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import models
 from ._errors import SettingError, template
 
-MODEL_NAMES = {
+Seed = Union[None, int, np.random.Generator]
+
+MODEL_NAMES: Dict[str, Callable[[DTypeLike, Seed], models.Sequential]] = {
     "deepconvnet": lambda dtype, seed: models.DeepConvNet(dtype=dtype, seed=seed),
     "deepconvnet-bn": lambda dtype, seed: models.DeepConvNet(dtype=dtype, seed=seed, batch_norm=True),
     "resnet": lambda dtype, seed: models.ResNet(dtype=dtype, seed=seed),
     "simpleconvnet": lambda dtype, seed: models.SimpleConvNet(dtype=dtype, seed=seed),
 }
 
-RECIPES = {
+RECIPES: Dict[str, Dict[str, Any]] = {
     "book": {
         "model": "deepconvnet",
         "epochs": 20,
@@ -54,7 +60,7 @@ RECIPES = {
 }
 
 
-def make_model(name, dtype, seed):
+def make_model(name: str, dtype: DTypeLike, seed: Seed) -> models.Sequential:
     """A new model: one of MODEL_NAMES, or the path of a JSON spec file."""
     if name in MODEL_NAMES:
         return MODEL_NAMES[name](dtype, seed)

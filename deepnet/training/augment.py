@@ -14,14 +14,22 @@ on the generator's state and the input, never on the thread count.
     x_batch = augment(x_batch)           # (N, C, H, W) -> same shape and dtype
 """
 
+from __future__ import annotations
+
 import functools
 import math
 import numbers
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from deepnet import _config
 from deepnet import functional as F
+from deepnet.functional import Array
+
+# What numpy.random.default_rng takes: a seed, a Generator (used as it is), or None (fresh entropy).
+Seed = Union[None, int, np.random.Generator]
 
 __all__ = ["Augment", "affine_theta", "elastic_field", "gaussian_blur_matrix"]
 
@@ -31,14 +39,36 @@ MAX_ALPHA = 10000.0  # elastic alpha, pixels per unit of blurred noise (Simard: 
 MAX_FILL = 1000.0  # |fill|: far outside [0, 1] images, and finite in float16
 
 
-def affine_theta(image_shape, rotation=0.0, scale=1.0, shear=0.0, shift=(0.0, 0.0)):
+def affine_theta(
+    image_shape: Sequence[int],
+    rotation: ArrayLike = 0.0,
+    scale: ArrayLike = 1.0,
+    shear: ArrayLike = 0.0,
+    shift: ArrayLike = (0.0, 0.0),
+) -> NDArray[np.float64]:
     """The (N, 2, 3) matrices for functional.affine_warp of these per-image transforms.
 
-    image_shape: (H, W).  rotation: degrees, counter-clockwise as displayed (rows down);
-    scale: zoom factor (> 1 enlarges); shear: degrees, lower rows move right; shift:
-    (rows, cols) in pixels, (1, 0) moves the content one pixel down.  Rotation, shear and
-    scale are about the image centre ((H - 1) / 2, (W - 1) / 2), the shift comes last.
-    Each argument is a number or one value per image (shift: one pair per image).
+    Rotation, shear and scale are about the image centre ((H - 1) / 2, (W - 1) / 2), the
+    shift comes last.  Each argument is a number or one value per image (shift: one pair
+    per image).
+
+    Parameters
+    ----------
+    image_shape : (int, int)
+        (H, W).
+    rotation : float or array_like
+        Degrees, counter-clockwise as displayed (rows down).
+    scale : float or array_like
+        Zoom factor (> 1 enlarges).
+    shear : float or array_like
+        Degrees, lower rows move right.
+    shift : (float, float) or array_like
+        (rows, cols) in pixels, (1, 0) moves the content one pixel down.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (N, 2, 3): for each image, the map from output to input coordinates.
     """
     shift = np.asarray(shift, dtype=np.float64)
     rotation, scale, shear, shift_rows, shift_cols = np.broadcast_arrays(
@@ -61,12 +91,24 @@ def affine_theta(image_shape, rotation=0.0, scale=1.0, shear=0.0, shift=(0.0, 0.
 
 
 @functools.lru_cache(maxsize=32)
-def gaussian_blur_matrix(size, sigma):
+def gaussian_blur_matrix(size: int, sigma: float) -> NDArray[np.float32]:
     """(size, size) float32 matrix G with G @ v = v blurred by a Gaussian of sigma pixels.
 
     The kernel is scipy.ndimage.gaussian_filter1d's (truncated at 4 sigma, normalised to
     sum 1) with zeros beyond the ends (its mode="constant").  A dense matrix costs the same
     as the convolution when the kernel is as wide as the image, and BLAS runs it fast.
+
+    Parameters
+    ----------
+    size : int
+        The length of the vectors blurred.
+    sigma : float
+        The Gaussian's standard deviation, in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (size, size), read-only (cached and shared).
     """
     radius = int(4.0 * sigma + 0.5)
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
@@ -78,12 +120,37 @@ def gaussian_blur_matrix(size, sigma):
     return matrix
 
 
-def elastic_field(rng, n_images, image_shape, alpha, sigma, out=None):
+def elastic_field(
+    rng: np.random.Generator,
+    n_images: int,
+    image_shape: Tuple[int, int],
+    alpha: float,
+    sigma: float,
+    out: Optional[NDArray[np.float32]] = None,
+) -> NDArray[np.float32]:
     """Simard displacement fields (n_images, 2, H, W), float32, in pixels:
     alpha * (uniform noise in [-1, 1), blurred along rows and columns by sigma).
 
-    out: an optional float32 (n_images, 2, H, W) array to write the fields into (Augment
-    reuses one: fresh pages cost more than the arithmetic here).
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the noise.
+    n_images : int
+        Fields to draw.
+    image_shape : (int, int)
+        (H, W).
+    alpha : float
+        The fields' scale, in pixels.
+    sigma : float
+        The blur's standard deviation, in pixels.
+    out : numpy.ndarray, optional
+        A float32 (n_images, 2, H, W) array to write the fields into (Augment reuses one:
+        fresh pages cost more than the arithmetic here).
+
+    Returns
+    -------
+    numpy.ndarray
+        The fields: ``out`` when given.
     """
     H, W = image_shape
     shape = (n_images, 2, H, W)
@@ -104,20 +171,41 @@ def elastic_field(rng, n_images, image_shape, alpha, sigma, out=None):
 class Augment:
     """A batch transform: x (N, C, H, W) -> the batch randomly warped, same shape and dtype.
 
-    rotation: degrees, uniform in [-rotation, rotation].  scale: zoom factor uniform in
-    [1 - scale, 1 + scale].  shear: degrees, uniform in [-shear, shear].  shift: pixels,
-    rows and columns each uniform in [-shift, shift].  elastic_alpha, elastic_sigma: a
-    Simard elastic field (off while elastic_alpha is 0).  fill: the value outside the image.
-    rng: the numpy Generator to draw from (or a seed); ``augment(x, rng=...)`` draws from
-    another one for that call (a trainer passes its own).  Each call draws, in this order
-    and only for the parts that are on: angles, scales, shears, shifts, elastic noise.
+    Each call draws, in this order and only for the parts that are on: angles, scales,
+    shears, shifts, elastic noise.
+
+    Parameters
+    ----------
+    rotation : float
+        Degrees, uniform in [-rotation, rotation].
+    scale : float
+        Zoom factor uniform in [1 - scale, 1 + scale].
+    shear : float
+        Degrees, uniform in [-shear, shear].
+    shift : float
+        Pixels, rows and columns each uniform in [-shift, shift].
+    elastic_alpha, elastic_sigma : float
+        A Simard elastic field (off while elastic_alpha is 0).
+    fill : float
+        The value outside the image.
+    rng : int or numpy.random.Generator, optional
+        The Generator to draw from (or a seed); ``augment(x, rng=...)`` draws from another
+        one for that call (a trainer passes its own).
     """
 
     SPEC_KEYS = ("rotation", "scale", "shear", "shift", "elastic", "fill")
 
     def __init__(
-        self, rotation=0.0, scale=0.0, shear=0.0, shift=0.0, elastic_alpha=0.0, elastic_sigma=4.0, fill=0.0, rng=None
-    ):
+        self,
+        rotation: float = 0.0,
+        scale: float = 0.0,
+        shear: float = 0.0,
+        shift: float = 0.0,
+        elastic_alpha: float = 0.0,
+        elastic_sigma: float = 4.0,
+        fill: float = 0.0,
+        rng: Seed = None,
+    ) -> None:
         self.rotation = _number("rotation", rotation, 0, 180)
         self.scale = _number("scale", scale, 0, 1, upper_open=True)
         self.shear = _number("shear", shear, 0, 90, upper_open=True)
@@ -126,18 +214,33 @@ class Augment:
         self.elastic_sigma = _number("elastic_sigma", elastic_sigma, 0, MAX_SIGMA, lower_open=True)
         self.fill = _number("fill", fill, -MAX_FILL, MAX_FILL)
         self.rng = np.random.default_rng(rng)
-        self._field = None  # the elastic fields' buffer, reused while the batch shape stays
+        self._field: Optional[NDArray[np.float32]] = (
+            None  # the elastic fields' buffer, reused while the batch shape stays
+        )
 
     @classmethod
-    def from_spec(cls, spec, rng=None):
+    def from_spec(cls, spec: str, rng: Seed = None) -> Augment:
         """Build from a comma-separated spec such as "rotation=10,scale=0.1,shift=2.5,
         elastic=34:4" (elastic=ALPHA:SIGMA; keys: rotation, scale, shear, shift, elastic,
         fill; "none" or "" for no augmentation).  A malformed spec raises ValueError quoting
-        it; values out of range raise the constructor's error, which names the parameter."""
+        it; values out of range raise the constructor's error, which names the parameter.
+
+        Parameters
+        ----------
+        spec : str
+            The transform's settings.
+        rng : int or numpy.random.Generator, optional
+            As for ``Augment``.
+
+        Returns
+        -------
+        Augment
+            The transform.
+        """
         where = f"deepnet.augment.Augment.from_spec({spec!r})"
         if not isinstance(spec, str):
             raise TypeError(f"deepnet.augment.Augment.from_spec: spec must be a str, got {spec!r}")
-        kwargs = {}
+        kwargs: Dict[str, float] = {}
         items = [] if spec.strip().lower() in ("", "none") else spec.split(",")
         for item in items:
             key, sep, value = (part.strip() for part in item.partition("="))
@@ -157,8 +260,14 @@ class Augment:
                 kwargs[key] = _parse_float(where, key, value)
         return cls(**kwargs, rng=rng)
 
-    def spec(self):
-        """The spec string from_spec turns back into this transform."""
+    def spec(self) -> str:
+        """The spec string from_spec turns back into this transform.
+
+        Returns
+        -------
+        str
+            E.g. "rotation=10.0,shift=2.5" ("none" when nothing is on).
+        """
         parts = [
             f"{key}={getattr(self, key)!r}" for key in ("rotation", "scale", "shear", "shift") if getattr(self, key)
         ]
@@ -168,10 +277,24 @@ class Augment:
             parts.append(f"fill={self.fill!r}")
         return ",".join(parts) or "none"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Augment.from_spec({self.spec()!r})"
 
-    def __call__(self, x, rng=None):
+    def __call__(self, x: ArrayLike, rng: Optional[np.random.Generator] = None) -> Array:
+        """The batch, randomly warped.
+
+        Parameters
+        ----------
+        x : array_like
+            Images (N, C, H, W), floating point.
+        rng : numpy.random.Generator, optional
+            Draw from this generator instead of the transform's own.
+
+        Returns
+        -------
+        array
+            The warped images, of x's shape and dtype (x as an array when no part is on).
+        """
         caller = "deepnet.augment.Augment"
         x = F.as_float_array(x, "x", caller, ndim=4)
         rng = self.rng if rng is None else rng
@@ -188,7 +311,9 @@ class Augment:
             return F.affine_warp(x, theta, self.fill, caller=caller)
         return x
 
-    def _draw_theta(self, rng, n, image_shape):
+    def _draw_theta(
+        self, rng: np.random.Generator, n: int, image_shape: Tuple[int, int]
+    ) -> Optional[NDArray[np.float64]]:
         """The batch's affine matrices, or None when no affine part is on."""
         if not (self.rotation or self.scale or self.shear or self.shift):
             return None
@@ -199,7 +324,14 @@ class Augment:
         return affine_theta(image_shape, rotation, scale, shear, shift)
 
 
-def _number(name, value, lower=-math.inf, upper=math.inf, lower_open=False, upper_open=False):
+def _number(
+    name: str,
+    value: Any,
+    lower: float = -math.inf,
+    upper: float = math.inf,
+    lower_open: bool = False,
+    upper_open: bool = False,
+) -> float:
     """value as a float, checked to be finite and within its bounds."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"deepnet.augment.Augment: {name} must be a real number, got {value!r}")
@@ -212,7 +344,7 @@ def _number(name, value, lower=-math.inf, upper=math.inf, lower_open=False, uppe
     return value
 
 
-def _parse_float(where, name, text):
+def _parse_float(where: str, name: str, text: str) -> float:
     try:
         return float(text)
     except ValueError:

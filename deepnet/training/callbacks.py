@@ -19,59 +19,155 @@ the loop calls in the order the callbacks were given:
 - ``spec()``: the settings a resumed run must share (JSON data), or None.
 """
 
+from __future__ import annotations
+
 import contextlib
+import os
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import numpy as np
 
 from .. import _array
 from .._dtypes import compute_dtype
 
-__all__ = ["Callback", "WeightAverage", "check_callbacks"]
+if TYPE_CHECKING:
+    from ..distributed import SingleProcess
+    from ..functional import Array
+    from ..models import Sequential
+    from .optimizers import Optimizer
+
+V = TypeVar("V")
+
+__all__ = ["Callback", "TrainerView", "WeightAverage", "check_callbacks"]
+
+# A file path: a str or an os.PathLike such as pathlib.Path.
+PathLike = Union[str, "os.PathLike[str]"]
+# ``batch_transform(x_batch, rng=generator)``: the transformed batch (e.g. training.augment.Augment).
+BatchTransform = Callable[..., Any]
+
+
+class TrainerView(Protocol):
+    """The trainer as its callbacks and checkpoints see it: deepnet.training.Trainer is one.
+    (A protocol, so that these modules need not import the trainer, which imports them.)"""
+
+    network: Sequential
+    optimizer: Optimizer
+    communicator: SingleProcess
+    callbacks: List[Callback]
+    batch_transform: Optional[BatchTransform]
+    rng: np.random.Generator
+    x_train: Array
+    t_train: Array
+    x_val: Optional[Array]
+    t_val: Optional[Array]
+    x_test: Optional[Array]
+    t_test: Optional[Array]
+    epoch: int
+    epochs: int
+    batch_size: int
+    evaluate_sample_num_per_epoch: Optional[int]
+    verbose: bool
+    select: str
+    checkpoint_path: Optional[PathLike]
+    history_path: Optional[PathLike]
+    checkpoint_epoch: Optional[int]
+    step_images: int
+    train_loss_list: List[float]
+    train_acc_list: List[float]
+    val_acc_list: List[float]
+    test_acc_list: List[float]
+    lr_list: List[float]
+    epoch_times: List[float]
+    best: Optional[Tuple[int, float, Dict[str, Array]]]
+    final_test: Optional[Dict[str, Any]]
+    _optimizer_settings: Dict[str, Any]
+    _validation_digest: Optional[str]
+
+    @property
+    def validating(self) -> bool: ...
+
+    def history(self) -> Dict[str, Any]: ...
+
+    def evaluation_weights(self) -> ContextManager[None]: ...
+
+    def _accuracy(self, x: Array, t: Array) -> float: ...
+
+    def _supplied_weights(self) -> Optional[Dict[str, Array]]: ...
+
+    def _selected_description(self) -> str: ...
+
+    def _steps_per_epoch(self) -> int: ...
 
 
 class Callback:
     """The base class of the trainer's callbacks: every method does nothing."""
 
-    name = None  # None: the class's name
+    name: Optional[str] = None  # None: the class's name
 
     @property
-    def callback_name(self):
+    def callback_name(self) -> str:
         """The name its checkpoint state is kept under."""
         return self.name or type(self).__name__
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: TrainerView) -> None:
         pass
 
-    def on_epoch_begin(self, trainer):
+    def on_epoch_begin(self, trainer: TrainerView) -> None:
         pass
 
-    def on_step_begin(self, trainer):
+    def on_step_begin(self, trainer: TrainerView) -> None:
         pass
 
-    def on_step_end(self, trainer):
+    def on_step_end(self, trainer: TrainerView) -> None:
         pass
 
-    def on_epoch_end(self, trainer):
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         pass
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: TrainerView) -> None:
         pass
 
-    def evaluation_params(self, trainer):
+    def evaluation_params(self, trainer: TrainerView) -> Optional[Dict[str, Array]]:
         return None
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
 
-    def spec(self):
+    def spec(self) -> Any:
         return None
 
 
-def check_callbacks(callbacks):
-    """``callbacks`` as a list, refusing anything that is not a Callback and names given twice."""
+def check_callbacks(callbacks: Iterable[Callback]) -> List[Callback]:
+    """``callbacks`` as a list, refusing anything that is not a Callback and names given twice.
+
+    Parameters
+    ----------
+    callbacks : iterable of Callback
+        A trainer's callbacks.
+
+    Returns
+    -------
+    list of Callback
+        The same callbacks, in the same order.
+    """
     callbacks = list(callbacks)
     seen = set()
     for callback in callbacks:
@@ -98,18 +194,23 @@ class WeightAverage(Callback):
     (1 + t) / (10 + t)) so that the early, random weights are soon forgotten.  Buffers
     (BN running statistics) are averaged too.  The trainer evaluates and keeps the
     average instead of the last weights.
+
+    Parameters
+    ----------
+    decay : float
+        The average's decay d, in (0, 1).
     """
 
     name = "weight_average"
 
-    def __init__(self, decay=0.999):
+    def __init__(self, decay: float = 0.999) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"WeightAverage: decay must be in (0, 1), got {decay!r}")
         self.decay = decay
-        self.average = None
+        self.average: Optional[Dict[str, Array]] = None
         self.steps = 0
 
-    def on_step_end(self, trainer):
+    def on_step_end(self, trainer: TrainerView) -> None:
         current = snapshot(trainer.network, copy=False)
         if self.average is None:
             self.average = {
@@ -125,25 +226,25 @@ class WeightAverage(Callback):
                 average *= d
                 average += (1 - d) * value.astype(average.dtype, copy=False)
 
-    def evaluation_params(self, trainer):
+    def evaluation_params(self, trainer: TrainerView) -> Dict[str, Array]:
         return self.average if self.average is not None else snapshot(trainer.network)
 
-    def state_dict(self):
-        state = {"steps": np.array(self.steps)}
+    def state_dict(self) -> Dict[str, Any]:
+        state: Dict[str, Any] = {"steps": np.array(self.steps)}
         if self.average is not None:
             state.update({f"average/{name}": _array.to_cpu(value) for name, value in self.average.items()})
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.steps = int(state["steps"])
         average = entries(state, "average/")
         self.average = average or None
 
-    def spec(self):
+    def spec(self) -> Dict[str, float]:
         return {"weight_average": self.decay}
 
 
-def snapshot(network, copy=True):
+def snapshot(network: Sequential, copy: bool = True) -> Dict[str, Array]:
     """The network's parameters and buffers (``buffers/<name>``), copied by default."""
     arrays = network.named_arrays()
     if copy:
@@ -151,12 +252,12 @@ def snapshot(network, copy=True):
     return arrays
 
 
-def load_snapshot(network, arrays):
+def load_snapshot(network: Sequential, arrays: Dict[str, Array]) -> None:
     network.set_params(arrays, source="kept weights")
 
 
 @contextlib.contextmanager
-def swapped_in(network, arrays):
+def swapped_in(network: Sequential, arrays: Dict[str, Array]) -> Iterator[None]:
     saved = snapshot(network)
     load_snapshot(network, arrays)
     try:
@@ -165,6 +266,6 @@ def swapped_in(network, arrays):
         load_snapshot(network, saved)
 
 
-def entries(state, prefix):
+def entries(state: Mapping[str, V], prefix: str) -> Dict[str, V]:
     """The entries of ``state`` named ``prefix...``, with the prefix removed."""
     return {name[len(prefix) :]: value for name, value in state.items() if name.startswith(prefix)}

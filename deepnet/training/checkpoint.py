@@ -16,16 +16,23 @@ this layout kept callback state by position (``hook0/...``); they are refused, w
 message that says so.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import re
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, NoReturn, Optional, Tuple
 
 import numpy as np
 
 from .. import _array, io
 from .._dtypes import compute_dtype
-from .._errors import SettingError, template
-from .callbacks import entries, snapshot
+from .._errors import Parts, SettingError, template
+from .callbacks import PathLike, TrainerView, entries, snapshot
+from .optimizers import Optimizer
+
+if TYPE_CHECKING:
+    from ..models import Sequential
 
 __all__ = ["save", "load", "state", "apply_state", "config", "CHECKPOINT_TEXT", "FORMAT"]
 
@@ -37,29 +44,60 @@ _OPTIMIZER_SETTING_NAMES = {"lr": "{lr}", "weight_decay": "{weight_decay}"}
 _OLD_KEY = re.compile(r"hook\d+/")
 
 
-def save(trainer, path):
-    """Write ``trainer``'s state to ``path`` (atomically)."""
+def save(trainer: TrainerView, path: PathLike) -> None:
+    """Write ``trainer``'s state to ``path`` (atomically).
+
+    Parameters
+    ----------
+    trainer : Trainer
+        The trainer to save.
+    path : str or os.PathLike
+        The checkpoint file (``.npz``).
+    """
     with io.atomic_write(path) as f:
         np.savez(f, **state(trainer))
 
 
-def load(path):
-    """A checkpoint's entries, as ``apply_state`` takes them."""
+def load(path: PathLike) -> Dict[str, Any]:
+    """A checkpoint's entries, as ``apply_state`` takes them.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file.
+
+    Returns
+    -------
+    dict
+        Entry name -> array (the JSON entries as text).
+    """
     return io.read_params(path, text=CHECKPOINT_TEXT)
 
 
-def state(trainer):
-    """Everything a resumed run needs, as the arrays of a checkpoint."""
-    arrays = {f"param/{name}": _array.to_cpu(value) for name, value in snapshot(trainer.network, copy=False).items()}
+def state(trainer: TrainerView) -> Dict[str, Any]:
+    """Everything a resumed run needs, as the arrays of a checkpoint.
+
+    Parameters
+    ----------
+    trainer : Trainer
+        The trainer whose state is taken.
+
+    Returns
+    -------
+    dict
+        Entry name -> array or JSON text (the module docstring lists the entries).
+    """
+    arrays: Dict[str, Any] = {
+        f"param/{name}": _array.to_cpu(value) for name, value in snapshot(trainer.network, copy=False).items()
+    }
     arrays.update({f"optimizer/{name}": value for name, value in trainer.optimizer.state_dict().items()})
     for callback in trainer.callbacks:
         arrays.update(
             {f"callbacks/{callback.callback_name}/{name}": value for name, value in callback.state_dict().items()}
         )
-    if hasattr(trainer.batch_transform, "state_dict"):
-        arrays.update(
-            {f"batch_transform/{name}": value for name, value in trainer.batch_transform.state_dict().items()}
-        )
+    transform: Any = trainer.batch_transform  # a callable, with a state where it has one
+    if hasattr(transform, "state_dict"):
+        arrays.update({f"batch_transform/{name}": value for name, value in transform.state_dict().items()})
     if trainer.best is not None:
         arrays.update({f"best/{name}": value for name, value in trainer.best[2].items()})
         arrays["best_epoch_and_accuracy"] = np.array([trainer.best[0], trainer.best[1]])
@@ -71,16 +109,28 @@ def state(trainer):
     return arrays
 
 
-def config(trainer):
-    """Settings that must match for a resumed run to continue the same run."""
-    transform = trainer.batch_transform
+def config(trainer: TrainerView) -> Dict[str, Any]:
+    """Settings that must match for a resumed run to continue the same run.
+
+    Parameters
+    ----------
+    trainer : Trainer
+        The trainer whose settings are taken.
+
+    Returns
+    -------
+    dict
+        JSON data: the format, optimizer, batch size, data sizes, model, callbacks' and
+        batch transform's specs.
+    """
+    transform: Any = trainer.batch_transform
     return {
         "format": FORMAT,
         "optimizer": type(trainer.optimizer).__name__,
         "optimizer_settings": trainer._optimizer_settings,
         "mini_batch_size": trainer.batch_size,
         "train_size": len(trainer.x_train),
-        "val_size": len(trainer.x_val) if trainer.validating else 0,
+        "val_size": len(trainer.x_val) if trainer.x_val is not None else 0,
         "validation": trainer._validation_digest,
         "select": trainer.select,
         "dtype": str(trainer.network.dtype),
@@ -92,8 +142,18 @@ def config(trainer):
     }
 
 
-def apply_state(trainer, state, path):
-    """Restore ``trainer`` from a checkpoint's entries, after checking each."""
+def apply_state(trainer: TrainerView, state: Mapping[str, Any], path: str) -> None:
+    """Restore ``trainer`` from a checkpoint's entries, after checking each.
+
+    Parameters
+    ----------
+    trainer : Trainer
+        The trainer to restore, built with the checkpoint's settings.
+    state : mapping
+        The checkpoint's entries (``load``'s or ``state``'s).
+    path : str
+        Where they came from, for the error messages (ValueError naming the entry).
+    """
     if "config" not in state:
         raise ValueError(f"{path} is not a deepnet training checkpoint")
     try:
@@ -133,8 +193,9 @@ def apply_state(trainer, state, path):
                 elif np.ndim(value) == 0:
                     check.count(prefix + name, value)
             callback.load_state_dict(callback_state)
-        if hasattr(trainer.batch_transform, "load_state_dict"):
-            trainer.batch_transform.load_state_dict(entries(state, "batch_transform/"))
+        transform: Any = trainer.batch_transform
+        if hasattr(transform, "load_state_dict"):
+            transform.load_state_dict(entries(state, "batch_transform/"))
         epoch = check.count("epoch", state["epoch"], upper=trainer.epochs)
         steps = trainer._steps_per_epoch()
         if trainer.optimizer.iter != epoch * steps:
@@ -167,7 +228,7 @@ def apply_state(trainer, state, path):
         raise ValueError(f"{path}: damaged training checkpoint ({type(exc).__name__}: {exc})") from None
 
 
-def _check_optimizer_state(trainer, check, state):
+def _check_optimizer_state(trainer: TrainerView, check: EntryCheck, state: Mapping[str, Any]) -> None:
     """Each optimizer state array belongs to a parameter and has its shape and state dtype."""
     for entry, value in state.items():
         name, _, key = entry.partition("/")
@@ -178,17 +239,17 @@ def _check_optimizer_state(trainer, check, state):
             check.like(f"optimizer/{entry}", value, param, dtype=compute_dtype(param.dtype))
 
 
-def _check_config(trainer, saved, path):
+def _check_config(trainer: TrainerView, saved: Dict[str, Any], path: str) -> None:
     current = json.loads(json.dumps(config(trainer)))  # the same JSON types as the saved one
     differences = _setting_differences(saved, current)
     if differences:
-        parts = [f"checkpoint {path} was made with other settings ("]
+        parts: Parts = [f"checkpoint {path} was made with other settings ("]
         for index, (name, (was, now)) in enumerate(differences.items()):
             parts += (["; "] if index else []) + template(name) + [f": saved {_brief(was)}, now {_brief(now)}"]
         raise SettingError(*parts, template("): resume with the same settings, or start a new run{overwrite|}"))
 
 
-def optimizer_settings(optimizer):
+def optimizer_settings(optimizer: Optimizer) -> Dict[str, Any]:
     return {
         key: value
         for key, value in vars(optimizer).items()
@@ -196,18 +257,18 @@ def optimizer_settings(optimizer):
     }
 
 
-def _model_spec_or_none(network):
+def _model_spec_or_none(network: Sequential) -> Optional[Dict[str, Any]]:
     try:
         return network.spec()
     except (AttributeError, ValueError):
         return None
 
 
-def _named_settings(config, validating):
+def _named_settings(config: Mapping[str, Any], validating: bool) -> Dict[str, Any]:
     """A checkpoint's config as {a setting's name: value}, one entry per setting, so a
     refused resume names exactly the ones that differ.  A name is a template of
     deepnet._errors: ``{lr}`` is the setting lr (which a command line shows as its flag)."""
-    named = {}
+    named: Dict[str, Any] = {}
     for key, value in config.items():
         if key == "optimizer":
             named["{optimizer}"] = value
@@ -238,7 +299,7 @@ def _named_settings(config, validating):
     return named
 
 
-def _named_hook_settings(spec, name="batch_transform"):
+def _named_hook_settings(spec: Any, name: str = "batch_transform") -> Dict[str, Any]:
     if isinstance(spec, str):
         return {"{augment}": spec}
     if isinstance(spec, dict) and "weight_average" in spec:
@@ -257,7 +318,7 @@ def _named_hook_settings(spec, name="batch_transform"):
     return {f"the settings of {name}": spec}
 
 
-def _setting_differences(saved, current):
+def _setting_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
     """{name: (saved, current)} for the settings that differ, leaving out those that only
     follow from another difference (steps per epoch from the training set, say)."""
     validating = bool(saved.get("val_size") or current.get("val_size"))
@@ -282,7 +343,7 @@ def _setting_differences(saved, current):
     return differences
 
 
-def _brief(value):
+def _brief(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -290,24 +351,24 @@ def _brief(value):
 class EntryCheck:
     """Checks of a checkpoint's entries; each failure is a ValueError naming the file and the entry."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
 
-    def fail(self, entry, what):
+    def fail(self, entry: str, what: str) -> NoReturn:
         raise ValueError(f"{self.path}: {entry!r} {what}")
 
-    def finite_float(self, entry, value):
+    def finite_float(self, entry: str, value: Any) -> None:
         value = np.asarray(value)
         if value.dtype.kind != "f":
             self.fail(entry, f"must be a floating-point array, got {value.dtype}")
         if not np.isfinite(value).all():
             self.fail(entry, "holds NaN or infinite values (a diverged run?)")
 
-    def non_negative(self, entry, value):
+    def non_negative(self, entry: str, value: Any) -> None:
         if np.asarray(value).size and np.asarray(value).min() < 0:
             self.fail(entry, f"(a variance) must be >= 0, got a minimum of {float(np.asarray(value).min())!r}")
 
-    def like(self, entry, value, target, dtype=None):
+    def like(self, entry: str, value: Any, target: Any, dtype: Any = None) -> None:
         """A finite float array with ``target``'s shape (and ``dtype``, default target's)."""
         if target is None:
             self.fail(entry, "is for no parameter or buffer of this network")
@@ -318,7 +379,7 @@ class EntryCheck:
         if value.dtype != np.dtype(dtype or target.dtype):
             self.fail(entry, f"has dtype {value.dtype}, expected {np.dtype(dtype or target.dtype)}")
 
-    def count(self, entry, value, upper=None):
+    def count(self, entry: str, value: Any, upper: Optional[int] = None) -> int:
         """An integer (0-d integer array) in [0, upper]."""
         value = np.asarray(value)
         number = value.item() if value.shape == () else None
@@ -334,13 +395,13 @@ class EntryCheck:
             self.fail(entry, f"must be an integer in {bounds}, got {number}")
         return int(number)
 
-    def pair(self, entry, value):
+    def pair(self, entry: str, value: Any) -> Tuple[float, float]:
         value = np.asarray(value)
         if value.shape != (2,) or value.dtype.kind not in "fiu" or not np.isfinite(value).all():
             self.fail(entry, f"must be two finite numbers, got {_value_text(value)}")
         return float(value[0]), float(value[1])
 
-    def random_state(self, entry, apply, text):
+    def random_state(self, entry: str, apply: Callable[[Any], Any], text: Any) -> None:
         try:
             value = json.loads(str(text))
             for state in value if isinstance(value, list) else [value]:
@@ -354,7 +415,7 @@ class EntryCheck:
         except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
             self.fail(entry, f"is not a valid random generator state ({type(exc).__name__}: {exc})")
 
-    def history(self, text, epochs, steps):
+    def history(self, text: Any, epochs: int, steps: int) -> Dict[str, Any]:
         """The history's per-epoch lists (``epochs`` entries each, or none for the accuracies
         not measured) and per-step losses (``steps``), as lists of numbers."""
         try:
@@ -378,9 +439,9 @@ class EntryCheck:
         return history
 
 
-def _is_number(value):
+def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _value_text(value):
+def _value_text(value: np.ndarray) -> str:
     return repr(value.item()) if value.shape == () else f"an array of shape {value.shape} ({value.dtype})"

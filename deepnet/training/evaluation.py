@@ -3,9 +3,15 @@
 the test set, and the epoch's wall-clock time.  They run before the callbacks a trainer is
 given, so those see this epoch's measurements."""
 
-import time
+from __future__ import annotations
 
-from .callbacks import Callback, load_snapshot, snapshot
+import time
+from typing import TYPE_CHECKING, Optional, cast
+
+from .callbacks import Callback, TrainerView, load_snapshot, snapshot
+
+if TYPE_CHECKING:
+    from ..functional import Array
 
 __all__ = ["EpochTimer", "Evaluation"]
 
@@ -15,14 +21,15 @@ class EpochTimer(Callback):
 
     name = "epoch_timer"
 
-    def __init__(self):
-        self.start = None
+    def __init__(self) -> None:
+        self.start: Optional[float] = None
 
-    def on_epoch_begin(self, trainer):
+    def on_epoch_begin(self, trainer: TrainerView) -> None:
         self.start = time.perf_counter()
 
-    def on_epoch_end(self, trainer):
-        trainer.epoch_times.append(time.perf_counter() - self.start)
+    def on_epoch_end(self, trainer: TrainerView) -> None:
+        start = cast(float, self.start)  # set by on_epoch_begin
+        trainer.epoch_times.append(time.perf_counter() - start)
 
 
 class Evaluation(Callback):
@@ -34,11 +41,11 @@ class Evaluation(Callback):
 
     name = "evaluation"
 
-    def on_epoch_end(self, trainer):
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         accuracy = trainer._accuracy
         with trainer.evaluation_weights():
-            if trainer.validating:
-                val_acc = accuracy(trainer.x_val, trainer.t_val)
+            if trainer.x_val is not None:  # validating
+                val_acc = accuracy(trainer.x_val, cast("Array", trainer.t_val))
                 trainer.val_acc_list.append(val_acc)
                 if trainer.select == "best-val" and (trainer.best is None or val_acc > trainer.best[1]):
                     trainer.best = (trainer.epoch, val_acc, snapshot(trainer.network))
@@ -46,9 +53,9 @@ class Evaluation(Callback):
                 n = trainer.evaluate_sample_num_per_epoch  # None: every sample
                 trainer.train_acc_list.append(accuracy(trainer.x_train[:n], trainer.t_train[:n]))
                 if trainer.x_test is not None:
-                    trainer.test_acc_list.append(accuracy(trainer.x_test[:n], trainer.t_test[:n]))
+                    trainer.test_acc_list.append(accuracy(trainer.x_test[:n], cast("Array", trainer.t_test)[:n]))
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: TrainerView) -> None:
         if trainer.select == "best-val" and trainer.best is not None:
             load_snapshot(trainer.network, trainer.best[2])
         else:
@@ -57,6 +64,6 @@ class Evaluation(Callback):
                 load_snapshot(trainer.network, supplied)
         if trainer.x_test is not None:
             trainer.final_test = {
-                "accuracy": trainer._accuracy(trainer.x_test, trainer.t_test),
+                "accuracy": trainer._accuracy(trainer.x_test, cast("Array", trainer.t_test)),
                 "images": len(trainer.x_test),
             }

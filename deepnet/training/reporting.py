@@ -2,23 +2,26 @@
 file and the checkpoints.  Each trainer runs them after the callbacks it was given (so a
 checkpoint holds their state after the epoch), in this order; they keep no state."""
 
+from __future__ import annotations
+
 import json
+from typing import Any, List, Optional, Sized, cast
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import io
 from . import checkpoint
-from .callbacks import Callback
+from .callbacks import Callback, TrainerView
 
 __all__ = ["ProgressBar", "EpochReport", "HistoryFile", "Checkpointing", "standard_callbacks"]
 
 
-def standard_callbacks():
+def standard_callbacks() -> List[Callback]:
     return [ProgressBar(), EpochReport(), HistoryFile(), Checkpointing()]
 
 
-def _shows(trainer):
+def _shows(trainer: TrainerView) -> bool:
     return trainer.verbose and trainer.communicator.is_root
 
 
@@ -28,10 +31,10 @@ class ProgressBar(Callback):
 
     name = "progress_bar"
 
-    def __init__(self):
-        self.bar = None
+    def __init__(self) -> None:
+        self.bar: Optional[Any] = None  # a tqdm bar
 
-    def on_epoch_begin(self, trainer):
+    def on_epoch_begin(self, trainer: TrainerView) -> None:
         self.close()
         self.bar = tqdm(
             total=len(trainer.x_train),
@@ -43,15 +46,15 @@ class ProgressBar(Callback):
             dynamic_ncols=True,
         )
 
-    def on_step_end(self, trainer):
+    def on_step_end(self, trainer: TrainerView) -> None:
         if self.bar is not None:
             self.bar.update(trainer.step_images)
             self.bar.set_postfix(loss=f"{trainer.train_loss_list[-1]:.4f}", refresh=False)
 
-    def on_epoch_end(self, trainer):
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -63,12 +66,12 @@ class EpochReport(Callback):
 
     name = "epoch_report"
 
-    def on_epoch_end(self, trainer):
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         if not _shows(trainer):
             return
         seconds = f"{trainer.epoch_times[-1]:.1f} s"
         loss = float(np.mean(trainer.train_loss_list[-trainer._steps_per_epoch() :]))
-        if trainer.validating:
+        if trainer.x_val is not None:  # validating
             print(
                 f"epoch {trainer.epoch}/{trainer.epochs}: train loss {loss:.4f}, val acc "
                 f"{trainer.val_acc_list[-1]:.4f} (all {len(trainer.x_val)} validation images), "
@@ -78,15 +81,17 @@ class EpochReport(Callback):
         n = trainer.evaluate_sample_num_per_epoch
         measured = [f"train acc {trainer.train_acc_list[-1]:.4f} ({_first(n, len(trainer.x_train))} training images)"]
         if trainer.test_acc_list:
-            measured.append(f"test acc {trainer.test_acc_list[-1]:.4f} ({_first(n, len(trainer.x_test))} test images)")
+            measured.append(
+                f"test acc {trainer.test_acc_list[-1]:.4f} ({_first(n, len(cast(Sized, trainer.x_test)))} test images)"
+            )
         print(f"epoch {trainer.epoch}/{trainer.epochs}: {', '.join(measured)}, {seconds}")
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: TrainerView) -> None:
         if trainer.final_test is None or not _shows(trainer):
             return
         print("=============== Final Test Accuracy ===============")
         print(
-            f"test acc: {trainer.final_test['accuracy']:.4f} on all {len(trainer.x_test)} test images "
+            f"test acc: {trainer.final_test['accuracy']:.4f} on all {len(cast(Sized, trainer.x_test))} test images "
             f"(evaluated once, after training; weights: {trainer._selected_description()})"
         )
 
@@ -97,7 +102,7 @@ class HistoryFile(Callback):
 
     name = "history"
 
-    def on_epoch_end(self, trainer):
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         if trainer.history_path and trainer.communicator.is_root:
             with io.atomic_write(trainer.history_path, "w") as f:
                 json.dump(trainer.history(), f, indent=1)
@@ -110,12 +115,12 @@ class Checkpointing(Callback):
 
     name = "checkpointing"
 
-    def on_epoch_end(self, trainer):
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         if not trainer.checkpoint_path or not trainer.communicator.is_root:
             return
         checkpoint.save(trainer, trainer.checkpoint_path)
         trainer.checkpoint_epoch = trainer.epoch
 
 
-def _first(n, total):
+def _first(n: Optional[int], total: int) -> str:
     return f"first {n}" if n is not None and n < total else f"all {total}"

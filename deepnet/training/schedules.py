@@ -20,14 +20,17 @@ al. 2017, for large batches).
     schedule(0), schedule(599)
 """
 
-import math
+from __future__ import annotations
 
-from .callbacks import Callback
+import math
+from typing import Any, Dict
+
+from .callbacks import Callback, TrainerView
 
 __all__ = ["Schedule", "parse", "NAMES"]
 
 # name -> {setting: default}
-NAMES = {
+NAMES: Dict[str, Dict[str, float]] = {
     "constant": {},
     "step": {"every": 5.0, "gamma": 0.5},
     "exponential": {"gamma": 0.9},
@@ -39,11 +42,32 @@ NAMES = {
 class Schedule(Callback):
     """A learning-rate schedule; ``schedule(t)`` is the rate for the update after t updates.
     As a trainer callback it sets the optimizer's rate before each step.  (Its ``name`` is
-    the schedule's, e.g. "cosine"; as a callback it is "lr_schedule".)"""
+    the schedule's, e.g. "cosine"; as a callback it is "lr_schedule".)
 
-    callback_name = "lr_schedule"
+    Parameters
+    ----------
+    name : str
+        One of ``NAMES``: "constant", "step", "exponential", "cosine", "one-cycle".
+    lr : float
+        The peak (and starting) learning rate, > 0.
+    steps_per_epoch : int
+        Optimizer steps per epoch, >= 1.
+    epochs : float
+        The run's length in epochs (cosine and one-cycle span it).
+    warmup : float
+        Epochs of linear warm-up, >= 0.
+    **settings : float
+        The schedule's own settings (``NAMES[name]`` lists them with their defaults).
+    """
 
-    def __init__(self, name, lr, steps_per_epoch, epochs, warmup=0.0, **settings):
+    @property
+    def callback_name(self) -> str:
+        """The name its checkpoint state is kept under."""
+        return "lr_schedule"
+
+    def __init__(
+        self, name: str, lr: float, steps_per_epoch: int, epochs: float, warmup: float = 0.0, **settings: float
+    ) -> None:
         if name not in NAMES:
             raise ValueError(f"Schedule: unknown schedule {name!r}; expected one of {', '.join(NAMES)}")
         unknown = sorted(set(settings) - set(NAMES[name]))
@@ -71,14 +95,26 @@ class Schedule(Callback):
             for key in ("div", "final_div"):
                 _check(self.settings[key] >= 1, key, self.settings[key], ">= 1")
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> float:
+        """The learning rate of the update after ``step`` updates.
+
+        Parameters
+        ----------
+        step : int
+            Updates done so far (0 for the first).
+
+        Returns
+        -------
+        float
+            The learning rate.
+        """
         rate = self._rate(step)
         warmup_steps = self.warmup * self.steps_per_epoch
         if step + 1 < warmup_steps:
             rate *= (step + 1) / warmup_steps
         return rate
 
-    def _rate(self, step):
+    def _rate(self, step: int) -> float:
         s, lr = self.settings, self.lr
         epoch = step / self.steps_per_epoch
         progress = min(epoch / self.epochs, 1.0)
@@ -98,11 +134,17 @@ class Schedule(Callback):
         fall = (progress - s["pct"]) / (1 - s["pct"])
         return final + (lr - final) * 0.5 * (1 + math.cos(math.pi * fall))
 
-    def spec(self):
+    def spec(self) -> Dict[str, Any]:
         """The settings that define this schedule (stored in checkpoints).  The run's length
         only where the rates depend on it, so a constant/step/exponential run can be resumed
-        for more epochs."""
-        spec = {
+        for more epochs.
+
+        Returns
+        -------
+        dict
+            JSON data: "name", "lr", "steps_per_epoch", "warmup", the settings (and "epochs").
+        """
+        spec: Dict[str, Any] = {
             "name": self.name,
             "lr": self.lr,
             "steps_per_epoch": self.steps_per_epoch,
@@ -113,28 +155,41 @@ class Schedule(Callback):
             spec["epochs"] = self.epochs
         return spec
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v:g}" for k, v in self.settings.items())
         warmup = f", warmup {self.warmup:g} epochs" if self.warmup else ""
         return f"{self.name}({settings}){warmup}" if settings else f"{self.name}{warmup}"
 
-    def on_step_begin(self, trainer):
+    def on_step_begin(self, trainer: TrainerView) -> None:
         trainer.optimizer.lr = self(trainer.optimizer.iter)
 
 
-def _finite(value):
+def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _check(ok, name, value, what):
+def _check(ok: bool, name: str, value: object, what: str) -> None:
     if not ok:
         raise ValueError(f"Schedule: {name} must be {what}, got {value!r}")
 
 
-def parse(text, lr, steps_per_epoch, epochs, warmup=0.0):
-    """A Schedule from ``NAME[:key=value,...]``, e.g. ``"exponential:gamma=0.85"``."""
+def parse(text: str, lr: float, steps_per_epoch: int, epochs: float, warmup: float = 0.0) -> Schedule:
+    """A Schedule from ``NAME[:key=value,...]``, e.g. ``"exponential:gamma=0.85"``.
+
+    Parameters
+    ----------
+    text : str
+        The schedule's name and settings.
+    lr, steps_per_epoch, epochs, warmup
+        As for ``Schedule``.
+
+    Returns
+    -------
+    Schedule
+        The schedule; ValueError for a malformed ``text`` or a setting out of range.
+    """
     name, _, rest = text.partition(":")
-    settings = {}
+    settings: Dict[str, float] = {}
     for item in filter(None, rest.split(",")):
         key, sep, value = item.partition("=")
         try:

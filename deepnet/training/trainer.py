@@ -29,27 +29,49 @@ After each epoch the trainer writes the history (JSON) and a checkpoint from whi
 (``deepnet.training.checkpoint``).
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import os
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union, cast
 
 import numpy as np
 
 from .. import _array, _memory
 from ..distributed import SingleProcess
 from . import checkpoint, evaluation, reporting
-from .callbacks import check_callbacks, swapped_in
-from .optimizers import get_optimizer
+from .callbacks import BatchTransform, Callback, PathLike, check_callbacks, swapped_in
+from .optimizers import Optimizer, get_optimizer
+
+if TYPE_CHECKING:
+    from ..functional import Array
+    from ..models import Sequential
 
 __all__ = ["Trainer", "batch_starts"]
 
 SELECT = ("last", "best-val")
 
 
-def batch_starts(n, batch_size, batch_norm=False):
+def batch_starts(n: int, batch_size: int, batch_norm: bool = False) -> List[int]:
     """Where each mini-batch of an epoch of ``n`` examples starts.  With BatchNormalization
     a last batch of one example joins the batch before it: BN cannot train on one value
-    per channel."""
+    per channel.
+
+    Parameters
+    ----------
+    n : int
+        Examples in the epoch.
+    batch_size : int
+        Examples per mini-batch.
+    batch_norm : bool
+        The network has BatchNormalization layers.
+
+    Returns
+    -------
+    list of int
+        The index of each batch's first example, in order.
+    """
     starts = list(range(0, n, batch_size))
     if batch_norm and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
@@ -59,38 +81,77 @@ def batch_starts(n, batch_size, batch_norm=False):
 class Trainer:
     """Trains ``network`` (a deepnet.models.Sequential, e.g. DeepConvNet) with mini-batches.
 
-    ``checkpoint_path``: saved after every epoch; with ``resume=True`` training continues
-    from it when it exists (and starts afresh when it does not yet).  ``optimizer``: a
-    name (with ``optimizer_param``, default ``{"lr": 0.001}``) or an Optimizer instance.
-    ``callbacks`` (or ``hooks``, the earlier name): ``Callback`` instances with distinct
-    names, called in the order given.
+    Parameters
+    ----------
+    network : deepnet.models.Sequential
+        The model to train (its parameters are updated in place).
+    x_train, t_train : array
+        Training images (N, C, H, W) and their labels (N,) or one-hot (N, classes).
+    x_test, t_test : array, optional
+        Test images and labels: evaluated once, after training (and, without validation
+        data, on the first ``evaluate_sample_num_per_epoch`` images each epoch).
+    epochs : int
+        Epochs to train (a resumed run trains the remaining ones).
+    mini_batch_size : int
+        Images per optimizer step.
+    optimizer : str or Optimizer
+        A name (``get_optimizer``'s, e.g. "Adam") or an Optimizer instance.
+    optimizer_param : mapping, optional
+        The named optimizer's settings; default ``{"lr": 0.001}``.
+    evaluate_sample_num_per_epoch : int, optional
+        Without validation data: the images of each set measured per epoch (None: all).
+    verbose : bool
+        Print each epoch's measurements and show a progress bar (on rank 0).
+    seed : int or numpy.random.Generator, optional
+        Seeds the trainer's generator (the epochs' order, the batch transform's draws).
+    checkpoint_path : str or os.PathLike, optional
+        Saved after every epoch; with ``resume=True`` training continues from it when it
+        exists (and starts afresh when it does not yet).
+    history_path : str or os.PathLike, optional
+        Where the history (JSON) is written after every epoch.
+    resume : bool
+        Continue from ``checkpoint_path`` when it exists.
+    x_val, t_val : array, optional
+        Validation images and labels, evaluated in full after every epoch.
+    select : {"last", "best-val"}
+        The weights kept: the last (or the callbacks' average), or the epoch's with the
+        best validation accuracy.
+    hooks : iterable of Callback
+        The earlier name of ``callbacks`` (both may be given: hooks come first).
+    batch_transform : callable, optional
+        ``batch_transform(x_batch, rng=generator)`` -> the batch to train on, e.g.
+        ``deepnet.training.augment.Augment``.
+    communicator : deepnet.distributed.SingleProcess, optional
+        Data-parallel training (``MPICommunicator``); default one process.
+    callbacks : iterable of Callback
+        ``Callback`` instances with distinct names, called in the order given.
     """
 
     def __init__(
         self,
-        network,
-        x_train,
-        t_train,
-        x_test=None,
-        t_test=None,
-        epochs=20,
-        mini_batch_size=100,
-        optimizer="Adam",
-        optimizer_param=None,
-        evaluate_sample_num_per_epoch=None,
-        verbose=True,
-        seed=None,
-        checkpoint_path=None,
-        history_path=None,
-        resume=False,
-        x_val=None,
-        t_val=None,
-        select="last",
-        hooks=(),
-        batch_transform=None,
-        communicator=None,
-        callbacks=(),
-    ):
+        network: Sequential,
+        x_train: Array,
+        t_train: Array,
+        x_test: Optional[Array] = None,
+        t_test: Optional[Array] = None,
+        epochs: int = 20,
+        mini_batch_size: int = 100,
+        optimizer: Union[str, Optimizer] = "Adam",
+        optimizer_param: Optional[Mapping[str, Any]] = None,
+        evaluate_sample_num_per_epoch: Optional[int] = None,
+        verbose: bool = True,
+        seed: Union[None, int, np.random.Generator] = None,
+        checkpoint_path: Optional[PathLike] = None,
+        history_path: Optional[PathLike] = None,
+        resume: bool = False,
+        x_val: Optional[Array] = None,
+        t_val: Optional[Array] = None,
+        select: str = "last",
+        hooks: Iterable[Callback] = (),
+        batch_transform: Optional[BatchTransform] = None,
+        communicator: Optional[SingleProcess] = None,
+        callbacks: Iterable[Callback] = (),
+    ) -> None:
         if select not in SELECT:
             raise ValueError(f"Trainer: select must be one of {SELECT}, got {select!r}")
         if select == "best-val" and x_val is None:
@@ -123,19 +184,20 @@ class Trainer:
         )
 
         self.epoch = 0  # epochs completed so far
-        self.train_loss_list = []
-        self.train_acc_list = []
-        self.val_acc_list = []
-        self.test_acc_list = []
-        self.lr_list = []  # the learning rate at the end of each epoch
-        self.epoch_times = []  # wall-clock seconds of each epoch (training + evaluation)
-        self.best = None  # (epoch, val accuracy, {name: array}) with select="best-val"
-        self.final_test = None  # {"accuracy", "images"}: the one evaluation of the test set
-        self.checkpoint_epoch = None  # the epoch of the last checkpoint this trainer wrote
+        self.train_loss_list: List[float] = []
+        self.train_acc_list: List[float] = []
+        self.val_acc_list: List[float] = []
+        self.test_acc_list: List[float] = []
+        self.lr_list: List[float] = []  # the learning rate at the end of each epoch
+        self.epoch_times: List[float] = []  # wall-clock seconds of each epoch (training + evaluation)
+        # (epoch, val accuracy, {name: array}) with select="best-val"
+        self.best: Optional[Tuple[int, float, Dict[str, Array]]] = None
+        self.final_test: Optional[Dict[str, Any]] = None  # {"accuracy", "images"}: the one evaluation of the test set
+        self.checkpoint_epoch: Optional[int] = None  # the epoch of the last checkpoint this trainer wrote
         self.step_images = 0  # the images of the last step
-        self._measuring = [evaluation.Evaluation(), evaluation.EpochTimer()]
+        self._measuring: List[Callback] = [evaluation.Evaluation(), evaluation.EpochTimer()]
         self._standard = reporting.standard_callbacks()
-        self._progress = self._standard[0]
+        self._progress = cast(reporting.ProgressBar, self._standard[0])
 
         if self.communicator.size > 1:
             self._check_ranks_agree(resume)
@@ -144,14 +206,19 @@ class Trainer:
             checkpoint.apply_state(self, self.communicator.broadcast_object(checkpoint.state(self)), "rank 0's state")
 
     @property
-    def validating(self):
+    def validating(self) -> bool:
         return self.x_val is not None
 
     # -- training ----------------------------------------------------------------------
 
-    def train(self):
-        """Train for the remaining epochs, keep the selected weights in the network, and
-        return the accuracy on the whole test set (evaluated once, here; None without one)."""
+    def train(self) -> Optional[float]:
+        """Train for the remaining epochs and keep the selected weights in the network.
+
+        Returns
+        -------
+        float or None
+            The accuracy on the whole test set (evaluated once, here); None without one.
+        """
         _memory.keep_freed_memory()  # a step's freed activations are reused by the next
         everyone = self.all_callbacks
         for callback in everyone:
@@ -169,23 +236,34 @@ class Trainer:
             self._progress.close()  # also when interrupted
         for callback in everyone:  # the evaluation keeps the selected weights and tests them
             callback.on_train_end(self)
-        return self.final_test["accuracy"] if self.x_test is not None else None
+        return cast(Dict[str, Any], self.final_test)["accuracy"] if self.x_test is not None else None
 
     @property
-    def all_callbacks(self):
+    def all_callbacks(self) -> List[Callback]:
         """The trainer's evaluation and epoch timer, the callbacks given, then the trainer's
         own reporting (reporting.standard_callbacks)."""
         return self._measuring + self.callbacks + self._standard
 
-    def _train_epoch(self):
+    def _train_epoch(self) -> None:
         order = self.rng.permutation(len(self.x_train))
         starts = self._batch_starts()
         for start, stop in zip(starts, starts[1:] + [len(order)]):
             batch = order[start:stop]
             self.train_step(self.x_train[batch], self.t_train[batch])
 
-    def train_step(self, x_batch, t_batch):
-        """One optimizer step on one (global) mini-batch; returns (and records) its loss."""
+    def train_step(self, x_batch: Array, t_batch: Array) -> float:
+        """One optimizer step on one (global) mini-batch, its loss recorded.
+
+        Parameters
+        ----------
+        x_batch, t_batch : array
+            The mini-batch's images and labels (before ``batch_transform``).
+
+        Returns
+        -------
+        float
+            The mini-batch's mean loss (over every rank's share).
+        """
         if self.batch_transform is not None:
             x_batch = self.batch_transform(x_batch, rng=self.rng)
         self.step_images = len(x_batch)
@@ -206,7 +284,7 @@ class Trainer:
     # -- evaluation and the weights kept --------------------------------------------------
 
     @contextlib.contextmanager
-    def evaluation_weights(self):
+    def evaluation_weights(self) -> Iterator[None]:
         """Inside the block the network holds the weights to evaluate (e.g. the average)."""
         supplied = self._supplied_weights()
         if supplied is None:
@@ -215,13 +293,13 @@ class Trainer:
         with swapped_in(self.network, supplied):
             yield
 
-    def _supplied_weights(self):
+    def _supplied_weights(self) -> Optional[Dict[str, Array]]:
         """The weights a callback supplies for evaluation (the last such callback's), or None."""
-        supplied = [callback.evaluation_params(self) for callback in self.callbacks]
-        supplied = [weights for weights in supplied if weights is not None]
+        offered = [callback.evaluation_params(self) for callback in self.callbacks]
+        supplied = [weights for weights in offered if weights is not None]
         return supplied[-1] if supplied else None
 
-    def _accuracy(self, x, t):
+    def _accuracy(self, x: Array, t: Array) -> float:
         """Accuracy on all of x; with several ranks each classifies its share."""
         if len(x) == 0:
             raise ValueError("Trainer: no images to evaluate")
@@ -232,27 +310,34 @@ class Trainer:
         correct = np.count_nonzero(self.network.classify(x[first:stop]) == labels)
         return float(self.communicator.sum(np.array([correct], dtype=np.float64))[0]) / len(x)
 
-    def _selected_description(self):
+    def _selected_description(self) -> str:
         if self.select == "best-val" and self.best is not None:
             return f"epoch {self.best[0]}, best validation accuracy {self.best[1]:.4f}"
         averaged = "the weight average" if self._supplied_weights() is not None else "the last"
         return f"{averaged} after epoch {self.epoch}"
 
-    def _batch_starts(self):
+    def _batch_starts(self) -> List[int]:
         batch_norm = bool(getattr(self.network, "batch_norm_layers", list)())
         return batch_starts(len(self.x_train), self.batch_size, batch_norm)
 
-    def _steps_per_epoch(self):
+    def _steps_per_epoch(self) -> int:
         return len(self._batch_starts())
 
     # -- history and checkpoints -------------------------------------------------------
 
-    def history(self):
-        """The per-epoch and per-iteration records, as plain (JSON-ready) Python data."""
+    def history(self) -> Dict[str, Any]:
+        """The per-epoch and per-iteration records.
+
+        Returns
+        -------
+        dict
+            Plain (JSON-ready) Python data: the losses of every step, the accuracies, learning
+            rates and times of every epoch, the images they were measured on, the final test.
+        """
         n = self.evaluate_sample_num_per_epoch
         evaluated = (
             {"val": len(self.x_val)}
-            if self.validating
+            if self.x_val is not None
             else {
                 "train": min(n or len(self.x_train), len(self.x_train)),
                 "test": min(n or len(self.x_test), len(self.x_test)) if self.x_test is not None else 0,
@@ -271,15 +356,26 @@ class Trainer:
             "dropout": bool(getattr(self.network, "dropout_layers", list)()),  # in the training loss
         }
 
-    def resume(self, checkpoint_path=None):
+    def resume(self, checkpoint_path: Optional[PathLike] = None) -> Trainer:
         """Restore parameters, optimizer, callbacks, RNGs, epoch and history from a checkpoint
-        (read by rank 0 and broadcast to the others)."""
-        path = os.fspath(checkpoint_path or self.checkpoint_path)
+        (read by rank 0 and broadcast to the others).
+
+        Parameters
+        ----------
+        checkpoint_path : str or os.PathLike, optional
+            The checkpoint; default the trainer's ``checkpoint_path``.
+
+        Returns
+        -------
+        Trainer
+            This trainer.
+        """
+        path = os.fspath(cast(PathLike, checkpoint_path or self.checkpoint_path))  # TypeError if neither
         state = self.communicator.broadcast_object(checkpoint.load(path) if self.communicator.is_root else None)
-        checkpoint.apply_state(self, state, path)
+        checkpoint.apply_state(self, cast(Dict[str, Any], state), path)
         return self
 
-    def _check_ranks_agree(self, resume):
+    def _check_ranks_agree(self, resume: bool) -> None:
         """Settings that change the sequence of collective calls must be the same on every
         rank: with another number of epochs or another resume, the ranks would wait for each
         other forever, or exchange mismatched messages."""
@@ -290,7 +386,7 @@ class Trainer:
                 "checkpoint_path": bool(self.checkpoint_path),
                 "evaluate_sample_num_per_epoch": self.evaluate_sample_num_per_epoch,
                 "test images": None if self.x_test is None else len(self.x_test),
-                "validation images": len(self.x_val) if self.validating else None,
+                "validation images": len(self.x_val) if self.x_val is not None else None,
                 "training images": len(self.x_train),
                 "batch size": self.batch_size,
                 "select": self.select,
@@ -301,7 +397,7 @@ class Trainer:
         if differences:
             raise ValueError(f"Trainer: the ranks were given different settings ({differences})")
 
-    def _resume_if_possible(self):
+    def _resume_if_possible(self) -> bool:
         """Resume if the checkpoint exists (rank 0 looks, and tells the others); True if so."""
         if not self.checkpoint_path:
             raise ValueError("resume=True needs a checkpoint_path")
@@ -315,4 +411,4 @@ class Trainer:
                 if exists
                 else f"no checkpoint at {self.checkpoint_path} yet: starting from epoch 1"
             )
-        return exists
+        return bool(exists)
