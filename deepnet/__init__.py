@@ -6,6 +6,8 @@ compute backends and their contract are in ``deepnet.backends``.
 """
 
 from __future__ import annotations
+from typing import Any, Dict
+
 from deepnet._config import (
     backend,
     get_backend,
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 
-def config():
+def config() -> Dict[str, Any]:
     """What this installation has, as a dict (see show_config)."""
     import numpy as np
     from threadpoolctl import threadpool_info
@@ -69,13 +71,13 @@ def config():
     }
 
 
-def _winograd_config():
+def _winograd_config() -> str:
     from deepnet.backends import cpu as _cpu
 
     return f"{get_winograd()} ({_cpu.WINOGRAD_RULE})"
 
 
-def show_config():
+def show_config() -> None:
     """Print how deepnet was built and what it will use (kernels, OpenMP, threads, BLAS, GPU)."""
     for key, value in config().items():
         value = "yes" if value is True else "no" if value is False else value

@@ -47,6 +47,10 @@ ANNOTATED = [
     "deepnet.recipes",
     "deepnet._errors",
     "deepnet._memory",
+    "deepnet.models.book",
+    "deepnet.models.cost",
+    "deepnet.models.files",
+    "deepnet.models.spec",
 ]
 
 # Functions and methods ("Class.method") whose docstrings have numpydoc "Parameters" and

@@ -5,7 +5,7 @@ variant) through ``aliases``, so the book's parameter files load into them.
 """
 
 from __future__ import annotations
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from numpy.typing import DTypeLike
 import math
@@ -101,7 +101,7 @@ class DeepConvNet(NamedModel):
         channels, height, width = input_dim
         layers: List[Layer] = []
         names: List[str] = []
-        shape = (1, channels, height, width)
+        shape: Tuple[int, ...] = (1, channels, height, width)
         for index, conv in enumerate(self.conv_params, 1):
             # conv - relu as one fused layer (one pass through memory); with BN, conv - BN - relu
             layer = conv_layer(
@@ -172,7 +172,7 @@ class SimpleConvNet(NamedModel):
         channels, height, width = input_dim
         filters, size = conv_param["filter_num"], conv_param["filter_size"]
 
-        def weights(*shape):
+        def weights(*shape: int) -> np.ndarray:
             return normal(shape, weight_init_std, rng, dtype)
 
         conv = Convolution(
@@ -193,7 +193,7 @@ class SimpleConvNet(NamedModel):
         self.aliases = _book_aliases(self, ["W1", "b1", "W2", "b2", "W3", "b3"])
 
 
-def _book_aliases(net, names):
+def _book_aliases(net: NamedModel, names: List[str]) -> Dict[str, str]:
     """Map the hierarchical names of the parameters, in order, onto the book's names; the
     running statistics of a BN layer whose gamma is "gamma3" become "running_mean3" and
     "running_var3"."""

@@ -6,7 +6,7 @@ parameters, multiply-adds and the receptive field.
 """
 
 from __future__ import annotations
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, NoReturn, Optional, Sequence, Tuple, cast
 
 from ..nn.base import Layer
 import math
@@ -36,7 +36,7 @@ def input_shape(model: Layer) -> Tuple[int, ...]:
     return (1,) + DEFAULT_INPUT
 
 
-def _leading_layers(layer):
+def _leading_layers(layer: Layer) -> Iterator[Layer]:
     """The layers an input meets first, in order (into containers: a Residual's body)."""
     if isinstance(layer, NamedModel):
         yield layer
@@ -81,18 +81,18 @@ def check_cost(model: Layer, shape: Optional[Sequence[int]] = None) -> Tuple[Tup
     strict = isinstance(model, NamedModel) or len(shape) == 2
     walk = _CostWalk(shape, strict)
     out = walk.through(model, "", shape)
-    return out, walk.work
+    return cast(Tuple[int, ...], out), walk.work  # the layers give tuples (their contract says Sequence)
 
 
 class _CostWalk:
-    def __init__(self, shape, strict):
+    def __init__(self, shape: Tuple[int, ...], strict: bool) -> None:
         self.image, self.strict, self.work = shape, strict, 0
 
-    def fail(self, where, layer, message):
+    def fail(self, where: str, layer: Layer, message: str) -> NoReturn:
         name = f"layer {where.rstrip('.')} ({type(layer).__name__})" if where else f"the {type(layer).__name__}"
         raise ValueError(f"{name}: {message} (for one input of shape {self.image})")
 
-    def values(self, where, layer, shape, what="output"):
+    def values(self, where: str, layer: Layer, shape: Sequence[int], what: str = "output") -> None:
         if any(n < 1 for n in shape[1:]):
             self.fail(where, layer, f"no {what} (shape {shape}): its window is larger than the padded input")
         if math.prod(shape) > MAX_ACTIVATION:
@@ -103,18 +103,18 @@ class _CostWalk:
                 f"more than {MAX_ACTIVATION} (64 MiB in float64)",
             )
 
-    def add_work(self, where, layer, work):
+    def add_work(self, where: str, layer: Layer, work: int) -> None:
         self.work += work
         if self.work > MAX_WORK:
             self.fail(where, layer, f"the model needs more than {MAX_WORK:.0e} multiply-adds for one image")
 
-    def spatial(self, where, layer, shape, channels=None):
+    def spatial(self, where: str, layer: Layer, shape: Sequence[int], channels: Optional[int] = None) -> None:
         if len(shape) != 4:
             self.fail(where, layer, f"needs images (N, C, H, W), gets shape {shape}")
         if channels is not None and shape[1] != channels:
             self.fail(where, layer, f"expects {channels} channels, gets {shape[1]} (shape {shape})")
 
-    def through(self, layer, where, shape):
+    def through(self, layer: Layer, where: str, shape: Sequence[int]) -> Sequence[int]:
         if isinstance(layer, Sequential):
             for index, child in enumerate(layer.layers):
                 shape = self.through(child, f"{where}{index}.", shape)
@@ -131,19 +131,19 @@ class _CostWalk:
 class _LayerCheck:
     """What a layer's check_cost holds itself to: _CostWalk's checks, naming the layer."""
 
-    def __init__(self, walk, where, layer):
+    def __init__(self, walk: _CostWalk, where: str, layer: Layer) -> None:
         self.walk, self.where, self.layer, self.strict = walk, where, layer, walk.strict
 
-    def fail(self, message):
+    def fail(self, message: str) -> NoReturn:
         self.walk.fail(self.where, self.layer, message)
 
-    def values(self, shape, what="output"):
+    def values(self, shape: Sequence[int], what: str = "output") -> None:
         self.walk.values(self.where, self.layer, shape, what)
 
-    def spatial(self, shape, channels=None):
+    def spatial(self, shape: Sequence[int], channels: Optional[int] = None) -> None:
         self.walk.spatial(self.where, self.layer, shape, channels)
 
-    def add_work(self, work):
+    def add_work(self, work: int) -> None:
         self.walk.add_work(self.where, self.layer, work)
 
 
@@ -173,7 +173,9 @@ def describe(model: Layer, input_shape: Sequence[int] = (1, 1, 28, 28)) -> Dict[
     }
 
 
-def _walk_cost(layer, shape, field):
+def _walk_cost(
+    layer: Layer, shape: Tuple[int, ...], field: Tuple[int, int]
+) -> Tuple[Tuple[int, ...], int, Tuple[int, int]]:
     """(output shape, multiply-adds, (receptive field, jump)) through ``layer``."""
     if isinstance(layer, Sequential):
         macs = 0

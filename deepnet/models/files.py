@@ -10,7 +10,7 @@ then copied into a model of zeros.
 """
 
 from __future__ import annotations
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union, cast
 
 from numpy.typing import DTypeLike
 import json
@@ -104,12 +104,12 @@ def load_model(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
         stored = [np.dtype(arrays[name].dtype) for name in skeleton.params if name in arrays]
         target = stored[0] if stored and stored[0] in FLOAT_DTYPES else np.dtype(np.float32)
     with _parameter_limit(MAX_PARAMETERS), _initialised("zeros"):  # nothing drawn: the file sets it all
-        model = _build(spec, target, np.random.default_rng(), "spec")
+        model = cast(Sequential, _build(spec, target, np.random.default_rng(), "spec"))  # as the skeleton
     model.set_params(arrays, source=path)
     return model
 
 
-def _check_loaded_values(skeleton, arrays, path):
+def _check_loaded_values(skeleton: Sequential, arrays: Dict[str, Any], path: str) -> None:
     """Refuse parameters or buffers that are not finite, and negative running variances."""
     for name, value in arrays.items():
         if value.dtype.kind == "f" and not all(np.isfinite(part).all() for part in _chunks(value)):
@@ -126,13 +126,13 @@ def _check_loaded_values(skeleton, arrays, path):
                 )
 
 
-def _chunks(array, size=1 << 20):
+def _chunks(array: np.ndarray, size: int = 1 << 20) -> Iterator[np.ndarray]:
     """``array``'s values, ``size`` at a time, without copying it (Fortran order too)."""
     flat = array.reshape(-1, order="A")
     return (flat[start : start + size] for start in range(0, flat.size, size))
 
 
-def _is_checkpoint(path):
+def _is_checkpoint(path: str) -> bool:
     """Whether a file is a Trainer checkpoint (it has the JSON entry "config")."""
     try:
         return "config" in io.read_params(path, {}, strict=False, text=("config",))
@@ -140,7 +140,7 @@ def _is_checkpoint(path):
         return False
 
 
-def _refuse_duplicates(pairs):
+def _refuse_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     """json's object_pairs_hook: an object that names a key twice is refused (json would
     silently keep the last value)."""
     keys = set()
@@ -151,7 +151,7 @@ def _refuse_duplicates(pairs):
     return dict(pairs)
 
 
-def _parse_spec(data):
+def _parse_spec(data: bytes) -> Any:
     """Spec bytes as data: UTF-8 JSON without duplicate keys (ValueError otherwise)."""
     try:
         return json.loads(data.decode("utf-8"), object_pairs_hook=_refuse_duplicates)
@@ -161,7 +161,7 @@ def _parse_spec(data):
         raise ValueError(str(exc)[:200]) from None
 
 
-def _decode_spec(spec_bytes, path):
+def _decode_spec(spec_bytes: np.ndarray, path: str) -> Any:
     if spec_bytes.dtype != np.uint8 or spec_bytes.ndim != 1:
         raise ValueError(
             f"{path}: {SPEC_KEY} must be UTF-8 bytes (uint8), got {spec_bytes.dtype} of shape {spec_bytes.shape}"

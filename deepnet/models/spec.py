@@ -9,7 +9,7 @@ arrays take no memory, before anything is allocated or drawn.
 """
 
 from __future__ import annotations
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Union, cast
 
 from numpy.typing import DTypeLike
 import numpy as np
@@ -35,7 +35,9 @@ def layer_spec(layer: Layer) -> Dict[str, Any]:
     layers, not by its constructor's settings."""
     if isinstance(layer, NamedModel):
         named = {"type": type(layer).__name__, "config": layer.config()}
-        as_built = _built(named, np.dtype(np.float32), np.random.default_rng(0), "shapes")  # settings alone
+        as_built = cast(
+            NamedModel, _built(named, np.dtype(np.float32), np.random.default_rng(0), "shapes")
+        )  # settings alone
         if _layers_spec(as_built) == _layers_spec(layer):
             return named
         return {"type": "Sequential", **_layers_spec(layer)}
@@ -56,9 +58,9 @@ def layer_spec(layer: Layer) -> Dict[str, Any]:
     return {"type": name, **layer.config()}
 
 
-def _layers_spec(model):
+def _layers_spec(model: Sequential) -> Dict[str, Any]:
     """A Sequential's layers and aliases as data (what the generic spec holds)."""
-    spec = {"layers": [layer_spec(child) for child in model.layers]}
+    spec: Dict[str, Any] = {"layers": [layer_spec(child) for child in model.layers]}
     if model.aliases:
         spec["aliases"] = model.aliases
     return spec
@@ -115,19 +117,19 @@ def build(
     return _built(spec, dtype, rng, "random")
 
 
-def _build_dtype(dtype):
+def _build_dtype(dtype: DTypeLike) -> np.dtype[Any]:
     dtype = np.dtype(dtype)
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"build: dtype must be float16, float32 or float64, got {dtype}")
     return dtype
 
 
-def _built(spec, dtype, rng, mode):
+def _built(spec: Any, dtype: np.dtype[Any], rng: np.random.Generator, mode: str) -> Layer:
     with _parameter_limit(MAX_PARAMETERS), _initialised(mode):
         return _build(spec, dtype, rng, "spec")
 
 
-def _build(spec, dtype, rng, where, depth=0):
+def _build(spec: Any, dtype: np.dtype[Any], rng: np.random.Generator, where: str, depth: int = 0) -> Layer:
     if depth > MAX_NESTING:
         raise ValueError(f"build: {where}: containers nested more than {MAX_NESTING} deep")
     try:
@@ -166,7 +168,7 @@ def _build(spec, dtype, rng, where, depth=0):
     return layer_type.from_config(spec, dtype, rng, where)
 
 
-def _known_types():
+def _known_types() -> List[str]:
     """Every type a spec may name: the registered layers, the containers and the models."""
     return sorted(set(Layer.registry) | set(MODELS) | {"Sequential", "Residual"})
 
