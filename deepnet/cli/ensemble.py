@@ -10,18 +10,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import common
+from . import common, training
 from .evaluate import ensemble_report, load_network
 from .options import MAX_MEMBERS, int_in
-from .training import (
-    add_training_options,
-    check_ranks_agree,
-    make_communicator,
-    refuse_to_overwrite,
-    train_one,
-    training_data,
-    training_settings,
-)
 
 __all__ = ["add_ensemble", "run_ensemble"]
 
@@ -51,7 +42,7 @@ def add_ensemble(commands: argparse._SubParsersAction[Any]) -> None:
         help="replace an earlier ensemble's files in --out-dir (without this or --resume, "
         "ensemble refuses to overwrite them)",
     )
-    add_training_options(p)
+    training.add_training_options(p)
     p.set_defaults(command=run_ensemble)
 
 
@@ -60,20 +51,20 @@ def run_ensemble(args: argparse.Namespace) -> None:
     evaluates each and the ensemble on the test set."""
     from ..distributed import mpi_world_size
 
-    settings = training_settings(args)
-    args.communicator = make_communicator(mpi_world_size() > 1)
+    settings = training.training_settings(args)
+    args.communicator = training.make_communicator(mpi_world_size() > 1)
     comm = args.communicator
-    check_ranks_agree(args)
+    training.check_ranks_agree(args)
     files = [
         os.path.join(args.out_dir, f"member{member}{suffix}")
         for member in range(args.members)
         for suffix in (".npz", ".checkpoint.npz", ".history.json")
     ] + [os.path.join(args.out_dir, "report.json")]
-    refuse_to_overwrite(args, [("--out-dir", path) for path in files], "ensemble")
+    training.refuse_to_overwrite(args, [("--out-dir", path) for path in files], "ensemble")
     os.makedirs(args.out_dir, exist_ok=True)
     common.check_writable({"--out-dir": os.path.join(args.out_dir, "report.json")})
     common.configure_kernels(args)
-    data = training_data(args, settings)
+    data = training.training_data(args, settings)
     base_seed = 0 if args.seed is None else args.seed
     seconds: Dict[int, float] = {}
     finished: List[int] = []
@@ -86,7 +77,7 @@ def run_ensemble(args: argparse.Namespace) -> None:
             flush=True,
         )
         try:
-            model, seconds[member], _ = train_one(
+            model, seconds[member], _ = training.train_one(
                 args,
                 settings,
                 data,

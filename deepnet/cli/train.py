@@ -14,21 +14,11 @@ from typing import Any, cast
 
 import numpy as np
 
-from . import common
+from . import common, training
 from .ensemble import add_ensemble, run_ensemble
 from .options import CommandError
 from .training import BOOK_EVALUATION_SAMPLES as BOOK_EVALUATION_SAMPLES
 from .training import VALIDATION_SHARE as VALIDATION_SHARE
-from .training import (
-    add_training_options,
-    check_ranks_agree,
-    make_communicator,
-    interrupt_hint,
-    refuse_to_overwrite,
-    train_one,
-    training_data,
-    training_settings,
-)
 
 __all__ = ["add_train", "add_ensemble", "run_train", "run_ensemble"]
 
@@ -36,7 +26,7 @@ __all__ = ["add_train", "add_ensemble", "run_train", "run_ensemble"]
 def add_train(commands: argparse._SubParsersAction[Any]) -> None:
     """Add ``deepnet train`` to the commands."""
     p = commands.add_parser("train", help="train a network (default: the book's train_deepnet.py)")
-    add_training_options(p)
+    training.add_training_options(p)
     p.add_argument(
         "--out",
         default="deep_convnet_params.npz",
@@ -74,7 +64,7 @@ def add_train(commands: argparse._SubParsersAction[Any]) -> None:
 def run_train(args: argparse.Namespace) -> None:
     """Train one network (data-parallel with --distributed) and save it to --out."""
     started = time.perf_counter()
-    settings = training_settings(args)
+    settings = training.training_settings(args)
     outputs = {"--out": args.out, "--checkpoint": args.checkpoint, "--history": args.history}
     if not args.checkpoint:
         raise CommandError("--checkpoint needs a PATH (every epoch is checkpointed)")
@@ -85,10 +75,10 @@ def run_train(args: argparse.Namespace) -> None:
             f"mpiexec started {mpi_world_size()} ranks, but without --distributed each would "
             "train alone into the same files: add --distributed to every rank"
         )
-    args.communicator = make_communicator(args.distributed)
-    check_ranks_agree(args)
+    args.communicator = training.make_communicator(args.distributed)
+    training.check_ranks_agree(args)
     root = args.communicator.is_root
-    refuse_to_overwrite(args, outputs.items(), "train")
+    training.refuse_to_overwrite(args, outputs.items(), "train")
     if args.seed is None and args.communicator.size > 1:  # one seed for all ranks: rank 0's
         args.seed = args.communicator.broadcast_object(
             int(cast(int, np.random.SeedSequence().entropy)) if root else None
@@ -96,9 +86,9 @@ def run_train(args: argparse.Namespace) -> None:
     if root:
         common.check_writable(outputs)
     common.configure_kernels(args)
-    args.interrupt_hint = interrupt_hint(args.checkpoint, None, resume=args.resume)
-    data = training_data(args, settings)
-    model, _, epoch_times = train_one(
+    args.interrupt_hint = training.interrupt_hint(args.checkpoint, None, resume=args.resume)
+    data = training.training_data(args, settings)
+    model, _, epoch_times = training.train_one(
         args, settings, data, args.seed, args.checkpoint, args.history, communicator=args.communicator
     )
     if not root:

@@ -1,5 +1,9 @@
 """What ``deepnet train`` and ``deepnet ensemble`` share: the training options, the settings
-they give (a recipe's, overridden), the data, the checks across MPI ranks, and one model trained."""
+they give (a recipe's, overridden), the data, the checks across MPI ranks, and one model trained.
+
+The two commands call these through the module (``training.train_one(...)``), so a test can
+replace one of them in one place.
+"""
 
 from __future__ import annotations
 
