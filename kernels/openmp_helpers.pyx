@@ -10,6 +10,7 @@ cdef extern from "deepnet_isa.h":
     const char* dn_isa_variant_name
     char* dn_isa_reason
     int dn_isa_vector_bytes
+    int DN_ISA_DISPATCH
 
 if dn_isa_select() != 0:  # as each kernel module does (dtypes.pxi)
     raise RuntimeError(f"deepnet: {dn_isa_reason.decode()}")
@@ -37,6 +38,11 @@ def vector_bits():
     """Width of the convolutions' GEMM vectors in the chosen variant (128: SSE2 or NEON,
     256: AVX2, 512: AVX-512)."""
     return dn_isa_vector_bytes * 8
+
+
+def dispatch_enabled():
+    """True in a dispatch build (DEEPNET_MARCH=dispatch): the variant is chosen at import."""
+    return bool(DN_ISA_DISPATCH)
 
 
 def cpu_variant():

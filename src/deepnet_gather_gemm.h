@@ -64,7 +64,7 @@
  * as memory operands, re-reading each of them MR times, and the loads become the bottleneck. */
 #if defined(__GNUC__) && DN_VBYTES == 64
 #define DN_KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))   /* any of the 32 zmm registers */
-#elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))   /* one xmm or ymm register */
+#elif defined(__GNUC__) && (defined(__AVX__) || defined(__SSE2__))   /* one ymm or xmm register */
 #define DN_KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
 #elif defined(__GNUC__) && defined(__aarch64__)   /* one q register */
 #define DN_KEEP_IN_REGISTER(v) __asm__("" : "+w"(v))

@@ -61,6 +61,7 @@ static inline double dn_activate_double(double value, int relu) { return relu &&
 
 #ifndef DEEPNET_DISPATCH
 /* ---- one variant, fixed by the build's flags ---- */
+#define DN_ISA_DISPATCH 0
 #define DN_V(name) name
 #define DN_INCLUDING_BODIES
 #include DN_INCLUDE_BODIES
@@ -100,6 +101,7 @@ static int dn_isa_select(void)
 
 #else
 /* ---- a dispatch build: three variants and a table ---- */
+#define DN_ISA_DISPATCH 1
 #include "deepnet_isa_dispatch.h"
 #endif
 

@@ -140,7 +140,11 @@ static int dn_isa_select(void)
 {
     static const char *const names[3] = {"baseline", "avx2", "avx512"};
     static const char *const needs[3] = {"SSE2", "AVX2, FMA and F16C", "AVX-512 F, VL, BW, DQ and CD"};
+#ifdef DN_ISA_TEST_CPU_LEVEL   /* tests/test_dispatch.py: the choice on a CPU this one is not */
+    const int cpu = DN_ISA_TEST_CPU_LEVEL;
+#else
     const int cpu = dn_isa_cpu_level();
+#endif
     int level = cpu;
     const char *forced = getenv("DEEPNET_CPU_VARIANT");
     if (forced != NULL && forced[0] != '\0') {
