@@ -24,8 +24,7 @@
 #include "deepnet_isa.h"
 #else   /* included by src/deepnet_isa.h once per variant */
 
-/* Included once per instruction set (src/deepnet_isa.h): no include guard, and the tile's
- * macros are set anew each time from the target's macros. */
+/* The tile's macros are set anew for each variant, from the target's macros. */
 #undef DN_VBYTES
 #undef DN_GATHER_MR
 #undef DN_GATHER_NV
@@ -180,4 +179,4 @@ static inline void NAME(int M, int N, int steps, const T *base, const int *row_o
 
 DN_DEFINE_GATHER_GEMM(float, DN_V(dn_gather_sgemm))
 DN_DEFINE_GATHER_GEMM(double, DN_V(dn_gather_dgemm))
-#endif
+#endif /* DN_INCLUDING_BODIES */

@@ -10,7 +10,6 @@
 #include "deepnet_isa.h"
 #else   /* included by src/deepnet_isa.h once per variant */
 
-/* Included once per instruction set (src/deepnet_isa.h). */
 #undef DN_F16C
 #if defined(__F16C__)
 #define DN_F16C 1
@@ -105,4 +104,4 @@ static inline void DN_V(dn_floats_to_halves)(const float *src, uint16_t *dst, lo
     for (; i < n; i++)
         dst[i] = DN_V(dn_float_to_half)(src[i]);
 }
-#endif
+#endif /* DN_INCLUDING_BODIES */

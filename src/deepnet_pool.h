@@ -7,9 +7,8 @@
  */
 #ifndef DN_INCLUDING_BODIES   /* included directly: the kernels, as src/deepnet_isa.h sets them up */
 #include "deepnet_isa.h"
-#else   /* included by src/deepnet_isa.h once per variant */
+#else   /* included by src/deepnet_isa.h once per variant, after the half conversions */
 
-/* Included once per instruction set (src/deepnet_isa.h), after the half conversions. */
 #ifndef DN_DEFINE_POOL_2X2
 #define DN_DEFINE_POOL_2X2(T, NAME) DN_DEFINE_POOL_2X2_(T, NAME)
 #define DN_DEFINE_POOL_2X2_(T, NAME)                                                          \
@@ -123,4 +122,4 @@ static inline void DN_V(dn_epilogue_rounded_to_half)(float *restrict product, in
         }
     }
 }
-#endif
+#endif /* DN_INCLUDING_BODIES */

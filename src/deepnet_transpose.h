@@ -13,9 +13,8 @@
  */
 #ifndef DN_INCLUDING_BODIES   /* included directly: the kernels, as src/deepnet_isa.h sets them up */
 #include "deepnet_isa.h"
-#else   /* included by src/deepnet_isa.h once per variant */
+#else   /* included by src/deepnet_isa.h once per variant, after the half conversions */
 
-/* Included once per instruction set (src/deepnet_isa.h), after the half conversions. */
 #if defined(__AVX__)
 
 /* Filters f0..f0+7 of pixels p0..p0+7: v[k] holds filter f0+k for the eight pixels. */
@@ -145,4 +144,4 @@ static inline void NAME(const T *rows, int count, int ld, int n, T *sum)        
 
 DN_DEFINE_ADD_ROWS(float, DN_V(dn_add_rows_float))
 DN_DEFINE_ADD_ROWS(double, DN_V(dn_add_rows_double))
-#endif
+#endif /* DN_INCLUDING_BODIES */

@@ -22,10 +22,9 @@
  */
 #ifndef DN_INCLUDING_BODIES   /* included directly: the kernels, as src/deepnet_isa.h sets them up */
 #include "deepnet_isa.h"
-#else   /* included by src/deepnet_isa.h once per variant */
+#else   /* included by src/deepnet_isa.h once per variant, after the gather GEMM and the transposes */
 
-/* Included once per instruction set (src/deepnet_isa.h), after the gather GEMM and the
- * transposes of the same one; the shapes' macros are in src/deepnet_isa.h. */
+/* The shapes' macros (DN_WINOGRAD_*) are in src/deepnet_isa.h. */
 #ifndef DN_DEFINE_WINOGRAD
 #define DN_DEFINE_WINOGRAD(T, NAME, GRADIENT, GEMM, TRANSPOSE) DN_DEFINE_WINOGRAD_(T, NAME, GRADIENT, GEMM, TRANSPOSE)
 #define DN_DEFINE_WINOGRAD_(T, NAME, GRADIENT, GEMM, TRANSPOSE)                                       \
@@ -196,4 +195,4 @@ DN_DEFINE_WINOGRAD(float, DN_V(dn_winograd_sconv), DN_V(dn_winograd_sconv_filter
                    DN_V(dn_gather_sgemm), DN_V(dn_store_transposed_float))
 DN_DEFINE_WINOGRAD(double, DN_V(dn_winograd_dconv), DN_V(dn_winograd_dconv_filter_gradient),
                    DN_V(dn_gather_dgemm), DN_V(dn_store_transposed_double))
-#endif
+#endif /* DN_INCLUDING_BODIES */
