@@ -45,6 +45,23 @@ def kernels_compiled():
     return _openmp is not None
 
 
+def cpu_variant() -> tuple[str, str] | None:
+    """The compiled kernels' instruction-set variant and why it was chosen, e.g. ("avx2",
+    "the best this CPU supports ..."), or None without compiled kernels.  A build with
+    DEEPNET_MARCH=dispatch chooses at import by CPUID, or as DEEPNET_CPU_VARIANT says
+    (docs/building.md); any other build has the one variant its compiler flags gave."""
+    if _openmp is None:
+        return None
+    name, reason = _openmp.cpu_variant()
+    return name, reason
+
+
+def cpu_dispatch() -> bool:
+    """True when the compiled kernels choose their instruction set at import (a build with
+    DEEPNET_MARCH=dispatch)."""
+    return _openmp is not None and _openmp.dispatch_enabled()
+
+
 def get_backend():
     """Name of the CPU backend in use: "cython" (compiled kernels) or "numpy" (reference)."""
     return _backend.get()

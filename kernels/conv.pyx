@@ -57,8 +57,8 @@ cdef extern from "deepnet_winograd.h" nogil:
                                            double* Z, int* row_offset, int* step_offset, double* dU)
 
 cdef extern from "deepnet_gather_gemm.h" nogil:
-    int DN_GATHER_NV
-    int DN_VBYTES
+    int DN_GATHER_PAD_BYTES
+    int DN_MAX_VBYTES
     void dn_gather_sgemm(int M, int N, int steps, const float* base, const int* row_offset,
                          const int* step_offset, const float* B, int ldb, float* C, int ldc,
                          int accumulate)
@@ -69,7 +69,7 @@ cdef extern from "deepnet_gather_gemm.h" nogil:
 
 def column_multiple(int itemsize):
     """The filter matrices' columns must be padded to a multiple of this (in compute_t)."""
-    return DN_GATHER_NV * DN_VBYTES // itemsize
+    return DN_GATHER_PAD_BYTES // itemsize  # the same for every variant of a dispatch build
 
 
 cdef check_columns(str kernel, columns, needed, int itemsize):
@@ -113,8 +113,8 @@ cdef inline bint winograd_scratch(WinogradScratch* s, int C, int OH, int OW, int
     """Allocate s for a C-channel image with OH x OW outputs; False when out of memory."""
     cdef int TH = DN_WINOGRAD_TILES(OH), TW = DN_WINOGRAD_TILES(OW)
     cdef size_t tiles = <size_t>TH * TW
-    cdef int lanes = DN_VBYTES // size
-    cdef int Cp = (C + lanes - 1) // lanes * lanes  # DN_WINOGRAD_CHANNELS
+    cdef int lanes = DN_MAX_VBYTES // size  # enough for the widest variant's vectors
+    cdef int Cp = (C + lanes - 1) // lanes * lanes  # at least DN_WINOGRAD_CHANNELS
     s.rows = uninitialised(DN_WINOGRAD_ROWS_SCRATCH(Cp, OH + 2, OW + 2), size)
     s.V = uninitialised(16 * DN_WINOGRAD_STRIDE(Cp * tiles), size)
     s.M = uninitialised(16 * DN_WINOGRAD_STRIDE(tiles * ld), size)

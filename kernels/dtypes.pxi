@@ -1,7 +1,7 @@
 # Element types shared by the kernels (included with `include "dtypes.pxi"`).
 #
 # float16 arrays reach the kernels viewed as uint16 (`half_t`): they are stored as half and
-# converted to float32 on load, back to half on store (src/deepnet_half.h).
+# converted to float32 on load, back to half on store (src/deepnet_half_isa.h).
 
 from libc.stdint cimport uint16_t
 
@@ -10,6 +10,16 @@ cdef extern from "deepnet_half.h" nogil:
     uint16_t dn_float_to_half(float f)
     void dn_halves_to_floats(const uint16_t* src, float* dst, long n)
     void dn_floats_to_halves(const float* src, uint16_t* dst, long n)
+
+cdef extern from "deepnet_isa.h":
+    int dn_isa_select()
+    char* dn_isa_reason
+
+# The kernels' instruction set, chosen once per module at import (src/deepnet_isa.h): a
+# RuntimeError, not an ImportError, so that a refused DEEPNET_CPU_VARIANT is not mistaken
+# for kernels that were never built.
+if dn_isa_select() != 0:
+    raise RuntimeError(f"deepnet: {dn_isa_reason.decode()}")
 
 ctypedef uint16_t half_t
 

@@ -4,8 +4,16 @@ cdef extern from "deepnet_openmp.h":
     int DEEPNET_HAVE_OPENMP
     int omp_get_max_threads() nogil
 
-cdef extern from "deepnet_half.h":
+cdef extern from "deepnet_isa.h":
     int DEEPNET_HAVE_F16C
+    int dn_isa_select()
+    const char* dn_isa_variant_name
+    char* dn_isa_reason
+    int dn_isa_vector_bytes
+    int DN_ISA_DISPATCH
+
+if dn_isa_select() != 0:  # as each kernel module does (dtypes.pxi)
+    raise RuntimeError(f"deepnet: {dn_isa_reason.decode()}")
 
 cdef extern from "deepnet_cpu.h":
     int dn_cpu_splits_512bit_fma()
@@ -17,7 +25,7 @@ def openmp_enabled():
 
 
 def f16c_enabled():
-    """True when float16 conversion uses the F16C instructions."""
+    """True when float16 conversion uses the F16C instructions (in the chosen variant)."""
     return bool(DEEPNET_HAVE_F16C)
 
 
@@ -26,13 +34,21 @@ def max_threads():
     return omp_get_max_threads()
 
 
-cdef extern from "deepnet_gather_gemm.h":
-    int DN_VBYTES
-
-
 def vector_bits():
-    """Width of the convolutions' GEMM vectors, as built (256: AVX2, 512: AVX-512)."""
-    return DN_VBYTES * 8
+    """Width of the convolutions' GEMM vectors in the chosen variant (128: SSE2 or NEON,
+    256: AVX2, 512: AVX-512)."""
+    return dn_isa_vector_bytes * 8
+
+
+def dispatch_enabled():
+    """True in a dispatch build (DEEPNET_MARCH=dispatch): the variant is chosen at import."""
+    return bool(DN_ISA_DISPATCH)
+
+
+def cpu_variant():
+    """The kernels' instruction-set variant ('baseline', 'avx2', 'avx512'; a build without
+    dispatch also 'avx', 'neon' or 'generic') and why it was chosen."""
+    return dn_isa_variant_name.decode(), dn_isa_reason.decode()
 
 
 def splits_512bit_fmas():

@@ -14,30 +14,47 @@
  * MR x (NV vectors) tile of C in registers: per step it broadcasts MR gathered values of A
  * and loads NV vectors of B (AVX2: 6 x 2, 12 FMA chains, 8 loads; AVX-512: 8 x 2 where
  * two vectors of columns are left, else 8 x 1).  B is row-major, steps x N,
- * and N (its columns, C's columns) must be a multiple of DN_GATHER_NR(T): the callers pad
- * the filters to it.  Rows at the bottom edge are handled by repeating the last row
+ * and N (its columns, C's columns) must be a multiple of DN_GATHER_PAD_BYTES / sizeof(T): the
+ * callers pad the filters to it.  Rows at the bottom edge are handled by repeating the last row
  * (computed, not stored), so nothing is read or written out of bounds.  The steps are
- * cut into blocks whose B panel stays in L1.  Written with GCC vector extensions, so -march
- * decides the instructions and one source serves float and double.
+ * cut into blocks whose B panel stays in L1.  Written with GCC vector extensions, so the target
+ * (-march, or the target pragma of a dispatch build's variant) decides the instructions and one source serves float and double.
  */
-#ifndef DEEPNET_GATHER_GEMM_H
-#define DEEPNET_GATHER_GEMM_H
+#ifndef DN_INCLUDING_BODIES   /* included directly: the kernels, as src/deepnet_isa.h sets them up */
+#include "deepnet_isa.h"
+#else   /* included by src/deepnet_isa.h once per variant */
 
-#include <stddef.h>
-#include <string.h>
+/* The tile's macros are set anew for each variant, from the target's macros. */
+#undef DN_VBYTES
+#undef DN_GATHER_MR
+#undef DN_GATHER_NV
+#undef DN_GATHER_WIDE_MR
+#undef DN_KEEP_IN_REGISTER
 
-/* Bytes per vector and the tile, chosen at build time by -march: with AVX-512 one 64-byte
- * zmm vector per row of the tile and MR rows (32 registers hold them); else two 32-byte
- * vectors (AVX2 ymm, or two SSE registers) per row and 6 rows, 12 of the 16 ymm registers.
- * Both tiles are 16 floats (8 doubles) wide, so the filters' padding is the same. */
+/* Bytes per vector and the tile, chosen for the target's registers, MR rows x NV vectors of
+ * accumulators plus NV vectors of B and a broadcast (and, without FMA, a product):
+ *   AVX-512: one 64-byte zmm per row, 8 rows (of 32 zmm registers);
+ *   AVX:     two 32-byte ymm per row, 6 rows: 12 + 2 + 1 of the 16 ymm registers;
+ *   aarch64: two 16-byte q registers per row, 8 rows: 16 + 2 + 8 broadcasts (fmla by element)
+ *            of the 32 q registers; 16 rows also fit Winograd's 4x4 tiles of an 8x8 image;
+ *   SSE2 (baseline x86-64, no FMA): two 16-byte xmm per row, 6 rows: 12 + 2 + 1 + a product,
+ *            all 16 xmm registers (wider, the tile spilled around every multiply-add).
+ * The filters' columns are padded to DN_GATHER_PAD_BYTES, a multiple of every tile's width,
+ * so that one padding serves every variant of a dispatch build. */
 #if defined(__AVX512F__) && !defined(DN_NO_AVX512)
 #define DN_VBYTES 64
-#ifndef DN_GATHER_MR
 #define DN_GATHER_MR 8
-#endif
 #define DN_GATHER_NV 1
-#else
+#elif defined(__AVX__)
 #define DN_VBYTES 32
+#define DN_GATHER_MR 6
+#define DN_GATHER_NV 2
+#elif defined(__aarch64__)
+#define DN_VBYTES 16
+#define DN_GATHER_MR 8
+#define DN_GATHER_NV 2
+#else
+#define DN_VBYTES 16
 #define DN_GATHER_MR 6
 #define DN_GATHER_NV 2
 #endif
@@ -46,14 +63,18 @@
  * as memory operands, re-reading each of them MR times, and the loads become the bottleneck. */
 #if defined(__GNUC__) && DN_VBYTES == 64
 #define DN_KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))   /* any of the 32 zmm registers */
-#elif defined(__GNUC__) && defined(__AVX__)   /* a 32-byte vector fits one ymm register */
+#elif defined(__GNUC__) && (defined(__AVX__) || defined(__SSE2__))   /* one ymm or xmm register */
 #define DN_KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
+#elif defined(__GNUC__) && defined(__aarch64__)   /* one q register */
+#define DN_KEEP_IN_REGISTER(v) __asm__("" : "+w"(v))
 #else
 #define DN_KEEP_IN_REGISTER(v) ((void)0)
 #endif
 
-#define DN_GATHER_NR(T) (DN_GATHER_NV * (DN_VBYTES / (int)sizeof(T)))
+#ifndef DN_GATHER_NR
+#define DN_GATHER_NR(T) (DN_GATHER_NV * (DN_VBYTES / (int)sizeof(T)))   /* a tile's columns */
 #define DN_GATHER_PANEL_BYTES 16384   /* B panel per block of steps: half of L1 */
+#endif
 
 /* With AVX-512 and at least two tiles' width of columns left, a tile twice as wide: per
  * step 8 broadcasts feed 16 FMAs (16 accumulators, 2 vectors of B) instead of 8.  A CPU
@@ -63,9 +84,7 @@
  * better and waste a third of the tile on 16 rows (Winograd's 4x4 tiles of an 8x8 image).
  * Each entry of C is the same sum in the same order with either tile: the same results. */
 #if DN_VBYTES == 64 && !defined(DN_NO_WIDE_TILE)
-#ifndef DN_GATHER_WIDE_MR
 #define DN_GATHER_WIDE_MR 8
-#endif
 #else
 #define DN_GATHER_WIDE_MR 0
 #endif
@@ -73,6 +92,7 @@
 /* Not inlined: inside the convolutions' large OpenMP functions GCC then ran out of general
  * registers for the row pointers and reloaded some from the stack at every step, loads the
  * load-bound AVX-512 tile cannot spare. */
+#ifndef DN_DEFINE_GATHER_GEMM
 #if defined(__GNUC__)
 #define DN_GATHER_TILE_ATTRIBUTES static __attribute__((noinline))
 #else
@@ -126,13 +146,14 @@ DN_GATHER_TILE_ATTRIBUTES void TILE(int steps, const T *const *row, const int *s
                  C + (size_t)i0 * ldc + j0, ldc, rows, accumulate || t0 > 0);                \
         }
 
-#define DN_DEFINE_GATHER_GEMM(T, NAME)                                                       \
+#define DN_DEFINE_GATHER_GEMM(T, NAME) DN_DEFINE_GATHER_GEMM_(T, NAME)   /* NAME expanded first */
+#define DN_DEFINE_GATHER_GEMM_(T, NAME)                                                      \
 DN_DEFINE_GATHER_TILE(T, NAME##_tile, DN_GATHER_MR, DN_GATHER_NV)                            \
 DN_DEFINE_GATHER_TILE(T, NAME##_wide_tile, DN_GATHER_WIDE_MR > 0 ? DN_GATHER_WIDE_MR : 1,    \
                       2 * DN_GATHER_NV)                                                      \
                                                                                              \
 /* C[M, N] (+)= A @ B with A[r, t] = base[row_offset[r] + step_offset[t]], N a multiple      \
- * of DN_GATHER_NR(T). */                                                                    \
+ * of DN_GATHER_PAD_BYTES. */                                                                    \
 static inline void NAME(int M, int N, int steps, const T *base, const int *row_offset,       \
                         const int *step_offset, const T *B, int ldb,                         \
                         T *C, int ldc, int accumulate)                                       \
@@ -154,7 +175,8 @@ static inline void NAME(int M, int N, int steps, const T *base, const int *row_o
     }                                                                                        \
 }
 
-DN_DEFINE_GATHER_GEMM(float, dn_gather_sgemm)
-DN_DEFINE_GATHER_GEMM(double, dn_gather_dgemm)
+#endif /* DN_DEFINE_GATHER_GEMM */
 
-#endif /* DEEPNET_GATHER_GEMM_H */
+DN_DEFINE_GATHER_GEMM(float, DN_V(dn_gather_sgemm))
+DN_DEFINE_GATHER_GEMM(double, DN_V(dn_gather_dgemm))
+#endif /* DN_INCLUDING_BODIES */

@@ -3,24 +3,23 @@
  * float16 is a storage format only: kernels load half values, compute in float32 and
  * store back as half.  With F16C (x86 since Ivy Bridge / Piledriver) one instruction
  * converts; otherwise a portable bit-exact version (round to nearest even) is used.
- * The build enables F16C with -march=native when the build machine has it.
+ * F16C comes with -march=native where the build machine has it, or with the AVX2 and
+ * AVX-512 variants of a dispatch build.
  */
-#ifndef DEEPNET_HALF_H
-#define DEEPNET_HALF_H
+#ifndef DN_INCLUDING_BODIES   /* included directly: the kernels, as src/deepnet_isa.h sets them up */
+#include "deepnet_isa.h"
+#else   /* included by src/deepnet_isa.h once per variant */
 
-#include <stdint.h>
-#include <string.h>
-
+#undef DN_F16C
 #if defined(__F16C__)
-#include <immintrin.h>
-#define DEEPNET_HAVE_F16C 1
+#define DN_F16C 1
 #else
-#define DEEPNET_HAVE_F16C 0
+#define DN_F16C 0
 #endif
 
-static inline float dn_half_to_float(uint16_t h)
+static inline float DN_V(dn_half_to_float)(uint16_t h)
 {
-#if DEEPNET_HAVE_F16C
+#if DN_F16C
     return _cvtsh_ss(h);
 #else
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
@@ -47,9 +46,9 @@ static inline float dn_half_to_float(uint16_t h)
 #endif
 }
 
-static inline uint16_t dn_float_to_half(float f)
+static inline uint16_t DN_V(dn_float_to_half)(float f)
 {
-#if DEEPNET_HAVE_F16C
+#if DN_F16C
     return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
 #else
     uint32_t bits;
@@ -83,27 +82,26 @@ static inline uint16_t dn_float_to_half(float f)
 }
 
 /* Whole runs of values, 8 at a time with F16C (the scalar conversions do not vectorise). */
-static inline void dn_halves_to_floats(const uint16_t *src, float *dst, long n)
+static inline void DN_V(dn_halves_to_floats)(const uint16_t *src, float *dst, long n)
 {
     long i = 0;
-#if DEEPNET_HAVE_F16C && defined(__AVX__)
+#if DN_F16C && defined(__AVX__)
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
 #endif
     for (; i < n; i++)
-        dst[i] = dn_half_to_float(src[i]);
+        dst[i] = DN_V(dn_half_to_float)(src[i]);
 }
 
-static inline void dn_floats_to_halves(const float *src, uint16_t *dst, long n)
+static inline void DN_V(dn_floats_to_halves)(const float *src, uint16_t *dst, long n)
 {
     long i = 0;
-#if DEEPNET_HAVE_F16C && defined(__AVX__)
+#if DN_F16C && defined(__AVX__)
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
 #endif
     for (; i < n; i++)
-        dst[i] = dn_float_to_half(src[i]);
+        dst[i] = DN_V(dn_float_to_half)(src[i]);
 }
-
-#endif /* DEEPNET_HALF_H */
+#endif /* DN_INCLUDING_BODIES */

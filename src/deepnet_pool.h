@@ -5,17 +5,13 @@
  * kernel in kernels/pooling.pyx: ties go to the first element in row-major order, the
  * first NaN wins, and winners[o] is the flat index iy*W + ix of the winning element.
  */
-#ifndef DEEPNET_POOL_H
-#define DEEPNET_POOL_H
+#ifndef DN_INCLUDING_BODIES   /* included directly: the kernels, as src/deepnet_isa.h sets them up */
+#include "deepnet_isa.h"
+#else   /* included by src/deepnet_isa.h once per variant, after the half conversions */
 
-#include <math.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include "deepnet_half.h"
-#include "deepnet_transpose.h"   /* dn_activate_float: the epilogues' ReLU */
-
-#define DN_DEFINE_POOL_2X2(T, NAME)                                                           \
+#ifndef DN_DEFINE_POOL_2X2
+#define DN_DEFINE_POOL_2X2(T, NAME) DN_DEFINE_POOL_2X2_(T, NAME)
+#define DN_DEFINE_POOL_2X2_(T, NAME)                                                          \
 static inline void NAME(const T *restrict plane, T *restrict out, int32_t *restrict winners, \
                         int W, int OH, int OW)                                                \
 {                                                                                             \
@@ -38,8 +34,10 @@ static inline void NAME(const T *restrict plane, T *restrict out, int32_t *restr
     }                                                                                         \
 }
 
-DN_DEFINE_POOL_2X2(float, dn_max_pool_2x2_float)
-DN_DEFINE_POOL_2X2(double, dn_max_pool_2x2_double)
+#endif /* DN_DEFINE_POOL_2X2 */
+
+DN_DEFINE_POOL_2X2(float, DN_V(dn_max_pool_2x2_float))
+DN_DEFINE_POOL_2X2(double, DN_V(dn_max_pool_2x2_double))
 
 /* conv_pool_forward's pooling, on the convolution's result as the gather GEMM leaves it:
  * pixels x filters, row stride ld, W pixels a row.  The epilogue comes first, then the
@@ -53,6 +51,7 @@ DN_DEFINE_POOL_2X2(double, dn_max_pool_2x2_double)
  * as `value < 0 ? 0 : value`; no value is below -inf, so that floor is the identity).
  * The loops along the filters vectorise, and the full-size image is never transposed
  * (the caller transposes the pooled quarter). */
+#ifndef DN_DEFINE_POOL_2X2_FILTERS_LAST
 #define DN_POOL_2X2_FILTERS_LAST_STEP(T, k)                                                    \
     {                                                                                         \
         T value = window[k][f] + bias[f];                                                     \
@@ -76,7 +75,8 @@ DN_DEFINE_POOL_2X2(double, dn_max_pool_2x2_double)
         STORE_WINNER;                                                                         \
     }
 
-#define DN_DEFINE_POOL_2X2_FILTERS_LAST(T, NAME)                                              \
+#define DN_DEFINE_POOL_2X2_FILTERS_LAST(T, NAME) DN_DEFINE_POOL_2X2_FILTERS_LAST_(T, NAME)
+#define DN_DEFINE_POOL_2X2_FILTERS_LAST_(T, NAME)                                             \
 static inline void NAME(const T *restrict product, int ld, const T *restrict bias, int relu,  \
                         int FN, int W, int OH, int OW, T *restrict out,                       \
                         int32_t *restrict winners)                                            \
@@ -97,15 +97,17 @@ static inline void NAME(const T *restrict product, int ld, const T *restrict bia
         }                                                                                     \
 }
 
-DN_DEFINE_POOL_2X2_FILTERS_LAST(float, dn_max_pool_2x2_filters_last_float)
-DN_DEFINE_POOL_2X2_FILTERS_LAST(double, dn_max_pool_2x2_filters_last_double)
+#endif /* DN_DEFINE_POOL_2X2_FILTERS_LAST */
+
+DN_DEFINE_POOL_2X2_FILTERS_LAST(float, DN_V(dn_max_pool_2x2_filters_last_float))
+DN_DEFINE_POOL_2X2_FILTERS_LAST(double, DN_V(dn_max_pool_2x2_filters_last_double))
 
 /* float16 training's epilogue, in place, before the pooling above: each of the first
  * `pixels` rows of product becomes act(product + bias) rounded to float16 and widened back.
  * The two separate passes compare the rounded outputs, so two values that round to the
  * same half are a tie there and go to the first; pooling these rounded values (with a -0
  * bias, which adds exactly nothing, -0 included, and no ReLU) gives those winners. */
-static inline void dn_epilogue_rounded_to_half(float *restrict product, int ld, const float *restrict bias,
+static inline void DN_V(dn_epilogue_rounded_to_half)(float *restrict product, int ld, const float *restrict bias,
                                                int relu, int FN, int pixels)
 {
     uint16_t halves[64];
@@ -115,10 +117,9 @@ static inline void dn_epilogue_rounded_to_half(float *restrict product, int ld, 
             row[f] = dn_activate_float(row[f] + bias[f], relu);
         for (int f = 0; f < FN; f += 64) {
             const int n = FN - f < 64 ? FN - f : 64;
-            dn_floats_to_halves(row + f, halves, n);
-            dn_halves_to_floats(halves, row + f, n);
+            DN_V(dn_floats_to_halves)(row + f, halves, n);
+            DN_V(dn_halves_to_floats)(halves, row + f, n);
         }
     }
 }
-
-#endif /* DEEPNET_POOL_H */
+#endif /* DN_INCLUDING_BODIES */

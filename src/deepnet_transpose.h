@@ -11,20 +11,14 @@
  * per vector); building them element by element in memory stalled on store forwarding.
  * The edges, double and CPUs without AVX take the scalar loop.
  */
-#ifndef DEEPNET_TRANSPOSE_H
-#define DEEPNET_TRANSPOSE_H
-
-#include <stdint.h>
-#include "deepnet_half.h"
-
-static inline float dn_activate_float(float value, int relu) { return relu && value < 0 ? 0.0f : value; }
-static inline double dn_activate_double(double value, int relu) { return relu && value < 0 ? 0.0 : value; }
+#ifndef DN_INCLUDING_BODIES   /* included directly: the kernels, as src/deepnet_isa.h sets them up */
+#include "deepnet_isa.h"
+#else   /* included by src/deepnet_isa.h once per variant, after the half conversions */
 
 #if defined(__AVX__)
-#include <immintrin.h>
 
 /* Filters f0..f0+7 of pixels p0..p0+7: v[k] holds filter f0+k for the eight pixels. */
-static inline void dn_transposed_block(const float *product, int ld, const float *bias, int relu, __m256 v[8])
+static inline void DN_V(dn_transposed_block)(const float *product, int ld, const float *bias, int relu, __m256 v[8])
 {
     __m256 r[8], t[8];
     for (int i = 0; i < 8; i++)
@@ -53,6 +47,7 @@ static inline void dn_transposed_block(const float *product, int ld, const float
 }
 #endif
 
+#ifndef DN_STORE_TRANSPOSED_EDGES
 /* The scalar loops over the part not covered by whole 8 x 8 blocks: the columns right of
  * the blocks, then the rows below them (not a pass over every row: with the columns all
  * in blocks, that empty loop had cost a few percent of an inference pass).  Without a
@@ -70,8 +65,9 @@ static inline void dn_transposed_block(const float *product, int ld, const float
             DN_STORE_TRANSPOSED_ELEMENT(T, OUT, CONVERT, ACTIVATE, p, f);
 
 #define DN_IDENTITY(x) (x)
+#endif
 
-static inline void dn_store_transposed_float(const float *product, int ld, int rows, int columns,
+static inline void DN_V(dn_store_transposed_float)(const float *product, int ld, int rows, int columns,
                                              const float *bias, int relu, float *out, int out_ld)
 {
     int rows_done = 0, columns_done = 0;
@@ -81,7 +77,7 @@ static inline void dn_store_transposed_float(const float *product, int ld, int r
     for (int p0 = 0; p0 < rows_done; p0 += 8)
         for (int f0 = 0; f0 < columns_done; f0 += 8) {
             __m256 v[8];
-            dn_transposed_block(product + (long)p0 * ld + f0, ld, bias ? bias + f0 : NULL, relu, v);
+            DN_V(dn_transposed_block)(product + (long)p0 * ld + f0, ld, bias ? bias + f0 : NULL, relu, v);
             for (int k = 0; k < 8; k++)
                 _mm256_storeu_ps(out + (long)(f0 + k) * out_ld + p0, v[k]);
         }
@@ -89,7 +85,7 @@ static inline void dn_store_transposed_float(const float *product, int ld, int r
     DN_STORE_TRANSPOSED_EDGES(float, out, DN_IDENTITY, dn_activate_float, rows_done, columns_done)
 }
 
-static inline void dn_store_transposed_half(const float *product, int ld, int rows, int columns,
+static inline void DN_V(dn_store_transposed_half)(const float *product, int ld, int rows, int columns,
                                             const float *bias, int relu, uint16_t *out, int out_ld)
 {
     int rows_done = 0, columns_done = 0;
@@ -99,16 +95,16 @@ static inline void dn_store_transposed_half(const float *product, int ld, int ro
     for (int p0 = 0; p0 < rows_done; p0 += 8)
         for (int f0 = 0; f0 < columns_done; f0 += 8) {
             __m256 v[8];
-            dn_transposed_block(product + (long)p0 * ld + f0, ld, bias ? bias + f0 : NULL, relu, v);
+            DN_V(dn_transposed_block)(product + (long)p0 * ld + f0, ld, bias ? bias + f0 : NULL, relu, v);
             for (int k = 0; k < 8; k++)
                 _mm_storeu_si128((__m128i *)(out + (long)(f0 + k) * out_ld + p0),
                                  _mm256_cvtps_ph(v[k], _MM_FROUND_TO_NEAREST_INT));
         }
 #endif
-    DN_STORE_TRANSPOSED_EDGES(float, out, dn_float_to_half, dn_activate_float, rows_done, columns_done)
+    DN_STORE_TRANSPOSED_EDGES(float, out, DN_V(dn_float_to_half), dn_activate_float, rows_done, columns_done)
 }
 
-static inline void dn_store_transposed_double(const double *product, int ld, int rows, int columns,
+static inline void DN_V(dn_store_transposed_double)(const double *product, int ld, int rows, int columns,
                                               const double *bias, int relu, double *out, int out_ld)
 {
     DN_STORE_TRANSPOSED_EDGES(double, out, DN_IDENTITY, dn_activate_double, 0, 0)
@@ -119,7 +115,9 @@ static inline void dn_store_transposed_double(const double *product, int ld, int
  * plain double loop does (the same bits), but with two 32-byte vectors of filters held in
  * registers across the pixels: the plain loop re-read and re-wrote sum at every pixel,
  * since the compiler cannot tell that sum and rows do not overlap. */
-#define DN_DEFINE_ADD_ROWS(T, NAME)                                                            \
+#ifndef DN_DEFINE_ADD_ROWS
+#define DN_DEFINE_ADD_ROWS(T, NAME) DN_DEFINE_ADD_ROWS_(T, NAME)
+#define DN_DEFINE_ADD_ROWS_(T, NAME)                                                           \
 static inline void NAME(const T *rows, int count, int ld, int n, T *sum)                       \
 {                                                                                              \
     typedef T vec __attribute__((vector_size(32), aligned(sizeof(T))));                        \
@@ -142,7 +140,8 @@ static inline void NAME(const T *rows, int count, int ld, int n, T *sum)        
     }                                                                                          \
 }
 
-DN_DEFINE_ADD_ROWS(float, dn_add_rows_float)
-DN_DEFINE_ADD_ROWS(double, dn_add_rows_double)
+#endif /* DN_DEFINE_ADD_ROWS */
 
-#endif /* DEEPNET_TRANSPOSE_H */
+DN_DEFINE_ADD_ROWS(float, DN_V(dn_add_rows_float))
+DN_DEFINE_ADD_ROWS(double, DN_V(dn_add_rows_double))
+#endif /* DN_INCLUDING_BODIES */

@@ -6,7 +6,7 @@
  *   M[xi][t][f] = sum_c V[xi][t][c] U[xi][c][f]   (16 gather GEMMs, U = G g G^T per filter)
  *   Y_t[f]      = A^T M[.][t][f] A   (the tile's 2x2 outputs)
  *
- * The weight gradient is the adjoint of the 16 GEMMs in U (NAME##_filter_gradient):
+ * The weight gradient is the adjoint of the 16 GEMMs in U (GRADIENT, dn_winograd_*_filter_gradient):
  *
  *   Z[xi][t][f] = (A g_t A^T)[xi]    g_t: the tile's 2x2 output gradients of filter f
  *   dU[xi][c][f] += sum_t V[xi][t][c] Z[xi][t][f]   (16 gather GEMMs over the tiles)
@@ -20,27 +20,14 @@
  * is pixels x filters (row stride ld), like the direct gather GEMM's, so the epilogue is
  * shared.  One source for float and double, through GCC's vectorisation of the f loops.
  */
-#ifndef DEEPNET_WINOGRAD_H
-#define DEEPNET_WINOGRAD_H
+#ifndef DN_INCLUDING_BODIES   /* included directly: the kernels, as src/deepnet_isa.h sets them up */
+#include "deepnet_isa.h"
+#else   /* included by src/deepnet_isa.h once per variant, after the gather GEMM and the transposes */
 
-#include <stddef.h>
-#include <string.h>
-#include "deepnet_gather_gemm.h"
-#include "deepnet_transpose.h"
-
-#define DN_WINOGRAD_TILES(n) (((n) + 1) / 2)   /* 2x2 tiles along n output pixels */
-/* Distance between the 16 matrices of V (n = tiles * C) or M (n = tiles * ld): one cache
- * line more than they need, so that the 16 streams of a transform do not all map to the
- * same L1 sets when n is a multiple of 4 KiB (measured 2-3x slower without). */
-#define DN_WINOGRAD_STRIDE(n) ((size_t)(n) + 16)
-
-/* Channels of the channels-last copy and of V: C rounded up to whole vectors. */
-#define DN_WINOGRAD_CHANNELS(C, T) (((C) + DN_VBYTES / (int)sizeof(T) - 1) / (DN_VBYTES / (int)sizeof(T)) \
-                                    * (DN_VBYTES / (int)sizeof(T)))
-/* Elements of the `rows` scratch: the padded image with channels last, and a zero pixel. */
-#define DN_WINOGRAD_ROWS_SCRATCH(Cp, Hp, Wp) ((size_t)(Cp) * ((size_t)(Hp) * (Wp) + 1))
-
-#define DN_DEFINE_WINOGRAD(T, NAME, GEMM, TRANSPOSE)                                        \
+/* The shapes' macros (DN_WINOGRAD_*) are in src/deepnet_isa.h. */
+#ifndef DN_DEFINE_WINOGRAD
+#define DN_DEFINE_WINOGRAD(T, NAME, GRADIENT, GEMM, TRANSPOSE) DN_DEFINE_WINOGRAD_(T, NAME, GRADIENT, GEMM, TRANSPOSE)
+#define DN_DEFINE_WINOGRAD_(T, NAME, GRADIENT, GEMM, TRANSPOSE)                                       \
 typedef T NAME##_vec __attribute__((vector_size(DN_VBYTES), aligned(sizeof(T))));            \
                                                                                              \
 /* V[xi][t][c] (Cp channels) for the C x Hp x Wp padded image.  The image is first laid out  \
@@ -163,7 +150,7 @@ static inline void NAME##_output_adjoint(const T *grad_t, int TH, int TW, int ld
 /* dU[xi] (C x ld, row stride ld) += sum_t V[xi][t][c] Z[xi][t][f]: one padded image's        \
  * weight gradient of the 3x3 stride-1 convolution, in the Winograd domain, from its output  \
  * gradients grad_t (OH*OW x ld, pixels x filters).  Scratch as NAME's, with Z in M. */       \
-static inline void NAME##_filter_gradient(const T *padded, int C, int OH, int OW,           \
+static inline void GRADIENT(const T *padded, int C, int OH, int OW,           \
                                           const T *grad_t, int ld, T *rows, T *V, T *Z,     \
                                           int *row_offset, int *step_offset, T *dU)         \
 {                                                                                            \
@@ -202,7 +189,10 @@ static inline void NAME(const T *padded, int C, int OH, int OW, const T *U, int 
     NAME##_output(M, TH, TW, ld, OH, OW, product);                                           \
 }
 
-DN_DEFINE_WINOGRAD(float, dn_winograd_sconv, dn_gather_sgemm, dn_store_transposed_float)
-DN_DEFINE_WINOGRAD(double, dn_winograd_dconv, dn_gather_dgemm, dn_store_transposed_double)
+#endif /* DN_DEFINE_WINOGRAD */
 
-#endif /* DEEPNET_WINOGRAD_H */
+DN_DEFINE_WINOGRAD(float, DN_V(dn_winograd_sconv), DN_V(dn_winograd_sconv_filter_gradient),
+                   DN_V(dn_gather_sgemm), DN_V(dn_store_transposed_float))
+DN_DEFINE_WINOGRAD(double, DN_V(dn_winograd_dconv), DN_V(dn_winograd_dconv_filter_gradient),
+                   DN_V(dn_gather_dgemm), DN_V(dn_store_transposed_double))
+#endif /* DN_INCLUDING_BODIES */
