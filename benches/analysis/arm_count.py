@@ -22,6 +22,7 @@ Python, a C compiler (for the plugin) and qemu-aarch64 with plugin support.
 import argparse
 import bisect
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,11 +131,16 @@ def is_kernel(name):
     return "/deepnet/_kernels/" in name
 
 
+FMA = ("fmla", "fmls")
+SIMD_REGISTER = re.compile(r"[qdshbv]\d+")
+
+
 def classify(disas):
-    """(mnemonic, a load from the stack, a store to the stack)."""
-    op = disas.split(None, 1)[0] if disas else "?"
-    stack = "[sp" in disas
-    return op, stack and op.startswith("ld"), stack and op.startswith("st")
+    """(mnemonic, "vector" or "general" for a load or store on the stack, else "")."""
+    op, _, operands = disas.partition(" ")
+    if "[sp" not in operands or not op.startswith(("ld", "st")):
+        return op, ""
+    return op, "vector" if SIMD_REGISTER.match(operands.strip().lstrip("{")) else "general"
 
 
 def delta(run1, run3):
@@ -178,35 +184,42 @@ def symbol_of(name, offset):
 
 def report(path, counts, macs):
     """One row of the table: per multiply-add, and where the instructions ran."""
-    by_file, fmla, stack = {}, 0, 0
+    by_file, fmla, stack = {}, 0, {"vector": 0, "general": 0}
     for (name, _), (n, disas) in counts.items():
         key = "kernels" if is_kernel(name) else Path(name).name
         by_file[key] = by_file.get(key, 0) + n
         if key == "kernels":
-            op, stack_load, stack_store = classify(disas)
-            fmla += n if op in ("fmla", "fmls") else 0
-            stack += n if stack_load or stack_store else 0
+            op, on_stack = classify(disas)
+            fmla += n if op in FMA else 0
+            if on_stack:
+                stack[on_stack] += n
     total = sum(by_file.values())
     top = sorted(by_file.items(), key=lambda kv: -kv[1])[:3]
     print(
         f"{path:9s} {by_file.get('kernels', 0) / macs:8.3f} {total / macs:8.3f} {fmla / macs:8.3f} "
-        f"{stack / max(fmla, 1):10.3f}   " + ", ".join(f"{k} {v / total:.1%}" for k, v in top)
+        f"{stack['vector'] / max(fmla, 1):10.3f} {stack['general'] / max(fmla, 1):10.3f}   "
+        + ", ".join(f"{k} {v / total:.1%}" for k, v in top)
     )
 
 
 def print_loop(path, counts):
+    """List the hottest loop; return how many vector loads and stores to the stack it holds."""
     name, loop = hottest_loop(counts)
     if not loop:
         print(f"{path}: no kernel instructions counted")
-        return
-    n_fmla = sum(1 for _, _, d in loop if classify(d)[0] in ("fmla", "fmls"))
-    n_stack = sum(1 for _, _, d in loop if any(classify(d)[1:]))
+        return 0
+    kinds = [classify(d) for _, _, d in loop]
+    n_fmla = sum(1 for op, _ in kinds if op in FMA)
+    spills = sum(1 for _, on_stack in kinds if on_stack == "vector")
+    others = sum(1 for _, on_stack in kinds if on_stack == "general")
     print(
-        f"\n{path}: the hottest loop, {len(loop)} instructions: {n_fmla} fmla, {n_stack} loads/stores to the stack; "
-        f"{Path(name).name} {symbol_of(name, loop[0][0])}; offset, executions (two calls), instruction:"
+        f"\n{path}: the hottest loop, {len(loop)} instructions: {n_fmla} fmla, {spills} vector and {others} general "
+        f"register loads/stores on the stack; {Path(name).name} {symbol_of(name, loop[0][0])}\n"
+        "  offset   executions (two calls)  instruction"
     )
     for offset, n, disas in loop:
         print(f"  {offset:#8x} {n:>12,}  {disas}")
+    return spills
 
 
 def main():
@@ -222,6 +235,11 @@ def main():
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--paths", default="direct,winograd", help="direct, winograd or both")
     parser.add_argument("--loop", action="store_true", help="also list the hottest loop of each path")
+    parser.add_argument(
+        "--require-no-spills",
+        action="store_true",
+        help="exit 1 when a hottest loop loads or stores vector registers on the stack (implies --loop)",
+    )
     args = parser.parse_args()
     tree = (args.tree or args.env / "build").resolve()
     env = args.env.resolve()
@@ -242,16 +260,21 @@ def main():
     if head:
         print(f"source: {head}")
     print("per multiply-add:")
-    print(f"{'path':9s} {'kernels':>8s} {'process':>8s} {'fmla':>8s} {'stack/fmla':>10s}   where the instructions ran")
+    print(f"{'':9s} {'instructions':>17s} {'':8s} {'stack loads/stores':>21s}")
+    print(
+        f"{'path':9s} {'kernels':>8s} {'process':>8s} {'fmla':>8s} {'vector/fmla':>10s} {'general/fmla':>10s}   "
+        "where the instructions ran"
+    )
     loops = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.paths.split(","):
             counts = delta(*(run_counted(env, tree, plugin, PATHS[path], r, args, Path(tmp)) for r in REPS))
             report(path, counts, macs * (REPS[1] - REPS[0]))
             loops.append((path, counts))
-    if args.loop:
-        for path, counts in loops:
-            print_loop(path, counts)
+    if args.loop or args.require_no_spills:
+        spills = sum(print_loop(path, counts) for path, counts in loops)
+        if args.require_no_spills and spills:
+            sys.exit(f"arm_count.py: the hottest loops load or store vector registers on the stack ({spills} of them)")
 
 
 def git_head(tree):
