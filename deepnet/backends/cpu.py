@@ -7,6 +7,7 @@ kernels viewed as uint16; their arithmetic runs in float32 (compute_dtype).
 """
 
 import math
+import struct
 import weakref
 
 import numpy as np
@@ -141,11 +142,17 @@ WINOGRAD_RULE = _describe_winograd_rule(WINOGRAD_MIN_CHANNELS, *_BUILD_AND_CPU)
 def uses_winograd(W_shape, stride, pad, which="forward"):
     """True when the ``which`` pass ("forward", "dx" or "dW") of a convolution with filters
     of W_shape runs as Winograd (see get_winograd)."""
+    return _uses_winograd(W_shape, stride, pad, which, get_winograd())
+
+
+def _uses_winograd(W_shape, stride, pad, which, mode):
+    """uses_winograd under the Winograd mode ``mode``."""
+    if mode == "never":
+        return False
     FN, C, kh, kw = W_shape
     if not ((kh, kw) == (3, 3) and stride == (1, 1) and max(pad) <= 2):
         return False
-    mode = get_winograd()
-    return mode == "always" or mode == "auto" and min(C, FN) >= WINOGRAD_MIN_CHANNELS[which]
+    return mode == "always" or min(C, FN) >= WINOGRAD_MIN_CHANNELS[which]
 
 
 # Winograd's range.  Its transforms make values larger than the direct kernel's partial
@@ -167,34 +174,60 @@ def _max_abs(a):
     """max |a| (NaN if a holds a NaN), one pass over a C-contiguous float array."""
     if a.size == 0:
         return 0.0
-    unsigned = np.dtype(f"u{a.dtype.itemsize}")
-    # One thread: the scan runs at memory speed, and waking the OpenMP team costs more.
-    bits = _elementwise.max_abs_bits(a.reshape(-1).view(unsigned), 1)
-    return float(np.array(bits, dtype=unsigned).view(a.dtype))
+    scan, bits_format, float_format = _SCANS[a.dtype]
+    # Small arrays on one thread: waking the OpenMP team costs more than their scan.
+    threads = get_num_threads() if a.size >= SCAN_PARALLEL_SIZE else 1
+    return float_format.unpack(struct.pack(bits_format, scan(a.reshape(-1).view(bits_format), threads)))[0]
+
+
+# Per float dtype: max_abs_bits for the unsigned integers of its size (picked here, not
+# by the fused function's dispatch on every call), their struct format, the float's, and
+# the largest finite value of its compute dtype (winograd_in_range's limit).
+_SCANS = {
+    np.dtype(f): (_elementwise.max_abs_bits[unsigned], "=" + u, struct.Struct("=" + f))
+    for f, u, unsigned in (("e", "H", "uint16_t"), ("f", "I", "uint32_t"), ("d", "Q", "uint64_t"))
+}
+_LARGEST = {dtype: float(np.finfo(compute_dtype(dtype)).max) for dtype in _SCANS}
+SCAN_PARALLEL_SIZE = 1 << 16  # elements from which max_abs_bits is worth threading
 
 
 def winograd_in_range(which, W, a, b=None, out_hw=None):
     """Whether the ``which`` pass of a Winograd convolution with filters W stays finite by
     the bounds above: "forward" (a = x), "dx" (a = dout) or "dW" (a = x, b = dout,
     out_hw the output's size)."""
-    largest = float(np.finfo(compute_dtype(W.dtype)).max)
-    X = _max_abs(a)
     if which == "dW":
-        G = _max_abs(b)
+        X, G, largest = _max_abs(a), _max_abs(b), _LARGEST[W.dtype]
         tiles = -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
-        bounds = (4 * X, 4 * G, X * G * (36.0 * a.shape[0] * tiles))  # X * G first: no overflow of a part
-    else:
-        Wm = _max_abs(W)
-        channels = W.shape[1] if which == "forward" else W.shape[0]
-        bounds = (4 * X, 2.25 * Wm, X * Wm * (81.0 * channels))
-    return all(bound <= largest for bound in bounds)  # False for NaN
+        # X * G first: no overflow of a part.  Each comparison is False for NaN.
+        return 4 * X <= largest and 4 * G <= largest and X * G * (36.0 * a.shape[0] * tiles) <= largest
+    return _filters_in_range(which, W, _max_abs(W), _max_abs(a))
+
+
+def _filters_in_range(which, W, W_max, X):
+    """winograd_in_range of a "forward" or "dx" pass, given W_max = max |W| and X = max |a|."""
+    largest = _LARGEST[W.dtype]
+    channels = W.shape[1] if which == "forward" else W.shape[0]
+    return 4 * X <= largest and 2.25 * W_max <= largest and X * W_max * (81.0 * channels) <= largest
 
 
 def _winograd_pass(which, W, stride, pad, a, b=None, out_hw=None):
     """uses_winograd, and under "auto" within Winograd's range (winograd_in_range)."""
-    if not uses_winograd(W.shape, stride, pad, which):
+    mode = get_winograd()
+    if not _uses_winograd(W.shape, stride, pad, which, mode):
         return False
-    return get_winograd() == "always" or winograd_in_range(which, W, a, b, out_hw)
+    return mode == "always" or winograd_in_range(which, W, a, b, out_hw)
+
+
+def _forward_plan(W, stride, pad, x, threads_busy=True):
+    """(winograd, filter matrix) of a forward pass: _winograd_pass("forward", ...), with the
+    filters' max |W| taken from their prepared matrix's entry (computed once per value of
+    the weights).  threads_busy=False (fewer images than threads) runs it direct."""
+    mode = get_winograd()
+    if threads_busy and _uses_winograd(W.shape, stride, pad, "forward", mode):
+        matrix, W_max = _prepared_entry(W, True)
+        if mode == "always" or _filters_in_range("forward", W, W_max, _max_abs(x)):
+            return True, matrix
+    return False, _prepared_filters(W, False)
 
 
 def _winograd_filters(W, acc, flipped=False):
@@ -226,10 +259,11 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     FN, C, kh, kw = W.shape
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
     # Winograd's tasks are whole images: with fewer images than threads, bands of the direct one
-    winograd = N >= get_num_threads() and _winograd_pass("forward", W, stride, pad, x)
+    winograd, matrix = _forward_plan(W, stride, pad, x, N >= get_num_threads())
     _conv.conv_forward(
         _bits(x),
-        *_forward_filters(W, b, winograd),
+        matrix,
+        _bias(b, W),
         _bits(y),
         kh,
         kw,
@@ -256,10 +290,11 @@ def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
     OH, OW = output_hw(x.shape, kh, kw, stride, pad)
     pooled = np.empty((N, FN, OH // 2, OW // 2), dtype=x.dtype)
     winners = np.empty(pooled.shape, dtype=np.int32) if argmax else None
-    winograd = _winograd_pass("forward", W, stride, pad, x)
+    winograd, matrix = _forward_plan(W, stride, pad, x)
     _conv.conv_pool_forward(
         _bits(x),
-        *_forward_filters(W, b, winograd),
+        matrix,
+        _bias(b, W),
         _bits(pooled),
         kh,
         kw,
@@ -272,34 +307,49 @@ def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
 def _forward_filters(W, b, winograd):
     """The filter matrix and bias as conv_forward's kernels take them, in the compute dtype
     (the filter matrix from _prepared_filters)."""
-    return _prepared_filters(W, winograd), b.astype(compute_dtype(W.dtype), copy=False)
+    return _prepared_filters(W, winograd), _bias(b, W)
+
+
+def _bias(b, W):
+    """The bias as conv_forward's kernels take it, in the compute dtype."""
+    return b.astype(compute_dtype(W.dtype), copy=False)
 
 
 # Each live weight array's prepared filter matrix, reused while the array's bytes are
 # unchanged: at batch 1 preparing it (a transposed, padded copy, or the Winograd transform)
 # cost a fifth of DeepConvNet's inference, and a fresh matrix each call is a cold one.  A
 # snapshot of the weights is compared byte for byte at every reuse, so an update in place
-# is always seen.  (id(W), winograd) -> (weak reference to W, snapshot, read-only matrix);
+# is always seen.  (id(W), winograd) -> (weak reference to W, snapshot, read-only matrix,
+# max |W|);
 # an entry goes when its array does.
 _prepared = {}
 
 
 def _prepared_filters(W, winograd):
+    """W's filter matrix for the direct kernel, or with winograd for Winograd's, reused
+    while W's bytes are unchanged (see _prepared)."""
+    return _prepared_entry(W, winograd)[0]
+
+
+def _prepared_entry(W, winograd):
+    """(_prepared_filters(W, winograd), max |W|): the entry's matrix and the filters'
+    largest magnitude (for winograd_in_range), both computed once per value of W."""
     key = (id(W), winograd)
     entry = _prepared.get(key)
     if entry is not None:
-        reference, snapshot, matrix = entry
+        reference, snapshot, matrix, W_max = entry
         if (
             reference() is W
             and snapshot.shape == W.shape
             and snapshot.dtype == W.dtype
             and _elementwise.same_bytes(_bytes(snapshot), _bytes(W))
         ):
-            return matrix
+            return matrix, W_max
     matrix = _filter_matrix(W, winograd)
     matrix.flags.writeable = False
-    _prepared[key] = (weakref.ref(W, lambda _, key=key: _prepared.pop(key, None)), W.copy(), matrix)
-    return matrix
+    W_max = _max_abs(W)
+    _prepared[key] = (weakref.ref(W, lambda _, key=key: _prepared.pop(key, None)), W.copy(), matrix, W_max)
+    return matrix, W_max
 
 
 def _bytes(a):
