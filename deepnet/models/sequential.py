@@ -18,7 +18,8 @@ import os
 import numpy as np
 
 from .. import _array, io
-from ..layers import BatchNormalization, Convolution, Dropout, Layer, Pooling, SoftmaxWithLoss
+from ..layers import BatchNormalization, Dropout, Layer, SoftmaxWithLoss
+from ..nn import fusion
 from .limits import _short
 from ..functional import Array
 
@@ -55,6 +56,7 @@ class Sequential(Layer):
     """
 
     on_gpu = False
+    skips_input_gradient = True
     spec_name = None  # a container: deepnet.models.spec builds it, and the models (MODELS)
 
     def __init__(
@@ -72,54 +74,26 @@ class Sequential(Layer):
         return tuple((str(i), layer) for i, layer in enumerate(self.layers))
 
     def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
-        """The layers in order.  A Convolution followed by a 2x2, stride-2 Pooling runs as
-        one call (Convolution.forward_pooled), which the compiled CPU backend fuses so that
-        the full-size output never reaches memory (see F.conv2d_max_pool2d for where it
-        makes the two calls); in training it keeps what the fused backward pass needs."""
+        """The layers in order, as the steps of deepnet.nn.fusion's plan: a layer that fuses
+        with the next (a Convolution and a 2x2, stride-2 Pooling) runs with it as one step."""
         train = train if train_flg is None else train_flg
-        i = 0
-        while i < len(self.layers):
-            layer = self.layers[i]
-            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if (
-                isinstance(layer, Convolution)
-                and isinstance(following, Pooling)
-                and following.fuses_after_convolution()
-            ):
-                x = layer.forward_pooled(x, following, train)
-                i += 2
-            else:
-                x = layer.forward(x, train)
-                i += 1
+        for step in fusion.plan(self.layers):
+            x = step.forward(x, train)
         return x
 
     def backward(self, dout: Array, input_gradient: bool = True) -> Optional[Array]:  # type: ignore[override]
-        """The layers' backward passes in reverse order; the gradient of the input.  With
-        input_gradient=False a first Convolution (or Sequential) skips it and returns None:
-        training never uses it, and it cost a third of DeepConvNet's first layer.  A
-        Convolution followed by a 2x2, stride-2 Pooling runs both backward passes as one
-        (Convolution.backward_pooled), as the forward pass fuses them."""
-        i = len(self.layers) - 1
-        while i >= 0:
-            layer = self.layers[i]
-            previous = self.layers[i - 1] if i > 0 else None
-            if (
-                isinstance(layer, Pooling)
-                and isinstance(previous, Convolution)
-                and layer.argmax is not None
-                and layer.fuses_after_convolution()
-            ):
-                first = i == 1
-                dout = previous.backward_pooled(  # type: ignore[assignment]  # None: the first layer, the last step
-                    dout, layer, input_gradient=input_gradient or not first
-                )
-                i -= 2
-                continue
-            if i == 0 and not input_gradient and isinstance(layer, (Convolution, Sequential)):
-                return layer.backward(dout, input_gradient=False)
-            dout = layer.backward(dout)
-            i -= 1
-        return dout
+        """The steps' backward passes in reverse order; the gradient of the input.  With
+        input_gradient=False a first step that can skip it (skips_input_gradient: a
+        Convolution, fused or not, or a Sequential) returns None: training never uses it,
+        and it cost a third of DeepConvNet's first layer."""
+        steps = fusion.plan(self.layers)
+        for i in range(len(steps) - 1, 0, -1):
+            dout = steps[i].backward(dout)
+        if not steps:
+            return dout
+        if not input_gradient and steps[0].skips_input_gradient:
+            return steps[0].backward(dout, input_gradient=False)  # type: ignore[call-arg]
+        return steps[0].backward(dout)
 
     def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         for layer in self.layers:

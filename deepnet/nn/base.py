@@ -47,6 +47,8 @@ class Layer:
     spec_name: Optional[str]  # the name the layer type is registered under (set for each subclass)
     registry: dict[str, type[Layer]] = {}  # spec type name -> layer class (see the module's docstring)
     preserves_rank = False  # True: the output has the input's rank and channels (input_shape looks past it)
+    # True: backward(dout, input_gradient=False) skips computing the input's gradient
+    skips_input_gradient = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -68,6 +70,11 @@ class Layer:
 
     def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         return tuple(input_shape)
+
+    def fuse_with(self, following: Layer) -> Optional[Any]:
+        """A step that runs this layer and ``following`` as one (deepnet.nn.fusion), or None:
+        they run one after the other."""
+        return None
 
     def config(self) -> Dict[str, Any]:
         """The constructor's settings (not the parameter values), as JSON-ready data."""
