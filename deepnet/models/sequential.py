@@ -1,7 +1,8 @@
-"""Sequential: layers in order, as a layer (it nests) and as a classifier.
+"""Sequential as a classifier: deepnet.nn's container of layers in order, with predict, loss, files.
 
-``Sequential(*layers)`` is both a layer (e.g. the body of a ``Residual``) and a classifier:
-predict, loss, gradient, accuracy, parameter and model files.  Its parameters are named
+``Sequential(*layers)`` is both a layer (e.g. the body of a ``Residual``: the container,
+deepnet.nn.containers.Sequential) and a classifier: predict, loss, gradient, accuracy,
+parameter and model files.  Its parameters are named
 hierarchically after the layers' positions ("0.W", "3.body.1.gamma"); the book's nets keep
 the book's names (W1, b1, ... W8, b8) through ``aliases``.  ``NamedModel`` is the base of
 the models a constructor builds from settings (DeepConvNet, ResNet...).
@@ -19,7 +20,7 @@ import numpy as np
 
 from .. import _array, io
 from ..layers import BatchNormalization, Dropout, Layer, SoftmaxWithLoss
-from ..nn import fusion
+from ..nn import containers
 from .limits import _short
 from ..functional import Array
 
@@ -38,8 +39,10 @@ BUFFER_PREFIX = "buffers/"  # the entries of a model file that hold the buffers
 _ARCHITECTURE: dict[str, Callable[..., Any]] = {}
 
 
-class Sequential(Layer):
-    """Layers applied in order; as a model, class scores followed by softmax cross-entropy.
+class Sequential(containers.Sequential):
+    """Layers applied in order (deepnet.nn.containers.Sequential) as a classifier: class
+    scores followed by softmax cross-entropy; predict, loss, gradient, accuracy, parameter
+    and model files.
 
     ``params`` holds every parameter (frozen layers' too), ``grads`` only those of
     trainable layers: a layer (or container) with ``trainable = False`` contributes no
@@ -56,77 +59,21 @@ class Sequential(Layer):
     """
 
     on_gpu = False
-    skips_input_gradient = True
     spec_name = None  # a container: deepnet.models.spec builds it, and the models (MODELS)
 
     def __init__(
         self, *layers: Layer, rng: Optional[np.random.Generator] = None, aliases: Optional[Dict[str, str]] = None
     ) -> None:
-        # No Layer.__init__: params, grads and buffers are gathered from the layers.
-        self.layers = list(layers)
+        super().__init__(*layers)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.aliases = dict(aliases or {})  # hierarchical name -> public name
         self.last_layer = SoftmaxWithLoss()
 
-    # -- the layer contract ---------------------------------------------------------------
-
-    def children(self) -> Sequence[Tuple[str, Layer]]:
-        return tuple((str(i), layer) for i, layer in enumerate(self.layers))
-
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
-        """The layers in order, as the steps of deepnet.nn.fusion's plan: a layer that fuses
-        with the next (a Convolution and a 2x2, stride-2 Pooling) runs with it as one step."""
-        train = train if train_flg is None else train_flg
-        for step in fusion.plan(self.layers):
-            x = step.forward(x, train)
-        return x
-
-    def backward(self, dout: Array, input_gradient: bool = True) -> Optional[Array]:  # type: ignore[override]
-        """The steps' backward passes in reverse order; the gradient of the input.  With
-        input_gradient=False a first step that can skip it (skips_input_gradient: a
-        Convolution, fused or not, or a Sequential) returns None: training never uses it,
-        and it cost a third of DeepConvNet's first layer."""
-        steps = fusion.plan(self.layers)
-        for i in range(len(steps) - 1, 0, -1):
-            dout = steps[i].backward(dout)
-        if not steps:
-            return dout
-        if not input_gradient and steps[0].skips_input_gradient:
-            return steps[0].backward(dout, input_gradient=False)  # type: ignore[call-arg]
-        return steps[0].backward(dout)
-
-    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
-        for layer in self.layers:
-            input_shape = layer.output_shape(input_shape)
-        return tuple(input_shape)
-
     def config(self) -> Dict[str, Any]:
         return {"layers": [_ARCHITECTURE["layer_spec"](layer) for layer in self.layers]}
 
-    # -- parameters by name ---------------------------------------------------------------
-
-    def _collect(self, attribute: str, trainable_only: bool = False) -> Dict[str, Array]:
-        found = {}
-        for prefix, layer in self.named_layers(trainable_only=trainable_only):
-            for name, value in getattr(layer, attribute).items():
-                key = prefix + name
-                found[self.aliases.get(key, key)] = value
-        return found
-
-    @property
-    def params(self) -> Dict[str, Array]:  # type: ignore[override]  # gathered from the layers
-        """Every parameter, name -> array (the layers' own arrays: update them in place)."""
-        return self._collect("params")
-
-    @property
-    def grads(self) -> Dict[str, Array]:  # type: ignore[override]
-        """The gradients of the last backward pass, for trainable parameters only."""
-        return self._collect("grads", trainable_only=True)
-
-    @property
-    def buffers(self) -> Dict[str, Array]:  # type: ignore[override]
-        """Saved state that is not trained (BatchNormalization's running statistics)."""
-        return self._collect("buffers")
+    def _public_name(self, name: str) -> str:
+        return self.aliases.get(name, name)
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -144,10 +91,11 @@ class Sequential(Layer):
 
     # -- inference and training -----------------------------------------------------------
 
-    def predict(self, x: ArrayLike, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
-        """Class scores (before softmax) for a batch ``x``."""
+    def predict(self, x: ArrayLike, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
+        """Class scores (before softmax) for a batch ``x`` (``train`` not given: the mode of
+        train()/eval(), inference by default)."""
         on_device = self._to_device(x).astype(self.dtype, copy=False)
-        return self.forward(on_device, train if train_flg is None else train_flg)
+        return self.forward(on_device, self._mode(train, train_flg))
 
     def loss(self, x: ArrayLike, t: ArrayLike, train: bool = True) -> float:
         """Cross-entropy loss of a forward pass (training mode by default: dropout active,
@@ -315,7 +263,7 @@ class Sequential(Layer):
 
     def _move(self, move: Callable[[Any], Any]) -> None:
         for _, layer in self.named_layers():
-            if not isinstance(layer, Sequential):
+            if not isinstance(layer, containers.Sequential):  # their arrays are their layers'
                 layer.params = {name: move(value) for name, value in layer.params.items()}
                 layer.buffers = {name: move(value) for name, value in layer.buffers.items()}
 

@@ -43,7 +43,7 @@ class Convolution(_WeightAndBias):
         self.out: Any = None
         self.pool_argmax: Any = None  # set when out is a following Pooling's output (forward_pooled)
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         self.x = F.as_float_array(x, "x", "Convolution.forward", dtype=self.W.dtype)
         self.out = F.conv2d(self.x, self.W, self.b, self.stride, self.pad, relu=self.relu, caller="Convolution.forward")
         self.pool_argmax = None
@@ -205,7 +205,7 @@ class Pooling(Layer):
         self.x_shape: Any = None
         self.argmax: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         out, argmax = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad, caller="Pooling.forward")
         self.keep(x.shape, argmax)
         return out

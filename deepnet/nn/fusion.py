@@ -13,7 +13,7 @@ A layer is its own step.
 """
 
 from __future__ import annotations
-from typing import Any, List, Optional, Protocol, Sequence
+from typing import Any, List, Protocol, Sequence
 
 from deepnet.functional import Array
 
@@ -25,7 +25,7 @@ class Step(Protocol):
 
     def forward(self, x: Array, train: bool = ...) -> Array: ...
 
-    def backward(self, dout: Array) -> Optional[Array]: ...
+    def backward(self, dout: Array) -> Array: ...
 
 
 def plan(layers: Sequence[Any]) -> List[Step]:
