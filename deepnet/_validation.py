@@ -70,10 +70,7 @@ def _is_integer(v: object) -> bool:
 # convolutions also pad filter and channel counts to whole GEMM tiles (of at most
 # GEMM_TILE columns, see deepnet._kernels.conv.column_multiple).
 INT_LIMIT = 2**31
-
-
 GEMM_TILE = 16
-
 
 # What _window and _conv_arguments check against INT_LIMIT (in this order).
 WINDOW_SIZES = (
@@ -82,8 +79,6 @@ WINDOW_SIZES = (
     "padded image plane",
     "number of window positions (channels x window)",
 )
-
-
 CONV_SIZES = ("padded input", "output", "padded output gradient", "input gradient", "weight gradient")
 
 

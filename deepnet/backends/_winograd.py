@@ -77,11 +77,7 @@ def _describe_winograd_rule(rule, vector_bits, splits_512bit_fmas):
 
 
 _BUILD_AND_CPU = (_openmp.vector_bits(), _openmp.splits_512bit_fmas())
-
-
 WINOGRAD_MIN_CHANNELS = _measured_winograd_rule(*_BUILD_AND_CPU)  # in and out
-
-
 WINOGRAD_RULE = _describe_winograd_rule(WINOGRAD_MIN_CHANNELS, *_BUILD_AND_CPU)
 
 
@@ -112,8 +108,10 @@ def _uses_winograd(W_shape, stride, pad, which, mode):
 # (G = max |dout|), dU sums 16 products over the N images' T tiles and dW = G^T dU G adds
 # 2.25x: within 36 N T X G.  "auto" runs Winograd only where these bounds stay below the
 # compute dtype's largest value (a NaN input counts as outside), and falls back to the
-# direct kernel elsewhere; the check is one pass over the input and the filters
-# (max_abs_bits, vectorised on the integers), cheap against the convolution.  "always"
+# direct kernel elsewhere; the check is one pass over the input (max_abs_bits, vectorised
+# on the integers, threaded for large inputs), cheap against the convolution, and one
+# over the filters, which the forward pass keeps with their prepared matrix
+# (deepnet.backends.cpu._prepared_entry) while the weights are unchanged.  "always"
 # runs Winograd regardless: outside the range it can overflow where the direct kernel
 # does not.
 def _max_abs(a):
@@ -133,11 +131,7 @@ _SCANS = {
     np.dtype(f): (_elementwise.max_abs_bits[unsigned], "=" + u, struct.Struct("=" + f))
     for f, u, unsigned in (("e", "H", "uint16_t"), ("f", "I", "uint32_t"), ("d", "Q", "uint64_t"))
 }
-
-
 _LARGEST = {dtype: float(np.finfo(compute_dtype(dtype)).max) for dtype in _SCANS}
-
-
 SCAN_PARALLEL_SIZE = 1 << 16  # elements from which max_abs_bits is worth threading
 
 
