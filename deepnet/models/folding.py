@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import _array
 from ..layers import BatchNormalization, Convolution, Relu
+from ..nn.containers import Sequential as _Container
 from .sequential import Sequential
 
 
@@ -33,7 +34,7 @@ def fold_batch_norm(model: Sequential) -> Sequential:
 def _fold_in(container):
     for _, child in container.children():
         _fold_in(child)
-    if not isinstance(container, Sequential):
+    if not isinstance(container, _Container):
         return
     layers = container.layers
     folded, i = [], 0
@@ -62,4 +63,5 @@ def _fold_in(container):
         folded.append(layer)
         i += 1
     container.layers = folded
-    container.aliases = {}
+    if isinstance(container, Sequential):
+        container.aliases = {}

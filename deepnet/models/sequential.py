@@ -1,7 +1,8 @@
-"""Sequential: layers in order, as a layer (it nests) and as a classifier.
+"""Sequential as a classifier: deepnet.nn's container of layers in order, with predict, loss, files.
 
-``Sequential(*layers)`` is both a layer (e.g. the body of a ``Residual``) and a classifier:
-predict, loss, gradient, accuracy, parameter and model files.  Its parameters are named
+``Sequential(*layers)`` is both a layer (e.g. the body of a ``Residual``: the container,
+deepnet.nn.containers.Sequential) and a classifier: predict, loss, gradient, accuracy,
+parameter and model files.  Its parameters are named
 hierarchically after the layers' positions ("0.W", "3.body.1.gamma"); the book's nets keep
 the book's names (W1, b1, ... W8, b8) through ``aliases``.  ``NamedModel`` is the base of
 the models a constructor builds from settings (DeepConvNet, ResNet...).
@@ -18,7 +19,8 @@ import os
 import numpy as np
 
 from .. import _array, io
-from ..layers import BatchNormalization, Convolution, Dropout, Layer, Pooling, SoftmaxWithLoss
+from ..layers import BatchNormalization, Dropout, Layer, SoftmaxWithLoss
+from ..nn import containers
 from .limits import _short
 from ..functional import Array
 
@@ -37,8 +39,10 @@ BUFFER_PREFIX = "buffers/"  # the entries of a model file that hold the buffers
 _ARCHITECTURE: dict[str, Callable[..., Any]] = {}
 
 
-class Sequential(Layer):
-    """Layers applied in order; as a model, class scores followed by softmax cross-entropy.
+class Sequential(containers.Sequential):
+    """Layers applied in order (deepnet.nn.containers.Sequential) as a classifier: class
+    scores followed by softmax cross-entropy; predict, loss, gradient, accuracy, parameter
+    and model files.
 
     ``params`` holds every parameter (frozen layers' too), ``grads`` only those of
     trainable layers: a layer (or container) with ``trainable = False`` contributes no
@@ -60,99 +64,16 @@ class Sequential(Layer):
     def __init__(
         self, *layers: Layer, rng: Optional[np.random.Generator] = None, aliases: Optional[Dict[str, str]] = None
     ) -> None:
-        # No Layer.__init__: params, grads and buffers are gathered from the layers.
-        self.layers = list(layers)
+        super().__init__(*layers)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.aliases = dict(aliases or {})  # hierarchical name -> public name
         self.last_layer = SoftmaxWithLoss()
 
-    # -- the layer contract ---------------------------------------------------------------
-
-    def children(self) -> Sequence[Tuple[str, Layer]]:
-        return tuple((str(i), layer) for i, layer in enumerate(self.layers))
-
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
-        """The layers in order.  A Convolution followed by a 2x2, stride-2 Pooling runs as
-        one call (Convolution.forward_pooled), which the compiled CPU backend fuses so that
-        the full-size output never reaches memory (see F.conv2d_max_pool2d for where it
-        makes the two calls); in training it keeps what the fused backward pass needs."""
-        train = train if train_flg is None else train_flg
-        i = 0
-        while i < len(self.layers):
-            layer = self.layers[i]
-            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if (
-                isinstance(layer, Convolution)
-                and isinstance(following, Pooling)
-                and following.fuses_after_convolution()
-            ):
-                x = layer.forward_pooled(x, following, train)
-                i += 2
-            else:
-                x = layer.forward(x, train)
-                i += 1
-        return x
-
-    def backward(self, dout: Array, input_gradient: bool = True) -> Optional[Array]:  # type: ignore[override]
-        """The layers' backward passes in reverse order; the gradient of the input.  With
-        input_gradient=False a first Convolution (or Sequential) skips it and returns None:
-        training never uses it, and it cost a third of DeepConvNet's first layer.  A
-        Convolution followed by a 2x2, stride-2 Pooling runs both backward passes as one
-        (Convolution.backward_pooled), as the forward pass fuses them."""
-        i = len(self.layers) - 1
-        while i >= 0:
-            layer = self.layers[i]
-            previous = self.layers[i - 1] if i > 0 else None
-            if (
-                isinstance(layer, Pooling)
-                and isinstance(previous, Convolution)
-                and layer.argmax is not None
-                and layer.fuses_after_convolution()
-            ):
-                first = i == 1
-                dout = previous.backward_pooled(  # type: ignore[assignment]  # None: the first layer, the last step
-                    dout, layer, input_gradient=input_gradient or not first
-                )
-                i -= 2
-                continue
-            if i == 0 and not input_gradient and isinstance(layer, (Convolution, Sequential)):
-                return layer.backward(dout, input_gradient=False)
-            dout = layer.backward(dout)
-            i -= 1
-        return dout
-
-    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
-        for layer in self.layers:
-            input_shape = layer.output_shape(input_shape)
-        return tuple(input_shape)
-
     def config(self) -> Dict[str, Any]:
         return {"layers": [_ARCHITECTURE["layer_spec"](layer) for layer in self.layers]}
 
-    # -- parameters by name ---------------------------------------------------------------
-
-    def _collect(self, attribute: str, trainable_only: bool = False) -> Dict[str, Array]:
-        found = {}
-        for prefix, layer in self.named_layers(trainable_only=trainable_only):
-            for name, value in getattr(layer, attribute).items():
-                key = prefix + name
-                found[self.aliases.get(key, key)] = value
-        return found
-
-    @property
-    def params(self) -> Dict[str, Array]:  # type: ignore[override]  # gathered from the layers
-        """Every parameter, name -> array (the layers' own arrays: update them in place)."""
-        return self._collect("params")
-
-    @property
-    def grads(self) -> Dict[str, Array]:  # type: ignore[override]
-        """The gradients of the last backward pass, for trainable parameters only."""
-        return self._collect("grads", trainable_only=True)
-
-    @property
-    def buffers(self) -> Dict[str, Array]:  # type: ignore[override]
-        """Saved state that is not trained (BatchNormalization's running statistics)."""
-        return self._collect("buffers")
+    def _public_name(self, name: str) -> str:
+        return self.aliases.get(name, name)
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -170,10 +91,11 @@ class Sequential(Layer):
 
     # -- inference and training -----------------------------------------------------------
 
-    def predict(self, x: ArrayLike, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
-        """Class scores (before softmax) for a batch ``x``."""
+    def predict(self, x: ArrayLike, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
+        """Class scores (before softmax) for a batch ``x`` (``train`` not given: the mode of
+        train()/eval(), inference by default)."""
         on_device = self._to_device(x).astype(self.dtype, copy=False)
-        return self.forward(on_device, train if train_flg is None else train_flg)
+        return self.forward(on_device, self._mode(train, train_flg))
 
     def loss(self, x: ArrayLike, t: ArrayLike, train: bool = True) -> float:
         """Cross-entropy loss of a forward pass (training mode by default: dropout active,
@@ -341,7 +263,7 @@ class Sequential(Layer):
 
     def _move(self, move: Callable[[Any], Any]) -> None:
         for _, layer in self.named_layers():
-            if not isinstance(layer, Sequential):
+            if not isinstance(layer, containers.Sequential):  # their arrays are their layers'
                 layer.params = {name: move(value) for name, value in layer.params.items()}
                 layer.buffers = {name: move(value) for name, value in layer.buffers.items()}
 

@@ -9,7 +9,7 @@ deepnet.nn.base): it registers itself, and ``deepnet.models.build``, ``model_spe
 from __future__ import annotations
 from .activations import Relu, Sigmoid, softmax
 from .base import Layer, _pair, _train_mode, _WeightAndBias
-from .containers import Residual
+from .containers import Residual, Sequential
 from .conv import Convolution, Pooling
 from .linear import Affine, Flatten
 from .losses import SoftmaxWithLoss, cross_entropy_error
@@ -29,6 +29,7 @@ __all__ = [
     "Flatten",
     "GlobalAveragePooling",
     "Residual",
+    "Sequential",
     "SoftmaxWithLoss",
     "softmax",
     "cross_entropy_error",

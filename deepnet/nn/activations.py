@@ -25,7 +25,7 @@ class Relu(Layer):
         super().__init__()
         self.out: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         self.out = F.relu(x, caller="Relu.forward")
         return self.out
 
@@ -40,7 +40,7 @@ class Sigmoid(Layer):
         super().__init__()
         self.out: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         x = F.as_float_array(x, "x", "Sigmoid.forward")
         xp = get_array_module(x)
         acc = x.astype(compute_dtype(x.dtype), copy=False)
@@ -63,7 +63,7 @@ class LeakyReLU(Layer):
         self.alpha = float(alpha)
         self.negative: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         x = F.as_float_array(x, "x", "LeakyReLU.forward")
         self.negative = x < 0
         xp = get_array_module(x)
@@ -94,7 +94,7 @@ class Tanh(Layer):
         super().__init__()
         self.out: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         x = F.as_float_array(x, "x", "Tanh.forward")
         xp = get_array_module(x)
         self.out = xp.tanh(x.astype(compute_dtype(x.dtype), copy=False)).astype(x.dtype, copy=False)

@@ -8,7 +8,8 @@ Every layer follows one contract:
   layer is frozen: ``trainable = False``);
 - ``buffers``: state that is saved with a model but not trained (BatchNormalization's
   running statistics);
-- ``forward(x, train=False)`` keeps what ``backward`` needs; ``backward(dout)`` returns dx;
+- ``forward(x, train)`` keeps what ``backward`` needs; ``backward(dout)`` returns dx;
+  ``train`` not given, the layer's mode (``train()``/``eval()``, inference by default);
 - ``output_shape(input_shape)``: the shape ``forward`` returns for an input of that shape
   (batch axis included);
 - ``config()``: the constructor's settings as JSON-ready data, and the classmethod
@@ -31,9 +32,12 @@ from deepnet.functional import Array
 from .config import _check_keys
 
 
-def _train_mode(train: bool, train_flg: Optional[bool]) -> bool:
-    """The book's ``train_flg`` keyword, accepted beside ``train``."""
-    return bool(train if train_flg is None else train_flg)
+def _train_mode(train: Optional[bool], train_flg: Optional[bool], default: bool = False) -> bool:
+    """The mode of a forward pass: the book's ``train_flg`` keyword, accepted beside
+    ``train``; neither given, ``default`` (a layer's ``training``, see Layer.train)."""
+    if train_flg is not None:
+        return bool(train_flg)
+    return default if train is None else bool(train)
 
 
 def _pair(value: Any) -> Tuple[Any, ...]:
@@ -47,6 +51,9 @@ class Layer:
     spec_name: Optional[str]  # the name the layer type is registered under (set for each subclass)
     registry: dict[str, type[Layer]] = {}  # spec type name -> layer class (see the module's docstring)
     preserves_rank = False  # True: the output has the input's rank and channels (input_shape looks past it)
+    # True: backward(dout, input_gradient=False) skips computing the input's gradient
+    skips_input_gradient = False
+    training = False  # the mode of a forward pass not told it (train() and eval() set it)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -60,14 +67,37 @@ class Layer:
         self.grads: Dict[str, Array] = {}
         self.buffers: Dict[str, Array] = {}
 
-    def forward(self, x: Array, train: bool = False) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None) -> Array:
         raise NotImplementedError
+
+    def train(self, mode: bool = True) -> Layer:
+        """Training mode (``mode`` False: eval()) for this layer and every layer inside it:
+        the mode a forward pass runs in when its ``train`` argument is not given (a
+        container passes its own to its layers).  Returns the layer."""
+        self.training = bool(mode)
+        for _, layer in self.named_layers():
+            layer.training = bool(mode)
+        return self
+
+    def eval(self) -> Layer:
+        """Inference mode for this layer and every layer inside it: train(False)."""
+        return self.train(False)
+
+    def _mode(self, train: Optional[bool], train_flg: Optional[bool]) -> bool:
+        """The mode of this forward pass: ``train`` or the book's ``train_flg`` if given,
+        else ``training``."""
+        return _train_mode(train, train_flg, self.training)
 
     def backward(self, dout: Array) -> Array:
         raise NotImplementedError
 
     def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         return tuple(input_shape)
+
+    def fuse_with(self, following: Layer) -> Optional[Any]:
+        """A step that runs this layer and ``following`` as one (deepnet.nn.fusion), or None:
+        they run one after the other."""
+        return None
 
     def config(self) -> Dict[str, Any]:
         """The constructor's settings (not the parameter values), as JSON-ready data."""

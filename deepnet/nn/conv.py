@@ -33,6 +33,8 @@ class Convolution(_WeightAndBias):
         Apply max(y, 0) in the same pass.
     """
 
+    skips_input_gradient = True
+
     def __init__(self, W: Array, b: Array, stride: IntPair = 1, pad: IntPair = 0, relu: bool = False) -> None:
         super().__init__(W, b)
         self.stride, self.pad = stride, pad
@@ -41,11 +43,17 @@ class Convolution(_WeightAndBias):
         self.out: Any = None
         self.pool_argmax: Any = None  # set when out is a following Pooling's output (forward_pooled)
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         self.x = F.as_float_array(x, "x", "Convolution.forward", dtype=self.W.dtype)
         self.out = F.conv2d(self.x, self.W, self.b, self.stride, self.pad, relu=self.relu, caller="Convolution.forward")
         self.pool_argmax = None
         return self.out
+
+    def fuse_with(self, following: Layer) -> Optional[_ConvolutionPooling]:
+        """A 2x2, stride-2, unpadded Pooling after this layer runs fused with it."""
+        if isinstance(following, Pooling) and following.fuses_after_convolution():
+            return _ConvolutionPooling(self, following)
+        return None
 
     def forward_pooled(self, x: Array, pooling: Optional[Pooling] = None, train: bool = False) -> Array:
         """This layer and the 2x2, stride-2 Pooling after it, fused (F.conv2d_max_pool2d):
@@ -65,18 +73,18 @@ class Convolution(_WeightAndBias):
         if not train:
             self.x = self.out = self.pool_argmax = None
             if pooling is not None:
-                pooling.argmax = None
+                pooling.keep(None, None)
             return F.conv2d_max_pool2d(
                 *arguments,
                 relu=self.relu,  # type: ignore[return-value]  # argmax=False: one array
                 caller="Convolution.forward_pooled",
             )
         assert pooling is not None  # checked above: training needs it
-        pooled, pooling.argmax = F.conv2d_max_pool2d(
+        pooled, argmax = F.conv2d_max_pool2d(
             *arguments, relu=self.relu, argmax=True, caller="Convolution.forward_pooled"
         )
-        pooling.x_shape = self.output_shape(x.shape)
-        self.x, self.out, self.pool_argmax = x, pooled, pooling.argmax
+        pooling.keep(self.output_shape(x.shape), argmax)
+        self.x, self.out, self.pool_argmax = x, pooled, argmax
         return pooled
 
     def backward(self, dout: Array, input_gradient: bool = True) -> Optional[Array]:  # type: ignore[override]
@@ -197,10 +205,15 @@ class Pooling(Layer):
         self.x_shape: Any = None
         self.argmax: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
-        out, self.argmax = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad, caller="Pooling.forward")
-        self.x_shape = x.shape
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
+        out, argmax = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad, caller="Pooling.forward")
+        self.keep(x.shape, argmax)
         return out
+
+    def keep(self, x_shape: Any, argmax: Any) -> None:
+        """Keep what backward needs: the input's shape and the winners (None, None: nothing,
+        after an inference pass fused with the convolution before)."""
+        self.x_shape, self.argmax = x_shape, argmax
 
     def fuses_after_convolution(self) -> bool:
         """True for the 2x2, stride-2, unpadded pooling that Convolution.forward_pooled fuses."""
@@ -252,3 +265,25 @@ class Pooling(Layer):
         check.values(out)
         check.add_work(math.prod(out[1:]) * self.pool_h * self.pool_w)
         return out
+
+
+class _ConvolutionPooling:
+    """The step (deepnet.nn.fusion) of a Convolution and the 2x2, stride-2 Pooling after it:
+    forward runs Convolution.forward_pooled, which the compiled CPU backend fuses so that
+    the full-size output never reaches memory (see F.conv2d_max_pool2d for where it makes
+    the two calls), keeping in training what the fused backward pass needs; backward runs
+    Convolution.backward_pooled after such a pass, else the two layers' backward passes."""
+
+    skips_input_gradient = True
+
+    def __init__(self, convolution: Convolution, pooling: Pooling) -> None:
+        self.convolution, self.pooling = convolution, pooling
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        return self.convolution.forward_pooled(x, self.pooling, train)
+
+    def backward(self, dout: Array, input_gradient: bool = True) -> Optional[Array]:
+        if self.pooling.argmax is not None:
+            return self.convolution.backward_pooled(dout, self.pooling, input_gradient=input_gradient)
+        # No training pass to differentiate: Pooling.backward says so.
+        return self.convolution.backward(self.pooling.backward(dout), input_gradient=input_gradient)

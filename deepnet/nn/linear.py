@@ -31,7 +31,7 @@ class Affine(_WeightAndBias):
         self.x: Any = None
         self.original_x_shape: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         x = F.as_float_array(x, "x", "Affine.forward", dtype=self.W.dtype)
         features = math.prod(x.shape[1:]) if x.ndim >= 1 else None
         if features != self.W.shape[0]:
@@ -93,7 +93,7 @@ class Flatten(Layer):
         super().__init__()
         self.x_shape: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         self.x_shape = x.shape
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 

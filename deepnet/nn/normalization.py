@@ -12,7 +12,7 @@ from deepnet import functional as F
 from deepnet._array import get_array_module
 from deepnet._dtypes import compute_dtype
 
-from .base import Layer, _train_mode
+from .base import Layer
 from .config import _check_keys, _flag, _fraction, _int
 from .init import _charge, _init_mode, _placeholder
 
@@ -81,7 +81,7 @@ class BatchNormalization(Layer):
         self._saved: Any = None  # what backward needs: (x as (N, C, M), mean, inv_std, count)
         self.out: Any = None  # the output, when a ReLU is fused
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         x = F.as_float_array(x, "x", "BatchNormalization.forward", dtype=self.gamma.dtype)
         if x.ndim not in (2, 4) or x.shape[1] != self.gamma.size:
             raise ValueError(
@@ -90,7 +90,7 @@ class BatchNormalization(Layer):
                 + F._channels_last_hint(tuple(x.shape), self.gamma.size)
             )
         x3 = x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
-        if _train_mode(train, train_flg):
+        if self._mode(train, train_flg):
             # The shift: each channel's first value (a value of the channel, so a channel
             # constant over the batch gets exactly its value as the mean and a variance of
             # 0); in a data-parallel run one shift for all ranks, the running mean.

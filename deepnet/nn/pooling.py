@@ -17,7 +17,7 @@ class GlobalAveragePooling(Layer):
         super().__init__()
         self.x_shape: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         x = F.as_float_array(x, "x", "GlobalAveragePooling.forward", ndim=4)
         self.x_shape = x.shape
         acc = compute_dtype(x.dtype)

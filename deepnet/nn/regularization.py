@@ -8,7 +8,7 @@ import numpy as np
 
 from deepnet._array import get_array_module
 
-from .base import Layer, _train_mode
+from .base import Layer
 from .config import _check_keys, _fraction
 
 
@@ -39,8 +39,8 @@ class Dropout(Layer):
         self.mask: Any = None
         self.shard: Any = None
 
-    def forward(self, x: Array, train: bool = False, *, train_flg: Optional[bool] = None) -> Array:
-        if _train_mode(train, train_flg):
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
+        if self._mode(train, train_flg):
             if self.shard is None:
                 keep = self.rng.random(x.shape, dtype=np.float32) > self.dropout_ratio
             else:
