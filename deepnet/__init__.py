@@ -63,12 +63,23 @@ def config() -> Dict[str, Any]:
         "threads": get_num_threads(),
         "F16C": bool(openmp and openmp.f16c_enabled()),
         "vector width": f"{openmp.vector_bits()} bits" if openmp else "none",
+        "CPU variant": _cpu_variant_config(),
         "Winograd": _winograd_config() if kernels_compiled() else "no (kernels not built)",
         "BLAS": ", ".join(blas) or "none found",
         "freed memory": _memory.status,
         "CuPy": _cuda.cupy_or_none() is not None,
         "GPU usable": _cuda.gpu_available(),
     }
+
+
+def _cpu_variant_config() -> str:
+    from deepnet import _config
+
+    variant = _config.cpu_variant()
+    if variant is None:
+        return "none (kernels not built)"
+    dispatch = "chosen at import" if _config.cpu_dispatch() else "fixed by the build"
+    return f"{variant[0]} ({dispatch}: {variant[1]})"
 
 
 def _winograd_config() -> str:

@@ -89,7 +89,7 @@ static inline void DN_V(dn_store_transposed_half)(const float *product, int ld, 
                                             const float *bias, int relu, uint16_t *out, int out_ld)
 {
     int rows_done = 0, columns_done = 0;
-#if defined(__AVX__) && DEEPNET_HAVE_F16C
+#if defined(__AVX__) && DN_F16C   /* deepnet_half.h set it for this variant */
     rows_done = rows - rows % 8;
     columns_done = columns - columns % 8;
     for (int p0 = 0; p0 < rows_done; p0 += 8)

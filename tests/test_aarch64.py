@@ -111,7 +111,9 @@ def test_the_aarch64_job_selects_the_kernel_tests_by_marker():
     commands = [line for line in text.splitlines() if "-m pytest" in line and not line.lstrip().startswith("#")]
     assert len(commands) == 1, commands
     assert not re.search(r"tests/\S+\.py", commands[0])
-    assert re.search(r"-m kernels tests(\s|\)|$)", commands[0]), commands[0]
+    assert re.search(r'-m "\$marker" tests(\s|\)|$)', commands[0]), commands[0]
+    # the marker is `kernels`, or `asan` (a subset of it) with --quick
+    assert "marker=kernels" in text and "--quick) marker=asan ;;" in text
     assert os.access(CI_AARCH64, os.X_OK)
     if shutil.which("bash"):
         subprocess.run(["bash", "-n", str(CI_AARCH64)], check=True)

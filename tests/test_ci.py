@@ -1,4 +1,4 @@
-""".ci/run selects the kernel tests of its AVX2 and AddressSanitizer jobs by marker
+""".ci/run selects the kernel tests of its dispatch and AddressSanitizer jobs by marker
 (`-m kernels`, `-m asan`), never by a list of files: a module joins those jobs with its
 `pytestmark`, and a renamed or new test file cannot fall out of them unnoticed."""
 
@@ -11,8 +11,8 @@ from support import REPO
 
 TESTS = REPO / "tests"
 CI_RUN = REPO / ".ci" / "run"
-JOB_MARKERS = {"AVX2": "kernels", "ASan": "asan"}
-JOB_HEADINGS = {"AVX2": "# AVX2 job:", "ASan": "# AddressSanitizer:"}
+JOB_MARKERS = {"dispatch": "kernels", "ASan": "asan"}
+JOB_HEADINGS = {"dispatch": "# Dispatch job:", "ASan": "# AddressSanitizer:"}
 
 
 def pytest_commands(job):
@@ -54,7 +54,7 @@ def test_the_markers_are_registered_and_carried_by_existing_modules(pytestconfig
     kernels, asan = marked_modules("kernels"), marked_modules("asan")
     # The core of each job; the marker must not silently drop off these modules.
     assert {"test_kernels.py", "test_winograd.py", "test_fusion.py", "test_properties.py"} <= set(asan)
-    assert set(asan) <= set(kernels), "the ASan job runs a subset of the AVX2 job's tests"
+    assert set(asan) <= set(kernels), "the ASan job runs a subset of the dispatch job's tests"
     for name in kernels:
         assert (TESTS / name).is_file()
 

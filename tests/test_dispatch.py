@@ -6,6 +6,7 @@ header with a given CPU level, so the AVX-512 variant is at least built everywhe
 
 import os
 import pathlib
+import re
 import platform
 import shutil
 import subprocess
@@ -156,3 +157,13 @@ def test_an_unknown_forced_variant_is_refused_by_name(selection):
     status, _, _, _, reason = selection(2, "avx1024")
     assert status == -1
     assert "'baseline', 'avx2' or 'avx512'" in reason and "avx1024" in reason
+
+
+def test_the_variant_bodies_read_only_their_own_f16c_flag():
+    """DEEPNET_HAVE_F16C is defined after the bodies are included (src/deepnet_isa.h), so a
+    body that tests it sees 0 and silently takes its scalar float16 path; DN_F16C is the
+    flag deepnet_half.h sets for the variant being compiled."""
+    bodies = (ROOT / "src" / "deepnet_isa_bodies.h").read_text()
+    for name in re.findall(r'#include "([^"]+)"', bodies):
+        text = (ROOT / "src" / name).read_text()
+        assert "DEEPNET_HAVE_F16C" not in text, f"src/{name} tests DEEPNET_HAVE_F16C; use DN_F16C"

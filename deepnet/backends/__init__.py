@@ -22,6 +22,8 @@ Importing this package imports no backend: each is imported on its first use, so
 ``import deepnet`` never loads CuPy or the compiled kernels unless they compute.
 """
 
+from typing import Any
+
 import numpy as np
 
 from deepnet import _config
@@ -72,7 +74,7 @@ the pooled output, or with argmax (pooled, argmax).  Of the backends only ``cpu`
 it, and it returns None for a batch of fewer images than threads.
 """
 
-_loaded = {}
+_loaded: dict[str, Any] = {}
 
 
 def get(name):

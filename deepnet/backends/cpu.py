@@ -8,6 +8,7 @@ decided in deepnet.backends._winograd, whose names this module re-exports.
 """
 
 import weakref
+from typing import Any
 
 import numpy as np
 
@@ -182,7 +183,7 @@ def _bias(b, W):
 # is always seen.  (id(W), winograd) -> (weak reference to W, snapshot, read-only matrix,
 # max |W|);
 # an entry goes when its array does.
-_prepared = {}
+_prepared: dict[Any, Any] = {}
 
 
 def _prepared_filters(W, winograd):
