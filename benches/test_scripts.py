@@ -359,3 +359,22 @@ def test_kernel_table_from_a_real_benchmark_run(tmp_path):
     out = run_script("micro/table.py", str(path))
     assert f"{medians['numpy'] / medians['cython']:.1f}x |" in out
     assert "| relu_forward[conv6 float32] |" in out
+
+
+def test_builds_alternates_the_builds_and_prints_one_row_each():
+    tree = str(Path(deepnet.__file__).resolve().parent.parent)
+    out = run_script(
+        "models/builds.py", f"a={tree}", f"b={tree}:DEEPNET_WINOGRAD=never", "--rounds", "1", "--steps", "1"
+    )
+    rows = [line for line in out.splitlines() if line.startswith("| a |") or line.startswith("| b |")]
+    assert len(rows) == 2, out
+    assert rows[0].endswith("| 1.00x / 1.00x |")
+
+
+def test_builds_refuses_a_build_that_is_neither_a_tree_nor_a_python(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHES / "models" / "builds.py"), f"x={tmp_path / 'missing'}"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "neither a source tree nor a Python executable" in result.stderr

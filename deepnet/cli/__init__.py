@@ -7,7 +7,7 @@ goes past the book (chapter 8.1.2); ``deepnet ensemble`` trains several members 
 ``deepnet evaluate --params a.npz b.npz ...`` averages their probabilities.
 
 One module per command: ``train``, ``ensemble``, ``evaluate`` (evaluate, misclassified),
-``plot``; predict and serve are deepnet.app.commands. ``options`` holds the argument types
+``plot``; predict and serve (deepnet.cli.digits) run deepnet.app. ``options`` holds the argument types
 and CommandError, ``common`` what the commands share when they run, ``training`` what train
 and ensemble share. This module assembles
 the parser and turns errors into one line and an exit code.
@@ -58,10 +58,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Union[int, str, None]:
 
 
 def build_parser() -> Parser:
-    """The parser of every command (deepnet.app's predict and serve imported only now:
-    deepnet.app.commands imports deepnet.cli.options)."""
+    """The parser of every command (each command's module imported only now)."""
     from .._version import __version__
-    from ..app.commands import add_predict, add_serve
+    from .digits import add_predict, add_serve
     from .evaluate import add_evaluate, add_misclassified
     from .plot import add_plot
     from .ensemble import add_ensemble

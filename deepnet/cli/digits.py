@@ -1,4 +1,4 @@
-"""``deepnet predict`` and ``deepnet serve``: added to the command line by deepnet.cli.build_parser.
+"""``deepnet predict`` and ``deepnet serve``, the commands of deepnet.app: your own digits from files or a browser.
 
 Pillow (the ``[app]`` extra) is imported only when a command runs.
 
@@ -20,7 +20,7 @@ from typing import Any, List, Tuple, cast
 
 import numpy as np
 
-from ..cli.options import CommandError, existing_file, fail, positive_int
+from .options import CommandError, existing_file, fail, positive_int
 
 __all__ = ["add_predict", "add_serve", "run_predict", "run_serve"]
 
@@ -77,7 +77,7 @@ def _port(text: str) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Print the digits read in each readable file; report each other one on stderr.
     Returns the exit code: 1 if any file could not be read, else 0."""
-    from . import inference
+    from ..app import inference
 
     _require_pillow()
     paths: List[str] = []
@@ -141,8 +141,8 @@ def _mnist_input_of_file(path: str) -> np.ndarray[Any, Any]:
     """The MNIST input of the image in ``path``, or _FileError. The file's size is checked
     before it is read, and no more than the limit (MAX_IMAGE_BYTES, the server's) plus one
     byte is read, so a huge file costs nothing."""
-    from . import preprocess
-    from .inference import MAX_IMAGE_BYTES, image_error_message
+    from ..app import preprocess
+    from ..app.inference import MAX_IMAGE_BYTES, image_error_message
 
     too_large = "the file is {:,} bytes, more than the {:,} accepted for an image (the same limit as deepnet serve's)"
     try:
@@ -169,8 +169,8 @@ def run_serve(args: argparse.Namespace) -> None:
     """Serve the page and its API until Ctrl+C."""
     import deepnet
 
-    from .inference import DigitReader, load_for_inference
-    from .server import DigitServer
+    from ..app.inference import DigitReader, load_for_inference
+    from ..app.server import DigitServer
 
     _require_pillow()
     # Each request is one image: on one thread a pass takes 0.6 ms, on two 1.1 ms, and on a
@@ -192,7 +192,7 @@ def run_serve(args: argparse.Namespace) -> None:
 
 
 def _require_pillow() -> None:
-    from .preprocess import require_pillow
+    from ..app.preprocess import require_pillow
 
     try:
         require_pillow()
