@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import time
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from .models import Sequential
 
 T = TypeVar("T")
+
+ABORT_GRACE_SECONDS = 1.0  # before MPI_Abort, for mpiexec to forward the rank's last words
 
 __all__ = ["SingleProcess", "MPICommunicator", "mpi_world_size"]
 
@@ -153,6 +157,11 @@ class MPICommunicator(SingleProcess):
 
     def abort(self, code: int = 1) -> None:
         """End every rank now (MPI_Abort): a failed rank must not leave the others waiting."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # mpiexec forwards each rank's output through its proxies, and an abort can kill them
+        # before they pass on the message this rank just wrote: give them a moment.
+        time.sleep(ABORT_GRACE_SECONDS)
         self.comm.Abort(code)
 
     def wait_for_abort(self) -> None:

@@ -33,9 +33,20 @@ KERNEL_TESTS = [
 needs_kernels = pytest.mark.skipif(not _config.kernels_compiled(), reason="the kernels are not built")
 
 
-def python_with_variant(variant, code):
-    env = dict(os.environ, DEEPNET_CPU_VARIANT=variant)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+# The subprocesses import the deepnet this process imported (installed, or an in-place build),
+# from a directory without a source tree, whose own deepnet/ would come first on sys.path.
+DEEPNET_HOME = str(pathlib.Path(_config.__file__).resolve().parents[1])
+
+
+def variant_env(variant):
+    path = os.pathsep.join(filter(None, [DEEPNET_HOME, os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, DEEPNET_CPU_VARIANT=variant, PYTHONPATH=path)
+
+
+def python_with_variant(variant, code, cwd):
+    return subprocess.run(
+        [sys.executable, "-c", code], env=variant_env(variant), cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @needs_kernels
@@ -52,17 +63,19 @@ def test_the_variant_is_named_with_its_reason_and_its_width():
 
 
 @needs_kernels
-def test_an_unknown_variant_is_refused_at_import():
-    result = python_with_variant("sse9", "import deepnet")
+def test_an_unknown_variant_is_refused_at_import(tmp_path):
+    result = python_with_variant("sse9", "import deepnet", tmp_path)
     assert result.returncode != 0
     assert "RuntimeError" in result.stderr and "DEEPNET_CPU_VARIANT" in result.stderr
     assert "sse9" in result.stderr
 
 
 @needs_kernels
-def test_a_variant_the_cpu_or_build_lacks_is_refused_and_one_it_has_is_taken():
+def test_a_variant_the_cpu_or_build_lacks_is_refused_and_one_it_has_is_taken(tmp_path):
     for variant in VARIANTS:
-        result = python_with_variant(variant, "from deepnet import _config; print(*_config.cpu_variant(), sep='|')")
+        result = python_with_variant(
+            variant, "from deepnet import _config; print(*_config.cpu_variant(), sep='|')", tmp_path
+        )
         if result.returncode == 0:
             name, reason = result.stdout.strip().split("|")
             assert name == variant
@@ -74,15 +87,25 @@ def test_a_variant_the_cpu_or_build_lacks_is_refused_and_one_it_has_is_taken():
 
 @needs_kernels
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_the_kernel_tests_pass_on_each_variant_this_machine_has(variant):
+def test_the_kernel_tests_pass_on_each_variant_this_machine_has(variant, tmp_path):
     if _config.cpu_variant()[0] == variant:
         pytest.skip(f"{variant} is this run's own variant: the kernel tests run on it directly")
-    probe = python_with_variant(variant, "import deepnet")
+    probe = python_with_variant(variant, "import deepnet", tmp_path)
     if probe.returncode != 0:
         pytest.skip(probe.stderr.strip().splitlines()[-1])
-    env = dict(os.environ, DEEPNET_CPU_VARIANT=variant)
-    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *KERNEL_TESTS]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        *(str(ROOT / t) for t in KERNEL_TESTS),
+    ]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=variant_env(variant), capture_output=True, text=True, timeout=1800
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
