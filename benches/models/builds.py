@@ -38,7 +38,7 @@ def parse_build(text: str) -> tuple[str, list[str], dict[str, str]]:
         if not sep:
             raise argparse.ArgumentTypeError(f"expected VAR=value in {text!r}, got {item!r}")
         env[name] = value
-    path = Path(where).expanduser().resolve()
+    path = Path(where).expanduser().absolute()  # not resolved: a virtualenv's python is a symlink
     if path.is_dir():
         env["PYTHONPATH"] = str(path)
         return label, [sys.executable], env
