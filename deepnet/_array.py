@@ -38,7 +38,8 @@ def require_cupy() -> Any:
 
 def is_cupy_array(a: object) -> bool:
     """True for CuPy arrays; never imports CuPy."""
-    return type(a).__module__.startswith("cupy")
+    kind = type(a)
+    return kind is not np.ndarray and kind.__module__.startswith("cupy")
 
 
 def get_array_module(*arrays: object, name: Optional[str] = None) -> Any:
@@ -47,9 +48,13 @@ def get_array_module(*arrays: object, name: Optional[str] = None) -> Any:
     Raises TypeError when NumPy and CuPy arrays are mixed; ``name`` (the calling
     function's name) is put in the message.
     """
-    on_gpu = [i for i, a in enumerate(arrays) if is_cupy_array(a)]
-    if not on_gpu:  # the common case, answered without a second pass (batch-1 latency)
+    # The common case, NumPy arrays only, answered by one plain loop (batch-1 latency).
+    for a in arrays:
+        if type(a) is not np.ndarray and is_cupy_array(a):
+            break
+    else:
         return np
+    on_gpu = [i for i, a in enumerate(arrays) if is_cupy_array(a)]
     on_cpu = [i for i, a in enumerate(arrays) if isinstance(a, np.ndarray)]
     if on_cpu:
         where = name or "deepnet"
