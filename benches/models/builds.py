@@ -75,7 +75,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    variant_probe = "from deepnet import _config; print(*(_config.cpu_variant() or ('none', '')), sep=': ')"
+    # (builds older than the instruction-set variants have no cpu_variant: "n/a")
+    variant_probe = (
+        "from deepnet import _config; v = getattr(_config, 'cpu_variant', lambda: ('n/a', ''))(); "
+        "print(*(v or ('none', '')), sep=': ')"
+    )
     variants = {label: run(command, env, "-c", variant_probe).strip() for label, command, env in args.builds}
     results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in args.builds}
     for _ in range(args.rounds):
