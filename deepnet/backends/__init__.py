@@ -22,12 +22,14 @@ Importing this package imports no backend: each is imported on its first use, so
 ``import deepnet`` never loads CuPy or the compiled kernels unless they compute.
 """
 
+import sys
 from typing import Any
 
 import numpy as np
 
 from deepnet import _config
 from deepnet._array import get_array_module
+from deepnet._dtypes import is_bfloat16
 
 NAMES = ("reference", "cpu", "cuda")
 
@@ -93,6 +95,8 @@ def _import(name):
         from deepnet.backends import cpu as module
     elif name == "cuda":
         from deepnet.backends import cuda as module
+    elif name == "bf16":  # not in NAMES: it computes on another backend (see for_arrays)
+        from deepnet.backends import bf16 as module
     else:
         raise ValueError(f"deepnet.backends.get: no backend {name!r}; the backends are {', '.join(NAMES)}")
     return module
@@ -108,12 +112,16 @@ def name_for(caller, *arrays):
 
 
 def for_arrays(caller, *arrays):
-    """The backend module that computes for these arrays (see name_for).  Every op of
+    """The backend module that computes for these arrays (see name_for), or the bfloat16
+    backend (deepnet.backends.bf16) when one of them is bfloat16.  Every op of
     deepnet.functional asks this first, so it is name_for and get written out."""
     if get_array_module(*arrays, name=caller) is not np:
         name = "cuda"
     else:
         name = SETTINGS[_config.get_backend()]
+        # No bfloat16 array exists before ml_dtypes is imported: one lookup skips the test.
+        if "ml_dtypes" in sys.modules and any(is_bfloat16(getattr(a, "dtype", None)) for a in arrays):
+            name = "bf16"
     module = _loaded.get(name)
     return module if module is not None else get(name)
 

@@ -31,9 +31,13 @@ __all__ = [
     "augment_spec",
     "schedule_spec",
     "add_common",
+    "dtype_name",
 ]
 
 DTYPES = ("float16", "float32", "float64")
+# --dtype's choices: DTYPES and bfloat16, a storage format from the optional ml_dtypes package
+# (DTYPES stays the three NumPy dtypes that evaluate --half-check compares).
+DTYPE_CHOICES = ("bfloat16",) + DTYPES
 # Bounds of the numeric options: far beyond any sensible run, well inside what the arithmetic takes.
 MAX_EPOCHS = 1_000_000
 MAX_IMAGES = 100_000_000
@@ -181,9 +185,28 @@ def existing_file(path: str) -> str:
 # -- options -------------------------------------------------------------------------------
 
 
+def dtype_name(value: str) -> str:
+    """--dtype's value; bfloat16 imports ml_dtypes, which registers the dtype's name with NumPy
+    (an error naming the extra to install where it is missing)."""
+    if value == "bfloat16":
+        from .._dtypes import require_bfloat16
+
+        try:
+            require_bfloat16()
+        except ImportError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def add_common(p: argparse.ArgumentParser, dtype_default: str) -> None:
     """--dtype, --data, --backend and --threads, for the commands that load MNIST."""
-    p.add_argument("--dtype", choices=DTYPES, default=dtype_default, help="floating-point type (default %(default)s)")
+    p.add_argument(
+        "--dtype",
+        type=dtype_name,
+        choices=DTYPE_CHOICES,
+        default=dtype_default,
+        help="floating-point type (default %(default)s; bfloat16 needs the bf16 extra)",
+    )
     p.add_argument("--data", metavar="DIR", help="directory holding the MNIST files (only there)")
     p.add_argument(
         "--backend", choices=("cython", "numpy"), help="CPU kernels: compiled (cython) or the NumPy reference"

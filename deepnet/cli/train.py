@@ -93,7 +93,7 @@ def run_train(args: argparse.Namespace) -> None:
     )
     if not root:
         return
-    path = model.save(args.out)
+    path = training.save_model(model, args.out)
     print(f"saved the model to {path}")
     per_epoch = (
         f"; {np.mean(epoch_times):.1f} s per epoch (training and the per-epoch evaluation), "

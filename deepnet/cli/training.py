@@ -240,9 +240,29 @@ def training_settings(args: argparse.Namespace) -> Dict[str, Any]:
     return settings
 
 
+def save_model(model: Sequential, path: str) -> Any:
+    """model.save(path), a bfloat16 model's arrays widened to float32 (exact; .npz has no
+    bfloat16): loading the file as bfloat16 gives back the same bits."""
+    from .._dtypes import is_bfloat16
+
+    if not is_bfloat16(model.dtype):
+        return model.save(path)
+    import json
+
+    from .. import io
+    from ..models.sequential import SPEC_KEY
+
+    arrays = {name: value.astype(np.float32) for name, value in model.named_arrays().items()}
+    arrays[SPEC_KEY] = np.frombuffer(json.dumps(model.spec()).encode(), dtype=np.uint8)
+    return io.save_params(path, arrays)
+
+
 def training_data(args: argparse.Namespace, settings: Dict[str, Any]) -> Data:
     """(x_train, t_train, x_test, t_test) as the options ask."""
-    (x_train, t_train), (x_test, t_test) = common.load_mnist(args.data, np.dtype(args.dtype))
+    dtype = np.dtype(args.dtype)
+    # The loader makes NumPy floating types; bfloat16 (ml_dtypes', kind "V") is rounded from float32.
+    loaded = common.load_mnist(args.data, dtype if dtype.kind == "f" else np.dtype(np.float32))
+    (x_train, t_train), (x_test, t_test) = ((x.astype(dtype, copy=False), t) for x, t in loaded)
     if args.train_size:
         x_train, t_train = x_train[: args.train_size], t_train[: args.train_size]
     from_recipe = settings.pop("val_size_from_recipe", False)

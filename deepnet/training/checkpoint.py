@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, NoReturn, Option
 import numpy as np
 
 from .. import _array, io
-from .._dtypes import compute_dtype
+from .._dtypes import compute_dtype, is_bfloat16
 from .._errors import Parts, SettingError, template
 from .callbacks import PathLike, TrainerView, entries, snapshot
 from .optimizers import Optimizer
@@ -56,6 +56,12 @@ def save(trainer: TrainerView, path: PathLike) -> None:
     """
     with io.atomic_write(path) as f:
         np.savez(f, **state(trainer))
+
+
+def _storable(value: Any) -> Any:
+    """bfloat16 widened to float32 (exact: .npz has no bfloat16; loading rounds it back to the
+    same bits), any other array as it is."""
+    return value.astype(np.float32) if is_bfloat16(value.dtype) else value
 
 
 def load(path: PathLike) -> Dict[str, Any]:
@@ -88,7 +94,8 @@ def state(trainer: TrainerView) -> Dict[str, Any]:
         Entry name -> array or JSON text (the module docstring lists the entries).
     """
     arrays: Dict[str, Any] = {
-        f"param/{name}": _array.to_cpu(value) for name, value in snapshot(trainer.network, copy=False).items()
+        f"param/{name}": _storable(_array.to_cpu(value))
+        for name, value in snapshot(trainer.network, copy=False).items()
     }
     arrays.update({f"optimizer/{name}": value for name, value in trainer.optimizer.state_dict().items()})
     for callback in trainer.callbacks:

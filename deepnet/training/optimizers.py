@@ -11,7 +11,11 @@ Dtypes: optimizer state (velocity, squared-gradient sums, Adam moments) has the
 parameter's dtype, except for float16 parameters, whose state is kept in float32
 because float16 state underflows (g*g is already 0 in float16 for |g| below ~1.7e-4).
 The update is computed in float32, on a float32 copy of a float16 parameter, and rounded
-back into it.
+back into it.  bfloat16 parameters (8 significant bits: an update below 1/256 of the weight
+would round away) are the rounded copies of float32 master weights, which the optimizer
+keeps (state ``master``, saved with the rest) and updates; while a parameter still holds
+its master's rounding the master goes on, else (weights loaded or swapped in since) it
+starts again from the parameter.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 from deepnet import functional as F
 from deepnet._array import get_array_module as _array_module  # cupy only where it is in use
 from deepnet._array import to_cpu
-from deepnet._dtypes import compute_dtype
+from deepnet._dtypes import compute_dtype, is_bfloat16
 from deepnet.functional import Array
 
 __all__ = [
@@ -38,6 +42,8 @@ __all__ = [
     "Adam",
     "get_optimizer",
 ]
+
+MASTER = "master"  # the state_dict name of bfloat16 parameters' float32 master weights
 
 # The book's small constant that keeps the AdaGrad/RMSprop/Adam divisions finite.
 _EPS = 1e-7
@@ -82,6 +88,7 @@ class Optimizer:
         self.weight_decay = weight_decay
         self.iter = 0
         self._state: Dict[str, Dict[str, Array]] = {name: {} for name in self.state_names}
+        self._masters: Dict[str, Array] = {}  # float32 master weights of bfloat16 parameters
 
     def update(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
         """Apply one step (in place) to each parameter that has a gradient in ``grads``:
@@ -105,8 +112,25 @@ class Optimizer:
                 wide = F.cast(param, np.float32)
                 self._update_param(key, wide, grad)
                 param[...] = F.cast(wide, np.float16)
+            elif is_bfloat16(param.dtype):
+                master = self._master(key, param)
+                self._update_param(key, master, grad)
+                param[...] = F.cast(master, param.dtype)
             else:
                 self._update_param(key, param, grad)
+
+    def _master(self, key: str, param: Array) -> Array:
+        """The float32 master weights of bfloat16 ``param``: kept while param is their
+        rounding, else (param set from elsewhere since) a fresh float32 copy of param."""
+        master = self._masters.get(key)
+        if master is not None:
+            master = _array_module(param).asarray(master)
+            if master.shape != param.shape or not bool((F.cast(master, param.dtype) == param).all()):
+                master = None
+        if master is None:
+            master = F.cast(param, np.float32).copy()
+        self._masters[key] = master
+        return master
 
     def _update_param(self, key: str, param: Array, grad: Array) -> None:
         if self.weight_decay and param.ndim > 1:
@@ -134,13 +158,16 @@ class Optimizer:
         Returns
         -------
         dict
-            ``{"iter": int, "<state>/<param>": ndarray}``; the arrays are NumPy copies (CuPy
-            state is copied to the host).
+            ``{"iter": int, "<state>/<param>": ndarray}``, with ``master/<param>`` for the
+            master weights of bfloat16 parameters; the arrays are NumPy copies (CuPy state is
+            copied to the host).
         """
         state: Dict[str, Any] = {"iter": int(self.iter)}
         for name, arrays in self._state.items():
             for key, array in arrays.items():
                 state[f"{name}/{key}"] = _to_numpy(array)
+        for key, array in self._masters.items():
+            state[f"{MASTER}/{key}"] = _to_numpy(array)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any], prefix: str = "") -> None:
@@ -160,20 +187,21 @@ class Optimizer:
         where = f"{type(self).__name__} state"
         if "iter" not in state:
             raise ValueError(f"{where} has no {prefix + 'iter'!r} entry")
-        loaded: Dict[str, Dict[str, Array]] = {name: {} for name in self.state_names}
+        loaded: Dict[str, Dict[str, Array]] = {name: {} for name in self.state_names + (MASTER,)}
         for entry, array in state.items():
             if entry == "iter":
                 continue
             name, sep, key = entry.partition("/")
             if not sep or name not in loaded:
                 raise ValueError(
-                    f"unexpected entry {prefix + entry!r} in {where}; "
-                    f"expected 'iter' or '<state>/<param>' with <state> in {self.state_names}"
+                    f"unexpected entry {prefix + entry!r} in {where}; expected 'iter' or '<state>/<param>' "
+                    f"with <state> in {self.state_names + (MASTER,)}"
                 )
             array = np.array(array, copy=True)
             _check_state_array(where, prefix + entry, array, nonnegative=name in self.nonnegative_state)
             loaded[name][key] = array
         self.iter = _check_count(where, prefix + "iter", state["iter"])
+        self._masters = loaded.pop(MASTER)
         self._state = loaded
 
     def __repr__(self) -> str:

@@ -1,0 +1,108 @@
+"""The bfloat16 backend: every op on bfloat16 arrays runs in float32 on the configured backend.
+
+bfloat16 (ml_dtypes' dtype) is a storage format, like float16: an op's bfloat16 arguments
+are widened to float32 (exactly), the op of the backend deepnet.set_backend names
+("cpu" or "reference") computes in float32 with float32 accumulation, and its float32
+results are rounded to bfloat16 once (round to nearest even), at the end.  So a bfloat16
+op gives the float32 op's result on the widened inputs, rounded: the tests' reference.
+Integer results (pooling's argmax) and float64 sums (batch normalisation's) are returned
+as they come.  deepnet.backends.for_arrays sends a call here when one of its arrays is
+bfloat16; CuPy arrays have no bfloat16 here (a TypeError).
+"""
+
+from typing import Any
+
+import numpy as np
+
+from deepnet import _config
+from deepnet._dtypes import is_bfloat16, require_bfloat16
+
+
+def _inner():
+    """The backend module that computes the float32 op (deepnet.set_backend's setting)."""
+    from deepnet import backends
+
+    return backends.get(backends.SETTINGS[_config.get_backend()])
+
+
+def to_float32(a):
+    """A bfloat16 array widened to float32 (exact): the compiled kernel where the compiled
+    backend is in use, else NumPy's (ml_dtypes') cast."""
+    if _config.get_backend() == "cython":
+        from deepnet.backends import cpu
+
+        return cpu.cast(a, np.float32)
+    return a.astype(np.float32)
+
+
+def to_bfloat16(a):
+    """A float32 array rounded to bfloat16 (nearest even; NaN stays NaN)."""
+    if _config.get_backend() == "cython":
+        from deepnet.backends import cpu
+
+        return cpu.cast(a, require_bfloat16())
+    return a.astype(require_bfloat16())
+
+
+def _widen(a):
+    return to_float32(a) if isinstance(a, np.ndarray) and is_bfloat16(a.dtype) else a
+
+
+def _narrow(result):
+    if isinstance(result, tuple):
+        return tuple(_narrow(r) for r in result)
+    if isinstance(result, np.ndarray) and result.dtype == np.float32:
+        return to_bfloat16(result)
+    return result
+
+
+def _widened(op: str) -> Any:
+    def run(*args, **kwargs):
+        inner = getattr(_inner(), op, None)
+        if inner is None:  # an optional op the backend does not define: declined
+            return None
+        return _narrow(inner(*(_widen(a) for a in args), **{k: _widen(v) for k, v in kwargs.items()}))
+
+    run.__name__ = run.__qualname__ = op
+    run.__doc__ = f"The configured backend's {op}, in float32 on bfloat16 arguments widened, rounded back."
+    return run
+
+
+im2col = _widened("im2col")
+col2im = _widened("col2im")
+conv_forward = _widened("conv_forward")
+conv_pool_forward = _widened("conv_pool_forward")
+conv_backward = _widened("conv_backward")
+max_pool_forward = _widened("max_pool_forward")
+max_pool_backward = _widened("max_pool_backward")
+relu_forward = _widened("relu_forward")
+relu_backward = _widened("relu_backward")
+batch_norm_sums = _widened("batch_norm_sums")
+channel_affine = _widened("channel_affine")
+batch_norm_backward_sums = _widened("batch_norm_backward_sums")
+batch_norm_dx = _widened("batch_norm_dx")
+affine_warp = _widened("affine_warp")
+elastic_warp = _widened("elastic_warp")
+
+
+def cast(a, dtype):
+    """a as dtype: bfloat16 through float32 (both ways; bfloat16 -> float32 is exact)."""
+    dtype = np.dtype(dtype)
+    if is_bfloat16(a.dtype) and is_bfloat16(dtype):
+        return a
+    if is_bfloat16(a.dtype):
+        wide = to_float32(a)
+        return wide if dtype == np.float32 else _inner().cast(wide, dtype)
+    wide = a if a.dtype == np.float32 else _inner().cast(a, np.dtype(np.float32))
+    return to_bfloat16(wide) if is_bfloat16(dtype) else _inner().cast(wide, dtype)
+
+
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """Adam's step in float32 on widened copies of the bfloat16 arrays, each rounded back
+    into its array in place (float32 master weights avoid this: deepnet.training.optimizers)."""
+    arrays = [param, grad, m, v]
+    wide = [_widen(a) for a in arrays]
+    _inner().adam_update(*wide, lr_t, beta1, beta2, eps)
+    for original, widened in zip(arrays, wide):
+        if widened is not original and original is not grad:
+            original[...] = to_bfloat16(widened)
