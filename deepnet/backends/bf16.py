@@ -19,10 +19,13 @@ from deepnet._dtypes import is_bfloat16, require_bfloat16
 
 
 def _inner():
-    """The backend module that computes the float32 op (deepnet.set_backend's setting)."""
-    from deepnet import backends
-
-    return backends.get(backends.SETTINGS[_config.get_backend()])
+    """The backend module that computes the float32 op (deepnet.set_backend's setting; the
+    registry in deepnet.backends, which imports this module, is not asked)."""
+    if _config.get_backend() == "cython":
+        from deepnet.backends import cpu as module
+    else:
+        from deepnet.backends import reference as module
+    return module
 
 
 def to_float32(a):
@@ -83,6 +86,29 @@ batch_norm_backward_sums = _widened("batch_norm_backward_sums")
 batch_norm_dx = _widened("batch_norm_dx")
 affine_warp = _widened("affine_warp")
 elastic_warp = _widened("elastic_warp")
+
+
+def pack_pairs(a):
+    """A (M, K) bfloat16 matrix as the dot GEMM's (M, ceil(K/2)) uint32 pairs: a[m, 2k] in
+    the low half, a[m, 2k+1] in the high (an odd K gains a zero column)."""
+    M, K = a.shape
+    bits = np.zeros((M, K + K % 2), dtype=np.uint16)
+    bits[:, :K] = a.view(np.uint16)
+    return bits.view(np.uint32)
+
+
+def dot_matmul(a, b, c=None, isa=None):
+    """a @ b for bfloat16 a (M, K) and b (K, N) in vdpbf16ps's dot products (float32
+    accumulation, pairs of K in the instruction's order, DAZ/FTZ: src/deepnet_bf16.h), added
+    to c (M, N) float32 (zeros if None); returns the float32 result.  isa: "avx512_bf16"
+    (the instruction), "avx2" or "scalar" (emulations, the same floats); None: the fastest."""
+    from deepnet._kernels import bf16 as kernels
+
+    a_pairs = pack_pairs(np.ascontiguousarray(a))
+    b_pairs = np.ascontiguousarray(pack_pairs(np.ascontiguousarray(b.T)).T)
+    out = np.zeros((a.shape[0], b.shape[1]), dtype=np.float32) if c is None else np.array(c, dtype=np.float32)
+    kernels.dot_gemm(a_pairs, b_pairs, out, _config.get_num_threads(), isa)
+    return out
 
 
 def cast(a, dtype):

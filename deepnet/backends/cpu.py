@@ -17,7 +17,7 @@ from deepnet._kernels import conv as _conv
 from deepnet._kernels import elementwise as _elementwise
 from deepnet._kernels import im2col as _unfold
 from deepnet._kernels import pooling as _pooling
-from deepnet._dtypes import compute_dtype, output_hw
+from deepnet._dtypes import compute_dtype, is_bfloat16, output_hw
 from deepnet.backends import _shared
 
 # When a convolution runs as Winograd (deepnet.backends._winograd), part of this module's API.
@@ -358,7 +358,26 @@ def cast(a, dtype):
             _bits(np.ascontiguousarray(a)).reshape(-1), out.reshape(-1), _elementwise_threads(a.size)
         )
         return out
+    if a.dtype == np.float32 and is_bfloat16(dtype):  # ml_dtypes' rounding, bit for bit (src/deepnet_bf16.h)
+        out = np.empty(a.shape, dtype=dtype)
+        _bf16_kernels().floats_to_bf16(
+            np.ascontiguousarray(a).reshape(-1), out.reshape(-1).view(np.uint16), _elementwise_threads(a.size)
+        )
+        return out
+    if is_bfloat16(a.dtype) and dtype == np.float32:
+        out = np.empty(a.shape, dtype=np.float32)
+        _bf16_kernels().bf16_to_floats(
+            np.ascontiguousarray(a).reshape(-1).view(np.uint16), out.reshape(-1), _elementwise_threads(a.size)
+        )
+        return out
     return a.astype(dtype, copy=False)
+
+
+def _bf16_kernels():
+    """deepnet._kernels.bf16, imported on the first bfloat16 cast."""
+    from deepnet._kernels import bf16
+
+    return bf16
 
 
 # -- batch normalisation (kernels/batchnorm.pyx) --------------------------------------------

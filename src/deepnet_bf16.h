@@ -1,0 +1,309 @@
+/* bfloat16 kernels: float32 <-> bfloat16 conversion and the dot-product GEMM of vdpbf16ps.
+ *
+ * bfloat16 is float32's upper 16 bits.  Conversion:
+ *   - widening is exact (the bits shifted up);
+ *   - narrowing rounds to nearest even, as ml_dtypes' astype: a NaN becomes the quiet NaN
+ *     0x7fc0 with its sign, float32 subnormals round to bfloat16 subnormals (no flush),
+ *     overflow rounds to infinity.
+ * Three paths give the same bits: scalar, AVX2 (the same bit arithmetic, 8 lanes) and
+ * AVX512_BF16 (vcvtneps2bf16, which treats subnormal inputs as zero and keeps a NaN's
+ * payload bits: such lanes are taken from the bit arithmetic instead).
+ *
+ * The GEMM: C (M x N, float32) += A (M x 2*K2, bfloat16, row-major) times B, B packed as
+ * K2 x N pairs: Bp[k2*N + n] holds B[2*k2][n] in its low half, B[2*k2+1][n] in its high
+ * half.  Each element follows vdpbf16ps's order: for each pair, odd element first,
+ *     c = fma(a[2k+1], b[2k+1], c);  c = fma(a[2k], b[2k], c)
+ * as float32 FMAs rounding to nearest even, subnormal inputs (the bfloat16 operands and
+ * the accumulator) read as zero and subnormal results flushed to zero (DAZ/FTZ).  The
+ * instruction path runs vdpbf16ps (AVX512_BF16, compiled under a target attribute, chosen
+ * by CPUID); the AVX2 path emulates it with FMAs under MXCSR's DAZ and FTZ (set per
+ * thread, restored after); the scalar path with fmaf and the flushes done by hand.  A
+ * product of two bfloat16 is exact in float32 unless it underflows, and then DAZ/FTZ
+ * decide it the same way in each path.  Each element is one thread's, in a fixed order:
+ * the bits do not depend on the thread count.
+ */
+#ifndef DEEPNET_BF16_H
+#define DEEPNET_BF16_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "deepnet_openmp.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DN_BF16_X86 1
+#include <immintrin.h>
+#else
+#define DN_BF16_X86 0
+#endif
+
+/* Paths: scalar, AVX2 (+FMA) emulation, AVX512_BF16 instructions. */
+enum { DN_BF16_SCALAR = 0, DN_BF16_AVX2 = 1, DN_BF16_AVX512 = 2 };
+
+/* The fastest path this CPU runs (CPUID). */
+static inline int dn_bf16_best_isa(void)
+{
+#if DN_BF16_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"))
+        return DN_BF16_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return DN_BF16_AVX2;
+#endif
+    return DN_BF16_SCALAR;
+}
+
+static inline uint32_t dn_bf16_f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float dn_bf16_bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* -- conversion --------------------------------------------------------------------------- */
+
+static inline float dn_bf16_to_float(uint16_t h) { return dn_bf16_bits_f32((uint32_t)h << 16); }
+
+static inline uint16_t dn_float_to_bf16(float f)
+{
+    uint32_t u = dn_bf16_f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: quiet, sign kept, payload dropped */
+        return (uint16_t)(((u >> 16) & 0x8000u) | 0x7fc0u);
+    /* Nearest even on the bits: a carry out of the mantissa steps the exponent (to
+     * infinity from the largest finite values), as rounding must. */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+#if DN_BF16_X86
+__attribute__((target("avx2,fma"))) static inline __m256i dn_bf16_round8(__m256i u)
+{
+    const __m256i one = _mm256_set1_epi32(1);
+    __m256i bias = _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(_mm256_srli_epi32(u, 16), one));
+    __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+    __m256i magnitude = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+    __m256i nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f800000));
+    __m256i quiet = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)),
+                                    _mm256_set1_epi32(0x7fc0));
+    return _mm256_blendv_epi8(rounded, quiet, nan); /* 8 results in the low halves of the lanes */
+}
+
+__attribute__((target("avx2,fma"))) static void dn_floats_to_bf16_avx2(const float *src, uint16_t *dst, long n)
+{
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i lo = dn_bf16_round8(_mm256_loadu_si256((const __m256i *)(src + i)));
+        __m256i hi = dn_bf16_round8(_mm256_loadu_si256((const __m256i *)(src + i + 8)));
+        /* packus works per 128-bit lane: the results come as lo0 hi0 lo1 hi1, put in order */
+        __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xd8);
+        _mm256_storeu_si256((__m256i *)(dst + i), packed);
+    }
+    for (; i < n; i++)
+        dst[i] = dn_float_to_bf16(src[i]);
+}
+
+__attribute__((target("avx2,fma"))) static void dn_bf16_to_floats_avx2(const uint16_t *src, float *dst, long n)
+{
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(w, 16));
+    }
+    for (; i < n; i++)
+        dst[i] = dn_bf16_to_float(src[i]);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void dn_floats_to_bf16_avx512(const float *src,
+                                                                                          uint16_t *dst, long n)
+{
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 f = _mm512_loadu_ps(src + i);
+        __m512i u = _mm512_castps_si512(f);
+        __m256i bf = (__m256i)_mm512_cvtneps_pbh(f);
+        /* Lanes the instruction treats otherwise (subnormal: read as zero; NaN: payload kept)
+         * take the bit arithmetic's result. */
+        __m512i exponent = _mm512_and_si512(u, _mm512_set1_epi32(0x7f800000));
+        __mmask16 odd = _mm512_cmpeq_epi32_mask(exponent, _mm512_setzero_si512()) |
+                        _mm512_cmpeq_epi32_mask(exponent, _mm512_set1_epi32(0x7f800000));
+        if (odd) {
+            uint16_t fixed[16];
+            _mm256_storeu_si256((__m256i *)fixed, bf);
+            for (int j = 0; j < 16; j++)
+                if (odd >> j & 1)
+                    fixed[j] = dn_float_to_bf16(src[i + j]);
+            bf = _mm256_loadu_si256((const __m256i *)fixed);
+        }
+        _mm256_storeu_si256((__m256i *)(dst + i), bf);
+    }
+    for (; i < n; i++)
+        dst[i] = dn_float_to_bf16(src[i]);
+}
+#endif
+
+static inline void dn_floats_to_bf16_run(const float *src, uint16_t *dst, long n, int isa)
+{
+#if DN_BF16_X86
+    if (isa == DN_BF16_AVX512) { dn_floats_to_bf16_avx512(src, dst, n); return; }
+    if (isa == DN_BF16_AVX2) { dn_floats_to_bf16_avx2(src, dst, n); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < n; i++)
+        dst[i] = dn_float_to_bf16(src[i]);
+}
+
+static inline void dn_bf16_to_floats_run(const uint16_t *src, float *dst, long n, int isa)
+{
+#if DN_BF16_X86
+    if (isa != DN_BF16_SCALAR) { dn_bf16_to_floats_avx2(src, dst, n); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < n; i++)
+        dst[i] = dn_bf16_to_float(src[i]);
+}
+
+/* Whole arrays, in chunks of a fixed size shared out among the threads. */
+#define DN_BF16_CHUNK 16384L
+
+static inline void dn_floats_to_bf16(const float *src, uint16_t *dst, long n, int isa, int threads)
+{
+    long chunks = (n + DN_BF16_CHUNK - 1) / DN_BF16_CHUNK;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (long c = 0; c < chunks; c++) {
+        long start = c * DN_BF16_CHUNK, len = n - start < DN_BF16_CHUNK ? n - start : DN_BF16_CHUNK;
+        dn_floats_to_bf16_run(src + start, dst + start, len, isa);
+    }
+}
+
+static inline void dn_bf16_to_floats(const uint16_t *src, float *dst, long n, int isa, int threads)
+{
+    long chunks = (n + DN_BF16_CHUNK - 1) / DN_BF16_CHUNK;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (long c = 0; c < chunks; c++) {
+        long start = c * DN_BF16_CHUNK, len = n - start < DN_BF16_CHUNK ? n - start : DN_BF16_CHUNK;
+        dn_bf16_to_floats_run(src + start, dst + start, len, isa);
+    }
+}
+
+/* -- the dot-product GEMM ----------------------------------------------------------------- */
+
+/* A float32 read with DAZ / written with FTZ, by hand (the scalar path). */
+static inline float dn_bf16_daz(float x) { return fabsf(x) < 1.17549435e-38f ? copysignf(0.0f, x) : x; }
+
+/* One pair step of vdpbf16ps on one lane, in the instruction's order. */
+static inline float dn_bf16_dot_pair(float c, uint32_t a_pair, uint32_t b_pair)
+{
+    float a_lo = dn_bf16_daz(dn_bf16_bits_f32(a_pair << 16)), a_hi = dn_bf16_daz(dn_bf16_bits_f32(a_pair & 0xffff0000u));
+    float b_lo = dn_bf16_daz(dn_bf16_bits_f32(b_pair << 16)), b_hi = dn_bf16_daz(dn_bf16_bits_f32(b_pair & 0xffff0000u));
+    c = dn_bf16_daz(fmaf(a_hi, b_hi, dn_bf16_daz(c)));
+    return dn_bf16_daz(fmaf(a_lo, b_lo, c));
+}
+
+/* Rows [m0, m1), columns [n0, N). */
+static void dn_bf16_gemm_rows_scalar(const uint32_t *A, const uint32_t *Bp, float *C, long m0, long m1, long n0,
+                                     long N, long K2)
+{
+    for (long m = m0; m < m1; m++)
+        for (long n = n0; n < N; n++) {
+            float c = C[m * N + n];
+            for (long k = 0; k < K2; k++)
+                c = dn_bf16_dot_pair(c, A[m * K2 + k], Bp[k * N + n]);
+            C[m * N + n] = c;
+        }
+}
+
+#if DN_BF16_X86
+#define DN_BF16_MXCSR_DAZ_FTZ 0x8040u
+
+__attribute__((target("avx2,fma"))) static void dn_bf16_gemm_rows_avx2(const uint32_t *A, const uint32_t *Bp, float *C,
+                                                                       long m0, long m1, long N, long K2)
+{
+    unsigned int saved = _mm_getcsr();
+    _mm_setcsr(saved | DN_BF16_MXCSR_DAZ_FTZ);
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    long n_vec = N / 8 * 8;
+    for (long m = m0; m < m1; m++) {
+        const uint32_t *a = A + m * K2;
+        float *c = C + m * N;
+        long n = 0;
+        for (; n + 16 <= n_vec; n += 16) { /* two accumulators: 16 columns a pass */
+            __m256 c0 = _mm256_loadu_ps(c + n), c1 = _mm256_loadu_ps(c + n + 8);
+            for (long k = 0; k < K2; k++) {
+                __m256i ap = _mm256_set1_epi32((int)a[k]);
+                __m256 a_lo = _mm256_castsi256_ps(_mm256_slli_epi32(ap, 16));
+                __m256 a_hi = _mm256_castsi256_ps(_mm256_and_si256(ap, high));
+                __m256i b0 = _mm256_loadu_si256((const __m256i *)(Bp + k * N + n));
+                __m256i b1 = _mm256_loadu_si256((const __m256i *)(Bp + k * N + n + 8));
+                c0 = _mm256_fmadd_ps(a_hi, _mm256_castsi256_ps(_mm256_and_si256(b0, high)), c0);
+                c1 = _mm256_fmadd_ps(a_hi, _mm256_castsi256_ps(_mm256_and_si256(b1, high)), c1);
+                c0 = _mm256_fmadd_ps(a_lo, _mm256_castsi256_ps(_mm256_slli_epi32(b0, 16)), c0);
+                c1 = _mm256_fmadd_ps(a_lo, _mm256_castsi256_ps(_mm256_slli_epi32(b1, 16)), c1);
+            }
+            _mm256_storeu_ps(c + n, c0); /* FTZ: never subnormal after an FMA (K2 = 0: C as it was) */
+            _mm256_storeu_ps(c + n + 8, c1);
+        }
+        for (; n < n_vec; n += 8) {
+            __m256 c0 = _mm256_loadu_ps(c + n);
+            for (long k = 0; k < K2; k++) {
+                __m256i ap = _mm256_set1_epi32((int)a[k]);
+                __m256i b0 = _mm256_loadu_si256((const __m256i *)(Bp + k * N + n));
+                c0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(ap, high)),
+                                     _mm256_castsi256_ps(_mm256_and_si256(b0, high)), c0);
+                c0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(ap, 16)),
+                                     _mm256_castsi256_ps(_mm256_slli_epi32(b0, 16)), c0);
+            }
+            _mm256_storeu_ps(c + n, c0);
+        }
+        _mm_setcsr(saved);
+        dn_bf16_gemm_rows_scalar(A, Bp, C, m, m + 1, n, N, K2); /* the columns left */
+        _mm_setcsr(saved | DN_BF16_MXCSR_DAZ_FTZ);
+    }
+    _mm_setcsr(saved);
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static void dn_bf16_gemm_rows_avx512(const uint32_t *A,
+                                                                                  const uint32_t *Bp, float *C,
+                                                                                  long m0, long m1, long N, long K2)
+{
+    long n_vec = N / 16 * 16;
+    for (long m = m0; m < m1; m++) {
+        const uint32_t *a = A + m * K2;
+        float *c = C + m * N;
+        long n = 0;
+        for (; n < n_vec; n += 16) {
+            __m512 c0 = _mm512_loadu_ps(c + n);
+            for (long k = 0; k < K2; k++) {
+                __m512bh ap = (__m512bh)_mm512_set1_epi32((int)a[k]);
+                __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(Bp + k * N + n));
+                c0 = _mm512_dpbf16_ps(c0, ap, b0);
+            }
+            _mm512_storeu_ps(c + n, c0);
+        }
+        dn_bf16_gemm_rows_scalar(A, Bp, C, m, m + 1, n, N, K2);
+    }
+}
+#endif
+
+/* C += A Bp (see the top of this file); rows shared out among the threads. */
+static inline void dn_bf16_gemm(const uint32_t *A, const uint32_t *Bp, float *C, long M, long N, long K2, int isa,
+                                int threads)
+{
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (long m = 0; m < M; m++) {
+#if DN_BF16_X86
+        if (isa == DN_BF16_AVX512) { dn_bf16_gemm_rows_avx512(A, Bp, C, m, m + 1, N, K2); continue; }
+        if (isa == DN_BF16_AVX2) { dn_bf16_gemm_rows_avx2(A, Bp, C, m, m + 1, N, K2); continue; }
+#endif
+        (void)isa;
+        dn_bf16_gemm_rows_scalar(A, Bp, C, m, m + 1, 0, N, K2);
+    }
+}
+
+#endif /* DEEPNET_BF16_H */
