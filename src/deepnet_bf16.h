@@ -222,50 +222,76 @@ static void dn_bf16_gemm_rows_scalar(const uint32_t *A, const uint32_t *Bp, floa
 #if DN_BF16_X86
 #define DN_BF16_MXCSR_DAZ_FTZ 0x8040u
 
+/* One pair step on 8 lanes: c = fma(a_hi, b_hi, c); c = fma(a_lo, b_lo, c) (DAZ/FTZ by MXCSR). */
+#define DN_BF16_STEP8(c, a_hi, a_lo, b_hi, b_lo) \
+    (c = _mm256_fmadd_ps(a_lo, b_lo, _mm256_fmadd_ps(a_hi, b_hi, c)))
+
+/* Rows m .. m+R-1 (R <= 4) times 16 columns from n: 2R independent accumulator chains
+ * (the two FMAs of a pair depend on each other, so one chain would wait on their latency). */
+__attribute__((target("avx2,fma"))) static inline void dn_bf16_block_avx2(const uint32_t *A, const uint32_t *Bp,
+                                                                          float *C, long m, int R, long n, long N,
+                                                                          long K2)
+{
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 acc[4][2];
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = _mm256_loadu_ps(C + (m + r) * N + n);
+        acc[r][1] = _mm256_loadu_ps(C + (m + r) * N + n + 8);
+    }
+    for (long k = 0; k < K2; k++) {
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(Bp + k * N + n));
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(Bp + k * N + n + 8));
+        __m256 b0_hi = _mm256_castsi256_ps(_mm256_and_si256(b0, high));
+        __m256 b0_lo = _mm256_castsi256_ps(_mm256_slli_epi32(b0, 16));
+        __m256 b1_hi = _mm256_castsi256_ps(_mm256_and_si256(b1, high));
+        __m256 b1_lo = _mm256_castsi256_ps(_mm256_slli_epi32(b1, 16));
+        for (int r = 0; r < R; r++) {
+            uint32_t pair = A[(m + r) * K2 + k];
+            __m256 a_hi = _mm256_castsi256_ps(_mm256_set1_epi32((int)(pair & 0xffff0000u)));
+            __m256 a_lo = _mm256_castsi256_ps(_mm256_set1_epi32((int)(pair << 16)));
+            DN_BF16_STEP8(acc[r][0], a_hi, a_lo, b0_hi, b0_lo);
+            DN_BF16_STEP8(acc[r][1], a_hi, a_lo, b1_hi, b1_lo);
+        }
+    }
+    for (int r = 0; r < R; r++) { /* FTZ: never subnormal after an FMA (K2 = 0: C as it was) */
+        _mm256_storeu_ps(C + (m + r) * N + n, acc[r][0]);
+        _mm256_storeu_ps(C + (m + r) * N + n + 8, acc[r][1]);
+    }
+}
+
+/* 8 columns from n, one row. */
+__attribute__((target("avx2,fma"))) static inline void dn_bf16_row8_avx2(const uint32_t *A, const uint32_t *Bp,
+                                                                         float *C, long m, long n, long N, long K2)
+{
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 c0 = _mm256_loadu_ps(C + m * N + n);
+    for (long k = 0; k < K2; k++) {
+        uint32_t pair = A[m * K2 + k];
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(Bp + k * N + n));
+        DN_BF16_STEP8(c0, _mm256_castsi256_ps(_mm256_set1_epi32((int)(pair & 0xffff0000u))),
+                      _mm256_castsi256_ps(_mm256_set1_epi32((int)(pair << 16))),
+                      _mm256_castsi256_ps(_mm256_and_si256(b0, high)), _mm256_castsi256_ps(_mm256_slli_epi32(b0, 16)));
+    }
+    _mm256_storeu_ps(C + m * N + n, c0);
+}
+
+/* Rows [m0, m1). */
 __attribute__((target("avx2,fma"))) static void dn_bf16_gemm_rows_avx2(const uint32_t *A, const uint32_t *Bp, float *C,
                                                                        long m0, long m1, long N, long K2)
 {
     unsigned int saved = _mm_getcsr();
-    _mm_setcsr(saved | DN_BF16_MXCSR_DAZ_FTZ);
-    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
-    long n_vec = N / 8 * 8;
-    for (long m = m0; m < m1; m++) {
-        const uint32_t *a = A + m * K2;
-        float *c = C + m * N;
-        long n = 0;
-        for (; n + 16 <= n_vec; n += 16) { /* two accumulators: 16 columns a pass */
-            __m256 c0 = _mm256_loadu_ps(c + n), c1 = _mm256_loadu_ps(c + n + 8);
-            for (long k = 0; k < K2; k++) {
-                __m256i ap = _mm256_set1_epi32((int)a[k]);
-                __m256 a_lo = _mm256_castsi256_ps(_mm256_slli_epi32(ap, 16));
-                __m256 a_hi = _mm256_castsi256_ps(_mm256_and_si256(ap, high));
-                __m256i b0 = _mm256_loadu_si256((const __m256i *)(Bp + k * N + n));
-                __m256i b1 = _mm256_loadu_si256((const __m256i *)(Bp + k * N + n + 8));
-                c0 = _mm256_fmadd_ps(a_hi, _mm256_castsi256_ps(_mm256_and_si256(b0, high)), c0);
-                c1 = _mm256_fmadd_ps(a_hi, _mm256_castsi256_ps(_mm256_and_si256(b1, high)), c1);
-                c0 = _mm256_fmadd_ps(a_lo, _mm256_castsi256_ps(_mm256_slli_epi32(b0, 16)), c0);
-                c1 = _mm256_fmadd_ps(a_lo, _mm256_castsi256_ps(_mm256_slli_epi32(b1, 16)), c1);
-            }
-            _mm256_storeu_ps(c + n, c0); /* FTZ: never subnormal after an FMA (K2 = 0: C as it was) */
-            _mm256_storeu_ps(c + n + 8, c1);
-        }
-        for (; n < n_vec; n += 8) {
-            __m256 c0 = _mm256_loadu_ps(c + n);
-            for (long k = 0; k < K2; k++) {
-                __m256i ap = _mm256_set1_epi32((int)a[k]);
-                __m256i b0 = _mm256_loadu_si256((const __m256i *)(Bp + k * N + n));
-                c0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(ap, high)),
-                                     _mm256_castsi256_ps(_mm256_and_si256(b0, high)), c0);
-                c0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(ap, 16)),
-                                     _mm256_castsi256_ps(_mm256_slli_epi32(b0, 16)), c0);
-            }
-            _mm256_storeu_ps(c + n, c0);
-        }
-        _mm_setcsr(saved);
-        dn_bf16_gemm_rows_scalar(A, Bp, C, m, m + 1, n, N, K2); /* the columns left */
+    long n16 = N / 16 * 16, n8 = N / 8 * 8;
+    for (long m = m0; m < m1; m += 4) {
+        int R = m1 - m < 4 ? (int)(m1 - m) : 4;
         _mm_setcsr(saved | DN_BF16_MXCSR_DAZ_FTZ);
+        for (long n = 0; n < n16; n += 16)
+            dn_bf16_block_avx2(A, Bp, C, m, R, n, N, K2);
+        for (int r = 0; r < R; r++)
+            if (n8 > n16)
+                dn_bf16_row8_avx2(A, Bp, C, m + r, n16, N, K2);
+        _mm_setcsr(saved);
+        dn_bf16_gemm_rows_scalar(A, Bp, C, m, m + R, n8, N, K2); /* the columns left */
     }
-    _mm_setcsr(saved);
 }
 
 __attribute__((target("avx512f,avx512bf16"))) static void dn_bf16_gemm_rows_avx512(const uint32_t *A,
@@ -291,18 +317,53 @@ __attribute__((target("avx512f,avx512bf16"))) static void dn_bf16_gemm_rows_avx5
 }
 #endif
 
-/* C += A Bp (see the top of this file); rows shared out among the threads. */
+/* C += A Bp (see the top of this file); blocks of rows shared out among the threads. */
+#define DN_BF16_ROWS 64L
 static inline void dn_bf16_gemm(const uint32_t *A, const uint32_t *Bp, float *C, long M, long N, long K2, int isa,
                                 int threads)
 {
+    long blocks = (M + DN_BF16_ROWS - 1) / DN_BF16_ROWS;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (long m = 0; m < M; m++) {
+    for (long block = 0; block < blocks; block++) {
+        long m0 = block * DN_BF16_ROWS, m1 = m0 + DN_BF16_ROWS < M ? m0 + DN_BF16_ROWS : M;
 #if DN_BF16_X86
-        if (isa == DN_BF16_AVX512) { dn_bf16_gemm_rows_avx512(A, Bp, C, m, m + 1, N, K2); continue; }
-        if (isa == DN_BF16_AVX2) { dn_bf16_gemm_rows_avx2(A, Bp, C, m, m + 1, N, K2); continue; }
+        if (isa == DN_BF16_AVX512) { dn_bf16_gemm_rows_avx512(A, Bp, C, m0, m1, N, K2); continue; }
+        if (isa == DN_BF16_AVX2) { dn_bf16_gemm_rows_avx2(A, Bp, C, m0, m1, N, K2); continue; }
 #endif
         (void)isa;
-        dn_bf16_gemm_rows_scalar(A, Bp, C, m, m + 1, 0, N, K2);
+        dn_bf16_gemm_rows_scalar(A, Bp, C, m0, m1, 0, N, K2);
+    }
+}
+
+/* -- im2col into pairs ------------------------------------------------------------------ */
+
+/* The dot GEMM's A for a convolution: row (n, oy, ox) holds the window's C*kh*kw values in
+ * (c, i, j) order, zero where it overhangs the padding, then a zero if that count is odd
+ * (K = C*kh*kw rounded up to even: the row's pairs).  Moves 16-bit words only. */
+static inline void dn_bf16_im2col(const uint16_t *x, uint16_t *rows, int N, int C, int H, int W, int kh, int kw,
+                                  int sh, int sw, int ph, int pw, int OH, int OW, int threads)
+{
+    long K = (long)C * kh * kw, Kp = K + (K & 1);
+    long images_rows = (long)N * OH;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (long task = 0; task < images_rows; task++) {
+        int n = (int)(task / OH), oy = (int)(task % OH);
+        for (int ox = 0; ox < OW; ox++) {
+            uint16_t *row = rows + ((long)task * OW + ox) * Kp;
+            long q = 0;
+            for (int c = 0; c < C; c++) {
+                const uint16_t *plane = x + ((long)n * C + c) * H * W;
+                for (int i = 0; i < kh; i++) {
+                    int iy = oy * sh - ph + i;
+                    for (int j = 0; j < kw; j++) {
+                        int ix = ox * sw - pw + j;
+                        row[q++] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? plane[(long)iy * W + ix] : 0;
+                    }
+                }
+            }
+            if (Kp > K)
+                row[q] = 0;
+        }
     }
 }
 

@@ -218,7 +218,8 @@ def test_dot_gemm_shape_errors():
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
-def test_ops_are_float32_on_widened_inputs_rounded(backend):
+def test_ops_are_float32_on_widened_inputs_rounded(backend, monkeypatch):
+    monkeypatch.setattr(bf16_backend, "DOT_CONVOLUTION", False)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((4, 3, 9, 9)).astype(BF16)
     W = (0.3 * rng.standard_normal((6, 3, 3, 3))).astype(BF16)
@@ -244,6 +245,25 @@ def test_ops_are_float32_on_widened_inputs_rounded(backend):
     assert pooled.dtype == BF16
     np.testing.assert_array_equal(pooled.astype(np.float32), expected_pooled[0])
     np.testing.assert_array_equal(argmax, expected_pooled[1])
+
+
+@pytest.mark.parametrize("stride, pad, relu", [(1, 1, True), (2, 0, False)])
+def test_dot_convolution_forward_is_im2col_times_filters_in_dot_products(stride, pad, relu):
+    from deepnet.backends import reference
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 9, 8)).astype(BF16)
+    W = (0.3 * rng.standard_normal((7, 5, 3, 3))).astype(BF16)
+    b = rng.standard_normal(7).astype(BF16)
+    y = F.conv2d(x, W, b, stride, pad, relu=relu)
+    cols = reference.im2col(x.astype(np.float32), 3, 3, (stride, stride), (pad, pad)).astype(BF16)
+    acc = reference_dot(cols, W.reshape(7, -1).T, np.broadcast_to(b.astype(np.float32), (cols.shape[0], 7)))
+    if relu:
+        acc = np.maximum(acc, 0)
+    expected = acc.astype(BF16).reshape(3, y.shape[2], y.shape[3], 7).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(bf16_bits(y), bf16_bits(expected))
+    pooled = F.conv2d_max_pool2d(x, W, b, stride, pad, relu=relu)
+    np.testing.assert_array_equal(bf16_bits(pooled), bf16_bits(F.max_pool2d(y, 2, 2)[0]))
 
 
 # ------------------------------------------------------------------------------ training

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from deepnet import _config
-from deepnet._dtypes import is_bfloat16, require_bfloat16
+from deepnet._dtypes import is_bfloat16, output_hw, require_bfloat16
+
+DOT_CONVOLUTION = True
+"""Whether the compiled backend runs a bfloat16 convolution's forward pass in vdpbf16ps's
+dot products (dot_matmul on the im2col columns; the instruction where the CPU has
+AVX512_BF16, else its emulation: the same floats on every CPU), instead of float32 on the
+widened inputs.  The NumPy backend always does the latter."""
 
 
 def _inner():
@@ -73,8 +79,8 @@ def _widened(op: str) -> Any:
 
 im2col = _widened("im2col")
 col2im = _widened("col2im")
-conv_forward = _widened("conv_forward")
-conv_pool_forward = _widened("conv_pool_forward")
+_float32_conv_forward = _widened("conv_forward")
+_float32_conv_pool_forward = _widened("conv_pool_forward")
 conv_backward = _widened("conv_backward")
 max_pool_forward = _widened("max_pool_forward")
 max_pool_backward = _widened("max_pool_backward")
@@ -97,18 +103,56 @@ def pack_pairs(a):
     return bits.view(np.uint32)
 
 
-def dot_matmul(a, b, c=None, isa=None):
+def dot_matmul(a, b, c=None, isa=None, a_pairs=None):
     """a @ b for bfloat16 a (M, K) and b (K, N) in vdpbf16ps's dot products (float32
     accumulation, pairs of K in the instruction's order, DAZ/FTZ: src/deepnet_bf16.h), added
     to c (M, N) float32 (zeros if None); returns the float32 result.  isa: "avx512_bf16"
     (the instruction), "avx2" or "scalar" (emulations, the same floats); None: the fastest."""
     from deepnet._kernels import bf16 as kernels
 
-    a_pairs = pack_pairs(np.ascontiguousarray(a))
+    if a_pairs is None:
+        a_pairs = pack_pairs(np.ascontiguousarray(a))
     b_pairs = np.ascontiguousarray(pack_pairs(np.ascontiguousarray(b.T)).T)
-    out = np.zeros((a.shape[0], b.shape[1]), dtype=np.float32) if c is None else np.array(c, dtype=np.float32)
+    out = (
+        np.zeros((a_pairs.shape[0], b.shape[1]), dtype=np.float32) if c is None else np.array(c, np.float32, order="C")
+    )
     kernels.dot_gemm(a_pairs, b_pairs, out, _config.get_num_threads(), isa)
     return out
+
+
+def _dot_convolution():
+    return DOT_CONVOLUTION and _config.get_backend() == "cython"
+
+
+def conv_forward(x, W, b, stride, pad, relu=False):
+    """The convolution as columns times filters in the dot GEMM (see DOT_CONVOLUTION),
+    accumulated from the float32 bias, ReLU'd in float32 and rounded once."""
+    if not _dot_convolution():
+        return _float32_conv_forward(x, W, b, stride, pad, relu=relu)
+    from deepnet._kernels import bf16 as kernels
+
+    N = x.shape[0]
+    FN, C, kh, kw = W.shape
+    OH, OW = output_hw(x.shape, kh, kw, stride, pad)
+    K = C * kh * kw
+    rows = np.empty((N * OH * OW, K + K % 2), dtype=np.uint16)
+    kernels.im2col_pairs(x.view(np.uint16), rows, kh, kw, *stride, *pad, _config.get_num_threads())
+    bias = np.zeros(FN, np.float32) if b is None else to_float32(b)
+    c = np.broadcast_to(bias, (rows.shape[0], FN))
+    y = dot_matmul(None, W.reshape(FN, K).T, c, a_pairs=rows.view(np.uint32))
+    if relu:
+        np.maximum(y, 0, out=y)
+    # Transposed as 16-bit words: NumPy copies ml_dtypes' dtype element by element.
+    words = to_bfloat16(y).view(np.uint16).reshape(N, OH, OW, FN).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(words).view(x.dtype)
+
+
+def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
+    """The fused kernel in float32, or None (the caller runs conv_forward and pooling)
+    where the convolution runs in the dot GEMM."""
+    if _dot_convolution():
+        return None
+    return _float32_conv_pool_forward(x, W, b, stride, pad, relu=relu, argmax=argmax)
 
 
 def cast(a, dtype):
