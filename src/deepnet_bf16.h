@@ -351,13 +351,24 @@ static inline void dn_bf16_im2col(const uint16_t *x, uint16_t *rows, int N, int 
         for (int ox = 0; ox < OW; ox++) {
             uint16_t *row = rows + ((long)task * OW + ox) * Kp;
             long q = 0;
+            int ix0 = ox * sw - pw;
+            int inside = ix0 >= 0 && ix0 + kw <= W; /* no column of the window overhangs */
             for (int c = 0; c < C; c++) {
                 const uint16_t *plane = x + ((long)n * C + c) * H * W;
-                for (int i = 0; i < kh; i++) {
+                for (int i = 0; i < kh; i++, q += kw) {
                     int iy = oy * sh - ph + i;
-                    for (int j = 0; j < kw; j++) {
-                        int ix = ox * sw - pw + j;
-                        row[q++] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? plane[(long)iy * W + ix] : 0;
+                    if (iy < 0 || iy >= H) {
+                        for (int j = 0; j < kw; j++)
+                            row[q + j] = 0;
+                    } else if (inside) {
+                        const uint16_t *line = plane + (long)iy * W + ix0;
+                        for (int j = 0; j < kw; j++)
+                            row[q + j] = line[j];
+                    } else {
+                        for (int j = 0; j < kw; j++) {
+                            int ix = ix0 + j;
+                            row[q + j] = (ix >= 0 && ix < W) ? plane[(long)iy * W + ix] : 0;
+                        }
                     }
                 }
             }
