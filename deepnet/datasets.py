@@ -17,6 +17,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from deepnet._dtypes import is_bfloat16
 from deepnet._idx import (
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
@@ -116,7 +117,7 @@ def load_mnist(
         A file is damaged or is not the original MNIST file.
     """
     dtype = np.dtype(dtype)
-    if dtype.kind != "f":
+    if dtype.kind != "f" and not is_bfloat16(dtype):
         raise ValueError(f"dtype must be a floating-point type, got {dtype}")
     data_dir = find_mnist_dir(root) or download_or_explain(root)
     files = mnist_files_in(data_dir)
@@ -136,8 +137,11 @@ def _prepare(
     dtype: np.dtype[Any],
 ) -> Split:
     if normalize:
-        images = images.astype(dtype)
-        images /= 255
+        if is_bfloat16(dtype):  # scaled in float32, rounded once
+            images = (images.astype(np.float32) / 255).astype(dtype)
+        else:
+            images = images.astype(dtype)
+            images /= 255
     shape = (len(images), IMAGE_SIZE * IMAGE_SIZE) if flatten else (len(images), 1, IMAGE_SIZE, IMAGE_SIZE)
     images = images.reshape(shape)
     if one_hot_label:
