@@ -159,6 +159,7 @@ class TorchModel:
     checked against deepnet's predictions, trained and run under CPU autocast to that dtype."""
 
     trains = True
+    note = None  # a remark for the table's footnotes
 
     def __init__(self, dtype, threads, model="deepconvnet", autocast=None):
         import torch
@@ -178,6 +179,8 @@ class TorchModel:
                 raise ValueError(f"autocast rows are DeepConvNet float32, got {model} {dtype}")
             self.model = peers.torch_mirror(peers.deepnet_float_net())
             peers.check_torch_mirror(self.model, self.autocast)
+            if self.autocast == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                self.note = "no bfloat16 in oneDNN on this CPU: PyTorch runs its slow reference convolution"
         self.optimizer = torch_deepconvnet.adam(self.model)
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.generator = torch.Generator().manual_seed(0)
@@ -266,6 +269,7 @@ def measure_row(row, threads, steps, warmup):
         "threads": model.threads(),
         "steps": steps,
         "warmup": warmup,
+        "note": getattr(model, "note", None),
     }
 
 
@@ -695,6 +699,9 @@ def main(argv=None):
         "RSS: peak resident memory (ru_maxrss) of the row's own process before the timed steps and after "
         "the training steps."
     )
+    for row in rows:
+        if results[row.key].get("note"):
+            print(f"{row.label}: {results[row.key]['note']}")
     mismatched = [row.label for row in rows if results[row.key].get("threads", threads) != threads]
     if mismatched:
         print(f"warning: {', '.join(mismatched)} ran with another thread count than {threads}")
