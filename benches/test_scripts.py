@@ -238,6 +238,43 @@ def test_the_deepnet_int8_row_waits_for_deepnet_quantize():
     assert "| deepnet int8 (deepnet.quantize)" in out and "failed" not in out
 
 
+def test_the_deepnet_int8_peer_calls_deepnet_quantize(monkeypatch):
+    """The hook of the deepnet int8 row: deepnet.quantize(net, x_calibration) gets the book's float32
+    net and the calibration images, its model's predict is timed, and a model that predicts other
+    classes than the float net fails the row."""
+    sys.path.insert(0, str(BENCHES / "models"))
+    import peers
+
+    calls = []
+
+    class Quantized:
+        def __init__(self, net, shift):
+            self.net, self.shift = net, shift
+
+        def predict(self, x):
+            return np.roll(self.net.predict(x, train=False), self.shift, axis=1)
+
+    def fake_quantize(shift):
+        def quantize(net, x_calibration):
+            calls.append((net.params["W1"].dtype, x_calibration.shape))
+            return Quantized(net, shift)
+
+        return quantize
+
+    threads = deepnet.get_num_threads()
+    try:
+        monkeypatch.setattr(deepnet, "quantize", fake_quantize(0), raising=False)
+        peer = peers.InferencePeer("deepnet-int8", 1)
+        x, _ = peer.batch(3)
+        assert peer.agreement == 1.0 and peer.predict(x).shape == (3, 10) and not peer.trains
+        assert calls == [(np.dtype(np.float32), (peers.CALIBRATION_SIZE, 1, 28, 28))]
+        monkeypatch.setattr(deepnet, "quantize", fake_quantize(1))
+        with pytest.raises(RuntimeError, match="deepnet-int8 predicts the class"):
+            peers.InferencePeer("deepnet-int8", 1)
+    finally:
+        deepnet.set_num_threads(threads)
+
+
 def test_the_bench_scripts_import_no_peer_framework():
     """compare.py, latency.py and peers.py import PyTorch and ONNX Runtime only in a row that needs them,
     so the test run without the [bench] extra can import them."""
