@@ -53,9 +53,37 @@ def test_fusion_prints_both_inference_passes():
 
 
 def test_latency_prints_the_rounds():
-    out = run_script("models/latency.py", "--rounds", "1", "--calls", "2", "--markdown")
+    frameworks = "deepnet,torch" if importlib.util.find_spec("torch") else "deepnet"
+    out = run_script("models/latency.py", "--rounds", "1", "--calls", "2", "--frameworks", frameworks, "--markdown")
     assert "| 1 |" in out and "| median |" in out
-    assert out.startswith("Produced by `python benches/models/latency.py --rounds 1 --calls 2 --markdown`")
+    assert out.startswith(
+        f"Produced by `python benches/models/latency.py --rounds 1 --calls 2 --frameworks {frameworks} --markdown`"
+    )
+    assert ("deepnet faster than torch in" in out) == ("torch" in frameworks)
+
+
+def needs_peers(*packages):
+    """Skip unless the peers' packages (the [bench] extra) are installed."""
+    for package in packages:
+        pytest.importorskip(package, reason=f"{package} is the [bench] extra's comparison only")
+
+
+def test_latency_races_the_peers():
+    needs_peers("torch", "onnx", "onnxruntime")
+    out = run_script(
+        "models/latency.py", "--rounds", "1", "--calls", "2", "--frameworks", "deepnet,torch-int8,ort-int8"
+    )
+    assert "| round | deepnet | torch-int8 | ort-int8 |" in out
+    assert "deepnet faster than ort-int8 in" in out
+
+
+def test_latency_refuses_a_framework_it_does_not_know():
+    result = subprocess.run(
+        [sys.executable, str(BENCHES / "models" / "latency.py"), "--frameworks", "deepnet,tensorflow"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "unknown tensorflow" in result.stderr
 
 
 def assert_markdown_table(text, header, rows):
@@ -74,12 +102,19 @@ def test_the_markdown_tables_have_a_row_per_result():
     import compare
     import latency
 
-    rows = [compare.ROWS_BY_KEY["deepnet-float32"], compare.ROWS_BY_KEY["torch-float32"]]
+    rows = [compare.ROWS_BY_KEY[key] for key in ("deepnet-float32", "torch-float32", "ort-int8")]
     results = {
         "deepnet-float32": dict(
             train_ips=800.0, infer_ips=2400.0, latency_ms=0.3, rss_before_mb=60.0, rss_peak_mb=130.0
         ),
         "torch-float32": {"error": "failed"},
+        # An inference-only row: the medians of its rounds, training n/a.
+        "ort-int8": compare.combine_rounds(
+            [
+                dict(train_ips=None, infer_ips=ips, latency_ms=0.2, rss_before_mb=90.0, rss_peak_mb=90.0)
+                for ips in (3000.0, 1000.0, 5000.0)
+            ]
+        ),
     }
     table = compare.main_table(results, rows)
     header = [
@@ -98,6 +133,9 @@ def test_the_markdown_tables_have_a_row_per_result():
     ]
     assert_markdown_table(table, header, [row.label for row in rows])
     assert "| 800 | 2400 | 0.30 | 60 | 130 (+70) |" in re.sub(" +", " ", table)
+    assert "| ONNX Runtime int8 (QDQ static) | n/a | 3000 | 0.20 | 90 | 90 (+0) | n/a | n/a |" in re.sub(
+        " +", " ", table
+    )
     assert (
         compare.command_line(str(BENCHES / "models" / "compare.py"), ["--markdown", "--rows", "a b"])
         == "python benches/models/compare.py --markdown --rows 'a b'"
@@ -161,6 +199,144 @@ def test_compare_runs_the_rows_of_each_malloc_policy(monkeypatch):
         "100",
     )
     assert "| deepnet float32, malloc's defaults" in out and "failed" not in out
+
+
+def test_compare_runs_the_peer_rows():
+    """Each peer row builds its model, agrees with deepnet's float32 classes (else its row fails)
+    and prints its numbers; the int8 and ONNX Runtime rows train n/a."""
+    needs_peers("torch", "onnx", "onnxruntime")
+    out = run_script(
+        "models/compare.py",
+        "--rows",
+        "torch-bfloat16,torch-int8,ort-float32,ort-int8",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "--fma-peak",
+        "100",
+    )
+    assert "failed" not in out and "not installed" not in out, out
+    lines = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert re.match(r"\| PyTorch bfloat16 autocast +\| +\d+ \|", lines["PyTorch bfloat16 autocast"])
+    for label in ("PyTorch int8 (FX static, x86)", "ONNX Runtime float32", "ONNX Runtime int8 (QDQ static)"):
+        assert re.match(r"\| [^|]+\| +n/a \| +\d+ \|", lines[label]), lines[label]
+
+
+def test_the_deepnet_int8_row_waits_for_deepnet_quantize():
+    sys.path.insert(0, str(BENCHES / "models"))
+    import compare
+
+    row = compare.ROWS_BY_KEY["deepnet-int8"]
+    assert ("deepnet-int8" in compare.default_rows()) == hasattr(deepnet, "quantize")
+    if not hasattr(deepnet, "quantize"):
+        assert compare.run_child("row", row, 1, 1, 0) == {"error": "this deepnet has no deepnet.quantize"}
+        pytest.skip("this deepnet has no deepnet.quantize: its row is only refused")
+    out = run_script("models/compare.py", "--rows", "deepnet-int8", "--steps", "1", "--warmup", "0", "--repeat", "1")
+    assert "| deepnet int8 (deepnet.quantize)" in out and "failed" not in out
+
+
+def test_the_deepnet_int8_peer_calls_deepnet_quantize(monkeypatch):
+    """The hook of the deepnet int8 row: deepnet.quantize(net, x_calibration) gets the book's float32
+    net and the calibration images, its model's predict is timed, and a model that predicts other
+    classes than the float net fails the row."""
+    sys.path.insert(0, str(BENCHES / "models"))
+    import peers
+
+    calls = []
+
+    class Quantized:
+        def __init__(self, net, shift):
+            self.net, self.shift = net, shift
+
+        def predict(self, x):
+            return np.roll(self.net.predict(x, train=False), self.shift, axis=1)
+
+    def fake_quantize(shift):
+        def quantize(net, x_calibration):
+            calls.append((net.params["W1"].dtype, x_calibration.shape))
+            return Quantized(net, shift)
+
+        return quantize
+
+    threads = deepnet.get_num_threads()
+    try:
+        monkeypatch.setattr(deepnet, "quantize", fake_quantize(0), raising=False)
+        peer = peers.InferencePeer("deepnet-int8", 1)
+        x, _ = peer.batch(3)
+        assert peer.agreement == 1.0 and peer.predict(x).shape == (3, 10) and not peer.trains
+        assert calls == [(np.dtype(np.float32), (peers.CALIBRATION_SIZE, 1, 28, 28))]
+        monkeypatch.setattr(deepnet, "quantize", fake_quantize(1))
+        with pytest.raises(RuntimeError, match="deepnet-int8 predicts the class"):
+            peers.InferencePeer("deepnet-int8", 1)
+    finally:
+        deepnet.set_num_threads(threads)
+
+
+def test_the_bench_scripts_import_no_peer_framework():
+    """compare.py, latency.py and peers.py import PyTorch and ONNX Runtime only in a row that needs them,
+    so the test run without the [bench] extra can import them."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import compare, latency, peers; compare.default_rows(); "
+        "loaded = sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules); "
+        "assert not loaded, loaded"
+    )
+    deepnet_home = str(Path(deepnet.__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(BENCHES / "models")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=deepnet_home),
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_peer_agreement_refuses_a_peer_that_predicts_other_classes():
+    sys.path.insert(0, str(BENCHES / "models"))
+    import peers
+
+    reference = np.eye(10)[np.arange(200) % 10]
+    assert peers.check_agreement("same", 2 * reference + 1, reference) == 1.0
+    wrong = reference.copy()
+    wrong[:3] = np.roll(wrong[:3], 1, axis=1)  # 3 of 200 classes differ: 98.5%
+    with pytest.raises(RuntimeError, match=r"wrong predicts the class of deepnet's float32 model on 98.5%"):
+        peers.check_agreement("wrong", wrong, reference)
+
+
+def test_the_calibration_images_are_validation_images_of_the_training_set():
+    sys.path.insert(0, str(BENCHES / "models"))
+    import peers
+    from deepnet.datasets import load_mnist, stratified_split
+
+    x = peers.calibration_images(size=50)
+    (x_train, t_train), _ = load_mnist(flatten=False, dtype=np.float32)
+    _, validation = stratified_split(t_train, peers.VALIDATION_SIZE, seed=0)
+    label_of = {image.tobytes(): label for image, label in zip(x_train[validation], t_train[validation])}
+    assert x.shape == (50, 1, 28, 28) and x.dtype == np.float32
+    labels = [label_of[image.tobytes()] for image in x]  # a KeyError: not a validation image
+    share = np.bincount(t_train[validation], minlength=10) / len(validation)
+    assert np.all(np.abs(np.bincount(labels, minlength=10) - 50 * share) < 1)  # stratified
+
+
+def test_the_torch_mirror_of_the_book_net_predicts_deepnets_scores():
+    torch = pytest.importorskip("torch", reason="PyTorch is the [bench] extra's comparison only")
+    sys.path.insert(0, str(BENCHES / "models"))
+    import torch_deepconvnet
+
+    from deepnet.nets import DeepConvNet
+
+    net = DeepConvNet(dtype="float64", seed=0)
+    net.load_params(BENCHES.parent / "data" / "book" / "deep_convnet_params.pkl")
+    x = np.random.default_rng(0).random((8, 1, 28, 28))
+    with deepnet.backend("numpy"):
+        expected = net.predict(x, train=False)
+    with torch.no_grad():
+        got = torch_deepconvnet.from_deepnet(net)(torch.from_numpy(x.astype(np.float32))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="expected a DeepConvNet without BN"):
+        torch_deepconvnet.from_deepnet(DeepConvNet(dtype="float32", seed=0, batch_norm=True))
 
 
 def test_the_torch_mirrors_have_deepnets_parameter_counts():

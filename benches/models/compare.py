@@ -1,5 +1,5 @@
-"""Whole-network benchmark: deepnet's DeepConvNet against its NumPy reference and PyTorch (CPU),
-and the BN variant and the small ResNet against the same models in PyTorch.
+"""Whole-network benchmark: deepnet's DeepConvNet against its NumPy reference, PyTorch (CPU) and
+ONNX Runtime, and the BN variant and the small ResNet against the same models in PyTorch.
 
     python benches/models/compare.py                 # the table (3 rounds, several minutes)
     python benches/models/compare.py --quick         # fewer repetitions, a rough look
@@ -20,6 +20,13 @@ direct-convolution arithmetic (2 FLOPs per multiply-add of deepnet.nets.describe
 training step counted as 3 passes: forward, input and weight gradients) per second over
 the FMA peak of benches/analysis/gemm_peak.c at the same thread count (compiled and run here with
 cc, or given with --fma-peak); Winograd does fewer multiplies than it is credited with.
+
+The peer rows (benches/models/peers.py) hold the book's trained DeepConvNet weights: PyTorch
+int8 (FX static quantization, x86), PyTorch bfloat16 autocast, ONNX Runtime float32 and int8
+(QDQ static quantization), and deepnet int8 where deepnet has ``deepnet.quantize`` (the default
+rows include it only then).  Each one must predict the classes of deepnet's float32 model on
+99% of its calibration images (validation images of the MNIST training set) or its row fails.
+The int8 and ONNX Runtime rows infer only: their training column is n/a.
 """
 
 import argparse
@@ -52,6 +59,7 @@ class Row:
     # framework's default; True (PyTorch rows), the same thresholds through glibc's MALLOC_*_
     # variables; False (deepnet rows), malloc's defaults (DEEPNET_KEEP_FREED_MEMORY=0).
     keep_freed_memory: bool = None
+    autocast: str = None  # a torch dtype name: the PyTorch row runs under CPU autocast to it
 
 
 ROWS = [
@@ -71,6 +79,12 @@ ROWS = [
     Row("torch-bn-float32", "PyTorch DeepConvNet-BN float32", "torch", "float32", model="deepconvnet-bn"),
     Row("deepnet-resnet-float32", "deepnet ResNet float32", "deepnet", "float32", model="resnet"),
     Row("torch-resnet-float32", "PyTorch ResNet float32", "torch", "float32", model="resnet"),
+    # The peers of benches/models/peers.py (DeepConvNet, the book's trained weights).
+    Row("torch-bfloat16", "PyTorch bfloat16 autocast", "torch", "float32", autocast="bfloat16"),
+    Row("torch-int8", "PyTorch int8 (FX static, x86)", "torch", "int8"),
+    Row("ort-float32", "ONNX Runtime float32", "onnxruntime", "float32"),
+    Row("ort-int8", "ONNX Runtime int8 (QDQ static)", "onnxruntime", "int8"),
+    Row("deepnet-int8", "deepnet int8 (deepnet.quantize)", "deepnet", "int8"),
 ]
 ROWS_BY_KEY = {row.key: row for row in ROWS}
 
@@ -78,7 +92,11 @@ ROWS_BY_KEY = {row.key: row for row in ROWS}
 def torch_row_for(row):
     """The key of the PyTorch row that a row is compared with: the same model, in the same
     dtype where PyTorch has that row, else in float32."""
-    torch_rows = {(r.model, r.dtype): r.key for r in ROWS if r.framework == "torch" and r.keep_freed_memory is None}
+    torch_rows = {
+        (r.model, r.dtype): r.key
+        for r in ROWS
+        if r.framework == "torch" and r.keep_freed_memory is None and r.autocast is None
+    }
     return torch_rows.get((row.model, row.dtype), torch_rows[(row.model, "float32")])
 
 
@@ -90,6 +108,8 @@ REFERENCE = "numpy-float32"  # the reference's DeepConvNet; compared with DeepCo
 
 class DeepnetModel:
     """One of deepnet's nets (DeepConvNet by default) with Adam, on one CPU backend and dtype."""
+
+    trains = True  # measure_row times a training step
 
     def __init__(self, dtype, backend, threads, model="deepconvnet", winograd="auto"):
         import numpy as np
@@ -134,9 +154,14 @@ class DeepnetModel:
 
 
 class TorchModel:
-    """The same network in PyTorch (benches/models/torch_deepconvnet.py), with Adam."""
+    """The same network in PyTorch (benches/models/torch_deepconvnet.py), with Adam.  With
+    ``autocast`` (a torch dtype name), DeepConvNet with the book's weights (peers.torch_mirror),
+    checked against deepnet's predictions, trained and run under CPU autocast to that dtype."""
 
-    def __init__(self, dtype, threads, model="deepconvnet"):
+    trains = True
+    note = None  # a remark for the table's footnotes
+
+    def __init__(self, dtype, threads, model="deepconvnet", autocast=None):
         import torch
 
         import torch_deepconvnet
@@ -144,7 +169,18 @@ class TorchModel:
         torch.set_num_threads(threads)
         self.torch, self.steps = torch, torch_deepconvnet
         self.dtype = getattr(torch, dtype)
-        self.model = torch_deepconvnet.MODELS[model](dtype=self.dtype, seed=0)
+        self.autocast = None if autocast is None else getattr(torch, autocast)
+        if self.autocast is None:
+            self.model = torch_deepconvnet.MODELS[model](dtype=self.dtype, seed=0)
+        else:
+            import peers
+
+            if model != "deepconvnet" or self.dtype != torch.float32:
+                raise ValueError(f"autocast rows are DeepConvNet float32, got {model} {dtype}")
+            self.model = peers.torch_mirror(peers.deepnet_float_net())
+            peers.check_torch_mirror(self.model, self.autocast)
+            if self.autocast == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                self.note = "no bfloat16 in oneDNN on this CPU: PyTorch runs its slow reference convolution"
         self.optimizer = torch_deepconvnet.adam(self.model)
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.generator = torch.Generator().manual_seed(0)
@@ -160,9 +196,12 @@ class TorchModel:
         self.model.eval()
 
     def train_step(self, x, t):
-        self.steps.train_step(self.model, self.optimizer, self.loss_fn, x, t)
+        self.steps.train_step(self.model, self.optimizer, self.loss_fn, x, t, self.autocast)
 
     def predict(self, x):
+        if self.autocast is not None:
+            with self.torch.no_grad(), self.torch.autocast("cpu", dtype=self.autocast):
+                return self.model(x)
         with self.torch.no_grad():
             return self.model(x)
 
@@ -171,8 +210,14 @@ class TorchModel:
 
 
 def make_model(row, threads):
+    """The model a row times: compare.py's interface (batch, train_mode/eval_mode, train_step where
+    ``trains``, predict, threads)."""
+    if row.framework == "onnxruntime" or row.dtype == "int8":
+        import peers
+
+        return peers.InferencePeer(row.key, threads)
     if row.framework == "torch":
-        return TorchModel(row.dtype, threads, row.model)
+        return TorchModel(row.dtype, threads, row.model, row.autocast)
     return DeepnetModel(row.dtype, row.backend, threads, row.model, row.winograd)
 
 
@@ -204,8 +249,10 @@ def measure_row(row, threads, steps, warmup):
     x, t = model.batch(BATCH)
     x1, _ = model.batch(1)
     rss_before = peak_rss_mb()
-    model.train_mode()
-    train_s = median_seconds(lambda: model.train_step(x, t), warmup, steps)
+    train_s = None
+    if model.trains:
+        model.train_mode()
+        train_s = median_seconds(lambda: model.train_step(x, t), warmup, steps)
     rss_peak = peak_rss_mb()  # before inference, so that it is the training step's peak
     model.eval_mode()
     infer_s = median_seconds(lambda: model.predict(x), warmup, steps)
@@ -214,7 +261,7 @@ def measure_row(row, threads, steps, warmup):
         lambda: model.predict(x1), LATENCY_CALLS_PER_STEP * warmup, LATENCY_CALLS_PER_STEP * steps
     )
     return {
-        "train_ips": BATCH / train_s,
+        "train_ips": None if train_s is None else BATCH / train_s,
         "infer_ips": BATCH / infer_s,
         "latency_ms": 1e3 * latency_s,
         "rss_before_mb": rss_before,
@@ -222,6 +269,7 @@ def measure_row(row, threads, steps, warmup):
         "threads": model.threads(),
         "steps": steps,
         "warmup": warmup,
+        "note": getattr(model, "note", None),
     }
 
 
@@ -231,11 +279,14 @@ def measure_scaling(row, threads, steps, warmup):
     results = []
     for batch in SCALING_BATCHES:
         x, t = model.batch(batch)
-        model.train_mode()
-        train_s = median_seconds(lambda: model.train_step(x, t), warmup, steps)
+        train_s = None
+        if model.trains:
+            model.train_mode()
+            train_s = median_seconds(lambda: model.train_step(x, t), warmup, steps)
         model.eval_mode()
         infer_s = median_seconds(lambda: model.predict(x), warmup, steps)
-        results.append({"batch": batch, "train_ips": batch / train_s, "infer_ips": batch / infer_s})
+        train_ips = None if train_s is None else batch / train_s
+        results.append({"batch": batch, "train_ips": train_ips, "infer_ips": batch / infer_s})
     return {"threads": model.threads(), "batches": results}
 
 
@@ -244,6 +295,27 @@ def measure_scaling(row, threads, steps, warmup):
 
 def torch_installed():
     return importlib.util.find_spec("torch") is not None
+
+
+def missing(row):
+    """Why ``row`` cannot run here ("torch not installed", ...), or None where it can."""
+    needed = ["torch"] if row.framework == "torch" or row.autocast else []
+    needed += ["torch", "onnx", "onnxruntime"] if row.framework == "onnxruntime" else []
+    for package in dict.fromkeys(needed):
+        if importlib.util.find_spec(package) is None:
+            return f"{package} not installed"
+    if row.framework == "deepnet" and row.dtype == "int8":
+        import deepnet
+
+        if not hasattr(deepnet, "quantize"):
+            return "this deepnet has no deepnet.quantize"
+    return None
+
+
+def default_rows():
+    """Every row, less deepnet's int8 row where this deepnet cannot quantize (a missing PyTorch or
+    ONNX Runtime shows as its rows' error instead)."""
+    return [row.key for row in ROWS if not (row.framework == "deepnet" and missing(row))]
 
 
 def child_environment(row):
@@ -262,8 +334,9 @@ def child_environment(row):
 
 def run_child(mode, row, threads, steps, warmup):
     """Run ``compare.py --<mode> row`` in a fresh interpreter; its JSON result, or {"error": ...}."""
-    if row.framework == "torch" and not torch_installed():
-        return {"error": "torch not installed"}
+    reason = missing(row)
+    if reason:
+        return {"error": reason}
     print(f"  {row.label}, {threads} thread(s) ...", file=sys.stderr, flush=True)
     command = [
         sys.executable,
@@ -292,7 +365,8 @@ def combine_rounds(runs):
         return failed[0]
     combined = dict(runs[0])
     for key in ("train_ips", "infer_ips", "latency_ms"):
-        combined[key] = statistics.median(run[key] for run in runs)
+        values = [run[key] for run in runs if run[key] is not None]  # train_ips: None for inference-only rows
+        combined[key] = statistics.median(values) if values else None
     for key in ("rss_before_mb", "rss_peak_mb"):
         combined[key] = max(run[key] for run in runs)
     combined["rounds"] = len(runs)
@@ -324,13 +398,17 @@ def command_line(script, argv):
 def ratio(results, key, reference_key, metric):
     """results[key][metric] / results[reference_key][metric] as "1.23x", or "n/a"."""
     mine, reference = results.get(key, {}), results.get(reference_key, {})
-    if metric not in mine or metric not in reference:
+    if mine.get(metric) is None or reference.get(metric) is None:
         return "n/a"
     return f"{mine[metric] / reference[metric]:.2f}x"
 
 
 def mb(value):
     return "n/a" if value is None else f"{value:.0f}"
+
+
+def number(value, digits=0):
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def measure_fma_peak(threads):
@@ -388,9 +466,9 @@ def peak_fraction(result, model, fma_peak):
     if fma_peak is None:
         return "n/a", "n/a"
     train, infer = flops_per_image(model)
-    return (
-        f"{100 * result['train_ips'] * train / 1e9 / fma_peak:.0f}%",
-        f"{100 * result['infer_ips'] * infer / 1e9 / fma_peak:.0f}%",
+    return tuple(
+        "n/a" if result[metric] is None else f"{100 * result[metric] * flops / 1e9 / fma_peak:.0f}%"
+        for metric, flops in (("train_ips", train), ("infer_ips", infer))
     )
 
 
@@ -422,9 +500,9 @@ def main_table(results, rows, fma_peak=None):
         lines.append(
             [
                 row.label,
-                f"{result['train_ips']:.0f}",
-                f"{result['infer_ips']:.0f}",
-                f"{result['latency_ms']:.2f}",
+                number(result["train_ips"]),
+                number(result["infer_ips"]),
+                number(result["latency_ms"], 2),
                 mb(before),
                 mb(peak) + delta,
                 ratio(results, row.key, torch_key, "train_ips"),
@@ -446,7 +524,7 @@ def scaling_table(scaling):
             lines.append([row.label, threads, "-", result["error"]] + ["-"] * (len(SCALING_BATCHES) - 1))
             continue
         for mode, metric in (("train", "train_ips"), ("infer", "infer_ips")):
-            lines.append([row.label, threads, mode] + [f"{entry[metric]:.0f}" for entry in result["batches"]])
+            lines.append([row.label, threads, mode] + [number(entry[metric]) for entry in result["batches"]])
     return markdown_table(headers, lines)
 
 
@@ -480,6 +558,8 @@ def machine_lines(threads, load_before):
     except ImportError:
         physical = "?"
     torch_version = importlib.metadata.version("torch") if torch_installed() else "not installed"
+    ort_installed = importlib.util.find_spec("onnxruntime") is not None
+    ort_version = importlib.metadata.version("onnxruntime") if ort_installed else "not installed"
     cfg = deepnet.config()
     build = (
         f"kernels {'compiled' if cfg['kernels compiled'] else 'NOT compiled'}, "
@@ -489,9 +569,10 @@ def machine_lines(threads, load_before):
         f"machine: {cpu_model()}, {logical} logical CPUs ({physical} physical, {usable} usable), "
         f"{platform.system()} {platform.machine()}",
         f"versions: python {platform.python_version()}, numpy {np.__version__}, deepnet {deepnet.__version__} "
-        f"({build}), torch {torch_version}",
+        f"({build}), torch {torch_version}, onnxruntime {ort_version}",
         f"BLAS (numpy, via threadpoolctl): {cfg['BLAS']}",
-        f"threads: {threads} (deepnet kernels and BLAS: deepnet.set_num_threads; PyTorch: torch.set_num_threads)",
+        f"threads: {threads} (deepnet kernels and BLAS: deepnet.set_num_threads; PyTorch: torch.set_num_threads; "
+        "ONNX Runtime: intra-op threads, 1 inter-op thread, sequential execution)",
     ] + (
         []
         if load_before is None
@@ -526,8 +607,9 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--rows",
-        default=",".join(row.key for row in ROWS),
-        help="comma-separated rows to run (default: all): " + ", ".join(ROWS_BY_KEY),
+        default=None,
+        help="comma-separated rows to run (default: all, deepnet-int8 where deepnet.quantize exists): "
+        + ", ".join(ROWS_BY_KEY),
     )
     parser.add_argument(
         "--markdown",
@@ -546,9 +628,13 @@ def parse_args(argv=None):
         parser.error("--repeat must be positive")
     if args.steps < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         parser.error("--steps and --threads must be positive, --warmup non-negative")
-    unknown = [key for key in args.rows.split(",") if key not in ROWS_BY_KEY]
+    if args.rows is None:
+        args.rows = "" if args.row or args.scaling_row else ",".join(default_rows())
+    unknown = [key for key in args.rows.split(",") if key and key not in ROWS_BY_KEY]
     if unknown:
         parser.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS_BY_KEY)}")
+    if not (args.row or args.scaling_row or any(args.rows.split(","))):
+        parser.error("--rows names no row")
     return args
 
 
@@ -564,7 +650,7 @@ def main(argv=None):
     import deepnet
 
     threads = args.threads or deepnet.get_num_threads()
-    rows = [ROWS_BY_KEY[key] for key in args.rows.split(",")]
+    rows = [ROWS_BY_KEY[key] for key in args.rows.split(",") if key]
     # The NumPy reference is a few times slower: a quarter of the repetitions is enough.
     reference_steps, reference_warmup = max(2, args.steps // 4), min(args.warmup, 1)
     load_before = load_average()
@@ -606,11 +692,16 @@ def main(argv=None):
     print(main_table(results, rows, fma_peak))
     print(
         "\nratios: this row's images/s over the reference row's (above 1: faster). \"vs torch\" compares with "
-        'PyTorch\'s same model in float32, float64 rows with PyTorch float64; "vs ref" with the deepnet '
-        "NumPy reference (DeepConvNet rows only). "
+        "PyTorch's same model in float32, float64 rows with PyTorch float64, int8 rows with PyTorch int8; "
+        '"vs ref" with the deepnet NumPy reference (DeepConvNet rows only). '
+        "Peer rows (bfloat16, int8, ONNX Runtime) hold the book's trained weights and agree with deepnet's "
+        "float32 predictions on at least 99% of their calibration images. "
         "RSS: peak resident memory (ru_maxrss) of the row's own process before the timed steps and after "
         "the training steps."
     )
+    for row in rows:
+        if results[row.key].get("note"):
+            print(f"{row.label}: {results[row.key]['note']}")
     mismatched = [row.label for row in rows if results[row.key].get("threads", threads) != threads]
     if mismatched:
         print(f"warning: {', '.join(mismatched)} ran with another thread count than {threads}")

@@ -1,17 +1,21 @@
-"""Batch-1 latency of DeepConvNet inference: deepnet against PyTorch, in alternating processes.
+"""Batch-1 latency of DeepConvNet inference: deepnet against PyTorch and its peers, in alternating processes.
 
     python benches/models/latency.py [--threads 2] [--rounds 8] [--calls 400] [--markdown]
+    python benches/models/latency.py --frameworks deepnet,torch,ort-float32,ort-int8
 
-Each round runs one process per framework (deepnet first in odd rounds, PyTorch first in
+Each round runs one process per framework (in the order given in odd rounds, reversed in
 even ones); a process times --calls predictions of one random image after 50 untimed
 ones and reports their median.  Printed: each round's medians, the median of the rounds
-per framework, and in how many rounds deepnet was faster.  deepnet infers as a deployed
-model would (BN folded, fold_batch_norm; DeepConvNet has none), PyTorch in eval mode
-under no_grad.  Without PyTorch (pip install ".[bench]") only deepnet's rows are printed.
+per framework, and in how many rounds deepnet was faster than each other one.  deepnet
+infers as a deployed model would (BN folded, fold_batch_norm; DeepConvNet has none),
+PyTorch in eval mode under no_grad.  The peers are compare.py's rows of the same names
+(benches/models/peers.py: the book's trained weights, checked against deepnet's float32
+classes): PyTorch bfloat16 autocast and int8, ONNX Runtime float32 and int8, deepnet int8
+where deepnet has deepnet.quantize.  By default every framework installed here runs
+(PyTorch, onnx and onnxruntime: pip install ".[bench]").
 """
 
 import argparse
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -21,12 +25,21 @@ from pathlib import Path
 BENCHES = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHES))  # compare.py and torch_deepconvnet.py
 WARMUP = 50
+PEERS = ("torch-bfloat16", "torch-int8", "ort-float32", "ort-int8", "deepnet-int8")  # rows of compare.py
+FRAMEWORKS = ("deepnet", "torch") + PEERS
 
 
 def predictor(framework, threads):
     """A function that predicts one random MNIST-shaped image."""
     import numpy as np
 
+    if framework in PEERS:
+        from compare import ROWS_BY_KEY, make_model
+
+        model = make_model(ROWS_BY_KEY[framework], threads)
+        model.eval_mode()
+        x, _ = model.batch(1)
+        return lambda: model.predict(x)
     if framework == "torch":
         import torch
 
@@ -60,6 +73,16 @@ def measure(framework, threads, calls):
     return median_seconds(predictor(framework, threads), WARMUP, calls)
 
 
+def missing(framework):
+    """Why ``framework`` cannot run here, or None where it can."""
+    if framework == "deepnet":
+        return None
+    from compare import ROWS_BY_KEY
+    from compare import missing as row_missing
+
+    return row_missing(ROWS_BY_KEY["torch-float32" if framework == "torch" else framework])
+
+
 def rounds_table(medians):
     """The markdown table of the rounds: medians is {framework: [ms per round]}; one row per round, then
     the median of the rounds."""
@@ -84,14 +107,30 @@ def main():
         help="print a block to paste into the docs: the command that produced it, then the "
         "same table (GitHub markdown)",
     )
-    parser.add_argument("--framework", choices=("deepnet", "torch"), help=argparse.SUPPRESS)  # a child
+    parser.add_argument(
+        "--frameworks",
+        default=None,
+        help="comma-separated frameworks to race (default: each one installed here): " + ", ".join(FRAMEWORKS),
+    )
+    parser.add_argument("--framework", choices=FRAMEWORKS, help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.threads < 1 or args.rounds < 1 or args.calls < 1:
         parser.error("--threads, --rounds and --calls must be positive")
     if args.framework:
         print(json.dumps(measure(args.framework, args.threads, args.calls)))
         return
-    frameworks = ["deepnet"] + (["torch"] if importlib.util.find_spec("torch") else [])
+    if args.frameworks is None:
+        frameworks = [name for name in FRAMEWORKS if not missing(name)]
+    else:
+        frameworks = list(dict.fromkeys(args.frameworks.split(",")))
+        unknown = [name for name in frameworks if name not in FRAMEWORKS]
+        if unknown or not frameworks:
+            parser.error(
+                f"--frameworks: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(FRAMEWORKS)}"
+            )
+        unavailable = [f"{name} ({missing(name)})" for name in frameworks if missing(name)]
+        if unavailable:
+            parser.error(f"--frameworks: cannot run {', '.join(unavailable)}")
     medians = {name: [] for name in frameworks}
     for round_ in range(args.rounds):
         order = frameworks if round_ % 2 == 0 else frameworks[::-1]
@@ -109,8 +148,10 @@ def main():
                 ],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if child.returncode != 0:  # e.g. a peer that disagrees with deepnet's classes
+                last = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+                sys.exit(f"latency.py: {name} failed: {last}")
             medians[name].append(1e3 * json.loads(child.stdout.strip().splitlines()[-1]))
         print(
             f"round {round_ + 1}: " + ", ".join(f"{name} {medians[name][-1]:.3f} ms" for name in frameworks),
@@ -121,13 +162,17 @@ def main():
 
         print(f"Produced by `{command_line(__file__, sys.argv[1:])}`:\n")
     print(
-        f"DeepConvNet float32, batch 1, {args.threads} thread(s), median of {args.calls} calls per "
+        f"DeepConvNet (float32 unless the column names another type), batch 1, {args.threads} thread(s), "
+        f"median of {args.calls} calls per "
         f"process, {args.rounds} alternating rounds (ms)\n"
     )
     print(rounds_table(medians))
-    if "torch" in medians:
-        faster = sum(d < t for d, t in zip(medians["deepnet"], medians["torch"]))
-        print(f"\ndeepnet faster in {faster} of {args.rounds} rounds")
+    if "deepnet" in medians:
+        print()
+        for name in medians:
+            if name != "deepnet":
+                faster = sum(d < t for d, t in zip(medians["deepnet"], medians[name]))
+                print(f"deepnet faster than {name} in {faster} of {args.rounds} rounds")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ conv - relu - conv - relu - pool - affine - relu - dropout - affine - dropout,
 initialisation (std sqrt(2 / fan_in), zero biases), trained with Adam (lr 0.001) on the
 cross-entropy of the softmax.  ``batch_norm=True`` puts a BatchNorm after every convolution
 and the hidden affine layer (deepnet.nets.DeepConvNet(batch_norm=True)); ``resnet()`` is
-deepnet.nets.ResNet().  Used by benches/models/compare.py as the PyTorch baseline.
+deepnet.nets.ResNet().  Used by benches/models/compare.py as the PyTorch baseline;
+``from_deepnet`` copies a trained deepnet DeepConvNet into the mirror (benches/models/peers.py).
 
 One difference that costs nothing measurable: PyTorch's dropout is "inverted" (it scales
 by 1/(1-p) while training), the book's scales by (1-p) at inference.
@@ -80,6 +81,34 @@ MODELS = {
 }  # the names of deepnet.recipes.MODEL_NAMES
 
 
+def from_deepnet(net):
+    """The float32 mirror of deepnet's DeepConvNet ``net`` (no BN) with its parameters, in eval mode.
+
+    The book's inference-time dropout scales by 0.5 twice (the hidden units, then the scores);
+    both scales go into the last linear layer, so the mirror's scores equal ``net.predict``'s.
+    """
+    params = {name: torch.as_tensor(value, dtype=torch.float32) for name, value in net.params.items()}
+    expected = {f"{kind}{i}" for i in range(1, 9) for kind in "Wb"}
+    if set(params) != expected:
+        raise ValueError(f"from_deepnet: expected a DeepConvNet without BN (W1..W8, b1..b8), got {sorted(params)}")
+    model = deep_conv_net(dtype=torch.float32, seed=0)
+    layers = [layer for layer in model if isinstance(layer, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for index, layer in enumerate(layers, 1):
+            weight, bias = params[f"W{index}"], params[f"b{index}"]
+            if isinstance(layer, nn.Linear):
+                weight = weight.T  # deepnet's affine computes x @ W
+            if index == len(layers):
+                weight, bias = 0.25 * weight, 0.5 * bias
+            if layer.weight.shape != weight.shape:
+                raise ValueError(
+                    f"from_deepnet: W{index} has shape {tuple(weight.shape)}, expected {tuple(layer.weight.shape)}"
+                )
+            layer.weight.copy_(weight)
+            layer.bias.copy_(bias)
+    return model.eval()
+
+
 def _he_initialised(model):
     for layer in model.modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
@@ -93,10 +122,16 @@ def adam(model):
     return torch.optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999), eps=1e-7)
 
 
-def train_step(model, optimizer, loss_fn, x, t):
-    """Forward, backward and one Adam update on the batch (x, t); returns the loss."""
+def train_step(model, optimizer, loss_fn, x, t, autocast=None):
+    """Forward, backward and one Adam update on the batch (x, t); returns the loss.  ``autocast``
+    (a torch dtype such as torch.bfloat16): the forward pass and the loss run under CPU autocast
+    to it; the backward pass follows the forward's dtypes, the parameters stay as they are."""
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), t)
+    if autocast is None:
+        loss = loss_fn(model(x), t)
+    else:
+        with torch.autocast("cpu", dtype=autocast):
+            loss = loss_fn(model(x), t)
     loss.backward()
     optimizer.step()
     return loss
