@@ -24,7 +24,8 @@ cdef extern from "deepnet_int8.h" nogil:
         const int32_t* w4
         const int32_t* w16
         const int32_t* offsets
-        const int32_t* comp
+        const int32_t* bias
+        const int32_t* wsum
         const float* scale
         int x_zero, out_zero, relu, pool, out_float
     int DN8_CHANNEL_PAD
@@ -72,8 +73,9 @@ cdef class PackedFilters:
     cdef readonly int FN, C, KH, KW, K, K4, FNpad
     cdef readonly object w4       # int32 (FNpad, K4): 4 weights a word
     cdef readonly object w16      # int32 (FNpad, K4, 2): the int16 pairs (w0, w2), (w1, w3)
-    cdef readonly object sums     # int64 (FN,): sum of each filter's weights
-    cdef readonly object abs_sums  # int64 (FN,): sum of their absolute values
+    cdef readonly object sums     # int32 (FN,): sum of each filter's weights
+    cdef readonly object max_abs_sum  # the largest sum of a filter's absolute values
+    cdef dict offsets             # (H, W, ph, pw): where each k of the im2col starts in a padded image
 
     @property
     def shape(self):
@@ -103,8 +105,9 @@ def pack_filters(w_q):
     wide = rows.astype(np.int16).reshape(FNpad, K4, 4)
     packed.w16 = np.ascontiguousarray(wide[:, :, [0, 2, 1, 3]]).view("<i4").reshape(FNpad, K4, 2)
     flat = w.reshape(FN, K).astype(np.int64)
-    packed.sums = flat.sum(axis=1)
-    packed.abs_sums = np.abs(flat).sum(axis=1)
+    packed.sums = flat.sum(axis=1).astype(np.int32)   # |sum| <= 127 * MAX_K
+    packed.max_abs_sum = int(np.abs(flat).sum(axis=1).max())
+    packed.offsets = {}
     packed.FN, packed.C, packed.KH, packed.KW, packed.K, packed.K4, packed.FNpad = FN, C, KH, KW, K, K4, FNpad
     return packed
 
@@ -179,11 +182,10 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     check_shape(kernel, "scale", scales.shape, (FN,))
     if not np.isfinite(scales).all():
         raise ValueError("deepnet conv_int8: scale must be finite")
-    bound = np.abs(bias.astype(np.int64)) + 255 * packed.abs_sums
-    if (bound >= INT_LIMIT).any():
-        f = int(np.argmax(bound))
-        raise ValueError(f"deepnet conv_int8: bias_q[{f}] ({bias[f]}) could overflow the int32 sums: "
-                         f"|bias_q| + 255 * sum|w_q| must stay below {INT_LIMIT}, got {bound[f]}")
+    largest_bias = max(-int(bias.min()), int(bias.max()))
+    if largest_bias + 255 * packed.max_abs_sum >= INT_LIMIT:
+        raise ValueError(f"deepnet conv_int8: bias_q could overflow the int32 sums: max|bias_q| + 255 * "
+                         f"max sum|w_q| must stay below {INT_LIMIT}, got {largest_bias} + 255 * {packed.max_abs_sum}")
     relu, pool = bool(relu), bool(pool)
     if pool:
         if OH < 2 or OW < 2:
@@ -196,18 +198,22 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     fits_int(kernel, "output", FN * OH * OW)
     if N == 0:
         return out
-    comp = ((bias.astype(np.int64) - z * packed.sums) & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
 
     cdef const uint8_t[:, :, :, ::1] xv = xa
     cdef const int32_t[:, ::1] w4 = packed.w4
     cdef const int32_t[:, :, ::1] w16 = packed.w16
-    cdef const int32_t[::1] compv = comp
-    # where each k = (c, u, v) of the im2col starts in a padded image; k >= K (zero weights): 0
-    k = np.arange(4 * packed.K4)
-    k[k >= packed.K] = 0
-    c, u, v = k // (packed.KH * packed.KW), k // packed.KW % packed.KH, k % packed.KW
-    offsets = ((c * (H + 2 * ph) + u) * (W + 2 * pw) + v).astype(np.int32)
+    cdef const int32_t[::1] biasv = bias
+    cdef const int32_t[::1] wsumv = packed.sums
     fits_int(kernel, "padded image", C * (H + 2 * <object>ph) * (W + 2 * <object>pw))
+    offsets = packed.offsets.get((H, W, ph, pw))
+    if offsets is None:
+        # where each k = (c, u, v) of the im2col starts in a padded image; k >= K (zero weights): 0
+        k = np.arange(4 * packed.K4)
+        k[k >= packed.K] = 0
+        c, u, v = k // (packed.KH * packed.KW), k // packed.KW % packed.KH, k % packed.KW
+        offsets = ((c * (H + 2 * ph) + u) * (W + 2 * pw) + v).astype(np.int32)
+        if len(packed.offsets) < 16:
+            packed.offsets[(H, W, ph, pw)] = offsets
     cdef const int32_t[::1] offsetv = offsets
     cdef const float[::1] scalev = scales
     cdef dn8_conv cv
@@ -215,7 +221,8 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     cv.sh, cv.sw, cv.ph, cv.pw, cv.OH, cv.OW = sh, sw, ph, pw, OH, OW
     cv.Hp, cv.Wp = H + 2 * ph, W + 2 * pw
     cv.K, cv.K4, cv.FN, cv.FNpad = packed.K, packed.K4, FN, packed.FNpad
-    cv.w4, cv.w16, cv.comp, cv.scale, cv.offsets = &w4[0, 0], &w16[0, 0, 0], &compv[0], &scalev[0], &offsetv[0]
+    cv.w4, cv.w16, cv.scale, cv.offsets = &w4[0, 0], &w16[0, 0, 0], &scalev[0], &offsetv[0]
+    cv.bias, cv.wsum = &biasv[0], &wsumv[0]
     cv.x_zero, cv.out_zero, cv.relu, cv.pool, cv.out_float = z, oz, relu, pool, out.dtype == np.float32
 
     # Tasks: groups of whole images, as many as TASK_BYTES of buffers hold (and at least one

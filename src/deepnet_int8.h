@@ -55,7 +55,8 @@ typedef struct {
     const int32_t* w4;    /* [FNpad][K4]: 4 int8 weights per int32, k = 4 k4 + byte */
     const int32_t* w16;   /* [FNpad][K4][2]: int16 pairs (w0, w2) and (w1, w3) */
     const int32_t* offsets;   /* [K4][4]: where k = 4 k4 + j starts in the padded image */
-    const int32_t* comp;  /* [FN]: bias_q - x_zero * sum(w), mod 2^32 */
+    const int32_t* bias;  /* [FN]: bias_q */
+    const int32_t* wsum;  /* [FN]: sum(w): the sums are of w x, acc = sum + bias - x_zero sum(w) */
     const float* scale;   /* [FN] */
     int x_zero, out_zero, relu, pool, out_float;
 } dn8_conv;

@@ -234,7 +234,7 @@ static void DN8_NAME(dn8_epilogue)(const dn8_conv* cv, const int32_t* sums, int 
     int f, p, py, px;
     for (f = 0; f < cv->FN; f++) {
         const int32_t* row = sums + (size_t)f * ld;
-        const int32_t comp = cv->comp[f];
+        const int32_t comp = DN8_ADD(cv->bias[f], -cv->x_zero * cv->wsum[f]);   /* |x_zero sum(w)| < 2^31 */
         const float s = cv->scale[f];
         p = 0;
 #if DN8_KIND != DN8_SCALAR
