@@ -24,6 +24,7 @@ cdef extern from "deepnet_int8.h" nogil:
         const int32_t* w4
         const int32_t* w16
         const int32_t* offsets
+        const int32_t* wino
         const int32_t* bias
         const int32_t* wsum
         const float* scale
@@ -31,6 +32,10 @@ cdef extern from "deepnet_int8.h" nogil:
     int DN8_CHANNEL_PAD
     size_t DN8_COLS(int K4, int pixels)
     size_t DN8_SUMS(int FNpad, int pixels)
+    size_t DN8_WINOGRAD_V(int C, int tiles)
+    size_t DN8_WINOGRAD_M(int FNpad, int tiles)
+    void dn8_winograd_task(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded, int32_t* V,
+                           int32_t* M, int32_t* sums, void* out)
     int dn8_supported(int path)
     void dn8_task(const dn8_conv* cv, int path, const uint8_t* x, int n0, int n1, int r0, int r1,
                   uint8_t* padded, uint32_t* cols, int32_t* sums, void* out)
@@ -73,6 +78,7 @@ cdef class PackedFilters:
     cdef readonly int FN, C, KH, KW, K, K4, FNpad
     cdef readonly object w4       # int32 (FNpad, K4): 4 weights a word
     cdef readonly object w16      # int32 (FNpad, K4, 2): the int16 pairs (w0, w2), (w1, w3)
+    cdef readonly object wino     # 3x3 only, int32 (16, FNpad, C2): U = (2G) g (2G)^T, int16 channel pairs
     cdef readonly object sums     # int32 (FN,): sum of each filter's weights
     cdef readonly object max_abs_sum  # the largest sum of a filter's absolute values
     cdef dict offsets             # (H, W, ph, pw): where each k of the im2col starts in a padded image
@@ -108,6 +114,14 @@ def pack_filters(w_q):
     packed.sums = flat.sum(axis=1).astype(np.int32)   # |sum| <= 127 * MAX_K
     packed.max_abs_sum = int(np.abs(flat).sum(axis=1).max())
     packed.offsets = {}
+    packed.wino = None
+    if KH == 3 and KW == 3:
+        G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
+        U = np.einsum("iu,fcuv,jv->ijfc", G2, w.astype(np.int64), G2).reshape(16, FN, C)   # |U| <= 9 * 127
+        C2 = (C + 1) // 2
+        pairs = np.zeros((16, FNpad, 2 * C2), dtype=np.int16)
+        pairs[:, :FN, :C] = U
+        packed.wino = np.ascontiguousarray(pairs.view("<i4"))
     packed.FN, packed.C, packed.KH, packed.KW, packed.K, packed.K4, packed.FNpad = FN, C, KH, KW, K, K4, FNpad
     return packed
 
@@ -151,12 +165,15 @@ cdef tuple check_pair(str kernel, str name, value):
 
 
 def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, pool, out, *, path=None,
-              n_threads=None):
+              n_threads=None, winograd=True):
     """The int8 convolution of INT8_SPEC into out (uint8: requantized, + ReLU and 2x2 max-pool
     if asked; float32: scaled, + ReLU if asked); returns out.
 
     path: None (the best for this CPU, best_path()) or one of paths().  n_threads: None for
-    OpenMP's current maximum (OMP_NUM_THREADS), else the number of threads.
+    OpenMP's current maximum (OMP_NUM_THREADS), else the number of threads.  winograd: let
+    the avx2 path run 3x3, stride-1 layers that pool as exact integer Winograd F(2x2, 3x3)
+    (whole images a task, at least as many as threads); False forces its direct convolution
+    (tests).
     """
     cdef str kernel = "conv_int8"
     if not isinstance(filters, PackedFilters):
@@ -222,7 +239,7 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     cv.Hp, cv.Wp = H + 2 * ph, W + 2 * pw
     cv.K, cv.K4, cv.FN, cv.FNpad = packed.K, packed.K4, FN, packed.FNpad
     cv.w4, cv.w16, cv.scale, cv.offsets = &w4[0, 0], &w16[0, 0, 0], &scalev[0], &offsetv[0]
-    cv.bias, cv.wsum = &biasv[0], &wsumv[0]
+    cv.bias, cv.wsum, cv.wino = &biasv[0], &wsumv[0], NULL
     cv.x_zero, cv.out_zero, cv.relu, cv.pool, cv.out_float = z, oz, relu, pool, out.dtype == np.float32
 
     # Tasks: groups of whole images, as many as TASK_BYTES of buffers hold (and at least one
@@ -244,6 +261,14 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     cdef size_t cols_bytes = DN8_COLS(cv.K4, task_pixels) * sizeof(uint32_t)
     cdef size_t sums_bytes = DN8_SUMS(cv.FNpad, task_pixels) * sizeof(int32_t)
     cdef char* out_base = <char*><size_t>out.ctypes.data
+    cdef bint use_winograd = (winograd and number == 1 and packed.wino is not None and sh == 1 and sw == 1
+                              and bands == 1 and pool and 4 * 255 * packed.max_abs_sum < INT_LIMIT)
+    cdef const int32_t[:, :, ::1] winov
+    if use_winograd:
+        winov = packed.wino
+        cv.wino = &winov[0, 0, 0]
+        winograd_images(&cv, &xv[0, 0, 0, 0], N, threads, packed, OH, OW, pool, out_base)
+        return out
     cdef int task, n, band, failed = 0
     cdef uint8_t* padded
     cdef uint32_t* cols
@@ -270,6 +295,43 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     if failed:
         raise MemoryError("deepnet conv_int8: out of memory for a thread's buffers")
     return out
+
+
+cdef object winograd_images(dn8_conv* cv, const uint8_t* x, int N, int threads, PackedFilters packed, int OH,
+                            int OW, bint pool, char* out):
+    """conv_int8's task loop for the Winograd convolution: groups of whole images."""
+    cdef int tiles = (OH // 2) * (OW // 2) if pool else ((OH + 1) // 2) * ((OW + 1) // 2)
+    cdef int C2 = (cv.C + 1) // 2
+    cdef int group = max(1, min(TASK_BYTES // (64 * (C2 + cv.FNpad) * tiles), (N + threads - 1) // threads))
+    cdef int groups = (N + group - 1) // group
+    fits_int("conv_int8", "task's Winograd input", <object>DN8_WINOGRAD_V(cv.C, group * tiles))
+    fits_int("conv_int8", "task's Winograd products", <object>DN8_WINOGRAD_M(cv.FNpad, group * tiles))
+    cdef size_t padded_bytes = <size_t>cv.C * cv.Hp * cv.Wp + 2 * cv.Wp + 64
+    cdef size_t V_bytes = DN8_WINOGRAD_V(cv.C, group * tiles) * sizeof(int32_t)
+    cdef size_t M_bytes = DN8_WINOGRAD_M(cv.FNpad, group * tiles) * sizeof(int32_t)
+    cdef size_t sums_bytes = <size_t>cv.FNpad * OH * OW * sizeof(int32_t)
+    cdef int task, n, failed = 0
+    cdef uint8_t* padded
+    cdef int32_t* V
+    cdef int32_t* M
+    cdef int32_t* sums
+    with nogil, parallel(num_threads=threads):
+        padded = <uint8_t*>malloc(padded_bytes)
+        V = <int32_t*>malloc(V_bytes)
+        M = <int32_t*>malloc(M_bytes)
+        sums = <int32_t*>malloc(sums_bytes)
+        for task in prange(groups, schedule="dynamic"):
+            if padded == NULL or V == NULL or M == NULL or sums == NULL:
+                failed += 1
+                continue
+            n = task * group
+            dn8_winograd_task(cv, x, n, min(n + group, N), padded, V, M, sums, out)
+        free(padded)
+        free(V)
+        free(M)
+        free(sums)
+    if failed:
+        raise MemoryError("deepnet conv_int8: out of memory for a thread's buffers")
 
 
 def quantize_uint8(x, inv_scale, zero, out):

@@ -41,6 +41,9 @@
 
 #define DN8_PIXEL_PAD 32    /* a band's pixels are padded to whole register tiles of every path */
 #define DN8_CHANNEL_PAD 8   /* the packed filters' channels likewise (zero weights) */
+#define DN8_ROUND_TILES(T) (((T) + 15) / 16 * 16)
+#define DN8_WINOGRAD_V(C, T) ((size_t)16 * (((C) + 1) / 2) * (DN8_ROUND_TILES(T) + 8))   /* int32 */
+#define DN8_WINOGRAD_M(FNpad, T) ((size_t)16 * (FNpad) * DN8_ROUND_TILES(T) + 8)         /* int32 */
 #define DN8_ROUND_PIXELS(P) (((P) + DN8_PIXEL_PAD - 1) / DN8_PIXEL_PAD * DN8_PIXEL_PAD)
 /* cols' row stride: 16 pixels of slack for the im2col's overshoot (deepnet_int8_body.h) */
 #define DN8_STRIDE(P) (DN8_ROUND_PIXELS(P) + 16)
@@ -55,6 +58,7 @@ typedef struct {
     const int32_t* w4;    /* [FNpad][K4]: 4 int8 weights per int32, k = 4 k4 + byte */
     const int32_t* w16;   /* [FNpad][K4][2]: int16 pairs (w0, w2) and (w1, w3) */
     const int32_t* offsets;   /* [K4][4]: where k = 4 k4 + j starts in the padded image */
+    const int32_t* wino;  /* [16][FNpad][C2]: Winograd's filters, int16 pairs (deepnet_int8_winograd.h) */
     const int32_t* bias;  /* [FN]: bias_q */
     const int32_t* wsum;  /* [FN]: sum(w): the sums are of w x, acc = sum + bias - x_zero sum(w) */
     const float* scale;   /* [FN] */
@@ -132,6 +136,7 @@ static inline __m256i dn8_dpbusd_emulated(__m256i acc, __m256i a, __m256i w)
 #include "deepnet_int8_body.h"
 #undef DN8_SUFFIX
 #undef DN8_KIND
+#include "deepnet_int8_winograd.h"
 #define DN8_SUFFIX avxvnni_emulated
 #define DN8_KIND DN8_AVXVNNI_EMULATED
 #include "deepnet_int8_body.h"
@@ -202,6 +207,18 @@ static inline void dn8_task(const dn8_conv* cv, int path, const uint8_t* x, int 
 #endif
     default: dn8_task_scalar(cv, x, n0, n1, r0, r1, padded, cols, sums, out); break;
     }
+}
+
+/* The AVX2 path's Winograd convolution of whole images [n0, n1) (3x3, stride 1; conv_int8
+ * calls it only where the CPU has AVX2). */
+static inline void dn8_winograd_task(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded,
+                                     int32_t* V, int32_t* M, int32_t* sums, void* out)
+{
+#if DN8_X86
+    dn8_winograd_task_avx2(cv, x, n0, n1, padded, V, M, sums, out);
+#else
+    (void)cv, (void)x, (void)n0, (void)n1, (void)padded, (void)V, (void)M, (void)sums, (void)out;
+#endif
 }
 
 /* quantize_uint8 and dequantize_uint8 of INT8_SPEC (NaN quantizes to 0). */

@@ -76,7 +76,7 @@ def random_case(rng, **fixed):
     return case
 
 
-def run(case, path=None, n_threads=None, out=None):
+def run(case, path=None, n_threads=None, out=None, winograd=True):
     """conv_int8 of a case into a fresh output (or out)."""
     OH = output_size(case["H"], case["KH"], case["stride"][0], case["pad"][0])
     OW = output_size(case["W"], case["KW"], case["stride"][1], case["pad"][1])
@@ -208,6 +208,32 @@ def test_negative_scales_pool_the_requantized_values(path):
     case = random_case(rng, N=2, C=4, H=12, W=20, KH=3, KW=3, FN=6, pad=(1, 1), stride=(1, 1), pool=True)
     case["scale"][::2] *= -1
     assert_same_bits(run(case, path, 2), expected(case))
+
+
+@pytest.mark.skipif("avx2" not in PATHS, reason="the Winograd convolution is the avx2 path's; this CPU has no AVX2")
+@pytest.mark.parametrize("seed", range(6))
+def test_the_avx2_winograd_convolution_matches_the_reference(seed):
+    """3x3, stride 1, pooled: odd channel counts, odd outputs, fewer than 8 tiles, negative scales."""
+    rng = np.random.default_rng(100 + seed)
+    for C, H, W, pad in ((1, 5, 5, 1), (3, 9, 7, 0), (16, 28, 28, 1), (32, 14, 14, 2), (7, 8, 8, 1), (2, 4, 30, 1)):
+        case = random_case(
+            rng,
+            N=int(rng.integers(1, 9)),
+            C=C,
+            H=H,
+            W=W,
+            KH=3,
+            KW=3,
+            stride=(1, 1),
+            pad=(pad, pad),
+            FN=int(rng.integers(1, 20)),
+            pool=True,
+        )
+        case["scale"][:: int(rng.integers(2, 5))] *= -1
+        want = expected(case)
+        assert_same_bits(run(case, "avx2", 1), want)
+        assert_same_bits(run(case, "avx2", 2), want)
+        assert_same_bits(run(case, "avx2", 1, winograd=False), want)
 
 
 def test_every_path_and_thread_count_agree_on_a_batch():
