@@ -3,8 +3,9 @@
 #
 # Every path (scalar C, AVX2, AVX-VNNI, AVX512-VNNI and the emulations of the VNNI loops)
 # computes the same integers; the default is the best path this CPU runs, and `path=` picks
-# another one (tests).  Tasks are images, or bands of output rows of an image when there
-# are fewer images than threads; integers make the result the same for any thread count.
+# another one (tests).  Tasks are groups of images, or bands of output rows of an image when
+# there are fewer images than threads; integers make the result the same for any thread
+# count.  The avx2 path runs 3x3, stride-1 layers that pool as integer Winograd (exact too).
 
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t

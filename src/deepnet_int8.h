@@ -14,7 +14,10 @@
  *   avxvnni(-emulated)   256-bit vpdpbusd, or the same loop with vpdpbusd done in AVX2,
  *   avx512vnni(-emulated) 512-bit vpdpbusd, or the same loop on pairs of 256-bit vectors.
  * The paths are the bodies of deepnet_int8_body.h, included once per path under its
- * `#pragma GCC target`; dn8_supported asks CPUID which of them this CPU runs.
+ * `#pragma GCC target`; dn8_supported asks CPUID which of them this CPU runs.  The AVX2 path
+ * also has an exact integer Winograd F(2x2, 3x3) for 3x3, stride-1 layers that pool
+ * (deepnet_int8_winograd.h): without VNNI, a multiply-add of 8-bit values costs as much as a
+ * float32 one, so only fewer products make it faster than the float32 (Winograd) convolution.
  */
 #ifndef DEEPNET_INT8_H
 #define DEEPNET_INT8_H
