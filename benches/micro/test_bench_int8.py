@@ -9,7 +9,11 @@ dtype of what it computed; the values are checked in tests/test_int8_kernels.py.
 
     pytest benches/micro/test_bench_int8.py --benchmark-only --benchmark-group-by=group
     pytest benches/micro/test_bench_int8.py --benchmark-disable     # every benchmark once (CI)
+    OMP_NUM_THREADS=1 python benches/micro/test_bench_int8.py [path ...]   # CPU time a call, one thread
 """
+
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -85,3 +89,47 @@ def test_conv_int8_vs_float32(benchmark, rng, layer, kernel):
         n_threads=n_threads,
     )
     assert y is out and y.shape == shape and y.dtype == np.uint8
+
+
+def _cpu_time(function, calls=20, repeats=5):
+    """The best, over repeats, of the mean process CPU time of a call (robust on a loaded machine)."""
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        for _ in range(calls):
+            function()
+        best = min(best, (time.process_time() - start) / calls)
+    return best
+
+
+def main(paths):
+    """Print each layer's float32 and int8 CPU time per call and their ratio, then the totals."""
+    deepnet.set_num_threads(1)
+    rng = np.random.default_rng(20261206)
+    totals = dict.fromkeys(["float32", *paths], 0.0)
+    for layer, ((C, H, W), (FN, kh, kw), pad, pooled) in LAYERS.items():
+        x = rng.random((BATCH, C, H, W), dtype=np.float32)
+        w = rng.standard_normal((FN, C, kh, kw)).astype(np.float32)
+        b = np.zeros(FN, np.float32)
+        conv = F.conv2d_max_pool2d if pooled else F.conv2d
+        times = {"float32": _cpu_time(lambda: conv(x, w, b, 1, pad, relu=True))}
+        xq = rng.integers(0, 256, (BATCH, C, H, W), dtype=np.uint8)
+        filters = K.pack_filters(rng.integers(-127, 128, (FN, C, kh, kw)).astype(np.int8))
+        bias, scale = np.zeros(FN, np.int32), np.full(FN, 1e-3, np.float32)
+        OH, OW = H + 2 * pad - kh + 1, W + 2 * pad - kw + 1
+        out = np.empty((BATCH, FN, OH // 2, OW // 2) if pooled else (BATCH, FN, OH, OW), np.uint8)
+        for path in paths:
+            times[path] = _cpu_time(
+                lambda: K.conv_int8(xq, 3, filters, (1, 1), (pad, pad), bias, scale, 0, True, pooled, out, path=path)
+            )
+        for name, seconds in times.items():
+            totals[name] += seconds
+        print(
+            f"{layer:8s} " + " | ".join(f"{n} {t * 1e3:6.2f} ms x{times['float32'] / t:4.2f}" for n, t in times.items())
+        )
+    print("total    " + " | ".join(f"{n} {t * 1e3:6.2f} ms x{totals['float32'] / t:4.2f}" for n, t in totals.items()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or [K.best_path()])
