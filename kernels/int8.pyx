@@ -1,0 +1,366 @@
+# Int8 inference kernels of INT8_SPEC: the int8 convolution with its fused requantization,
+# ReLU and 2x2 max-pool, and uint8 (de)quantization (C in src/deepnet_int8.h).
+#
+# Every path (scalar C, AVX2, AVX-VNNI, AVX512-VNNI and the emulations of the VNNI loops)
+# computes the same integers; the default is the best path this CPU runs, and `path=` picks
+# another one (tests).  Tasks are groups of images, or bands of output rows of an image when
+# there are fewer images than threads; integers make the result the same for any thread
+# count.  The avx2 path runs 3x3, stride-1 layers that pool as integer Winograd (exact too).
+
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.stdlib cimport free, malloc
+
+import numpy as np
+
+include "checks.pxi"
+
+cdef extern from "deepnet_openmp.h" nogil:
+    int omp_get_max_threads()
+
+cdef extern from "deepnet_int8.h" nogil:
+    ctypedef struct dn8_conv:
+        int C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, Hp, Wp
+        int K, K4, FN, FNpad
+        const int32_t* w4
+        const int32_t* w16
+        const int32_t* offsets
+        const int32_t* wino
+        const int32_t* bias
+        const int32_t* wsum
+        const float* scale
+        int x_zero, out_zero, relu, pool, out_float
+    int DN8_CHANNEL_PAD
+    size_t DN8_COLS(int K4, int pixels)
+    size_t DN8_SUMS(int FNpad, int pixels)
+    size_t DN8_WINOGRAD_V(int C, int tiles)
+    size_t DN8_WINOGRAD_M(int FNpad, int tiles)
+    void dn8_winograd_task(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded, int32_t* V,
+                           int32_t* M, int32_t* sums, void* out)
+    int dn8_supported(int path)
+    void dn8_task(const dn8_conv* cv, int path, const uint8_t* x, int n0, int n1, int r0, int r1,
+                  uint8_t* padded, uint32_t* cols, int32_t* sums, void* out)
+    void dn8_quantize(const float* x, size_t n, float inv_scale, int zero, uint8_t* out)
+    void dn8_dequantize(const uint8_t* q, size_t n, float scale, int zero, float* out)
+
+# The paths, in the order of their C numbers (deepnet_int8.h's DN8_SCALAR ...).
+PATHS = ("scalar", "avx2", "avxvnni-emulated", "avx512vnni-emulated", "avxvnni", "avx512vnni")
+MAX_K = 65536          # 255 * 127 * K stays below 2**31
+TASK_BYTES = 262144    # a task's im2col and sums (at most, unless one image needs more): they stay in L2
+
+
+def paths():
+    """The paths this build and CPU run, by name (PATHS order)."""
+    return [name for i, name in enumerate(PATHS) if dn8_supported(i)]
+
+
+def best_path():
+    """The path conv_int8 takes by default: the fastest real instruction set this CPU has."""
+    for name in ("avx512vnni", "avxvnni", "avx2"):
+        if dn8_supported(PATHS.index(name)):
+            return name
+    return "scalar"
+
+
+cdef int path_number(path) except -1:
+    if path is None:
+        path = best_path()
+    if path not in PATHS:
+        raise ValueError(f"deepnet conv_int8: path must be one of {PATHS} or None, got {path!r}")
+    cdef int number = PATHS.index(path)
+    if not dn8_supported(number):
+        raise ValueError(f"deepnet conv_int8: path {path!r} is not available on this CPU or build "
+                         f"(available: {paths()})")
+    return number
+
+
+cdef class PackedFilters:
+    """int8 filters (FN, C, KH, KW) in the layout of the compiled conv_int8 (opaque)."""
+    cdef readonly int FN, C, KH, KW, K, K4, FNpad
+    cdef readonly object w4       # int32 (FNpad, K4): 4 weights a word
+    cdef readonly object w16      # int32 (FNpad, K4, 2): the int16 pairs (w0, w2), (w1, w3)
+    cdef readonly object wino     # 3x3 only, int32 (16, FNpad, C2): U = (2G) g (2G)^T, int16 channel pairs
+    cdef readonly object sums     # int32 (FN,): sum of each filter's weights
+    cdef readonly object max_abs_sum  # the largest sum of a filter's absolute values
+    cdef dict offsets             # (H, W, ph, pw): where each k of the im2col starts in a padded image
+
+    @property
+    def shape(self):
+        return (self.FN, self.C, self.KH, self.KW)
+
+    def __repr__(self):
+        return f"PackedFilters(shape={self.shape})"
+
+
+def pack_filters(w_q):
+    """The int8 filters w_q (FN, C, KH, KW) packed for conv_int8."""
+    w = check_array("pack_filters", "w_q", w_q, np.int8, 4)
+    FN, C, KH, KW = w.shape
+    K = C * KH * KW
+    if FN < 1 or K < 1:
+        raise ValueError(f"deepnet pack_filters: w_q must have no empty axis, got shape {w.shape}")
+    if K > MAX_K:
+        raise ValueError(f"deepnet pack_filters: C*KH*KW must be at most {MAX_K} (int32 sums), got {K}")
+    if (w == -128).any():
+        raise ValueError("deepnet pack_filters: w_q must lie in [-127, 127], got -128")
+    cdef PackedFilters packed = PackedFilters.__new__(PackedFilters)
+    K4 = (K + 3) // 4
+    FNpad = (FN + DN8_CHANNEL_PAD - 1) // DN8_CHANNEL_PAD * DN8_CHANNEL_PAD
+    rows = np.zeros((FNpad, 4 * K4), dtype=np.int8)
+    rows[:FN, :K] = w.reshape(FN, K)
+    packed.w4 = np.ascontiguousarray(rows.view("<i4"))
+    wide = rows.astype(np.int16).reshape(FNpad, K4, 4)
+    packed.w16 = np.ascontiguousarray(wide[:, :, [0, 2, 1, 3]]).view("<i4").reshape(FNpad, K4, 2)
+    flat = w.reshape(FN, K).astype(np.int64)
+    packed.sums = flat.sum(axis=1).astype(np.int32)   # |sum| <= 127 * MAX_K
+    packed.max_abs_sum = int(np.abs(flat).sum(axis=1).max())
+    packed.offsets = {}
+    packed.wino = None
+    if KH == 3 and KW == 3:
+        G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
+        U = np.einsum("iu,fcuv,jv->ijfc", G2, w.astype(np.int64), G2).reshape(16, FN, C)   # |U| <= 9 * 127
+        C2 = (C + 1) // 2
+        pairs = np.zeros((16, FNpad, 2 * C2), dtype=np.int16)
+        pairs[:, :FN, :C] = U
+        packed.wino = np.ascontiguousarray(pairs.view("<i4"))
+    packed.FN, packed.C, packed.KH, packed.KW, packed.K, packed.K4, packed.FNpad = FN, C, KH, KW, K, K4, FNpad
+    return packed
+
+
+cdef check_array(str kernel, str name, value, dtype, int ndim):
+    """value as a C-contiguous ndarray, after checking its type, dtype and rank."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"deepnet {kernel}: {name} must be a numpy.ndarray of {np.dtype(dtype)}, "
+                        f"got {type(value).__name__}")
+    if value.dtype != dtype:
+        raise TypeError(f"deepnet {kernel}: {name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
+    if ndim >= 0 and value.ndim != ndim:
+        raise ValueError(f"deepnet {kernel}: {name} must have {ndim} dimensions, got shape {value.shape}")
+    return np.ascontiguousarray(value)
+
+
+cdef check_output(str kernel, out, dtypes, tuple shape):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"deepnet {kernel}: out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype not in dtypes:
+        raise TypeError(f"deepnet {kernel}: out must have dtype {' or '.join(str(np.dtype(d)) for d in dtypes)}, "
+                        f"got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"deepnet {kernel}: out must have shape {shape}, got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"deepnet {kernel}: out must be C-contiguous and writeable")
+
+
+cdef int check_int(str kernel, str name, value, int low, int high) except? -1:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"deepnet {kernel}: {name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"deepnet {kernel}: {name} must lie in [{low}, {high}], got {value}")
+    return value
+
+
+cdef tuple check_pair(str kernel, str name, value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"deepnet {kernel}: {name} must be a pair of ints, got {value!r}")
+    return (check_int(kernel, name, value[0], 0, INT_LIMIT - 1), check_int(kernel, name, value[1], 0, INT_LIMIT - 1))
+
+
+def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, pool, out, *, path=None,
+              n_threads=None, winograd=True):
+    """The int8 convolution of INT8_SPEC into out (uint8: requantized, + ReLU and 2x2 max-pool
+    if asked; float32: scaled, + ReLU if asked); returns out.
+
+    path: None (the best for this CPU, best_path()) or one of paths().  n_threads: None for
+    OpenMP's current maximum (OMP_NUM_THREADS), else the number of threads.  winograd: let
+    the avx2 path run 3x3, stride-1 layers that pool as exact integer Winograd F(2x2, 3x3)
+    (whole images a task, at least as many as threads); False forces its direct convolution
+    (tests).
+    """
+    cdef str kernel = "conv_int8"
+    if not isinstance(filters, PackedFilters):
+        raise TypeError(f"deepnet conv_int8: filters must be what pack_filters returned, got {type(filters).__name__}")
+    cdef PackedFilters packed = filters
+    xa = check_array(kernel, "x", x, np.uint8, 4)
+    cdef int z = check_int(kernel, "x_zero", x_zero, 0, 255)
+    cdef int oz = check_int(kernel, "out_zero", out_zero, 0, 255)
+    cdef int sh, sw, ph, pw
+    sh, sw = check_pair(kernel, "stride", stride)
+    ph, pw = check_pair(kernel, "pad", pad)
+    if xa.shape[1] != packed.C:
+        raise ValueError(f"deepnet conv_int8: x must have {packed.C} channels (the filters'), got shape {xa.shape}")
+    fits_int(kernel, "image", xa.shape[1] * xa.shape[2] * xa.shape[3])
+    fits_int(kernel, "batch", xa.shape[0])
+    cdef int N = xa.shape[0], C = xa.shape[1], H = xa.shape[2], W = xa.shape[3]
+    cdef int OH, OW
+    OH, OW = window_output(kernel, H, W, packed.KH, packed.KW, sh, sw, ph, pw)
+    cdef int FN = packed.FN
+    bias = check_array(kernel, "bias_q", bias_q, np.int32, 1)
+    scales = check_array(kernel, "scale", scale, np.float32, 1)
+    check_shape(kernel, "bias_q", bias.shape, (FN,))
+    check_shape(kernel, "scale", scales.shape, (FN,))
+    if not np.isfinite(scales).all():
+        raise ValueError("deepnet conv_int8: scale must be finite")
+    largest_bias = max(-int(bias.min()), int(bias.max()))
+    if largest_bias + 255 * packed.max_abs_sum >= INT_LIMIT:
+        raise ValueError(f"deepnet conv_int8: bias_q could overflow the int32 sums: max|bias_q| + 255 * "
+                         f"max sum|w_q| must stay below {INT_LIMIT}, got {largest_bias} + 255 * {packed.max_abs_sum}")
+    relu, pool = bool(relu), bool(pool)
+    if pool:
+        if OH < 2 or OW < 2:
+            raise ValueError(f"deepnet conv_int8: 2x2 pooling needs a 2x2 output at least, got {OH}x{OW}")
+        check_output(kernel, out, (np.uint8,), (N, FN, OH // 2, OW // 2))
+    else:
+        check_output(kernel, out, (np.uint8, np.float32), (N, FN, OH, OW))
+    cdef int threads = omp_get_max_threads() if n_threads is None else check_int(kernel, "n_threads", n_threads, 1, 4096)
+    cdef int number = path_number(path)
+    fits_int(kernel, "output", FN * OH * OW)
+    if N == 0:
+        return out
+
+    cdef const uint8_t[:, :, :, ::1] xv = xa
+    cdef const int32_t[:, ::1] w4 = packed.w4
+    cdef const int32_t[:, :, ::1] w16 = packed.w16
+    cdef const int32_t[::1] biasv = bias
+    cdef const int32_t[::1] wsumv = packed.sums
+    fits_int(kernel, "padded image", C * (H + 2 * <object>ph) * (W + 2 * <object>pw))
+    offsets = packed.offsets.get((H, W, ph, pw))
+    if offsets is None:
+        # where each k = (c, u, v) of the im2col starts in a padded image; k >= K (zero weights): 0
+        k = np.arange(4 * packed.K4)
+        k[k >= packed.K] = 0
+        c, u, v = k // (packed.KH * packed.KW), k // packed.KW % packed.KH, k % packed.KW
+        offsets = ((c * (H + 2 * ph) + u) * (W + 2 * pw) + v).astype(np.int32)
+        if len(packed.offsets) < 16:
+            packed.offsets[(H, W, ph, pw)] = offsets
+    cdef const int32_t[::1] offsetv = offsets
+    cdef const float[::1] scalev = scales
+    cdef dn8_conv cv
+    cv.C, cv.H, cv.W, cv.KH, cv.KW = C, H, W, packed.KH, packed.KW
+    cv.sh, cv.sw, cv.ph, cv.pw, cv.OH, cv.OW = sh, sw, ph, pw, OH, OW
+    cv.Hp, cv.Wp = H + 2 * ph, W + 2 * pw
+    cv.K, cv.K4, cv.FN, cv.FNpad = packed.K, packed.K4, FN, packed.FNpad
+    cv.w4, cv.w16, cv.scale, cv.offsets = &w4[0, 0], &w16[0, 0, 0], &scalev[0], &offsetv[0]
+    cv.bias, cv.wsum, cv.wino = &biasv[0], &wsumv[0], NULL
+    cv.x_zero, cv.out_zero, cv.relu, cv.pool, cv.out_float = z, oz, relu, pool, out.dtype == np.float32
+
+    # Tasks: groups of whole images, as many as TASK_BYTES of buffers hold (and at least one
+    # task a thread), or with fewer images than threads, bands of `unit` rows of one image
+    # (2 when pooling, whose rows past 2 (OH // 2) are not needed).
+    cdef int unit = 2 if pool else 1
+    cdef int units = (OH // 2) if pool else OH
+    cdef int image_pixels = unit * units * OW
+    cdef int group = max(1, min(TASK_BYTES // ((4 * packed.K4 + 4 * packed.FNpad) * image_pixels),
+                                (N + threads - 1) // threads))
+    cdef int groups = (N + group - 1) // group
+    cdef int bands = 1
+    if N < threads:
+        bands = min(units, (threads + N - 1) // N)
+    cdef int task_pixels = unit * ((units + bands - 1) // bands) * OW * group
+    fits_int(kernel, "task's im2col", <object>DN8_COLS(cv.K4, task_pixels))
+    fits_int(kernel, "task's sums", <object>DN8_SUMS(cv.FNpad, task_pixels))
+    cdef size_t padded_bytes = <size_t>C * cv.Hp * cv.Wp + 64
+    cdef size_t cols_bytes = DN8_COLS(cv.K4, task_pixels) * sizeof(uint32_t)
+    cdef size_t sums_bytes = DN8_SUMS(cv.FNpad, task_pixels) * sizeof(int32_t)
+    cdef char* out_base = <char*><size_t>out.ctypes.data
+    cdef bint use_winograd = (winograd and number == 1 and packed.wino is not None and sh == 1 and sw == 1
+                              and bands == 1 and pool and 4 * 255 * packed.max_abs_sum < INT_LIMIT)
+    cdef const int32_t[:, :, ::1] winov
+    if use_winograd:
+        winov = packed.wino
+        cv.wino = &winov[0, 0, 0]
+        winograd_images(&cv, &xv[0, 0, 0, 0], N, threads, packed, OH, OW, pool, out_base)
+        return out
+    cdef int task, n, band, failed = 0
+    cdef uint8_t* padded
+    cdef uint32_t* cols
+    cdef int32_t* sums
+    with nogil, parallel(num_threads=threads):
+        padded = <uint8_t*>malloc(padded_bytes)
+        cols = <uint32_t*>malloc(cols_bytes)
+        sums = <int32_t*>malloc(sums_bytes)
+        for task in prange(groups * bands, schedule="dynamic"):
+            if padded == NULL or cols == NULL or sums == NULL:
+                failed += 1
+                continue
+            n = task // bands * group
+            band = task % bands
+            if bands == 1:
+                dn8_task(&cv, number, &xv[0, 0, 0, 0], n, min(n + group, N), 0, unit * units, padded, cols,
+                         sums, out_base)
+            else:
+                dn8_task(&cv, number, &xv[0, 0, 0, 0], n, n + 1, unit * (band * units // bands),
+                         unit * ((band + 1) * units // bands), padded, cols, sums, out_base)
+        free(padded)
+        free(cols)
+        free(sums)
+    if failed:
+        raise MemoryError("deepnet conv_int8: out of memory for a thread's buffers")
+    return out
+
+
+cdef object winograd_images(dn8_conv* cv, const uint8_t* x, int N, int threads, PackedFilters packed, int OH,
+                            int OW, bint pool, char* out):
+    """conv_int8's task loop for the Winograd convolution: groups of whole images."""
+    cdef int tiles = (OH // 2) * (OW // 2) if pool else ((OH + 1) // 2) * ((OW + 1) // 2)
+    cdef int C2 = (cv.C + 1) // 2
+    cdef int group = max(1, min(TASK_BYTES // (64 * (C2 + cv.FNpad) * tiles), (N + threads - 1) // threads))
+    cdef int groups = (N + group - 1) // group
+    fits_int("conv_int8", "task's Winograd input", <object>DN8_WINOGRAD_V(cv.C, group * tiles))
+    fits_int("conv_int8", "task's Winograd products", <object>DN8_WINOGRAD_M(cv.FNpad, group * tiles))
+    cdef size_t padded_bytes = <size_t>cv.C * cv.Hp * cv.Wp + 2 * cv.Wp + 64
+    cdef size_t V_bytes = DN8_WINOGRAD_V(cv.C, group * tiles) * sizeof(int32_t)
+    cdef size_t M_bytes = DN8_WINOGRAD_M(cv.FNpad, group * tiles) * sizeof(int32_t)
+    cdef size_t sums_bytes = <size_t>cv.FNpad * OH * OW * sizeof(int32_t)
+    cdef int task, n, failed = 0
+    cdef uint8_t* padded
+    cdef int32_t* V
+    cdef int32_t* M
+    cdef int32_t* sums
+    with nogil, parallel(num_threads=threads):
+        padded = <uint8_t*>malloc(padded_bytes)
+        V = <int32_t*>malloc(V_bytes)
+        M = <int32_t*>malloc(M_bytes)
+        sums = <int32_t*>malloc(sums_bytes)
+        for task in prange(groups, schedule="dynamic"):
+            if padded == NULL or V == NULL or M == NULL or sums == NULL:
+                failed += 1
+                continue
+            n = task * group
+            dn8_winograd_task(cv, x, n, min(n + group, N), padded, V, M, sums, out)
+        free(padded)
+        free(V)
+        free(M)
+        free(sums)
+    if failed:
+        raise MemoryError("deepnet conv_int8: out of memory for a thread's buffers")
+
+
+def quantize_uint8(x, inv_scale, zero, out):
+    """out = uint8(clip(clip(rint(x * inv_scale), -512, 512) + zero, 0, 255)) in float32
+    arithmetic (INT8_SPEC; NaN gives 0); returns out."""
+    xa = check_array("quantize_uint8", "x", x, np.float32, -1)
+    cdef int z = check_int("quantize_uint8", "zero", zero, 0, 255)
+    check_output("quantize_uint8", out, (np.uint8,), xa.shape)
+    cdef float inv = np.float32(inv_scale)
+    cdef const float[::1] source = xa.reshape(-1)
+    cdef uint8_t[::1] target = out.reshape(-1)
+    if source.shape[0]:
+        with nogil:
+            dn8_quantize(&source[0], source.shape[0], inv, z, &target[0])
+    return out
+
+
+def dequantize_uint8(q, scale, zero, out=None):
+    """float32(int32(q) - zero) * scale (INT8_SPEC), into out if given (float32, q's shape)."""
+    qa = check_array("dequantize_uint8", "q", q, np.uint8, -1)
+    cdef int z = check_int("dequantize_uint8", "zero", zero, 0, 255)
+    if out is None:
+        out = np.empty(qa.shape, dtype=np.float32)
+    check_output("dequantize_uint8", out, (np.float32,), qa.shape)
+    cdef float s = np.float32(scale)
+    cdef const uint8_t[::1] source = qa.reshape(-1)
+    cdef float[::1] target = out.reshape(-1)
+    if source.shape[0]:
+        with nogil:
+            dn8_dequantize(&source[0], source.shape[0], s, z, &target[0])
+    return out

@@ -1,0 +1,242 @@
+/* The int8 convolution of docs' INT8_SPEC: uint8 activations x int8 weights, int32 sums, a
+ * float32 requantization epilogue, optional fused ReLU and 2x2 max-pool.
+ *
+ * One task computes some whole images, or output rows [r0, r1) of one image: it pads each
+ * image (x_zero in the border), packs their im2col as uint8 [K4][pixels][4] (the images'
+ * pixels one after the other, row-major, k = 4 k4 + j; k >= K reads some valid byte that
+ * meets a zero weight), multiplies it by the packed filters into int32 [FNpad][pixels], then
+ * requantizes (and pools) each output channel into its contiguous NCHW plane.
+ *
+ * Every path gives the same integers; they differ in the dot product of 4 uint8 x 4 int8:
+ *   scalar               plain C (also what other architectures run),
+ *   avx2                 vpmaddwd on even/odd bytes widened to int16 (exact: vpmaddubsw
+ *                        would saturate 2*255*127), weights pre-widened in the packing,
+ *   avxvnni(-emulated)   256-bit vpdpbusd, or the same loop with vpdpbusd done in AVX2,
+ *   avx512vnni(-emulated) 512-bit vpdpbusd, or the same loop on pairs of 256-bit vectors.
+ * The paths are the bodies of deepnet_int8_body.h, included once per path under its
+ * `#pragma GCC target`; dn8_supported asks CPUID which of them this CPU runs.  The AVX2 path
+ * also has an exact integer Winograd F(2x2, 3x3) for 3x3, stride-1 layers that pool
+ * (deepnet_int8_winograd.h): without VNNI, a multiply-add of 8-bit values costs as much as a
+ * float32 one, so only fewer products make it faster than the float32 (Winograd) convolution.
+ */
+#ifndef DEEPNET_INT8_H
+#define DEEPNET_INT8_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DN8_X86 1
+#include <immintrin.h>
+#else
+#define DN8_X86 0
+#endif
+
+#define DN8_SCALAR 0
+#define DN8_AVX2 1
+#define DN8_AVXVNNI_EMULATED 2
+#define DN8_AVX512VNNI_EMULATED 3
+#define DN8_AVXVNNI 4
+#define DN8_AVX512VNNI 5
+#define DN8_PATHS 6
+
+#define DN8_PIXEL_PAD 32    /* a band's pixels are padded to whole register tiles of every path */
+#define DN8_CHANNEL_PAD 8   /* the packed filters' channels likewise (zero weights) */
+#define DN8_ROUND_TILES(T) (((T) + 15) / 16 * 16)
+#define DN8_WINOGRAD_V(C, T) ((size_t)16 * (((C) + 1) / 2) * (DN8_ROUND_TILES(T) + 8))   /* int32 */
+#define DN8_WINOGRAD_M(FNpad, T) ((size_t)16 * (FNpad) * DN8_ROUND_TILES(T) + 8)         /* int32 */
+#define DN8_ROUND_PIXELS(P) (((P) + DN8_PIXEL_PAD - 1) / DN8_PIXEL_PAD * DN8_PIXEL_PAD)
+/* cols' row stride: 16 pixels of slack for the im2col's overshoot (deepnet_int8_body.h) */
+#define DN8_STRIDE(P) (DN8_ROUND_PIXELS(P) + 16)
+#define DN8_COLS(K4, P) ((size_t)(K4) * DN8_STRIDE(P))     /* uint32 of a task's cols */
+#define DN8_SUMS(FNpad, P) ((size_t)(FNpad) * DN8_ROUND_PIXELS(P))   /* int32 of its sums */
+/* a sum + comp: both wrap mod 2^32, the true result fits int32 (conv_int8 checks the bound) */
+#define DN8_ADD(a, b) ((int32_t)((uint32_t)(a) + (uint32_t)(b)))
+
+typedef struct {
+    int C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, Hp, Wp;
+    int K, K4, FN, FNpad;
+    const int32_t* w4;    /* [FNpad][K4]: 4 int8 weights per int32, k = 4 k4 + byte */
+    const int32_t* w16;   /* [FNpad][K4][2]: int16 pairs (w0, w2) and (w1, w3) */
+    const int32_t* offsets;   /* [K4][4]: where k = 4 k4 + j starts in the padded image */
+    const int32_t* wino;  /* [16][FNpad][C2]: Winograd's filters, int16 pairs (deepnet_int8_winograd.h) */
+    const int32_t* bias;  /* [FN]: bias_q */
+    const int32_t* wsum;  /* [FN]: sum(w): the sums are of w x, acc = sum + bias - x_zero sum(w) */
+    const float* scale;   /* [FN] */
+    int x_zero, out_zero, relu, pool, out_float;
+} dn8_conv;
+
+/* The requantization of one accumulator (INT8_SPEC): float32 multiply, clip to +-512 (before
+ * or after rint: the bounds are integers), rint half to even, + out_zero, clip. */
+static inline uint8_t dn8_round_clip(float y, int out_zero, int low)
+{
+    y = y >= -512.0f ? y : -512.0f;   /* NaN -> -512, as vmaxps(y, -512) gives */
+    y = y <= 512.0f ? y : 512.0f;
+    int q = (int)rintf(y) + out_zero;
+    return (uint8_t)(q < low ? low : q > 255 ? 255 : q);
+}
+
+static inline uint8_t dn8_requantize(int32_t acc, float scale, int out_zero, int low)
+{
+    return dn8_round_clip((float)acc * scale, out_zero, low);
+}
+
+static inline float dn8_activate(int32_t acc, float scale, int relu)
+{
+    float y = (float)acc * scale;
+    return relu && !(y > 0.0f) ? 0.0f : y;
+}
+
+/* The padded image, C planes of Hp x Wp: the border (x_zero) is written when `border`, for a
+ * task's first image; its other images only replace the inside. */
+static inline void dn8_pad_image(const dn8_conv* cv, const uint8_t* image, uint8_t* padded, int border)
+{
+    const size_t plane = (size_t)cv->Hp * cv->Wp;
+    int c, y;
+    if (cv->ph == 0 && cv->pw == 0) {
+        memcpy(padded, image, (size_t)cv->C * plane);
+        return;
+    }
+    if (border)
+        memset(padded, cv->x_zero, (size_t)cv->C * plane);
+    for (c = 0; c < cv->C; c++) {
+        uint8_t* inside = padded + c * plane + (size_t)cv->ph * cv->Wp + cv->pw;
+        const uint8_t* source = image + (size_t)c * cv->H * cv->W;
+        if (cv->pw == 0)
+            memcpy(inside, source, (size_t)cv->H * cv->W);
+        else
+            for (y = 0; y < cv->H; y++)
+                memcpy(inside + (size_t)y * cv->Wp, source + (size_t)y * cv->W, cv->W);
+    }
+}
+
+#define DN8_SUFFIX scalar
+#define DN8_KIND DN8_SCALAR
+#include "deepnet_int8_body.h"
+#undef DN8_SUFFIX
+#undef DN8_KIND
+
+#if DN8_X86
+#pragma GCC push_options
+#pragma GCC target("avx2")
+typedef struct { __m256i e, o; } dn8_pair256;   /* even and odd bytes widened to int16 */
+typedef struct { __m256i lo, hi; } dn8_x2;      /* 16 int32 lanes as two 256-bit halves */
+
+/* vpdpbusd in AVX2, exactly: u8 bytes split into even/odd int16 lanes, int8 bytes
+ * sign-extended likewise, two vpmaddwd (pairs of products fit int32). */
+static inline __m256i dn8_dpbusd_emulated(__m256i acc, __m256i a, __m256i w)
+{
+    __m256i a_even = _mm256_and_si256(a, _mm256_set1_epi16(0x00FF));
+    __m256i a_odd = _mm256_srli_epi16(a, 8);
+    __m256i w_even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
+    __m256i w_odd = _mm256_srai_epi16(w, 8);
+    return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(a_even, w_even), _mm256_madd_epi16(a_odd, w_odd)));
+}
+#define DN8_SUFFIX avx2
+#define DN8_KIND DN8_AVX2
+#include "deepnet_int8_body.h"
+#undef DN8_SUFFIX
+#undef DN8_KIND
+#include "deepnet_int8_winograd.h"
+#define DN8_SUFFIX avxvnni_emulated
+#define DN8_KIND DN8_AVXVNNI_EMULATED
+#include "deepnet_int8_body.h"
+#undef DN8_SUFFIX
+#undef DN8_KIND
+#define DN8_SUFFIX avx512vnni_emulated
+#define DN8_KIND DN8_AVX512VNNI_EMULATED
+#include "deepnet_int8_body.h"
+#undef DN8_SUFFIX
+#undef DN8_KIND
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,avxvnni")
+#define DN8_SUFFIX avxvnni
+#define DN8_KIND DN8_AVXVNNI
+#include "deepnet_int8_body.h"
+#undef DN8_SUFFIX
+#undef DN8_KIND
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vnni")
+#define DN8_SUFFIX avx512vnni
+#define DN8_KIND DN8_AVX512VNNI
+#include "deepnet_int8_body.h"
+#undef DN8_SUFFIX
+#undef DN8_KIND
+#pragma GCC pop_options
+#endif
+
+/* Whether this build has the path and this CPU runs it. */
+static inline int dn8_supported(int path)
+{
+    switch (path) {
+    case DN8_SCALAR:
+        return 1;
+#if DN8_X86
+    case DN8_AVX2:
+    case DN8_AVXVNNI_EMULATED:
+    case DN8_AVX512VNNI_EMULATED:
+        return __builtin_cpu_supports("avx2");
+    case DN8_AVXVNNI:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
+    case DN8_AVX512VNNI:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+               && __builtin_cpu_supports("avx512vnni");
+#endif
+    default:
+        return 0;
+    }
+}
+
+/* Images [n0, n1) of x, or with n1 = n0 + 1 output rows [r0, r1) of it, into out (the batch's
+ * uint8 or float32 output; r0, r1 even when pooling).  padded holds C Hp Wp + 64 bytes. */
+static inline void dn8_task(const dn8_conv* cv, int path, const uint8_t* x, int n0, int n1, int r0, int r1,
+                            uint8_t* padded, uint32_t* cols, int32_t* sums, void* out)
+{
+    switch (path) {
+#if DN8_X86
+    case DN8_AVX2: dn8_task_avx2(cv, x, n0, n1, r0, r1, padded, cols, sums, out); break;
+    case DN8_AVXVNNI_EMULATED: dn8_task_avxvnni_emulated(cv, x, n0, n1, r0, r1, padded, cols, sums, out); break;
+    case DN8_AVX512VNNI_EMULATED:
+        dn8_task_avx512vnni_emulated(cv, x, n0, n1, r0, r1, padded, cols, sums, out);
+        break;
+    case DN8_AVXVNNI: dn8_task_avxvnni(cv, x, n0, n1, r0, r1, padded, cols, sums, out); break;
+    case DN8_AVX512VNNI: dn8_task_avx512vnni(cv, x, n0, n1, r0, r1, padded, cols, sums, out); break;
+#endif
+    default: dn8_task_scalar(cv, x, n0, n1, r0, r1, padded, cols, sums, out); break;
+    }
+}
+
+/* The AVX2 path's Winograd convolution of whole images [n0, n1) (3x3, stride 1; conv_int8
+ * calls it only where the CPU has AVX2). */
+static inline void dn8_winograd_task(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded,
+                                     int32_t* V, int32_t* M, int32_t* sums, void* out)
+{
+#if DN8_X86
+    dn8_winograd_task_avx2(cv, x, n0, n1, padded, V, M, sums, out);
+#else
+    (void)cv, (void)x, (void)n0, (void)n1, (void)padded, (void)V, (void)M, (void)sums, (void)out;
+#endif
+}
+
+/* quantize_uint8 and dequantize_uint8 of INT8_SPEC (NaN quantizes to 0). */
+static inline void dn8_quantize(const float* x, size_t n, float inv_scale, int zero, uint8_t* out)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        out[i] = dn8_round_clip(x[i] * inv_scale, zero, 0);
+}
+
+static inline void dn8_dequantize(const uint8_t* q, size_t n, float scale, int zero, float* out)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        out[i] = (float)((int32_t)q[i] - zero) * scale;
+}
+
+#endif /* DEEPNET_INT8_H */

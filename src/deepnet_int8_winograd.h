@@ -1,0 +1,209 @@
+/* The AVX2 path's 3x3, stride-1 convolution as integer Winograd F(2x2, 3x3), exact.
+ *
+ * With d = x - x_zero (the padded border is then 0), V = B^T d B (|V| <= 4 * 255, int16),
+ * U = (2G) g (2G)^T (the filters scaled by 4 so that G's halves are integers, |U| <= 9 * 127,
+ * int16, packed by pack_filters), M = sum_c U V (vpmaddwd over pairs of channels, int32) and
+ * Y = A^T M A = 4 * (the 2x2 outputs' sums), so Y >> 2 is the sum exactly: int32 wraps in M
+ * and in the transform cancel, since 4 * |sum| < 2^31 (conv_int8 checks it).  That is 16
+ * products per 2x2 outputs instead of 36.  Tiles are the output's 2x2 blocks (with pooling,
+ * exactly the pooled pixels), row-major, the task's images one after the other.
+ * Included by deepnet_int8.h inside its AVX2 target region, after the AVX2 body.
+ */
+
+/* V[xi][c2][t] for the image's tiles from t0 on: int16 pairs (channel 2 c2, 2 c2 + 1).  Eight
+ * tiles a step, in order: a step's overshoot past a tile row or the image is rewritten by the
+ * next one (the allocation has 8 tiles of slack); it reads up to 32 bytes past a padded row. */
+static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, int TH, int TW, int t0, int ld,
+                                    int32_t* V)
+{
+    const size_t plane = (size_t)cv->Hp * cv->Wp;
+    const int C2 = (cv->C + 1) / 2;
+    const __m128i zero = _mm_set1_epi16((int16_t)cv->x_zero), low_bytes = _mm_set1_epi16(0x00FF);
+    int c2, ty, tx, r, xi, h;
+    for (c2 = 0; c2 < C2; c2++) {
+        for (ty = 0; ty < TH; ty++) {
+            for (tx = 0; tx < TW; tx += 8) {
+                __m128i v[2][16];
+                for (h = 0; h < 2; h++) {
+                    /* an odd C's last pair: channel C - 1 again, against zero filters */
+                    int c = 2 * c2 + h < cv->C ? 2 * c2 + h : cv->C - 1;
+                    const uint8_t* corner = padded + c * plane + (size_t)(2 * ty) * cv->Wp + 2 * tx;
+                    __m128i d[4][4], t[4][4];
+                    for (r = 0; r < 4; r++) {
+                        __m128i a = _mm_loadu_si128((const __m128i*)(corner + (size_t)r * cv->Wp));
+                        __m128i b = _mm_loadu_si128((const __m128i*)(corner + (size_t)r * cv->Wp + 2));
+                        d[r][0] = _mm_sub_epi16(_mm_and_si128(a, low_bytes), zero);
+                        d[r][1] = _mm_sub_epi16(_mm_srli_epi16(a, 8), zero);
+                        d[r][2] = _mm_sub_epi16(_mm_and_si128(b, low_bytes), zero);
+                        d[r][3] = _mm_sub_epi16(_mm_srli_epi16(b, 8), zero);
+                    }
+                    for (r = 0; r < 4; r++) {   /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
+                        t[0][r] = _mm_sub_epi16(d[0][r], d[2][r]);
+                        t[1][r] = _mm_add_epi16(d[1][r], d[2][r]);
+                        t[2][r] = _mm_sub_epi16(d[2][r], d[1][r]);
+                        t[3][r] = _mm_sub_epi16(d[1][r], d[3][r]);
+                    }
+                    for (r = 0; r < 4; r++) {   /* (B^T d) B: the same on the columns */
+                        v[h][4 * r + 0] = _mm_sub_epi16(t[r][0], t[r][2]);
+                        v[h][4 * r + 1] = _mm_add_epi16(t[r][1], t[r][2]);
+                        v[h][4 * r + 2] = _mm_sub_epi16(t[r][2], t[r][1]);
+                        v[h][4 * r + 3] = _mm_sub_epi16(t[r][1], t[r][3]);
+                    }
+                }
+                int32_t* target = V + (size_t)c2 * ld + t0 + (size_t)ty * TW + tx;
+                for (xi = 0; xi < 16; xi++) {
+                    int32_t* row = target + (size_t)xi * C2 * ld;
+                    _mm_storeu_si128((__m128i*)row, _mm_unpacklo_epi16(v[0][xi], v[1][xi]));
+                    _mm_storeu_si128((__m128i*)(row + 4), _mm_unpackhi_epi16(v[0][xi], v[1][xi]));
+                }
+            }
+        }
+    }
+}
+
+/* M[xi][f][t] = sum_c2 madd(V[xi][c2][t], U[xi][f][c2]) for the task's T tiles (Tcomp, a
+ * multiple of 16; M's rows have Tcomp entries). */
+static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld, int Tcomp, int32_t* M)
+{
+    const int C2 = (cv->C + 1) / 2;
+    int xi, t0, f0, c2, j;
+    for (xi = 0; xi < 16; xi++) {
+        const int32_t* Vx = V + (size_t)xi * C2 * ld;
+        const int32_t* Ux = cv->wino + (size_t)xi * cv->FNpad * C2;
+        int32_t* Mx = M + (size_t)xi * cv->FNpad * Tcomp;
+        for (t0 = 0; t0 < Tcomp; t0 += 16) {
+            for (f0 = 0; f0 < cv->FN; f0 += 4) {
+                __m256i acc[2][4];
+                for (j = 0; j < 4; j++)
+                    acc[0][j] = acc[1][j] = _mm256_setzero_si256();
+                const int32_t* a = Vx + t0;
+                const int32_t* u = Ux + (size_t)f0 * C2;
+                for (c2 = 0; c2 < C2; c2++, a += ld) {
+                    __m256i a0 = _mm256_loadu_si256((const __m256i*)a);
+                    __m256i a1 = _mm256_loadu_si256((const __m256i*)(a + 8));
+#pragma GCC unroll 4
+                    for (j = 0; j < 4; j++) {
+                        __m256i w = _mm256_set1_epi32(u[(size_t)j * C2 + c2]);
+                        acc[0][j] = _mm256_add_epi32(acc[0][j], _mm256_madd_epi16(a0, w));
+                        acc[1][j] = _mm256_add_epi32(acc[1][j], _mm256_madd_epi16(a1, w));
+                    }
+                }
+                for (j = 0; j < 4; j++) {
+                    _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * Tcomp + t0), acc[0][j]);
+                    _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * Tcomp + t0 + 8), acc[1][j]);
+                }
+            }
+        }
+    }
+}
+
+/* The 2x2 sums y[i][j] of 8 tiles from M (Y = A^T M A, then / 4 exactly). */
+static inline void dn8_winograd_output8_avx2(const int32_t* m, size_t xi_stride, __m256i y[2][2])
+{
+    __m256i s[4], d[4];
+    int j;
+    for (j = 0; j < 4; j++) {   /* A^T M: rows m0 + m1 + m2 and m1 - m2 - m3 */
+        __m256i m0 = _mm256_loadu_si256((const __m256i*)(m + (0 * 4 + j) * xi_stride));
+        __m256i m1 = _mm256_loadu_si256((const __m256i*)(m + (1 * 4 + j) * xi_stride));
+        __m256i m2 = _mm256_loadu_si256((const __m256i*)(m + (2 * 4 + j) * xi_stride));
+        __m256i m3 = _mm256_loadu_si256((const __m256i*)(m + (3 * 4 + j) * xi_stride));
+        s[j] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
+        d[j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
+    }
+    y[0][0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), s[2]), 2);
+    y[0][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(s[1], s[2]), s[3]), 2);
+    y[1][0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(d[0], d[1]), d[2]), 2);
+    y[1][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(d[1], d[2]), d[3]), 2);
+}
+
+/* Images [n0, n1) (whole) of x into out, through Winograd.  V holds DN8_WINOGRAD_V(C, tiles),
+ * M DN8_WINOGRAD_M(FNpad, tiles) int32 and sums (unpooled output only) FNpad OH OW int32. */
+static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded,
+                                   int32_t* V, int32_t* M, int32_t* sums, void* out)
+{
+    const int PH = cv->OH / 2, PW = cv->OW / 2;
+    const int TH = cv->pool ? PH : (cv->OH + 1) / 2, TW = cv->pool ? PW : (cv->OW + 1) / 2;
+    const int T = TH * TW, images = n1 - n0;
+    const int Tcomp = DN8_ROUND_TILES(images * T), ld = Tcomp + 8;
+    const size_t image_in = (size_t)cv->C * cv->H * cv->W;
+    const size_t image_out = (size_t)cv->FN * (cv->pool ? (size_t)PH * PW : (size_t)cv->OH * cv->OW)
+                             * (cv->out_float ? sizeof(float) : 1);
+    const int low = cv->relu ? cv->out_zero : 0;
+    int n, f, t, k, i, j;
+    for (n = n0; n < n1; n++) {
+        dn8_pad_image(cv, x + (size_t)n * image_in, padded, n == n0);
+        dn8_winograd_input_avx2(cv, padded, TH, TW, (n - n0) * T, ld, V);
+    }
+    dn8_winograd_gemm_avx2(cv, V, ld, Tcomp, M);
+    const size_t xi_stride = (size_t)cv->FNpad * Tcomp;
+    for (n = n0; n < n1; n++) {
+        char* image = (char*)out + (size_t)n * image_out;
+        for (f = 0; f < cv->FN; f++) {
+            const int32_t* m = M + (size_t)f * Tcomp + (size_t)(n - n0) * T;
+            const float s = cv->scale[f];
+            if (cv->pool && s >= 0.0f && T >= 8) {
+                /* the tiles are the pooling windows: requantize their maxima */
+                const __m256i bias8 = _mm256_set1_epi32(cv->bias[f]);
+                const __m256 s8 = _mm256_set1_ps(s);
+                const __m256i zero8 = _mm256_set1_epi32(cv->out_zero), low8 = _mm256_set1_epi32(low);
+                uint8_t* target = (uint8_t*)image + (size_t)f * T;
+                for (t = 0; t < T; t += 8) {
+                    __m256i y[2][2];
+                    if (t > T - 8)
+                        t = T - 8;
+                    dn8_winograd_output8_avx2(m + t, xi_stride, y);
+                    __m256i top = _mm256_max_epi32(y[0][0], y[0][1]), bottom = _mm256_max_epi32(y[1][0], y[1][1]);
+                    __m256i acc = _mm256_add_epi32(_mm256_max_epi32(top, bottom), bias8);
+                    _mm_storel_epi64((__m128i*)(target + t), dn8_requantize8_avx2(acc, s8, zero8, low8));
+                }
+                continue;
+            }
+            /* otherwise: the sums in pixel order, biased so that the common epilogue's
+             * compensation (bias - x_zero sum(w)) leaves bias + the sum of w (x - x_zero) */
+            int32_t* row = sums + (size_t)f * cv->OH * cv->OW;
+            const int32_t shift = cv->x_zero * cv->wsum[f];
+            const int rows = cv->pool ? 2 * PH : cv->OH;
+            int ty = 0, tx = 0;   /* tile t's row and column */
+            for (t = 0; t < T; t += 8) {
+                __m256i y[2][2];
+                int32_t values[2][2][8];
+                dn8_winograd_output8_avx2(m + t, xi_stride, y);
+                for (i = 0; i < 2; i++)
+                    for (j = 0; j < 2; j++)
+                        _mm256_storeu_si256((__m256i*)values[i][j], y[i][j]);
+                for (k = 0; k < 8 && t + k < T; k++) {
+                    int32_t* pixel = row + (size_t)(2 * ty) * cv->OW + 2 * tx;
+                    int right = 2 * tx + 1 < cv->OW, below = 2 * ty + 1 < rows;
+                    pixel[0] = DN8_ADD(values[0][0][k], shift);
+                    if (right)
+                        pixel[1] = DN8_ADD(values[0][1][k], shift);
+                    if (below) {
+                        pixel[cv->OW] = DN8_ADD(values[1][0][k], shift);
+                        if (right)
+                            pixel[cv->OW + 1] = DN8_ADD(values[1][1][k], shift);
+                    }
+                    if (++tx == TW) {
+                        tx = 0;
+                        ty++;
+                    }
+                }
+            }
+        }
+        if (!(cv->pool && T >= 8)) {
+            dn8_epilogue_avx2(cv, sums, cv->OH * cv->OW, 0, cv->pool ? 2 * PH : cv->OH, image);
+        } else {
+            /* the pooled planes of negative scales are left: requantize-then-pool by the epilogue */
+            for (f = 0; f < cv->FN; f++) {
+                if (cv->scale[f] >= 0.0f)
+                    continue;
+                dn8_conv one = *cv;
+                one.FN = 1;
+                one.bias += f;
+                one.wsum += f;
+                one.scale += f;
+                dn8_epilogue_avx2(&one, sums + (size_t)f * cv->OH * cv->OW, cv->OH * cv->OW, 0, 2 * PH,
+                                  (uint8_t*)image + (size_t)f * PH * PW);
+            }
+        }
+    }
+}
