@@ -8,9 +8,9 @@ goes past the book (chapter 8.1.2); ``deepnet ensemble`` trains several members 
 
 One module per command: ``train``, ``ensemble``, ``evaluate`` (evaluate, misclassified),
 ``plot``, ``quantize`` (an int8 model); predict and serve (deepnet.cli.digits) run
-deepnet.app. ``options`` holds the argument types and CommandError, ``common`` what the commands share when they run, ``training`` what train
-and ensemble share. This module assembles
-the parser and turns errors into one line and an exit code.
+deepnet.app. ``options`` holds the argument types and CommandError, ``common`` what the
+commands share when they run, ``training`` what train and ensemble share. This module
+assembles the parser and turns errors into one line and an exit code.
 """
 
 from __future__ import annotations
