@@ -241,7 +241,8 @@ def _pair(value: Any, where: str, low: int) -> Tuple[int, int]:
 def _scale(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{where}: a scale must be a finite number > 0, got {str(value)[:40]}")
-    if not (np.isfinite(np.float32(value)) and np.float32(value) > 0 and np.isfinite(np.float32(1 / value))):
+    largest = float(np.finfo(np.float32).max)
+    if not (1 / largest <= value <= largest):  # the scale and its inverse are float32 numbers
         raise ValueError(f"{where}: the scale {value!r} is out of float32's range")
     return float(value)
 
