@@ -171,7 +171,8 @@ def test_a_float_step_asking_for_huge_parameters_is_refused(resnet_int8, tmp_pat
 @pytest.mark.parametrize("cut", [0.3, 0.9])
 def test_a_truncated_file_is_refused(cut, book_int8, tmp_path):
     path = book_int8.save(tmp_path / "m.npz")
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     with open(path, "wb") as f:
         f.write(data[: int(len(data) * cut)])
     with pytest.raises(ValueError):
