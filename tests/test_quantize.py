@@ -327,3 +327,14 @@ def test_quantize_refuses_what_it_cannot_calibrate_on():
     model = quantize(net, x)
     with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
         model.predict(np.zeros((1, 784), np.float32))
+
+
+def test_a_model_runs_on_every_backend_with_the_same_bits(mnist):
+    x_val, _ = mnist
+    model = quantize(nets.DeepConvNet(seed=7), x_val[:50])
+    scores = {}
+    for name in BACKENDS:
+        with ops.using(name):  # the filters are packed for each backend the first time it runs
+            scores[name] = model.predict(x_val[50:70])
+    for name in BACKENDS:
+        np.testing.assert_array_equal(scores[name], scores["reference"])

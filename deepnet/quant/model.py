@@ -96,7 +96,16 @@ class ConvStep:
         self.relu, self.pool, self.affine = bool(relu), bool(pool), bool(affine)
         self.out_scale = None if out_scale is None else float(out_scale)
         self.out_zero = int(out_zero)
-        self.filters = ops.pack_filters(w_q)
+        # backend -> the filters packed for it; packed now, so a bad w_q fails here, not at the first image
+        self._packed: Dict[str, Any] = {ops.current(): ops.pack_filters(w_q)}
+
+    @property
+    def filters(self) -> Any:
+        """w_q packed for the backend in use (packed once per backend)."""
+        backend = ops.current()
+        if backend not in self._packed:
+            self._packed[backend] = ops.pack_filters(self.w_q)
+        return self._packed[backend]
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
