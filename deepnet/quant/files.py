@@ -1,4 +1,4 @@
-"""int8 model files: saving an Int8Model (an .npz with a JSON spec, written atomically) and loading one from an untrusted file.
+"""int8 model files: loading one (an .npz with a JSON spec, as Int8Model.save writes it) from an untrusted file.
 
 The file holds the spec as UTF-8 JSON bytes under INT8_KEY (data, never pickle) and each
 step's arrays as ``steps/<index>/<name>``: an int8 convolution's w_q (int8), w_scale and
@@ -17,23 +17,20 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 
 from .. import io
 from ..nn.base import Layer
 from . import layerspec
-from .model import ConvStep, DequantizeStep, FloatStep, Int8Model, QuantizeStep, Step
+from .model import FORMAT, INT8_KEY, VERSION, ConvStep, DequantizeStep, FloatStep, Int8Model, QuantizeStep, Step
 from .reference import MAX_K
 
 __all__ = ["INT8_KEY", "FORMAT", "VERSION", "save_int8_model", "load_int8_model", "MAX_STEPS", "MAX_SPEC_BYTES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-INT8_KEY = "__int8_model__"  # the entry that holds the JSON spec (a float model file has __model_spec__)
-FORMAT = "deepnet-int8"
-VERSION = 1
 MAX_SPEC_BYTES = 1 << 20
 MAX_STEPS = 1000
 MAX_DIMENSION = 1 << 16  # any one size: channels, filters, kernel, stride, pad, image side
@@ -44,10 +41,7 @@ _CONV_ARRAYS = {"w_q": np.int8, "w_scale": np.float32, "bias_q": np.int32, "scal
 
 def save_int8_model(model: Int8Model, path: PathLike) -> str:
     """Write ``model`` to ``path`` (.npz appended when missing), atomically; return the path written."""
-    arrays: Dict[str, Any] = dict(model.named_arrays())
-    spec = json.dumps(model.spec(), allow_nan=False).encode()
-    arrays[INT8_KEY] = np.frombuffer(spec, dtype=np.uint8)
-    return io.save_params(path, arrays)
+    return model.save(path)
 
 
 def load_int8_model(path: PathLike) -> Int8Model:
@@ -304,8 +298,3 @@ def _check_float(value: np.ndarray[Any, Any], where: str) -> None:
         raise ValueError(f"{where}: expected float32, got {value.dtype}")
     if not np.isfinite(value).all():
         raise ValueError(f"{where}: holds NaN or infinite values")
-
-
-def is_int8_file(entries: Optional[Dict[str, Any]]) -> bool:
-    """Whether the entries read from a file (name -> array) hold an int8 model's spec."""
-    return bool(entries) and INT8_KEY in (entries or {})

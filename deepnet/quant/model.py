@@ -9,17 +9,33 @@ values.  deepnet.quant.convert makes these models, deepnet.quant.files saves and
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .. import io
 from ..nn.activations import softmax
 from ..nn.base import Layer
-from . import ops
+from . import layerspec, ops
 
-__all__ = ["QuantizeStep", "ConvStep", "DequantizeStep", "FloatStep", "Step", "Int8Model"]
+__all__ = [
+    "QuantizeStep",
+    "ConvStep",
+    "DequantizeStep",
+    "FloatStep",
+    "Step",
+    "Int8Model",
+    "INT8_KEY",
+    "FORMAT",
+    "VERSION",
+]
+
+INT8_KEY = "__int8_model__"  # a model file's entry holding the int8 spec (a float model's is __model_spec__)
+FORMAT = "deepnet-int8"
+VERSION = 1
 
 
 class _Tensor:
@@ -182,14 +198,10 @@ class FloatStep:
         return _Tensor(np.asarray(self.layer.forward(x.values, False), dtype=np.float32))
 
     def spec(self) -> Dict[str, Any]:
-        from .layerspec import layer_spec
-
-        return {"type": self.kind, "layer": layer_spec(self.layer)}
+        return {"type": self.kind, "layer": layerspec.layer_spec(self.layer)}
 
     def arrays(self) -> Dict[str, np.ndarray[Any, Any]]:
-        from .layerspec import layer_arrays
-
-        return layer_arrays(self.layer)
+        return layerspec.layer_arrays(self.layer)
 
 
 Step = Union[QuantizeStep, ConvStep, DequantizeStep, FloatStep]
@@ -308,8 +320,6 @@ class Int8Model:
 
     def spec(self) -> Dict[str, Any]:
         """The model as JSON-ready data (its file's spec)."""
-        from .files import FORMAT, VERSION
-
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -319,10 +329,12 @@ class Int8Model:
         }
 
     def save(self, path: Any) -> str:
-        """Write the model to an .npz file (atomically; no pickle); return the path written."""
-        from .files import save_int8_model
-
-        return save_int8_model(self, path)
+        """Write the model to an .npz file (atomically; no pickle): the spec as JSON bytes under
+        INT8_KEY, each step's arrays as steps/<index>/<name>; return the path written
+        (.npz appended when missing)."""
+        arrays: Dict[str, Any] = dict(self.named_arrays())
+        arrays[INT8_KEY] = np.frombuffer(json.dumps(self.spec(), allow_nan=False).encode(), dtype=np.uint8)
+        return io.save_params(path, arrays)
 
     def describe(self) -> Dict[str, Any]:
         """What the model holds: its steps (kind, shape), how many run in int8 and in float,
