@@ -338,3 +338,14 @@ def test_a_model_runs_on_every_backend_with_the_same_bits(mnist):
             scores[name] = model.predict(x_val[50:70])
     for name in BACKENDS:
         np.testing.assert_array_equal(scores[name], scores["reference"])
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_a_vgg_is_int8_from_end_to_end(mnist, batch_norm):
+    x_val, _ = mnist
+    net = models.VGG(config=[4, "M", 8, 8, "M"], hidden=[16], batch_norm=batch_norm, seed=8)
+    _with_statistics(net, np.random.default_rng(8))
+    model = quantize(net, x_val[:500])  # 100 images: an outlier among the next 50 saturates the hidden layer
+    assert [type(s) for s in model.steps] == [QuantizeStep] + [ConvStep] * 5  # BN, ReLU, pools, dropout folded
+    assert [s.pool for s in model.steps[1:4]] == [True, False, True]
+    _scores_agree(model, net, x_val[500:600], 0.05)
