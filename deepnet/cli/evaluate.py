@@ -76,12 +76,14 @@ def load_network(path: str, dtype: DTypeLike) -> Union[Sequential, Int8Model]:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """Print the test accuracy of --params (an ensemble's for several files)."""
+    from ..quant import Int8Model
+
     common.configure_kernels(args)
     if args.half_check and len(args.params) > 1:
         raise CommandError("--half-check compares dtypes of one network: give one --params file")
     dtype = "float64" if args.half_check else args.dtype
     networks = [load_network(path, dtype) for path in args.params]  # a bad file fails before MNIST loads
-    if args.half_check and _is_int8(networks[0]):
+    if args.half_check and isinstance(networks[0], Int8Model):
         raise CommandError(f"--half-check compares float dtypes; {args.params[0]} is an int8 model (deepnet quantize)")
     (_, _), (x_test, t_test) = common.load_mnist(args.data, np.dtype(dtype))
     if len(args.params) > 1:
@@ -89,20 +91,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
         return
     network = networks[0]
     print(f"test accuracy on {len(x_test)} images ({args.params[0]}):")
-    from ..quant import Int8Model
-
     if isinstance(network, Int8Model):  # computes in int8: no dtype to choose
         print(f"  {'int8':8s} {network.accuracy(x_test.astype(np.float32), t_test):.4f}")
         return
     for dtype in DTYPES[::-1] if args.half_check else (args.dtype,):
         accuracy = network.astype(dtype).accuracy(x_test.astype(dtype), t_test)
         print(f"  {dtype:8s} {accuracy:.4f}")
-
-
-def _is_int8(network: Any) -> bool:
-    from ..quant import Int8Model
-
-    return isinstance(network, Int8Model)
 
 
 def ensemble_report(
