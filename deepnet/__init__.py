@@ -6,7 +6,7 @@ compute backends and their contract are in ``deepnet.backends``.
 """
 
 from __future__ import annotations
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from deepnet._config import (
     backend,
@@ -23,6 +23,9 @@ from deepnet._version import __version__
 from deepnet import _memory
 from deepnet._memory import keep_freed_memory
 
+if TYPE_CHECKING:
+    from deepnet.quant import Int8Model
+
 __all__ = [
     "__version__",
     "backend",
@@ -37,7 +40,18 @@ __all__ = [
     "show_config",
     "config",
     "winograd",
+    "quantize",
 ]
+
+
+def quantize(model: Any, x_calibration: Any, *, percentile: Optional[float] = None) -> Int8Model:
+    """The int8 form of a float model, its activation scales calibrated on ``x_calibration``
+    (training or validation images, never the test set): deepnet.quant.quantize, imported
+    only when called.  ``percentile``: calibrate on that percentile of each activation
+    instead of its maximum."""
+    from deepnet.quant import quantize as _quantize
+
+    return _quantize(model, x_calibration, percentile=percentile)
 
 
 def config() -> Dict[str, Any]:

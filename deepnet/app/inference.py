@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from ..models import Sequential
     from ..models.files import PathLike
+    from ..quant import Int8Model
 
 __all__ = ["MAX_IMAGE_BYTES", "NonFiniteOutput", "load_for_inference", "DigitReader", "image_error_message"]
 
@@ -39,10 +40,11 @@ class NonFiniteOutput(ArithmeticError):
         )
 
 
-def load_for_inference(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
-    """The model saved in ``path`` (any model file, a parameter .npz or the book's .pkl),
-    computing in ``dtype`` (default float32). ValueError for parameters that could only
-    give meaningless predictions (NaN or infinite values)."""
+def load_for_inference(path: PathLike, dtype: Optional[DTypeLike] = None) -> Union[Sequential, Int8Model]:
+    """The model saved in ``path`` (any model file, a parameter .npz, the book's .pkl or an
+    int8 model file), computing in ``dtype`` (default float32; an int8 model's float steps
+    compute in float32). ValueError for parameters that could only give meaningless
+    predictions (NaN or infinite values)."""
     from ..models import load_model
 
     network = load_model(path, dtype=np.dtype(np.float32 if dtype is None else dtype))
@@ -61,7 +63,7 @@ class DigitReader:
     each request would start a new team each time, 2 ms a request.)
     """
 
-    def __init__(self, network: Sequential) -> None:
+    def __init__(self, network: Union[Sequential, Int8Model]) -> None:
         self.network = network
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepnet-network")
 
@@ -89,6 +91,10 @@ class DigitReader:
         return self._worker.submit(self._feature_maps, x).result()
 
     def _feature_maps(self, x: NDArray[Any]) -> List[Tuple[str, NDArray[Any]]]:
+        from ..quant import Int8Model
+
+        if isinstance(self.network, Int8Model):  # its steps' maps, dequantized
+            return self.network.feature_maps(x[0])
         maps: List[Tuple[str, NDArray[Any]]] = []
         counts: Dict[str, int] = {}
         for layer in self.network.layers:
@@ -102,6 +108,10 @@ class DigitReader:
 
     def first_filters(self) -> Optional[NDArray[Any]]:
         """The first convolution's filters (FN, C, FH, FW), or None for a net without one."""
+        from ..quant import Int8Model
+
+        if isinstance(self.network, Int8Model):  # w_q * w_scale
+            return self.network.first_filters()
         for layer in self.network.layers:
             weights = getattr(layer, "W", None)
             if weights is not None and weights.ndim == 4:

@@ -7,10 +7,10 @@ goes past the book (chapter 8.1.2); ``deepnet ensemble`` trains several members 
 ``deepnet evaluate --params a.npz b.npz ...`` averages their probabilities.
 
 One module per command: ``train``, ``ensemble``, ``evaluate`` (evaluate, misclassified),
-``plot``; predict and serve (deepnet.cli.digits) run deepnet.app. ``options`` holds the argument types
-and CommandError, ``common`` what the commands share when they run, ``training`` what train
-and ensemble share. This module assembles
-the parser and turns errors into one line and an exit code.
+``plot``, ``quantize`` (an int8 model); predict and serve (deepnet.cli.digits) run
+deepnet.app. ``options`` holds the argument types and CommandError, ``common`` what the
+commands share when they run, ``training`` what train and ensemble share. This module
+assembles the parser and turns errors into one line and an exit code.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def build_parser() -> Parser:
     from .digits import add_predict, add_serve
     from .evaluate import add_evaluate, add_misclassified
     from .plot import add_plot
+    from .quantize import add_quantize
     from .ensemble import add_ensemble
     from .train import add_train
 
@@ -73,6 +74,7 @@ def build_parser() -> Parser:
     add_ensemble(commands)
     add_evaluate(commands)
     add_misclassified(commands)
+    add_quantize(commands)
     add_plot(commands)
     add_predict(commands)
     add_serve(commands)

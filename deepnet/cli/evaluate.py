@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from numpy.typing import DTypeLike, NDArray
 
     from ..models import Sequential
+    from ..quant import Int8Model
 
 __all__ = ["add_evaluate", "add_misclassified", "run_evaluate", "run_misclassified", "ensemble_report"]
 
@@ -65,9 +66,9 @@ def add_misclassified(commands: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(command=run_misclassified)
 
 
-def load_network(path: str, dtype: DTypeLike) -> Sequential:
-    """Any saved model (or parameter file) for inference; ValueError (one line, exit code 1)
-    for parameters that could only give meaningless predictions."""
+def load_network(path: str, dtype: DTypeLike) -> Union[Sequential, Int8Model]:
+    """Any saved model (a parameter file, an int8 model file) for inference; ValueError (one
+    line, exit code 1) for parameters that could only give meaningless predictions."""
     from ..app.inference import load_for_inference
 
     return load_for_inference(path, dtype)
@@ -75,24 +76,35 @@ def load_network(path: str, dtype: DTypeLike) -> Sequential:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """Print the test accuracy of --params (an ensemble's for several files)."""
+    from ..quant import Int8Model
+
     common.configure_kernels(args)
     if args.half_check and len(args.params) > 1:
         raise CommandError("--half-check compares dtypes of one network: give one --params file")
     dtype = "float64" if args.half_check else args.dtype
     networks = [load_network(path, dtype) for path in args.params]  # a bad file fails before MNIST loads
+    if args.half_check and isinstance(networks[0], Int8Model):
+        raise CommandError(f"--half-check compares float dtypes; {args.params[0]} is an int8 model (deepnet quantize)")
     (_, _), (x_test, t_test) = common.load_mnist(args.data, np.dtype(dtype))
     if len(args.params) > 1:
         ensemble_report(args.params, networks, args.dtype, x_test, t_test)
         return
     network = networks[0]
     print(f"test accuracy on {len(x_test)} images ({args.params[0]}):")
+    if isinstance(network, Int8Model):  # computes in int8: no dtype to choose
+        print(f"  {'int8':8s} {network.accuracy(x_test.astype(np.float32), t_test):.4f}")
+        return
     for dtype in DTYPES[::-1] if args.half_check else (args.dtype,):
         accuracy = network.astype(dtype).accuracy(x_test.astype(dtype), t_test)
         print(f"  {dtype:8s} {accuracy:.4f}")
 
 
 def ensemble_report(
-    paths: Sequence[str], networks: Sequence[Sequential], dtype: DTypeLike, x_test: NDArray[Any], t_test: NDArray[Any]
+    paths: Sequence[str],
+    networks: Sequence[Union[Sequential, Int8Model]],
+    dtype: DTypeLike,
+    x_test: NDArray[Any],
+    t_test: NDArray[Any],
 ) -> Dict[str, Any]:
     """Each member's test accuracy and the accuracy of their averaged probabilities
     (``networks``: the members, loaded from ``paths``)."""

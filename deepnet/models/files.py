@@ -21,6 +21,8 @@ import numpy as np
 from .. import io
 from .._dtypes import FLOAT_DTYPES
 from ..nn import BatchNormalization
+from ..quant.files import INT8_KEY, load_int8_model
+from ..quant.model import Int8Model
 from .cost import check_cost, input_shape
 from .init import _initialised, _parameter_limit
 from .limits import MAX_PARAMETERS, MAX_SPEC_BYTES, _short
@@ -31,13 +33,15 @@ from .spec import _build, _build_dtype, _built
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def load_model(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
+def load_model(path: PathLike, dtype: Optional[DTypeLike] = None) -> Union[Sequential, Int8Model]:
     """The model a file holds, ready to use.
 
     A model file (``model.save``) is rebuilt from its spec; a plain parameter file
     (``save_params``, ``deepnet train --out``) or the book's ``.pkl`` is taken as the
     book's DeepConvNet.  ``dtype`` defaults to the dtype of the stored parameters (float32
-    for a model without parameters).
+    for a model without parameters).  An int8 model file (``deepnet quantize``) gives a
+    deepnet.quant.Int8Model, loaded and checked by deepnet.quant.load_int8_model (its float
+    steps compute in float32 whatever ``dtype`` says).
 
     The file is untrusted: its spec (at most MAX_SPEC_BYTES, no duplicate keys) is checked
     as ``build`` checks one, including the model's work for one image (``check_cost``);
@@ -54,7 +58,7 @@ def load_model(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
 
     Returns
     -------
-    Sequential
+    Sequential or Int8Model
         The model (a DeepConvNet for a plain parameter file), with the file's parameters.
 
     Raises
@@ -65,9 +69,15 @@ def load_model(path: PathLike, dtype: Optional[DTypeLike] = None) -> Sequential:
         The file cannot be read.
     """
     path = os.fspath(path)
-    spec_bytes = io.read_params(path, {SPEC_KEY: None}, strict=False, entry_limits={SPEC_KEY: MAX_SPEC_BYTES}).get(
-        SPEC_KEY
+    specs = io.read_params(
+        path,
+        {SPEC_KEY: None, INT8_KEY: None},
+        strict=False,
+        entry_limits=dict.fromkeys((SPEC_KEY, INT8_KEY), MAX_SPEC_BYTES),
     )  # the spec alone
+    if INT8_KEY in specs:  # an int8 model file (deepnet quantize): deepnet.quant checks and loads it
+        return load_int8_model(path)
+    spec_bytes = specs.get(SPEC_KEY)
     if spec_bytes is None and _is_checkpoint(path):
         raise ValueError(
             f"{path}: a training checkpoint, not a model file: continue it with "
