@@ -14,6 +14,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import reference
+from .._config import get_num_threads
 
 __all__ = ["available", "using", "current", "pack_filters", "conv_int8", "quantize_uint8", "dequantize_uint8"]
 
@@ -117,6 +118,8 @@ def conv_int8(
     if oh < 1 or ow < 1:
         raise ValueError(f"conv_int8: a {KH}x{KW} window gives no output for images of shape {x.shape}")
     out = np.empty((x.shape[0], FN, oh, ow), out_dtype)
+    # The compiled kernel takes its thread count (deepnet.set_num_threads, else OMP_NUM_THREADS).
+    threads = {"n_threads": get_num_threads()} if current() == "kernel" else {}
     return _module().conv_int8(  # type: ignore[no-any-return]
         np.ascontiguousarray(x),
         int(x_zero),
@@ -129,6 +132,7 @@ def conv_int8(
         bool(relu),
         bool(pool),
         out,
+        **threads,
     )
 
 
