@@ -1,0 +1,224 @@
+/* XNOR-popcount inner loops of the binary layers (kernels/binary.pyx).
+ *
+ * dn_mismatches_*(K, a, krow, W, Fp, counts) adds to counts[f], for each of Fp filters,
+ * the number of bits where the K input words a[k] differ from the filter's words
+ * W[krow[k] * Fp + f]: popcount(a[k] ^ w).  The weights are laid out words x filters, so
+ * that one input word meets a run of filters in contiguous memory; Fp is a multiple of
+ * DN_FILTER_BLOCK.  Every path counts the same integers:
+ *
+ *   scalar      __builtin_popcountll per word;
+ *   avx2        vpshufb on the two nibbles of each byte into byte counts, added over up to
+ *               31 words (8 * 31 < 256), then summed per 64-bit lane by vpsadbw;
+ *   avx512      vpopcntq (AVX512 VPOPCNTDQ), chosen by CPUID where the CPU has it;
+ *   avx512_emu  the avx512 loop on 8-lane structs whose popcount is the scalar one, so the
+ *               loop's structure runs (and is tested) on CPUs without the instruction.
+ */
+#ifndef DEEPNET_POPCOUNT_H
+#define DEEPNET_POPCOUNT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define DN_FILTER_BLOCK 32 /* filters per block: 8 ymm or 4 zmm registers of counts */
+
+enum { DN_POP_SCALAR = 1, DN_POP_AVX2 = 2, DN_POP_AVX512 = 3, DN_POP_AVX512_EMU = 4 };
+
+static void dn_mismatches_scalar(int K, const uint64_t* a, const int32_t* krow, const uint64_t* W, int Fp,
+                                 int32_t* counts)
+{
+    for (int k = 0; k < K; k++) {
+        const uint64_t word = a[k];
+        const uint64_t* w = W + (size_t)krow[k] * Fp;
+        for (int f = 0; f < Fp; f++)
+            counts[f] += (int32_t)__builtin_popcountll(word ^ w[f]);
+    }
+}
+
+/* The 512-bit loop, written once over a vector type V and its operations: four registers
+ * of 8 filters each per block, one broadcast input word per step. */
+#define DN_MISMATCH_512_LOOP(V, ZERO, BCAST, LOAD, XOR, POPCNT, ADD, STORE)               \
+    for (int f0 = 0; f0 < Fp; f0 += DN_FILTER_BLOCK) {                                     \
+        V t0 = ZERO(), t1 = ZERO(), t2 = ZERO(), t3 = ZERO();                              \
+        for (int k = 0; k < K; k++) {                                                      \
+            const V av = BCAST(a[k]);                                                      \
+            const uint64_t* w = W + (size_t)krow[k] * Fp + f0;                             \
+            t0 = ADD(t0, POPCNT(XOR(av, LOAD(w))));                                        \
+            t1 = ADD(t1, POPCNT(XOR(av, LOAD(w + 8))));                                    \
+            t2 = ADD(t2, POPCNT(XOR(av, LOAD(w + 16))));                                   \
+            t3 = ADD(t3, POPCNT(XOR(av, LOAD(w + 24))));                                   \
+        }                                                                                  \
+        uint64_t sums[DN_FILTER_BLOCK];                                                    \
+        STORE(sums, t0);                                                                   \
+        STORE(sums + 8, t1);                                                               \
+        STORE(sums + 16, t2);                                                              \
+        STORE(sums + 24, t3);                                                              \
+        for (int j = 0; j < DN_FILTER_BLOCK; j++)                                          \
+            counts[f0 + j] += (int32_t)sums[j];                                            \
+    }
+
+/* The emulation: 8 lanes in a struct, popcount lane by lane. */
+typedef struct {
+    uint64_t lane[8];
+} dn_v512_emu;
+
+static inline dn_v512_emu dn_emu_zero(void)
+{
+    dn_v512_emu v;
+    memset(&v, 0, sizeof v);
+    return v;
+}
+static inline dn_v512_emu dn_emu_bcast(uint64_t x)
+{
+    dn_v512_emu v;
+    for (int i = 0; i < 8; i++)
+        v.lane[i] = x;
+    return v;
+}
+static inline dn_v512_emu dn_emu_load(const uint64_t* p)
+{
+    dn_v512_emu v;
+    memcpy(v.lane, p, sizeof v.lane);
+    return v;
+}
+static inline dn_v512_emu dn_emu_xor(dn_v512_emu x, dn_v512_emu y)
+{
+    for (int i = 0; i < 8; i++)
+        x.lane[i] ^= y.lane[i];
+    return x;
+}
+static inline dn_v512_emu dn_emu_popcnt(dn_v512_emu x)
+{
+    for (int i = 0; i < 8; i++)
+        x.lane[i] = (uint64_t)__builtin_popcountll(x.lane[i]);
+    return x;
+}
+static inline dn_v512_emu dn_emu_add(dn_v512_emu x, dn_v512_emu y)
+{
+    for (int i = 0; i < 8; i++)
+        x.lane[i] += y.lane[i];
+    return x;
+}
+static inline void dn_emu_store(uint64_t* p, dn_v512_emu v) { memcpy(p, v.lane, sizeof v.lane); }
+
+static void dn_mismatches_avx512_emu(int K, const uint64_t* a, const int32_t* krow, const uint64_t* W, int Fp,
+                                     int32_t* counts)
+{
+    DN_MISMATCH_512_LOOP(dn_v512_emu, dn_emu_zero, dn_emu_bcast, dn_emu_load, dn_emu_xor, dn_emu_popcnt, dn_emu_add,
+                         dn_emu_store)
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define DN_POP_X86 1
+#include <immintrin.h>
+
+__attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint64_t* a, const int32_t* krow,
+                                                               const uint64_t* W, int Fp, int32_t* counts)
+{
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
+                                           2, 2, 3, 2, 3, 3, 4);
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
+    for (int f0 = 0; f0 < Fp; f0 += DN_FILTER_BLOCK) {
+        __m256i total[8];
+        for (int j = 0; j < 8; j++)
+            total[j] = zero;
+        for (int k0 = 0; k0 < K; k0 += 31) { /* byte counts: at most 8 * 31 = 248 */
+            const int k1 = K < k0 + 31 ? K : k0 + 31;
+            __m256i c0 = zero, c1 = zero, c2 = zero, c3 = zero, c4 = zero, c5 = zero, c6 = zero, c7 = zero;
+            for (int k = k0; k < k1; k++) {
+                const __m256i av = _mm256_set1_epi64x((long long)a[k]);
+                const __m256i* w = (const __m256i*)(W + (size_t)krow[k] * Fp + f0);
+#define DN_AVX2_STEP(c, i)                                                                               \
+    do {                                                                                                 \
+        const __m256i x = _mm256_xor_si256(av, _mm256_loadu_si256(w + i));                             \
+        const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(x, nibble));                     \
+        const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble)); \
+        c = _mm256_add_epi8(c, _mm256_add_epi8(lo, hi));                                                 \
+    } while (0)
+                DN_AVX2_STEP(c0, 0);
+                DN_AVX2_STEP(c1, 1);
+                DN_AVX2_STEP(c2, 2);
+                DN_AVX2_STEP(c3, 3);
+                DN_AVX2_STEP(c4, 4);
+                DN_AVX2_STEP(c5, 5);
+                DN_AVX2_STEP(c6, 6);
+                DN_AVX2_STEP(c7, 7);
+#undef DN_AVX2_STEP
+            }
+            total[0] = _mm256_add_epi64(total[0], _mm256_sad_epu8(c0, zero));
+            total[1] = _mm256_add_epi64(total[1], _mm256_sad_epu8(c1, zero));
+            total[2] = _mm256_add_epi64(total[2], _mm256_sad_epu8(c2, zero));
+            total[3] = _mm256_add_epi64(total[3], _mm256_sad_epu8(c3, zero));
+            total[4] = _mm256_add_epi64(total[4], _mm256_sad_epu8(c4, zero));
+            total[5] = _mm256_add_epi64(total[5], _mm256_sad_epu8(c5, zero));
+            total[6] = _mm256_add_epi64(total[6], _mm256_sad_epu8(c6, zero));
+            total[7] = _mm256_add_epi64(total[7], _mm256_sad_epu8(c7, zero));
+        }
+        uint64_t sums[DN_FILTER_BLOCK];
+        for (int j = 0; j < 8; j++)
+            _mm256_storeu_si256((__m256i*)(sums + 4 * j), total[j]);
+        for (int j = 0; j < DN_FILTER_BLOCK; j++)
+            counts[f0 + j] += (int32_t)sums[j];
+    }
+}
+
+#define DN_AVX512_TARGET __attribute__((target("avx512f,avx512vpopcntdq")))
+DN_AVX512_TARGET static inline __m512i dn_z_zero(void) { return _mm512_setzero_si512(); }
+DN_AVX512_TARGET static inline __m512i dn_z_bcast(uint64_t x) { return _mm512_set1_epi64((long long)x); }
+DN_AVX512_TARGET static inline __m512i dn_z_load(const uint64_t* p) { return _mm512_loadu_si512((const void*)p); }
+DN_AVX512_TARGET static inline __m512i dn_z_xor(__m512i x, __m512i y) { return _mm512_xor_si512(x, y); }
+DN_AVX512_TARGET static inline __m512i dn_z_popcnt(__m512i x) { return _mm512_popcnt_epi64(x); }
+DN_AVX512_TARGET static inline __m512i dn_z_add(__m512i x, __m512i y) { return _mm512_add_epi64(x, y); }
+DN_AVX512_TARGET static inline void dn_z_store(uint64_t* p, __m512i v) { _mm512_storeu_si512((void*)p, v); }
+
+DN_AVX512_TARGET static void dn_mismatches_avx512(int K, const uint64_t* a, const int32_t* krow, const uint64_t* W,
+                                                  int Fp, int32_t* counts)
+{
+    DN_MISMATCH_512_LOOP(__m512i, dn_z_zero, dn_z_bcast, dn_z_load, dn_z_xor, dn_z_popcnt, dn_z_add, dn_z_store)
+}
+
+static inline int dn_pop_cpu_has(int impl)
+{
+    __builtin_cpu_init();
+    if (impl == DN_POP_AVX2)
+        return __builtin_cpu_supports("avx2");
+    if (impl == DN_POP_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+    return impl == DN_POP_SCALAR || impl == DN_POP_AVX512_EMU;
+}
+#else
+#define DN_POP_X86 0
+static inline int dn_pop_cpu_has(int impl) { return impl == DN_POP_SCALAR || impl == DN_POP_AVX512_EMU; }
+#endif
+
+/* The fastest path this CPU runs. */
+static inline int dn_pop_best(void)
+{
+    if (dn_pop_cpu_has(DN_POP_AVX512))
+        return DN_POP_AVX512;
+    if (dn_pop_cpu_has(DN_POP_AVX2))
+        return DN_POP_AVX2;
+    return DN_POP_SCALAR;
+}
+
+/* impl must be one that dn_pop_cpu_has (the caller checks). */
+static inline void dn_mismatches(int impl, int K, const uint64_t* a, const int32_t* krow, const uint64_t* W, int Fp,
+                                 int32_t* counts)
+{
+#if DN_POP_X86
+    if (impl == DN_POP_AVX512) {
+        dn_mismatches_avx512(K, a, krow, W, Fp, counts);
+        return;
+    }
+    if (impl == DN_POP_AVX2) {
+        dn_mismatches_avx2(K, a, krow, W, Fp, counts);
+        return;
+    }
+#endif
+    if (impl == DN_POP_AVX512_EMU)
+        dn_mismatches_avx512_emu(K, a, krow, W, Fp, counts);
+    else
+        dn_mismatches_scalar(K, a, krow, W, Fp, counts);
+}
+
+#endif /* DEEPNET_POPCOUNT_H */
