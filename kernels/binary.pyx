@@ -17,7 +17,6 @@
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
 
 import numpy as np
 
@@ -27,8 +26,10 @@ cdef extern from "deepnet_popcount.h" nogil:
     int DN_FILTER_BLOCK
     int dn_pop_cpu_has(int impl)
     int dn_pop_best()
-    void dn_mismatches(int impl, int K, const uint64_t* a, const int32_t* krow, const uint64_t* W, int Fp,
-                       int32_t* counts)
+    void dn_mismatches(int impl, int K, const uint64_t* a, const int32_t* krow, const uint64_t* W,
+                       const uint64_t* Whi, int Fp, int32_t* counts)
+    void dn_split_nibbles(const uint64_t* W, size_t n, uint64_t* Wlo, uint64_t* Whi)
+    void dn_pack_planes(int avx2, const float* x, int C, int P, uint64_t* out, int Cw)
 
 ctypedef fused in_t:
     float
@@ -84,23 +85,29 @@ def _real(x, str name):
 
 
 cdef void pack_planes(const in_t* x, int C, int P, uint64_t* out, int Cw) noexcept nogil:
-    """out (P x Cw words, zeroed here) = the signs of C planes of P values."""
-    cdef int c, p, word, shift
-    cdef const in_t* plane
-    memset(out, 0, <size_t>P * Cw * sizeof(uint64_t))
-    for c in range(C):
-        word, shift, plane = c >> 6, c & 63, x + <size_t>c * P
+    """out (P x Cw words) = the signs of C planes of P values (float64; float32 runs the
+    header's dn_pack_planes)."""
+    cdef int c, p, word
+    cdef uint64_t acc
+    for word in range(Cw):
         for p in range(P):
-            out[<size_t>p * Cw + word] |= (<uint64_t>(plane[p] >= 0)) << shift
+            acc = 0
+            for c in range(word * 64, min(C, word * 64 + 64)):
+                acc |= ((<uint64_t>1) << (c - word * 64)) if x[<size_t>c * P + p] >= 0 else 0
+            out[<size_t>p * Cw + word] = acc
 
 
 def _pack(const in_t[:, :, ::1] x, uint64_t[:, :, ::1] out, int n_threads):
     cdef int N = x.shape[0], C = x.shape[1], P = x.shape[2], Cw = out.shape[2], n
     if N == 0 or P == 0:
         return
+    cdef int avx2 = dn_pop_cpu_has(2)
     with nogil, parallel(num_threads=n_threads):
         for n in prange(N, schedule="static"):
-            pack_planes(&x[n, 0, 0], C, P, &out[n, 0, 0], Cw)
+            if in_t is float:
+                dn_pack_planes(avx2, &x[n, 0, 0], C, P, &out[n, 0, 0], Cw)
+            else:
+                pack_planes(&x[n, 0, 0], C, P, &out[n, 0, 0], Cw)
 
 
 def pack_images(x, int n_threads=1):
@@ -134,11 +141,20 @@ def pack_conv_weights(W):
     if W.ndim != 4:
         raise ValueError(f"deepnet binary.pack_conv_weights: W must be (F, C, kh, kw), got shape {W.shape}")
     F, C, kh, kw = W.shape
-    Cw = words(C)
-    bits = (W >= 0).astype(np.uint64).transpose(2, 3, 1, 0)  # (kh, kw, C, F)
-    padded = np.zeros((kh, kw, Cw * 64, padded_filters(F)), np.uint64)
-    padded[:, :, :C, :F] = bits
-    return _fold_words(padded.reshape(kh * kw * Cw, 64, -1))
+    fits_int("pack_conv_weights", "filters", W.size)
+    out = np.zeros((kh * kw * words(C), padded_filters(F)), np.uint64)
+    _pack_filters(W.reshape(F, C, kh * kw), out)
+    return out
+
+
+def _pack_filters(const in_t[:, :, ::1] W, uint64_t[:, ::1] out):
+    cdef int F = W.shape[0], C = W.shape[1], S = W.shape[2], Cw = (C + 63) // 64, f, c, s
+    with nogil:
+        for f in range(F):
+            for c in range(C):
+                for s in range(S):
+                    if W[f, c, s] >= 0:
+                        out[s * Cw + (c >> 6), f] |= (<uint64_t>1) << (c & 63)
 
 
 def pack_affine_weights(W):
@@ -148,15 +164,20 @@ def pack_affine_weights(W):
     if W.ndim != 2:
         raise ValueError(f"deepnet binary.pack_affine_weights: W must be (D, O), got shape {W.shape}")
     D, O = W.shape
-    padded = np.zeros((words(D) * 64, padded_filters(O)), np.uint64)
-    padded[:D, :O] = W >= 0
-    return _fold_words(padded.reshape(words(D), 64, -1))
+    fits_int("pack_affine_weights", "weights", W.size)
+    out = np.zeros((words(D), padded_filters(O)), np.uint64)
+    _pack_filters(np.ascontiguousarray(W.T).reshape(O, D, 1), out)
+    return out
 
 
-def _fold_words(bits):
-    """(rows, 64, columns) of 0/1 -> (rows, columns) words, bit i from bits[:, i]."""
-    shifts = np.arange(64, dtype=np.uint64).reshape(1, 64, 1)
-    return np.ascontiguousarray(np.bitwise_or.reduce(bits << shifts, axis=1))
+cdef _weights_for(int number, const uint64_t[:, ::1] weights):
+    """The weights as the path reads them: split into nibbles (2, rows, Fp) for avx2, else as given."""
+    if number != IMPLEMENTATIONS["avx2"]:
+        return np.asarray(weights)[None]
+    out = np.empty((2,) + tuple(np.asarray(weights).shape), np.uint64)
+    cdef uint64_t[:, :, ::1] split = out
+    dn_split_nibbles(&weights[0, 0], <size_t>weights.shape[0] * weights.shape[1], &split[0, 0, 0], &split[1, 0, 0])
+    return out
 
 
 def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:, ::1] weights, int F,
@@ -178,6 +199,9 @@ def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:
     fits_int("binary conv_bits", "window words", <object>kh * kw * Cw)
     if N == 0 or OH * OW == 0:
         return
+    cdef const uint64_t[:, :, ::1] split = _weights_for(number, weights)
+    cdef const uint64_t* w = &split[0, 0, 0]
+    cdef const uint64_t* whi = &split[1, 0, 0] if split.shape[0] == 2 else NULL
     cdef int task, n, oy, ox, ky, kx, iy, ix, cw, K, positions, f, failed = 0
     cdef int P = OH * OW
     cdef uint64_t* a
@@ -212,11 +236,11 @@ def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:
                             a[K] = image[(<size_t>iy * W + ix) * Cw + cw]
                             krow[K] = (ky * kw + kx) * Cw + cw
                             K = K + 1
-                memset(counts, 0, <size_t>Fp * sizeof(int32_t))
-                dn_mismatches(number, K, a, krow, &weights[0, 0], Fp, counts)
+                dn_mismatches(number, K, a, krow, w, whi, Fp, counts)
                 plane = &out[n, 0, oy, ox]
+                positions = C * positions
                 for f in range(F):
-                    plane[<size_t>f * P] = <out_t>(C * positions - 2 * counts[f]) + bias[f]
+                    plane[<size_t>f * P] = <out_t>(positions - 2 * counts[f]) + bias[f]
         free(a)
         free(krow)
         free(counts)
@@ -240,6 +264,9 @@ def affine_bits(const uint64_t[:, ::1] x, int D, const uint64_t[:, ::1] weights,
     if N == 0:
         return
     cdef int32_t[::1] rows = np.arange(Dw, dtype=np.int32)
+    cdef const uint64_t[:, :, ::1] split = _weights_for(number, weights)
+    cdef const uint64_t* w = &split[0, 0, 0]
+    cdef const uint64_t* whi = &split[1, 0, 0] if split.shape[0] == 2 else NULL
     cdef int n, o, failed = 0
     cdef int32_t* counts
     with nogil, parallel(num_threads=n_threads):
@@ -248,8 +275,7 @@ def affine_bits(const uint64_t[:, ::1] x, int D, const uint64_t[:, ::1] weights,
             if counts == NULL:
                 failed += 1
                 continue
-            memset(counts, 0, <size_t>Op * sizeof(int32_t))
-            dn_mismatches(number, Dw, &x[n, 0], &rows[0], &weights[0, 0], Op, counts)
+            dn_mismatches(number, Dw, &x[n, 0], &rows[0], w, whi, Op, counts)
             for o in range(O):
                 out[n, o] = <out_t>(D - 2 * counts[o]) + bias[o]
         free(counts)
@@ -257,24 +283,28 @@ def affine_bits(const uint64_t[:, ::1] x, int D, const uint64_t[:, ::1] weights,
         raise MemoryError("deepnet binary affine_bits: out of memory for the per-thread buffers")
 
 
-def conv_forward(x, W, bias, out, int sh, int sw, int ph, int pw, str impl="auto", int n_threads=1):
+def conv_forward(x, W, bias, out, int sh, int sw, int ph, int pw, str impl="auto", int n_threads=1, packed=None):
     """out (N, F, OH, OW, float32 or float64) = sign(W) (F, C, kh, kw) convolved over sign(x)
-    (N, C, H, W), zero padded, + bias (out's dtype): packs both, then conv_bits."""
+    (N, C, H, W), zero padded, + bias (out's dtype): packs both (``packed``: W already
+    packed by pack_conv_weights), then conv_bits."""
     x = _real(x, "x")
     if x.ndim != 4 or np.ndim(W) != 4 or x.shape[1] != np.shape(W)[1]:
         raise ValueError(f"deepnet binary.conv_forward: x (N, C, H, W) and W (F, C, kh, kw) must agree, "
                          f"got shapes {x.shape} and {np.shape(W)}")
     N, C, H, Wd = x.shape
     F, _, kh, kw = np.shape(W)
-    conv_bits(pack_images(x, n_threads), C, H, Wd, pack_conv_weights(W), F, kh, kw, sh, sw, ph, pw,
+    packed = pack_conv_weights(W) if packed is None else packed
+    conv_bits(pack_images(x, n_threads), C, H, Wd, packed, F, kh, kw, sh, sw, ph, pw,
               bias, out, impl, n_threads)
 
 
-def affine_forward(x, W, bias, out, str impl="auto", int n_threads=1):
-    """out (N, O, float32 or float64) = sign(x) (N, D) @ sign(W) (D, O) + bias (out's dtype)."""
+def affine_forward(x, W, bias, out, str impl="auto", int n_threads=1, packed=None):
+    """out (N, O, float32 or float64) = sign(x) (N, D) @ sign(W) (D, O) + bias (out's dtype)
+    (``packed``: W already packed by pack_affine_weights)."""
     x = _real(x, "x")
     if x.ndim != 2 or np.ndim(W) != 2 or x.shape[1] != np.shape(W)[0]:
         raise ValueError(f"deepnet binary.affine_forward: x (N, D) and W (D, O) must agree, "
                          f"got shapes {x.shape} and {np.shape(W)}")
-    affine_bits(pack_rows(x, n_threads), x.shape[1], pack_affine_weights(W), np.shape(W)[1], bias, out,
+    packed = pack_affine_weights(W) if packed is None else packed
+    affine_bits(pack_rows(x, n_threads), x.shape[1], packed, np.shape(W)[1], bias, out,
                 impl, n_threads)

@@ -1,6 +1,6 @@
 /* XNOR-popcount inner loops of the binary layers (kernels/binary.pyx).
  *
- * dn_mismatches_*(K, a, krow, W, Fp, counts) adds to counts[f], for each of Fp filters,
+ * dn_mismatches_*(K, a, krow, W, Fp, counts) sets counts[f], for each of Fp filters, to
  * the number of bits where the K input words a[k] differ from the filter's words
  * W[krow[k] * Fp + f]: popcount(a[k] ^ w).  The weights are laid out words x filters, so
  * that one input word meets a run of filters in contiguous memory; Fp is a multiple of
@@ -19,13 +19,14 @@
 #include <stdint.h>
 #include <string.h>
 
-#define DN_FILTER_BLOCK 32 /* filters per block: 8 ymm or 4 zmm registers of counts */
+#define DN_FILTER_BLOCK 32 /* filters per block: 4 zmm registers of counts (2 passes of 4 ymm) */
 
 enum { DN_POP_SCALAR = 1, DN_POP_AVX2 = 2, DN_POP_AVX512 = 3, DN_POP_AVX512_EMU = 4 };
 
 static void dn_mismatches_scalar(int K, const uint64_t* a, const int32_t* krow, const uint64_t* W, int Fp,
                                  int32_t* counts)
 {
+    memset(counts, 0, (size_t)Fp * sizeof(int32_t));
     for (int k = 0; k < K; k++) {
         const uint64_t word = a[k];
         const uint64_t* w = W + (size_t)krow[k] * Fp;
@@ -53,7 +54,7 @@ static void dn_mismatches_scalar(int K, const uint64_t* a, const int32_t* krow, 
         STORE(sums + 16, t2);                                                              \
         STORE(sums + 24, t3);                                                              \
         for (int j = 0; j < DN_FILTER_BLOCK; j++)                                          \
-            counts[f0 + j] += (int32_t)sums[j];                                            \
+            counts[f0 + j] = (int32_t)sums[j];                                             \
     }
 
 /* The emulation: 8 lanes in a struct, popcount lane by lane. */
@@ -111,54 +112,59 @@ static void dn_mismatches_avx512_emu(int K, const uint64_t* a, const int32_t* kr
 #define DN_POP_X86 1
 #include <immintrin.h>
 
+/* The avx2 path reads the weights split into nibbles, Wlo = W & 0x0f..0f and Whi = (W >> 4)
+ * & 0x0f..0f (dn_split_nibbles), so that a step (4 filters, one input word) is two xors, two
+ * vpshufb and two adds: the input word's nibbles are split once per word.  16 filters (4
+ * registers of byte counts) per pass fit the 16 ymm registers; the four registers of 64-bit
+ * sums are packed into 16 int32 in filter order (vpermd) and stored. */
+static inline void dn_split_nibbles(const uint64_t* W, size_t n, uint64_t* Wlo, uint64_t* Whi)
+{
+    const uint64_t mask = 0x0f0f0f0f0f0f0f0fULL;
+    for (size_t i = 0; i < n; i++) {
+        Wlo[i] = W[i] & mask;
+        Whi[i] = (W[i] >> 4) & mask;
+    }
+}
+
 __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint64_t* a, const int32_t* krow,
-                                                               const uint64_t* W, int Fp, int32_t* counts)
+                                                               const uint64_t* Wlo, const uint64_t* Whi, int Fp,
+                                                               int32_t* counts)
 {
     const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
                                            2, 2, 3, 2, 3, 3, 4);
-    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const uint64_t mask = 0x0f0f0f0f0f0f0f0fULL;
     const __m256i zero = _mm256_setzero_si256();
-    for (int f0 = 0; f0 < Fp; f0 += DN_FILTER_BLOCK) {
-        __m256i total[8];
-        for (int j = 0; j < 8; j++)
-            total[j] = zero;
+    for (int f0 = 0; f0 < Fp; f0 += 16) {
+        __m256i t0 = zero, t1 = zero, t2 = zero, t3 = zero;
         for (int k0 = 0; k0 < K; k0 += 31) { /* byte counts: at most 8 * 31 = 248 */
             const int k1 = K < k0 + 31 ? K : k0 + 31;
-            __m256i c0 = zero, c1 = zero, c2 = zero, c3 = zero, c4 = zero, c5 = zero, c6 = zero, c7 = zero;
+            __m256i c0 = zero, c1 = zero, c2 = zero, c3 = zero;
             for (int k = k0; k < k1; k++) {
-                const __m256i av = _mm256_set1_epi64x((long long)a[k]);
-                const __m256i* w = (const __m256i*)(W + (size_t)krow[k] * Fp + f0);
-#define DN_AVX2_STEP(c, i)                                                                               \
-    do {                                                                                                 \
-        const __m256i x = _mm256_xor_si256(av, _mm256_loadu_si256(w + i));                             \
-        const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(x, nibble));                     \
-        const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble)); \
-        c = _mm256_add_epi8(c, _mm256_add_epi8(lo, hi));                                                 \
-    } while (0)
+                const __m256i alo = _mm256_set1_epi64x((long long)(a[k] & mask));
+                const __m256i ahi = _mm256_set1_epi64x((long long)((a[k] >> 4) & mask));
+                const size_t row = (size_t)krow[k] * Fp + f0;
+                const __m256i* lo = (const __m256i*)(Wlo + row);
+                const __m256i* hi = (const __m256i*)(Whi + row);
+#define DN_AVX2_STEP(c, i)                                                                                      \
+    c = _mm256_add_epi8(c, _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_xor_si256(alo, _mm256_loadu_si256(lo + i))), \
+                                           _mm256_shuffle_epi8(table, _mm256_xor_si256(ahi, _mm256_loadu_si256(hi + i)))))
                 DN_AVX2_STEP(c0, 0);
                 DN_AVX2_STEP(c1, 1);
                 DN_AVX2_STEP(c2, 2);
                 DN_AVX2_STEP(c3, 3);
-                DN_AVX2_STEP(c4, 4);
-                DN_AVX2_STEP(c5, 5);
-                DN_AVX2_STEP(c6, 6);
-                DN_AVX2_STEP(c7, 7);
 #undef DN_AVX2_STEP
             }
-            total[0] = _mm256_add_epi64(total[0], _mm256_sad_epu8(c0, zero));
-            total[1] = _mm256_add_epi64(total[1], _mm256_sad_epu8(c1, zero));
-            total[2] = _mm256_add_epi64(total[2], _mm256_sad_epu8(c2, zero));
-            total[3] = _mm256_add_epi64(total[3], _mm256_sad_epu8(c3, zero));
-            total[4] = _mm256_add_epi64(total[4], _mm256_sad_epu8(c4, zero));
-            total[5] = _mm256_add_epi64(total[5], _mm256_sad_epu8(c5, zero));
-            total[6] = _mm256_add_epi64(total[6], _mm256_sad_epu8(c6, zero));
-            total[7] = _mm256_add_epi64(total[7], _mm256_sad_epu8(c7, zero));
+            t0 = _mm256_add_epi64(t0, _mm256_sad_epu8(c0, zero));
+            t1 = _mm256_add_epi64(t1, _mm256_sad_epu8(c1, zero));
+            t2 = _mm256_add_epi64(t2, _mm256_sad_epu8(c2, zero));
+            t3 = _mm256_add_epi64(t3, _mm256_sad_epu8(c3, zero));
         }
-        uint64_t sums[DN_FILTER_BLOCK];
-        for (int j = 0; j < 8; j++)
-            _mm256_storeu_si256((__m256i*)(sums + 4 * j), total[j]);
-        for (int j = 0; j < DN_FILTER_BLOCK; j++)
-            counts[f0 + j] += (int32_t)sums[j];
+        /* lanes (f0, f0+4, f0+1, f0+5, ...) as int32, then in order */
+        const __m256i s01 = _mm256_permutevar8x32_epi32(_mm256_or_si256(t0, _mm256_slli_epi64(t1, 32)), order);
+        const __m256i s23 = _mm256_permutevar8x32_epi32(_mm256_or_si256(t2, _mm256_slli_epi64(t3, 32)), order);
+        _mm256_storeu_si256((__m256i*)(counts + f0), s01);
+        _mm256_storeu_si256((__m256i*)(counts + f0 + 8), s23);
     }
 }
 
@@ -191,6 +197,66 @@ static inline int dn_pop_cpu_has(int impl)
 static inline int dn_pop_cpu_has(int impl) { return impl == DN_POP_SCALAR || impl == DN_POP_AVX512_EMU; }
 #endif
 
+/* out (P x Cw words) = the signs of C planes of P float32 values (bit c % 64 of word
+ * c / 64 set where the value is >= 0; NaN is not): eight pixels at a time, their words
+ * kept in registers over a word's 64 channels. */
+static void dn_pack_planes_scalar(const float* x, int C, int P, uint64_t* out, int Cw)
+{
+    for (int word = 0; word < Cw; word++) {
+        const int c0 = word * 64, c1 = C < c0 + 64 ? C : c0 + 64;
+        for (int p = 0; p < P; p++) {
+            uint64_t acc = 0;
+            for (int c = c0; c < c1; c++)
+                acc |= (uint64_t)(x[(size_t)c * P + p] >= 0) << (c - c0);
+            out[(size_t)p * Cw + word] = acc;
+        }
+    }
+}
+
+#if DN_POP_X86
+__attribute__((target("avx2"))) static void dn_pack_planes_avx2(const float* x, int C, int P, uint64_t* out, int Cw)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const int P8 = P / 8 * 8;
+    for (int word = 0; word < Cw; word++) {
+        const int c0 = word * 64, c1 = C < c0 + 64 ? C : c0 + 64;
+        for (int p0 = 0; p0 < P8; p0 += 8) {
+            __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+            for (int c = c0; c < c1; c++) {
+                const __m256i bit = _mm256_set1_epi64x((long long)(1ULL << (c - c0)));
+                const __m256i m = _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(x + (size_t)c * P + p0), zero,
+                                                                    _CMP_GE_OQ));
+                lo = _mm256_or_si256(lo, _mm256_and_si256(bit, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(m))));
+                hi = _mm256_or_si256(hi,
+                                     _mm256_and_si256(bit, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(m, 1))));
+            }
+            uint64_t words[8];
+            _mm256_storeu_si256((__m256i*)words, lo);
+            _mm256_storeu_si256((__m256i*)(words + 4), hi);
+            for (int i = 0; i < 8; i++)
+                out[(size_t)(p0 + i) * Cw + word] = words[i];
+        }
+        for (int p = P8; p < P; p++) {
+            uint64_t acc = 0;
+            for (int c = c0; c < c1; c++)
+                acc |= (uint64_t)(x[(size_t)c * P + p] >= 0) << (c - c0);
+            out[(size_t)p * Cw + word] = acc;
+        }
+    }
+}
+#endif
+
+static inline void dn_pack_planes(int avx2, const float* x, int C, int P, uint64_t* out, int Cw)
+{
+#if DN_POP_X86
+    if (avx2) {
+        dn_pack_planes_avx2(x, C, P, out, Cw);
+        return;
+    }
+#endif
+    dn_pack_planes_scalar(x, C, P, out, Cw);
+}
+
 /* The fastest path this CPU runs. */
 static inline int dn_pop_best(void)
 {
@@ -201,9 +267,10 @@ static inline int dn_pop_best(void)
     return DN_POP_SCALAR;
 }
 
-/* impl must be one that dn_pop_cpu_has (the caller checks). */
-static inline void dn_mismatches(int impl, int K, const uint64_t* a, const int32_t* krow, const uint64_t* W, int Fp,
-                                 int32_t* counts)
+/* impl must be one that dn_pop_cpu_has (the caller checks); Whi: the high nibbles of W,
+ * whose low nibbles W then holds (dn_split_nibbles), for the avx2 path only. */
+static inline void dn_mismatches(int impl, int K, const uint64_t* a, const int32_t* krow, const uint64_t* W,
+                                 const uint64_t* Whi, int Fp, int32_t* counts)
 {
 #if DN_POP_X86
     if (impl == DN_POP_AVX512) {
@@ -211,7 +278,7 @@ static inline void dn_mismatches(int impl, int K, const uint64_t* a, const int32
         return;
     }
     if (impl == DN_POP_AVX2) {
-        dn_mismatches_avx2(K, a, krow, W, Fp, counts);
+        dn_mismatches_avx2(K, a, krow, W, Whi, Fp, counts);
         return;
     }
 #endif

@@ -17,8 +17,10 @@ the same integers, so the same output bits.  Zero padding contributes 0 in both.
 """
 
 from __future__ import annotations
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 from numpy.typing import DTypeLike
+import contextlib
+import contextvars
 import math
 
 import numpy as np
@@ -52,9 +54,30 @@ def straight_through(dx: Array, x: Array) -> Array:
     return xp.where(abs(x) <= 1, dx, xp.zeros((), dx.dtype))
 
 
+_BIT_INFERENCE = contextvars.ContextVar("deepnet_binary_bit_inference", default=True)
+
+
+@contextlib.contextmanager
+def bit_inference(enabled: bool = True) -> Iterator[None]:
+    """Within the block, the binary layers' inference runs the bit kernel (the default,
+    where it can) or, with enabled=False, the float path: the same bits, for comparing."""
+    token = _BIT_INFERENCE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _BIT_INFERENCE.reset(token)
+
+
 def _uses_bits(x: Array, W: Array) -> bool:
-    """The bit kernel serves this inference pass: compiled kernels, NumPy arrays, cython backend."""
-    return _bits is not None and isinstance(x, np.ndarray) and isinstance(W, np.ndarray) and get_backend() == "cython"
+    """The bit kernel serves this inference pass: compiled kernels, NumPy arrays, cython
+    backend, and not turned off by bit_inference(False)."""
+    return (
+        _bits is not None
+        and _BIT_INFERENCE.get()
+        and isinstance(x, np.ndarray)
+        and isinstance(W, np.ndarray)
+        and get_backend() == "cython"
+    )
 
 
 class _Binary(_WeightAndBias):
@@ -64,12 +87,20 @@ class _Binary(_WeightAndBias):
         super().__init__(W, b)
         self.x: Any = None
         self.xb: Any = None  # sign(x) of a float forward pass, for backward
+        self._bits_cache: Any = None  # (W as packed, the packed signs) for inference
 
     def _signs(self, dtype: DTypeLike) -> Array:
         """sign(self.x), kept from the forward pass unless the bit kernel ran it."""
         if self.xb is None or self.xb.shape != self.x.shape:
             self.xb = sign(self.x, dtype)
         return self.xb
+
+    def _packed(self, pack: Any) -> Any:
+        """sign(W) packed for the bit kernel, packed again only when W has changed."""
+        cached = self._bits_cache
+        if cached is None or cached[0].shape != self.W.shape or not np.array_equal(cached[0], self.W):
+            cached = self._bits_cache = (self.W.copy(), pack(self.W))
+        return cached[1]
 
     def _clip_latent(self) -> None:
         xp = get_array_module(self.W)
@@ -117,7 +148,8 @@ class BinaryConvolution(_Binary):
             (sh, sw), (ph, pw) = _pair(self.stride), _pair(self.pad)
             self.xb = None
             out = np.empty(self.output_shape(x.shape), acc)
-            _bits.conv_forward(x, self.W, F.cast(self.b, acc), out, sh, sw, ph, pw, "auto", get_num_threads())
+            packed = self._packed(_bits.pack_conv_weights)
+            _bits.conv_forward(x, self.W, F.cast(self.b, acc), out, sh, sw, ph, pw, "auto", get_num_threads(), packed)
             return F.cast(out, self.W.dtype)
         self.xb = sign(x, acc)
         out = F.conv2d(self.xb, sign(self.W, acc), None, self.stride, self.pad, caller="BinaryConvolution.forward")
@@ -220,7 +252,8 @@ class BinaryAffine(_Binary):
         if not training and _uses_bits(self.x, self.W):
             self.xb = None
             out = np.empty((x.shape[0], self.W.shape[1]), acc)
-            _bits.affine_forward(self.x, self.W, F.cast(self.b, acc), out, "auto", get_num_threads())
+            packed = self._packed(_bits.pack_affine_weights)
+            _bits.affine_forward(self.x, self.W, F.cast(self.b, acc), out, "auto", get_num_threads(), packed)
             return F.cast(out, self.W.dtype)
         self.xb = sign(self.x, acc)
         return self._finish(F.matmul(self.xb, sign(self.W, acc)))
