@@ -197,6 +197,7 @@ def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:
     check_shape("binary conv_bits", "bias", dims(bias.shape, 1), (F,))
     check_shape("binary conv_bits", "out", dims(out.shape, 4), (N, F, OH, OW))
     fits_int("binary conv_bits", "window words", <object>kh * kw * Cw)
+    fits_int("binary conv_bits", "row of counts", <object>OW * Fp)
     if N == 0 or OH * OW == 0:
         return
     cdef const uint64_t[:, :, ::1] split = _weights_for(number, weights)
@@ -209,12 +210,15 @@ def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:
     cdef int32_t* counts
     cdef const uint64_t* image
     cdef out_t* plane
+    cdef int* bits
+    cdef const out_t* b = &bias[0]
     with nogil, parallel(num_threads=n_threads):
         a = <uint64_t*>malloc(<size_t>kh * kw * Cw * sizeof(uint64_t))
         krow = <int32_t*>malloc(<size_t>kh * kw * Cw * sizeof(int32_t))
-        counts = <int32_t*>malloc(<size_t>Fp * sizeof(int32_t))
+        counts = <int32_t*>malloc(<size_t>OW * Fp * sizeof(int32_t))
+        bits = <int*>malloc(<size_t>OW * sizeof(int))
         for task in prange(N * OH, schedule="dynamic"):
-            if a == NULL or krow == NULL or counts == NULL:
+            if a == NULL or krow == NULL or counts == NULL or bits == NULL:
                 failed += 1
                 continue
             n = task // OH
@@ -236,14 +240,18 @@ def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:
                             a[K] = image[(<size_t>iy * W + ix) * Cw + cw]
                             krow[K] = (ky * kw + kx) * Cw + cw
                             K = K + 1
-                dn_mismatches(number, K, a, krow, w, whi, Fp, counts)
-                plane = &out[n, 0, oy, ox]
-                positions = C * positions
-                for f in range(F):
-                    plane[<size_t>f * P] = <out_t>(positions - 2 * counts[f]) + bias[f]
+                dn_mismatches(number, K, a, krow, w, whi, Fp, counts + <size_t>ox * Fp)
+                bits[ox] = C * positions
+            # a row of each output plane at a time: contiguous stores, where storing each
+            # pixel's filters would touch one cache line per filter
+            for f in range(F):
+                plane = &out[n, f, oy, 0]
+                for ox in range(OW):
+                    plane[ox] = <out_t>(bits[ox] - 2 * counts[<size_t>ox * Fp + f]) + b[f]
         free(a)
         free(krow)
         free(counts)
+        free(bits)
     if failed:
         raise MemoryError("deepnet binary conv_bits: out of memory for the per-thread buffers")
 
