@@ -47,7 +47,7 @@ class BinaryDeepConvNet(NamedModel):
     def __init__(
         self,
         input_dim: Sequence[int] = (1, 28, 28),
-        channels: Sequence[int] = (32, 32, 64, 64, 64, 64),
+        channels: Sequence[int] = (16, 16, 32, 32, 64, 64),
         hidden_size: int = 256,
         output_size: int = 10,
         dtype: DTypeLike = np.float32,
