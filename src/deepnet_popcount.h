@@ -135,36 +135,46 @@ __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint
     const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const uint64_t mask = 0x0f0f0f0f0f0f0f0fULL;
     const __m256i zero = _mm256_setzero_si256();
-    for (int f0 = 0; f0 < Fp; f0 += 16) {
-        __m256i t0 = zero, t1 = zero, t2 = zero, t3 = zero;
-        for (int k0 = 0; k0 < K; k0 += 31) { /* byte counts: at most 8 * 31 = 248 */
-            const int k1 = K < k0 + 31 ? K : k0 + 31;
+    if (K <= 0)
+        memset(counts, 0, (size_t)Fp * sizeof(int32_t));
+    for (int k0 = 0; k0 < K; k0 += 31) { /* byte counts: at most 8 * 31 = 248 */
+        const int n = K - k0 < 31 ? K - k0 : 31;
+        /* the chunk's input nibbles and weight rows, once for every pass over the filters */
+        uint64_t alo[31], ahi[31];
+        size_t row[31];
+        for (int i = 0; i < n; i++) {
+            alo[i] = a[k0 + i] & mask;
+            ahi[i] = (a[k0 + i] >> 4) & mask;
+            row[i] = (size_t)krow[k0 + i] * Fp;
+        }
+        for (int f0 = 0; f0 < Fp; f0 += 16) {
             __m256i c0 = zero, c1 = zero, c2 = zero, c3 = zero;
-            for (int k = k0; k < k1; k++) {
-                const __m256i alo = _mm256_set1_epi64x((long long)(a[k] & mask));
-                const __m256i ahi = _mm256_set1_epi64x((long long)((a[k] >> 4) & mask));
-                const size_t row = (size_t)krow[k] * Fp + f0;
-                const __m256i* lo = (const __m256i*)(Wlo + row);
-                const __m256i* hi = (const __m256i*)(Whi + row);
-#define DN_AVX2_STEP(c, i)                                                                                      \
-    c = _mm256_add_epi8(c, _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_xor_si256(alo, _mm256_loadu_si256(lo + i))), \
-                                           _mm256_shuffle_epi8(table, _mm256_xor_si256(ahi, _mm256_loadu_si256(hi + i)))))
+            for (int i = 0; i < n; i++) {
+                const __m256i vlo = _mm256_set1_epi64x((long long)alo[i]);
+                const __m256i vhi = _mm256_set1_epi64x((long long)ahi[i]);
+                const __m256i* lo = (const __m256i*)(Wlo + row[i] + f0);
+                const __m256i* hi = (const __m256i*)(Whi + row[i] + f0);
+#define DN_AVX2_STEP(c, j)                                                                                      \
+    c = _mm256_add_epi8(c, _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_xor_si256(vlo, _mm256_loadu_si256(lo + j))), \
+                                           _mm256_shuffle_epi8(table, _mm256_xor_si256(vhi, _mm256_loadu_si256(hi + j)))))
                 DN_AVX2_STEP(c0, 0);
                 DN_AVX2_STEP(c1, 1);
                 DN_AVX2_STEP(c2, 2);
                 DN_AVX2_STEP(c3, 3);
 #undef DN_AVX2_STEP
             }
-            t0 = _mm256_add_epi64(t0, _mm256_sad_epu8(c0, zero));
-            t1 = _mm256_add_epi64(t1, _mm256_sad_epu8(c1, zero));
-            t2 = _mm256_add_epi64(t2, _mm256_sad_epu8(c2, zero));
-            t3 = _mm256_add_epi64(t3, _mm256_sad_epu8(c3, zero));
+            /* 64-bit sums of lanes (f0, f0+4, f0+1, f0+5, ...) as int32, then in order */
+            __m256i s01 = _mm256_permutevar8x32_epi32(
+                _mm256_or_si256(_mm256_sad_epu8(c0, zero), _mm256_slli_epi64(_mm256_sad_epu8(c1, zero), 32)), order);
+            __m256i s23 = _mm256_permutevar8x32_epi32(
+                _mm256_or_si256(_mm256_sad_epu8(c2, zero), _mm256_slli_epi64(_mm256_sad_epu8(c3, zero), 32)), order);
+            if (k0) {
+                s01 = _mm256_add_epi32(s01, _mm256_loadu_si256((const __m256i*)(counts + f0)));
+                s23 = _mm256_add_epi32(s23, _mm256_loadu_si256((const __m256i*)(counts + f0 + 8)));
+            }
+            _mm256_storeu_si256((__m256i*)(counts + f0), s01);
+            _mm256_storeu_si256((__m256i*)(counts + f0 + 8), s23);
         }
-        /* lanes (f0, f0+4, f0+1, f0+5, ...) as int32, then in order */
-        const __m256i s01 = _mm256_permutevar8x32_epi32(_mm256_or_si256(t0, _mm256_slli_epi64(t1, 32)), order);
-        const __m256i s23 = _mm256_permutevar8x32_epi32(_mm256_or_si256(t2, _mm256_slli_epi64(t3, 32)), order);
-        _mm256_storeu_si256((__m256i*)(counts + f0), s01);
-        _mm256_storeu_si256((__m256i*)(counts + f0 + 8), s23);
     }
 }
 
