@@ -17,6 +17,8 @@ from __future__ import annotations
 from deepnet.nn import (
     Affine,
     BatchNormalization,
+    BinaryAffine,
+    BinaryConvolution,
     Convolution,
     Dropout,
     Flatten,
@@ -40,6 +42,8 @@ __all__ = [
     "Sigmoid",
     "Affine",
     "Convolution",
+    "BinaryConvolution",
+    "BinaryAffine",
     "Pooling",
     "Dropout",
     "BatchNormalization",

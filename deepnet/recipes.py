@@ -22,6 +22,7 @@ Seed = Union[None, int, np.random.Generator]
 MODEL_NAMES: Dict[str, Callable[[DTypeLike, Seed], models.Sequential]] = {
     "deepconvnet": lambda dtype, seed: models.DeepConvNet(dtype=dtype, seed=seed),
     "deepconvnet-bn": lambda dtype, seed: models.DeepConvNet(dtype=dtype, seed=seed, batch_norm=True),
+    "deepconvnet-binary": lambda dtype, seed: models.BinaryDeepConvNet(dtype=dtype, seed=seed),
     "resnet": lambda dtype, seed: models.ResNet(dtype=dtype, seed=seed),
     "simpleconvnet": lambda dtype, seed: models.SimpleConvNet(dtype=dtype, seed=seed),
 }

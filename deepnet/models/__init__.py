@@ -26,6 +26,7 @@ skeleton from their headers, then copied into a model of zeros.
 """
 
 from __future__ import annotations
+from .binary import BinaryDeepConvNet
 from .book import DeepConvNet, SimpleConvNet
 from .cost import DEFAULT_INPUT, check_cost, describe, input_shape
 from .files import load_model, load_spec_file
@@ -42,6 +43,7 @@ __all__ = [
     "NamedModel",
     "DeepConvNet",
     "SimpleConvNet",
+    "BinaryDeepConvNet",
     "ResNet",
     "VGG",
     "basic_block",

@@ -18,6 +18,7 @@ from .._dtypes import FLOAT_DTYPES
 from ..nn.base import Layer
 from ..nn.config import _check_keys, _entry
 from ..nn.containers import Residual
+from .binary import BinaryDeepConvNet
 from .book import DeepConvNet, SimpleConvNet
 from .cost import check_cost
 from .init import _charge_layers, _initialised, _parameter_limit
@@ -26,7 +27,13 @@ from .resnet import ResNet
 from .sequential import _ARCHITECTURE, NamedModel, Sequential
 from .vgg import VGG
 
-MODELS = {"DeepConvNet": DeepConvNet, "SimpleConvNet": SimpleConvNet, "ResNet": ResNet, "VGG": VGG}
+MODELS = {
+    "DeepConvNet": DeepConvNet,
+    "SimpleConvNet": SimpleConvNet,
+    "ResNet": ResNet,
+    "VGG": VGG,
+    "BinaryDeepConvNet": BinaryDeepConvNet,
+}
 
 
 def layer_spec(layer: Layer) -> Dict[str, Any]:

@@ -8,6 +8,7 @@ deepnet.nn.base): it registers itself, and ``deepnet.models.build``, ``model_spe
 
 from __future__ import annotations
 from .activations import Relu, Sigmoid, softmax
+from .binary import BinaryAffine, BinaryConvolution
 from .base import Layer, _pair, _train_mode, _WeightAndBias
 from .containers import Residual, Sequential
 from .conv import Convolution, Pooling
@@ -23,6 +24,8 @@ __all__ = [
     "Sigmoid",
     "Affine",
     "Convolution",
+    "BinaryConvolution",
+    "BinaryAffine",
     "Pooling",
     "Dropout",
     "BatchNormalization",
