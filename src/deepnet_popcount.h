@@ -108,6 +108,16 @@ static void dn_mismatches_avx512_emu(int K, const uint64_t* a, const int32_t* kr
                          dn_emu_store)
 }
 
+/* Plain C (the module calls it on every CPU; only the avx2 path reads its output). */
+static inline void dn_split_nibbles(const uint64_t* W, size_t n, uint64_t* Wlo, uint64_t* Whi)
+{
+    const uint64_t mask = 0x0f0f0f0f0f0f0f0fULL;
+    for (size_t i = 0; i < n; i++) {
+        Wlo[i] = W[i] & mask;
+        Whi[i] = (W[i] >> 4) & mask;
+    }
+}
+
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #define DN_POP_X86 1
 #include <immintrin.h>
@@ -117,14 +127,6 @@ static void dn_mismatches_avx512_emu(int K, const uint64_t* a, const int32_t* kr
  * vpshufb and two adds: the input word's nibbles are split once per word.  16 filters (4
  * registers of byte counts) per pass fit the 16 ymm registers; the four registers of 64-bit
  * sums are packed into 16 int32 in filter order (vpermd) and stored. */
-static inline void dn_split_nibbles(const uint64_t* W, size_t n, uint64_t* Wlo, uint64_t* Whi)
-{
-    const uint64_t mask = 0x0f0f0f0f0f0f0f0fULL;
-    for (size_t i = 0; i < n; i++) {
-        Wlo[i] = W[i] & mask;
-        Whi[i] = (W[i] >> 4) & mask;
-    }
-}
 
 __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint64_t* a, const int32_t* krow,
                                                                const uint64_t* Wlo, const uint64_t* Whi, int Fp,
