@@ -28,10 +28,11 @@ import numpy as np
 from deepnet import functional as F
 from deepnet._array import get_array_module
 from deepnet._config import get_backend, get_num_threads
-from deepnet._dtypes import compute_dtype, output_size
+from deepnet._dtypes import compute_dtype
 from deepnet.functional import Array, IntPair
 
 from .base import _WeightAndBias, Layer, _pair
+from .conv import _ConvolutionGeometry
 from .config import _check_keys, _int, _int_pair
 from .init import he_normal, zeros
 
@@ -114,7 +115,7 @@ class _Binary(_WeightAndBias):
         return F.cast(out, self.W.dtype)
 
 
-class BinaryConvolution(_Binary):
+class BinaryConvolution(_ConvolutionGeometry, _Binary):
     """Convolution of sign(W) over sign(x) (see the module's docstring), zero padded.
 
     Parameters
@@ -172,12 +173,6 @@ class BinaryConvolution(_Binary):
         self._set_grads(W=F.cast(dW, self.W.dtype), b=F.cast(db, self.W.dtype))
         return F.cast(straight_through(dxb, self.x), self.W.dtype)
 
-    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
-        N, _, H, W = input_shape
-        (sh, sw), (ph, pw) = _pair(self.stride), _pair(self.pad)
-        kh, kw = self.W.shape[2:]
-        return (N, self.W.shape[0], output_size(H, kh, sh, ph), output_size(W, kw, sw, pw))
-
     def config(self) -> Dict[str, Any]:
         FN, C, kh, kw = (int(s) for s in self.W.shape)
         return {
@@ -199,25 +194,6 @@ class BinaryConvolution(_Binary):
             _int_pair(spec, "stride", where, 1),
             _int_pair(spec, "pad", where, 0),
         )
-
-    def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
-        FN, C, kh, kw = self.W.shape
-        out = self.output_shape(input_shape)
-        return out, math.prod(out) * C * kh * kw, (kh, _pair(self.stride)[0])
-
-    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
-        FN, C, kh, kw = (int(n) for n in self.W.shape)
-        check.spatial(shape, C)
-        (ph, pw) = _pair(self.pad)
-        check.values((1, C, shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
-        out = tuple(self.output_shape(shape))
-        check.values(out)
-        check.values((1, C * kh * kw, out[2], out[3]), "column matrix")
-        check.add_work(math.prod(out[1:]) * C * kh * kw)
-        return out
-
-    def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:
-        return ("channels", int(self.W.shape[1]))
 
 
 class BinaryAffine(_Binary):

@@ -15,7 +15,41 @@ from .config import _check_keys, _flag, _int, _int_pair
 from .init import he_normal, zeros
 
 
-class Convolution(_WeightAndBias):
+class _ConvolutionGeometry:
+    """Shape, cost and input hint of a layer sliding filters W (FN, C, kh, kw) with
+    ``stride`` and ``pad``: shared by Convolution and BinaryConvolution."""
+
+    W: Array
+    stride: IntPair
+    pad: IntPair
+
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
+        N, _, H, W = input_shape
+        (sh, sw), (ph, pw) = _pair(self.stride), _pair(self.pad)
+        kh, kw = self.W.shape[2:]
+        return (N, self.W.shape[0], output_size(H, kh, sh, ph), output_size(W, kw, sw, pw))
+
+    def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
+        FN, C, kh, kw = self.W.shape
+        out = self.output_shape(input_shape)
+        return out, math.prod(out) * C * kh * kw, (kh, _pair(self.stride)[0])
+
+    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
+        FN, C, kh, kw = (int(n) for n in self.W.shape)
+        check.spatial(shape, C)
+        (ph, pw) = _pair(self.pad)
+        check.values((1, C, shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
+        out = tuple(self.output_shape(shape))
+        check.values(out)
+        check.values((1, C * kh * kw, out[2], out[3]), "column matrix")
+        check.add_work(math.prod(out[1:]) * C * kh * kw)
+        return out
+
+    def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:
+        return ("channels", int(self.W.shape[1]))
+
+
+class Convolution(_ConvolutionGeometry, _WeightAndBias):
     """Convolution; with relu=True it is Convolution followed by Relu, fused in one pass
     (forward and backward), which saves a trip through memory per layer.
 
@@ -132,12 +166,6 @@ class Convolution(_WeightAndBias):
         self._set_grads(W=dW, b=db)
         return dx
 
-    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
-        N, _, H, W = input_shape
-        (sh, sw), (ph, pw) = _pair(self.stride), _pair(self.pad)
-        kh, kw = self.W.shape[2:]
-        return (N, self.W.shape[0], output_size(H, kh, sh, ph), output_size(W, kw, sw, pw))
-
     def config(self) -> Dict[str, Any]:
         FN, C, kh, kw = (int(s) for s in self.W.shape)
         return {
@@ -161,25 +189,6 @@ class Convolution(_WeightAndBias):
             _int_pair(spec, "pad", where, 0),
             relu=_flag(spec, "relu", where),
         )
-
-    def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
-        FN, C, kh, kw = self.W.shape
-        out = self.output_shape(input_shape)
-        return out, math.prod(out) * C * kh * kw, (kh, _pair(self.stride)[0])
-
-    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
-        FN, C, kh, kw = (int(n) for n in self.W.shape)
-        check.spatial(shape, C)
-        (ph, pw) = _pair(self.pad)
-        check.values((1, C, shape[2] + 2 * ph, shape[3] + 2 * pw), "padded input")
-        out = tuple(self.output_shape(shape))
-        check.values(out)
-        check.values((1, C * kh * kw, out[2], out[3]), "column matrix")
-        check.add_work(math.prod(out[1:]) * C * kh * kw)
-        return out
-
-    def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:
-        return ("channels", int(self.W.shape[1]))
 
 
 class Pooling(Layer):
