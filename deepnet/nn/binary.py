@@ -17,7 +17,7 @@ the same integers, so the same output bits.  Zero padding contributes 0 in both.
 """
 
 from __future__ import annotations
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional
 from numpy.typing import DTypeLike
 import contextlib
 import contextvars
@@ -33,6 +33,7 @@ from deepnet.functional import Array, IntPair
 
 from .base import _WeightAndBias, Layer, _pair
 from .conv import _ConvolutionGeometry
+from .linear import _AffineShape
 from .config import _check_keys, _int, _int_pair
 from .init import he_normal, zeros
 
@@ -196,7 +197,7 @@ class BinaryConvolution(_ConvolutionGeometry, _Binary):
         )
 
 
-class BinaryAffine(_Binary):
+class BinaryAffine(_AffineShape, _Binary):
     """y = sign(x) @ sign(W) + b for x of shape (N, ...) flattened to (N, in_features).
 
     Parameters
@@ -243,34 +244,3 @@ class BinaryAffine(_Binary):
         dW = F.matmul(self._signs(acc).T, dout)
         self._set_grads(W=F.cast(dW, self.W.dtype), b=F.cast(dout.sum(axis=0), self.W.dtype))
         return F.cast(straight_through(dxb, self.x), self.W.dtype).reshape(self.original_x_shape)
-
-    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
-        return (input_shape[0], self.W.shape[1])
-
-    def config(self) -> Dict[str, Any]:
-        return {"in_features": int(self.W.shape[0]), "out_features": int(self.W.shape[1])}
-
-    @classmethod
-    def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
-        _check_keys(spec, {"type", "in_features", "out_features"}, where)
-        n_in, n_out = _int(spec, "in_features", where, 0), _int(spec, "out_features", where, 0)
-        return cls(he_normal((n_in, n_out), rng, dtype), zeros(n_out, dtype))
-
-    def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
-        out = self.output_shape(input_shape)
-        return out, out[0] * self.W.shape[0] * self.W.shape[1], None
-
-    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
-        n_in, n_out = (int(n) for n in self.W.shape)
-        if len(shape) < 2:
-            check.fail(f"needs a batch of samples, gets shape {shape}")
-        features = math.prod(shape[1:])
-        if features != n_in and check.strict:
-            check.fail(f"expects {n_in} features, gets {features} (shape {shape})")
-        check.add_work(n_in * n_out)
-        out = (shape[0], n_out)
-        check.values(out)
-        return out
-
-    def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:
-        return ("features", int(self.W.shape[0])) if first else None

@@ -15,7 +15,45 @@ from .config import _check_keys, _int
 from .init import he_normal, zeros
 
 
-class Affine(_WeightAndBias):
+class _AffineShape:
+    """Shape, spec, cost and input hint of a layer multiplying by W (in_features,
+    out_features): shared by Affine and BinaryAffine."""
+
+    W: Array
+
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
+        return (input_shape[0], self.W.shape[1])
+
+    def config(self) -> Dict[str, Any]:
+        return {"in_features": int(self.W.shape[0]), "out_features": int(self.W.shape[1])}
+
+    @classmethod
+    def from_config(cls: Any, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
+        _check_keys(spec, {"type", "in_features", "out_features"}, where)
+        n_in, n_out = _int(spec, "in_features", where, 0), _int(spec, "out_features", where, 0)
+        return cls(he_normal((n_in, n_out), rng, dtype), zeros(n_out, dtype))
+
+    def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
+        out = self.output_shape(input_shape)
+        return out, out[0] * self.W.shape[0] * self.W.shape[1], None
+
+    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
+        n_in, n_out = (int(n) for n in self.W.shape)
+        if len(shape) < 2:
+            check.fail(f"needs a batch of samples, gets shape {shape}")
+        features = math.prod(shape[1:])
+        if features != n_in and check.strict:
+            check.fail(f"expects {n_in} features, gets {features} (shape {shape})")
+        check.add_work(n_in * n_out)
+        out = (shape[0], n_out)
+        check.values(out)
+        return out
+
+    def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:
+        return ("features", int(self.W.shape[0])) if first else None
+
+
+class Affine(_AffineShape, _WeightAndBias):
     """y = x @ W + b for x of shape (N, ...) flattened to (N, in_features).
 
     Parameters
@@ -53,37 +91,6 @@ class Affine(_WeightAndBias):
             W=F.cast(F.matmul(F.cast(self.x, acc).T, dout), self.W.dtype), b=F.cast(dout.sum(axis=0), self.W.dtype)
         )
         return F.cast(dx, self.W.dtype).reshape(self.original_x_shape)
-
-    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
-        return (input_shape[0], self.W.shape[1])
-
-    def config(self) -> Dict[str, Any]:
-        return {"in_features": int(self.W.shape[0]), "out_features": int(self.W.shape[1])}
-
-    @classmethod
-    def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
-        _check_keys(spec, {"type", "in_features", "out_features"}, where)
-        n_in, n_out = _int(spec, "in_features", where, 0), _int(spec, "out_features", where, 0)
-        return cls(he_normal((n_in, n_out), rng, dtype), zeros(n_out, dtype))
-
-    def cost(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int]]]:
-        out = self.output_shape(input_shape)
-        return out, out[0] * self.W.shape[0] * self.W.shape[1], None
-
-    def check_cost(self, shape: Sequence[int], check: Any) -> Sequence[int]:
-        n_in, n_out = (int(n) for n in self.W.shape)
-        if len(shape) < 2:
-            check.fail(f"needs a batch of samples, gets shape {shape}")
-        features = math.prod(shape[1:])
-        if features != n_in and check.strict:
-            check.fail(f"expects {n_in} features, gets {features} (shape {shape})")
-        check.add_work(n_in * n_out)
-        out = (shape[0], n_out)
-        check.values(out)
-        return out
-
-    def input_hint(self, first: bool) -> Optional[Tuple[str, int]]:
-        return ("features", int(self.W.shape[0])) if first else None
 
 
 class Flatten(Layer):
