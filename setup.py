@@ -23,7 +23,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["openmp_helpers", "im2col", "pooling", "conv", "elementwise", "batchnorm", "warp", "bf16", "int8", "binary"]
+KERNELS = ["openmp_helpers", "im2col", "pooling", "conv", "elementwise", "batchnorm", "warp", "bf16", "int8", "binary", "plan"]
 
 
 OPENMP_PROBE = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"

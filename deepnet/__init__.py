@@ -24,6 +24,7 @@ from deepnet import _memory
 from deepnet._memory import keep_freed_memory
 
 if TYPE_CHECKING:
+    from deepnet.models.compiled import CompiledModel
     from deepnet.quant import Int8Model
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "config",
     "winograd",
     "quantize",
+    "compile",
 ]
 
 
@@ -52,6 +54,15 @@ def quantize(model: Any, x_calibration: Any, *, percentile: Optional[float] = No
     from deepnet.quant import quantize as _quantize
 
     return _quantize(model, x_calibration, percentile=percentile)
+
+
+def compile(model: Any, *, input_shape: Optional[Any] = None) -> CompiledModel:
+    """The model's inference as one compiled plan: ``plan = deepnet.compile(model)``, then
+    ``plan(x)`` gives ``model.predict(x)``'s bits with no Python between the layers
+    (deepnet.models.compiled, imported only when called)."""
+    from deepnet.models.compiled import compile as _compile
+
+    return _compile(model, input_shape=input_shape)
 
 
 def config() -> Dict[str, Any]:

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from deepnet import _config, backends
 from deepnet._array import is_cupy_array
+from deepnet._dtypes import compute_dtype
 
 # The argument checks (deepnet._validation) and the ops of batch normalisation and of the
 # image warps (their own modules) are part of this module's API.
@@ -444,6 +445,29 @@ def matmul(a: Array, b: Array) -> Array:
         return a @ b
     with _config.single_threaded_blas():
         return a @ b
+
+
+def affine(x: Array, W: Array, b: Array) -> Array:
+    """x @ W + b for the Affine layer: x (N, K), W (K, M) and b (M,) in one compute dtype
+    (float32 or float64).  A backend with the optional op affine_forward computes it (the
+    compiled one: the kernel that deepnet.compile's plans run too, so that a plan gives the
+    layer's bits); the others as matmul(x, W) + b."""
+    backend = _backend("deepnet.affine", x, W, b)
+    if backends.supports(backend, "affine_forward"):
+        return backend.affine_forward(x, W, b)
+    return matmul(x, W) + b
+
+
+def global_average_pool(x: Array) -> Array:
+    """(N, C, H, W) -> (N, C), the mean of every plane, in x's dtype (float16 computed in
+    float32).  A backend with the optional op global_average_pool computes it (the compiled
+    one: the kernel of deepnet.compile's plans); the others as x.mean(axis=(2, 3))."""
+    backend = _backend("deepnet.global_average_pool", x)
+    if backends.supports(backend, "global_average_pool"):
+        pooled = backend.global_average_pool(x)
+        if pooled is not None:
+            return pooled
+    return x.mean(axis=(2, 3), dtype=compute_dtype(x.dtype)).astype(x.dtype, copy=False)
 
 
 def cast(a: Array, dtype: DTypeLike) -> Array:

@@ -59,6 +59,8 @@ REQUIRED_OPS = {
 
 OPTIONAL_OPS = {
     "conv_pool_forward": ("x", "W", "b", "stride", "pad", "relu", "argmax"),
+    "affine_forward": ("x", "W", "b"),
+    "global_average_pool": ("x",),
 }
 """op -> its parameter names: ops a backend may define, to do faster what the required ops
 can do together.

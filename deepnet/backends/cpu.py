@@ -16,6 +16,7 @@ from deepnet._config import get_num_threads, get_winograd
 from deepnet._kernels import conv as _conv
 from deepnet._kernels import elementwise as _elementwise
 from deepnet._kernels import im2col as _unfold
+from deepnet._kernels import plan as _plan
 from deepnet._kernels import pooling as _pooling
 from deepnet._dtypes import compute_dtype, is_bfloat16, output_hw
 from deepnet.backends import _shared
@@ -30,6 +31,7 @@ from deepnet.backends._winograd import (
     _filters_in_range,
     _max_abs,
     _measured_winograd_rule as _measured_winograd_rule,
+    WINOGRAD_MIN_BATCH,
     _uses_winograd,
     _winograd_filter_gradient,
     _winograd_pass,
@@ -94,7 +96,7 @@ def _filter_columns(matrix, dtype):
 def _forward_plan(W, stride, pad, x, threads_busy=True):
     """(winograd, filter matrix) of a forward pass: _winograd_pass("forward", ...), with the
     filters' max |W| taken from their prepared matrix's entry (computed once per value of
-    the weights).  threads_busy=False (fewer images than threads) runs it direct."""
+    the weights).  threads_busy=False (a single image, see WINOGRAD_MIN_BATCH) runs it direct."""
     mode = get_winograd()
     if threads_busy and _uses_winograd(W.shape, stride, pad, "forward", mode):
         matrix, W_max = _prepared_entry(W, True)
@@ -119,8 +121,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
     FN, C, kh, kw = W.shape
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
-    # Winograd's tasks are whole images: with fewer images than threads, bands of the direct one
-    winograd, matrix = _forward_plan(W, stride, pad, x, N >= get_num_threads())
+    winograd, matrix = _forward_plan(W, stride, pad, x, N >= WINOGRAD_MIN_BATCH)
     _conv.conv_forward(
         _bits(x),
         matrix,
@@ -151,7 +152,7 @@ def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
     OH, OW = output_hw(x.shape, kh, kw, stride, pad)
     pooled = np.empty((N, FN, OH // 2, OW // 2), dtype=x.dtype)
     winners = np.empty(pooled.shape, dtype=np.int32) if argmax else None
-    winograd, matrix = _forward_plan(W, stride, pad, x)
+    winograd, matrix = _forward_plan(W, stride, pad, x, N >= WINOGRAD_MIN_BATCH)
     _conv.conv_pool_forward(
         _bits(x),
         matrix,
@@ -163,6 +164,36 @@ def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
         argmax=winners,
     )
     return (pooled, winners) if argmax else pooled
+
+
+def plan_filters(W, stride, pad):
+    """What a compiled plan's convolution step needs of its filters W (deepnet.models.compiled):
+    (direct filter matrix, Winograd filter matrix or None where Winograd cannot run, whether
+    "auto" runs this layer as Winograd (its rule of channels), max |W|), in the compute dtype,
+    as conv_forward prepares them."""
+    winograd = _uses_winograd(W.shape, stride, pad, "forward", "always")
+    rule = _uses_winograd(W.shape, stride, pad, "forward", "auto")
+    return _filter_matrix(W, False), _filter_matrix(W, True) if winograd else None, rule, _max_abs(W)
+
+
+def affine_forward(x, W, b):
+    """x @ W + b (2-D x, one compute dtype): the kernel the compiled plan's affine step runs."""
+    out = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
+    _plan.affine_forward(
+        np.ascontiguousarray(x), np.ascontiguousarray(W), np.ascontiguousarray(b), out, get_num_threads()
+    )
+    return out
+
+
+def global_average_pool(x):
+    """(N, C, H, W) -> (N, C) means, each plane summed in order (the plan's mean step);
+    None (declined) for float16, which NumPy computes in float32."""
+    if x.dtype not in (np.float32, np.float64):
+        return None
+    N, C, H, W = x.shape
+    out = np.empty((N, C), dtype=x.dtype)
+    _plan.global_average_pool(np.ascontiguousarray(x).reshape(N * C, H * W), out.reshape(-1), get_num_threads())
+    return out
 
 
 def _forward_filters(W, b, winograd):

@@ -80,7 +80,7 @@ class Affine(_AffineShape, _WeightAndBias):
         self.original_x_shape = x.shape
         self.x = x.reshape(x.shape[0], self.W.shape[0])  # == features
         acc = compute_dtype(self.W.dtype)
-        out = F.matmul(F.cast(self.x, acc), F.cast(self.W, acc)) + F.cast(self.b, acc)
+        out = F.affine(F.cast(self.x, acc), F.cast(self.W, acc), F.cast(self.b, acc))
         return F.cast(out, self.W.dtype)
 
     def backward(self, dout: Array) -> Array:

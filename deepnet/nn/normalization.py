@@ -110,15 +110,21 @@ class BatchNormalization(Layer):
             m = self.momentum
             self.running_mean[...] = m * self.running_mean + (1 - m) * mean
             self.running_var[...] = m * self.running_var + (1 - m) * var
+            scale = self.gamma * inv_std
         else:
-            mean, var = self.running_mean, self.running_var
-            inv_std = 1 / (get_array_module(x).sqrt(var.astype(compute_dtype(x.dtype)) + self.EPS))
+            mean, scale, _ = self.inference_affine()
         # (x - mean) * scale + beta, the difference first: exactly beta where x is the mean
-        out = F.channel_affine(
-            x3, self.gamma * inv_std, self.beta, shift=mean, relu=self.relu, caller="BatchNormalization.forward"
-        )
+        out = F.channel_affine(x3, scale, self.beta, shift=mean, relu=self.relu, caller="BatchNormalization.forward")
         self.out = out if self.relu else None
         return out.reshape(x.shape)
+
+    def inference_affine(self) -> Tuple[Array, Array, Array]:
+        """(shift, scale, offset) of the inference pass, y = (x - shift) * scale + offset per
+        channel: the running mean, gamma / sqrt(running variance + EPS) and beta (what
+        deepnet.compile's plans apply too)."""
+        acc = compute_dtype(self.gamma.dtype)
+        inv_std = 1 / (get_array_module(self.running_var).sqrt(self.running_var.astype(acc) + self.EPS))
+        return self.running_mean, self.gamma * inv_std, self.beta
 
     def backward(self, dout: Array) -> Array:
         x3, mean, inv_std, count = self._saved

@@ -20,8 +20,7 @@ class GlobalAveragePooling(Layer):
     def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
         x = F.as_float_array(x, "x", "GlobalAveragePooling.forward", ndim=4)
         self.x_shape = x.shape
-        acc = compute_dtype(x.dtype)
-        return x.mean(axis=(2, 3), dtype=acc).astype(x.dtype, copy=False)
+        return F.global_average_pool(x)
 
     def backward(self, dout: Array) -> Array:
         N, C, H, W = self.x_shape

@@ -1,0 +1,274 @@
+"""deepnet.compile: a model's inference as one compiled plan, with no Python between the layers.
+
+``compile(model)`` walks the model once: it folds BatchNormalization into the convolution
+before it (fold_batch_norm), fuses each Convolution with the ReLU and 2x2 max-pooling after
+it, prepares every filter matrix (direct and Winograd), and hands the steps to the compiled
+plan (kernels/plan.pyx, src/deepnet_plan.h), which also owns the buffers.  A call then runs
+the whole network in one call into compiled code, without the GIL.
+
+Each step runs the arithmetic of the layer's own kernel, so ``plan(x)`` equals
+``fold_batch_norm(model).predict(x, train=False)`` bit for bit (the model's own predict
+where it has no BatchNormalization to fold), at any thread count.  The plan holds a copy of
+the weights: compile again after changing them.
+"""
+
+from __future__ import annotations
+import math
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .. import _config
+from ..backends import cpu
+from ..nn import (
+    Affine,
+    BatchNormalization,
+    Convolution,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling,
+    Layer,
+    Pooling,
+    Relu,
+    Residual,
+    containers,
+)
+from ..nn.base import _pair
+from .cost import input_shape as _input_shape
+from .folding import fold_batch_norm
+from .sequential import Sequential
+
+Shape = Tuple[int, ...]
+
+COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+SUPPORTED_LAYERS = (
+    "Convolution, Pooling (2x2, stride 2, after a Convolution), Relu, Dropout, BatchNormalization, Flatten, "
+    "Affine, GlobalAveragePooling, Residual and Sequential"
+)
+
+
+class CompiledModel:
+    """A model's inference as a compiled plan (see deepnet.models.compiled): ``plan(x)``
+    returns what ``model.predict(x, train=False)`` returns, the class scores (N, classes).
+
+    Attributes
+    ----------
+    input_shape : tuple of int
+        The shape of one image, (C, H, W).
+    dtype : numpy.dtype
+        The model's dtype; inputs are converted to it as predict converts them.
+    """
+
+    def __init__(self, plan: Any, input_shape: Tuple[int, ...], output_size: int, dtype: np.dtype) -> None:
+        self._plan = plan
+        self.input_shape = input_shape
+        self.output_size = output_size
+        self.dtype = dtype
+
+    def __call__(self, x: ArrayLike, out: Optional[NDArray[Any]] = None) -> NDArray[Any]:
+        """Class scores (N, classes) for images x (N, C, H, W), in out if given."""
+        return self.predict(x, out=out)
+
+    def predict(self, x: ArrayLike, *, out: Optional[NDArray[Any]] = None) -> NDArray[Any]:
+        """Class scores (N, classes) for images x (N, C, H, W): model.predict's bits."""
+        images = np.asarray(x)
+        if images.dtype.kind not in "fiub":
+            raise TypeError(f"deepnet.compile: x must hold numbers, got dtype {images.dtype}")
+        if images.ndim != 1 + len(self.input_shape) or images.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"deepnet.compile: the plan takes images of shape (N, {', '.join(map(str, self.input_shape))}), "
+                f"got x of shape {images.shape}; compile with input_shape= for other sizes"
+            )
+        flat = np.ascontiguousarray(images.reshape(images.shape[0], math.prod(self.input_shape)), dtype=self.dtype)
+        N = flat.shape[0]
+        if out is None:
+            out = np.empty((N, self.output_size), dtype=self.dtype)
+        elif out.shape != (N, self.output_size) or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(
+                f"deepnet.compile: out must be a C-contiguous {self.dtype} array of shape "
+                f"{(N, self.output_size)}, got {out.dtype} {out.shape}"
+            )
+        self._plan.run(flat, out, _config.get_num_threads(), _config.get_winograd())
+        return out
+
+    def reserve(self, batch: int) -> None:
+        """Allocate now the buffers of a call on ``batch`` images (else the first call does)."""
+        self._plan.reserve(batch, _config.get_num_threads())
+
+
+def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> CompiledModel:
+    """The compiled inference plan of ``model`` (see deepnet.models.compiled).
+
+    Parameters
+    ----------
+    model : Sequential
+        A float32 or float64 model on the CPU, of the layers SUPPORTED_LAYERS names
+        (BatchNormalization after a Convolution is folded into it).
+    input_shape : sequence of int, optional
+        (C, H, W) of the images; by default the model's (deepnet.models.input_shape).
+
+    Raises
+    ------
+    TypeError
+        A dtype other than float32 and float64, or a model on the GPU.
+    ValueError
+        A layer the plan cannot run, or layers that do not fit together.
+    """
+    dtype = np.dtype(getattr(model, "dtype", np.float32))
+    if dtype not in COMPILED_DTYPES:
+        raise TypeError(f"deepnet.compile: compiles float32 and float64 models, got a {dtype} model")
+    if getattr(model, "on_gpu", False):
+        raise TypeError("deepnet.compile: compiles models on the CPU; call model.to_cpu() first")
+    shape = tuple(int(n) for n in (input_shape if input_shape is not None else _input_shape(model)[1:]))
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"deepnet.compile: input_shape must be (C, H, W) of positive sizes, got {shape}")
+    folded = fold_batch_norm(model) if isinstance(model, Sequential) else model
+    builder = _Builder(dtype)
+    slot, out_shape = builder.emit([folded], 0, shape, set())
+    if len(out_shape) != 1:
+        raise ValueError(f"deepnet.compile: the model must end in class scores (N, classes), it gives (N, {out_shape})")
+    steps = builder.steps
+    if slot == 0 or steps[-1]["dst"] != slot or any(step.get("other") == slot for step in steps):
+        steps.append({"kind": "activate", "ops": [("scale", 1.0)], "src": slot, "dst": 1})  # a copy
+    else:
+        steps[-1]["dst"] = 1
+    from .._kernels import plan as _plan  # the compiled backend, loaded only where used
+
+    return CompiledModel(_plan.Plan(steps, dtype, int(np.prod(shape))), shape, out_shape[0], dtype)
+
+
+class _Builder:
+    """Turns layers into the plan's steps, each reading and writing slots (0: the input,
+    1: the output, 2...: buffers), one image's shape at a time."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self.steps: List[Dict[str, Any]] = []
+
+    def emit(self, layers: Sequence[Layer], slot: int, shape: Shape, keep: Set[int]) -> Tuple[int, Shape]:
+        """Steps for ``layers`` on the value in ``slot``; the slot and shape of the result.
+        The slots in ``keep`` hold values needed later: no step overwrites them."""
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            where = f"{type(layer).__name__} layer"
+            if isinstance(layer, containers.Sequential):
+                slot, shape = self.emit(layer.layers, slot, shape, keep)
+            elif isinstance(layer, Residual):
+                slot, shape = self.residual(layer, slot, shape, keep)
+            elif isinstance(layer, Convolution):
+                # A Relu and a 2x2, stride-2 Pooling after it run in its epilogue (the same
+                # values: the ReLU's max(., 0) is the fused one's).
+                relu = layer.relu or (i + 1 < len(layers) and isinstance(layers[i + 1], Relu))
+                i += 1 if relu and not layer.relu else 0
+                following = layers[i + 1] if i + 1 < len(layers) else None
+                pooled = isinstance(following, Pooling) and following.fuses_after_convolution()
+                step, shape = _convolution(layer, shape, pooled, self.dtype, where)
+                step["relu"] = relu
+                slot = self.produce(step, slot, keep)
+                i += 1 if pooled else 0
+            elif isinstance(layer, Affine):
+                W = np.asarray(layer.W)
+                if W.shape[0] != math.prod(shape):
+                    raise ValueError(f"deepnet.compile: an {where} of {W.shape[0]} features gets {shape}")
+                step = {
+                    "kind": "affine",
+                    "weights": W.astype(self.dtype),
+                    "bias": np.asarray(layer.b).astype(self.dtype),
+                }
+                slot, shape = self.produce(step, slot, keep), (int(W.shape[1]),)
+            elif isinstance(layer, GlobalAveragePooling):
+                if len(shape) != 3:
+                    raise ValueError(f"deepnet.compile: a {where} needs (C, H, W) images, gets {shape}")
+                slot = self.produce({"kind": "mean", "plane": shape[1] * shape[2]}, slot, keep)
+                shape = (shape[0],)
+            elif isinstance(layer, Flatten):
+                shape = (math.prod(shape),)
+            elif isinstance(layer, (Relu, Dropout, BatchNormalization)):
+                slot = self.activate(_activation_ops(layer, shape, self.dtype, where), slot, keep)
+            else:
+                raise ValueError(f"deepnet.compile: cannot compile a {where}; the plan runs {SUPPORTED_LAYERS}")
+            i += 1
+        return slot, shape
+
+    def residual(self, block: Residual, slot: int, shape: Shape, keep: Set[int]) -> Tuple[int, Shape]:
+        body, body_shape = self.emit([block.body], slot, shape, keep | {slot})
+        skip, skip_shape = slot, shape
+        if block.shortcut is not None:
+            skip, skip_shape = self.emit([block.shortcut], slot, shape, keep | {slot, body})
+        if body_shape != skip_shape:
+            raise ValueError(f"deepnet.compile: a Residual's body gives {body_shape}, its shortcut {skip_shape}")
+        target = body if body not in keep | {0, slot, skip} else self.fresh(keep | {slot, body, skip})
+        self.steps.append({"kind": "add", "src": body, "other": skip, "dst": target})
+        return target, body_shape
+
+    def produce(self, step: Dict[str, Any], slot: int, keep: Set[int]) -> int:
+        """Append a step that reads ``slot`` and writes a buffer of its own."""
+        target = self.fresh(keep | {slot})
+        self.steps.append({**step, "src": slot, "dst": target})
+        return target
+
+    def activate(self, ops: List[Tuple[Any, ...]], slot: int, keep: Set[int]) -> int:
+        """Element-wise ops, in place where the value in ``slot`` is needed nowhere else
+        (merged into an activation step just before that wrote it)."""
+        last = self.steps[-1] if self.steps else None
+        if last is not None and last["kind"] == "activate" and last["dst"] == slot and len(last["ops"]) + len(ops) <= 8:
+            last["ops"].extend(ops)
+            return slot
+        target = slot if slot not in keep | {0} else self.fresh(keep | {slot})
+        self.steps.append({"kind": "activate", "ops": ops, "src": slot, "dst": target})
+        return target
+
+    def fresh(self, busy: Set[int]) -> int:
+        """A buffer slot not in ``busy``."""
+        return next(slot for slot in range(2, 64) if slot not in busy)
+
+
+def _activation_ops(layer: Layer, shape: Shape, dtype: np.dtype, where: str) -> List[Tuple[Any, ...]]:
+    if isinstance(layer, Relu):
+        return [("relu",)]
+    if isinstance(layer, Dropout):
+        return [("scale", 1.0 - layer.dropout_ratio)]
+    assert isinstance(layer, BatchNormalization)
+    channels = int(layer.gamma.size)
+    if len(shape) not in (1, 3) or shape[0] != channels:
+        raise ValueError(f"deepnet.compile: a {where} of {channels} channels gets {shape}")
+    shift, scale, offset = (np.asarray(a).astype(dtype) for a in layer.inference_affine())
+    plane = math.prod(shape[1:])
+    return [("channel", shift, scale, offset, plane)] + ([("relu",)] if layer.relu else [])
+
+
+def _convolution(
+    layer: Convolution, shape: Shape, pooled: bool, dtype: np.dtype, where: str
+) -> Tuple[Dict[str, Any], Shape]:
+    if len(shape) != 3:
+        raise ValueError(f"deepnet.compile: a {where} needs (C, H, W) images, gets {shape}")
+    W = np.asarray(layer.W)
+    FN, C, kh, kw = (int(n) for n in W.shape)
+    if C != shape[0]:
+        raise ValueError(f"deepnet.compile: a {where} of {C} channels gets {shape[0]}")
+    (sh, sw), (ph, pw) = _pair(layer.stride), _pair(layer.pad)
+    direct, winograd, rule, W_max = cpu.plan_filters(W, (sh, sw), (ph, pw))
+    step = {
+        "kind": "conv",
+        "C": C,
+        "H": shape[1],
+        "W": shape[2],
+        "FN": FN,
+        "kh": kh,
+        "kw": kw,
+        "sh": sh,
+        "sw": sw,
+        "ph": ph,
+        "pw": pw,
+        "relu": bool(layer.relu),
+        "pooled": pooled,
+        "direct": direct,
+        "winograd": winograd,
+        "winograd_rule": bool(rule),
+        "W_max": float(W_max),
+        "bias": np.asarray(layer.b).astype(dtype),
+    }
+    out = tuple(int(n) for n in layer.output_shape((1,) + shape)[1:])
+    return step, (out[0], out[1] // 2, out[2] // 2) if pooled else out

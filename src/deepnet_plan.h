@@ -1,0 +1,92 @@
+/* A compiled inference plan: a whole network run in one call, one OpenMP team for all of
+ * its steps, with no Python between the layers and no allocation (kernels/plan.pyx builds
+ * the steps and owns every buffer).
+ *
+ * Each step computes exactly what the layer's own kernel computes, so that the plan is
+ * bit-identical to model.predict:
+ *   convolution: the gather GEMM of src/deepnet_gather_gemm.h, or Winograd F(2x2, 3x3)
+ *                (src/deepnet_winograd.h) chosen per call by the rule of
+ *                deepnet.backends._winograd (its range check included), then bias, ReLU and
+ *                the fused 2x2 max-pooling as kernels/conv.pyx does them;
+ *   affine:      dn_plan_affine_tasks, which the Affine layer's kernel runs too;
+ *   activation:  ReLU (value < 0 ? 0 : value) and inference Dropout's scaling, in place.
+ * A task computes whole output entries, the same sum in the same order whichever thread
+ * runs it, so the results do not depend on the thread count.  With fewer images than
+ * threads, the direct convolution splits each image into bands of output rows (of pooled
+ * rows where it pools), so that a batch of one keeps every thread busy.
+ */
+#ifndef DEEPNET_PLAN_H
+#define DEEPNET_PLAN_H
+
+#include <float.h>
+#include "deepnet_isa.h"
+#include "deepnet_openmp.h"
+
+enum { DN_PLAN_CONV = 0, DN_PLAN_AFFINE = 1, DN_PLAN_ACTIVATE = 2, DN_PLAN_ADD = 3, DN_PLAN_MEAN = 4 };
+enum { DN_PLAN_RELU = 0, DN_PLAN_SCALE = 1, DN_PLAN_CHANNEL = 2 };
+enum { DN_PLAN_WINOGRAD_NEVER = 0, DN_PLAN_WINOGRAD_AUTO = 1, DN_PLAN_WINOGRAD_ALWAYS = 2 };
+#define DN_PLAN_MAX_OPS 8          /* activation operations merged into one step */
+#define DN_PLAN_AFFINE_ROWS 4      /* an affine task: 4 samples x 16 outputs */
+#define DN_PLAN_AFFINE_COLUMNS 16
+
+typedef struct {
+    int kind;
+    int src, dst, other;             /* slots: 0 the input, 1 the output, 2... buffers */
+    long in_size, out_size;          /* elements of one image's input and output */
+    /* DN_PLAN_CONV: C x H x W images, FN filters of kh x kw, output OH x OW (pooled: halved) */
+    int C, H, W, FN, kh, kw, sh, sw, ph, pw, OH, OW, relu, pooled;
+    int K, ld;                       /* window positions; columns of the filter matrices */
+    const void *direct;              /* K x ld */
+    const void *winograd;            /* 16*C x ld, or NULL where Winograd cannot run */
+    int winograd_rule;               /* "auto" runs Winograd here (when in range) */
+    double W_max;                    /* max |W|, for the range check */
+    const void *bias;                /* FN (conv) or M (affine) entries */
+    const int *window_steps;         /* K offsets of the window positions in a padded image */
+    const int *pixel_offsets;        /* OH*OW offsets of the windows' corners */
+    void *padded;                    /* one zero-bordered padded image per thread */
+    long padded_size;                /* elements of one of them */
+    /* DN_PLAN_AFFINE: out (M) = x (Kin) @ weights (Kin x M) + bias */
+    int Kin, M;
+    const void *weights;
+    /* DN_PLAN_ACTIVATE: ops applied in order (in place where dst == src); DN_PLAN_CHANNEL is
+     * batch normalisation's (value - shift[c]) * scale[c] + offset[c], c the channel of
+     * planes of op_plane values */
+    int ops;
+    int op_kind[DN_PLAN_MAX_OPS];
+    double op_scale[DN_PLAN_MAX_OPS];
+    const void *op_shift[DN_PLAN_MAX_OPS], *op_scales[DN_PLAN_MAX_OPS], *op_offset[DN_PLAN_MAX_OPS];
+    long op_plane[DN_PLAN_MAX_OPS];
+    int op_channels[DN_PLAN_MAX_OPS];
+    /* DN_PLAN_ADD: dst = src + other.  DN_PLAN_MEAN: dst (C) = the means of src's C planes
+     * of plane values (global average pooling) */
+    long plane;
+} dn_plan_step;
+
+typedef struct {                     /* one thread's scratch, sized for the largest step */
+    void *product;                   /* pixels x ld */
+    void *pooled_rows;               /* pooled pixels x ld */
+    void *rows, *V, *M;              /* Winograd's */
+    int *row_offset, *step_offset;
+} dn_plan_scratch;
+
+#define DN_PLAN_T float
+#define DN_PLAN_NAME(name) name##_float
+#define DN_PLAN_GEMM dn_gather_sgemm
+#define DN_PLAN_WINOGRAD dn_winograd_sconv
+#define DN_PLAN_STORE dn_store_transposed_float
+#define DN_PLAN_POOL dn_max_pool_2x2_filters_last_float
+#define DN_PLAN_BITS uint32_t
+#define DN_PLAN_LARGEST FLT_MAX
+#include "deepnet_plan_body.h"
+
+#define DN_PLAN_T double
+#define DN_PLAN_NAME(name) name##_double
+#define DN_PLAN_GEMM dn_gather_dgemm
+#define DN_PLAN_WINOGRAD dn_winograd_dconv
+#define DN_PLAN_STORE dn_store_transposed_double
+#define DN_PLAN_POOL dn_max_pool_2x2_filters_last_double
+#define DN_PLAN_BITS uint64_t
+#define DN_PLAN_LARGEST DBL_MAX
+#include "deepnet_plan_body.h"
+
+#endif /* DEEPNET_PLAN_H */

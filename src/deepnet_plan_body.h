@@ -1,0 +1,240 @@
+/* The plan's steps for one type: included by src/deepnet_plan.h once per DN_PLAN_T, with
+ * DN_PLAN_NAME, the type's kernels and DN_PLAN_BITS / DN_PLAN_LARGEST for the range check. */
+
+typedef DN_PLAN_T DN_PLAN_NAME(dn_plan_t);
+
+/* out[n, j] = sum_k x[n, k] W[k, j] + bias[j] for the samples [n0, n1) and outputs [j0, j1)
+ * (at most DN_PLAN_AFFINE_ROWS x DN_PLAN_AFFINE_COLUMNS): each sum from k = 0 up, one
+ * multiply-add at a time, whichever task computes it. */
+static void DN_PLAN_NAME(dn_plan_affine_block)(const DN_PLAN_T *x, int K, const DN_PLAN_T *W, int M,
+                                               const DN_PLAN_T *bias, DN_PLAN_T *out,
+                                               int n0, int n1, int j0, int j1)
+{
+    DN_PLAN_T acc[DN_PLAN_AFFINE_ROWS][DN_PLAN_AFFINE_COLUMNS] = {{0}};
+    const int rows = n1 - n0, columns = j1 - j0;
+    if (rows == DN_PLAN_AFFINE_ROWS && columns == DN_PLAN_AFFINE_COLUMNS) {
+        /* fixed bounds: the compiler keeps the tile in vector registers */
+        for (int k = 0; k < K; k++) {
+            const DN_PLAN_T *w = W + (size_t)k * M + j0;
+            for (int r = 0; r < DN_PLAN_AFFINE_ROWS; r++) {
+                const DN_PLAN_T a = x[(size_t)(n0 + r) * K + k];
+                for (int j = 0; j < DN_PLAN_AFFINE_COLUMNS; j++)
+                    acc[r][j] += a * w[j];
+            }
+        }
+    } else {
+        for (int k = 0; k < K; k++) {
+            const DN_PLAN_T *w = W + (size_t)k * M + j0;
+            for (int r = 0; r < rows; r++) {
+                const DN_PLAN_T a = x[(size_t)(n0 + r) * K + k];
+                for (int j = 0; j < columns; j++)
+                    acc[r][j] += a * w[j];
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < columns; j++)
+            out[(size_t)(n0 + r) * M + j0 + j] = acc[r][j] + bias[j0 + j];
+}
+
+/* The affine tasks of N samples, shared by the enclosing team (or run alone). */
+static void DN_PLAN_NAME(dn_plan_affine_tasks)(const DN_PLAN_T *x, int N, int K, const DN_PLAN_T *W, int M,
+                                               const DN_PLAN_T *bias, DN_PLAN_T *out)
+{
+    const long row_blocks = (N + DN_PLAN_AFFINE_ROWS - 1) / DN_PLAN_AFFINE_ROWS;
+    const long column_blocks = (M + DN_PLAN_AFFINE_COLUMNS - 1) / DN_PLAN_AFFINE_COLUMNS;
+    long task;
+#pragma omp for schedule(static)
+    for (task = 0; task < row_blocks * column_blocks; task++) {
+        const int n0 = (int)(task / column_blocks) * DN_PLAN_AFFINE_ROWS;
+        const int j0 = (int)(task % column_blocks) * DN_PLAN_AFFINE_COLUMNS;
+        const int n1 = n0 + DN_PLAN_AFFINE_ROWS < N ? n0 + DN_PLAN_AFFINE_ROWS : N;
+        const int j1 = j0 + DN_PLAN_AFFINE_COLUMNS < M ? j0 + DN_PLAN_AFFINE_COLUMNS : M;
+        DN_PLAN_NAME(dn_plan_affine_block)(x, K, W, M, bias, out, n0, n1, j0, j1);
+    }
+}
+
+/* The Affine layer's kernel: the plan's affine step, in a team of its own. */
+static void DN_PLAN_NAME(dn_plan_affine)(const DN_PLAN_T *x, int N, int K, const DN_PLAN_T *W, int M,
+                                         const DN_PLAN_T *bias, DN_PLAN_T *out, int threads)
+{
+#pragma omp parallel num_threads(threads)
+    DN_PLAN_NAME(dn_plan_affine_tasks)(x, N, K, W, M, bias, out);
+}
+
+/* The activation operations of a step, in order, on N images (in place when out == in). */
+static void DN_PLAN_NAME(dn_plan_activate_tasks)(const dn_plan_step *step, const DN_PLAN_T *in,
+                                                 DN_PLAN_T *out, int N)
+{
+    const long n = (long)N * step->in_size;
+    long i;
+#pragma omp for schedule(static)
+    for (i = 0; i < n; i++) {
+        DN_PLAN_T value = in[i];
+        for (int o = 0; o < step->ops; o++) {
+            if (step->op_kind[o] == DN_PLAN_RELU) {
+                value = value < 0 ? (DN_PLAN_T)0 : value;
+            } else if (step->op_kind[o] == DN_PLAN_SCALE) {
+                value = value * (DN_PLAN_T)step->op_scale[o];
+            } else {   /* as kernels/batchnorm.pyx's channel_affine */
+                const long c = (i % step->in_size) / step->op_plane[o];
+                value = (value - ((const DN_PLAN_T *)step->op_shift[o])[c]) * ((const DN_PLAN_T *)step->op_scales[o])[c]
+                        + ((const DN_PLAN_T *)step->op_offset[o])[c];
+            }
+        }
+        out[i] = value;
+    }
+}
+
+/* out = a + b on n values. */
+static void DN_PLAN_NAME(dn_plan_add_tasks)(const DN_PLAN_T *a, const DN_PLAN_T *b, DN_PLAN_T *out, long n)
+{
+    long i;
+#pragma omp for schedule(static)
+    for (i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+/* out[p] = the mean of the plane values of in's plane p, for `planes` planes: summed in
+ * order from the first, then divided (global average pooling's kernel too). */
+static void DN_PLAN_NAME(dn_plan_mean_tasks)(const DN_PLAN_T *in, long planes, long plane, DN_PLAN_T *out)
+{
+    long p;
+#pragma omp for schedule(static)
+    for (p = 0; p < planes; p++) {
+        const DN_PLAN_T *values = in + p * plane;
+        DN_PLAN_T sum = 0;
+        for (long i = 0; i < plane; i++)
+            sum += values[i];
+        out[p] = sum / (DN_PLAN_T)plane;
+    }
+}
+
+/* Global average pooling in a team of its own (the layer's kernel). */
+static void DN_PLAN_NAME(dn_plan_mean)(const DN_PLAN_T *in, long planes, long plane, DN_PLAN_T *out, int threads)
+{
+#pragma omp parallel num_threads(threads)
+    DN_PLAN_NAME(dn_plan_mean_tasks)(in, planes, plane, out);
+}
+
+/* Whether a convolution of this step runs as Winograd on input x (n values): the rule
+ * of deepnet.backends.cpu's _forward_plan, from two images on (a task is a whole image). */
+static int DN_PLAN_NAME(dn_plan_uses_winograd)(const dn_plan_step *step, const DN_PLAN_T *x, long n, int N,
+                                               int mode, DN_PLAN_BITS *scan)
+{
+    if (step->winograd == NULL || N < 2 || mode == DN_PLAN_WINOGRAD_NEVER)
+        return 0;
+    if (mode == DN_PLAN_WINOGRAD_ALWAYS)
+        return 1;
+    if (!step->winograd_rule)
+        return 0;
+    /* max |x| on the bits, as max_abs_bits does (a NaN is larger than any number) */
+    const DN_PLAN_BITS magnitude = (DN_PLAN_BITS)~(DN_PLAN_BITS)0 >> 1;
+    const DN_PLAN_BITS *bits = (const DN_PLAN_BITS *)x;
+#pragma omp single
+    *scan = 0;
+    DN_PLAN_BITS largest = 0;
+    long i;
+#pragma omp for schedule(static)
+    for (i = 0; i < n; i++) {
+        const DN_PLAN_BITS b = bits[i] & magnitude;
+        largest = b > largest ? b : largest;
+    }
+#pragma omp critical(dn_plan_scan)
+    if (largest > *scan)
+        *scan = largest;
+#pragma omp barrier
+    DN_PLAN_T X_value;
+    memcpy(&X_value, scan, sizeof X_value);
+    /* deepnet.backends._winograd._filters_in_range, in double; False for NaN */
+    const double X = (double)X_value, largest_value = (double)DN_PLAN_LARGEST;
+    return 4 * X <= largest_value && 2.25 * step->W_max <= largest_value
+           && X * step->W_max * (81.0 * step->C) <= largest_value;
+}
+
+/* A convolution step's tasks: whole images, or bands of output rows (pooled rows where it
+ * pools) when there are fewer images than threads and the kernel is the direct one. */
+static void DN_PLAN_NAME(dn_plan_conv_tasks)(const dn_plan_step *step, const DN_PLAN_T *in, DN_PLAN_T *out,
+                                             int N, int winograd, dn_plan_scratch *scratch, int thread,
+                                             int team)
+{
+    const int C = step->C, H = step->H, W = step->W, ph = step->ph, pw = step->pw;
+    const int Hp = H + 2 * ph, Wp = W + 2 * pw, OH = step->OH, OW = step->OW, ld = step->ld;
+    const int PH = OH / 2, PW = OW / 2;
+    const int units = step->pooled ? PH : OH;
+    int bands = winograd || N >= team ? 1 : (team + N - 1) / N;
+    if (bands > units)
+        bands = units;
+    DN_PLAN_T *padded = (DN_PLAN_T *)step->padded + (size_t)thread * step->padded_size;
+    DN_PLAN_T *product = (DN_PLAN_T *)scratch->product;
+    const DN_PLAN_T *bias = (const DN_PLAN_T *)step->bias;
+    int task;
+#pragma omp for schedule(dynamic)
+    for (task = 0; task < N * bands; task++) {
+        const int n = task / bands, band = task % bands;
+        const int u0 = band * units / bands, u1 = (band + 1) * units / bands;
+        const int r0 = step->pooled ? 2 * u0 : u0, r1 = step->pooled ? 2 * u1 : u1;
+        const DN_PLAN_T *image = in + (size_t)n * step->in_size;
+        for (int c = 0; c < C; c++)   /* the border stays zero from the allocation */
+            for (int y = 0; y < H; y++)
+                memcpy(padded + ((size_t)c * Hp + y + ph) * Wp + pw, image + ((size_t)c * H + y) * W,
+                       (size_t)W * sizeof(DN_PLAN_T));
+        if (winograd)
+            DN_PLAN_WINOGRAD(padded, C, OH, OW, (const DN_PLAN_T *)step->winograd, ld,
+                             (DN_PLAN_T *)scratch->rows, (DN_PLAN_T *)scratch->V, (DN_PLAN_T *)scratch->M,
+                             scratch->row_offset, scratch->step_offset, product);
+        else
+            DN_PLAN_GEMM((r1 - r0) * OW, ld, step->K, padded, step->pixel_offsets + (size_t)r0 * OW,
+                         step->window_steps, (const DN_PLAN_T *)step->direct, ld, product, ld, 0);
+        DN_PLAN_T *image_out = out + (size_t)n * step->out_size;
+        if (!step->pooled) {
+            DN_PLAN_STORE(product, ld, (r1 - r0) * OW, step->FN, bias, step->relu, image_out + (size_t)r0 * OW,
+                          OH * OW);
+        } else {
+            DN_PLAN_T *pooled_rows = (DN_PLAN_T *)scratch->pooled_rows;
+            DN_PLAN_POOL(product, ld, bias, step->relu, step->FN, OW, u1 - u0, PW, pooled_rows, NULL);
+            DN_PLAN_STORE(pooled_rows, ld, (u1 - u0) * PW, step->FN, NULL, 0, image_out + (size_t)u0 * PW,
+                          PH * PW);
+        }
+    }
+}
+
+/* Run the plan's steps on N images: slots[0] is the input, slots[1] the output, the others
+ * buffers of the largest step output for N images; scratch is one per thread. */
+static void DN_PLAN_NAME(dn_plan_run)(const dn_plan_step *steps, int count, DN_PLAN_T *const *slots, int N,
+                                      dn_plan_scratch *scratch, int threads, int winograd_mode)
+{
+    DN_PLAN_BITS scan = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        const int thread = omp_get_thread_num(), team = omp_get_num_threads();
+        for (int s = 0; s < count; s++) {   /* each step's loop ends with a barrier */
+            const dn_plan_step *step = &steps[s];
+            const DN_PLAN_T *in = slots[step->src];
+            DN_PLAN_T *target = slots[step->dst];
+            if (step->kind == DN_PLAN_CONV) {
+                const int winograd = DN_PLAN_NAME(dn_plan_uses_winograd)(step, in, N * step->in_size, N,
+                                                                         winograd_mode, &scan);
+                DN_PLAN_NAME(dn_plan_conv_tasks)(step, in, target, N, winograd, &scratch[thread], thread, team);
+            } else if (step->kind == DN_PLAN_AFFINE) {
+                DN_PLAN_NAME(dn_plan_affine_tasks)(in, N, step->Kin, (const DN_PLAN_T *)step->weights, step->M,
+                                                   (const DN_PLAN_T *)step->bias, target);
+            } else if (step->kind == DN_PLAN_ACTIVATE) {
+                DN_PLAN_NAME(dn_plan_activate_tasks)(step, in, target, N);
+            } else if (step->kind == DN_PLAN_ADD) {
+                DN_PLAN_NAME(dn_plan_add_tasks)(in, slots[step->other], target, N * step->in_size);
+            } else {
+                DN_PLAN_NAME(dn_plan_mean_tasks)(in, N * step->out_size, step->plane, target);
+            }
+        }
+    }
+}
+
+#undef DN_PLAN_T
+#undef DN_PLAN_NAME
+#undef DN_PLAN_GEMM
+#undef DN_PLAN_WINOGRAD
+#undef DN_PLAN_STORE
+#undef DN_PLAN_POOL
+#undef DN_PLAN_BITS
+#undef DN_PLAN_LARGEST

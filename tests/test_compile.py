@@ -1,0 +1,195 @@
+"""deepnet.compile: the compiled inference plan gives model.predict's bits, for every model
+family, dtype, batch and thread count, and refuses what it cannot run."""
+
+import numpy as np
+import pytest
+
+import deepnet
+from deepnet import functional as F
+from deepnet import recipes
+from deepnet.layers import BatchNormalization
+from deepnet.nets import fold_batch_norm
+
+pytestmark = pytest.mark.kernels
+
+FAMILIES = ("deepconvnet", "deepconvnet-bn", "resnet", "simpleconvnet")
+
+
+def bits(a):
+    return np.ascontiguousarray(a).view(np.uint8)
+
+
+def trained_looking(name, dtype):
+    """A model of the family with BN statistics away from their initial 0 and 1, so that
+    folding and the BN steps compute something."""
+    net = recipes.MODEL_NAMES[name](dtype, 0)
+    rng = np.random.default_rng(1)
+
+    def visit(layer):
+        if isinstance(layer, BatchNormalization):
+            n = layer.gamma.size
+            layer.running_mean[...] = rng.normal(0, 0.5, n)
+            layer.running_var[...] = rng.uniform(0.2, 3.0, n)
+            layer.gamma[...] = rng.uniform(0.5, 1.5, n)
+            layer.beta[...] = rng.normal(0, 0.3, n)
+        for _, child in layer.children():
+            visit(child)
+
+    visit(net)
+    return net
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    yield
+    deepnet.set_num_threads(None)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_plan_gives_predict_bits(name, dtype):
+    net = trained_looking(name, dtype)
+    plan = deepnet.compile(net)
+    reference = fold_batch_norm(net)
+    rng = np.random.default_rng(0)
+    for threads in (1, 2, 3):
+        deepnet.set_num_threads(threads)
+        for batch in (1, 2, 5):
+            x = rng.random((batch,) + plan.input_shape).astype(dtype)
+            expected = reference.predict(x, train=False)
+            got = plan(x)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            np.testing.assert_array_equal(bits(got), bits(expected), err_msg=f"{threads} threads, batch {batch}")
+
+
+def test_plan_is_close_to_the_unfolded_model():
+    # folding BN changes roundings only: the plan also agrees with the model as trained
+    net = trained_looking("deepconvnet-bn", "float64")
+    x = np.random.default_rng(2).random((4, 1, 28, 28))
+    np.testing.assert_allclose(deepnet.compile(net)(x), net.predict(x, train=False), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["never", "auto", "always"])
+def test_each_winograd_mode_matches_predict(mode):
+    net = recipes.MODEL_NAMES["deepconvnet"]("float32", 3)
+    plan = deepnet.compile(net)
+    x = np.random.default_rng(3).random((4, 1, 28, 28), dtype=np.float32)
+    with deepnet.winograd(mode):
+        np.testing.assert_array_equal(bits(plan(x)), bits(net.predict(x, train=False)))
+
+
+def test_out_of_winograd_range_falls_back_as_predict_does():
+    # inputs near float32's largest value: "auto" runs the direct kernel (finite), "always"
+    # Winograd (may overflow); the plan's per-call check must choose as predict's does
+    net = recipes.MODEL_NAMES["deepconvnet"]("float32", 4)
+    plan = deepnet.compile(net)
+    x = np.random.default_rng(4).random((3, 1, 28, 28), dtype=np.float32) * np.float32(3e37)
+    x[0, 0, 0, 0] = np.nan  # a NaN counts as out of range, and must come out where predict's does
+    for mode in ("auto", "always"):
+        with deepnet.winograd(mode):
+            np.testing.assert_array_equal(bits(plan(x)), bits(net.predict(x, train=False)))
+
+
+def test_predict_does_not_depend_on_the_thread_count():
+    # Winograd runs from two images on whatever the threads: the same bits at 1, 2 and 3
+    net = recipes.MODEL_NAMES["deepconvnet"]("float32", 5)
+    for batch in (1, 2):
+        x = np.random.default_rng(batch).random((batch, 1, 28, 28), dtype=np.float32)
+        results = []
+        for threads in (1, 2, 3):
+            deepnet.set_num_threads(threads)
+            results.append(bits(net.predict(x, train=False)))
+        for other in results[1:]:
+            np.testing.assert_array_equal(other, results[0])
+
+
+def test_batches_grow_and_shrink_and_inputs_may_be_strided_or_read_only():
+    net = fold_batch_norm(recipes.MODEL_NAMES["resnet"]("float32", 6))
+    plan = deepnet.compile(net)
+    rng = np.random.default_rng(6)
+    for batch in (3, 9, 1, 9):
+        x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+        np.testing.assert_array_equal(bits(plan(x)), bits(net.predict(x, train=False)))
+    wide = rng.random((4, 1, 28, 56), dtype=np.float32)
+    strided = wide[:, :, :, ::2]
+    strided.flags.writeable = False
+    np.testing.assert_array_equal(bits(plan(strided)), bits(net.predict(np.ascontiguousarray(strided), train=False)))
+    # other dtypes are converted as predict converts them
+    as_float64 = rng.random((2, 1, 28, 28))
+    np.testing.assert_array_equal(bits(plan(as_float64)), bits(net.predict(as_float64, train=False)))
+
+
+def test_out_argument_and_empty_batch():
+    net = recipes.MODEL_NAMES["deepconvnet"]("float32", 7)
+    plan = deepnet.compile(net)
+    x = np.random.default_rng(7).random((2, 1, 28, 28), dtype=np.float32)
+    out = np.full((2, 10), np.nan, dtype=np.float32)
+    assert plan(x, out=out) is out
+    np.testing.assert_array_equal(bits(out), bits(net.predict(x, train=False)))
+    assert plan(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 10)
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 array of shape \(2, 10\)"):
+        plan(x, out=np.empty((2, 11), np.float32))
+
+
+def test_the_plan_holds_its_own_copy_of_the_weights():
+    net = recipes.MODEL_NAMES["deepconvnet"]("float32", 8)
+    x = np.random.default_rng(8).random((2, 1, 28, 28), dtype=np.float32)
+    plan = deepnet.compile(net)
+    before = net.predict(x, train=False)
+    for W in net.params.values():
+        W *= 2
+    np.testing.assert_array_equal(bits(plan(x)), bits(before))
+
+
+def test_bad_inputs_and_models_are_refused_clearly():
+    net = recipes.MODEL_NAMES["deepconvnet"]("float32", 9)
+    plan = deepnet.compile(net)
+    with pytest.raises(ValueError, match=r"images of shape \(N, 1, 28, 28\), got x of shape \(2, 28, 28\)"):
+        plan(np.zeros((2, 28, 28), np.float32))
+    with pytest.raises(TypeError, match="must hold numbers"):
+        plan(np.array([["a"]]))
+    with pytest.raises(TypeError, match="float32 and float64 models, got a float16 model"):
+        deepnet.compile(recipes.MODEL_NAMES["deepconvnet"]("float16", 0))
+    with pytest.raises(ValueError, match="cannot compile a BinaryConvolution layer"):
+        deepnet.compile(recipes.MODEL_NAMES["deepconvnet-binary"]("float32", 0))
+    with pytest.raises(ValueError, match="a Convolution layer of 1 channels gets 3"):
+        deepnet.compile(net, input_shape=(3, 28, 28))
+    with pytest.raises(ValueError, match=r"input_shape must be \(C, H, W\)"):
+        deepnet.compile(net, input_shape=(28, 28))
+
+
+def test_plan_steps_are_checked():
+    from deepnet._kernels import plan as _plan
+
+    with pytest.raises(ValueError, match="step 0 reads slot 5 or 5 before any step writes it"):
+        _plan.Plan([{"kind": "activate", "ops": [("relu",)], "src": 5, "dst": 1}], np.float32, 4)
+    with pytest.raises(ValueError, match="the last step must write the output"):
+        _plan.Plan([{"kind": "activate", "ops": [("relu",)], "src": 0, "dst": 2}], np.float32, 4)
+    with pytest.raises(ValueError, match="an affine layer of 3 inputs after a step of 4 outputs"):
+        weights = np.zeros((3, 2), np.float32)
+        _plan.Plan([{"kind": "affine", "weights": weights, "bias": np.zeros(2), "src": 0, "dst": 1}], np.float32, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_affine_kernel_against_numpy(dtype):
+    rng = np.random.default_rng(10)
+    for N, K, M in ((1, 1024, 50), (7, 50, 10), (5, 3, 17), (0, 4, 3), (2, 0, 3)):
+        x, W, b = rng.normal(size=(N, K)).astype(dtype), rng.normal(size=(K, M)).astype(dtype), rng.normal(size=M)
+        b = b.astype(dtype)
+        expected = x.astype(np.float64) @ W.astype(np.float64) + b
+        got = F.affine(x, W, b)
+        assert got.dtype == dtype and got.shape == (N, M)
+        np.testing.assert_allclose(got, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
+        deepnet.set_num_threads(1)
+        one = F.affine(x, W, b)
+        deepnet.set_num_threads(3)
+        np.testing.assert_array_equal(bits(F.affine(x, W, b)), bits(one))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_global_average_pool_against_numpy(dtype):
+    x = np.random.default_rng(11).normal(size=(3, 5, 7, 7)).astype(dtype)
+    got = F.global_average_pool(x)
+    assert got.dtype == dtype and got.shape == (3, 5)
+    tolerance = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-14}[dtype]
+    np.testing.assert_allclose(got, x.astype(np.float64).mean(axis=(2, 3)), rtol=tolerance, atol=tolerance)
