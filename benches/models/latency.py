@@ -47,25 +47,6 @@ def deepnet_net(model):
     return fold_batch_norm(MODEL_NAMES[model]("float32", 0))
 
 
-def compiled_plan(net, x):
-    """deepnet.compile(net), checked: its scores of x equal net.predict(x, train=False)'s (else RuntimeError)."""
-    import numpy as np
-
-    import deepnet
-
-    compile_ = getattr(deepnet, "compile", None)
-    if compile_ is None:
-        raise RuntimeError("this deepnet has no deepnet.compile")
-    plan = compile_(net)
-    expected, got = net.predict(x, train=False), np.asarray(plan(x))
-    if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
-        raise RuntimeError(
-            f"deepnet.compile's plan gives other scores than net.predict: shape {got.shape} vs {expected.shape}, "
-            f"largest difference {np.max(np.abs(got - expected)) if got.shape == expected.shape else 'n/a'}"
-        )
-    return plan
-
-
 def torch_mirror(model):
     """The float32 PyTorch mirror of deepnet's ``model`` (seed 0) with deepnet's weights, in eval mode."""
     import torch_deepconvnet
@@ -120,6 +101,8 @@ def predictor(framework, threads, model="deepconvnet"):
     deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
     net = deepnet_net(model)
     if framework == "deepnet-compiled":
+        from compare import compiled_plan
+
         plan = compiled_plan(net, np.random.default_rng(1).random((8, 1, 28, 28), dtype=np.float32))
         return lambda: plan(x)
     return lambda: net.predict(x, train=False)
