@@ -59,9 +59,6 @@ def predictor(framework, threads, model="deepconvnet"):
     """A function that predicts one random MNIST-shaped image with ``model`` on ``framework``."""
     import numpy as np
 
-    import deepnet
-
-    deepnet.set_num_threads(threads)
     x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     if framework in PEERS and model == "deepconvnet":
         from compare import ROWS_BY_KEY, make_model
@@ -98,6 +95,9 @@ def predictor(framework, threads, model="deepconvnet"):
                 return mirror(xt)
 
         return predict
+    import deepnet
+
+    deepnet.set_num_threads(threads)
     deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
     net = deepnet_net(model)
     if framework == "deepnet-compiled":
