@@ -86,6 +86,140 @@ def test_latency_refuses_a_framework_it_does_not_know():
     assert result.returncode == 2 and "unknown tensorflow" in result.stderr
 
 
+def available(*packages):
+    return all(importlib.util.find_spec(package) for package in packages)
+
+
+@pytest.mark.parametrize("model", ["deepconvnet-bn", "resnet"])
+def test_latency_races_the_other_models(model):
+    """--model runs deepnet (BN folded), and PyTorch and ONNX Runtime float32 where installed
+    (the mirror of deepnet's net, the ONNX export checked against deepnet's scores)."""
+    frameworks = (
+        ["deepnet"] + ["torch"] * available("torch") + ["ort-float32"] * available("torch", "onnx", "onnxruntime")
+    )
+    out = run_script(
+        "models/latency.py", "--model", model, "--rounds", "1", "--calls", "3", "--frameworks", ",".join(frameworks)
+    )
+    title = {"deepconvnet-bn": "DeepConvNet-BN", "resnet": "ResNet"}[model]
+    assert out.startswith(f"{title} (float32") and "| round | " + " | ".join(frameworks) + " |" in out
+    assert "| median |" in out
+
+
+def test_latency_refuses_a_deepconvnet_peer_for_another_model():
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHES / "models" / "latency.py"),
+            "--model",
+            "resnet",
+            "--frameworks",
+            "deepnet,ort-int8",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "ort-int8 runs DeepConvNet only" in result.stderr
+
+
+def test_latency_races_deepnet_compile_where_deepnet_has_it():
+    if not hasattr(deepnet, "compile"):
+        result = subprocess.run(
+            [sys.executable, str(BENCHES / "models" / "latency.py"), "--frameworks", "deepnet,deepnet-compiled"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(Path(deepnet.__file__).resolve().parent.parent)),
+        )
+        assert result.returncode == 2 and "deepnet-compiled (this deepnet has no deepnet.compile)" in result.stderr
+        pytest.skip("this deepnet has no deepnet.compile: its framework is only refused")
+    out = run_script(
+        "models/latency.py",
+        "--model",
+        "resnet",
+        "--rounds",
+        "1",
+        "--calls",
+        "3",
+        "--frameworks",
+        "deepnet,deepnet-compiled",
+    )
+    assert "| round | deepnet | deepnet-compiled |" in out and "deepnet faster than deepnet-compiled in" in out
+
+
+def test_the_compiled_rows_call_deepnet_compile_and_check_its_plan(monkeypatch):
+    """The hook of latency.py's deepnet-compiled and compare.py's deepnet-compiled-float32: deepnet.compile
+    gets the BN-folded net, its plan is what is timed, and a plan with other scores than net.predict fails."""
+    sys.path.insert(0, str(BENCHES / "models"))
+    import compare
+    import latency
+
+    compiled = []
+
+    def fake_compile(shift):
+        def compile_(net):
+            compiled.append(net)
+            return lambda x: net.predict(x, train=False) + shift
+
+        return compile_
+
+    threads = deepnet.get_num_threads()
+    try:
+        monkeypatch.setattr(deepnet, "compile", fake_compile(0.0), raising=False)
+        assert latency.missing("deepnet-compiled", "resnet") is None
+        assert latency.predictor("deepnet-compiled", 1, "resnet")().shape == (1, 10)  # every BN follows a conv
+        assert not any(type(layer).__name__ == "BatchNormalization" for _, layer in compiled[-1].named_layers())
+        model = compare.make_model(compare.ROWS_BY_KEY["deepnet-compiled-float32"], 1)
+        model.eval_mode()
+        x, _ = model.batch(3)
+        assert not model.trains and model.predict(x).shape == (3, 10) and len(compiled) == 2
+        monkeypatch.setattr(deepnet, "compile", fake_compile(1e-3))
+        with pytest.raises(RuntimeError, match="deepnet.compile's plan gives other scores than net.predict"):
+            latency.predictor("deepnet-compiled", 1, "resnet")
+        monkeypatch.delattr(deepnet, "compile")
+        assert latency.missing("deepnet-compiled") == "this deepnet has no deepnet.compile"
+        assert "deepnet-compiled-float32" not in compare.default_rows()
+        assert compare.run_child("row", compare.ROWS_BY_KEY["deepnet-compiled-float32"], 1, 1, 0) == {
+            "error": "this deepnet has no deepnet.compile"
+        }
+    finally:
+        deepnet.set_num_threads(threads)
+
+
+def test_compare_runs_the_deepnet_compiled_row_where_deepnet_has_it():
+    if not hasattr(deepnet, "compile"):
+        pytest.skip("this deepnet has no deepnet.compile: its row is only refused")
+    out = run_script(
+        "models/compare.py",
+        "--rows",
+        "deepnet-compiled-float32",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "--fma-peak",
+        "100",
+    )
+    row = next(line for line in out.splitlines() if line.startswith("| deepnet float32, deepnet.compile"))
+    assert re.match(r"\| [^|]+\| +n/a \| +\d+ \| +[\d.]+ \|", row), row
+
+
+def test_compare_runs_the_bfloat16_row():
+    sys.path.insert(0, str(BENCHES / "models"))
+    import compare
+
+    row = compare.ROWS_BY_KEY["deepnet-bfloat16"]
+    assert compare.torch_row_for(row) == "torch-bfloat16"
+    if not available("ml_dtypes"):
+        assert compare.missing(row).startswith("ml_dtypes not installed")
+        assert "deepnet-bfloat16" not in compare.default_rows()
+        pytest.skip("ml_dtypes is not installed: the bfloat16 row is only refused")
+    assert "deepnet-bfloat16" in compare.default_rows()
+    out = run_script("models/compare.py", "--rows", "deepnet-bfloat16", "--quick", "--steps", "1", "--fma-peak", "100")
+    line = next(line for line in out.splitlines() if line.startswith("| deepnet bfloat16"))
+    assert re.match(r"\| deepnet bfloat16 +\| +\d+ \| +\d+ \| +[\d.]+ \|", line), line
+
+
 def assert_markdown_table(text, header, rows):
     """text is a GitHub markdown table: the header, the separator, then one line per row (first cells)."""
     lines = text.splitlines()
@@ -335,8 +469,37 @@ def test_the_torch_mirror_of_the_book_net_predicts_deepnets_scores():
     with torch.no_grad():
         got = torch_deepconvnet.from_deepnet(net)(torch.from_numpy(x.astype(np.float32))).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="expected a DeepConvNet without BN"):
+    with pytest.raises(
+        ValueError, match=r"expected deepnet's deepconvnet \(8 convolution/affine layers, 0 BN\), got 8 and 7"
+    ):
         torch_deepconvnet.from_deepnet(DeepConvNet(dtype="float32", seed=0, batch_norm=True))
+    with pytest.raises(ValueError, match="model must be one of"):
+        torch_deepconvnet.from_deepnet(net, "vgg")
+
+
+@pytest.mark.parametrize("model", ["deepconvnet-bn", "resnet"])
+def test_the_torch_mirrors_of_the_bn_models_predict_deepnets_scores(model):
+    """from_deepnet carries weights and BN statistics (made far from their initial 0 and 1, so that
+    a missed or misplaced one shows) into the mirror: its scores are deepnet's NumPy reference's."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the [bench] extra's comparison only")
+    sys.path.insert(0, str(BENCHES / "models"))
+    import torch_deepconvnet
+    from deepnet.recipes import MODEL_NAMES
+
+    net = MODEL_NAMES[model]("float64", 0)
+    rng = np.random.default_rng(1)
+    for name, value in net.named_arrays().items():
+        leaf = name.rsplit(".", 1)[-1].rsplit("/", 1)[-1].rstrip("0123456789")
+        if leaf in ("gamma", "running_var"):
+            value[...] = rng.uniform(0.5, 1.5, value.shape)
+        elif leaf in ("b", "beta", "running_mean"):
+            value[...] = rng.normal(0, 0.1, value.shape)
+    x = rng.random((4, 1, 28, 28))
+    with deepnet.backend("numpy"):
+        expected = net.predict(x, train=False)
+    with torch.no_grad():
+        got = torch_deepconvnet.from_deepnet(net, model)(torch.from_numpy(x.astype(np.float32))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
 def test_the_torch_mirrors_have_deepnets_parameter_counts():

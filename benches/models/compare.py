@@ -27,6 +27,11 @@ int8 (FX static quantization, x86), PyTorch bfloat16 autocast, ONNX Runtime floa
 rows include it only then).  Each one must predict the classes of deepnet's float32 model on
 99% of its calibration images (validation images of the MNIST training set) or its row fails.
 The int8 and ONNX Runtime rows infer only: their training column is n/a.
+
+deepnet's own further rows: deepnet bfloat16 (DeepConvNet stored in ml_dtypes' bfloat16, as
+``deepnet train --dtype bfloat16`` builds it; where ml_dtypes is installed) trains and infers;
+deepnet float32 through ``deepnet.compile`` (where deepnet has it: the plan of the BN-folded net,
+checked against its predict) infers only.  The default rows leave out the ones that cannot run here.
 """
 
 import argparse
@@ -60,12 +65,15 @@ class Row:
     # variables; False (deepnet rows), malloc's defaults (DEEPNET_KEEP_FREED_MEMORY=0).
     keep_freed_memory: bool = None
     autocast: str = None  # a torch dtype name: the PyTorch row runs under CPU autocast to it
+    compiled: bool = False  # a deepnet row that infers through deepnet.compile (and does not train)
 
 
 ROWS = [
     Row("deepnet-float32", "deepnet float32", "deepnet", "float32"),
+    Row("deepnet-compiled-float32", "deepnet float32, deepnet.compile", "deepnet", "float32", compiled=True),
     Row("deepnet-float16", "deepnet float16", "deepnet", "float16"),
     Row("deepnet-float64", "deepnet float64", "deepnet", "float64"),
+    Row("deepnet-bfloat16", "deepnet bfloat16", "deepnet", "bfloat16"),
     Row("direct-float32", "deepnet float32, no Winograd", "deepnet", "float32", winograd="never"),
     Row("direct-float16", "deepnet float16, no Winograd", "deepnet", "float16", winograd="never"),
     Row("numpy-float32", "deepnet NumPy reference float32", "deepnet", "float32", backend="numpy"),
@@ -91,11 +99,11 @@ ROWS_BY_KEY = {row.key: row for row in ROWS}
 
 def torch_row_for(row):
     """The key of the PyTorch row that a row is compared with: the same model, in the same
-    dtype where PyTorch has that row, else in float32."""
+    dtype where PyTorch has that row (bfloat16: its autocast row), else in float32."""
     torch_rows = {
-        (r.model, r.dtype): r.key
+        (r.model, r.dtype if r.autocast is None else r.autocast): r.key
         for r in ROWS
-        if r.framework == "torch" and r.keep_freed_memory is None and r.autocast is None
+        if r.framework == "torch" and r.keep_freed_memory is None
     }
     return torch_rows.get((row.model, row.dtype), torch_rows[(row.model, "float32")])
 
@@ -123,6 +131,10 @@ class DeepnetModel:
         deepnet.set_winograd(winograd)
         deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
         self.np, self.deepnet = np, deepnet
+        if dtype == "bfloat16":  # NumPy has no bfloat16: ml_dtypes' (deepnet/backends/bf16.py computes with it)
+            import ml_dtypes
+
+            dtype = ml_dtypes.bfloat16
         self.dtype = np.dtype(dtype)
         self.net = MODEL_NAMES[model](self.dtype, 0)
         self.optimizer = Adam(lr=0.001)
@@ -138,9 +150,12 @@ class DeepnetModel:
     def eval_mode(self):
         # Inference as a deployed model runs it: BN folded into the convolutions before it
         # (a copy, made once; PyTorch's eager eval mode keeps its BN layers).
+        from deepnet.layers import BatchNormalization
         from deepnet.nets import fold_batch_norm
 
-        self.inference_net = fold_batch_norm(self.net)
+        has_bn = any(isinstance(layer, BatchNormalization) for _, layer in self.net.named_layers())
+        # Nothing to fold without BN, and fold_batch_norm's copy refuses bfloat16 parameters.
+        self.inference_net = self.net if self.dtype.kind != "f" and not has_bn else fold_batch_norm(self.net)
 
     def train_step(self, x, t):
         grads = self.net.gradient(x, t)
@@ -151,6 +166,41 @@ class DeepnetModel:
 
     def threads(self):
         return self.deepnet.get_num_threads()
+
+
+def compiled_plan(net, x):
+    """deepnet.compile(net), checked: its scores of x equal net.predict(x, train=False)'s (else RuntimeError)."""
+    import numpy as np
+
+    import deepnet
+
+    compile_ = getattr(deepnet, "compile", None)
+    if compile_ is None:
+        raise RuntimeError("this deepnet has no deepnet.compile")
+    plan = compile_(net)
+    expected, got = net.predict(x, train=False), np.asarray(plan(x))
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        difference = np.max(np.abs(got - expected)) if got.shape == expected.shape else "n/a"
+        raise RuntimeError(
+            f"deepnet.compile's plan gives other scores than net.predict: shape {got.shape}, expected "
+            f"{expected.shape}; largest difference {difference}"
+        )
+    return plan
+
+
+class CompiledModel(DeepnetModel):
+    """A deepnet net for inference only, BN folded as DeepnetModel infers, through deepnet.compile:
+    the timed call is plan(x)."""
+
+    trains = False
+
+    def eval_mode(self):
+        super().eval_mode()
+        x_check, _ = self.batch(8)
+        self.plan = compiled_plan(self.inference_net, x_check)
+
+    def predict(self, x):
+        return self.plan(x)
 
 
 class TorchModel:
@@ -218,6 +268,8 @@ def make_model(row, threads):
         return peers.InferencePeer(row.key, threads)
     if row.framework == "torch":
         return TorchModel(row.dtype, threads, row.model, row.autocast)
+    if row.compiled:
+        return CompiledModel(row.dtype, row.backend, threads, row.model, row.winograd)
     return DeepnetModel(row.dtype, row.backend, threads, row.model, row.winograd)
 
 
@@ -304,17 +356,21 @@ def missing(row):
     for package in dict.fromkeys(needed):
         if importlib.util.find_spec(package) is None:
             return f"{package} not installed"
-    if row.framework == "deepnet" and row.dtype == "int8":
+    if row.dtype == "bfloat16" and importlib.util.find_spec("ml_dtypes") is None:
+        return "ml_dtypes not installed (NumPy has no bfloat16: pip install 'deepnet-ch8[bf16]')"
+    if row.framework == "deepnet" and (row.dtype == "int8" or row.compiled):
         import deepnet
 
-        if not hasattr(deepnet, "quantize"):
-            return "this deepnet has no deepnet.quantize"
+        function = "compile" if row.compiled else "quantize"
+        if not hasattr(deepnet, function):
+            return f"this deepnet has no deepnet.{function}"
     return None
 
 
 def default_rows():
-    """Every row, less deepnet's int8 row where this deepnet cannot quantize (a missing PyTorch or
-    ONNX Runtime shows as its rows' error instead)."""
+    """Every row, less the deepnet rows that cannot run here (int8 without deepnet.quantize, the compiled
+    row without deepnet.compile, bfloat16 without ml_dtypes); a missing PyTorch or ONNX Runtime shows as
+    its rows' error instead."""
     return [row.key for row in ROWS if not (row.framework == "deepnet" and missing(row))]
 
 
@@ -608,7 +664,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--rows",
         default=None,
-        help="comma-separated rows to run (default: all, deepnet-int8 where deepnet.quantize exists): "
+        help="comma-separated rows to run (default: all, less deepnet rows this deepnet cannot run): "
         + ", ".join(ROWS_BY_KEY),
     )
     parser.add_argument(
@@ -692,9 +748,10 @@ def main(argv=None):
     print(main_table(results, rows, fma_peak))
     print(
         "\nratios: this row's images/s over the reference row's (above 1: faster). \"vs torch\" compares with "
-        "PyTorch's same model in float32, float64 rows with PyTorch float64, int8 rows with PyTorch int8; "
+        "PyTorch's same model in float32, float64 rows with PyTorch float64, int8 rows with PyTorch int8, "
+        "bfloat16 with PyTorch bfloat16 autocast; "
         '"vs ref" with the deepnet NumPy reference (DeepConvNet rows only). '
-        "Peer rows (bfloat16, int8, ONNX Runtime) hold the book's trained weights and agree with deepnet's "
+        "Peer rows (PyTorch bfloat16, int8, ONNX Runtime) hold the book's trained weights and agree with deepnet's "
         "float32 predictions on at least 99% of their calibration images. "
         "RSS: peak resident memory (ru_maxrss) of the row's own process before the timed steps and after "
         "the training steps."

@@ -1,18 +1,25 @@
-"""Batch-1 latency of DeepConvNet inference: deepnet against PyTorch and its peers, in alternating processes.
+"""Batch-1 latency of deepnet's inference against PyTorch and its peers, in alternating processes.
 
     python benches/models/latency.py [--threads 2] [--rounds 8] [--calls 400] [--markdown]
-    python benches/models/latency.py --frameworks deepnet,torch,ort-float32,ort-int8
+    python benches/models/latency.py --frameworks deepnet,deepnet-compiled,torch,ort-float32,ort-int8
+    python benches/models/latency.py --model resnet --frameworks deepnet,torch,ort-float32
 
 Each round runs one process per framework (in the order given in odd rounds, reversed in
 even ones); a process times --calls predictions of one random image after 50 untimed
 ones and reports their median.  Printed: each round's medians, the median of the rounds
-per framework, and in how many rounds deepnet was faster than each other one.  deepnet
-infers as a deployed model would (BN folded, fold_batch_norm; DeepConvNet has none),
-PyTorch in eval mode under no_grad.  The peers are compare.py's rows of the same names
-(benches/models/peers.py: the book's trained weights, checked against deepnet's float32
-classes): PyTorch bfloat16 autocast and int8, ONNX Runtime float32 and int8, deepnet int8
-where deepnet has deepnet.quantize.  By default every framework installed here runs
-(PyTorch, onnx and onnxruntime: pip install ".[bench]").
+per framework, and in how many rounds deepnet was faster than each other one.
+
+--model picks the network: DeepConvNet (the default), DeepConvNet-BN or the small ResNet.
+deepnet infers as a deployed model would: BN folded (fold_batch_norm), and deepnet-compiled
+runs that folded net through deepnet.compile (plan(x); checked against net.predict first,
+unavailable where deepnet has no deepnet.compile).  PyTorch runs the mirror of the same net
+(torch_deepconvnet.from_deepnet: deepnet's seed-0 weights and BN statistics) in eval mode under
+no_grad; ONNX Runtime float32 runs that mirror exported to ONNX (--threads intra-op threads),
+checked against deepnet's scores.  For DeepConvNet the peers are instead compare.py's rows of
+the same names (benches/models/peers.py: the book's trained weights, checked against deepnet's
+float32 classes): PyTorch bfloat16 autocast and int8, ONNX Runtime float32 and int8, deepnet int8
+where deepnet has deepnet.quantize; the bfloat16 and int8 peers run DeepConvNet only.  By default
+every framework installed here runs (PyTorch, onnx and onnxruntime: pip install ".[bench]").
 """
 
 import argparse
@@ -26,57 +33,100 @@ BENCHES = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHES))  # compare.py and torch_deepconvnet.py
 WARMUP = 50
 PEERS = ("torch-bfloat16", "torch-int8", "ort-float32", "ort-int8", "deepnet-int8")  # rows of compare.py
-FRAMEWORKS = ("deepnet", "torch") + PEERS
+FRAMEWORKS = ("deepnet", "deepnet-compiled", "torch") + PEERS
+MODELS = {"deepconvnet": "DeepConvNet", "deepconvnet-bn": "DeepConvNet-BN", "resnet": "ResNet"}
+# The frameworks that run each model; the other peers are DeepConvNet with the book's weights only.
+ANY_MODEL = ("deepnet", "deepnet-compiled", "torch", "ort-float32")
 
 
-def predictor(framework, threads):
-    """A function that predicts one random MNIST-shaped image."""
+def deepnet_net(model):
+    """deepnet's ``model`` in float32 (seed 0) as it is deployed: BN folded (fold_batch_norm)."""
+    from deepnet.nets import fold_batch_norm
+    from deepnet.recipes import MODEL_NAMES
+
+    return fold_batch_norm(MODEL_NAMES[model]("float32", 0))
+
+
+def torch_mirror(model):
+    """The float32 PyTorch mirror of deepnet's ``model`` (seed 0) with deepnet's weights, in eval mode."""
+    import torch_deepconvnet
+    from deepnet.recipes import MODEL_NAMES
+
+    return torch_deepconvnet.from_deepnet(MODEL_NAMES[model]("float32", 0), model)
+
+
+def predictor(framework, threads, model="deepconvnet"):
+    """A function that predicts one random MNIST-shaped image with ``model`` on ``framework``."""
     import numpy as np
 
-    if framework in PEERS:
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    if framework in PEERS and model == "deepconvnet":
         from compare import ROWS_BY_KEY, make_model
 
-        model = make_model(ROWS_BY_KEY[framework], threads)
-        model.eval_mode()
-        x, _ = model.batch(1)
-        return lambda: model.predict(x)
+        peer = make_model(ROWS_BY_KEY[framework], threads)
+        peer.eval_mode()
+        x, _ = peer.batch(1)
+        return lambda: peer.predict(x)
+    if framework == "ort-float32":  # another model: its PyTorch mirror exported, checked against deepnet
+        import tempfile
+
+        import torch
+
+        import peers
+
+        torch.set_num_threads(threads)
+        with tempfile.TemporaryDirectory(prefix="deepnet-latency-") as work:
+            path = peers.export_onnx(torch_mirror(model), Path(work) / f"{model}.onnx")
+            predict = peers.ort_predict(peers.ort_session(path, threads))  # the session holds the model read
+        x_check = np.random.default_rng(1).random((8, 1, 28, 28), dtype=np.float32)
+        expected = deepnet_net(model).predict(x_check, train=False)
+        if not np.allclose(predict(x_check), expected, rtol=1e-3, atol=1e-4):
+            raise RuntimeError(f"the ONNX export of {model} gives other scores than deepnet's model")
+        return lambda: predict(x)
     if framework == "torch":
         import torch
 
-        import torch_deepconvnet
-
         torch.set_num_threads(threads)
-        model = torch_deepconvnet.MODELS["deepconvnet"](dtype=torch.float32, seed=0)
-        model.eval()
-        x = torch.rand((1, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+        mirror = torch_mirror(model)
+        xt = torch.from_numpy(x)
 
         def predict():
             with torch.no_grad():
-                return model(x)
+                return mirror(xt)
 
         return predict
     import deepnet
-    from deepnet.nets import DeepConvNet, fold_batch_norm
-
-    deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
 
     deepnet.set_num_threads(threads)
-    net = fold_batch_norm(DeepConvNet(dtype="float32", seed=0))
-    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
+    net = deepnet_net(model)
+    if framework == "deepnet-compiled":
+        from compare import compiled_plan
+
+        plan = compiled_plan(net, np.random.default_rng(1).random((8, 1, 28, 28), dtype=np.float32))
+        return lambda: plan(x)
     return lambda: net.predict(x, train=False)
 
 
-def measure(framework, threads, calls):
+def measure(framework, threads, calls, model="deepconvnet"):
     """Median seconds of one prediction (in this process)."""
     from compare import median_seconds
 
-    return median_seconds(predictor(framework, threads), WARMUP, calls)
+    return median_seconds(predictor(framework, threads, model), WARMUP, calls)
 
 
-def missing(framework):
-    """Why ``framework`` cannot run here, or None where it can."""
+def missing(framework, model="deepconvnet"):
+    """Why ``framework`` cannot run ``model`` here, or None where it can."""
+    if model != "deepconvnet" and framework not in ANY_MODEL:
+        return f"{framework} runs DeepConvNet only (the book's trained weights); with --model {model}: " + ", ".join(
+            ANY_MODEL
+        )
     if framework == "deepnet":
         return None
+    if framework == "deepnet-compiled":
+        import deepnet
+
+        return None if hasattr(deepnet, "compile") else "this deepnet has no deepnet.compile"
     from compare import ROWS_BY_KEY
     from compare import missing as row_missing
 
@@ -99,6 +149,7 @@ def rounds_table(medians):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", choices=MODELS, default="deepconvnet", help="the network (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument(
@@ -117,10 +168,10 @@ def main():
     if args.threads < 1 or args.rounds < 1 or args.calls < 1:
         parser.error("--threads, --rounds and --calls must be positive")
     if args.framework:
-        print(json.dumps(measure(args.framework, args.threads, args.calls)))
+        print(json.dumps(measure(args.framework, args.threads, args.calls, args.model)))
         return
     if args.frameworks is None:
-        frameworks = [name for name in FRAMEWORKS if not missing(name)]
+        frameworks = [name for name in FRAMEWORKS if not missing(name, args.model)]
     else:
         frameworks = list(dict.fromkeys(args.frameworks.split(",")))
         unknown = [name for name in frameworks if name not in FRAMEWORKS]
@@ -128,7 +179,7 @@ def main():
             parser.error(
                 f"--frameworks: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(FRAMEWORKS)}"
             )
-        unavailable = [f"{name} ({missing(name)})" for name in frameworks if missing(name)]
+        unavailable = [f"{name} ({missing(name, args.model)})" for name in frameworks if missing(name, args.model)]
         if unavailable:
             parser.error(f"--frameworks: cannot run {', '.join(unavailable)}")
     medians = {name: [] for name in frameworks}
@@ -145,6 +196,8 @@ def main():
                     str(args.threads),
                     "--calls",
                     str(args.calls),
+                    "--model",
+                    args.model,
                 ],
                 capture_output=True,
                 text=True,
@@ -162,7 +215,7 @@ def main():
 
         print(f"Produced by `{command_line(__file__, sys.argv[1:])}`:\n")
     print(
-        f"DeepConvNet (float32 unless the column names another type), batch 1, {args.threads} thread(s), "
+        f"{MODELS[args.model]} (float32 unless the column names another type), batch 1, {args.threads} thread(s), "
         f"median of {args.calls} calls per "
         f"process, {args.rounds} alternating rounds (ms)\n"
     )

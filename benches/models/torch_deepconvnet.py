@@ -7,12 +7,14 @@ initialisation (std sqrt(2 / fan_in), zero biases), trained with Adam (lr 0.001)
 cross-entropy of the softmax.  ``batch_norm=True`` puts a BatchNorm after every convolution
 and the hidden affine layer (deepnet.nets.DeepConvNet(batch_norm=True)); ``resnet()`` is
 deepnet.nets.ResNet().  Used by benches/models/compare.py as the PyTorch baseline;
-``from_deepnet`` copies a trained deepnet DeepConvNet into the mirror (benches/models/peers.py).
+``from_deepnet`` copies a deepnet model of one of these names (its weights and BN statistics) into
+its mirror (benches/models/peers.py, latency.py).
 
 One difference that costs nothing measurable: PyTorch's dropout is "inverted" (it scales
 by 1/(1-p) while training), the book's scales by (1-p) at inference.
 """
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -81,32 +83,65 @@ MODELS = {
 }  # the names of deepnet.recipes.MODEL_NAMES
 
 
-def from_deepnet(net):
-    """The float32 mirror of deepnet's DeepConvNet ``net`` (no BN) with its parameters, in eval mode.
+def from_deepnet(net, model="deepconvnet"):
+    """The float32 mirror (MODELS[model]) of deepnet's ``net``, a model of that name, with its parameters
+    and BN running statistics, in eval mode: its scores equal ``net.predict(x, train=False)``'s.
 
-    The book's inference-time dropout scales by 0.5 twice (the hidden units, then the scores);
-    both scales go into the last linear layer, so the mirror's scores equal ``net.predict``'s.
+    The layers pair up in order (convolutions, affine layers, BNs, ResNet's body before its
+    shortcut as in both builders); BN takes deepnet's epsilon.  DeepConvNet's inference-time dropout
+    scales by 0.5 twice (the hidden units, then the scores); both scales go into the last linear layer.
     """
-    params = {name: torch.as_tensor(value, dtype=torch.float32) for name, value in net.params.items()}
-    expected = {f"{kind}{i}" for i in range(1, 9) for kind in "Wb"}
-    if set(params) != expected:
-        raise ValueError(f"from_deepnet: expected a DeepConvNet without BN (W1..W8, b1..b8), got {sorted(params)}")
-    model = deep_conv_net(dtype=torch.float32, seed=0)
-    layers = [layer for layer in model if isinstance(layer, (nn.Conv2d, nn.Linear))]
+    from deepnet.layers import Affine, BatchNormalization, Convolution, Dropout
+
+    if model not in MODELS:
+        raise ValueError(f"from_deepnet: model must be one of {', '.join(MODELS)}, got {model!r}")
+    mirror = MODELS[model](dtype=torch.float32, seed=0)
+    mine = [
+        layer for layer in mirror.modules() if isinstance(layer, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d))
+    ]
+    theirs, kept = [], []  # kept: (1 - ratio) of each dropout, which inference scales by
+    for _, layer in net.named_layers():
+        if type(layer) in (Convolution, Affine, BatchNormalization):
+            theirs.append(layer)
+        if isinstance(layer, Dropout):
+            kept.append(1 - layer.dropout_ratio)
+    kinds = [("bn" if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) else "weights") for layer in mine]
+    their_kinds = [("bn" if isinstance(layer, BatchNormalization) else "weights") for layer in theirs]
+    if kinds != their_kinds:
+        raise ValueError(
+            f"from_deepnet: expected deepnet's {model} ({kinds.count('weights')} convolution/affine layers, "
+            f"{kinds.count('bn')} BN), got {their_kinds.count('weights')} and {their_kinds.count('bn')}"
+        )
+
+    def tensor(value):
+        return torch.as_tensor(np.asarray(value, dtype=np.float32))
+
+    last = max(i for i, kind in enumerate(kinds) if kind == "weights")
     with torch.no_grad():
-        for index, layer in enumerate(layers, 1):
-            weight, bias = params[f"W{index}"], params[f"b{index}"]
+        for index, (layer, source) in enumerate(zip(mine, theirs)):
+            if kinds[index] == "bn":
+                layer.eps = source.EPS
+                for name, value in (
+                    ("weight", source.gamma),
+                    ("bias", source.beta),
+                    ("running_mean", source.running_mean),
+                    ("running_var", source.running_var),
+                ):
+                    getattr(layer, name).copy_(tensor(value))
+                continue
+            weight, bias = tensor(source.W), tensor(source.b)
             if isinstance(layer, nn.Linear):
                 weight = weight.T  # deepnet's affine computes x @ W
-            if index == len(layers):
-                weight, bias = 0.25 * weight, 0.5 * bias
+            if index == last and len(kept) == 2:  # DeepConvNet: dropout before and after the last affine
+                weight, bias = kept[0] * kept[1] * weight, kept[1] * bias
             if layer.weight.shape != weight.shape:
                 raise ValueError(
-                    f"from_deepnet: W{index} has shape {tuple(weight.shape)}, expected {tuple(layer.weight.shape)}"
+                    f"from_deepnet: layer {index + 1} has weights of shape {tuple(weight.shape)}, "
+                    f"expected {tuple(layer.weight.shape)}"
                 )
             layer.weight.copy_(weight)
             layer.bias.copy_(bias)
-    return model.eval()
+    return mirror.eval()
 
 
 def _he_initialised(model):
