@@ -11,6 +11,7 @@ DEEPNET_DEBUG=1 turns Cython's bounds checking back on for testing.
 DEEPNET_SANITIZE=address builds the kernels with AddressSanitizer, for the CI job that runs
 the kernel tests under it (a Python process then needs libasan preloaded, see .ci/run).
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -113,6 +114,7 @@ extensions = [
         f"deepnet._kernels.{name}",
         [f"kernels/{name}.pyx"],
         include_dirs=["src", numpy.get_include()],
+        depends=sorted(glob.glob("src/*.h")) + sorted(glob.glob("kernels/*.pxi")),  # rebuilt when they change
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in KERNELS

@@ -23,6 +23,7 @@ cdef extern from "deepnet_plan.h" nogil:
         DN_PLAN_SCALE
         DN_PLAN_CHANNEL
         DN_PLAN_MAX_OPS
+        DN_PLAN_AFFINE_COLUMNS
         DN_PLAN_WINOGRAD_NEVER
         DN_PLAN_WINOGRAD_AUTO
         DN_PLAN_WINOGRAD_ALWAYS
@@ -41,7 +42,7 @@ cdef extern from "deepnet_plan.h" nogil:
         const int* pixel_offsets
         void* padded
         long padded_size
-        int Kin, M
+        int Kin, M, ldw
         const void* weights
         int ops
         int op_kind[8]
@@ -64,10 +65,10 @@ cdef extern from "deepnet_plan.h" nogil:
     size_t DN_WINOGRAD_STRIDE(size_t n)
     size_t DN_WINOGRAD_ROWS_SCRATCH(int Cp, int Hp, int Wp)
     int DN_MAX_VBYTES
-    void dn_plan_affine_float(const float* x, int N, int K, const float* W, int M, const float* bias,
+    void dn_plan_affine_float(const float* x, int N, int K, const float* W, int ldw, int M, const float* bias,
                               float* out, int threads)
-    void dn_plan_affine_double(const double* x, int N, int K, const double* W, int M, const double* bias,
-                               double* out, int threads)
+    void dn_plan_affine_double(const double* x, int N, int K, const double* W, int ldw, int M,
+                               const double* bias, double* out, int threads)
     void dn_plan_mean_float(const float* x, long planes, long plane, float* out, int threads)
     void dn_plan_mean_double(const double* x, long planes, long plane, double* out, int threads)
     void dn_plan_run_float(const dn_plan_step* steps, int count, float* const* slots, int N,
@@ -80,10 +81,13 @@ WINOGRAD_MODES = {"never": DN_PLAN_WINOGRAD_NEVER, "auto": DN_PLAN_WINOGRAD_AUTO
 
 def affine_forward(const compute_t[:, ::1] x, const compute_t[:, ::1] W, const compute_t[::1] b,
                    compute_t[:, ::1] out, int n_threads):
-    """out = x @ W + b, each sum from the first feature up (the plan's affine step)."""
-    cdef int N = x.shape[0], K = x.shape[1], M = W.shape[1]
-    check_shape("affine_forward", "W", dims(W.shape, 2), (K, M))
-    check_shape("affine_forward", "b", dims(b.shape, 1), (M,))
+    """out = x @ W[:, :M] + b (M = b's length), each sum from the first feature up (the
+    plan's affine step).  W's columns are padded to a multiple of AFFINE_COLUMNS (past M
+    they are read, never used)."""
+    cdef int N = x.shape[0], K = x.shape[1], M = b.shape[0], ldw = W.shape[1]
+    if W.shape[0] != K or ldw < M or ldw % DN_PLAN_AFFINE_COLUMNS:
+        raise ValueError(f"deepnet affine_forward: W must have {K} rows and at least {M} columns, "
+                         f"a multiple of {DN_PLAN_AFFINE_COLUMNS}, got {dims(W.shape, 2)}")
     check_shape("affine_forward", "out", dims(out.shape, 2), (N, M))
     if N == 0 or M == 0:
         return
@@ -93,9 +97,12 @@ def affine_forward(const compute_t[:, ::1] x, const compute_t[:, ::1] W, const c
     cdef const compute_t* W_data = &W[0, 0] if K else &zero
     with nogil:
         if compute_t is float:
-            dn_plan_affine_float(x_data, N, K, W_data, M, &b[0], &out[0, 0], n_threads)
+            dn_plan_affine_float(x_data, N, K, W_data, ldw, M, &b[0], &out[0, 0], n_threads)
         else:
-            dn_plan_affine_double(x_data, N, K, W_data, M, &b[0], &out[0, 0], n_threads)
+            dn_plan_affine_double(x_data, N, K, W_data, ldw, M, &b[0], &out[0, 0], n_threads)
+
+
+AFFINE_COLUMNS = DN_PLAN_AFFINE_COLUMNS
 
 
 def global_average_pool(const compute_t[:, ::1] x, compute_t[::1] out, int n_threads):
@@ -257,7 +264,10 @@ cdef class Plan:
             step.Kin, step.M = weights.shape
             if step.Kin != in_size:
                 raise ValueError(f"deepnet Plan: an affine layer of {step.Kin} inputs after a step of {in_size} outputs")
-            step.weights = self._data(weights)
+            step.ldw = (max(step.M, 1) + DN_PLAN_AFFINE_COLUMNS - 1) // DN_PLAN_AFFINE_COLUMNS * DN_PLAN_AFFINE_COLUMNS
+            padded = np.zeros((max(step.Kin, 1), step.ldw), dtype=self.dtype)
+            padded[: step.Kin, : step.M] = weights
+            step.weights = self._data(padded)
             check_shape("Plan", "affine bias", np.shape(spec["bias"]), (step.M,))
             step.bias = self._data(spec["bias"])
             step.out_size = step.M

@@ -27,7 +27,7 @@ enum { DN_PLAN_RELU = 0, DN_PLAN_SCALE = 1, DN_PLAN_CHANNEL = 2 };
 enum { DN_PLAN_WINOGRAD_NEVER = 0, DN_PLAN_WINOGRAD_AUTO = 1, DN_PLAN_WINOGRAD_ALWAYS = 2 };
 #define DN_PLAN_MAX_OPS 8          /* activation operations merged into one step */
 #define DN_PLAN_AFFINE_ROWS 4      /* an affine task: 4 samples x 16 outputs */
-#define DN_PLAN_AFFINE_COLUMNS 16
+#define DN_PLAN_AFFINE_COLUMNS 16  /* W's rows padded to a multiple of it */
 
 typedef struct {
     int kind;
@@ -45,8 +45,8 @@ typedef struct {
     const int *pixel_offsets;        /* OH*OW offsets of the windows' corners */
     void *padded;                    /* one zero-bordered padded image per thread */
     long padded_size;                /* elements of one of them */
-    /* DN_PLAN_AFFINE: out (M) = x (Kin) @ weights (Kin x M) + bias */
-    int Kin, M;
+    /* DN_PLAN_AFFINE: out (M) = x (Kin) @ weights (Kin x M, rows ldw apart) + bias */
+    int Kin, M, ldw;
     const void *weights;
     /* DN_PLAN_ACTIVATE: ops applied in order (in place where dst == src); DN_PLAN_CHANNEL is
      * batch normalisation's (value - shift[c]) * scale[c] + offset[c], c the channel of

@@ -3,43 +3,54 @@
 
 typedef DN_PLAN_T DN_PLAN_NAME(dn_plan_t);
 
-/* out[n, j] = sum_k x[n, k] W[k, j] + bias[j] for the samples [n0, n1) and outputs [j0, j1)
- * (at most DN_PLAN_AFFINE_ROWS x DN_PLAN_AFFINE_COLUMNS): each sum from k = 0 up, one
- * multiply-add at a time, whichever task computes it. */
-static void DN_PLAN_NAME(dn_plan_affine_block)(const DN_PLAN_T *x, int K, const DN_PLAN_T *W, int M,
-                                               const DN_PLAN_T *bias, DN_PLAN_T *out,
-                                               int n0, int n1, int j0, int j1)
+/* out[n, j] = sum_k x[n, k] W[k, j] + bias[j] for the samples [n0, n1) and the outputs
+ * [j0, j0 + DN_PLAN_AFFINE_COLUMNS) that are below M.  W's rows are ldw apart, ldw a
+ * multiple of DN_PLAN_AFFINE_COLUMNS (its columns from M on are read, never stored).
+ * Every sum runs from k = 0 up, one multiply-add of vectors at a time: the same
+ * operations for each entry whichever task, tile or thread computes it. */
+static void DN_PLAN_NAME(dn_plan_affine_block)(const DN_PLAN_T *x, int K, const DN_PLAN_T *W, int ldw, int M,
+                                               const DN_PLAN_T *bias, DN_PLAN_T *out, int n0, int n1, int j0)
 {
-    DN_PLAN_T acc[DN_PLAN_AFFINE_ROWS][DN_PLAN_AFFINE_COLUMNS] = {{0}};
-    const int rows = n1 - n0, columns = j1 - j0;
-    if (rows == DN_PLAN_AFFINE_ROWS && columns == DN_PLAN_AFFINE_COLUMNS) {
-        /* fixed bounds: the compiler keeps the tile in vector registers */
-        for (int k = 0; k < K; k++) {
-            const DN_PLAN_T *w = W + (size_t)k * M + j0;
-            for (int r = 0; r < DN_PLAN_AFFINE_ROWS; r++) {
-                const DN_PLAN_T a = x[(size_t)(n0 + r) * K + k];
-                for (int j = 0; j < DN_PLAN_AFFINE_COLUMNS; j++)
-                    acc[r][j] += a * w[j];
+    typedef DN_PLAN_T vec __attribute__((vector_size(32)));
+    typedef DN_PLAN_T vec_u __attribute__((vector_size(32), aligned(sizeof(DN_PLAN_T))));
+    enum { VL = 32 / sizeof(DN_PLAN_T), NV = DN_PLAN_AFFINE_COLUMNS / VL, R = DN_PLAN_AFFINE_ROWS };
+    const int columns = M - j0 < DN_PLAN_AFFINE_COLUMNS ? M - j0 : DN_PLAN_AFFINE_COLUMNS;
+    for (int r0 = n0; r0 < n1;) {
+        const int rows = n1 - r0 >= R ? R : 1;
+        vec acc[R][NV];
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < NV; v++)
+                acc[r][v] = (vec){0};
+        if (rows == R) {
+            for (int k = 0; k < K; k++) {
+                const DN_PLAN_T *w = W + (size_t)k * ldw + j0;
+                vec b[NV];
+                for (int v = 0; v < NV; v++)
+                    b[v] = *(const vec_u *)(w + v * VL);
+                for (int r = 0; r < R; r++) {
+                    const vec a = x[(size_t)(r0 + r) * K + k] - (vec){0};   /* a broadcast */
+                    for (int v = 0; v < NV; v++)
+                        acc[r][v] += a * b[v];
+                }
+            }
+        } else {
+            for (int k = 0; k < K; k++) {
+                const DN_PLAN_T *w = W + (size_t)k * ldw + j0;
+                const vec a = x[(size_t)r0 * K + k] - (vec){0};
+                for (int v = 0; v < NV; v++)
+                    acc[0][v] += a * *(const vec_u *)(w + v * VL);
             }
         }
-    } else {
-        for (int k = 0; k < K; k++) {
-            const DN_PLAN_T *w = W + (size_t)k * M + j0;
-            for (int r = 0; r < rows; r++) {
-                const DN_PLAN_T a = x[(size_t)(n0 + r) * K + k];
-                for (int j = 0; j < columns; j++)
-                    acc[r][j] += a * w[j];
-            }
-        }
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < columns; j++)
+                out[(size_t)(r0 + r) * M + j0 + j] = acc[r][j / VL][j % VL] + bias[j0 + j];
+        r0 += rows;
     }
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < columns; j++)
-            out[(size_t)(n0 + r) * M + j0 + j] = acc[r][j] + bias[j0 + j];
 }
 
 /* The affine tasks of N samples, shared by the enclosing team (or run alone). */
-static void DN_PLAN_NAME(dn_plan_affine_tasks)(const DN_PLAN_T *x, int N, int K, const DN_PLAN_T *W, int M,
-                                               const DN_PLAN_T *bias, DN_PLAN_T *out)
+static void DN_PLAN_NAME(dn_plan_affine_tasks)(const DN_PLAN_T *x, int N, int K, const DN_PLAN_T *W, int ldw,
+                                               int M, const DN_PLAN_T *bias, DN_PLAN_T *out)
 {
     const long row_blocks = (N + DN_PLAN_AFFINE_ROWS - 1) / DN_PLAN_AFFINE_ROWS;
     const long column_blocks = (M + DN_PLAN_AFFINE_COLUMNS - 1) / DN_PLAN_AFFINE_COLUMNS;
@@ -47,19 +58,18 @@ static void DN_PLAN_NAME(dn_plan_affine_tasks)(const DN_PLAN_T *x, int N, int K,
 #pragma omp for schedule(static)
     for (task = 0; task < row_blocks * column_blocks; task++) {
         const int n0 = (int)(task / column_blocks) * DN_PLAN_AFFINE_ROWS;
-        const int j0 = (int)(task % column_blocks) * DN_PLAN_AFFINE_COLUMNS;
         const int n1 = n0 + DN_PLAN_AFFINE_ROWS < N ? n0 + DN_PLAN_AFFINE_ROWS : N;
-        const int j1 = j0 + DN_PLAN_AFFINE_COLUMNS < M ? j0 + DN_PLAN_AFFINE_COLUMNS : M;
-        DN_PLAN_NAME(dn_plan_affine_block)(x, K, W, M, bias, out, n0, n1, j0, j1);
+        DN_PLAN_NAME(dn_plan_affine_block)(x, K, W, ldw, M, bias, out, n0, n1,
+                                           (int)(task % column_blocks) * DN_PLAN_AFFINE_COLUMNS);
     }
 }
 
 /* The Affine layer's kernel: the plan's affine step, in a team of its own. */
-static void DN_PLAN_NAME(dn_plan_affine)(const DN_PLAN_T *x, int N, int K, const DN_PLAN_T *W, int M,
+static void DN_PLAN_NAME(dn_plan_affine)(const DN_PLAN_T *x, int N, int K, const DN_PLAN_T *W, int ldw, int M,
                                          const DN_PLAN_T *bias, DN_PLAN_T *out, int threads)
 {
 #pragma omp parallel num_threads(threads)
-    DN_PLAN_NAME(dn_plan_affine_tasks)(x, N, K, W, M, bias, out);
+    DN_PLAN_NAME(dn_plan_affine_tasks)(x, N, K, W, ldw, M, bias, out);
 }
 
 /* The activation operations of a step, in order, on N images (in place when out == in). */
@@ -118,11 +128,11 @@ static void DN_PLAN_NAME(dn_plan_mean)(const DN_PLAN_T *in, long planes, long pl
 }
 
 /* Whether a convolution of this step runs as Winograd on input x (n values): the rule
- * of deepnet.backends.cpu's _forward_plan, from two images on (a task is a whole image). */
-static int DN_PLAN_NAME(dn_plan_uses_winograd)(const dn_plan_step *step, const DN_PLAN_T *x, long n, int N,
-                                               int mode, DN_PLAN_BITS *scan)
+ * of deepnet.backends.cpu's _forward_plan. */
+static int DN_PLAN_NAME(dn_plan_uses_winograd)(const dn_plan_step *step, const DN_PLAN_T *x, long n, int mode,
+                                               DN_PLAN_BITS *scan)
 {
-    if (step->winograd == NULL || N < 2 || mode == DN_PLAN_WINOGRAD_NEVER)
+    if (step->winograd == NULL || mode == DN_PLAN_WINOGRAD_NEVER)
         return 0;
     if (mode == DN_PLAN_WINOGRAD_ALWAYS)
         return 1;
@@ -152,8 +162,12 @@ static int DN_PLAN_NAME(dn_plan_uses_winograd)(const dn_plan_step *step, const D
            && X * step->W_max * (81.0 * step->C) <= largest_value;
 }
 
-/* A convolution step's tasks: whole images, or bands of output rows (pooled rows where it
- * pools) when there are fewer images than threads and the kernel is the direct one. */
+/* A convolution step's tasks: whole images, or with fewer images than threads bands of an
+ * image.  A band of the direct kernel is a range of output rows (of pooled rows where it
+ * pools); of Winograd a range of rows of 2x2 tiles, computed on a padded copy of just the
+ * input rows it reads (its own image to the Winograd kernel: each tile reads the same 4x4
+ * pixels as in the whole image, and each tile's sums run over the channels in the same
+ * order, so the band gives the whole image's values). */
 static void DN_PLAN_NAME(dn_plan_conv_tasks)(const dn_plan_step *step, const DN_PLAN_T *in, DN_PLAN_T *out,
                                              int N, int winograd, dn_plan_scratch *scratch, int thread,
                                              int team)
@@ -161,8 +175,8 @@ static void DN_PLAN_NAME(dn_plan_conv_tasks)(const dn_plan_step *step, const DN_
     const int C = step->C, H = step->H, W = step->W, ph = step->ph, pw = step->pw;
     const int Hp = H + 2 * ph, Wp = W + 2 * pw, OH = step->OH, OW = step->OW, ld = step->ld;
     const int PH = OH / 2, PW = OW / 2;
-    const int units = step->pooled ? PH : OH;
-    int bands = winograd || N >= team ? 1 : (team + N - 1) / N;
+    const int units = step->pooled ? PH : winograd ? (OH + 1) / 2 : OH;
+    int bands = N >= team ? 1 : (team + N - 1) / N;
     if (bands > units)
         bands = units;
     DN_PLAN_T *padded = (DN_PLAN_T *)step->padded + (size_t)thread * step->padded_size;
@@ -173,14 +187,25 @@ static void DN_PLAN_NAME(dn_plan_conv_tasks)(const dn_plan_step *step, const DN_
     for (task = 0; task < N * bands; task++) {
         const int n = task / bands, band = task % bands;
         const int u0 = band * units / bands, u1 = (band + 1) * units / bands;
-        const int r0 = step->pooled ? 2 * u0 : u0, r1 = step->pooled ? 2 * u1 : u1;
+        const int per_unit = step->pooled || winograd ? 2 : 1;
+        const int r0 = per_unit * u0, r1 = per_unit * u1 < OH ? per_unit * u1 : OH;   /* output rows */
+        /* the padded rows [first, first + count) the band reads, at buffer rows from
+         * `base` (the padded image's own rows for the direct kernel, 0 for Winograd's) */
+        const int first = winograd ? r0 : r0 * step->sh;
+        const int count = winograd ? r1 - r0 + 2 : (r1 - 1) * step->sh + step->kh - first;
+        const int base = winograd ? 0 : first, plane_rows = winograd ? count : Hp;
         const DN_PLAN_T *image = in + (size_t)n * step->in_size;
-        for (int c = 0; c < C; c++)   /* the border stays zero from the allocation */
-            for (int y = 0; y < H; y++)
-                memcpy(padded + ((size_t)c * Hp + y + ph) * Wp + pw, image + ((size_t)c * H + y) * W,
-                       (size_t)W * sizeof(DN_PLAN_T));
+        for (int c = 0; c < C; c++)
+            for (int b = 0; b < count; b++) {
+                const int y = first + b - ph;
+                DN_PLAN_T *row = padded + ((size_t)c * plane_rows + base + b) * Wp;
+                if (y >= 0 && y < H)   /* the columns of the border stay zero from the allocation */
+                    memcpy(row + pw, image + ((size_t)c * H + y) * W, (size_t)W * sizeof(DN_PLAN_T));
+                else
+                    memset(row, 0, (size_t)Wp * sizeof(DN_PLAN_T));
+            }
         if (winograd)
-            DN_PLAN_WINOGRAD(padded, C, OH, OW, (const DN_PLAN_T *)step->winograd, ld,
+            DN_PLAN_WINOGRAD(padded, C, r1 - r0, OW, (const DN_PLAN_T *)step->winograd, ld,
                              (DN_PLAN_T *)scratch->rows, (DN_PLAN_T *)scratch->V, (DN_PLAN_T *)scratch->M,
                              scratch->row_offset, scratch->step_offset, product);
         else
@@ -213,12 +238,12 @@ static void DN_PLAN_NAME(dn_plan_run)(const dn_plan_step *steps, int count, DN_P
             const DN_PLAN_T *in = slots[step->src];
             DN_PLAN_T *target = slots[step->dst];
             if (step->kind == DN_PLAN_CONV) {
-                const int winograd = DN_PLAN_NAME(dn_plan_uses_winograd)(step, in, N * step->in_size, N,
-                                                                         winograd_mode, &scan);
+                const int winograd = DN_PLAN_NAME(dn_plan_uses_winograd)(step, in, N * step->in_size, winograd_mode,
+                                                                         &scan);
                 DN_PLAN_NAME(dn_plan_conv_tasks)(step, in, target, N, winograd, &scratch[thread], thread, team);
             } else if (step->kind == DN_PLAN_AFFINE) {
-                DN_PLAN_NAME(dn_plan_affine_tasks)(in, N, step->Kin, (const DN_PLAN_T *)step->weights, step->M,
-                                                   (const DN_PLAN_T *)step->bias, target);
+                DN_PLAN_NAME(dn_plan_affine_tasks)(in, N, step->Kin, (const DN_PLAN_T *)step->weights, step->ldw,
+                                                   step->M, (const DN_PLAN_T *)step->bias, target);
             } else if (step->kind == DN_PLAN_ACTIVATE) {
                 DN_PLAN_NAME(dn_plan_activate_tasks)(step, in, target, N);
             } else if (step->kind == DN_PLAN_ADD) {

@@ -193,3 +193,44 @@ def test_global_average_pool_against_numpy(dtype):
     assert got.dtype == dtype and got.shape == (3, 5)
     tolerance = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-14}[dtype]
     np.testing.assert_allclose(got, x.astype(np.float64).mean(axis=(2, 3)), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("size, pad", [(13, 0), (14, 1), (9, 2)])
+def test_odd_and_even_outputs_in_bands_of_every_kernel(size, pad):
+    # 3x3 convolutions of 16 channels (Winograd under "auto") with odd and even outputs,
+    # pooled and not, at batches and thread counts that split images into bands
+    from deepnet.layers import Affine, Convolution, Flatten, Pooling, Relu
+    from deepnet.models import Sequential
+
+    rng = np.random.default_rng(size)
+    out = size + 2 * pad - 2
+
+    def conv(relu):
+        return Convolution(
+            rng.normal(0, 0.2, (16, 16, 3, 3)).astype(np.float32),
+            rng.normal(0, 0.1, 16).astype(np.float32),
+            1,
+            pad,
+            relu=relu,
+        )
+
+    after_second = out + 2 * pad - 2
+    features = 16 * (after_second // 2) ** 2
+    net = Sequential(
+        *[
+            conv(True),
+            conv(False),
+            Relu(),
+            Pooling(2, 2),
+            Flatten(),
+            Affine(rng.normal(0, 0.1, (features, 10)).astype(np.float32), np.zeros(10, np.float32)),
+        ]
+    )
+    plan = deepnet.compile(net, input_shape=(16, size, size))
+    for mode in ("auto", "never"):
+        for threads in (1, 2, 3, 5):
+            deepnet.set_num_threads(threads)
+            for batch in (1, 2, 4):
+                x = rng.normal(size=(batch, 16, size, size)).astype(np.float32)
+                with deepnet.winograd(mode):
+                    np.testing.assert_array_equal(bits(plan(x)), bits(net.predict(x, train=False)))

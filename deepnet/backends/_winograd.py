@@ -81,12 +81,6 @@ WINOGRAD_MIN_CHANNELS = _measured_winograd_rule(*_BUILD_AND_CPU)  # in and out
 WINOGRAD_RULE = _describe_winograd_rule(WINOGRAD_MIN_CHANNELS, *_BUILD_AND_CPU)
 
 
-# Winograd's tasks are whole images.  A single image runs the direct kernel instead, split
-# into bands of rows across the threads; the choice depends on the batch, never on the
-# thread count, so that the results do not either.
-WINOGRAD_MIN_BATCH = 2
-
-
 def uses_winograd(W_shape, stride, pad, which="forward"):
     """True when the ``which`` pass ("forward", "dx" or "dW") of a convolution with filters
     of W_shape runs as Winograd (see get_winograd)."""

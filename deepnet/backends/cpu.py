@@ -31,7 +31,6 @@ from deepnet.backends._winograd import (
     _filters_in_range,
     _max_abs,
     _measured_winograd_rule as _measured_winograd_rule,
-    WINOGRAD_MIN_BATCH,
     _uses_winograd,
     _winograd_filter_gradient,
     _winograd_pass,
@@ -93,12 +92,13 @@ def _filter_columns(matrix, dtype):
     return padded
 
 
-def _forward_plan(W, stride, pad, x, threads_busy=True):
+def _forward_plan(W, stride, pad, x):
     """(winograd, filter matrix) of a forward pass: _winograd_pass("forward", ...), with the
     filters' max |W| taken from their prepared matrix's entry (computed once per value of
-    the weights).  threads_busy=False (a single image, see WINOGRAD_MIN_BATCH) runs it direct."""
+    the weights).  The choice never depends on the batch or the thread count, so that
+    neither do the results (deepnet.compile's plans choose the same way)."""
     mode = get_winograd()
-    if threads_busy and _uses_winograd(W.shape, stride, pad, "forward", mode):
+    if _uses_winograd(W.shape, stride, pad, "forward", mode):
         matrix, W_max = _prepared_entry(W, True)
         if mode == "always" or _filters_in_range("forward", W, W_max, _max_abs(x)):
             return True, matrix
@@ -121,7 +121,7 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
     FN, C, kh, kw = W.shape
     y = np.empty((N, FN) + output_hw(x.shape, kh, kw, stride, pad), dtype=x.dtype)
-    winograd, matrix = _forward_plan(W, stride, pad, x, N >= WINOGRAD_MIN_BATCH)
+    winograd, matrix = _forward_plan(W, stride, pad, x)
     _conv.conv_forward(
         _bits(x),
         matrix,
@@ -152,7 +152,7 @@ def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
     OH, OW = output_hw(x.shape, kh, kw, stride, pad)
     pooled = np.empty((N, FN, OH // 2, OW // 2), dtype=x.dtype)
     winners = np.empty(pooled.shape, dtype=np.int32) if argmax else None
-    winograd, matrix = _forward_plan(W, stride, pad, x, N >= WINOGRAD_MIN_BATCH)
+    winograd, matrix = _forward_plan(W, stride, pad, x)
     _conv.conv_pool_forward(
         _bits(x),
         matrix,
@@ -178,10 +178,11 @@ def plan_filters(W, stride, pad):
 
 def affine_forward(x, W, b):
     """x @ W + b (2-D x, one compute dtype): the kernel the compiled plan's affine step runs."""
-    out = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
-    _plan.affine_forward(
-        np.ascontiguousarray(x), np.ascontiguousarray(W), np.ascontiguousarray(b), out, get_num_threads()
-    )
+    K, M = W.shape
+    padded = np.zeros((K, -(-max(M, 1) // _plan.AFFINE_COLUMNS) * _plan.AFFINE_COLUMNS), dtype=W.dtype)
+    padded[:, :M] = W
+    out = np.empty((x.shape[0], M), dtype=x.dtype)
+    _plan.affine_forward(np.ascontiguousarray(x), padded, np.ascontiguousarray(b), out, get_num_threads())
     return out
 
 
