@@ -234,3 +234,23 @@ def test_odd_and_even_outputs_in_bands_of_every_kernel(size, pad):
                 x = rng.normal(size=(batch, 16, size, size)).astype(np.float32)
                 with deepnet.winograd(mode):
                     np.testing.assert_array_equal(bits(plan(x)), bits(net.predict(x, train=False)))
+
+
+def test_for_inference_compiles_what_it_can_and_keeps_the_rest():
+    from deepnet.models.compiled import CompiledModel, for_inference
+
+    net = recipes.MODEL_NAMES["deepconvnet"]("float32", 12)
+    compiled = for_inference(net)
+    assert isinstance(compiled, CompiledModel)
+    half = recipes.MODEL_NAMES["deepconvnet"]("float16", 12)
+    assert for_inference(half) is half
+    binary = recipes.MODEL_NAMES["deepconvnet-binary"]("float32", 12)
+    assert for_inference(binary) is binary
+    # what evaluate and predict call on it: the same answers as the model's own
+    x = np.random.default_rng(12).random((250, 1, 28, 28), dtype=np.float32)
+    t = np.random.default_rng(13).integers(0, 10, 250)
+    np.testing.assert_array_equal(compiled.classify(x), net.classify(x))
+    np.testing.assert_array_equal(compiled.probabilities(x), net.probabilities(x))
+    assert compiled.accuracy(x, t) == net.accuracy(x, t)
+    with pytest.raises(ValueError, match="as many labels as images"):
+        compiled.accuracy(x, t[:3])

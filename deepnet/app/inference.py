@@ -64,13 +64,16 @@ class DigitReader:
     """
 
     def __init__(self, network: Union[Sequential, Int8Model]) -> None:
+        from ..models.compiled import for_inference
+
         self.network = network
+        self._scores = for_inference(network).predict  # a compiled plan where one runs the network
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepnet-network")
 
     def probabilities(self, inputs: ArrayLike) -> NDArray[np.float64]:
         """Softmax of the scores for float32 inputs (N, 28, 28): float64 (N, 10)."""
         batch = np.asarray(inputs, dtype=np.float32)[:, None]
-        scores = np.asarray(self._worker.submit(self.network.predict, batch).result(), dtype=np.float64)
+        scores = np.asarray(self._worker.submit(self._scores, batch).result(), dtype=np.float64)
         finite = np.isfinite(scores).all(axis=1)
         with np.errstate(invalid="ignore"):
             probabilities = softmax(scores)

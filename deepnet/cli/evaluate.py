@@ -76,6 +76,7 @@ def load_network(path: str, dtype: DTypeLike) -> Union[Sequential, Int8Model]:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """Print the test accuracy of --params (an ensemble's for several files)."""
+    from ..models.compiled import for_inference
     from ..quant import Int8Model
 
     common.configure_kernels(args)
@@ -95,7 +96,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         print(f"  {'int8':8s} {network.accuracy(x_test.astype(np.float32), t_test):.4f}")
         return
     for dtype in DTYPES[::-1] if args.half_check else (args.dtype,):
-        accuracy = network.astype(dtype).accuracy(x_test.astype(dtype), t_test)
+        accuracy = for_inference(network.astype(dtype)).accuracy(x_test.astype(dtype), t_test)
         print(f"  {dtype:8s} {accuracy:.4f}")
 
 
@@ -108,11 +109,13 @@ def ensemble_report(
 ) -> Dict[str, Any]:
     """Each member's test accuracy and the accuracy of their averaged probabilities
     (``networks``: the members, loaded from ``paths``)."""
+    from ..models.compiled import for_inference
+
     probabilities: Optional[NDArray[Any]] = None
     members: List[Dict[str, Any]] = []
     x = x_test.astype(dtype, copy=False)
     for path, network in zip(paths, networks):
-        p = network.probabilities(x)
+        p = for_inference(network).probabilities(x)
         members.append({"file": os.fspath(path), "accuracy": float(np.mean(p.argmax(axis=1) == t_test))})
         probabilities = p if probabilities is None else probabilities + p
     assert probabilities is not None  # --params takes one file or more
@@ -130,9 +133,11 @@ def run_misclassified(args: argparse.Namespace) -> None:
     figure_format = common.figure_format(args.out)
     common.check_writable({"--out": args.out})
     common.configure_kernels(args)
+    from ..models.compiled import for_inference
+
     network = load_network(args.params, args.dtype)
     (_, _), (x_test, t_test) = common.load_mnist(args.data, network.dtype)
-    predicted = network.classify(x_test)
+    predicted = for_inference(network).classify(x_test)
     wrong = np.flatnonzero(predicted != t_test)
     shown = wrong[: args.max]
     print(f"{len(wrong)} of {len(t_test)} test images misclassified; showing {len(shown)}")

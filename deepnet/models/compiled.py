@@ -14,6 +14,7 @@ the weights: compile again after changing them.
 
 from __future__ import annotations
 import math
+import threading
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -34,6 +35,7 @@ from ..nn import (
     Residual,
     containers,
 )
+from ..nn.activations import softmax
 from ..nn.base import _pair
 from .cost import input_shape as _input_shape
 from .folding import fold_batch_norm
@@ -46,6 +48,11 @@ SUPPORTED_LAYERS = (
     "Convolution, Pooling (2x2, stride 2, after a Convolution), Relu, Dropout, BatchNormalization, Flatten, "
     "Affine, GlobalAveragePooling, Residual and Sequential"
 )
+
+
+class NotCompilable(TypeError, ValueError):
+    """The plan cannot run this model (its dtype, its device or one of its layers): run its
+    own predict instead (for_inference does)."""
 
 
 class CompiledModel:
@@ -62,6 +69,7 @@ class CompiledModel:
 
     def __init__(self, plan: Any, input_shape: Tuple[int, ...], output_size: int, dtype: np.dtype) -> None:
         self._plan = plan
+        self._lock = threading.Lock()  # one call at a time: the calls share the plan's buffers
         self.input_shape = input_shape
         self.output_size = output_size
         self.dtype = dtype
@@ -89,8 +97,35 @@ class CompiledModel:
                 f"deepnet.compile: out must be a C-contiguous {self.dtype} array of shape "
                 f"{(N, self.output_size)}, got {out.dtype} {out.shape}"
             )
-        self._plan.run(flat, out, _config.get_num_threads(), _config.get_winograd())
+        with self._lock:
+            self._plan.run(flat, out, _config.get_num_threads(), _config.get_winograd())
         return out
+
+    def classify(self, x: ArrayLike, batch_size: int = 100) -> NDArray[np.intp]:
+        """Predicted class of every image of ``x``, batch by batch (as Sequential.classify)."""
+        images = np.asarray(x)
+        labels = [self.predict(images[i : i + batch_size]).argmax(axis=1) for i in range(0, len(images), batch_size)]
+        return np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
+
+    def probabilities(self, x: ArrayLike, batch_size: int = 100) -> NDArray[np.float64]:
+        """Softmax probabilities (float64) of every image, batch by batch."""
+        images = np.asarray(x)
+        rows = [
+            softmax(self.predict(images[i : i + batch_size]).astype(np.float64))
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(rows) if rows else np.zeros((0, self.output_size))
+
+    def accuracy(self, x: ArrayLike, t: ArrayLike, batch_size: int = 100) -> float:
+        """Fraction of ``x`` classified as ``t`` (labels or one-hot), every image counted."""
+        images, labels = np.asarray(x), np.asarray(t)
+        if labels.ndim != 1:
+            labels = np.argmax(labels, axis=1)
+        if len(labels) != len(images) or len(labels) == 0:
+            raise ValueError(
+                f"accuracy: needs as many labels as images, at least one: got {len(images)} and {len(labels)}"
+            )
+        return float(np.mean(self.classify(images, batch_size) == labels))
 
     def reserve(self, batch: int) -> None:
         """Allocate now the buffers of a call on ``batch`` images (else the first call does)."""
@@ -110,16 +145,19 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
 
     Raises
     ------
-    TypeError
-        A dtype other than float32 and float64, or a model on the GPU.
+    NotCompilable (a TypeError and a ValueError)
+        A dtype other than float32 and float64, a model on the GPU, or a layer the plan
+        cannot run.
     ValueError
-        A layer the plan cannot run, or layers that do not fit together.
+        Layers that do not fit together, or an input_shape they do not take.
     """
+    if not isinstance(model, Layer):
+        raise NotCompilable(f"deepnet.compile: compiles deepnet's float models, got a {type(model).__name__}")
     dtype = np.dtype(getattr(model, "dtype", np.float32))
     if dtype not in COMPILED_DTYPES:
-        raise TypeError(f"deepnet.compile: compiles float32 and float64 models, got a {dtype} model")
+        raise NotCompilable(f"deepnet.compile: compiles float32 and float64 models, got a {dtype} model")
     if getattr(model, "on_gpu", False):
-        raise TypeError("deepnet.compile: compiles models on the CPU; call model.to_cpu() first")
+        raise NotCompilable("deepnet.compile: compiles models on the CPU; call model.to_cpu() first")
     shape = tuple(int(n) for n in (input_shape if input_shape is not None else _input_shape(model)[1:]))
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"deepnet.compile: input_shape must be (C, H, W) of positive sizes, got {shape}")
@@ -188,7 +226,7 @@ class _Builder:
             elif isinstance(layer, (Relu, Dropout, BatchNormalization)):
                 slot = self.activate(_activation_ops(layer, shape, self.dtype, where), slot, keep)
             else:
-                raise ValueError(f"deepnet.compile: cannot compile a {where}; the plan runs {SUPPORTED_LAYERS}")
+                raise NotCompilable(f"deepnet.compile: cannot compile a {where}; the plan runs {SUPPORTED_LAYERS}")
             i += 1
         return slot, shape
 
@@ -223,6 +261,17 @@ class _Builder:
     def fresh(self, busy: Set[int]) -> int:
         """A buffer slot not in ``busy``."""
         return next(slot for slot in range(2, 64) if slot not in busy)
+
+
+def for_inference(model: Any) -> Any:
+    """``compile(model)`` where the plan runs the model, else the model itself (float16,
+    bfloat16, int8, on the GPU, or with a layer the plan lacks): what ``deepnet predict``,
+    ``serve`` and ``evaluate`` compute with.  Both have predict, classify, probabilities
+    and accuracy."""
+    try:
+        return compile(model)
+    except NotCompilable:
+        return model
 
 
 def _activation_ops(layer: Layer, shape: Shape, dtype: np.dtype, where: str) -> List[Tuple[Any, ...]]:
