@@ -302,6 +302,7 @@ cdef class Plan:
             step.out_size = in_size
         elif kind == "add":
             step.kind = DN_PLAN_ADD
+            step.relu = spec.get("relu", False)
             step.out_size = in_size
         elif kind == "mean":
             step.kind = DN_PLAN_MEAN

@@ -72,37 +72,63 @@ static void DN_PLAN_NAME(dn_plan_affine)(const DN_PLAN_T *x, int N, int K, const
     DN_PLAN_NAME(dn_plan_affine_tasks)(x, N, K, W, ldw, M, bias, out);
 }
 
-/* The activation operations of a step, in order, on N images (in place when out == in). */
+/* The activation operations of a step, in order, on N images (in place when out == in):
+ * one pass per operation, each a loop the compiler vectorises. */
 static void DN_PLAN_NAME(dn_plan_activate_tasks)(const dn_plan_step *step, const DN_PLAN_T *in,
                                                  DN_PLAN_T *out, int N)
 {
     const long n = (long)N * step->in_size;
     long i;
-#pragma omp for schedule(static)
-    for (i = 0; i < n; i++) {
-        DN_PLAN_T value = in[i];
-        for (int o = 0; o < step->ops; o++) {
-            if (step->op_kind[o] == DN_PLAN_RELU) {
-                value = value < 0 ? (DN_PLAN_T)0 : value;
-            } else if (step->op_kind[o] == DN_PLAN_SCALE) {
-                value = value * (DN_PLAN_T)step->op_scale[o];
-            } else {   /* as kernels/batchnorm.pyx's channel_affine */
-                const long c = (i % step->in_size) / step->op_plane[o];
-                value = (value - ((const DN_PLAN_T *)step->op_shift[o])[c]) * ((const DN_PLAN_T *)step->op_scales[o])[c]
-                        + ((const DN_PLAN_T *)step->op_offset[o])[c];
+    for (int o = 0; o < step->ops; o++) {
+        const DN_PLAN_T *source = o == 0 ? in : out;
+        if (step->op_kind[o] == DN_PLAN_RELU) {
+#pragma omp for schedule(static) nowait
+            for (i = 0; i < n; i++)
+                out[i] = source[i] < 0 ? (DN_PLAN_T)0 : source[i];
+        } else if (step->op_kind[o] == DN_PLAN_SCALE) {
+            const DN_PLAN_T scale = (DN_PLAN_T)step->op_scale[o];
+#pragma omp for schedule(static) nowait
+            for (i = 0; i < n; i++)
+                out[i] = source[i] * scale;
+        } else {   /* as kernels/batchnorm.pyx's channel_affine, a plane at a time */
+            const long plane = step->op_plane[o], planes = n / plane;
+            const DN_PLAN_T *shift = (const DN_PLAN_T *)step->op_shift[o];
+            const DN_PLAN_T *scales = (const DN_PLAN_T *)step->op_scales[o];
+            const DN_PLAN_T *offset = (const DN_PLAN_T *)step->op_offset[o];
+            const int channels = step->op_channels[o];
+            long p;
+#pragma omp for schedule(static) nowait
+            for (p = 0; p < planes; p++) {
+                const int c = (int)(p % channels);
+                const DN_PLAN_T s = shift[c], a = scales[c], b = offset[c];
+                for (long m = 0; m < plane; m++)
+                    out[p * plane + m] = (source[p * plane + m] - s) * a + b;
             }
         }
-        out[i] = value;
+        /* static schedules of the same n give each thread the same values in every pass;
+         * the channel pass splits planes, so wait for the others around it */
+        if (step->op_kind[o] == DN_PLAN_CHANNEL || (o + 1 < step->ops && step->op_kind[o + 1] == DN_PLAN_CHANNEL)) {
+#pragma omp barrier
+        }
     }
+#pragma omp barrier
 }
 
-/* out = a + b on n values. */
-static void DN_PLAN_NAME(dn_plan_add_tasks)(const DN_PLAN_T *a, const DN_PLAN_T *b, DN_PLAN_T *out, long n)
+/* out = a + b (then max(., 0) with relu) on n values. */
+static void DN_PLAN_NAME(dn_plan_add_tasks)(const DN_PLAN_T *a, const DN_PLAN_T *b, DN_PLAN_T *out, long n, int relu)
 {
     long i;
+    if (relu) {
 #pragma omp for schedule(static)
-    for (i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
+        for (i = 0; i < n; i++) {
+            const DN_PLAN_T sum = a[i] + b[i];
+            out[i] = sum < 0 ? (DN_PLAN_T)0 : sum;
+        }
+    } else {
+#pragma omp for schedule(static)
+        for (i = 0; i < n; i++)
+            out[i] = a[i] + b[i];
+    }
 }
 
 /* out[p] = the mean of the plane values of in's plane p, for `planes` planes: summed in
@@ -195,7 +221,9 @@ static void DN_PLAN_NAME(dn_plan_conv_tasks)(const dn_plan_step *step, const DN_
         const int count = winograd ? r1 - r0 + 2 : (r1 - 1) * step->sh + step->kh - first;
         const int base = winograd ? 0 : first, plane_rows = winograd ? count : Hp;
         const DN_PLAN_T *image = in + (size_t)n * step->in_size;
-        for (int c = 0; c < C; c++)
+        /* unpadded, the direct kernel reads the image where it is (the same layout) */
+        const int in_place = !winograd && ph == 0 && pw == 0;
+        for (int c = 0; c < (in_place ? 0 : C); c++)
             for (int b = 0; b < count; b++) {
                 const int y = first + b - ph;
                 DN_PLAN_T *row = padded + ((size_t)c * plane_rows + base + b) * Wp;
@@ -209,7 +237,7 @@ static void DN_PLAN_NAME(dn_plan_conv_tasks)(const dn_plan_step *step, const DN_
                              (DN_PLAN_T *)scratch->rows, (DN_PLAN_T *)scratch->V, (DN_PLAN_T *)scratch->M,
                              scratch->row_offset, scratch->step_offset, product);
         else
-            DN_PLAN_GEMM((r1 - r0) * OW, ld, step->K, padded, step->pixel_offsets + (size_t)r0 * OW,
+            DN_PLAN_GEMM((r1 - r0) * OW, ld, step->K, in_place ? image : padded, step->pixel_offsets + (size_t)r0 * OW,
                          step->window_steps, (const DN_PLAN_T *)step->direct, ld, product, ld, 0);
         DN_PLAN_T *image_out = out + (size_t)n * step->out_size;
         if (!step->pooled) {
@@ -247,7 +275,7 @@ static void DN_PLAN_NAME(dn_plan_run)(const dn_plan_step *steps, int count, DN_P
             } else if (step->kind == DN_PLAN_ACTIVATE) {
                 DN_PLAN_NAME(dn_plan_activate_tasks)(step, in, target, N);
             } else if (step->kind == DN_PLAN_ADD) {
-                DN_PLAN_NAME(dn_plan_add_tasks)(in, slots[step->other], target, N * step->in_size);
+                DN_PLAN_NAME(dn_plan_add_tasks)(in, slots[step->other], target, N * step->in_size, step->relu);
             } else {
                 DN_PLAN_NAME(dn_plan_mean_tasks)(in, N * step->out_size, step->plane, target);
             }

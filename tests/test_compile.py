@@ -62,6 +62,19 @@ def test_plan_gives_predict_bits(name, dtype):
             np.testing.assert_array_equal(bits(got), bits(expected), err_msg=f"{threads} threads, batch {batch}")
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_vgg_plans_give_predict_bits(batch_norm):
+    from deepnet.models import VGG
+
+    net = VGG(batch_norm=batch_norm, dtype=np.float32, seed=0)
+    plan = deepnet.compile(net)
+    reference = fold_batch_norm(net)
+    for threads in (1, 2):
+        deepnet.set_num_threads(threads)
+        x = np.random.default_rng(threads).random((3, 1, 28, 28), dtype=np.float32)
+        np.testing.assert_array_equal(bits(plan(x)), bits(reference.predict(x, train=False)))
+
+
 def test_plan_is_close_to_the_unfolded_model():
     # folding BN changes roundings only: the plan also agrees with the model as trained
     net = trained_looking("deepconvnet-bn", "float64")

@@ -7,7 +7,8 @@
 Each round runs one process per framework (in the order given in odd rounds, reversed in
 even ones); a process times --calls predictions of one random image after 50 untimed
 ones and reports their median.  Printed: each round's medians, the median of the rounds
-per framework, and in how many rounds deepnet was faster than each other one.
+per framework, and in how many rounds deepnet (and deepnet-compiled) was faster than each
+peer.
 
 --model picks the network: DeepConvNet (the default), DeepConvNet-BN or the small ResNet.
 deepnet infers as a deployed model would: BN folded (fold_batch_norm), and deepnet-compiled
@@ -220,12 +221,12 @@ def main():
         f"process, {args.rounds} alternating rounds (ms)\n"
     )
     print(rounds_table(medians))
-    if "deepnet" in medians:
-        print()
-        for name in medians:
-            if name != "deepnet":
-                faster = sum(d < t for d, t in zip(medians["deepnet"], medians[name]))
-                print(f"deepnet faster than {name} in {faster} of {args.rounds} rounds")
+    print()
+    for ours in ("deepnet", "deepnet-compiled"):
+        for name in medians if ours in medians else ():
+            if name != ours and not (ours == "deepnet-compiled" and name == "deepnet"):
+                faster = sum(d < t for d, t in zip(medians[ours], medians[name]))
+                print(f"{ours} faster than {name} in {faster} of {args.rounds} rounds")
 
 
 if __name__ == "__main__":

@@ -249,11 +249,15 @@ class _Builder:
 
     def activate(self, ops: List[Tuple[Any, ...]], slot: int, keep: Set[int]) -> int:
         """Element-wise ops, in place where the value in ``slot`` is needed nowhere else
-        (merged into an activation step just before that wrote it)."""
+        (merged into the activation or residual sum just before, that wrote it)."""
         last = self.steps[-1] if self.steps else None
-        if last is not None and last["kind"] == "activate" and last["dst"] == slot and len(last["ops"]) + len(ops) <= 8:
-            last["ops"].extend(ops)
-            return slot
+        if last is not None and last["dst"] == slot:
+            if last["kind"] == "activate" and len(last["ops"]) + len(ops) <= 8:
+                last["ops"].extend(ops)
+                return slot
+            if last["kind"] == "add" and ops == [("relu",)] and not last.get("relu"):
+                last["relu"] = True  # a residual block's ReLU, in the pass of its sum
+                return slot
         target = slot if slot not in keep | {0} else self.fresh(keep | {slot})
         self.steps.append({"kind": "activate", "ops": ops, "src": slot, "dst": target})
         return target
