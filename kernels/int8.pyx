@@ -7,9 +7,9 @@
 # there are fewer images than threads; integers make the result the same for any thread
 # count.  The avx2 path runs 3x3, stride-1 layers that pool as integer Winograd (exact too).
 
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 import numpy as np
 
@@ -46,7 +46,7 @@ cdef extern from "deepnet_int8.h" nogil:
 # The paths, in the order of their C numbers (deepnet_int8.h's DN8_SCALAR ...).
 PATHS = ("scalar", "avx2", "avxvnni-emulated", "avx512vnni-emulated", "avxvnni", "avx512vnni")
 MAX_K = 65536          # 255 * 127 * K stays below 2**31
-TASK_BYTES = 262144    # a task's im2col and sums (at most, unless one image needs more): they stay in L2
+DEF TASK_BYTES = 262144  # a task's im2col and sums (at most, unless one image needs more): they stay in L2
 
 
 def paths():
@@ -364,3 +364,235 @@ def dequantize_uint8(q, scale, zero, out=None):
         with nogil:
             dn8_dequantize(&source[0], source.shape[0], s, z, &target[0])
     return out
+
+
+cdef inline int direct_group(const dn8_conv* cv, int image_pixels, int N, int threads) noexcept nogil:
+    """Images per task of the direct kernel: as many as TASK_BYTES of buffers hold, and at
+    least one task a thread (conv_int8's groups)."""
+    cdef size_t per_image = (4 * <size_t>cv.K4 + 4 * <size_t>cv.FNpad) * image_pixels
+    cdef size_t fit = TASK_BYTES // per_image if per_image else 1
+    return <int>max(1, min(fit, <size_t>((N + threads - 1) // threads)))
+
+
+cdef inline int winograd_group(const dn8_conv* cv, int N, int threads) noexcept nogil:
+    """Images per task of the Winograd kernel (conv_int8's winograd_images)."""
+    cdef size_t per_image = 64 * <size_t>((cv.C + 1) // 2 + cv.FNpad) * (cv.OH // 2) * (cv.OW // 2)
+    cdef size_t fit = TASK_BYTES // per_image if per_image else 1
+    return <int>max(1, min(fit, <size_t>((N + threads - 1) // threads)))
+
+
+cdef class Int8Plan:
+    """A whole int8 model in compiled steps (deepnet.compile of an Int8Model): quantize the
+    float input, then each int8 convolution (or affine layer) into buffers the plan owns, the
+    last one giving float32 scores.  Integers make every task split give the same values, so
+    the plan equals the model's predict bit for bit.  steps: (packed filters, stride, pad,
+    bias_q, scale, out_zero, relu, pool, affine, float output) per convolution."""
+
+    cdef dn8_conv* convs
+    cdef int count, path
+    cdef list keep
+    cdef float inv_scale
+    cdef int x_zero
+    cdef readonly long in_size, out_size
+    cdef list sizes          # elements of one image's output, per step
+    cdef list winograd       # per step: the Winograd task applies (with whole images)
+    cdef int threads
+    cdef uint8_t** padded
+    cdef uint32_t** cols
+    cdef int32_t** sums
+    cdef int32_t** V
+    cdef int32_t** M
+    cdef size_t padded_bytes, cols_bytes, sums_bytes, V_bytes, M_bytes
+    cdef object buffers
+    cdef int capacity
+
+    def __cinit__(self):
+        self.convs = NULL
+        self.threads = 0
+        self.padded = self.cols = self.sums = self.V = self.M = NULL
+
+    def __init__(self, x_scale, int x_zero, list steps, tuple in_shape, path=None):
+        if not steps:
+            raise ValueError("deepnet Int8Plan: needs at least one convolution")
+        self.path = path_number(path)
+        self.inv_scale = np.float32(1 / x_scale)
+        self.x_zero = check_int("Int8Plan", "x_zero", x_zero, 0, 255)
+        self.keep = []
+        self.sizes = []
+        self.winograd = []
+        self.convs = <dn8_conv*>malloc(len(steps) * sizeof(dn8_conv))
+        if self.convs == NULL:
+            raise MemoryError("deepnet Int8Plan: out of memory for the steps")
+        self.count = len(steps)
+        self.in_size = int(np.prod(in_shape))
+        self.padded_bytes = self.cols_bytes = self.sums_bytes = self.V_bytes = self.M_bytes = 64
+        shape = tuple(in_shape)
+        zero = x_zero
+        for s, step in enumerate(steps):
+            shape, zero = self._set_step(&self.convs[s], step, shape, zero, s == self.count - 1)
+            self.sizes.append(int(np.prod(shape)))
+        self.out_size = self.sizes[len(self.sizes) - 1]
+        self.capacity = 0
+        self.buffers = None
+
+    cdef tuple _set_step(self, dn8_conv* cv, tuple step, tuple shape, int x_zero, bint last):
+        cdef PackedFilters packed
+        packed, stride, pad, bias_q, scale, out_zero, relu, pool, affine, out_float = step
+        if out_float != last:
+            raise ValueError("deepnet Int8Plan: only the last convolution gives float scores")
+        if affine:
+            shape = (int(np.prod(shape)), 1, 1)
+        C, H, W = shape
+        if C != packed.C:
+            raise ValueError(f"deepnet Int8Plan: a convolution of {packed.C} channels after one of {C}")
+        sh, sw = check_pair("Int8Plan", "stride", stride)
+        ph, pw = check_pair("Int8Plan", "pad", pad)
+        OH, OW = window_output("Int8Plan", H, W, packed.KH, packed.KW, sh, sw, ph, pw)
+        bias = check_array("Int8Plan", "bias_q", bias_q, np.int32, 1)
+        scales = check_array("Int8Plan", "scale", scale, np.float32, 1)
+        check_shape("Int8Plan", "bias_q", bias.shape, (packed.FN,))
+        check_shape("Int8Plan", "scale", scales.shape, (packed.FN,))
+        if max(-int(bias.min()), int(bias.max())) + 255 * packed.max_abs_sum >= INT_LIMIT:
+            raise ValueError("deepnet Int8Plan: bias_q could overflow the int32 sums")
+        if pool and (OH < 2 or OW < 2 or out_float):
+            raise ValueError(f"deepnet Int8Plan: 2x2 pooling needs a 2x2 uint8 output, got {OH}x{OW}")
+        fits_int("Int8Plan", "padded image", C * (H + 2 * <object>ph) * (W + 2 * <object>pw))
+        fits_int("Int8Plan", "output", packed.FN * OH * OW)
+        k = np.arange(4 * packed.K4)
+        k[k >= packed.K] = 0
+        c, u, v = k // (packed.KH * packed.KW), k // packed.KW % packed.KH, k % packed.KW
+        offsets = np.ascontiguousarray(((c * (H + 2 * ph) + u) * (W + 2 * pw) + v).astype(np.int32))
+        self.keep += [packed, bias, scales, offsets]
+        cv.C, cv.H, cv.W, cv.KH, cv.KW = C, H, W, packed.KH, packed.KW
+        cv.sh, cv.sw, cv.ph, cv.pw, cv.OH, cv.OW = sh, sw, ph, pw, OH, OW
+        cv.Hp, cv.Wp = H + 2 * ph, W + 2 * pw
+        cv.K, cv.K4, cv.FN, cv.FNpad = packed.K, packed.K4, packed.FN, packed.FNpad
+        cv.w4 = <const int32_t*><size_t>packed.w4.ctypes.data
+        cv.w16 = <const int32_t*><size_t>packed.w16.ctypes.data
+        cv.scale = <const float*><size_t>scales.ctypes.data
+        cv.offsets = <const int32_t*><size_t>offsets.ctypes.data
+        cv.bias = <const int32_t*><size_t>bias.ctypes.data
+        cv.wsum = <const int32_t*><size_t>packed.sums.ctypes.data
+        cv.wino = NULL
+        cv.x_zero, cv.out_zero, cv.relu, cv.pool, cv.out_float = x_zero, out_zero, relu, pool, out_float
+        cdef int unit = 2 if pool else 1
+        cdef int image_pixels = unit * ((OH // 2) if pool else OH) * OW
+        # a task's buffers hold a group of images, as conv_int8's (TASK_BYTES)
+        cdef int pixels = direct_group(cv, image_pixels, 1 << 30, 1) * image_pixels
+        fits_int("Int8Plan", "task's im2col", <object>DN8_COLS(cv.K4, pixels))
+        fits_int("Int8Plan", "task's sums", <object>DN8_SUMS(cv.FNpad, pixels))
+        self.padded_bytes = max(self.padded_bytes, <size_t>C * cv.Hp * cv.Wp + 2 * cv.Wp + 64)
+        self.cols_bytes = max(self.cols_bytes, DN8_COLS(cv.K4, pixels) * sizeof(uint32_t))
+        self.sums_bytes = max(self.sums_bytes, DN8_SUMS(cv.FNpad, pixels) * sizeof(int32_t),
+                              <size_t>cv.FNpad * OH * OW * sizeof(int32_t))
+        # conv_int8's rule for its Winograd task (the same integers as the direct one)
+        winograd = (self.path == 1 and packed.wino is not None and sh == 1 and sw == 1 and pool
+                    and 4 * 255 * packed.max_abs_sum < INT_LIMIT)
+        self.winograd.append(winograd)
+        if winograd:
+            cv.wino = <const int32_t*><size_t>packed.wino.ctypes.data
+            tiles = (OH // 2) * (OW // 2) * winograd_group(cv, 1 << 30, 1)
+            fits_int("Int8Plan", "task's Winograd input", <object>DN8_WINOGRAD_V(C, tiles))
+            fits_int("Int8Plan", "task's Winograd products", <object>DN8_WINOGRAD_M(cv.FNpad, tiles))
+            self.V_bytes = max(self.V_bytes, DN8_WINOGRAD_V(C, tiles) * sizeof(int32_t))
+            self.M_bytes = max(self.M_bytes, DN8_WINOGRAD_M(cv.FNpad, tiles) * sizeof(int32_t))
+        out_shape = (packed.FN, OH // 2, OW // 2) if pool else (packed.FN, OH, OW)
+        return out_shape, out_zero
+
+    cdef _free_scratch(self):
+        cdef int t
+        for t in range(self.threads):
+            free(self.padded[t])
+            free(self.cols[t])
+            free(self.sums[t])
+            free(self.V[t])
+            free(self.M[t])
+        free(self.padded)
+        free(self.cols)
+        free(self.sums)
+        free(self.V)
+        free(self.M)
+        self.padded = self.cols = self.sums = self.V = self.M = NULL
+        self.threads = 0
+
+    def reserve(self, int batch, int threads):
+        """Allocate now what a call on `batch` images with `threads` threads needs."""
+        if batch < 0 or threads < 1:
+            raise ValueError(f"deepnet Int8Plan.reserve: batch >= 0 and threads >= 1, got {batch} and {threads}")
+        cdef int t
+        if threads > self.threads:
+            self._free_scratch()
+            self.padded = <uint8_t**>calloc(threads, sizeof(void*))
+            self.cols = <uint32_t**>calloc(threads, sizeof(void*))
+            self.sums = <int32_t**>calloc(threads, sizeof(void*))
+            self.V = <int32_t**>calloc(threads, sizeof(void*))
+            self.M = <int32_t**>calloc(threads, sizeof(void*))
+            if self.padded == NULL or self.cols == NULL or self.sums == NULL or self.V == NULL or self.M == NULL:
+                self._free_scratch()
+                raise MemoryError("deepnet Int8Plan: out of memory for the per-thread buffers")
+            self.threads = threads
+            for t in range(threads):
+                self.padded[t] = <uint8_t*>malloc(self.padded_bytes)
+                self.cols[t] = <uint32_t*>malloc(self.cols_bytes)
+                self.sums[t] = <int32_t*>malloc(self.sums_bytes)
+                self.V[t] = <int32_t*>malloc(self.V_bytes)
+                self.M[t] = <int32_t*>malloc(self.M_bytes)
+                if (self.padded[t] == NULL or self.cols[t] == NULL or self.sums[t] == NULL or self.V[t] == NULL
+                        or self.M[t] == NULL):
+                    self._free_scratch()
+                    raise MemoryError("deepnet Int8Plan: out of memory for the per-thread buffers")
+        if batch > self.capacity:
+            largest = max([self.in_size] + self.sizes)
+            fits_int("Int8Plan", "batch's activations", <object>batch * largest)
+            self.buffers = (np.empty(batch * largest, np.uint8), np.empty(batch * largest, np.uint8))
+            self.capacity = batch
+
+    def run(self, const float[:, ::1] x, float[:, ::1] out, int threads, winograd_mode=None):
+        """out (N, out_size) = the plan on float32 x (N, in_size); winograd_mode is unused
+        (the int8 Winograd gives the direct kernel's integers)."""
+        cdef int N = x.shape[0]
+        check_shape("Int8Plan.run", "x", dims(x.shape, 2), (N, self.in_size))
+        check_shape("Int8Plan.run", "out", dims(out.shape, 2), (N, self.out_size))
+        if N == 0:
+            return
+        self.reserve(N, threads)
+        cdef uint8_t[::1] buffer0 = self.buffers[0]
+        cdef uint8_t[::1] buffer1 = self.buffers[1]
+        cdef uint8_t* source = &buffer0[0]
+        cdef uint8_t* target = &buffer1[0]
+        cdef uint8_t* swap
+        cdef void* destination
+        cdef int s, task, n, band, bands, unit, units, thread, group, groups
+        cdef bint winograd
+        with nogil:
+            dn8_quantize(&x[0, 0], <size_t>N * self.in_size, self.inv_scale, self.x_zero, source)
+        for s in range(self.count):
+            destination = <void*>&out[0, 0] if s == self.count - 1 else <void*>target
+            unit = 2 if self.convs[s].pool else 1
+            units = (self.convs[s].OH // 2) if self.convs[s].pool else self.convs[s].OH
+            bands = 1 if N >= threads else min(units, (threads + N - 1) // N)
+            winograd = self.winograd[s] and bands == 1
+            if winograd:
+                group = winograd_group(&self.convs[s], N, threads)
+            else:
+                group = direct_group(&self.convs[s], unit * units * self.convs[s].OW, N, threads)
+            groups = (N + group - 1) // group
+            with nogil, parallel(num_threads=threads):
+                thread = threadid()
+                for task in prange(groups * bands, schedule="dynamic"):
+                    n = task // bands * group
+                    band = task % bands
+                    if winograd:
+                        dn8_winograd_task(&self.convs[s], source, n, min(n + group, N), self.padded[thread],
+                                          self.V[thread], self.M[thread], self.sums[thread], destination)
+                    else:
+                        dn8_task(&self.convs[s], self.path, source, n, min(n + group, N),
+                                 unit * (band * units // bands), unit * ((band + 1) * units // bands),
+                                 self.padded[thread], self.cols[thread], self.sums[thread], destination)
+            swap = source
+            source = target
+            target = swap
+
+    def __dealloc__(self):
+        self._free_scratch()
+        free(self.convs)

@@ -267,3 +267,34 @@ def test_for_inference_compiles_what_it_can_and_keeps_the_rest():
     assert compiled.accuracy(x, t) == net.accuracy(x, t)
     with pytest.raises(ValueError, match="as many labels as images"):
         compiled.accuracy(x, t[:3])
+
+
+def test_int8_plan_gives_the_int8_models_bits():
+    from deepnet.models.compiled import CompiledModel, for_inference
+
+    net = recipes.MODEL_NAMES["deepconvnet"]("float32", 14)
+    rng = np.random.default_rng(14)
+    model = deepnet.quantize(net, rng.random((64, 1, 28, 28), dtype=np.float32))
+    plan = deepnet.compile(model)
+    assert isinstance(for_inference(model), CompiledModel)
+    for threads in (1, 2, 3):
+        deepnet.set_num_threads(threads)
+        for batch in (1, 2, 5, 40):
+            x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+            np.testing.assert_array_equal(bits(plan(x)), bits(model.predict(x)))
+    x = rng.random((2, 1, 28, 28), dtype=np.float32)
+    x[1, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="holds NaN"):
+        plan(x)
+    with pytest.raises(ValueError, match="holds NaN"):
+        model.predict(x)
+
+
+def test_int8_models_with_float_steps_run_as_they_are():
+    from deepnet.models.compiled import NotCompilable, for_inference
+
+    net = recipes.MODEL_NAMES["resnet"]("float32", 15)
+    model = deepnet.quantize(net, np.random.default_rng(15).random((32, 1, 28, 28), dtype=np.float32))
+    with pytest.raises(NotCompilable, match="int8 convolutions and affine layers only"):
+        deepnet.compile(model)
+    assert for_inference(model) is model

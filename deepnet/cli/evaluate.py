@@ -93,7 +93,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     network = networks[0]
     print(f"test accuracy on {len(x_test)} images ({args.params[0]}):")
     if isinstance(network, Int8Model):  # computes in int8: no dtype to choose
-        print(f"  {'int8':8s} {network.accuracy(x_test.astype(np.float32), t_test):.4f}")
+        print(f"  {'int8':8s} {for_inference(network).accuracy(x_test.astype(np.float32), t_test):.4f}")
         return
     for dtype in DTYPES[::-1] if args.half_check else (args.dtype,):
         accuracy = for_inference(network.astype(dtype)).accuracy(x_test.astype(dtype), t_test)

@@ -38,6 +38,9 @@ from ..nn import (
 from ..nn.activations import softmax
 from ..nn.base import _pair
 from .cost import input_shape as _input_shape
+from ..quant import Int8Model
+from ..quant import ops as int8_ops
+from ..quant.model import ConvStep, QuantizeStep
 from .folding import fold_batch_norm
 from .sequential import Sequential
 
@@ -67,8 +70,11 @@ class CompiledModel:
         The model's dtype; inputs are converted to it as predict converts them.
     """
 
-    def __init__(self, plan: Any, input_shape: Tuple[int, ...], output_size: int, dtype: np.dtype) -> None:
+    def __init__(
+        self, plan: Any, input_shape: Tuple[int, ...], output_size: int, dtype: np.dtype, *, int8: bool = False
+    ) -> None:
         self._plan = plan
+        self._int8 = int8  # an int8 model's plan: quantizing refuses NaN, as the model does
         self._lock = threading.Lock()  # one call at a time: the calls share the plan's buffers
         self.input_shape = input_shape
         self.output_size = output_size
@@ -97,6 +103,8 @@ class CompiledModel:
                 f"deepnet.compile: out must be a C-contiguous {self.dtype} array of shape "
                 f"{(N, self.output_size)}, got {out.dtype} {out.shape}"
             )
+        if self._int8 and np.isnan(flat).any():
+            raise ValueError("quantize_uint8: the input holds NaN; expected finite values")
         with self._lock:
             self._plan.run(flat, out, _config.get_num_threads(), _config.get_winograd())
         return out
@@ -137,9 +145,10 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
 
     Parameters
     ----------
-    model : Sequential
+    model : Sequential or Int8Model
         A float32 or float64 model on the CPU, of the layers SUPPORTED_LAYERS names
-        (BatchNormalization after a Convolution is folded into it).
+        (BatchNormalization after a Convolution is folded into it), or an int8 model
+        (deepnet.quantize) of int8 convolutions and affine layers only.
     input_shape : sequence of int, optional
         (C, H, W) of the images; by default the model's (deepnet.models.input_shape).
 
@@ -151,8 +160,10 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     ValueError
         Layers that do not fit together, or an input_shape they do not take.
     """
+    if isinstance(model, Int8Model):
+        return _int8_plan(model)
     if not isinstance(model, Layer):
-        raise NotCompilable(f"deepnet.compile: compiles deepnet's float models, got a {type(model).__name__}")
+        raise NotCompilable(f"deepnet.compile: compiles deepnet's models, got a {type(model).__name__}")
     dtype = np.dtype(getattr(model, "dtype", np.float32))
     if dtype not in COMPILED_DTYPES:
         raise NotCompilable(f"deepnet.compile: compiles float32 and float64 models, got a {dtype} model")
@@ -265,6 +276,30 @@ class _Builder:
     def fresh(self, busy: Set[int]) -> int:
         """A buffer slot not in ``busy``."""
         return next(slot for slot in range(2, 64) if slot not in busy)
+
+
+def _int8_plan(model: Int8Model) -> CompiledModel:
+    """The plan of an int8 model made only of int8 convolutions and affine layers (the
+    Int8Plan of kernels/int8.pyx; integers, so the same bits as its predict)."""
+    steps = model.steps
+    if (
+        len(steps) < 2
+        or not isinstance(steps[0], QuantizeStep)
+        or not all(isinstance(step, ConvStep) for step in steps[1:])
+        or len(model.input_shape) != 3
+    ):
+        raise NotCompilable("deepnet.compile: compiles int8 models of int8 convolutions and affine layers only")
+    if int8_ops.current() != "kernel":
+        raise NotCompilable("deepnet.compile: an int8 plan needs the compiled int8 kernels")
+    from .._kernels import int8 as _int8  # the compiled backend, loaded only where used
+
+    specs = [
+        (s.filters, s.stride, s.pad, s.bias_q, s.scale, s.out_zero, s.relu, s.pool, s.affine, s.out_scale is None)
+        for s in steps[1:]
+        if isinstance(s, ConvStep)
+    ]
+    plan = _int8.Int8Plan(steps[0].scale, steps[0].zero, specs, model.input_shape)
+    return CompiledModel(plan, model.input_shape, plan.out_size, np.dtype(np.float32), int8=True)
 
 
 def for_inference(model: Any) -> Any:
