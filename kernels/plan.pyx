@@ -146,6 +146,7 @@ cdef class Plan:
     cdef dict slot_sizes      # slot -> elements of one image's value in it (as the steps go)
     cdef dict buffer_sizes    # slot -> elements of one image's largest value in it
     cdef list buffers         # slots 2...: arrays for `capacity` images
+    cdef size_t addresses[64] # their data, by slot
     cdef int capacity
     cdef readonly long in_size, out_size
 
@@ -377,6 +378,7 @@ cdef class Plan:
                 size = <object>batch * self.buffer_sizes.get(slot, 0)
                 fits_int("Plan", "batch's activations", size)
                 self.buffers.append(np.empty(max(size, 1), self.dtype))
+                self.addresses[slot] = self.buffers[slot - 2].ctypes.data
             self.capacity = batch
 
     def run(self, const compute_t[:, ::1] x, compute_t[:, ::1] out, int threads, str winograd_mode):
@@ -391,14 +393,14 @@ cdef class Plan:
             raise ValueError(f"deepnet Plan.run: winograd_mode one of {sorted(WINOGRAD_MODES)}, got {winograd_mode!r}")
         if N == 0:
             return
-        self.reserve(N, threads)
+        if N > self.capacity or threads > self.threads:
+            self.reserve(N, threads)
         cdef compute_t* slots[64]
-        cdef compute_t[::1] buffer
+        cdef int slot
         slots[0] = <compute_t*>&x[0, 0]  # never written: no step writes slot 0
         slots[1] = &out[0, 0]
-        for slot, array in enumerate(self.buffers, 2):
-            buffer = array
-            slots[slot] = &buffer[0]
+        for slot in range(2, 2 + len(self.buffers)):
+            slots[slot] = <compute_t*>self.addresses[slot]
         cdef int winograd = mode
         with nogil:
             if compute_t is float:

@@ -86,7 +86,7 @@ class CompiledModel:
 
     def predict(self, x: ArrayLike, *, out: Optional[NDArray[Any]] = None) -> NDArray[Any]:
         """Class scores (N, classes) for images x (N, C, H, W): model.predict's bits."""
-        images = np.asarray(x)
+        images = x if type(x) is np.ndarray else np.asarray(x)
         if images.dtype.kind not in "fiub":
             raise TypeError(f"deepnet.compile: x must hold numbers, got dtype {images.dtype}")
         if images.ndim != 1 + len(self.input_shape) or images.shape[1:] != self.input_shape:
