@@ -596,3 +596,39 @@ def test_affine_and_elastic_warp(cuda_backend, dtype, shape):
     )
     assert got.dtype == dtype
     assert_close(got, want, dtype)
+
+
+def test_conv_transpose_layer_on_the_cuda_kernels(cuda_backend, dtype, monkeypatch):
+    """ConvTranspose runs on the convolution's CUDA kernels (col2im, conv forward and
+    backward): the same values as its float64 run on the CPU."""
+    import contextlib
+
+    from deepnet import functional as F
+    from deepnet.layers import ConvTranspose
+
+    @contextlib.contextmanager
+    def on_cuda():
+        """NumPy arrays on the host emulation: send deepnet.functional's ops to its kernels."""
+        with monkeypatch.context() as patch:
+            if cuda_backend.name == "host":
+                patch.setattr(F, "_backend", lambda caller, *arrays: _cuda)
+            yield
+
+    rng = np.random.default_rng(7)
+    W, b = random_array(rng, (3, 4, 3, 3), dtype), random_array(rng, (4,), dtype)
+    x = random_array(rng, (2, 3, 5, 4), dtype)
+    layer = ConvTranspose(cuda_backend.put(W), cuda_backend.put(b), stride=2, pad=1, output_padding=1)
+    reference_layer = ConvTranspose(*as64(W, b), stride=2, pad=1, output_padding=1)
+    with on_cuda():
+        y = cuda_backend.get(layer.forward(cuda_backend.put(x)))
+    want = reference_layer.forward(x.astype(np.float64))
+    assert y.dtype == dtype
+    assert_close(y, want, dtype)
+    dout = random_array(rng, want.shape, dtype)
+    with on_cuda():
+        dx = cuda_backend.get(layer.backward(cuda_backend.put(dout)))
+        grads = [cuda_backend.get(g) for g in (layer.dW, layer.db)]
+    want_dx = reference_layer.backward(dout.astype(np.float64))
+    for got, expected in zip([dx] + grads, (want_dx, reference_layer.dW, reference_layer.db)):
+        assert got.dtype == dtype
+        assert_close(got, expected, dtype)

@@ -17,6 +17,7 @@ from .losses import SoftmaxWithLoss, cross_entropy_error
 from .normalization import BatchNormalization
 from .pooling import GlobalAveragePooling
 from .regularization import Dropout
+from .transposed import ConvTranspose
 
 __all__ = [
     "Layer",
@@ -24,6 +25,7 @@ __all__ = [
     "Sigmoid",
     "Affine",
     "Convolution",
+    "ConvTranspose",
     "BinaryConvolution",
     "BinaryAffine",
     "Pooling",
