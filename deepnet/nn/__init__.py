@@ -7,13 +7,13 @@ deepnet.nn.base): it registers itself, and ``deepnet.models.build``, ``model_spe
 """
 
 from __future__ import annotations
-from .activations import Relu, Sigmoid, softmax
+from .activations import LeakyReLU, Relu, Sigmoid, Tanh, softmax
 from .binary import BinaryAffine, BinaryConvolution
 from .base import Layer, _pair, _train_mode, _WeightAndBias
 from .containers import Residual, Sequential
 from .conv import Convolution, Pooling
 from .linear import Affine, Flatten
-from .losses import SoftmaxWithLoss, cross_entropy_error
+from .losses import SigmoidWithLoss, SoftmaxWithLoss, SpatialSoftmaxWithLoss, cross_entropy_error
 from .normalization import BatchNormalization
 from .pooling import GlobalAveragePooling
 from .regularization import Dropout
@@ -23,6 +23,8 @@ __all__ = [
     "Layer",
     "Relu",
     "Sigmoid",
+    "LeakyReLU",
+    "Tanh",
     "Affine",
     "Convolution",
     "ConvTranspose",
@@ -36,6 +38,8 @@ __all__ = [
     "Residual",
     "Sequential",
     "SoftmaxWithLoss",
+    "SigmoidWithLoss",
+    "SpatialSoftmaxWithLoss",
     "softmax",
     "cross_entropy_error",
     "_pair",
