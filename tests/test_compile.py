@@ -10,7 +10,7 @@ from deepnet import recipes
 from deepnet.layers import BatchNormalization
 from deepnet.nets import fold_batch_norm
 
-pytestmark = pytest.mark.kernels
+pytestmark = [pytest.mark.kernels, pytest.mark.asan]
 
 FAMILIES = ("deepconvnet", "deepconvnet-bn", "resnet", "simpleconvnet")
 

@@ -7,6 +7,8 @@ import pytest
 from deepnet import functional as F
 from deepnet.layers import ConvTranspose
 
+pytestmark = [pytest.mark.kernels, pytest.mark.asan]
+
 CASES = [  # (N, C_in, C_out, H, W, k, stride, pad, output_padding)
     (2, 3, 4, 5, 6, 3, 1, 0, 0),
     (2, 4, 3, 4, 4, 3, 2, 1, 1),
