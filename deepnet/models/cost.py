@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterator, NoReturn, Optional, Sequence, Tuple, cas
 from ..nn.base import Layer
 import math
 
-from ..nn.containers import Residual
+from ..nn.containers import Concat, Residual
 from .limits import MAX_ACTIVATION, MAX_WORK
 from .sequential import NamedModel, Sequential
 
@@ -27,7 +27,7 @@ def input_shape(model: Layer) -> Tuple[int, ...]:
     for index, layer in enumerate(_leading_layers(model)):
         if isinstance(layer, NamedModel):
             return (1,) + tuple(layer.config()["input_dim"])
-        hint = None if isinstance(layer, Residual) else layer.input_hint(index == 0)
+        hint = None if isinstance(layer, (Residual, Concat)) else layer.input_hint(index == 0)
         if hint is not None:
             kind, size = hint
             return (1, size) + DEFAULT_INPUT[1:] if kind == "channels" else (1, size)
@@ -46,6 +46,9 @@ def _leading_layers(layer: Layer) -> Iterator[Layer]:
     elif isinstance(layer, Residual):
         yield from _leading_layers(layer.body)
         yield layer  # what follows depends on both branches: stop looking there
+    elif isinstance(layer, Concat):
+        yield from _leading_layers(layer.branches[0])
+        yield layer
     else:
         yield layer
 
@@ -125,6 +128,15 @@ class _CostWalk:
             if len(out) != len(skip) or out[1] != skip[1] or (self.strict and out != skip):
                 self.fail(where, layer, f"the body gives shape {out} but the shortcut {skip}")
             return out
+        if isinstance(layer, Concat):
+            outs = [self.through(branch, f"{where}{i}.", shape) for i, branch in enumerate(layer.branches)]
+            if any(
+                len(out) < 2 or list(out[:1]) + list(out[2:]) != list(outs[0][:1]) + list(outs[0][2:]) for out in outs
+            ):
+                self.fail(where, layer, f"the branches' outputs must agree on every axis but the channels, got {outs}")
+            combined = (outs[0][0], sum(out[1] for out in outs)) + tuple(outs[0][2:])
+            self.values(where, layer, combined)
+            return combined
         return layer.check_cost(shape, _LayerCheck(self, where, layer))
 
 
@@ -188,6 +200,11 @@ def _walk_cost(
         if layer.shortcut is not None:
             macs += _walk_cost(layer.shortcut, shape, field)[1]
         return out, macs, body_field
+    if isinstance(layer, Concat):
+        walks = [_walk_cost(branch, shape, field) for branch in layer.branches]
+        out_shapes = [walk[0] for walk in walks]
+        combined = (out_shapes[0][0], sum(s[1] for s in out_shapes)) + tuple(out_shapes[0][2:])
+        return combined, sum(walk[1] for walk in walks), max((walk[2] for walk in walks), key=lambda f: f[0])
     out, macs, window = layer.cost(shape)
     if window is not None:
         rf, jump = field

@@ -17,7 +17,7 @@ import numpy as np
 from .._dtypes import FLOAT_DTYPES
 from ..nn.base import Layer
 from ..nn.config import _check_keys, _entry
-from ..nn.containers import Residual
+from ..nn.containers import Concat, Residual
 from .binary import BinaryDeepConvNet
 from .book import DeepConvNet, SimpleConvNet
 from .cost import check_cost
@@ -54,6 +54,8 @@ def layer_spec(layer: Layer) -> Dict[str, Any]:
             "body": layer_spec(layer.body),
             "shortcut": None if layer.shortcut is None else layer_spec(layer.shortcut),
         }
+    if isinstance(layer, Concat):
+        return {"type": "Concat", "branches": [layer_spec(branch) for branch in layer.branches]}
     if type(layer) is Sequential:
         return {"type": "Sequential", **_layers_spec(layer)}
     name = getattr(type(layer), "spec_name", None)
@@ -169,15 +171,23 @@ def _build(spec: Any, dtype: np.dtype[Any], rng: np.random.Generator, where: str
         shortcut = spec.get("shortcut")
         shortcut = None if shortcut is None else _build(shortcut, dtype, rng, where + ".shortcut", depth + 1)
         return Residual(body, shortcut)
+    if kind == "Concat":
+        _check_keys(spec, {"type", "branches"}, where)
+        branches = _entry(spec, "branches", list, where)
+        if not branches:
+            raise ValueError(f"build: {where}.branches must hold at least one branch")
+        return Concat(
+            *(_build(item, dtype, rng, f"{where}.branches[{i}]", depth + 1) for i, item in enumerate(branches))
+        )
     layer_type = Layer.registry.get(kind)
     if layer_type is None or kind in MODELS:
-        raise ValueError(f"build: {where}: unknown layer type {_short(kind)}; known: {', '.join(_known_types())}")
+        raise ValueError(f"build: {where}: unknown layer type {_short(kind)}; known: {','.join(_known_types())}")
     return layer_type.from_config(spec, dtype, rng, where)
 
 
 def _known_types() -> List[str]:
     """Every type a spec may name: the registered layers, the containers and the models."""
-    return sorted(set(Layer.registry) | set(MODELS) | {"Sequential", "Residual"})
+    return sorted(set(Layer.registry) | set(MODELS) | {"Sequential", "Residual", "Concat"})
 
 
 _ARCHITECTURE.update(layer_spec=layer_spec, model_spec=model_spec, build=build)  # for Sequential's methods

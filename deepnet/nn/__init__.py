@@ -10,7 +10,7 @@ from __future__ import annotations
 from .activations import LeakyReLU, Relu, Sigmoid, Tanh, softmax
 from .binary import BinaryAffine, BinaryConvolution
 from .base import Layer, _pair, _train_mode, _WeightAndBias
-from .containers import Residual, Sequential
+from .containers import Concat, Residual, Sequential
 from .conv import Convolution, Pooling
 from .linear import Affine, Flatten
 from .losses import SigmoidWithLoss, SoftmaxWithLoss, SpatialSoftmaxWithLoss, cross_entropy_error
@@ -36,6 +36,7 @@ __all__ = [
     "Flatten",
     "GlobalAveragePooling",
     "Residual",
+    "Concat",
     "Sequential",
     "SoftmaxWithLoss",
     "SigmoidWithLoss",

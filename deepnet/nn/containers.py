@@ -1,11 +1,12 @@
-"""Containers of layers: Sequential (layers in order) and Residual (a shortcut connection).
+"""Containers of layers: Sequential (layers in order), Residual (a shortcut connection) and Concat (branches side by side).
 
 The classifier built on Sequential (predict, loss, parameter files) is
 deepnet.models.Sequential.
 """
 
 from __future__ import annotations
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+from deepnet._array import get_array_module
 from deepnet.functional import Array
 from . import fusion
 from .base import Layer
@@ -129,3 +130,55 @@ class Residual(Layer):
 
     def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         return self.body.output_shape(input_shape)
+
+
+class Concat(Layer):
+    """Branches side by side (GoogLeNet's Inception block): each gets the same input, and
+    their outputs are concatenated along the channels (axis 1).  backward splits dout by
+    each branch's channels and sums the branches' input gradients.
+
+    Parameters
+    ----------
+    *branches : Layer
+        At least one; their outputs must agree on every axis but the channels.
+    """
+
+    spec_name = None  # a container: deepnet.models.spec builds it (its children are specs)
+
+    def __init__(self, *branches: Layer) -> None:
+        super().__init__()
+        if not branches:
+            raise ValueError("Concat: needs at least one branch")
+        self.branches = list(branches)
+        self.channels: Optional[List[int]] = None  # each branch's output channels, from forward
+
+    def children(self) -> Sequence[Tuple[str, Layer]]:
+        return tuple((str(i), branch) for i, branch in enumerate(self.branches))
+
+    def forward(self, x: Array, train: Optional[bool] = None, *, train_flg: Optional[bool] = None) -> Array:
+        train = self._mode(train, train_flg)
+        outputs = [branch.forward(x, train) for branch in self.branches]
+        shapes = [tuple(out.shape) for out in outputs]
+        if any(len(shape) < 2 or shape[:1] + shape[2:] != shapes[0][:1] + shapes[0][2:] for shape in shapes):
+            raise ValueError(
+                f"Concat.forward: the branches' outputs must agree on every axis but the channels (axis 1), got {shapes}"
+            )
+        self.channels = [shape[1] for shape in shapes]
+        return get_array_module(outputs[0]).concatenate(outputs, axis=1)
+
+    def backward(self, dout: Array) -> Array:
+        if self.channels is None:
+            raise RuntimeError("Concat.backward: no forward pass to differentiate (call forward(x) first)")
+        xp = get_array_module(dout)
+        dx: Any = None
+        first = 0
+        for branch, channels in zip(self.branches, self.channels):
+            part = xp.ascontiguousarray(dout[:, first : first + channels])
+            first += channels
+            gradient = branch.backward(part)
+            dx = gradient if dx is None else dx + gradient
+        return dx
+
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
+        shapes = [tuple(branch.output_shape(input_shape)) for branch in self.branches]
+        return (shapes[0][0], sum(shape[1] for shape in shapes)) + shapes[0][2:]
