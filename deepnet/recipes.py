@@ -24,6 +24,7 @@ MODEL_NAMES: Dict[str, Callable[[DTypeLike, Seed], models.Sequential]] = {
     "deepconvnet-bn": lambda dtype, seed: models.DeepConvNet(dtype=dtype, seed=seed, batch_norm=True),
     "deepconvnet-binary": lambda dtype, seed: models.BinaryDeepConvNet(dtype=dtype, seed=seed),
     "resnet": lambda dtype, seed: models.ResNet(dtype=dtype, seed=seed),
+    "googlenet": lambda dtype, seed: models.GoogLeNet(dtype=dtype, seed=seed),
     "simpleconvnet": lambda dtype, seed: models.SimpleConvNet(dtype=dtype, seed=seed),
 }
 

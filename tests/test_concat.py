@@ -93,3 +93,21 @@ def test_spec_round_trip_files_and_cost(tmp_path):
     bad["layers"][2] = {"type": "Concat", "branches": [{"type": "Relu"}, {"type": "Flatten"}]}
     with pytest.raises(ValueError, match="agree on every axis but the channels"):
         build(bad)
+
+
+def test_googlenet_builds_saves_and_learns(tmp_path):
+    from deepnet.models import GoogLeNet, load_model
+    from deepnet.optimizers import Adam
+
+    net = GoogLeNet(seed=0)
+    assert describe(net)["parameters"] == 51978 and describe(net)["output_shape"] == (1, 10)
+    assert model_spec(net) == {"type": "GoogLeNet", "config": {"input_dim": [1, 28, 28], "output_size": 10}}
+    x = np.random.default_rng(8).random((8, 1, 28, 28), dtype=np.float32)
+    t = np.arange(8) % 10
+    loaded = load_model(net.save(str(tmp_path / "googlenet.npz")))
+    np.testing.assert_array_equal(loaded.predict(x), net.predict(x))
+    # a few steps on one batch fit it: the gradients flow through every branch
+    optimizer, first = Adam(lr=0.01), net.loss(x, t)
+    for _ in range(15):
+        optimizer.update(net.params, net.gradient(x, t))
+    assert net.loss(x, t) < 0.75 * first

@@ -72,7 +72,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         metavar="NAME|SPEC.json",
-        help="deepconvnet (the book's), deepconvnet-bn, resnet, simpleconvnet, or a JSON spec file",
+        help="deepconvnet (the book's), deepconvnet-bn, resnet, googlenet, simpleconvnet, or a JSON spec file",
     )
     p.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), help="epochs to train (book: 20)")
     p.add_argument(

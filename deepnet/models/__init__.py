@@ -33,6 +33,7 @@ from .files import load_model, load_spec_file
 from .folding import fold_batch_norm
 from .init import affine_layer, batch_norm_layer, conv_layer, he_normal, normal, zeros
 from .limits import MAX_ACTIVATION, MAX_DIMENSION, MAX_LAYERS, MAX_NESTING, MAX_PARAMETERS, MAX_SPEC_BYTES, MAX_WORK
+from .googlenet import GoogLeNet, inception
 from .resnet import ResNet, basic_block
 from .sequential import BUFFER_PREFIX, SPEC_KEY, NamedModel, Sequential
 from .spec import MODELS, build, layer_spec, model_spec
@@ -45,6 +46,8 @@ __all__ = [
     "SimpleConvNet",
     "BinaryDeepConvNet",
     "ResNet",
+    "GoogLeNet",
+    "inception",
     "VGG",
     "basic_block",
     "MODELS",

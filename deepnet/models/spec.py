@@ -23,6 +23,7 @@ from .book import DeepConvNet, SimpleConvNet
 from .cost import check_cost
 from .init import _charge_layers, _initialised, _parameter_limit
 from .limits import MAX_NESTING, MAX_PARAMETERS, _short
+from .googlenet import GoogLeNet
 from .resnet import ResNet
 from .sequential import _ARCHITECTURE, NamedModel, Sequential
 from .vgg import VGG
@@ -31,6 +32,7 @@ MODELS = {
     "DeepConvNet": DeepConvNet,
     "SimpleConvNet": SimpleConvNet,
     "ResNet": ResNet,
+    "GoogLeNet": GoogLeNet,
     "VGG": VGG,
     "BinaryDeepConvNet": BinaryDeepConvNet,
 }
