@@ -477,7 +477,7 @@ def test_the_torch_mirror_of_the_book_net_predicts_deepnets_scores():
         torch_deepconvnet.from_deepnet(net, "vgg")
 
 
-@pytest.mark.parametrize("model", ["deepconvnet-bn", "resnet"])
+@pytest.mark.parametrize("model", ["deepconvnet-bn", "resnet", "googlenet"])
 def test_the_torch_mirrors_of_the_bn_models_predict_deepnets_scores(model):
     """from_deepnet carries weights and BN statistics (made far from their initial 0 and 1, so that
     a missed or misplaced one shows) into the mirror: its scores are deepnet's NumPy reference's."""

@@ -87,6 +87,8 @@ ROWS = [
     Row("torch-bn-float32", "PyTorch DeepConvNet-BN float32", "torch", "float32", model="deepconvnet-bn"),
     Row("deepnet-resnet-float32", "deepnet ResNet float32", "deepnet", "float32", model="resnet"),
     Row("torch-resnet-float32", "PyTorch ResNet float32", "torch", "float32", model="resnet"),
+    Row("deepnet-googlenet-float32", "deepnet GoogLeNet float32", "deepnet", "float32", model="googlenet"),
+    Row("torch-googlenet-float32", "PyTorch GoogLeNet float32", "torch", "float32", model="googlenet"),
     # The peers of benches/models/peers.py (DeepConvNet, the book's trained weights).
     Row("torch-bfloat16", "PyTorch bfloat16 autocast", "torch", "float32", autocast="bfloat16"),
     Row("torch-int8", "PyTorch int8 (FX static, x86)", "torch", "int8"),

@@ -76,10 +76,49 @@ def resnet(input_channels=1, widths=(16, 32, 64), blocks=(2, 2, 2), output_size=
     return _he_initialised(nn.Sequential(*layers)).to(dtype)
 
 
+class Inception(nn.Module):
+    """deepnet.models.googlenet.inception: 1x1; 1x1 - 3x3; 1x1 - 5x5; 3x3 max-pool (stride 1,
+    pad 1) - 1x1, each convolution with its ReLU, concatenated along the channels."""
+
+    def __init__(self, in_channels, ones, threes, fives, projection):
+        super().__init__()
+
+        def conv(c_in, c_out, size):
+            return [nn.Conv2d(c_in, c_out, size, 1, size // 2), nn.ReLU()]
+
+        self.ones = nn.Sequential(*conv(in_channels, ones, 1))
+        self.threes = nn.Sequential(*conv(in_channels, threes[0], 1), *conv(threes[0], threes[1], 3))
+        self.fives = nn.Sequential(*conv(in_channels, fives[0], 1), *conv(fives[0], fives[1], 5))
+        self.pool = nn.Sequential(nn.MaxPool2d(3, 1, 1), *conv(in_channels, projection, 1))
+
+    def forward(self, x):
+        return torch.cat([self.ones(x), self.threes(x), self.fives(x), self.pool(x)], dim=1)
+
+
+def googlenet(input_channels=1, output_size=10, dtype=torch.float32, seed=0):
+    """deepnet.models.GoogLeNet(): a 3x3 stem and a pooling, Inception blocks in two stages
+    with a pooling between them, global average pooling, one affine layer."""
+    from deepnet.models import GoogLeNet
+
+    torch.manual_seed(seed)
+    stem = 32
+    layers = [nn.Conv2d(input_channels, stem, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2, 2)]
+    channels = stem
+    for stage, blocks in enumerate(GoogLeNet.STAGES):
+        if stage:
+            layers.append(nn.MaxPool2d(2, 2))
+        for ones, threes, fives, projection in blocks:
+            layers.append(Inception(channels, ones, threes, fives, projection))
+            channels = ones + threes[1] + fives[1] + projection
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, output_size)]
+    return _he_initialised(nn.Sequential(*layers)).to(dtype)
+
+
 MODELS = {
     "deepconvnet": deep_conv_net,
     "deepconvnet-bn": lambda **kw: deep_conv_net(batch_norm=True, **kw),
     "resnet": resnet,
+    "googlenet": googlenet,
 }  # the names of deepnet.recipes.MODEL_NAMES
 
 
