@@ -298,3 +298,13 @@ def test_int8_models_with_float_steps_run_as_they_are():
     with pytest.raises(NotCompilable, match="int8 convolutions and affine layers only"):
         deepnet.compile(model)
     assert for_inference(model) is model
+
+
+def test_the_numpy_backend_runs_the_model_itself():
+    from deepnet.models.compiled import NotCompilable, for_inference
+
+    net = recipes.MODEL_NAMES["deepconvnet"]("float32", 16)
+    with deepnet.backend("numpy"):
+        with pytest.raises(NotCompilable, match="chose NumPy"):
+            deepnet.compile(net)
+        assert for_inference(net) is net

@@ -21,7 +21,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .. import _config
-from ..backends import cpu
 from ..nn import (
     Affine,
     BatchNormalization,
@@ -155,11 +154,17 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     Raises
     ------
     NotCompilable (a TypeError and a ValueError)
-        A dtype other than float32 and float64, a model on the GPU, or a layer the plan
-        cannot run.
+        A dtype other than float32 and float64, a model on the GPU, a layer the plan
+        cannot run, or no compiled kernels (the NumPy backend chosen, or not built).
     ValueError
         Layers that do not fit together, or an input_shape they do not take.
     """
+    if _config.get_backend() != "cython":
+        raise NotCompilable("deepnet.compile: the plan is the compiled backend's; deepnet.set_backend chose NumPy")
+    try:
+        from .._kernels import plan as _plan  # the compiled backend, loaded only where used
+    except ImportError as exc:
+        raise NotCompilable(f"deepnet.compile: the compiled kernels are not importable ({exc})") from None
     if isinstance(model, Int8Model):
         return _int8_plan(model)
     if not isinstance(model, Layer):
@@ -182,8 +187,6 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
         steps.append({"kind": "activate", "ops": [("scale", 1.0)], "src": slot, "dst": 1})  # a copy
     else:
         steps[-1]["dst"] = 1
-    from .._kernels import plan as _plan  # the compiled backend, loaded only where used
-
     return CompiledModel(_plan.Plan(steps, dtype, int(np.prod(shape))), shape, out_shape[0], dtype)
 
 
@@ -336,6 +339,8 @@ def _convolution(
     FN, C, kh, kw = (int(n) for n in W.shape)
     if C != shape[0]:
         raise ValueError(f"deepnet.compile: a {where} of {C} channels gets {shape[0]}")
+    from ..backends import cpu  # imports the compiled kernels (compile has checked they are there)
+
     (sh, sw), (ph, pw) = _pair(layer.stride), _pair(layer.pad)
     direct, winograd, rule, W_max = cpu.plan_filters(W, (sh, sw), (ph, pw))
     step = {
