@@ -116,3 +116,46 @@ def test_bad_arguments_are_refused():
         t.forward(np.zeros((1, 3, 4, 4), np.float32))
     with pytest.raises(RuntimeError, match="no forward pass"):
         ConvTranspose(W, b).backward(np.zeros((1, 3, 6, 6), np.float32))
+
+
+def test_model_specs_and_files_carry_it_and_refuse_bad_settings(tmp_path):
+    from deepnet.models import build, load_model, model_spec
+
+    spec = {
+        "type": "Sequential",
+        "layers": [
+            {
+                "type": "Convolution",
+                "in_channels": 1,
+                "filters": 4,
+                "kernel": [3, 3],
+                "stride": [2, 2],
+                "pad": [1, 1],
+                "relu": True,
+            },
+            {
+                "type": "ConvTranspose",
+                "in_channels": 4,
+                "out_channels": 2,
+                "kernel": [3, 3],
+                "stride": [2, 2],
+                "pad": [1, 1],
+                "output_padding": [1, 1],
+            },
+            {"type": "Flatten"},  # a model file holds a classifier: (N, scores)
+        ],
+    }
+    net = build(spec, np.float32, rng=0)
+    assert model_spec(net) == spec
+    x = np.random.default_rng(4).random((2, 1, 28, 28), dtype=np.float32)
+    assert net.predict(x).shape == (2, 2 * 28 * 28)
+    loaded = load_model(net.save(str(tmp_path / "transposed.npz")))
+    np.testing.assert_array_equal(loaded.predict(x), net.predict(x))
+    for bad, message in (
+        ({"pad": [50, 50]}, "no output"),
+        ({"output_padding": [3, 3]}, "output_padding < stride"),
+        ({"kernel": [100000, 100000]}, "more than"),
+    ):
+        layers = [spec["layers"][0], {**spec["layers"][1], **bad}, spec["layers"][2]]
+        with pytest.raises(ValueError, match=message):
+            build({"type": "Sequential", "layers": layers})
