@@ -265,8 +265,11 @@ def test_for_inference_compiles_what_it_can_and_keeps_the_rest():
     np.testing.assert_array_equal(compiled.classify(x), net.classify(x))
     np.testing.assert_array_equal(compiled.probabilities(x), net.probabilities(x))
     assert compiled.accuracy(x, t) == net.accuracy(x, t)
-    with pytest.raises(ValueError, match="as many labels as images"):
+    with pytest.raises(ValueError, match="samples but"):
         compiled.accuracy(x, t[:3])
+    for model in (compiled, net):  # the shared batch loop (deepnet.nn.classifier) checks batch_size for both
+        with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+            model.classify(x, batch_size=0)
 
 
 def test_int8_plan_gives_the_int8_models_bits():

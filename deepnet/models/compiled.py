@@ -34,7 +34,7 @@ from ..nn import (
     Residual,
     containers,
 )
-from ..nn.activations import softmax
+from ..nn.classifier import Classifier
 from ..nn.base import _pair
 from .cost import input_shape as _input_shape
 from ..quant import Int8Model
@@ -57,7 +57,7 @@ class NotCompilable(TypeError, ValueError):
     own predict instead (for_inference does)."""
 
 
-class CompiledModel:
+class CompiledModel(Classifier):
     """A model's inference as a compiled plan (see deepnet.models.compiled): ``plan(x)``
     returns what ``model.predict(x, train=False)`` returns, the class scores (N, classes).
 
@@ -107,32 +107,6 @@ class CompiledModel:
         with self._lock:
             self._plan.run(flat, out, _config.get_num_threads(), _config.get_winograd())
         return out
-
-    def classify(self, x: ArrayLike, batch_size: int = 100) -> NDArray[np.intp]:
-        """Predicted class of every image of ``x``, batch by batch (as Sequential.classify)."""
-        images = np.asarray(x)
-        labels = [self.predict(images[i : i + batch_size]).argmax(axis=1) for i in range(0, len(images), batch_size)]
-        return np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
-
-    def probabilities(self, x: ArrayLike, batch_size: int = 100) -> NDArray[np.float64]:
-        """Softmax probabilities (float64) of every image, batch by batch."""
-        images = np.asarray(x)
-        rows = [
-            softmax(self.predict(images[i : i + batch_size]).astype(np.float64))
-            for i in range(0, len(images), batch_size)
-        ]
-        return np.concatenate(rows) if rows else np.zeros((0, self.output_size))
-
-    def accuracy(self, x: ArrayLike, t: ArrayLike, batch_size: int = 100) -> float:
-        """Fraction of ``x`` classified as ``t`` (labels or one-hot), every image counted."""
-        images, labels = np.asarray(x), np.asarray(t)
-        if labels.ndim != 1:
-            labels = np.argmax(labels, axis=1)
-        if len(labels) != len(images) or len(labels) == 0:
-            raise ValueError(
-                f"accuracy: needs as many labels as images, at least one: got {len(images)} and {len(labels)}"
-            )
-        return float(np.mean(self.classify(images, batch_size) == labels))
 
     def reserve(self, batch: int) -> None:
         """Allocate now the buffers of a call on ``batch`` images (else the first call does)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from numpy.typing import ArrayLike, DTypeLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike
 import json
 import os
 
@@ -21,6 +21,7 @@ import numpy as np
 from .. import _array, io
 from ..layers import BatchNormalization, Dropout, Layer, SoftmaxWithLoss
 from ..nn import containers
+from ..nn.classifier import Classifier
 from .limits import _short
 from ..functional import Array
 
@@ -39,7 +40,7 @@ BUFFER_PREFIX = "buffers/"  # the entries of a model file that hold the buffers
 _ARCHITECTURE: dict[str, Callable[..., Any]] = {}
 
 
-class Sequential(containers.Sequential):
+class Sequential(containers.Sequential, Classifier):
     """Layers applied in order (deepnet.nn.containers.Sequential) as a classifier: class
     scores followed by softmax cross-entropy; predict, loss, gradient, accuracy, parameter
     and model files.
@@ -113,38 +114,6 @@ class Sequential(containers.Sequential):
     def gradient(self, x: ArrayLike, t: ArrayLike) -> Dict[str, Array]:
         """Gradients of the loss by backpropagation (trainable parameters only)."""
         return self.loss_and_gradient(x, t)[1]
-
-    def classify(self, x: Array, batch_size: int = 100) -> NDArray[np.intp]:
-        """Predicted class of every sample of ``x`` (a NumPy int array), batch by batch."""
-        labels = [
-            np.argmax(_array.to_cpu(self.predict(x[start : start + batch_size])), axis=1)
-            for start in range(0, len(x), batch_size)
-        ]
-        return np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
-
-    def probabilities(self, x: Array, batch_size: int = 100) -> NDArray[np.float64]:
-        """Softmax probabilities of every sample (NumPy, float64), batch by batch."""
-        from ..layers import softmax
-
-        rows = [
-            softmax(_array.to_cpu(self.predict(x[start : start + batch_size])).astype(np.float64))
-            for start in range(0, len(x), batch_size)
-        ]
-        return np.concatenate(rows) if rows else np.zeros((0, 0))
-
-    def accuracy(self, x: Array, t: ArrayLike, batch_size: int = 100) -> float:
-        """Fraction of ``x`` classified as ``t`` (labels or one-hot), counting every sample.
-
-        Unlike the book's version, the final partial batch is evaluated too.
-        """
-        labels = _array.to_cpu(t)
-        if len(x) == 0:
-            raise ValueError("accuracy: no samples to evaluate (x is empty)")
-        if labels.ndim != 1:
-            labels = np.argmax(labels, axis=1)
-        if len(labels) != len(x):
-            raise ValueError(f"accuracy: {len(x)} samples but {len(labels)} labels")
-        return float(np.sum(self.classify(x, batch_size) == labels) / len(x))
 
     # -- random state (dropout masks), for bit-exact resume --------------------------------
 

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .. import io
-from ..nn.activations import softmax
+from ..nn.classifier import Classifier
 from ..nn.base import Layer
 from . import layerspec, ops
 
@@ -207,7 +207,7 @@ class FloatStep:
 Step = Union[QuantizeStep, ConvStep, DequantizeStep, FloatStep]
 
 
-class Int8Model:
+class Int8Model(Classifier):
     """A classifier computing in int8 (deepnet.quantize makes one, deepnet.models.load_model
     loads one): predict, classify, probabilities and accuracy as deepnet.models.Sequential's,
     save and describe.
@@ -254,34 +254,6 @@ class Int8Model:
         for step in self.steps:
             tensor = step.run(tensor)
         return tensor.values
-
-    def classify(self, x: ArrayLike, batch_size: int = 100) -> NDArray[np.intp]:
-        """Predicted class of every sample of ``x`` (a NumPy int array), batch by batch."""
-        x = np.asarray(x)
-        labels = [
-            np.argmax(self.predict(x[start : start + batch_size]), axis=1) for start in range(0, len(x), batch_size)
-        ]
-        return np.concatenate(labels) if labels else np.zeros(0, dtype=np.intp)
-
-    def probabilities(self, x: ArrayLike, batch_size: int = 100) -> NDArray[np.float64]:
-        """Softmax probabilities of every sample (float64), batch by batch."""
-        x = np.asarray(x)
-        rows = [
-            softmax(self.predict(x[start : start + batch_size]).astype(np.float64))
-            for start in range(0, len(x), batch_size)
-        ]
-        return np.concatenate(rows) if rows else np.zeros((0, 0))
-
-    def accuracy(self, x: ArrayLike, t: ArrayLike, batch_size: int = 100) -> float:
-        """Fraction of ``x`` classified as ``t`` (labels or one-hot), counting every sample."""
-        x, labels = np.asarray(x), np.asarray(t)
-        if len(x) == 0:
-            raise ValueError("accuracy: no samples to evaluate (x is empty)")
-        if labels.ndim != 1:
-            labels = np.argmax(labels, axis=1)
-        if len(labels) != len(x):
-            raise ValueError(f"accuracy: {len(x)} samples but {len(labels)} labels")
-        return float(np.sum(self.classify(x, batch_size) == labels) / len(x))
 
     def feature_maps(self, image: ArrayLike) -> List[Tuple[str, NDArray[Any]]]:
         """[(name, float32 maps (C, H, W))] after each step whose output is a stack of maps,
