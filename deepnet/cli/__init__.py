@@ -7,7 +7,7 @@ goes past the book (chapter 8.1.2); ``deepnet ensemble`` trains several members 
 ``deepnet evaluate --params a.npz b.npz ...`` averages their probabilities.
 
 One module per command: ``train``, ``ensemble``, ``evaluate`` (evaluate, misclassified),
-``plot``, ``quantize`` (an int8 model); predict and serve (deepnet.cli.digits) run
+``plot``, ``quantize`` (an int8 model), ``export`` (an ONNX file); predict and serve (deepnet.cli.digits) run
 deepnet.app. ``options`` holds the argument types and CommandError, ``common`` what the
 commands share when they run, ``training`` what train and ensemble share. This module
 assembles the parser and turns errors into one line and an exit code.
@@ -62,6 +62,7 @@ def build_parser() -> Parser:
     from .._version import __version__
     from .digits import add_predict, add_serve
     from .evaluate import add_evaluate, add_misclassified
+    from .export import add_export
     from .plot import add_plot
     from .quantize import add_quantize
     from .ensemble import add_ensemble
@@ -75,6 +76,7 @@ def build_parser() -> Parser:
     add_evaluate(commands)
     add_misclassified(commands)
     add_quantize(commands)
+    add_export(commands)
     add_plot(commands)
     add_predict(commands)
     add_serve(commands)
