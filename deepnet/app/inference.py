@@ -1,6 +1,7 @@
 """A trained network, shared by ``deepnet predict`` and the threads of ``deepnet serve``."""
 
 from __future__ import annotations
+import os
 
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -41,13 +42,22 @@ class NonFiniteOutput(ArithmeticError):
 
 
 def load_for_inference(path: PathLike, dtype: Optional[DTypeLike] = None) -> Union[Sequential, Int8Model]:
-    """The model saved in ``path`` (any model file, a parameter .npz, the book's .pkl or an
-    int8 model file), computing in ``dtype`` (default float32; an int8 model's float steps
-    compute in float32). ValueError for parameters that could only give meaningless
-    predictions (NaN or infinite values)."""
+    """The model saved in ``path`` (any model file, a parameter .npz, the book's .pkl, an
+    int8 model file or an ONNX file of the operators deepnet has: deepnet.onnx.load),
+    computing in ``dtype`` (default float32; an int8 model's float steps compute in float32).
+    ValueError for parameters that could only give meaningless predictions (NaN or infinite
+    values)."""
     from ..models import load_model
 
-    network = load_model(path, dtype=np.dtype(np.float32 if dtype is None else dtype))
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    if os.fspath(path).endswith(".onnx"):
+        try:
+            from ..onnx import load as load_onnx
+        except ImportError as exc:  # the onnx package, an optional extra
+            raise ValueError(f"{os.fspath(path)}: reading ONNX files needs the onnx package ({exc})") from exc
+        network: Union[Sequential, Int8Model] = load_onnx(path, dtype)
+    else:
+        network = load_model(path, dtype=dtype)
     for name, value in network.named_arrays().items():
         if not np.isfinite(value).all():
             raise ValueError(f"{path}: {name!r} holds NaN or infinite values (a diverged run?)")
