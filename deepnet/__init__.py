@@ -43,6 +43,7 @@ __all__ = [
     "winograd",
     "quantize",
     "compile",
+    "fit",
 ]
 
 
@@ -63,6 +64,15 @@ def compile(model: Any, *, input_shape: Optional[Any] = None) -> CompiledModel:
     from deepnet.models.compiled import compile as _compile
 
     return _compile(model, input_shape=input_shape)
+
+
+def fit(model: Any, x: Any, t: Any, **settings: Any) -> Dict[str, Any]:
+    """Train ``model`` in one call and return its history as a dict: deepnet.training.fit
+    (epochs, batch_size, lr, lr_schedule, validation_split, augment, ...), imported only
+    when called."""
+    from deepnet.training.fit import fit as _fit
+
+    return _fit(model, x, t, **settings)
 
 
 def config() -> Dict[str, Any]:

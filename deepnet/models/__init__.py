@@ -28,7 +28,7 @@ skeleton from their headers, then copied into a model of zeros.
 from __future__ import annotations
 from .binary import BinaryDeepConvNet
 from .book import DeepConvNet, SimpleConvNet
-from .cost import DEFAULT_INPUT, check_cost, describe, input_shape
+from .cost import DEFAULT_INPUT, check_cost, describe, input_shape, summary
 from .files import load_model, load_spec_file
 from .folding import fold_batch_norm
 from .init import affine_layer, batch_norm_layer, conv_layer, he_normal, normal, zeros
@@ -57,6 +57,7 @@ __all__ = [
     "load_model",
     "load_spec_file",
     "describe",
+    "summary",
     "check_cost",
     "input_shape",
     "fold_batch_norm",

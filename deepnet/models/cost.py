@@ -2,7 +2,7 @@
 
 ``check_cost`` refuses a model whose work for one image is out of bounds (``build`` and
 ``load_model`` call it on a skeleton: only shapes are walked); ``describe`` counts
-parameters, multiply-adds and the receptive field.
+parameters, multiply-adds and the receptive field; ``summary`` tabulates them per layer.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from ..nn.base import Layer
 import math
 
 from ..nn.containers import Concat, Residual
+from ..nn.containers import Sequential as ContainerSequential
 from .limits import MAX_ACTIVATION, MAX_WORK
 from .sequential import NamedModel, Sequential
 
@@ -211,3 +212,44 @@ def _walk_cost(
         kernel, stride = window
         field = (rf + (kernel - 1) * jump, jump * stride)
     return out, macs, field
+
+
+def summary(model: Layer, image_shape: Optional[Sequence[int]] = None) -> str:
+    """A table of ``model``'s layers, as Keras's model.summary() prints: each layer's output
+    shape, parameters and multiply-adds per image, and the totals.  A container (Residual,
+    Concat, a nested Sequential) is one row with its layers' sums.
+
+    Parameters
+    ----------
+    model : Sequential
+        The model.
+    image_shape : sequence of int, optional
+        One image's shape (C, H, W); default: the model's (``input_shape``).
+    """
+    shape = (1,) + tuple(image_shape) if image_shape is not None else input_shape(model)
+    check_cost(model, shape)  # a clear error for an input the model cannot take
+    layers = model.layers if isinstance(model, ContainerSequential) else [model]
+    rows = [("layer", "output shape", "parameters", "multiply-adds")]
+    total_macs = 0
+    for index, layer in enumerate(layers):
+        shape, macs, _ = _walk_cost(layer, shape, (1, 1))
+        total_macs += macs
+        out = "(N, " + ", ".join(str(n) for n in shape[1:]) + ")"
+        name = f"{index} {type(layer).__name__}" + ("+ReLU" if getattr(layer, "relu", False) else "")
+        rows.append((name, out, f"{_parameter_count(layer):,}", f"{macs:,}"))
+    total = ("total", "", f"{_parameter_count(model):,}", f"{total_macs:,}")
+    widths = [max(len(row[i]) for row in rows + [total]) for i in range(4)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    rule = "-" * len(line(rows[0]))
+    return "\n".join([line(rows[0]), rule, *map(line, rows[1:]), rule, line(total)])
+
+
+def _parameter_count(layer: Layer) -> int:
+    """The parameters of ``layer`` and of the layers inside it."""
+    children = layer.children()
+    if children:
+        return sum(_parameter_count(child) for _, child in children)
+    return int(sum(p.size for p in layer.params.values()))

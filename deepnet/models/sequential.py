@@ -115,6 +115,13 @@ class Sequential(containers.Sequential, Classifier):
         """Gradients of the loss by backpropagation (trainable parameters only)."""
         return self.loss_and_gradient(x, t)[1]
 
+    def summary(self, input_shape: Optional[Sequence[int]] = None) -> None:
+        """Print a table of the layers (output shape, parameters, multiply-adds per image)
+        and the totals, as Keras's summary() does (deepnet.models.summary returns it)."""
+        from .cost import summary
+
+        print(summary(self, input_shape))
+
     # -- random state (dropout masks), for bit-exact resume --------------------------------
 
     def random_state(self) -> List[Mapping[str, Any]]:

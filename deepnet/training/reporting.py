@@ -8,7 +8,7 @@ import json
 from typing import Any, List, Optional, Sized, cast
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
 from .. import io
 from . import checkpoint
