@@ -202,12 +202,38 @@ def test_refusals_name_what_was_expected():
         deepnet_onnx.to_onnx(recipes.MODEL_NAMES["deepconvnet"]("float32", 0), dtype="float16")
 
 
-def test_int8_models_are_refused(images):
+def test_int8_models_export_as_qdq_and_onnx_runtime_agrees(images):
+    """The book's weights quantized (calibrated on training images) in ONNX's QDQ form.  ONNX
+    Runtime with its graph optimizations off computes QDQ's definition (dequantize, float Conv,
+    quantize): it must give deepnet's int8 scores but for rare ties in rounding.  With them on it
+    runs its own int8 kernels, whose rounding differs more: the predicted classes must agree."""
     from deepnet.quant import quantize
 
-    model = quantize(recipes.MODEL_NAMES["deepconvnet"]("float32", 12), images[:20])
-    with pytest.raises(deepnet_onnx.ExportError, match="int8 models are not exported yet"):
-        deepnet_onnx.to_onnx(model)
+    (x_train, _), (_, t_test) = load_mnist(root=MNIST_DIR, flatten=False, dtype=np.float32)
+    model = quantize(load_for_inference(str(BOOK_PARAMS), "float32"), x_train[-1000:])
+    proto = deepnet_onnx.to_onnx(model)
+    onnx.checker.check_model(proto, full_check=True)
+    ops = [node.op_type for node in proto.graph.node]
+    assert ops.count("QuantizeLinear") == 8 and "Gemm" not in ops  # the input and each int8 layer's output
+    int8_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) == 8 and all(t.dims[0] for t in int8_weights)
+    expected = model.predict(images)
+    labels = t_test[: len(images)]
+    for level, mean_limit in ((ort.GraphOptimizationLevel.ORT_DISABLE_ALL, 1e-3), (None, None)):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        if level is not None:
+            options.graph_optimization_level = level
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input": images})[0]
+        if mean_limit is not None:
+            assert np.abs(got - expected).mean() <= mean_limit and np.abs(got - expected).max() <= 0.1
+            np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
+        else:
+            assert np.mean(got.argmax(axis=1) != expected.argmax(axis=1)) <= 0.01
+            assert abs(np.mean(got.argmax(axis=1) == labels) - np.mean(expected.argmax(axis=1) == labels)) <= 0.01
+    with pytest.raises(ValueError, match="an int8 model exports as float32"):
+        deepnet_onnx.to_onnx(model, dtype="float64")
 
 
 def test_export_command_writes_a_file_that_onnx_runtime_runs(tmp_path, capsys, images):

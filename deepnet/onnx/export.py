@@ -18,7 +18,7 @@ keeps double precision, which ONNX allows but ONNX Runtime's CPU Conv does not r
 
 from __future__ import annotations
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -50,6 +50,8 @@ from ..nn import (
     containers,
 )
 from ..nn.base import _pair
+from ..quant import Int8Model
+from ..quant.model import ConvStep, DequantizeStep, FloatStep, QuantizeStep
 
 OPSET = 17
 IR_VERSION = 8  # the IR of opset 17: readers older than the newest onnx package accept it
@@ -203,6 +205,76 @@ def _batch_norm(graph: _Graph, layer: BatchNormalization, x: str, shape: Tuple[i
     return graph.op("Relu", [y], f"{label}.relu") if layer.relu else y
 
 
+def _emit_int8(graph: _Graph, model: Int8Model, shape: Tuple[int, ...]) -> Tuple[str, Tuple[int, ...]]:
+    """An int8 model in ONNX's QDQ form: uint8 activations as QuantizeLinear, each int8
+    convolution as DequantizeLinear of its input, its int8 filters (per output channel) and
+    its int32 bias, then Conv, Relu, MaxPool and a QuantizeLinear of the output; float steps
+    as the float layers.  Runtimes that know QDQ (ONNX Runtime) run the convolutions in int8."""
+    x, quantized = INPUT, None  # quantized: (scale, zero) while x is a uint8 tensor
+    for index, step in enumerate(model.steps):
+        name = f"step{index}"
+        if isinstance(step, QuantizeStep):
+            quantized = (step.scale, step.zero)
+            x = _quantize(graph, x, step.scale, step.zero, name)
+        elif isinstance(step, DequantizeStep):
+            assert quantized is not None  # the int8 model's steps alternate so
+            x, quantized = _dequantize(graph, x, *quantized, name), None
+        elif isinstance(step, FloatStep):
+            x = _emit(graph, step.layer, x, shape, f"{name}.")
+            shape = tuple(step.layer.output_shape(shape))
+        else:
+            assert quantized is not None
+            x, shape, quantized = _int8_conv(graph, step, x, shape, quantized, name)
+    return x, shape
+
+
+def _quantize(graph: _Graph, x: str, scale: float, zero: int, name: str) -> str:
+    scale_name = graph.constant(f"{name}.scale", scale, np.float32)
+    zero_name = graph.constant(f"{name}.zero", zero, np.uint8)
+    return graph.op("QuantizeLinear", [x, scale_name, zero_name], f"{name}.quantize")
+
+
+def _dequantize(graph: _Graph, x: str, scale: float, zero: int, name: str) -> str:
+    scale_name = graph.constant(f"{name}.scale", scale, np.float32)
+    zero_name = graph.constant(f"{name}.zero", zero, np.uint8)
+    return graph.op("DequantizeLinear", [x, scale_name, zero_name], f"{name}.dequantize")
+
+
+def _int8_conv(
+    graph: _Graph, step: ConvStep, x: str, shape: Tuple[int, ...], quantized: Tuple[float, int], name: str
+) -> Tuple[str, Tuple[int, ...], Optional[Tuple[float, int]]]:
+    x_scale, x_zero = quantized
+    FN, C, KH, KW = step.shape
+    if step.affine:  # an affine layer runs as a 1x1 convolution of (N, K, 1, 1), as deepnet's kernel does
+        x = graph.op("Reshape", [x, graph.constant(f"{name}.as_maps", [0, -1, 1, 1], np.int64)], f"{name}.reshape")
+    inputs = _dequantize(graph, x, x_scale, x_zero, name)
+    w_scale = np.asarray(step.w_scale, np.float32)
+    filters = graph.op(
+        "DequantizeLinear",
+        [graph.constant(f"{name}.w_q", step.w_q, np.int8), graph.constant(f"{name}.w_scale", w_scale, np.float32)],
+        f"{name}.filters",
+        axis=0,
+    )
+    bias_scale = (np.float32(x_scale) * w_scale).astype(np.float32)
+    bias = graph.op(
+        "DequantizeLinear",
+        [graph.constant(f"{name}.bias_q", step.bias_q, np.int32), graph.constant(f"{name}.bias_scale", bias_scale)],
+        f"{name}.bias",
+        axis=0,
+    )
+    y = graph.op("Conv", [inputs, filters, bias], f"{name}.conv", **_conv_attributes((KH, KW), step.stride, step.pad))
+    if step.relu:
+        y = graph.op("Relu", [y], f"{name}.relu")
+    if step.pool:
+        y = graph.op("MaxPool", [y], f"{name}.max_pool", kernel_shape=[2, 2], strides=[2, 2])
+    out_shape = step.output_shape(shape)
+    if step.affine:
+        y = graph.op("Flatten", [y], f"{name}.flatten", axis=1)
+    if step.out_scale is None:
+        return y, out_shape, None
+    return _quantize(graph, y, step.out_scale, step.out_zero, f"{name}.out"), out_shape, (step.out_scale, step.out_zero)
+
+
 def _image_shape(model: Model, input_shape: Optional[Sequence[int]]) -> Tuple[int, ...]:
     """One image's shape: ``input_shape`` checked against the model, or the model's own."""
     if input_shape is None:
@@ -222,7 +294,7 @@ def _image_shape(model: Model, input_shape: Optional[Sequence[int]]) -> Tuple[in
 
 
 def to_onnx(
-    model: Model,
+    model: Union[Model, Int8Model],
     *,
     fold_batch_norm: bool = False,
     input_shape: Optional[Sequence[int]] = None,
@@ -232,9 +304,11 @@ def to_onnx(
 
     Parameters
     ----------
-    model : deepnet.models.Sequential
+    model : deepnet.models.Sequential or deepnet.quant.Int8Model
         The model (any deepnet builds: DeepConvNet, its BN variant, ResNet, VGG, GoogLeNet,
-        a Sequential of the layers listed in this module's docstring).
+        a Sequential of the layers listed in this module's docstring), or an int8 model of
+        deepnet.quantize, in ONNX's QDQ form (QuantizeLinear / DequantizeLinear around
+        float operators, int8 filters per output channel, an int32 bias).
     fold_batch_norm : bool
         Fold each BatchNormalization that follows a Convolution into it (as deepnet.compile
         does) instead of exporting it as a BatchNormalization node.
@@ -251,21 +325,27 @@ def to_onnx(
         The onnx package is not installed.
     """
     onnx = _onnx()
-    if not isinstance(model, Model):
-        raise ExportError(
-            f"deepnet.onnx.export: expected a deepnet model (deepnet.models.Sequential), got {type(model).__name__}"
-            + ("; int8 models are not exported yet" if type(model).__name__ == "Int8Model" else "")
-        )
-    image = _image_shape(model, input_shape)
-    if fold_batch_norm:
-        model = fold(model)
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"deepnet.onnx.export: dtype must be float32 or float64, got {dtype}")
-    graph = _Graph(onnx, dtype)
-    shape = (1,) + image
-    output = _emit(graph, model, INPUT, shape, "")
-    out_shape = tuple(model.output_shape(shape))
+    if isinstance(model, Int8Model):
+        if dtype != np.float32 or input_shape is not None:
+            raise ValueError("deepnet.onnx.export: an int8 model exports as float32, for its own input shape")
+        image = model.input_shape
+        graph = _Graph(onnx, dtype)
+        output, out_shape = _emit_int8(graph, model, (1,) + image)
+    elif isinstance(model, Model):
+        image = _image_shape(model, input_shape)
+        if fold_batch_norm:
+            model = fold(model)
+        graph = _Graph(onnx, dtype)
+        output = _emit(graph, model, INPUT, (1,) + image, "")
+        out_shape = tuple(model.output_shape((1,) + image))
+    else:
+        raise ExportError(
+            "deepnet.onnx.export: expected a deepnet model (deepnet.models.Sequential or an int8 model), "
+            f"got {type(model).__name__}"
+        )
     if output == INPUT:
         output = graph.op("Identity", [INPUT], "identity")
     graph.nodes[-1].output[0] = OUTPUT
@@ -288,7 +368,7 @@ def to_onnx(
 
 
 def export(
-    model: Model,
+    model: Union[Model, Int8Model],
     path: "os.PathLike[str] | str",
     *,
     fold_batch_norm: bool = False,
