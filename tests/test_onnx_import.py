@@ -168,6 +168,14 @@ def test_refusals_name_the_operator_or_setting():
     two_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 6, 6]) for n in ("x", "x2")]
     refused(graph_file([helper.make_node("Add", ["x", "x2"], ["y"])], [], inputs=two_inputs), "one input")
     refused(b"\x00not an onnx file" * 3, "not an ONNX model")
+    # a cycle (ONNX forbids them; a hostile file need not care) is refused, not followed forever
+    cycle = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("Relu", ["b"], ["a"]),
+        helper.make_node("Sigmoid", ["b"], ["y"]),
+    ]
+    refused(graph_file(cycle, []), "cycle|without meeting")
 
 
 def test_tensors_outside_the_file_and_oversized_tensors_are_refused(tmp_path):

@@ -238,6 +238,8 @@ class _Reader:
             raise self.fail(
                 f"{join.op_type} node {join.name!r} joins {list(join.input)}, not the branches from {tensor!r}"
             )
+        if id(join) in self.used:
+            raise self.fail(f"{join.op_type} node {join.name!r} is reached twice: the graph has a cycle")
         self.used.add(id(join))
         branches = [ends[name] for name in join.input]
         if join.op_type == "Add":
@@ -298,6 +300,8 @@ class _Reader:
         """The layers of one node that takes one data input."""
         if node.domain not in ("", "ai.onnx"):
             raise self.fail(f"operator {node.domain}.{node.op_type} is not supported")
+        if id(node) in self.used:  # a path that comes back to a node: the graph has a cycle
+            raise self.fail(f"{node.op_type} node {node.name!r} is reached twice: the graph has a cycle")
         self.used.add(id(node))
         op, attributes = node.op_type, self._attributes(node)
         name = f"{op} node {node.name!r}"
