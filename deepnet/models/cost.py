@@ -14,7 +14,7 @@ import math
 from ..nn.containers import Concat, Residual
 from ..nn.containers import Sequential as ContainerSequential
 from .limits import MAX_ACTIVATION, MAX_WORK
-from .sequential import NamedModel, Sequential
+from .sequential import _ARCHITECTURE, NamedModel, Sequential
 
 DEFAULT_INPUT = (1, 28, 28)  # the input of a model that does not declare one (MNIST)
 
@@ -253,3 +253,6 @@ def _parameter_count(layer: Layer) -> int:
     if children:
         return sum(_parameter_count(child) for _, child in children)
     return int(sum(p.size for p in layer.params.values()))
+
+
+_ARCHITECTURE["summary"] = summary  # Sequential.summary (deepnet.models.sequential cannot import this module)

@@ -36,7 +36,7 @@ BUFFER_PREFIX = "buffers/"  # the entries of a model file that hold the buffers
 # need every named model, and those are Sequentials: deepnet.models.spec imports this module,
 # so this module cannot import it.  It puts the three functions here when it loads, and it
 # always has by the time a model exists (deepnet.models, imported before any of its
-# modules, imports it).
+# modules, imports it).  deepnet.models.cost puts ``summary`` here the same way.
 _ARCHITECTURE: dict[str, Callable[..., Any]] = {}
 
 
@@ -118,9 +118,7 @@ class Sequential(containers.Sequential, Classifier):
     def summary(self, input_shape: Optional[Sequence[int]] = None) -> None:
         """Print a table of the layers (output shape, parameters, multiply-adds per image)
         and the totals, as Keras's summary() does (deepnet.models.summary returns it)."""
-        from .cost import summary
-
-        print(summary(self, input_shape))
+        print(_ARCHITECTURE["summary"](self, input_shape))
 
     # -- random state (dropout masks), for bit-exact resume --------------------------------
 

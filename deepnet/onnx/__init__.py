@@ -4,7 +4,7 @@
 ``deepnet export MODEL --out model.onnx`` is the same from the command line.  ``load(path)``
 reads an ONNX file of the operators deepnet has (a model trained in PyTorch, say) as a
 deepnet model that runs on deepnet's kernels.  The ``onnx``
-package is an optional extra (``pip install "deepnet[onnx]"``).
+package is an optional extra (``pip install -e ".[onnx]"`` in deepnet's source directory).
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ def _onnx() -> Any:
         import onnx
     except ImportError as exc:
         raise ImportError(
-            'deepnet.onnx needs the onnx package: pip install "deepnet[onnx]" (or pip install onnx)'
+            'deepnet.onnx needs the onnx package: pip install -e ".[onnx]" in deepnet\'s source directory '
+            "(or pip install onnx)"
         ) from exc
     return onnx
 
