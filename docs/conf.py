@@ -11,13 +11,16 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the source tree's deepnet (an editable install is the same)
-# The notebooks run in quick mode during the build; the kernel inherits the environment.
+# The notebooks run in quick mode during the build; their kernel inherits the environment.
 os.environ.setdefault("DEEPNET_QUICK", "1")
-# The notebooks' kernel imports the same deepnet as the API reference.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-
-import deepnet  # noqa: E402
+try:
+    import deepnet  # the installed package (.ci/run builds from outside the source tree)
+except ImportError:  # not installed: the source tree's
+    sys.path.insert(0, str(ROOT))
+    import deepnet
+if pathlib.Path(deepnet.__file__).resolve().parents[1] == ROOT:
+    # The notebooks' kernel (run in docs/notebooks/) imports the same deepnet as the API reference.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 project = "deepnet"
 author = "deepnet contributors"
@@ -40,7 +43,7 @@ html_static_path = ["_static"]
 # Pages link each other and the README as on GitHub: `page.md#a-heading`. Headings get
 # GitHub's anchors; links to ../README.md go to the landing page, which includes it.
 myst_heading_anchors = 4
-myst_enable_extensions = ["colon_fence", "dollarmath"]
+myst_enable_extensions = ["colon_fence"]
 
 # Notebooks: MyST Markdown (jupytext) files, run on every build, and any error fails it.
 nb_execution_mode = "force"
