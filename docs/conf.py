@@ -53,7 +53,7 @@ nb_execution_show_tb = True
 nb_merge_streams = True
 
 # API reference: autodoc with numpydoc; member lists follow each module's __all__.
-autodoc_default_options = {"members": True, "member-order": "bysource", "show-inheritance": True}
+autodoc_default_options = {"member-order": "bysource", "show-inheritance": True}
 autodoc_typehints = "signature"
 # NumPy's aliases by name, not spelled out as their long unions.
 autodoc_type_aliases = {"DTypeLike": "numpy.typing.DTypeLike", "ArrayLike": "numpy.typing.ArrayLike"}
