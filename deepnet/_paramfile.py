@@ -41,19 +41,27 @@ def read_params(
     (for an ``.npz`` from its zip directory and ``.npy`` headers) before any array is
     allocated, so a failed read returns nothing and costs little memory.
 
-    expected:  name -> shape (a tuple, or None for any shape) of what the caller will use.
-               None: every entry of the file, of any shape.
-    strict:    with ``expected``, the file must hold exactly those names. With
-               ``strict=False`` the expected names that the file holds are read and the
-               rest of the file is ignored (a subset, e.g. for transfer learning); compare
-               the result's keys with ``expected`` to see what was missing.
-    optional:  expected names that may be missing even with ``strict`` (a model file's
-               spec and buffers, which a plain parameter file does not have).
-    text:      names of ``.npz`` entries saved from a ``str`` (a checkpoint's JSON); they
-               are returned as ``str`` and required like expected names.
-    max_bytes: limit on the file's size and on the arrays read from it together.
-    entry_limits: name -> the most bytes that entry's array may take (a model file's JSON
-               spec), checked from its header like everything else.
+    Parameters
+    ----------
+    expected
+        name -> shape (a tuple, or None for any shape) of what the caller will use.
+        None: every entry of the file, of any shape.
+    strict
+        With ``expected``, the file must hold exactly those names. With
+        ``strict=False`` the expected names that the file holds are read and the
+        rest of the file is ignored (a subset, e.g. for transfer learning); compare
+        the result's keys with ``expected`` to see what was missing.
+    optional
+        Expected names that may be missing even with ``strict`` (a model file's
+        spec and buffers, which a plain parameter file does not have).
+    text
+        Names of ``.npz`` entries saved from a ``str`` (a checkpoint's JSON); they
+        are returned as ``str`` and required like expected names.
+    max_bytes
+        Limit on the file's size and on the arrays read from it together.
+    entry_limits
+        name -> the most bytes that entry's array may take (a model file's JSON
+        spec), checked from its header like everything else.
 
     Raises FileNotFoundError for a missing file and ParameterFileError (a ValueError whose
     message names the file) for anything wrong with it.

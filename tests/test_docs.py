@@ -142,3 +142,16 @@ def test_the_layer_api_example_runs(tmp_path, monkeypatch, capsys):
     assert namespace["y"].shape == (8, 16, 14, 14) and namespace["dx"].shape == (8, 1, 28, 28)
     for name, value in saved.params.items():
         np.testing.assert_array_equal(namespace["net"].params[name], value)
+
+
+def test_the_site_lists_every_docs_page_and_the_notebooks():
+    """docs/index.md's toctrees (the documentation site, docs/README.md) name every page of
+    docs/ and take every notebook of docs/notebooks/ by a glob."""
+    index = (ROOT / "docs" / "index.md").read_text()
+    entries = set()
+    for block in re.findall(r"```\{toctree\}\n(.*?)```", index, flags=re.S):
+        entries |= {line.strip() for line in block.splitlines() if line.strip() and not line.startswith(":")}
+    pages = {page.stem for page in DOC_PAGES if page.name != "index.md"}
+    assert pages - entries == set(), f"docs/index.md's toctrees leave out {sorted(pages - entries)}"
+    assert {entry for entry in entries if "*" not in entry} - pages == {"api/index"}
+    assert "notebooks/*" in entries

@@ -39,7 +39,7 @@ MODELS = {
 
 
 def layer_spec(layer: Layer) -> Dict[str, Any]:
-    """A layer as JSON-ready data: {"type": class name, **its config}.  A named model whose
+    """A layer as JSON-ready data: ``{"type": class name, **config}``.  A named model whose
     layers were changed after it was built (a new head, folded BN) is described by its
     layers, not by its constructor's settings."""
     if isinstance(layer, NamedModel):
@@ -88,7 +88,7 @@ def model_spec(model: Layer) -> Dict[str, Any]:
     Returns
     -------
     dict
-        The spec ``build`` takes: {"type": ..., **config}.
+        The spec ``build`` takes: ``{"type": ..., **config}``.
     """
     return layer_spec(model)
 
@@ -106,7 +106,7 @@ def build(
     Parameters
     ----------
     spec : dict
-        The architecture: {"type": ..., **config} (``model_spec``'s form).
+        The architecture: ``{"type": ..., **config}`` (``model_spec``'s form).
     dtype : dtype
         The parameters' dtype (float16, float32 or float64).
     rng : int or numpy.random.Generator, optional

@@ -105,7 +105,7 @@ class Layer:
 
     @classmethod
     def from_config(cls, spec: Dict[str, Any], dtype: DTypeLike, rng: np.random.Generator, where: str) -> Layer:
-        """A new layer from ``spec`` ({"type": ..., **config}, untrusted): a layer with
+        """A new layer from ``spec`` (``{"type": ..., **config}``, untrusted): a layer with
         settings checks each entry (deepnet.nn.config's helpers) and allocates its
         parameters through deepnet.nn.init.  This default is for a layer without settings."""
         _check_keys(spec, {"type"}, where)

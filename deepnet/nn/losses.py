@@ -99,7 +99,7 @@ class SoftmaxWithLoss(Layer):
 class SigmoidWithLoss(Layer):
     """Binary cross-entropy of sigmoid(x) against targets ``t`` in [0, 1], computed from the
     logits x so that it stays finite for any of them: the mean over every value of
-    max(x, 0) - x t + log(1 + exp(-|x|)).  (The discriminator's loss of a GAN.)"""
+    ``max(x, 0) - x t + log(1 + exp(-|x|))``.  (The discriminator's loss of a GAN.)"""
 
     spec_name = None  # a loss, not a layer of a model
 

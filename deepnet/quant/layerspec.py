@@ -1,7 +1,7 @@
 """The float layers of an int8 model as data: a layer's spec and arrays, and the layer rebuilt from them (untrusted).
 
 A float step holds one layer of deepnet.nn (a registered layer type, or a Sequential or
-Residual container of them).  Its spec is {"type": ..., **config} as the layer registry
+Residual container of them).  Its spec is ``{"type": ..., **config}`` as the layer registry
 writes it; containers nest ("layers", "body", "shortcut").  Rebuilding checks every entry
 (the layers' own ``from_config``), charges every parameter to a budget and bounds the
 nesting, before anything is allocated; nothing is drawn at random.

@@ -9,7 +9,7 @@ parameter, and only array methods / operators are used.
 
 Dtypes: optimizer state (velocity, squared-gradient sums, Adam moments) has the
 parameter's dtype, except for float16 parameters, whose state is kept in float32
-because float16 state underflows (g*g is already 0 in float16 for |g| below ~1.7e-4).
+because float16 state underflows (g*g is already 0 in float16 for ``|g|`` below ~1.7e-4).
 The update is computed in float32, on a float32 copy of a float16 parameter, and rounded
 back into it.  bfloat16 parameters (8 significant bits: an update below 1/256 of the weight
 would round away) are the rounded copies of float32 master weights, which the optimizer
