@@ -80,11 +80,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--data", default=str(EXAMPLES.parent / "data" / "mnist"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch's and deepnet's threads (default 1)")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--minutes", type=float, default=18.0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--minutes", type=float, default=17.0)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--samples", type=int, default=10000)
+    p.add_argument("--real-label", type=float, default=1.0, help="D's target for real images")
+    p.add_argument("--ema", type=float, default=0.999, help="decay of the generator's weight average (0: none)")
     p.add_argument("--quick", action="store_true", help="a tiny run (seconds)")
     args = p.parse_args(argv)
     if args.quick:
@@ -122,18 +124,40 @@ def main(argv: Optional[List[str]] = None) -> int:
     opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=1e-7)
     bce = torch.nn.BCEWithLogitsLoss()
 
-    def sample(n: int, seed: int) -> np.ndarray:
+    # deepnet's WeightAverage: avg = d avg + (1 - d) w after every step, d = min(decay, (1 + t) / (10 + t)),
+    # the BN running statistics too
+    average: dict = {}
+    averaged_steps = 0
+
+    def update_average() -> None:
+        nonlocal averaged_steps
+        state = {k: v for k, v in G.state_dict().items() if v.is_floating_point()}
+        if not average:
+            average.update({k: v.detach().clone() for k, v in state.items()})
+            return
+        averaged_steps += 1
+        d = min(args.ema, (1 + averaged_steps) / (10 + averaged_steps))
+        with torch.no_grad():
+            for k, v in state.items():
+                average[k].mul_(d).add_(v, alpha=1 - d)
+
+    def sample(n: int, seed: int, averaged: bool = True) -> np.ndarray:
         noise = torch.Generator().manual_seed(seed)
+        saved = {k: v.clone() for k, v in G.state_dict().items()}
+        if averaged and average:
+            G.load_state_dict(average, strict=False)
         G.eval()
         with torch.no_grad():
             images = [G(torch.randn(min(100, n - i), dcgan.Z_DIM, generator=noise)) for i in range(0, n, 100)]
         G.train()
+        G.load_state_dict(saved)
         return ((torch.cat(images).numpy() + 1) / 2).astype(np.float32)
 
     order_rng = np.random.default_rng(args.seed + 1)
     B = args.batch_size
     steps_per_epoch = len(x_gan) // B
     ones, zeros = torch.ones(B, 1), torch.zeros(B, 1)
+    real_targets = torch.full((B, 1), args.real_label)
     budget, start, images, epoch, stopped = args.minutes * 60, time.perf_counter(), 0, 0, False
     while epoch < args.epochs and not stopped:
         order = torch.from_numpy(order_rng.permutation(len(x_gan)))
@@ -141,24 +165,31 @@ def main(argv: Optional[List[str]] = None) -> int:
             real = x_gan[order[i * B : (i + 1) * B]]
             fake = G(torch.randn(B, dcgan.Z_DIM))
             opt_D.zero_grad(set_to_none=True)
-            loss_D = bce(D(real), ones) + bce(D(fake.detach()), zeros)
+            loss_D = bce(D(real), real_targets) + bce(D(fake.detach()), zeros)
             loss_D.backward()
             opt_D.step()
             opt_G.zero_grad(set_to_none=True)
             loss_G = bce(D(fake), ones)
             loss_G.backward()
             opt_G.step()
+            if args.ema:
+                update_average()
             images += B
             if time.perf_counter() - start > budget:
                 stopped = True
                 break
         epoch += 1
         elapsed = time.perf_counter() - start
-        glimpse = gan_scores.inception_score(gan_scores.classifier_outputs(classifier, sample(1000, epoch))[1])
+        glimpse = [
+            gan_scores.inception_score(gan_scores.classifier_outputs(classifier, sample(1000, epoch, a))[1])
+            for a in ((False, True) if args.ema else (False,))
+        ]
         start += time.perf_counter() - start - elapsed
         print(
             f"epoch {epoch}: D loss {loss_D.item():.3f}, G loss {loss_G.item():.3f}, {elapsed:.0f} s, "
-            f"{images / elapsed:.0f} img/s, inception score of 1,000 samples {glimpse:.3f}",
+            f"{images / elapsed:.0f} img/s, inception score of 1,000 samples "
+            + " (averaged: ".join(f"{g:.3f}" for g in glimpse)
+            + (")" if args.ema else ""),
             flush=True,
         )
     train_seconds = time.perf_counter() - start
@@ -167,9 +198,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     generated = gan_scores.score_images(classifier, samples, test_features)
     print(
         f"PyTorch DCGAN ({images} images in {train_seconds:.0f} s): inception score "
-        f"{generated['inception_score']:.3f}, Frechet distance {generated['frechet_distance']:.3f}",
+        f"{generated['inception_score']:.3f}, Frechet distance {generated['frechet_distance']:.3f}"
+        + (" (the averaged generator)" if args.ema else ""),
         flush=True,
     )
+    live = None
+    if args.ema:
+        live = gan_scores.score_images(classifier, sample(args.samples, args.seed + 2, False), test_features)
+        print(
+            f"the last weights: inception score {live['inception_score']:.3f}, "
+            f"Frechet distance {live['frechet_distance']:.3f}",
+            flush=True,
+        )
     dcgan.write_png(out / "samples.png", dcgan.image_grid(samples[:100], rows=10))
     dcgan.write_json(
         out / "scores.json",
@@ -178,6 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "settings": {k: v for k, v in vars(args).items() if k != "force"},
             "classifier_test_accuracy": accuracy,
             "generated": generated,
+            "generated_last_weights": live,
             "epochs": images / len(x_gan),
             "training_images": images,
             "training_seconds": train_seconds,

@@ -143,7 +143,14 @@ class DCGAN:
     """The two nets, their optimizers and one training step."""
 
     def __init__(
-        self, seed: int, width: int = 64, lr: float = 2e-4, beta1: float = 0.5, ema: float = 0.0, dtype: Any = DTYPE
+        self,
+        seed: int,
+        width: int = 64,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        ema: float = 0.0,
+        real_label: float = 1.0,
+        dtype: Any = DTYPE,
     ) -> None:
         from deepnet.training.callbacks import WeightAverage
 
@@ -153,6 +160,7 @@ class DCGAN:
         self.rng = rng
         self.opt_G, self.opt_D = Adam(lr, beta1, 0.999), Adam(lr, beta1, 0.999)
         self.loss = SigmoidWithLoss()
+        self.real_label = real_label  # below 1: one-sided label smoothing of D's real targets
         # The generator's weights averaged over the steps (deepnet's WeightAverage, which
         # reads trainer.network): the samples come from the average.
         self.average = WeightAverage(ema) if ema else None
@@ -171,7 +179,7 @@ class DCGAN:
         """One update of D (real and fake batches, their BN statistics apart, as PyTorch's
         DCGAN does) and one of G on the same fakes; returns the losses."""
         fake = self.G.forward(self.noise(len(real)), True)
-        loss_real, _ = self._discriminate(real, 1.0, input_gradient=False)
+        loss_real, _ = self._discriminate(real, self.real_label, input_gradient=False)
         grads = {name: g.copy() for name, g in self.D.grads.items()}
         loss_fake, _ = self._discriminate(fake, 0.0, input_gradient=False)
         for name, g in self.D.grads.items():
@@ -299,10 +307,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--data", default=str(REPO / "data" / "mnist"), help="MNIST directory (default: the repo's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="deepnet's threads (default 1)")
-    p.add_argument("--epochs", type=int, default=12, help="at most this many epochs")
-    p.add_argument("--minutes", type=float, default=18.0, help="stop training after this many minutes")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=8, help="at most this many epochs")
+    p.add_argument("--minutes", type=float, default=17.0, help="stop training after this many minutes")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--width", type=int, default=64, help="the channels of the nets' widest layers")
+    p.add_argument("--real-label", type=float, default=1.0, help="D's target for real images (0.9: smoothing)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the generator's weight average (0: none)")
     p.add_argument("--samples", type=int, default=10000, help="generated images scored")
     p.add_argument("--classifier", help="a model file from `deepnet train` (default: train one here)")
@@ -358,7 +367,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         flush=True,
     )
 
-    gan = DCGAN(args.seed, args.width, ema=args.ema)
+    gan = DCGAN(args.seed, args.width, ema=args.ema, real_label=args.real_label)
     order_rng = np.random.default_rng(args.seed + 1)
     steps_per_epoch = len(x_gan) // args.batch_size
     budget, start, images, epoch = args.minutes * 60, time.perf_counter(), 0, 0
@@ -394,9 +403,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     generated = gan_scores.score_images(classifier, samples, test_features)
     print(
         f"DCGAN ({images} images in {train_seconds:.0f} s): inception score {generated['inception_score']:.3f}, "
-        f"Frechet distance {generated['frechet_distance']:.3f}",
+        f"Frechet distance {generated['frechet_distance']:.3f}" + (" (the averaged generator)" if gan.average else ""),
         flush=True,
     )
+    live: Optional[Dict[str, float]] = None
+    if gan.average:
+        live_samples = gan.sample(args.samples, np.random.default_rng(args.seed + 2), averaged=False)
+        live = gan_scores.score_images(classifier, live_samples, test_features)
+        print(
+            f"the last weights: inception score {live['inception_score']:.3f}, "
+            f"Frechet distance {live['frechet_distance']:.3f}",
+            flush=True,
+        )
     write_png(out / "samples.png", image_grid(samples[:100], rows=10))
     with gan.averaged():
         deepnet.io.save_params(out / "generator.npz", gan.G.named_arrays())
@@ -408,6 +426,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "classifier_test_accuracy": accuracy,
             "real": real,
             "generated": generated,
+            "generated_last_weights": live,
             "epochs": images / len(x_gan),
             "training_images": images,
             "training_seconds": train_seconds,

@@ -3,6 +3,7 @@ Fréchet distance against known values and SciPy, the nets' shapes and gradients
 numerical ones, the PNG writer against Pillow, and the --quick run end to end."""
 
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -183,12 +184,12 @@ def test_png_writer_round_trips_through_pillow_and_zlib(tmp_path):
 # -- the example end to end --------------------------------------------------------------
 
 
-def run_example(*args):
+def run_example(*args, script="examples/dcgan.py"):
     deepnet_home = str(Path(deepnet.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [deepnet_home, os.environ.get("PYTHONPATH")])))
     env["OMP_NUM_THREADS"] = "1"
     return subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "dcgan.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -210,3 +211,17 @@ def test_quick_run_trains_scores_and_writes_its_outputs(tmp_path):
     # a second run refuses the existing directory, and takes it with --force
     again = run_example("--quick", "--out", str(out))
     assert again.returncode == 2 and "exists; give --force" in again.stderr
+
+    if importlib.util.find_spec("torch") is None:
+        return  # the PyTorch mirror is the bench extra's
+    mirror = run_example(
+        "--quick",
+        "--out",
+        str(tmp_path / "torch"),
+        "--classifier",
+        str(out / "classifier.npz"),
+        script="benches/torch_dcgan.py",
+    )
+    assert mirror.returncode == 0, mirror.stderr
+    assert "PyTorch DCGAN (" in mirror.stdout
+    assert json.loads((tmp_path / "torch" / "scores.json").read_text())["generated"]["inception_score"] >= 1
