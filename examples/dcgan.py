@@ -261,8 +261,7 @@ def train_classifier(
     5,000-image validation split (Adam, lr 0.001), saved as out/classifier.npz.
 
     The book's last Dropout halves the class scores at inference, which softens every
-    softmax (the real test images' inception score drops from about 9.9 to 9.4): a score of
-    confidence needs the classifier's own confident probabilities."""
+    softmax and so lowers the inception score of every set of images, real ones too."""
     from deepnet.datasets import stratified_split
     from deepnet.layers import Dropout
     from deepnet.models import DeepConvNet, Sequential as Model
