@@ -95,8 +95,12 @@ class Generator:
         return self.body.forward(h.reshape(len(h), self.width, 7, 7), train)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """The gradient of z (the parameters' gradients land in ``grads``)."""
         dh = self.body.backward(dout)
-        return self.head.backward(dh.reshape(len(dh), -1))
+        assert dh is not None  # Sequential.backward computes the input gradient by default
+        dz = self.head.backward(dh.reshape(len(dh), -1))
+        assert dz is not None
+        return dz
 
     @property
     def params(self) -> Dict[str, np.ndarray]:
