@@ -11,7 +11,13 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "docs" / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.md"))
-EXPECTED = {"ch08-1-1-deeper.md", "ch08-1-2-beyond.md", "ch08-1-3-depth.md", "ch08-2-architectures.md", "ch08-3-fast.md"}
+EXPECTED = {
+    "ch08-1-1-deeper.md",
+    "ch08-1-2-beyond.md",
+    "ch08-1-3-depth.md",
+    "ch08-2-architectures.md",
+    "ch08-3-fast.md",
+}
 QUICK_LINE = 'QUICK = os.environ.get("DEEPNET_QUICK") == "1"'
 
 
