@@ -20,6 +20,7 @@ The output directory must not exist (or be empty) unless --force is given.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import math
@@ -307,6 +308,8 @@ def recipe(args: argparse.Namespace) -> Dict[str, Any]:
             raise SystemExit(f"segmentation: --{key} must be >= 1, got {settings[key]}")
     if settings["levels"] > 5:
         raise SystemExit(f"segmentation: --levels must lie in 1..5 (64 / 2^levels >= 2), got {settings['levels']}")
+    if settings["batch"] > settings["train"]:
+        raise SystemExit(f"segmentation: --batch {settings['batch']} is more than the {settings['train']} canvases")
     if not settings["lr"] > 0:
         raise SystemExit(f"segmentation: --lr must be > 0, got {settings['lr']}")
     return settings
@@ -315,6 +318,13 @@ def recipe(args: argparse.Namespace) -> Dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     settings = recipe(args)
+    figure = not (args.no_figure or args.no_test)
+    if figure and importlib.util.find_spec("matplotlib") is None:
+        # found out before training, not after it
+        if not args.quick:
+            raise SystemExit("segmentation: the figure needs matplotlib (pip install 'deepnet[plot]'); or --no-figure")
+        print("no matplotlib: no figure")
+        figure = False
     _prepare_out(args.out, args.force)
     if args.threads is not None:
         deepnet.set_num_threads(args.threads)
@@ -331,7 +341,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             f"test ({len(x_test)} canvases): pixel accuracy {metrics['test']['pixel_accuracy']:.4f}, "
             f"mean IoU {metrics['test']['mean_iou']:.4f}; training took {result['train_seconds']:.0f} s"
         )
-        if not args.no_figure:
+        if figure:
             png = figure_png(x_test[:8], t_test[:8], pred[:8])
             with atomic_write(args.out / "segmentation.png") as f:
                 f.write(png)

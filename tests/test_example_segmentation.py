@@ -178,3 +178,9 @@ def test_the_pytorch_mirror_runs_quick():
     result = _run(str(REPO / "benches" / "torch_segmentation.py"), "--quick", "--threads", "1")
     assert result.returncode == 0, result.stderr
     assert "forward equals deepnet's" in result.stdout and "mean IoU" in result.stdout
+
+
+def test_a_recipe_that_cannot_run_is_refused_before_any_work(tmp_path):
+    result = _run(str(EXAMPLES / "segmentation.py"), "--quick", "--batch", "5000", "--out", str(tmp_path / "run"))
+    assert result.returncode != 0 and "--batch 5000 is more than the 1024 canvases" in result.stderr
+    assert not (tmp_path / "run").exists()
