@@ -232,7 +232,7 @@ def figure_png(x: NDArray[np.float32], t: NDArray[np.int64], pred: NDArray[np.in
         import matplotlib.pyplot as plt
         from matplotlib.colors import ListedColormap
     except ImportError as error:
-        raise RuntimeError("the figure needs matplotlib (pip install 'deepnet[plot]'), or pass --no-figure") from error
+        raise RuntimeError("the figure needs matplotlib (pip install matplotlib), or pass --no-figure") from error
     colors = list(plt.get_cmap("tab10").colors) + [(0.0, 0.0, 0.0)]  # digits 0..9, background black
     cmap = ListedColormap(colors)
     n = len(x)
@@ -322,7 +322,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if figure and importlib.util.find_spec("matplotlib") is None:
         # found out before training, not after it
         if not args.quick:
-            raise SystemExit("segmentation: the figure needs matplotlib (pip install 'deepnet[plot]'); or --no-figure")
+            raise SystemExit("segmentation: the figure needs matplotlib (pip install matplotlib); or --no-figure")
         print("no matplotlib: no figure")
         figure = False
     _prepare_out(args.out, args.force)
