@@ -632,3 +632,49 @@ def test_conv_transpose_layer_on_the_cuda_kernels(cuda_backend, dtype, monkeypat
     for got, expected in zip([dx] + grads, (want_dx, reference_layer.dW, reference_layer.db)):
         assert got.dtype == dtype
         assert_close(got, expected, dtype)
+
+
+def test_the_application_layers_on_the_cuda_path(cuda_backend, dtype, monkeypatch):
+    """LeakyReLU, Tanh and the two losses of the applications (SigmoidWithLoss,
+    SpatialSoftmaxWithLoss) on device arrays: the float64 formulas' values and gradients."""
+    from deepnet import functional as F
+    from deepnet.layers import LeakyReLU, SigmoidWithLoss, SpatialSoftmaxWithLoss, Tanh
+
+    if cuda_backend.name == "host":
+        monkeypatch.setattr(F, "_backend", lambda caller, *arrays: _cuda)
+    rng = np.random.default_rng(11)
+    x = random_array(rng, (2, 3, 4, 5), dtype) * 3
+    dout = random_array(rng, x.shape, dtype)
+    x64, dout64 = as64(x, dout)
+    leaky, tanh = LeakyReLU(0.2), Tanh()
+    for layer, value, slope in (
+        (leaky, np.where(x64 < 0, 0.2 * x64, x64), np.where(x64 < 0, 0.2, 1.0)),
+        (tanh, np.tanh(x64), 1 - np.tanh(x64) ** 2),
+    ):
+        y = cuda_backend.get(layer.forward(cuda_backend.put(x)))
+        assert y.dtype == dtype
+        assert_close(y, value, dtype)
+        dx = cuda_backend.get(layer.backward(cuda_backend.put(dout)))
+        assert dx.dtype == dtype
+        assert_close(dx, dout64 * slope, dtype)
+
+    targets = (rng.random(x.shape) > 0.5).astype(np.float64)
+    loss = SigmoidWithLoss()
+    value = loss.forward(cuda_backend.put(x), cuda_backend.put(targets))
+    p = 1 / (1 + np.exp(-x64))
+    assert_close(value, -np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)), dtype)
+    dx = cuda_backend.get(loss.backward())
+    assert dx.dtype == dtype
+    assert_close(dx * x.size, p - targets, dtype)
+
+    labels = rng.integers(0, 3, size=(2, 4, 5))
+    loss = SpatialSoftmaxWithLoss()
+    value = loss.forward(cuda_backend.put(x), cuda_backend.put(labels))
+    e = np.exp(x64 - x64.max(axis=1, keepdims=True))
+    softmax = e / e.sum(axis=1, keepdims=True)
+    picked = np.take_along_axis(softmax, labels[:, None], axis=1)[:, 0]
+    assert_close(value, -np.log(picked).mean(), dtype)
+    one_hot = np.moveaxis(np.eye(3)[labels], -1, 1)
+    dx = cuda_backend.get(loss.backward())
+    assert dx.dtype == dtype
+    assert_close(dx * labels.size, softmax - one_hot, dtype)

@@ -69,3 +69,21 @@ def test_spatial_softmax_loss_refuses_bad_labels():
         SpatialSoftmaxWithLoss().forward(x, np.full((1, 2, 2), 3))
     with pytest.raises(TypeError, match="labels must be integers"):
         SpatialSoftmaxWithLoss().forward(x, np.zeros((1, 2, 2)))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_spatial_softmax_loss_in_each_dtype(dtype):
+    """float16 and float32 scores give the float64 loss and gradient to their precision,
+    and the gradient keeps the scores' dtype."""
+    rng = np.random.default_rng(3)
+    x, t = rng.normal(size=(2, 5, 4, 3)) * 3, rng.integers(0, 5, size=(2, 4, 3))
+    exact = SpatialSoftmaxWithLoss()
+    want = exact.forward(x, t)
+    want_dx = exact.backward()
+    loss = SpatialSoftmaxWithLoss()
+    got = loss.forward(x.astype(dtype), t)
+    dx = loss.backward()
+    assert dx.dtype == dtype
+    tolerance = {np.float16: 2e-3, np.float32: 1e-6, np.float64: 1e-12}[dtype]
+    assert got == pytest.approx(want, rel=tolerance * 10)
+    np.testing.assert_allclose(dx, want_dx, rtol=tolerance * 10, atol=tolerance * np.abs(want_dx).max())
