@@ -37,7 +37,9 @@ def _import_torch():
     try:
         import torch
     except ImportError as error:  # torch is the bench extra's, not deepnet's
-        raise SystemExit("torch_dcgan: needs PyTorch (pip install 'deepnet[bench]' or pip install torch)") from error
+        raise SystemExit(
+            "torch_dcgan: needs PyTorch (pip install -e '.[bench]' in deepnet's source directory, or pip install torch)"
+        ) from error
     return torch
 
 
