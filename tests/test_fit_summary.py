@@ -101,3 +101,17 @@ def test_summary_counts_by_hand(capsys):
     assert first.groups() == (f"{16 * 9 + 16:,}", f"{28 * 28 * 16 * 9:,}")
     with pytest.raises(ValueError, match="Affine"):
         summary(DeepConvNet(seed=0), (1, 8, 8))
+
+
+def test_summary_counts_inside_nested_containers():
+    """A Residual whose body is a plain container Sequential: its convolutions' work counts
+    (3x3, 4 -> 4 channels, pad 1 on 8x8: 8 * 8 * 4 * 4 * 9 multiply-adds each)."""
+    from deepnet.models import Sequential
+    from deepnet.nn import Convolution, Residual, containers
+
+    def conv():
+        return Convolution(np.ones((4, 4, 3, 3), np.float32), np.zeros(4, np.float32), pad=1)
+
+    model = Sequential(Residual(containers.Sequential(conv(), conv())))
+    assert describe(model, (1, 4, 8, 8))["multiply_adds"] == 2 * 8 * 8 * 4 * 4 * 9
+    assert counted(summary(model, (4, 8, 8)).splitlines()[-1]) == [2 * (4 * 4 * 9 + 4), 2 * 8 * 8 * 4 * 4 * 9]

@@ -17,6 +17,7 @@ EXPECTED = {
     "ch08-1-3-depth.md",
     "ch08-2-architectures.md",
     "ch08-3-fast.md",
+    "ch08-4-applications.md",
 }
 QUICK_LINE = 'QUICK = os.environ.get("DEEPNET_QUICK") == "1"'
 

@@ -178,6 +178,17 @@ def test_refusals_name_the_operator_or_setting():
     refused(graph_file(cycle, []), "cycle|without meeting")
 
 
+def test_the_work_inside_a_branch_is_bounded():
+    """A convolution whose output is far past MAX_ACTIVATION, hidden in a residual branch:
+    refused from the shapes alone, before anything runs."""
+    conv = helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[1, 1], pads=[2000, 2000, 2000, 2000])
+    add = helper.make_node("Add", ["c", "x"], ["y"])
+    refused(
+        graph_file([conv, add], [tensor("W", np.ones((4096, 1, 1, 1)))]),
+        r"cannot run on its input.*layer 0\.body\.0 \(Convolution\).*values",
+    )
+
+
 def test_tensors_outside_the_file_and_oversized_tensors_are_refused(tmp_path):
     conv = helper.make_node("Conv", ["x", "W"], ["y"], kernel_shape=[3, 3])
     external = tensor("W", np.ones((2, 1, 3, 3)))

@@ -11,10 +11,9 @@ from typing import Any, Dict, Iterator, NoReturn, Optional, Sequence, Tuple, cas
 from ..nn.base import Layer
 import math
 
-from ..nn.containers import Concat, Residual
-from ..nn.containers import Sequential as ContainerSequential
+from ..nn.containers import Concat, Residual, Sequential  # models.Sequential and nested containers alike
 from .limits import MAX_ACTIVATION, MAX_WORK
-from .sequential import _ARCHITECTURE, NamedModel, Sequential
+from .sequential import _ARCHITECTURE, NamedModel
 
 DEFAULT_INPUT = (1, 28, 28)  # the input of a model that does not declare one (MNIST)
 
@@ -228,7 +227,7 @@ def summary(model: Layer, image_shape: Optional[Sequence[int]] = None) -> str:
     """
     shape = (1,) + tuple(image_shape) if image_shape is not None else input_shape(model)
     check_cost(model, shape)  # a clear error for an input the model cannot take
-    layers = model.layers if isinstance(model, ContainerSequential) else [model]
+    layers = model.layers if isinstance(model, Sequential) else [model]
     rows = [("layer", "output shape", "parameters", "multiply-adds")]
     total_macs = 0
     for index, layer in enumerate(layers):
