@@ -19,6 +19,8 @@ cdef extern from "deepnet_plan.h" nogil:
         DN_PLAN_ACTIVATE
         DN_PLAN_ADD
         DN_PLAN_MEAN
+        DN_PLAN_MAX_POOL
+        DN_PLAN_CONCAT
         DN_PLAN_RELU
         DN_PLAN_SCALE
         DN_PLAN_CHANNEL
@@ -53,6 +55,7 @@ cdef extern from "deepnet_plan.h" nogil:
         long op_plane[8]
         int op_channels[8]
         long plane
+        long offset
     ctypedef struct dn_plan_scratch:
         void* product
         void* pooled_rows
@@ -312,6 +315,27 @@ cdef class Plan:
                 raise ValueError(f"deepnet Plan: planes of {plane} values after a step of {in_size} outputs")
             step.plane = plane
             step.out_size = in_size // plane
+        elif kind == "max_pool":
+            step.kind = DN_PLAN_MAX_POOL
+            step.C, step.H, step.W = spec["C"], spec["H"], spec["W"]
+            step.kh, step.kw = spec["kh"], spec["kw"]
+            step.sh, step.sw, step.ph, step.pw = spec["sh"], spec["sw"], spec["ph"], spec["pw"]
+            OH, OW = window_output("Plan", step.H, step.W, step.kh, step.kw, step.sh, step.sw, step.ph, step.pw)
+            if step.ph >= step.kh or step.pw >= step.kw:
+                raise ValueError(f"deepnet Plan: every pooling window needs a pixel: pad ({step.ph}, {step.pw}) "
+                                 f"must be smaller than the window ({step.kh}, {step.kw})")
+            if <object>step.C * step.H * step.W != in_size:
+                raise ValueError(f"deepnet Plan: a pooling of {step.C}x{step.H}x{step.W} images "
+                                 f"after a step of {in_size} outputs")
+            fits_int("Plan", "pooled plane", <object>step.H * step.W)
+            step.OH, step.OW = OH, OW
+            step.out_size = step.C * OH * OW
+        elif kind == "concat":
+            step.kind = DN_PLAN_CONCAT
+            step.offset, step.out_size = spec["offset"], spec["total"]
+            if step.offset < 0 or step.offset + in_size > step.out_size:
+                raise ValueError(f"deepnet Plan: a Concat branch of {in_size} values at {step.offset} "
+                                 f"of an output of {step.out_size}")
         else:
             raise ValueError(f"deepnet Plan: unknown step kind {kind!r}")
 

@@ -9,7 +9,11 @@
  *                deepnet.backends._winograd (its range check included), then bias, ReLU and
  *                the fused 2x2 max-pooling as kernels/conv.pyx does them;
  *   affine:      dn_plan_affine_tasks, which the Affine layer's kernel runs too;
- *   activation:  ReLU (value < 0 ? 0 : value) and inference Dropout's scaling, in place.
+ *   activation:  ReLU (value < 0 ? 0 : value) and inference Dropout's scaling, in place;
+ *   pooling:     max-pooling of any window, stride and padding that does not follow a
+ *                convolution, with kernels/pooling.pyx's compares (padding never wins, the
+ *                first of a tie and the first NaN win);
+ *   concat:      one branch's output copied into its channels of a Concat's output.
  * A task computes whole output entries, the same sum in the same order whichever thread
  * runs it, so the results do not depend on the thread count.  With fewer images than
  * threads, the direct convolution splits each image into bands of output rows (of pooled
@@ -22,7 +26,10 @@
 #include "deepnet_isa.h"
 #include "deepnet_openmp.h"
 
-enum { DN_PLAN_CONV = 0, DN_PLAN_AFFINE = 1, DN_PLAN_ACTIVATE = 2, DN_PLAN_ADD = 3, DN_PLAN_MEAN = 4 };
+enum {
+    DN_PLAN_CONV = 0, DN_PLAN_AFFINE = 1, DN_PLAN_ACTIVATE = 2, DN_PLAN_ADD = 3, DN_PLAN_MEAN = 4,
+    DN_PLAN_MAX_POOL = 5, DN_PLAN_CONCAT = 6
+};
 enum { DN_PLAN_RELU = 0, DN_PLAN_SCALE = 1, DN_PLAN_CHANNEL = 2 };
 enum { DN_PLAN_WINOGRAD_NEVER = 0, DN_PLAN_WINOGRAD_AUTO = 1, DN_PLAN_WINOGRAD_ALWAYS = 2 };
 #define DN_PLAN_MAX_OPS 8          /* activation operations merged into one step */
@@ -33,7 +40,8 @@ typedef struct {
     int kind;
     int src, dst, other;             /* slots: 0 the input, 1 the output, 2... buffers */
     long in_size, out_size;          /* elements of one image's input and output */
-    /* DN_PLAN_CONV: C x H x W images, FN filters of kh x kw, output OH x OW (pooled: halved) */
+    /* DN_PLAN_CONV: C x H x W images, FN filters of kh x kw, output OH x OW (pooled: halved);
+     * DN_PLAN_MAX_POOL: C planes of H x W, kh x kw windows, output OH x OW */
     int C, H, W, FN, kh, kw, sh, sw, ph, pw, OH, OW, relu, pooled;
     int K, ld;                       /* window positions; columns of the filter matrices */
     const void *direct;              /* K x ld */
@@ -60,6 +68,8 @@ typedef struct {
     /* DN_PLAN_ADD: dst = src + other.  DN_PLAN_MEAN: dst (C) = the means of src's C planes
      * of plane values (global average pooling) */
     long plane;
+    /* DN_PLAN_CONCAT: dst[n, offset : offset + in_size] = src[n] (out_size values an image) */
+    long offset;
 } dn_plan_step;
 
 typedef struct {                     /* one thread's scratch, sized for the largest step */

@@ -153,6 +153,47 @@ static void DN_PLAN_NAME(dn_plan_mean)(const DN_PLAN_T *in, long planes, long pl
     DN_PLAN_NAME(dn_plan_mean_tasks)(in, planes, plane, out);
 }
 
+/* Max-pooling of N images' C planes (a step that follows no convolution): the general
+ * kernel of kernels/pooling.pyx, whose compares it repeats so that every maximum is the
+ * same value (padding never wins; the first of a tie, and the first NaN, win). */
+static void DN_PLAN_NAME(dn_plan_pool_tasks)(const dn_plan_step *step, const DN_PLAN_T *in, DN_PLAN_T *out, int N)
+{
+    const int H = step->H, W = step->W, OH = step->OH, OW = step->OW;
+    const long planes = (long)N * step->C;
+    long p;
+#pragma omp for schedule(static)
+    for (p = 0; p < planes; p++) {
+        const DN_PLAN_T *source = in + p * H * W;
+        DN_PLAN_T *target = out + p * OH * OW;
+        for (int oy = 0; oy < OH; oy++) {
+            const int top = oy * step->sh - step->ph;
+            const int y0 = top > 0 ? top : 0, y_stop = top + step->kh < H ? top + step->kh : H;
+            for (int ox = 0; ox < OW; ox++) {
+                const int left = ox * step->sw - step->pw;
+                const int x0 = left > 0 ? left : 0, x_stop = left + step->kw < W ? left + step->kw : W;
+                DN_PLAN_T best = source[y0 * W + x0];
+                for (int iy = y0; iy < y_stop; iy++)
+                    for (int ix = x0; ix < x_stop; ix++) {
+                        const DN_PLAN_T value = source[iy * W + ix];
+                        best = value > best || (value != value && best == best) ? value : best;
+                    }
+                target[oy * OW + ox] = best;
+            }
+        }
+    }
+}
+
+/* One Concat branch's output (in_size values an image) into its channels of the Concat's
+ * output (out_size values an image, from offset on). */
+static void DN_PLAN_NAME(dn_plan_concat_tasks)(const dn_plan_step *step, const DN_PLAN_T *in, DN_PLAN_T *out, int N)
+{
+    int n;
+#pragma omp for schedule(static)
+    for (n = 0; n < N; n++)
+        memcpy(out + (size_t)n * step->out_size + step->offset, in + (size_t)n * step->in_size,
+               (size_t)step->in_size * sizeof(DN_PLAN_T));
+}
+
 /* Whether a convolution of this step runs as Winograd on input x (n values): the rule
  * of deepnet.backends.cpu's _forward_plan. */
 static int DN_PLAN_NAME(dn_plan_uses_winograd)(const dn_plan_step *step, const DN_PLAN_T *x, long n, int mode,
@@ -276,8 +317,12 @@ static void DN_PLAN_NAME(dn_plan_run)(const dn_plan_step *steps, int count, DN_P
                 DN_PLAN_NAME(dn_plan_activate_tasks)(step, in, target, N);
             } else if (step->kind == DN_PLAN_ADD) {
                 DN_PLAN_NAME(dn_plan_add_tasks)(in, slots[step->other], target, N * step->in_size, step->relu);
-            } else {
+            } else if (step->kind == DN_PLAN_MEAN) {
                 DN_PLAN_NAME(dn_plan_mean_tasks)(in, N * step->out_size, step->plane, target);
+            } else if (step->kind == DN_PLAN_MAX_POOL) {
+                DN_PLAN_NAME(dn_plan_pool_tasks)(step, in, target, N);
+            } else {
+                DN_PLAN_NAME(dn_plan_concat_tasks)(step, in, target, N);
             }
         }
     }

@@ -12,7 +12,7 @@ from deepnet.nets import fold_batch_norm
 
 pytestmark = [pytest.mark.kernels, pytest.mark.asan]
 
-FAMILIES = ("deepconvnet", "deepconvnet-bn", "resnet", "simpleconvnet")
+FAMILIES = ("deepconvnet", "deepconvnet-bn", "resnet", "simpleconvnet", "googlenet")
 
 
 def bits(a):
@@ -247,6 +247,81 @@ def test_odd_and_even_outputs_in_bands_of_every_kernel(size, pad):
                 x = rng.normal(size=(batch, 16, size, size)).astype(np.float32)
                 with deepnet.winograd(mode):
                     np.testing.assert_array_equal(bits(plan(x)), bits(net.predict(x, train=False)))
+
+
+def _max_pool_reference(x, kh, kw, stride, pad):
+    """NumPy max-pooling in float64 whose windows skip the padding, with NaN winning."""
+    (sh, sw), (ph, pw) = stride, pad
+    N, C, H, W = x.shape
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    out = np.empty((N, C, OH, OW), x.dtype)
+    for oy in range(OH):
+        for ox in range(OW):
+            y0, x0 = oy * sh - ph, ox * sw - pw
+            window = x[:, :, max(y0, 0) : y0 + kh, max(x0, 0) : x0 + kw].reshape(N, C, -1)
+            out[:, :, oy, ox] = np.max(window, axis=2)  # NaN propagates, as NaN wins
+    return out
+
+
+@pytest.mark.parametrize(
+    "kh, kw, stride, pad",
+    [
+        (3, 3, (1, 1), (1, 1)),
+        (2, 2, (2, 2), (0, 0)),
+        (3, 3, (2, 2), (1, 1)),
+        (2, 3, (1, 2), (1, 0)),
+        (4, 4, (3, 3), (0, 0)),
+    ],
+)
+def test_max_pooling_that_follows_no_convolution(kh, kw, stride, pad):
+    # pooling on the input and after a Concat runs as the plan's own pooling step: the
+    # layer's values (its ties, NaN and padding), and the float64 NumPy maxima
+    from deepnet.layers import Flatten, Pooling
+    from deepnet.models import Sequential
+
+    rng = np.random.default_rng(kh * 10 + kw)
+    net = Sequential(Pooling(kh, kw, stride, pad), Flatten())  # float32; float64 pools in the GoogLeNet family
+    x = rng.normal(size=(5, 3, 11, 9)).astype(np.float32)
+    x[0, 0, 2:4, 2:4] = 1.5  # a tie
+    x[1, 2, 5, 5] = np.nan
+    x[2, 1] = -np.inf
+    plan = deepnet.compile(net, input_shape=(3, 11, 9))
+    for threads in (1, 2, 3):
+        deepnet.set_num_threads(threads)
+        for batch in (1, 5):
+            got = plan(x[:batch])
+            np.testing.assert_array_equal(bits(got), bits(net.predict(x[:batch], train=False)))
+            np.testing.assert_array_equal(got, _max_pool_reference(x[:batch], kh, kw, stride, pad).reshape(batch, -1))
+
+
+def test_concat_branches_of_every_kind():
+    # branches that pool, that are empty (the input itself), that end in a Concat of their
+    # own, followed by an in-place ReLU, a pooling and a Concat as the last layer
+    from deepnet.layers import Concat, Convolution, Flatten, Pooling, Relu
+    from deepnet.models import Sequential
+
+    rng = np.random.default_rng(21)
+
+    def conv(c_in, c_out, size, relu=False):
+        W = rng.normal(0, 0.3, (c_out, c_in, size, size)).astype(np.float32)
+        return Convolution(W, rng.normal(0, 0.1, c_out).astype(np.float32), 1, size // 2, relu=relu)
+
+    inner = Concat(Sequential(conv(2, 2, 1)), Sequential(Pooling(3, 3, 1, 1)))
+    net = Sequential(
+        Concat(Sequential(conv(3, 4, 3, relu=True)), Sequential(), Sequential(conv(3, 2, 1), inner)),
+        Relu(),
+        Pooling(2, 2),
+        Concat(Sequential(conv(11, 5, 3)), Sequential(Pooling(3, 3, 1, 1), conv(11, 3, 1, relu=True))),
+        Flatten(),
+    )
+    plan = deepnet.compile(net, input_shape=(3, 10, 10))
+    x = rng.normal(size=(4, 3, 10, 10)).astype(np.float32)
+    expected = net.predict(x, train=False)
+    assert expected.shape == (4, 8 * 5 * 5)
+    for threads in (1, 2, 3):
+        deepnet.set_num_threads(threads)
+        for batch in (1, 4):
+            np.testing.assert_array_equal(bits(plan(x[:batch])), bits(expected[:batch]))
 
 
 def test_for_inference_compiles_what_it_can_and_keeps_the_rest():

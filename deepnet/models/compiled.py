@@ -24,6 +24,7 @@ from .. import _config
 from ..nn import (
     Affine,
     BatchNormalization,
+    Concat,
     Convolution,
     Dropout,
     Flatten,
@@ -47,8 +48,8 @@ Shape = Tuple[int, ...]
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 SUPPORTED_LAYERS = (
-    "Convolution, Pooling (2x2, stride 2, after a Convolution), Relu, Dropout, BatchNormalization, Flatten, "
-    "Affine, GlobalAveragePooling, Residual and Sequential"
+    "Convolution, Pooling, Relu, Dropout, BatchNormalization, Flatten, Affine, GlobalAveragePooling, "
+    "Residual, Concat and Sequential"
 )
 
 
@@ -157,7 +158,12 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     if len(out_shape) != 1:
         raise ValueError(f"deepnet.compile: the model must end in class scores (N, classes), it gives (N, {out_shape})")
     steps = builder.steps
-    if slot == 0 or steps[-1]["dst"] != slot or any(step.get("other") == slot for step in steps):
+    if (
+        slot == 0
+        or steps[-1]["dst"] != slot
+        or steps[-1]["kind"] == "concat"  # its other branches wrote the slot too
+        or any(step.get("other") == slot for step in steps)
+    ):
         steps.append({"kind": "activate", "ops": [("scale", 1.0)], "src": slot, "dst": 1})  # a copy
     else:
         steps[-1]["dst"] = 1
@@ -183,6 +189,16 @@ class _Builder:
                 slot, shape = self.emit(layer.layers, slot, shape, keep)
             elif isinstance(layer, Residual):
                 slot, shape = self.residual(layer, slot, shape, keep)
+            elif isinstance(layer, Concat):
+                slot, shape = self.concat(layer, slot, shape, keep)
+            elif isinstance(layer, Pooling):  # one that no Convolution's epilogue took
+                if len(shape) != 3:
+                    raise ValueError(f"deepnet.compile: a {where} needs (C, H, W) images, gets {shape}")
+                (sh, sw), (ph, pw) = _pair(layer.stride), _pair(layer.pad)
+                geometry = {"kh": layer.pool_h, "kw": layer.pool_w, "sh": sh, "sw": sw, "ph": ph, "pw": pw}
+                step = {"kind": "max_pool", "C": shape[0], "H": shape[1], "W": shape[2], **geometry}
+                slot = self.produce(step, slot, keep)
+                shape = tuple(int(n) for n in layer.output_shape((1,) + shape)[1:])
             elif isinstance(layer, Convolution):
                 # A Relu and a 2x2, stride-2 Pooling after it run in its epilogue (the same
                 # values: the ReLU's max(., 0) is the fused one's).
@@ -228,6 +244,24 @@ class _Builder:
         target = body if body not in keep | {0, slot, skip} else self.fresh(keep | {slot, body, skip})
         self.steps.append({"kind": "add", "src": body, "other": skip, "dst": target})
         return target, body_shape
+
+    def concat(self, block: Concat, slot: int, shape: Shape, keep: Set[int]) -> Tuple[int, Shape]:
+        """Each branch on the value in ``slot``, its output copied into its channels of a
+        buffer that the later branches leave alone."""
+        if len(shape) != 3:
+            raise ValueError(f"deepnet.compile: a Concat layer needs (C, H, W) images, gets {shape}")
+        shapes = [tuple(int(n) for n in branch.output_shape((1,) + shape)[1:]) for branch in block.branches]
+        if any(len(s) != 3 or s[1:] != shapes[0][1:] for s in shapes):
+            raise ValueError(f"deepnet.compile: a Concat's branches must agree on all but the channels, got {shapes}")
+        total = sum(math.prod(s) for s in shapes)
+        target = self.fresh(keep | {slot})
+        offset = 0
+        for branch in block.branches:
+            branch_slot, branch_shape = self.emit([branch], slot, shape, keep | {slot, target})
+            step = {"kind": "concat", "src": branch_slot, "dst": target, "offset": offset, "total": total}
+            self.steps.append(step)
+            offset += math.prod(branch_shape)
+        return target, (sum(s[0] for s in shapes),) + shapes[0][1:]
 
     def produce(self, step: Dict[str, Any], slot: int, keep: Set[int]) -> int:
         """Append a step that reads ``slot`` and writes a buffer of its own."""
