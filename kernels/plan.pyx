@@ -24,6 +24,7 @@ cdef extern from "deepnet_plan.h" nogil:
         DN_PLAN_RELU
         DN_PLAN_SCALE
         DN_PLAN_CHANNEL
+        DN_PLAN_ROUND_HALF
         DN_PLAN_MAX_OPS
         DN_PLAN_AFFINE_COLUMNS
         DN_PLAN_WINOGRAD_NEVER
@@ -287,6 +288,10 @@ cdef class Plan:
                 elif op[0] == "scale":
                     step.op_kind[o] = DN_PLAN_SCALE
                     step.op_scale[o] = op[1]
+                elif op[0] == "round_half":
+                    if self.dtype != np.dtype(np.float32):
+                        raise ValueError(f"deepnet Plan: rounding to float16 is a float32 plan's, not {self.dtype}'s")
+                    step.op_kind[o] = DN_PLAN_ROUND_HALF
                 elif op[0] == "channel":
                     _, shift, scale, offset, plane = op
                     channels = len(scale)

@@ -30,7 +30,7 @@ enum {
     DN_PLAN_CONV = 0, DN_PLAN_AFFINE = 1, DN_PLAN_ACTIVATE = 2, DN_PLAN_ADD = 3, DN_PLAN_MEAN = 4,
     DN_PLAN_MAX_POOL = 5, DN_PLAN_CONCAT = 6
 };
-enum { DN_PLAN_RELU = 0, DN_PLAN_SCALE = 1, DN_PLAN_CHANNEL = 2 };
+enum { DN_PLAN_RELU = 0, DN_PLAN_SCALE = 1, DN_PLAN_CHANNEL = 2, DN_PLAN_ROUND_HALF = 3 };
 enum { DN_PLAN_WINOGRAD_NEVER = 0, DN_PLAN_WINOGRAD_AUTO = 1, DN_PLAN_WINOGRAD_ALWAYS = 2 };
 #define DN_PLAN_MAX_OPS 8          /* activation operations merged into one step */
 #define DN_PLAN_AFFINE_ROWS 4      /* an affine task: 4 samples x 16 outputs */
@@ -58,7 +58,8 @@ typedef struct {
     const void *weights;
     /* DN_PLAN_ACTIVATE: ops applied in order (in place where dst == src); DN_PLAN_CHANNEL is
      * batch normalisation's (value - shift[c]) * scale[c] + offset[c], c the channel of
-     * planes of op_plane values */
+     * planes of op_plane values; DN_PLAN_ROUND_HALF (float only) rounds each value to the
+     * nearest float16, where a float16 model's layer stores its result */
     int ops;
     int op_kind[DN_PLAN_MAX_OPS];
     double op_scale[DN_PLAN_MAX_OPS];
@@ -87,6 +88,7 @@ typedef struct {                     /* one thread's scratch, sized for the larg
 #define DN_PLAN_POOL dn_max_pool_2x2_filters_last_float
 #define DN_PLAN_BITS uint32_t
 #define DN_PLAN_LARGEST FLT_MAX
+#define DN_PLAN_HALVES 1
 #include "deepnet_plan_body.h"
 
 #define DN_PLAN_T double
@@ -97,6 +99,7 @@ typedef struct {                     /* one thread's scratch, sized for the larg
 #define DN_PLAN_POOL dn_max_pool_2x2_filters_last_double
 #define DN_PLAN_BITS uint64_t
 #define DN_PLAN_LARGEST DBL_MAX
+#define DN_PLAN_HALVES 0
 #include "deepnet_plan_body.h"
 
 #endif /* DEEPNET_PLAN_H */

@@ -90,6 +90,19 @@ static void DN_PLAN_NAME(dn_plan_activate_tasks)(const dn_plan_step *step, const
 #pragma omp for schedule(static) nowait
             for (i = 0; i < n; i++)
                 out[i] = source[i] * scale;
+        } else if (step->op_kind[o] == DN_PLAN_ROUND_HALF) {
+#if DN_PLAN_HALVES   /* through float16 and back, a block at a time, as the float16 kernels store */
+            enum { BLOCK = 512 };
+            const long blocks = (n + BLOCK - 1) / BLOCK;
+            long block;
+#pragma omp for schedule(static) nowait
+            for (block = 0; block < blocks; block++) {
+                uint16_t halves[BLOCK];
+                const long first = block * BLOCK, count = n - first < BLOCK ? n - first : BLOCK;
+                dn_floats_to_halves(source + first, halves, count);
+                dn_halves_to_floats(halves, out + first, count);
+            }
+#endif
         } else {   /* as kernels/batchnorm.pyx's channel_affine, a plane at a time */
             const long plane = step->op_plane[o], planes = n / plane;
             const DN_PLAN_T *shift = (const DN_PLAN_T *)step->op_shift[o];
@@ -106,8 +119,10 @@ static void DN_PLAN_NAME(dn_plan_activate_tasks)(const dn_plan_step *step, const
             }
         }
         /* static schedules of the same n give each thread the same values in every pass;
-         * the channel pass splits planes, so wait for the others around it */
-        if (step->op_kind[o] == DN_PLAN_CHANNEL || (o + 1 < step->ops && step->op_kind[o + 1] == DN_PLAN_CHANNEL)) {
+         * the channel and rounding passes split planes and blocks, so wait for the others
+         * around them */
+        const int next = o + 1 < step->ops ? step->op_kind[o + 1] : DN_PLAN_RELU;
+        if (step->op_kind[o] >= DN_PLAN_CHANNEL || next >= DN_PLAN_CHANNEL) {
 #pragma omp barrier
         }
     }
@@ -336,3 +351,4 @@ static void DN_PLAN_NAME(dn_plan_run)(const dn_plan_step *steps, int count, DN_P
 #undef DN_PLAN_POOL
 #undef DN_PLAN_BITS
 #undef DN_PLAN_LARGEST
+#undef DN_PLAN_HALVES

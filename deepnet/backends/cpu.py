@@ -188,13 +188,13 @@ def affine_forward(x, W, b):
 
 def global_average_pool(x):
     """(N, C, H, W) -> (N, C) means, each plane summed in order (the plan's mean step);
-    None (declined) for float16, which NumPy computes in float32."""
-    if x.dtype not in (np.float32, np.float64):
-        return None
+    float16 summed in float32 and rounded, as its kernels compute."""
     N, C, H, W = x.shape
-    out = np.empty((N, C), dtype=x.dtype)
-    _plan.global_average_pool(np.ascontiguousarray(x).reshape(N * C, H * W), out.reshape(-1), get_num_threads())
-    return out
+    acc = compute_dtype(x.dtype)
+    out = np.empty((N, C), dtype=acc)
+    planes = cast(np.ascontiguousarray(x), acc).reshape(N * C, H * W)
+    _plan.global_average_pool(planes, out.reshape(-1), get_num_threads())
+    return cast(out, x.dtype)
 
 
 def _forward_filters(W, b, winograd):

@@ -8,8 +8,9 @@ the whole network in one call into compiled code, without the GIL.
 
 Each step runs the arithmetic of the layer's own kernel, so ``plan(x)`` equals
 ``fold_batch_norm(model).predict(x, train=False)`` bit for bit (the model's own predict
-where it has no BatchNormalization to fold), at any thread count.  The plan holds a copy of
-the weights: compile again after changing them.
+where it has no BatchNormalization to fold), at any thread count.  A float16 model's plan
+computes in float32, as its kernels do, and rounds to float16 wherever a layer stores its
+result.  The plan holds a copy of the weights: compile again after changing them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .. import _config
+from .. import functional as F
 from ..nn import (
     Affine,
     BatchNormalization,
@@ -46,7 +48,7 @@ from .sequential import Sequential
 
 Shape = Tuple[int, ...]
 
-COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+COMPILED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 SUPPORTED_LAYERS = (
     "Convolution, Pooling, Relu, Dropout, BatchNormalization, Flatten, Affine, GlobalAveragePooling, "
     "Residual, Concat and Sequential"
@@ -74,6 +76,7 @@ class CompiledModel(Classifier):
         self, plan: Any, input_shape: Tuple[int, ...], output_size: int, dtype: np.dtype, *, int8: bool = False
     ) -> None:
         self._plan = plan
+        self._compute = np.dtype(np.float32) if dtype == np.float16 else dtype  # the plan's own
         self._int8 = int8  # an int8 model's plan: quantizing refuses NaN, as the model does
         self._lock = threading.Lock()  # one call at a time: the calls share the plan's buffers
         self.input_shape = input_shape
@@ -95,6 +98,7 @@ class CompiledModel(Classifier):
                 f"got x of shape {images.shape}; compile with input_shape= for other sizes"
             )
         flat = np.ascontiguousarray(images.reshape(images.shape[0], math.prod(self.input_shape)), dtype=self.dtype)
+        flat = F.cast(flat, self._compute)  # float16 widened exactly, as its kernels load it
         N = flat.shape[0]
         if out is None:
             out = np.empty((N, self.output_size), dtype=self.dtype)
@@ -105,8 +109,11 @@ class CompiledModel(Classifier):
             )
         if self._int8 and np.isnan(flat).any():
             raise ValueError("quantize_uint8: the input holds NaN; expected finite values")
+        scores = out if self._compute == self.dtype else np.empty(out.shape, self._compute)
         with self._lock:
-            self._plan.run(flat, out, _config.get_num_threads(), _config.get_winograd())
+            self._plan.run(flat, scores, _config.get_num_threads(), _config.get_winograd())
+        if scores is not out:
+            out[...] = F.cast(scores, self.dtype)  # float16 values already: exact
         return out
 
     def reserve(self, batch: int) -> None:
@@ -120,7 +127,7 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     Parameters
     ----------
     model : Sequential or Int8Model
-        A float32 or float64 model on the CPU, of the layers SUPPORTED_LAYERS names
+        A float16, float32 or float64 model on the CPU, of the layers SUPPORTED_LAYERS names
         (BatchNormalization after a Convolution is folded into it), or an int8 model
         (deepnet.quantize) of int8 convolutions and affine layers only.
     input_shape : sequence of int, optional
@@ -129,7 +136,7 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     Raises
     ------
     NotCompilable (a TypeError and a ValueError)
-        A dtype other than float32 and float64, a model on the GPU, a layer the plan
+        A dtype other than float16, float32 and float64 (bfloat16), a model on the GPU, a layer the plan
         cannot run, or no compiled kernels (the NumPy backend chosen, or not built).
     ValueError
         Layers that do not fit together, or an input_shape they do not take.
@@ -146,7 +153,7 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
         raise NotCompilable(f"deepnet.compile: compiles deepnet's models, got a {type(model).__name__}")
     dtype = np.dtype(getattr(model, "dtype", np.float32))
     if dtype not in COMPILED_DTYPES:
-        raise NotCompilable(f"deepnet.compile: compiles float32 and float64 models, got a {dtype} model")
+        raise NotCompilable(f"deepnet.compile: compiles float16, float32 and float64 models, got a {dtype} model")
     if getattr(model, "on_gpu", False):
         raise NotCompilable("deepnet.compile: compiles models on the CPU; call model.to_cpu() first")
     shape = tuple(int(n) for n in (input_shape if input_shape is not None else _input_shape(model)[1:]))
@@ -154,6 +161,7 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
         raise ValueError(f"deepnet.compile: input_shape must be (C, H, W) of positive sizes, got {shape}")
     folded = fold_batch_norm(model) if isinstance(model, Sequential) else model
     builder = _Builder(dtype)
+    compute = builder.dtype
     slot, out_shape = builder.emit([folded], 0, shape, set())
     if len(out_shape) != 1:
         raise ValueError(f"deepnet.compile: the model must end in class scores (N, classes), it gives (N, {out_shape})")
@@ -167,16 +175,21 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
         steps.append({"kind": "activate", "ops": [("scale", 1.0)], "src": slot, "dst": 1})  # a copy
     else:
         steps[-1]["dst"] = 1
-    return CompiledModel(_plan.Plan(steps, dtype, int(np.prod(shape))), shape, out_shape[0], dtype)
+    return CompiledModel(_plan.Plan(steps, compute, int(np.prod(shape))), shape, out_shape[0], dtype)
 
 
 class _Builder:
     """Turns layers into the plan's steps, each reading and writing slots (0: the input,
     1: the output, 2...: buffers), one image's shape at a time."""
 
-    def __init__(self, dtype: np.dtype) -> None:
-        self.dtype = dtype
+    def __init__(self, storage: np.dtype) -> None:
+        self.storage = storage  # the model's dtype
+        self.dtype = np.dtype(np.float32) if storage == np.float16 else storage  # the plan's
         self.steps: List[Dict[str, Any]] = []
+
+    def stored(self, slot: int, keep: Set[int]) -> int:
+        """The value in ``slot`` as the model's layer stores it: a float16 model's rounded."""
+        return self.activate([("round_half",)], slot, keep) if self.storage == np.float16 else slot
 
     def emit(self, layers: Sequence[Layer], slot: int, shape: Shape, keep: Set[int]) -> Tuple[int, Shape]:
         """Steps for ``layers`` on the value in ``slot``; the slot and shape of the result.
@@ -208,7 +221,7 @@ class _Builder:
                 pooled = isinstance(following, Pooling) and following.fuses_after_convolution()
                 step, shape = _convolution(layer, shape, pooled, self.dtype, where)
                 step["relu"] = relu
-                slot = self.produce(step, slot, keep)
+                slot = self.stored(self.produce(step, slot, keep), keep)
                 i += 1 if pooled else 0
             elif isinstance(layer, Affine):
                 W = np.asarray(layer.W)
@@ -219,16 +232,19 @@ class _Builder:
                     "weights": W.astype(self.dtype),
                     "bias": np.asarray(layer.b).astype(self.dtype),
                 }
-                slot, shape = self.produce(step, slot, keep), (int(W.shape[1]),)
+                slot, shape = self.stored(self.produce(step, slot, keep), keep), (int(W.shape[1]),)
             elif isinstance(layer, GlobalAveragePooling):
                 if len(shape) != 3:
                     raise ValueError(f"deepnet.compile: a {where} needs (C, H, W) images, gets {shape}")
-                slot = self.produce({"kind": "mean", "plane": shape[1] * shape[2]}, slot, keep)
+                slot = self.stored(self.produce({"kind": "mean", "plane": shape[1] * shape[2]}, slot, keep), keep)
                 shape = (shape[0],)
             elif isinstance(layer, Flatten):
                 shape = (math.prod(shape),)
-            elif isinstance(layer, (Relu, Dropout, BatchNormalization)):
-                slot = self.activate(_activation_ops(layer, shape, self.dtype, where), slot, keep)
+            elif isinstance(layer, Relu):  # exact in any dtype
+                slot = self.activate([("relu",)], slot, keep)
+            elif isinstance(layer, (Dropout, BatchNormalization)):
+                ops = _activation_ops(layer, shape, self.storage, self.dtype, where)
+                slot = self.stored(self.activate(ops, slot, keep), keep)
             else:
                 raise NotCompilable(f"deepnet.compile: cannot compile a {where}; the plan runs {SUPPORTED_LAYERS}")
             i += 1
@@ -243,7 +259,7 @@ class _Builder:
             raise ValueError(f"deepnet.compile: a Residual's body gives {body_shape}, its shortcut {skip_shape}")
         target = body if body not in keep | {0, slot, skip} else self.fresh(keep | {slot, body, skip})
         self.steps.append({"kind": "add", "src": body, "other": skip, "dst": target})
-        return target, body_shape
+        return self.stored(target, keep), body_shape
 
     def concat(self, block: Concat, slot: int, shape: Shape, keep: Set[int]) -> Tuple[int, Shape]:
         """Each branch on the value in ``slot``, its output copied into its channels of a
@@ -324,11 +340,11 @@ def for_inference(model: Any) -> Any:
         return model
 
 
-def _activation_ops(layer: Layer, shape: Shape, dtype: np.dtype, where: str) -> List[Tuple[Any, ...]]:
-    if isinstance(layer, Relu):
-        return [("relu",)]
-    if isinstance(layer, Dropout):
-        return [("scale", 1.0 - layer.dropout_ratio)]
+def _activation_ops(
+    layer: Layer, shape: Shape, storage: np.dtype, dtype: np.dtype, where: str
+) -> List[Tuple[Any, ...]]:
+    if isinstance(layer, Dropout):  # x * (1 - ratio) in the model's dtype, as Dropout.forward
+        return [("scale", float(storage.type(1.0 - layer.dropout_ratio)))]
     assert isinstance(layer, BatchNormalization)
     channels = int(layer.gamma.size)
     if len(shape) not in (1, 3) or shape[0] != channels:
