@@ -378,12 +378,43 @@ def test_int8_plan_gives_the_int8_models_bits():
         model.predict(x)
 
 
-def test_int8_models_with_float_steps_run_as_they_are():
-    from deepnet.models.compiled import NotCompilable, for_inference
+def test_int8_models_with_float_steps_chain_an_int8_and_a_float_plan():
+    # a quantized ResNet: int8 stem, float residual blocks and pooling, int8 classifier
+    from deepnet.models.compiled import CompiledModel, for_inference
+    from deepnet.quant.model import FloatStep
 
     net = recipes.MODEL_NAMES["resnet"]("float32", 15)
-    model = deepnet.quantize(net, np.random.default_rng(15).random((32, 1, 28, 28), dtype=np.float32))
-    with pytest.raises(NotCompilable, match="int8 convolutions and affine layers only"):
+    rng = np.random.default_rng(15)
+    model = deepnet.quantize(net, rng.random((32, 1, 28, 28), dtype=np.float32))
+    assert any(isinstance(step, FloatStep) for step in model.steps)
+    plan = deepnet.compile(model)
+    assert isinstance(for_inference(model), CompiledModel)
+    for threads in (1, 2, 3):
+        deepnet.set_num_threads(threads)
+        for batch in (1, 2, 5, 40):
+            x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+            np.testing.assert_array_equal(bits(plan(x)), bits(model.predict(x)))
+    x = rng.random((2, 1, 28, 28), dtype=np.float32)
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="holds NaN"):
+        plan(x)
+
+
+def test_quantized_googlenet_saves_loads_and_runs_as_it_is(tmp_path):
+    # its Concat blocks are float steps (written and rebuilt as data); its pooled int8 stem
+    # ends in a dequantize step, which no plan runs: for_inference keeps the model
+    from deepnet.models import load_model
+    from deepnet.models.compiled import NotCompilable, for_inference
+
+    net = recipes.MODEL_NAMES["googlenet"]("float32", 16)
+    rng = np.random.default_rng(16)
+    model = deepnet.quantize(net, rng.random((32, 1, 28, 28), dtype=np.float32))
+    model.save(tmp_path / "googlenet_int8.npz")
+    loaded = load_model(tmp_path / "googlenet_int8.npz")
+    x = rng.random((20, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert np.abs(model.predict(x) - net.predict(x, train=False)).max() < 0.1 * np.abs(net.predict(x)).max()
+    with pytest.raises(NotCompilable, match="no dequantize step"):
         deepnet.compile(model)
     assert for_inference(model) is model
 

@@ -42,7 +42,7 @@ from ..nn.base import _pair
 from .cost import input_shape as _input_shape
 from ..quant import Int8Model
 from ..quant import ops as int8_ops
-from ..quant.model import ConvStep, QuantizeStep
+from ..quant.model import ConvStep, FloatStep, QuantizeStep
 from .folding import fold_batch_norm
 from .sequential import Sequential
 
@@ -144,7 +144,7 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     if _config.get_backend() != "cython":
         raise NotCompilable("deepnet.compile: the plan is the compiled backend's; deepnet.set_backend chose NumPy")
     try:
-        from .._kernels import plan as _plan  # the compiled backend, loaded only where used
+        from .._kernels import plan as _plan  # noqa: F401  (the compiled backend: is it there?)
     except ImportError as exc:
         raise NotCompilable(f"deepnet.compile: the compiled kernels are not importable ({exc})") from None
     if isinstance(model, Int8Model):
@@ -160,11 +160,18 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"deepnet.compile: input_shape must be (C, H, W) of positive sizes, got {shape}")
     folded = fold_batch_norm(model) if isinstance(model, Sequential) else model
-    builder = _Builder(dtype)
-    compute = builder.dtype
-    slot, out_shape = builder.emit([folded], 0, shape, set())
+    plan, out_shape = _float_plan([folded], shape, dtype)
     if len(out_shape) != 1:
         raise ValueError(f"deepnet.compile: the model must end in class scores (N, classes), it gives (N, {out_shape})")
+    return CompiledModel(plan, shape, out_shape[0], dtype)
+
+
+def _float_plan(layers: Sequence[Layer], shape: Shape, dtype: np.dtype) -> Tuple[Any, Shape]:
+    """The Plan (kernels/plan.pyx) of ``layers`` on images of ``shape``, and its output's shape."""
+    from .._kernels import plan as _plan  # the compiled backend, loaded only where used
+
+    builder = _Builder(dtype)
+    slot, out_shape = builder.emit(layers, 0, shape, set())
     steps = builder.steps
     if (
         slot == 0
@@ -175,7 +182,7 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
         steps.append({"kind": "activate", "ops": [("scale", 1.0)], "src": slot, "dst": 1})  # a copy
     else:
         steps[-1]["dst"] = 1
-    return CompiledModel(_plan.Plan(steps, compute, int(np.prod(shape))), shape, out_shape[0], dtype)
+    return _plan.Plan(steps, builder.dtype, math.prod(shape)), out_shape
 
 
 class _Builder:
@@ -306,27 +313,88 @@ class _Builder:
 
 
 def _int8_plan(model: Int8Model) -> CompiledModel:
-    """The plan of an int8 model made only of int8 convolutions and affine layers (the
-    Int8Plan of kernels/int8.pyx; integers, so the same bits as its predict)."""
-    steps = model.steps
-    if (
-        len(steps) < 2
-        or not isinstance(steps[0], QuantizeStep)
-        or not all(isinstance(step, ConvStep) for step in steps[1:])
-        or len(model.input_shape) != 3
-    ):
-        raise NotCompilable("deepnet.compile: compiles int8 models of int8 convolutions and affine layers only")
+    """The plan of an int8 model: each run of int8 steps (a quantization, then int8
+    convolutions and affine layers, the last giving float32) one Int8Plan of
+    kernels/int8.pyx, each run of float steps one float32 Plan, chained (_Chain).  Integers,
+    and the float steps' own kernels, so the same bits as its predict."""
     if int8_ops.current() != "kernel":
         raise NotCompilable("deepnet.compile: an int8 plan needs the compiled int8 kernels")
     from .._kernels import int8 as _int8  # the compiled backend, loaded only where used
 
-    specs = [
-        (s.filters, s.stride, s.pad, s.bias_q, s.scale, s.out_zero, s.relu, s.pool, s.affine, s.out_scale is None)
-        for s in steps[1:]
-        if isinstance(s, ConvStep)
-    ]
-    plan = _int8.Int8Plan(steps[0].scale, steps[0].zero, specs, model.input_shape)
-    return CompiledModel(plan, model.input_shape, plan.out_size, np.dtype(np.float32), int8=True)
+    refusal = "deepnet.compile: compiles int8 models whose int8 runs end in float scores (no dequantize step)"
+    steps, shape = model.steps, tuple(model.input_shape)
+    segments: List[Tuple[Any, bool]] = []  # (plan, whether it quantizes its input)
+    i = 0
+    while i < len(steps):
+        j = i + 1
+        if isinstance(steps[i], FloatStep):
+            while j < len(steps) and isinstance(steps[j], FloatStep):
+                j += 1
+            layers = [step.layer for step in steps[i:j] if isinstance(step, FloatStep)]
+            plan, shape = _float_plan(layers, shape, np.dtype(np.float32))
+            segments.append((plan, False))
+        elif isinstance(steps[i], QuantizeStep):
+            while j < len(steps) and isinstance(steps[j], ConvStep):
+                j += 1
+            convs = [step for step in steps[i + 1 : j] if isinstance(step, ConvStep)]
+            if not convs or convs[-1].out_scale is not None:
+                raise NotCompilable(refusal)
+            specs = [
+                (
+                    c.filters,
+                    c.stride,
+                    c.pad,
+                    c.bias_q,
+                    c.scale,
+                    c.out_zero,
+                    c.relu,
+                    c.pool,
+                    c.affine,
+                    c.out_scale is None,
+                )
+                for c in convs
+            ]
+            quantize = steps[i]
+            assert isinstance(quantize, QuantizeStep)
+            plan = _int8.Int8Plan(quantize.scale, quantize.zero, specs, shape if len(shape) == 3 else (1, 1) + shape)
+            segments.append((plan, True))
+            for conv in convs:
+                shape = conv.output_shape((1,) + shape)[1:]
+        else:
+            raise NotCompilable(refusal)
+        i = j
+    if len(shape) != 1:
+        raise ValueError(f"deepnet.compile: the model must end in class scores (N, classes), it gives (N, {shape})")
+    chain = segments[0][0] if len(segments) == 1 else _Chain(segments)
+    return CompiledModel(chain, tuple(model.input_shape), shape[0], np.dtype(np.float32), int8=segments[0][1])
+
+
+class _Chain:
+    """Plans run one after the other (an int8 model's int8 and float runs), each in one
+    call into compiled code, through buffers kept for the largest batch seen."""
+
+    def __init__(self, segments: List[Tuple[Any, bool]]) -> None:
+        self.segments = segments
+        self.buffers: List[NDArray[np.float32]] = []
+
+    def reserve(self, batch: int, threads: int) -> None:
+        for plan, _ in self.segments:
+            plan.reserve(batch, threads)
+        if not self.buffers or self.buffers[0].shape[0] < batch:
+            self.buffers = [np.empty((batch, plan.out_size), np.float32) for plan, _ in self.segments[:-1]]
+
+    def run(self, x: NDArray[np.float32], out: NDArray[np.float32], threads: int, winograd: str) -> None:
+        N = x.shape[0]
+        if not self.buffers or self.buffers[0].shape[0] < N:
+            self.reserve(N, threads)
+        values = x
+        for k, (plan, quantizes) in enumerate(self.segments):
+            # the first run's input is checked by CompiledModel; later ones as QuantizeStep does
+            if quantizes and k and np.isnan(values).any():
+                raise ValueError("quantize_uint8: the input holds NaN; expected finite values")
+            target = out if k == len(self.segments) - 1 else self.buffers[k][:N]
+            plan.run(values, target, threads, winograd)
+            values = target
 
 
 def for_inference(model: Any) -> Any:

@@ -1,8 +1,8 @@
 """The float layers of an int8 model as data: a layer's spec and arrays, and the layer rebuilt from them (untrusted).
 
-A float step holds one layer of deepnet.nn (a registered layer type, or a Sequential or
-Residual container of them).  Its spec is ``{"type": ..., **config}`` as the layer registry
-writes it; containers nest ("layers", "body", "shortcut").  Rebuilding checks every entry
+A float step holds one layer of deepnet.nn (a registered layer type, or a Sequential,
+Residual or Concat container of them).  Its spec is ``{"type": ..., **config}`` as the layer
+registry writes it; containers nest ("layers", "body", "shortcut", "branches").  Rebuilding checks every entry
 (the layers' own ``from_config``), charges every parameter to a budget and bounds the
 nesting, before anything is allocated; nothing is drawn at random.
 """
@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator
 
 import numpy as np
 
-from ..nn import Layer, Residual
+from ..nn import Concat, Layer, Residual
 from ..nn.containers import Sequential
 from ..nn.init import _charge_layers, _initialised, _parameter_limit
 
@@ -44,6 +44,8 @@ def layer_spec(layer: Layer) -> Dict[str, Any]:
         }
     if isinstance(layer, Sequential):
         return {"type": "Sequential", "layers": [layer_spec(child) for child in layer.layers]}
+    if isinstance(layer, Concat):
+        return {"type": "Concat", "branches": [layer_spec(branch) for branch in layer.branches]}
     name = getattr(type(layer), "spec_name", None)
     if name is None or Layer.registry.get(name) is not type(layer):
         raise ValueError(f"quantize: a {type(layer).__name__} cannot be described as data")
@@ -55,7 +57,7 @@ def _named(layer: Layer) -> Dict[str, Any]:
     found: Dict[str, Any] = {}
     walk = [("", layer)] + list(layer.named_layers())
     for prefix, item in walk:
-        if isinstance(item, (Sequential, Residual)):
+        if isinstance(item, (Sequential, Residual, Concat)):
             continue  # a container's arrays are its layers'
         found.update({prefix + name: value for name, value in item.params.items()})
         found.update({_BUFFER + prefix + name: value for name, value in item.buffers.items()})
@@ -102,6 +104,12 @@ def _build(spec: Any, where: str, depth: int) -> Layer:
         body = _build(spec.get("body"), where + ".body", depth + 1)
         shortcut = spec.get("shortcut")
         return Residual(body, None if shortcut is None else _build(shortcut, where + ".shortcut", depth + 1))
+    if kind == "Concat":
+        _keys(spec, {"type", "branches"}, where)
+        branches = spec.get("branches")
+        if not isinstance(branches, list) or not branches:
+            raise ValueError(f"{where}.branches must be a non-empty list")
+        return Concat(*[_build(item, f"{where}.branches[{i}]", depth + 1) for i, item in enumerate(branches)])
     layer_type = Layer.registry.get(kind)
     if layer_type is None:
         raise ValueError(f"{where}: unknown layer type {kind[:40]!r}")
