@@ -5,6 +5,7 @@
 # shrunk), one zero-bordered padded image per convolution and thread, and one scratch per
 # thread.  A call runs all the steps in one OpenMP team without the GIL.
 
+from libc.stdint cimport uint16_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 
 include "dtypes.pxi"
@@ -13,6 +14,7 @@ include "checks.pxi"
 import numpy as np
 
 cdef extern from "deepnet_plan.h" nogil:
+    int dn_bf16_best_isa()
     enum:
         DN_PLAN_CONV
         DN_PLAN_AFFINE
@@ -25,6 +27,7 @@ cdef extern from "deepnet_plan.h" nogil:
         DN_PLAN_SCALE
         DN_PLAN_CHANNEL
         DN_PLAN_ROUND_HALF
+        DN_PLAN_ROUND_BF16
         DN_PLAN_MAX_OPS
         DN_PLAN_AFFINE_COLUMNS
         DN_PLAN_WINOGRAD_NEVER
@@ -41,6 +44,8 @@ cdef extern from "deepnet_plan.h" nogil:
         int winograd_rule
         double W_max
         const void* bias
+        const uint32_t* bf16_filters
+        int K2, bf16_isa
         const int* window_steps
         const int* pixel_offsets
         void* padded
@@ -65,6 +70,7 @@ cdef extern from "deepnet_plan.h" nogil:
         void* M
         int* row_offset
         int* step_offset
+        uint16_t* bf16_rows
     int DN_WINOGRAD_TILES(int n)
     size_t DN_WINOGRAD_STRIDE(size_t n)
     size_t DN_WINOGRAD_ROWS_SCRATCH(int Cp, int Hp, int Wp)
@@ -146,7 +152,7 @@ cdef class Plan:
     cdef int threads          # threads the scratch is allocated for
     cdef dn_plan_scratch* scratch
     cdef size_t itemsize
-    cdef size_t product_size, pooled_size, rows_size, V_size, M_size, offsets_size
+    cdef size_t product_size, pooled_size, rows_size, V_size, M_size, offsets_size, bf16_rows_size
     cdef dict slot_sizes      # slot -> elements of one image's value in it (as the steps go)
     cdef dict buffer_sizes    # slot -> elements of one image's largest value in it
     cdef list buffers         # slots 2...: arrays for `capacity` images
@@ -178,7 +184,7 @@ cdef class Plan:
         self.count = len(steps)
         self.in_size = in_size
         self.product_size = self.pooled_size = self.rows_size = self.V_size = self.M_size = 1
-        self.offsets_size = 1
+        self.offsets_size = self.bf16_rows_size = 1
         self.slot_sizes = {0: in_size}
         self.buffer_sizes = {}
         for i, spec in enumerate(steps):
@@ -201,8 +207,8 @@ cdef class Plan:
         self.capacity = 0
         self.buffers = []
 
-    cdef const void* _data(self, array) except NULL:
-        array = np.ascontiguousarray(array, dtype=self.dtype)
+    cdef const void* _data(self, array, dtype=None) except NULL:
+        array = np.ascontiguousarray(array, dtype=self.dtype if dtype is None else dtype)
         array.flags.writeable = False
         self.keep.append(array)
         return <const void*><size_t>array.ctypes.data  # NumPy allocates even an empty array
@@ -241,6 +247,17 @@ cdef class Plan:
             bias = np.zeros(step.ld, dtype=self.dtype)
             bias[: step.FN] = spec["bias"]
             step.bias = self._data(bias)
+            step.bf16_filters = NULL
+            pairs = spec.get("bf16_filters")
+            if pairs is not None:  # a bfloat16 model's: the dot GEMM, not the filter matrices
+                if self.dtype != np.dtype(np.float32) or step.pooled:
+                    raise ValueError("deepnet Plan: a bfloat16 convolution runs in a float32 plan, unpooled")
+                step.K2 = (step.K + 1) // 2
+                check_shape("Plan", "bfloat16 filter pairs", np.shape(pairs), (step.K2, step.FN))
+                step.bf16_filters = <const uint32_t*>self._data(pairs, np.uint32)
+                step.bf16_isa = dn_bf16_best_isa()
+                self.bf16_rows_size = max(self.bf16_rows_size, <size_t>OH * OW * 2 * step.K2)
+                self.product_size = max(self.product_size, <size_t>OH * OW * step.FN)
             Hp, Wp = step.H + 2 * step.ph, step.W + 2 * step.pw
             fits_int("Plan", "padded image", <object>step.C * Hp * Wp)
             fits_int("Plan", "product", <object>OH * OW * step.ld)
@@ -292,6 +309,10 @@ cdef class Plan:
                     if self.dtype != np.dtype(np.float32):
                         raise ValueError(f"deepnet Plan: rounding to float16 is a float32 plan's, not {self.dtype}'s")
                     step.op_kind[o] = DN_PLAN_ROUND_HALF
+                elif op[0] == "round_bf16":
+                    if self.dtype != np.dtype(np.float32):
+                        raise ValueError(f"deepnet Plan: rounding to bfloat16 is a float32 plan's, not {self.dtype}'s")
+                    step.op_kind[o] = DN_PLAN_ROUND_BF16
                 elif op[0] == "channel":
                     _, shift, scale, offset, plane = op
                     channels = len(scale)
@@ -363,7 +384,8 @@ cdef class Plan:
             scratch[t].M = malloc(self.M_size * self.itemsize)
             scratch[t].row_offset = <int*>malloc(self.offsets_size * sizeof(int))
             scratch[t].step_offset = <int*>malloc(self.offsets_size * sizeof(int))
-            if (scratch[t].product == NULL or scratch[t].pooled_rows == NULL or scratch[t].rows == NULL
+            scratch[t].bf16_rows = <uint16_t*>malloc(self.bf16_rows_size * sizeof(uint16_t))
+            if (scratch[t].bf16_rows == NULL or scratch[t].product == NULL or scratch[t].pooled_rows == NULL or scratch[t].rows == NULL
                     or scratch[t].V == NULL or scratch[t].M == NULL or scratch[t].row_offset == NULL
                     or scratch[t].step_offset == NULL):
                 self._free_scratch()
@@ -388,6 +410,7 @@ cdef class Plan:
                 free(self.scratch[t].M)
                 free(self.scratch[t].row_offset)
                 free(self.scratch[t].step_offset)
+                free(self.scratch[t].bf16_rows)
             free(self.scratch)
             self.scratch = NULL
         if self.steps != NULL:

@@ -9,6 +9,10 @@
  *                deepnet.backends._winograd (its range check included), then bias, ReLU and
  *                the fused 2x2 max-pooling as kernels/conv.pyx does them;
  *   affine:      dn_plan_affine_tasks, which the Affine layer's kernel runs too;
+ *                or, for a bfloat16 model (float plans only), the columns of each window times
+ *                the filters in vdpbf16ps's dot products (src/deepnet_bf16.h: the instruction
+ *                or its emulation, the same floats), from the bias, ReLU'd and rounded to
+ *                bfloat16, as deepnet.backends.bf16's conv_forward;
  *   activation:  ReLU (value < 0 ? 0 : value) and inference Dropout's scaling, in place;
  *   pooling:     max-pooling of any window, stride and padding that does not follow a
  *                convolution, with kernels/pooling.pyx's compares (padding never wins, the
@@ -23,6 +27,7 @@
 #define DEEPNET_PLAN_H
 
 #include <float.h>
+#include "deepnet_bf16.h"
 #include "deepnet_isa.h"
 #include "deepnet_openmp.h"
 
@@ -30,7 +35,7 @@ enum {
     DN_PLAN_CONV = 0, DN_PLAN_AFFINE = 1, DN_PLAN_ACTIVATE = 2, DN_PLAN_ADD = 3, DN_PLAN_MEAN = 4,
     DN_PLAN_MAX_POOL = 5, DN_PLAN_CONCAT = 6
 };
-enum { DN_PLAN_RELU = 0, DN_PLAN_SCALE = 1, DN_PLAN_CHANNEL = 2, DN_PLAN_ROUND_HALF = 3 };
+enum { DN_PLAN_RELU = 0, DN_PLAN_SCALE = 1, DN_PLAN_CHANNEL = 2, DN_PLAN_ROUND_HALF = 3, DN_PLAN_ROUND_BF16 = 4 };
 enum { DN_PLAN_WINOGRAD_NEVER = 0, DN_PLAN_WINOGRAD_AUTO = 1, DN_PLAN_WINOGRAD_ALWAYS = 2 };
 #define DN_PLAN_MAX_OPS 8          /* activation operations merged into one step */
 #define DN_PLAN_AFFINE_ROWS 4      /* an affine task: 4 samples x 16 outputs */
@@ -49,6 +54,8 @@ typedef struct {
     int winograd_rule;               /* "auto" runs Winograd here (when in range) */
     double W_max;                    /* max |W|, for the range check */
     const void *bias;                /* FN (conv) or M (affine) entries */
+    const uint32_t *bf16_filters;    /* a bfloat16 convolution's (NULL otherwise): K2 x FN pairs */
+    int K2, bf16_isa;                /* pairs of window values; src/deepnet_bf16.h's path */
     const int *window_steps;         /* K offsets of the window positions in a padded image */
     const int *pixel_offsets;        /* OH*OW offsets of the windows' corners */
     void *padded;                    /* one zero-bordered padded image per thread */
@@ -58,8 +65,9 @@ typedef struct {
     const void *weights;
     /* DN_PLAN_ACTIVATE: ops applied in order (in place where dst == src); DN_PLAN_CHANNEL is
      * batch normalisation's (value - shift[c]) * scale[c] + offset[c], c the channel of
-     * planes of op_plane values; DN_PLAN_ROUND_HALF (float only) rounds each value to the
-     * nearest float16, where a float16 model's layer stores its result */
+     * planes of op_plane values; DN_PLAN_ROUND_HALF and DN_PLAN_ROUND_BF16 (float only)
+     * round each value to the nearest float16 or bfloat16, where a model of that dtype
+     * stores a layer's result */
     int ops;
     int op_kind[DN_PLAN_MAX_OPS];
     double op_scale[DN_PLAN_MAX_OPS];
@@ -78,6 +86,7 @@ typedef struct {                     /* one thread's scratch, sized for the larg
     void *pooled_rows;               /* pooled pixels x ld */
     void *rows, *V, *M;              /* Winograd's */
     int *row_offset, *step_offset;
+    uint16_t *bf16_rows;             /* a bfloat16 convolution's window columns, pixels x 2*K2 */
 } dn_plan_scratch;
 
 #define DN_PLAN_T float

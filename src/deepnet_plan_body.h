@@ -103,6 +103,12 @@ static void DN_PLAN_NAME(dn_plan_activate_tasks)(const dn_plan_step *step, const
                 dn_halves_to_floats(halves, out + first, count);
             }
 #endif
+        } else if (step->op_kind[o] == DN_PLAN_ROUND_BF16) {
+#if DN_PLAN_HALVES   /* to nearest even, as the bfloat16 casts (src/deepnet_bf16.h) */
+#pragma omp for schedule(static) nowait
+            for (i = 0; i < n; i++)
+                out[i] = dn_bf16_to_float(dn_float_to_bf16(source[i]));
+#endif
         } else {   /* as kernels/batchnorm.pyx's channel_affine, a plane at a time */
             const long plane = step->op_plane[o], planes = n / plane;
             const DN_PLAN_T *shift = (const DN_PLAN_T *)step->op_shift[o];
@@ -122,7 +128,8 @@ static void DN_PLAN_NAME(dn_plan_activate_tasks)(const dn_plan_step *step, const
          * the channel and rounding passes split planes and blocks, so wait for the others
          * around them */
         const int next = o + 1 < step->ops ? step->op_kind[o + 1] : DN_PLAN_RELU;
-        if (step->op_kind[o] >= DN_PLAN_CHANNEL || next >= DN_PLAN_CHANNEL) {
+        if (step->op_kind[o] == DN_PLAN_CHANNEL || step->op_kind[o] == DN_PLAN_ROUND_HALF
+            || next == DN_PLAN_CHANNEL || next == DN_PLAN_ROUND_HALF) {
 #pragma omp barrier
         }
     }
@@ -244,6 +251,65 @@ static int DN_PLAN_NAME(dn_plan_uses_winograd)(const dn_plan_step *step, const D
            && X * step->W_max * (81.0 * step->C) <= largest_value;
 }
 
+#if DN_PLAN_HALVES
+/* A bfloat16 convolution's tasks (float plans only): for each image, or band of output rows
+ * with fewer images than threads, the windows' bfloat16 values as pairs (the slot holds
+ * bfloat16 values widened, so their upper halves are the bits), the dot GEMM from the bias
+ * (each output one thread's, in the instruction's order), then ReLU and the rounding to
+ * bfloat16, stored filters first. */
+static void dn_plan_bf16_conv_tasks(const dn_plan_step *step, const float *in, float *out, int N,
+                                    dn_plan_scratch *scratch, int team)
+{
+    const int C = step->C, H = step->H, W = step->W, OH = step->OH, OW = step->OW, FN = step->FN;
+    const long P = (long)OH * OW, Kp = 2L * step->K2;
+    int bands = N >= team ? 1 : (team + N - 1) / N;
+    if (bands > OH)
+        bands = OH;
+    const float *bias = (const float *)step->bias;
+    float *sums = (float *)scratch->product;
+    int task;
+#pragma omp for schedule(dynamic)
+    for (task = 0; task < N * bands; task++) {
+        const int n = task / bands, band = task % bands;
+        const int r0 = band * OH / bands, r1 = (band + 1) * OH / bands;
+        const long rows = (long)(r1 - r0) * OW;
+        const float *image = in + (size_t)n * step->in_size;
+        for (int oy = r0; oy < r1; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                uint16_t *row = scratch->bf16_rows + ((long)(oy - r0) * OW + ox) * Kp;
+                long q = 0;
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < step->kh; i++)
+                        for (int j = 0; j < step->kw; j++, q++) {
+                            const int iy = oy * step->sh - step->ph + i, ix = ox * step->sw - step->pw + j;
+                            row[q] = iy >= 0 && iy < H && ix >= 0 && ix < W
+                                         ? (uint16_t)(dn_bf16_f32_bits(image[((size_t)c * H + iy) * W + ix]) >> 16)
+                                         : 0;
+                        }
+                for (; q < Kp; q++)
+                    row[q] = 0;
+            }
+        for (long p = 0; p < rows; p++)
+            memcpy(sums + p * FN, bias, (size_t)FN * sizeof(float));
+        const uint32_t *A = (const uint32_t *)scratch->bf16_rows;
+#if DN_BF16_X86
+        if (step->bf16_isa == DN_BF16_AVX512)
+            dn_bf16_gemm_rows_avx512(A, step->bf16_filters, sums, 0, rows, FN, step->K2);
+        else if (step->bf16_isa == DN_BF16_AVX2)
+            dn_bf16_gemm_rows_avx2(A, step->bf16_filters, sums, 0, rows, FN, step->K2);
+        else
+#endif
+            dn_bf16_gemm_rows_scalar(A, step->bf16_filters, sums, 0, rows, 0, FN, step->K2);
+        float *image_out = out + (size_t)n * step->out_size + (size_t)r0 * OW;
+        for (long p = 0; p < rows; p++)
+            for (int f = 0; f < FN; f++) {
+                const float value = sums[p * FN + f];
+                image_out[(size_t)f * P + p] = dn_bf16_to_float(dn_float_to_bf16(step->relu && value < 0 ? 0.0f : value));
+            }
+    }
+}
+#endif
+
 /* A convolution step's tasks: whole images, or with fewer images than threads bands of an
  * image.  A band of the direct kernel is a range of output rows (of pooled rows where it
  * pools); of Winograd a range of rows of 2x2 tiles, computed on a padded copy of just the
@@ -321,7 +387,11 @@ static void DN_PLAN_NAME(dn_plan_run)(const dn_plan_step *steps, int count, DN_P
             const dn_plan_step *step = &steps[s];
             const DN_PLAN_T *in = slots[step->src];
             DN_PLAN_T *target = slots[step->dst];
-            if (step->kind == DN_PLAN_CONV) {
+            if (step->kind == DN_PLAN_CONV && step->bf16_filters != NULL) {
+#if DN_PLAN_HALVES
+                dn_plan_bf16_conv_tasks(step, (const float *)in, (float *)target, N, &scratch[thread], team);
+#endif
+            } else if (step->kind == DN_PLAN_CONV) {
                 const int winograd = DN_PLAN_NAME(dn_plan_uses_winograd)(step, in, N * step->in_size, winograd_mode,
                                                                          &scan);
                 DN_PLAN_NAME(dn_plan_conv_tasks)(step, in, target, N, winograd, &scratch[thread], thread, team);

@@ -171,14 +171,27 @@ def test_bad_inputs_and_models_are_refused_clearly():
         deepnet.compile(net, input_shape=(28, 28))
 
 
-def test_bfloat16_models_are_refused_and_run_as_they_are():
+@pytest.mark.parametrize("dot", [True, False])
+@pytest.mark.parametrize("name", ["deepconvnet", "deepconvnet-bn", "resnet", "googlenet"])
+def test_bfloat16_plans_give_predict_bits(name, dot, monkeypatch):
+    # the convolutions in vdpbf16ps's dot products (the emulation here), or in float32 on
+    # the widened values (DOT_CONVOLUTION off); every stored result rounded to bfloat16
     pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
-    from deepnet.models.compiled import NotCompilable, for_inference
+    from deepnet.backends import bf16
 
-    net = recipes.MODEL_NAMES["deepconvnet"]("bfloat16", 0)
-    with pytest.raises(NotCompilable, match="float16, float32 and float64 models, got a bfloat16 model"):
-        deepnet.compile(net)
-    assert for_inference(net) is net
+    monkeypatch.setattr(bf16, "DOT_CONVOLUTION", dot)
+    net = trained_looking(name, "bfloat16")
+    plan = deepnet.compile(net)
+    reference = fold_batch_norm(net)
+    rng = np.random.default_rng(3)
+    for threads in (1, 2, 3):
+        deepnet.set_num_threads(threads)
+        for batch in (1, 4):
+            x = rng.random((batch,) + plan.input_shape).astype(np.float32)
+            expected = reference.predict(x, train=False)
+            got = plan(x)
+            assert got.dtype == expected.dtype
+            np.testing.assert_array_equal(bits(got), bits(expected), err_msg=f"{threads} threads, batch {batch}")
 
 
 def test_plan_steps_are_checked():

@@ -90,6 +90,7 @@ batch_norm_sums = _widened("batch_norm_sums")
 channel_affine = _widened("channel_affine")
 batch_norm_backward_sums = _widened("batch_norm_backward_sums")
 batch_norm_dx = _widened("batch_norm_dx")
+global_average_pool = _widened("global_average_pool")
 affine_warp = _widened("affine_warp")
 elastic_warp = _widened("elastic_warp")
 

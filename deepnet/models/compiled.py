@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .. import _config
 from .. import functional as F
+from .._dtypes import is_bfloat16
 from ..nn import (
     Affine,
     BatchNormalization,
@@ -76,7 +77,7 @@ class CompiledModel(Classifier):
         self, plan: Any, input_shape: Tuple[int, ...], output_size: int, dtype: np.dtype, *, int8: bool = False
     ) -> None:
         self._plan = plan
-        self._compute = np.dtype(np.float32) if dtype == np.float16 else dtype  # the plan's own
+        self._compute = _compute_dtype(dtype)  # the plan's own
         self._int8 = int8  # an int8 model's plan: quantizing refuses NaN, as the model does
         self._lock = threading.Lock()  # one call at a time: the calls share the plan's buffers
         self.input_shape = input_shape
@@ -152,8 +153,10 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     if not isinstance(model, Layer):
         raise NotCompilable(f"deepnet.compile: compiles deepnet's models, got a {type(model).__name__}")
     dtype = np.dtype(getattr(model, "dtype", np.float32))
-    if dtype not in COMPILED_DTYPES:
-        raise NotCompilable(f"deepnet.compile: compiles float16, float32 and float64 models, got a {dtype} model")
+    if dtype not in COMPILED_DTYPES and not is_bfloat16(dtype):
+        raise NotCompilable(
+            f"deepnet.compile: compiles float16, bfloat16, float32 and float64 models, got a {dtype} model"
+        )
     if getattr(model, "on_gpu", False):
         raise NotCompilable("deepnet.compile: compiles models on the CPU; call model.to_cpu() first")
     shape = tuple(int(n) for n in (input_shape if input_shape is not None else _input_shape(model)[1:]))
@@ -191,12 +194,14 @@ class _Builder:
 
     def __init__(self, storage: np.dtype) -> None:
         self.storage = storage  # the model's dtype
-        self.dtype = np.dtype(np.float32) if storage == np.float16 else storage  # the plan's
+        self.dtype = _compute_dtype(storage)  # the plan's
+        self.rounding = {"float16": "round_half", "bfloat16": "round_bf16"}.get(storage.name)
         self.steps: List[Dict[str, Any]] = []
 
     def stored(self, slot: int, keep: Set[int]) -> int:
-        """The value in ``slot`` as the model's layer stores it: a float16 model's rounded."""
-        return self.activate([("round_half",)], slot, keep) if self.storage == np.float16 else slot
+        """The value in ``slot`` as the model's layer stores it: rounded to a float16 or
+        bfloat16 model's dtype."""
+        return self.activate([(self.rounding,)], slot, keep) if self.rounding else slot
 
     def emit(self, layers: Sequence[Layer], slot: int, shape: Shape, keep: Set[int]) -> Tuple[int, Shape]:
         """Steps for ``layers`` on the value in ``slot``; the slot and shape of the result.
@@ -221,14 +226,20 @@ class _Builder:
                 shape = tuple(int(n) for n in layer.output_shape((1,) + shape)[1:])
             elif isinstance(layer, Convolution):
                 # A Relu and a 2x2, stride-2 Pooling after it run in its epilogue (the same
-                # values: the ReLU's max(., 0) is the fused one's).
-                relu = layer.relu or (i + 1 < len(layers) and isinstance(layers[i + 1], Relu))
+                # values: the ReLU's max(., 0) is the fused one's), a Relu layer only where no
+                # rounding comes between them (it would turn -tiny into -0, the ReLU into 0).
+                relu = layer.relu or (not self.rounding and i + 1 < len(layers) and isinstance(layers[i + 1], Relu))
                 i += 1 if relu and not layer.relu else 0
                 following = layers[i + 1] if i + 1 < len(layers) else None
-                pooled = isinstance(following, Pooling) and following.fuses_after_convolution()
+                dot = is_bfloat16(self.storage) and _bf16_dot_convolution()
+                pooled = not dot and isinstance(following, Pooling) and following.fuses_after_convolution()
                 step, shape = _convolution(layer, shape, pooled, self.dtype, where)
                 step["relu"] = relu
-                slot = self.stored(self.produce(step, slot, keep), keep)
+                if dot:  # rounds in its own epilogue, as the bfloat16 backend's conv_forward
+                    step["bf16_filters"] = _bf16_pairs(layer.W)
+                    slot = self.produce(step, slot, keep)
+                else:
+                    slot = self.stored(self.produce(step, slot, keep), keep)
                 i += 1 if pooled else 0
             elif isinstance(layer, Affine):
                 W = np.asarray(layer.W)
@@ -408,6 +419,25 @@ def for_inference(model: Any) -> Any:
         return model
 
 
+def _compute_dtype(storage: np.dtype) -> np.dtype:
+    """The dtype a model's plan computes in: float32 for the float16 and bfloat16 models."""
+    return np.dtype(np.float32) if storage == np.float16 or is_bfloat16(storage) else storage
+
+
+def _bf16_dot_convolution() -> bool:
+    from ..backends import bf16
+
+    return bf16.DOT_CONVOLUTION
+
+
+def _bf16_pairs(W: Any) -> NDArray[np.uint32]:
+    """A bfloat16 convolution's filters as the dot GEMM takes them: K2 x FN pairs."""
+    from ..backends import bf16
+
+    FN = W.shape[0]
+    return np.ascontiguousarray(bf16.pack_pairs(np.ascontiguousarray(W).reshape(FN, -1)).T)
+
+
 def _activation_ops(
     layer: Layer, shape: Shape, storage: np.dtype, dtype: np.dtype, where: str
 ) -> List[Tuple[Any, ...]]:
@@ -428,6 +458,7 @@ def _convolution(
     if len(shape) != 3:
         raise ValueError(f"deepnet.compile: a {where} needs (C, H, W) images, gets {shape}")
     W = np.asarray(layer.W)
+    W = W.astype(np.float32) if is_bfloat16(W.dtype) else W  # exact: the backend widens it so too
     FN, C, kh, kw = (int(n) for n in W.shape)
     if C != shape[0]:
         raise ValueError(f"deepnet.compile: a {where} of {C} channels gets {shape[0]}")

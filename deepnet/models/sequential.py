@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from .. import _array, io
+from .._dtypes import is_bfloat16
 from ..layers import BatchNormalization, Dropout, Layer, SoftmaxWithLoss
 from ..nn import containers
 from ..nn.classifier import Classifier
@@ -203,10 +204,10 @@ class Sequential(containers.Sequential, Classifier):
                     f"{source}: parameter {_short(name)} has shape {tuple(value.shape)}, "
                     f"the network expects {tuple(expected)}"
                 )
-            if np.dtype(value.dtype).kind != "f":
+            if np.dtype(value.dtype).kind != "f" and not is_bfloat16(value.dtype):
                 raise ValueError(
                     f"{source}: parameter {_short(name)} has dtype {value.dtype}, expected "
-                    "floating point (float16, float32 or float64)"
+                    "floating point (float16, bfloat16, float32 or float64)"
                 )
         converted = {
             name: self._to_device(_array.to_cpu(arrays[name]).astype(targets[name].dtype, copy=False)) for name in names
