@@ -180,7 +180,8 @@ def compiled_plan(net, x):
     if compile_ is None:
         raise RuntimeError("this deepnet has no deepnet.compile")
     plan = compile_(net)
-    expected, got = net.predict(x, train=False), np.asarray(plan(x))
+    expected = np.asarray(net.predict(x, train=False), np.float64)
+    got = np.asarray(plan(x), np.float64)
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
         difference = np.max(np.abs(got - expected)) if got.shape == expected.shape else "n/a"
         raise RuntimeError(

@@ -3,6 +3,7 @@
     python benches/models/latency.py [--threads 2] [--rounds 8] [--calls 400] [--markdown]
     python benches/models/latency.py --frameworks deepnet,deepnet-compiled,torch,ort-float32,ort-int8
     python benches/models/latency.py --model resnet --frameworks deepnet,torch,ort-float32
+    python benches/models/latency.py --model googlenet --dtype float16 --frameworks deepnet,deepnet-compiled
 
 Each round runs one process per framework (in the order given in odd rounds, reversed in
 even ones); a process times --calls predictions of one random image after 50 untimed
@@ -10,7 +11,9 @@ ones and reports their median.  Printed: each round's medians, the median of the
 per framework, and in how many rounds deepnet (and deepnet-compiled) was faster than each
 peer.
 
---model picks the network: DeepConvNet (the default), DeepConvNet-BN or the small ResNet.
+--model picks the network: DeepConvNet (the default), DeepConvNet-BN, the small ResNet or
+GoogLeNet; --dtype the one deepnet and deepnet-compiled store it in (float32 by default; the
+peers stay float32).
 deepnet infers as a deployed model would: BN folded (fold_batch_norm), and deepnet-compiled
 runs that folded net through deepnet.compile (plan(x); checked against net.predict first,
 unavailable where deepnet has no deepnet.compile).  PyTorch runs the mirror of the same net
@@ -35,17 +38,19 @@ sys.path.insert(0, str(BENCHES))  # compare.py and torch_deepconvnet.py
 WARMUP = 50
 PEERS = ("torch-bfloat16", "torch-int8", "ort-float32", "ort-int8", "deepnet-int8")  # rows of compare.py
 FRAMEWORKS = ("deepnet", "deepnet-compiled", "torch") + PEERS
-MODELS = {"deepconvnet": "DeepConvNet", "deepconvnet-bn": "DeepConvNet-BN", "resnet": "ResNet"}
+MODELS = {"deepconvnet": "DeepConvNet", "deepconvnet-bn": "DeepConvNet-BN", "resnet": "ResNet", "googlenet": "GoogLeNet"}
+DTYPES = ("float32", "float16", "bfloat16")
 # The frameworks that run each model; the other peers are DeepConvNet with the book's weights only.
 ANY_MODEL = ("deepnet", "deepnet-compiled", "torch", "ort-float32")
 
 
-def deepnet_net(model):
-    """deepnet's ``model`` in float32 (seed 0) as it is deployed: BN folded (fold_batch_norm)."""
+def deepnet_net(model, dtype="float32"):
+    """deepnet's ``model`` in ``dtype`` (seed 0) as it is deployed: BN folded (fold_batch_norm)."""
+    from deepnet._dtypes import require_bfloat16
     from deepnet.nets import fold_batch_norm
     from deepnet.recipes import MODEL_NAMES
 
-    return fold_batch_norm(MODEL_NAMES[model]("float32", 0))
+    return fold_batch_norm(MODEL_NAMES[model](require_bfloat16() if dtype == "bfloat16" else dtype, 0))
 
 
 def torch_mirror(model):
@@ -56,7 +61,7 @@ def torch_mirror(model):
     return torch_deepconvnet.from_deepnet(MODEL_NAMES[model]("float32", 0), model)
 
 
-def predictor(framework, threads, model="deepconvnet"):
+def predictor(framework, threads, model="deepconvnet", dtype="float32"):
     """A function that predicts one random MNIST-shaped image with ``model`` on ``framework``."""
     import numpy as np
 
@@ -100,7 +105,7 @@ def predictor(framework, threads, model="deepconvnet"):
 
     deepnet.set_num_threads(threads)
     deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
-    net = deepnet_net(model)
+    net = deepnet_net(model, dtype)
     if framework == "deepnet-compiled":
         from compare import compiled_plan
 
@@ -109,11 +114,11 @@ def predictor(framework, threads, model="deepconvnet"):
     return lambda: net.predict(x, train=False)
 
 
-def measure(framework, threads, calls, model="deepconvnet"):
+def measure(framework, threads, calls, model="deepconvnet", dtype="float32"):
     """Median seconds of one prediction (in this process)."""
     from compare import median_seconds
 
-    return median_seconds(predictor(framework, threads, model), WARMUP, calls)
+    return median_seconds(predictor(framework, threads, model, dtype), WARMUP, calls)
 
 
 def missing(framework, model="deepconvnet"):
@@ -151,6 +156,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", choices=MODELS, default="deepconvnet", help="the network (default %(default)s)")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="deepnet's and deepnet-compiled's (default %(default)s)"
+    )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument(
@@ -169,7 +177,7 @@ def main():
     if args.threads < 1 or args.rounds < 1 or args.calls < 1:
         parser.error("--threads, --rounds and --calls must be positive")
     if args.framework:
-        print(json.dumps(measure(args.framework, args.threads, args.calls, args.model)))
+        print(json.dumps(measure(args.framework, args.threads, args.calls, args.model, args.dtype)))
         return
     if args.frameworks is None:
         frameworks = [name for name in FRAMEWORKS if not missing(name, args.model)]
@@ -199,6 +207,8 @@ def main():
                     str(args.calls),
                     "--model",
                     args.model,
+                    "--dtype",
+                    args.dtype,
                 ],
                 capture_output=True,
                 text=True,
@@ -216,7 +226,8 @@ def main():
 
         print(f"Produced by `{command_line(__file__, sys.argv[1:])}`:\n")
     print(
-        f"{MODELS[args.model]} (float32 unless the column names another type), batch 1, {args.threads} thread(s), "
+        f"{MODELS[args.model]} (deepnet in {args.dtype}, the others float32 unless the column names another type), "
+        f"batch 1, {args.threads} thread(s), "
         f"median of {args.calls} calls per "
         f"process, {args.rounds} alternating rounds (ms)\n"
     )
