@@ -5,7 +5,7 @@
 # shrunk), one zero-bordered padded image per convolution and thread, and one scratch per
 # thread.  A call runs all the steps in one OpenMP team without the GIL.
 
-from libc.stdint cimport uint16_t, uint32_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 
 include "dtypes.pxi"
@@ -23,6 +23,8 @@ cdef extern from "deepnet_plan.h" nogil:
         DN_PLAN_MEAN
         DN_PLAN_MAX_POOL
         DN_PLAN_CONCAT
+        DN_PLAN_BINARY_CONV
+        DN_PLAN_BINARY_AFFINE
         DN_PLAN_RELU
         DN_PLAN_SCALE
         DN_PLAN_CHANNEL
@@ -62,6 +64,8 @@ cdef extern from "deepnet_plan.h" nogil:
         int op_channels[8]
         long plane
         long offset
+        const uint64_t* sign_filters
+        int Cw
     ctypedef struct dn_plan_scratch:
         void* product
         void* pooled_rows
@@ -71,6 +75,7 @@ cdef extern from "deepnet_plan.h" nogil:
         int* row_offset
         int* step_offset
         uint16_t* bf16_rows
+        uint64_t* signs
     int DN_WINOGRAD_TILES(int n)
     size_t DN_WINOGRAD_STRIDE(size_t n)
     size_t DN_WINOGRAD_ROWS_SCRATCH(int Cp, int Hp, int Wp)
@@ -152,7 +157,7 @@ cdef class Plan:
     cdef int threads          # threads the scratch is allocated for
     cdef dn_plan_scratch* scratch
     cdef size_t itemsize
-    cdef size_t product_size, pooled_size, rows_size, V_size, M_size, offsets_size, bf16_rows_size
+    cdef size_t product_size, pooled_size, rows_size, V_size, M_size, offsets_size, bf16_rows_size, signs_size
     cdef dict slot_sizes      # slot -> elements of one image's value in it (as the steps go)
     cdef dict buffer_sizes    # slot -> elements of one image's largest value in it
     cdef list buffers         # slots 2...: arrays for `capacity` images
@@ -184,7 +189,7 @@ cdef class Plan:
         self.count = len(steps)
         self.in_size = in_size
         self.product_size = self.pooled_size = self.rows_size = self.V_size = self.M_size = 1
-        self.offsets_size = self.bf16_rows_size = 1
+        self.offsets_size = self.bf16_rows_size = self.signs_size = 1
         self.slot_sizes = {0: in_size}
         self.buffer_sizes = {}
         for i, spec in enumerate(steps):
@@ -356,6 +361,38 @@ cdef class Plan:
             fits_int("Plan", "pooled plane", <object>step.H * step.W)
             step.OH, step.OW = OH, OW
             step.out_size = step.C * OH * OW
+        elif kind == "binary_conv":
+            step.kind = DN_PLAN_BINARY_CONV
+            step.C, step.H, step.W = spec["C"], spec["H"], spec["W"]
+            step.FN, step.kh, step.kw = spec["FN"], spec["kh"], spec["kw"]
+            step.sh, step.sw, step.ph, step.pw = spec["sh"], spec["sw"], spec["ph"], spec["pw"]
+            OH, OW = window_output("Plan", step.H, step.W, step.kh, step.kw, step.sh, step.sw, step.ph, step.pw)
+            step.OH, step.OW = OH, OW
+            if <object>step.C * step.H * step.W != in_size or step.FN < 1:
+                raise ValueError(f"deepnet Plan: a binary convolution of {step.C}x{step.H}x{step.W} images "
+                                 f"after a step of {in_size} outputs")
+            step.Cw = (step.C + 63) // 64
+            fits_int("Plan", "packed image", <object>step.H * step.W * step.Cw)
+            check_shape("Plan", "sign filters", np.shape(spec["sign_filters"]),
+                        (step.FN, step.kh * step.kw, step.Cw))
+            step.sign_filters = <const uint64_t*>self._data(spec["sign_filters"], np.uint64)
+            check_shape("Plan", "bias", np.shape(spec["bias"]), (step.FN,))
+            step.bias = self._data(spec["bias"])
+            self.signs_size = max(self.signs_size, <size_t>step.H * step.W * step.Cw)
+            step.out_size = step.FN * OH * OW
+        elif kind == "binary_affine":
+            step.kind = DN_PLAN_BINARY_AFFINE
+            step.Kin, step.M = spec["Kin"], spec["M"]
+            if step.Kin != in_size or step.M < 1:
+                raise ValueError(f"deepnet Plan: a binary affine layer of {step.Kin} inputs after a step of "
+                                 f"{in_size} outputs")
+            step.Cw = (step.Kin + 63) // 64
+            check_shape("Plan", "sign filters", np.shape(spec["sign_filters"]), (step.M, step.Cw))
+            step.sign_filters = <const uint64_t*>self._data(spec["sign_filters"], np.uint64)
+            check_shape("Plan", "bias", np.shape(spec["bias"]), (step.M,))
+            step.bias = self._data(spec["bias"])
+            self.signs_size = max(self.signs_size, <size_t>step.Cw)
+            step.out_size = step.M
         elif kind == "concat":
             step.kind = DN_PLAN_CONCAT
             step.offset, step.out_size = spec["offset"], spec["total"]
@@ -385,7 +422,8 @@ cdef class Plan:
             scratch[t].row_offset = <int*>malloc(self.offsets_size * sizeof(int))
             scratch[t].step_offset = <int*>malloc(self.offsets_size * sizeof(int))
             scratch[t].bf16_rows = <uint16_t*>malloc(self.bf16_rows_size * sizeof(uint16_t))
-            if (scratch[t].bf16_rows == NULL or scratch[t].product == NULL or scratch[t].pooled_rows == NULL or scratch[t].rows == NULL
+            scratch[t].signs = <uint64_t*>malloc(self.signs_size * sizeof(uint64_t))
+            if (scratch[t].bf16_rows == NULL or scratch[t].signs == NULL or scratch[t].product == NULL or scratch[t].pooled_rows == NULL or scratch[t].rows == NULL
                     or scratch[t].V == NULL or scratch[t].M == NULL or scratch[t].row_offset == NULL
                     or scratch[t].step_offset == NULL):
                 self._free_scratch()
@@ -411,6 +449,7 @@ cdef class Plan:
                 free(self.scratch[t].row_offset)
                 free(self.scratch[t].step_offset)
                 free(self.scratch[t].bf16_rows)
+                free(self.scratch[t].signs)
             free(self.scratch)
             self.scratch = NULL
         if self.steps != NULL:

@@ -17,7 +17,13 @@
  *   pooling:     max-pooling of any window, stride and padding that does not follow a
  *                convolution, with kernels/pooling.pyx's compares (padding never wins, the
  *                first of a tie and the first NaN win);
- *   concat:      one branch's output copied into its channels of a Concat's output.
+ *   concat:      one branch's output copied into its channels of a Concat's output;
+ *   binary:      BinaryConvolution and BinaryAffine (deepnet.nn.binary): the signs of the
+ *                input packed into 64-bit words (a bit set where a value is not >= 0), then
+ *                for each output the window's XOR with the filter's sign bits counted
+ *                (mismatches m over the C * positions products inside the input), and
+ *                (C * positions - 2 m) + bias: the integer sum of the +-1 products, exact,
+ *                as the layer's float and bit paths both give it.
  * A task computes whole output entries, the same sum in the same order whichever thread
  * runs it, so the results do not depend on the thread count.  With fewer images than
  * threads, the direct convolution splits each image into bands of output rows (of pooled
@@ -33,7 +39,7 @@
 
 enum {
     DN_PLAN_CONV = 0, DN_PLAN_AFFINE = 1, DN_PLAN_ACTIVATE = 2, DN_PLAN_ADD = 3, DN_PLAN_MEAN = 4,
-    DN_PLAN_MAX_POOL = 5, DN_PLAN_CONCAT = 6
+    DN_PLAN_MAX_POOL = 5, DN_PLAN_CONCAT = 6, DN_PLAN_BINARY_CONV = 7, DN_PLAN_BINARY_AFFINE = 8
 };
 enum { DN_PLAN_RELU = 0, DN_PLAN_SCALE = 1, DN_PLAN_CHANNEL = 2, DN_PLAN_ROUND_HALF = 3, DN_PLAN_ROUND_BF16 = 4 };
 enum { DN_PLAN_WINOGRAD_NEVER = 0, DN_PLAN_WINOGRAD_AUTO = 1, DN_PLAN_WINOGRAD_ALWAYS = 2 };
@@ -79,6 +85,10 @@ typedef struct {
     long plane;
     /* DN_PLAN_CONCAT: dst[n, offset : offset + in_size] = src[n] (out_size values an image) */
     long offset;
+    /* DN_PLAN_BINARY_CONV (the geometry above, no padded copy) and DN_PLAN_BINARY_AFFINE
+     * (Kin inputs, M outputs): the filters' sign bits, FN x kh*kw x Cw words (M x Cw) */
+    const uint64_t *sign_filters;
+    int Cw;
 } dn_plan_step;
 
 typedef struct {                     /* one thread's scratch, sized for the largest step */
@@ -87,6 +97,7 @@ typedef struct {                     /* one thread's scratch, sized for the larg
     void *rows, *V, *M;              /* Winograd's */
     int *row_offset, *step_offset;
     uint16_t *bf16_rows;             /* a bfloat16 convolution's window columns, pixels x 2*K2 */
+    uint64_t *signs;                 /* a binary step's packed input: pixels x Cw words */
 } dn_plan_scratch;
 
 #define DN_PLAN_T float

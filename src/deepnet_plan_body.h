@@ -216,6 +216,93 @@ static void DN_PLAN_NAME(dn_plan_concat_tasks)(const dn_plan_step *step, const D
                (size_t)step->in_size * sizeof(DN_PLAN_T));
 }
 
+/* The signs of `count` values of `plane` apart from `first` (channels), packed into Cw words:
+ * bit c % 64 of word c / 64 set where value c is not >= 0 (negative or NaN). */
+static inline void DN_PLAN_NAME(dn_plan_pack_signs)(const DN_PLAN_T *first, long plane, int count, int Cw,
+                                                     uint64_t *words)
+{
+    for (int w = 0; w < Cw; w++)
+        words[w] = 0;
+    for (int c = 0; c < count; c++)
+        words[c >> 6] |= (uint64_t)!(first[(size_t)c * plane] >= 0) << (c & 63);
+}
+
+/* A BinaryConvolution's tasks: images, or bands of output rows with fewer images than
+ * threads; each packs its image's signs (pixels x Cw words), then counts mismatches. */
+static void DN_PLAN_NAME(dn_plan_binary_conv_tasks)(const dn_plan_step *step, const DN_PLAN_T *in, DN_PLAN_T *out,
+                                                     int N, dn_plan_scratch *scratch, int team)
+{
+    const int C = step->C, H = step->H, W = step->W, OH = step->OH, OW = step->OW, Cw = step->Cw;
+    const int kh = step->kh, kw = step->kw, window = kh * kw;
+    const long P = (long)OH * OW;
+    int bands = N >= team ? 1 : (team + N - 1) / N;
+    if (bands > OH)
+        bands = OH;
+    const DN_PLAN_T *bias = (const DN_PLAN_T *)step->bias;
+    uint64_t *signs = scratch->signs;
+    int task;
+#pragma omp for schedule(dynamic)
+    for (task = 0; task < N * bands; task++) {
+        const int n = task / bands, band = task % bands;
+        const int r0 = band * OH / bands, r1 = (band + 1) * OH / bands;
+        const DN_PLAN_T *image = in + (size_t)n * step->in_size;
+        for (long p = 0; p < (long)H * W; p++)
+            DN_PLAN_NAME(dn_plan_pack_signs)(image + p, (long)H * W, C, Cw, signs + p * Cw);
+        DN_PLAN_T *image_out = out + (size_t)n * step->out_size;
+        for (int oy = r0; oy < r1; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                int positions = 0;
+                for (int ky = 0; ky < kh; ky++) {
+                    const int iy = oy * step->sh - step->ph + ky;
+                    for (int kx = 0; kx < kw; kx++) {
+                        const int ix = ox * step->sw - step->pw + kx;
+                        positions += iy >= 0 && iy < H && ix >= 0 && ix < W;
+                    }
+                }
+                for (int f = 0; f < step->FN; f++) {
+                    const uint64_t *filter = step->sign_filters + (size_t)f * window * Cw;
+                    long mismatches = 0;
+                    for (int ky = 0; ky < kh; ky++) {
+                        const int iy = oy * step->sh - step->ph + ky;
+                        if (iy < 0 || iy >= H)
+                            continue;
+                        for (int kx = 0; kx < kw; kx++) {
+                            const int ix = ox * step->sw - step->pw + kx;
+                            if (ix < 0 || ix >= W)
+                                continue;
+                            const uint64_t *a = signs + ((size_t)iy * W + ix) * Cw, *w = filter + (ky * kw + kx) * Cw;
+                            for (int c = 0; c < Cw; c++)
+                                mismatches += __builtin_popcountll(a[c] ^ w[c]);
+                        }
+                    }
+                    image_out[(size_t)f * P + (size_t)oy * OW + ox] =
+                        (DN_PLAN_T)((long)C * positions - 2 * mismatches) + bias[f];
+                }
+            }
+    }
+}
+
+/* A BinaryAffine's tasks: one sample each, its Kin signs packed, then each output's count. */
+static void DN_PLAN_NAME(dn_plan_binary_affine_tasks)(const dn_plan_step *step, const DN_PLAN_T *in, DN_PLAN_T *out,
+                                                       int N, dn_plan_scratch *scratch)
+{
+    const int Cw = step->Cw;
+    const DN_PLAN_T *bias = (const DN_PLAN_T *)step->bias;
+    uint64_t *signs = scratch->signs;
+    int n;
+#pragma omp for schedule(static)
+    for (n = 0; n < N; n++) {
+        DN_PLAN_NAME(dn_plan_pack_signs)(in + (size_t)n * step->Kin, 1, step->Kin, Cw, signs);
+        for (int j = 0; j < step->M; j++) {
+            const uint64_t *w = step->sign_filters + (size_t)j * Cw;
+            long mismatches = 0;
+            for (int c = 0; c < Cw; c++)
+                mismatches += __builtin_popcountll(signs[c] ^ w[c]);
+            out[(size_t)n * step->M + j] = (DN_PLAN_T)((long)step->Kin - 2 * mismatches) + bias[j];
+        }
+    }
+}
+
 /* Whether a convolution of this step runs as Winograd on input x (n values): the rule
  * of deepnet.backends.cpu's _forward_plan. */
 static int DN_PLAN_NAME(dn_plan_uses_winograd)(const dn_plan_step *step, const DN_PLAN_T *x, long n, int mode,
@@ -406,6 +493,10 @@ static void DN_PLAN_NAME(dn_plan_run)(const dn_plan_step *steps, int count, DN_P
                 DN_PLAN_NAME(dn_plan_mean_tasks)(in, N * step->out_size, step->plane, target);
             } else if (step->kind == DN_PLAN_MAX_POOL) {
                 DN_PLAN_NAME(dn_plan_pool_tasks)(step, in, target, N);
+            } else if (step->kind == DN_PLAN_BINARY_CONV) {
+                DN_PLAN_NAME(dn_plan_binary_conv_tasks)(step, in, target, N, &scratch[thread], team);
+            } else if (step->kind == DN_PLAN_BINARY_AFFINE) {
+                DN_PLAN_NAME(dn_plan_binary_affine_tasks)(step, in, target, N, &scratch[thread]);
             } else {
                 DN_PLAN_NAME(dn_plan_concat_tasks)(step, in, target, N);
             }

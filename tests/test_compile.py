@@ -1,6 +1,8 @@
 """deepnet.compile: the compiled inference plan gives model.predict's bits, for every model
 family, dtype, batch and thread count, and refuses what it cannot run."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -163,8 +165,11 @@ def test_bad_inputs_and_models_are_refused_clearly():
         plan(np.zeros((2, 28, 28), np.float32))
     with pytest.raises(TypeError, match="must hold numbers"):
         plan(np.array([["a"]]))
-    with pytest.raises(ValueError, match="cannot compile a BinaryConvolution layer"):
-        deepnet.compile(recipes.MODEL_NAMES["deepconvnet-binary"]("float32", 0))
+    with pytest.raises(ValueError, match="cannot compile a LeakyReLU layer"):
+        from deepnet.layers import LeakyReLU
+        from deepnet.models import Sequential
+
+        deepnet.compile(Sequential(LeakyReLU(0.2)), input_shape=(1, 4, 4))
     with pytest.raises(ValueError, match="a Convolution layer of 1 channels gets 3"):
         deepnet.compile(net, input_shape=(3, 28, 28))
     with pytest.raises(ValueError, match=r"input_shape must be \(C, H, W\)"):
@@ -192,6 +197,59 @@ def test_bfloat16_plans_give_predict_bits(name, dot, monkeypatch):
             got = plan(x)
             assert got.dtype == expected.dtype
             np.testing.assert_array_equal(bits(got), bits(expected), err_msg=f"{threads} threads, batch {batch}")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_binary_plans_give_the_bit_and_float_paths_bits(dtype):
+    # BinaryConvolution and BinaryAffine as the plan's XNOR-popcount steps: the integer sums
+    # of +-1 products, so the bits of both of the layers' own paths; negative inputs, exact
+    # zeros (+1), NaN (-1) and padded windows included
+    from deepnet.nn.binary import bit_inference
+
+    net = trained_looking("deepconvnet-binary", dtype)
+    plan = deepnet.compile(net)
+    reference = fold_batch_norm(net)
+    rng = np.random.default_rng(4)
+    for threads in (1, 2, 3):
+        deepnet.set_num_threads(threads)
+        for batch in (1, 5):
+            x = rng.random((batch,) + plan.input_shape).astype(np.float32) - 0.3
+            x[0, 0, :3] = 0.0
+            x[-1, 0, 5, 5] = np.nan
+            got = plan(x)
+            for bit_path in (True, False):
+                with bit_inference(bit_path):
+                    expected = reference.predict(x, train=False)
+                np.testing.assert_array_equal(bits(got), bits(expected), err_msg=f"{threads} threads, batch {batch}")
+
+
+def test_binary_layers_of_odd_channels_strides_and_padding():
+    # words of 64 channels with a partial last one, strides and paddings the model lacks
+    from deepnet.layers import BinaryAffine, BinaryConvolution, Flatten
+    from deepnet.models import Sequential
+
+    rng = np.random.default_rng(5)
+    for C, stride, pad in ((70, 1, 1), (3, 2, 2), (130, (2, 1), (0, 1))):
+        conv = BinaryConvolution(
+            rng.normal(size=(5, C, 3, 2)).astype(np.float32), rng.normal(size=5).astype(np.float32), stride, pad
+        )
+        features = math.prod(conv.output_shape((1, C, 9, 8))[1:])
+        affine = BinaryAffine(rng.normal(size=(features, 7)).astype(np.float32), rng.normal(size=7).astype(np.float32))
+        net = Sequential(conv, Flatten(), affine)
+        plan = deepnet.compile(net, input_shape=(C, 9, 8))
+        x = rng.normal(size=(3, C, 9, 8)).astype(np.float32)
+        for threads in (1, 3):
+            deepnet.set_num_threads(threads)
+            np.testing.assert_array_equal(bits(plan(x)), bits(net.predict(x, train=False)))
+        # the plan's integers, against NumPy's float64 sums of +-1 products
+        signs = np.where(x >= 0, 1.0, -1.0)
+        expected = (
+            np.asarray(deepnet.functional.conv2d(signs, np.where(conv.W >= 0, 1.0, -1.0), None, conv.stride, conv.pad))
+            + conv.b[:, None, None]
+        )
+        hidden = expected.astype(np.float32).reshape(3, -1)
+        scores = np.where(hidden >= 0, 1.0, -1.0) @ np.where(affine.W >= 0, 1.0, -1.0) + affine.b
+        np.testing.assert_array_equal(plan(x), scores.astype(np.float32))
 
 
 def test_plan_steps_are_checked():
@@ -355,8 +413,8 @@ def test_for_inference_compiles_what_it_can_and_keeps_the_rest():
     assert isinstance(compiled, CompiledModel)
     half = recipes.MODEL_NAMES["deepconvnet"]("float16", 12)
     assert isinstance(for_inference(half), CompiledModel)
-    binary = recipes.MODEL_NAMES["deepconvnet-binary"]("float32", 12)
-    assert for_inference(binary) is binary
+    leaky = deepnet.models.Sequential(deepnet.layers.LeakyReLU(0.2))
+    assert for_inference(leaky) is leaky
     # what evaluate and predict call on it: the same answers as the model's own
     x = np.random.default_rng(12).random((250, 1, 28, 28), dtype=np.float32)
     t = np.random.default_rng(13).integers(0, 10, 250)

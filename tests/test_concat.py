@@ -84,7 +84,9 @@ def test_spec_round_trip_files_and_cost(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x), net.predict(x))
     info = describe(net, (1, 1, 28, 28))
     assert info["output_shape"] == (1, 10)
-    assert for_inference(net) is net  # the compiled plan has no Concat: predict runs it
+    compiled = for_inference(net)  # the compiled plan's concat step
+    assert compiled is not net
+    np.testing.assert_array_equal(compiled.predict(x), net.predict(x))
     bad = dict(spec)
     bad["layers"] = list(spec["layers"])
     bad["layers"][2] = {"type": "Concat", "branches": []}

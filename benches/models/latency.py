@@ -38,7 +38,12 @@ sys.path.insert(0, str(BENCHES))  # compare.py and torch_deepconvnet.py
 WARMUP = 50
 PEERS = ("torch-bfloat16", "torch-int8", "ort-float32", "ort-int8", "deepnet-int8")  # rows of compare.py
 FRAMEWORKS = ("deepnet", "deepnet-compiled", "torch") + PEERS
-MODELS = {"deepconvnet": "DeepConvNet", "deepconvnet-bn": "DeepConvNet-BN", "resnet": "ResNet", "googlenet": "GoogLeNet"}
+MODELS = {
+    "deepconvnet": "DeepConvNet",
+    "deepconvnet-bn": "DeepConvNet-BN",
+    "resnet": "ResNet",
+    "googlenet": "GoogLeNet",
+}
 DTYPES = ("float32", "float16", "bfloat16")
 # The frameworks that run each model; the other peers are DeepConvNet with the book's weights only.
 ANY_MODEL = ("deepnet", "deepnet-compiled", "torch", "ort-float32")

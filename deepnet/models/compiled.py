@@ -27,6 +27,8 @@ from .._dtypes import is_bfloat16
 from ..nn import (
     Affine,
     BatchNormalization,
+    BinaryAffine,
+    BinaryConvolution,
     Concat,
     Convolution,
     Dropout,
@@ -52,7 +54,7 @@ Shape = Tuple[int, ...]
 COMPILED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 SUPPORTED_LAYERS = (
     "Convolution, Pooling, Relu, Dropout, BatchNormalization, Flatten, Affine, GlobalAveragePooling, "
-    "Residual, Concat and Sequential"
+    "Residual, Concat, BinaryConvolution, BinaryAffine and Sequential"
 )
 
 
@@ -128,17 +130,17 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     Parameters
     ----------
     model : Sequential or Int8Model
-        A float16, float32 or float64 model on the CPU, of the layers SUPPORTED_LAYERS names
-        (BatchNormalization after a Convolution is folded into it), or an int8 model
-        (deepnet.quantize) of int8 convolutions and affine layers only.
+        A float16, bfloat16, float32 or float64 model on the CPU, of the layers
+        SUPPORTED_LAYERS names (BatchNormalization after a Convolution is folded into it), or
+        an int8 model (deepnet.quantize) whose int8 runs end in float scores.
     input_shape : sequence of int, optional
         (C, H, W) of the images; by default the model's (deepnet.models.input_shape).
 
     Raises
     ------
     NotCompilable (a TypeError and a ValueError)
-        A dtype other than float16, float32 and float64 (bfloat16), a model on the GPU, a layer the plan
-        cannot run, or no compiled kernels (the NumPy backend chosen, or not built).
+        Another dtype, a model on the GPU, a layer the plan cannot run, an int8 model with a
+        dequantize step, or no compiled kernels (the NumPy backend chosen, or not built).
     ValueError
         Layers that do not fit together, or an input_shape they do not take.
     """
@@ -216,6 +218,9 @@ class _Builder:
                 slot, shape = self.residual(layer, slot, shape, keep)
             elif isinstance(layer, Concat):
                 slot, shape = self.concat(layer, slot, shape, keep)
+            elif isinstance(layer, (BinaryConvolution, BinaryAffine)):
+                step, shape = _binary(layer, shape, self.dtype, where)
+                slot = self.stored(self.produce(step, slot, keep), keep)
             elif isinstance(layer, Pooling):  # one that no Convolution's epilogue took
                 if len(shape) != 3:
                     raise ValueError(f"deepnet.compile: a {where} needs (C, H, W) images, gets {shape}")
@@ -409,8 +414,8 @@ class _Chain:
 
 
 def for_inference(model: Any) -> Any:
-    """``compile(model)`` where the plan runs the model, else the model itself (float16,
-    bfloat16, int8, on the GPU, or with a layer the plan lacks): what ``deepnet predict``,
+    """``compile(model)`` where the plan runs the model, else the model itself (on the GPU,
+    an int8 model with a dequantize step, or a layer the plan lacks): what ``deepnet predict``,
     ``serve`` and ``evaluate`` compute with.  Both have predict, classify, probabilities
     and accuracy."""
     try:
@@ -436,6 +441,37 @@ def _bf16_pairs(W: Any) -> NDArray[np.uint32]:
 
     FN = W.shape[0]
     return np.ascontiguousarray(bf16.pack_pairs(np.ascontiguousarray(W).reshape(FN, -1)).T)
+
+
+def _sign_bits(signs: NDArray[np.bool_]) -> NDArray[np.uint64]:
+    """(..., n) booleans as (..., ceil(n / 64)) words, bit i % 64 of word i // 64 = signs[..., i]."""
+    n = signs.shape[-1]
+    words = -(-n // 64)
+    padded = np.zeros(signs.shape[:-1] + (64 * words,), bool)
+    padded[..., :n] = signs
+    return np.packbits(padded, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
+
+
+def _binary(
+    layer: BinaryConvolution | BinaryAffine, shape: Shape, dtype: np.dtype, where: str
+) -> Tuple[Dict[str, Any], Shape]:
+    """A binary layer's step: its filters' sign bits (set where a weight is not >= 0)."""
+    W = np.asarray(layer.W).astype(np.float32)
+    negative = ~(W >= 0)
+    bias = np.asarray(layer.b).astype(dtype)
+    if isinstance(layer, BinaryAffine):
+        if W.shape[0] != math.prod(shape):
+            raise ValueError(f"deepnet.compile: a {where} of {W.shape[0]} features gets {shape}")
+        step = {"kind": "binary_affine", "Kin": W.shape[0], "M": W.shape[1], "bias": bias}
+        return {**step, "sign_filters": _sign_bits(negative.T)}, (int(W.shape[1]),)
+    if len(shape) != 3 or shape[0] != W.shape[1]:
+        raise ValueError(f"deepnet.compile: a {where} of {W.shape[1]} channels gets {shape}")
+    FN, C, kh, kw = (int(n) for n in W.shape)
+    (sh, sw), (ph, pw) = _pair(layer.stride), _pair(layer.pad)
+    geometry = {"kh": kh, "kw": kw, "sh": sh, "sw": sw, "ph": ph, "pw": pw}
+    step = {"kind": "binary_conv", "C": C, "H": shape[1], "W": shape[2], "FN": FN, **geometry, "bias": bias}
+    bits = _sign_bits(negative.transpose(0, 2, 3, 1).reshape(FN, kh * kw, C))
+    return {**step, "sign_filters": bits}, tuple(int(n) for n in layer.output_shape((1,) + shape)[1:])
 
 
 def _activation_ops(
