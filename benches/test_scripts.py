@@ -90,7 +90,7 @@ def available(*packages):
     return all(importlib.util.find_spec(package) for package in packages)
 
 
-@pytest.mark.parametrize("model", ["deepconvnet-bn", "resnet"])
+@pytest.mark.parametrize("model", ["deepconvnet-bn", "resnet", "googlenet"])
 def test_latency_races_the_other_models(model):
     """--model runs deepnet (BN folded), and PyTorch and ONNX Runtime float32 where installed
     (the mirror of deepnet's net, the ONNX export checked against deepnet's scores)."""
@@ -100,9 +100,24 @@ def test_latency_races_the_other_models(model):
     out = run_script(
         "models/latency.py", "--model", model, "--rounds", "1", "--calls", "3", "--frameworks", ",".join(frameworks)
     )
-    title = {"deepconvnet-bn": "DeepConvNet-BN", "resnet": "ResNet"}[model]
-    assert out.startswith(f"{title} (float32") and "| round | " + " | ".join(frameworks) + " |" in out
+    title = {"deepconvnet-bn": "DeepConvNet-BN", "resnet": "ResNet", "googlenet": "GoogLeNet"}[model]
+    assert out.startswith(f"{title} (deepnet in float32") and "| round | " + " | ".join(frameworks) + " |" in out
     assert "| median |" in out
+
+
+def test_latency_times_deepnet_in_float16_and_its_plan():
+    out = run_script(
+        "models/latency.py",
+        "--dtype",
+        "float16",
+        "--rounds",
+        "1",
+        "--calls",
+        "3",
+        "--frameworks",
+        "deepnet,deepnet-compiled",
+    )
+    assert out.startswith("DeepConvNet (deepnet in float16") and "| round | deepnet | deepnet-compiled |" in out
 
 
 def test_latency_refuses_a_deepconvnet_peer_for_another_model():

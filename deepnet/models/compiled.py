@@ -46,6 +46,7 @@ from .cost import input_shape as _input_shape
 from ..quant import Int8Model
 from ..quant import ops as int8_ops
 from ..quant.model import ConvStep, FloatStep, QuantizeStep
+from . import plan_steps
 from .folding import fold_batch_norm
 from .sequential import Sequential
 
@@ -79,7 +80,7 @@ class CompiledModel(Classifier):
         self, plan: Any, input_shape: Tuple[int, ...], output_size: int, dtype: np.dtype, *, int8: bool = False
     ) -> None:
         self._plan = plan
-        self._compute = _compute_dtype(dtype)  # the plan's own
+        self._compute = plan_steps.compute_dtype(dtype)  # the plan's own
         self._int8 = int8  # an int8 model's plan: quantizing refuses NaN, as the model does
         self._lock = threading.Lock()  # one call at a time: the calls share the plan's buffers
         self.input_shape = input_shape
@@ -196,7 +197,7 @@ class _Builder:
 
     def __init__(self, storage: np.dtype) -> None:
         self.storage = storage  # the model's dtype
-        self.dtype = _compute_dtype(storage)  # the plan's
+        self.dtype = plan_steps.compute_dtype(storage)  # the plan's
         self.rounding = {"float16": "round_half", "bfloat16": "round_bf16"}.get(storage.name)
         self.steps: List[Dict[str, Any]] = []
 
@@ -219,7 +220,7 @@ class _Builder:
             elif isinstance(layer, Concat):
                 slot, shape = self.concat(layer, slot, shape, keep)
             elif isinstance(layer, (BinaryConvolution, BinaryAffine)):
-                step, shape = _binary(layer, shape, self.dtype, where)
+                step, shape = plan_steps.binary(layer, shape, self.dtype, where)
                 slot = self.stored(self.produce(step, slot, keep), keep)
             elif isinstance(layer, Pooling):  # one that no Convolution's epilogue took
                 if len(shape) != 3:
@@ -236,12 +237,12 @@ class _Builder:
                 relu = layer.relu or (not self.rounding and i + 1 < len(layers) and isinstance(layers[i + 1], Relu))
                 i += 1 if relu and not layer.relu else 0
                 following = layers[i + 1] if i + 1 < len(layers) else None
-                dot = is_bfloat16(self.storage) and _bf16_dot_convolution()
+                dot = is_bfloat16(self.storage) and plan_steps.bf16_dot_convolution()
                 pooled = not dot and isinstance(following, Pooling) and following.fuses_after_convolution()
-                step, shape = _convolution(layer, shape, pooled, self.dtype, where)
+                step, shape = plan_steps.convolution(layer, shape, pooled, self.dtype, where)
                 step["relu"] = relu
                 if dot:  # rounds in its own epilogue, as the bfloat16 backend's conv_forward
-                    step["bf16_filters"] = _bf16_pairs(layer.W)
+                    step["bf16_filters"] = plan_steps.bf16_pairs(layer.W)
                     slot = self.produce(step, slot, keep)
                 else:
                     slot = self.stored(self.produce(step, slot, keep), keep)
@@ -266,7 +267,7 @@ class _Builder:
             elif isinstance(layer, Relu):  # exact in any dtype
                 slot = self.activate([("relu",)], slot, keep)
             elif isinstance(layer, (Dropout, BatchNormalization)):
-                ops = _activation_ops(layer, shape, self.storage, self.dtype, where)
+                ops = plan_steps.activation_ops(layer, shape, self.storage, self.dtype, where)
                 slot = self.stored(self.activate(ops, slot, keep), keep)
             else:
                 raise NotCompilable(f"deepnet.compile: cannot compile a {where}; the plan runs {SUPPORTED_LAYERS}")
@@ -422,105 +423,3 @@ def for_inference(model: Any) -> Any:
         return compile(model)
     except NotCompilable:
         return model
-
-
-def _compute_dtype(storage: np.dtype) -> np.dtype:
-    """The dtype a model's plan computes in: float32 for the float16 and bfloat16 models."""
-    return np.dtype(np.float32) if storage == np.float16 or is_bfloat16(storage) else storage
-
-
-def _bf16_dot_convolution() -> bool:
-    from ..backends import bf16
-
-    return bf16.DOT_CONVOLUTION
-
-
-def _bf16_pairs(W: Any) -> NDArray[np.uint32]:
-    """A bfloat16 convolution's filters as the dot GEMM takes them: K2 x FN pairs."""
-    from ..backends import bf16
-
-    FN = W.shape[0]
-    return np.ascontiguousarray(bf16.pack_pairs(np.ascontiguousarray(W).reshape(FN, -1)).T)
-
-
-def _sign_bits(signs: NDArray[np.bool_]) -> NDArray[np.uint64]:
-    """(..., n) booleans as (..., ceil(n / 64)) words, bit i % 64 of word i // 64 = signs[..., i]."""
-    n = signs.shape[-1]
-    words = -(-n // 64)
-    padded = np.zeros(signs.shape[:-1] + (64 * words,), bool)
-    padded[..., :n] = signs
-    return np.packbits(padded, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
-
-
-def _binary(
-    layer: BinaryConvolution | BinaryAffine, shape: Shape, dtype: np.dtype, where: str
-) -> Tuple[Dict[str, Any], Shape]:
-    """A binary layer's step: its filters' sign bits (set where a weight is not >= 0)."""
-    W = np.asarray(layer.W).astype(np.float32)
-    negative = ~(W >= 0)
-    bias = np.asarray(layer.b).astype(dtype)
-    if isinstance(layer, BinaryAffine):
-        if W.shape[0] != math.prod(shape):
-            raise ValueError(f"deepnet.compile: a {where} of {W.shape[0]} features gets {shape}")
-        step = {"kind": "binary_affine", "Kin": W.shape[0], "M": W.shape[1], "bias": bias}
-        return {**step, "sign_filters": _sign_bits(negative.T)}, (int(W.shape[1]),)
-    if len(shape) != 3 or shape[0] != W.shape[1]:
-        raise ValueError(f"deepnet.compile: a {where} of {W.shape[1]} channels gets {shape}")
-    FN, C, kh, kw = (int(n) for n in W.shape)
-    (sh, sw), (ph, pw) = _pair(layer.stride), _pair(layer.pad)
-    geometry = {"kh": kh, "kw": kw, "sh": sh, "sw": sw, "ph": ph, "pw": pw}
-    step = {"kind": "binary_conv", "C": C, "H": shape[1], "W": shape[2], "FN": FN, **geometry, "bias": bias}
-    bits = _sign_bits(negative.transpose(0, 2, 3, 1).reshape(FN, kh * kw, C))
-    return {**step, "sign_filters": bits}, tuple(int(n) for n in layer.output_shape((1,) + shape)[1:])
-
-
-def _activation_ops(
-    layer: Layer, shape: Shape, storage: np.dtype, dtype: np.dtype, where: str
-) -> List[Tuple[Any, ...]]:
-    if isinstance(layer, Dropout):  # x * (1 - ratio) in the model's dtype, as Dropout.forward
-        return [("scale", float(storage.type(1.0 - layer.dropout_ratio)))]
-    assert isinstance(layer, BatchNormalization)
-    channels = int(layer.gamma.size)
-    if len(shape) not in (1, 3) or shape[0] != channels:
-        raise ValueError(f"deepnet.compile: a {where} of {channels} channels gets {shape}")
-    shift, scale, offset = (np.asarray(a).astype(dtype) for a in layer.inference_affine())
-    plane = math.prod(shape[1:])
-    return [("channel", shift, scale, offset, plane)] + ([("relu",)] if layer.relu else [])
-
-
-def _convolution(
-    layer: Convolution, shape: Shape, pooled: bool, dtype: np.dtype, where: str
-) -> Tuple[Dict[str, Any], Shape]:
-    if len(shape) != 3:
-        raise ValueError(f"deepnet.compile: a {where} needs (C, H, W) images, gets {shape}")
-    W = np.asarray(layer.W)
-    W = W.astype(np.float32) if is_bfloat16(W.dtype) else W  # exact: the backend widens it so too
-    FN, C, kh, kw = (int(n) for n in W.shape)
-    if C != shape[0]:
-        raise ValueError(f"deepnet.compile: a {where} of {C} channels gets {shape[0]}")
-    from ..backends import cpu  # imports the compiled kernels (compile has checked they are there)
-
-    (sh, sw), (ph, pw) = _pair(layer.stride), _pair(layer.pad)
-    direct, winograd, rule, W_max = cpu.plan_filters(W, (sh, sw), (ph, pw))
-    step = {
-        "kind": "conv",
-        "C": C,
-        "H": shape[1],
-        "W": shape[2],
-        "FN": FN,
-        "kh": kh,
-        "kw": kw,
-        "sh": sh,
-        "sw": sw,
-        "ph": ph,
-        "pw": pw,
-        "relu": bool(layer.relu),
-        "pooled": pooled,
-        "direct": direct,
-        "winograd": winograd,
-        "winograd_rule": bool(rule),
-        "W_max": float(W_max),
-        "bias": np.asarray(layer.b).astype(dtype),
-    }
-    out = tuple(int(n) for n in layer.output_shape((1,) + shape)[1:])
-    return step, (out[0], out[1] // 2, out[2] // 2) if pooled else out
