@@ -12,8 +12,9 @@ per framework, and in how many rounds deepnet (and deepnet-compiled) was faster 
 peer.
 
 --model picks the network: DeepConvNet (the default), DeepConvNet-BN, the small ResNet or
-GoogLeNet; --dtype the one deepnet and deepnet-compiled store it in (float32 by default; the
-peers stay float32).
+GoogLeNet, or the binarized DeepConvNet (deepnet only); --dtype the one deepnet and
+deepnet-compiled store it in (float32 by default; int8: deepnet.quantize of the BN-folded net,
+calibrated on 64 random images; the peers stay float32).
 deepnet infers as a deployed model would: BN folded (fold_batch_norm), and deepnet-compiled
 runs that folded net through deepnet.compile (plan(x); checked against net.predict first,
 unavailable where deepnet has no deepnet.compile).  PyTorch runs the mirror of the same net
@@ -43,18 +44,25 @@ MODELS = {
     "deepconvnet-bn": "DeepConvNet-BN",
     "resnet": "ResNet",
     "googlenet": "GoogLeNet",
+    "deepconvnet-binary": "binarized DeepConvNet",
 }
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "float16", "bfloat16", "int8")
 # The frameworks that run each model; the other peers are DeepConvNet with the book's weights only.
 ANY_MODEL = ("deepnet", "deepnet-compiled", "torch", "ort-float32")
 
 
 def deepnet_net(model, dtype="float32"):
     """deepnet's ``model`` in ``dtype`` (seed 0) as it is deployed: BN folded (fold_batch_norm)."""
+    import numpy as np
+
+    import deepnet
     from deepnet._dtypes import require_bfloat16
     from deepnet.nets import fold_batch_norm
     from deepnet.recipes import MODEL_NAMES
 
+    if dtype == "int8":
+        net = fold_batch_norm(MODEL_NAMES[model]("float32", 0))
+        return deepnet.quantize(net, np.random.default_rng(1).random((64, 1, 28, 28), dtype=np.float32))
     return fold_batch_norm(MODEL_NAMES[model](require_bfloat16() if dtype == "bfloat16" else dtype, 0))
 
 
@@ -128,6 +136,8 @@ def measure(framework, threads, calls, model="deepconvnet", dtype="float32"):
 
 def missing(framework, model="deepconvnet"):
     """Why ``framework`` cannot run ``model`` here, or None where it can."""
+    if model == "deepconvnet-binary" and framework not in ("deepnet", "deepnet-compiled"):
+        return f"{framework} has no binarized DeepConvNet; with --model {model}: deepnet, deepnet-compiled"
     if model != "deepconvnet" and framework not in ANY_MODEL:
         return f"{framework} runs DeepConvNet only (the book's trained weights); with --model {model}: " + ", ".join(
             ANY_MODEL
