@@ -378,7 +378,9 @@ cdef class Plan:
             step.sign_filters = <const uint64_t*>self._data(spec["sign_filters"], np.uint64)
             check_shape("Plan", "bias", np.shape(spec["bias"]), (step.FN,))
             step.bias = self._data(spec["bias"])
-            self.signs_size = max(self.signs_size, <size_t>step.H * step.W * step.Cw)
+            # the packed image, a window's words and their offsets (ints, two to a word)
+            self.signs_size = max(self.signs_size, <size_t>step.H * step.W * step.Cw
+                                  + <size_t>step.kh * step.kw * step.Cw * 2)
             step.out_size = step.FN * OH * OW
         elif kind == "binary_affine":
             step.kind = DN_PLAN_BINARY_AFFINE

@@ -228,18 +228,20 @@ static inline void DN_PLAN_NAME(dn_plan_pack_signs)(const DN_PLAN_T *first, long
 }
 
 /* A BinaryConvolution's tasks: images, or bands of output rows with fewer images than
- * threads; each packs its image's signs (pixels x Cw words), then counts mismatches. */
+ * threads; each packs its image's signs (pixels x Cw words), then per output pixel gathers
+ * the words of its window inside the image and counts each filter's mismatches there. */
 static void DN_PLAN_NAME(dn_plan_binary_conv_tasks)(const dn_plan_step *step, const DN_PLAN_T *in, DN_PLAN_T *out,
                                                      int N, dn_plan_scratch *scratch, int team)
 {
     const int C = step->C, H = step->H, W = step->W, OH = step->OH, OW = step->OW, Cw = step->Cw;
-    const int kh = step->kh, kw = step->kw, window = kh * kw;
+    const int kh = step->kh, kw = step->kw, FN = step->FN, words = kh * kw * Cw;
     const long P = (long)OH * OW;
     int bands = N >= team ? 1 : (team + N - 1) / N;
     if (bands > OH)
         bands = OH;
     const DN_PLAN_T *bias = (const DN_PLAN_T *)step->bias;
-    uint64_t *signs = scratch->signs;
+    uint64_t *signs = scratch->signs, *window = signs + (size_t)H * W * Cw;
+    int *offsets = (int *)(window + words);   /* each gathered word's offset in a filter */
     int task;
 #pragma omp for schedule(dynamic)
     for (task = 0; task < N * bands; task++) {
@@ -251,32 +253,26 @@ static void DN_PLAN_NAME(dn_plan_binary_conv_tasks)(const dn_plan_step *step, co
         DN_PLAN_T *image_out = out + (size_t)n * step->out_size;
         for (int oy = r0; oy < r1; oy++)
             for (int ox = 0; ox < OW; ox++) {
-                int positions = 0;
+                int K = 0;
                 for (int ky = 0; ky < kh; ky++) {
                     const int iy = oy * step->sh - step->ph + ky;
                     for (int kx = 0; kx < kw; kx++) {
                         const int ix = ox * step->sw - step->pw + kx;
-                        positions += iy >= 0 && iy < H && ix >= 0 && ix < W;
-                    }
-                }
-                for (int f = 0; f < step->FN; f++) {
-                    const uint64_t *filter = step->sign_filters + (size_t)f * window * Cw;
-                    long mismatches = 0;
-                    for (int ky = 0; ky < kh; ky++) {
-                        const int iy = oy * step->sh - step->ph + ky;
-                        if (iy < 0 || iy >= H)
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W)
                             continue;
-                        for (int kx = 0; kx < kw; kx++) {
-                            const int ix = ox * step->sw - step->pw + kx;
-                            if (ix < 0 || ix >= W)
-                                continue;
-                            const uint64_t *a = signs + ((size_t)iy * W + ix) * Cw, *w = filter + (ky * kw + kx) * Cw;
-                            for (int c = 0; c < Cw; c++)
-                                mismatches += __builtin_popcountll(a[c] ^ w[c]);
+                        for (int c = 0; c < Cw; c++, K++) {
+                            window[K] = signs[((size_t)iy * W + ix) * Cw + c];
+                            offsets[K] = (ky * kw + kx) * Cw + c;
                         }
                     }
-                    image_out[(size_t)f * P + (size_t)oy * OW + ox] =
-                        (DN_PLAN_T)((long)C * positions - 2 * mismatches) + bias[f];
+                }
+                const long inside = (long)C * (K / Cw);   /* C * positions inside the image */
+                for (int f = 0; f < FN; f++) {
+                    const uint64_t *filter = step->sign_filters + (size_t)f * words;
+                    long mismatches = 0;
+                    for (int k = 0; k < K; k++)
+                        mismatches += __builtin_popcountll(window[k] ^ filter[offsets[k]]);
+                    image_out[(size_t)f * P + (size_t)oy * OW + ox] = (DN_PLAN_T)(inside - 2 * mismatches) + bias[f];
                 }
             }
     }
