@@ -15,7 +15,7 @@
  *   avx512vnni(-emulated) 512-bit vpdpbusd, or the same loop on pairs of 256-bit vectors.
  * The paths are the bodies of deepnet_int8_body.h, included once per path under its
  * `#pragma GCC target`; dn8_supported asks CPUID which of them this CPU runs.  The AVX2 path
- * also has an exact integer Winograd F(2x2, 3x3) for 3x3, stride-1 layers that pool
+ * also has an exact integer Winograd F(2x2, 3x3) for 3x3, stride-1 layers with a uint8 output
  * (deepnet_int8_winograd.h): without VNNI, a multiply-add of 8-bit values costs as much as a
  * float32 one, so only fewer products make it faster than the float32 (Winograd) convolution.
  */
@@ -45,8 +45,12 @@
 #define DN8_PIXEL_PAD 32    /* a band's pixels are padded to whole register tiles of every path */
 #define DN8_CHANNEL_PAD 8   /* the packed filters' channels likewise (zero weights) */
 #define DN8_ROUND_TILES(T) (((T) + 15) / 16 * 16)
-#define DN8_WINOGRAD_V(C, T) ((size_t)16 * (((C) + 1) / 2) * (DN8_ROUND_TILES(T) + 8))   /* int32 */
-#define DN8_WINOGRAD_M(FNpad, T) ((size_t)16 * (FNpad) * DN8_ROUND_TILES(T) + 8)         /* int32 */
+/* Winograd's V and M (int32): 16 matrices, one a cache line further than a multiple of 4 KiB
+ * apart would be, so that the 16 loads of a tile's transform do not share a cache set */
+#define DN8_WINOGRAD_VX(C, T) ((size_t)(((C) + 1) / 2) * (DN8_ROUND_TILES(T) + 8) + 16)
+#define DN8_WINOGRAD_MX(FNpad, T) ((size_t)(FNpad) * DN8_ROUND_TILES(T) + 16)
+#define DN8_WINOGRAD_V(C, T) ((size_t)16 * DN8_WINOGRAD_VX(C, T))
+#define DN8_WINOGRAD_M(FNpad, T) ((size_t)16 * DN8_WINOGRAD_MX(FNpad, T) + 8)
 #define DN8_ROUND_PIXELS(P) (((P) + DN8_PIXEL_PAD - 1) / DN8_PIXEL_PAD * DN8_PIXEL_PAD)
 /* cols' row stride: 16 pixels of slack for the im2col's overshoot (deepnet_int8_body.h) */
 #define DN8_STRIDE(P) (DN8_ROUND_PIXELS(P) + 16)
