@@ -13,8 +13,9 @@
  */
 
 /* V[xi][c2][t] for the image's tiles from t0 on: int16 pairs (channel 2 c2, 2 c2 + 1).  Eight
- * tiles a step, in order: a step's overshoot past a tile row or the image is rewritten by the
- * next one (the allocation has 8 tiles of slack); it reads up to 32 bytes past a padded row. */
+ * tiles a step, in order (with rows of 4 tiles, two rows a step): a step's overshoot past a
+ * tile row or the image is rewritten by the next one (the allocation has 8 tiles of slack);
+ * it reads up to 32 bytes past a padded row. */
 static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, int TH, int TW, int t0, int ld,
                                     int32_t* V)
 {
@@ -22,9 +23,10 @@ static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, i
     const int C2 = (cv->C + 1) / 2;
     const size_t vx = (size_t)C2 * ld + 16;   /* DN8_WINOGRAD_VX */
     const __m128i zero = _mm_set1_epi16((int16_t)cv->x_zero), low_bytes = _mm_set1_epi16(0x00FF);
-    int c2, ty, tx, r, xi, h;
+    int c2, ty, tx, r, xi, h, two;
     for (c2 = 0; c2 < C2; c2++) {
-        for (ty = 0; ty < TH; ty++) {
+        for (ty = 0; ty < TH; ty += 1 + two) {
+            two = TW == 4 && ty + 1 < TH;   /* lanes 4-7: the next tile row's 4 tiles */
             for (tx = 0; tx < TW; tx += 8) {
                 __m128i v[2][16];
                 for (h = 0; h < 2; h++) {
@@ -33,8 +35,18 @@ static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, i
                     const uint8_t* corner = padded + c * plane + (size_t)(2 * ty) * cv->Wp + 2 * tx;
                     __m128i d[4][4], t[4][4];
                     for (r = 0; r < 4; r++) {
-                        __m128i a = _mm_loadu_si128((const __m128i*)(corner + (size_t)r * cv->Wp));
-                        __m128i b = _mm_loadu_si128((const __m128i*)(corner + (size_t)r * cv->Wp + 2));
+                        const uint8_t* row = corner + (size_t)r * cv->Wp;
+                        __m128i a, b;
+                        if (two) {
+                            const uint8_t* below = row + 2 * (size_t)cv->Wp;
+                            a = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)row),
+                                                   _mm_loadl_epi64((const __m128i*)below));
+                            b = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)(row + 2)),
+                                                   _mm_loadl_epi64((const __m128i*)(below + 2)));
+                        } else {
+                            a = _mm_loadu_si128((const __m128i*)row);
+                            b = _mm_loadu_si128((const __m128i*)(row + 2));
+                        }
                         d[r][0] = _mm_sub_epi16(_mm_and_si128(a, low_bytes), zero);
                         d[r][1] = _mm_sub_epi16(_mm_srli_epi16(a, 8), zero);
                         d[r][2] = _mm_sub_epi16(_mm_and_si128(b, low_bytes), zero);

@@ -219,7 +219,8 @@ WINOGRAD = pytest.mark.skipif("avx2" not in PATHS, reason="the Winograd convolut
 def test_the_avx2_winograd_convolution_matches_the_reference(seed):
     """3x3, stride 1, pooled: odd channel counts, odd outputs, fewer than 8 tiles, negative scales."""
     rng = np.random.default_rng(100 + seed)
-    for C, H, W, pad in ((1, 5, 5, 1), (3, 9, 7, 0), (16, 28, 28, 1), (32, 14, 14, 2), (7, 8, 8, 1), (2, 4, 30, 1)):
+    sizes = [(1, 5, 5, 1), (3, 9, 7, 0), (16, 28, 28, 1), (32, 14, 14, 2), (7, 8, 8, 1), (2, 4, 30, 1), (5, 12, 10, 0)]
+    for C, H, W, pad in sizes:
         case = random_case(
             rng,
             N=int(rng.integers(1, 9)),
@@ -249,7 +250,9 @@ def test_the_avx2_winograd_convolution_without_pooling_matches_the_reference(see
     8 tiles an image, tile rows shorter and longer than 8 tiles, negative scales, 1-3 threads,
     against the reference and the forced direct loop."""
     rng = np.random.default_rng(200 + 10 * seed + pad)
-    for C, H, W in ((1, 5, 4), (3, 9, 7), (8, 8, 8), (16, 14, 14), (9, 15, 22), (32, 7, 7), (2, 3, 40), (5, 36, 3)):
+    sizes = [(1, 5, 4), (3, 9, 7), (8, 8, 8), (16, 14, 14), (9, 15, 22), (32, 7, 7), (2, 3, 40), (5, 36, 3)]
+    sizes += [(6, 5, 8), (4, 9, 7)]  # rows of 4 tiles (two a step), an odd number of them
+    for C, H, W in sizes:
         case = random_case(
             rng,
             N=int(rng.integers(3, 7)),
