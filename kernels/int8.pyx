@@ -5,7 +5,8 @@
 # computes the same integers; the default is the best path this CPU runs, and `path=` picks
 # another one (tests).  Tasks are groups of images, or bands of output rows of an image when
 # there are fewer images than threads; integers make the result the same for any thread
-# count.  The avx2 path runs 3x3, stride-1 layers that pool as integer Winograd (exact too).
+# count.  The avx2 path runs 3x3, stride-1 layers of 8 channels or more as integer Winograd
+# (exact too).
 
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
@@ -47,6 +48,8 @@ cdef extern from "deepnet_int8.h" nogil:
 PATHS = ("scalar", "avx2", "avxvnni-emulated", "avx512vnni-emulated", "avxvnni", "avx512vnni")
 MAX_K = 65536          # 255 * 127 * K stays below 2**31
 DEF TASK_BYTES = 262144  # a task's im2col and sums (at most, unless one image needs more): they stay in L2
+DEF WINOGRAD_MIN_C = 8    # fewer input channels: the transforms cost more than the products saved
+DEF WINOGRAD_MIN_PIXELS = 16   # smaller outputs likewise
 
 
 def paths():
@@ -165,16 +168,29 @@ cdef tuple check_pair(str kernel, str name, value):
     return (check_int(kernel, name, value[0], 0, INT_LIMIT - 1), check_int(kernel, name, value[1], 0, INT_LIMIT - 1))
 
 
+cdef bint winograd_fits(int number, PackedFilters packed, int sh, int sw, bint out_float):
+    """The avx2 path can run the layer as integer Winograd: 3x3, stride 1, uint8 output, and
+    4 times the largest sum fits int32 (Y = 4 * the sums)."""
+    return (number == 1 and packed.wino is not None and sh == 1 and sw == 1 and not out_float
+            and 4 * 255 * packed.max_abs_sum < INT_LIMIT)
+
+
+cdef bint winograd_pays(int C, int OH, int OW):
+    """Winograd is faster than the direct loop for the layer (where it fits)."""
+    return C >= WINOGRAD_MIN_C and OH * OW >= WINOGRAD_MIN_PIXELS
+
+
 def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, pool, out, *, path=None,
-              n_threads=None, winograd=True):
+              n_threads=None, winograd=None):
     """The int8 convolution of INT8_SPEC into out (uint8: requantized, + ReLU and 2x2 max-pool
     if asked; float32: scaled, + ReLU if asked); returns out.
 
     path: None (the best for this CPU, best_path()) or one of paths().  n_threads: None for
-    OpenMP's current maximum (OMP_NUM_THREADS), else the number of threads.  winograd: let
-    the avx2 path run 3x3, stride-1 layers that pool as exact integer Winograd F(2x2, 3x3)
-    (whole images a task, at least as many as threads); False forces its direct convolution
-    (tests).
+    OpenMP's current maximum (OMP_NUM_THREADS), else the number of threads.  winograd: None
+    lets the avx2 path run 3x3, stride-1 layers with a uint8 output as exact integer Winograd
+    F(2x2, 3x3) where that is faster (8 input channels or more, 16 output pixels or more;
+    whole images a task, at least as many as threads); True wherever it can, False never
+    (tests: every choice gives the same bits).
     """
     cdef str kernel = "conv_int8"
     if not isinstance(filters, PackedFilters):
@@ -262,8 +278,11 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     cdef size_t cols_bytes = DN8_COLS(cv.K4, task_pixels) * sizeof(uint32_t)
     cdef size_t sums_bytes = DN8_SUMS(cv.FNpad, task_pixels) * sizeof(int32_t)
     cdef char* out_base = <char*><size_t>out.ctypes.data
-    cdef bint use_winograd = (winograd and number == 1 and packed.wino is not None and sh == 1 and sw == 1
-                              and bands == 1 and pool and 4 * 255 * packed.max_abs_sum < INT_LIMIT)
+    if winograd is not None and not isinstance(winograd, (bool, np.bool_)):
+        raise TypeError(f"deepnet conv_int8: winograd must be None, True or False, got {winograd!r}")
+    cdef bint use_winograd = (winograd is not False and bands == 1
+                              and winograd_fits(number, packed, sh, sw, out.dtype == np.float32)
+                              and (winograd or winograd_pays(C, OH, OW)))
     cdef const int32_t[:, :, ::1] winov
     if use_winograd:
         winov = packed.wino
@@ -302,15 +321,15 @@ cdef object winograd_images(dn8_conv* cv, const uint8_t* x, int N, int threads, 
                             int OW, bint pool, char* out):
     """conv_int8's task loop for the Winograd convolution: groups of whole images."""
     cdef int tiles = (OH // 2) * (OW // 2) if pool else ((OH + 1) // 2) * ((OW + 1) // 2)
-    cdef int C2 = (cv.C + 1) // 2
-    cdef int group = max(1, min(TASK_BYTES // (64 * (C2 + cv.FNpad) * tiles), (N + threads - 1) // threads))
+    cdef int group = winograd_group(cv, N, threads)
     cdef int groups = (N + group - 1) // group
     fits_int("conv_int8", "task's Winograd input", <object>DN8_WINOGRAD_V(cv.C, group * tiles))
     fits_int("conv_int8", "task's Winograd products", <object>DN8_WINOGRAD_M(cv.FNpad, group * tiles))
     cdef size_t padded_bytes = <size_t>cv.C * cv.Hp * cv.Wp + 2 * cv.Wp + 64
     cdef size_t V_bytes = DN8_WINOGRAD_V(cv.C, group * tiles) * sizeof(int32_t)
     cdef size_t M_bytes = DN8_WINOGRAD_M(cv.FNpad, group * tiles) * sizeof(int32_t)
-    cdef size_t sums_bytes = <size_t>cv.FNpad * OH * OW * sizeof(int32_t)
+    # the sums of the fallback paths, or the staging bytes of an unpooled plane (4 tiles + 32)
+    cdef size_t sums_bytes = <size_t>cv.FNpad * OH * OW * sizeof(int32_t) + 4 * <size_t>tiles + 64
     cdef int task, n, failed = 0
     cdef uint8_t* padded
     cdef int32_t* V
@@ -376,7 +395,8 @@ cdef inline int direct_group(const dn8_conv* cv, int image_pixels, int N, int th
 
 cdef inline int winograd_group(const dn8_conv* cv, int N, int threads) noexcept nogil:
     """Images per task of the Winograd kernel (conv_int8's winograd_images)."""
-    cdef size_t per_image = 64 * <size_t>((cv.C + 1) // 2 + cv.FNpad) * (cv.OH // 2) * (cv.OW // 2)
+    cdef size_t tiles = ((cv.OH // 2) * (cv.OW // 2)) if cv.pool else (((cv.OH + 1) // 2) * ((cv.OW + 1) // 2))
+    cdef size_t per_image = 64 * <size_t>((cv.C + 1) // 2 + cv.FNpad) * tiles
     cdef size_t fit = TASK_BYTES // per_image if per_image else 1
     return <int>max(1, min(fit, <size_t>((N + threads - 1) // threads)))
 
@@ -483,15 +503,15 @@ cdef class Int8Plan:
         fits_int("Int8Plan", "task's sums", <object>DN8_SUMS(cv.FNpad, pixels))
         self.padded_bytes = max(self.padded_bytes, <size_t>C * cv.Hp * cv.Wp + 2 * cv.Wp + 64)
         self.cols_bytes = max(self.cols_bytes, DN8_COLS(cv.K4, pixels) * sizeof(uint32_t))
-        self.sums_bytes = max(self.sums_bytes, DN8_SUMS(cv.FNpad, pixels) * sizeof(int32_t),
-                              <size_t>cv.FNpad * OH * OW * sizeof(int32_t))
         # conv_int8's rule for its Winograd task (the same integers as the direct one)
-        winograd = (self.path == 1 and packed.wino is not None and sh == 1 and sw == 1 and pool
-                    and 4 * 255 * packed.max_abs_sum < INT_LIMIT)
+        winograd = winograd_fits(self.path, packed, sh, sw, out_float) and winograd_pays(C, OH, OW)
         self.winograd.append(winograd)
+        image_tiles = ((OH // 2) * (OW // 2)) if pool else (((OH + 1) // 2) * ((OW + 1) // 2))
+        self.sums_bytes = max(self.sums_bytes, DN8_SUMS(cv.FNpad, pixels) * sizeof(int32_t),
+                              <size_t>cv.FNpad * OH * OW * sizeof(int32_t) + 4 * <size_t>image_tiles + 64)
         if winograd:
             cv.wino = <const int32_t*><size_t>packed.wino.ctypes.data
-            tiles = (OH // 2) * (OW // 2) * winograd_group(cv, 1 << 30, 1)
+            tiles = image_tiles * winograd_group(cv, 1 << 30, 1)
             fits_int("Int8Plan", "task's Winograd input", <object>DN8_WINOGRAD_V(C, tiles))
             fits_int("Int8Plan", "task's Winograd products", <object>DN8_WINOGRAD_M(cv.FNpad, tiles))
             self.V_bytes = max(self.V_bytes, DN8_WINOGRAD_V(C, tiles) * sizeof(int32_t))

@@ -15,7 +15,7 @@
  *   avx512vnni(-emulated) 512-bit vpdpbusd, or the same loop on pairs of 256-bit vectors.
  * The paths are the bodies of deepnet_int8_body.h, included once per path under its
  * `#pragma GCC target`; dn8_supported asks CPUID which of them this CPU runs.  The AVX2 path
- * also has an exact integer Winograd F(2x2, 3x3) for 3x3, stride-1 layers that pool
+ * also has an exact integer Winograd F(2x2, 3x3) for 3x3, stride-1 layers with a uint8 output
  * (deepnet_int8_winograd.h): without VNNI, a multiply-add of 8-bit values costs as much as a
  * float32 one, so only fewer products make it faster than the float32 (Winograd) convolution.
  */
@@ -45,8 +45,12 @@
 #define DN8_PIXEL_PAD 32    /* a band's pixels are padded to whole register tiles of every path */
 #define DN8_CHANNEL_PAD 8   /* the packed filters' channels likewise (zero weights) */
 #define DN8_ROUND_TILES(T) (((T) + 15) / 16 * 16)
-#define DN8_WINOGRAD_V(C, T) ((size_t)16 * (((C) + 1) / 2) * (DN8_ROUND_TILES(T) + 8))   /* int32 */
-#define DN8_WINOGRAD_M(FNpad, T) ((size_t)16 * (FNpad) * DN8_ROUND_TILES(T) + 8)         /* int32 */
+/* Winograd's V and M (int32): 16 matrices, one a cache line further than a multiple of 4 KiB
+ * apart would be, so that the 16 loads of a tile's transform do not share a cache set */
+#define DN8_WINOGRAD_VX(C, T) ((size_t)(((C) + 1) / 2) * (DN8_ROUND_TILES(T) + 8) + 16)
+#define DN8_WINOGRAD_MX(FNpad, T) ((size_t)(FNpad) * DN8_ROUND_TILES(T) + 16)
+#define DN8_WINOGRAD_V(C, T) ((size_t)16 * DN8_WINOGRAD_VX(C, T))
+#define DN8_WINOGRAD_M(FNpad, T) ((size_t)16 * DN8_WINOGRAD_MX(FNpad, T) + 8)
 #define DN8_ROUND_PIXELS(P) (((P) + DN8_PIXEL_PAD - 1) / DN8_PIXEL_PAD * DN8_PIXEL_PAD)
 /* cols' row stride: 16 pixels of slack for the im2col's overshoot (deepnet_int8_body.h) */
 #define DN8_STRIDE(P) (DN8_ROUND_PIXELS(P) + 16)
@@ -89,6 +93,27 @@ static inline float dn8_activate(int32_t acc, float scale, int relu)
     return relu && !(y > 0.0f) ? 0.0f : y;
 }
 
+/* n bytes from source to target (no overlap): a padded image's rows are short, and there
+ * fixed-size copies that the compiler inlines cost less than a call to memcpy. */
+static inline void dn8_copy_bytes(uint8_t* target, const uint8_t* source, size_t n)
+{
+    size_t i;
+    if (n > 64) {
+        memcpy(target, source, n);
+    } else if (n >= 8) {
+        for (i = 0; i + 8 <= n; i += 8)
+            memcpy(target + i, source + i, 8);
+        if (i < n)
+            memcpy(target + n - 8, source + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(target, source, 4);
+        memcpy(target + n - 4, source + n - 4, 4);
+    } else {
+        for (i = 0; i < n; i++)
+            target[i] = source[i];
+    }
+}
+
 /* The padded image, C planes of Hp x Wp: the border (x_zero) is written when `border`, for a
  * task's first image; its other images only replace the inside. */
 static inline void dn8_pad_image(const dn8_conv* cv, const uint8_t* image, uint8_t* padded, int border)
@@ -108,7 +133,7 @@ static inline void dn8_pad_image(const dn8_conv* cv, const uint8_t* image, uint8
             memcpy(inside, source, (size_t)cv->H * cv->W);
         else
             for (y = 0; y < cv->H; y++)
-                memcpy(inside + (size_t)y * cv->Wp, source + (size_t)y * cv->W, cv->W);
+                dn8_copy_bytes(inside + (size_t)y * cv->Wp, source + (size_t)y * cv->W, cv->W);
     }
 }
 

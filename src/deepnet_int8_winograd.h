@@ -6,22 +6,27 @@
  * Y = A^T M A = 4 * (the 2x2 outputs' sums), so Y >> 2 is the sum exactly: int32 wraps in M
  * and in the transform cancel, since 4 * |sum| < 2^31 (conv_int8 checks it).  That is 16
  * products per 2x2 outputs instead of 36.  Tiles are the output's 2x2 blocks (with pooling,
- * exactly the pooled pixels), row-major, the task's images one after the other.
+ * exactly the pooled pixels; without, an odd OH or OW cuts the last ones), row-major, the
+ * task's images one after the other.  Each tile's sums are requantized straight from the
+ * output transform (their maximum, when pooling).
  * Included by deepnet_int8.h inside its AVX2 target region, after the AVX2 body.
  */
 
 /* V[xi][c2][t] for the image's tiles from t0 on: int16 pairs (channel 2 c2, 2 c2 + 1).  Eight
- * tiles a step, in order: a step's overshoot past a tile row or the image is rewritten by the
- * next one (the allocation has 8 tiles of slack); it reads up to 32 bytes past a padded row. */
+ * tiles a step, in order (with rows of 4 tiles, two rows a step): a step's overshoot past a
+ * tile row or the image is rewritten by the next one (the allocation has 8 tiles of slack);
+ * it reads up to 32 bytes past a padded row. */
 static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, int TH, int TW, int t0, int ld,
                                     int32_t* V)
 {
     const size_t plane = (size_t)cv->Hp * cv->Wp;
     const int C2 = (cv->C + 1) / 2;
+    const size_t vx = (size_t)C2 * ld + 16;   /* DN8_WINOGRAD_VX */
     const __m128i zero = _mm_set1_epi16((int16_t)cv->x_zero), low_bytes = _mm_set1_epi16(0x00FF);
-    int c2, ty, tx, r, xi, h;
+    int c2, ty, tx, r, xi, h, two;
     for (c2 = 0; c2 < C2; c2++) {
-        for (ty = 0; ty < TH; ty++) {
+        for (ty = 0; ty < TH; ty += 1 + two) {
+            two = TW == 4 && ty + 1 < TH;   /* lanes 4-7: the next tile row's 4 tiles */
             for (tx = 0; tx < TW; tx += 8) {
                 __m128i v[2][16];
                 for (h = 0; h < 2; h++) {
@@ -30,8 +35,18 @@ static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, i
                     const uint8_t* corner = padded + c * plane + (size_t)(2 * ty) * cv->Wp + 2 * tx;
                     __m128i d[4][4], t[4][4];
                     for (r = 0; r < 4; r++) {
-                        __m128i a = _mm_loadu_si128((const __m128i*)(corner + (size_t)r * cv->Wp));
-                        __m128i b = _mm_loadu_si128((const __m128i*)(corner + (size_t)r * cv->Wp + 2));
+                        const uint8_t* row = corner + (size_t)r * cv->Wp;
+                        __m128i a, b;
+                        if (two) {
+                            const uint8_t* below = row + 2 * (size_t)cv->Wp;
+                            a = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)row),
+                                                   _mm_loadl_epi64((const __m128i*)below));
+                            b = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)(row + 2)),
+                                                   _mm_loadl_epi64((const __m128i*)(below + 2)));
+                        } else {
+                            a = _mm_loadu_si128((const __m128i*)row);
+                            b = _mm_loadu_si128((const __m128i*)(row + 2));
+                        }
                         d[r][0] = _mm_sub_epi16(_mm_and_si128(a, low_bytes), zero);
                         d[r][1] = _mm_sub_epi16(_mm_srli_epi16(a, 8), zero);
                         d[r][2] = _mm_sub_epi16(_mm_and_si128(b, low_bytes), zero);
@@ -52,7 +67,7 @@ static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, i
                 }
                 int32_t* target = V + (size_t)c2 * ld + t0 + (size_t)ty * TW + tx;
                 for (xi = 0; xi < 16; xi++) {
-                    int32_t* row = target + (size_t)xi * C2 * ld;
+                    int32_t* row = target + (size_t)xi * vx;
                     _mm_storeu_si128((__m128i*)row, _mm_unpacklo_epi16(v[0][xi], v[1][xi]));
                     _mm_storeu_si128((__m128i*)(row + 4), _mm_unpackhi_epi16(v[0][xi], v[1][xi]));
                 }
@@ -62,15 +77,16 @@ static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, i
 }
 
 /* M[xi][f][t] = sum_c2 madd(V[xi][c2][t], U[xi][f][c2]) for the task's T tiles (Tcomp, a
- * multiple of 16; M's rows have Tcomp entries). */
+ * multiple of 16; M's rows have Tcomp entries, its matrices are DN8_WINOGRAD_MX apart). */
 static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld, int Tcomp, int32_t* M)
 {
     const int C2 = (cv->C + 1) / 2;
+    const size_t vx = (size_t)C2 * ld + 16, mx = (size_t)cv->FNpad * Tcomp + 16;   /* DN8_WINOGRAD_VX, _MX */
     int xi, t0, f0, c2, j;
     for (xi = 0; xi < 16; xi++) {
-        const int32_t* Vx = V + (size_t)xi * C2 * ld;
+        const int32_t* Vx = V + (size_t)xi * vx;
         const int32_t* Ux = cv->wino + (size_t)xi * cv->FNpad * C2;
-        int32_t* Mx = M + (size_t)xi * cv->FNpad * Tcomp;
+        int32_t* Mx = M + (size_t)xi * mx;
         for (t0 = 0; t0 < Tcomp; t0 += 16) {
             for (f0 = 0; f0 < cv->FN; f0 += 4) {
                 __m256i acc[2][4];
@@ -81,6 +97,8 @@ static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld,
                 for (c2 = 0; c2 < C2; c2++, a += ld) {
                     __m256i a0 = _mm256_loadu_si256((const __m256i*)a);
                     __m256i a1 = _mm256_loadu_si256((const __m256i*)(a + 8));
+                    /* in registers: GCC would fold the loads into each vpmaddwd, twice the loads */
+                    __asm__("" : "+x"(a0), "+x"(a1));
 #pragma GCC unroll 4
                     for (j = 0; j < 4; j++) {
                         __m256i w = _mm256_set1_epi32(u[(size_t)j * C2 + c2]);
@@ -116,8 +134,98 @@ static inline void dn8_winograd_output8_avx2(const int32_t* m, size_t xi_stride,
     y[1][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(d[1], d[2]), d[3]), 2);
 }
 
+/* The 16 requantized bytes (INT8_SPEC, as dn8_requantize8) of the 2x2 sums y + bias of 8
+ * tiles, in pixel order: the low half holds the tiles' top rows (y00, y01 of tile 0, then of
+ * tile 1, ...), the high half their bottom rows.  packus's clip to [0, 255], then max with
+ * low, is the spec's clip to [low, 255]. */
+static inline __m256i dn8_winograd_requantize8_avx2(__m256i y[2][2], __m256i bias, __m256 scale, __m256i out_zero,
+                                                    __m256i low)
+{
+    const __m256 lowest = _mm256_set1_ps(-512.0f), highest = _mm256_set1_ps(512.0f);
+    __m256i q[4];
+    int i;
+    for (i = 0; i < 4; i++) {
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(y[i / 2][i % 2], bias)), scale);
+        v = _mm256_min_ps(_mm256_max_ps(v, lowest), highest);   /* NaN -> -512 */
+        q[i] = _mm256_add_epi32(_mm256_cvtps_epi32(v), out_zero);
+    }
+    /* bytes, per 128-bit lane: y00 y01 y10 y11 of 4 tiles each (tiles 0-3, then 4-7) */
+    __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    bytes = _mm256_max_epu8(bytes, _mm256_packus_epi16(_mm256_packs_epi32(low, low), _mm256_packs_epi32(low, low)));
+    const __m256i order = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,
+                                           0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(bytes, order), 0xD8);
+}
+
+/* The first n (0 <= n <= 16) bytes of v to p, in pieces that stay inside them. */
+static inline void dn8_store_bytes_avx2(uint8_t* p, __m128i v, int n)
+{
+    if (n == 16) {
+        _mm_storeu_si128((__m128i*)p, v);
+        return;
+    }
+    if (n & 8) {
+        _mm_storel_epi64((__m128i*)p, v);
+        v = _mm_srli_si128(v, 8);
+        p += 8;
+    }
+    if (n & 4) {
+        int32_t word = _mm_cvtsi128_si32(v);
+        memcpy(p, &word, 4);
+        v = _mm_srli_si128(v, 4);
+        p += 4;
+    }
+    if (n & 2) {
+        int16_t half = (int16_t)_mm_extract_epi16(v, 0);
+        memcpy(p, &half, 2);
+        v = _mm_srli_si128(v, 2);
+        p += 2;
+    }
+    if (n & 1)
+        *p = (uint8_t)_mm_cvtsi128_si32(v);
+}
+
+/* n bytes from source to target (no overlap); source has 16 readable bytes past them. */
+static inline void dn8_copy_row_avx2(uint8_t* target, const uint8_t* source, int n)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm_storeu_si128((__m128i*)(target + i), _mm_loadu_si128((const __m128i*)(source + i)));
+    if (i < n)
+        dn8_store_bytes_avx2(target + i, _mm_loadu_si128((const __m128i*)(source + i)), n - i);
+}
+
+/* One output channel's plane (unpooled, uint8) from its M: each 8 tiles' 2x2 sums + bias
+ * requantized into stage in tile order (a tile row's top pixels, then its bottom ones, 2 TW
+ * bytes each, 4 T + 32 bytes in all), then copied row by row (an odd OH or OW drops the
+ * last tiles' bottom row or right column). */
+static void dn8_winograd_requantize_avx2(const dn8_conv* cv, int f, const int32_t* m, size_t xi_stride, int T,
+                                         int TW, uint8_t* stage, uint8_t* plane)
+{
+    const int OH = cv->OH, OW = cv->OW, low = cv->relu ? cv->out_zero : 0;
+    const __m256i bias8 = _mm256_set1_epi32(cv->bias[f]);
+    const __m256 s8 = _mm256_set1_ps(cv->scale[f]);
+    const __m256i zero8 = _mm256_set1_epi32(cv->out_zero), low8 = _mm256_set1_epi32(low);
+    uint8_t* bottom = stage + 2 * (size_t)T + 16;
+    int t, ty;
+    for (t = 0; t < T; t += 8) {
+        __m256i y[2][2];
+        dn8_winograd_output8_avx2(m + t, xi_stride, y);
+        __m256i bytes = dn8_winograd_requantize8_avx2(y, bias8, s8, zero8, low8);
+        _mm_storeu_si128((__m128i*)(stage + 2 * t), _mm256_castsi256_si128(bytes));
+        _mm_storeu_si128((__m128i*)(bottom + 2 * t), _mm256_extracti128_si256(bytes, 1));
+    }
+    for (ty = 0; 2 * ty < OH; ty++) {
+        uint8_t* row = plane + (size_t)(2 * ty) * OW;
+        dn8_copy_row_avx2(row, stage + (size_t)(2 * ty) * TW, OW);
+        if (2 * ty + 1 < OH)
+            dn8_copy_row_avx2(row + OW, bottom + (size_t)(2 * ty) * TW, OW);
+    }
+}
+
 /* Images [n0, n1) (whole) of x into out, through Winograd.  V holds DN8_WINOGRAD_V(C, tiles),
- * M DN8_WINOGRAD_M(FNpad, tiles) int32 and sums (unpooled output only) FNpad OH OW int32. */
+ * M DN8_WINOGRAD_M(FNpad, tiles) int32 and sums FNpad OH OW int32 + 4 T + 64 bytes (an
+ * unpooled plane's staging; a float output's or small or negative-scale pooling's sums). */
 static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded,
                                    int32_t* V, int32_t* M, int32_t* sums, void* out)
 {
@@ -135,12 +243,17 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
         dn8_winograd_input_avx2(cv, padded, TH, TW, (n - n0) * T, ld, V);
     }
     dn8_winograd_gemm_avx2(cv, V, ld, Tcomp, M);
-    const size_t xi_stride = (size_t)cv->FNpad * Tcomp;
+    const size_t xi_stride = DN8_WINOGRAD_MX(cv->FNpad, images * T);
     for (n = n0; n < n1; n++) {
         char* image = (char*)out + (size_t)n * image_out;
         for (f = 0; f < cv->FN; f++) {
             const int32_t* m = M + (size_t)f * Tcomp + (size_t)(n - n0) * T;
             const float s = cv->scale[f];
+            if (!cv->pool && !cv->out_float) {
+                dn8_winograd_requantize_avx2(cv, f, m, xi_stride, T, TW, (uint8_t*)sums,
+                                             (uint8_t*)image + (size_t)f * cv->OH * cv->OW);
+                continue;
+            }
             if (cv->pool && s >= 0.0f && T >= 8) {
                 /* the tiles are the pooling windows: requantize their maxima */
                 const __m256i bias8 = _mm256_set1_epi32(cv->bias[f]);
@@ -189,6 +302,8 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
                 }
             }
         }
+        if (!cv->pool && !cv->out_float)
+            continue;
         if (!(cv->pool && T >= 8)) {
             dn8_epilogue_avx2(cv, sums, cv->OH * cv->OW, 0, cv->pool ? 2 * PH : cv->OH, image);
         } else {

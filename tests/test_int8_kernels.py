@@ -76,7 +76,7 @@ def random_case(rng, **fixed):
     return case
 
 
-def run(case, path=None, n_threads=None, out=None, winograd=True):
+def run(case, path=None, n_threads=None, out=None, winograd=None):
     """conv_int8 of a case into a fresh output (or out)."""
     OH = output_size(case["H"], case["KH"], case["stride"][0], case["pad"][0])
     OW = output_size(case["W"], case["KW"], case["stride"][1], case["pad"][1])
@@ -98,6 +98,7 @@ def run(case, path=None, n_threads=None, out=None, winograd=True):
         out,
         path=path,
         n_threads=n_threads,
+        winograd=winograd,
     )
     assert result is out
     return out
@@ -210,12 +211,16 @@ def test_negative_scales_pool_the_requantized_values(path):
     assert_same_bits(run(case, path, 2), expected(case))
 
 
-@pytest.mark.skipif("avx2" not in PATHS, reason="the Winograd convolution is the avx2 path's; this CPU has no AVX2")
+WINOGRAD = pytest.mark.skipif("avx2" not in PATHS, reason="the Winograd convolution is the avx2 path's; no AVX2 here")
+
+
+@WINOGRAD
 @pytest.mark.parametrize("seed", range(6))
 def test_the_avx2_winograd_convolution_matches_the_reference(seed):
     """3x3, stride 1, pooled: odd channel counts, odd outputs, fewer than 8 tiles, negative scales."""
     rng = np.random.default_rng(100 + seed)
-    for C, H, W, pad in ((1, 5, 5, 1), (3, 9, 7, 0), (16, 28, 28, 1), (32, 14, 14, 2), (7, 8, 8, 1), (2, 4, 30, 1)):
+    sizes = [(1, 5, 5, 1), (3, 9, 7, 0), (16, 28, 28, 1), (32, 14, 14, 2), (7, 8, 8, 1), (2, 4, 30, 1), (5, 12, 10, 0)]
+    for C, H, W, pad in sizes:
         case = random_case(
             rng,
             N=int(rng.integers(1, 9)),
@@ -231,9 +236,66 @@ def test_the_avx2_winograd_convolution_matches_the_reference(seed):
         )
         case["scale"][:: int(rng.integers(2, 5))] *= -1
         want = expected(case)
-        assert_same_bits(run(case, "avx2", 1), want)
-        assert_same_bits(run(case, "avx2", 2), want)
+        assert_same_bits(run(case, "avx2", 1, winograd=True), want)
+        assert_same_bits(run(case, "avx2", 2, winograd=True), want)
         assert_same_bits(run(case, "avx2", 1, winograd=False), want)
+
+
+@WINOGRAD
+@pytest.mark.parametrize("pad", [0, 1])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_avx2_winograd_convolution_without_pooling_matches_the_reference(seed, pad):
+    """Unpooled: each tile requantized straight into the output.  Odd and even heights and
+    widths (a last tile row or column cut), odd and even channel counts, fewer and more than
+    8 tiles an image, tile rows shorter and longer than 8 tiles, negative scales, 1-3 threads,
+    against the reference and the forced direct loop."""
+    rng = np.random.default_rng(200 + 10 * seed + pad)
+    sizes = [(1, 5, 4), (3, 9, 7), (8, 8, 8), (16, 14, 14), (9, 15, 22), (32, 7, 7), (2, 3, 40), (5, 36, 3)]
+    sizes += [(6, 5, 8), (4, 9, 7)]  # rows of 4 tiles (two a step), an odd number of them
+    for C, H, W in sizes:
+        case = random_case(
+            rng,
+            N=int(rng.integers(3, 7)),
+            C=C,
+            H=H + 2 - 2 * pad,
+            W=W + 2 - 2 * pad,
+            KH=3,
+            KW=3,
+            stride=(1, 1),
+            pad=(pad, pad),
+            FN=int(rng.integers(1, 20)),
+            pool=False,
+        )
+        assert expected(case).shape[2:] == (H, W)
+        case["scale"][:: int(rng.integers(2, 5))] *= -1
+        want = expected(case)
+        for n_threads in (1, 2, 3):
+            assert_same_bits(run(case, "avx2", n_threads, winograd=True), want)
+        assert_same_bits(run(case, "avx2", 2, winograd=False), want)
+        assert_same_bits(run(case, "avx2", 2), want)  # the default choice
+
+
+@WINOGRAD
+def test_the_winograd_choice_gives_the_same_bits_at_deepconvnets_layers():
+    """conv1-conv6 of DeepConvNet: the default choice (Winograd where it pays), forced Winograd
+    and the direct loop, at 1-3 threads, with extreme activations and weights."""
+    rng = np.random.default_rng(21)
+    layers = [(1, 28, 16, 1, False), (16, 28, 16, 1, True), (16, 14, 32, 1, False), (32, 14, 32, 2, True)]
+    layers += [(32, 8, 64, 1, False), (64, 8, 64, 1, True)]
+    for C, H, FN, pad, pool in layers:
+        case = random_case(rng, N=5, C=C, H=H, W=H, KH=3, KW=3, stride=(1, 1), pad=(pad, pad), FN=FN, pool=pool)
+        case["x"][0] = 255
+        case["w_q"][::2] = 127
+        case["w_q"][1::3] = -127
+        want = expected(case)
+        for n_threads in (1, 2, 3):
+            for winograd in (None, True, False):
+                assert_same_bits(run(case, "avx2", n_threads, winograd=winograd), want)
+
+
+def test_winograd_must_be_none_or_a_bool():
+    with pytest.raises(TypeError, match="winograd must be None, True or False, got 'yes'"):
+        K.conv_int8(**base_arguments(), winograd="yes")
 
 
 def test_every_path_and_thread_count_agree_on_a_batch():

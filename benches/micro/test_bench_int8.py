@@ -10,6 +10,9 @@ dtype of what it computed; the values are checked in tests/test_int8_kernels.py.
     pytest benches/micro/test_bench_int8.py --benchmark-only --benchmark-group-by=group
     pytest benches/micro/test_bench_int8.py --benchmark-disable     # every benchmark once (CI)
     OMP_NUM_THREADS=1 python benches/micro/test_bench_int8.py [path ...]   # CPU time a call, one thread
+
+A path named ``<path>-direct`` (e.g. ``avx2-direct``) runs conv_int8 with winograd=False: the
+direct loop where the avx2 path would take its integer Winograd.
 """
 
 import sys
@@ -119,9 +122,24 @@ def main(paths):
         bias, scale = np.zeros(FN, np.int32), np.full(FN, 1e-3, np.float32)
         OH, OW = H + 2 * pad - kh + 1, W + 2 * pad - kw + 1
         out = np.empty((BATCH, FN, OH // 2, OW // 2) if pooled else (BATCH, FN, OH, OW), np.uint8)
-        for path in paths:
-            times[path] = _cpu_time(
-                lambda: K.conv_int8(xq, 3, filters, (1, 1), (pad, pad), bias, scale, 0, True, pooled, out, path=path)
+        for name in paths:
+            path, direct = name.removesuffix("-direct"), name.endswith("-direct")
+            times[name] = _cpu_time(
+                lambda: K.conv_int8(
+                    xq,
+                    3,
+                    filters,
+                    (1, 1),
+                    (pad, pad),
+                    bias,
+                    scale,
+                    0,
+                    True,
+                    pooled,
+                    out,
+                    path=path,
+                    winograd=False if direct else None,
+                )
             )
         for name, seconds in times.items():
             totals[name] += seconds
