@@ -404,15 +404,20 @@ cdef inline int winograd_group(const dn8_conv* cv, int N, int threads) noexcept 
 cdef class Int8Plan:
     """A whole int8 model in compiled steps (deepnet.compile of an Int8Model): quantize the
     float input, then each int8 convolution (or affine layer) into buffers the plan owns, the
-    last one giving float32 scores.  Integers make every task split give the same values, so
-    the plan equals the model's predict bit for bit.  steps: (packed filters, stride, pad,
-    bias_q, scale, out_zero, relu, pool, affine, float output) per convolution."""
+    last one giving float32 scores, or with dequantize=(scale, zero) uint8 values that the
+    plan dequantizes (an int8 run that a DequantizeStep ends).  Integers make every task
+    split give the same values, so the plan equals the model's predict bit for bit.  steps:
+    (packed filters, stride, pad, bias_q, scale, out_zero, relu, pool, affine, float output)
+    per convolution."""
 
     cdef dn8_conv* convs
     cdef int count, path
     cdef list keep
     cdef float inv_scale
     cdef int x_zero
+    cdef bint dequantizes
+    cdef float out_scale
+    cdef int out_zero
     cdef readonly long in_size, out_size
     cdef list sizes          # elements of one image's output, per step
     cdef list winograd       # per step: the Winograd task applies (with whole images)
@@ -431,12 +436,16 @@ cdef class Int8Plan:
         self.threads = 0
         self.padded = self.cols = self.sums = self.V = self.M = NULL
 
-    def __init__(self, x_scale, int x_zero, list steps, tuple in_shape, path=None):
+    def __init__(self, x_scale, int x_zero, list steps, tuple in_shape, path=None, dequantize=None):
         if not steps:
             raise ValueError("deepnet Int8Plan: needs at least one convolution")
         self.path = path_number(path)
         self.inv_scale = np.float32(1 / x_scale)
         self.x_zero = check_int("Int8Plan", "x_zero", x_zero, 0, 255)
+        self.dequantizes = dequantize is not None
+        if self.dequantizes:
+            self.out_scale = np.float32(dequantize[0])
+            self.out_zero = check_int("Int8Plan", "dequantize's zero", dequantize[1], 0, 255)
         self.keep = []
         self.sizes = []
         self.winograd = []
@@ -449,7 +458,8 @@ cdef class Int8Plan:
         shape = tuple(in_shape)
         zero = x_zero
         for s, step in enumerate(steps):
-            shape, zero = self._set_step(&self.convs[s], step, shape, zero, s == self.count - 1)
+            shape, zero = self._set_step(&self.convs[s], step, shape, zero,
+                                         s == self.count - 1 and not self.dequantizes)
             self.sizes.append(int(np.prod(shape)))
         self.out_size = self.sizes[len(self.sizes) - 1]
         self.capacity = 0
@@ -459,7 +469,8 @@ cdef class Int8Plan:
         cdef PackedFilters packed
         packed, stride, pad, bias_q, scale, out_zero, relu, pool, affine, out_float = step
         if out_float != last:
-            raise ValueError("deepnet Int8Plan: only the last convolution gives float scores")
+            raise ValueError("deepnet Int8Plan: only the last convolution gives float scores, and only "
+                             "where the plan does not dequantize")
         if affine:
             shape = (int(np.prod(shape)), 1, 1)
         C, H, W = shape
@@ -587,7 +598,7 @@ cdef class Int8Plan:
         with nogil:
             dn8_quantize(&x[0, 0], <size_t>N * self.in_size, self.inv_scale, self.x_zero, source)
         for s in range(self.count):
-            destination = <void*>&out[0, 0] if s == self.count - 1 else <void*>target
+            destination = <void*>&out[0, 0] if s == self.count - 1 and not self.dequantizes else <void*>target
             unit = 2 if self.convs[s].pool else 1
             units = (self.convs[s].OH // 2) if self.convs[s].pool else self.convs[s].OH
             bands = 1 if N >= threads else min(units, (threads + N - 1) // N)
@@ -612,6 +623,9 @@ cdef class Int8Plan:
             swap = source
             source = target
             target = swap
+        if self.dequantizes:  # as DequantizeStep: (q - zero) * scale
+            with nogil:
+                dn8_dequantize(source, <size_t>N * self.out_size, self.out_scale, self.out_zero, &out[0, 0])
 
     def __dealloc__(self):
         self._free_scratch()

@@ -471,23 +471,28 @@ def test_int8_models_with_float_steps_chain_an_int8_and_a_float_plan():
         plan(x)
 
 
-def test_quantized_googlenet_saves_loads_and_runs_as_it_is(tmp_path):
+def test_quantized_googlenet_saves_loads_and_compiles(tmp_path):
     # its Concat blocks are float steps (written and rebuilt as data); its pooled int8 stem
-    # ends in a dequantize step, which no plan runs: for_inference keeps the model
+    # ends in a dequantize step, which its int8 plan runs (then the float plan, then int8)
     from deepnet.models import load_model
-    from deepnet.models.compiled import NotCompilable, for_inference
+    from deepnet.models.compiled import CompiledModel, for_inference
+    from deepnet.quant.model import DequantizeStep
 
     net = recipes.MODEL_NAMES["googlenet"]("float32", 16)
     rng = np.random.default_rng(16)
     model = deepnet.quantize(net, rng.random((32, 1, 28, 28), dtype=np.float32))
+    assert any(isinstance(step, DequantizeStep) for step in model.steps)
     model.save(tmp_path / "googlenet_int8.npz")
     loaded = load_model(tmp_path / "googlenet_int8.npz")
     x = rng.random((20, 1, 28, 28), dtype=np.float32)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     assert np.abs(model.predict(x) - net.predict(x, train=False)).max() < 0.1 * np.abs(net.predict(x)).max()
-    with pytest.raises(NotCompilable, match="no dequantize step"):
-        deepnet.compile(model)
-    assert for_inference(model) is model
+    plan = deepnet.compile(loaded)
+    assert isinstance(for_inference(model), CompiledModel)
+    for threads in (1, 2, 3):
+        deepnet.set_num_threads(threads)
+        for batch in (1, 2, 7):
+            np.testing.assert_array_equal(bits(plan(x[:batch])), bits(model.predict(x[:batch])))
 
 
 def test_the_numpy_backend_runs_the_model_itself():

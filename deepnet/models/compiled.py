@@ -45,7 +45,7 @@ from ..nn.base import _pair
 from .cost import input_shape as _input_shape
 from ..quant import Int8Model
 from ..quant import ops as int8_ops
-from ..quant.model import ConvStep, FloatStep, QuantizeStep
+from ..quant.model import ConvStep, DequantizeStep, FloatStep, QuantizeStep
 from . import plan_steps
 from .folding import fold_batch_norm
 from .sequential import Sequential
@@ -133,15 +133,15 @@ def compile(model: Layer, *, input_shape: Optional[Sequence[int]] = None) -> Com
     model : Sequential or Int8Model
         A float16, bfloat16, float32 or float64 model on the CPU, of the layers
         SUPPORTED_LAYERS names (BatchNormalization after a Convolution is folded into it), or
-        an int8 model (deepnet.quantize) whose int8 runs end in float scores.
+        an int8 model (deepnet.quantize).
     input_shape : sequence of int, optional
         (C, H, W) of the images; by default the model's (deepnet.models.input_shape).
 
     Raises
     ------
     NotCompilable (a TypeError and a ValueError)
-        Another dtype, a model on the GPU, a layer the plan cannot run, an int8 model with a
-        dequantize step, or no compiled kernels (the NumPy backend chosen, or not built).
+        Another dtype, a model on the GPU, a layer the plan cannot run, or no compiled
+        kernels (the NumPy backend chosen, or not built).
     ValueError
         Layers that do not fit together, or an input_shape they do not take.
     """
@@ -331,14 +331,14 @@ class _Builder:
 
 def _int8_plan(model: Int8Model) -> CompiledModel:
     """The plan of an int8 model: each run of int8 steps (a quantization, then int8
-    convolutions and affine layers, the last giving float32) one Int8Plan of
-    kernels/int8.pyx, each run of float steps one float32 Plan, chained (_Chain).  Integers,
+    convolutions and affine layers, the last giving float32 or followed by a dequantization)
+    one Int8Plan of kernels/int8.pyx, each run of float steps one float32 Plan, chained (_Chain).  Integers,
     and the float steps' own kernels, so the same bits as its predict."""
     if int8_ops.current() != "kernel":
         raise NotCompilable("deepnet.compile: an int8 plan needs the compiled int8 kernels")
     from .._kernels import int8 as _int8  # the compiled backend, loaded only where used
 
-    refusal = "deepnet.compile: compiles int8 models whose int8 runs end in float scores (no dequantize step)"
+    refusal = "deepnet.compile: an int8 model's int8 runs must start with a quantize step"
     steps, shape = model.steps, tuple(model.input_shape)
     segments: List[Tuple[Any, bool]] = []  # (plan, whether it quantizes its input)
     i = 0
@@ -354,8 +354,11 @@ def _int8_plan(model: Int8Model) -> CompiledModel:
             while j < len(steps) and isinstance(steps[j], ConvStep):
                 j += 1
             convs = [step for step in steps[i + 1 : j] if isinstance(step, ConvStep)]
-            if not convs or convs[-1].out_scale is not None:
-                raise NotCompilable(refusal)
+            dequantize = None  # a run of uint8 output ends in a dequantize step
+            if convs and convs[-1].out_scale is not None and j < len(steps) and isinstance(steps[j], DequantizeStep):
+                dequantize, j = (convs[-1].out_scale, convs[-1].out_zero), j + 1
+            if not convs or (convs[-1].out_scale is not None and dequantize is None):
+                raise NotCompilable("deepnet.compile: an int8 run must end in float scores or a dequantize step")
             specs = [
                 (
                     c.filters,
@@ -373,7 +376,8 @@ def _int8_plan(model: Int8Model) -> CompiledModel:
             ]
             quantize = steps[i]
             assert isinstance(quantize, QuantizeStep)
-            plan = _int8.Int8Plan(quantize.scale, quantize.zero, specs, shape if len(shape) == 3 else (1, 1) + shape)
+            in_shape = shape if len(shape) == 3 else (1, 1) + shape
+            plan = _int8.Int8Plan(quantize.scale, quantize.zero, specs, in_shape, dequantize=dequantize)
             segments.append((plan, True))
             for conv in convs:
                 shape = conv.output_shape((1,) + shape)[1:]
@@ -416,7 +420,7 @@ class _Chain:
 
 def for_inference(model: Any) -> Any:
     """``compile(model)`` where the plan runs the model, else the model itself (on the GPU,
-    an int8 model with a dequantize step, or a layer the plan lacks): what ``deepnet predict``,
+    or with a layer the plan lacks): what ``deepnet predict``,
     ``serve`` and ``evaluate`` compute with.  Both have predict, classify, probabilities
     and accuracy."""
     try:
