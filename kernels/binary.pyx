@@ -30,6 +30,13 @@ cdef extern from "deepnet_popcount.h" nogil:
                        const uint64_t* Whi, int Fp, int32_t* counts)
     void dn_split_nibbles(const uint64_t* W, size_t n, uint64_t* Wlo, uint64_t* Whi)
     void dn_pack_planes(int avx2, const float* x, int C, int P, uint64_t* out, int Cw)
+    void dn_conv_im2col(const uint64_t* x, int Cw, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
+                        int OW, int p0, int n, int stride, uint64_t* lo, uint64_t* hi)
+    void dn_conv_base(int C, int Cw, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, int OH,
+                      int OW, const uint64_t* Wbits, int Fp, int32_t* pop, int32_t* base)
+    void dn_conv_run(int K, int n, const uint64_t* lo, const uint64_t* hi, int stride, const uint64_t* Wlo,
+                     const uint64_t* Whi, int Fp, int F, const int32_t* base, const float* bias, float* outf,
+                     size_t fstride, int32_t* outi)
 
 ctypedef fused in_t:
     float
@@ -201,6 +208,9 @@ def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:
     if N == 0 or OH * OW == 0:
         return
     cdef const uint64_t[:, :, ::1] split = _weights_for(number, weights)
+    if number == IMPLEMENTATIONS["avx2"]:
+        _conv_runs_avx2(x, C, H, W, weights, split, F, kh, kw, sh, sw, ph, pw, OH, OW, bias, out, n_threads)
+        return
     cdef const uint64_t* w = &split[0, 0, 0]
     cdef const uint64_t* whi = &split[1, 0, 0] if split.shape[0] == 2 else NULL
     cdef int task, n, oy, ox, ky, kx, iy, ix, cw, K, positions, f, failed = 0
@@ -252,6 +262,55 @@ def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:
         free(krow)
         free(counts)
         free(bits)
+    if failed:
+        raise MemoryError("deepnet binary conv_bits: out of memory for the per-thread buffers")
+
+
+# Output pixels per task of the avx2 path: its windows (dn_conv_im2col) stay in the L1 cache.
+CHUNK = 196
+
+
+def _conv_runs_avx2(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:, ::1] weights,
+                    const uint64_t[:, :, ::1] split, int F, int kh, int kw, int sh, int sw, int ph, int pw, int OH,
+                    int OW, const out_t[::1] bias, out_t[:, :, :, ::1] out, int n_threads):
+    """conv_bits on the avx2 path: each task takes a run of up to CHUNK output pixels of an
+    image, gathers their windows (dn_conv_im2col) and runs dn_conv_run on them."""
+    cdef int N = x.shape[0], Cw = words(C), Fp = weights.shape[1], K = kh * kw * Cw, P = OH * OW
+    cdef int chunk = min(P, CHUNK), runs = (P + chunk - 1) // chunk, stride = (chunk + 3) // 4 * 4
+    fits_int("binary conv_bits", "windows of a run", <object>K * stride)
+    fits_int("binary conv_bits", "runs", <object>N * runs)
+    cdef int32_t[::1] base = np.empty((P + 3) // 4 * 4 * Fp, np.int32)
+    cdef int32_t[::1] pop = np.empty(kh * kw * Fp, np.int32)
+    dn_conv_base(C, Cw, H, W, kh, kw, sh, sw, ph, pw, OH, OW, &weights[0, 0], Fp, &pop[0], &base[0])
+    cdef int n, task, p0, m, f, q, failed = 0
+    cdef uint64_t* lo
+    cdef uint64_t* hi
+    cdef int32_t* dots
+    with nogil, parallel(num_threads=n_threads):
+        lo = <uint64_t*>malloc(<size_t>2 * K * stride * sizeof(uint64_t))
+        hi = lo + <size_t>K * stride
+        dots = NULL
+        if out_t is double:
+            dots = <int32_t*>malloc(<size_t>Fp * stride * sizeof(int32_t))
+        for task in prange(N * runs, schedule="static"):
+            if lo == NULL or (out_t is double and dots == NULL):
+                failed += 1
+                continue
+            n = task // runs
+            p0 = task % runs * chunk
+            m = min(chunk, P - p0)
+            dn_conv_im2col(&x[n, 0, 0], Cw, H, W, kh, kw, sh, sw, ph, pw, OW, p0, m, stride, lo, hi)
+            if out_t is float:
+                dn_conv_run(K, m, lo, hi, stride, &split[0, 0, 0], &split[1, 0, 0], Fp, F, &base[<size_t>p0 * Fp],
+                            &bias[0], &out[n, 0, 0, 0] + p0, <size_t>P, NULL)
+            else:
+                dn_conv_run(K, m, lo, hi, stride, &split[0, 0, 0], &split[1, 0, 0], Fp, F, &base[<size_t>p0 * Fp],
+                            NULL, NULL, 0, dots)
+                for f in range(F):
+                    for q in range(m):
+                        (&out[n, f, 0, 0])[p0 + q] = <out_t>dots[<size_t>f * stride + q] + bias[f]
+        free(lo)
+        free(dots)
     if failed:
         raise MemoryError("deepnet binary conv_bits: out of memory for the per-thread buffers")
 

@@ -118,6 +118,81 @@ static inline void dn_split_nibbles(const uint64_t* W, size_t n, uint64_t* Wlo, 
     }
 }
 
+/* The windows of output pixels p0 .. p0 + n - 1 (flat: p = oy * OW + ox) as the avx2
+ * convolution reads them, split into nibbles: lo[k * stride + q] (hi likewise) holds the low
+ * (high) nibbles of window word k = (ky * kw + kx) * Cw + cw of pixel p0 + q, a zero word
+ * where the position falls in the padding, and zeros for q from n up to stride.  x: one
+ * image's H * W pixels of Cw words. */
+static void dn_conv_im2col(const uint64_t* x, int Cw, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
+                           int OW, int p0, int n, int stride, uint64_t* lo, uint64_t* hi)
+{
+    const uint64_t mask = 0x0f0f0f0f0f0f0f0fULL;
+    for (int ky = 0; ky < kh; ky++)
+        for (int kx = 0; kx < kw; kx++)
+            for (int cw = 0; cw < Cw; cw++) {
+                const size_t k = (size_t)(ky * kw + kx) * Cw + cw;
+                uint64_t* l = lo + k * stride;
+                uint64_t* h = hi + k * stride;
+                int oy = p0 / OW, ox = p0 % OW;
+                for (int q = 0; q < n;) {
+                    /* the rest of output row oy: its pixels ox .. row_end - 1 */
+                    const int row_end = ox + (n - q < OW - ox ? n - q : OW - ox);
+                    const int iy = oy * sh - ph + ky;
+                    for (; ox < row_end; ox++, q++) {
+                        const int ix = ox * sw - pw + kx;
+                        const uint64_t v =
+                            iy >= 0 && iy < H && ix >= 0 && ix < W ? x[((size_t)iy * W + ix) * Cw + cw] : 0;
+                        l[q] = v & mask;
+                        h[q] = (v >> 4) & mask;
+                    }
+                    oy++;
+                    ox = 0;
+                }
+                for (int q = n; q < stride; q++)
+                    l[q] = h[q] = 0;
+            }
+}
+
+/* base (P4 / 4 blocks x Fp x 4: flat pixel p's at [p / 4][f][p % 4], P4 = P rounded up to
+ * 4) for the avx2 convolution: C * (window positions inside the image) + 2 * (the set bits
+ * of filter f at the positions in the padding), which the zero words count as mismatches;
+ * 0 past P.  pop: kh * kw * Fp scratch.  Wbits: the packed filters (kh * kw * Cw rows of Fp
+ * words). */
+static void dn_conv_base(int C, int Cw, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, int OH,
+                         int OW, const uint64_t* Wbits, int Fp, int32_t* pop, int32_t* base)
+{
+    const int P = OH * OW, P4 = (P + 3) / 4 * 4;
+    for (int s = 0; s < kh * kw; s++)
+        for (int f = 0; f < Fp; f++) {
+            int32_t bits = 0;
+            for (int cw = 0; cw < Cw; cw++)
+                bits += (int32_t)__builtin_popcountll(Wbits[((size_t)s * Cw + cw) * Fp + f]);
+            pop[(size_t)s * Fp + f] = bits;
+        }
+    for (int p = 0; p < P4; p++) {
+        int32_t* b = base + (size_t)(p / 4) * 4 * Fp + p % 4;
+        for (int f = 0; f < Fp; f++)
+            b[(size_t)f * 4] = 0;
+        if (p >= P)
+            continue;
+        const int oy = p / OW, ox = p % OW;
+        int inside = 0;
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) {
+                const int iy = oy * sh - ph + ky, ix = ox * sw - pw + kx;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W) {
+                    inside++;
+                    continue;
+                }
+                const int32_t* q = pop + (size_t)(ky * kw + kx) * Fp;
+                for (int f = 0; f < Fp; f++)
+                    b[(size_t)f * 4] += 2 * q[f];
+            }
+        for (int f = 0; f < Fp; f++)
+            b[(size_t)f * 4] += C * inside;
+    }
+}
+
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #define DN_POP_X86 1
 #include <immintrin.h>
@@ -180,6 +255,104 @@ __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint
     }
 }
 
+/* The avx2 convolution of a run of output pixels: pixels in the lanes, 4 pixels by 8
+ * filters per block, so that a window word's 4 pixels (split into nibbles: two loads) meet 8
+ * broadcast filter words in 8 accumulators of byte counts, which fit the 16 registers with
+ * the operands; vpsadbw runs once per block and chunk of up to 31 window words.  The pixels'
+ * windows come from dn_conv_im2col (lo, hi: K rows of `stride` words); filter row k is
+ * Wlo/Whi[k * Fp ...]; base from dn_conv_base, at the run's first block.  The dot product is
+ * base - 2 * the mismatches.  With outf, out plane f (fstride floats apart, at the run's
+ * first pixel) gets (float)(dot) + bias[f] for the n pixels, else outi[f * stride + q] gets
+ * the dot. */
+__attribute__((target("avx2"), noinline)) static void dn_conv_block_avx2(int n, const uint64_t* lo, const uint64_t* hi,
+                                                                          size_t stride, const uint64_t* Wlo,
+                                                                          const uint64_t* Whi, size_t Fp, __m256i sums[4])
+{
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
+                                           2, 2, 3, 2, 3, 3, 4);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    /* In assembly: compilers hoist the 16 broadcasts and spill accumulators. */
+#define DN_CONV_STEP(j)                                                                                              \
+    "vpbroadcastq " #j "*8(%[wl]), %%ymm12\n\t"                                                                    \
+    "vpbroadcastq " #j "*8(%[wh]), %%ymm13\n\t"                                                                    \
+    "vpxor %%ymm14, %%ymm12, %%ymm12\n\t"                                                                          \
+    "vpxor %%ymm15, %%ymm13, %%ymm13\n\t"                                                                          \
+    "vpshufb %%ymm12, %[table], %%ymm12\n\t"                                                                       \
+    "vpshufb %%ymm13, %[table], %%ymm13\n\t"                                                                       \
+    "vpaddb %%ymm12, %[a" #j "], %[a" #j "]\n\t"                                                                   \
+    "vpaddb %%ymm13, %[a" #j "], %[a" #j "]\n\t"
+    for (int k = 0; k < n; k++) {
+        __asm__("vmovdqu (%[lo]), %%ymm14\n\t"
+                "vmovdqu (%[hi]), %%ymm15\n\t" DN_CONV_STEP(0) DN_CONV_STEP(1) DN_CONV_STEP(2) DN_CONV_STEP(3)
+                    DN_CONV_STEP(4) DN_CONV_STEP(5) DN_CONV_STEP(6) DN_CONV_STEP(7)
+                : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3), [a4] "+x"(a4), [a5] "+x"(a5),
+                  [a6] "+x"(a6), [a7] "+x"(a7)
+                : [lo] "r"(lo), [hi] "r"(hi), [wl] "r"(Wlo), [wh] "r"(Whi), [table] "x"(table)
+                : "xmm12", "xmm13", "xmm14", "xmm15", "memory");
+        lo += stride;
+        hi += stride;
+        Wlo += Fp;
+        Whi += Fp;
+    }
+#undef DN_CONV_STEP
+    /* filters (j, j + 1): the 64-bit sums of (pixel 0 of j, of j + 1, pixel 1 of j, ...) as
+     * int32, then in the order (j: pixels 0-3, j + 1: pixels 0-3) */
+    const __m256i zero = _mm256_setzero_si256(), order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+#define DN_CONV_SUM(i, j, k)                                                                                      \
+    sums[i] = _mm256_add_epi32(                                                                                   \
+        sums[i], _mm256_permutevar8x32_epi32(                                                                     \
+                     _mm256_or_si256(_mm256_sad_epu8(j, zero), _mm256_slli_epi64(_mm256_sad_epu8(k, zero), 32)), order))
+    DN_CONV_SUM(0, a0, a1);
+    DN_CONV_SUM(1, a2, a3);
+    DN_CONV_SUM(2, a4, a5);
+    DN_CONV_SUM(3, a6, a7);
+#undef DN_CONV_SUM
+}
+
+__attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, const uint64_t* lo, const uint64_t* hi,
+                                                             int stride, const uint64_t* Wlo, const uint64_t* Whi,
+                                                             int Fp, int F, const int32_t* base, const float* bias,
+                                                             float* outf, size_t fstride, int32_t* outi)
+{
+    for (int f0 = 0; f0 < F; f0 += 8)
+        for (int q0 = 0; q0 < n; q0 += 4) {
+            __m256i sums[4];
+            for (int j = 0; j < 4; j++)
+                sums[j] = _mm256_setzero_si256();
+            for (int k0 = 0; k0 < K; k0 += 31) /* byte counts: at most 8 * 31 = 248 */
+                dn_conv_block_avx2(K - k0 < 31 ? K - k0 : 31, lo + (size_t)k0 * stride + q0,
+                                   hi + (size_t)k0 * stride + q0, (size_t)stride, Wlo + (size_t)k0 * Fp + f0,
+                                   Whi + (size_t)k0 * Fp + f0, (size_t)Fp, sums);
+            const int32_t* b = base + (size_t)q0 * Fp;
+            const int valid = n - q0 < 4 ? n - q0 : 4;
+            const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(valid), _mm_setr_epi32(0, 1, 2, 3));
+            for (int j = 0; j < 4 && f0 + 2 * j < F; j++) {
+                const size_t f = (size_t)(f0 + 2 * j);
+                const int pair = f + 1 < (size_t)F;
+                const __m256i dot = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)(b + f * 4)),
+                                                     _mm256_slli_epi32(sums[j], 1));
+                if (!outf) {
+                    _mm_storeu_si128((__m128i*)(outi + f * stride + q0), _mm256_castsi256_si128(dot));
+                    if (pair)
+                        _mm_storeu_si128((__m128i*)(outi + (f + 1) * stride + q0), _mm256_extracti128_si256(dot, 1));
+                    continue;
+                }
+                const __m256 v = _mm256_add_ps(
+                    _mm256_cvtepi32_ps(dot), _mm256_setr_m128(_mm_set1_ps(bias[f]), _mm_set1_ps(pair ? bias[f + 1] : 0.0f)));
+                float* o = outf + f * fstride + q0;
+                if (valid == 4) {
+                    _mm_storeu_ps(o, _mm256_castps256_ps128(v));
+                    if (pair)
+                        _mm_storeu_ps(o + fstride, _mm256_extractf128_ps(v, 1));
+                } else {
+                    _mm_maskstore_ps(o, mask, _mm256_castps256_ps128(v));
+                    if (pair)
+                        _mm_maskstore_ps(o + fstride, mask, _mm256_extractf128_ps(v, 1));
+                }
+            }
+        }
+}
+
 #define DN_AVX512_TARGET __attribute__((target("avx512f,avx512vpopcntdq")))
 DN_AVX512_TARGET static inline __m512i dn_z_zero(void) { return _mm512_setzero_si512(); }
 DN_AVX512_TARGET static inline __m512i dn_z_bcast(uint64_t x) { return _mm512_set1_epi64((long long)x); }
@@ -209,6 +382,19 @@ static inline int dn_pop_cpu_has(int impl)
 static inline int dn_pop_cpu_has(int impl) { return impl == DN_POP_SCALAR || impl == DN_POP_AVX512_EMU; }
 #endif
 
+/* dn_conv_run_avx2 where the CPU has it (the caller checks); nothing elsewhere. */
+static inline void dn_conv_run(int K, int n, const uint64_t* lo, const uint64_t* hi, int stride, const uint64_t* Wlo,
+                               const uint64_t* Whi, int Fp, int F, const int32_t* base, const float* bias,
+                               float* outf, size_t fstride, int32_t* outi)
+{
+#if DN_POP_X86
+    dn_conv_run_avx2(K, n, lo, hi, stride, Wlo, Whi, Fp, F, base, bias, outf, fstride, outi);
+#else
+    (void)K, (void)n, (void)lo, (void)hi, (void)stride, (void)Wlo, (void)Whi, (void)Fp, (void)F, (void)base;
+    (void)bias, (void)outf, (void)fstride, (void)outi;
+#endif
+}
+
 /* out (P x Cw words) = the signs of C planes of P float32 values (bit c % 64 of word
  * c / 64 set where the value is >= 0; NaN is not): eight pixels at a time, their words
  * kept in registers over a word's 64 channels. */
@@ -226,31 +412,33 @@ static void dn_pack_planes_scalar(const float* x, int C, int P, uint64_t* out, i
 }
 
 #if DN_POP_X86
+/* Eight pixels at a time: vmovmskps gives each channel's 8 signs as a byte (bit i: pixel
+ * i), 64 channels' bytes fill two registers, and vpmovmskb then reads bit i of every byte,
+ * one pixel's word per step (the bytes doubled in between). */
 __attribute__((target("avx2"))) static void dn_pack_planes_avx2(const float* x, int C, int P, uint64_t* out, int Cw)
 {
     const __m256 zero = _mm256_setzero_ps();
     const int P8 = P / 8 * 8;
     for (int word = 0; word < Cw; word++) {
-        const int c0 = word * 64, c1 = C < c0 + 64 ? C : c0 + 64;
+        const int c0 = word * 64, nc = (C < c0 + 64 ? C : c0 + 64) - c0;
         for (int p0 = 0; p0 < P8; p0 += 8) {
-            __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-            for (int c = c0; c < c1; c++) {
-                const __m256i bit = _mm256_set1_epi64x((long long)(1ULL << (c - c0)));
-                const __m256i m = _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(x + (size_t)c * P + p0), zero,
-                                                                    _CMP_GE_OQ));
-                lo = _mm256_or_si256(lo, _mm256_and_si256(bit, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(m))));
-                hi = _mm256_or_si256(hi,
-                                     _mm256_and_si256(bit, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(m, 1))));
+            uint64_t bytes[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* byte c: channel c0 + c */
+            for (int c = 0; c < nc; c++) {
+                const __m256 v = _mm256_loadu_ps(x + (size_t)(c0 + c) * P + p0);
+                const uint64_t m = (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ));
+                bytes[c >> 3] |= m << ((c & 7) * 8);
             }
-            uint64_t words[8];
-            _mm256_storeu_si256((__m256i*)words, lo);
-            _mm256_storeu_si256((__m256i*)(words + 4), hi);
-            for (int i = 0; i < 8; i++)
-                out[(size_t)(p0 + i) * Cw + word] = words[i];
+            __m256i b0 = _mm256_loadu_si256((const __m256i*)bytes), b1 = _mm256_loadu_si256((const __m256i*)(bytes + 4));
+            for (int i = 7; i >= 0; i--) {
+                out[(size_t)(p0 + i) * Cw + word] = (uint64_t)(unsigned)_mm256_movemask_epi8(b0) |
+                                                    (uint64_t)(unsigned)_mm256_movemask_epi8(b1) << 32;
+                b0 = _mm256_add_epi8(b0, b0);
+                b1 = _mm256_add_epi8(b1, b1);
+            }
         }
         for (int p = P8; p < P; p++) {
             uint64_t acc = 0;
-            for (int c = c0; c < c1; c++)
+            for (int c = c0; c < c0 + nc; c++)
                 acc |= (uint64_t)(x[(size_t)c * P + p] >= 0) << (c - c0);
             out[(size_t)p * Cw + word] = acc;
         }
