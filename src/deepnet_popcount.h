@@ -118,39 +118,31 @@ static inline void dn_split_nibbles(const uint64_t* W, size_t n, uint64_t* Wlo, 
     }
 }
 
-/* The windows of output pixels p0 .. p0 + n - 1 (flat: p = oy * OW + ox) as the avx2
- * convolution reads them, split into nibbles: lo[k * stride + q] (hi likewise) holds the low
- * (high) nibbles of window word k = (ky * kw + kx) * Cw + cw of pixel p0 + q, a zero word
- * where the position falls in the padding, and zeros for q from n up to stride.  x: one
- * image's H * W pixels of Cw words. */
-static void dn_conv_im2col(const uint64_t* x, int Cw, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
-                           int OW, int p0, int n, int stride, uint64_t* lo, uint64_t* hi)
+/* The image (H * W pixels of Cw words, pixel-major) padded by ph rows and pw columns of
+ * zero words: Hp * Wp pixels of Cw words, for the avx2 convolution. */
+static void dn_conv_pad_image(const uint64_t* x, int Cw, int H, int W, int ph, int pw, int Hp, int Wp, uint64_t* out)
 {
-    const uint64_t mask = 0x0f0f0f0f0f0f0f0fULL;
-    for (int ky = 0; ky < kh; ky++)
-        for (int kx = 0; kx < kw; kx++)
-            for (int cw = 0; cw < Cw; cw++) {
-                const size_t k = (size_t)(ky * kw + kx) * Cw + cw;
-                uint64_t* l = lo + k * stride;
-                uint64_t* h = hi + k * stride;
-                int oy = p0 / OW, ox = p0 % OW;
-                for (int q = 0; q < n;) {
-                    /* the rest of output row oy: its pixels ox .. row_end - 1 */
-                    const int row_end = ox + (n - q < OW - ox ? n - q : OW - ox);
-                    const int iy = oy * sh - ph + ky;
-                    for (; ox < row_end; ox++, q++) {
-                        const int ix = ox * sw - pw + kx;
-                        const uint64_t v =
-                            iy >= 0 && iy < H && ix >= 0 && ix < W ? x[((size_t)iy * W + ix) * Cw + cw] : 0;
-                        l[q] = v & mask;
-                        h[q] = (v >> 4) & mask;
-                    }
-                    oy++;
-                    ox = 0;
+    memset(out, 0, (size_t)Hp * Wp * Cw * sizeof(uint64_t));
+    for (int iy = 0; iy < H; iy++)
+        memcpy(out + ((size_t)(iy + ph) * Wp + pw) * Cw, x + (size_t)iy * W * Cw, (size_t)W * Cw * sizeof(uint64_t));
+}
+
+/* The avx2 convolution's operands: tables (16 x 32 bytes), byte i of table v the bits that
+ * differ between nibbles i % 16 and v; Fn (Fq / 64 passes x K rows x 16 nibbles x 64 bytes),
+ * byte j of pass g, row k, nibble c: nibble c of filter 64 g + j's word k (0 past Fp). */
+static void dn_conv_operands(const uint64_t* Wbits, int K, int Fp, int Fq, uint8_t* tables, uint8_t* Fn)
+{
+    for (int v = 0; v < 16; v++)
+        for (int i = 0; i < 32; i++)
+            tables[v * 32 + i] = (uint8_t)__builtin_popcount((unsigned)((i & 15) ^ v));
+    for (int g = 0; g < Fq / 64; g++)
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < 16; c++)
+                for (int j = 0; j < 64; j++) {
+                    const int f = 64 * g + j;
+                    Fn[(((size_t)g * K + k) * 16 + c) * 64 + j] =
+                        f < Fp ? (uint8_t)((Wbits[(size_t)k * Fp + f] >> (4 * c)) & 15) : 0;
                 }
-                for (int q = n; q < stride; q++)
-                    l[q] = h[q] = 0;
-            }
 }
 
 /* base (P4 / 4 blocks x Fp x 4: flat pixel p's at [p / 4][f][p % 4], P4 = P rounded up to
@@ -255,102 +247,392 @@ __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint
     }
 }
 
-/* The avx2 convolution of a run of output pixels: pixels in the lanes, 4 pixels by 8
- * filters per block, so that a window word's 4 pixels (split into nibbles: two loads) meet 8
- * broadcast filter words in 8 accumulators of byte counts, which fit the 16 registers with
- * the operands; vpsadbw runs once per block and chunk of up to 31 window words.  The pixels'
- * windows come from dn_conv_im2col (lo, hi: K rows of `stride` words); filter row k is
- * Wlo/Whi[k * Fp ...]; base from dn_conv_base, at the run's first block.  The dot product is
- * base - 2 * the mismatches.  With outf, out plane f (fstride floats apart, at the run's
- * first pixel) gets (float)(dot) + bias[f] for the n pixels, else outi[f * stride + q] gets
- * the dot. */
-__attribute__((target("avx2"), noinline)) static void dn_conv_block_avx2(int n, const uint64_t* lo, const uint64_t* hi,
-                                                                          size_t stride, const uint64_t* Wlo,
-                                                                          const uint64_t* Whi, size_t Fp, __m256i sums[4])
+/* The avx2 convolution of a run of output pixels, 4 pixels (flat: p = oy * OW + ox) by 64
+ * filters at a time.  Each nibble of a window word picks one of 16 tables (its bits that
+ * differ from each nibble value), and vpshufb looks the 64 filters' nibbles at that place up
+ * in it: one vpshufb and one add per 32 filters, 4 channels and a pixel, where xoring first
+ * takes a third op.  Byte counts (at most 4 a step) go to int16 every 3 words (48 steps),
+ * and the int16 counts of the 4 pixels are transposed into filter planes at the end.
+ * pad: the image padded by dn_conv_pad_image (Wp pixels of Cw words a row); koff[k]: window
+ * word k's offset from its pixel's window corner; Fn, tables: dn_conv_operands; base: from
+ * dn_conv_base at the run's first pixel (p0, a multiple of 4).  The dot product is base - 2 *
+ * the mismatches; with outf (plane 0 at the image's first pixel, fstride floats a plane),
+ * out plane f gets (float)(dot) + bias[f] at the run's n pixels, else outi[f * stride + q]
+ * gets the dot of its pixel p0 + q.  K * 64 < 32768 (the int16 counts). */
+__attribute__((target("avx2"), noinline)) static void dn_conv_words_avx2(int n, const uint64_t* const px[4],
+                                                                          const int32_t* koff, const uint8_t* Fn,
+                                                                          const uint8_t* tables, __m256i cnt[16])
 {
-    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
-                                           2, 2, 3, 2, 3, 3, 4);
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    /* In assembly: compilers hoist the 16 broadcasts and spill accumulators. */
-#define DN_CONV_STEP(j)                                                                                              \
-    "vpbroadcastq " #j "*8(%[wl]), %%ymm12\n\t"                                                                    \
-    "vpbroadcastq " #j "*8(%[wh]), %%ymm13\n\t"                                                                    \
-    "vpxor %%ymm14, %%ymm12, %%ymm12\n\t"                                                                          \
-    "vpxor %%ymm15, %%ymm13, %%ymm13\n\t"                                                                          \
-    "vpshufb %%ymm12, %[table], %%ymm12\n\t"                                                                       \
-    "vpshufb %%ymm13, %[table], %%ymm13\n\t"                                                                       \
-    "vpaddb %%ymm12, %[a" #j "], %[a" #j "]\n\t"                                                                   \
-    "vpaddb %%ymm13, %[a" #j "], %[a" #j "]\n\t"
-    for (int k = 0; k < n; k++) {
-        __asm__("vmovdqu (%[lo]), %%ymm14\n\t"
-                "vmovdqu (%[hi]), %%ymm15\n\t" DN_CONV_STEP(0) DN_CONV_STEP(1) DN_CONV_STEP(2) DN_CONV_STEP(3)
-                    DN_CONV_STEP(4) DN_CONV_STEP(5) DN_CONV_STEP(6) DN_CONV_STEP(7)
-                : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3), [a4] "+x"(a4), [a5] "+x"(a5),
-                  [a6] "+x"(a6), [a7] "+x"(a7)
-                : [lo] "r"(lo), [hi] "r"(hi), [wl] "r"(Wlo), [wh] "r"(Whi), [table] "x"(table)
-                : "xmm12", "xmm13", "xmm14", "xmm15", "memory");
-        lo += stride;
-        hi += stride;
-        Wlo += Fp;
-        Whi += Fp;
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    for (int k = 0; k < n; k++, Fn += 16 * 64) {
+        const uint64_t x0 = px[0][koff[k]], x1 = px[1][koff[k]], x2 = px[2][koff[k]], x3 = px[3][koff[k]];
+        uint64_t i;
+        /* In assembly: compilers reorder the lookups and spill the accumulators. */
+        __asm__(
+            "vmovdqu 0(%[fn]), %%ymm12\n\t" "vmovdqu 32(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shl $5, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shl $5, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shl $5, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shl $5, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 64(%[fn]), %%ymm12\n\t" "vmovdqu 96(%[fn]), %%ymm13\n\t"
+            "lea (%[x0],%[x0]), %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "lea (%[x1],%[x1]), %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "lea (%[x2],%[x2]), %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "lea (%[x3],%[x3]), %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 128(%[fn]), %%ymm12\n\t" "vmovdqu 160(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $3, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $3, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $3, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $3, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 192(%[fn]), %%ymm12\n\t" "vmovdqu 224(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $7, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $7, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $7, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $7, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 256(%[fn]), %%ymm12\n\t" "vmovdqu 288(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $11, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $11, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $11, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $11, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 320(%[fn]), %%ymm12\n\t" "vmovdqu 352(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $15, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $15, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $15, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $15, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 384(%[fn]), %%ymm12\n\t" "vmovdqu 416(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $19, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $19, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $19, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $19, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 448(%[fn]), %%ymm12\n\t" "vmovdqu 480(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $23, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $23, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $23, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $23, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 512(%[fn]), %%ymm12\n\t" "vmovdqu 544(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $27, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $27, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $27, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $27, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 576(%[fn]), %%ymm12\n\t" "vmovdqu 608(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $31, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $31, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $31, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $31, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 640(%[fn]), %%ymm12\n\t" "vmovdqu 672(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $35, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $35, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $35, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $35, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 704(%[fn]), %%ymm12\n\t" "vmovdqu 736(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $39, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $39, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $39, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $39, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 768(%[fn]), %%ymm12\n\t" "vmovdqu 800(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $43, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $43, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $43, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $43, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 832(%[fn]), %%ymm12\n\t" "vmovdqu 864(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $47, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $47, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $47, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $47, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 896(%[fn]), %%ymm12\n\t" "vmovdqu 928(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $51, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $51, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $51, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $51, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            "vmovdqu 960(%[fn]), %%ymm12\n\t" "vmovdqu 992(%[fn]), %%ymm13\n\t"
+            "mov %[x0], %[i]\n\t" "shr $55, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a00], %[a00]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a01], %[a01]\n\t"
+            "mov %[x1], %[i]\n\t" "shr $55, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a10], %[a10]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a11], %[a11]\n\t"
+            "mov %[x2], %[i]\n\t" "shr $55, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a20], %[a20]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a21], %[a21]\n\t"
+            "mov %[x3], %[i]\n\t" "shr $55, %[i]\n\t" "and $480, %[i]\n\t"
+            "vmovdqu (%[tb],%[i]), %%ymm14\n\t" "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a30], %[a30]\n\t" "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"
+            "vpaddb %%ymm15, %[a31], %[a31]\n\t"
+            : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),
+              [a30] "+x"(a30), [a31] "+x"(a31), [i] "=&r"(i)
+            : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [fn] "r"(Fn), [tb] "r"(tables)
+            : "xmm12", "xmm13", "xmm14", "xmm15", "memory");
     }
-#undef DN_CONV_STEP
-    /* filters (j, j + 1): the 64-bit sums of (pixel 0 of j, of j + 1, pixel 1 of j, ...) as
-     * int32, then in the order (j: pixels 0-3, j + 1: pixels 0-3) */
-    const __m256i zero = _mm256_setzero_si256(), order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-#define DN_CONV_SUM(i, j, k)                                                                                      \
-    sums[i] = _mm256_add_epi32(                                                                                   \
-        sums[i], _mm256_permutevar8x32_epi32(                                                                     \
-                     _mm256_or_si256(_mm256_sad_epu8(j, zero), _mm256_slli_epi64(_mm256_sad_epu8(k, zero), 32)), order))
-    DN_CONV_SUM(0, a0, a1);
-    DN_CONV_SUM(1, a2, a3);
-    DN_CONV_SUM(2, a4, a5);
-    DN_CONV_SUM(3, a6, a7);
-#undef DN_CONV_SUM
+    /* int16 counts of pixel r: filters [0-7 | 16-23], [8-15 | 24-31], [32-39 | 48-55], [40-47 | 56-63] */
+    const __m256i zero = _mm256_setzero_si256();
+#define DN_CONV_FLUSH(r)                                                                                       \
+    cnt[4 * r] = _mm256_add_epi16(cnt[4 * r], _mm256_unpacklo_epi8(a##r##0, zero));                             \
+    cnt[4 * r + 1] = _mm256_add_epi16(cnt[4 * r + 1], _mm256_unpackhi_epi8(a##r##0, zero));                     \
+    cnt[4 * r + 2] = _mm256_add_epi16(cnt[4 * r + 2], _mm256_unpacklo_epi8(a##r##1, zero));                     \
+    cnt[4 * r + 3] = _mm256_add_epi16(cnt[4 * r + 3], _mm256_unpackhi_epi8(a##r##1, zero));
+    DN_CONV_FLUSH(0)
+    DN_CONV_FLUSH(1)
+    DN_CONV_FLUSH(2)
+    DN_CONV_FLUSH(3)
+#undef DN_CONV_FLUSH
 }
 
-__attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, const uint64_t* lo, const uint64_t* hi,
-                                                             int stride, const uint64_t* Wlo, const uint64_t* Whi,
-                                                             int Fp, int F, const int32_t* base, const float* bias,
-                                                             float* outf, size_t fstride, int32_t* outi)
+/* Filters f, f + 1 (f < F) at 4 pixels: counts (f: pixels 0-3, f + 1: pixels 0-3) as int32. */
+__attribute__((target("avx2"))) static inline void dn_conv_store_pair(__m256i counts, size_t f, int F, int valid,
+                                                                      const int32_t* b, const float* bias,
+                                                                      float* outf, size_t fstride, int32_t* outi,
+                                                                      size_t stride)
 {
-    for (int f0 = 0; f0 < F; f0 += 8)
-        for (int q0 = 0; q0 < n; q0 += 4) {
-            __m256i sums[4];
-            for (int j = 0; j < 4; j++)
-                sums[j] = _mm256_setzero_si256();
-            for (int k0 = 0; k0 < K; k0 += 31) /* byte counts: at most 8 * 31 = 248 */
-                dn_conv_block_avx2(K - k0 < 31 ? K - k0 : 31, lo + (size_t)k0 * stride + q0,
-                                   hi + (size_t)k0 * stride + q0, (size_t)stride, Wlo + (size_t)k0 * Fp + f0,
-                                   Whi + (size_t)k0 * Fp + f0, (size_t)Fp, sums);
-            const int32_t* b = base + (size_t)q0 * Fp;
-            const int valid = n - q0 < 4 ? n - q0 : 4;
-            const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(valid), _mm_setr_epi32(0, 1, 2, 3));
-            for (int j = 0; j < 4 && f0 + 2 * j < F; j++) {
-                const size_t f = (size_t)(f0 + 2 * j);
-                const int pair = f + 1 < (size_t)F;
-                const __m256i dot = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)(b + f * 4)),
-                                                     _mm256_slli_epi32(sums[j], 1));
-                if (!outf) {
-                    _mm_storeu_si128((__m128i*)(outi + f * stride + q0), _mm256_castsi256_si128(dot));
-                    if (pair)
-                        _mm_storeu_si128((__m128i*)(outi + (f + 1) * stride + q0), _mm256_extracti128_si256(dot, 1));
-                    continue;
-                }
-                const __m256 v = _mm256_add_ps(
-                    _mm256_cvtepi32_ps(dot), _mm256_setr_m128(_mm_set1_ps(bias[f]), _mm_set1_ps(pair ? bias[f + 1] : 0.0f)));
-                float* o = outf + f * fstride + q0;
-                if (valid == 4) {
-                    _mm_storeu_ps(o, _mm256_castps256_ps128(v));
-                    if (pair)
-                        _mm_storeu_ps(o + fstride, _mm256_extractf128_ps(v, 1));
-                } else {
-                    _mm_maskstore_ps(o, mask, _mm256_castps256_ps128(v));
-                    if (pair)
-                        _mm_maskstore_ps(o + fstride, mask, _mm256_extractf128_ps(v, 1));
+    if (f >= (size_t)F)
+        return;
+    const int pair = f + 1 < (size_t)F;
+    const __m256i dot = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)(b + f * 4)), _mm256_slli_epi32(counts, 1));
+    if (!outf) {
+        _mm_storeu_si128((__m128i*)(outi + f * stride), _mm256_castsi256_si128(dot));
+        if (pair)
+            _mm_storeu_si128((__m128i*)(outi + (f + 1) * stride), _mm256_extracti128_si256(dot, 1));
+        return;
+    }
+    const __m256 v = _mm256_add_ps(_mm256_cvtepi32_ps(dot),
+                                   _mm256_setr_m128(_mm_set1_ps(bias[f]), _mm_set1_ps(pair ? bias[f + 1] : 0.0f)));
+    float* o = outf + f * fstride;
+    if (valid == 4) {
+        _mm_storeu_ps(o, _mm256_castps256_ps128(v));
+        if (pair)
+            _mm_storeu_ps(o + fstride, _mm256_extractf128_ps(v, 1));
+        return;
+    }
+    const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(valid), _mm_setr_epi32(0, 1, 2, 3));
+    _mm_maskstore_ps(o, mask, _mm256_castps256_ps128(v));
+    if (pair)
+        _mm_maskstore_ps(o + fstride, mask, _mm256_extractf128_ps(v, 1));
+}
+
+__attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, int p0, const uint64_t* pad, int Wp,
+                                                             int Cw, int sh, int sw, int OW, const int32_t* koff,
+                                                             const uint8_t* Fn, const uint8_t* tables, int Fq, int Fp,
+                                                             int F, const int32_t* base, const float* bias,
+                                                             float* outf, size_t fstride, int32_t* outi, int stride)
+{
+    for (int q0 = 0; q0 < n; q0 += 4) {
+        const int valid = n - q0 < 4 ? n - q0 : 4;
+        const uint64_t* px[4];
+        for (int r = 0; r < 4; r++) {
+            const int p = p0 + q0 + (r < valid ? r : valid - 1);
+            px[r] = pad + ((size_t)(p / OW) * sh * Wp + (size_t)(p % OW) * sw) * Cw;
+        }
+        const int32_t* b = base + (size_t)q0 * Fp;
+        for (int g = 0; g < Fq / 64; g++) {
+            __m256i cnt[16];
+            for (int j = 0; j < 16; j++)
+                cnt[j] = _mm256_setzero_si256();
+            for (int k0 = 0; k0 < K; k0 += 3)
+                dn_conv_words_avx2(K - k0 < 3 ? K - k0 : 3, px, koff + k0, Fn + ((size_t)g * K + k0) * 16 * 64, tables,
+                                   cnt);
+            for (int j = 0; j < 4; j++) {
+                /* rows: pixels; element e of vector j is filter 64 g + (0, 8, 32, 40)[j] + e % 8 + 16 (e / 8) */
+                const __m256i t0 = _mm256_unpacklo_epi16(cnt[j], cnt[4 + j]);
+                const __m256i t1 = _mm256_unpacklo_epi16(cnt[8 + j], cnt[12 + j]);
+                const __m256i t2 = _mm256_unpackhi_epi16(cnt[j], cnt[4 + j]);
+                const __m256i t3 = _mm256_unpackhi_epi16(cnt[8 + j], cnt[12 + j]);
+                const __m256i u[4] = {_mm256_unpacklo_epi32(t0, t1), _mm256_unpackhi_epi32(t0, t1),
+                                      _mm256_unpacklo_epi32(t2, t3), _mm256_unpackhi_epi32(t2, t3)};
+                const size_t f0 = (size_t)64 * g + (j & 1) * 8 + (j >> 1) * 32;
+                for (int i = 0; i < 4; i++) {
+                    /* u[i]: elements 2i, 2i + 1 in its low lane, 8 + 2i, 9 + 2i in its high lane */
+                    dn_conv_store_pair(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(u[i])), f0 + 2 * i, F, valid, b,
+                                       bias, outf ? outf + p0 + q0 : NULL, fstride, outi ? outi + q0 : NULL,
+                                       (size_t)stride);
+                    dn_conv_store_pair(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(u[i], 1)), f0 + 16 + 2 * i, F,
+                                       valid, b, bias, outf ? outf + p0 + q0 : NULL, fstride, outi ? outi + q0 : NULL,
+                                       (size_t)stride);
                 }
             }
         }
+    }
 }
 
 #define DN_AVX512_TARGET __attribute__((target("avx512f,avx512vpopcntdq")))
@@ -383,15 +665,18 @@ static inline int dn_pop_cpu_has(int impl) { return impl == DN_POP_SCALAR || imp
 #endif
 
 /* dn_conv_run_avx2 where the CPU has it (the caller checks); nothing elsewhere. */
-static inline void dn_conv_run(int K, int n, const uint64_t* lo, const uint64_t* hi, int stride, const uint64_t* Wlo,
-                               const uint64_t* Whi, int Fp, int F, const int32_t* base, const float* bias,
-                               float* outf, size_t fstride, int32_t* outi)
+static inline void dn_conv_run(int K, int n, int p0, const uint64_t* pad, int Wp, int Cw, int sh, int sw, int OW,
+                               const int32_t* koff, const uint8_t* Fn, const uint8_t* tables, int Fq, int Fp, int F,
+                               const int32_t* base, const float* bias, float* outf, size_t fstride, int32_t* outi,
+                               int stride)
 {
 #if DN_POP_X86
-    dn_conv_run_avx2(K, n, lo, hi, stride, Wlo, Whi, Fp, F, base, bias, outf, fstride, outi);
+    dn_conv_run_avx2(K, n, p0, pad, Wp, Cw, sh, sw, OW, koff, Fn, tables, Fq, Fp, F, base, bias, outf, fstride, outi,
+                     stride);
 #else
-    (void)K, (void)n, (void)lo, (void)hi, (void)stride, (void)Wlo, (void)Whi, (void)Fp, (void)F, (void)base;
-    (void)bias, (void)outf, (void)fstride, (void)outi;
+    (void)K, (void)n, (void)p0, (void)pad, (void)Wp, (void)Cw, (void)sh, (void)sw, (void)OW, (void)koff, (void)Fn;
+    (void)tables, (void)Fq, (void)Fp, (void)F, (void)base, (void)bias, (void)outf, (void)fstride, (void)outi;
+    (void)stride;
 #endif
 }
 
