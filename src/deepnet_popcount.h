@@ -605,6 +605,9 @@ __attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, int p
             px[r] = pad + ((size_t)(p / OW) * sh * Wp + (size_t)(p % OW) * sw) * Cw;
         }
         const int32_t* b = base + (size_t)q0 * Fp;
+        if (outf && q0 % 16 == 0 && q0 + 16 < n) /* each plane's next line: the stores would wait on them */
+            for (int f = 0; f < F; f++)
+                _mm_prefetch((const char*)(outf + (size_t)f * fstride + p0 + q0 + 16), _MM_HINT_T0);
         for (int g = 0; g < Fq / 64; g++) {
             __m256i cnt[16];
             for (int j = 0; j < 16; j++)
@@ -697,35 +700,44 @@ static void dn_pack_planes_scalar(const float* x, int C, int P, uint64_t* out, i
 }
 
 #if DN_POP_X86
-/* Eight pixels at a time: vmovmskps gives each channel's 8 signs as a byte (bit i: pixel
- * i), 64 channels' bytes fill two registers, and vpmovmskb then reads bit i of every byte,
- * one pixel's word per step (the bytes doubled in between). */
+/* Eight pixels at a time: vmovmskps gives a channel's 8 signs as a byte (bit i: pixel i),
+ * read plane by plane (sequential loads); a block's 64 channel bytes fill two registers, and
+ * vpmovmskb then reads bit i of every byte, one pixel's word per step (the bytes doubled in
+ * between).  Up to 64 blocks at a time, so that their bytes stay in the L1 cache. */
 __attribute__((target("avx2"))) static void dn_pack_planes_avx2(const float* x, int C, int P, uint64_t* out, int Cw)
 {
     const __m256 zero = _mm256_setzero_ps();
-    const int P8 = P / 8 * 8;
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(P % 8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const int blocks = (P + 7) / 8;
+    uint8_t bytes[64 * 64] __attribute__((aligned(32)));
     for (int word = 0; word < Cw; word++) {
         const int c0 = word * 64, nc = (C < c0 + 64 ? C : c0 + 64) - c0;
-        for (int p0 = 0; p0 < P8; p0 += 8) {
-            uint64_t bytes[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* byte c: channel c0 + c */
+        for (int b0 = 0; b0 < blocks; b0 += 64) {
+            const int nb = blocks - b0 < 64 ? blocks - b0 : 64;
+            if (nc < 64)
+                memset(bytes, 0, sizeof bytes);
             for (int c = 0; c < nc; c++) {
-                const __m256 v = _mm256_loadu_ps(x + (size_t)(c0 + c) * P + p0);
-                const uint64_t m = (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ));
-                bytes[c >> 3] |= m << ((c & 7) * 8);
+                const float* row = x + (size_t)(c0 + c) * P;
+                for (int b = 0; b < nb; b++) {
+                    const int p = (b0 + b) * 8;
+                    /* the masked-off lanes of a last, partial block load 0 (+1): never stored */
+                    const __m256 v = p + 8 <= P ? _mm256_loadu_ps(row + p) : _mm256_maskload_ps(row + p, tail);
+                    bytes[b * 64 + c] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ));
+                }
             }
-            __m256i b0 = _mm256_loadu_si256((const __m256i*)bytes), b1 = _mm256_loadu_si256((const __m256i*)(bytes + 4));
-            for (int i = 7; i >= 0; i--) {
-                out[(size_t)(p0 + i) * Cw + word] = (uint64_t)(unsigned)_mm256_movemask_epi8(b0) |
-                                                    (uint64_t)(unsigned)_mm256_movemask_epi8(b1) << 32;
-                b0 = _mm256_add_epi8(b0, b0);
-                b1 = _mm256_add_epi8(b1, b1);
+            for (int b = 0; b < nb; b++) {
+                const int p = (b0 + b) * 8, n = P - p < 8 ? P - p : 8;
+                __m256i lo = _mm256_load_si256((const __m256i*)(bytes + b * 64));
+                __m256i hi = _mm256_load_si256((const __m256i*)(bytes + b * 64 + 32));
+                uint64_t w[8];
+                for (int i = 7; i >= 0; i--) {
+                    w[i] = (uint64_t)(unsigned)_mm256_movemask_epi8(lo) | (uint64_t)(unsigned)_mm256_movemask_epi8(hi) << 32;
+                    lo = _mm256_add_epi8(lo, lo);
+                    hi = _mm256_add_epi8(hi, hi);
+                }
+                for (int i = 0; i < n; i++)
+                    out[(size_t)(p + i) * Cw + word] = w[i];
             }
-        }
-        for (int p = P8; p < P; p++) {
-            uint64_t acc = 0;
-            for (int c = c0; c < c0 + nc; c++)
-                acc |= (uint64_t)(x[(size_t)c * P + p] >= 0) << (c - c0);
-            out[(size_t)p * Cw + word] = acc;
         }
     }
 }
