@@ -17,6 +17,7 @@
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -297,13 +298,17 @@ def _conv_runs_avx2(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint
     cdef int n, task, p0, m, f, q, failed = 0
     cdef uint64_t* pad
     cdef int32_t* dots
+    cdef float* stage
     with nogil, parallel(num_threads=n_threads):
         pad = <uint64_t*>malloc(<size_t>Hp * Wp * Cw * sizeof(uint64_t))
         dots = NULL
+        stage = NULL
+        if out_t is float:
+            stage = <float*>malloc(<size_t>Fp * chunk * sizeof(float))
         if out_t is double:
             dots = <int32_t*>malloc(<size_t>Fp * chunk * sizeof(int32_t))
         for task in prange(N * runs, schedule="static"):
-            if pad == NULL or (out_t is double and dots == NULL):
+            if pad == NULL or (out_t is double and dots == NULL) or (out_t is float and stage == NULL):
                 failed += 1
                 continue
             n = task // runs
@@ -311,8 +316,12 @@ def _conv_runs_avx2(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint
             m = min(chunk, P - p0)
             dn_conv_pad_image(&x[n, 0, 0], Cw, H, W, ph, pw, Hp, Wp, pad)
             if out_t is float:
+                # into a staging block, then plane by plane: stores spread over F planes
+                # wait on the output's lines, sequential copies stream them
                 dn_conv_run(K, m, p0, pad, Wp, Cw, sh, sw, OW, &koff[0], &Fn[0], &tables[0], Fq, Fp, F,
-                            &base[<size_t>p0 * Fp], &bias[0], &out[n, 0, 0, 0], <size_t>P, NULL, chunk)
+                            &base[<size_t>p0 * Fp], &bias[0], stage, <size_t>chunk, NULL, chunk)
+                for f in range(F):
+                    memcpy(&out[n, f, 0, 0] + p0, stage + <size_t>f * chunk, <size_t>m * sizeof(float))
             else:
                 dn_conv_run(K, m, p0, pad, Wp, Cw, sh, sw, OW, &koff[0], &Fn[0], &tables[0], Fq, Fp, F,
                             &base[<size_t>p0 * Fp], NULL, NULL, 0, dots, chunk)
@@ -321,6 +330,7 @@ def _conv_runs_avx2(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint
                         (&out[n, f, 0, 0])[p0 + q] = <out_t>dots[<size_t>f * chunk + q] + bias[f]
         free(pad)
         free(dots)
+        free(stage)
     if failed:
         raise MemoryError("deepnet binary conv_bits: out of memory for the per-thread buffers")
 

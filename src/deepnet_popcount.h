@@ -256,9 +256,9 @@ __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint
  * pad: the image padded by dn_conv_pad_image (Wp pixels of Cw words a row); koff[k]: window
  * word k's offset from its pixel's window corner; Fn, tables: dn_conv_operands; base: from
  * dn_conv_base at the run's first pixel (p0, a multiple of 4).  The dot product is base - 2 *
- * the mismatches; with outf (plane 0 at the image's first pixel, fstride floats a plane),
- * out plane f gets (float)(dot) + bias[f] at the run's n pixels, else outi[f * stride + q]
- * gets the dot of its pixel p0 + q.  K * 64 < 32768 (the int16 counts). */
+ * the mismatches; with outf (plane 0 at the run's first pixel, fstride floats a plane), out
+ * plane f gets (float)(dot) + bias[f] at the run's n pixels, else outi[f * stride + q] gets
+ * the dot of its pixel p0 + q.  K * 64 < 32768 (the int16 counts). */
 __attribute__((target("avx2"), noinline)) static void dn_conv_words_avx2(int n, const uint64_t* const px[4],
                                                                           const int32_t* koff, const uint8_t* Fn,
                                                                           const uint8_t* tables, __m256i cnt[16])
@@ -605,9 +605,6 @@ __attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, int p
             px[r] = pad + ((size_t)(p / OW) * sh * Wp + (size_t)(p % OW) * sw) * Cw;
         }
         const int32_t* b = base + (size_t)q0 * Fp;
-        if (outf && q0 % 16 == 0 && q0 + 16 < n) /* each plane's next line: the stores would wait on them */
-            for (int f = 0; f < F; f++)
-                _mm_prefetch((const char*)(outf + (size_t)f * fstride + p0 + q0 + 16), _MM_HINT_T0);
         for (int g = 0; g < Fq / 64; g++) {
             __m256i cnt[16];
             for (int j = 0; j < 16; j++)
@@ -627,10 +624,10 @@ __attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, int p
                 for (int i = 0; i < 4; i++) {
                     /* u[i]: elements 2i, 2i + 1 in its low lane, 8 + 2i, 9 + 2i in its high lane */
                     dn_conv_store_pair(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(u[i])), f0 + 2 * i, F, valid, b,
-                                       bias, outf ? outf + p0 + q0 : NULL, fstride, outi ? outi + q0 : NULL,
+                                       bias, outf ? outf + q0 : NULL, fstride, outi ? outi + q0 : NULL,
                                        (size_t)stride);
                     dn_conv_store_pair(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(u[i], 1)), f0 + 16 + 2 * i, F,
-                                       valid, b, bias, outf ? outf + p0 + q0 : NULL, fstride, outi ? outi + q0 : NULL,
+                                       valid, b, bias, outf ? outf + q0 : NULL, fstride, outi ? outi + q0 : NULL,
                                        (size_t)stride);
                 }
             }
