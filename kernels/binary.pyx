@@ -10,7 +10,8 @@
 #
 # For one output pixel with P window positions inside the image, the dot product of the
 # +-1 values is C * P - 2 * (the bits that differ): positions in the zero padding are left
-# out, which is what the float convolution's zeros contribute.  The output is
+# out, which is what the float convolution's zeros contribute (the avx2 path counts them
+# against zero words and takes their mismatches back off: the same integers).  The output is
 # (float)(dot) + bias, the same arithmetic as the float path's rint(conv) + bias.
 # Integer counts make every thread count give the same bits.
 
