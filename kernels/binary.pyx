@@ -10,13 +10,15 @@
 #
 # For one output pixel with P window positions inside the image, the dot product of the
 # +-1 values is C * P - 2 * (the bits that differ): positions in the zero padding are left
-# out, which is what the float convolution's zeros contribute.  The output is
+# out, which is what the float convolution's zeros contribute (the avx2 path counts them
+# against zero words and takes their mismatches back off: the same integers).  The output is
 # (float)(dot) + bias, the same arithmetic as the float path's rint(conv) + bias.
 # Integer counts make every thread count give the same bits.
 
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -30,6 +32,13 @@ cdef extern from "deepnet_popcount.h" nogil:
                        const uint64_t* Whi, int Fp, int32_t* counts)
     void dn_split_nibbles(const uint64_t* W, size_t n, uint64_t* Wlo, uint64_t* Whi)
     void dn_pack_planes(int avx2, const float* x, int C, int P, uint64_t* out, int Cw)
+    void dn_conv_pad_image(const uint64_t* x, int Cw, int H, int W, int ph, int pw, int Hp, int Wp, uint64_t* out)
+    void dn_conv_operands(const uint64_t* Wbits, int K, int Fp, int Fq, uint8_t* tables, uint8_t* Fn)
+    void dn_conv_base(int C, int Cw, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, int OH,
+                      int OW, const uint64_t* Wbits, int Fp, int32_t* pop, int32_t* base)
+    void dn_conv_run(int K, int n, int p0, const uint64_t* pad, int Wp, int Cw, int sh, int sw, int OW,
+                     const int32_t* koff, const uint8_t* Fn, const uint8_t* tables, int Fq, int Fp, int F,
+                     const int32_t* base, const float* bias, float* outf, size_t fstride, int32_t* outi, int stride)
 
 ctypedef fused in_t:
     float
@@ -200,6 +209,9 @@ def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:
     fits_int("binary conv_bits", "row of counts", <object>OW * Fp)
     if N == 0 or OH * OW == 0:
         return
+    if number == IMPLEMENTATIONS["avx2"] and kh * kw * Cw <= MAX_WORDS_AVX2:
+        _conv_runs_avx2(x, C, H, W, weights, F, kh, kw, sh, sw, ph, pw, OH, OW, bias, out, n_threads)
+        return
     cdef const uint64_t[:, :, ::1] split = _weights_for(number, weights)
     cdef const uint64_t* w = &split[0, 0, 0]
     cdef const uint64_t* whi = &split[1, 0, 0] if split.shape[0] == 2 else NULL
@@ -252,6 +264,74 @@ def conv_bits(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:
         free(krow)
         free(counts)
         free(bits)
+    if failed:
+        raise MemoryError("deepnet binary conv_bits: out of memory for the per-thread buffers")
+
+
+# Output pixels per task of the avx2 path (a multiple of 4: its runs start at whole blocks).
+CHUNK = 196
+# The avx2 path counts in int16: window words (K * 64 bits) below 2**15 / 64.
+MAX_WORDS_AVX2 = 511
+
+
+def _conv_runs_avx2(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint64_t[:, ::1] weights, int F,
+                    int kh, int kw, int sh, int sw, int ph, int pw, int OH, int OW, const out_t[::1] bias,
+                    out_t[:, :, :, ::1] out, int n_threads):
+    """conv_bits on the avx2 path: each task pads an image (dn_conv_pad_image) and runs
+    dn_conv_run on up to CHUNK of its output pixels."""
+    cdef int N = x.shape[0], Cw = words(C), Fp = weights.shape[1], K = kh * kw * Cw, P = OH * OW
+    cdef int Fq = (Fp + 63) // 64 * 64, Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef int chunk = min((P + 3) // 4 * 4, CHUNK), runs = (P + chunk - 1) // chunk
+    fits_int("binary conv_bits", "padded image words", <object>Hp * Wp * Cw)
+    fits_int("binary conv_bits", "runs", <object>N * runs)
+    cdef int32_t[::1] koff = np.empty(K, np.int32)
+    cdef int ky, kx, cw
+    for ky in range(kh):
+        for kx in range(kw):
+            for cw in range(Cw):
+                koff[(ky * kw + kx) * Cw + cw] = (ky * Wp + kx) * Cw + cw
+    cdef uint8_t[::1] tables = np.empty(16 * 32, np.uint8)
+    cdef uint8_t[::1] Fn = np.empty(Fq // 64 * K * 16 * 64, np.uint8)
+    dn_conv_operands(&weights[0, 0], K, Fp, Fq, &tables[0], &Fn[0])
+    cdef int32_t[::1] base = np.empty((P + 3) // 4 * 4 * Fp, np.int32)
+    cdef int32_t[::1] pop = np.empty(kh * kw * Fp, np.int32)
+    dn_conv_base(C, Cw, H, W, kh, kw, sh, sw, ph, pw, OH, OW, &weights[0, 0], Fp, &pop[0], &base[0])
+    cdef int n, task, p0, m, f, q, failed = 0
+    cdef uint64_t* pad
+    cdef int32_t* dots
+    cdef float* stage
+    with nogil, parallel(num_threads=n_threads):
+        pad = <uint64_t*>malloc(<size_t>Hp * Wp * Cw * sizeof(uint64_t))
+        dots = NULL
+        stage = NULL
+        if out_t is float:
+            stage = <float*>malloc(<size_t>Fp * chunk * sizeof(float))
+        if out_t is double:
+            dots = <int32_t*>malloc(<size_t>Fp * chunk * sizeof(int32_t))
+        for task in prange(N * runs, schedule="static"):
+            if pad == NULL or (out_t is double and dots == NULL) or (out_t is float and stage == NULL):
+                failed += 1
+                continue
+            n = task // runs
+            p0 = task % runs * chunk
+            m = min(chunk, P - p0)
+            dn_conv_pad_image(&x[n, 0, 0], Cw, H, W, ph, pw, Hp, Wp, pad)
+            if out_t is float:
+                # into a staging block, then plane by plane: stores spread over F planes
+                # wait on the output's lines, sequential copies stream them
+                dn_conv_run(K, m, p0, pad, Wp, Cw, sh, sw, OW, &koff[0], &Fn[0], &tables[0], Fq, Fp, F,
+                            &base[<size_t>p0 * Fp], &bias[0], stage, <size_t>chunk, NULL, chunk)
+                for f in range(F):
+                    memcpy(&out[n, f, 0, 0] + p0, stage + <size_t>f * chunk, <size_t>m * sizeof(float))
+            else:
+                dn_conv_run(K, m, p0, pad, Wp, Cw, sh, sw, OW, &koff[0], &Fn[0], &tables[0], Fq, Fp, F,
+                            &base[<size_t>p0 * Fp], NULL, NULL, 0, dots, chunk)
+                for f in range(F):
+                    for q in range(m):
+                        (&out[n, f, 0, 0])[p0 + q] = <out_t>dots[<size_t>f * chunk + q] + bias[f]
+        free(pad)
+        free(dots)
+        free(stage)
     if failed:
         raise MemoryError("deepnet binary conv_bits: out of memory for the per-thread buffers")
 

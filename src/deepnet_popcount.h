@@ -118,6 +118,73 @@ static inline void dn_split_nibbles(const uint64_t* W, size_t n, uint64_t* Wlo, 
     }
 }
 
+/* The image (H * W pixels of Cw words, pixel-major) padded by ph rows and pw columns of
+ * zero words: Hp * Wp pixels of Cw words, for the avx2 convolution. */
+static void dn_conv_pad_image(const uint64_t* x, int Cw, int H, int W, int ph, int pw, int Hp, int Wp, uint64_t* out)
+{
+    memset(out, 0, (size_t)Hp * Wp * Cw * sizeof(uint64_t));
+    for (int iy = 0; iy < H; iy++)
+        memcpy(out + ((size_t)(iy + ph) * Wp + pw) * Cw, x + (size_t)iy * W * Cw, (size_t)W * Cw * sizeof(uint64_t));
+}
+
+/* The avx2 convolution's operands: tables (16 x 32 bytes), byte i of table v the bits that
+ * differ between nibbles i % 16 and v; Fn (Fq / 64 passes x K rows x 16 nibbles x 64 bytes),
+ * byte j of pass g, row k, nibble c: nibble c of filter 64 g + j's word k (0 past Fp). */
+static void dn_conv_operands(const uint64_t* Wbits, int K, int Fp, int Fq, uint8_t* tables, uint8_t* Fn)
+{
+    for (int v = 0; v < 16; v++)
+        for (int i = 0; i < 32; i++)
+            tables[v * 32 + i] = (uint8_t)__builtin_popcount((unsigned)((i & 15) ^ v));
+    for (int g = 0; g < Fq / 64; g++)
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < 16; c++)
+                for (int j = 0; j < 64; j++) {
+                    const int f = 64 * g + j;
+                    Fn[(((size_t)g * K + k) * 16 + c) * 64 + j] =
+                        f < Fp ? (uint8_t)((Wbits[(size_t)k * Fp + f] >> (4 * c)) & 15) : 0;
+                }
+}
+
+/* base (P4 / 4 blocks x Fp x 4: flat pixel p's at [p / 4][f][p % 4], P4 = P rounded up to
+ * 4) for the avx2 convolution: C * (window positions inside the image) + 2 * (the set bits
+ * of filter f at the positions in the padding), which the zero words count as mismatches;
+ * 0 past P.  pop: kh * kw * Fp scratch.  Wbits: the packed filters (kh * kw * Cw rows of Fp
+ * words). */
+static void dn_conv_base(int C, int Cw, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, int OH,
+                         int OW, const uint64_t* Wbits, int Fp, int32_t* pop, int32_t* base)
+{
+    const int P = OH * OW, P4 = (P + 3) / 4 * 4;
+    for (int s = 0; s < kh * kw; s++)
+        for (int f = 0; f < Fp; f++) {
+            int32_t bits = 0;
+            for (int cw = 0; cw < Cw; cw++)
+                bits += (int32_t)__builtin_popcountll(Wbits[((size_t)s * Cw + cw) * Fp + f]);
+            pop[(size_t)s * Fp + f] = bits;
+        }
+    for (int p = 0; p < P4; p++) {
+        int32_t* b = base + (size_t)(p / 4) * 4 * Fp + p % 4;
+        for (int f = 0; f < Fp; f++)
+            b[(size_t)f * 4] = 0;
+        if (p >= P)
+            continue;
+        const int oy = p / OW, ox = p % OW;
+        int inside = 0;
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) {
+                const int iy = oy * sh - ph + ky, ix = ox * sw - pw + kx;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W) {
+                    inside++;
+                    continue;
+                }
+                const int32_t* q = pop + (size_t)(ky * kw + kx) * Fp;
+                for (int f = 0; f < Fp; f++)
+                    b[(size_t)f * 4] += 2 * q[f];
+            }
+        for (int f = 0; f < Fp; f++)
+            b[(size_t)f * 4] += C * inside;
+    }
+}
+
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #define DN_POP_X86 1
 #include <immintrin.h>
@@ -180,6 +247,155 @@ __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint
     }
 }
 
+/* The avx2 convolution of a run of output pixels, 4 pixels (flat: p = oy * OW + ox) by 64
+ * filters at a time.  Each nibble of a window word picks one of 16 tables (its bits that
+ * differ from each nibble value), and vpshufb looks the 64 filters' nibbles at that place up
+ * in it: one vpshufb and one add per 32 filters, 4 channels and a pixel, where xoring first
+ * takes a third op.  Byte counts (at most 4 a step) go to int16 every 3 words (48 steps),
+ * and the int16 counts of the 4 pixels are transposed into filter planes at the end.
+ * pad: the image padded by dn_conv_pad_image (Wp pixels of Cw words a row); koff[k]: window
+ * word k's offset from its pixel's window corner; Fn, tables: dn_conv_operands; base: from
+ * dn_conv_base at the run's first pixel (p0, a multiple of 4).  The dot product is base - 2 *
+ * the mismatches; with outf (plane 0 at the run's first pixel, fstride floats a plane), out
+ * plane f gets (float)(dot) + bias[f] at the run's n pixels, else outi[f * stride + q] gets
+ * the dot of its pixel p0 + q.  K * 64 < 32768 (the int16 counts). */
+/* One nibble place c of the 4 pixels' words x0-x3: the 64 filters' nibbles there (Fn bytes
+ * off0, off1) looked up in each pixel's table, which rorx by rot = 4c - 5 (mod 64) and a mask
+ * of bits 5-8 find at 32 * ((x >> 4c) & 15). */
+#define DN_LOOKUP(r, rot)                                                                                       \
+    "rorx $" #rot ", %[x" #r "], %[i]\n\t"                                                                      \
+    "and $480, %[i]\n\t"                                                                                        \
+    "vmovdqu (%[tb],%[i]), %%ymm14\n\t"                                                                         \
+    "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"                                                                     \
+    "vpaddb %%ymm15, %[a" #r "0], %[a" #r "0]\n\t"                                                              \
+    "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"                                                                     \
+    "vpaddb %%ymm15, %[a" #r "1], %[a" #r "1]\n\t"
+#define DN_NIBBLE(off0, off1, rot)                                                                              \
+    "vmovdqu " #off0 "(%[fn]), %%ymm12\n\t"                                                                     \
+    "vmovdqu " #off1 "(%[fn]), %%ymm13\n\t" DN_LOOKUP(0, rot) DN_LOOKUP(1, rot) DN_LOOKUP(2, rot) DN_LOOKUP(3, rot)
+
+__attribute__((target("avx2"), noinline)) static void dn_conv_words_avx2(int n, const uint64_t* const px[4],
+                                                                          const int32_t* koff, const uint8_t* Fn,
+                                                                          const uint8_t* tables, __m256i cnt[16])
+{
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    for (int k = 0; k < n; k++, Fn += 16 * 64) {
+        const uint64_t x0 = px[0][koff[k]], x1 = px[1][koff[k]], x2 = px[2][koff[k]], x3 = px[3][koff[k]];
+        uint64_t i;
+        /* In assembly: compilers reorder the lookups and spill the accumulators. */
+        __asm__(
+            DN_NIBBLE(0, 32, 59)
+            DN_NIBBLE(64, 96, 63)
+            DN_NIBBLE(128, 160, 3)
+            DN_NIBBLE(192, 224, 7)
+            DN_NIBBLE(256, 288, 11)
+            DN_NIBBLE(320, 352, 15)
+            DN_NIBBLE(384, 416, 19)
+            DN_NIBBLE(448, 480, 23)
+            DN_NIBBLE(512, 544, 27)
+            DN_NIBBLE(576, 608, 31)
+            DN_NIBBLE(640, 672, 35)
+            DN_NIBBLE(704, 736, 39)
+            DN_NIBBLE(768, 800, 43)
+            DN_NIBBLE(832, 864, 47)
+            DN_NIBBLE(896, 928, 51)
+            DN_NIBBLE(960, 992, 55)
+            : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),
+              [a30] "+x"(a30), [a31] "+x"(a31), [i] "=&r"(i)
+            : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [fn] "r"(Fn), [tb] "r"(tables)
+            : "xmm12", "xmm13", "xmm14", "xmm15", "memory");
+    }
+    /* int16 counts of pixel r: filters [0-7 | 16-23], [8-15 | 24-31], [32-39 | 48-55], [40-47 | 56-63] */
+    const __m256i zero = _mm256_setzero_si256();
+#define DN_CONV_FLUSH(r)                                                                                       \
+    cnt[4 * r] = _mm256_add_epi16(cnt[4 * r], _mm256_unpacklo_epi8(a##r##0, zero));                             \
+    cnt[4 * r + 1] = _mm256_add_epi16(cnt[4 * r + 1], _mm256_unpackhi_epi8(a##r##0, zero));                     \
+    cnt[4 * r + 2] = _mm256_add_epi16(cnt[4 * r + 2], _mm256_unpacklo_epi8(a##r##1, zero));                     \
+    cnt[4 * r + 3] = _mm256_add_epi16(cnt[4 * r + 3], _mm256_unpackhi_epi8(a##r##1, zero));
+    DN_CONV_FLUSH(0)
+    DN_CONV_FLUSH(1)
+    DN_CONV_FLUSH(2)
+    DN_CONV_FLUSH(3)
+#undef DN_CONV_FLUSH
+}
+#undef DN_NIBBLE
+#undef DN_LOOKUP
+
+/* Filters f, f + 1 (f < F) at 4 pixels: counts (f: pixels 0-3, f + 1: pixels 0-3) as int32. */
+__attribute__((target("avx2"))) static inline void dn_conv_store_pair(__m256i counts, size_t f, int F, int valid,
+                                                                      const int32_t* b, const float* bias,
+                                                                      float* outf, size_t fstride, int32_t* outi,
+                                                                      size_t stride)
+{
+    if (f >= (size_t)F)
+        return;
+    const int pair = f + 1 < (size_t)F;
+    const __m256i dot = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)(b + f * 4)), _mm256_slli_epi32(counts, 1));
+    if (!outf) {
+        _mm_storeu_si128((__m128i*)(outi + f * stride), _mm256_castsi256_si128(dot));
+        if (pair)
+            _mm_storeu_si128((__m128i*)(outi + (f + 1) * stride), _mm256_extracti128_si256(dot, 1));
+        return;
+    }
+    const __m256 v = _mm256_add_ps(_mm256_cvtepi32_ps(dot),
+                                   _mm256_setr_m128(_mm_set1_ps(bias[f]), _mm_set1_ps(pair ? bias[f + 1] : 0.0f)));
+    float* o = outf + f * fstride;
+    if (valid == 4) {
+        _mm_storeu_ps(o, _mm256_castps256_ps128(v));
+        if (pair)
+            _mm_storeu_ps(o + fstride, _mm256_extractf128_ps(v, 1));
+        return;
+    }
+    const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(valid), _mm_setr_epi32(0, 1, 2, 3));
+    _mm_maskstore_ps(o, mask, _mm256_castps256_ps128(v));
+    if (pair)
+        _mm_maskstore_ps(o + fstride, mask, _mm256_extractf128_ps(v, 1));
+}
+
+__attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, int p0, const uint64_t* pad, int Wp,
+                                                             int Cw, int sh, int sw, int OW, const int32_t* koff,
+                                                             const uint8_t* Fn, const uint8_t* tables, int Fq, int Fp,
+                                                             int F, const int32_t* base, const float* bias,
+                                                             float* outf, size_t fstride, int32_t* outi, int stride)
+{
+    for (int q0 = 0; q0 < n; q0 += 4) {
+        const int valid = n - q0 < 4 ? n - q0 : 4;
+        const uint64_t* px[4];
+        for (int r = 0; r < 4; r++) {
+            const int p = p0 + q0 + (r < valid ? r : valid - 1);
+            px[r] = pad + ((size_t)(p / OW) * sh * Wp + (size_t)(p % OW) * sw) * Cw;
+        }
+        const int32_t* b = base + (size_t)q0 * Fp;
+        for (int g = 0; g < Fq / 64; g++) {
+            __m256i cnt[16];
+            for (int j = 0; j < 16; j++)
+                cnt[j] = _mm256_setzero_si256();
+            for (int k0 = 0; k0 < K; k0 += 3)
+                dn_conv_words_avx2(K - k0 < 3 ? K - k0 : 3, px, koff + k0, Fn + ((size_t)g * K + k0) * 16 * 64, tables,
+                                   cnt);
+            for (int j = 0; j < 4; j++) {
+                /* rows: pixels; element e of vector j is filter 64 g + (0, 8, 32, 40)[j] + e % 8 + 16 (e / 8) */
+                const __m256i t0 = _mm256_unpacklo_epi16(cnt[j], cnt[4 + j]);
+                const __m256i t1 = _mm256_unpacklo_epi16(cnt[8 + j], cnt[12 + j]);
+                const __m256i t2 = _mm256_unpackhi_epi16(cnt[j], cnt[4 + j]);
+                const __m256i t3 = _mm256_unpackhi_epi16(cnt[8 + j], cnt[12 + j]);
+                const __m256i u[4] = {_mm256_unpacklo_epi32(t0, t1), _mm256_unpackhi_epi32(t0, t1),
+                                      _mm256_unpacklo_epi32(t2, t3), _mm256_unpackhi_epi32(t2, t3)};
+                const size_t f0 = (size_t)64 * g + (j & 1) * 8 + (j >> 1) * 32;
+                for (int i = 0; i < 4; i++) {
+                    /* u[i]: elements 2i, 2i + 1 in its low lane, 8 + 2i, 9 + 2i in its high lane */
+                    dn_conv_store_pair(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(u[i])), f0 + 2 * i, F, valid, b,
+                                       bias, outf ? outf + q0 : NULL, fstride, outi ? outi + q0 : NULL,
+                                       (size_t)stride);
+                    dn_conv_store_pair(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(u[i], 1)), f0 + 16 + 2 * i, F,
+                                       valid, b, bias, outf ? outf + q0 : NULL, fstride, outi ? outi + q0 : NULL,
+                                       (size_t)stride);
+                }
+            }
+        }
+    }
+}
+
 #define DN_AVX512_TARGET __attribute__((target("avx512f,avx512vpopcntdq")))
 DN_AVX512_TARGET static inline __m512i dn_z_zero(void) { return _mm512_setzero_si512(); }
 DN_AVX512_TARGET static inline __m512i dn_z_bcast(uint64_t x) { return _mm512_set1_epi64((long long)x); }
@@ -198,8 +414,8 @@ DN_AVX512_TARGET static void dn_mismatches_avx512(int K, const uint64_t* a, cons
 static inline int dn_pop_cpu_has(int impl)
 {
     __builtin_cpu_init();
-    if (impl == DN_POP_AVX2)
-        return __builtin_cpu_supports("avx2");
+    if (impl == DN_POP_AVX2) /* the convolution's table lookups take bmi2's rorx */
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
     if (impl == DN_POP_AVX512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
     return impl == DN_POP_SCALAR || impl == DN_POP_AVX512_EMU;
@@ -208,6 +424,22 @@ static inline int dn_pop_cpu_has(int impl)
 #define DN_POP_X86 0
 static inline int dn_pop_cpu_has(int impl) { return impl == DN_POP_SCALAR || impl == DN_POP_AVX512_EMU; }
 #endif
+
+/* dn_conv_run_avx2 where the CPU has it (the caller checks); nothing elsewhere. */
+static inline void dn_conv_run(int K, int n, int p0, const uint64_t* pad, int Wp, int Cw, int sh, int sw, int OW,
+                               const int32_t* koff, const uint8_t* Fn, const uint8_t* tables, int Fq, int Fp, int F,
+                               const int32_t* base, const float* bias, float* outf, size_t fstride, int32_t* outi,
+                               int stride)
+{
+#if DN_POP_X86
+    dn_conv_run_avx2(K, n, p0, pad, Wp, Cw, sh, sw, OW, koff, Fn, tables, Fq, Fp, F, base, bias, outf, fstride, outi,
+                     stride);
+#else
+    (void)K, (void)n, (void)p0, (void)pad, (void)Wp, (void)Cw, (void)sh, (void)sw, (void)OW, (void)koff, (void)Fn;
+    (void)tables, (void)Fq, (void)Fp, (void)F, (void)base, (void)bias, (void)outf, (void)fstride, (void)outi;
+    (void)stride;
+#endif
+}
 
 /* out (P x Cw words) = the signs of C planes of P float32 values (bit c % 64 of word
  * c / 64 set where the value is >= 0; NaN is not): eight pixels at a time, their words
@@ -226,33 +458,44 @@ static void dn_pack_planes_scalar(const float* x, int C, int P, uint64_t* out, i
 }
 
 #if DN_POP_X86
+/* Eight pixels at a time: vmovmskps gives a channel's 8 signs as a byte (bit i: pixel i),
+ * read plane by plane (sequential loads); a block's 64 channel bytes fill two registers, and
+ * vpmovmskb then reads bit i of every byte, one pixel's word per step (the bytes doubled in
+ * between).  Up to 64 blocks at a time, so that their bytes stay in the L1 cache. */
 __attribute__((target("avx2"))) static void dn_pack_planes_avx2(const float* x, int C, int P, uint64_t* out, int Cw)
 {
     const __m256 zero = _mm256_setzero_ps();
-    const int P8 = P / 8 * 8;
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(P % 8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const int blocks = (P + 7) / 8;
+    uint8_t bytes[64 * 64] __attribute__((aligned(32)));
     for (int word = 0; word < Cw; word++) {
-        const int c0 = word * 64, c1 = C < c0 + 64 ? C : c0 + 64;
-        for (int p0 = 0; p0 < P8; p0 += 8) {
-            __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-            for (int c = c0; c < c1; c++) {
-                const __m256i bit = _mm256_set1_epi64x((long long)(1ULL << (c - c0)));
-                const __m256i m = _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(x + (size_t)c * P + p0), zero,
-                                                                    _CMP_GE_OQ));
-                lo = _mm256_or_si256(lo, _mm256_and_si256(bit, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(m))));
-                hi = _mm256_or_si256(hi,
-                                     _mm256_and_si256(bit, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(m, 1))));
+        const int c0 = word * 64, nc = (C < c0 + 64 ? C : c0 + 64) - c0;
+        for (int b0 = 0; b0 < blocks; b0 += 64) {
+            const int nb = blocks - b0 < 64 ? blocks - b0 : 64;
+            if (nc < 64)
+                memset(bytes, 0, sizeof bytes);
+            for (int c = 0; c < nc; c++) {
+                const float* row = x + (size_t)(c0 + c) * P;
+                for (int b = 0; b < nb; b++) {
+                    const int p = (b0 + b) * 8;
+                    /* the masked-off lanes of a last, partial block load 0 (+1): never stored */
+                    const __m256 v = p + 8 <= P ? _mm256_loadu_ps(row + p) : _mm256_maskload_ps(row + p, tail);
+                    bytes[b * 64 + c] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ));
+                }
             }
-            uint64_t words[8];
-            _mm256_storeu_si256((__m256i*)words, lo);
-            _mm256_storeu_si256((__m256i*)(words + 4), hi);
-            for (int i = 0; i < 8; i++)
-                out[(size_t)(p0 + i) * Cw + word] = words[i];
-        }
-        for (int p = P8; p < P; p++) {
-            uint64_t acc = 0;
-            for (int c = c0; c < c1; c++)
-                acc |= (uint64_t)(x[(size_t)c * P + p] >= 0) << (c - c0);
-            out[(size_t)p * Cw + word] = acc;
+            for (int b = 0; b < nb; b++) {
+                const int p = (b0 + b) * 8, n = P - p < 8 ? P - p : 8;
+                __m256i lo = _mm256_load_si256((const __m256i*)(bytes + b * 64));
+                __m256i hi = _mm256_load_si256((const __m256i*)(bytes + b * 64 + 32));
+                uint64_t w[8];
+                for (int i = 7; i >= 0; i--) {
+                    w[i] = (uint64_t)(unsigned)_mm256_movemask_epi8(lo) | (uint64_t)(unsigned)_mm256_movemask_epi8(hi) << 32;
+                    lo = _mm256_add_epi8(lo, lo);
+                    hi = _mm256_add_epi8(hi, hi);
+                }
+                for (int i = 0; i < n; i++)
+                    out[(size_t)(p + i) * Cw + word] = w[i];
+            }
         }
     }
 }

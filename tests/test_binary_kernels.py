@@ -45,6 +45,8 @@ GEOMETRIES = [
     (2, 130, 9, 8, 65, 3, 2, (2, 1), (2, 0)),
     (1, 1, 4, 4, 1, 1, 1, (1, 1), (0, 0)),
     (2, 16, 6, 6, 32, 3, 3, (1, 1), (2, 2)),
+    (2, 64, 15, 15, 64, 3, 3, (1, 1), (1, 1)),  # 225 pixels: more than one run of the avx2 path
+    (1, 40, 11, 12, 70, 2, 3, (3, 2), (1, 2)),
 ]
 
 
@@ -107,6 +109,35 @@ def test_packing_layout_puts_channel_c_in_bit_c_mod_64_of_word_c_div_64():
     weights = B.pack_conv_weights(W)
     assert weights.shape == (2, B.padded_filters(3)) and B.padded_filters(3) % 32 == 0
     assert weights[1, 2] == 1 << 1 and not weights[0].any() and weights[1].sum() == 2
+
+
+@pytest.mark.parametrize("C, P", [(64, 600), (70, 601), (5, 1)])
+def test_pack_images_against_numpy_signs(C, P):
+    # more than 64 blocks of 8 pixels, a partial last block, a partial last word
+    rng = np.random.default_rng(C + P)
+    x = rng.standard_normal((2, C, 1, P)).astype(np.float32)
+    x[0, 0, 0, :3] = [0.0, -0.0, np.nan][:P]
+    bits = (x >= 0).reshape(2, C, P).transpose(0, 2, 1)
+    bits = np.concatenate([bits, np.zeros((2, P, -C % 64), bool)], axis=2).reshape(2, P, -1, 64)
+    expected = (bits.astype(np.uint64) << np.arange(64, dtype=np.uint64)).sum(axis=3, dtype=np.uint64)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(B.pack_images(x, threads), expected)
+
+
+@pytest.mark.parametrize("impl", ["scalar", "avx2", "avx512_emu"])
+@pytest.mark.parametrize("C", [32704, 32768])
+def test_window_of_32704_and_32768_bits_counts_exactly(impl, C):
+    # the avx2 path counts in int16 up to 511 window words, and hands larger windows on
+    if impl not in B.implementations():
+        pytest.skip(f"this CPU has no {impl} path (it runs {B.implementations()})")
+    x = np.ones((1, C, 1, 2), np.float32)
+    x[0, :100, 0, 1] = -1
+    W = -np.ones((2, C, 1, 1), np.float32)
+    W[1, :7] = 1
+    out = np.empty((1, 2, 1, 2), np.float32)
+    B.conv_forward(x, W, np.zeros(2, np.float32), out, 1, 1, 0, 0, impl)
+    np.testing.assert_array_equal(out, reference_conv(x, W, (1, 1), (0, 0)).astype(np.float32))
+    assert out[0, 0, 0, 0] == -C
 
 
 def test_float16_float64_non_contiguous_and_read_only_inputs():

@@ -3,7 +3,7 @@ convolution of the same shape: 64 channels in and out, 3x3, pad 1, batch 100, at
 
 Each benchmark group, ``binary_conv[64ch 14x14]``, holds the float32 Convolution layer's
 inference forward pass (``float32``), the BinaryConvolution layer's (``binary-layer``: packs the
-input and the filters, then the kernel) and the kernel alone on packed input for each popcount
+input, the filters staying packed while its weights are unchanged, then the kernel) and the kernel alone on packed input for each popcount
 path this CPU runs (``bits-avx2``...).  Values are checked in tests/test_binary*.py.
 
     pytest benches/micro/test_bench_binary.py --benchmark-only --benchmark-group-by=group
