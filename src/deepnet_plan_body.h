@@ -176,12 +176,19 @@ static void DN_PLAN_NAME(dn_plan_mean)(const DN_PLAN_T *in, long planes, long pl
 }
 
 /* Max-pooling of N images' C planes (a step that follows no convolution): the general
- * kernel of kernels/pooling.pyx, whose compares it repeats so that every maximum is the
- * same value (padding never wins; the first of a tie, and the first NaN, win). */
+ * kernel of kernels/pooling.pyx, whose compares it repeats in the same window order, so
+ * that every maximum is the same value (padding never wins; the first of a tie, and the
+ * first NaN, win).  The windows wholly inside a row run side by side (a loop along the
+ * output row that the compiler vectorises), the others one at a time. */
+#define DN_PLAN_TAKES(value, best) ((value) > (best) || ((value) != (value) && (best) == (best)))
 static void DN_PLAN_NAME(dn_plan_pool_tasks)(const dn_plan_step *step, const DN_PLAN_T *in, DN_PLAN_T *out, int N)
 {
-    const int H = step->H, W = step->W, OH = step->OH, OW = step->OW;
+    const int H = step->H, W = step->W, OH = step->OH, OW = step->OW, sw = step->sw, pw = step->pw, kw = step->kw;
     const long planes = (long)N * step->C;
+    /* outputs [lo, hi) of a row have every window column inside the plane */
+    int lo = (pw + sw - 1) / sw, hi = W - kw + pw >= 0 ? (W - kw + pw) / sw + 1 : 0;
+    hi = hi < OW ? hi : OW;
+    lo = lo < hi ? lo : hi;
     long p;
 #pragma omp for schedule(static)
     for (p = 0; p < planes; p++) {
@@ -190,20 +197,36 @@ static void DN_PLAN_NAME(dn_plan_pool_tasks)(const dn_plan_step *step, const DN_
         for (int oy = 0; oy < OH; oy++) {
             const int top = oy * step->sh - step->ph;
             const int y0 = top > 0 ? top : 0, y_stop = top + step->kh < H ? top + step->kh : H;
+            DN_PLAN_T *row_out = target + (size_t)oy * OW;
+            for (int ox = lo; ox < hi; ox++)
+                row_out[ox] = source[(size_t)y0 * W + ox * sw - pw];
+            for (int iy = y0; iy < y_stop; iy++)
+                for (int kx = 0; kx < kw; kx++) {
+                    const DN_PLAN_T *row = source + (size_t)iy * W + kx - pw;
+                    for (int ox = lo; ox < hi; ox++) {
+                        const DN_PLAN_T value = row[ox * sw], best = row_out[ox];
+                        row_out[ox] = DN_PLAN_TAKES(value, best) ? value : best;
+                    }
+                }
             for (int ox = 0; ox < OW; ox++) {
-                const int left = ox * step->sw - step->pw;
-                const int x0 = left > 0 ? left : 0, x_stop = left + step->kw < W ? left + step->kw : W;
-                DN_PLAN_T best = source[y0 * W + x0];
+                if (ox == lo && lo < hi) {   /* the windows done above */
+                    ox = hi - 1;
+                    continue;
+                }
+                const int left = ox * sw - pw;
+                const int x0 = left > 0 ? left : 0, x_stop = left + kw < W ? left + kw : W;
+                DN_PLAN_T best = source[(size_t)y0 * W + x0];
                 for (int iy = y0; iy < y_stop; iy++)
                     for (int ix = x0; ix < x_stop; ix++) {
-                        const DN_PLAN_T value = source[iy * W + ix];
-                        best = value > best || (value != value && best == best) ? value : best;
+                        const DN_PLAN_T value = source[(size_t)iy * W + ix];
+                        best = DN_PLAN_TAKES(value, best) ? value : best;
                     }
-                target[oy * OW + ox] = best;
+                row_out[ox] = best;
             }
         }
     }
 }
+#undef DN_PLAN_TAKES
 
 /* One Concat branch's output (in_size values an image) into its channels of the Concat's
  * output (out_size values an image, from offset on). */
