@@ -415,6 +415,8 @@ def test_for_inference_compiles_what_it_can_and_keeps_the_rest():
     assert isinstance(for_inference(half), CompiledModel)
     leaky = deepnet.models.Sequential(deepnet.layers.LeakyReLU(0.2))
     assert for_inference(leaky) is leaky
+    binary = recipes.MODEL_NAMES["deepconvnet-binary"]("float32", 12)  # its bit kernel is the faster
+    assert for_inference(binary) is binary and isinstance(deepnet.compile(binary), CompiledModel)
     # what evaluate and predict call on it: the same answers as the model's own
     x = np.random.default_rng(12).random((250, 1, 28, 28), dtype=np.float32)
     t = np.random.default_rng(13).integers(0, 10, 250)

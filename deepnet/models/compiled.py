@@ -420,10 +420,18 @@ class _Chain:
 
 def for_inference(model: Any) -> Any:
     """``compile(model)`` where the plan runs the model, else the model itself (on the GPU,
-    or with a layer the plan lacks): what ``deepnet predict``,
-    ``serve`` and ``evaluate`` compute with.  Both have predict, classify, probabilities
-    and accuracy."""
+    or with a layer the plan lacks): what ``deepnet predict``, ``serve`` and ``evaluate``
+    compute with.  Both have predict, classify, probabilities and accuracy.  A model with
+    binary layers keeps its own predict: their bit kernel (deepnet._kernels.binary, its
+    AVX2 table lookups) outruns the plan's popcount loop at evaluate's batches."""
+    if isinstance(model, Layer) and any(isinstance(layer, (BinaryConvolution, BinaryAffine)) for layer in _walk(model)):
+        return model
     try:
         return compile(model)
     except NotCompilable:
         return model
+
+
+def _walk(layer: Layer) -> List[Layer]:
+    """The layer and every layer inside it."""
+    return [layer] + [inner for _, child in layer.children() for inner in _walk(child)]
