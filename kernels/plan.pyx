@@ -218,23 +218,29 @@ cdef class Plan:
         self.keep.append(array)
         return <const void*><size_t>array.ctypes.data  # NumPy allocates even an empty array
 
+    cdef tuple _set_windows(self, dn_plan_step* step, dict spec, long in_size, str what):
+        """The window geometry a convolution, pooling or binary convolution step shares: C x H x W
+        images after a step of in_size outputs, kh x kw windows, strides and padding; (OH, OW)."""
+        step.C, step.H, step.W = spec["C"], spec["H"], spec["W"]
+        step.kh, step.kw = spec["kh"], spec["kw"]
+        step.sh, step.sw, step.ph, step.pw = spec["sh"], spec["sw"], spec["ph"], spec["pw"]
+        if <object>step.C * step.H * step.W != in_size:
+            raise ValueError(f"deepnet Plan: a {what} of {step.C}x{step.H}x{step.W} images after a step of "
+                             f"{in_size} outputs")
+        step.OH, step.OW = window_output("Plan", step.H, step.W, step.kh, step.kw, step.sh, step.sw, step.ph, step.pw)
+        return step.OH, step.OW
+
     cdef _set_step(self, dn_plan_step* step, dict spec, long in_size):
         cdef int lanes, Cp, tiles
         kind = spec["kind"]
         step.in_size = in_size
         if kind == "conv":
             step.kind = DN_PLAN_CONV
-            step.C, step.H, step.W = spec["C"], spec["H"], spec["W"]
-            step.FN, step.kh, step.kw = spec["FN"], spec["kh"], spec["kw"]
-            step.sh, step.sw, step.ph, step.pw = spec["sh"], spec["sw"], spec["ph"], spec["pw"]
-            OH, OW = window_output("Plan", step.H, step.W, step.kh, step.kw, step.sh, step.sw, step.ph, step.pw)
-            step.OH, step.OW = OH, OW
+            step.FN = spec["FN"]
+            OH, OW = self._set_windows(step, spec, in_size, "convolution")
             step.relu, step.pooled = spec["relu"], spec["pooled"]
             if step.pooled and (OH < 2 or OW < 2):
                 raise ValueError(f"deepnet Plan: 2x2 pooling needs a 2x2 output at least, got {OH}x{OW}")
-            if <object>step.C * step.H * step.W != in_size:
-                raise ValueError(f"deepnet Plan: a convolution of {step.C}x{step.H}x{step.W} images "
-                                 f"after a step of {in_size} outputs")
             direct = spec["direct"]
             step.K, step.ld = direct.shape
             if step.K != step.C * step.kh * step.kw or step.ld < step.FN or step.FN < 1:
@@ -348,29 +354,18 @@ cdef class Plan:
             step.out_size = in_size // plane
         elif kind == "max_pool":
             step.kind = DN_PLAN_MAX_POOL
-            step.C, step.H, step.W = spec["C"], spec["H"], spec["W"]
-            step.kh, step.kw = spec["kh"], spec["kw"]
-            step.sh, step.sw, step.ph, step.pw = spec["sh"], spec["sw"], spec["ph"], spec["pw"]
-            OH, OW = window_output("Plan", step.H, step.W, step.kh, step.kw, step.sh, step.sw, step.ph, step.pw)
+            OH, OW = self._set_windows(step, spec, in_size, "pooling")
             if step.ph >= step.kh or step.pw >= step.kw:
                 raise ValueError(f"deepnet Plan: every pooling window needs a pixel: pad ({step.ph}, {step.pw}) "
                                  f"must be smaller than the window ({step.kh}, {step.kw})")
-            if <object>step.C * step.H * step.W != in_size:
-                raise ValueError(f"deepnet Plan: a pooling of {step.C}x{step.H}x{step.W} images "
-                                 f"after a step of {in_size} outputs")
             fits_int("Plan", "pooled plane", <object>step.H * step.W)
-            step.OH, step.OW = OH, OW
             step.out_size = step.C * OH * OW
         elif kind == "binary_conv":
             step.kind = DN_PLAN_BINARY_CONV
-            step.C, step.H, step.W = spec["C"], spec["H"], spec["W"]
-            step.FN, step.kh, step.kw = spec["FN"], spec["kh"], spec["kw"]
-            step.sh, step.sw, step.ph, step.pw = spec["sh"], spec["sw"], spec["ph"], spec["pw"]
-            OH, OW = window_output("Plan", step.H, step.W, step.kh, step.kw, step.sh, step.sw, step.ph, step.pw)
-            step.OH, step.OW = OH, OW
-            if <object>step.C * step.H * step.W != in_size or step.FN < 1:
-                raise ValueError(f"deepnet Plan: a binary convolution of {step.C}x{step.H}x{step.W} images "
-                                 f"after a step of {in_size} outputs")
+            step.FN = spec["FN"]
+            OH, OW = self._set_windows(step, spec, in_size, "binary convolution")
+            if step.FN < 1:
+                raise ValueError(f"deepnet Plan: a binary convolution needs a filter, got {step.FN}")
             step.Cw = (step.C + 63) // 64
             fits_int("Plan", "packed image", <object>step.H * step.W * step.Cw)
             check_shape("Plan", "sign filters", np.shape(spec["sign_filters"]),

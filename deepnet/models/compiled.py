@@ -424,14 +424,12 @@ def for_inference(model: Any) -> Any:
     compute with.  Both have predict, classify, probabilities and accuracy.  A model with
     binary layers keeps its own predict: their bit kernel (deepnet._kernels.binary, its
     AVX2 table lookups) outruns the plan's popcount loop at evaluate's batches."""
-    if isinstance(model, Layer) and any(isinstance(layer, (BinaryConvolution, BinaryAffine)) for layer in _walk(model)):
+    binary = (BinaryConvolution, BinaryAffine)
+    if isinstance(model, binary) or (
+        isinstance(model, Layer) and any(isinstance(layer, binary) for _, layer in model.named_layers())
+    ):
         return model
     try:
         return compile(model)
     except NotCompilable:
         return model
-
-
-def _walk(layer: Layer) -> List[Layer]:
-    """The layer and every layer inside it."""
-    return [layer] + [inner for _, child in layer.children() for inner in _walk(child)]
