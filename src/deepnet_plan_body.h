@@ -400,12 +400,12 @@ static void dn_plan_bf16_conv_tasks(const dn_plan_step *step, const float *in, f
         const uint32_t *A = (const uint32_t *)scratch->bf16_rows;
 #if DN_BF16_X86
         if (step->bf16_isa == DN_BF16_AVX512)
-            dn_bf16_gemm_rows_avx512(A, step->bf16_filters, sums, 0, rows, FN, step->K2);
+            dn_bf16_gemm_rows_avx512(A, step->bf16_filters, sums, 0, rows, 0, FN, FN, step->K2);
         else if (step->bf16_isa == DN_BF16_AVX2)
-            dn_bf16_gemm_rows_avx2(A, step->bf16_filters, sums, 0, rows, FN, step->K2);
+            dn_bf16_gemm_rows_avx2(A, step->bf16_filters, sums, 0, rows, 0, FN, FN, step->K2);
         else
 #endif
-            dn_bf16_gemm_rows_scalar(A, step->bf16_filters, sums, 0, rows, 0, FN, step->K2);
+            dn_bf16_gemm_rows_scalar(A, step->bf16_filters, sums, 0, rows, 0, FN, FN, step->K2);
         float *image_out = out + (size_t)n * step->out_size + (size_t)r0 * OW;
         for (long p = 0; p < rows; p++)
             for (int f = 0; f < FN; f++) {

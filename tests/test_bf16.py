@@ -151,7 +151,7 @@ def dot_operands(rng, M, K, N, tiny=False):
 
 
 @pytest.mark.parametrize("isa", EMULATIONS)
-@pytest.mark.parametrize("shape", [(1, 2, 1), (5, 7, 3), (9, 40, 37), (3, 64, 16)])
+@pytest.mark.parametrize("shape", [(1, 2, 1), (5, 7, 3), (9, 40, 37), (3, 64, 16), (6, 150, 50), (70, 9, 24)])
 @pytest.mark.parametrize("tiny", [False, True])
 def test_dot_emulation_matches_reference(isa, shape, tiny):
     a, b, c = dot_operands(np.random.default_rng(sum(shape)), *shape, tiny=tiny)
@@ -200,7 +200,7 @@ class _threads:
 
 
 @needs_instruction
-@pytest.mark.parametrize("shape", [(5, 7, 3), (9, 40, 37), (3, 64, 32)])
+@pytest.mark.parametrize("shape", [(5, 7, 3), (9, 40, 37), (3, 64, 32), (6, 150, 50), (70, 9, 24)])
 @pytest.mark.parametrize("tiny", [False, True])
 def test_dot_instruction_matches_emulation_and_reference(shape, tiny):
     a, b, c = dot_operands(np.random.default_rng(sum(shape) + 1), *shape, tiny=tiny)
@@ -264,6 +264,94 @@ def test_dot_convolution_forward_is_im2col_times_filters_in_dot_products(stride,
     np.testing.assert_array_equal(bf16_bits(y), bf16_bits(expected))
     pooled = F.conv2d_max_pool2d(x, W, b, stride, pad, relu=relu)
     np.testing.assert_array_equal(bf16_bits(pooled), bf16_bits(F.max_pool2d(y, 2, 2)[0]))
+
+
+def _reference_windows(x, kh, kw, stride, pad):
+    from deepnet.backends import reference
+
+    return reference.im2col(x.astype(np.float32), kh, kw, (stride, stride), (pad, pad)).astype(BF16)
+
+
+@pytest.mark.parametrize("shape, kh, stride, pad", [((2, 3, 7, 7), 3, 1, 1), ((3, 2, 9, 8), 3, 2, 0), ((1, 5, 6, 5), 2, 1, 2)])
+def test_window_layouts_are_im2col(shape, kh, stride, pad):
+    """im2col_t is im2col's columns transposed (a zero column for an odd window count);
+    im2col_pairs_t holds them as pairs of taps (a zero high half for an odd tap count)."""
+    x = np.random.default_rng(6).standard_normal(shape).astype(BF16)
+    cols = bf16_bits(_reference_windows(x, kh, kh, stride, pad))
+    M, K = cols.shape
+    for threads in (1, 3):
+        cols_t = np.full((K, M + M % 2), 7, np.uint16)
+        kernels.im2col_t(bf16_bits(x), cols_t, kh, kh, stride, stride, pad, pad, threads)
+        np.testing.assert_array_equal(cols_t[:, :M], cols.T)
+        assert not cols_t[:, M:].any()
+        pairs = np.full(((K + 1) // 2, M), 7, np.uint32)
+        kernels.im2col_pairs_t(bf16_bits(x), pairs, kh, kh, stride, stride, pad, pad, threads)
+        padded = np.concatenate([cols, np.zeros((M, K % 2), np.uint16)], axis=1)
+        np.testing.assert_array_equal(pairs & 0xFFFF, padded[:, 0::2].T)
+        np.testing.assert_array_equal(pairs >> 16, padded[:, 1::2].T)
+    with pytest.raises(ValueError, match="must be"):
+        kernels.im2col_pairs_t(bf16_bits(x), np.zeros((1, M), np.uint32), kh, kh, stride, stride, pad, pad, 1)
+    with pytest.raises(ValueError, match="must be"):
+        kernels.im2col_t(bf16_bits(x), np.zeros((K, M + 2), np.uint16), kh, kh, stride, stride, pad, pad, 1)
+
+
+def _reference_backward(dout, x, W, stride, pad):
+    """The gradients as the dot products the backend defines (see its conv_backward)."""
+    from deepnet.backends import reference
+
+    FN, C, kh, kw = W.shape
+    windows = _reference_windows(x, kh, kw, stride, pad)
+    rows = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+    dW = reference_dot(np.ascontiguousarray(windows.T), rows, np.zeros((windows.shape[1], FN), np.float32))
+    db = reference_dot(np.ones((1, rows.shape[0]), BF16), rows, np.zeros((1, FN), np.float32))[0]
+    if stride == 1 and pad < kh:
+        flipped = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, -1)
+        dout_windows = _reference_windows(dout, kh, kw, 1, kh - 1 - pad)
+        dx = reference_dot(dout_windows, np.ascontiguousarray(flipped.T), np.zeros((dout_windows.shape[0], C), np.float32))
+        dx = dx.reshape(x.shape[0], x.shape[2], x.shape[3], C).transpose(0, 3, 1, 2)
+    else:
+        dcol = reference_dot(rows, W.reshape(FN, -1), np.zeros((rows.shape[0], windows.shape[1]), np.float32))
+        dx = reference.col2im(dcol, x.shape, kh, kw, (stride, stride), (pad, pad))
+    return dx.astype(BF16), dW.T.reshape(W.shape).astype(BF16), db.astype(BF16)
+
+
+@pytest.mark.parametrize("shape, stride, pad", [((3, 5, 9, 8), 1, 1), ((3, 5, 9, 8), 2, 0), ((2, 3, 7, 7), 1, 0), ((1, 4, 5, 5), 1, 2)])
+def test_dot_convolution_backward_is_dot_products(shape, stride, pad):
+    rng = np.random.default_rng(sum(shape) + stride + pad)
+    x = rng.standard_normal(shape).astype(BF16)
+    W = (0.3 * rng.standard_normal((7, shape[1], 3, 3))).astype(BF16)
+    y = F.conv2d(x, W, None, stride, pad)
+    dout = rng.standard_normal(y.shape).astype(BF16)
+    expected = _reference_backward(dout, x, W, stride, pad)
+    for threads in (1, 3):
+        with _threads(threads):
+            grads = F.conv2d_backward(dout, x, W, stride, pad)
+        for got, want in zip(grads, expected):
+            assert got.dtype == BF16
+            np.testing.assert_array_equal(bf16_bits(got), bf16_bits(want))
+    # Without the input's gradient, and from non-contiguous views: the same dW and db.
+    _, dW, db = F.conv2d_backward(dout[:, ::-1][:, ::-1], x[..., ::-1][..., ::-1], W, stride, pad, input_gradient=False)
+    np.testing.assert_array_equal(bf16_bits(dW), bf16_bits(expected[1]))
+    np.testing.assert_array_equal(bf16_bits(db), bf16_bits(expected[2]))
+
+
+def test_dot_convolution_backward_masks_and_scatters_exactly():
+    """The ReLU mask and a following 2x2 pooling's scatter select dout's values: the
+    gradients are those of the masked, scattered dout."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(BF16)
+    W = (0.3 * rng.standard_normal((4, 3, 3, 3))).astype(BF16)
+    b = rng.standard_normal(4).astype(BF16)
+    y = F.conv2d(x, W, b, 1, 1, relu=True)
+    pooled, argmax = F.max_pool2d(y, 2, 2)
+    dpooled = rng.standard_normal(pooled.shape).astype(BF16)
+    scattered = F.max_pool2d_backward(dpooled.astype(np.float32), argmax, y.shape, 2, 2)
+    scattered[y.astype(np.float32) <= 0] = 0
+    assert np.count_nonzero(scattered) == np.count_nonzero(dpooled.astype(np.float32) * (pooled.astype(np.float32) > 0))
+    expected = _reference_backward(scattered.astype(BF16), x, W, 1, 1)
+    grads = F.conv2d_backward(dpooled, x, W, 1, 1, relu_out=pooled, pool_argmax=argmax)
+    for got, want in zip(grads, expected):
+        np.testing.assert_array_equal(bf16_bits(got), bf16_bits(want))
 
 
 # ------------------------------------------------------------------------------ training

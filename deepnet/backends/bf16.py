@@ -18,10 +18,10 @@ from deepnet import _config
 from deepnet._dtypes import is_bfloat16, output_hw, require_bfloat16
 
 DOT_CONVOLUTION = True
-"""Whether the compiled backend runs a bfloat16 convolution's forward pass in vdpbf16ps's
-dot products (dot_matmul on the im2col columns; the instruction where the CPU has
-AVX512_BF16, else its emulation: the same floats on every CPU), instead of float32 on the
-widened inputs.  The NumPy backend always does the latter."""
+"""Whether the compiled backend runs a bfloat16 convolution (forward pass, dx and dW) in
+vdpbf16ps's dot products (dot_matmul on the im2col columns; the instruction where the CPU
+has AVX512_BF16, else its emulation: the same floats on every CPU), instead of float32 on
+the widened inputs.  The NumPy backend always does the latter."""
 
 
 def _inner():
@@ -81,7 +81,7 @@ im2col = _widened("im2col")
 col2im = _widened("col2im")
 _float32_conv_forward = _widened("conv_forward")
 _float32_conv_pool_forward = _widened("conv_pool_forward")
-conv_backward = _widened("conv_backward")
+_float32_conv_backward = _widened("conv_backward")
 max_pool_forward = _widened("max_pool_forward")
 max_pool_backward = _widened("max_pool_backward")
 relu_forward = _widened("relu_forward")
@@ -126,7 +126,7 @@ def _dot_convolution():
 
 
 def conv_forward(x, W, b, stride, pad, relu=False):
-    """The convolution as columns times filters in the dot GEMM (see DOT_CONVOLUTION),
+    """The convolution as filters times windows in the dot GEMM (see DOT_CONVOLUTION),
     accumulated from the float32 bias, ReLU'd in float32 and rounded once."""
     if not _dot_convolution():
         return _float32_conv_forward(x, W, b, stride, pad, relu=relu)
@@ -135,17 +135,69 @@ def conv_forward(x, W, b, stride, pad, relu=False):
     N = x.shape[0]
     FN, C, kh, kw = W.shape
     OH, OW = output_hw(x.shape, kh, kw, stride, pad)
-    K = C * kh * kw
-    rows = np.empty((N * OH * OW, K + K % 2), dtype=np.uint16)
-    kernels.im2col_pairs(x.view(np.uint16), rows, kh, kw, *stride, *pad, _config.get_num_threads())
+    K, threads = C * kh * kw, _config.get_num_threads()
+    windows = np.empty(((K + 1) // 2, N * OH * OW), dtype=np.uint32)
+    kernels.im2col_pairs_t(np.ascontiguousarray(x).view(np.uint16), windows, kh, kw, *stride, *pad, threads)
     bias = np.zeros(FN, np.float32) if b is None else to_float32(b)
-    c = np.broadcast_to(bias, (rows.shape[0], FN))
-    y = dot_matmul(None, W.reshape(FN, K).T, c, a_pairs=rows.view(np.uint32))
+    y = np.empty((FN, N * OH * OW), dtype=np.float32)
+    y[...] = bias[:, None]
+    kernels.dot_gemm(pack_pairs(np.ascontiguousarray(W).reshape(FN, K)), windows, y, threads)
     if relu:
         np.maximum(y, 0, out=y)
     # Transposed as 16-bit words: NumPy copies ml_dtypes' dtype element by element.
-    words = to_bfloat16(y).view(np.uint16).reshape(N, OH, OW, FN).transpose(0, 3, 1, 2)
+    words = to_bfloat16(y).view(np.uint16).reshape(FN, N, OH, OW).transpose(1, 0, 2, 3)
     return np.ascontiguousarray(words).view(x.dtype)
+
+
+def _pairs_down_columns(words):
+    """A (M, N) matrix of 16-bit words as the dot GEMM's B, (ceil(M/2), N) uint32 pairs:
+    row 2k in the low halves, row 2k+1 in the high (an odd M gains a zero row)."""
+    M, N = words.shape
+    padded = np.zeros((M + M % 2, N), dtype=np.uint16)
+    padded[:M] = words
+    return np.ascontiguousarray(padded.reshape(-1, 2, N).transpose(0, 2, 1)).view(np.uint32).reshape(-1, N)
+
+
+def conv_backward(dout, x, W, stride, pad, relu_out=None, input_gradient=True, pool_argmax=None):
+    """The convolution's gradients in the dot GEMM (see DOT_CONVOLUTION), each rounded once:
+    (dW, db) = windows^T dout, summed over the windows in (n, oy, ox) order (db as the sum
+    of dout times ones); dx, with stride 1 and pad < kernel, the convolution of dout with
+    the flipped filters (pad kernel - 1 - pad), else col2im(dout filters) with the overlaps
+    added in float32.  The ReLU mask and a following pooling's scatter only move dout's
+    values, so they stay exact."""
+    if not _dot_convolution():
+        return _float32_conv_backward(dout, x, W, stride, pad, relu_out, input_gradient, pool_argmax)
+    from deepnet._kernels import bf16 as kernels
+
+    FN, C, kh, kw = W.shape
+    if pool_argmax is not None:
+        out_shape = dout.shape[:2] + output_hw(x.shape, kh, kw, stride, pad)
+        dout = max_pool_backward(dout, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))
+        if relu_out is not None and relu_out.shape != dout.shape:  # the pooling's output: its winners
+            relu_out = max_pool_backward(relu_out, pool_argmax, out_shape, 2, 2, (2, 2), (0, 0))
+    if relu_out is not None:
+        dout = relu_backward(dout, relu_out)
+    N, _, OH, OW = dout.shape
+    M, K, threads = N * OH * OW, C * kh * kw, _config.get_num_threads()
+    dout_rows = np.ascontiguousarray(dout.view(np.uint16).transpose(0, 2, 3, 1)).reshape(M, FN)
+    # A: the windows transposed, and a row of ones for db.
+    windows_t = np.empty((K + 1, M + M % 2), dtype=np.uint16)
+    kernels.im2col_t(np.ascontiguousarray(x).view(np.uint16), windows_t[:K], kh, kw, *stride, *pad, threads)
+    windows_t[K, :M] = np.array(1, dtype=x.dtype).view(np.uint16)
+    windows_t[K, M:] = 0
+    grads_t = np.zeros((K + 1, FN), dtype=np.float32)
+    kernels.dot_gemm(windows_t.view(np.uint32), _pairs_down_columns(dout_rows), grads_t, threads)
+    dW = to_bfloat16(np.ascontiguousarray(grads_t[:K].T)).reshape(W.shape)
+    db = to_bfloat16(grads_t[K])
+    if not input_gradient:
+        return None, dW, db
+    if stride == (1, 1) and pad[0] < kh and pad[1] < kw:
+        # dx is then the convolution of dout with the flipped filters, C of them: each
+        # element one dot product over (f, i, j), and no large columns to fold.
+        flipped = np.ascontiguousarray(W.view(np.uint16)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).view(W.dtype)
+        return conv_forward(dout, flipped, None, (1, 1), (kh - 1 - pad[0], kw - 1 - pad[1])), dW, db
+    dcol = dot_matmul(None, W.reshape(FN, K), a_pairs=pack_pairs(dout_rows))
+    return to_bfloat16(_inner().col2im(dcol, x.shape, kh, kw, stride, pad)), dW, db
 
 
 def conv_pool_forward(x, W, b, stride, pad, relu=False, argmax=False):
