@@ -565,6 +565,30 @@ def test_winograd_error_prints_the_ratio_table():
     assert "| deepnet F(2x2) (always) |" in out and "| F(4x4) 0,1,-1,2,-2,inf (Lavin) |" in out
 
 
+def test_bf16_winograd_transforms_compute_the_convolution():
+    """The bfloat16 Winograd emulation is F(2x2, 3x3): on small integers, whose transforms
+    bfloat16 holds exactly, it gives the exact convolution, odd output sizes included."""
+    pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes (the bf16 extra)")
+    from deepnet import reference as R
+    from deepnet._dtypes import require_bfloat16
+
+    bench = load_bench("bf16_winograd")
+    rng = np.random.default_rng(3)
+    for pad, size in ((1, 7), (0, 8), (2, 5)):
+        x = rng.integers(-3, 4, (2, 3, size, size)).astype(np.float64)
+        W = rng.integers(-2, 3, (4, 3, 3, 3)).astype(np.float64)
+        exact = R.conv_forward(x, W, np.zeros(4), (1, 1), (pad, pad))
+        np.testing.assert_array_equal(bench.exact_convolution(x, W, pad), exact)
+        got = bench.winograd_bf16(x.astype(require_bfloat16()), W.astype(require_bfloat16()), pad)
+        np.testing.assert_array_equal(got.astype(np.float64), exact)
+
+
+def test_bf16_winograd_prints_both_tables():
+    pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes (the bf16 extra)")
+    out = run_script("analysis/bf16_winograd.py", "--repeat", "1")
+    assert out.count("| 16->16 28x28 pad 1 |") == 2 and "Winograd error" in out and "16 GEMMs" in out
+
+
 def load_bench(name):
     spec = importlib.util.spec_from_file_location(name, BENCHES / "analysis" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

@@ -272,7 +272,9 @@ def _reference_windows(x, kh, kw, stride, pad):
     return reference.im2col(x.astype(np.float32), kh, kw, (stride, stride), (pad, pad)).astype(BF16)
 
 
-@pytest.mark.parametrize("shape, kh, stride, pad", [((2, 3, 7, 7), 3, 1, 1), ((3, 2, 9, 8), 3, 2, 0), ((1, 5, 6, 5), 2, 1, 2)])
+@pytest.mark.parametrize(
+    "shape, kh, stride, pad", [((2, 3, 7, 7), 3, 1, 1), ((3, 2, 9, 8), 3, 2, 0), ((1, 5, 6, 5), 2, 1, 2)]
+)
 def test_window_layouts_are_im2col(shape, kh, stride, pad):
     """im2col_t is im2col's columns transposed (a zero column for an odd window count);
     im2col_pairs_t holds them as pairs of taps (a zero high half for an odd tap count)."""
@@ -307,7 +309,9 @@ def _reference_backward(dout, x, W, stride, pad):
     if stride == 1 and pad < kh:
         flipped = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, -1)
         dout_windows = _reference_windows(dout, kh, kw, 1, kh - 1 - pad)
-        dx = reference_dot(dout_windows, np.ascontiguousarray(flipped.T), np.zeros((dout_windows.shape[0], C), np.float32))
+        dx = reference_dot(
+            dout_windows, np.ascontiguousarray(flipped.T), np.zeros((dout_windows.shape[0], C), np.float32)
+        )
         dx = dx.reshape(x.shape[0], x.shape[2], x.shape[3], C).transpose(0, 3, 1, 2)
     else:
         dcol = reference_dot(rows, W.reshape(FN, -1), np.zeros((rows.shape[0], windows.shape[1]), np.float32))
@@ -315,7 +319,9 @@ def _reference_backward(dout, x, W, stride, pad):
     return dx.astype(BF16), dW.T.reshape(W.shape).astype(BF16), db.astype(BF16)
 
 
-@pytest.mark.parametrize("shape, stride, pad", [((3, 5, 9, 8), 1, 1), ((3, 5, 9, 8), 2, 0), ((2, 3, 7, 7), 1, 0), ((1, 4, 5, 5), 1, 2)])
+@pytest.mark.parametrize(
+    "shape, stride, pad", [((3, 5, 9, 8), 1, 1), ((3, 5, 9, 8), 2, 0), ((2, 3, 7, 7), 1, 0), ((1, 4, 5, 5), 1, 2)]
+)
 def test_dot_convolution_backward_is_dot_products(shape, stride, pad):
     rng = np.random.default_rng(sum(shape) + stride + pad)
     x = rng.standard_normal(shape).astype(BF16)

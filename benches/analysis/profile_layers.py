@@ -58,7 +58,7 @@ def describe(layer):
 def main():
     deepnet.keep_freed_memory()  # as training does: freed activations reused, not faulted back in
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtype", default="float32", choices=("float16", "float32", "float64"))
+    parser.add_argument("--dtype", default="float32", choices=("float16", "float32", "float64", "bfloat16"))
     parser.add_argument("--threads", type=int)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--backend", default="cython", choices=("cython", "numpy"))
@@ -66,7 +66,13 @@ def main():
     deepnet.set_backend(args.backend)
     if args.threads:
         deepnet.set_num_threads(args.threads)
-    layers, forward, backward, fused = profile(np.dtype(args.dtype), args.reps)
+    if args.dtype == "bfloat16":
+        from deepnet._dtypes import require_bfloat16
+
+        dtype = require_bfloat16()
+    else:
+        dtype = np.dtype(args.dtype)
+    layers, forward, backward, fused = profile(dtype, args.reps)
     total = sum(forward) + sum(backward)
     print(
         f"DeepConvNet training step, batch 100, {args.dtype}, backend {args.backend}, "
