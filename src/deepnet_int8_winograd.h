@@ -13,64 +13,76 @@
  */
 
 /* V[xi][c2][t] for the image's tiles from t0 on: int16 pairs (channel 2 c2, 2 c2 + 1).  Eight
- * tiles a step, in order (with rows of 4 tiles, two rows a step): a step's overshoot past a
- * tile row or the image is rewritten by the next one (the allocation has 8 tiles of slack);
- * it reads up to 32 bytes past a padded row. */
+ * tiles of both channels a step (channel 2 c2 in the low 128-bit lane, 2 c2 + 1 in the high
+ * one), in order (with rows of 4 tiles, two rows a step): a step's overshoot past a tile row
+ * or the image is rewritten by the next one (the allocation has 8 tiles of slack); it reads up
+ * to 32 bytes past a padded row.  The transform runs on x itself: B^T (x - x_zero) B =
+ * B^T x B - x_zero B^T 1 1^T B, and B^T 1 = (0, 2, 0, 0), so only V[5] (row 1, column 1)
+ * loses 4 x_zero. */
 static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, int TH, int TW, int t0, int ld,
                                     int32_t* V)
 {
     const size_t plane = (size_t)cv->Hp * cv->Wp;
     const int C2 = (cv->C + 1) / 2;
     const size_t vx = (size_t)C2 * ld + 16;   /* DN8_WINOGRAD_VX */
-    const __m128i zero = _mm_set1_epi16((int16_t)cv->x_zero), low_bytes = _mm_set1_epi16(0x00FF);
-    int c2, ty, tx, r, xi, h, two;
+    const __m256i zero4 = _mm256_set1_epi16((int16_t)(4 * cv->x_zero)), low_bytes = _mm256_set1_epi16(0x00FF);
+    /* per lane: the int16 pairs (lane 0's value, lane 1's) of tiles 0-3 (4-7) after vpermq 0xD8 */
+    const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    int c2, ty, tx, r, xi, two;
     for (c2 = 0; c2 < C2; c2++) {
+        /* an odd C's last pair: channel C - 1 again, against zero filters */
+        const uint8_t* lo_plane = padded + (size_t)(2 * c2) * plane;
+        const uint8_t* hi_plane = padded + (size_t)(2 * c2 + 1 < cv->C ? 2 * c2 + 1 : cv->C - 1) * plane;
         for (ty = 0; ty < TH; ty += 1 + two) {
-            two = TW == 4 && ty + 1 < TH;   /* lanes 4-7: the next tile row's 4 tiles */
+            two = TW == 4 && ty + 1 < TH;   /* lanes' upper halves: the next tile row's 4 tiles */
             for (tx = 0; tx < TW; tx += 8) {
-                __m128i v[2][16];
-                for (h = 0; h < 2; h++) {
-                    /* an odd C's last pair: channel C - 1 again, against zero filters */
-                    int c = 2 * c2 + h < cv->C ? 2 * c2 + h : cv->C - 1;
-                    const uint8_t* corner = padded + c * plane + (size_t)(2 * ty) * cv->Wp + 2 * tx;
-                    __m128i d[4][4], t[4][4];
-                    for (r = 0; r < 4; r++) {
-                        const uint8_t* row = corner + (size_t)r * cv->Wp;
-                        __m128i a, b;
-                        if (two) {
-                            const uint8_t* below = row + 2 * (size_t)cv->Wp;
-                            a = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)row),
-                                                   _mm_loadl_epi64((const __m128i*)below));
-                            b = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)(row + 2)),
-                                                   _mm_loadl_epi64((const __m128i*)(below + 2)));
-                        } else {
-                            a = _mm_loadu_si128((const __m128i*)row);
-                            b = _mm_loadu_si128((const __m128i*)(row + 2));
-                        }
-                        d[r][0] = _mm_sub_epi16(_mm_and_si128(a, low_bytes), zero);
-                        d[r][1] = _mm_sub_epi16(_mm_srli_epi16(a, 8), zero);
-                        d[r][2] = _mm_sub_epi16(_mm_and_si128(b, low_bytes), zero);
-                        d[r][3] = _mm_sub_epi16(_mm_srli_epi16(b, 8), zero);
+                const size_t corner = (size_t)(2 * ty) * cv->Wp + 2 * tx;
+                __m256i d[4][4], t[4][4], v[16];
+                for (r = 0; r < 4; r++) {
+                    const uint8_t* lo = lo_plane + corner + (size_t)r * cv->Wp;
+                    const uint8_t* hi = hi_plane + corner + (size_t)r * cv->Wp;
+                    __m128i a0, a1, b0, b1;
+                    if (two) {
+                        const size_t below = 2 * (size_t)cv->Wp;
+                        a0 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)lo)),
+                                                           (const double*)(lo + below)));
+                        a1 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)hi)),
+                                                           (const double*)(hi + below)));
+                        b0 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)(lo + 2))),
+                                                           (const double*)(lo + 2 + below)));
+                        b1 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)(hi + 2))),
+                                                           (const double*)(hi + 2 + below)));
+                    } else {
+                        a0 = _mm_loadu_si128((const __m128i*)lo);
+                        a1 = _mm_loadu_si128((const __m128i*)hi);
+                        b0 = _mm_loadu_si128((const __m128i*)(lo + 2));
+                        b1 = _mm_loadu_si128((const __m128i*)(hi + 2));
                     }
-                    for (r = 0; r < 4; r++) {   /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
-                        t[0][r] = _mm_sub_epi16(d[0][r], d[2][r]);
-                        t[1][r] = _mm_add_epi16(d[1][r], d[2][r]);
-                        t[2][r] = _mm_sub_epi16(d[2][r], d[1][r]);
-                        t[3][r] = _mm_sub_epi16(d[1][r], d[3][r]);
-                    }
-                    for (r = 0; r < 4; r++) {   /* (B^T d) B: the same on the columns */
-                        v[h][4 * r + 0] = _mm_sub_epi16(t[r][0], t[r][2]);
-                        v[h][4 * r + 1] = _mm_add_epi16(t[r][1], t[r][2]);
-                        v[h][4 * r + 2] = _mm_sub_epi16(t[r][2], t[r][1]);
-                        v[h][4 * r + 3] = _mm_sub_epi16(t[r][1], t[r][3]);
-                    }
+                    __m256i a = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
+                    __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(b0), b1, 1);
+                    d[r][0] = _mm256_and_si256(a, low_bytes);
+                    d[r][1] = _mm256_srli_epi16(a, 8);
+                    d[r][2] = _mm256_and_si256(b, low_bytes);
+                    d[r][3] = _mm256_srli_epi16(b, 8);
                 }
+                for (r = 0; r < 4; r++) {   /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
+                    t[0][r] = _mm256_sub_epi16(d[0][r], d[2][r]);
+                    t[1][r] = _mm256_add_epi16(d[1][r], d[2][r]);
+                    t[2][r] = _mm256_sub_epi16(d[2][r], d[1][r]);
+                    t[3][r] = _mm256_sub_epi16(d[1][r], d[3][r]);
+                }
+                for (r = 0; r < 4; r++) {   /* (B^T d) B: the same on the columns */
+                    v[4 * r + 0] = _mm256_sub_epi16(t[r][0], t[r][2]);
+                    v[4 * r + 1] = _mm256_add_epi16(t[r][1], t[r][2]);
+                    v[4 * r + 2] = _mm256_sub_epi16(t[r][2], t[r][1]);
+                    v[4 * r + 3] = _mm256_sub_epi16(t[r][1], t[r][3]);
+                }
+                v[5] = _mm256_sub_epi16(v[5], zero4);
                 int32_t* target = V + (size_t)c2 * ld + t0 + (size_t)ty * TW + tx;
-                for (xi = 0; xi < 16; xi++) {
-                    int32_t* row = target + (size_t)xi * vx;
-                    _mm_storeu_si128((__m128i*)row, _mm_unpacklo_epi16(v[0][xi], v[1][xi]));
-                    _mm_storeu_si128((__m128i*)(row + 4), _mm_unpackhi_epi16(v[0][xi], v[1][xi]));
-                }
+                for (xi = 0; xi < 16; xi++)
+                    _mm256_storeu_si256((__m256i*)(target + (size_t)xi * vx),
+                                        _mm256_shuffle_epi8(_mm256_permute4x64_epi64(v[xi], 0xD8), pairs));
             }
         }
     }
