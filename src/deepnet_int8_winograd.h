@@ -127,8 +127,9 @@ static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld,
     }
 }
 
-/* The 2x2 sums y[i][j] of 8 tiles from M (Y = A^T M A, then / 4 exactly). */
-static inline void dn8_winograd_output8_avx2(const int32_t* m, size_t xi_stride, __m256i y[2][2])
+/* The 2x2 sums y[i][j] of 8 tiles from M (Y = A^T M A, then / 4 exactly; with quarter 0,
+ * 4 times the sums: a caller that pools divides their maximum). */
+static inline void dn8_winograd_output8_avx2(const int32_t* m, size_t xi_stride, __m256i y[2][2], int quarter)
 {
     __m256i s[4], d[4];
     int j;
@@ -140,30 +141,33 @@ static inline void dn8_winograd_output8_avx2(const int32_t* m, size_t xi_stride,
         s[j] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
         d[j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
     }
-    y[0][0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), s[2]), 2);
-    y[0][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(s[1], s[2]), s[3]), 2);
-    y[1][0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(d[0], d[1]), d[2]), 2);
-    y[1][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(d[1], d[2]), d[3]), 2);
+    y[0][0] = _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), s[2]);
+    y[0][1] = _mm256_sub_epi32(_mm256_sub_epi32(s[1], s[2]), s[3]);
+    y[1][0] = _mm256_add_epi32(_mm256_add_epi32(d[0], d[1]), d[2]);
+    y[1][1] = _mm256_sub_epi32(_mm256_sub_epi32(d[1], d[2]), d[3]);
+    if (quarter) {
+        y[0][0] = _mm256_srai_epi32(y[0][0], 2);
+        y[0][1] = _mm256_srai_epi32(y[0][1], 2);
+        y[1][0] = _mm256_srai_epi32(y[1][0], 2);
+        y[1][1] = _mm256_srai_epi32(y[1][1], 2);
+    }
 }
 
-/* The 16 requantized bytes (INT8_SPEC, as dn8_requantize8) of the 2x2 sums y + bias of 8
- * tiles, in pixel order: the low half holds the tiles' top rows (y00, y01 of tile 0, then of
- * tile 1, ...), the high half their bottom rows.  packus's clip to [0, 255], then max with
- * low, is the spec's clip to [low, 255]. */
+/* The 16 requantized bytes (INT8_SPEC, as dn8_requantize8, low and high its float bounds) of
+ * the 2x2 sums y + bias of 8 tiles, in pixel order: the low half holds the tiles' top rows
+ * (y00, y01 of tile 0, then of tile 1, ...), the high half their bottom rows. */
 static inline __m256i dn8_winograd_requantize8_avx2(__m256i y[2][2], __m256i bias, __m256 scale, __m256i out_zero,
-                                                    __m256i low)
+                                                    __m256 low, __m256 high)
 {
-    const __m256 lowest = _mm256_set1_ps(-512.0f), highest = _mm256_set1_ps(512.0f);
     __m256i q[4];
     int i;
     for (i = 0; i < 4; i++) {
         __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(y[i / 2][i % 2], bias)), scale);
-        v = _mm256_min_ps(_mm256_max_ps(v, lowest), highest);   /* NaN -> -512 */
+        v = _mm256_min_ps(_mm256_max_ps(v, low), high);
         q[i] = _mm256_add_epi32(_mm256_cvtps_epi32(v), out_zero);
     }
     /* bytes, per 128-bit lane: y00 y01 y10 y11 of 4 tiles each (tiles 0-3, then 4-7) */
     __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-    bytes = _mm256_max_epu8(bytes, _mm256_packus_epi16(_mm256_packs_epi32(low, low), _mm256_packs_epi32(low, low)));
     const __m256i order = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,
                                            0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
     return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(bytes, order), 0xD8);
@@ -217,13 +221,14 @@ static void dn8_winograd_requantize_avx2(const dn8_conv* cv, int f, const int32_
     const int OH = cv->OH, OW = cv->OW, low = cv->relu ? cv->out_zero : 0;
     const __m256i bias8 = _mm256_set1_epi32(cv->bias[f]);
     const __m256 s8 = _mm256_set1_ps(cv->scale[f]);
-    const __m256i zero8 = _mm256_set1_epi32(cv->out_zero), low8 = _mm256_set1_epi32(low);
+    const __m256i zero8 = _mm256_set1_epi32(cv->out_zero);
+    const __m256 low8 = _mm256_set1_ps((float)(low - cv->out_zero)), high8 = _mm256_set1_ps((float)(255 - cv->out_zero));
     uint8_t* bottom = stage + 2 * (size_t)T + 16;
     int t, ty;
     for (t = 0; t < T; t += 8) {
         __m256i y[2][2];
-        dn8_winograd_output8_avx2(m + t, xi_stride, y);
-        __m256i bytes = dn8_winograd_requantize8_avx2(y, bias8, s8, zero8, low8);
+        dn8_winograd_output8_avx2(m + t, xi_stride, y, 1);
+        __m256i bytes = dn8_winograd_requantize8_avx2(y, bias8, s8, zero8, low8, high8);
         _mm_storeu_si128((__m128i*)(stage + 2 * t), _mm256_castsi256_si128(bytes));
         _mm_storeu_si128((__m128i*)(bottom + 2 * t), _mm256_extracti128_si256(bytes, 1));
     }
@@ -270,16 +275,18 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
                 /* the tiles are the pooling windows: requantize their maxima */
                 const __m256i bias8 = _mm256_set1_epi32(cv->bias[f]);
                 const __m256 s8 = _mm256_set1_ps(s);
-                const __m256i zero8 = _mm256_set1_epi32(cv->out_zero), low8 = _mm256_set1_epi32(low);
+                const __m256i zero8 = _mm256_set1_epi32(cv->out_zero);
+                const __m256 low8 = _mm256_set1_ps((float)(low - cv->out_zero));
+                const __m256 high8 = _mm256_set1_ps((float)(255 - cv->out_zero));
                 uint8_t* target = (uint8_t*)image + (size_t)f * T;
                 for (t = 0; t < T; t += 8) {
                     __m256i y[2][2];
                     if (t > T - 8)
                         t = T - 8;
-                    dn8_winograd_output8_avx2(m + t, xi_stride, y);
+                    dn8_winograd_output8_avx2(m + t, xi_stride, y, 0);   /* 4 x: the maximum's / 4 is exact */
                     __m256i top = _mm256_max_epi32(y[0][0], y[0][1]), bottom = _mm256_max_epi32(y[1][0], y[1][1]);
-                    __m256i acc = _mm256_add_epi32(_mm256_max_epi32(top, bottom), bias8);
-                    _mm_storel_epi64((__m128i*)(target + t), dn8_requantize8_avx2(acc, s8, zero8, low8));
+                    __m256i acc = _mm256_add_epi32(_mm256_srai_epi32(_mm256_max_epi32(top, bottom), 2), bias8);
+                    _mm_storel_epi64((__m128i*)(target + t), dn8_requantize8_avx2(acc, s8, zero8, low8, high8));
                 }
                 continue;
             }
@@ -292,7 +299,7 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
             for (t = 0; t < T; t += 8) {
                 __m256i y[2][2];
                 int32_t values[2][2][8];
-                dn8_winograd_output8_avx2(m + t, xi_stride, y);
+                dn8_winograd_output8_avx2(m + t, xi_stride, y, 1);
                 for (i = 0; i < 2; i++)
                     for (j = 0; j < 2; j++)
                         _mm256_storeu_si256((__m256i*)values[i][j], y[i][j]);
