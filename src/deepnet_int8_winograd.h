@@ -106,6 +106,7 @@ static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld,
                     acc[0][j] = acc[1][j] = _mm256_setzero_si256();
                 const int32_t* a = Vx + t0;
                 const int32_t* u = Ux + (size_t)f0 * C2;
+#pragma GCC unroll 4
                 for (c2 = 0; c2 < C2; c2++, a += ld) {
                     __m256i a0 = _mm256_loadu_si256((const __m256i*)a);
                     __m256i a1 = _mm256_loadu_si256((const __m256i*)(a + 8));
