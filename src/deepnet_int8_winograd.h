@@ -88,9 +88,11 @@ static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, i
     }
 }
 
-/* M[xi][f][t] = sum_c2 madd(V[xi][c2][t], U[xi][f][c2]) for the task's T tiles (Tcomp, a
- * multiple of 16; M's rows have Tcomp entries, its matrices are DN8_WINOGRAD_MX apart). */
-static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld, int Tcomp, int32_t* M)
+/* M[xi][f][t] = sum_c2 madd(V[xi][c2][t], U[xi][f][c2]) for the task's tiles, 16 a block, and
+ * 8 in the last one where 8 cover the rest (M's rows have Tcomp entries, a multiple of 16 (the
+ * entries past the tiles rounded up to 8 are not written), its matrices are DN8_WINOGRAD_MX apart). */
+static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld, int Tcomp, int tiles,
+                                   int32_t* M)
 {
     const int C2 = (cv->C + 1) / 2;
     const size_t vx = (size_t)C2 * ld + 16, mx = (size_t)cv->FNpad * Tcomp + 16;   /* DN8_WINOGRAD_VX, _MX */
@@ -99,7 +101,26 @@ static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld,
         const int32_t* Vx = V + (size_t)xi * vx;
         const int32_t* Ux = cv->wino + (size_t)xi * cv->FNpad * C2;
         int32_t* Mx = M + (size_t)xi * mx;
-        for (t0 = 0; t0 < Tcomp; t0 += 16) {
+        for (t0 = 0; t0 < tiles; t0 += 16) {
+            if (t0 + 8 >= tiles) {   /* the last 8 tiles or fewer: one vector of them */
+                for (f0 = 0; f0 < cv->FN; f0 += 4) {
+                    __m256i acc[4];
+                    for (j = 0; j < 4; j++)
+                        acc[j] = _mm256_setzero_si256();
+                    const int32_t* a = Vx + t0;
+                    const int32_t* u = Ux + (size_t)f0 * C2;
+                    for (c2 = 0; c2 < C2; c2++, a += ld) {
+                        __m256i a0 = _mm256_loadu_si256((const __m256i*)a);
+                        __asm__("" : "+x"(a0));
+#pragma GCC unroll 4
+                        for (j = 0; j < 4; j++)
+                            acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(a0, _mm256_set1_epi32(u[(size_t)j * C2 + c2])));
+                    }
+                    for (j = 0; j < 4; j++)
+                        _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * Tcomp + t0), acc[j]);
+                }
+                break;
+            }
             for (f0 = 0; f0 < cv->FN; f0 += 4) {
                 __m256i acc[2][4];
                 for (j = 0; j < 4; j++)
@@ -260,7 +281,7 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
         dn8_pad_image(cv, x + (size_t)n * image_in, padded, n == n0);
         dn8_winograd_input_avx2(cv, padded, TH, TW, (n - n0) * T, ld, V);
     }
-    dn8_winograd_gemm_avx2(cv, V, ld, Tcomp, M);
+    dn8_winograd_gemm_avx2(cv, V, ld, Tcomp, images * T, M);
     const size_t xi_stride = DN8_WINOGRAD_MX(cv->FNpad, images * T);
     for (n = n0; n < n1; n++) {
         char* image = (char*)out + (size_t)n * image_out;
