@@ -270,9 +270,10 @@ class Int8Model(Classifier):
         if ops.current() != "kernel":
             return None
         key = tuple(id(step) for step in self.steps)
-        if self._plan is None or self._plan[0] != key:
-            self._plan = (key, self._make_plan(), threading.Lock())
-        plan, lock = self._plan[1], self._plan[2]
+        entry = self._plan  # one read: another thread may replace it meanwhile
+        if entry is None or entry[0] != key:
+            entry = self._plan = (key, self._make_plan(), threading.Lock())
+        _, plan, lock = entry
         if plan is None or not lock.acquire(blocking=False):  # busy in another thread: run the steps
             return None
         try:
