@@ -236,7 +236,7 @@ static inline void dn8_copy_row_avx2(uint8_t* target, const uint8_t* source, int
 /* One output channel's plane (unpooled, uint8) from its M: each 8 tiles' 2x2 sums + bias
  * requantized into stage in tile order (a tile row's top pixels, then its bottom ones, 2 TW
  * bytes each, 4 T + 32 bytes in all), then copied row by row (an odd OH or OW drops the
- * last tiles' bottom row or right column). */
+ * last tiles' bottom row or right column); 8 wide and a multiple of 4 high, straight into the plane. */
 static void dn8_winograd_requantize_avx2(const dn8_conv* cv, int f, const int32_t* m, size_t xi_stride, int T,
                                          int TW, uint8_t* stage, uint8_t* plane)
 {
@@ -247,6 +247,18 @@ static void dn8_winograd_requantize_avx2(const dn8_conv* cv, int f, const int32_
     const __m256 low8 = _mm256_set1_ps((float)(low - cv->out_zero)), high8 = _mm256_set1_ps((float)(255 - cv->out_zero));
     uint8_t* bottom = stage + 2 * (size_t)T + 16;
     int t, ty;
+    if (OW == 8 && OH % 4 == 0) {
+        /* rows of 4 tiles, 8 tiles two whole rows: their 4 output rows are 32 bytes in a row */
+        for (t = 0; t < T; t += 8) {
+            __m256i y[2][2];
+            dn8_winograd_output8_avx2(m + t, xi_stride, y, 1);
+            __m256i bytes = dn8_winograd_requantize8_avx2(y, bias8, s8, zero8, low8, high8);
+            __m128i top = _mm256_castsi256_si128(bytes), under = _mm256_extracti128_si256(bytes, 1);
+            _mm_storeu_si128((__m128i*)(plane + 4 * (size_t)t), _mm_unpacklo_epi64(top, under));
+            _mm_storeu_si128((__m128i*)(plane + 4 * (size_t)t + 16), _mm_unpackhi_epi64(top, under));
+        }
+        return;
+    }
     for (t = 0; t < T; t += 8) {
         __m256i y[2][2];
         dn8_winograd_output8_avx2(m + t, xi_stride, y, 1);

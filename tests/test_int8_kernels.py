@@ -252,6 +252,7 @@ def test_the_avx2_winograd_convolution_without_pooling_matches_the_reference(see
     rng = np.random.default_rng(200 + 10 * seed + pad)
     sizes = [(1, 5, 4), (3, 9, 7), (8, 8, 8), (16, 14, 14), (9, 15, 22), (32, 7, 7), (2, 3, 40), (5, 36, 3)]
     sizes += [(6, 5, 8), (4, 9, 7)]  # rows of 4 tiles (two a step), an odd number of them
+    sizes += [(3, 4, 8), (9, 12, 8)]  # 8 wide, a multiple of 4 high: two tile rows a step, stored straight
     for C, H, W in sizes:
         case = random_case(
             rng,
