@@ -212,13 +212,14 @@ static void DN8_NAME(dn8_gemm)(const dn8_conv* cv, const uint32_t* cols, int Pb,
 #undef DN8_PT
 #undef DN8_FT
 
-/* 8 requantized bytes (INT8_SPEC) of 8 accumulators; cvtps2dq rounds half to even. */
-static inline __m128i DN8_NAME(dn8_requantize8)(__m256i acc, __m256 scale, __m256i out_zero, __m256i low)
+/* 8 requantized bytes (INT8_SPEC) of 8 accumulators; cvtps2dq rounds half to even.  The spec's
+ * clip(clip(rint(y), -512, 512) + out_zero, low, 255) is rint(clip(y, low - out_zero, 255 -
+ * out_zero)) + out_zero: rint is monotone and keeps the integer bounds, which lie inside
+ * +-512; low and high are those two float bounds (NaN -> low, as -512 would give). */
+static inline __m128i DN8_NAME(dn8_requantize8)(__m256i acc, __m256 scale, __m256i out_zero, __m256 low, __m256 high)
 {
-    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale);
-    y = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-512.0f)), _mm256_set1_ps(512.0f));   /* NaN -> -512 */
+    __m256 y = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale), low), high);
     __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(y), out_zero);
-    q = _mm256_min_epi32(_mm256_max_epi32(q, low), _mm256_set1_epi32(255));
     __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     return _mm_packus_epi16(words, words);
 }
@@ -240,7 +241,8 @@ static void DN8_NAME(dn8_epilogue)(const dn8_conv* cv, const int32_t* sums, int 
 #if DN8_KIND != DN8_SCALAR
         const __m256i comp8 = _mm256_set1_epi32(comp);
         const __m256 s8 = _mm256_set1_ps(s);
-        const __m256i zero8 = _mm256_set1_epi32(cv->out_zero), low8 = _mm256_set1_epi32(low);
+        const __m256i zero8 = _mm256_set1_epi32(cv->out_zero);
+        const __m256 low8 = _mm256_set1_ps((float)(low - cv->out_zero)), high8 = _mm256_set1_ps((float)(255 - cv->out_zero));
 #endif
         if (cv->out_float) {
             float* target = (float*)out + (size_t)f * cv->OH * OW + (size_t)r0 * OW;
@@ -262,7 +264,7 @@ static void DN8_NAME(dn8_epilogue)(const dn8_conv* cv, const int32_t* sums, int 
                 if (p > Pb - 8)
                     p = Pb - 8;
                 __m256i acc = _mm256_add_epi32(_mm256_loadu_si256((const __m256i*)(row + p)), comp8);
-                _mm_storel_epi64((__m128i*)(target + p), DN8_NAME(dn8_requantize8)(acc, s8, zero8, low8));
+                _mm_storel_epi64((__m128i*)(target + p), DN8_NAME(dn8_requantize8)(acc, s8, zero8, low8, high8));
             }
 #endif
             for (; p < Pb; p++)
@@ -289,7 +291,7 @@ static void DN8_NAME(dn8_epilogue)(const dn8_conv* cv, const int32_t* sums, int 
                         _mm256_shuffle_ps(_mm256_castsi256_ps(m0), _mm256_castsi256_ps(m1), 0xDD));
                     __m256i m = _mm256_permute4x64_epi64(_mm256_max_epi32(even, odd), 0xD8);
                     _mm_storel_epi64((__m128i*)(t + px),
-                                     DN8_NAME(dn8_requantize8)(_mm256_add_epi32(m, comp8), s8, zero8, low8));
+                                     DN8_NAME(dn8_requantize8)(_mm256_add_epi32(m, comp8), s8, zero8, low8, high8));
                 }
 #endif
                 for (; px < PW; px++) {

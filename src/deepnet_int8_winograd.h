@@ -13,72 +13,86 @@
  */
 
 /* V[xi][c2][t] for the image's tiles from t0 on: int16 pairs (channel 2 c2, 2 c2 + 1).  Eight
- * tiles a step, in order (with rows of 4 tiles, two rows a step): a step's overshoot past a
- * tile row or the image is rewritten by the next one (the allocation has 8 tiles of slack);
- * it reads up to 32 bytes past a padded row. */
+ * tiles of both channels a step (channel 2 c2 in the low 128-bit lane, 2 c2 + 1 in the high
+ * one), in order (with rows of 4 tiles, two rows a step): a step's overshoot past a tile row
+ * or the image is rewritten by the next one (the allocation has 8 tiles of slack); it reads up
+ * to 32 bytes past a padded row.  The transform runs on x itself: B^T (x - x_zero) B =
+ * B^T x B - x_zero B^T 1 1^T B, and B^T 1 = (0, 2, 0, 0), so only V[5] (row 1, column 1)
+ * loses 4 x_zero. */
 static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, int TH, int TW, int t0, int ld,
                                     int32_t* V)
 {
     const size_t plane = (size_t)cv->Hp * cv->Wp;
     const int C2 = (cv->C + 1) / 2;
     const size_t vx = (size_t)C2 * ld + 16;   /* DN8_WINOGRAD_VX */
-    const __m128i zero = _mm_set1_epi16((int16_t)cv->x_zero), low_bytes = _mm_set1_epi16(0x00FF);
-    int c2, ty, tx, r, xi, h, two;
+    const __m256i zero4 = _mm256_set1_epi16((int16_t)(4 * cv->x_zero)), low_bytes = _mm256_set1_epi16(0x00FF);
+    /* per lane: the int16 pairs (lane 0's value, lane 1's) of tiles 0-3 (4-7) after vpermq 0xD8 */
+    const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    int c2, ty, tx, r, xi, two;
     for (c2 = 0; c2 < C2; c2++) {
+        /* an odd C's last pair: channel C - 1 again, against zero filters */
+        const uint8_t* lo_plane = padded + (size_t)(2 * c2) * plane;
+        const uint8_t* hi_plane = padded + (size_t)(2 * c2 + 1 < cv->C ? 2 * c2 + 1 : cv->C - 1) * plane;
         for (ty = 0; ty < TH; ty += 1 + two) {
-            two = TW == 4 && ty + 1 < TH;   /* lanes 4-7: the next tile row's 4 tiles */
+            two = TW == 4 && ty + 1 < TH;   /* lanes' upper halves: the next tile row's 4 tiles */
             for (tx = 0; tx < TW; tx += 8) {
-                __m128i v[2][16];
-                for (h = 0; h < 2; h++) {
-                    /* an odd C's last pair: channel C - 1 again, against zero filters */
-                    int c = 2 * c2 + h < cv->C ? 2 * c2 + h : cv->C - 1;
-                    const uint8_t* corner = padded + c * plane + (size_t)(2 * ty) * cv->Wp + 2 * tx;
-                    __m128i d[4][4], t[4][4];
-                    for (r = 0; r < 4; r++) {
-                        const uint8_t* row = corner + (size_t)r * cv->Wp;
-                        __m128i a, b;
-                        if (two) {
-                            const uint8_t* below = row + 2 * (size_t)cv->Wp;
-                            a = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)row),
-                                                   _mm_loadl_epi64((const __m128i*)below));
-                            b = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)(row + 2)),
-                                                   _mm_loadl_epi64((const __m128i*)(below + 2)));
-                        } else {
-                            a = _mm_loadu_si128((const __m128i*)row);
-                            b = _mm_loadu_si128((const __m128i*)(row + 2));
-                        }
-                        d[r][0] = _mm_sub_epi16(_mm_and_si128(a, low_bytes), zero);
-                        d[r][1] = _mm_sub_epi16(_mm_srli_epi16(a, 8), zero);
-                        d[r][2] = _mm_sub_epi16(_mm_and_si128(b, low_bytes), zero);
-                        d[r][3] = _mm_sub_epi16(_mm_srli_epi16(b, 8), zero);
+                const size_t corner = (size_t)(2 * ty) * cv->Wp + 2 * tx;
+                __m256i d[4][4], t[4][4], v[16];
+                for (r = 0; r < 4; r++) {
+                    const uint8_t* lo = lo_plane + corner + (size_t)r * cv->Wp;
+                    const uint8_t* hi = hi_plane + corner + (size_t)r * cv->Wp;
+                    __m128i a0, a1, b0, b1;
+                    if (two) {
+                        const size_t below = 2 * (size_t)cv->Wp;
+                        a0 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)lo)),
+                                                           (const double*)(lo + below)));
+                        a1 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)hi)),
+                                                           (const double*)(hi + below)));
+                        b0 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)(lo + 2))),
+                                                           (const double*)(lo + 2 + below)));
+                        b1 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)(hi + 2))),
+                                                           (const double*)(hi + 2 + below)));
+                    } else {
+                        a0 = _mm_loadu_si128((const __m128i*)lo);
+                        a1 = _mm_loadu_si128((const __m128i*)hi);
+                        b0 = _mm_loadu_si128((const __m128i*)(lo + 2));
+                        b1 = _mm_loadu_si128((const __m128i*)(hi + 2));
                     }
-                    for (r = 0; r < 4; r++) {   /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
-                        t[0][r] = _mm_sub_epi16(d[0][r], d[2][r]);
-                        t[1][r] = _mm_add_epi16(d[1][r], d[2][r]);
-                        t[2][r] = _mm_sub_epi16(d[2][r], d[1][r]);
-                        t[3][r] = _mm_sub_epi16(d[1][r], d[3][r]);
-                    }
-                    for (r = 0; r < 4; r++) {   /* (B^T d) B: the same on the columns */
-                        v[h][4 * r + 0] = _mm_sub_epi16(t[r][0], t[r][2]);
-                        v[h][4 * r + 1] = _mm_add_epi16(t[r][1], t[r][2]);
-                        v[h][4 * r + 2] = _mm_sub_epi16(t[r][2], t[r][1]);
-                        v[h][4 * r + 3] = _mm_sub_epi16(t[r][1], t[r][3]);
-                    }
+                    __m256i a = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
+                    __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(b0), b1, 1);
+                    d[r][0] = _mm256_and_si256(a, low_bytes);
+                    d[r][1] = _mm256_srli_epi16(a, 8);
+                    d[r][2] = _mm256_and_si256(b, low_bytes);
+                    d[r][3] = _mm256_srli_epi16(b, 8);
                 }
+                for (r = 0; r < 4; r++) {   /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
+                    t[0][r] = _mm256_sub_epi16(d[0][r], d[2][r]);
+                    t[1][r] = _mm256_add_epi16(d[1][r], d[2][r]);
+                    t[2][r] = _mm256_sub_epi16(d[2][r], d[1][r]);
+                    t[3][r] = _mm256_sub_epi16(d[1][r], d[3][r]);
+                }
+                for (r = 0; r < 4; r++) {   /* (B^T d) B: the same on the columns */
+                    v[4 * r + 0] = _mm256_sub_epi16(t[r][0], t[r][2]);
+                    v[4 * r + 1] = _mm256_add_epi16(t[r][1], t[r][2]);
+                    v[4 * r + 2] = _mm256_sub_epi16(t[r][2], t[r][1]);
+                    v[4 * r + 3] = _mm256_sub_epi16(t[r][1], t[r][3]);
+                }
+                v[5] = _mm256_sub_epi16(v[5], zero4);
                 int32_t* target = V + (size_t)c2 * ld + t0 + (size_t)ty * TW + tx;
-                for (xi = 0; xi < 16; xi++) {
-                    int32_t* row = target + (size_t)xi * vx;
-                    _mm_storeu_si128((__m128i*)row, _mm_unpacklo_epi16(v[0][xi], v[1][xi]));
-                    _mm_storeu_si128((__m128i*)(row + 4), _mm_unpackhi_epi16(v[0][xi], v[1][xi]));
-                }
+                for (xi = 0; xi < 16; xi++)
+                    _mm256_storeu_si256((__m256i*)(target + (size_t)xi * vx),
+                                        _mm256_shuffle_epi8(_mm256_permute4x64_epi64(v[xi], 0xD8), pairs));
             }
         }
     }
 }
 
-/* M[xi][f][t] = sum_c2 madd(V[xi][c2][t], U[xi][f][c2]) for the task's T tiles (Tcomp, a
- * multiple of 16; M's rows have Tcomp entries, its matrices are DN8_WINOGRAD_MX apart). */
-static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld, int Tcomp, int32_t* M)
+/* M[xi][f][t] = sum_c2 madd(V[xi][c2][t], U[xi][f][c2]) for the task's tiles, 16 a block, and
+ * 8 in the last one where 8 cover the rest (M's rows have Tcomp entries, a multiple of 16 (the
+ * entries past the tiles rounded up to 8 are not written), its matrices are DN8_WINOGRAD_MX apart). */
+static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld, int Tcomp, int tiles,
+                                   int32_t* M)
 {
     const int C2 = (cv->C + 1) / 2;
     const size_t vx = (size_t)C2 * ld + 16, mx = (size_t)cv->FNpad * Tcomp + 16;   /* DN8_WINOGRAD_VX, _MX */
@@ -87,13 +101,33 @@ static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld,
         const int32_t* Vx = V + (size_t)xi * vx;
         const int32_t* Ux = cv->wino + (size_t)xi * cv->FNpad * C2;
         int32_t* Mx = M + (size_t)xi * mx;
-        for (t0 = 0; t0 < Tcomp; t0 += 16) {
+        for (t0 = 0; t0 < tiles; t0 += 16) {
+            if (t0 + 8 >= tiles) {   /* the last 8 tiles or fewer: one vector of them */
+                for (f0 = 0; f0 < cv->FN; f0 += 4) {
+                    __m256i acc[4];
+                    for (j = 0; j < 4; j++)
+                        acc[j] = _mm256_setzero_si256();
+                    const int32_t* a = Vx + t0;
+                    const int32_t* u = Ux + (size_t)f0 * C2;
+                    for (c2 = 0; c2 < C2; c2++, a += ld) {
+                        __m256i a0 = _mm256_loadu_si256((const __m256i*)a);
+                        __asm__("" : "+x"(a0));
+#pragma GCC unroll 4
+                        for (j = 0; j < 4; j++)
+                            acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(a0, _mm256_set1_epi32(u[(size_t)j * C2 + c2])));
+                    }
+                    for (j = 0; j < 4; j++)
+                        _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * Tcomp + t0), acc[j]);
+                }
+                break;
+            }
             for (f0 = 0; f0 < cv->FN; f0 += 4) {
                 __m256i acc[2][4];
                 for (j = 0; j < 4; j++)
                     acc[0][j] = acc[1][j] = _mm256_setzero_si256();
                 const int32_t* a = Vx + t0;
                 const int32_t* u = Ux + (size_t)f0 * C2;
+#pragma GCC unroll 4
                 for (c2 = 0; c2 < C2; c2++, a += ld) {
                     __m256i a0 = _mm256_loadu_si256((const __m256i*)a);
                     __m256i a1 = _mm256_loadu_si256((const __m256i*)(a + 8));
@@ -115,8 +149,9 @@ static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* V, int ld,
     }
 }
 
-/* The 2x2 sums y[i][j] of 8 tiles from M (Y = A^T M A, then / 4 exactly). */
-static inline void dn8_winograd_output8_avx2(const int32_t* m, size_t xi_stride, __m256i y[2][2])
+/* The 2x2 sums y[i][j] of 8 tiles from M (Y = A^T M A, then / 4 exactly; with quarter 0,
+ * 4 times the sums: a caller that pools divides their maximum). */
+static inline void dn8_winograd_output8_avx2(const int32_t* m, size_t xi_stride, __m256i y[2][2], int quarter)
 {
     __m256i s[4], d[4];
     int j;
@@ -128,30 +163,33 @@ static inline void dn8_winograd_output8_avx2(const int32_t* m, size_t xi_stride,
         s[j] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
         d[j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
     }
-    y[0][0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), s[2]), 2);
-    y[0][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(s[1], s[2]), s[3]), 2);
-    y[1][0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(d[0], d[1]), d[2]), 2);
-    y[1][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(d[1], d[2]), d[3]), 2);
+    y[0][0] = _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), s[2]);
+    y[0][1] = _mm256_sub_epi32(_mm256_sub_epi32(s[1], s[2]), s[3]);
+    y[1][0] = _mm256_add_epi32(_mm256_add_epi32(d[0], d[1]), d[2]);
+    y[1][1] = _mm256_sub_epi32(_mm256_sub_epi32(d[1], d[2]), d[3]);
+    if (quarter) {
+        y[0][0] = _mm256_srai_epi32(y[0][0], 2);
+        y[0][1] = _mm256_srai_epi32(y[0][1], 2);
+        y[1][0] = _mm256_srai_epi32(y[1][0], 2);
+        y[1][1] = _mm256_srai_epi32(y[1][1], 2);
+    }
 }
 
-/* The 16 requantized bytes (INT8_SPEC, as dn8_requantize8) of the 2x2 sums y + bias of 8
- * tiles, in pixel order: the low half holds the tiles' top rows (y00, y01 of tile 0, then of
- * tile 1, ...), the high half their bottom rows.  packus's clip to [0, 255], then max with
- * low, is the spec's clip to [low, 255]. */
+/* The 16 requantized bytes (INT8_SPEC, as dn8_requantize8, low and high its float bounds) of
+ * the 2x2 sums y + bias of 8 tiles, in pixel order: the low half holds the tiles' top rows
+ * (y00, y01 of tile 0, then of tile 1, ...), the high half their bottom rows. */
 static inline __m256i dn8_winograd_requantize8_avx2(__m256i y[2][2], __m256i bias, __m256 scale, __m256i out_zero,
-                                                    __m256i low)
+                                                    __m256 low, __m256 high)
 {
-    const __m256 lowest = _mm256_set1_ps(-512.0f), highest = _mm256_set1_ps(512.0f);
     __m256i q[4];
     int i;
     for (i = 0; i < 4; i++) {
         __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(y[i / 2][i % 2], bias)), scale);
-        v = _mm256_min_ps(_mm256_max_ps(v, lowest), highest);   /* NaN -> -512 */
+        v = _mm256_min_ps(_mm256_max_ps(v, low), high);
         q[i] = _mm256_add_epi32(_mm256_cvtps_epi32(v), out_zero);
     }
     /* bytes, per 128-bit lane: y00 y01 y10 y11 of 4 tiles each (tiles 0-3, then 4-7) */
     __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-    bytes = _mm256_max_epu8(bytes, _mm256_packus_epi16(_mm256_packs_epi32(low, low), _mm256_packs_epi32(low, low)));
     const __m256i order = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15,
                                            0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
     return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(bytes, order), 0xD8);
@@ -198,20 +236,33 @@ static inline void dn8_copy_row_avx2(uint8_t* target, const uint8_t* source, int
 /* One output channel's plane (unpooled, uint8) from its M: each 8 tiles' 2x2 sums + bias
  * requantized into stage in tile order (a tile row's top pixels, then its bottom ones, 2 TW
  * bytes each, 4 T + 32 bytes in all), then copied row by row (an odd OH or OW drops the
- * last tiles' bottom row or right column). */
+ * last tiles' bottom row or right column); 8 wide and a multiple of 4 high, straight into the plane. */
 static void dn8_winograd_requantize_avx2(const dn8_conv* cv, int f, const int32_t* m, size_t xi_stride, int T,
                                          int TW, uint8_t* stage, uint8_t* plane)
 {
     const int OH = cv->OH, OW = cv->OW, low = cv->relu ? cv->out_zero : 0;
     const __m256i bias8 = _mm256_set1_epi32(cv->bias[f]);
     const __m256 s8 = _mm256_set1_ps(cv->scale[f]);
-    const __m256i zero8 = _mm256_set1_epi32(cv->out_zero), low8 = _mm256_set1_epi32(low);
+    const __m256i zero8 = _mm256_set1_epi32(cv->out_zero);
+    const __m256 low8 = _mm256_set1_ps((float)(low - cv->out_zero)), high8 = _mm256_set1_ps((float)(255 - cv->out_zero));
     uint8_t* bottom = stage + 2 * (size_t)T + 16;
     int t, ty;
+    if (OW == 8 && OH % 4 == 0) {
+        /* rows of 4 tiles, 8 tiles two whole rows: their 4 output rows are 32 bytes in a row */
+        for (t = 0; t < T; t += 8) {
+            __m256i y[2][2];
+            dn8_winograd_output8_avx2(m + t, xi_stride, y, 1);
+            __m256i bytes = dn8_winograd_requantize8_avx2(y, bias8, s8, zero8, low8, high8);
+            __m128i top = _mm256_castsi256_si128(bytes), under = _mm256_extracti128_si256(bytes, 1);
+            _mm_storeu_si128((__m128i*)(plane + 4 * (size_t)t), _mm_unpacklo_epi64(top, under));
+            _mm_storeu_si128((__m128i*)(plane + 4 * (size_t)t + 16), _mm_unpackhi_epi64(top, under));
+        }
+        return;
+    }
     for (t = 0; t < T; t += 8) {
         __m256i y[2][2];
-        dn8_winograd_output8_avx2(m + t, xi_stride, y);
-        __m256i bytes = dn8_winograd_requantize8_avx2(y, bias8, s8, zero8, low8);
+        dn8_winograd_output8_avx2(m + t, xi_stride, y, 1);
+        __m256i bytes = dn8_winograd_requantize8_avx2(y, bias8, s8, zero8, low8, high8);
         _mm_storeu_si128((__m128i*)(stage + 2 * t), _mm256_castsi256_si128(bytes));
         _mm_storeu_si128((__m128i*)(bottom + 2 * t), _mm256_extracti128_si256(bytes, 1));
     }
@@ -242,7 +293,7 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
         dn8_pad_image(cv, x + (size_t)n * image_in, padded, n == n0);
         dn8_winograd_input_avx2(cv, padded, TH, TW, (n - n0) * T, ld, V);
     }
-    dn8_winograd_gemm_avx2(cv, V, ld, Tcomp, M);
+    dn8_winograd_gemm_avx2(cv, V, ld, Tcomp, images * T, M);
     const size_t xi_stride = DN8_WINOGRAD_MX(cv->FNpad, images * T);
     for (n = n0; n < n1; n++) {
         char* image = (char*)out + (size_t)n * image_out;
@@ -258,16 +309,18 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
                 /* the tiles are the pooling windows: requantize their maxima */
                 const __m256i bias8 = _mm256_set1_epi32(cv->bias[f]);
                 const __m256 s8 = _mm256_set1_ps(s);
-                const __m256i zero8 = _mm256_set1_epi32(cv->out_zero), low8 = _mm256_set1_epi32(low);
+                const __m256i zero8 = _mm256_set1_epi32(cv->out_zero);
+                const __m256 low8 = _mm256_set1_ps((float)(low - cv->out_zero));
+                const __m256 high8 = _mm256_set1_ps((float)(255 - cv->out_zero));
                 uint8_t* target = (uint8_t*)image + (size_t)f * T;
                 for (t = 0; t < T; t += 8) {
                     __m256i y[2][2];
                     if (t > T - 8)
                         t = T - 8;
-                    dn8_winograd_output8_avx2(m + t, xi_stride, y);
+                    dn8_winograd_output8_avx2(m + t, xi_stride, y, 0);   /* 4 x: the maximum's / 4 is exact */
                     __m256i top = _mm256_max_epi32(y[0][0], y[0][1]), bottom = _mm256_max_epi32(y[1][0], y[1][1]);
-                    __m256i acc = _mm256_add_epi32(_mm256_max_epi32(top, bottom), bias8);
-                    _mm_storel_epi64((__m128i*)(target + t), dn8_requantize8_avx2(acc, s8, zero8, low8));
+                    __m256i acc = _mm256_add_epi32(_mm256_srai_epi32(_mm256_max_epi32(top, bottom), 2), bias8);
+                    _mm_storel_epi64((__m128i*)(target + t), dn8_requantize8_avx2(acc, s8, zero8, low8, high8));
                 }
                 continue;
             }
@@ -280,7 +333,7 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
             for (t = 0; t < T; t += 8) {
                 __m256i y[2][2];
                 int32_t values[2][2][8];
-                dn8_winograd_output8_avx2(m + t, xi_stride, y);
+                dn8_winograd_output8_avx2(m + t, xi_stride, y, 1);
                 for (i = 0; i < 2; i++)
                     for (j = 0; j < 2; j++)
                         _mm256_storeu_si256((__m256i*)values[i][j], y[i][j]);

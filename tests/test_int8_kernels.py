@@ -252,6 +252,7 @@ def test_the_avx2_winograd_convolution_without_pooling_matches_the_reference(see
     rng = np.random.default_rng(200 + 10 * seed + pad)
     sizes = [(1, 5, 4), (3, 9, 7), (8, 8, 8), (16, 14, 14), (9, 15, 22), (32, 7, 7), (2, 3, 40), (5, 36, 3)]
     sizes += [(6, 5, 8), (4, 9, 7)]  # rows of 4 tiles (two a step), an odd number of them
+    sizes += [(3, 4, 8), (9, 12, 8)]  # 8 wide, a multiple of 4 high: two tile rows a step, stored straight
     for C, H, W in sizes:
         case = random_case(
             rng,
@@ -291,6 +292,29 @@ def test_the_winograd_choice_gives_the_same_bits_at_deepconvnets_layers():
         for n_threads in (1, 2, 3):
             for winograd in (None, True, False):
                 assert_same_bits(run(case, "avx2", n_threads, winograd=winograd), want)
+
+
+@pytest.mark.parametrize("out_zero", [0, 37, 200, 255])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("pool", [False, True])
+def test_requantization_ties_and_bounds_on_every_path(out_zero, relu, pool):
+    """Sums that land on halves (scale 0.5) at and around the clip bounds low - out_zero and
+    255 - out_zero, the half-even ties among them, on every path, direct and Winograd."""
+    rng = np.random.default_rng(out_zero + 2 * relu + pool)
+    C, FN = 9, 40
+    w_q = np.zeros((FN, C, 3, 3), np.int8)
+    w_q[:, 0, 1, 1] = 1  # the sum is x[channel 0] - x_zero at the pixel
+    w_q[::3, 4, 1, 1] = -1
+    case = random_case(rng, N=3, C=C, H=10, W=12, KH=3, KW=3, stride=(1, 1), pad=(1, 1), FN=FN, pool=pool)
+    case.update(w_q=w_q, x_zero=0, out_zero=out_zero, relu=relu)
+    case["bias_q"] = np.arange(-640, 640, 32).astype(np.int32)  # y = (x + bias) / 2 spans [-448, 447]
+    case["scale"] = np.full(FN, 0.5, np.float32)
+    case["scale"][5::7] = -0.5
+    want = expected(case)
+    for path in PATHS:
+        choices = (None, True, False) if path == "avx2" else (None,)
+        for winograd in choices:
+            assert_same_bits(run(case, path, 2, winograd=winograd), want)
 
 
 def test_winograd_must_be_none_or_a_bool():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -19,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 from .. import io
 from ..nn.classifier import Classifier
 from ..nn.base import Layer
+from .._config import get_num_threads
 from . import layerspec, ops
 
 __all__ = [
@@ -231,6 +233,8 @@ class Int8Model(Classifier):
         self.steps = list(steps)
         self.input_shape = tuple(int(n) for n in input_shape)
         self.calibration = dict(calibration or {})
+        # (the steps' ids, their compiled Int8Plan or None, a lock: a plan runs one batch at a time)
+        self._plan: Optional[Tuple[Tuple[int, ...], Any, threading.Lock]] = None
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -250,10 +254,54 @@ class Int8Model(Classifier):
                 f"Int8Model.predict: expected inputs of shape (N, {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(values.shape)}"
             )
-        tensor = _Tensor(np.asarray(values, dtype=np.float32))
+        values = np.asarray(values, dtype=np.float32)
+        scores = self._run_plan(values)
+        if scores is not None:
+            return scores
+        tensor = _Tensor(values)
         for step in self.steps:
             tensor = step.run(tensor)
         return tensor.values
+
+    def _run_plan(self, x: NDArray[np.float32]) -> Optional[NDArray[np.float32]]:
+        """The scores of x through one compiled Int8Plan (the same integers as the steps, without a
+        Python call and a fresh array per step), where the model is a quantization then int8
+        convolutions ending in float32 scores and the compiled kernels are in use; else None."""
+        if ops.current() != "kernel":
+            return None
+        key = tuple(id(step) for step in self.steps)
+        entry = self._plan  # one read: another thread may replace it meanwhile
+        if entry is None or entry[0] != key:
+            entry = self._plan = (key, self._make_plan(), threading.Lock())
+        _, plan, lock = entry
+        if plan is None or not lock.acquire(blocking=False):  # busy in another thread: run the steps
+            return None
+        try:
+            if np.isnan(x).any():
+                raise ValueError("quantize_uint8: the input holds NaN; expected finite values")
+            scores = np.empty((len(x), plan.out_size), np.float32)
+            plan.run(np.ascontiguousarray(x).reshape(len(x), plan.in_size), scores, get_num_threads())
+            return scores
+        finally:
+            lock.release()
+
+    def _make_plan(self) -> Any:
+        """The Int8Plan of the steps, or None where they are not one quantization then convolutions."""
+        first, convs = self.steps[0] if self.steps else None, self.steps[1:]
+        if not isinstance(first, QuantizeStep) or not convs or not all(isinstance(c, ConvStep) for c in convs):
+            return None
+        if any((c.out_scale is None) != (i == len(convs) - 1) for i, c in enumerate(convs) if isinstance(c, ConvStep)):
+            return None
+        specs = [
+            (c.filters, c.stride, c.pad, c.bias_q, c.scale, c.out_zero, c.relu, c.pool, c.affine, c.out_scale is None)
+            for c in convs
+            if isinstance(c, ConvStep)
+        ]
+        shape = self.input_shape if len(self.input_shape) == 3 else (1, 1, math.prod(self.input_shape))
+        try:
+            return ops.plan(first.scale, first.zero, specs, shape)
+        except ValueError:  # steps that do not chain: running them says why
+            return None
 
     def feature_maps(self, image: ArrayLike) -> List[Tuple[str, NDArray[Any]]]:
         """[(name, float32 maps (C, H, W))] after each step whose output is a stack of maps,

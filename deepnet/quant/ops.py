@@ -16,7 +16,16 @@ import numpy as np
 from . import reference
 from .._config import get_num_threads
 
-__all__ = ["available", "using", "current", "pack_filters", "conv_int8", "quantize_uint8", "dequantize_uint8"]
+__all__ = [
+    "available",
+    "using",
+    "current",
+    "pack_filters",
+    "conv_int8",
+    "quantize_uint8",
+    "dequantize_uint8",
+    "plan",
+]
 
 _forced: Optional[str] = None
 _kernel: Any = None
@@ -152,6 +161,14 @@ def dequantize_uint8(q: np.ndarray[Any, Any], scale: float, zero: int) -> np.nda
     return _module().dequantize_uint8(  # type: ignore[no-any-return]
         np.ascontiguousarray(q), np.float32(scale), int(zero)
     )
+
+
+def plan(x_scale: float, x_zero: int, specs: List[Tuple[Any, ...]], in_shape: Tuple[int, ...]) -> Optional[Any]:
+    """The compiled kernel's Int8Plan of a quantization and the convolutions ``specs`` (Int8Plan's
+    steps) on inputs of ``in_shape`` (C, H, W), or None on the reference backend."""
+    if current() != "kernel":
+        return None
+    return _compiled().Int8Plan(x_scale, x_zero, specs, in_shape)
 
 
 def _describe(a: Any) -> str:
