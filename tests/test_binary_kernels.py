@@ -69,6 +69,19 @@ def test_conv_equals_the_float_convolution_of_signs_for_every_path_and_thread_co
         np.testing.assert_array_equal(out, expected.astype(np.float32) + bias[:, None, None])
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES[1:4] + GEOMETRIES[6:], ids=lambda g: "x".join(map(str, g[:7])))
+def test_conv_into_float64_equals_the_float_convolution_of_signs(geometry):
+    # float64 outputs take the avx2 path's integer dots rather than its float32 stores
+    N, C, H, Wd, F, kh, kw, stride, pad = geometry
+    rng = np.random.default_rng(sum(geometry[:7]) + 1)
+    x, W, bias = rng.standard_normal((N, C, H, Wd)), rng.standard_normal((F, C, kh, kw)), rng.standard_normal(F)
+    expected = reference_conv(x, W, stride, pad) + bias[:, None, None]
+    for impl in B.implementations():
+        out = np.full(expected.shape, np.nan)
+        B.conv_forward(x, W, bias, out, *stride, *pad, impl, 2)
+        np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.parametrize("impl", ["scalar", "avx2", "avx512", "avx512_emu"])
 @pytest.mark.parametrize("D, units", [(5, 2), (64, 32), (130, 70), (576, 256)])
 def test_affine_equals_the_float_product_of_signs(impl, D, units):
