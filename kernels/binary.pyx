@@ -292,7 +292,7 @@ def _conv_runs_avx2(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint
         for kx in range(kw):
             for cw in range(Cw):
                 koff[(ky * kw + kx) * Cw + cw] = (ky * Wp + kx) * Cw + cw
-    cdef uint8_t[::1] tables = np.empty(16 * 32, np.uint8)
+    cdef uint8_t[::1] tables = np.empty(256 * 32, np.uint8)
     cdef uint8_t[::1] Fn = np.empty(Fq // 64 * K * 16 * 64, np.uint8)
     dn_conv_operands(&weights[0, 0], K, Fp, Fq, &tables[0], &Fn[0])
     # base rows read up to 8 past a run's last pixel

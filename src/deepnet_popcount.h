@@ -127,14 +127,16 @@ static void dn_conv_pad_image(const uint64_t* x, int Cw, int H, int W, int ph, i
         memcpy(out + ((size_t)(iy + ph) * Wp + pw) * Cw, x + (size_t)iy * W * Cw, (size_t)W * Cw * sizeof(uint64_t));
 }
 
-/* The avx2 convolution's operands: tables (16 x 32 bytes), byte i of table v the bits that
- * differ between nibbles i % 16 and v; Fn (Fq / 64 passes x K rows x 16 nibbles x 64 bytes),
+/* The avx2 convolution's operands: tables (256 x 32 bytes), byte i of table 16 u + v the bits
+ * that differ between nibbles i % 16 and u, plus 16 times those between i % 16 and v (two
+ * pixels' counts in the two halves of a byte); Fn (Fq / 64 passes x K rows x 16 nibbles x 64 bytes),
  * byte j of pass g, row k, nibble c: nibble c of filter 64 g + j's word k (0 past Fp). */
 static void dn_conv_operands(const uint64_t* Wbits, int K, int Fp, int Fq, uint8_t* tables, uint8_t* Fn)
 {
-    for (int v = 0; v < 16; v++)
+    for (int uv = 0; uv < 256; uv++)
         for (int i = 0; i < 32; i++)
-            tables[v * 32 + i] = (uint8_t)__builtin_popcount((unsigned)((i & 15) ^ v));
+            tables[uv * 32 + i] = (uint8_t)(__builtin_popcount((unsigned)((i & 15) ^ (uv >> 4))) +
+                                             16 * __builtin_popcount((unsigned)((i & 15) ^ (uv & 15))));
     for (int g = 0; g < Fq / 64; g++)
         for (int k = 0; k < K; k++)
             for (int c = 0; c < 16; c++)
@@ -264,62 +266,90 @@ __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint
 }
 
 /* The avx2 convolution of a run of output pixels, 4 pixels (flat: p = oy * OW + ox) by 64
- * filters at a time.  Each nibble of a window word picks one of 16 tables (its bits that
- * differ from each nibble value), and vpshufb looks the 64 filters' nibbles at that place up
- * in it: one vpshufb and one add per 32 filters, 4 channels and a pixel, where xoring first
- * takes a third op.  Byte counts (at most 4 a step) go to int16 every 3 words (48 steps),
- * and the int16 counts of the 4 pixels are transposed into filter planes at the end.
- * pad: the image padded by dn_conv_pad_image (Wp pixels of Cw words a row); koff[k]: window
- * word k's offset from its pixel's window corner; Fn, tables: dn_conv_operands; base: from
- * dn_conv_base at the run's first pixel (p0, a multiple of 4).  The dot product is base - 2 *
- * the mismatches; with outf (plane 0 at the run's first pixel, fstride floats a plane), out
- * plane f gets (float)(dot) + bias[f] at the run's n pixels, else outi[f * stride + q] gets
- * the dot of its pixel p0 + q.  K * 64 < 32768 (the int16 counts). */
-/* One nibble place c of the 4 pixels' words x0-x3: the 64 filters' nibbles there (Fn bytes
- * off0, off1) looked up in each pixel's table, which rorx by rot = 4c - 5 (mod 64) and a mask
- * of bits 5-8 find at 32 * ((x >> 4c) & 15). */
-#define DN_LOOKUP(r, rot)                                                                                       \
-    "rorx $" #rot ", %[x" #r "], %[i]\n\t"                                                                      \
-    "and $480, %[i]\n\t"                                                                                        \
-    "vmovdqu (%[tb],%[i]), %%ymm14\n\t"                                                                         \
-    "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"                                                                     \
-    "vpaddb %%ymm15, %[a" #r "0], %[a" #r "0]\n\t"                                                              \
-    "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"                                                                     \
-    "vpaddb %%ymm15, %[a" #r "1], %[a" #r "1]\n\t"
-#define DN_NIBBLE(off0, off1, rot)                                                                              \
+ * filters at a time.  Each nibble place of two pixels' window words picks one of 256 tables
+ * (the bits that differ from each filter nibble value: the first pixel's in the low half of
+ * a byte, the second's in the high half), and vpshufb looks the 64 filters' nibbles at that
+ * place up in it: one vpshufb per 32 filters, 4 channels and two pixels.  Three lookups
+ * (at most 12 a half) are summed before the halves are split into the pixels' byte counts
+ * (at most 64 a word), which go to int16 every 3 words, and the int16 counts of the 4 pixels
+ * are stored as rows of filters at the end.  pad: the image padded by dn_conv_pad_image (Wp
+ * pixels of Cw words a row); koff[k]: window word k's offset from its pixel's window corner;
+ * Fn, tables: dn_conv_operands.  K * 64 < 32768 (the int16 counts). */
+/* Pixels (x0, x1) and (x2, x3) at nibble place c (their table at 512 * (x0's nibble) + 32 *
+ * (x1's), which rorx by ra = 4c - 9 and rb = 4c - 5 (mod 64) and masks find), for the 64
+ * filters' nibbles there (Fn bytes off0, off1): FIRST starts the sums of three lookups
+ * (ymm8-11: pair, filter half), NEXT adds to them. */
+#define DN_PAIR_TABLE(xa, xb, ra, rb)                                                                           \
+    "rorx $" #ra ", %[" #xa "], %[t]\n\t"                                                                       \
+    "and $7680, %[t]\n\t"                                                                                       \
+    "rorx $" #rb ", %[" #xb "], %[u]\n\t"                                                                       \
+    "and $480, %[u]\n\t"                                                                                        \
+    "or %[u], %[t]\n\t"                                                                                         \
+    "vmovdqu (%[tb],%[t]), %%ymm14\n\t"
+#define DN_FIRST(acc, fn) "vpshufb %%" fn ", %%ymm14, %%" acc "\n\t"
+#define DN_NEXT(acc, fn)                                                                                        \
+    "vpshufb %%" fn ", %%ymm14, %%ymm15\n\t"                                                                    \
+    "vpaddb %%ymm15, %%" acc ", %%" acc "\n\t"
+#define DN_LOAD_FN(off0, off1)                                                                                  \
     "vmovdqu " #off0 "(%[fn]), %%ymm12\n\t"                                                                     \
-    "vmovdqu " #off1 "(%[fn]), %%ymm13\n\t" DN_LOOKUP(0, rot) DN_LOOKUP(1, rot) DN_LOOKUP(2, rot) DN_LOOKUP(3, rot)
+    "vmovdqu " #off1 "(%[fn]), %%ymm13\n\t"
+#define DN_NIB_FIRST(off0, off1, ra, rb)                                                                        \
+    DN_LOAD_FN(off0, off1)                                                                                      \
+    DN_PAIR_TABLE(x0, x1, ra, rb) DN_FIRST("ymm8", "ymm12") DN_FIRST("ymm9", "ymm13")                          \
+    DN_PAIR_TABLE(x2, x3, ra, rb) DN_FIRST("ymm10", "ymm12") DN_FIRST("ymm11", "ymm13")
+#define DN_NIB_NEXT(off0, off1, ra, rb)                                                                         \
+    DN_LOAD_FN(off0, off1)                                                                                      \
+    DN_PAIR_TABLE(x0, x1, ra, rb) DN_NEXT("ymm8", "ymm12") DN_NEXT("ymm9", "ymm13")                            \
+    DN_PAIR_TABLE(x2, x3, ra, rb) DN_NEXT("ymm10", "ymm12") DN_NEXT("ymm11", "ymm13")
+/* The low halves of a sum to the first pixel's byte counts, the high halves to the second's. */
+#define DN_SPLIT(acc, lo, hi)                                                                                   \
+    "vpsrlw $4, %%" acc ", %%ymm15\n\t"                                                                         \
+    "vpand %[mask], %%ymm15, %%ymm15\n\t"                                                                       \
+    "vpaddb %%ymm15, %[" hi "], %[" hi "]\n\t"                                                                  \
+    "vpand %[mask], %%" acc ", %%" acc "\n\t"                                                                   \
+    "vpaddb %%" acc ", %[" lo "], %[" lo "]\n\t"
+#define DN_EXTRACT                                                                                              \
+    DN_SPLIT("ymm8", "a00", "a10") DN_SPLIT("ymm9", "a01", "a11") DN_SPLIT("ymm10", "a20", "a30")               \
+    DN_SPLIT("ymm11", "a21", "a31")
 
 __attribute__((target("avx2"), noinline)) static void dn_conv_words_avx2(int n, const uint64_t* const px[4],
                                                                           const int32_t* koff, const uint8_t* Fn,
                                                                           const uint8_t* tables, __m256i cnt[16])
 {
+    /* a<r><h>: byte counts of pixel r, filters 32 h to 32 h + 31 */
     __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    const __m256i mask = _mm256_set1_epi8(15);
     for (int k = 0; k < n; k++, Fn += 16 * 64) {
         const uint64_t x0 = px[0][koff[k]], x1 = px[1][koff[k]], x2 = px[2][koff[k]], x3 = px[3][koff[k]];
-        uint64_t i;
+        uint64_t t, u;
         /* In assembly: compilers reorder the lookups and spill the accumulators. */
         __asm__(
-            DN_NIBBLE(0, 32, 59)
-            DN_NIBBLE(64, 96, 63)
-            DN_NIBBLE(128, 160, 3)
-            DN_NIBBLE(192, 224, 7)
-            DN_NIBBLE(256, 288, 11)
-            DN_NIBBLE(320, 352, 15)
-            DN_NIBBLE(384, 416, 19)
-            DN_NIBBLE(448, 480, 23)
-            DN_NIBBLE(512, 544, 27)
-            DN_NIBBLE(576, 608, 31)
-            DN_NIBBLE(640, 672, 35)
-            DN_NIBBLE(704, 736, 39)
-            DN_NIBBLE(768, 800, 43)
-            DN_NIBBLE(832, 864, 47)
-            DN_NIBBLE(896, 928, 51)
-            DN_NIBBLE(960, 992, 55)
+            DN_NIB_FIRST(0, 32, 55, 59)
+            DN_NIB_NEXT(64, 96, 59, 63)
+            DN_NIB_NEXT(128, 160, 63, 3)
+            DN_EXTRACT
+            DN_NIB_FIRST(192, 224, 3, 7)
+            DN_NIB_NEXT(256, 288, 7, 11)
+            DN_NIB_NEXT(320, 352, 11, 15)
+            DN_EXTRACT
+            DN_NIB_FIRST(384, 416, 15, 19)
+            DN_NIB_NEXT(448, 480, 19, 23)
+            DN_NIB_NEXT(512, 544, 23, 27)
+            DN_EXTRACT
+            DN_NIB_FIRST(576, 608, 27, 31)
+            DN_NIB_NEXT(640, 672, 31, 35)
+            DN_NIB_NEXT(704, 736, 35, 39)
+            DN_EXTRACT
+            DN_NIB_FIRST(768, 800, 39, 43)
+            DN_NIB_NEXT(832, 864, 43, 47)
+            DN_NIB_NEXT(896, 928, 47, 51)
+            DN_EXTRACT
+            DN_NIB_FIRST(960, 992, 51, 55)
+            DN_EXTRACT
             : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),
-              [a30] "+x"(a30), [a31] "+x"(a31), [i] "=&r"(i)
-            : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [fn] "r"(Fn), [tb] "r"(tables)
-            : "xmm12", "xmm13", "xmm14", "xmm15", "memory");
+              [a30] "+x"(a30), [a31] "+x"(a31), [t] "=&r"(t), [u] "=&r"(u)
+            : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [fn] "r"(Fn), [tb] "r"(tables), [mask] "m"(mask)
+            : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory");
     }
     /* int16 counts of pixel r: filters [0-7 | 16-23], [8-15 | 24-31], [32-39 | 48-55], [40-47 | 56-63] */
     const __m256i zero = _mm256_setzero_si256();
@@ -334,8 +364,14 @@ __attribute__((target("avx2"), noinline)) static void dn_conv_words_avx2(int n, 
     DN_CONV_FLUSH(3)
 #undef DN_CONV_FLUSH
 }
-#undef DN_NIBBLE
-#undef DN_LOOKUP
+#undef DN_EXTRACT
+#undef DN_SPLIT
+#undef DN_NIB_NEXT
+#undef DN_NIB_FIRST
+#undef DN_LOAD_FN
+#undef DN_NEXT
+#undef DN_FIRST
+#undef DN_PAIR_TABLE
 
 /* The counts of a run of n output pixels (flat: p = oy * OW + ox, from p0, a multiple of 4)
  * into rows of Fq int16 (counts + q * Fq: pixel p0 + q, dn_conv_count_slot's order), 4
