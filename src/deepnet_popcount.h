@@ -270,8 +270,8 @@ __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint
  * (the bits that differ from each filter nibble value: the first pixel's in the low half of
  * a byte, the second's in the high half), and vpshufb looks the 64 filters' nibbles at that
  * place up in it: one vpshufb per 32 filters, 4 channels and two pixels.  Three lookups
- * (at most 12 a half) are summed before the halves are split into the pixels' byte counts
- * (at most 64 a word), which go to int16 every 3 words, and the int16 counts of the 4 pixels
+ * (at most 12 a half) are summed before the halves go to the pixels' byte counts (at most
+ * 64 a word), which go to int16 every 3 words, and the int16 counts of the 4 pixels
  * are stored as rows of filters at the end.  pad: the image padded by dn_conv_pad_image (Wp
  * pixels of Cw words a row); koff[k]: window word k's offset from its pixel's window corner;
  * Fn, tables: dn_conv_operands.  K * 64 < 32768 (the int16 counts). */
@@ -301,12 +301,12 @@ __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint
     DN_LOAD_FN(off0, off1)                                                                                      \
     DN_PAIR_TABLE(x0, x1, ra, rb) DN_NEXT("ymm8", "ymm12") DN_NEXT("ymm9", "ymm13")                            \
     DN_PAIR_TABLE(x2, x3, ra, rb) DN_NEXT("ymm10", "ymm12") DN_NEXT("ymm11", "ymm13")
-/* The low halves of a sum to the first pixel's byte counts, the high halves to the second's. */
+/* The high halves of a sum to the second pixel's byte counts; the whole sum to the first's,
+ * which thereby gets 16 times the second's too (mod 256), taken off before they widen. */
 #define DN_SPLIT(acc, lo, hi)                                                                                   \
     "vpsrlw $4, %%" acc ", %%ymm15\n\t"                                                                         \
     "vpand %[mask], %%ymm15, %%ymm15\n\t"                                                                       \
     "vpaddb %%ymm15, %[" hi "], %[" hi "]\n\t"                                                                  \
-    "vpand %[mask], %%" acc ", %%" acc "\n\t"                                                                   \
     "vpaddb %%" acc ", %[" lo "], %[" lo "]\n\t"
 #define DN_EXTRACT                                                                                              \
     DN_SPLIT("ymm8", "a00", "a10") DN_SPLIT("ymm9", "a01", "a11") DN_SPLIT("ymm10", "a20", "a30")               \
@@ -351,6 +351,12 @@ __attribute__((target("avx2"), noinline)) static void dn_conv_words_avx2(int n, 
             : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [fn] "r"(Fn), [tb] "r"(tables), [mask] "m"(mask)
             : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory");
     }
+    /* the first pixels' counts: at most 192, so exact mod 256 */
+    const __m256i high = _mm256_set1_epi8((char)0xf0);
+    a00 = _mm256_sub_epi8(a00, _mm256_and_si256(_mm256_slli_epi16(a10, 4), high));
+    a01 = _mm256_sub_epi8(a01, _mm256_and_si256(_mm256_slli_epi16(a11, 4), high));
+    a20 = _mm256_sub_epi8(a20, _mm256_and_si256(_mm256_slli_epi16(a30, 4), high));
+    a21 = _mm256_sub_epi8(a21, _mm256_and_si256(_mm256_slli_epi16(a31, 4), high));
     /* int16 counts of pixel r: filters [0-7 | 16-23], [8-15 | 24-31], [32-39 | 48-55], [40-47 | 56-63] */
     const __m256i zero = _mm256_setzero_si256();
 #define DN_CONV_FLUSH(r)                                                                                       \
