@@ -153,6 +153,23 @@ def test_window_of_32704_and_32768_bits_counts_exactly(impl, C):
     assert out[0, 0, 0, 0] == -C
 
 
+@pytest.mark.parametrize("C", [64, 192, 200])
+def test_windows_where_every_bit_or_no_bit_differs_count_exactly(C):
+    # the avx2 path sums two pixels' counts in the halves of a byte and its byte counts reach
+    # 192 over three words: neighbouring pixels that differ in every bit and in none
+    x = np.ones((2, C, 5, 6), np.float32)
+    x[:, :, :, 1::2] = -1
+    x[1, :, 2:, :] *= -1
+    W = np.ones((3, C, 3, 3), np.float32)
+    W[1] = -1
+    W[2, :, :, 1] = -1
+    expected = reference_conv(x, W, (1, 1), (1, 1))
+    for impl in B.implementations():
+        out = np.empty(expected.shape, np.float32)
+        B.conv_forward(x, W, np.zeros(3, np.float32), out, 1, 1, 1, 1, impl)
+        np.testing.assert_array_equal(out, expected.astype(np.float32))
+
+
 def test_float16_float64_non_contiguous_and_read_only_inputs():
     rng = np.random.default_rng(3)
     x64 = rng.standard_normal((2, 12, 6, 10))
