@@ -16,9 +16,8 @@
 # Integer counts make every thread count give the same bits.
 
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int32_t, uint8_t, uint64_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.stdint cimport int16_t, int32_t, uint8_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
 
 import numpy as np
 
@@ -35,10 +34,13 @@ cdef extern from "deepnet_popcount.h" nogil:
     void dn_conv_pad_image(const uint64_t* x, int Cw, int H, int W, int ph, int pw, int Hp, int Wp, uint64_t* out)
     void dn_conv_operands(const uint64_t* Wbits, int K, int Fp, int Fq, uint8_t* tables, uint8_t* Fn)
     void dn_conv_base(int C, int Cw, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, int OH,
-                      int OW, const uint64_t* Wbits, int Fp, int32_t* pop, int32_t* base)
+                      int OW, const uint64_t* Wbits, int Fp, int32_t* pop, int32_t* base, int Pb)
     void dn_conv_run(int K, int n, int p0, const uint64_t* pad, int Wp, int Cw, int sh, int sw, int OW,
-                     const int32_t* koff, const uint8_t* Fn, const uint8_t* tables, int Fq, int Fp, int F,
-                     const int32_t* base, const float* bias, float* outf, size_t fstride, int32_t* outi, int stride)
+                     const int32_t* koff, const uint8_t* Fn, const uint8_t* tables, int Fq, int16_t* counts)
+    void dn_conv_emit(int n, const int16_t* counts, int Fq, int F, const int32_t* base, size_t Pb,
+                      const float* bias, float* outf, size_t fstride, int16_t* stage, int R)
+    void dn_conv_dots(int n, const int16_t* counts, int Fq, int F, const int32_t* base, size_t Pb, int32_t* outi,
+                      size_t stride)
 
 ctypedef fused in_t:
     float
@@ -290,48 +292,51 @@ def _conv_runs_avx2(const uint64_t[:, :, ::1] x, int C, int H, int W, const uint
         for kx in range(kw):
             for cw in range(Cw):
                 koff[(ky * kw + kx) * Cw + cw] = (ky * Wp + kx) * Cw + cw
-    cdef uint8_t[::1] tables = np.empty(16 * 32, np.uint8)
+    cdef uint8_t[::1] tables = np.empty(256 * 32, np.uint8)
     cdef uint8_t[::1] Fn = np.empty(Fq // 64 * K * 16 * 64, np.uint8)
     dn_conv_operands(&weights[0, 0], K, Fp, Fq, &tables[0], &Fn[0])
-    cdef int32_t[::1] base = np.empty((P + 3) // 4 * 4 * Fp, np.int32)
+    # base rows read up to 8 past a run's last pixel
+    cdef int Pb = (P + 7) // 8 * 8 + 8
+    fits_int("binary conv_bits", "base", <object>Pb * Fp)
+    cdef int32_t[::1] base = np.empty(Pb * Fp, np.int32)
     cdef int32_t[::1] pop = np.empty(kh * kw * Fp, np.int32)
-    dn_conv_base(C, Cw, H, W, kh, kw, sh, sw, ph, pw, OH, OW, &weights[0, 0], Fp, &pop[0], &base[0])
+    dn_conv_base(C, Cw, H, W, kh, kw, sh, sw, ph, pw, OH, OW, &weights[0, 0], Fp, &pop[0], &base[0], Pb)
+    cdef int rows = (chunk + 7) // 8 * 8
     cdef int n, task, p0, m, f, q, failed = 0
     cdef uint64_t* pad
+    cdef int16_t* counts
+    cdef int16_t* stage
     cdef int32_t* dots
-    cdef float* stage
     with nogil, parallel(num_threads=n_threads):
         pad = <uint64_t*>malloc(<size_t>Hp * Wp * Cw * sizeof(uint64_t))
+        # zeroed: the float stores read rows up to a multiple of 8 past the pixels counted
+        counts = <int16_t*>calloc(<size_t>rows * Fq, sizeof(int16_t))
+        stage = <int16_t*>malloc(<size_t>rows * Fq * sizeof(int16_t))
         dots = NULL
-        stage = NULL
-        if out_t is float:
-            stage = <float*>malloc(<size_t>Fp * chunk * sizeof(float))
         if out_t is double:
             dots = <int32_t*>malloc(<size_t>Fp * chunk * sizeof(int32_t))
         for task in prange(N * runs, schedule="static"):
-            if pad == NULL or (out_t is double and dots == NULL) or (out_t is float and stage == NULL):
+            if pad == NULL or counts == NULL or stage == NULL or (out_t is double and dots == NULL):
                 failed += 1
                 continue
             n = task // runs
             p0 = task % runs * chunk
             m = min(chunk, P - p0)
             dn_conv_pad_image(&x[n, 0, 0], Cw, H, W, ph, pw, Hp, Wp, pad)
+            dn_conv_run(K, m, p0, pad, Wp, Cw, sh, sw, OW, &koff[0], &Fn[0], &tables[0], Fq, counts)
             if out_t is float:
-                # into a staging block, then plane by plane: stores spread over F planes
-                # wait on the output's lines, sequential copies stream them
-                dn_conv_run(K, m, p0, pad, Wp, Cw, sh, sw, OW, &koff[0], &Fn[0], &tables[0], Fq, Fp, F,
-                            &base[<size_t>p0 * Fp], &bias[0], stage, <size_t>chunk, NULL, chunk)
-                for f in range(F):
-                    memcpy(&out[n, f, 0, 0] + p0, stage + <size_t>f * chunk, <size_t>m * sizeof(float))
+                # transposed in a staging block, then each output plane written in order
+                dn_conv_emit(m, counts, Fq, F, &base[p0], <size_t>Pb, &bias[0], &out[n, 0, 0, 0] + p0, <size_t>P,
+                             stage, rows)
             else:
-                dn_conv_run(K, m, p0, pad, Wp, Cw, sh, sw, OW, &koff[0], &Fn[0], &tables[0], Fq, Fp, F,
-                            &base[<size_t>p0 * Fp], NULL, NULL, 0, dots, chunk)
+                dn_conv_dots(m, counts, Fq, F, &base[p0], <size_t>Pb, dots, <size_t>chunk)
                 for f in range(F):
                     for q in range(m):
                         (&out[n, f, 0, 0])[p0 + q] = <out_t>dots[<size_t>f * chunk + q] + bias[f]
         free(pad)
-        free(dots)
+        free(counts)
         free(stage)
+        free(dots)
     if failed:
         raise MemoryError("deepnet binary conv_bits: out of memory for the per-thread buffers")
 

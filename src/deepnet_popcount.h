@@ -127,14 +127,16 @@ static void dn_conv_pad_image(const uint64_t* x, int Cw, int H, int W, int ph, i
         memcpy(out + ((size_t)(iy + ph) * Wp + pw) * Cw, x + (size_t)iy * W * Cw, (size_t)W * Cw * sizeof(uint64_t));
 }
 
-/* The avx2 convolution's operands: tables (16 x 32 bytes), byte i of table v the bits that
- * differ between nibbles i % 16 and v; Fn (Fq / 64 passes x K rows x 16 nibbles x 64 bytes),
+/* The avx2 convolution's operands: tables (256 x 32 bytes), byte i of table 16 u + v the bits
+ * that differ between nibbles i % 16 and u, plus 16 times those between i % 16 and v (two
+ * pixels' counts in the two halves of a byte); Fn (Fq / 64 passes x K rows x 16 nibbles x 64 bytes),
  * byte j of pass g, row k, nibble c: nibble c of filter 64 g + j's word k (0 past Fp). */
 static void dn_conv_operands(const uint64_t* Wbits, int K, int Fp, int Fq, uint8_t* tables, uint8_t* Fn)
 {
-    for (int v = 0; v < 16; v++)
+    for (int uv = 0; uv < 256; uv++)
         for (int i = 0; i < 32; i++)
-            tables[v * 32 + i] = (uint8_t)__builtin_popcount((unsigned)((i & 15) ^ v));
+            tables[uv * 32 + i] = (uint8_t)(__builtin_popcount((unsigned)((i & 15) ^ (uv >> 4))) +
+                                             16 * __builtin_popcount((unsigned)((i & 15) ^ (uv & 15))));
     for (int g = 0; g < Fq / 64; g++)
         for (int k = 0; k < K; k++)
             for (int c = 0; c < 16; c++)
@@ -145,15 +147,14 @@ static void dn_conv_operands(const uint64_t* Wbits, int K, int Fp, int Fq, uint8
                 }
 }
 
-/* base (P4 / 4 blocks x Fp x 4: flat pixel p's at [p / 4][f][p % 4], P4 = P rounded up to
- * 4) for the avx2 convolution: C * (window positions inside the image) + 2 * (the set bits
- * of filter f at the positions in the padding), which the zero words count as mismatches;
- * 0 past P.  pop: kh * kw * Fp scratch.  Wbits: the packed filters (kh * kw * Cw rows of Fp
- * words). */
+/* base (Fp rows of Pb >= P ints: filter f's at [f][p]) for the avx2 convolution: C * (window
+ * positions of flat output pixel p inside the image) + 2 * (the set bits of filter f at the
+ * positions in the padding), which the zero words count as mismatches; 0 past P.  pop: kh *
+ * kw * Fp scratch.  Wbits: the packed filters (kh * kw * Cw rows of Fp words). */
 static void dn_conv_base(int C, int Cw, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, int OH,
-                         int OW, const uint64_t* Wbits, int Fp, int32_t* pop, int32_t* base)
+                         int OW, const uint64_t* Wbits, int Fp, int32_t* pop, int32_t* base, int Pb)
 {
-    const int P = OH * OW, P4 = (P + 3) / 4 * 4;
+    const int P = OH * OW;
     for (int s = 0; s < kh * kw; s++)
         for (int f = 0; f < Fp; f++) {
             int32_t bits = 0;
@@ -161,12 +162,8 @@ static void dn_conv_base(int C, int Cw, int H, int W, int kh, int kw, int sh, in
                 bits += (int32_t)__builtin_popcountll(Wbits[((size_t)s * Cw + cw) * Fp + f]);
             pop[(size_t)s * Fp + f] = bits;
         }
-    for (int p = 0; p < P4; p++) {
-        int32_t* b = base + (size_t)(p / 4) * 4 * Fp + p % 4;
-        for (int f = 0; f < Fp; f++)
-            b[(size_t)f * 4] = 0;
-        if (p >= P)
-            continue;
+    memset(base, 0, (size_t)Fp * Pb * sizeof(int32_t));
+    for (int p = 0; p < P; p++) {
         const int oy = p / OW, ox = p % OW;
         int inside = 0;
         for (int ky = 0; ky < kh; ky++)
@@ -178,10 +175,31 @@ static void dn_conv_base(int C, int Cw, int H, int W, int kh, int kw, int sh, in
                 }
                 const int32_t* q = pop + (size_t)(ky * kw + kx) * Fp;
                 for (int f = 0; f < Fp; f++)
-                    b[(size_t)f * 4] += 2 * q[f];
+                    base[(size_t)f * Pb + p] += 2 * q[f];
             }
         for (int f = 0; f < Fp; f++)
-            b[(size_t)f * 4] += C * inside;
+            base[(size_t)f * Pb + p] += C * inside;
+    }
+}
+
+/* Where the avx2 convolution leaves filter f's count in a pixel's row of Fq int16 (the
+ * order its byte counts widen in: per 64 filters, [0-7 | 16-23], [8-15 | 24-31], [32-39 |
+ * 48-55], [40-47 | 56-63]). */
+static inline int dn_conv_count_slot(int f)
+{
+    const int g = f & 63;
+    return (f - g) + ((g >> 5) * 2 + ((g >> 3) & 1)) * 16 + ((g >> 4) & 1) * 8 + (g & 7);
+}
+
+/* outi[f * stride + q] = base[f * Pb + q] - 2 * the count of filter f at pixel q, for the n
+ * pixels of rows of Fq int16 counts (dn_conv_run) and the F filters. */
+static void dn_conv_dots(int n, const int16_t* counts, int Fq, int F, const int32_t* base, size_t Pb, int32_t* outi,
+                         size_t stride)
+{
+    for (int f = 0; f < F; f++) {
+        const int slot = dn_conv_count_slot(f);
+        for (int q = 0; q < n; q++)
+            outi[(size_t)f * stride + q] = base[(size_t)f * Pb + q] - 2 * (int32_t)counts[(size_t)q * Fq + slot];
     }
 }
 
@@ -248,63 +266,97 @@ __attribute__((target("avx2"))) static void dn_mismatches_avx2(int K, const uint
 }
 
 /* The avx2 convolution of a run of output pixels, 4 pixels (flat: p = oy * OW + ox) by 64
- * filters at a time.  Each nibble of a window word picks one of 16 tables (its bits that
- * differ from each nibble value), and vpshufb looks the 64 filters' nibbles at that place up
- * in it: one vpshufb and one add per 32 filters, 4 channels and a pixel, where xoring first
- * takes a third op.  Byte counts (at most 4 a step) go to int16 every 3 words (48 steps),
- * and the int16 counts of the 4 pixels are transposed into filter planes at the end.
- * pad: the image padded by dn_conv_pad_image (Wp pixels of Cw words a row); koff[k]: window
- * word k's offset from its pixel's window corner; Fn, tables: dn_conv_operands; base: from
- * dn_conv_base at the run's first pixel (p0, a multiple of 4).  The dot product is base - 2 *
- * the mismatches; with outf (plane 0 at the run's first pixel, fstride floats a plane), out
- * plane f gets (float)(dot) + bias[f] at the run's n pixels, else outi[f * stride + q] gets
- * the dot of its pixel p0 + q.  K * 64 < 32768 (the int16 counts). */
-/* One nibble place c of the 4 pixels' words x0-x3: the 64 filters' nibbles there (Fn bytes
- * off0, off1) looked up in each pixel's table, which rorx by rot = 4c - 5 (mod 64) and a mask
- * of bits 5-8 find at 32 * ((x >> 4c) & 15). */
-#define DN_LOOKUP(r, rot)                                                                                       \
-    "rorx $" #rot ", %[x" #r "], %[i]\n\t"                                                                      \
-    "and $480, %[i]\n\t"                                                                                        \
-    "vmovdqu (%[tb],%[i]), %%ymm14\n\t"                                                                         \
-    "vpshufb %%ymm12, %%ymm14, %%ymm15\n\t"                                                                     \
-    "vpaddb %%ymm15, %[a" #r "0], %[a" #r "0]\n\t"                                                              \
-    "vpshufb %%ymm13, %%ymm14, %%ymm15\n\t"                                                                     \
-    "vpaddb %%ymm15, %[a" #r "1], %[a" #r "1]\n\t"
-#define DN_NIBBLE(off0, off1, rot)                                                                              \
+ * filters at a time.  Each nibble place of two pixels' window words picks one of 256 tables
+ * (the bits that differ from each filter nibble value: the first pixel's in the low half of
+ * a byte, the second's in the high half), and vpshufb looks the 64 filters' nibbles at that
+ * place up in it: one vpshufb per 32 filters, 4 channels and two pixels.  Three lookups
+ * (at most 12 a half) are summed before the halves go to the pixels' byte counts (at most
+ * 64 a word), which go to int16 every 3 words, and the int16 counts of the 4 pixels
+ * are stored as rows of filters at the end.  pad: the image padded by dn_conv_pad_image (Wp
+ * pixels of Cw words a row); koff[k]: window word k's offset from its pixel's window corner;
+ * Fn, tables: dn_conv_operands.  K * 64 < 32768 (the int16 counts). */
+/* Pixels (x0, x1) and (x2, x3) at nibble place c (their table at 512 * (x0's nibble) + 32 *
+ * (x1's), which rorx by ra = 4c - 9 and rb = 4c - 5 (mod 64) and masks find), for the 64
+ * filters' nibbles there (Fn bytes off0, off1): FIRST starts the sums of three lookups
+ * (ymm8-11: pair, filter half), NEXT adds to them. */
+#define DN_PAIR_TABLE(xa, xb, ra, rb)                                                                           \
+    "rorx $" #ra ", %[" #xa "], %[t]\n\t"                                                                       \
+    "and $7680, %[t]\n\t"                                                                                       \
+    "rorx $" #rb ", %[" #xb "], %[u]\n\t"                                                                       \
+    "and $480, %[u]\n\t"                                                                                        \
+    "or %[u], %[t]\n\t"                                                                                         \
+    "vmovdqu (%[tb],%[t]), %%ymm14\n\t"
+#define DN_FIRST(acc, fn) "vpshufb %%" fn ", %%ymm14, %%" acc "\n\t"
+#define DN_NEXT(acc, fn)                                                                                        \
+    "vpshufb %%" fn ", %%ymm14, %%ymm15\n\t"                                                                    \
+    "vpaddb %%ymm15, %%" acc ", %%" acc "\n\t"
+#define DN_LOAD_FN(off0, off1)                                                                                  \
     "vmovdqu " #off0 "(%[fn]), %%ymm12\n\t"                                                                     \
-    "vmovdqu " #off1 "(%[fn]), %%ymm13\n\t" DN_LOOKUP(0, rot) DN_LOOKUP(1, rot) DN_LOOKUP(2, rot) DN_LOOKUP(3, rot)
+    "vmovdqu " #off1 "(%[fn]), %%ymm13\n\t"
+#define DN_NIB_FIRST(off0, off1, ra, rb)                                                                        \
+    DN_LOAD_FN(off0, off1)                                                                                      \
+    DN_PAIR_TABLE(x0, x1, ra, rb) DN_FIRST("ymm8", "ymm12") DN_FIRST("ymm9", "ymm13")                          \
+    DN_PAIR_TABLE(x2, x3, ra, rb) DN_FIRST("ymm10", "ymm12") DN_FIRST("ymm11", "ymm13")
+#define DN_NIB_NEXT(off0, off1, ra, rb)                                                                         \
+    DN_LOAD_FN(off0, off1)                                                                                      \
+    DN_PAIR_TABLE(x0, x1, ra, rb) DN_NEXT("ymm8", "ymm12") DN_NEXT("ymm9", "ymm13")                            \
+    DN_PAIR_TABLE(x2, x3, ra, rb) DN_NEXT("ymm10", "ymm12") DN_NEXT("ymm11", "ymm13")
+/* The high halves of a sum to the second pixel's byte counts; the whole sum to the first's,
+ * which thereby gets 16 times the second's too (mod 256), taken off before they widen. */
+#define DN_SPLIT(acc, lo, hi)                                                                                   \
+    "vpsrlw $4, %%" acc ", %%ymm15\n\t"                                                                         \
+    "vpand %[mask], %%ymm15, %%ymm15\n\t"                                                                       \
+    "vpaddb %%ymm15, %[" hi "], %[" hi "]\n\t"                                                                  \
+    "vpaddb %%" acc ", %[" lo "], %[" lo "]\n\t"
+#define DN_EXTRACT                                                                                              \
+    DN_SPLIT("ymm8", "a00", "a10") DN_SPLIT("ymm9", "a01", "a11") DN_SPLIT("ymm10", "a20", "a30")               \
+    DN_SPLIT("ymm11", "a21", "a31")
 
 __attribute__((target("avx2"), noinline)) static void dn_conv_words_avx2(int n, const uint64_t* const px[4],
                                                                           const int32_t* koff, const uint8_t* Fn,
                                                                           const uint8_t* tables, __m256i cnt[16])
 {
+    /* a<r><h>: byte counts of pixel r, filters 32 h to 32 h + 31 */
     __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    const __m256i mask = _mm256_set1_epi8(15);
     for (int k = 0; k < n; k++, Fn += 16 * 64) {
         const uint64_t x0 = px[0][koff[k]], x1 = px[1][koff[k]], x2 = px[2][koff[k]], x3 = px[3][koff[k]];
-        uint64_t i;
+        uint64_t t, u;
         /* In assembly: compilers reorder the lookups and spill the accumulators. */
         __asm__(
-            DN_NIBBLE(0, 32, 59)
-            DN_NIBBLE(64, 96, 63)
-            DN_NIBBLE(128, 160, 3)
-            DN_NIBBLE(192, 224, 7)
-            DN_NIBBLE(256, 288, 11)
-            DN_NIBBLE(320, 352, 15)
-            DN_NIBBLE(384, 416, 19)
-            DN_NIBBLE(448, 480, 23)
-            DN_NIBBLE(512, 544, 27)
-            DN_NIBBLE(576, 608, 31)
-            DN_NIBBLE(640, 672, 35)
-            DN_NIBBLE(704, 736, 39)
-            DN_NIBBLE(768, 800, 43)
-            DN_NIBBLE(832, 864, 47)
-            DN_NIBBLE(896, 928, 51)
-            DN_NIBBLE(960, 992, 55)
+            DN_NIB_FIRST(0, 32, 55, 59)
+            DN_NIB_NEXT(64, 96, 59, 63)
+            DN_NIB_NEXT(128, 160, 63, 3)
+            DN_EXTRACT
+            DN_NIB_FIRST(192, 224, 3, 7)
+            DN_NIB_NEXT(256, 288, 7, 11)
+            DN_NIB_NEXT(320, 352, 11, 15)
+            DN_EXTRACT
+            DN_NIB_FIRST(384, 416, 15, 19)
+            DN_NIB_NEXT(448, 480, 19, 23)
+            DN_NIB_NEXT(512, 544, 23, 27)
+            DN_EXTRACT
+            DN_NIB_FIRST(576, 608, 27, 31)
+            DN_NIB_NEXT(640, 672, 31, 35)
+            DN_NIB_NEXT(704, 736, 35, 39)
+            DN_EXTRACT
+            DN_NIB_FIRST(768, 800, 39, 43)
+            DN_NIB_NEXT(832, 864, 43, 47)
+            DN_NIB_NEXT(896, 928, 47, 51)
+            DN_EXTRACT
+            DN_NIB_FIRST(960, 992, 51, 55)
+            DN_EXTRACT
             : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),
-              [a30] "+x"(a30), [a31] "+x"(a31), [i] "=&r"(i)
-            : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [fn] "r"(Fn), [tb] "r"(tables)
-            : "xmm12", "xmm13", "xmm14", "xmm15", "memory");
+              [a30] "+x"(a30), [a31] "+x"(a31), [t] "=&r"(t), [u] "=&r"(u)
+            : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [fn] "r"(Fn), [tb] "r"(tables), [mask] "m"(mask)
+            : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory");
     }
+    /* the first pixels' counts: at most 192, so exact mod 256 */
+    const __m256i high = _mm256_set1_epi8((char)0xf0);
+    a00 = _mm256_sub_epi8(a00, _mm256_and_si256(_mm256_slli_epi16(a10, 4), high));
+    a01 = _mm256_sub_epi8(a01, _mm256_and_si256(_mm256_slli_epi16(a11, 4), high));
+    a20 = _mm256_sub_epi8(a20, _mm256_and_si256(_mm256_slli_epi16(a30, 4), high));
+    a21 = _mm256_sub_epi8(a21, _mm256_and_si256(_mm256_slli_epi16(a31, 4), high));
     /* int16 counts of pixel r: filters [0-7 | 16-23], [8-15 | 24-31], [32-39 | 48-55], [40-47 | 56-63] */
     const __m256i zero = _mm256_setzero_si256();
 #define DN_CONV_FLUSH(r)                                                                                       \
@@ -318,45 +370,22 @@ __attribute__((target("avx2"), noinline)) static void dn_conv_words_avx2(int n, 
     DN_CONV_FLUSH(3)
 #undef DN_CONV_FLUSH
 }
-#undef DN_NIBBLE
-#undef DN_LOOKUP
+#undef DN_EXTRACT
+#undef DN_SPLIT
+#undef DN_NIB_NEXT
+#undef DN_NIB_FIRST
+#undef DN_LOAD_FN
+#undef DN_NEXT
+#undef DN_FIRST
+#undef DN_PAIR_TABLE
 
-/* Filters f, f + 1 (f < F) at 4 pixels: counts (f: pixels 0-3, f + 1: pixels 0-3) as int32. */
-__attribute__((target("avx2"))) static inline void dn_conv_store_pair(__m256i counts, size_t f, int F, int valid,
-                                                                      const int32_t* b, const float* bias,
-                                                                      float* outf, size_t fstride, int32_t* outi,
-                                                                      size_t stride)
-{
-    if (f >= (size_t)F)
-        return;
-    const int pair = f + 1 < (size_t)F;
-    const __m256i dot = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)(b + f * 4)), _mm256_slli_epi32(counts, 1));
-    if (!outf) {
-        _mm_storeu_si128((__m128i*)(outi + f * stride), _mm256_castsi256_si128(dot));
-        if (pair)
-            _mm_storeu_si128((__m128i*)(outi + (f + 1) * stride), _mm256_extracti128_si256(dot, 1));
-        return;
-    }
-    const __m256 v = _mm256_add_ps(_mm256_cvtepi32_ps(dot),
-                                   _mm256_setr_m128(_mm_set1_ps(bias[f]), _mm_set1_ps(pair ? bias[f + 1] : 0.0f)));
-    float* o = outf + f * fstride;
-    if (valid == 4) {
-        _mm_storeu_ps(o, _mm256_castps256_ps128(v));
-        if (pair)
-            _mm_storeu_ps(o + fstride, _mm256_extractf128_ps(v, 1));
-        return;
-    }
-    const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(valid), _mm_setr_epi32(0, 1, 2, 3));
-    _mm_maskstore_ps(o, mask, _mm256_castps256_ps128(v));
-    if (pair)
-        _mm_maskstore_ps(o + fstride, mask, _mm256_extractf128_ps(v, 1));
-}
-
+/* The counts of a run of n output pixels (flat: p = oy * OW + ox, from p0, a multiple of 4)
+ * into rows of Fq int16 (counts + q * Fq: pixel p0 + q, dn_conv_count_slot's order), 4
+ * pixels at a time; the rows past n up to a multiple of 4 repeat the last pixel. */
 __attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, int p0, const uint64_t* pad, int Wp,
                                                              int Cw, int sh, int sw, int OW, const int32_t* koff,
-                                                             const uint8_t* Fn, const uint8_t* tables, int Fq, int Fp,
-                                                             int F, const int32_t* base, const float* bias,
-                                                             float* outf, size_t fstride, int32_t* outi, int stride)
+                                                             const uint8_t* Fn, const uint8_t* tables, int Fq,
+                                                             int16_t* counts)
 {
     for (int q0 = 0; q0 < n; q0 += 4) {
         const int valid = n - q0 < 4 ? n - q0 : 4;
@@ -365,7 +394,6 @@ __attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, int p
             const int p = p0 + q0 + (r < valid ? r : valid - 1);
             px[r] = pad + ((size_t)(p / OW) * sh * Wp + (size_t)(p % OW) * sw) * Cw;
         }
-        const int32_t* b = base + (size_t)q0 * Fp;
         for (int g = 0; g < Fq / 64; g++) {
             __m256i cnt[16];
             for (int j = 0; j < 16; j++)
@@ -373,26 +401,61 @@ __attribute__((target("avx2"))) static void dn_conv_run_avx2(int K, int n, int p
             for (int k0 = 0; k0 < K; k0 += 3)
                 dn_conv_words_avx2(K - k0 < 3 ? K - k0 : 3, px, koff + k0, Fn + ((size_t)g * K + k0) * 16 * 64, tables,
                                    cnt);
-            for (int j = 0; j < 4; j++) {
-                /* rows: pixels; element e of vector j is filter 64 g + (0, 8, 32, 40)[j] + e % 8 + 16 (e / 8) */
-                const __m256i t0 = _mm256_unpacklo_epi16(cnt[j], cnt[4 + j]);
-                const __m256i t1 = _mm256_unpacklo_epi16(cnt[8 + j], cnt[12 + j]);
-                const __m256i t2 = _mm256_unpackhi_epi16(cnt[j], cnt[4 + j]);
-                const __m256i t3 = _mm256_unpackhi_epi16(cnt[8 + j], cnt[12 + j]);
-                const __m256i u[4] = {_mm256_unpacklo_epi32(t0, t1), _mm256_unpackhi_epi32(t0, t1),
-                                      _mm256_unpacklo_epi32(t2, t3), _mm256_unpackhi_epi32(t2, t3)};
-                const size_t f0 = (size_t)64 * g + (j & 1) * 8 + (j >> 1) * 32;
-                for (int i = 0; i < 4; i++) {
-                    /* u[i]: elements 2i, 2i + 1 in its low lane, 8 + 2i, 9 + 2i in its high lane */
-                    dn_conv_store_pair(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(u[i])), f0 + 2 * i, F, valid, b,
-                                       bias, outf ? outf + q0 : NULL, fstride, outi ? outi + q0 : NULL,
-                                       (size_t)stride);
-                    dn_conv_store_pair(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(u[i], 1)), f0 + 16 + 2 * i, F,
-                                       valid, b, bias, outf ? outf + q0 : NULL, fstride, outi ? outi + q0 : NULL,
-                                       (size_t)stride);
-                }
+            for (int r = 0; r < 4; r++)
+                for (int j = 0; j < 4; j++)
+                    _mm256_storeu_si256((__m256i*)(counts + (size_t)(q0 + r) * Fq + 64 * g + 16 * j), cnt[4 * r + j]);
+        }
+    }
+}
+
+/* outf[f * fstride + q] = (float)(base[f * Pb + q] - 2 * count) + bias[f] for the n pixels
+ * of counts (dn_conv_run_avx2's rows, readable up to n rounded up to 8) and the F filters.
+ * First into stage (Fq rows of R >= n rounded up to 8 int16: slot s's counts at [s][q]), 8
+ * pixels by 16 slots at a time transposed (int16 8 x 8 in each lane); then plane by plane,
+ * each written in order.  base: readable for n rounded up to 8 pixels. */
+__attribute__((target("avx2"))) static void dn_conv_emit_avx2(int n, const int16_t* counts, int Fq, int F,
+                                                              const int32_t* base, size_t Pb, const float* bias,
+                                                              float* outf, size_t fstride, int16_t* stage, int R)
+{
+    for (int q = 0; q < n; q += 8)
+        for (int s0 = 0; s0 < Fq; s0 += 16) {
+            __m256i r[8], t[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = _mm256_loadu_si256((const __m256i*)(counts + (size_t)(q + i) * Fq + s0));
+            for (int i = 0; i < 4; i++) {
+                t[2 * i] = _mm256_unpacklo_epi16(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_epi16(r[2 * i], r[2 * i + 1]);
+            }
+            /* t[2i]: pixels 2i, 2i + 1 at slots 0-3 (each lane); t[2i + 1]: at slots 4-7 */
+            for (int h = 0; h < 2; h++) {
+                r[4 * h] = _mm256_unpacklo_epi32(t[h], t[2 + h]);
+                r[4 * h + 1] = _mm256_unpackhi_epi32(t[h], t[2 + h]);
+                r[4 * h + 2] = _mm256_unpacklo_epi32(t[4 + h], t[6 + h]);
+                r[4 * h + 3] = _mm256_unpackhi_epi32(t[4 + h], t[6 + h]);
+            }
+            /* r[4h + i]: pixels 0-3 (i < 2) or 4-7 at slots 4h + 2 (i % 2), 4h + 2 (i % 2) + 1 */
+            for (int e = 0; e < 8; e++) {
+                const int h = e >> 2, i = (e >> 1) & 1;
+                const __m256i lo = r[4 * h + i], hi = r[4 * h + 2 + i];
+                const __m256i v = e & 1 ? _mm256_unpackhi_epi64(lo, hi) : _mm256_unpacklo_epi64(lo, hi);
+                /* v: slot s0 + e (low lane) and s0 + 8 + e (high lane) at pixels 0-7 */
+                _mm_storeu_si128((__m128i*)(stage + (size_t)(s0 + e) * R + q), _mm256_castsi256_si128(v));
+                _mm_storeu_si128((__m128i*)(stage + (size_t)(s0 + 8 + e) * R + q), _mm256_extracti128_si256(v, 1));
             }
         }
+    const int full = n / 8 * 8;
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - full), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int f = 0; f < F; f++) {
+        const int16_t* c16 = stage + (size_t)dn_conv_count_slot(f) * R;
+        const int32_t* bf = base + (size_t)f * Pb;
+        const __m256 b = _mm256_set1_ps(bias[f]);
+        float* dst = outf + (size_t)f * fstride;
+#define DN_EMIT8(q)                                                                                                  _mm256_add_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(                                                                                 _mm256_loadu_si256((const __m256i*)(bf + (q))),                                                                  _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i*)(c16 + (q)))), 1))),                   b)
+        for (int q = 0; q < full; q += 8)
+            _mm256_storeu_ps(dst + q, DN_EMIT8(q));
+        if (full < n)
+            _mm256_maskstore_ps(dst + full, mask, DN_EMIT8(full));
+#undef DN_EMIT8
     }
 }
 
@@ -425,19 +488,27 @@ static inline int dn_pop_cpu_has(int impl)
 static inline int dn_pop_cpu_has(int impl) { return impl == DN_POP_SCALAR || impl == DN_POP_AVX512_EMU; }
 #endif
 
-/* dn_conv_run_avx2 where the CPU has it (the caller checks); nothing elsewhere. */
+/* dn_conv_run_avx2 and dn_conv_emit_avx2 where the CPU has them (the caller checks);
+ * nothing elsewhere. */
 static inline void dn_conv_run(int K, int n, int p0, const uint64_t* pad, int Wp, int Cw, int sh, int sw, int OW,
-                               const int32_t* koff, const uint8_t* Fn, const uint8_t* tables, int Fq, int Fp, int F,
-                               const int32_t* base, const float* bias, float* outf, size_t fstride, int32_t* outi,
-                               int stride)
+                               const int32_t* koff, const uint8_t* Fn, const uint8_t* tables, int Fq, int16_t* counts)
 {
 #if DN_POP_X86
-    dn_conv_run_avx2(K, n, p0, pad, Wp, Cw, sh, sw, OW, koff, Fn, tables, Fq, Fp, F, base, bias, outf, fstride, outi,
-                     stride);
+    dn_conv_run_avx2(K, n, p0, pad, Wp, Cw, sh, sw, OW, koff, Fn, tables, Fq, counts);
 #else
     (void)K, (void)n, (void)p0, (void)pad, (void)Wp, (void)Cw, (void)sh, (void)sw, (void)OW, (void)koff, (void)Fn;
-    (void)tables, (void)Fq, (void)Fp, (void)F, (void)base, (void)bias, (void)outf, (void)fstride, (void)outi;
-    (void)stride;
+    (void)tables, (void)Fq, (void)counts;
+#endif
+}
+
+static inline void dn_conv_emit(int n, const int16_t* counts, int Fq, int F, const int32_t* base, size_t Pb,
+                                const float* bias, float* outf, size_t fstride, int16_t* stage, int R)
+{
+#if DN_POP_X86
+    dn_conv_emit_avx2(n, counts, Fq, F, base, Pb, bias, outf, fstride, stage, R);
+#else
+    (void)n, (void)counts, (void)Fq, (void)F, (void)base, (void)Pb, (void)bias, (void)outf, (void)fstride;
+    (void)stage, (void)R;
 #endif
 }
 

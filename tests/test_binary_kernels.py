@@ -69,6 +69,19 @@ def test_conv_equals_the_float_convolution_of_signs_for_every_path_and_thread_co
         np.testing.assert_array_equal(out, expected.astype(np.float32) + bias[:, None, None])
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES[1:4] + GEOMETRIES[6:], ids=lambda g: "x".join(map(str, g[:7])))
+def test_conv_into_float64_equals_the_float_convolution_of_signs(geometry):
+    # float64 outputs take the avx2 path's integer dots rather than its float32 stores
+    N, C, H, Wd, F, kh, kw, stride, pad = geometry
+    rng = np.random.default_rng(sum(geometry[:7]) + 1)
+    x, W, bias = rng.standard_normal((N, C, H, Wd)), rng.standard_normal((F, C, kh, kw)), rng.standard_normal(F)
+    expected = reference_conv(x, W, stride, pad) + bias[:, None, None]
+    for impl in B.implementations():
+        out = np.full(expected.shape, np.nan)
+        B.conv_forward(x, W, bias, out, *stride, *pad, impl, 2)
+        np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.parametrize("impl", ["scalar", "avx2", "avx512", "avx512_emu"])
 @pytest.mark.parametrize("D, units", [(5, 2), (64, 32), (130, 70), (576, 256)])
 def test_affine_equals_the_float_product_of_signs(impl, D, units):
@@ -138,6 +151,23 @@ def test_window_of_32704_and_32768_bits_counts_exactly(impl, C):
     B.conv_forward(x, W, np.zeros(2, np.float32), out, 1, 1, 0, 0, impl)
     np.testing.assert_array_equal(out, reference_conv(x, W, (1, 1), (0, 0)).astype(np.float32))
     assert out[0, 0, 0, 0] == -C
+
+
+@pytest.mark.parametrize("C", [64, 192, 200])
+def test_windows_where_every_bit_or_no_bit_differs_count_exactly(C):
+    # the avx2 path sums two pixels' counts in the halves of a byte and its byte counts reach
+    # 192 over three words: neighbouring pixels that differ in every bit and in none
+    x = np.ones((2, C, 5, 6), np.float32)
+    x[:, :, :, 1::2] = -1
+    x[1, :, 2:, :] *= -1
+    W = np.ones((3, C, 3, 3), np.float32)
+    W[1] = -1
+    W[2, :, :, 1] = -1
+    expected = reference_conv(x, W, (1, 1), (1, 1))
+    for impl in B.implementations():
+        out = np.empty(expected.shape, np.float32)
+        B.conv_forward(x, W, np.zeros(3, np.float32), out, 1, 1, 1, 1, impl)
+        np.testing.assert_array_equal(out, expected.astype(np.float32))
 
 
 def test_float16_float64_non_contiguous_and_read_only_inputs():
