@@ -9,8 +9,6 @@ cdef extern from "deepnet_bf16.h" nogil:
     int dn_bf16_best_isa()
     void dn_floats_to_bf16(const float* src, uint16_t* dst, long n, int isa, int threads)
     void dn_bf16_to_floats(const uint16_t* src, float* dst, long n, int isa, int threads)
-    void dn_bf16_im2col(const uint16_t* x, uint16_t* rows, int N, int C, int H, int W, int kh, int kw,
-                        int sh, int sw, int ph, int pw, int OH, int OW, int threads)
     void dn_bf16_im2col_t(const uint16_t* x, uint16_t* cols_t, int N, int C, int H, int W, int kh, int kw,
                           int sh, int sw, int ph, int pw, int OH, int OW, int threads)
     int dn_bf16_im2col_pairs_t(const uint16_t* x, uint32_t* pairs, int N, int C, int H, int W, int kh, int kw,
@@ -71,32 +69,21 @@ def dot_gemm(const uint32_t[:, ::1] a_pairs, const uint32_t[:, ::1] b_pairs, flo
             dn_bf16_gemm(&a_pairs[0, 0], &b_pairs[0, 0], &c[0, 0], M, N, K2, path, n_threads)
 
 
-def im2col_pairs(const uint16_t[:, :, :, ::1] x, uint16_t[:, ::1] rows, int kh, int kw, int sh, int sw, int ph,
-                 int pw, int n_threads):
-    """rows (N*OH*OW, C*kh*kw rounded up to even) = x's windows in (c, i, j) order, zero
-    outside x (and in the odd count's extra column): the dot GEMM's A of a convolution."""
-    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+cdef (int, int) _output_hw(str name, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw) except *:
+    """The windows' output height and width, after checking the geometry."""
     if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
-        raise ValueError(f"deepnet im2col_pairs: bad geometry kh={kh} kw={kw} stride=({sh}, {sw}) pad=({ph}, {pw})")
-    cdef int OH = (H + 2 * ph - kh) // sh + 1, OW = (W + 2 * pw - kw) // sw + 1
-    cdef Py_ssize_t K = C * kh * kw
-    if OH < 1 or OW < 1 or rows.shape[0] != <Py_ssize_t>N * OH * OW or rows.shape[1] != K + K % 2:
-        raise ValueError(f"deepnet im2col_pairs: rows must be ({N * OH * OW}, {K + K % 2}), got "
-                         f"({rows.shape[0]}, {rows.shape[1]})")
-    if rows.shape[0]:
-        with nogil:
-            dn_bf16_im2col(&x[0, 0, 0, 0], &rows[0, 0], N, C, H, W, kh, kw, sh, sw, ph, pw, OH, OW, n_threads)
+        raise ValueError(f"deepnet {name}: bad geometry kh={kh} kw={kw} stride=({sh}, {sw}) pad=({ph}, {pw})")
+    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
 
 
 def im2col_t(const uint16_t[:, :, :, ::1] x, uint16_t[:, ::1] cols_t, int kh, int kw, int sh, int sw,
                    int ph, int pw, int n_threads):
-    """cols_t (C*kh*kw, N*OH*OW rounded up to even) = im2col_pairs's rows transposed: row
+    """cols_t (C*kh*kw, N*OH*OW rounded up to even) = the im2col columns transposed: row
     (c, i, j) holds that tap of every window in (n, oy, ox) order, zero outside x (and in
     the odd count's extra column): the dot GEMM's A of the filters' gradient."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
-        raise ValueError(f"deepnet im2col_t: bad geometry kh={kh} kw={kw} stride=({sh}, {sw}) pad=({ph}, {pw})")
-    cdef int OH = (H + 2 * ph - kh) // sh + 1, OW = (W + 2 * pw - kw) // sw + 1
+    cdef int OH, OW
+    OH, OW = _output_hw("im2col_t", H, W, kh, kw, sh, sw, ph, pw)
     cdef Py_ssize_t M = <Py_ssize_t>N * OH * OW
     if OH < 1 or OW < 1 or cols_t.shape[0] != <Py_ssize_t>C * kh * kw or cols_t.shape[1] != M + M % 2:
         raise ValueError(f"deepnet im2col_t: cols_t must be ({C * kh * kw}, {M + M % 2}), got "
@@ -112,9 +99,8 @@ def im2col_pairs_t(const uint16_t[:, :, :, ::1] x, uint32_t[:, ::1] pairs, int k
     windows: row k2 holds taps 2*k2 (low half) and 2*k2+1 (high) of every window in
     (n, oy, ox) order, taps in (c, i, j) order, zero outside x and for an odd count's last."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
-        raise ValueError(f"deepnet im2col_pairs_t: bad geometry kh={kh} kw={kw} stride=({sh}, {sw}) pad=({ph}, {pw})")
-    cdef int OH = (H + 2 * ph - kh) // sh + 1, OW = (W + 2 * pw - kw) // sw + 1
+    cdef int OH, OW
+    OH, OW = _output_hw("im2col_pairs_t", H, W, kh, kw, sh, sw, ph, pw)
     cdef Py_ssize_t K = C * kh * kw
     if OH < 1 or OW < 1 or pairs.shape[0] != (K + 1) // 2 or pairs.shape[1] != <Py_ssize_t>N * OH * OW:
         raise ValueError(f"deepnet im2col_pairs_t: pairs must be ({(K + 1) // 2}, {N * OH * OW}), got "

@@ -396,48 +396,7 @@ static inline void dn_bf16_gemm(const uint32_t *A, const uint32_t *Bp, float *C,
     }
 }
 
-/* -- im2col into pairs ------------------------------------------------------------------ */
-
-/* The dot GEMM's A for a convolution: row (n, oy, ox) holds the window's C*kh*kw values in
- * (c, i, j) order, zero where it overhangs the padding, then a zero if that count is odd
- * (K = C*kh*kw rounded up to even: the row's pairs).  Moves 16-bit words only. */
-static inline void dn_bf16_im2col(const uint16_t *x, uint16_t *rows, int N, int C, int H, int W, int kh, int kw,
-                                  int sh, int sw, int ph, int pw, int OH, int OW, int threads)
-{
-    long K = (long)C * kh * kw, Kp = K + (K & 1);
-    long images_rows = (long)N * OH;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (long task = 0; task < images_rows; task++) {
-        int n = (int)(task / OH), oy = (int)(task % OH);
-        for (int ox = 0; ox < OW; ox++) {
-            uint16_t *row = rows + ((long)task * OW + ox) * Kp;
-            long q = 0;
-            int ix0 = ox * sw - pw;
-            int inside = ix0 >= 0 && ix0 + kw <= W; /* no column of the window overhangs */
-            for (int c = 0; c < C; c++) {
-                const uint16_t *plane = x + ((long)n * C + c) * H * W;
-                for (int i = 0; i < kh; i++, q += kw) {
-                    int iy = oy * sh - ph + i;
-                    if (iy < 0 || iy >= H) {
-                        for (int j = 0; j < kw; j++)
-                            row[q + j] = 0;
-                    } else if (inside) {
-                        const uint16_t *line = plane + (long)iy * W + ix0;
-                        for (int j = 0; j < kw; j++)
-                            row[q + j] = line[j];
-                    } else {
-                        for (int j = 0; j < kw; j++) {
-                            int ix = ix0 + j;
-                            row[q + j] = (ix >= 0 && ix < W) ? plane[(long)iy * W + ix] : 0;
-                        }
-                    }
-                }
-            }
-            if (Kp > K)
-                row[q] = 0;
-        }
-    }
-}
+/* -- the windows of a convolution, in pairs ------------------------------------------- */
 
 /* Tap (c, i, j) of the windows of output row (n, oy): line[ox] for ox < OW, zero where the
  * tap falls in the padding.  With stride 1 the taps inside x are one run of the input row. */

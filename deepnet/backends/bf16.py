@@ -19,7 +19,7 @@ from deepnet._dtypes import is_bfloat16, output_hw, require_bfloat16
 
 DOT_CONVOLUTION = True
 """Whether the compiled backend runs a bfloat16 convolution (forward pass, dx and dW) in
-vdpbf16ps's dot products (dot_matmul on the im2col columns; the instruction where the CPU
+vdpbf16ps's dot products (the dot GEMM on the convolution's windows; the instruction where the CPU
 has AVX512_BF16, else its emulation: the same floats on every CPU), instead of float32 on
 the widened inputs.  The NumPy backend always does the latter."""
 
