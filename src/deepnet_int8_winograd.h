@@ -12,6 +12,51 @@
  * Included by deepnet_int8.h inside its AVX2 target region, after the AVX2 body.
  */
 
+/* 8 bytes from lo, then 8 from hi. */
+static inline __m128i dn8_load_halves(const uint8_t* lo, const uint8_t* hi)
+{
+    return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)lo)), (const double*)hi));
+}
+
+/* One row of 8 tiles' 4x4 inputs of channels lo and hi, times B: the int16 columns d0 - d2,
+ * d1 + d2, d2 - d1, d1 - d3, each 128-bit lane (lo's 4 tiles, hi's same 4 tiles), tiles 0-3
+ * in the low lane and 4-7 in the high one.  With `two`, tiles 4-7 are the next tile row's
+ * first 4 (the row 2 Wp further on). */
+static inline void dn8_winograd_row_avx2(const uint8_t* lo, const uint8_t* hi, int two, int Wp, __m256i e[4])
+{
+    const __m256i low_bytes = _mm256_set1_epi16(0x00FF);
+    __m256i a, b;   /* per lane: 8 pixels of lo, then the same 8 of hi (b: 2 further on) */
+    if (two) {
+        const size_t below = 2 * (size_t)Wp;
+        a = _mm256_inserti128_si256(_mm256_castsi128_si256(dn8_load_halves(lo, hi)),
+                                    dn8_load_halves(lo + below, hi + below), 1);
+        b = _mm256_inserti128_si256(_mm256_castsi128_si256(dn8_load_halves(lo + 2, hi + 2)),
+                                    dn8_load_halves(lo + 2 + below, hi + 2 + below), 1);
+    } else {
+        a = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)lo)),
+                                    _mm_loadu_si128((const __m128i*)hi), 1);
+        b = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(lo + 2))),
+                                    _mm_loadu_si128((const __m128i*)(hi + 2)), 1);
+        a = _mm256_permute4x64_epi64(a, 0xD8);   /* (lo 0-15 | hi 0-15) to (lo 0-7, hi 0-7 | lo 8-15, hi 8-15) */
+        b = _mm256_permute4x64_epi64(b, 0xD8);
+    }
+    __m256i d0 = _mm256_and_si256(a, low_bytes), d1 = _mm256_srli_epi16(a, 8);
+    __m256i d2 = _mm256_and_si256(b, low_bytes), d3 = _mm256_srli_epi16(b, 8);
+    e[0] = _mm256_sub_epi16(d0, d2);
+    e[1] = _mm256_add_epi16(d1, d2);
+    e[2] = _mm256_sub_epi16(d2, d1);
+    e[3] = _mm256_sub_epi16(d1, d3);
+}
+
+/* v's 8 tiles as int16 pairs (lo, hi) to V: each lane's (lo of 4 tiles, hi of them) becomes
+ * (lo, hi) of the first tile, of the second, ... */
+static inline void dn8_winograd_store_avx2(int32_t* target, __m256i v)
+{
+    const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    _mm256_storeu_si256((__m256i*)target, _mm256_shuffle_epi8(v, pairs));
+}
+
 /* V[xi][c2][t] for the image's tiles from t0 on: int16 pairs (channel 2 c2, 2 c2 + 1).  Eight
  * tiles of both channels a step (channel 2 c2 in the low 128-bit lane, 2 c2 + 1 in the high
  * one), in order (with rows of 4 tiles, two rows a step): a step's overshoot past a tile row
@@ -25,11 +70,8 @@ static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, i
     const size_t plane = (size_t)cv->Hp * cv->Wp;
     const int C2 = (cv->C + 1) / 2;
     const size_t vx = (size_t)C2 * ld + 16;   /* DN8_WINOGRAD_VX */
-    const __m256i zero4 = _mm256_set1_epi16((int16_t)(4 * cv->x_zero)), low_bytes = _mm256_set1_epi16(0x00FF);
-    /* per lane: the int16 pairs (lane 0's value, lane 1's) of tiles 0-3 (4-7) after vpermq 0xD8 */
-    const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
-                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-    int c2, ty, tx, r, xi, two;
+    const __m256i zero4 = _mm256_set1_epi16((int16_t)(4 * cv->x_zero));
+    int c2, ty, tx, xi, two;
     for (c2 = 0; c2 < C2; c2++) {
         /* an odd C's last pair: channel C - 1 again, against zero filters */
         const uint8_t* lo_plane = padded + (size_t)(2 * c2) * plane;
@@ -38,51 +80,26 @@ static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, i
             two = TW == 4 && ty + 1 < TH;   /* lanes' upper halves: the next tile row's 4 tiles */
             for (tx = 0; tx < TW; tx += 8) {
                 const size_t corner = (size_t)(2 * ty) * cv->Wp + 2 * tx;
-                __m256i d[4][4], t[4][4], v[16];
-                for (r = 0; r < 4; r++) {
-                    const uint8_t* lo = lo_plane + corner + (size_t)r * cv->Wp;
-                    const uint8_t* hi = hi_plane + corner + (size_t)r * cv->Wp;
-                    __m128i a0, a1, b0, b1;
-                    if (two) {
-                        const size_t below = 2 * (size_t)cv->Wp;
-                        a0 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)lo)),
-                                                           (const double*)(lo + below)));
-                        a1 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)hi)),
-                                                           (const double*)(hi + below)));
-                        b0 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)(lo + 2))),
-                                                           (const double*)(lo + 2 + below)));
-                        b1 = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)(hi + 2))),
-                                                           (const double*)(hi + 2 + below)));
-                    } else {
-                        a0 = _mm_loadu_si128((const __m128i*)lo);
-                        a1 = _mm_loadu_si128((const __m128i*)hi);
-                        b0 = _mm_loadu_si128((const __m128i*)(lo + 2));
-                        b1 = _mm_loadu_si128((const __m128i*)(hi + 2));
-                    }
-                    __m256i a = _mm256_inserti128_si256(_mm256_castsi128_si256(a0), a1, 1);
-                    __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(b0), b1, 1);
-                    d[r][0] = _mm256_and_si256(a, low_bytes);
-                    d[r][1] = _mm256_srli_epi16(a, 8);
-                    d[r][2] = _mm256_and_si256(b, low_bytes);
-                    d[r][3] = _mm256_srli_epi16(b, 8);
-                }
-                for (r = 0; r < 4; r++) {   /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
-                    t[0][r] = _mm256_sub_epi16(d[0][r], d[2][r]);
-                    t[1][r] = _mm256_add_epi16(d[1][r], d[2][r]);
-                    t[2][r] = _mm256_sub_epi16(d[2][r], d[1][r]);
-                    t[3][r] = _mm256_sub_epi16(d[1][r], d[3][r]);
-                }
-                for (r = 0; r < 4; r++) {   /* (B^T d) B: the same on the columns */
-                    v[4 * r + 0] = _mm256_sub_epi16(t[r][0], t[r][2]);
-                    v[4 * r + 1] = _mm256_add_epi16(t[r][1], t[r][2]);
-                    v[4 * r + 2] = _mm256_sub_epi16(t[r][2], t[r][1]);
-                    v[4 * r + 3] = _mm256_sub_epi16(t[r][1], t[r][3]);
-                }
-                v[5] = _mm256_sub_epi16(v[5], zero4);
+                /* V's 16 matrices in order, vx apart */
                 int32_t* target = V + (size_t)c2 * ld + t0 + (size_t)ty * TW + tx;
-                for (xi = 0; xi < 16; xi++)
-                    _mm256_storeu_si256((__m256i*)(target + (size_t)xi * vx),
-                                        _mm256_shuffle_epi8(_mm256_permute4x64_epi64(v[xi], 0xD8), pairs));
+                /* row by row, in an order that keeps few vectors live (all 48 at once would
+                 * spill): each row's columns first (d B), then the rows (B^T (d B)) */
+                __m256i e0[4], e1[4], e2[4], e3[4];
+                dn8_winograd_row_avx2(lo_plane + corner, hi_plane + corner, two, cv->Wp, e0);
+                dn8_winograd_row_avx2(lo_plane + corner + 2 * (size_t)cv->Wp, hi_plane + corner + 2 * (size_t)cv->Wp,
+                                      two, cv->Wp, e2);
+                for (xi = 0; xi < 4; xi++, target += vx)   /* row 0 of V: e0 - e2 */
+                    dn8_winograd_store_avx2(target, _mm256_sub_epi16(e0[xi], e2[xi]));
+                dn8_winograd_row_avx2(lo_plane + corner + cv->Wp, hi_plane + corner + cv->Wp, two, cv->Wp, e1);
+                for (xi = 0; xi < 4; xi++, target += vx)   /* row 1: e1 + e2, less 4 x_zero at column 1 */
+                    dn8_winograd_store_avx2(target, _mm256_sub_epi16(_mm256_add_epi16(e1[xi], e2[xi]),
+                                                                     xi == 1 ? zero4 : _mm256_setzero_si256()));
+                for (xi = 0; xi < 4; xi++, target += vx)   /* row 2: e2 - e1 */
+                    dn8_winograd_store_avx2(target, _mm256_sub_epi16(e2[xi], e1[xi]));
+                dn8_winograd_row_avx2(lo_plane + corner + 3 * (size_t)cv->Wp, hi_plane + corner + 3 * (size_t)cv->Wp,
+                                      two, cv->Wp, e3);
+                for (xi = 0; xi < 4; xi++, target += vx)   /* row 3: e1 - e3 */
+                    dn8_winograd_store_avx2(target, _mm256_sub_epi16(e1[xi], e3[xi]));
             }
         }
     }
