@@ -100,6 +100,35 @@ def test_changed_steps_make_a_new_plan(deep_convnet):
     assert model._plan[1] is not plan
 
 
+def test_a_replaced_array_makes_a_new_plan_and_a_new_packing(deep_convnet):
+    """Replacing a step's bias or weights takes effect in the plan and the steps alike; the
+    step's arrays are read-only copies, so writing into them fails instead of going stale."""
+    x = np.random.default_rng(8).random((5, 1, 28, 28), dtype=np.float32)
+    steps = [
+        ConvStep(
+            s.w_q, s.w_scale, s.bias_q, s.scale, s.stride, s.pad, s.relu, s.pool, s.affine, s.out_scale, s.out_zero
+        )
+        if isinstance(s, ConvStep)
+        else s
+        for s in deep_convnet.steps
+    ]
+    model = Int8Model(steps, deep_convnet.input_shape)
+    before = model.predict(x)
+    conv = steps[1]
+    with pytest.raises(ValueError, match="read-only"):
+        conv.bias_q[0] += 1
+    conv.bias_q = conv.bias_q + np.int32(5000)
+    after_bias = model.predict(x)
+    assert not np.array_equal(after_bias, before)
+    np.testing.assert_array_equal(after_bias, step_by_step(model, x))
+    conv.w_q = -conv.w_q
+    after_weights = model.predict(x)
+    assert not np.array_equal(after_weights, after_bias)
+    np.testing.assert_array_equal(after_weights, step_by_step(model, x))
+    with ops.using("reference"):
+        np.testing.assert_array_equal(after_weights, model.predict(x))
+
+
 def test_models_with_float_steps_run_their_steps():
     rng = np.random.default_rng(5)
     net = nets.Sequential(

@@ -51,6 +51,28 @@ class _Tensor:
         return bool(self.values.dtype == np.uint8)
 
 
+class _Identity:
+    """An object compared by identity (a numpy array's == compares its elements)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.target is self.target
+
+    def __hash__(self) -> int:
+        return id(self.target)
+
+
+def _frozen(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A read-only copy of array."""
+    copy = np.array(array)
+    copy.flags.writeable = False
+    return copy
+
+
 class QuantizeStep:
     """float32 -> uint8 with the tensor's calibrated scale and zero point."""
 
@@ -109,18 +131,22 @@ class ConvStep:
         out_scale: Optional[float],
         out_zero: int = 0,
     ) -> None:
-        self.w_q, self.w_scale, self.bias_q, self.scale = w_q, w_scale, bias_q, scale
+        # read-only copies: the packed filters and a compiled plan hold what they were made from
+        self.w_q, self.w_scale, self.bias_q, self.scale = (_frozen(a) for a in (w_q, w_scale, bias_q, scale))
         self.stride, self.pad = (int(stride[0]), int(stride[1])), (int(pad[0]), int(pad[1]))
         self.relu, self.pool, self.affine = bool(relu), bool(pool), bool(affine)
         self.out_scale = None if out_scale is None else float(out_scale)
         self.out_zero = int(out_zero)
         # backend -> the filters packed for it; packed now, so a bad w_q fails here, not at the first image
-        self._packed: Dict[str, Any] = {ops.current(): ops.pack_filters(w_q)}
+        self._packed: Dict[str, Any] = {ops.current(): ops.pack_filters(self.w_q)}
+        self._packed_w_q = self.w_q
 
     @property
     def filters(self) -> Any:
-        """w_q packed for the backend in use (packed once per backend)."""
+        """w_q packed for the backend in use (packed once per backend, and again if w_q is replaced)."""
         backend = ops.current()
+        if self._packed_w_q is not self.w_q:
+            self._packed, self._packed_w_q = {}, self.w_q
         if backend not in self._packed:
             self._packed[backend] = ops.pack_filters(self.w_q)
         return self._packed[backend]
@@ -233,8 +259,8 @@ class Int8Model(Classifier):
         self.steps = list(steps)
         self.input_shape = tuple(int(n) for n in input_shape)
         self.calibration = dict(calibration or {})
-        # (the steps' ids, their compiled Int8Plan or None, a lock: a plan runs one batch at a time)
-        self._plan: Optional[Tuple[Tuple[int, ...], Any, threading.Lock]] = None
+        # (_plan_key(), the compiled Int8Plan or None, a lock: a plan runs one batch at a time)
+        self._plan: Optional[Tuple[Tuple[Any, ...], Any, threading.Lock]] = None
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -269,7 +295,7 @@ class Int8Model(Classifier):
         convolutions ending in float32 scores and the compiled kernels are in use; else None."""
         if ops.current() != "kernel":
             return None
-        key = tuple(id(step) for step in self.steps)
+        key = self._plan_key()
         entry = self._plan  # one read: another thread may replace it meanwhile
         if entry is None or entry[0] != key:
             entry = self._plan = (key, self._make_plan(), threading.Lock())
@@ -284,6 +310,20 @@ class Int8Model(Classifier):
             return scores
         finally:
             lock.release()
+
+    def _plan_key(self) -> Tuple[Any, ...]:
+        """What the plan is made of: the steps, and the arrays and settings of each, the objects by
+        identity (the key holds them, so no id is reused while it lives): a step or an array
+        replaced makes a new plan."""
+        key: List[Any] = []
+        for step in self.steps:
+            key.append(_Identity(step))
+            if isinstance(step, QuantizeStep):
+                key += [step.scale, step.zero]
+            elif isinstance(step, ConvStep):
+                key += [_Identity(step.w_q), _Identity(step.bias_q), _Identity(step.scale), step.stride, step.pad]
+                key += [step.relu, step.pool, step.affine, step.out_scale, step.out_zero]
+        return tuple(key)
 
     def _make_plan(self) -> Any:
         """The Int8Plan of the steps, or None where they are not one quantization then convolutions."""
