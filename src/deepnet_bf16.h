@@ -232,6 +232,9 @@ static void dn_bf16_gemm_rows_scalar(const uint32_t *A, const uint32_t *Bp, floa
  * memory, its part of Bp reused from L1 by every row of the tile.  C holds each partial
  * sum exactly between chunks, so the sequence of FMAs is unchanged. */
 #define DN_BF16_KC 64L
+/* dn_bf16_gemm's tiles: rows of A (the AVX2 path widens that many at a time) by columns of Bp */
+#define DN_BF16_ROWS 64L
+#define DN_BF16_COLUMNS 512L
 
 /* Rows m .. m+R-1 (R <= 4) times 16 columns from n, over one chunk of kc pairs: 2R
  * independent accumulator chains (the two FMAs of a pair depend on each other, so one
@@ -280,12 +283,12 @@ __attribute__((target("avx2,fma"))) static inline void dn_bf16_row8_avx2(const f
     _mm256_storeu_ps(C + m * N + n, c0);
 }
 
-/* Rows [m0, m1) (at most 64), columns [n0, n1). */
+/* Rows [m0, m1) (at most DN_BF16_ROWS), columns [n0, n1). */
 __attribute__((target("avx2,fma"))) static void dn_bf16_gemm_tile_avx2(const uint32_t *A, const uint32_t *Bp, float *C,
                                                                        long m0, long m1, long n0, long n1, long N,
                                                                        long K2)
 {
-    float wa[64 * 2 * DN_BF16_KC];
+    float wa[DN_BF16_ROWS * 2 * DN_BF16_KC];
     unsigned int saved = _mm_getcsr();
     long n16 = n0 + (n1 - n0) / 16 * 16, n8 = n0 + (n1 - n0) / 8 * 8;
     for (long k0 = 0; k0 < K2; k0 += DN_BF16_KC) {
@@ -318,8 +321,8 @@ __attribute__((target("avx2,fma"))) static void dn_bf16_gemm_rows_avx2(const uin
                                                                        long m0, long m1, long n0, long n1, long N,
                                                                        long K2)
 {
-    for (long m = m0; m < m1; m += 64)
-        dn_bf16_gemm_tile_avx2(A, Bp, C, m, m1 - m < 64 ? m1 : m + 64, n0, n1, N, K2);
+    for (long m = m0; m < m1; m += DN_BF16_ROWS)
+        dn_bf16_gemm_tile_avx2(A, Bp, C, m, m1 - m < DN_BF16_ROWS ? m1 : m + DN_BF16_ROWS, n0, n1, N, K2);
 }
 
 /* Four rows times 32 columns from n: eight independent accumulator chains (one would wait
@@ -377,8 +380,6 @@ __attribute__((target("avx512f,avx512bf16"))) static void dn_bf16_gemm_rows_avx5
 
 /* C += A Bp (see the top of this file): tiles of rows and columns, of sizes that do not
  * depend on the thread count, shared out among the threads. */
-#define DN_BF16_ROWS 64L
-#define DN_BF16_COLUMNS 512L
 static inline void dn_bf16_gemm(const uint32_t *A, const uint32_t *Bp, float *C, long M, long N, long K2, int isa,
                                 int threads)
 {
