@@ -10,6 +10,7 @@ values.  deepnet.quant.convert makes these models, deepnet.quant.files saves and
 from __future__ import annotations
 
 import json
+import itertools
 import math
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -51,19 +52,18 @@ class _Tensor:
         return bool(self.values.dtype == np.uint8)
 
 
-class _Identity:
-    """An object compared by identity (a numpy array's == compares its elements)."""
+class _Versioned:
+    """A step whose every attribute assignment gives it a new version, unique in the process:
+    (id, version) names what a compiled plan was made from, even after an id is reused."""
 
-    __slots__ = ("target",)
+    _version = 0
 
-    def __init__(self, target: Any) -> None:
-        self.target = target
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "_version", next(_versions))
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Identity) and other.target is self.target
 
-    def __hash__(self) -> int:
-        return id(self.target)
+_versions = itertools.count(1)
 
 
 def _frozen(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -73,7 +73,7 @@ def _frozen(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return copy
 
 
-class QuantizeStep:
+class QuantizeStep(_Versioned):
     """float32 -> uint8 with the tensor's calibrated scale and zero point."""
 
     kind = "quantize"
@@ -106,7 +106,7 @@ class DequantizeStep:
         return {}
 
 
-class ConvStep:
+class ConvStep(_Versioned):
     """An int8 convolution (``affine``: a fully connected layer, its input flattened to (N, K, 1, 1))
     with bias, ReLU and 2x2 max-pooling fused; uint8 output with ``out_scale`` and ``out_zero``,
     or float32 (``out_scale`` None).
@@ -311,19 +311,10 @@ class Int8Model(Classifier):
         finally:
             lock.release()
 
-    def _plan_key(self) -> Tuple[Any, ...]:
-        """What the plan is made of: the steps, and the arrays and settings of each, the objects by
-        identity (the key holds them, so no id is reused while it lives): a step or an array
-        replaced makes a new plan."""
-        key: List[Any] = []
-        for step in self.steps:
-            key.append(_Identity(step))
-            if isinstance(step, QuantizeStep):
-                key += [step.scale, step.zero]
-            elif isinstance(step, ConvStep):
-                key += [_Identity(step.w_q), _Identity(step.bias_q), _Identity(step.scale), step.stride, step.pad]
-                key += [step.relu, step.pool, step.affine, step.out_scale, step.out_zero]
-        return tuple(key)
+    def _plan_key(self) -> Tuple[Tuple[int, int], ...]:
+        """What the plan is made of: each step and its version (a step replaced, or an attribute
+        of one assigned, makes a new plan; the steps' arrays are read-only)."""
+        return tuple((id(step), getattr(step, "_version", 0)) for step in self.steps)
 
     def _make_plan(self) -> Any:
         """The Int8Plan of the steps, or None where they are not one quantization then convolutions."""
