@@ -172,6 +172,10 @@ static inline void dn_bf16_to_floats_run(const uint16_t *src, float *dst, long n
 
 /* Whole arrays, in chunks of a fixed size shared out among the threads. */
 #define DN_BF16_CHUNK 16384L
+/* dn_bf16_gemm's tiles, on every architecture: rows of A (the AVX2 path widens that many at a
+ * time) by columns of Bp */
+#define DN_BF16_ROWS 64L
+#define DN_BF16_COLUMNS 512L
 
 static inline void dn_floats_to_bf16(const float *src, uint16_t *dst, long n, int isa, int threads)
 {
@@ -232,9 +236,6 @@ static void dn_bf16_gemm_rows_scalar(const uint32_t *A, const uint32_t *Bp, floa
  * memory, its part of Bp reused from L1 by every row of the tile.  C holds each partial
  * sum exactly between chunks, so the sequence of FMAs is unchanged. */
 #define DN_BF16_KC 64L
-/* dn_bf16_gemm's tiles: rows of A (the AVX2 path widens that many at a time) by columns of Bp */
-#define DN_BF16_ROWS 64L
-#define DN_BF16_COLUMNS 512L
 
 /* Rows m .. m+R-1 (R <= 4) times 16 columns from n, over one chunk of kc pairs: 2R
  * independent accumulator chains (the two FMAs of a pair depend on each other, so one
