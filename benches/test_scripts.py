@@ -749,6 +749,21 @@ def test_builds_alternates_the_builds_and_prints_one_row_each():
     assert rows[0].endswith("| 1.00x / 1.00x |")
 
 
+def test_builds_prints_n_a_for_an_inference_only_row():
+    """The int8 row has no training numbers: n/a there, the inference ratio still given."""
+    tree = str(Path(deepnet.__file__).resolve().parent.parent)
+    out = run_script(
+        "models/builds.py", f"a={tree}", f"b={tree}", "--row", "deepnet-int8", "--rounds", "1", "--steps", "1"
+    )
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| a |", "| b |"))]
+    assert len(rows) == 2, out
+    for row in rows:
+        train, infer, latency, ratio = (cell.strip() for cell in row[2:])
+        assert train == "n/a" and float(infer) > 0 and float(latency) > 0, out
+        assert ratio.startswith("n/a / ") and ratio.endswith("x"), out
+    assert rows[0][-1].strip() == "n/a / 1.00x"
+
+
 def test_builds_refuses_a_build_that_is_neither_a_tree_nor_a_python(tmp_path):
     result = subprocess.run(
         [sys.executable, str(BENCHES / "models" / "builds.py"), f"x={tmp_path / 'missing'}"],

@@ -105,13 +105,28 @@ def main() -> None:
     )
     print("| build | variant | " + " | ".join(name for _, name in METRICS) + " | train / infer vs first |")
     print("|---|---|" + "---:|" * (len(METRICS) + 1))
-    first = None
+    first: list[float | None] | None = None
     for label, _, _ in args.builds:
-        medians = [statistics.median(r[key] for r in results[label]) for key, _ in METRICS]
+        # an inference-only row (int8, a compiled plan) has no training numbers: "n/a"
+        medians = [_median([r[key] for r in results[label]]) for key, _ in METRICS]
         first = first or medians
-        ratio = f"{medians[0] / first[0]:.2f}x / {medians[1] / first[1]:.2f}x"
-        cells = [f"{medians[0]:.0f}", f"{medians[1]:.0f}", f"{medians[2]:.3f}"]
+        ratio = f"{_ratio(medians[0], first[0])} / {_ratio(medians[1], first[1])}"
+        cells = [_cell(medians[0], "{:.0f}"), _cell(medians[1], "{:.0f}"), _cell(medians[2], "{:.3f}")]
         print(f"| {label} | {variants[label].split(':')[0]} | " + " | ".join(cells) + f" | {ratio} |")
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The median of the rounds' values, or None where the row gives none (n/a)."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    return "n/a" if value is None or not reference else f"{value / reference:.2f}x"
+
+
+def _cell(value: float | None, form: str) -> str:
+    return "n/a" if value is None else form.format(value)
 
 
 if __name__ == "__main__":
