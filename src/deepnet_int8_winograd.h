@@ -13,7 +13,7 @@
  */
 
 /* 8 bytes from lo, then 8 from hi. */
-static inline __m128i dn8_load_halves(const uint8_t* lo, const uint8_t* hi)
+static inline __m128i dn8_load_halves_avx2(const uint8_t* lo, const uint8_t* hi)
 {
     return _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i*)lo)), (const double*)hi));
 }
@@ -28,10 +28,10 @@ static inline void dn8_winograd_row_avx2(const uint8_t* lo, const uint8_t* hi, i
     __m256i a, b;   /* per lane: 8 pixels of lo, then the same 8 of hi (b: 2 further on) */
     if (two) {
         const size_t below = 2 * (size_t)Wp;
-        a = _mm256_inserti128_si256(_mm256_castsi128_si256(dn8_load_halves(lo, hi)),
-                                    dn8_load_halves(lo + below, hi + below), 1);
-        b = _mm256_inserti128_si256(_mm256_castsi128_si256(dn8_load_halves(lo + 2, hi + 2)),
-                                    dn8_load_halves(lo + 2 + below, hi + 2 + below), 1);
+        a = _mm256_inserti128_si256(_mm256_castsi128_si256(dn8_load_halves_avx2(lo, hi)),
+                                    dn8_load_halves_avx2(lo + below, hi + below), 1);
+        b = _mm256_inserti128_si256(_mm256_castsi128_si256(dn8_load_halves_avx2(lo + 2, hi + 2)),
+                                    dn8_load_halves_avx2(lo + 2 + below, hi + 2 + below), 1);
     } else {
         a = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)lo)),
                                     _mm_loadu_si128((const __m128i*)hi), 1);

@@ -260,7 +260,7 @@ class Int8Model(Classifier):
         self.input_shape = tuple(int(n) for n in input_shape)
         self.calibration = dict(calibration or {})
         # (_plan_key(), the compiled Int8Plan or None, a lock: a plan runs one batch at a time)
-        self._plan: Optional[Tuple[Tuple[Any, ...], Any, threading.Lock]] = None
+        self._plan: Optional[Tuple[Tuple[Tuple[int, int], ...], Any, threading.Lock]] = None
 
     @property
     def dtype(self) -> np.dtype[Any]:
