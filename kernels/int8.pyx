@@ -6,7 +6,7 @@
 # another one (tests).  Tasks are groups of images, or bands of output rows of an image when
 # there are fewer images than threads; integers make the result the same for any thread
 # count.  The avx2 path runs 3x3, stride-1 layers of 8 channels or more as integer Winograd
-# (exact too).
+# (exact too): F(4x4, 3x3) where winograd4_fits, else F(2x2, 3x3).
 
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
@@ -27,6 +27,7 @@ cdef extern from "deepnet_int8.h" nogil:
         const int32_t* w16
         const int32_t* offsets
         const int32_t* wino
+        int winograd4
         const int32_t* bias
         const int32_t* wsum
         const float* scale
@@ -34,8 +35,8 @@ cdef extern from "deepnet_int8.h" nogil:
     int DN8_CHANNEL_PAD
     size_t DN8_COLS(int K4, int pixels)
     size_t DN8_SUMS(int FNpad, int pixels)
-    size_t DN8_WINOGRAD_V(int C, int tiles)
-    size_t DN8_WINOGRAD_M(int FNpad, int tiles)
+    size_t DN8_WINOGRAD_V(int count, int C, int tiles)
+    size_t DN8_WINOGRAD_M(int count, int FNpad, int tiles)
     void dn8_winograd_task(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded, int32_t* V,
                            int32_t* M, int32_t* sums, void* out)
     int dn8_supported(int path)
@@ -50,6 +51,7 @@ MAX_K = 65536          # 255 * 127 * K stays below 2**31
 DEF TASK_BYTES = 262144  # a task's im2col and sums (at most, unless one image needs more): they stay in L2
 DEF WINOGRAD_MIN_C = 8    # fewer input channels: the transforms cost more than the products saved
 DEF WINOGRAD_MIN_PIXELS = 16   # smaller outputs likewise
+DEF WINOGRAD4_SUM_LIMIT = 33554432   # F(4x4, 3x3) recovers the sums mod 2**26: |sum| < 2**25
 
 
 def paths():
@@ -83,6 +85,7 @@ cdef class PackedFilters:
     cdef readonly object w4       # int32 (FNpad, K4): 4 weights a word
     cdef readonly object w16      # int32 (FNpad, K4, 2): the int16 pairs (w0, w2), (w1, w3)
     cdef readonly object wino     # 3x3 only, int32 (16, FNpad, C2): U = (2G) g (2G)^T, int16 channel pairs
+    cdef readonly object wino4    # 3x3 only, int32 (36, FNpad, C2): F(4x4, 3x3)'s U = G' g G'^T, likewise
     cdef readonly object sums     # int32 (FN,): sum of each filter's weights
     cdef readonly object max_abs_sum  # the largest sum of a filter's absolute values
     cdef dict offsets             # (H, W, ph, pw): where each k of the im2col starts in a padded image
@@ -118,7 +121,7 @@ def pack_filters(w_q):
     packed.sums = flat.sum(axis=1).astype(np.int32)   # |sum| <= 127 * MAX_K
     packed.max_abs_sum = int(np.abs(flat).sum(axis=1).max())
     packed.offsets = {}
-    packed.wino = None
+    packed.wino = packed.wino4 = None
     if KH == 3 and KW == 3:
         G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
         U = np.einsum("iu,fcuv,jv->ijfc", G2, w.astype(np.int64), G2).reshape(16, FN, C)   # |U| <= 9 * 127
@@ -126,6 +129,12 @@ def pack_filters(w_q):
         pairs = np.zeros((16, FNpad, 2 * C2), dtype=np.int16)
         pairs[:, :FN, :C] = U
         packed.wino = np.ascontiguousarray(pairs.view("<i4"))
+        # G' = diag(4, 6, 6, 24, 24, 1) G of F(4x4, 3x3) (deepnet_int8_winograd4.h)
+        G4 = np.array([[1, 0, 0], [-1, -1, -1], [-1, 1, -1], [1, 2, 4], [1, -2, 4], [0, 0, 1]], dtype=np.int64)
+        U4 = np.einsum("iu,fcuv,jv->ijfc", G4, w.astype(np.int64), G4).reshape(36, FN, C)   # |U| <= 49 * 127
+        pairs4 = np.zeros((36, FNpad, 2 * C2), dtype=np.int16)
+        pairs4[:, :FN, :C] = U4
+        packed.wino4 = np.ascontiguousarray(pairs4.view("<i4"))
     packed.FN, packed.C, packed.KH, packed.KW, packed.K, packed.K4, packed.FNpad = FN, C, KH, KW, K, K4, FNpad
     return packed
 
@@ -180,6 +189,36 @@ cdef bint winograd_pays(int C, int OH, int OW):
     return C >= WINOGRAD_MIN_C and OH * OW >= WINOGRAD_MIN_PIXELS
 
 
+cdef bint winograd4_fits(PackedFilters packed, int OH, int OW, bint pool):
+    """Where Winograd fits, F(4x4, 3x3) runs the layer: tile rows of 2, 4 or 5 and more tiles
+    (deepnet_int8_winograd4.h's steps; unpooled, 4 and more), and sums that it recovers exactly."""
+    if not pool:   # unpooled rows of 2 tiles: their 16 requantizations a tile cost more than F(4x4) saves
+        return OW > 12 and 255 * packed.max_abs_sum < WINOGRAD4_SUM_LIMIT
+    cdef int tile_row = (OW // 2 + 1) // 2
+    return (tile_row == 2 or tile_row == 4 or tile_row >= 5) and 255 * packed.max_abs_sum < WINOGRAD4_SUM_LIMIT
+
+
+def winograd_tile(filters, int OH, int OW, pool):
+    """The output tile of the avx2 path's Winograd convolution, where it runs a 3x3, stride-1
+    layer of these filters into an OH x OW output (pooled or not): 4 for F(4x4, 3x3), else 2."""
+    if not isinstance(filters, PackedFilters):
+        raise TypeError(f"deepnet winograd_tile: filters must be what pack_filters returned, got {type(filters).__name__}")
+    return 4 if winograd4_fits(filters, OH, OW, bool(pool)) else 2
+
+
+cdef inline int winograd_tiles(const dn8_conv* cv) noexcept nogil:
+    """An image's Winograd tiles: 4x4 outputs for F(4x4, 3x3), else 2x2 (pooled: the pooled pixels)."""
+    if cv.winograd4 and cv.pool:
+        return ((cv.OH // 2 + 1) // 2) * ((cv.OW // 2 + 1) // 2)
+    if cv.winograd4:
+        return ((cv.OH + 3) // 4) * ((cv.OW + 3) // 4)
+    return ((cv.OH // 2) * (cv.OW // 2)) if cv.pool else (((cv.OH + 1) // 2) * ((cv.OW + 1) // 2))
+
+
+cdef inline int winograd_matrices(const dn8_conv* cv) noexcept nogil:
+    return 36 if cv.winograd4 else 16
+
+
 def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, pool, out, *, path=None,
               n_threads=None, winograd=None):
     """The int8 convolution of INT8_SPEC into out (uint8: requantized, + ReLU and 2x2 max-pool
@@ -188,9 +227,9 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     path: None (the best for this CPU, best_path()) or one of paths().  n_threads: None for
     OpenMP's current maximum (OMP_NUM_THREADS), else the number of threads.  winograd: None
     lets the avx2 path run 3x3, stride-1 layers with a uint8 output as exact integer Winograd
-    F(2x2, 3x3) where that is faster (8 input channels or more, 16 output pixels or more;
-    whole images a task, at least as many as threads); True wherever it can, False never
-    (tests: every choice gives the same bits).
+    (F(4x4, 3x3) or F(2x2, 3x3), winograd_tile) where that is faster (8 input channels or more,
+    16 output pixels or more; whole images a task, at least as many as threads); True wherever
+    it can, False never (tests: every choice gives the same bits).
     """
     cdef str kernel = "conv_int8"
     if not isinstance(filters, PackedFilters):
@@ -256,7 +295,7 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     cv.Hp, cv.Wp = H + 2 * ph, W + 2 * pw
     cv.K, cv.K4, cv.FN, cv.FNpad = packed.K, packed.K4, FN, packed.FNpad
     cv.w4, cv.w16, cv.scale, cv.offsets = &w4[0, 0], &w16[0, 0, 0], &scalev[0], &offsetv[0]
-    cv.bias, cv.wsum, cv.wino = &biasv[0], &wsumv[0], NULL
+    cv.bias, cv.wsum, cv.wino, cv.winograd4 = &biasv[0], &wsumv[0], NULL, 0
     cv.x_zero, cv.out_zero, cv.relu, cv.pool, cv.out_float = z, oz, relu, pool, out.dtype == np.float32
 
     # Tasks: groups of whole images, as many as TASK_BYTES of buffers hold (and at least one
@@ -285,9 +324,10 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
                               and (winograd or winograd_pays(C, OH, OW)))
     cdef const int32_t[:, :, ::1] winov
     if use_winograd:
-        winov = packed.wino
+        cv.winograd4 = winograd4_fits(packed, OH, OW, pool)
+        winov = packed.wino4 if cv.winograd4 else packed.wino
         cv.wino = &winov[0, 0, 0]
-        winograd_images(&cv, &xv[0, 0, 0, 0], N, threads, packed, OH, OW, pool, out_base)
+        winograd_images(&cv, &xv[0, 0, 0, 0], N, threads, out_base)
         return out
     cdef int task, n, band, failed = 0
     cdef uint8_t* padded
@@ -317,19 +357,18 @@ def conv_int8(x, x_zero, filters, stride, pad, bias_q, scale, out_zero, relu, po
     return out
 
 
-cdef object winograd_images(dn8_conv* cv, const uint8_t* x, int N, int threads, PackedFilters packed, int OH,
-                            int OW, bint pool, char* out):
+cdef object winograd_images(dn8_conv* cv, const uint8_t* x, int N, int threads, char* out):
     """conv_int8's task loop for the Winograd convolution: groups of whole images."""
-    cdef int tiles = (OH // 2) * (OW // 2) if pool else ((OH + 1) // 2) * ((OW + 1) // 2)
+    cdef int tiles = winograd_tiles(cv), count = winograd_matrices(cv)
     cdef int group = winograd_group(cv, N, threads)
     cdef int groups = (N + group - 1) // group
-    fits_int("conv_int8", "task's Winograd input", <object>DN8_WINOGRAD_V(cv.C, group * tiles))
-    fits_int("conv_int8", "task's Winograd products", <object>DN8_WINOGRAD_M(cv.FNpad, group * tiles))
-    cdef size_t padded_bytes = <size_t>cv.C * cv.Hp * cv.Wp + 2 * cv.Wp + 64
-    cdef size_t V_bytes = DN8_WINOGRAD_V(cv.C, group * tiles) * sizeof(int32_t)
-    cdef size_t M_bytes = DN8_WINOGRAD_M(cv.FNpad, group * tiles) * sizeof(int32_t)
+    fits_int("conv_int8", "task's Winograd input", <object>DN8_WINOGRAD_V(count, cv.C, group * tiles))
+    fits_int("conv_int8", "task's Winograd products", <object>DN8_WINOGRAD_M(count, cv.FNpad, group * tiles))
+    cdef size_t padded_bytes = <size_t>cv.C * cv.Hp * cv.Wp + 4 * cv.Wp + 64   # Winograd's reads past it
+    cdef size_t V_bytes = DN8_WINOGRAD_V(count, cv.C, group * tiles) * sizeof(int32_t)
+    cdef size_t M_bytes = DN8_WINOGRAD_M(count, cv.FNpad, group * tiles) * sizeof(int32_t)
     # the sums of the fallback paths, or the staging bytes of an unpooled plane (4 tiles + 32)
-    cdef size_t sums_bytes = <size_t>cv.FNpad * OH * OW * sizeof(int32_t) + 4 * <size_t>tiles + 64
+    cdef size_t sums_bytes = <size_t>cv.FNpad * cv.OH * cv.OW * sizeof(int32_t) + 4 * <size_t>tiles + 64
     cdef int task, n, failed = 0
     cdef uint8_t* padded
     cdef int32_t* V
@@ -394,10 +433,14 @@ cdef inline int direct_group(const dn8_conv* cv, int image_pixels, int N, int th
 
 
 cdef inline int winograd_group(const dn8_conv* cv, int N, int threads) noexcept nogil:
-    """Images per task of the Winograd kernel (conv_int8's winograd_images)."""
-    cdef size_t tiles = ((cv.OH // 2) * (cv.OW // 2)) if cv.pool else (((cv.OH + 1) // 2) * ((cv.OW + 1) // 2))
-    cdef size_t per_image = 64 * <size_t>((cv.C + 1) // 2 + cv.FNpad) * tiles
+    """Images per task of the Winograd kernel (conv_int8's winograd_images): F(2x2, 3x3), as many
+    as TASK_BYTES of V and M hold; F(4x4, 3x3), as few as make a block of 16 tiles (its V and M
+    stay in L2); at least one task a thread."""
+    cdef size_t tiles = winograd_tiles(cv)
+    cdef size_t per_image = 4 * <size_t>winograd_matrices(cv) * ((cv.C + 1) // 2 + cv.FNpad) * tiles
     cdef size_t fit = TASK_BYTES // per_image if per_image else 1
+    if cv.winograd4:
+        fit = (16 + tiles - 1) // tiles if tiles else 1
     return <int>max(1, min(fit, <size_t>((N + threads - 1) // threads)))
 
 
@@ -505,6 +548,7 @@ cdef class Int8Plan:
         cv.bias = <const int32_t*><size_t>bias.ctypes.data
         cv.wsum = <const int32_t*><size_t>packed.sums.ctypes.data
         cv.wino = NULL
+        cv.winograd4 = 0
         cv.x_zero, cv.out_zero, cv.relu, cv.pool, cv.out_float = x_zero, out_zero, relu, pool, out_float
         cdef int unit = 2 if pool else 1
         cdef int image_pixels = unit * ((OH // 2) if pool else OH) * OW
@@ -512,7 +556,7 @@ cdef class Int8Plan:
         cdef int pixels = direct_group(cv, image_pixels, 1 << 30, 1) * image_pixels
         fits_int("Int8Plan", "task's im2col", <object>DN8_COLS(cv.K4, pixels))
         fits_int("Int8Plan", "task's sums", <object>DN8_SUMS(cv.FNpad, pixels))
-        self.padded_bytes = max(self.padded_bytes, <size_t>C * cv.Hp * cv.Wp + 2 * cv.Wp + 64)
+        self.padded_bytes = max(self.padded_bytes, <size_t>C * cv.Hp * cv.Wp + 4 * cv.Wp + 64)
         self.cols_bytes = max(self.cols_bytes, DN8_COLS(cv.K4, pixels) * sizeof(uint32_t))
         # conv_int8's rule for its Winograd task (the same integers as the direct one)
         winograd = winograd_fits(self.path, packed, sh, sw, out_float) and winograd_pays(C, OH, OW)
@@ -521,12 +565,14 @@ cdef class Int8Plan:
         self.sums_bytes = max(self.sums_bytes, DN8_SUMS(cv.FNpad, pixels) * sizeof(int32_t),
                               <size_t>cv.FNpad * OH * OW * sizeof(int32_t) + 4 * <size_t>image_tiles + 64)
         if winograd:
-            cv.wino = <const int32_t*><size_t>packed.wino.ctypes.data
-            tiles = image_tiles * winograd_group(cv, 1 << 30, 1)
-            fits_int("Int8Plan", "task's Winograd input", <object>DN8_WINOGRAD_V(C, tiles))
-            fits_int("Int8Plan", "task's Winograd products", <object>DN8_WINOGRAD_M(cv.FNpad, tiles))
-            self.V_bytes = max(self.V_bytes, DN8_WINOGRAD_V(C, tiles) * sizeof(int32_t))
-            self.M_bytes = max(self.M_bytes, DN8_WINOGRAD_M(cv.FNpad, tiles) * sizeof(int32_t))
+            cv.winograd4 = winograd4_fits(packed, OH, OW, pool)
+            cv.wino = <const int32_t*><size_t>(packed.wino4 if cv.winograd4 else packed.wino).ctypes.data
+            tiles = winograd_tiles(cv) * winograd_group(cv, 1 << 30, 1)
+            count = winograd_matrices(cv)
+            fits_int("Int8Plan", "task's Winograd input", <object>DN8_WINOGRAD_V(count, C, tiles))
+            fits_int("Int8Plan", "task's Winograd products", <object>DN8_WINOGRAD_M(count, cv.FNpad, tiles))
+            self.V_bytes = max(self.V_bytes, DN8_WINOGRAD_V(count, C, tiles) * sizeof(int32_t))
+            self.M_bytes = max(self.M_bytes, DN8_WINOGRAD_M(count, cv.FNpad, tiles) * sizeof(int32_t))
         out_shape = (packed.FN, OH // 2, OW // 2) if pool else (packed.FN, OH, OW)
         return out_shape, out_zero
 

@@ -15,9 +15,10 @@
  *   avx512vnni(-emulated) 512-bit vpdpbusd, or the same loop on pairs of 256-bit vectors.
  * The paths are the bodies of deepnet_int8_body.h, included once per path under its
  * `#pragma GCC target`; dn8_supported asks CPUID which of them this CPU runs.  The AVX2 path
- * also has an exact integer Winograd F(2x2, 3x3) for 3x3, stride-1 layers with a uint8 output
- * (deepnet_int8_winograd.h): without VNNI, a multiply-add of 8-bit values costs as much as a
- * float32 one, so only fewer products make it faster than the float32 (Winograd) convolution.
+ * also has exact integer Winograd convolutions, F(2x2, 3x3) and F(4x4, 3x3), for 3x3, stride-1
+ * layers with a uint8 output (deepnet_int8_winograd.h, deepnet_int8_winograd4.h): without VNNI,
+ * a multiply-add of 8-bit values costs as much as a float32 one, so only fewer products make
+ * it faster than the float32 (Winograd) convolution.
  */
 #ifndef DEEPNET_INT8_H
 #define DEEPNET_INT8_H
@@ -45,12 +46,13 @@
 #define DN8_PIXEL_PAD 32    /* a band's pixels are padded to whole register tiles of every path */
 #define DN8_CHANNEL_PAD 8   /* the packed filters' channels likewise (zero weights) */
 #define DN8_ROUND_TILES(T) (((T) + 15) / 16 * 16)
-/* Winograd's V and M (int32): 16 matrices, one a cache line further than a multiple of 4 KiB
- * apart would be, so that the 16 loads of a tile's transform do not share a cache set */
+/* Winograd's V and M (int32): `count` matrices (16 for F(2x2, 3x3), 36 for F(4x4, 3x3)), one
+ * a cache line further than a multiple of 4 KiB apart would be, so that the loads of a tile's
+ * transform do not share a cache set */
 #define DN8_WINOGRAD_VX(C, T) ((size_t)(((C) + 1) / 2) * (DN8_ROUND_TILES(T) + 8) + 16)
 #define DN8_WINOGRAD_MX(FNpad, T) ((size_t)(FNpad) * DN8_ROUND_TILES(T) + 16)
-#define DN8_WINOGRAD_V(C, T) ((size_t)16 * DN8_WINOGRAD_VX(C, T))
-#define DN8_WINOGRAD_M(FNpad, T) ((size_t)16 * DN8_WINOGRAD_MX(FNpad, T) + 8)
+#define DN8_WINOGRAD_V(count, C, T) ((size_t)(count) * DN8_WINOGRAD_VX(C, T))
+#define DN8_WINOGRAD_M(count, FNpad, T) ((size_t)(count) * DN8_WINOGRAD_MX(FNpad, T) + 8)
 #define DN8_ROUND_PIXELS(P) (((P) + DN8_PIXEL_PAD - 1) / DN8_PIXEL_PAD * DN8_PIXEL_PAD)
 /* cols' row stride: 16 pixels of slack for the im2col's overshoot (deepnet_int8_body.h) */
 #define DN8_STRIDE(P) (DN8_ROUND_PIXELS(P) + 16)
@@ -65,7 +67,8 @@ typedef struct {
     const int32_t* w4;    /* [FNpad][K4]: 4 int8 weights per int32, k = 4 k4 + byte */
     const int32_t* w16;   /* [FNpad][K4][2]: int16 pairs (w0, w2) and (w1, w3) */
     const int32_t* offsets;   /* [K4][4]: where k = 4 k4 + j starts in the padded image */
-    const int32_t* wino;  /* [16][FNpad][C2]: Winograd's filters, int16 pairs (deepnet_int8_winograd.h) */
+    const int32_t* wino;  /* [16][FNpad][C2]: Winograd's filters, int16 pairs (deepnet_int8_winograd.h), */
+    int winograd4;        /* or with 1 here, [36][FNpad][C2]: F(4x4, 3x3)'s (deepnet_int8_winograd4.h) */
     const int32_t* bias;  /* [FN]: bias_q */
     const int32_t* wsum;  /* [FN]: sum(w): the sums are of w x, acc = sum + bias - x_zero sum(w) */
     const float* scale;   /* [FN] */
@@ -165,6 +168,7 @@ static inline __m256i dn8_dpbusd_emulated(__m256i acc, __m256i a, __m256i w)
 #undef DN8_SUFFIX
 #undef DN8_KIND
 #include "deepnet_int8_winograd.h"
+#include "deepnet_int8_winograd4.h"
 #define DN8_SUFFIX avxvnni_emulated
 #define DN8_KIND DN8_AVXVNNI_EMULATED
 #include "deepnet_int8_body.h"
@@ -243,7 +247,10 @@ static inline void dn8_winograd_task(const dn8_conv* cv, const uint8_t* x, int n
                                      int32_t* V, int32_t* M, int32_t* sums, void* out)
 {
 #if DN8_X86
-    dn8_winograd_task_avx2(cv, x, n0, n1, padded, V, M, sums, out);
+    if (cv->winograd4)
+        dn8_winograd4_task_avx2(cv, x, n0, n1, padded, V, M, out);
+    else
+        dn8_winograd_task_avx2(cv, x, n0, n1, padded, V, M, sums, out);
 #else
     (void)cv, (void)x, (void)n0, (void)n1, (void)padded, (void)V, (void)M, (void)sums, (void)out;
 #endif

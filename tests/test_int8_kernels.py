@@ -477,3 +477,62 @@ def test_real_vnni_paths_match_the_emulated_loop(path):
         case = random_case(rng, dtype=np.float32 if seed % 3 == 0 else np.uint8)
         assert_same_bits(run(case, path, 2), expected(case))
         assert_same_bits(run(case, path, 1), run(case, f"{path}-emulated", 1))
+
+
+@WINOGRAD
+@pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_avx2_winograd4_convolution_matches_the_reference(seed, pool):
+    """F(4x4, 3x3)'s tiles (4x4 outputs, 2x2 pooled ones): tile rows of 2 (pooled), 4 and 5-16 tiles
+    (one step, several and an overshooting last one), tiles cut by odd and other sizes, an odd
+    number of tile rows, odd and even channel counts, negative scales (pooling minima),
+    x_zero, 1-3 threads, against the reference."""
+    rng = np.random.default_rng(300 + seed + 10 * pool)
+    sizes = [(8, 8, 8), (7, 16, 16), (16, 28, 28), (9, 12, 8), (8, 4, 20), (3, 20, 24), (10, 8, 36), (5, 12, 64)]
+    sizes += [(64, 8, 8), (33, 8, 16), (16, 14, 14), (6, 7, 15), (11, 15, 6), (4, 3, 30), (9, 10, 7)]
+    if not pool:  # unpooled, F(4x4, 3x3) takes tile rows of 4 and more
+        sizes = [size for size in sizes if size[2] > 12] + [(11, 15, 13), (9, 10, 17)]
+    for C, OH, OW in sizes:
+        pad = int(rng.integers(0, 2))
+        case = random_case(
+            rng,
+            N=int(rng.integers(1, 9)),
+            C=C,
+            H=OH + 2 - 2 * pad,
+            W=OW + 2 - 2 * pad,
+            KH=3,
+            KW=3,
+            stride=(1, 1),
+            pad=(pad, pad),
+            FN=int(rng.integers(1, 20)),
+            pool=pool,
+        )
+        assert K.winograd_tile(K.pack_filters(case["w_q"]), OH, OW, pool) == 4, (OH, OW, pool)
+        case["scale"][:: int(rng.integers(2, 5))] *= -1
+        want = expected(case)
+        for n_threads in (1, 2, 3):
+            assert_same_bits(run(case, "avx2", n_threads, winograd=True), want)
+        assert_same_bits(run(case, "avx2", 2), want)  # the default choice
+
+
+@WINOGRAD
+@pytest.mark.parametrize("C", [115, 116])
+def test_the_winograd4_bound_on_the_sums(C):
+    """F(4x4, 3x3) recovers the sums mod 2**26: 115 channels of 127-weights reach 255 * 127 * 9 *
+    115 = 33,518,475 < 2**25 and take it; 116 channels would pass 2**25 and take F(2x2, 3x3).
+    Both give the reference's bits with the extreme sums."""
+    rng = np.random.default_rng(C)
+    case = random_case(rng, N=2, C=C, H=8, W=8, KH=3, KW=3, stride=(1, 1), pad=(1, 1), FN=6, pool=True)
+    case["w_q"][0::2] = 127
+    case["w_q"][1::2] = -127
+    case["x"][0] = 255
+    case["x_zero"] = 0
+    case["scale"][:] = np.float32(2e-6)  # +-33.5e6 sums to about +-67, inside the uint8 range
+    filters = K.pack_filters(case["w_q"])
+    assert K.winograd_tile(filters, 8, 8, True) == (4 if C == 115 else 2)
+    assert_same_bits(run(case, "avx2", 2, winograd=True), expected(case))
+
+
+def test_winograd_tile_takes_packed_filters():
+    with pytest.raises(TypeError, match="filters must be what pack_filters returned, got ndarray"):
+        K.winograd_tile(np.zeros((1, 1, 3, 3), np.int8), 8, 8, True)
