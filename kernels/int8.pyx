@@ -364,7 +364,8 @@ cdef object winograd_images(dn8_conv* cv, const uint8_t* x, int N, int threads, 
     cdef int groups = (N + group - 1) // group
     fits_int("conv_int8", "task's Winograd input", <object>DN8_WINOGRAD_V(count, cv.C, group * tiles))
     fits_int("conv_int8", "task's Winograd products", <object>DN8_WINOGRAD_M(count, cv.FNpad, group * tiles))
-    cdef size_t padded_bytes = <size_t>cv.C * cv.Hp * cv.Wp + 4 * cv.Wp + 64   # Winograd's reads past it
+    # two padded images (F(4x4, 3x3) pairs small ones), and Winograd's reads past them
+    cdef size_t padded_bytes = 2 * <size_t>cv.C * cv.Hp * cv.Wp + 4 * cv.Wp + 64
     cdef size_t V_bytes = DN8_WINOGRAD_V(count, cv.C, group * tiles) * sizeof(int32_t)
     cdef size_t M_bytes = DN8_WINOGRAD_M(count, cv.FNpad, group * tiles) * sizeof(int32_t)
     # the sums of the fallback paths, or the staging bytes of an unpooled plane (4 tiles + 32)
@@ -556,7 +557,7 @@ cdef class Int8Plan:
         cdef int pixels = direct_group(cv, image_pixels, 1 << 30, 1) * image_pixels
         fits_int("Int8Plan", "task's im2col", <object>DN8_COLS(cv.K4, pixels))
         fits_int("Int8Plan", "task's sums", <object>DN8_SUMS(cv.FNpad, pixels))
-        self.padded_bytes = max(self.padded_bytes, <size_t>C * cv.Hp * cv.Wp + 4 * cv.Wp + 64)
+        self.padded_bytes = max(self.padded_bytes, 2 * <size_t>C * cv.Hp * cv.Wp + 4 * cv.Wp + 64)
         self.cols_bytes = max(self.cols_bytes, DN8_COLS(cv.K4, pixels) * sizeof(uint32_t))
         # conv_int8's rule for its Winograd task (the same integers as the direct one)
         winograd = winograd_fits(self.path, packed, sh, sw, out_float) and winograd_pays(C, OH, OW)

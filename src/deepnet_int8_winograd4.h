@@ -97,9 +97,10 @@ static inline void dn8_winograd4_tiles_avx2(const uint8_t* lo, const uint8_t* hi
     }
 }
 
-/* V[xi][c2][t] (36 matrices) for one image's T4 = TH4 TW4 tiles, from t0 on. */
+/* V[xi][c2][t] (36 matrices) for one image's T4 = TH4 TW4 tiles, from t0 on, and with `second`
+ * (T4 = 4 only), for the next image's too, whose padded image is `second` bytes further. */
 static void dn8_winograd4_input_avx2(const dn8_conv* cv, const uint8_t* padded, int TH4, int TW4, int t0, int ld,
-                                     int32_t* V)
+                                     size_t second, int32_t* V)
 {
     const size_t plane = (size_t)cv->Hp * cv->Wp, Wp = (size_t)cv->Wp;
     const int C2 = (cv->C + 1) / 2, T4 = TH4 * TW4;
@@ -119,13 +120,20 @@ static void dn8_winograd4_input_avx2(const dn8_conv* cv, const uint8_t* padded, 
                     dn8_winograd4_tiles_avx2(lo + corner, hi + corner, half, 1, Wp, zero36,
                                              row_V + (size_t)ty * TW4 + tx, vx);
                 }
-        } else {   /* rows of 4 or 2 tiles: 2 or 4 rows a step (past the last: the last again) */
+        } else {   /* rows of 4 or 2 tiles: 2 or 4 rows a step (past the last: the second image's, or the last again) */
             for (s0 = 0; s0 < T4; s0 += 8) {
                 size_t half[4];
 #pragma GCC unroll 4
                 for (h = 0; h < 4; h++) {
-                    int t = s0 + 2 * h < T4 ? s0 + 2 * h : T4 - 2;
-                    half[h] = 4 * (size_t)(t / TW4) * Wp + 4 * (size_t)(t % TW4);
+                    int t = s0 + 2 * h;
+                    size_t image = 0;
+                    if (t >= T4 && second) {
+                        t -= T4;
+                        image = second;
+                    } else if (t >= T4) {
+                        t = T4 - 2;
+                    }
+                    half[h] = image + 4 * (size_t)(t / TW4) * Wp + 4 * (size_t)(t % TW4);
                 }
                 dn8_winograd4_tiles_avx2(lo, hi, half, half[1] == half[0] + 8 && half[3] == half[2] + 8, Wp, zero36,
                                          row_V + s0, vx);
@@ -195,8 +203,8 @@ static inline __m256i dn8_winograd4_requantize_row_avx2(const __m256i acc[4], __
 /* Images [n0, n1) (whole) of x into out (uint8, pooled or not), through F(4x4, 3x3): the
  * tiles cover the output (pooled: its first 2 PH rows and 2 PW columns), those past it cut.
  * Buffers as dn8_winograd_task_avx2's, V and M of 36 matrices (DN8_WINOGRAD_V(36, C, tiles),
- * DN8_WINOGRAD_M(36, FNpad, tiles) int32); a cut tile reads up to 3 rows past the padded
- * image. */
+ * DN8_WINOGRAD_M(36, FNpad, tiles) int32), padded two padded images (images of 4 tiles go in
+ * pairs); a cut tile reads up to 3 rows past a padded image. */
 static void dn8_winograd4_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded,
                                     int32_t* V, int32_t* M, void* out)
 {
@@ -207,6 +215,7 @@ static void dn8_winograd4_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0
     const int T4 = TH4 * TW4, images = n1 - n0;
     const int Tcomp = DN8_ROUND_TILES(images * T4), ld = Tcomp + 8;
     const size_t image_in = (size_t)cv->C * cv->H * cv->W, image_out = (size_t)cv->FN * rows * columns;
+    const size_t image_padded = (size_t)cv->C * cv->Hp * cv->Wp;
     const size_t xi_stride = Tcomp;
     const int low = cv->relu ? cv->out_zero : 0;
     const __m256i zero8 = _mm256_set1_epi32(cv->out_zero);
@@ -214,7 +223,13 @@ static void dn8_winograd4_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0
     int n, f, t, k, i, j;
     for (n = n0; n < n1; n++) {
         dn8_pad_image(cv, x + (size_t)n * image_in, padded, n == n0);
-        dn8_winograd4_input_avx2(cv, padded, TH4, TW4, (n - n0) * T4, ld, V);
+        if (T4 == 4 && n + 1 < n1) {   /* two images of 4 tiles a step */
+            dn8_pad_image(cv, x + (size_t)(n + 1) * image_in, padded + image_padded, n == n0);
+            dn8_winograd4_input_avx2(cv, padded, TH4, TW4, (n - n0) * T4, ld, image_padded, V);
+            n++;
+            continue;
+        }
+        dn8_winograd4_input_avx2(cv, padded, TH4, TW4, (n - n0) * T4, ld, 0, V);
     }
     /* M[f][xi][t]: a filter's 36 rows together, read in turn by the output transform */
     dn8_winograd_gemm_avx2(cv, cv->wino, 36, V, ld, Tcomp, images * T4, Tcomp, 36 * (size_t)Tcomp, M);
