@@ -16,8 +16,8 @@
 
 #define DN8_WINOGRAD4_INVERSE_9 0x38E38E39   /* 9 * 0x38E38E39 = 1 mod 2^32 */
 
-/* The 6 columns d_k (k = 0..5) of one input row of 8 tiles, both channels, int16: each
- * 128-bit lane holds 4 tiles of lo, then the same 4 of hi.  half[h] is where tiles 2h, 2h + 1
+/* The 6 columns d_k (k = 0..5) of one input row of 8 tiles, both channels, int16 pairs (lo,
+ * hi) of tile 0, of tile 1, ... (V's layout).  half[h] is where tiles 2h, 2h + 1
  * start in the row (relative to lo and hi); `pairs`: half[1] = half[0] + 8 and half[3] =
  * half[2] + 8, so that each lane is one 16-byte load. */
 static inline void dn8_winograd4_columns_avx2(const uint8_t* lo, const uint8_t* hi, const size_t half[4], int pairs,
@@ -45,9 +45,9 @@ static inline void dn8_winograd4_columns_avx2(const uint8_t* lo, const uint8_t* 
             t[c][s] = _mm256_shuffle_epi8(bytes, transpose);
         }
     }
-    /* per lane: (lo's 4 bytes, hi's 4 bytes) of column k, then of column k + 1; widened */
-    __m256i k01 = _mm256_unpacklo_epi32(t[0][0], t[1][0]), k23 = _mm256_unpackhi_epi32(t[0][0], t[1][0]);
-    __m256i k45 = _mm256_unpacklo_epi32(t[0][1], t[1][1]);
+    /* per lane: the (lo, hi) bytes of 4 tiles in column k, then in column k + 1; widened */
+    __m256i k01 = _mm256_unpacklo_epi8(t[0][0], t[1][0]), k23 = _mm256_unpackhi_epi8(t[0][0], t[1][0]);
+    __m256i k45 = _mm256_unpacklo_epi8(t[0][1], t[1][1]);
     d[0] = _mm256_unpacklo_epi8(k01, zero);
     d[1] = _mm256_unpackhi_epi8(k01, zero);
     d[2] = _mm256_unpacklo_epi8(k23, zero);
@@ -93,7 +93,7 @@ static inline void dn8_winograd4_tiles_avx2(const uint8_t* lo, const uint8_t* hi
             v[1] = _mm256_sub_epi16(v[1], zero36);
 #pragma GCC unroll 6
         for (i = 0; i < 6; i++)
-            dn8_winograd_store_avx2(target + (size_t)(6 * i + j) * vx, v[i]);
+            _mm256_storeu_si256((__m256i*)(target + (size_t)(6 * i + j) * vx), v[i]);
     }
 }
 
