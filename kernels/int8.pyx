@@ -85,7 +85,7 @@ cdef class PackedFilters:
     cdef readonly object w4       # int32 (FNpad, K4): 4 weights a word
     cdef readonly object w16      # int32 (FNpad, K4, 2): the int16 pairs (w0, w2), (w1, w3)
     cdef readonly object wino     # 3x3 only, int32 (16, FNpad, C2): U = (2G) g (2G)^T, int16 channel pairs
-    cdef readonly object wino4    # 3x3 only, int32 (36, FNpad, C2): F(4x4, 3x3)'s U = G' g G'^T, likewise
+    cdef readonly object wino4    # 3x3 only, int32 (36, FNpad, C2): F(4x4, 3x3)'s U = G_L g G_R^T, likewise
     cdef readonly object sums     # int32 (FN,): sum of each filter's weights
     cdef readonly object max_abs_sum  # the largest sum of a filter's absolute values
     cdef dict offsets             # (H, W, ph, pw): where each k of the im2col starts in a padded image
@@ -129,9 +129,10 @@ def pack_filters(w_q):
         pairs = np.zeros((16, FNpad, 2 * C2), dtype=np.int16)
         pairs[:, :FN, :C] = U
         packed.wino = np.ascontiguousarray(pairs.view("<i4"))
-        # G' = diag(4, 6, 6, 24, 24, 1) G of F(4x4, 3x3) (deepnet_int8_winograd4.h)
-        G4 = np.array([[1, 0, 0], [-1, -1, -1], [-1, 1, -1], [1, 2, 4], [1, -2, 4], [0, 0, 1]], dtype=np.int64)
-        U4 = np.einsum("iu,fcuv,jv->ijfc", G4, w.astype(np.int64), G4).reshape(36, FN, C)   # |U| <= 49 * 127
+        # F(4x4, 3x3)'s G_L = 24 G and G_R = diag(24, 12, 12, 24, 24, 1) G (deepnet_int8_winograd4.h)
+        GL = np.array([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]], dtype=np.int64)
+        GR = np.array([[6, 0, 0], [-2, -2, -2], [-2, 2, -2], [1, 2, 4], [1, -2, 4], [0, 0, 1]], dtype=np.int64)
+        U4 = np.einsum("iu,fcuv,jv->ijfc", GL, w.astype(np.int64), GR).reshape(36, FN, C)   # |U| <= 24 * 7 * 127
         pairs4 = np.zeros((36, FNpad, 2 * C2), dtype=np.int16)
         pairs4[:, :FN, :C] = U4
         packed.wino4 = np.ascontiguousarray(pairs4.view("<i4"))

@@ -1,11 +1,13 @@
 /* The AVX2 path's 3x3, stride-1 convolution as integer Winograd F(4x4, 3x3), exact.
  *
- * 36 products per 4x4 outputs (F(2x2, 3x3) takes 64).  With d = x - x_zero, G' = diag(4, 6,
- * 6, 24, 24, 1) G and A' = diag(6, 4, 4, 1, 1, 24) A (both integer):
+ * 36 products per 4x4 outputs (F(2x2, 3x3) takes 64).  With d = x - x_zero, scaled so that
+ * all is integer and the left side's output transform is plain A^T (the cheaper one, applied
+ * 6 times; the right's, 4 times), G_L = 24 G, G_R = diag(24, 12, 12, 24, 24, 1) G and
+ * A_R = diag(1, 2, 2, 1, 1, 24) A:
  *   V = B^T d B                          |V| <= 100 * 255, int16,
- *   U = G' g G'^T                        |U| <= 49 * 127, int16 (pack_filters),
- *   M = sum_c U V                        vpmaddwd over channel pairs, int32, wrapping,
- *   Y = A'^T M A' = 576 * the sums       mod 2^32,
+ *   U = G_L g G_R^T                      |U| <= 24 * 7 * 127, int16 (pack_filters),
+ *   M = sum_c U V                        vpmaddwd over channel pairs (< 2^31), int32, wrapping,
+ *   Y = A^T M A_R = 576 * the sums       mod 2^32,
  * and 576 = 64 * 9: Y times the inverse of 9 mod 2^32 is 64 * the sums mod 2^32, exact while
  * |sum| < 2^25 (conv_int8 checks 255 * max sum|w| below it).  The tiles are 4x4 output blocks
  * (pooled: 2x2 pooled pixels; where the output ends inside one, it is cut); 8 tiles a vector, in the image's tile
@@ -142,18 +144,27 @@ static void dn8_winograd4_input_avx2(const dn8_conv* cv, const uint8_t* padded, 
     }
 }
 
-/* y = A'^T m for 6 vectors of int32 (the output transform in one direction, mod 2^32). */
+/* y = A^T m for 6 vectors of int32 (the output transform's left side, mod 2^32). */
 static inline void dn8_winograd4_at_avx2(const __m256i m[6], __m256i y[4])
 {
     __m256i a = _mm256_add_epi32(m[1], m[2]), b = _mm256_sub_epi32(m[1], m[2]);
     __m256i c = _mm256_add_epi32(m[3], m[4]), d = _mm256_sub_epi32(m[3], m[4]);
-    __m256i three0 = _mm256_add_epi32(m[0], _mm256_slli_epi32(m[0], 1));
-    __m256i three5 = _mm256_add_epi32(m[5], _mm256_slli_epi32(m[5], 1));
-    __m256i b4 = _mm256_slli_epi32(b, 2);
-    y[0] = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(three0, 1), _mm256_slli_epi32(a, 2)), c);   /* 6 m0 + 4 a + c */
-    y[1] = _mm256_add_epi32(b4, _mm256_slli_epi32(d, 1));                                                /* 4 b + 2 d */
-    y[2] = _mm256_slli_epi32(_mm256_add_epi32(a, c), 2);                                                  /* 4 a + 4 c */
-    y[3] = _mm256_add_epi32(_mm256_add_epi32(b4, _mm256_slli_epi32(d, 3)), _mm256_slli_epi32(three5, 3)); /* 4 b + 8 d + 24 m5 */
+    y[0] = _mm256_add_epi32(_mm256_add_epi32(m[0], a), c);                                   /* m0 + a + c */
+    y[1] = _mm256_add_epi32(b, _mm256_slli_epi32(d, 1));                                      /* b + 2 d */
+    y[2] = _mm256_add_epi32(a, _mm256_slli_epi32(c, 2));                                      /* a + 4 c */
+    y[3] = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_slli_epi32(d, 3)), m[5]);             /* b + 8 d + m5 */
+}
+
+/* y = A_R^T m (A_R = diag(1, 2, 2, 1, 1, 24) A: the right side, mod 2^32). */
+static inline void dn8_winograd4_atr_avx2(const __m256i m[6], __m256i y[4])
+{
+    __m256i a = _mm256_add_epi32(m[1], m[2]), b = _mm256_sub_epi32(m[1], m[2]);
+    __m256i c = _mm256_add_epi32(m[3], m[4]), d = _mm256_sub_epi32(m[3], m[4]);
+    __m256i b2 = _mm256_slli_epi32(b, 1), three5 = _mm256_add_epi32(m[5], _mm256_slli_epi32(m[5], 1));
+    y[0] = _mm256_add_epi32(_mm256_add_epi32(m[0], _mm256_slli_epi32(a, 1)), c);                  /* m0 + 2 a + c */
+    y[1] = _mm256_slli_epi32(_mm256_add_epi32(b, d), 1);                                           /* 2 b + 2 d */
+    y[2] = _mm256_slli_epi32(_mm256_add_epi32(a, _mm256_slli_epi32(c, 1)), 1);                     /* 2 a + 4 c */
+    y[3] = _mm256_add_epi32(b2, _mm256_slli_epi32(_mm256_add_epi32(d, three5), 3));                /* 2 b + 8 d + 24 m5 */
 }
 
 /* 64 times the 4x4 sums of 8 tiles (y[i][j], exact) from their M (matrices xi_stride apart). */
@@ -163,7 +174,7 @@ static inline void dn8_winograd4_output8_avx2(const int32_t* m, size_t xi_stride
     __m256i half[4][6], column[6], rows[4];
     int i, j;
 #pragma GCC unroll 6
-    for (j = 0; j < 6; j++) {   /* A'^T M, a column at a time */
+    for (j = 0; j < 6; j++) {   /* A^T M, a column at a time */
 #pragma GCC unroll 6
         for (i = 0; i < 6; i++)
             column[i] = _mm256_loadu_si256((const __m256i*)(m + (size_t)(6 * i + j) * xi_stride));
@@ -173,8 +184,8 @@ static inline void dn8_winograd4_output8_avx2(const int32_t* m, size_t xi_stride
             half[i][j] = rows[i];
     }
 #pragma GCC unroll 4
-    for (i = 0; i < 4; i++) {   /* then (A'^T M) A' = 576 * the sums, times 9^-1 */
-        dn8_winograd4_at_avx2(half[i], y[i]);
+    for (i = 0; i < 4; i++) {   /* then (A^T M) A_R = 576 * the sums, times 9^-1 */
+        dn8_winograd4_atr_avx2(half[i], y[i]);
 #pragma GCC unroll 4
         for (j = 0; j < 4; j++)
             y[i][j] = _mm256_mullo_epi32(y[i][j], inverse9);
