@@ -192,10 +192,8 @@ cdef bint winograd_pays(int C, int OH, int OW):
 
 cdef bint winograd4_fits(PackedFilters packed, int OH, int OW, bint pool):
     """Where Winograd fits, F(4x4, 3x3) runs the layer: tile rows of 2, 4 or 5 and more tiles
-    (deepnet_int8_winograd4.h's steps; unpooled, 4 and more), and sums that it recovers exactly."""
-    if not pool:   # unpooled rows of 2 tiles: their 16 requantizations a tile cost more than F(4x4) saves
-        return OW > 12 and 255 * packed.max_abs_sum < WINOGRAD4_SUM_LIMIT
-    cdef int tile_row = (OW // 2 + 1) // 2
+    (deepnet_int8_winograd4.h's steps), and sums that it recovers exactly."""
+    cdef int tile_row = (OW // 2 + 1) // 2 if pool else (OW + 3) // 4
     return (tile_row == 2 or tile_row == 4 or tile_row >= 5) and 255 * packed.max_abs_sum < WINOGRAD4_SUM_LIMIT
 
 
