@@ -123,21 +123,24 @@ def pack_filters(w_q):
     packed.offsets = {}
     packed.wino = packed.wino4 = None
     if KH == 3 and KW == 3:
-        G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
-        U = np.einsum("iu,fcuv,jv->ijfc", G2, w.astype(np.int64), G2).reshape(16, FN, C)   # |U| <= 9 * 127
-        C2 = (C + 1) // 2
-        pairs = np.zeros((16, FNpad, 2 * C2), dtype=np.int16)
-        pairs[:, :FN, :C] = U
-        packed.wino = np.ascontiguousarray(pairs.view("<i4"))
+        G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]])
+        packed.wino = winograd_filters(w, G2, G2, FNpad)   # |U| <= 9 * 127
         # F(4x4, 3x3)'s G_L = 24 G and G_R = diag(24, 12, 12, 24, 24, 1) G (deepnet_int8_winograd4.h)
-        GL = np.array([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]], dtype=np.int64)
-        GR = np.array([[6, 0, 0], [-2, -2, -2], [-2, 2, -2], [1, 2, 4], [1, -2, 4], [0, 0, 1]], dtype=np.int64)
-        U4 = np.einsum("iu,fcuv,jv->ijfc", GL, w.astype(np.int64), GR).reshape(36, FN, C)   # |U| <= 24 * 7 * 127
-        pairs4 = np.zeros((36, FNpad, 2 * C2), dtype=np.int16)
-        pairs4[:, :FN, :C] = U4
-        packed.wino4 = np.ascontiguousarray(pairs4.view("<i4"))
+        GL = np.array([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]])
+        GR = np.array([[6, 0, 0], [-2, -2, -2], [-2, 2, -2], [1, 2, 4], [1, -2, 4], [0, 0, 1]])
+        packed.wino4 = winograd_filters(w, GL, GR, FNpad)   # |U| <= 24 * 7 * 127
     packed.FN, packed.C, packed.KH, packed.KW, packed.K, packed.K4, packed.FNpad = FN, C, KH, KW, K, K4, FNpad
     return packed
+
+
+cdef object winograd_filters(w, GL, GR, int FNpad):
+    """U = GL g GR^T of each 3x3 filter g of w (FN, C, 3, 3), as int32 (GL rows * GR rows, FNpad,
+    C2) holding int16 channel pairs (zero past FN and C): the packing of deepnet_int8_winograd*.h."""
+    FN, C = w.shape[:2]
+    U = np.einsum("iu,fcuv,jv->ijfc", GL.astype(np.int64), w.astype(np.int64), GR.astype(np.int64))
+    pairs = np.zeros((len(GL) * len(GR), FNpad, 2 * ((C + 1) // 2)), dtype=np.int16)
+    pairs[:, :FN, :C] = U.reshape(len(GL) * len(GR), FN, C)
+    return np.ascontiguousarray(pairs.view("<i4"))
 
 
 cdef check_array(str kernel, str name, value, dtype, int ndim):
@@ -190,10 +193,15 @@ cdef bint winograd_pays(int C, int OH, int OW):
     return C >= WINOGRAD_MIN_C and OH * OW >= WINOGRAD_MIN_PIXELS
 
 
+cdef inline int winograd4_tiles(int size, bint pool) noexcept nogil:
+    """F(4x4, 3x3)'s tiles along an output side (4 outputs, or pooled 2 pooled pixels, a tile)."""
+    return (size // 2 + 1) // 2 if pool else (size + 3) // 4
+
+
 cdef bint winograd4_fits(PackedFilters packed, int OH, int OW, bint pool):
     """Where Winograd fits, F(4x4, 3x3) runs the layer: tile rows of 2, 4 or 5 and more tiles
     (deepnet_int8_winograd4.h's steps), and sums that it recovers exactly."""
-    cdef int tile_row = (OW // 2 + 1) // 2 if pool else (OW + 3) // 4
+    cdef int tile_row = winograd4_tiles(OW, pool)
     return (tile_row == 2 or tile_row == 4 or tile_row >= 5) and 255 * packed.max_abs_sum < WINOGRAD4_SUM_LIMIT
 
 
@@ -207,10 +215,8 @@ def winograd_tile(filters, int OH, int OW, pool):
 
 cdef inline int winograd_tiles(const dn8_conv* cv) noexcept nogil:
     """An image's Winograd tiles: 4x4 outputs for F(4x4, 3x3), else 2x2 (pooled: the pooled pixels)."""
-    if cv.winograd4 and cv.pool:
-        return ((cv.OH // 2 + 1) // 2) * ((cv.OW // 2 + 1) // 2)
     if cv.winograd4:
-        return ((cv.OH + 3) // 4) * ((cv.OW + 3) // 4)
+        return winograd4_tiles(cv.OH, cv.pool) * winograd4_tiles(cv.OW, cv.pool)
     return ((cv.OH // 2) * (cv.OW // 2)) if cv.pool else (((cv.OH + 1) // 2) * ((cv.OW + 1) // 2))
 
 
@@ -367,8 +373,11 @@ cdef object winograd_images(dn8_conv* cv, const uint8_t* x, int N, int threads, 
     cdef size_t padded_bytes = 2 * <size_t>cv.C * cv.Hp * cv.Wp + 4 * cv.Wp + 64
     cdef size_t V_bytes = DN8_WINOGRAD_V(count, cv.C, group * tiles) * sizeof(int32_t)
     cdef size_t M_bytes = DN8_WINOGRAD_M(count, cv.FNpad, group * tiles) * sizeof(int32_t)
-    # the sums of the fallback paths, or the staging bytes of an unpooled plane (4 tiles + 32)
-    cdef size_t sums_bytes = <size_t>cv.FNpad * cv.OH * cv.OW * sizeof(int32_t) + 4 * <size_t>tiles + 64
+    # F(2x2, 3x3)'s: the sums of its fallback paths, or the staging bytes of an unpooled plane
+    # (4 tiles + 32); F(4x4, 3x3) takes none
+    cdef size_t sums_bytes = 64
+    if not cv.winograd4:
+        sums_bytes += <size_t>cv.FNpad * cv.OH * cv.OW * sizeof(int32_t) + 4 * <size_t>tiles
     cdef int task, n, failed = 0
     cdef uint8_t* padded
     cdef int32_t* V

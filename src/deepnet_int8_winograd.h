@@ -12,6 +12,16 @@
  * Included by deepnet_int8.h inside its AVX2 target region, after the AVX2 body.
  */
 
+/* The padded planes of channel pair c2: channels 2 c2 and 2 c2 + 1, or for an odd C's last
+ * pair, channel C - 1 twice (against zero filters). */
+static inline void dn8_winograd_pair_planes(const dn8_conv* cv, const uint8_t* padded, int c2, const uint8_t** lo,
+                                            const uint8_t** hi)
+{
+    const size_t plane = (size_t)cv->Hp * cv->Wp;
+    *lo = padded + (size_t)(2 * c2) * plane;
+    *hi = padded + (size_t)(2 * c2 + 1 < cv->C ? 2 * c2 + 1 : cv->C - 1) * plane;
+}
+
 /* 8 bytes from lo, then 8 from hi. */
 static inline __m128i dn8_load_halves_avx2(const uint8_t* lo, const uint8_t* hi)
 {
@@ -67,15 +77,13 @@ static inline void dn8_winograd_store_avx2(int32_t* target, __m256i v)
 static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, int TH, int TW, int t0, int ld,
                                     int32_t* V)
 {
-    const size_t plane = (size_t)cv->Hp * cv->Wp;
     const int C2 = (cv->C + 1) / 2;
     const size_t vx = (size_t)C2 * ld + 16;   /* DN8_WINOGRAD_VX */
     const __m256i zero4 = _mm256_set1_epi16((int16_t)(4 * cv->x_zero));
     int c2, ty, tx, xi, two;
     for (c2 = 0; c2 < C2; c2++) {
-        /* an odd C's last pair: channel C - 1 again, against zero filters */
-        const uint8_t* lo_plane = padded + (size_t)(2 * c2) * plane;
-        const uint8_t* hi_plane = padded + (size_t)(2 * c2 + 1 < cv->C ? 2 * c2 + 1 : cv->C - 1) * plane;
+        const uint8_t *lo_plane, *hi_plane;
+        dn8_winograd_pair_planes(cv, padded, c2, &lo_plane, &hi_plane);
         for (ty = 0; ty < TH; ty += 1 + two) {
             two = TW == 4 && ty + 1 < TH;   /* lanes' upper halves: the next tile row's 4 tiles */
             for (tx = 0; tx < TW; tx += 8) {
@@ -105,19 +113,19 @@ static void dn8_winograd_input_avx2(const dn8_conv* cv, const uint8_t* padded, i
     }
 }
 
-/* M[xi][f][t] = sum_c2 madd(V[xi][c2][t], U[xi][f][c2]) for the task's tiles and the first
- * `count` matrices (16 for F(2x2, 3x3), 36 for F(4x4, 3x3)), 16 tiles a block, and 8 in the
- * last one where 8 cover the rest.  M's rows have Tcomp entries, a multiple of 16 (the entries
- * past the tiles rounded up to 8 are not written); row (xi, f) starts at xi mx + f mf. */
-static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* U, int count, const int32_t* V, int ld,
-                                   int Tcomp, int tiles, size_t mx, size_t mf, int32_t* M)
+/* M[xi][f][t] = sum_c2 madd(V[xi][c2][t], U[xi][f][c2]) (U: cv->wino) for the task's tiles and
+ * the first `count` matrices (16 for F(2x2, 3x3), 36 for F(4x4, 3x3)), 16 tiles a block, and 8
+ * in the last one where 8 cover the rest (M's rows have Tcomp entries, a multiple of 16 (the
+ * entries past the tiles rounded up to 8 are not written), its matrices are DN8_WINOGRAD_MX apart). */
+static void dn8_winograd_gemm_avx2(const dn8_conv* cv, int count, const int32_t* V, int ld, int Tcomp, int tiles,
+                                   int32_t* M)
 {
     const int C2 = (cv->C + 1) / 2;
-    const size_t vx = (size_t)C2 * ld + 16;   /* DN8_WINOGRAD_VX */
+    const size_t vx = (size_t)C2 * ld + 16, mx = (size_t)cv->FNpad * Tcomp + 16;   /* DN8_WINOGRAD_VX, _MX */
     int xi, t0, f0, c2, j;
     for (xi = 0; xi < count; xi++) {
         const int32_t* Vx = V + (size_t)xi * vx;
-        const int32_t* Ux = U + (size_t)xi * cv->FNpad * C2;
+        const int32_t* Ux = cv->wino + (size_t)xi * cv->FNpad * C2;
         int32_t* Mx = M + (size_t)xi * mx;
         for (t0 = 0; t0 < tiles; t0 += 16) {
             if (t0 + 8 >= tiles) {   /* the last 8 tiles or fewer: one vector of them */
@@ -135,7 +143,7 @@ static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* U, int cou
                             acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(a0, _mm256_set1_epi32(u[(size_t)j * C2 + c2])));
                     }
                     for (j = 0; j < 4; j++)
-                        _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * mf + t0), acc[j]);
+                        _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * Tcomp + t0), acc[j]);
                 }
                 break;
             }
@@ -159,8 +167,8 @@ static void dn8_winograd_gemm_avx2(const dn8_conv* cv, const int32_t* U, int cou
                     }
                 }
                 for (j = 0; j < 4; j++) {
-                    _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * mf + t0), acc[0][j]);
-                    _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * mf + t0 + 8), acc[1][j]);
+                    _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * Tcomp + t0), acc[0][j]);
+                    _mm256_storeu_si256((__m256i*)(Mx + (size_t)(f0 + j) * Tcomp + t0 + 8), acc[1][j]);
                 }
             }
         }
@@ -311,8 +319,8 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
         dn8_pad_image(cv, x + (size_t)n * image_in, padded, n == n0);
         dn8_winograd_input_avx2(cv, padded, TH, TW, (n - n0) * T, ld, V);
     }
+    dn8_winograd_gemm_avx2(cv, 16, V, ld, Tcomp, images * T, M);
     const size_t xi_stride = DN8_WINOGRAD_MX(cv->FNpad, images * T);
-    dn8_winograd_gemm_avx2(cv, cv->wino, 16, V, ld, Tcomp, images * T, xi_stride, Tcomp, M);
     for (n = n0; n < n1; n++) {
         char* image = (char*)out + (size_t)n * image_out;
         for (f = 0; f < cv->FN; f++) {

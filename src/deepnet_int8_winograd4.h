@@ -104,15 +104,14 @@ static inline void dn8_winograd4_tiles_avx2(const uint8_t* lo, const uint8_t* hi
 static void dn8_winograd4_input_avx2(const dn8_conv* cv, const uint8_t* padded, int TH4, int TW4, int t0, int ld,
                                      size_t second, int32_t* V)
 {
-    const size_t plane = (size_t)cv->Hp * cv->Wp, Wp = (size_t)cv->Wp;
+    const size_t Wp = (size_t)cv->Wp;
     const int C2 = (cv->C + 1) / 2, T4 = TH4 * TW4;
     const size_t vx = (size_t)C2 * ld + 16;   /* DN8_WINOGRAD_VX */
     const __m256i zero36 = _mm256_set1_epi16((int16_t)(36 * cv->x_zero));
     int c2, ty, tx, s0, h;
     for (c2 = 0; c2 < C2; c2++) {
-        /* an odd C's last pair: channel C - 1 again, against zero filters */
-        const uint8_t* lo = padded + (size_t)(2 * c2) * plane;
-        const uint8_t* hi = padded + (size_t)(2 * c2 + 1 < cv->C ? 2 * c2 + 1 : cv->C - 1) * plane;
+        const uint8_t *lo, *hi;
+        dn8_winograd_pair_planes(cv, padded, c2, &lo, &hi);
         int32_t* row_V = V + (size_t)c2 * ld + t0;
         if (TW4 > 4) {   /* 8 tiles of one row, 4 bytes apart */
             const size_t half[4] = {0, 8, 16, 24};
@@ -227,7 +226,7 @@ static void dn8_winograd4_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0
     const int Tcomp = DN8_ROUND_TILES(images * T4), ld = Tcomp + 8;
     const size_t image_in = (size_t)cv->C * cv->H * cv->W, image_out = (size_t)cv->FN * rows * columns;
     const size_t image_padded = (size_t)cv->C * cv->Hp * cv->Wp;
-    const size_t xi_stride = Tcomp;
+    const size_t xi_stride = DN8_WINOGRAD_MX(cv->FNpad, images * T4);
     const int low = cv->relu ? cv->out_zero : 0;
     const __m256i zero8 = _mm256_set1_epi32(cv->out_zero);
     const __m256 low8 = _mm256_set1_ps((float)(low - cv->out_zero)), high8 = _mm256_set1_ps((float)(255 - cv->out_zero));
@@ -242,10 +241,9 @@ static void dn8_winograd4_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0
         }
         dn8_winograd4_input_avx2(cv, padded, TH4, TW4, (n - n0) * T4, ld, 0, V);
     }
-    /* M[f][xi][t]: a filter's 36 rows together, read in turn by the output transform */
-    dn8_winograd_gemm_avx2(cv, cv->wino, 36, V, ld, Tcomp, images * T4, Tcomp, 36 * (size_t)Tcomp, M);
+    dn8_winograd_gemm_avx2(cv, 36, V, ld, Tcomp, images * T4, M);
     for (f = 0; f < cv->FN; f++) {
-        const int32_t* m = M + (size_t)f * 36 * Tcomp;
+        const int32_t* m = M + (size_t)f * Tcomp;
         const __m256i bias8 = _mm256_set1_epi32(cv->bias[f]);
         const __m256 s8 = _mm256_set1_ps(cv->scale[f]);
         const int decreasing = cv->scale[f] < 0.0f;

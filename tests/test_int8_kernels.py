@@ -214,6 +214,23 @@ def test_negative_scales_pool_the_requantized_values(path):
 WINOGRAD = pytest.mark.skipif("avx2" not in PATHS, reason="the Winograd convolution is the avx2 path's; no AVX2 here")
 
 
+def winograd_case(rng, C, OH, OW, pad, pool, N):
+    """A random 3x3, stride-1 case whose convolution output is OH x OW."""
+    return random_case(
+        rng,
+        N=N,
+        C=C,
+        H=OH + 2 - 2 * pad,
+        W=OW + 2 - 2 * pad,
+        KH=3,
+        KW=3,
+        stride=(1, 1),
+        pad=(pad, pad),
+        FN=int(rng.integers(1, 20)),
+        pool=pool,
+    )
+
+
 @WINOGRAD
 @pytest.mark.parametrize("seed", range(6))
 def test_the_avx2_winograd_convolution_matches_the_reference(seed):
@@ -254,19 +271,7 @@ def test_the_avx2_winograd_convolution_without_pooling_matches_the_reference(see
     sizes += [(6, 5, 8), (4, 9, 7)]  # rows of 4 tiles (two a step), an odd number of them
     sizes += [(3, 4, 8), (9, 12, 8)]  # 8 wide, a multiple of 4 high: two tile rows a step, stored straight
     for C, H, W in sizes:
-        case = random_case(
-            rng,
-            N=int(rng.integers(3, 7)),
-            C=C,
-            H=H + 2 - 2 * pad,
-            W=W + 2 - 2 * pad,
-            KH=3,
-            KW=3,
-            stride=(1, 1),
-            pad=(pad, pad),
-            FN=int(rng.integers(1, 20)),
-            pool=False,
-        )
+        case = winograd_case(rng, C, H, W, pad, False, N=int(rng.integers(3, 7)))
         assert expected(case).shape[2:] == (H, W)
         case["scale"][:: int(rng.integers(2, 5))] *= -1
         want = expected(case)
@@ -490,23 +495,11 @@ def test_the_avx2_winograd4_convolution_matches_the_reference(seed, pool):
     rng = np.random.default_rng(300 + seed + 10 * pool)
     sizes = [(8, 8, 8), (7, 16, 16), (16, 28, 28), (9, 12, 8), (8, 4, 20), (3, 20, 24), (10, 8, 36), (5, 12, 64)]
     sizes += [(64, 8, 8), (33, 8, 16), (16, 14, 14), (6, 7, 15), (11, 15, 6), (4, 3, 30), (9, 10, 7), (5, 3, 16)]
-    if not pool:  # rows of 2 tiles, the last cut (pooled, 5 wide would be 1 tile), 5 cut, and conv5
+    if not pool:  # unpooled only (pooled, 5 wide is a row of 1 tile): rows of 2 tiles the last cut, 17 wide, conv5
         sizes += [(11, 15, 5), (9, 10, 17), (32, 8, 8)]
     for C, OH, OW in sizes:
         pad = int(rng.integers(0, 2))
-        case = random_case(
-            rng,
-            N=int(rng.integers(1, 9)),
-            C=C,
-            H=OH + 2 - 2 * pad,
-            W=OW + 2 - 2 * pad,
-            KH=3,
-            KW=3,
-            stride=(1, 1),
-            pad=(pad, pad),
-            FN=int(rng.integers(1, 20)),
-            pool=pool,
-        )
+        case = winograd_case(rng, C, OH, OW, pad, pool, N=int(rng.integers(1, 9)))
         assert K.winograd_tile(K.pack_filters(case["w_q"]), OH, OW, pool) == 4, (OH, OW, pool)
         case["scale"][:: int(rng.integers(2, 5))] *= -1
         want = expected(case)
