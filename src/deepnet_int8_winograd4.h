@@ -93,9 +93,13 @@ static inline void dn8_winograd4_tiles_avx2(const uint8_t* lo, const uint8_t* hi
         dn8_winograd4_bt_avx2(column, v);
         if (j == 1)   /* B^T 1 = (0, -6, 0, 0, 0, 0): only V[1][1] sees x_zero, 36 times */
             v[1] = _mm256_sub_epi16(v[1], zero36);
+        int32_t* column_target = target + (size_t)j * vx;
 #pragma GCC unroll 6
-        for (i = 0; i < 6; i++)
-            _mm256_storeu_si256((__m256i*)(target + (size_t)(6 * i + j) * vx), v[i]);
+        for (i = 0; i < 6; i++) {
+            _mm256_storeu_si256((__m256i*)column_target, v[i]);
+            column_target += 6 * vx;
+            __asm__("" : "+r"(column_target));   /* one running pointer, not 36 addresses kept */
+        }
     }
 }
 
@@ -174,9 +178,13 @@ static inline void dn8_winograd4_output8_avx2(const int32_t* m, size_t xi_stride
     int i, j;
 #pragma GCC unroll 6
     for (j = 0; j < 6; j++) {   /* A^T M, a column at a time */
+        const int32_t* source = m + (size_t)j * xi_stride;
 #pragma GCC unroll 6
-        for (i = 0; i < 6; i++)
-            column[i] = _mm256_loadu_si256((const __m256i*)(m + (size_t)(6 * i + j) * xi_stride));
+        for (i = 0; i < 6; i++) {
+            column[i] = _mm256_loadu_si256((const __m256i*)source);
+            source += 6 * xi_stride;
+            __asm__("" : "+r"(source));   /* one running pointer, not 36 addresses kept */
+        }
         dn8_winograd4_at_avx2(column, rows);
 #pragma GCC unroll 4
         for (i = 0; i < 4; i++)
