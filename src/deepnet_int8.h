@@ -117,26 +117,51 @@ static inline void dn8_copy_bytes(uint8_t* target, const uint8_t* source, size_t
     }
 }
 
-/* The padded image, C planes of Hp x Wp: the border (x_zero) is written when `border`, for a
- * task's first image; its other images only replace the inside. */
-static inline void dn8_pad_image(const dn8_conv* cv, const uint8_t* image, uint8_t* padded, int border)
+/* n bytes of x_zero at target, 16 at a time: up to 15 bytes past them are written too. */
+static inline void dn8_fill_chunks(uint8_t* target, const uint8_t zeros[16], size_t n)
 {
-    const size_t plane = (size_t)cv->Hp * cv->Wp;
+    size_t i;
+    for (i = 0; i < n; i += 16)
+        memcpy(target + i, zeros, 16);
+}
+
+/* The padded image, C planes of Hp x Wp, the border x_zero.  Rows are short, so each is copied
+ * 16 bytes at a time and the border after it (to the next row) written in one 8-byte store:
+ * both run past their end into what is written next (the next row, the plane's bottom, the
+ * next plane's top), and past the padded image by up to 15 bytes (callers leave 64).  A row
+ * whose 16-byte reads would pass the image's end is copied exactly. */
+static inline void dn8_pad_image(const dn8_conv* cv, const uint8_t* image, uint8_t* padded)
+{
+    const size_t W = (size_t)cv->W, Wp = (size_t)cv->Wp, plane = (size_t)cv->Hp * Wp;
+    const size_t top = (size_t)cv->ph * Wp + (size_t)cv->pw;   /* border bytes before the first row */
+    const size_t gap = Wp - W;                                 /* from a row's end to the next row */
+    const size_t bottom = plane - top - (size_t)(cv->H - 1) * Wp - W;   /* after the last row */
+    const size_t chunked = (W + 15) / 16 * 16;
+    const uint8_t* end = image + (size_t)cv->C * cv->H * W;
+    uint8_t zeros[16];
+    size_t i;
     int c, y;
     if (cv->ph == 0 && cv->pw == 0) {
         memcpy(padded, image, (size_t)cv->C * plane);
         return;
     }
-    if (border)
-        memset(padded, cv->x_zero, (size_t)cv->C * plane);
+    memset(zeros, cv->x_zero, sizeof zeros);
     for (c = 0; c < cv->C; c++) {
-        uint8_t* inside = padded + c * plane + (size_t)cv->ph * cv->Wp + cv->pw;
-        const uint8_t* source = image + (size_t)c * cv->H * cv->W;
-        if (cv->pw == 0)
-            memcpy(inside, source, (size_t)cv->H * cv->W);
-        else
-            for (y = 0; y < cv->H; y++)
-                dn8_copy_bytes(inside + (size_t)y * cv->Wp, source + (size_t)y * cv->W, cv->W);
+        uint8_t* row = padded + (size_t)c * plane + top;
+        const uint8_t* source = image + (size_t)c * cv->H * W;
+        dn8_fill_chunks(row - top, zeros, top);
+        for (y = 0; y < cv->H; y++, row += Wp, source += W) {
+            if ((size_t)(end - source) >= chunked)
+                for (i = 0; i < W; i += 16)
+                    memcpy(row + i, source + i, 16);
+            else
+                dn8_copy_bytes(row, source, W);
+            if (gap <= 8)
+                memcpy(row + W, zeros, 8);
+            else
+                dn8_fill_chunks(row + W, zeros, gap);
+        }
+        dn8_fill_chunks(row - Wp + W, zeros, bottom);
     }
 }
 

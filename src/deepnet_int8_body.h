@@ -327,7 +327,7 @@ static void DN8_NAME(dn8_task)(const dn8_conv* cv, const uint8_t* x, int n0, int
                              * (cv->out_float ? sizeof(float) : 1);
     int n, k4;
     for (n = n0; n < n1; n++) {
-        dn8_pad_image(cv, x + (size_t)n * image_in, padded, n == n0);
+        dn8_pad_image(cv, x + (size_t)n * image_in, padded);
         DN8_NAME(dn8_im2col)(cv, padded, r0, r1, stride, cols + (size_t)(n - n0) * Pimage);
     }
     for (k4 = 0; k4 < cv->K4; k4++)

@@ -316,7 +316,7 @@ static void dn8_winograd_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0,
     const int low = cv->relu ? cv->out_zero : 0;
     int n, f, t, k, i, j;
     for (n = n0; n < n1; n++) {
-        dn8_pad_image(cv, x + (size_t)n * image_in, padded, n == n0);
+        dn8_pad_image(cv, x + (size_t)n * image_in, padded);
         dn8_winograd_input_avx2(cv, padded, TH, TW, (n - n0) * T, ld, V);
     }
     dn8_winograd_gemm_avx2(cv, 16, V, ld, Tcomp, images * T, M);

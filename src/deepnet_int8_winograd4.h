@@ -218,38 +218,20 @@ static inline __m256i dn8_winograd4_requantize_row_avx2(const __m256i acc[4], __
     return _mm256_shuffle_epi8(bytes, transpose);
 }
 
-/* Images [n0, n1) (whole) of x into out (uint8, pooled or not), through F(4x4, 3x3): the
- * tiles cover the output (pooled: its first 2 PH rows and 2 PW columns), those past it cut.
- * Buffers as dn8_winograd_task_avx2's, V and M of 36 matrices (DN8_WINOGRAD_V(36, C, tiles),
- * DN8_WINOGRAD_M(36, FNpad, tiles) int32), padded two padded images (images of 4 tiles go in
- * pairs); a cut tile reads up to 3 rows past a padded image. */
-static void dn8_winograd4_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded,
-                                    int32_t* V, int32_t* M, void* out)
+/* out's images [n0, n0 + images) (uint8, pooled or not) from the task's M (F(4x4, 3x3)). */
+static void dn8_winograd4_output_avx2(const dn8_conv* cv, const int32_t* M, int n0, int images, void* out)
 {
-    /* the plane written: rows x columns, `width` bytes of each row a tile */
     const int rows = cv->pool ? cv->OH / 2 : cv->OH, columns = cv->pool ? cv->OW / 2 : cv->OW;
     const int width = cv->pool ? 2 : 4;
     const int TH4 = (rows + width - 1) / width, TW4 = (columns + width - 1) / width;
-    const int T4 = TH4 * TW4, images = n1 - n0;
-    const int Tcomp = DN8_ROUND_TILES(images * T4), ld = Tcomp + 8;
-    const size_t image_in = (size_t)cv->C * cv->H * cv->W, image_out = (size_t)cv->FN * rows * columns;
-    const size_t image_padded = (size_t)cv->C * cv->Hp * cv->Wp;
+    const int T4 = TH4 * TW4;
+    const int Tcomp = DN8_ROUND_TILES(images * T4);
+    const size_t image_out = (size_t)cv->FN * rows * columns;
     const size_t xi_stride = DN8_WINOGRAD_MX(cv->FNpad, images * T4);
     const int low = cv->relu ? cv->out_zero : 0;
     const __m256i zero8 = _mm256_set1_epi32(cv->out_zero);
     const __m256 low8 = _mm256_set1_ps((float)(low - cv->out_zero)), high8 = _mm256_set1_ps((float)(255 - cv->out_zero));
-    int n, f, t, k, i, j;
-    for (n = n0; n < n1; n++) {
-        dn8_pad_image(cv, x + (size_t)n * image_in, padded, n == n0);
-        if (T4 == 4 && n + 1 < n1) {   /* two images of 4 tiles a step */
-            dn8_pad_image(cv, x + (size_t)(n + 1) * image_in, padded + image_padded, n == n0);
-            dn8_winograd4_input_avx2(cv, padded, TH4, TW4, (n - n0) * T4, ld, image_padded, V);
-            n++;
-            continue;
-        }
-        dn8_winograd4_input_avx2(cv, padded, TH4, TW4, (n - n0) * T4, ld, 0, V);
-    }
-    dn8_winograd_gemm_avx2(cv, 36, V, ld, Tcomp, images * T4, M);
+    int f, t, k, i, j;
     for (f = 0; f < cv->FN; f++) {
         const int32_t* m = M + (size_t)f * Tcomp;
         const __m256i bias8 = _mm256_set1_epi32(cv->bias[f]);
@@ -307,4 +289,35 @@ static void dn8_winograd4_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0
             }
         }
     }
+}
+
+/* Images [n0, n1) (whole) of x into out (uint8, pooled or not), through F(4x4, 3x3): the
+ * tiles cover the output (pooled: its first 2 PH rows and 2 PW columns), those past it cut.
+ * Buffers as dn8_winograd_task_avx2's, V and M of 36 matrices (DN8_WINOGRAD_V(36, C, tiles),
+ * DN8_WINOGRAD_M(36, FNpad, tiles) int32), padded two padded images (images of 4 tiles go in
+ * pairs); a cut tile reads up to 3 rows past a padded image. */
+static void dn8_winograd4_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded,
+                                    int32_t* V, int32_t* M, void* out)
+{
+    /* the plane written: rows x columns, `width` bytes of each row a tile */
+    const int rows = cv->pool ? cv->OH / 2 : cv->OH, columns = cv->pool ? cv->OW / 2 : cv->OW;
+    const int width = cv->pool ? 2 : 4;
+    const int TH4 = (rows + width - 1) / width, TW4 = (columns + width - 1) / width;
+    const int T4 = TH4 * TW4, images = n1 - n0;
+    const int Tcomp = DN8_ROUND_TILES(images * T4), ld = Tcomp + 8;
+    const size_t image_in = (size_t)cv->C * cv->H * cv->W;
+    const size_t image_padded = (size_t)cv->C * cv->Hp * cv->Wp;
+    int n;
+    for (n = n0; n < n1; n++) {
+        dn8_pad_image(cv, x + (size_t)n * image_in, padded);
+        if (T4 == 4 && n + 1 < n1) {   /* two images of 4 tiles a step */
+            dn8_pad_image(cv, x + (size_t)(n + 1) * image_in, padded + image_padded);
+            dn8_winograd4_input_avx2(cv, padded, TH4, TW4, (n - n0) * T4, ld, image_padded, V);
+            n++;
+            continue;
+        }
+        dn8_winograd4_input_avx2(cv, padded, TH4, TW4, (n - n0) * T4, ld, 0, V);
+    }
+    dn8_winograd_gemm_avx2(cv, 36, V, ld, Tcomp, images * T4, M);
+    dn8_winograd4_output_avx2(cv, M, n0, images, out);
 }

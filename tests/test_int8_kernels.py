@@ -147,6 +147,32 @@ def test_random_geometries_match_the_reference_bit_for_bit(path, seed):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("pad", [(0, 5), (5, 0), (3, 6), (1, 9), (2, 1)])
+def test_wide_borders_and_rows_around_16_bytes_match_the_reference(path, pad):
+    # the padded image is written 16 bytes a row at a time, running into the border and the
+    # next rows: borders wider than 8 bytes, rows of 1-33 pixels, the image's last rows
+    rng = np.random.default_rng(300 + 10 * pad[0] + pad[1])
+    for W in (1, 5, 8, 15, 16, 17, 31, 33):
+        for KH, KW, winograd in ((3, 3, None), (3, 3, False), (1, 2, None)):
+            if W + 2 * pad[1] < KW:
+                continue
+            case = random_case(
+                rng,
+                C=int(rng.integers(1, 6)),
+                H=int(rng.integers(1, 7)),
+                W=W,
+                KH=KH,
+                KW=KW,
+                pad=pad,
+                stride=(1, 1),
+                N=int(rng.integers(1, 4)),
+            )
+            if output_size(case["H"], KH, 1, pad[0]) < 1:
+                continue
+            assert_same_bits(run(case, path, 2, winograd=winograd), expected(case))
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     "geometry",
     [
