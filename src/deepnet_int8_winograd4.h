@@ -270,6 +270,34 @@ static void dn8_winograd4_output_avx2(const dn8_conv* cv, const int32_t* M, int 
                                         dn8_winograd4_requantize_row_avx2(y[i], bias8, s8, zero8, low8, high8));
                 }
             }
+            if (TW4 <= 2) {   /* rows of 1 or 2 tiles: tile by tile, a whole one in fixed-size stores */
+                for (k = 0; k < 8 && t + k < images * T4; k++) {
+                    uint8_t* corner = (uint8_t*)out + (size_t)(n0 + image) * image_out + (size_t)f * rows * columns +
+                                      (size_t)(ty * width) * columns + (size_t)(tx * width);
+                    const int tile_rows = rows - ty * width < width ? rows - ty * width : width;
+                    const int tile_columns = columns - tx * width < width ? columns - tx * width : width;
+                    if (tile_rows == width && tile_columns == width && width == 2) {
+                        memcpy(corner, bytes[0] + 2 * k, 2);
+                        memcpy(corner + columns, bytes[1] + 2 * k, 2);
+                    } else if (tile_rows == width && tile_columns == width) {
+#pragma GCC unroll 4
+                        for (i = 0; i < 4; i++)
+                            memcpy(corner + (size_t)i * columns, bytes[i] + 4 * k, 4);
+                    } else {   /* cut at the plane's edge */
+                        for (i = 0; i < tile_rows; i++)
+                            for (j = 0; j < tile_columns; j++)
+                                corner[(size_t)i * columns + j] = bytes[i][k * width + j];
+                    }
+                    if (++tx == TW4) {
+                        tx = 0;
+                        if (++ty == TH4) {
+                            ty = 0;
+                            image++;
+                        }
+                    }
+                }
+                continue;
+            }
             for (k = 0; k < 8 && t + k < images * T4;) {   /* runs along a tile row, cut at the plane's edge */
                 uint8_t* plane = (uint8_t*)out + (size_t)(n0 + image) * image_out + (size_t)f * rows * columns;
                 int run = 8 - k < TW4 - tx ? 8 - k : TW4 - tx;
