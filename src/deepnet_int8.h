@@ -165,6 +165,30 @@ static inline void dn8_pad_image(const dn8_conv* cv, const uint8_t* image, uint8
     }
 }
 
+/* The im2col of images [n0, n1) of one pixel each (an affine layer: H = W = 1, no padding)
+ * into cols [K4][stride], image n at pixel n - n0: a transpose of their bytes, 4 channels a
+ * uint32 (little-endian, as dn8_im2col's), the last partial one through the offsets. */
+static inline void dn8_im2col_pixels(const dn8_conv* cv, const uint8_t* x, int n0, int n1, int stride,
+                                     uint32_t* cols)
+{
+    const size_t C = (size_t)cv->C;
+    const int whole = cv->C / 4;
+    int k4, n, j;
+    for (k4 = 0; k4 < whole; k4++) {
+        uint32_t* target = cols + (size_t)k4 * stride;
+        const uint8_t* source = x + (size_t)n0 * C + 4 * (size_t)k4;
+        for (n = n0; n < n1; n++, source += C)
+            memcpy(target + (n - n0), source, 4);
+    }
+    for (k4 = whole; k4 < cv->K4; k4++)
+        for (n = n0; n < n1; n++) {
+            uint32_t packed = 0;
+            for (j = 0; j < 4; j++)
+                packed |= (uint32_t)x[(size_t)n * C + cv->offsets[4 * k4 + j]] << (8 * j);
+            cols[(size_t)k4 * stride + (n - n0)] = packed;
+        }
+}
+
 #define DN8_SUFFIX scalar
 #define DN8_KIND DN8_SCALAR
 #include "deepnet_int8_body.h"

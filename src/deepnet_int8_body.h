@@ -326,10 +326,13 @@ static void DN8_NAME(dn8_task)(const dn8_conv* cv, const uint8_t* x, int n0, int
     const size_t image_out = (size_t)cv->FN * (cv->pool ? (size_t)(cv->OH / 2) * (cv->OW / 2) : (size_t)cv->OH * cv->OW)
                              * (cv->out_float ? sizeof(float) : 1);
     int n, k4;
-    for (n = n0; n < n1; n++) {
-        dn8_pad_image(cv, x + (size_t)n * image_in, padded);
-        DN8_NAME(dn8_im2col)(cv, padded, r0, r1, stride, cols + (size_t)(n - n0) * Pimage);
-    }
+    if (cv->H == 1 && cv->W == 1 && cv->ph == 0 && cv->pw == 0)   /* an affine layer */
+        dn8_im2col_pixels(cv, x, n0, n1, stride, cols);
+    else
+        for (n = n0; n < n1; n++) {
+            dn8_pad_image(cv, x + (size_t)n * image_in, padded);
+            DN8_NAME(dn8_im2col)(cv, padded, r0, r1, stride, cols + (size_t)(n - n0) * Pimage);
+        }
     for (k4 = 0; k4 < cv->K4; k4++)
         memset(cols + (size_t)k4 * stride + P, 0, (size_t)(Pcomp - P) * sizeof(uint32_t));
     DN8_NAME(dn8_gemm)(cv, cols, P, Pcomp, stride, sums);

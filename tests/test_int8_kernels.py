@@ -147,6 +147,21 @@ def test_random_geometries_match_the_reference_bit_for_bit(path, seed):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("C", [1, 3, 4, 50, 1024, 1027])
+def test_affine_layers_match_the_reference(path, C):
+    # images of one pixel (H = W = 1, 1x1 filters) take a transpose for their im2col: channel
+    # counts with and without a partial last group of 4, batches past a task, scores in float32
+    rng = np.random.default_rng(C)
+    for N, dtype in ((1, np.uint8), (3, np.float32), (17, np.uint8), (64, np.uint8), (101, np.float32)):
+        case = random_case(
+            rng, N=N, C=C, H=1, W=1, KH=1, KW=1, FN=int(rng.integers(1, 60)), pad=(0, 0), stride=(1, 1), dtype=dtype
+        )
+        want = expected(case)
+        for n_threads in (1, 2, 3):
+            assert_same_bits(run(case, path, n_threads), want)
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("pad", [(0, 5), (5, 0), (3, 6), (1, 9), (2, 1)])
 def test_wide_borders_and_rows_around_16_bytes_match_the_reference(path, pad):
     # the padded image is written 16 bytes a row at a time, running into the border and the
