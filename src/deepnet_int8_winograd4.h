@@ -218,13 +218,29 @@ static inline __m256i dn8_winograd4_requantize_row_avx2(const __m256i acc[4], __
     return _mm256_shuffle_epi8(bytes, transpose);
 }
 
+/* The plane F(4x4, 3x3) writes (pooled: the pooled plane), rows x columns, and its TH4 x TW4
+ * tiles, `width` bytes of each row a tile (kernels/int8.pyx's winograd4_tiles counts the same). */
+typedef struct {
+    int rows, columns, width, TH4, TW4;
+} dn8_winograd4_plane;
+
+static inline dn8_winograd4_plane dn8_winograd4_plane_of(const dn8_conv* cv)
+{
+    dn8_winograd4_plane p;
+    p.rows = cv->pool ? cv->OH / 2 : cv->OH;
+    p.columns = cv->pool ? cv->OW / 2 : cv->OW;
+    p.width = cv->pool ? 2 : 4;
+    p.TH4 = (p.rows + p.width - 1) / p.width;
+    p.TW4 = (p.columns + p.width - 1) / p.width;
+    return p;
+}
+
 /* out's images [n0, n0 + images) (uint8, pooled or not) from the task's M (F(4x4, 3x3)). */
 static void dn8_winograd4_output_avx2(const dn8_conv* cv, const int32_t* M, int n0, int images, void* out)
 {
-    const int rows = cv->pool ? cv->OH / 2 : cv->OH, columns = cv->pool ? cv->OW / 2 : cv->OW;
-    const int width = cv->pool ? 2 : 4;
-    const int TH4 = (rows + width - 1) / width, TW4 = (columns + width - 1) / width;
-    const int T4 = TH4 * TW4;
+    const dn8_winograd4_plane geometry = dn8_winograd4_plane_of(cv);
+    const int rows = geometry.rows, columns = geometry.columns, width = geometry.width;
+    const int TH4 = geometry.TH4, TW4 = geometry.TW4, T4 = TH4 * TW4;
     const int Tcomp = DN8_ROUND_TILES(images * T4);
     const size_t image_out = (size_t)cv->FN * rows * columns;
     const size_t xi_stride = DN8_WINOGRAD_MX(cv->FNpad, images * T4);
@@ -327,11 +343,8 @@ static void dn8_winograd4_output_avx2(const dn8_conv* cv, const int32_t* M, int 
 static void dn8_winograd4_task_avx2(const dn8_conv* cv, const uint8_t* x, int n0, int n1, uint8_t* padded,
                                     int32_t* V, int32_t* M, void* out)
 {
-    /* the plane written: rows x columns, `width` bytes of each row a tile */
-    const int rows = cv->pool ? cv->OH / 2 : cv->OH, columns = cv->pool ? cv->OW / 2 : cv->OW;
-    const int width = cv->pool ? 2 : 4;
-    const int TH4 = (rows + width - 1) / width, TW4 = (columns + width - 1) / width;
-    const int T4 = TH4 * TW4, images = n1 - n0;
+    const dn8_winograd4_plane geometry = dn8_winograd4_plane_of(cv);
+    const int TH4 = geometry.TH4, TW4 = geometry.TW4, T4 = TH4 * TW4, images = n1 - n0;
     const int Tcomp = DN8_ROUND_TILES(images * T4), ld = Tcomp + 8;
     const size_t image_in = (size_t)cv->C * cv->H * cv->W;
     const size_t image_padded = (size_t)cv->C * cv->Hp * cv->Wp;
